@@ -1,0 +1,88 @@
+package events
+
+import (
+	"time"
+
+	"github.com/godwit/godwit/events/subject"
+)
+
+// Job states, as the OMA keeps them. A job moves
+// pending -> queued -> snapshotting -> copying -> finalizing -> completed,
+// or ends failed or cancelled.
+const (
+	JobPending      = "pending"
+	JobQueued       = "queued"
+	JobSnapshotting = "snapshotting"
+	JobCopying      = "copying"
+	JobFinalizing   = "finalizing"
+	JobCompleted    = "completed"
+	JobFailed       = "failed"
+	JobCancelled    = "cancelled"
+)
+
+// JobStates lists every job state in lifecycle order.
+func JobStates() []string {
+	return []string{JobPending, JobQueued, JobSnapshotting, JobCopying, JobFinalizing,
+		JobCompleted, JobFailed, JobCancelled}
+}
+
+// JobCreated announces a job the OMA created, with its exports.
+type JobCreated struct {
+	JobID           string    `json:"job_id"`
+	VMAID           string    `json:"vma_id"`
+	VM              VMRef     `json:"vm"`
+	ReplicationType string    `json:"replication_type"`
+	State           string    `json:"state"`
+	Disks           []JobDisk `json:"disks"`
+	CreatedAt       time.Time `json:"created_at"`
+}
+
+// EventType implements Payload.
+func (*JobCreated) EventType() string { return TypeJobCreated }
+
+// NATSSubject implements Payload.
+func (j *JobCreated) NATSSubject() (string, error) { return subject.JobCreated(j.VMAID, j.JobID) }
+
+// EventSubject implements Payload: the job id.
+func (j *JobCreated) EventSubject() string { return j.JobID }
+
+// VMRef names the source VM of a job.
+type VMRef struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	Path string `json:"path"`
+}
+
+// JobDisk is one disk of a job and the NBD export it is written into.
+type JobDisk struct {
+	Key           int32  `json:"key"`
+	CapacityBytes int64  `json:"capacity_bytes"`
+	Export        Export `json:"export"`
+}
+
+// Export is an NBD export on the OMA.
+type Export struct {
+	Host string `json:"host"`
+	Port int    `json:"port"`
+	Name string `json:"name"`
+}
+
+// JobStateChanged announces that a job moved from one state to another.
+type JobStateChanged struct {
+	JobID string `json:"job_id"`
+	VMAID string `json:"vma_id"`
+	From  string `json:"from"`
+	To    string `json:"to"`
+	// Error says why, when To is failed or cancelled.
+	Error     string    `json:"error,omitempty"`
+	ChangedAt time.Time `json:"changed_at"`
+}
+
+// EventType implements Payload.
+func (*JobStateChanged) EventType() string { return TypeJobStateChanged }
+
+// NATSSubject implements Payload.
+func (j *JobStateChanged) NATSSubject() (string, error) { return subject.JobState(j.VMAID, j.JobID) }
+
+// EventSubject implements Payload: the job id.
+func (j *JobStateChanged) EventSubject() string { return j.JobID }

@@ -1,0 +1,83 @@
+package events
+
+import "github.com/godwit/godwit/events/subject"
+
+// Phases a Progress event reports.
+const (
+	PhaseSnapshotting = "snapshotting"
+	PhaseCopying      = "copying"
+	PhaseFinalizing   = "finalizing"
+)
+
+// Progress reports how far a VMA got with a job. Seq grows with every event
+// of a job, so a consumer can drop duplicates and late arrivals.
+type Progress struct {
+	JobID string `json:"job_id"`
+	VMAID string `json:"vma_id"`
+	// Seq is 1 for the first progress event of a job, then grows by one or more.
+	Seq   uint64 `json:"seq"`
+	Phase string `json:"phase"`
+	// BytesTotal is what the job will copy in all, BytesDone what it has.
+	BytesTotal int64 `json:"bytes_total"`
+	BytesDone  int64 `json:"bytes_done"`
+	// RateBytesPerSecond is the recent copy rate.
+	RateBytesPerSecond int64          `json:"rate_bytes_per_second"`
+	Disks              []DiskProgress `json:"disks"`
+}
+
+// EventType implements Payload.
+func (*Progress) EventType() string { return TypeProgress }
+
+// NATSSubject implements Payload.
+func (p *Progress) NATSSubject() (string, error) { return subject.Progress(p.VMAID, p.JobID) }
+
+// EventSubject implements Payload: the job id.
+func (p *Progress) EventSubject() string { return p.JobID }
+
+// DiskProgress is the progress of one disk of a job.
+type DiskProgress struct {
+	// Key is the disk's device key.
+	Key        int32 `json:"key"`
+	BytesTotal int64 `json:"bytes_total"`
+	BytesDone  int64 `json:"bytes_done"`
+}
+
+// Replication states a VMA reports.
+const (
+	StatusAccepted  = "accepted"
+	StatusRunning   = "running"
+	StatusCompleted = "completed"
+	StatusFailed    = "failed"
+	StatusCancelled = "cancelled"
+)
+
+// ReplicationStatus is a VMA's report of a job's state. A completed status
+// carries the change id of every disk, the base of the next incremental job.
+type ReplicationStatus struct {
+	JobID string `json:"job_id"`
+	VMAID string `json:"vma_id"`
+	// Seq orders the status events of a job, like Progress.Seq.
+	Seq   uint64 `json:"seq"`
+	State string `json:"state"`
+	// BytesTransferred is what was written to the OMA's exports.
+	BytesTransferred int64 `json:"bytes_transferred"`
+	// Disks carries the per-disk change ids (set when completed).
+	Disks []DiskChange `json:"disks,omitempty"`
+	// Error is set when State is failed or cancelled.
+	Error *Failure `json:"error,omitempty"`
+}
+
+// EventType implements Payload.
+func (*ReplicationStatus) EventType() string { return TypeReplicationStatus }
+
+// NATSSubject implements Payload.
+func (s *ReplicationStatus) NATSSubject() (string, error) { return subject.Status(s.VMAID, s.JobID) }
+
+// EventSubject implements Payload: the job id.
+func (s *ReplicationStatus) EventSubject() string { return s.JobID }
+
+// DiskChange is the CBT change id a disk was copied up to.
+type DiskChange struct {
+	Key      int32  `json:"key"`
+	ChangeID string `json:"change_id"`
+}

@@ -1,0 +1,51 @@
+package events
+
+import "github.com/godwit/godwit/events/subject"
+
+// Replication types.
+const (
+	ReplicationInitial     = "initial"     // copy every allocated block
+	ReplicationIncremental = "incremental" // copy what changed since the last completed job
+)
+
+// ReplicateCommand tells a VMA to run a replication job.
+type ReplicateCommand struct {
+	JobID string `json:"job_id"`
+	// VMAID is the VMA that runs the job.
+	VMAID    string `json:"vma_id"`
+	VCenter  string `json:"vcenter"`
+	Username string `json:"username"`
+	// Password is the vCenter password sealed to the VMA's key.
+	Password Sealed `json:"password"`
+	// VMPaths are inventory paths of the VMs to replicate.
+	VMPaths []string `json:"vm_paths"`
+	// OMAURL is the OMA API the VMA reports to.
+	OMAURL string `json:"oma_url"`
+	// ReplicationType is initial or incremental; empty means initial.
+	ReplicationType string `json:"replication_type,omitempty"`
+}
+
+// EventType implements Payload.
+func (*ReplicateCommand) EventType() string { return TypeReplicateCommand }
+
+// NATSSubject implements Payload.
+func (c *ReplicateCommand) NATSSubject() (string, error) { return subject.ReplicateCommand(c.VMAID) }
+
+// EventSubject implements Payload: the job id.
+func (c *ReplicateCommand) EventSubject() string { return c.JobID }
+
+// ReplicateCancel tells a VMA to stop a job.
+type ReplicateCancel struct {
+	JobID  string `json:"job_id"`
+	VMAID  string `json:"vma_id"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// EventType implements Payload.
+func (*ReplicateCancel) EventType() string { return TypeReplicateCancel }
+
+// NATSSubject implements Payload.
+func (c *ReplicateCancel) NATSSubject() (string, error) { return subject.ReplicateCancel(c.VMAID) }
+
+// EventSubject implements Payload: the job id.
+func (c *ReplicateCancel) EventSubject() string { return c.JobID }

@@ -1,0 +1,161 @@
+package subject
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Root is the first token of every godwit subject.
+const Root = "godwit"
+
+// MaxIDLen is the longest id accepted as a subject token.
+const MaxIDLen = 128
+
+// Subject prefixes, each followed by the ids named in its builder.
+const (
+	discoverRequest  = Root + ".discover.request"
+	discoverResult   = Root + ".discover.result"
+	replicateCommand = Root + ".replicate.command"
+	replicateCancel  = Root + ".replicate.cancel"
+	progress         = Root + ".progress"
+	status           = Root + ".status"
+	jobCreated       = Root + ".job.created"
+	jobState         = Root + ".job.state"
+	heartbeat        = Root + ".vma.heartbeat"
+	exportRequest    = Root + ".export.request"
+)
+
+// Wildcard filters over every VMA, used by streams and subscribers.
+const (
+	AllDiscover  = Root + ".discover.>"
+	AllReplicate = Root + ".replicate.>"
+	AllProgress  = progress + ".>"
+	AllStatus    = status + ".>"
+	AllJobs      = Root + ".job.>"
+	AllVMA       = Root + ".vma.>"
+	AllExport    = exportRequest + ".>"
+	All          = Root + ".>"
+)
+
+// ErrInvalidID is wrapped by every error about an id that cannot be a subject token.
+var ErrInvalidID = errors.New("invalid id")
+
+// ValidID reports whether id can stand as one subject token: 1 to MaxIDLen
+// characters from A-Z, a-z, 0-9, '-' and '_'. Dots, wildcards ('*', '>'),
+// white space and every other character are refused, so an id can never add,
+// widen or split a token of the subject it is put in.
+func ValidID(id string) error {
+	if id == "" {
+		return fmt.Errorf("%w: empty", ErrInvalidID)
+	}
+	if len(id) > MaxIDLen {
+		return fmt.Errorf("%w: %d characters, at most %d", ErrInvalidID, len(id), MaxIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
+		default:
+			return fmt.Errorf("%w: %q has %q at byte %d (allowed: letters, digits, '-', '_')", ErrInvalidID, id, c, i)
+		}
+	}
+	return nil
+}
+
+// join validates every id, naming the one at fault, and appends them to prefix.
+func join(prefix string, ids ...namedID) (string, error) {
+	s := prefix
+	for _, id := range ids {
+		if err := ValidID(id.value); err != nil {
+			return "", fmt.Errorf("%s: %w", id.name, err)
+		}
+		s += "." + id.value
+	}
+	return s, nil
+}
+
+type namedID struct{ name, value string }
+
+func vma(id string) namedID     { return namedID{"vma id", id} }
+func job(id string) namedID     { return namedID{"job id", id} }
+func request(id string) namedID { return namedID{"request id", id} }
+
+// DiscoverRequest is godwit.discover.request.<vma>: discovery asked of one VMA.
+func DiscoverRequest(vmaID string) (string, error) { return join(discoverRequest, vma(vmaID)) }
+
+// DiscoverResult is godwit.discover.result.<vma>.<request>: the inventory a VMA found.
+func DiscoverResult(vmaID, requestID string) (string, error) {
+	return join(discoverResult, vma(vmaID), request(requestID))
+}
+
+// ReplicateCommand is godwit.replicate.command.<vma>: a job for one VMA to run.
+func ReplicateCommand(vmaID string) (string, error) { return join(replicateCommand, vma(vmaID)) }
+
+// ReplicateCancel is godwit.replicate.cancel.<vma>: a job for one VMA to stop.
+func ReplicateCancel(vmaID string) (string, error) { return join(replicateCancel, vma(vmaID)) }
+
+// Progress is godwit.progress.<vma>.<job>: copy progress of one job.
+func Progress(vmaID, jobID string) (string, error) { return join(progress, vma(vmaID), job(jobID)) }
+
+// Status is godwit.status.<vma>.<job>: the replication status of one job.
+func Status(vmaID, jobID string) (string, error) { return join(status, vma(vmaID), job(jobID)) }
+
+// JobCreated is godwit.job.created.<vma>.<job>: the OMA created a job.
+func JobCreated(vmaID, jobID string) (string, error) {
+	return join(jobCreated, vma(vmaID), job(jobID))
+}
+
+// JobState is godwit.job.state.<vma>.<job>: a job moved from one state to another.
+func JobState(vmaID, jobID string) (string, error) { return join(jobState, vma(vmaID), job(jobID)) }
+
+// Heartbeat is godwit.vma.heartbeat.<vma>: a VMA's periodic presence.
+func Heartbeat(vmaID string) (string, error) { return join(heartbeat, vma(vmaID)) }
+
+// ExportRequest is godwit.export.request.<vma>.<job>: a VMA asks the OMA,
+// request/reply, for the NBD exports of a job.
+func ExportRequest(vmaID, jobID string) (string, error) {
+	return join(exportRequest, vma(vmaID), job(jobID))
+}
+
+// VMAPublish lists the subjects a VMA may publish on: only those carrying its own id.
+func VMAPublish(vmaID string) ([]string, error) {
+	if err := ValidID(vmaID); err != nil {
+		return nil, fmt.Errorf("vma id: %w", err)
+	}
+	return []string{
+		discoverRequest + "." + vmaID,
+		discoverResult + "." + vmaID + ".*",
+		replicateCommand + "." + vmaID,
+		replicateCancel + "." + vmaID,
+		progress + "." + vmaID + ".*",
+		status + "." + vmaID + ".*",
+		heartbeat + "." + vmaID,
+		exportRequest + "." + vmaID + ".*",
+	}, nil
+}
+
+// VMASubscribe lists the plain subjects a VMA may subscribe to: the results of
+// its own discoveries. Commands reach it through its JetStream consumers.
+func VMASubscribe(vmaID string) ([]string, error) {
+	if err := ValidID(vmaID); err != nil {
+		return nil, fmt.Errorf("vma id: %w", err)
+	}
+	return []string{discoverResult + "." + vmaID + ".*"}, nil
+}
+
+// VMACommands lists the subjects a VMA's command consumer delivers.
+func VMACommands(vmaID string) ([]string, error) {
+	if err := ValidID(vmaID); err != nil {
+		return nil, fmt.Errorf("vma id: %w", err)
+	}
+	return []string{replicateCommand + "." + vmaID, replicateCancel + "." + vmaID}, nil
+}
+
+// InboxPrefix is the reply-inbox prefix of a VMA's connection, so that its
+// replies are kept apart from everybody else's.
+func InboxPrefix(vmaID string) (string, error) {
+	if err := ValidID(vmaID); err != nil {
+		return "", fmt.Errorf("vma id: %w", err)
+	}
+	return "_INBOX_VMA." + vmaID, nil
+}

@@ -1,0 +1,48 @@
+package events
+
+// Event types, each versioned. A breaking change to a payload is a new type.
+const (
+	TypeDiscoverRequest   = "io.godwit.discover.request.v1"
+	TypeDiscoverResult    = "io.godwit.discover.result.v1"
+	TypeReplicateCommand  = "io.godwit.replicate.command.v1"
+	TypeReplicateCancel   = "io.godwit.replicate.cancel.v1"
+	TypeProgress          = "io.godwit.progress.v1"
+	TypeReplicationStatus = "io.godwit.replication.status.v1"
+	TypeJobCreated        = "io.godwit.job.created.v1"
+	TypeJobStateChanged   = "io.godwit.job.state.v1"
+	TypeHeartbeat         = "io.godwit.vma.heartbeat.v1"
+)
+
+// Types lists every event type, in a fixed order.
+func Types() []string {
+	return []string{
+		TypeDiscoverRequest, TypeDiscoverResult, TypeReplicateCommand, TypeReplicateCancel,
+		TypeProgress, TypeReplicationStatus, TypeJobCreated, TypeJobStateChanged, TypeHeartbeat,
+	}
+}
+
+// NewPayload returns a new zero payload of the given event type, ready to be
+// decoded into, and false when the type is unknown.
+func NewPayload(eventType string) (Payload, bool) {
+	switch eventType {
+	case TypeDiscoverRequest:
+		return new(DiscoverRequest), true
+	case TypeDiscoverResult:
+		return new(DiscoverResult), true
+	case TypeReplicateCommand:
+		return new(ReplicateCommand), true
+	case TypeReplicateCancel:
+		return new(ReplicateCancel), true
+	case TypeProgress:
+		return new(Progress), true
+	case TypeReplicationStatus:
+		return new(ReplicationStatus), true
+	case TypeJobCreated:
+		return new(JobCreated), true
+	case TypeJobStateChanged:
+		return new(JobStateChanged), true
+	case TypeHeartbeat:
+		return new(Heartbeat), true
+	}
+	return nil, false
+}
