@@ -1,0 +1,102 @@
+// Package bustest starts real embedded NATS servers and connections for
+// tests and benchmarks, cleaned up with the test.
+package bustest
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nkeys"
+
+	"github.com/godwit/godwit/bus"
+)
+
+// StartServer starts an embedded server with JetStream on a free loopback
+// port, with its store in dir (a new temporary one when dir is ""), and the
+// godwit streams created. It is shut down when the test ends.
+func StartServer(tb testing.TB, dir string, access bus.Access) *bus.Server {
+	tb.Helper()
+	if dir == "" {
+		dir = tb.TempDir()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	srv, err := bus.StartServer(ctx, bus.ServerConfig{StoreDir: dir, Port: -1, Access: access})
+	if err != nil {
+		tb.Fatalf("start nats server: %v", err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	oma := ConnectOMA(tb, srv)
+	if err := oma.EnsureStreams(ctx, bus.StreamLimits{}); err != nil {
+		tb.Fatalf("ensure streams: %v", err)
+	}
+	return srv
+}
+
+// ConnectOMA connects to srv in-process as the OMA; closed when the test ends.
+func ConnectOMA(tb testing.TB, srv *bus.Server) *bus.Conn {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := srv.Connect(ctx, bus.ClientConfig{Name: "oma", Source: "/godwit/oma"})
+	if err != nil {
+		tb.Fatalf("connect oma: %v", err)
+	}
+	tb.Cleanup(c.Close)
+	return c
+}
+
+// Connect connects to url with cfg; closed when the test ends.
+func Connect(tb testing.TB, url string, cfg bus.ClientConfig) *bus.Conn {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := bus.Connect(ctx, url, cfg)
+	if err != nil {
+		tb.Fatalf("connect %s: %v", url, err)
+	}
+	tb.Cleanup(c.Close)
+	return c
+}
+
+// User is a new NKey user.
+type User struct {
+	Seed      []byte // the secret seed ("SU...")
+	PublicKey string // what the server is told ("U...")
+}
+
+// NewUser creates an NKey user.
+func NewUser(tb testing.TB) User {
+	tb.Helper()
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		tb.Fatalf("create nkey: %v", err)
+	}
+	seed, err := kp.Seed()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pub, err := kp.PublicKey()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return User{Seed: seed, PublicKey: pub}
+}
+
+// SeedFile writes the user's seed to a 0600 file in a temporary directory,
+// for the nats CLI's --nkey, and returns its path.
+func (u User) SeedFile(tb testing.TB) string {
+	tb.Helper()
+	path := filepath.Join(tb.TempDir(), "user.nk")
+	if err := os.WriteFile(path, u.Seed, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return path
+}

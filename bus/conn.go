@@ -1,0 +1,264 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+
+	"github.com/godwit/godwit/schema"
+)
+
+// State is a connection state reported to ClientConfig.OnState.
+type State int
+
+// Connection states.
+const (
+	Connected    State = iota // the first connection is up
+	Disconnected              // the connection dropped; reconnecting
+	Reconnected               // back after a drop
+	Closed                    // closed for good (Close, or Drain finished)
+)
+
+// String returns the state's name.
+func (s State) String() string {
+	switch s {
+	case Connected:
+		return "connected"
+	case Disconnected:
+		return "disconnected"
+	case Reconnected:
+		return "reconnected"
+	case Closed:
+		return "closed"
+	}
+	return fmt.Sprintf("State(%d)", int(s))
+}
+
+// DialFunc opens the network connection to a NATS server, for example
+// through an SSH tunnel. address is host:port from the URL.
+type DialFunc func(network, address string) (net.Conn, error)
+
+// Dial implements nats.CustomDialer.
+func (f DialFunc) Dial(network, address string) (net.Conn, error) { return f(network, address) }
+
+// ClientConfig configures Connect. The zero value connects anonymously.
+type ClientConfig struct {
+	// Name is the connection name the server shows.
+	Name string
+	// Source is the CloudEvents source of events this connection publishes,
+	// such as "/godwit/vma/vma-1"; empty means "/godwit/" + Name.
+	Source string
+	// NKeySeed authenticates with an NKey user seed ("SU..."); the seed is
+	// kept in memory only.
+	NKeySeed []byte
+	// InboxPrefix replaces "_INBOX" for replies; a VMA must use
+	// subject.InboxPrefix(id), which its permissions allow.
+	InboxPrefix string
+	// Dial replaces the TCP dialer, for example with the SSH tunnel.
+	Dial DialFunc
+	// ReconnectWait is the first delay between reconnect attempts, doubled
+	// on each failed attempt up to MaxReconnectWait, with up to 20% jitter.
+	// Zero values mean 100ms and 5s. Reconnecting never gives up.
+	ReconnectWait    time.Duration
+	MaxReconnectWait time.Duration
+	// OnState is called, from one goroutine, on every state change, with
+	// the error that caused a disconnect (nil otherwise).
+	OnState func(State, error)
+	// Options are passed to nats.Connect after godwit's own, for example
+	// nats.UserCredentials for an external cluster.
+	Options []nats.Option
+	// Validator checks published and consumed events; nil compiles one.
+	Validator *schema.Validator
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger receives connection events; nil discards them.
+	Logger *slog.Logger
+}
+
+// Conn is a connection to NATS with JetStream, publishing and consuming
+// godwit events. It is safe for concurrent use.
+type Conn struct {
+	nc        *nats.Conn
+	js        jetstream.JetStream
+	validator *schema.Validator
+	source    string
+	now       func() time.Time
+	log       *slog.Logger
+}
+
+// Connect connects to url (one or more comma-separated NATS URLs) and
+// returns once the first connection is up. It fails when ctx ends first,
+// with the last connection error. Once connected, it reconnects forever.
+func Connect(ctx context.Context, url string, cfg ClientConfig) (*Conn, error) {
+	return connect(ctx, url, cfg)
+}
+
+// Connect connects to the embedded server in-process as the OMA's internal
+// user, which may publish and subscribe everything. cfg.Dial and
+// cfg.NKeySeed are ignored.
+func (s *Server) Connect(ctx context.Context, cfg ClientConfig) (*Conn, error) {
+	seed, err := s.oma.Seed()
+	if err != nil {
+		return nil, fmt.Errorf("connect to embedded nats: %w", err)
+	}
+	cfg.NKeySeed, cfg.Dial = seed, nil
+	if cfg.InboxPrefix == "" {
+		cfg.InboxPrefix = "_INBOX_OMA"
+	}
+	cfg.Options = append([]nats.Option{nats.InProcessServer(s.ns)}, cfg.Options...)
+	return connect(ctx, s.ClientURL(), cfg)
+}
+
+func connect(ctx context.Context, url string, cfg ClientConfig) (*Conn, error) {
+	log := discardIfNil(cfg.Logger).With("nats", url)
+	if cfg.ReconnectWait <= 0 {
+		cfg.ReconnectWait = 100 * time.Millisecond
+	}
+	if cfg.MaxReconnectWait <= 0 {
+		cfg.MaxReconnectWait = 5 * time.Second
+	}
+	onState := cfg.OnState
+	if onState == nil {
+		onState = func(State, error) {}
+	}
+	up := make(chan struct{})
+	var once sync.Once
+	var lastMu sync.Mutex
+	var lastErr error // why the latest connection attempt failed
+	opts := []nats.Option{
+		nats.Name(cfg.Name),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.CustomReconnectDelay(backoff(cfg.ReconnectWait, cfg.MaxReconnectWait)),
+		nats.ConnectHandler(func(*nats.Conn) {
+			once.Do(func() { close(up) })
+			log.Info("nats connected")
+			onState(Connected, nil)
+		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			lastMu.Lock()
+			lastErr = err
+			lastMu.Unlock()
+			log.Debug("nats connection attempt failed", "err", err)
+		}),
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if nc.IsClosed() {
+				return // Close, not a drop: ClosedHandler reports it
+			}
+			log.Warn("nats disconnected", "err", err)
+			onState(Disconnected, err)
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) {
+			log.Info("nats reconnected")
+			onState(Reconnected, nil)
+		}),
+		nats.ClosedHandler(func(*nats.Conn) { onState(Closed, nil) }),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if sub != nil {
+				log.Error("nats subscription error", "subject", sub.Subject, "err", err)
+				return
+			}
+			log.Error("nats error", "err", err)
+		}),
+	}
+	if len(cfg.NKeySeed) > 0 {
+		kp, err := nkeys.FromSeed(cfg.NKeySeed)
+		if err != nil {
+			return nil, fmt.Errorf("connect %s: nkey seed: %w", url, err)
+		}
+		pub, err := kp.PublicKey()
+		if err != nil {
+			return nil, fmt.Errorf("connect %s: nkey public key: %w", url, err)
+		}
+		opts = append(opts, nats.Nkey(pub, kp.Sign))
+	}
+	if cfg.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(cfg.InboxPrefix))
+	}
+	if cfg.Dial != nil {
+		opts = append(opts, nats.SetCustomDialer(cfg.Dial))
+	}
+	opts = append(opts, cfg.Options...)
+
+	v := cfg.Validator
+	if v == nil {
+		var err error
+		if v, err = schema.New(); err != nil {
+			return nil, err
+		}
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect %s: %w", url, err)
+	}
+	select {
+	case <-up:
+	case <-ctx.Done():
+		last := nc.LastError()
+		lastMu.Lock()
+		if lastErr != nil {
+			last = lastErr
+		}
+		lastMu.Unlock()
+		nc.Close()
+		if last != nil {
+			return nil, fmt.Errorf("connect %s: %w (last error: %v)", url, ctx.Err(), last)
+		}
+		return nil, fmt.Errorf("connect %s: %w", url, ctx.Err())
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("connect %s: jetstream: %w", url, err)
+	}
+	source := cfg.Source
+	if source == "" {
+		source = "/godwit/" + cfg.Name
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Conn{nc: nc, js: js, validator: v, source: source, now: now, log: log}, nil
+}
+
+// backoff doubles the delay from first up to max, adding up to 20% jitter.
+func backoff(first, max time.Duration) nats.ReconnectDelayHandler {
+	return func(attempts int) time.Duration {
+		d := first
+		for i := 1; i < attempts && d < max; i++ {
+			d *= 2
+		}
+		d = min(d, max)
+		return d + rand.N(d/5+1)
+	}
+}
+
+// NATS returns the underlying connection.
+func (c *Conn) NATS() *nats.Conn { return c.nc }
+
+// JetStream returns the JetStream context of the connection.
+func (c *Conn) JetStream() jetstream.JetStream { return c.js }
+
+// Connected reports whether the connection is up now.
+func (c *Conn) Connected() bool { return c.nc.IsConnected() }
+
+// Drain lets subscriptions finish what they hold, flushes, and closes.
+func (c *Conn) Drain() error {
+	if err := c.nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		return fmt.Errorf("drain nats connection: %w", err)
+	}
+	return nil
+}
+
+// Close closes the connection at once.
+func (c *Conn) Close() { c.nc.Close() }

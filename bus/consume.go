@@ -1,0 +1,99 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/godwit/godwit/events"
+)
+
+// Handler handles one validated event. Returning nil acks the message, so
+// a handler must commit what the event changes before it returns. An error
+// naks it for redelivery after a growing delay; an error wrapping ErrPoison
+// terminates it. A handler may see an event again after a crash or a lost
+// ack, and must then change nothing.
+type Handler func(ctx context.Context, ev events.Event, p events.Payload) error
+
+// Consume reads the durable consumer of stream until ctx ends, calling h
+// for one message at a time. A message that is not a valid event, or whose
+// payload does not belong on the subject it came on (a VMA speaking for
+// another), is logged and terminated without reaching h, and the consumer
+// goes on. Consume returns nil when ctx ends.
+func (c *Conn) Consume(ctx context.Context, stream, durable string, h Handler) error {
+	cons, err := c.js.Consumer(ctx, stream, durable)
+	if err != nil {
+		return fmt.Errorf("consume %s/%s: %w", stream, durable, err)
+	}
+	log := c.log.With("stream", stream, "consumer", durable)
+	cc, err := cons.Consume(func(msg jetstream.Msg) { c.handle(ctx, msg, h, log) },
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			log.Warn("consume", "err", err)
+		}))
+	if err != nil {
+		return fmt.Errorf("consume %s/%s: %w", stream, durable, err)
+	}
+	<-ctx.Done()
+	cc.Stop()
+	<-cc.Closed()
+	return nil
+}
+
+func (c *Conn) handle(ctx context.Context, msg jetstream.Msg, h Handler, log interface {
+	Error(string, ...any)
+	Warn(string, ...any)
+}) {
+	ev, err := c.validator.ValidateEvent(msg.Data())
+	if err != nil {
+		log.Error("rejected invalid event", "subject", msg.Subject(), "err", err)
+		_ = msg.TermWithReason("invalid event")
+		return
+	}
+	p, subj, err := decode(ev)
+	if err != nil || subj != msg.Subject() {
+		log.Error("rejected event on a foreign subject", "subject", msg.Subject(), "want", subj, "id", ev.ID, "err", err)
+		_ = msg.TermWithReason("subject mismatch")
+		return
+	}
+	err = call(ctx, h, ev, p)
+	switch {
+	case err == nil:
+		if err := msg.DoubleAck(ctx); err != nil {
+			log.Warn("ack", "id", ev.ID, "err", err)
+		}
+	case errors.Is(err, ErrPoison):
+		log.Error("terminated poison event", "id", ev.ID, "type", ev.Type, "err", err)
+		_ = msg.TermWithReason(err.Error())
+	default:
+		delay := redeliveryDelay(msg)
+		log.Warn("event failed; redelivering", "id", ev.ID, "type", ev.Type, "in", delay, "err", err)
+		_ = msg.NakWithDelay(delay)
+	}
+}
+
+// call runs h, turning a panic into an error so one bad event cannot stop
+// the consumer.
+func call(ctx context.Context, h Handler, ev events.Event, p events.Payload) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("handler panic: %v", r)
+		}
+	}()
+	return h(ctx, ev, p)
+}
+
+// redeliveryDelay is 1s after the first failure, doubling up to 30s.
+func redeliveryDelay(msg jetstream.Msg) time.Duration {
+	n := uint64(1)
+	if md, err := msg.Metadata(); err == nil {
+		n = md.NumDelivered
+	}
+	d := time.Second
+	for i := uint64(1); i < n && d < 30*time.Second; i++ {
+		d *= 2
+	}
+	return min(d, 30*time.Second)
+}

@@ -1,0 +1,71 @@
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/godwit/godwit/events"
+)
+
+// ContentType is the Content-Type header of every published event: a
+// CloudEvent in structured JSON mode.
+const ContentType = "application/cloudevents+json"
+
+// Publish wraps p in a new event from this connection's source, validates
+// it, and publishes it to its stream. It returns the event, whose ID a
+// caller may keep to retry with PublishEvent.
+func (c *Conn) Publish(ctx context.Context, p events.Payload) (events.Event, error) {
+	ev, err := events.New(c.source, p, c.now())
+	if err != nil {
+		return events.Event{}, fmt.Errorf("publish: %w", err)
+	}
+	if _, err := c.PublishEvent(ctx, ev); err != nil {
+		return ev, err
+	}
+	return ev, nil
+}
+
+// PublishEvent validates ev and publishes it on its payload's subject with
+// Nats-Msg-Id set to ev.ID, so publishing the same event again (a retry
+// after a lost ack) is stored once: the ack then reports Duplicate. Without
+// a deadline on ctx it waits 5s for the ack.
+func (c *Conn) PublishEvent(ctx context.Context, ev events.Event) (*jetstream.PubAck, error) {
+	raw, err := json.Marshal(ev)
+	if err != nil {
+		return nil, fmt.Errorf("publish %s: encode: %w", ev.Type, err)
+	}
+	if _, err := c.validator.ValidateEvent(raw); err != nil {
+		return nil, fmt.Errorf("publish %s: %w", ev.Type, err)
+	}
+	_, subj, err := decode(ev)
+	if err != nil {
+		return nil, fmt.Errorf("publish %s: %w", ev.Type, err)
+	}
+	msg := &nats.Msg{Subject: subj, Data: raw, Header: nats.Header{}}
+	msg.Header.Set("Content-Type", ContentType)
+	ack, err := c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(ev.ID))
+	if err != nil {
+		return nil, fmt.Errorf("publish %s on %s: %w", ev.Type, subj, err)
+	}
+	return ack, nil
+}
+
+// decode returns the payload of ev and the NATS subject it belongs on.
+func decode(ev events.Event) (events.Payload, string, error) {
+	p, ok := events.NewPayload(ev.Type)
+	if !ok {
+		return nil, "", fmt.Errorf("unknown event type %q", ev.Type)
+	}
+	if err := ev.Decode(p); err != nil {
+		return nil, "", err
+	}
+	subj, err := p.NATSSubject()
+	if err != nil {
+		return nil, "", err
+	}
+	return p, subj, nil
+}

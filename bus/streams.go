@@ -1,0 +1,127 @@
+package bus
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/godwit/godwit/events/subject"
+)
+
+// Stream names.
+const (
+	StreamDiscovery = "DISCOVERY" // discover requests and results
+	StreamCommands  = "COMMANDS"  // replicate commands and cancels
+	StreamProgress  = "PROGRESS"  // progress and replication status
+	StreamJobs      = "JOBS"      // job lifecycle
+	StreamPresence  = "PRESENCE"  // VMA heartbeats, the last one per VMA
+)
+
+// OMADurable is the name of the OMA's durable consumer on every stream it reads.
+const OMADurable = "oma"
+
+// VMADurable returns the name of a VMA's durable consumer on the commands
+// and discovery streams. The id must pass subject.ValidID.
+func VMADurable(vmaID string) string { return "vma-" + vmaID }
+
+// StreamLimits bound what the streams keep (limits retention). The zero
+// value keeps 30 days, at most 1 GiB per stream, and drops a publish whose
+// Nats-Msg-Id was seen in the last 2 minutes.
+type StreamLimits struct {
+	MaxAge     time.Duration
+	MaxBytes   int64
+	Duplicates time.Duration
+	// Replicas is the replica count on a NATS cluster; 0 means 1.
+	Replicas int
+}
+
+func (l StreamLimits) withDefaults() StreamLimits {
+	if l.MaxAge == 0 {
+		l.MaxAge = 30 * 24 * time.Hour
+	}
+	if l.MaxBytes == 0 {
+		l.MaxBytes = 1 << 30
+	}
+	if l.Duplicates == 0 {
+		l.Duplicates = 2 * time.Minute
+	}
+	if l.Replicas == 0 {
+		l.Replicas = 1
+	}
+	return l
+}
+
+// StreamConfigs returns the configuration of every godwit stream.
+func StreamConfigs(l StreamLimits) []jetstream.StreamConfig {
+	l = l.withDefaults()
+	mk := func(name, desc string, subjects ...string) jetstream.StreamConfig {
+		return jetstream.StreamConfig{
+			Name:        name,
+			Description: desc,
+			Subjects:    subjects,
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
+			Storage:     jetstream.FileStorage,
+			MaxAge:      l.MaxAge,
+			MaxBytes:    l.MaxBytes,
+			Duplicates:  l.Duplicates,
+			Replicas:    l.Replicas,
+		}
+	}
+	presence := mk(StreamPresence, "godwit VMA heartbeats", subject.AllVMA)
+	presence.MaxMsgsPerSubject = 1
+	return []jetstream.StreamConfig{
+		mk(StreamDiscovery, "godwit discover requests and results", subject.AllDiscover),
+		mk(StreamCommands, "godwit replicate commands and cancels", subject.AllReplicate),
+		mk(StreamProgress, "godwit progress and replication status", subject.AllProgress, subject.AllStatus),
+		mk(StreamJobs, "godwit job lifecycle", subject.AllJobs),
+		presence,
+	}
+}
+
+// EnsureStreams creates the godwit streams, or updates them to l. Calling
+// it again with the same limits changes nothing.
+func (c *Conn) EnsureStreams(ctx context.Context, l StreamLimits) error {
+	for _, cfg := range StreamConfigs(l) {
+		if _, err := c.js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
+		}
+	}
+	return nil
+}
+
+// EnsureConsumer creates or updates a durable pull consumer with explicit
+// acks, delivering every message of stream that matches filters.
+func (c *Conn) EnsureConsumer(ctx context.Context, stream, durable string, filters ...string) error {
+	cfg := jetstream.ConsumerConfig{
+		Durable:        durable,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		AckWait:        30 * time.Second,
+		FilterSubjects: filters,
+	}
+	if _, err := c.js.CreateOrUpdateConsumer(ctx, stream, cfg); err != nil {
+		return fmt.Errorf("ensure consumer %s on %s: %w", durable, stream, err)
+	}
+	return nil
+}
+
+// EnsureVMAConsumers creates the durable consumers a VMA reads: its commands
+// and cancels, and its discover requests. A command published while the VMA
+// is away waits there until it comes back.
+func (c *Conn) EnsureVMAConsumers(ctx context.Context, vmaID string) error {
+	cmds, err := subject.VMACommands(vmaID)
+	if err != nil {
+		return fmt.Errorf("ensure consumers of vma: %w", err)
+	}
+	disc, err := subject.DiscoverRequest(vmaID)
+	if err != nil {
+		return fmt.Errorf("ensure consumers of vma: %w", err)
+	}
+	if err := c.EnsureConsumer(ctx, StreamCommands, VMADurable(vmaID), cmds...); err != nil {
+		return err
+	}
+	return c.EnsureConsumer(ctx, StreamDiscovery, VMADurable(vmaID), disc)
+}
