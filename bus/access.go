@@ -19,11 +19,15 @@ import (
 //   - An observer may read: list and inspect streams, get messages, replay
 //     through ephemeral consumers, and subscribe to godwit.> live. It may not
 //     publish events, delete anything, or touch the durable consumers.
+//   - An admin may do everything the OMA may: for operators' tools and
+//     benchmarks, never for a VMA.
 type Access struct {
 	// VMAs maps a VMA id to its public key.
 	VMAs map[string]string
 	// Observers are the public keys of read-only users.
 	Observers []string
+	// Admins are the public keys of users with full access.
+	Admins []string
 }
 
 // users builds the server's NKey users: the OMA (everything), each VMA and
@@ -59,6 +63,11 @@ func (a Access) users(omaKey string) ([]*server.NkeyUser, error) {
 	obs := observerPermissions(ids)
 	for i, key := range a.Observers {
 		if err := add(fmt.Sprintf("observer %d", i), key, obs); err != nil {
+			return nil, err
+		}
+	}
+	for i, key := range a.Admins {
+		if err := add(fmt.Sprintf("admin %d", i), key, nil); err != nil {
 			return nil, err
 		}
 	}

@@ -23,7 +23,11 @@ func (c *Conn) Publish(ctx context.Context, p events.Payload) (events.Event, err
 	if err != nil {
 		return events.Event{}, fmt.Errorf("publish: %w", err)
 	}
-	if _, err := c.PublishEvent(ctx, ev); err != nil {
+	subj, err := p.NATSSubject()
+	if err != nil {
+		return events.Event{}, fmt.Errorf("publish: %w", err)
+	}
+	if _, err := c.publish(ctx, ev, subj); err != nil {
 		return ev, err
 	}
 	return ev, nil
@@ -34,15 +38,20 @@ func (c *Conn) Publish(ctx context.Context, p events.Payload) (events.Event, err
 // after a lost ack) is stored once: the ack then reports Duplicate. Without
 // a deadline on ctx it waits 5s for the ack.
 func (c *Conn) PublishEvent(ctx context.Context, ev events.Event) (*jetstream.PubAck, error) {
+	_, subj, err := decode(ev)
+	if err != nil {
+		return nil, fmt.Errorf("publish %s: %w", ev.Type, err)
+	}
+	return c.publish(ctx, ev, subj)
+}
+
+// publish validates ev and publishes it on subj.
+func (c *Conn) publish(ctx context.Context, ev events.Event, subj string) (*jetstream.PubAck, error) {
 	raw, err := json.Marshal(ev)
 	if err != nil {
 		return nil, fmt.Errorf("publish %s: encode: %w", ev.Type, err)
 	}
-	if _, err := c.validator.ValidateEvent(raw); err != nil {
-		return nil, fmt.Errorf("publish %s: %w", ev.Type, err)
-	}
-	_, subj, err := decode(ev)
-	if err != nil {
+	if err := c.validator.CheckEvent(raw); err != nil {
 		return nil, fmt.Errorf("publish %s: %w", ev.Type, err)
 	}
 	msg := &nats.Msg{Subject: subj, Data: raw, Header: nats.Header{}}

@@ -116,19 +116,33 @@ func (v *Validator) Validate(eventType string, data []byte) error {
 // It returns the envelope, or an *Error naming the offending field (paths
 // inside the data start with $.data).
 func (v *Validator) ValidateEvent(raw []byte) (events.Event, error) {
-	if err := v.validate(v.envelope, envelopeName, raw); err != nil {
+	if err := v.CheckEvent(raw); err != nil {
 		return events.Event{}, err
 	}
 	var ev events.Event
 	if err := json.Unmarshal(raw, &ev); err != nil {
-		return events.Event{}, &Error{Type: envelopeName, Problem: Problem{Path: "$", Reason: err.Error()}}
+		return events.Event{}, invalid(envelopeName, "$", err.Error())
 	}
-	sch, ok := v.payloads[ev.Type]
+	return ev, nil
+}
+
+// CheckEvent is ValidateEvent without decoding the envelope: it parses raw
+// once and checks the envelope and its data.
+func (v *Validator) CheckEvent(raw []byte) error {
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+	if err != nil {
+		return invalid(envelopeName, "$", "malformed JSON: "+err.Error())
+	}
+	if err := v.check(v.envelope, envelopeName, doc); err != nil {
+		return err
+	}
+	obj := doc.(map[string]any) // the envelope schema requires an object
+	typ, _ := obj["type"].(string)
+	sch, ok := v.payloads[typ]
 	if !ok {
-		p := Problem{Path: "$.type", Reason: fmt.Sprintf("unknown event type %q", ev.Type)}
-		return events.Event{}, &Error{Type: envelopeName, Problem: p, All: []Problem{p}}
+		return invalid(envelopeName, "$.type", fmt.Sprintf("unknown event type %q", typ))
 	}
-	if err := v.validate(sch, ev.Type, ev.Data); err != nil {
+	if err := v.check(sch, typ, obj["data"]); err != nil {
 		var se *Error
 		if errors.As(err, &se) {
 			for i := range se.All {
@@ -136,18 +150,27 @@ func (v *Validator) ValidateEvent(raw []byte) (events.Event, error) {
 			}
 			se.Problem = se.All[0]
 		}
-		return events.Event{}, err
+		return err
 	}
-	return ev, nil
+	return nil
+}
+
+func invalid(name, path, reason string) *Error {
+	p := Problem{Path: path, Reason: reason}
+	return &Error{Type: name, Problem: p, All: []Problem{p}}
 }
 
 func (v *Validator) validate(sch *jsonschema.Schema, name string, data []byte) error {
 	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
 	if err != nil {
-		p := Problem{Path: "$", Reason: "malformed JSON: " + err.Error()}
-		return &Error{Type: name, Problem: p, All: []Problem{p}}
+		return invalid(name, "$", "malformed JSON: "+err.Error())
 	}
-	err = sch.Validate(inst)
+	return v.check(sch, name, inst)
+}
+
+// check validates a parsed document.
+func (v *Validator) check(sch *jsonschema.Schema, name string, inst any) error {
+	err := sch.Validate(inst)
 	var ve *jsonschema.ValidationError
 	if !errors.As(err, &ve) {
 		return err // nil, or not a validation problem
