@@ -1,8 +1,10 @@
 // Command oma runs the godwit OMA appliance, the cloud-side hub.
 //
 // So far it runs the event backbone: the embedded NATS server with
-// JetStream, its streams, and a read-only observer identity for the nats
-// CLI. The REST API, state and NBD exports follow.
+// JetStream, its streams, and two NKey identities for the nats CLI, created
+// on first start in the data dir (mode 0600): observer.nk (read-only) and
+// admin.nk (full access, for operators). The REST API, state and NBD
+// exports follow.
 //
 // Usage:
 //
@@ -66,12 +68,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	admin, err := loadOrCreateUser(filepath.Join(*dataDir, "admin.nk"))
+	if err != nil {
+		return err
+	}
 	srv, err := bus.StartServer(ctx, bus.ServerConfig{
 		StoreDir:    filepath.Join(*dataDir, "jetstream"),
 		Host:        host,
 		Port:        port,
 		MonitorPort: *monitorPort,
-		Access:      bus.Access{Observers: []string{observer.publicKey}},
+		Access:      bus.Access{Observers: []string{observer.publicKey}, Admins: []string{admin.publicKey}},
 		Logger:      log.WithGroup("nats"),
 	})
 	if err != nil {
@@ -96,7 +102,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := conn.EnsureStreams(ctx, bus.StreamLimits{MaxAge: *maxAge, MaxBytes: *maxBytes}); err != nil {
 		return err
 	}
-	log.Info("oma ready", "nats", srv.ClientURL(), "observer_nkey", observer.path,
+	log.Info("oma ready", "nats", srv.ClientURL(), "observer_nkey", observer.path, "admin_nkey", admin.path,
 		"try", fmt.Sprintf("nats --server %s --nkey %s stream ls", srv.ClientURL(), observer.path))
 	<-ctx.Done()
 	log.Info("oma stopping")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/bus"
+	"github.com/godwit/godwit/events"
 )
 
 // syncBuffer is a log sink safe for the server's goroutines.
@@ -87,6 +88,25 @@ func TestRunServesTheBackbone(t *testing.T) {
 		}
 		if n != 5 {
 			t.Errorf("observer sees %d streams, want 5", n)
+		}
+		// The admin may publish; the observer sees the event.
+		adminSeed, _ := os.ReadFile(filepath.Join(dir, "admin.nk"))
+		a, err := bus.Connect(cctx, "nats://"+addr, bus.ClientConfig{NKeySeed: adminSeed, Source: "/godwit/test"})
+		if err != nil {
+			t.Fatalf("admin connect: %v", err)
+		}
+		ev, err := a.Publish(cctx, &events.ReplicateCancel{JobID: "job-1", VMAID: "vma-1"})
+		if err != nil {
+			t.Fatalf("admin publish: %v", err)
+		}
+		a.Close()
+		s, err := c.JetStream().Stream(cctx, bus.StreamCommands)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := s.GetLastMsgForSubject(cctx, "godwit.replicate.cancel.vma-1")
+		if err != nil || !strings.Contains(string(m.Data), ev.ID) {
+			t.Errorf("observer get = %v, want event %s", err, ev.ID)
 		}
 		c.Close()
 		ccancel()

@@ -1,0 +1,37 @@
+# godwit: `make run` brings up what exists on this machine; `make test`
+# installs what the tests need and runs them. Both install what they need.
+
+BIN := $(CURDIR)/bin
+export PATH := $(BIN):/usr/local/go/bin:$(PATH)
+GO ?= go
+NATSCLI_VERSION := v0.5.0
+DATA ?= $(CURDIR)/data
+
+.PHONY: run test bench build deps tools
+
+## run: build and start the OMA (embedded NATS JetStream with godwit's streams)
+run: deps tools build
+	$(BIN)/oma -data $(DATA)/oma
+
+## build: compile the binaries into ./bin
+build:
+	$(GO) build -o $(BIN)/oma ./oma
+
+## deps: install the Debian packages (apt-get) the tests and the stack use
+deps:
+	scripts/install-deps.sh
+
+## tools: install the nats CLI into ./bin
+tools: $(BIN)/nats
+
+$(BIN)/nats:
+	GOBIN=$(BIN) $(GO) install github.com/nats-io/natscli/nats@$(NATSCLI_VERSION)
+
+## test: install what the tests need, then vet and run every test with -race
+test: deps tools
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+## bench: the benchmarks, with their ratios to the peer tools
+bench: tools
+	$(GO) test -run '^$$' -bench . -benchtime 3s -count 3 ./bus

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages godwit's tests and dev stack need, if missing:
+# nbdkit (NBD exports), libnbd-bin (nbdcopy, nbdinfo), openssh-server (the tunnel).
+set -euo pipefail
+
+pkgs=(nbdkit libnbd-bin openssh-server)
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  sudo=sudo
+fi
+echo "installing Debian packages: ${missing[*]}"
+$sudo apt-get update
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${missing[@]}"
