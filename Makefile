@@ -34,4 +34,4 @@ test: deps tools
 
 ## bench: the benchmarks, with their ratios to the peer tools
 bench: tools
-	$(GO) test -run '^$$' -bench . -benchtime 3s -count 3 ./bus
+	$(GO) test -run '^$$' -bench . -benchtime 3s -count 3 ./bus ./schema

@@ -357,8 +357,25 @@ func TestVMAIsConfinedToItsOwnSubjects(t *testing.T) {
 	oma := bustest.ConnectOMA(t, srv)
 	ctx := ctxT(t, 30*time.Second)
 	for _, id := range []string{"vma-a", "vma-b"} {
-		if err := oma.EnsureVMAConsumers(ctx, id); err != nil {
+		for range 2 { // idempotent
+			if err := oma.EnsureVMAConsumers(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, stream := range []string{bus.StreamCommands, bus.StreamDiscovery} {
+		cons, err := oma.JetStream().Consumer(ctx, stream, bus.VMADurable("vma-a"))
+		if err != nil {
 			t.Fatal(err)
+		}
+		cfg := cons.CachedInfo().Config
+		if cfg.Durable != "vma-vma-a" || cfg.AckPolicy != jetstream.AckExplicitPolicy || len(cfg.FilterSubjects) == 0 {
+			t.Errorf("%s consumer of vma-a = durable %q ack %v filters %v", stream, cfg.Durable, cfg.AckPolicy, cfg.FilterSubjects)
+		}
+		for _, f := range cfg.FilterSubjects {
+			if !strings.Contains(f, ".vma-a") {
+				t.Errorf("%s consumer of vma-a filters %q, another VMA's subject", stream, f)
+			}
 		}
 	}
 	// A command for each VMA.
