@@ -1,0 +1,11 @@
+// Package store keeps the OMA's state in one bbolt file: jobs, the VM
+// inventory, export leases, registered VMAs, API token hashes, and the ids
+// of applied events (for idempotent consumers).
+//
+// Every method runs in its own transaction unless it takes a *bbolt.Tx;
+// Update lets a caller combine several changes in one transaction, so that
+// an event and its effect are committed together.
+//
+// No secret is stored: tokens are kept as SHA-256 hashes and VMAs by their
+// public keys.
+package store

@@ -1,0 +1,155 @@
+package store
+
+import (
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/godwit/godwit/events"
+)
+
+// Job is a replication job as the OMA keeps it.
+type Job struct {
+	ID              string       `json:"job_id"`
+	VMAID           string       `json:"vma_id"`
+	VM              events.VMRef `json:"vm"`
+	VCenter         string       `json:"vcenter"`
+	ReplicationType string       `json:"replication_type"`
+	State           string       `json:"state"`
+	Disks           []JobDisk    `json:"disks"`
+	// BaseJobID is the completed job an incremental job builds on.
+	BaseJobID          string `json:"base_job_id,omitempty"`
+	BytesTotal         int64  `json:"bytes_total"`
+	BytesDone          int64  `json:"bytes_done"`
+	RateBytesPerSecond int64  `json:"rate_bytes_per_second"`
+	// LastSeq is the highest progress or status sequence applied.
+	LastSeq   uint64    `json:"last_seq"`
+	LastError string    `json:"last_error,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+	// FinishedAt is set when the job reaches a final state.
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+}
+
+// JobDisk is one disk of a job: its export, volume and progress.
+type JobDisk struct {
+	Key           int32         `json:"key"`
+	Label         string        `json:"label"`
+	CapacityBytes int64         `json:"capacity_bytes"`
+	Export        events.Export `json:"export"`
+	// Volume is the path of the raw file the disk is written into.
+	Volume     string `json:"volume"`
+	BytesTotal int64  `json:"bytes_total"`
+	BytesDone  int64  `json:"bytes_done"`
+	// ChangeID is the CBT change id the disk was copied up to.
+	ChangeID string `json:"change_id,omitempty"`
+	// BaseChangeID is the change id an incremental copy starts from.
+	BaseChangeID string `json:"base_change_id,omitempty"`
+}
+
+// PutJob stores j.
+func PutJob(tx *bbolt.Tx, j Job) error { return put(tx, bucketJobs, j.ID, j) }
+
+// GetJob reads a job; ErrNotFound when there is none.
+func GetJob(tx *bbolt.Tx, id string) (Job, error) {
+	var j Job
+	return j, get(tx, bucketJobs, id, &j)
+}
+
+// Jobs returns every job, by id.
+func Jobs(tx *bbolt.Tx) ([]Job, error) {
+	var out []Job
+	return out, each(tx, bucketJobs, func(j Job) error { out = append(out, j); return nil })
+}
+
+// Lease is the NBD export allocation of a job: a port and one nbdkit.
+type Lease struct {
+	JobID string `json:"job_id"`
+	Port  int    `json:"port"`
+	// Dir is the directory nbdkit serves: one entry per export.
+	Dir     string   `json:"dir"`
+	Exports []string `json:"exports"`
+}
+
+// PutLease stores l.
+func PutLease(tx *bbolt.Tx, l Lease) error { return put(tx, bucketLeases, l.JobID, l) }
+
+// DeleteLease removes the lease of a job.
+func DeleteLease(tx *bbolt.Tx, jobID string) error {
+	return tx.Bucket(bucketLeases).Delete([]byte(jobID))
+}
+
+// Leases returns every lease.
+func Leases(tx *bbolt.Tx) ([]Lease, error) {
+	var out []Lease
+	return out, each(tx, bucketLeases, func(l Lease) error { out = append(out, l); return nil })
+}
+
+// Inventory is the last discovery result from one VMA for one vCenter.
+type Inventory struct {
+	VMAID    string                `json:"vma_id"`
+	Result   events.DiscoverResult `json:"result"`
+	StoredAt time.Time             `json:"stored_at"`
+}
+
+func inventoryKey(vmaID, vcenter string) string { return vmaID + "\x00" + vcenter }
+
+// PutInventory stores the inventory of one VMA and vCenter, replacing the
+// one before.
+func PutInventory(tx *bbolt.Tx, inv Inventory) error {
+	return put(tx, bucketInventory, inventoryKey(inv.VMAID, inv.Result.VCenter.Host), inv)
+}
+
+// Inventories returns every stored inventory.
+func Inventories(tx *bbolt.Tx) ([]Inventory, error) {
+	var out []Inventory
+	return out, each(tx, bucketInventory, func(i Inventory) error { out = append(out, i); return nil })
+}
+
+// VMA is a registered VMA.
+type VMA struct {
+	ID string `json:"id"`
+	// NKey is the public NKey the VMA authenticates to NATS with.
+	NKey string `json:"nkey"`
+	// PublicKey is the VMA's X25519 key (standard base64) from its heartbeat.
+	PublicKey    string     `json:"public_key,omitempty"`
+	Version      string     `json:"version,omitempty"`
+	RegisteredAt time.Time  `json:"registered_at"`
+	LastSeen     *time.Time `json:"last_seen,omitempty"`
+}
+
+// PutVMA stores v.
+func PutVMA(tx *bbolt.Tx, v VMA) error { return put(tx, bucketVMAs, v.ID, v) }
+
+// GetVMA reads a VMA; ErrNotFound when it is not registered.
+func GetVMA(tx *bbolt.Tx, id string) (VMA, error) {
+	var v VMA
+	return v, get(tx, bucketVMAs, id, &v)
+}
+
+// VMAs returns every registered VMA.
+func VMAs(tx *bbolt.Tx) ([]VMA, error) {
+	var out []VMA
+	return out, each(tx, bucketVMAs, func(v VMA) error { out = append(out, v); return nil })
+}
+
+// Token is an API token, kept as the SHA-256 of its secret.
+type Token struct {
+	Name      string    `json:"name"`
+	Hash      []byte    `json:"hash"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// PutToken stores t under its name.
+func PutToken(tx *bbolt.Tx, t Token) error { return put(tx, bucketTokens, t.Name, t) }
+
+// Tokens returns every token.
+func Tokens(tx *bbolt.Tx) ([]Token, error) {
+	var out []Token
+	return out, each(tx, bucketTokens, func(t Token) error { out = append(out, t); return nil })
+}
+
+// HasToken reports whether a token named name exists.
+func HasToken(tx *bbolt.Tx, name string) bool {
+	return tx.Bucket(bucketTokens).Get([]byte(name)) != nil
+}

@@ -1,0 +1,110 @@
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// Bucket names.
+var (
+	bucketJobs      = []byte("jobs")
+	bucketInventory = []byte("inventory")
+	bucketLeases    = []byte("leases")
+	bucketVMAs      = []byte("vmas")
+	bucketTokens    = []byte("tokens")
+	bucketApplied   = []byte("applied")
+)
+
+func buckets() [][]byte {
+	return [][]byte{bucketJobs, bucketInventory, bucketLeases, bucketVMAs, bucketTokens, bucketApplied}
+}
+
+// ErrNotFound is returned when a record does not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrLocked is returned by Open when another process (a running OMA) holds
+// the database.
+var ErrLocked = errors.New("state database is in use by another process")
+
+// Store is the OMA's bbolt database. It is safe for concurrent use.
+type Store struct {
+	db *bbolt.DB
+}
+
+// Open opens (creating if needed) the database at path. It waits at most
+// wait for another process to release it, then fails with ErrLocked.
+func Open(path string, wait time.Duration) (*Store, error) {
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: wait})
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, fmt.Errorf("open %s: %w", path, ErrLocked)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		for _, b := range buckets() {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return fmt.Errorf("create bucket %s: %w", b, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Update runs fn in one read-write transaction, committed when fn returns nil.
+func (s *Store) Update(fn func(*bbolt.Tx) error) error { return s.db.Update(fn) }
+
+// View runs fn in one read-only transaction.
+func (s *Store) View(fn func(*bbolt.Tx) error) error { return s.db.View(fn) }
+
+func put(tx *bbolt.Tx, bucket []byte, key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s/%s: %w", bucket, key, err)
+	}
+	return tx.Bucket(bucket).Put([]byte(key), b)
+}
+
+func get(tx *bbolt.Tx, bucket []byte, key string, v any) error {
+	b := tx.Bucket(bucket).Get([]byte(key))
+	if b == nil {
+		return fmt.Errorf("%s %q: %w", bucket, key, ErrNotFound)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("decode %s/%s: %w", bucket, key, err)
+	}
+	return nil
+}
+
+func each[T any](tx *bbolt.Tx, bucket []byte, fn func(T) error) error {
+	return tx.Bucket(bucket).ForEach(func(k, b []byte) error {
+		var v T
+		if err := json.Unmarshal(b, &v); err != nil {
+			return fmt.Errorf("decode %s/%s: %w", bucket, k, err)
+		}
+		return fn(v)
+	})
+}
+
+// Applied reports whether the event id was applied before.
+func Applied(tx *bbolt.Tx, eventID string) bool {
+	return tx.Bucket(bucketApplied).Get([]byte(eventID)) != nil
+}
+
+// MarkApplied records that the event id was applied at t.
+func MarkApplied(tx *bbolt.Tx, eventID string, t time.Time) error {
+	return tx.Bucket(bucketApplied).Put([]byte(eventID), []byte(t.UTC().Format(time.RFC3339Nano)))
+}
