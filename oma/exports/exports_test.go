@@ -19,12 +19,19 @@ import (
 	"github.com/godwit/godwit/oma/exports"
 )
 
+// freePortRange finds n consecutive free ports, starting from a port the
+// kernel picked, so that parallel tests get different ranges.
 func freePortRange(t *testing.T, n int) (int, int) {
 	t.Helper()
-	// Find n consecutive free ports high in the ephemeral range.
-	for base := 20000 + os.Getpid()%20000; base < 60000; base += n {
-		ok := true
-		for p := base; p < base+n; p++ {
+	for range 100 {
+		l0, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := l0.Addr().(*net.TCPAddr).Port
+		l0.Close()
+		ok := base+n < 65536
+		for p := base; ok && p < base+n; p++ {
 			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
 			if err != nil {
 				ok = false
