@@ -86,3 +86,24 @@ func (j *JobStateChanged) NATSSubject() (string, error) { return subject.JobStat
 
 // EventSubject implements Payload: the job id.
 func (j *JobStateChanged) EventSubject() string { return j.JobID }
+
+// ExportAllocation is the OMA's reply to a VMA's export request (on
+// subject.ExportRequest): where to write each disk of a job. It is a
+// request/reply message, not an event.
+type ExportAllocation struct {
+	JobID           string          `json:"job_id"`
+	VM              VMRef           `json:"vm"`
+	ReplicationType string          `json:"replication_type"`
+	State           string          `json:"state"`
+	Disks           []AllocatedDisk `json:"disks"`
+}
+
+// AllocatedDisk is one disk of an ExportAllocation.
+type AllocatedDisk struct {
+	Key           int32  `json:"key"`
+	Label         string `json:"label"`
+	CapacityBytes int64  `json:"capacity_bytes"`
+	Export        Export `json:"export"`
+	// BaseChangeID is where an incremental copy starts ("" for initial).
+	BaseChangeID string `json:"base_change_id,omitempty"`
+}

@@ -53,7 +53,9 @@ func TestRunServesTheBackbone(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		var logs syncBuffer
 		done := make(chan error, 1)
-		go func() { done <- run(ctx, []string{"-data", dir, "-nats-addr", addr}, &logs) }()
+		go func() {
+			done <- run(ctx, []string{"-data", dir, "-nats-addr", addr, "-api-addr", "127.0.0.1:0", "-nbd-ports", "20000-20001"}, &logs)
+		}()
 
 		seedPath := filepath.Join(dir, "observer.nk")
 		deadline := time.Now().Add(20 * time.Second)

@@ -1,0 +1,282 @@
+package api
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/oma/control"
+	"github.com/godwit/godwit/oma/store"
+)
+
+func (a *API) health(w http.ResponseWriter, _ *http.Request) error {
+	connected, err := a.ctl.Connected()
+	if err != nil {
+		return err
+	}
+	conn := a.ctl.Bus()
+	h := map[string]any{
+		"status":         "ok",
+		"version":        Version,
+		"uptime_seconds": int64(a.now().Sub(a.ctl.Started()).Seconds()),
+		"nats":           map[string]any{"connected": conn.Connected(), "jetstream": a.server == nil || a.server.JetStreamEnabled()},
+		"connected_vmas": connected,
+	}
+	if !conn.Connected() {
+		h["status"] = "degraded"
+	}
+	return writeJSON(w, http.StatusOK, h)
+}
+
+// replicationRequest is the body of POST /api/v1/replications.
+type replicationRequest struct {
+	SourceVM *struct {
+		ID   string `json:"id"`
+		Name string `json:"name"`
+		Path string `json:"path"`
+	} `json:"source_vm"`
+	ReplicationType string `json:"replication_type"`
+	VMAID           string `json:"vma_id"`
+}
+
+func (a *API) createReplication(w http.ResponseWriter, r *http.Request) error {
+	var req replicationRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	switch {
+	case req.SourceVM == nil:
+		return badRequest("source_vm", "source_vm is required: {\"id\": \"vm-...\", \"name\": ..., \"path\": ...}")
+	case req.SourceVM.ID == "":
+		return badRequest("source_vm.id", "source_vm.id is required (the VM's managed object id, such as vm-143233)")
+	case req.ReplicationType == "":
+		return badRequest("replication_type", "replication_type is required: initial or incremental")
+	case req.ReplicationType != events.ReplicationInitial && req.ReplicationType != events.ReplicationIncremental:
+		return badRequest("replication_type", "replication_type must be initial or incremental, not %q", req.ReplicationType)
+	}
+	j, err := a.ctl.CreateJob(r.Context(), control.CreateRequest{
+		VM:              events.VMRef{ID: req.SourceVM.ID, Name: req.SourceVM.Name, Path: req.SourceVM.Path},
+		ReplicationType: req.ReplicationType, VMAID: req.VMAID,
+	})
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/api/v1/replications/"+j.ID)
+	return writeJSON(w, http.StatusCreated, viewOf(j, a.now()))
+}
+
+func (a *API) listReplications(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	for k := range q {
+		if k != "state" && k != "vm" {
+			return badRequest(k, "unknown query parameter %q (state, vm)", k)
+		}
+	}
+	list, err := a.ctl.Jobs(q.Get("state"), q.Get("vm"))
+	if err != nil {
+		return err
+	}
+	out := make([]jobView, 0, len(list))
+	for _, j := range list {
+		out = append(out, viewOf(j, a.now()))
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"replications": out})
+}
+
+func (a *API) getReplication(w http.ResponseWriter, r *http.Request) error {
+	j, err := a.ctl.Job(mux.Vars(r)["id"])
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, viewOf(j, a.now()))
+}
+
+func (a *API) cancelReplication(w http.ResponseWriter, r *http.Request) error {
+	j, err := a.ctl.Cancel(r.Context(), mux.Vars(r)["id"])
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, viewOf(j, a.now()))
+}
+
+// credentialsRequest holds vCenter credentials.
+type credentialsRequest struct {
+	VCenter  string `json:"vcenter"`
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+func (c credentialsRequest) validate(vcenterRequired bool) error {
+	switch {
+	case vcenterRequired && strings.TrimSpace(c.VCenter) == "":
+		return badRequest("vcenter", "vcenter is required (host name or address)")
+	case strings.TrimSpace(c.Username) == "":
+		return badRequest("username", "username is required")
+	case c.Password == "":
+		return badRequest("password", "password is required")
+	}
+	return nil
+}
+
+func (a *API) startReplication(w http.ResponseWriter, r *http.Request) error {
+	var req credentialsRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if err := req.validate(false); err != nil {
+		return err
+	}
+	j, err := a.ctl.Start(r.Context(), mux.Vars(r)["id"], control.Credentials(req))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusAccepted, viewOf(j, a.now()))
+}
+
+// discoverRequest is the body of POST /api/v1/discover.
+type discoverRequest struct {
+	credentialsRequest
+	VMAID          string `json:"vma_id"`
+	Datacenter     string `json:"datacenter"`
+	Filter         string `json:"filter"`
+	TimeoutSeconds int    `json:"timeout_seconds"`
+}
+
+func (a *API) discover(w http.ResponseWriter, r *http.Request) error {
+	var req discoverRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if err := req.validate(true); err != nil {
+		return err
+	}
+	if req.TimeoutSeconds < 0 || req.TimeoutSeconds > 600 {
+		return badRequest("timeout_seconds", "timeout_seconds must be between 1 and 600 (0: the default)")
+	}
+	res, err := a.ctl.Discover(r.Context(), control.DiscoverRequest{
+		VMAID: req.VMAID, Cred: control.Credentials(req.credentialsRequest), Datacenter: req.Datacenter,
+		Filter: req.Filter, Timeout: time.Duration(req.TimeoutSeconds) * time.Second,
+	})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"vma_id": res.VMAID, "vcenter": res.VCenter, "vms": nonNil(res.VMs)})
+}
+
+func (a *API) vms(w http.ResponseWriter, _ *http.Request) error {
+	inv, err := a.ctl.Inventory()
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"vms": inv})
+}
+
+func (a *API) vmas(w http.ResponseWriter, _ *http.Request) error {
+	list, err := a.ctl.VMAs()
+	if err != nil {
+		return err
+	}
+	connected, err := a.ctl.Connected()
+	if err != nil {
+		return err
+	}
+	type vmaView struct {
+		store.VMA
+		Connected bool `json:"connected"`
+	}
+	out := make([]vmaView, 0, len(list))
+	for _, v := range list {
+		on := false
+		for _, id := range connected {
+			on = on || id == v.ID
+		}
+		out = append(out, vmaView{VMA: v, Connected: on})
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"vmas": out})
+}
+
+func (a *API) addVMA(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		ID string `json:"id"`
+	}
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if req.ID == "" {
+		return badRequest("id", "id is required")
+	}
+	cred, err := a.ctl.AddVMA(r.Context(), req.ID)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	return writeJSON(w, http.StatusCreated, cred)
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// jobView is a job as the API shows it.
+type jobView struct {
+	JobID              string       `json:"job_id"`
+	VMAID              string       `json:"vma_id"`
+	SourceVM           events.VMRef `json:"source_vm"`
+	VCenter            string       `json:"vcenter"`
+	ReplicationType    string       `json:"replication_type"`
+	State              string       `json:"state"`
+	BaseJobID          string       `json:"base_job_id,omitempty"`
+	BytesTotal         int64        `json:"bytes_total"`
+	BytesDone          int64        `json:"bytes_done"`
+	Percent            float64      `json:"percent"`
+	RateBytesPerSecond int64        `json:"rate_bytes_per_second"`
+	ETASeconds         *int64       `json:"eta_seconds"`
+	Disks              []diskView   `json:"disks"`
+	LastError          string       `json:"last_error,omitempty"`
+	CreatedAt          time.Time    `json:"created_at"`
+	UpdatedAt          time.Time    `json:"updated_at"`
+	FinishedAt         *time.Time   `json:"finished_at,omitempty"`
+}
+
+type diskView struct {
+	Key           int32         `json:"key"`
+	Label         string        `json:"label"`
+	CapacityBytes int64         `json:"capacity_bytes"`
+	Export        events.Export `json:"export"`
+	NBDURL        string        `json:"nbd_url"`
+	BytesTotal    int64         `json:"bytes_total"`
+	BytesDone     int64         `json:"bytes_done"`
+	ChangeID      string        `json:"change_id,omitempty"`
+	BaseChangeID  string        `json:"base_change_id,omitempty"`
+}
+
+func viewOf(j store.Job, _ time.Time) jobView {
+	v := jobView{
+		JobID: j.ID, VMAID: j.VMAID, SourceVM: j.VM, VCenter: j.VCenter, ReplicationType: j.ReplicationType,
+		State: j.State, BaseJobID: j.BaseJobID, BytesTotal: j.BytesTotal, BytesDone: j.BytesDone,
+		RateBytesPerSecond: j.RateBytesPerSecond, LastError: j.LastError,
+		CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt, FinishedAt: j.FinishedAt,
+	}
+	if j.BytesTotal > 0 {
+		v.Percent = float64(int64(1000*float64(j.BytesDone)/float64(j.BytesTotal))) / 10
+	}
+	if j.RateBytesPerSecond > 0 && j.BytesTotal >= j.BytesDone {
+		eta := (j.BytesTotal - j.BytesDone + j.RateBytesPerSecond - 1) / j.RateBytesPerSecond
+		v.ETASeconds = &eta
+	}
+	for _, d := range j.Disks {
+		v.Disks = append(v.Disks, diskView{
+			Key: d.Key, Label: d.Label, CapacityBytes: d.CapacityBytes, Export: d.Export,
+			NBDURL:     fmt.Sprintf("nbd://%s:%d/%s", d.Export.Host, d.Export.Port, d.Export.Name),
+			BytesTotal: d.BytesTotal, BytesDone: d.BytesDone, ChangeID: d.ChangeID, BaseChangeID: d.BaseChangeID,
+		})
+	}
+	return v
+}

@@ -1,0 +1,225 @@
+// Package control is the OMA's logic: jobs and their exports, the
+// inventory, VMAs, and the consumers that keep them up to date from the
+// bus. The REST API translates requests into calls on a Control.
+//
+// Every change is a bbolt transaction; the lifecycle events a change
+// causes are written to an outbox in the same transaction and published
+// after it commits, so none is lost and none is published for a change
+// that did not happen.
+package control
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/godwit/godwit/bus"
+	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/oma/exports"
+	"github.com/godwit/godwit/oma/jobs"
+	"github.com/godwit/godwit/oma/store"
+)
+
+// AccessSetter updates who may connect to NATS; *bus.Server implements it.
+type AccessSetter interface {
+	SetAccess(bus.Access) error
+	Access() bus.Access
+}
+
+// Config configures a Control. DataDir is required.
+type Config struct {
+	// DataDir holds volumes/ (the migrated disks) and exports/ (what nbdkit serves).
+	DataDir string
+	// ExportHost is the host the VMA is told to reach exports at; empty
+	// means 127.0.0.1.
+	ExportHost string
+	// APIURL is the OMA API URL given to VMAs in commands; empty means
+	// http://localhost:8082.
+	APIURL string
+	// NATSURL is the NATS URL given to new VMAs.
+	NATSURL string
+	// DiscoverTimeout bounds a discovery when the request sets none; 0 means 60s.
+	DiscoverTimeout time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// Control runs the OMA's jobs. It is safe for concurrent use.
+type Control struct {
+	cfg     Config
+	store   *store.Store
+	bus     *bus.Conn
+	exports *exports.Manager
+	access  AccessSetter
+	log     *slog.Logger
+
+	mu      sync.Mutex // serializes job creation, cancellation and VMA changes
+	flushMu sync.Mutex // serializes outbox flushes
+	started time.Time
+}
+
+// New returns a Control over its parts.
+func New(cfg Config, st *store.Store, conn *bus.Conn, exp *exports.Manager, access AccessSetter) *Control {
+	if cfg.ExportHost == "" {
+		cfg.ExportHost = "127.0.0.1"
+	}
+	if cfg.APIURL == "" {
+		cfg.APIURL = "http://localhost:8082"
+	}
+	if cfg.DiscoverTimeout == 0 {
+		cfg.DiscoverTimeout = 60 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Control{cfg: cfg, store: st, bus: conn, exports: exp, access: access, log: log, started: cfg.Now()}
+}
+
+// Started returns when the Control was made.
+func (c *Control) Started() time.Time { return c.started }
+
+// Bus returns the bus connection.
+func (c *Control) Bus() *bus.Conn { return c.bus }
+
+func (c *Control) volumePath(vmID string, key int32) string {
+	return filepath.Join(c.cfg.DataDir, "volumes", vmID, fmt.Sprintf("disk-%d.raw", key))
+}
+
+func (c *Control) exportDir(jobID string) string {
+	return filepath.Join(c.cfg.DataDir, "exports", jobID)
+}
+
+// Restore brings back what the OMA had before a restart: NATS access for
+// every registered VMA with its consumers, the exports of active jobs on
+// their leased ports, and the release of leases whose jobs have ended.
+func (c *Control) Restore(ctx context.Context) error {
+	if err := c.syncAccess(ctx); err != nil {
+		return err
+	}
+	var leases []store.Lease
+	byID := map[string]store.Job{}
+	err := c.store.View(func(tx *bbolt.Tx) error {
+		var err error
+		if leases, err = store.Leases(tx); err != nil {
+			return err
+		}
+		for _, l := range leases {
+			if j, err := store.GetJob(tx, l.JobID); err == nil {
+				byID[l.JobID] = j
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	for _, l := range leases {
+		j, ok := byID[l.JobID]
+		if !ok || !jobs.Active(j.State) {
+			c.release(l.JobID)
+			continue
+		}
+		if err := c.exports.Serve(ctx, l.JobID, l.Port, l.Dir); err != nil {
+			return fmt.Errorf("restore exports of %s on port %d: %w", l.JobID, l.Port, err)
+		}
+		c.log.Info("restored exports", "job", l.JobID, "port", l.Port)
+	}
+	return c.flush(ctx)
+}
+
+// Run consumes discover results, progress and status, and heartbeats, and
+// answers export requests, until ctx ends.
+func (c *Control) Run(ctx context.Context) error {
+	type consumer struct {
+		stream  string
+		filters []string
+		handle  bus.Handler
+	}
+	consumers := []consumer{
+		{bus.StreamDiscovery, []string{"godwit.discover.result.>"}, c.applyDiscoverResult},
+		{bus.StreamProgress, []string{"godwit.progress.>", "godwit.status.>"}, c.applyProgress},
+		{bus.StreamPresence, []string{"godwit.vma.>"}, c.applyHeartbeat},
+	}
+	for _, cons := range consumers {
+		if err := c.bus.EnsureConsumer(ctx, cons.stream, bus.OMADurable, cons.filters...); err != nil {
+			return err
+		}
+	}
+	if err := c.bus.Serve(ctx, "godwit.export.request.*.*", "oma", c.allocation); err != nil {
+		return err
+	}
+	errs := make(chan error, len(consumers))
+	for _, cons := range consumers {
+		go func() { errs <- c.bus.Consume(ctx, cons.stream, bus.OMADurable, cons.handle) }()
+	}
+	go c.flushLoop(ctx)
+	var first error
+	for range consumers {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// flushLoop retries the outbox now and then, for events whose publish
+// failed (the bus was down).
+func (c *Control) flushLoop(ctx context.Context) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := c.flush(ctx); err != nil {
+				c.log.Warn("publish lifecycle events", "err", err)
+			}
+		}
+	}
+}
+
+// flush publishes what waits in the outbox. Nats-Msg-Id makes a repeat of
+// an event that was published but not removed harmless.
+func (c *Control) flush(ctx context.Context) error {
+	c.flushMu.Lock()
+	defer c.flushMu.Unlock()
+	pending, err := c.store.Outbox()
+	if err != nil {
+		return err
+	}
+	for _, p := range pending {
+		if _, err := c.bus.PublishEvent(ctx, p.Event); err != nil {
+			return err
+		}
+		if err := c.store.Sent(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// newEvent wraps a lifecycle payload in an envelope from the OMA.
+func (c *Control) newEvent(p events.Payload) (events.Event, error) {
+	return events.New("/godwit/oma", p, c.cfg.Now())
+}
+
+// release stops a job's nbdkit and deletes its lease; the volumes stay.
+func (c *Control) release(jobID string) {
+	c.exports.Stop(jobID)
+	err := c.store.Update(func(tx *bbolt.Tx) error { return store.DeleteLease(tx, jobID) })
+	if err != nil {
+		c.log.Error("release lease", "job", jobID, "err", err)
+	}
+}

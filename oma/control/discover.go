@@ -1,0 +1,123 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/events/subject"
+	"github.com/godwit/godwit/oma/store"
+)
+
+// DiscoverRequest asks a VMA to discover the VMs of a vCenter.
+type DiscoverRequest struct {
+	// VMAID is optional when exactly one VMA is registered.
+	VMAID      string
+	Cred       Credentials
+	Datacenter string
+	Filter     string
+	// Timeout bounds the wait for the result; 0 means the configured default.
+	Timeout time.Duration
+}
+
+// Discover publishes a discover request to a VMA and waits for its result.
+// A successful result also reaches the inventory through the consumer.
+func (c *Control) Discover(ctx context.Context, req DiscoverRequest) (events.DiscoverResult, error) {
+	if req.VMAID == "" {
+		vmas, err := c.VMAs()
+		if err != nil {
+			return events.DiscoverResult{}, err
+		}
+		if len(vmas) != 1 {
+			return events.DiscoverResult{}, errorf(Invalid, "vma_id", "required: %d VMAs are registered", len(vmas))
+		}
+		req.VMAID = vmas[0].ID
+	}
+	sealed, err := c.sealFor(req.VMAID, req.Cred.Password)
+	if err != nil {
+		return events.DiscoverResult{}, err
+	}
+	dr := &events.DiscoverRequest{
+		RequestID: events.NewID(), VMAID: req.VMAID, VCenter: req.Cred.VCenter, Username: req.Cred.Username,
+		Password: sealed, Datacenter: req.Datacenter, Filter: req.Filter,
+	}
+	resultSubject, err := subject.DiscoverResult(dr.VMAID, dr.RequestID)
+	if err != nil {
+		return events.DiscoverResult{}, err
+	}
+	sub, err := c.bus.NATS().SubscribeSync(resultSubject)
+	if err != nil {
+		return events.DiscoverResult{}, fmt.Errorf("wait for discover result: %w", err)
+	}
+	defer sub.Unsubscribe()
+	if _, err := c.bus.Publish(ctx, dr); err != nil {
+		return events.DiscoverResult{}, &Error{Kind: Upstream, Msg: "publish discover request to VMA " + dr.VMAID, Err: err}
+	}
+	timeout := req.Timeout
+	if timeout == 0 {
+		timeout = c.cfg.DiscoverTimeout
+	}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	msg, err := sub.NextMsgWithContext(wctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return events.DiscoverResult{}, errorf(Timeout, "", "VMA %s sent no discovery result within %s: is it running and connected? (the request stays queued for it)", dr.VMAID, timeout)
+	}
+	if err != nil {
+		return events.DiscoverResult{}, fmt.Errorf("wait for discover result: %w", err)
+	}
+	var ev events.Event
+	if err := json.Unmarshal(msg.Data, &ev); err != nil {
+		return events.DiscoverResult{}, &Error{Kind: Upstream, Msg: "malformed discover result", Err: err}
+	}
+	var res events.DiscoverResult
+	if err := ev.Decode(&res); err != nil {
+		return events.DiscoverResult{}, &Error{Kind: Upstream, Msg: "malformed discover result", Err: err}
+	}
+	if res.Error != nil {
+		return res, discoverFailure(res.Error)
+	}
+	return res, nil
+}
+
+func discoverFailure(f *events.Failure) error {
+	switch f.Code {
+	case events.FailureAuth:
+		return errorf(Unauthorized, "username", "%s", f.Message)
+	case events.FailureNotFound:
+		return errorf(NotFound, "datacenter", "%s", f.Message)
+	case events.FailureInvalid:
+		return errorf(Invalid, "", "%s", f.Message)
+	case events.FailureUnreachable:
+		return errorf(Upstream, "vcenter", "%s", f.Message)
+	}
+	return errorf(Upstream, "", "discovery failed: %s", f.Message)
+}
+
+// InventoryVM is a VM of the inventory with where it was found.
+type InventoryVM struct {
+	events.VM
+	VMAID   string    `json:"vma_id"`
+	VCenter string    `json:"vcenter"`
+	Seen    time.Time `json:"discovered_at"`
+}
+
+// Inventory returns every VM the OMA learned from discoveries.
+func (c *Control) Inventory() ([]InventoryVM, error) {
+	out := []InventoryVM{}
+	err := c.store.View(func(tx *bbolt.Tx) error {
+		invs, err := store.Inventories(tx)
+		for _, inv := range invs {
+			for _, vm := range inv.Result.VMs {
+				out = append(out, InventoryVM{VM: vm, VMAID: inv.VMAID, VCenter: inv.Result.VCenter.Host, Seen: inv.StoredAt})
+			}
+		}
+		return err
+	})
+	return out, err
+}

@@ -1,0 +1,415 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/events/subject"
+	"github.com/godwit/godwit/oma/exports"
+	"github.com/godwit/godwit/oma/jobs"
+	"github.com/godwit/godwit/oma/store"
+	"github.com/godwit/godwit/seal"
+)
+
+// CreateRequest asks for a replication job.
+type CreateRequest struct {
+	// VM names the source VM; ID is required and must be in the inventory.
+	VM events.VMRef
+	// ReplicationType is initial or incremental.
+	ReplicationType string
+	// VMAID picks the VMA when the VM was discovered by several; optional.
+	VMAID string
+}
+
+// located is a VM found in the inventory.
+type located struct {
+	vm      events.VM
+	vmaID   string
+	vcenter string
+}
+
+// findVM looks a VM up by id (and VMA, if given) in the inventory.
+func findVM(tx *bbolt.Tx, vmID, vmaID string) (located, error) {
+	invs, err := store.Inventories(tx)
+	if err != nil {
+		return located{}, err
+	}
+	for _, inv := range invs {
+		if vmaID != "" && inv.VMAID != vmaID {
+			continue
+		}
+		for _, vm := range inv.Result.VMs {
+			if vm.ID == vmID {
+				return located{vm: vm, vmaID: inv.VMAID, vcenter: inv.Result.VCenter.Host}, nil
+			}
+		}
+	}
+	where := "the inventory"
+	if vmaID != "" {
+		where = "the inventory of VMA " + vmaID
+	}
+	return located{}, errorf(NotFound, "source_vm.id", "VM %s is not in %s: discover it first (POST /api/v1/discover, or the VMA's POST /api/v1/discover)", vmID, where)
+}
+
+// CreateJob creates a job for a VM of the inventory: it allocates a port,
+// prepares one sparse volume per disk, starts nbdkit serving them, and
+// commits the job, its lease and a job-created event together.
+func (c *Control) CreateJob(ctx context.Context, req CreateRequest) (store.Job, error) {
+	if req.ReplicationType != events.ReplicationInitial && req.ReplicationType != events.ReplicationIncremental {
+		return store.Job{}, errorf(Invalid, "replication_type", "must be %q or %q, not %q", events.ReplicationInitial, events.ReplicationIncremental, req.ReplicationType)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+
+	var (
+		loc    located
+		base   *store.Job
+		leased = map[int]bool{}
+		taken  = map[string]bool{}
+	)
+	err := c.store.View(func(tx *bbolt.Tx) error {
+		var err error
+		if loc, err = findVM(tx, req.VM.ID, req.VMAID); err != nil {
+			return err
+		}
+		all, err := store.Jobs(tx)
+		if err != nil {
+			return err
+		}
+		for _, j := range all {
+			taken[j.ID] = true
+			if j.VM.ID != req.VM.ID {
+				continue
+			}
+			if jobs.Active(j.State) {
+				return errorf(Conflict, "source_vm.id", "VM %s already has an active job %s (%s): cancel it or wait for it to end", req.VM.ID, j.ID, j.State)
+			}
+			if j.State == events.JobCompleted && hasChangeIDs(j) && (base == nil || j.CreatedAt.After(base.CreatedAt)) {
+				base = &j
+			}
+		}
+		leases, err := store.Leases(tx)
+		if err != nil {
+			return err
+		}
+		for _, l := range leases {
+			leased[l.Port] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return store.Job{}, err
+	}
+	incremental := req.ReplicationType == events.ReplicationIncremental
+	if incremental && base == nil {
+		return store.Job{}, errorf(Conflict, "replication_type", "incremental needs a completed earlier job of VM %s that recorded a change id for every disk; run an initial replication first", req.VM.ID)
+	}
+	if len(loc.vm.Disks) == 0 {
+		return store.Job{}, errorf(Conflict, "source_vm.id", "VM %s has no disks in the inventory", req.VM.ID)
+	}
+
+	now := c.cfg.Now().UTC()
+	id := fmt.Sprintf("repl-%s-%d", loc.vm.ID, now.Unix())
+	for n := now.Unix() + 1; taken[id]; n++ {
+		id = fmt.Sprintf("repl-%s-%d", loc.vm.ID, n)
+	}
+	if err := subject.ValidID(id); err != nil {
+		return store.Job{}, errorf(Invalid, "source_vm.id", "VM id %q cannot make a job id: %v", loc.vm.ID, err)
+	}
+	port, err := c.exports.Pick(leased)
+	if errors.Is(err, exports.ErrExhausted) {
+		first, last := c.exports.Pool()
+		return store.Job{}, &Error{Kind: Unavailable, Msg: fmt.Sprintf("every NBD port of the pool %d-%d is in use by an active job: wait for one to end or widen the pool", first, last), Err: err}
+	}
+	if err != nil {
+		return store.Job{}, err
+	}
+
+	job := store.Job{
+		ID: id, VMAID: loc.vmaID, VCenter: loc.vcenter,
+		VM:              events.VMRef{ID: loc.vm.ID, Name: loc.vm.Name, Path: loc.vm.Path},
+		ReplicationType: req.ReplicationType, State: events.JobPending,
+		CreatedAt: now, UpdatedAt: now,
+	}
+	lease := store.Lease{JobID: id, Port: port, Dir: c.exportDir(id)}
+	var vols []exports.Volume
+	for _, d := range loc.vm.Disks {
+		name := fmt.Sprintf("%s-disk-%d", id, d.Key)
+		jd := store.JobDisk{
+			Key: d.Key, Label: d.Label, CapacityBytes: d.CapacityBytes, BytesTotal: d.CapacityBytes,
+			Export: events.Export{Host: c.cfg.ExportHost, Port: port, Name: name},
+			Volume: c.volumePath(loc.vm.ID, d.Key),
+		}
+		if base != nil && incremental {
+			jd.BaseChangeID = changeID(*base, d.Key)
+			job.BaseJobID = base.ID
+		}
+		job.Disks = append(job.Disks, jd)
+		job.BytesTotal += d.CapacityBytes
+		lease.Exports = append(lease.Exports, name)
+		vols = append(vols, exports.Volume{Name: name, Path: jd.Volume, Capacity: d.CapacityBytes, Fresh: !incremental})
+	}
+	if incremental {
+		for _, d := range job.Disks {
+			if d.BaseChangeID == "" {
+				return store.Job{}, errorf(Conflict, "replication_type", "incremental: disk %d of VM %s has no change id in job %s (the disk layout changed?); run an initial replication", d.Key, req.VM.ID, base.ID)
+			}
+		}
+	}
+	if err := exports.Prepare(lease.Dir, vols); err != nil {
+		return store.Job{}, err
+	}
+	if err := c.exports.Serve(ctx, id, port, lease.Dir); err != nil {
+		return store.Job{}, err
+	}
+	created, err := c.newEvent(&events.JobCreated{
+		JobID: id, VMAID: job.VMAID, VM: job.VM, ReplicationType: job.ReplicationType,
+		State: job.State, Disks: jobDisks(job), CreatedAt: now,
+	})
+	if err != nil {
+		c.exports.Stop(id)
+		return store.Job{}, err
+	}
+	err = c.store.Update(func(tx *bbolt.Tx) error {
+		if err := store.PutJob(tx, job); err != nil {
+			return err
+		}
+		if err := store.PutLease(tx, lease); err != nil {
+			return err
+		}
+		return store.Enqueue(tx, created)
+	})
+	if err != nil {
+		c.exports.Stop(id)
+		return store.Job{}, fmt.Errorf("store job %s: %w", id, err)
+	}
+	c.log.Info("job created", "job", id, "vm", job.VM.ID, "vma", job.VMAID, "port", port, "type", job.ReplicationType)
+	if err := c.flush(ctx); err != nil {
+		c.log.Warn("publish job created", "job", id, "err", err)
+	}
+	return job, nil
+}
+
+func hasChangeIDs(j store.Job) bool {
+	for _, d := range j.Disks {
+		if d.ChangeID == "" {
+			return false
+		}
+	}
+	return len(j.Disks) > 0
+}
+
+func changeID(j store.Job, key int32) string {
+	for _, d := range j.Disks {
+		if d.Key == key {
+			return d.ChangeID
+		}
+	}
+	return ""
+}
+
+func jobDisks(j store.Job) []events.JobDisk {
+	out := make([]events.JobDisk, len(j.Disks))
+	for i, d := range j.Disks {
+		out[i] = events.JobDisk{Key: d.Key, CapacityBytes: d.CapacityBytes, Export: d.Export}
+	}
+	return out
+}
+
+// Job returns a job by id.
+func (c *Control) Job(id string) (store.Job, error) {
+	var j store.Job
+	err := c.store.View(func(tx *bbolt.Tx) error {
+		var err error
+		j, err = store.GetJob(tx, id)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return j, errorf(NotFound, "id", "no replication job %q", id)
+	}
+	return j, err
+}
+
+// Jobs returns the jobs in state (any when "") of VM vmID (any when ""),
+// newest first.
+func (c *Control) Jobs(state, vmID string) ([]store.Job, error) {
+	if state != "" && !jobs.Valid(state) {
+		return nil, errorf(Invalid, "state", "unknown job state %q (one of %s)", state, strings.Join(events.JobStates(), ", "))
+	}
+	var out []store.Job
+	err := c.store.View(func(tx *bbolt.Tx) error {
+		all, err := store.Jobs(tx)
+		for _, j := range all {
+			if (state == "" || j.State == state) && (vmID == "" || j.VM.ID == vmID) {
+				out = append(out, j)
+			}
+		}
+		return err
+	})
+	slices.SortFunc(out, func(a, b store.Job) int { return b.CreatedAt.Compare(a.CreatedAt) })
+	return out, err
+}
+
+// transition moves j to state "to" inside tx and queues the lifecycle
+// event. It does nothing (false) when the move is not allowed.
+func (c *Control) transition(tx *bbolt.Tx, j *store.Job, to, why string) (bool, error) {
+	if !jobs.CanMove(j.State, to) {
+		return false, nil
+	}
+	now := c.cfg.Now().UTC()
+	ev, err := c.newEvent(&events.JobStateChanged{JobID: j.ID, VMAID: j.VMAID, From: j.State, To: to, Error: why, ChangedAt: now})
+	if err != nil {
+		return false, err
+	}
+	j.State, j.UpdatedAt = to, now
+	if why != "" {
+		j.LastError = why
+	}
+	if jobs.Final(to) {
+		j.FinishedAt = &now
+	}
+	return true, store.Enqueue(tx, ev)
+}
+
+// Cancel cancels an active job: it tells the VMA to stop, moves the job to
+// cancelled and releases its export. Cancelling a cancelled job is a no-op.
+func (c *Control) Cancel(ctx context.Context, id string) (store.Job, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	j, err := c.Job(id)
+	if err != nil {
+		return j, err
+	}
+	if j.State == events.JobCancelled {
+		return j, nil
+	}
+	if jobs.Final(j.State) {
+		return j, errorf(Conflict, "id", "job %s is %s: only an active job can be cancelled", id, j.State)
+	}
+	if _, err := c.bus.Publish(ctx, &events.ReplicateCancel{JobID: j.ID, VMAID: j.VMAID, Reason: "cancelled through the OMA API"}); err != nil {
+		return j, &Error{Kind: Upstream, Msg: "publish cancel to VMA " + j.VMAID, Err: err}
+	}
+	err = c.store.Update(func(tx *bbolt.Tx) error {
+		cur, err := store.GetJob(tx, id)
+		if err != nil {
+			return err
+		}
+		if _, err := c.transition(tx, &cur, events.JobCancelled, "cancelled through the OMA API"); err != nil {
+			return err
+		}
+		j = cur
+		return store.PutJob(tx, cur)
+	})
+	if err != nil {
+		return j, err
+	}
+	c.release(id)
+	if err := c.flush(ctx); err != nil {
+		c.log.Warn("publish job cancelled", "job", id, "err", err)
+	}
+	return j, nil
+}
+
+// Credentials are vCenter credentials given for one request; the password
+// is sealed to the VMA at once and never stored.
+type Credentials struct {
+	VCenter  string
+	Username string
+	Password string
+}
+
+// sealFor seals a password to a registered VMA's announced key.
+func (c *Control) sealFor(vmaID, password string) (events.Sealed, error) {
+	var v store.VMA
+	err := c.store.View(func(tx *bbolt.Tx) error {
+		var err error
+		v, err = store.GetVMA(tx, vmaID)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return events.Sealed{}, errorf(NotFound, "vma_id", "VMA %q is not registered (oma vma add --id %s)", vmaID, vmaID)
+	}
+	if err != nil {
+		return events.Sealed{}, err
+	}
+	if v.PublicKey == "" {
+		return events.Sealed{}, errorf(Conflict, "vma_id", "VMA %s has not announced its public key yet (no heartbeat received): start it, or check its connection", vmaID)
+	}
+	return seal.Seal(v.PublicKey, []byte(password))
+}
+
+// Start publishes the replicate command of a pending job to its VMA, with
+// the password sealed to the VMA's key, and moves the job to queued.
+func (c *Control) Start(ctx context.Context, id string, cred Credentials) (store.Job, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	j, err := c.Job(id)
+	if err != nil {
+		return j, err
+	}
+	if j.State != events.JobPending {
+		return j, errorf(Conflict, "id", "job %s is %s: only a pending job can be started", id, j.State)
+	}
+	if cred.VCenter == "" {
+		cred.VCenter = j.VCenter
+	}
+	sealed, err := c.sealFor(j.VMAID, cred.Password)
+	if err != nil {
+		return j, err
+	}
+	cmd := &events.ReplicateCommand{
+		JobID: j.ID, VMAID: j.VMAID, VCenter: cred.VCenter, Username: cred.Username, Password: sealed,
+		VMPaths: []string{j.VM.Path}, OMAURL: c.cfg.APIURL, ReplicationType: j.ReplicationType,
+	}
+	if _, err := c.bus.Publish(ctx, cmd); err != nil {
+		return j, &Error{Kind: Upstream, Msg: "publish replicate command to VMA " + j.VMAID, Err: err}
+	}
+	err = c.store.Update(func(tx *bbolt.Tx) error {
+		cur, err := store.GetJob(tx, id)
+		if err != nil {
+			return err
+		}
+		if _, err := c.transition(tx, &cur, events.JobQueued, ""); err != nil {
+			return err
+		}
+		j = cur
+		return store.PutJob(tx, cur)
+	})
+	if err != nil {
+		return j, err
+	}
+	if err := c.flush(ctx); err != nil {
+		c.log.Warn("publish job queued", "job", id, "err", err)
+	}
+	return j, nil
+}
+
+// allocation answers a VMA's export request for one of its jobs.
+func (c *Control) allocation(_ context.Context, subj string, _ []byte) (any, error) {
+	toks := strings.Split(subj, ".")
+	if len(toks) != 5 {
+		return nil, fmt.Errorf("bad export request subject %q", subj)
+	}
+	vmaID, jobID := toks[3], toks[4]
+	j, err := c.Job(jobID)
+	if err != nil {
+		return nil, err
+	}
+	if j.VMAID != vmaID {
+		return nil, fmt.Errorf("job %s belongs to another VMA", jobID)
+	}
+	if !jobs.Active(j.State) {
+		return nil, fmt.Errorf("job %s is %s", jobID, j.State)
+	}
+	a := events.ExportAllocation{JobID: j.ID, VM: j.VM, ReplicationType: j.ReplicationType, State: j.State}
+	for _, d := range j.Disks {
+		a.Disks = append(a.Disks, events.AllocatedDisk{Key: d.Key, Label: d.Label, CapacityBytes: d.CapacityBytes, Export: d.Export, BaseChangeID: d.BaseChangeID})
+	}
+	return a, nil
+}
