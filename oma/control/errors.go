@@ -10,13 +10,13 @@ type Kind int
 
 // Error kinds.
 const (
-	Invalid     Kind = iota + 1 // the request is malformed (400)
-	NotFound                    // what it names does not exist (404)
-	Conflict                    // it clashes with the current state (409)
-	Unavailable                 // a resource is exhausted (503)
-	Timeout                     // the VMA did not answer in time (504)
-	Upstream                    // the VMA or vCenter failed (502)
-	Unauthorized                // vCenter refused the credentials (401)
+	Invalid      Kind = iota + 1 // the request is malformed (400)
+	NotFound                     // what it names does not exist (404)
+	Conflict                     // it clashes with the current state (409)
+	Unavailable                  // a resource is exhausted (503)
+	Timeout                      // the VMA did not answer in time (504)
+	Upstream                     // the VMA or vCenter failed (502)
+	Unauthorized                 // vCenter refused the credentials (401)
 )
 
 // Error is a failure the caller can act on: Field names the input at fault.
