@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -43,91 +45,193 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// TestRunServesTheBackbone starts the OMA twice on one data dir: the
-// observer identity survives, and the observer sees the streams.
-func TestRunServesTheBackbone(t *testing.T) {
-	dir := t.TempDir()
-	var firstSeed []byte
-	for round := range 2 {
-		addr := freeAddr(t)
-		ctx, cancel := context.WithCancel(context.Background())
-		var logs syncBuffer
-		done := make(chan error, 1)
-		go func() {
-			done <- run(ctx, []string{"-data", dir, "-nats-addr", addr, "-api-addr", "127.0.0.1:0", "-nbd-ports", "20000-20001"}, &logs)
-		}()
+// running is an oma process body started by run.
+type running struct {
+	cancel context.CancelFunc
+	done   chan error
+	logs   *syncBuffer
+	api    string
+	nats   string
+}
 
-		seedPath := filepath.Join(dir, "observer.nk")
-		deadline := time.Now().Add(20 * time.Second)
-		for !strings.Contains(logs.String(), "oma ready") {
-			if time.Now().After(deadline) {
-				t.Fatalf("oma not ready:\n%s", logs.String())
-			}
-			time.Sleep(20 * time.Millisecond)
+func startOMA(t *testing.T, dir string, extra ...string) *running {
+	t.Helper()
+	r := &running{done: make(chan error, 1), logs: &syncBuffer{}, nats: freeAddr(t)}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	args := append([]string{"-data", dir, "-nats-addr", r.nats, "-api-addr", "127.0.0.1:0", "-nbd-ports", "20000-20001"}, extra...)
+	go func() { r.done <- run(ctx, args, r.logs) }()
+	deadline := time.Now().Add(20 * time.Second)
+	re := regexp.MustCompile(`msg="oma ready" api=(\S+)`)
+	for {
+		if m := re.FindStringSubmatch(r.logs.String()); m != nil {
+			r.api = "http://" + m[1]
+			break
 		}
-		fi, err := os.Stat(seedPath)
-		if err != nil || fi.Mode().Perm() != 0o600 {
-			t.Fatalf("observer seed %v, %v: want mode 0600", fi, err)
-		}
-		seed, _ := os.ReadFile(seedPath)
-		if round == 0 {
-			firstSeed = seed
-		} else if !bytes.Equal(seed, firstSeed) {
-			t.Error("observer identity changed across restarts")
-		}
-		if strings.Contains(logs.String(), string(seed)) {
-			t.Error("the observer seed was logged")
-		}
-
-		cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
-		c, err := bus.Connect(cctx, "nats://"+addr, bus.ClientConfig{NKeySeed: seed})
-		if err != nil {
-			t.Fatalf("observer connect: %v", err)
-		}
-		n := 0
-		for range c.JetStream().StreamNames(cctx).Name() {
-			n++
-		}
-		if n != 5 {
-			t.Errorf("observer sees %d streams, want 5", n)
-		}
-		// The admin may publish; the observer sees the event.
-		adminSeed, _ := os.ReadFile(filepath.Join(dir, "admin.nk"))
-		a, err := bus.Connect(cctx, "nats://"+addr, bus.ClientConfig{NKeySeed: adminSeed, Source: "/godwit/test"})
-		if err != nil {
-			t.Fatalf("admin connect: %v", err)
-		}
-		ev, err := a.Publish(cctx, &events.ReplicateCancel{JobID: "job-1", VMAID: "vma-1"})
-		if err != nil {
-			t.Fatalf("admin publish: %v", err)
-		}
-		a.Close()
-		s, err := c.JetStream().Stream(cctx, bus.StreamCommands)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := s.GetLastMsgForSubject(cctx, "godwit.replicate.cancel.vma-1")
-		if err != nil || !strings.Contains(string(m.Data), ev.ID) {
-			t.Errorf("observer get = %v, want event %s", err, ev.ID)
-		}
-		c.Close()
-		ccancel()
-
-		cancel()
 		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatalf("run: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Fatal("oma did not stop")
+		case err := <-r.done:
+			t.Fatalf("oma exited: %v\n%s", err, r.logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("oma not ready:\n%s", r.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return r
+}
+
+func (r *running) stop(t *testing.T) {
+	t.Helper()
+	r.cancel()
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("oma did not stop")
+	}
+}
+
+func (r *running) get(t *testing.T, path, token string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, r.api+path, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestRunAndSubcommands runs the OMA binary's body twice on one data dir,
+// with the subcommands in between.
+func TestRunAndSubcommands(t *testing.T) {
+	dir := t.TempDir()
+	r := startOMA(t, dir)
+	initial, err := os.ReadFile(filepath.Join(dir, "initial-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := strings.TrimSpace(string(initial))
+	for _, f := range []string{"initial-token", "observer.nk", "admin.nk", "state.db"} {
+		if fi, err := os.Stat(filepath.Join(dir, f)); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v, want mode 0600", f, err)
+		}
+	}
+	if code := r.get(t, "/api/v1/health", ""); code != 200 {
+		t.Errorf("health = %d", code)
+	}
+	if code := r.get(t, "/api/v1/replications", token); code != 200 {
+		t.Errorf("GET replications with the initial token = %d", code)
+	}
+	if code := r.get(t, "/api/v1/replications", ""); code != 401 {
+		t.Errorf("GET replications without a token = %d", code)
+	}
+
+	// The observer and the admin reach NATS with their key files.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	obsSeed, _ := os.ReadFile(filepath.Join(dir, "observer.nk"))
+	adminSeed, _ := os.ReadFile(filepath.Join(dir, "admin.nk"))
+	obs, err := bus.Connect(ctx, "nats://"+r.nats, bus.ClientConfig{NKeySeed: obsSeed})
+	if err != nil {
+		t.Fatalf("observer connect: %v", err)
+	}
+	defer obs.Close()
+	adm, err := bus.Connect(ctx, "nats://"+r.nats, bus.ClientConfig{NKeySeed: adminSeed, Source: "/godwit/test"})
+	if err != nil {
+		t.Fatalf("admin connect: %v", err)
+	}
+	ev, err := adm.Publish(ctx, &events.ReplicateCancel{JobID: "job-1", VMAID: "vma-1"})
+	adm.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := obs.JetStream().Stream(ctx, bus.StreamCommands)
+	if m, err := s.GetLastMsgForSubject(ctx, "godwit.replicate.cancel.vma-1"); err != nil || !strings.Contains(string(m.Data), ev.ID) {
+		t.Errorf("observer get = %v", err)
+	}
+
+	// While it runs, the subcommands say the state is in use.
+	var out, errOut bytes.Buffer
+	if err := dispatch(ctx, []string{"token", "create", "--name", "ops", "-data", dir}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Errorf("token create on a running OMA = %v", err)
+	}
+	if err := dispatch(ctx, []string{"vma", "add", "--id", "vma-1", "-data", dir}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "POST /api/v1/vmas") {
+		t.Errorf("vma add on a running OMA = %v", err)
+	}
+	r.stop(t)
+
+	// Stopped: they work.
+	out.Reset()
+	if err := dispatch(ctx, []string{"token", "create", "--name", "ops", "-data", dir}, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	opsToken := strings.TrimSpace(out.String())
+	out.Reset()
+	if err := dispatch(ctx, []string{"vma", "add", "--id", "vma-1", "-data", dir}, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	seed := regexp.MustCompile(`GODWIT_NATS_NKEY_SEED=(SU\S+)`).FindStringSubmatch(out.String())
+	if seed == nil || !strings.Contains(out.String(), "GODWIT_VMA_ID=vma-1") {
+		t.Fatalf("vma add printed:\n%s", out.String())
+	}
+	if err := dispatch(ctx, []string{"vma", "add", "--id", "vma.1", "-data", dir}, &out, &errOut); err == nil {
+		t.Error("vma add took a hostile id")
+	}
+	if err := dispatch(ctx, []string{"vma", "add", "--id", "vma-1", "-data", dir}, &out, &errOut); err == nil {
+		t.Error("vma add registered vma-1 twice")
+	}
+
+	// A config file sets flags the command line does not.
+	cfgFile := filepath.Join(t.TempDir(), "oma.json")
+	_ = os.WriteFile(cfgFile, []byte(`{"discover-timeout": "5s", "nbd-ports": "20010-20011"}`), 0o600)
+	r = startOMA(t, dir, "-config", cfgFile)
+	defer r.stop(t)
+	if code := r.get(t, "/api/v1/vmas", opsToken); code != 200 {
+		t.Errorf("GET vmas with the new token = %d", code)
+	}
+	vma, err := bus.Connect(ctx, "nats://"+r.nats, bus.ClientConfig{NKeySeed: []byte(seed[1])})
+	if err != nil {
+		t.Fatalf("the registered VMA cannot connect: %v", err)
+	}
+	vma.Close()
+	if _, err := os.Stat(filepath.Join(dir, "initial-token")); err != nil {
+		t.Error("initial-token vanished")
+	}
+	logs := r.logs.String()
+	for _, secret := range []string{token, opsToken, seed[1], string(bytes.TrimSpace(obsSeed)), string(bytes.TrimSpace(adminSeed))} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("a secret is in the log")
 		}
 	}
 }
 
-func TestRunRejectsBadFlags(t *testing.T) {
+func TestBadFlagsAndConfig(t *testing.T) {
 	var logs syncBuffer
-	if err := run(context.Background(), []string{"-nats-addr", "nonsense"}, &logs); err == nil || !strings.Contains(err.Error(), "-nats-addr") {
-		t.Errorf("run(-nats-addr nonsense) = %v", err)
+	bad := filepath.Join(t.TempDir(), "bad.json")
+	_ = os.WriteFile(bad, []byte(`{"colour": "red"}`), 0o600)
+	for _, args := range [][]string{
+		{"-nats-addr", "nonsense"},
+		{"-nbd-ports", "10199-10100"},
+		{"-nbd-ports", "many"},
+		{"-config", bad},
+		{"-config", "/nonexistent.json"},
+	} {
+		if err := run(context.Background(), append(args, "-data", t.TempDir()), &logs); err == nil {
+			t.Errorf("run(%v) succeeded", args)
+		}
+	}
+	t.Setenv("GODWIT_NBD_PORTS", "oops")
+	if err := run(context.Background(), []string{"-data", t.TempDir()}, &logs); err == nil || !strings.Contains(err.Error(), "oops") {
+		t.Errorf("run with a bad $GODWIT_NBD_PORTS = %v", err)
+	}
+	if err := dispatch(context.Background(), []string{"token"}, &logs, &logs); err == nil {
+		t.Error("oma token without a verb succeeded")
 	}
 }

@@ -125,10 +125,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		if rerr := <-runErr; err == nil {
 			err = rerr
 		}
-	case err = <-runErr: // the consumers cannot go on: stop serving too
+	case err = <-runErr:
 		stopAPI()
-		<-apiErr
-		err = fmt.Errorf("consumers stopped: %w", err)
+		aerr := <-apiErr
+		if ctx.Err() != nil { // shutting down: the consumers ended first
+			err = aerr
+		} else { // the consumers cannot go on: stop serving too
+			err = fmt.Errorf("consumers stopped: %v", err)
+		}
 	}
 	log.Info("oma stopped")
 	return err
