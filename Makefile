@@ -9,7 +9,7 @@ DATA ?= $(CURDIR)/data
 
 .PHONY: run test bench build deps tools
 
-## run: build and start the OMA (embedded NATS JetStream with godwit's streams)
+## run: build and start the OMA: REST API on :8082, embedded NATS JetStream, nbdkit exports
 run: deps tools build
 	$(BIN)/oma -data $(DATA)/oma
 
@@ -35,3 +35,4 @@ test: deps tools
 ## bench: the benchmarks, with their ratios to the peer tools
 bench: tools
 	$(GO) test -run '^$$' -bench . -benchtime 3s -count 3 ./bus ./schema
+	$(GO) test -run '^$$' -bench . -benchtime 200x -count 3 ./oma/api

@@ -74,7 +74,7 @@ func (a *API) handle(h func(http.ResponseWriter, *http.Request) error) http.Hand
 			return
 		}
 		status, field := statusOf(err)
-		detail := err.Error()
+		detail := detailOf(err)
 		if status == http.StatusInternalServerError {
 			a.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 			detail = "internal error: see the OMA log"

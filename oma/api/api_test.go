@@ -150,6 +150,20 @@ func TestCreateReplicationRejectsBadInput(t *testing.T) {
 	if _, err := os.Stat(o.dir + "/exports"); err == nil {
 		t.Error("rejected requests prepared exports")
 	}
+	// curl's default content type is taken as JSON; XML is refused.
+	for ct, want := range map[string]int{"application/x-www-form-urlencoded": 404, "text/xml": 415} {
+		req, _ := http.NewRequest("POST", o.url+"/api/v1/replications", strings.NewReader(`{"source_vm":{"id":"vm-9"},"replication_type":"initial"}`))
+		req.Header.Set("Authorization", "Bearer "+o.token)
+		req.Header.Set("Content-Type", ct)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("POST as %s = %d, want %d", ct, resp.StatusCode, want)
+		}
+	}
 	// Other endpoints name their fields too.
 	for _, c := range []struct {
 		path, body, field string

@@ -29,7 +29,7 @@ import (
 // and the API over real HTTP. It can be stopped and started again on the
 // same data, like a restart.
 type omaUnderTest struct {
-	t         *testing.T
+	t         testing.TB
 	dir       string
 	natsPort  int
 	firstPort int
@@ -49,7 +49,7 @@ type omaUnderTest struct {
 }
 
 // newOMA starts an OMA with a pool of ports NBD ports.
-func newOMA(t *testing.T, ports int) *omaUnderTest {
+func newOMA(t testing.TB, ports int) *omaUnderTest {
 	t.Helper()
 	first, last := freePortRange(t, ports)
 	o := &omaUnderTest{t: t, dir: t.TempDir(), firstPort: first, lastPort: last, admin: bustest.NewUser(t)}
@@ -216,7 +216,7 @@ func (o *omaUnderTest) connectVMA(id, seed string) *vma {
 	return v
 }
 
-func (v *vma) publish(t *testing.T, p events.Payload) events.Event {
+func (v *vma) publish(t testing.TB, p events.Payload) events.Event {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -228,7 +228,7 @@ func (v *vma) publish(t *testing.T, p events.Payload) events.Event {
 }
 
 // inventory publishes a discovery result with the given VMs.
-func (v *vma) inventory(t *testing.T, vms ...events.VM) {
+func (v *vma) inventory(t testing.TB, vms ...events.VM) {
 	t.Helper()
 	v.publish(t, &events.DiscoverResult{RequestID: events.NewID(), VMAID: v.id,
 		VCenter: events.VCenterRef{Host: "vcenter.test", Datacenter: "DatabanxDC"}, VMs: vms})
@@ -246,7 +246,7 @@ func testVM(id string, diskSizes ...int64) events.VM {
 	return vm
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for !cond() {
@@ -258,7 +258,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 // freePortRange finds n consecutive free ports from one the kernel picked.
-func freePortRange(t *testing.T, n int) (int, int) {
+func freePortRange(t testing.TB, n int) (int, int) {
 	t.Helper()
 	for range 100 {
 		l0, err := net.Listen("tcp", "127.0.0.1:0")

@@ -36,6 +36,18 @@ func badRequest(field, format string, args ...any) error {
 	return &httpError{status: http.StatusBadRequest, field: field, msg: fmt.Sprintf(format, args...)}
 }
 
+// detailOf is what a problem says about err.
+func detailOf(err error) string {
+	var ce *control.Error
+	if errors.As(err, &ce) {
+		if ce.Err != nil {
+			return ce.Msg + ": " + ce.Err.Error()
+		}
+		return ce.Msg
+	}
+	return err.Error()
+}
+
 // statusOf maps an error to its status and field.
 func statusOf(err error) (int, string) {
 	var he *httpError
@@ -81,7 +93,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 // decode reads one JSON object of at most maxBody bytes into v, refusing
 // unknown fields and trailing data, with errors that name the field.
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+	// curl -d sends application/x-www-form-urlencoded unless told otherwise:
+	// take its body as JSON too.
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") &&
+		!strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
 		return &httpError{status: http.StatusUnsupportedMediaType, msg: fmt.Sprintf("Content-Type %q: send application/json", ct)}
 	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
