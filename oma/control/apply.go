@@ -88,9 +88,7 @@ func (c *Control) applyProgress(ctx context.Context, ev events.Event, p events.P
 	if final {
 		c.release(jobID)
 	}
-	if err := c.flush(ctx); err != nil {
-		c.log.Warn("publish lifecycle events", "job", jobID, "err", err)
-	}
+	c.kick()
 	return nil
 }
 

@@ -62,6 +62,7 @@ type Control struct {
 
 	mu      sync.Mutex // serializes job creation, cancellation and VMA changes
 	flushMu sync.Mutex // serializes outbox flushes
+	wake    chan struct{}
 	started time.Time
 }
 
@@ -83,7 +84,8 @@ func New(cfg Config, st *store.Store, conn *bus.Conn, exp *exports.Manager, acce
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Control{cfg: cfg, store: st, bus: conn, exports: exp, access: access, log: log, started: cfg.Now()}
+	return &Control{cfg: cfg, store: st, bus: conn, exports: exp, access: access, log: log, started: cfg.Now(),
+		wake: make(chan struct{}, 1)}
 }
 
 // Started returns when the Control was made.
@@ -173,8 +175,8 @@ func (c *Control) Run(ctx context.Context) error {
 	return first
 }
 
-// flushLoop retries the outbox now and then, for events whose publish
-// failed (the bus was down).
+// flushLoop publishes the outbox when kicked, and every 2 seconds for
+// events whose publish failed (the bus was down).
 func (c *Control) flushLoop(ctx context.Context) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
@@ -183,10 +185,19 @@ func (c *Control) flushLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := c.flush(ctx); err != nil {
-				c.log.Warn("publish lifecycle events", "err", err)
-			}
+		case <-c.wake:
 		}
+		if err := c.flush(ctx); err != nil {
+			c.log.Warn("publish lifecycle events", "err", err)
+		}
+	}
+}
+
+// kick asks flushLoop to publish the outbox soon, without waiting for it.
+func (c *Control) kick() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
 	}
 }
 

@@ -190,9 +190,7 @@ func (c *Control) CreateJob(ctx context.Context, req CreateRequest) (store.Job, 
 		return store.Job{}, fmt.Errorf("store job %s: %w", id, err)
 	}
 	c.log.Info("job created", "job", id, "vm", job.VM.ID, "vma", job.VMAID, "port", port, "type", job.ReplicationType)
-	if err := c.flush(ctx); err != nil {
-		c.log.Warn("publish job created", "job", id, "err", err)
-	}
+	c.kick()
 	return job, nil
 }
 
@@ -310,9 +308,7 @@ func (c *Control) Cancel(ctx context.Context, id string) (store.Job, error) {
 		return j, err
 	}
 	c.release(id)
-	if err := c.flush(ctx); err != nil {
-		c.log.Warn("publish job cancelled", "job", id, "err", err)
-	}
+	c.kick()
 	return j, nil
 }
 
@@ -384,9 +380,7 @@ func (c *Control) Start(ctx context.Context, id string, cred Credentials) (store
 	if err != nil {
 		return j, err
 	}
-	if err := c.flush(ctx); err != nil {
-		c.log.Warn("publish job queued", "job", id, "err", err)
-	}
+	c.kick()
 	return j, nil
 }
 

@@ -206,7 +206,7 @@ func (m *Manager) start(ctx context.Context, job string, port int, dir string) (
 			_ = cmd.Process.Kill()
 			<-p.exited
 			return nil, fmt.Errorf("start nbdkit for %s: %w", job, ctx.Err())
-		case <-time.After(5 * time.Millisecond):
+		case <-time.After(time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			_ = cmd.Process.Kill()
