@@ -1,0 +1,101 @@
+// Package vcenter talks to vCenter with govmomi: it logs in, lists the VMs
+// of one or every datacenter with their disks and networks, and logs out.
+//
+// Discovery asks for every VM, folder, network and datastore of a
+// datacenter through one ContainerView and a single PropertyCollector
+// retrieve of only the properties it needs: never a round trip per VM.
+package vcenter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/vmware/govmomi/fault"
+	"github.com/vmware/govmomi/session"
+	"github.com/vmware/govmomi/vim25"
+	"github.com/vmware/govmomi/vim25/soap"
+	"github.com/vmware/govmomi/vim25/types"
+)
+
+// Sentinel errors, for the REST API to map to statuses.
+var (
+	// ErrAuth: vCenter refused the credentials.
+	ErrAuth = errors.New("vCenter login failed")
+	// ErrUnreachable: vCenter did not answer, or its certificate is not trusted.
+	ErrUnreachable = errors.New("vCenter unreachable")
+	// ErrNotFound: a datacenter (or VM) that was named does not exist.
+	ErrNotFound = errors.New("not found")
+)
+
+// Config says how to reach a vCenter.
+type Config struct {
+	// Host is the vCenter host name or address, with an optional port.
+	Host     string
+	Username string
+	Password string
+	// CAFile trusts the certificates in this PEM file besides the system's.
+	CAFile string
+	// Insecure skips certificate verification (development only).
+	Insecure bool
+	// Timeout bounds connecting and logging in; 0 means 15s.
+	Timeout time.Duration
+}
+
+// Session is a logged-in vCenter session. Close logs it out.
+type Session struct {
+	Client *vim25.Client
+	sm     *session.Manager
+	host   string
+}
+
+// Login connects to vCenter and logs in. Errors wrap ErrAuth or
+// ErrUnreachable; the password never appears in them.
+func Login(ctx context.Context, cfg Config) (*Session, error) {
+	timeout := cfg.Timeout
+	if timeout == 0 {
+		timeout = 15 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	u := &url.URL{Scheme: "https", Host: cfg.Host, Path: vim25.Path}
+	sc := soap.NewClient(u, cfg.Insecure)
+	if cfg.CAFile != "" {
+		if err := sc.SetRootCAs(cfg.CAFile); err != nil {
+			return nil, fmt.Errorf("vCenter CA file %s: %w", cfg.CAFile, err)
+		}
+	}
+	c, err := vim25.NewClient(ctx, sc)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrUnreachable, cfg.Host, scrub(err))
+	}
+	sm := session.NewManager(c)
+	if err := sm.Login(ctx, url.UserPassword(cfg.Username, cfg.Password)); err != nil {
+		if fault.Is(err, &types.InvalidLogin{}) {
+			return nil, fmt.Errorf("%w for user %s", ErrAuth, cfg.Username)
+		}
+		return nil, fmt.Errorf("%w: %s: login: %v", ErrUnreachable, cfg.Host, scrub(err))
+	}
+	return &Session{Client: c, sm: sm, host: cfg.Host}, nil
+}
+
+// Close logs the session out.
+func (s *Session) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = s.sm.Logout(ctx)
+}
+
+// scrub drops the userinfo a URL error may carry.
+func scrub(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		if u, perr := url.Parse(ue.URL); perr == nil {
+			u.User = nil
+			return &url.Error{Op: ue.Op, URL: u.String(), Err: ue.Err}
+		}
+	}
+	return err
+}

@@ -1,0 +1,264 @@
+// Package vcsim runs a simulated vCenter for development and tests, on
+// govmomi's simulator, with the seed's inventory: datacenter DatabanxDC, VM
+// PGWINTESTBIOS at /DatabanxDC/vm/PGWINTESTBIOS, and generated VMs with one
+// to three disks of different sizes, powered on and off, some in a
+// subfolder. Its disks are sparse local files.
+package vcsim
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/url"
+
+	"github.com/vmware/govmomi"
+	"github.com/vmware/govmomi/find"
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25"
+	"github.com/vmware/govmomi/vim25/types"
+)
+
+// Defaults of Config.
+const (
+	DefaultAddr     = "127.0.0.1:8989"
+	DefaultUsername = "administrator@vsphere.local"
+	DefaultPassword = "godwit-dev"
+	Datacenter      = "DatabanxDC"
+	SeedVM          = "PGWINTESTBIOS"
+)
+
+// Config configures Start. The zero value listens on a free loopback port
+// with the default credentials and 12 generated VMs.
+type Config struct {
+	// Addr is the listen address; "" means a free loopback port.
+	Addr     string
+	Username string
+	Password string
+	// VMs is how many VMs to generate besides the seed VM; 0 means 12.
+	VMs int
+	// ModelVMs adds that many plain VMs made by the simulator's model (one
+	// disk, one NIC each): the quick way to a large inventory.
+	ModelVMs int
+}
+
+// Simulator is a running simulated vCenter.
+type Simulator struct {
+	// Host is host:port, what a VMA is given as "vcenter".
+	Host string
+	// URL is the SDK URL, without credentials.
+	URL *url.URL
+	// CAFile is a PEM file with the simulator's self-signed certificate.
+	CAFile string
+	Username, Password string
+
+	model  *simulator.Model
+	server *simulator.Server
+}
+
+// Start builds the inventory and serves it over HTTPS.
+func Start(ctx context.Context, cfg Config) (*Simulator, error) {
+	if cfg.Username == "" {
+		cfg.Username = DefaultUsername
+	}
+	if cfg.Password == "" {
+		cfg.Password = DefaultPassword
+	}
+	if cfg.VMs == 0 {
+		cfg.VMs = 12
+	}
+	model := simulator.VPX()
+	model.Datacenter, model.Cluster, model.ClusterHost, model.Host = 1, 1, 1, 0
+	model.Machine = cfg.ModelVMs
+	model.Portgroup = 1
+	if err := model.Create(); err != nil {
+		return nil, fmt.Errorf("create simulator model: %w", err)
+	}
+	model.Service.TLS = new(tls.Config)
+	model.Service.Listen = &url.URL{Host: cfg.Addr, User: url.UserPassword(cfg.Username, cfg.Password)}
+	server := model.Service.NewServer()
+	caFile, err := server.CertificateFile()
+	if err != nil {
+		server.Close()
+		model.Remove()
+		return nil, fmt.Errorf("simulator certificate: %w", err)
+	}
+	u := *server.URL
+	u.User = nil
+	sim := &Simulator{Host: u.Host, URL: &u, CAFile: caFile, Username: cfg.Username, Password: cfg.Password,
+		model: model, server: server}
+	c, err := govmomi.NewClient(ctx, server.URL, true)
+	if err == nil {
+		err = populate(ctx, c.Client, cfg.VMs)
+		_ = c.Logout(ctx)
+	}
+	if err != nil {
+		sim.Close()
+		return nil, fmt.Errorf("populate simulator: %w", err)
+	}
+	return sim, nil
+}
+
+// Close stops the simulator and removes its files.
+func (s *Simulator) Close() {
+	s.server.Close()
+	s.model.Remove()
+}
+
+// populate renames the datacenter and creates the seed VM and the
+// generated ones.
+func populate(ctx context.Context, c *vim25.Client, n int) error {
+	finder := find.NewFinder(c, false)
+	dc, err := finder.Datacenter(ctx, "DC0")
+	if err != nil {
+		return err
+	}
+	task, err := dc.Rename(ctx, Datacenter)
+	if err := wait(ctx, task, err); err != nil {
+		return fmt.Errorf("rename datacenter: %w", err)
+	}
+	dc, err = finder.Datacenter(ctx, Datacenter)
+	if err != nil {
+		return err
+	}
+	finder.SetDatacenter(dc)
+	folders, err := dc.Folders(ctx)
+	if err != nil {
+		return err
+	}
+	linux, err := folders.VmFolder.CreateFolder(ctx, "Linux")
+	if err != nil {
+		return fmt.Errorf("create folder: %w", err)
+	}
+	pool, err := finder.DefaultResourcePool(ctx)
+	if err != nil {
+		return err
+	}
+	ds, err := finder.DefaultDatastore(ctx)
+	if err != nil {
+		return err
+	}
+	vmNet, err := finder.Network(ctx, "VM Network")
+	if err != nil {
+		return err
+	}
+	dvpg, err := finder.Network(ctx, "DC0_DVPG0")
+	if err != nil {
+		return err
+	}
+	const gib = int64(1) << 30
+	specs := []vmSpec{{
+		name: SeedVM, folder: folders.VmFolder, guest: "windows2019srv_64Guest", firmware: "bios", cpus: 4, memMB: 8192,
+		disks: []int64{40 * gib, 100 * gib}, nets: []object.NetworkReference{vmNet}, on: true, cbt: true,
+	}}
+	for i := range n {
+		s := vmSpec{
+			name: fmt.Sprintf("gen-vm-%03d", i+1), folder: folders.VmFolder, guest: "otherLinux64Guest",
+			firmware: []string{"bios", "efi"}[i%2], cpus: int32(1 + i%4), memMB: int32(1024 * (1 + i%8)),
+			on: i%3 != 0, cbt: i%2 == 0, nets: []object.NetworkReference{vmNet},
+		}
+		for d := 0; d <= i%3; d++ {
+			s.disks = append(s.disks, int64(d+1)*gib+int64(i)*(256<<20))
+		}
+		if i%4 == 1 {
+			s.folder = linux
+			s.nets = append(s.nets, dvpg)
+		}
+		specs = append(specs, s)
+	}
+	for _, s := range specs {
+		if err := createVM(ctx, s, pool, ds); err != nil {
+			return fmt.Errorf("create VM %s: %w", s.name, err)
+		}
+	}
+	return nil
+}
+
+type vmSpec struct {
+	name     string
+	folder   *object.Folder
+	guest    string
+	firmware string
+	cpus     int32
+	memMB    int32
+	disks    []int64
+	nets     []object.NetworkReference
+	on, cbt  bool
+}
+
+func createVM(ctx context.Context, s vmSpec, pool *object.ResourcePool, ds *object.Datastore) error {
+	var devices object.VirtualDeviceList
+	scsi, err := devices.CreateSCSIController("pvscsi")
+	if err != nil {
+		return err
+	}
+	scsi.GetVirtualDevice().DeviceInfo = &types.Description{Label: "SCSI controller 0", Summary: "VMware paravirtual SCSI"}
+	devices = append(devices, scsi)
+	ctl, err := devices.FindSCSIController("")
+	if err != nil {
+		return err
+	}
+	for i, size := range s.disks {
+		disk := devices.CreateDisk(ctl, ds.Reference(), ds.Path(fmt.Sprintf("%s/%s_%d.vmdk", s.name, s.name, i)))
+		disk.CapacityInKB = size / 1024
+		disk.CapacityInBytes = size
+		disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo).ThinProvisioned = types.NewBool(i%2 == 0)
+		disk.DeviceInfo = &types.Description{Label: fmt.Sprintf("Hard disk %d", i+1), Summary: fmt.Sprintf("%d KB", size/1024)}
+		devices = append(devices, disk)
+	}
+	for i, n := range s.nets {
+		backing, err := n.EthernetCardBackingInfo(ctx)
+		if err != nil {
+			return err
+		}
+		nic, err := devices.CreateEthernetCard("vmxnet3", backing)
+		if err != nil {
+			return err
+		}
+		nic.GetVirtualDevice().DeviceInfo = &types.Description{Label: fmt.Sprintf("Network adapter %d", i+1), Summary: "vmxnet3"}
+		devices = append(devices, nic)
+	}
+	change, err := devices.ConfigSpec(types.VirtualDeviceConfigSpecOperationAdd)
+	if err != nil {
+		return err
+	}
+	for _, c := range change {
+		if spec := c.GetVirtualDeviceConfigSpec(); spec != nil {
+			if _, ok := spec.Device.(*types.VirtualDisk); ok {
+				spec.FileOperation = types.VirtualDeviceConfigSpecFileOperationCreate
+			}
+		}
+	}
+	spec := types.VirtualMachineConfigSpec{
+		Name: s.name, GuestId: s.guest, Firmware: s.firmware, NumCPUs: s.cpus, MemoryMB: int64(s.memMB),
+		Files:                 &types.VirtualMachineFileInfo{VmPathName: fmt.Sprintf("[%s]", ds.Name())},
+		DeviceChange:          change,
+		ChangeTrackingEnabled: types.NewBool(s.cbt),
+	}
+	task, err := s.folder.CreateVM(ctx, spec, pool, nil)
+	if err != nil {
+		return err
+	}
+	info, err := task.WaitForResult(ctx)
+	if err != nil {
+		return err
+	}
+	vm := object.NewVirtualMachine(task.Client(), info.Result.(types.ManagedObjectReference))
+	if s.on {
+		task, err := vm.PowerOn(ctx)
+		return wait(ctx, task, err)
+	}
+	return nil
+}
+
+// wait waits for a task.
+func wait(ctx context.Context, task *object.Task, err error) error {
+	if err != nil {
+		return err
+	}
+	if task == nil {
+		return errors.New("no task")
+	}
+	return task.Wait(ctx)
+}
