@@ -13,6 +13,8 @@ import (
 	"github.com/godwit/godwit/vma/vcsim"
 )
 
+// startSim starts a simulator. Tests that use one do not run in parallel:
+// govmomi's simulator keeps process-wide state while it builds a model.
 func startSim(t *testing.T) *vcsim.Simulator {
 	t.Helper()
 	sim, err := vcsim.Start(context.Background(), vcsim.Config{})
@@ -46,7 +48,6 @@ func byName(vms []events.VM, name string) (events.VM, bool) {
 // generated one against what the simulator was built with, over HTTPS
 // with the simulator's certificate trusted.
 func TestDiscoverReturnsEveryField(t *testing.T) {
-	t.Parallel()
 	sim := startSim(t)
 	s := login(t, sim)
 	ref, vms, err := s.Discover(context.Background(), "", "")
@@ -106,7 +107,6 @@ func TestDiscoverReturnsEveryField(t *testing.T) {
 }
 
 func TestDiscoverScoping(t *testing.T) {
-	t.Parallel()
 	sim := startSim(t)
 	s := login(t, sim)
 	ctx := context.Background()
@@ -138,7 +138,6 @@ func TestDiscoverScoping(t *testing.T) {
 }
 
 func TestLoginFailures(t *testing.T) {
-	t.Parallel()
 	sim := startSim(t)
 	ctx := context.Background()
 	_, err := vcenter.Login(ctx, vcenter.Config{Host: sim.Host, Username: sim.Username, Password: "wrong-password", CAFile: sim.CAFile})
