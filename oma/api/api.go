@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/godwit/godwit/bus"
+	"github.com/godwit/godwit/httpserver"
 	"github.com/godwit/godwit/oma/control"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/tokens"
@@ -63,7 +64,7 @@ func (a *API) Handler() http.Handler {
 	authed.Handle("/vms", a.handle(a.vms)).Methods(http.MethodGet)
 	authed.Handle("/vmas", a.handle(a.vmas)).Methods(http.MethodGet)
 	authed.Handle("/vmas", a.handle(a.addVMA)).Methods(http.MethodPost)
-	return a.logRequests(r)
+	return r
 }
 
 // handle adapts a handler that returns an error: the error becomes a problem.
@@ -102,39 +103,7 @@ func (a *API) auth(next http.Handler) http.Handler {
 	})
 }
 
-// statusRecorder remembers the status written.
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (s *statusRecorder) WriteHeader(code int) {
-	s.status = code
-	s.ResponseWriter.WriteHeader(code)
-}
-
-// logRequests logs method, path, status and duration; never bodies or headers.
-func (a *API) logRequests(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		next.ServeHTTP(rec, r)
-		a.log.InfoContext(r.Context(), "http", "method", r.Method, "path", r.URL.Path, "status", rec.status, "took", time.Since(start))
-	})
-}
-
-// Serve serves the API on l until ctx ends, then drains requests for up to
-// 10 seconds.
+// Serve serves the API on l until ctx ends, then drains requests.
 func (a *API) Serve(ctx context.Context, l net.Listener) error {
-	srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(l) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	return srv.Shutdown(sctx)
+	return httpserver.Serve(ctx, l, a.Handler(), a.log)
 }

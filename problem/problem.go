@@ -1,0 +1,103 @@
+// Package problem writes RFC 9457 problem details (application/problem+json)
+// that name the field at fault, and decodes JSON request bodies strictly:
+// one object of at most MaxBody bytes, no unknown fields, errors that say
+// which field is wrong.
+package problem
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+)
+
+// MaxBody is the largest request body Decode accepts.
+const MaxBody = 1 << 20
+
+// Problem is an RFC 9457 problem detail, with the field at fault.
+type Problem struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail"`
+	Field  string `json:"field,omitempty"`
+}
+
+// Error is an error to answer with a given status.
+type Error struct {
+	Status int
+	Field  string
+	Detail string
+}
+
+// Error implements error.
+func (e *Error) Error() string { return e.Detail }
+
+// BadRequest returns a 400 about field.
+func BadRequest(field, format string, args ...any) *Error {
+	return &Error{Status: http.StatusBadRequest, Field: field, Detail: fmt.Sprintf(format, args...)}
+}
+
+// Write answers with a problem.
+func Write(w http.ResponseWriter, status int, field, detail string) {
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(Problem{
+		Type: "about:blank", Title: http.StatusText(status), Status: status, Detail: detail, Field: field,
+	})
+}
+
+// WriteJSON answers with v as JSON.
+func WriteJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	return json.NewEncoder(w).Encode(v)
+}
+
+// Decode reads one JSON object of at most MaxBody bytes into v, refusing
+// unknown fields and trailing data. Its errors are *Error, naming the
+// field where it can. curl's default Content-Type
+// (application/x-www-form-urlencoded) is taken as JSON; other non-JSON
+// types get 415.
+func Decode(w http.ResponseWriter, r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") &&
+		!strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
+		return &Error{Status: http.StatusUnsupportedMediaType, Detail: fmt.Sprintf("Content-Type %q: send application/json", ct)}
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBody))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	var (
+		maxErr    *http.MaxBytesError
+		syntaxErr *json.SyntaxError
+		typeErr   *json.UnmarshalTypeError
+	)
+	switch {
+	case err == nil:
+	case errors.As(err, &maxErr):
+		return BadRequest("", "request body is larger than %d bytes", MaxBody)
+	case errors.Is(err, io.EOF):
+		return BadRequest("", "empty request body: send a JSON object")
+	case errors.As(err, &syntaxErr):
+		return BadRequest("", "malformed JSON at byte %d: %v", syntaxErr.Offset, err)
+	case errors.As(err, &typeErr):
+		return BadRequest(typeErr.Field, "%s must be a JSON %s, not %s", typeErr.Field, typeErr.Type.Kind(), typeErr.Value)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return BadRequest(field, "unknown field %q", field)
+	default:
+		return BadRequest("", "malformed JSON: %v", err)
+	}
+	if dec.More() {
+		return BadRequest("", "request body holds more than one JSON value")
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		if errors.As(err, &maxErr) {
+			return BadRequest("", "request body is larger than %d bytes", MaxBody)
+		}
+		return BadRequest("", "request body holds data after the JSON object")
+	}
+	return nil
+}
