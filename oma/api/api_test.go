@@ -330,7 +330,7 @@ func TestReplicationLifecycle(t *testing.T) {
 	v.publish(t, &events.ReplicationStatus{JobID: j.JobID, VMAID: "vma-1", Seq: 1, State: "accepted"})
 	v.publish(t, prog(2, "snapshotting", 0))
 	v.publish(t, prog(5, "copying", 6<<20))
-	v.publish(t, prog(4, "copying", 3<<20)) // late
+	v.publish(t, prog(4, "copying", 3<<20))  // late
 	v.publish(t, prog(3, "snapshotting", 1)) // later still
 	eventually(t, "copying at 6 MiB", func() bool {
 		o.do("GET", "/api/v1/replications/"+j.JobID, nil, &j)

@@ -19,7 +19,9 @@ func writeProblem(w http.ResponseWriter, status int, field, detail string) {
 	problem.Write(w, status, field, detail)
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) error { return problem.WriteJSON(w, status, v) }
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	return problem.WriteJSON(w, status, v)
+}
 
 func decode(w http.ResponseWriter, r *http.Request, v any) error { return problem.Decode(w, r, v) }
 

@@ -50,7 +50,7 @@ type Simulator struct {
 	// URL is the SDK URL, without credentials.
 	URL *url.URL
 	// CAFile is a PEM file with the simulator's self-signed certificate.
-	CAFile string
+	CAFile             string
 	Username, Password string
 
 	model  *simulator.Model
