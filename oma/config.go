@@ -1,16 +1,16 @@
 package main
 
 import (
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/godwit/godwit/flagconf"
 )
 
 // config is the OMA's configuration.
@@ -30,11 +30,6 @@ type config struct {
 	firstPort, lastPort int
 	natsHost            string
 	natsPort            int
-}
-
-// envName is the environment variable of a flag.
-func envName(flagName string) string {
-	return "GODWIT_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
 // newFlagSet declares the flags of cfg with their defaults, taken from the
@@ -61,50 +56,7 @@ func declareRunFlags(fs *flag.FlagSet, cfg *config) {
 }
 
 // parse parses args over the environment and the config file.
-func parse(fs *flag.FlagSet, args []string) error {
-	// Environment first, as defaults.
-	var envErr error
-	fs.VisitAll(func(f *flag.Flag) {
-		if v, ok := os.LookupEnv(envName(f.Name)); ok && envErr == nil {
-			if err := f.Value.Set(v); err != nil {
-				envErr = fmt.Errorf("$%s: %w", envName(f.Name), err)
-			}
-		}
-	})
-	if envErr != nil {
-		return envErr
-	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	path := fs.Lookup("config").Value.String()
-	if path == "" {
-		return nil
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("config: %w", err)
-	}
-	var file map[string]any
-	if err := json.Unmarshal(b, &file); err != nil {
-		return fmt.Errorf("config %s: %w", path, err)
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	for k, v := range file {
-		f := fs.Lookup(k)
-		if f == nil || k == "config" {
-			return fmt.Errorf("config %s: unknown key %q", path, k)
-		}
-		if set[k] {
-			continue
-		}
-		if err := f.Value.Set(fmt.Sprint(v)); err != nil {
-			return fmt.Errorf("config %s: %s: %w", path, k, err)
-		}
-	}
-	return nil
-}
+func parse(fs *flag.FlagSet, args []string) error { return flagconf.Parse(fs, args) }
 
 // check validates cfg and fills its derived fields.
 func (cfg *config) check() error {

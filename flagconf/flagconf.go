@@ -1,0 +1,66 @@
+// Package flagconf fills a flag.FlagSet from three places, in rising
+// order of precedence: the environment (GODWIT_ and the flag name in upper
+// case, '-' as '_'), a JSON config file named by the -config flag (keys are
+// flag names), and the command line.
+package flagconf
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+)
+
+// EnvName returns the environment variable of a flag, such as
+// GODWIT_API_ADDR for api-addr.
+func EnvName(flagName string) string {
+	return "GODWIT_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// Parse parses args into fs after applying the environment and, when fs
+// has a -config flag that is set, the config file.
+func Parse(fs *flag.FlagSet, args []string) error {
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if v, ok := os.LookupEnv(EnvName(f.Name)); ok && envErr == nil {
+			if err := f.Value.Set(v); err != nil {
+				envErr = fmt.Errorf("$%s: %w", EnvName(f.Name), err)
+			}
+		}
+	})
+	if envErr != nil {
+		return envErr
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cf := fs.Lookup("config")
+	if cf == nil || cf.Value.String() == "" {
+		return nil
+	}
+	path := cf.Value.String()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	var file map[string]any
+	if err := json.Unmarshal(b, &file); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for k, v := range file {
+		f := fs.Lookup(k)
+		if f == nil || k == "config" {
+			return fmt.Errorf("config %s: unknown key %q", path, k)
+		}
+		if set[k] {
+			continue
+		}
+		if err := f.Value.Set(fmt.Sprint(v)); err != nil {
+			return fmt.Errorf("config %s: %s: %w", path, k, err)
+		}
+	}
+	return nil
+}
