@@ -1,0 +1,135 @@
+// Package worker is the VMA's side of the bus: it announces the VMA with
+// heartbeats and answers discover requests from its durable consumer by
+// querying vCenter.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/godwit/godwit/bus"
+	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/seal"
+	"github.com/godwit/godwit/vma/identity"
+	"github.com/godwit/godwit/vma/vcenter"
+)
+
+// Config configures a Worker. Identity is required.
+type Config struct {
+	Identity identity.Identity
+	// Version is announced in heartbeats.
+	Version string
+	// Heartbeat is the heartbeat period; 0 means 30s.
+	Heartbeat time.Duration
+	// VCenterCAFile and VCenterInsecure say how to trust vCenter's certificate.
+	VCenterCAFile   string
+	VCenterInsecure bool
+	// VCenterTimeout bounds connecting and logging in to vCenter; 0 means 15s.
+	VCenterTimeout time.Duration
+	Now            func() time.Time
+	Logger         *slog.Logger
+}
+
+// Worker runs the VMA's consumers.
+type Worker struct {
+	cfg     Config
+	conn    *bus.Conn
+	log     *slog.Logger
+	started time.Time
+}
+
+// New returns a Worker publishing and consuming through conn.
+func New(conn *bus.Conn, cfg Config) *Worker {
+	if cfg.Heartbeat == 0 {
+		cfg.Heartbeat = 30 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Worker{cfg: cfg, conn: conn, log: log, started: cfg.Now()}
+}
+
+// Run sends heartbeats and answers discover requests until ctx ends.
+func (w *Worker) Run(ctx context.Context) error {
+	go w.heartbeats(ctx)
+	return w.conn.Consume(ctx, bus.StreamDiscovery, bus.VMADurable(w.cfg.Identity.ID), w.discover)
+}
+
+func (w *Worker) heartbeats(ctx context.Context) {
+	t := time.NewTicker(w.cfg.Heartbeat)
+	defer t.Stop()
+	for {
+		now := w.cfg.Now()
+		_, err := w.conn.Publish(ctx, &events.Heartbeat{
+			VMAID: w.cfg.Identity.ID, Version: w.cfg.Version, PublicKey: w.cfg.Identity.PublicKey(),
+			StartedAt: w.started.UTC(), UptimeSeconds: int64(now.Sub(w.started).Seconds()),
+		})
+		if err != nil && ctx.Err() == nil {
+			w.log.Warn("heartbeat", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// discover runs one discover request against vCenter and publishes the
+// result, or the failure, for the requester and the OMA's inventory.
+func (w *Worker) discover(ctx context.Context, _ events.Event, p events.Payload) error {
+	req, ok := p.(*events.DiscoverRequest)
+	if !ok {
+		return fmt.Errorf("%w: %s on the discovery consumer", bus.ErrPoison, p.EventType())
+	}
+	res := &events.DiscoverResult{RequestID: req.RequestID, VMAID: w.cfg.Identity.ID,
+		VCenter: events.VCenterRef{Host: req.VCenter, Datacenter: req.Datacenter}}
+	log := w.log.With("request", req.RequestID, "vcenter", req.VCenter, "user", req.Username)
+	password, err := seal.Open(w.cfg.Identity.Key, req.Password)
+	if err != nil {
+		res.Error = &events.Failure{Code: events.FailureInvalid, Message: "the password is not sealed to this VMA's key: seal it to " + w.cfg.Identity.PublicKey()}
+	} else {
+		start := time.Now()
+		res.VMs, res.Error = w.query(ctx, req, string(password))
+		log.Info("discovery", "vms", len(res.VMs), "took", time.Since(start), "failure", res.Error)
+	}
+	if _, err := w.conn.Publish(ctx, res); err != nil {
+		return fmt.Errorf("publish discover result: %w", err)
+	}
+	return nil
+}
+
+func (w *Worker) query(ctx context.Context, req *events.DiscoverRequest, password string) ([]events.VM, *events.Failure) {
+	s, err := vcenter.Login(ctx, vcenter.Config{Host: req.VCenter, Username: req.Username, Password: password,
+		CAFile: w.cfg.VCenterCAFile, Insecure: w.cfg.VCenterInsecure, Timeout: w.cfg.VCenterTimeout})
+	if err != nil {
+		return nil, failure(err)
+	}
+	defer s.Close()
+	_, vms, err := s.Discover(ctx, req.Datacenter, req.Filter)
+	if err != nil {
+		return nil, failure(err)
+	}
+	return vms, nil
+}
+
+// failure classifies a vcenter error for the requester.
+func failure(err error) *events.Failure {
+	code := events.FailureInternal
+	switch {
+	case errors.Is(err, vcenter.ErrAuth):
+		code = events.FailureAuth
+	case errors.Is(err, vcenter.ErrUnreachable):
+		code = events.FailureUnreachable
+	case errors.Is(err, vcenter.ErrNotFound):
+		code = events.FailureNotFound
+	}
+	return &events.Failure{Code: code, Message: err.Error()}
+}
