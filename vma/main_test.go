@@ -1,0 +1,128 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nkeys"
+
+	"github.com/godwit/godwit/bus"
+	"github.com/godwit/godwit/bus/bustest"
+	"github.com/godwit/godwit/events"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestPubkey(t *testing.T) {
+	dir := t.TempDir()
+	var out1, out2, errOut bytes.Buffer
+	if err := dispatch(context.Background(), []string{"pubkey", "-data", dir, "-id", "vma-7"}, &out1, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	if err := dispatch(context.Background(), []string{"pubkey", "-data", dir}, &out2, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	key := strings.TrimSpace(out1.String())
+	if len(key) != 44 || key != strings.TrimSpace(out2.String()) {
+		t.Errorf("pubkey = %q then %q", key, out2.String())
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "identity.json")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("identity file %v %v", fi, err)
+	}
+}
+
+// TestRunHeartbeatsAndServes runs the VMA's body against a real bus: it
+// announces itself with its public key and serves health.
+func TestRunHeartbeatsAndServes(t *testing.T) {
+	kp, _ := nkeys.CreateUser()
+	seed, _ := kp.Seed()
+	pub, _ := kp.PublicKey()
+	srv := bustest.StartServer(t, "", bus.Access{VMAs: map[string]string{"vma-1": pub}})
+	oma := bustest.ConnectOMA(t, srv)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := oma.EnsureVMAConsumers(ctx, "vma-1"); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	seedFile := filepath.Join(dir, "nats.seed")
+	_ = os.WriteFile(seedFile, seed, 0o600)
+	var logs syncBuffer
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(rctx, []string{"-data", filepath.Join(dir, "vma"), "-id", "vma-1", "-nats-url", srv.ClientURL(),
+			"-nats-seed", seedFile, "-api-addr", "127.0.0.1:0"}, &logs)
+	}()
+	re := regexp.MustCompile(`msg="vma ready" vma=vma-1 api=(\S+) public_key=(\S+)`)
+	var m []string
+	for m == nil {
+		if m = re.FindStringSubmatch(logs.String()); m == nil {
+			select {
+			case err := <-done:
+				t.Fatalf("vma exited: %v\n%s", err, logs.String())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	s, _ := oma.JetStream().Stream(ctx, bus.StreamPresence)
+	var hb events.Heartbeat
+	for {
+		if msg, err := s.GetLastMsgForSubject(ctx, "godwit.vma.heartbeat.vma-1"); err == nil {
+			var ev events.Event
+			_ = json.Unmarshal(msg.Data, &ev)
+			_ = ev.Decode(&hb)
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("no heartbeat")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if hb.VMAID != "vma-1" || hb.PublicKey != strings.Trim(m[2], `"`) || hb.Version != version {
+		t.Errorf("heartbeat = %+v, want public key %s", hb, m[2])
+	}
+	resp, err := http.Get("http://" + m[1] + "/api/v1/health")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("health = %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if strings.Contains(logs.String(), string(seed)) {
+		t.Error("the NATS seed is in the log")
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Errorf("run: %v", err)
+	}
+}
+
+func TestRunNeedsItsSeed(t *testing.T) {
+	var logs syncBuffer
+	if err := run(context.Background(), []string{"-data", t.TempDir()}, &logs); err == nil || !strings.Contains(err.Error(), "-nats-seed") {
+		t.Errorf("run without -nats-seed = %v", err)
+	}
+}
