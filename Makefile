@@ -9,13 +9,15 @@ DATA ?= $(CURDIR)/data
 
 .PHONY: run test bench build deps tools
 
-## run: build and start the OMA: REST API on :8082, embedded NATS JetStream, nbdkit exports
+## run: build and start the dev stack: simulated vCenter, OMA (:8082), VMA (127.0.0.1:9081)
 run: deps tools build
-	$(BIN)/oma -data $(DATA)/oma
+	DATA=$(DATA) BIN=$(BIN) scripts/dev-stack.sh
 
 ## build: compile the binaries into ./bin
 build:
 	$(GO) build -o $(BIN)/oma ./oma
+	$(GO) build -o $(BIN)/vma ./vma
+	$(GO) build -o $(BIN)/vcsim ./vma/vcsim/cmd/vcsim
 
 ## deps: install the Debian packages (apt-get) the tests and the stack use
 deps:

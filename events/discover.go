@@ -37,6 +37,9 @@ type DiscoverResult struct {
 	VMAID string `json:"vma_id"`
 	// VCenter is where the VMs were found.
 	VCenter VCenterRef `json:"vcenter"`
+	// Filter is the request's name filter: with one, VMs is not the whole
+	// datacenter, and VMs missing from it were not removed.
+	Filter string `json:"filter,omitempty"`
 	// VMs are the VMs found; empty when Error is set.
 	VMs []VM `json:"vms"`
 	// Error is set when discovery failed.

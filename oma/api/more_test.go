@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -225,4 +226,42 @@ func TestEventHandling(t *testing.T) {
 	eventually(t, "one failure event", func() bool {
 		return strings.Join(jobEvents(t, o, j.JobID), " ") == "created pending>failed"
 	})
+}
+
+// TestInventoryMerges: a filtered discovery updates the VMs it found and
+// keeps the others; an unfiltered one also forgets the VMs of its scope it
+// did not find.
+func TestInventoryMerges(t *testing.T) {
+	t.Parallel()
+	o := newOMA(t, 1)
+	v := o.addVMA("vma-1")
+	inDC := func(vm events.VM, dc string) events.VM { vm.Datacenter, vm.Path = dc, "/"+dc+"/vm/"+vm.Name; return vm }
+	a1, a2, b3 := inDC(testVM("vm-1", 1), "DC-A"), inDC(testVM("vm-2", 1), "DC-A"), inDC(testVM("vm-3", 1), "DC-B")
+	publish := func(dc, filter string, vms ...events.VM) {
+		v.publish(t, &events.DiscoverResult{RequestID: events.NewID(), VMAID: "vma-1", Filter: filter,
+			VCenter: events.VCenterRef{Host: "vcenter.test", Datacenter: dc}, VMs: vms})
+	}
+	names := func() string {
+		var inv struct {
+			VMs []struct {
+				ID     string `json:"id"`
+				NumCPU int    `json:"num_cpu"`
+			} `json:"vms"`
+		}
+		o.do("GET", "/api/v1/vms", nil, &inv)
+		var out []string
+		for _, vm := range inv.VMs {
+			out = append(out, vm.ID+":"+strconv.Itoa(vm.NumCPU))
+		}
+		return strings.Join(out, " ")
+	}
+	publish("", "", a1, a2, b3)
+	eventually(t, "full inventory", func() bool { return names() == "vm-1:2 vm-2:2 vm-3:2" })
+	a1.NumCPU = 8
+	publish("DC-A", "vm-1", a1)
+	eventually(t, "vm-1 updated, the rest kept", func() bool { return names() == "vm-1:8 vm-2:2 vm-3:2" })
+	publish("DC-A", "", a1)
+	eventually(t, "vm-2 gone from DC-A, DC-B kept", func() bool { return names() == "vm-1:8 vm-3:2" })
+	publish("", "")
+	eventually(t, "all gone", func() bool { return names() == "" })
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"go.etcd.io/bbolt"
 
@@ -38,8 +40,39 @@ func (c *Control) applyDiscoverResult(_ context.Context, ev events.Event, p even
 		return nil // a failed discovery changes nothing
 	}
 	return c.applyOnce(ev, func(tx *bbolt.Tx) error {
-		return store.PutInventory(tx, store.Inventory{VMAID: r.VMAID, Result: *r, StoredAt: c.cfg.Now().UTC()})
+		merged := *r
+		merged.VCenter.Datacenter, merged.Filter = "", ""
+		old, err := store.GetInventory(tx, r.VMAID, r.VCenter.Host)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			merged.VMs = r.VMs
+		case err != nil:
+			return err
+		default:
+			merged.VMs = mergeVMs(old.Result.VMs, r)
+		}
+		return store.PutInventory(tx, store.Inventory{VMAID: r.VMAID, Result: merged, StoredAt: c.cfg.Now().UTC()})
 	})
+}
+
+// mergeVMs folds a discovery into the VMs known before: the VMs it found
+// replace their old selves; an unfiltered discovery also drops the VMs of
+// its scope (one datacenter, or all) that it did not find, as they are gone.
+func mergeVMs(old []events.VM, r *events.DiscoverResult) []events.VM {
+	found := map[string]bool{}
+	for _, vm := range r.VMs {
+		found[vm.ID] = true
+	}
+	out := []events.VM{}
+	for _, vm := range old {
+		inScope := r.Filter == "" && (r.VCenter.Datacenter == "" || vm.Datacenter == r.VCenter.Datacenter)
+		if !found[vm.ID] && !inScope {
+			out = append(out, vm)
+		}
+	}
+	out = append(out, r.VMs...)
+	slices.SortFunc(out, func(a, b events.VM) int { return strings.Compare(a.Path, b.Path) })
+	return out
 }
 
 // applyProgress applies progress and replication status to their job.

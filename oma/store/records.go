@@ -100,6 +100,12 @@ func PutInventory(tx *bbolt.Tx, inv Inventory) error {
 	return put(tx, bucketInventory, inventoryKey(inv.VMAID, inv.Result.VCenter.Host), inv)
 }
 
+// GetInventory reads the inventory of one VMA and vCenter.
+func GetInventory(tx *bbolt.Tx, vmaID, vcenter string) (Inventory, error) {
+	var inv Inventory
+	return inv, get(tx, bucketInventory, inventoryKey(vmaID, vcenter), &inv)
+}
+
 // Inventories returns every stored inventory.
 func Inventories(tx *bbolt.Tx) ([]Inventory, error) {
 	var out []Inventory

@@ -90,7 +90,7 @@ func (w *Worker) discover(ctx context.Context, _ events.Event, p events.Payload)
 		return fmt.Errorf("%w: %s on the discovery consumer", bus.ErrPoison, p.EventType())
 	}
 	res := &events.DiscoverResult{RequestID: req.RequestID, VMAID: w.cfg.Identity.ID,
-		VCenter: events.VCenterRef{Host: req.VCenter, Datacenter: req.Datacenter}}
+		VCenter: events.VCenterRef{Host: req.VCenter, Datacenter: req.Datacenter}, Filter: req.Filter}
 	log := w.log.With("request", req.RequestID, "vcenter", req.VCenter, "user", req.Username)
 	password, err := seal.Open(w.cfg.Identity.Key, req.Password)
 	if err != nil {
