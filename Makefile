@@ -38,3 +38,4 @@ test: deps tools
 bench: tools
 	$(GO) test -run '^$$' -bench . -benchtime 3s -count 3 ./bus ./schema
 	$(GO) test -run '^$$' -bench . -benchtime 200x -count 3 ./oma/api
+	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m ./vma/vcenter
