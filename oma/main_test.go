@@ -9,31 +9,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/logtest"
 )
-
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
@@ -49,14 +31,14 @@ func freeAddr(t *testing.T) string {
 type running struct {
 	cancel context.CancelFunc
 	done   chan error
-	logs   *syncBuffer
+	logs   *logtest.Buffer
 	api    string
 	nats   string
 }
 
 func startOMA(t *testing.T, dir string, extra ...string) *running {
 	t.Helper()
-	r := &running{done: make(chan error, 1), logs: &syncBuffer{}, nats: freeAddr(t)}
+	r := &running{done: make(chan error, 1), logs: &logtest.Buffer{}, nats: freeAddr(t)}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	args := append([]string{"-data", dir, "-nats-addr", r.nats, "-api-addr", "127.0.0.1:0", "-nbd-ports", "20000-20001"}, extra...)
@@ -213,7 +195,7 @@ func TestRunAndSubcommands(t *testing.T) {
 }
 
 func TestBadFlagsAndConfig(t *testing.T) {
-	var logs syncBuffer
+	var logs logtest.Buffer
 	bad := filepath.Join(t.TempDir(), "bad.json")
 	_ = os.WriteFile(bad, []byte(`{"colour": "red"}`), 0o600)
 	for _, args := range [][]string{

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,24 +17,8 @@ import (
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/bus/bustest"
 	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/logtest"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestPubkey(t *testing.T) {
 	dir := t.TempDir()
@@ -71,7 +54,7 @@ func TestRunHeartbeatsAndServes(t *testing.T) {
 	dir := t.TempDir()
 	seedFile := filepath.Join(dir, "nats.seed")
 	_ = os.WriteFile(seedFile, seed, 0o600)
-	var logs syncBuffer
+	var logs logtest.Buffer
 	rctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
@@ -121,7 +104,7 @@ func TestRunHeartbeatsAndServes(t *testing.T) {
 }
 
 func TestRunNeedsItsSeed(t *testing.T) {
-	var logs syncBuffer
+	var logs logtest.Buffer
 	if err := run(context.Background(), []string{"-data", t.TempDir()}, &logs); err == nil || !strings.Contains(err.Error(), "-nats-seed") {
 		t.Errorf("run without -nats-seed = %v", err)
 	}

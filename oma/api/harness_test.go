@@ -20,6 +20,7 @@ import (
 	"github.com/godwit/godwit/oma/api"
 	"github.com/godwit/godwit/oma/control"
 	"github.com/godwit/godwit/oma/exports"
+	"github.com/godwit/godwit/oma/exports/exportstest"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/tokens"
 	"github.com/godwit/godwit/seal"
@@ -51,7 +52,7 @@ type omaUnderTest struct {
 // newOMA starts an OMA with a pool of ports NBD ports.
 func newOMA(t testing.TB, ports int) *omaUnderTest {
 	t.Helper()
-	first, last := freePortRange(t, ports)
+	first, last := exportstest.FreePorts(t, ports)
 	o := &omaUnderTest{t: t, dir: t.TempDir(), firstPort: first, lastPort: last, admin: bustest.NewUser(t)}
 	o.start()
 	t.Cleanup(o.stop)
@@ -255,31 +256,4 @@ func eventually(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// freePortRange finds n consecutive free ports from one the kernel picked.
-func freePortRange(t testing.TB, n int) (int, int) {
-	t.Helper()
-	for range 100 {
-		l0, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		base := l0.Addr().(*net.TCPAddr).Port
-		l0.Close()
-		ok := base+n < 65536
-		for p := base; ok && p < base+n; p++ {
-			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
-			if err != nil {
-				ok = false
-				break
-			}
-			l.Close()
-		}
-		if ok {
-			return base, base + n - 1
-		}
-	}
-	t.Fatal("no free port range")
-	return 0, 0
 }

@@ -17,39 +17,12 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/oma/exports"
+	"github.com/godwit/godwit/oma/exports/exportstest"
 )
-
-// freePortRange finds n consecutive free ports, starting from a port the
-// kernel picked, so that parallel tests get different ranges.
-func freePortRange(t *testing.T, n int) (int, int) {
-	t.Helper()
-	for range 100 {
-		l0, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		base := l0.Addr().(*net.TCPAddr).Port
-		l0.Close()
-		ok := base+n < 65536
-		for p := base; ok && p < base+n; p++ {
-			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
-			if err != nil {
-				ok = false
-				break
-			}
-			l.Close()
-		}
-		if ok {
-			return base, base + n - 1
-		}
-	}
-	t.Fatal("no free port range")
-	return 0, 0
-}
 
 func TestPickSkipsLeasedAndBusyPorts(t *testing.T) {
 	t.Parallel()
-	first, last := freePortRange(t, 3)
+	first, last := exportstest.FreePorts(t, 3)
 	m := exports.New(exports.Config{FirstPort: first, LastPort: last})
 	busy, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(first+1))
 	if err != nil {
@@ -106,7 +79,7 @@ func TestPrepareMakesSparseVolumesOfExactSize(t *testing.T) {
 // and reads the volume file back; then kills nbdkit and sees it restarted.
 func TestServeWritesLandInTheVolume(t *testing.T) {
 	t.Parallel()
-	first, last := freePortRange(t, 2)
+	first, last := exportstest.FreePorts(t, 2)
 	m := exports.New(exports.Config{FirstPort: first, LastPort: last})
 	t.Cleanup(m.StopAll)
 	dir := t.TempDir()
@@ -190,7 +163,7 @@ func TestServeWritesLandInTheVolume(t *testing.T) {
 
 func TestServeReportsAFailingNbdkit(t *testing.T) {
 	t.Parallel()
-	first, last := freePortRange(t, 1)
+	first, last := exportstest.FreePorts(t, 1)
 	m := exports.New(exports.Config{FirstPort: first, LastPort: last})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/godwit/godwit/bus/bustest"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/events/subject"
+	"github.com/godwit/godwit/logtest"
 	"github.com/godwit/godwit/oma/control"
 	"github.com/godwit/godwit/oma/exports"
 	omastore "github.com/godwit/godwit/oma/store"
@@ -31,24 +31,6 @@ import (
 	"github.com/godwit/godwit/vma/worker"
 )
 
-// syncBuffer collects log lines from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // stack is an OMA (bus, state, consumers) and a VMA (identity, worker,
 // API over real HTTP) on one embedded NATS server, with a simulated vCenter.
 type stack struct {
@@ -57,7 +39,7 @@ type stack struct {
 	ctl   *control.Control
 	id    identity.Identity
 	url   string
-	logs  *syncBuffer
+	logs  *logtest.Buffer
 	omaSt *omastore.Store
 }
 
@@ -70,7 +52,7 @@ func newStack(t *testing.T) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(sim.Close)
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
 	dir := t.TempDir()

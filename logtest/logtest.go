@@ -1,0 +1,28 @@
+// Package logtest collects the log lines of a test, from any goroutine, so
+// that a test can wait for a line or check that no secret was logged.
+package logtest
+
+import (
+	"bytes"
+	"sync"
+)
+
+// Buffer is an io.Writer safe for concurrent use.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write implements io.Writer.
+func (s *Buffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns everything written so far.
+func (s *Buffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
