@@ -99,12 +99,7 @@ func TestCreateReplicationRejectsBadInput(t *testing.T) {
 	t.Parallel()
 	o := newOMA(t, 2)
 	v := o.addVMA("vma-1")
-	v.inventory(t, testVM("vm-1", 1<<20))
-	eventually(t, "inventory", func() bool {
-		var inv struct{ VMs []any }
-		o.do("GET", "/api/v1/vms", nil, &inv)
-		return len(inv.VMs) == 1
-	})
+	o.learn(v, testVM("vm-1", 1<<20))
 	huge := `{"source_vm":{"id":"vm-1","name":"` + strings.Repeat("x", 1<<20) + `"},"replication_type":"initial"}`
 	tests := []struct {
 		name   string
@@ -247,12 +242,7 @@ func TestReplicationLifecycle(t *testing.T) {
 	o := newOMA(t, 2)
 	v := o.addVMA("vma-1")
 	const size0, size1 = 4 << 20, 8 << 20
-	v.inventory(t, testVM("vm-143233", size0, size1))
-	eventually(t, "inventory", func() bool {
-		var inv struct{ VMs []struct{ ID, VMAID string } }
-		o.do("GET", "/api/v1/vms", nil, &inv)
-		return len(inv.VMs) == 1
-	})
+	o.learn(v, testVM("vm-143233", size0, size1))
 
 	before := time.Now().Unix()
 	var j job

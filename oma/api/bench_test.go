@@ -38,12 +38,7 @@ func benchCreate(b *testing.B, clients int) {
 	for i := range vms {
 		inv = append(inv, testVM(fmt.Sprintf("vm-%d", i), 1<<30, 4<<30))
 	}
-	v.inventory(b, inv...)
-	eventually(b, "inventory", func() bool {
-		var got struct{ VMs []any }
-		o.do("GET", "/api/v1/vms", nil, &got)
-		return len(got.VMs) == vms
-	})
+	o.learn(v, inv...)
 	free := make(chan string, vms)
 	for i := range vms {
 		free <- fmt.Sprintf("vm-%d", i)

@@ -235,6 +235,26 @@ func (v *vma) inventory(t testing.TB, vms ...events.VM) {
 		VCenter: events.VCenterRef{Host: "vcenter.test", Datacenter: "DatabanxDC"}, VMs: vms})
 }
 
+// learn has v discover vms and waits until the OMA's inventory lists them.
+func (o *omaUnderTest) learn(v *vma, vms ...events.VM) {
+	o.t.Helper()
+	v.inventory(o.t, vms...)
+	eventually(o.t, "inventory", func() bool {
+		var inv struct{ VMs []struct{ ID string } }
+		o.do("GET", "/api/v1/vms", nil, &inv)
+		known := map[string]bool{}
+		for _, vm := range inv.VMs {
+			known[vm.ID] = true
+		}
+		for _, vm := range vms {
+			if !known[vm.ID] {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 func testVM(id string, diskSizes ...int64) events.VM {
 	vm := events.VM{ID: id, Name: "VM-" + id, Path: "/DatabanxDC/vm/VM-" + id, Datacenter: "DatabanxDC",
 		UUID: "uuid-" + id, PowerState: "poweredOn", GuestOS: "otherGuest", NumCPU: 2, MemoryMB: 2048, Firmware: "bios",

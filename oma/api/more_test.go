@@ -19,12 +19,7 @@ func TestCancel(t *testing.T) {
 	t.Parallel()
 	o := newOMA(t, 2)
 	v := o.addVMA("vma-1")
-	v.inventory(t, testVM("vm-1", 1<<20), testVM("vm-2", 1<<20))
-	eventually(t, "inventory", func() bool {
-		var inv struct{ VMs []any }
-		o.do("GET", "/api/v1/vms", nil, &inv)
-		return len(inv.VMs) == 2
-	})
+	o.learn(v, testVM("vm-1", 1<<20), testVM("vm-2", 1<<20))
 	var j job
 	if code := o.do("POST", "/api/v1/replications", createBody("vm-1", "initial"), &j); code != 201 {
 		t.Fatalf("create = %d", code)
@@ -69,12 +64,7 @@ func TestPortExhaustion(t *testing.T) {
 	t.Parallel()
 	o := newOMA(t, 1)
 	v := o.addVMA("vma-1")
-	v.inventory(t, testVM("vm-1", 1<<20), testVM("vm-2", 1<<20))
-	eventually(t, "inventory", func() bool {
-		var inv struct{ VMs []any }
-		o.do("GET", "/api/v1/vms", nil, &inv)
-		return len(inv.VMs) == 2
-	})
+	o.learn(v, testVM("vm-1", 1<<20), testVM("vm-2", 1<<20))
 	var j job
 	if code := o.do("POST", "/api/v1/replications", createBody("vm-1", "initial"), &j); code != 201 {
 		t.Fatalf("create = %d", code)
@@ -173,12 +163,7 @@ func TestEventHandling(t *testing.T) {
 	t.Parallel()
 	o := newOMA(t, 2)
 	v1, v2 := o.addVMA("vma-1"), o.addVMA("vma-2")
-	v1.inventory(t, testVM("vm-1", 1<<20))
-	eventually(t, "inventory", func() bool {
-		var inv struct{ VMs []any }
-		o.do("GET", "/api/v1/vms", nil, &inv)
-		return len(inv.VMs) == 1
-	})
+	o.learn(v1, testVM("vm-1", 1<<20))
 	var j job
 	o.do("POST", "/api/v1/replications", createBody("vm-1", "initial"), &j)
 

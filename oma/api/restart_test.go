@@ -20,12 +20,7 @@ func TestRestart(t *testing.T) {
 		t.Fatalf("add vma = %d", code)
 	}
 	v := o.connectVMA("vma-1", cred.NKeySeed)
-	v.inventory(t, testVM("vm-1", 1<<20), testVM("vm-2", 2<<20), testVM("vm-3", 1<<20))
-	eventually(t, "inventory", func() bool {
-		var inv struct{ VMs []any }
-		o.do("GET", "/api/v1/vms", nil, &inv)
-		return len(inv.VMs) == 3
-	})
+	o.learn(v, testVM("vm-1", 1<<20), testVM("vm-2", 2<<20), testVM("vm-3", 1<<20))
 	var a, b, c job
 	o.do("POST", "/api/v1/replications", createBody("vm-1", "initial"), &a)
 	o.do("POST", "/api/v1/replications", createBody("vm-2", "initial"), &b)
