@@ -326,3 +326,35 @@ func assertStreamEmpty(t *testing.T, s *stack, name string) {
 		t.Errorf("stream %s holds %d messages after rejected requests", name, info.State.Msgs)
 	}
 }
+
+// TestOMAInitiatedDiscovery: the OMA seals the password to the key the
+// VMA announced in its heartbeat, and the VMA's worker answers.
+func TestOMAInitiatedDiscovery(t *testing.T) {
+	s := newStack(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		vmas, _ := s.ctl.VMAs()
+		if len(vmas) == 1 && vmas[0].PublicKey == s.id.PublicKey() {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the OMA never learned the VMA's key")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	res, err := s.ctl.Discover(ctx, control.DiscoverRequest{
+		Cred:       control.Credentials{VCenter: s.sim.Host, Username: s.sim.Username, Password: s.sim.Password},
+		Datacenter: "DatabanxDC", Filter: "gen-vm-00",
+	})
+	if err != nil || len(res.VMs) != 9 || res.VMAID != "vma-1" {
+		t.Fatalf("OMA discover = %d VMs from %s, %v", len(res.VMs), res.VMAID, err)
+	}
+	_, err = s.ctl.Discover(ctx, control.DiscoverRequest{
+		Cred: control.Credentials{VCenter: s.sim.Host, Username: s.sim.Username, Password: "nope"},
+	})
+	if control.KindOf(err) != control.Unauthorized {
+		t.Errorf("OMA discover with a wrong password = %v", err)
+	}
+	assertSecretNowhere(t, s, s.sim.Password)
+}
