@@ -66,7 +66,7 @@ func (a *API) createReplication(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	w.Header().Set("Location", "/api/v1/replications/"+j.ID)
-	return writeJSON(w, http.StatusCreated, viewOf(j, a.now()))
+	return writeJSON(w, http.StatusCreated, viewOf(j))
 }
 
 func (a *API) listReplications(w http.ResponseWriter, r *http.Request) error {
@@ -82,7 +82,7 @@ func (a *API) listReplications(w http.ResponseWriter, r *http.Request) error {
 	}
 	out := make([]jobView, 0, len(list))
 	for _, j := range list {
-		out = append(out, viewOf(j, a.now()))
+		out = append(out, viewOf(j))
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"replications": out})
 }
@@ -92,7 +92,7 @@ func (a *API) getReplication(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, viewOf(j, a.now()))
+	return writeJSON(w, http.StatusOK, viewOf(j))
 }
 
 func (a *API) cancelReplication(w http.ResponseWriter, r *http.Request) error {
@@ -100,7 +100,7 @@ func (a *API) cancelReplication(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, viewOf(j, a.now()))
+	return writeJSON(w, http.StatusOK, viewOf(j))
 }
 
 // credentialsRequest holds vCenter credentials.
@@ -134,7 +134,7 @@ func (a *API) startReplication(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusAccepted, viewOf(j, a.now()))
+	return writeJSON(w, http.StatusAccepted, viewOf(j))
 }
 
 // discoverRequest is the body of POST /api/v1/discover.
@@ -257,7 +257,7 @@ type diskView struct {
 	BaseChangeID  string        `json:"base_change_id,omitempty"`
 }
 
-func viewOf(j store.Job, _ time.Time) jobView {
+func viewOf(j store.Job) jobView {
 	v := jobView{
 		JobID: j.ID, VMAID: j.VMAID, SourceVM: j.VM, VCenter: j.VCenter, ReplicationType: j.ReplicationType,
 		State: j.State, BaseJobID: j.BaseJobID, BytesTotal: j.BytesTotal, BytesDone: j.BytesDone,
