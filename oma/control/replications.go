@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 
@@ -166,6 +167,7 @@ func (c *Control) CreateJob(ctx context.Context, req CreateRequest) (store.Job, 
 		return store.Job{}, err
 	}
 	if err := c.exports.Serve(ctx, id, port, lease.Dir); err != nil {
+		_ = os.RemoveAll(lease.Dir) // links only: the volumes stay
 		return store.Job{}, err
 	}
 	created, err := c.newEvent(&events.JobCreated{
