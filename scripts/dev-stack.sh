@@ -22,11 +22,19 @@ if [ ! -s "$DATA/vma/nats.seed" ]; then
   (umask 077 && sed -n 's/^GODWIT_NATS_NKEY_SEED=//p' <<<"$out" >"$DATA/vma/nats.seed")
 fi
 
+# Refuse to start over another stack: name the port that is taken.
+for port in 8989 8082 4222 9081; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "dev-stack: port $port is in use (another make run?); stop it first" >&2
+    exit 1
+  fi
+done
+
 rm -f "$DATA/vcsim/ca.pem"
 pids=()
 stop() {
   trap - INT TERM EXIT
-  kill -INT "${pids[@]}" 2>/dev/null || true
+  kill -TERM "${pids[@]}" 2>/dev/null || true
   wait "${pids[@]}" 2>/dev/null || true
 }
 trap stop INT TERM EXIT

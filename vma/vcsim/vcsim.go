@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 
 	"github.com/vmware/govmomi"
@@ -67,6 +68,14 @@ func Start(ctx context.Context, cfg Config) (*Simulator, error) {
 	}
 	if cfg.VMs == 0 {
 		cfg.VMs = 12
+	}
+	if cfg.Addr != "" {
+		// The simulator panics on a taken address: check it first.
+		l, err := net.Listen("tcp", cfg.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("simulated vCenter: %w", err)
+		}
+		l.Close()
 	}
 	model := simulator.VPX()
 	model.Datacenter, model.Cluster, model.ClusterHost, model.Host = 1, 1, 1, 0
