@@ -97,7 +97,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	defer exp.StopAll()
 	ctl := control.New(control.Config{
 		DataDir: cfg.dataDir, ExportHost: cfg.exportHost, APIURL: cfg.apiURL, NATSURL: srv.ClientURL(),
-		DiscoverTimeout: cfg.discoverTimeout, Logger: log,
+		DiscoverTimeout: cfg.discoverTimeout, AppliedMaxAge: cfg.streamMaxAge + 24*time.Hour, Logger: log,
 	}, st, conn, exp, srv)
 	if err := ctl.Restore(ctx); err != nil {
 		return err

@@ -45,6 +45,9 @@ type Config struct {
 	NATSURL string
 	// DiscoverTimeout bounds a discovery when the request sets none; 0 means 60s.
 	DiscoverTimeout time.Duration
+	// AppliedMaxAge is how long the ids of applied events are kept, at
+	// least the streams' max age; 0 means 31 days.
+	AppliedMaxAge time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger; nil discards.
@@ -77,6 +80,9 @@ func New(cfg Config, st *store.Store, conn *bus.Conn, exp *exports.Manager, acce
 	if cfg.DiscoverTimeout == 0 {
 		cfg.DiscoverTimeout = 60 * time.Second
 	}
+	if cfg.AppliedMaxAge == 0 {
+		cfg.AppliedMaxAge = 31 * 24 * time.Hour
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -108,6 +114,9 @@ func (c *Control) exportDir(jobID string) string {
 func (c *Control) Restore(ctx context.Context) error {
 	if err := c.syncAccess(ctx); err != nil {
 		return err
+	}
+	if _, err := c.store.PruneApplied(c.cfg.Now().Add(-c.cfg.AppliedMaxAge)); err != nil {
+		return fmt.Errorf("restore: %w", err)
 	}
 	var leases []store.Lease
 	byID := map[string]store.Job{}
