@@ -163,9 +163,6 @@ func (s *Server) MonitorURL() string {
 // JetStreamEnabled reports whether JetStream runs.
 func (s *Server) JetStreamEnabled() bool { return s.ns.JetStreamEnabled() }
 
-// NumClients returns how many clients are connected.
-func (s *Server) NumClients() int { return s.ns.NumClients() }
-
 // Shutdown stops the server and waits until it has stopped, or ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	done := make(chan struct{})

@@ -254,17 +254,6 @@ func (m *Manager) supervise(job string, s *server, p *proc) {
 	}
 }
 
-// Port returns the port a job is served on, and whether it is served.
-func (m *Manager) Port(job string) (int, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	s, ok := m.servers[job]
-	if !ok {
-		return 0, false
-	}
-	return s.port, true
-}
-
 // Stop stops the nbdkit of job and waits until it has exited. Stopping a
 // job that is not served does nothing.
 func (m *Manager) Stop(job string) {
