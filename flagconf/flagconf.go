@@ -5,6 +5,7 @@
 package flagconf
 
 import (
+	"bytes"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -19,7 +20,8 @@ func EnvName(flagName string) string {
 }
 
 // Parse parses args into fs after applying the environment and, when fs
-// has a -config flag that is set, the config file.
+// has a -config flag that is set, the config file. Arguments that are not
+// flags are an error: fs takes flags only.
 func Parse(fs *flag.FlagSet, args []string) error {
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
@@ -35,6 +37,9 @@ func Parse(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q: %s takes only flags (-h lists them)", fs.Arg(0), fs.Name())
+	}
 	cf := fs.Lookup("config")
 	if cf == nil || cf.Value.String() == "" {
 		return nil
@@ -44,8 +49,11 @@ func Parse(fs *flag.FlagSet, args []string) error {
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
+	// Numbers stay as written: 2147483648 must not become 2.147483648e+09.
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
 	var file map[string]any
-	if err := json.Unmarshal(b, &file); err != nil {
+	if err := dec.Decode(&file); err != nil {
 		return fmt.Errorf("config %s: %w", path, err)
 	}
 	set := map[string]bool{}

@@ -47,6 +47,24 @@ func TestPrecedence(t *testing.T) {
 	}
 }
 
+// TestLargeNumbers reads numbers from a config file as written, not as
+// floats: 2147483648 would otherwise arrive as 2.147483648e+09.
+func TestLargeNumbers(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "c.json")
+	_ = os.WriteFile(cfg, []byte(`{"stream-max-bytes": 2147483648, "ratio": 0.5}`), 0o600)
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.String("config", "", "")
+	n := fs.Int64("stream-max-bytes", 1, "")
+	r := fs.Float64("ratio", 1, "")
+	if err := flagconf.Parse(fs, []string{"-config", cfg}); err != nil {
+		t.Fatal(err)
+	}
+	if *n != 2147483648 || *r != 0.5 {
+		t.Errorf("stream-max-bytes = %d, ratio = %v", *n, *r)
+	}
+}
+
 func TestErrors(t *testing.T) {
 	dir := t.TempDir()
 	unknown := filepath.Join(dir, "u.json")
@@ -55,7 +73,7 @@ func TestErrors(t *testing.T) {
 	_ = os.WriteFile(badType, []byte(`{"n": "many"}`), 0o600)
 	notJSON := filepath.Join(dir, "n.json")
 	_ = os.WriteFile(notJSON, []byte(`n = 1`), 0o600)
-	for _, args := range [][]string{{"-config", unknown}, {"-config", badType}, {"-config", notJSON}, {"-config", filepath.Join(dir, "none")}, {"-n", "x"}} {
+	for _, args := range [][]string{{"-config", unknown}, {"-config", badType}, {"-config", notJSON}, {"-config", filepath.Join(dir, "none")}, {"-n", "x"}, {"stray"}, {"-n", "2", "stray"}} {
 		fs := flag.NewFlagSet("x", flag.ContinueOnError)
 		fs.SetOutput(io.Discard)
 		fs.String("config", "", "")

@@ -4,16 +4,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/godwit/godwit/flagconf"
+	"github.com/godwit/godwit/oma/appliance"
 )
 
-// config is the OMA's configuration.
+// config is the OMA's command line.
 type config struct {
 	dataDir         string
 	apiAddr         string
@@ -26,22 +26,24 @@ type config struct {
 	discoverTimeout time.Duration
 	streamMaxAge    time.Duration
 	streamMaxBytes  int64
-
-	firstPort, lastPort int
-	natsHost            string
-	natsPort            int
 }
 
-// newFlagSet declares the flags of cfg with their defaults, taken from the
-// environment when set there.
+// newFlagSet declares the flags every oma command has; its usage lists the
+// subcommands before the flags.
 func newFlagSet(name string, cfg *config, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), subcommands)
+		fmt.Fprintf(fs.Output(), "\nFlags of %s (also $GODWIT_<FLAG> and -config FILE):\n", name)
+		fs.PrintDefaults()
+	}
 	fs.StringVar(&cfg.dataDir, "data", filepath.Join("data", "oma"), "data directory: state, volumes, exports, keys")
 	fs.String("config", "", "JSON config file; keys are flag names")
 	return fs
 }
 
+// declareRunFlags declares the flags of running the OMA.
 func declareRunFlags(fs *flag.FlagSet, cfg *config) {
 	fs.StringVar(&cfg.apiAddr, "api-addr", ":8082", "REST API listen address")
 	fs.StringVar(&cfg.apiURL, "api-url", "http://localhost:8082", "OMA API URL given to VMAs")
@@ -58,25 +60,29 @@ func declareRunFlags(fs *flag.FlagSet, cfg *config) {
 // parse parses args over the environment and the config file.
 func parse(fs *flag.FlagSet, args []string) error { return flagconf.Parse(fs, args) }
 
-// check validates cfg and fills its derived fields.
-func (cfg *config) check() error {
+// appliance turns the command line into the appliance's configuration.
+func (cfg *config) appliance() (appliance.Config, error) {
 	first, last, ok := strings.Cut(cfg.nbdPorts, "-")
-	var err1, err2 error
-	cfg.firstPort, err1 = strconv.Atoi(first)
-	cfg.lastPort, err2 = strconv.Atoi(last)
-	if !ok || err1 != nil || err2 != nil || cfg.firstPort < 1 || cfg.lastPort > 65535 || cfg.firstPort > cfg.lastPort {
-		return fmt.Errorf("-nbd-ports %q: want FIRST-LAST, such as 10100-10199", cfg.nbdPorts)
+	firstPort, err1 := strconv.Atoi(first)
+	lastPort, err2 := strconv.Atoi(last)
+	if !ok || err1 != nil || err2 != nil || firstPort < 1 || lastPort > 65535 || firstPort > lastPort {
+		return appliance.Config{}, fmt.Errorf("-nbd-ports %q: want FIRST-LAST, such as 10100-10199", cfg.nbdPorts)
 	}
-	host, port, err := net.SplitHostPort(cfg.natsAddr)
-	if err != nil {
-		return fmt.Errorf("-nats-addr %q: %w", cfg.natsAddr, err)
+	if cfg.streamMaxBytes < 1 || cfg.streamMaxAge <= 0 || cfg.discoverTimeout <= 0 {
+		return appliance.Config{}, fmt.Errorf("-stream-max-bytes, -stream-max-age and -discover-timeout must be positive")
 	}
-	if cfg.natsPort, err = strconv.Atoi(port); err != nil {
-		return fmt.Errorf("-nats-addr %q: port: %w", cfg.natsAddr, err)
-	}
-	cfg.natsHost = host
-	if cfg.exportHost == "" {
-		cfg.exportHost = cfg.exportAddr
-	}
-	return nil
+	return appliance.Config{
+		DataDir:         cfg.dataDir,
+		APIAddr:         cfg.apiAddr,
+		APIURL:          cfg.apiURL,
+		NATSAddr:        cfg.natsAddr,
+		NATSMonitorPort: cfg.natsMonitorPort,
+		FirstPort:       firstPort,
+		LastPort:        lastPort,
+		ExportAddr:      cfg.exportAddr,
+		ExportHost:      cfg.exportHost,
+		DiscoverTimeout: cfg.discoverTimeout,
+		StreamMaxAge:    cfg.streamMaxAge,
+		StreamMaxBytes:  cfg.streamMaxBytes,
+	}, nil
 }

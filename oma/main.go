@@ -5,9 +5,10 @@
 // Usage:
 //
 //	oma [flags]                          run the OMA
-//	oma token create --name NAME         print a new API token (the OMA must be stopped)
-//	oma vma add --id ID                  register a VMA and print its credentials (the OMA must be stopped;
-//	                                     on a running OMA use POST /api/v1/vmas)
+//	oma token create -name NAME          print a new API token (the OMA must be stopped;
+//	                                     on a running OMA use POST /api/v1/tokens)
+//	oma vma add -id ID [-seed-out FILE]  register a VMA and print its settings (the OMA must be
+//	                                     stopped; on a running OMA use POST /api/v1/vmas)
 //
 // Every flag can also come from an environment variable (GODWIT_ and the
 // flag name in upper case with '-' as '_', such as GODWIT_API_ADDR) or from
@@ -20,11 +21,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -37,18 +38,27 @@ func main() {
 	}
 }
 
-// dispatch runs the subcommand named by args.
+// subcommands are the oma's subcommands besides running it.
+const subcommands = `Usage:
+  oma [flags]                          run the OMA
+  oma token create -name NAME          print a new API token (OMA stopped; running: POST /api/v1/tokens)
+  oma vma add -id ID [-seed-out FILE]  register a VMA, print its settings (OMA stopped; running: POST /api/v1/vmas)
+`
+
+// dispatch runs the subcommand named by args: flags alone run the OMA.
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) >= 2 {
-		switch args[0] + " " + args[1] {
-		case "token create":
-			return tokenCreate(args[2:], stdout, stderr)
-		case "vma add":
-			return vmaAdd(args[2:], stdout, stderr)
-		}
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		return run(ctx, args, stderr)
 	}
-	if len(args) > 0 && (args[0] == "token" || args[0] == "vma") {
-		return errors.New("usage: oma token create --name NAME | oma vma add --id ID")
+	verb := args[0]
+	if len(args) > 1 && !strings.HasPrefix(args[1], "-") {
+		verb += " " + args[1]
 	}
-	return run(ctx, args, stderr)
+	switch verb {
+	case "token create":
+		return tokenCreate(args[2:], stdout, stderr)
+	case "vma add":
+		return vmaAdd(args[2:], stdout, stderr)
+	}
+	return fmt.Errorf("unknown command %q: the commands are `oma [flags]`, `oma token create` and `oma vma add` (oma -h)", verb)
 }

@@ -159,8 +159,8 @@ func TestRunAndSubcommands(t *testing.T) {
 	if err := dispatch(ctx, []string{"vma", "add", "--id", "vma-1", "-data", dir}, &out, &errOut); err != nil {
 		t.Fatal(err)
 	}
-	seed := regexp.MustCompile(`GODWIT_NATS_NKEY_SEED=(SU\S+)`).FindStringSubmatch(out.String())
-	if seed == nil || !strings.Contains(out.String(), "GODWIT_VMA_ID=vma-1") {
+	seed := regexp.MustCompile(`(?m)^(SU\S+)$`).FindStringSubmatch(out.String())
+	if seed == nil || !strings.Contains(out.String(), "GODWIT_ID=vma-1\n") || !strings.Contains(out.String(), "GODWIT_NATS_SEED") {
 		t.Fatalf("vma add printed:\n%s", out.String())
 	}
 	if err := dispatch(ctx, []string{"vma", "add", "--id", "vma.1", "-data", dir}, &out, &errOut); err == nil {
@@ -172,7 +172,7 @@ func TestRunAndSubcommands(t *testing.T) {
 
 	// A config file sets flags the command line does not.
 	cfgFile := filepath.Join(t.TempDir(), "oma.json")
-	_ = os.WriteFile(cfgFile, []byte(`{"discover-timeout": "5s", "nbd-ports": "20010-20011"}`), 0o600)
+	_ = os.WriteFile(cfgFile, []byte(`{"discover-timeout": "5s", "nbd-ports": "20010-20011", "stream-max-bytes": 2147483648}`), 0o600)
 	r = startOMA(t, dir, "-config", cfgFile)
 	defer r.stop(t)
 	if code := r.get(t, "/api/v1/vmas", opsToken); code != 200 {
@@ -215,5 +215,76 @@ func TestBadFlagsAndConfig(t *testing.T) {
 	}
 	if err := dispatch(context.Background(), []string{"token"}, &logs, &logs); err == nil {
 		t.Error("oma token without a verb succeeded")
+	}
+}
+
+// TestCommandLineRefusesWhatItDoesNotKnow: an unknown subcommand or a
+// stray argument is an error naming the known commands, never a running
+// OMA; -h lists the subcommands as well as the flags.
+func TestCommandLineRefusesWhatItDoesNotKnow(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bogus"}, `unknown command "bogus"`},
+		{[]string{"token"}, `unknown command "token"`},
+		{[]string{"token", "delete"}, `unknown command "token delete"`},
+		{[]string{"vma", "remove", "-id", "x"}, `unknown command "vma remove"`},
+		{[]string{"-data", dir, "stray"}, `unexpected argument "stray"`},
+		{[]string{"token", "create", "-name", "x", "-data", dir, "extra"}, `unexpected argument "extra"`},
+	}
+	for _, tt := range tests {
+		var out, errOut bytes.Buffer
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := dispatch(ctx, tt.args, &out, &errOut)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("oma %v = %v, want %q", tt.args, err, tt.want)
+		}
+		if strings.HasPrefix(tt.want, "unknown") && (!strings.Contains(err.Error(), "token create") || !strings.Contains(err.Error(), "vma add")) {
+			t.Errorf("oma %v = %v: does not name the known commands", tt.args, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "state.db")); err == nil {
+		t.Error("a refused command line created state")
+	}
+	var out, errOut bytes.Buffer
+	_ = dispatch(context.Background(), []string{"-h"}, &out, &errOut)
+	for _, want := range []string{"oma token create", "oma vma add", "-api-addr", "-nbd-ports"} {
+		if !strings.Contains(errOut.String(), want) {
+			t.Errorf("oma -h does not mention %s:\n%s", want, errOut.String())
+		}
+	}
+}
+
+// TestVMAAddSeedOut writes the VMA's seed to a 0600 file and prints the
+// variables the vma reads, none of them the seed itself.
+func TestVMAAddSeedOut(t *testing.T) {
+	dir := t.TempDir()
+	seedFile := filepath.Join(t.TempDir(), "vma-1.nk")
+	var out, errOut bytes.Buffer
+	if err := dispatch(context.Background(), []string{"vma", "add", "-id", "vma-1", "-data", dir, "-seed-out", seedFile}, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(seedFile)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("seed file: %v, want mode 0600", err)
+	}
+	seed, _ := os.ReadFile(seedFile)
+	if !bytes.HasPrefix(seed, []byte("SU")) || strings.Contains(out.String(), strings.TrimSpace(string(seed))) {
+		t.Errorf("seed file %q; printed:\n%s", seed, out.String())
+	}
+	for _, want := range []string{"GODWIT_ID=vma-1\n", "GODWIT_NATS_SEED=" + seedFile + "\n", "GODWIT_NATS_URL=", "GODWIT_OMA_URL="} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("vma add printed no %q:\n%s", want, out.String())
+		}
+	}
+	// Never over an existing file, and nothing is registered then.
+	if err := dispatch(context.Background(), []string{"vma", "add", "-id", "vma-2", "-data", dir, "-seed-out", seedFile}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "exists") {
+		t.Errorf("vma add over an existing seed file = %v", err)
+	}
+	if err := dispatch(context.Background(), []string{"vma", "add", "-id", "vma-2", "-data", dir}, &out, &errOut); err != nil {
+		t.Errorf("vma-2 was registered by the refused command: %v", err)
 	}
 }

@@ -1,0 +1,319 @@
+// Package appliance assembles the OMA from its parts: bbolt state, the
+// embedded NATS server and the OMA's connection to it, the streams, the
+// nbdkit exports, the control layer and its consumers, and the REST API.
+// The oma binary and every test that needs a whole OMA run it the same way:
+//
+//	o, err := appliance.New(cfg)
+//	...
+//	go o.Run(ctx)      // returns once everything it started has stopped
+//	<-o.Ready()        // then o.Addrs() tells where it listens
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/godwit/godwit/bus"
+	"github.com/godwit/godwit/oma/api"
+	"github.com/godwit/godwit/oma/control"
+	"github.com/godwit/godwit/oma/exports"
+	"github.com/godwit/godwit/oma/store"
+	"github.com/godwit/godwit/oma/tokens"
+)
+
+// Config configures an OMA. Only DataDir is required; the zero value of
+// every other field is the documented default.
+type Config struct {
+	// DataDir holds the state, the volumes, the exports and the NKeys.
+	DataDir string
+	// APIAddr is the REST API's listen address; empty means ":8082" and a
+	// port 0 picks a free one.
+	APIAddr string
+	// APIURL is the OMA API URL given to VMAs; empty means http://localhost:8082.
+	APIURL string
+	// NATSAddr is the NATS listen address; empty means 127.0.0.1:4222 and
+	// a port 0 picks a free one.
+	NATSAddr string
+	// NATSMonitorPort is the NATS HTTP monitoring port; 0 turns it off.
+	NATSMonitorPort int
+	// FirstPort and LastPort bound the NBD port pool; zero means 10100-10199.
+	FirstPort, LastPort int
+	// ExportAddr is the address nbdkit listens on; empty means 127.0.0.1.
+	ExportAddr string
+	// ExportHost is the host VMAs are told to reach exports at; empty means ExportAddr.
+	ExportHost string
+	// DiscoverTimeout bounds POST /api/v1/discover; 0 means 60s.
+	DiscoverTimeout time.Duration
+	// StreamMaxAge and StreamMaxBytes limit what each stream keeps; zero
+	// means 30 days and 1 GiB.
+	StreamMaxAge   time.Duration
+	StreamMaxBytes int64
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger receives every part's log; nil discards.
+	Logger *slog.Logger
+}
+
+// withDefaults fills the zero fields of cfg and checks the rest.
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.DataDir == "" {
+		return cfg, errors.New("oma: empty data dir")
+	}
+	if cfg.APIAddr == "" {
+		cfg.APIAddr = ":8082"
+	}
+	if cfg.APIURL == "" {
+		cfg.APIURL = "http://localhost:8082"
+	}
+	if cfg.NATSAddr == "" {
+		cfg.NATSAddr = "127.0.0.1:4222"
+	}
+	if _, _, err := splitHostPort(cfg.NATSAddr); err != nil {
+		return cfg, fmt.Errorf("nats address %q: %w", cfg.NATSAddr, err)
+	}
+	if cfg.FirstPort == 0 && cfg.LastPort == 0 {
+		cfg.FirstPort, cfg.LastPort = 10100, 10199
+	}
+	if cfg.FirstPort < 1 || cfg.LastPort > 65535 || cfg.FirstPort > cfg.LastPort {
+		return cfg, fmt.Errorf("nbd port pool %d-%d: want 1 <= first <= last <= 65535", cfg.FirstPort, cfg.LastPort)
+	}
+	if cfg.ExportAddr == "" {
+		cfg.ExportAddr = "127.0.0.1"
+	}
+	if cfg.ExportHost == "" {
+		cfg.ExportHost = cfg.ExportAddr
+	}
+	if cfg.DiscoverTimeout == 0 {
+		cfg.DiscoverTimeout = 60 * time.Second
+	}
+	if cfg.StreamMaxAge == 0 {
+		cfg.StreamMaxAge = 30 * 24 * time.Hour
+	}
+	if cfg.StreamMaxBytes == 0 {
+		cfg.StreamMaxBytes = 1 << 30
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return cfg, nil
+}
+
+// splitHostPort splits a listen address whose port may be 0.
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("port %q is not a number from 0 to 65535", p)
+	}
+	return host, port, nil
+}
+
+// Addrs are where a running OMA listens.
+type Addrs struct {
+	// API is the REST API's address, such as 127.0.0.1:8082.
+	API string
+	// NATS is the NATS client URL, such as nats://127.0.0.1:4222.
+	NATS string
+	// NATSMonitor is the monitoring URL, or "" when it is off.
+	NATSMonitor string
+}
+
+// Files are the credentials an OMA keeps in its data dir, each mode 0600.
+type Files struct {
+	// InitialToken holds the first API token; it exists only when the OMA
+	// created it because no token existed.
+	InitialToken string
+	// Observer and Admin hold the NATS NKey seeds for the nats CLI.
+	Observer, Admin string
+}
+
+// OMA is one OMA appliance. Run it once.
+type OMA struct {
+	cfg   Config
+	log   *slog.Logger
+	ready chan struct{}
+
+	mu    sync.Mutex
+	addrs Addrs
+}
+
+// New checks cfg and returns an OMA ready to Run.
+func New(cfg Config) (*OMA, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &OMA{cfg: cfg, log: cfg.Logger, ready: make(chan struct{})}, nil
+}
+
+// Files returns where the OMA keeps its credentials.
+func (o *OMA) Files() Files {
+	return Files{
+		InitialToken: filepath.Join(o.cfg.DataDir, "initial-token"),
+		Observer:     filepath.Join(o.cfg.DataDir, "observer.nk"),
+		Admin:        filepath.Join(o.cfg.DataDir, "admin.nk"),
+	}
+}
+
+// Ready is closed once the OMA serves: its API, NATS and consumers run.
+func (o *OMA) Ready() <-chan struct{} { return o.ready }
+
+// Addrs returns where the OMA listens; it is complete once Ready is closed.
+func (o *OMA) Addrs() Addrs {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.addrs
+}
+
+// OpenStore opens the state database in dataDir, creating the directory.
+// It fails with an error wrapping store.ErrLocked while an OMA runs there.
+func OpenStore(dataDir string) (*store.Store, error) {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	st, err := store.Open(filepath.Join(dataDir, "state.db"), time.Second)
+	if errors.Is(err, store.ErrLocked) {
+		return nil, fmt.Errorf("%w: is an OMA running on %s?", err, dataDir)
+	}
+	return st, err
+}
+
+// Run runs the OMA until ctx ends, then shuts it down in order: HTTP
+// drained, consumers stopped, nbdkit stopped, NATS drained and stopped,
+// bbolt closed. It returns only after everything it started has stopped:
+// nil after a clean shutdown, or the error that stopped it.
+func (o *OMA) Run(ctx context.Context) error {
+	cfg, log := o.cfg, o.log
+	st, err := OpenStore(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	files := o.Files()
+	if err := initialToken(st, files.InitialToken, cfg.Now(), log); err != nil {
+		return err
+	}
+	observer, err := loadOrCreateUser(files.Observer)
+	if err != nil {
+		return err
+	}
+	admin, err := loadOrCreateUser(files.Admin)
+	if err != nil {
+		return err
+	}
+	natsHost, natsPort, _ := splitHostPort(cfg.NATSAddr)
+	if natsPort == 0 {
+		natsPort = -1 // bus: a free port
+	}
+	srv, err := bus.StartServer(ctx, bus.ServerConfig{
+		StoreDir:    filepath.Join(cfg.DataDir, "jetstream"),
+		Host:        natsHost,
+		Port:        natsPort,
+		MonitorPort: cfg.NATSMonitorPort,
+		Access:      bus.Access{Observers: []string{observer.publicKey}, Admins: []string{admin.publicKey}},
+		Logger:      log.WithGroup("nats"),
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			log.Error("shut down nats", "err", err)
+		}
+	}()
+	conn, err := srv.Connect(ctx, bus.ClientConfig{Name: "oma", Source: "/godwit/oma", Logger: log})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := conn.Drain(); err != nil {
+			log.Error("drain nats", "err", err)
+		}
+	}()
+	if err := conn.EnsureStreams(ctx, bus.StreamLimits{MaxAge: cfg.StreamMaxAge, MaxBytes: cfg.StreamMaxBytes}); err != nil {
+		return err
+	}
+
+	exp := exports.New(exports.Config{FirstPort: cfg.FirstPort, LastPort: cfg.LastPort, BindAddr: cfg.ExportAddr, Logger: log.WithGroup("nbd")})
+	defer exp.StopAll()
+	ctl := control.New(control.Config{
+		DataDir: cfg.DataDir, ExportHost: cfg.ExportHost, APIURL: cfg.APIURL, NATSURL: srv.ClientURL(),
+		DiscoverTimeout: cfg.DiscoverTimeout, AppliedMaxAge: cfg.StreamMaxAge + 24*time.Hour, Now: cfg.Now, Logger: log,
+	}, st, conn, exp, srv)
+	if err := ctl.Restore(ctx); err != nil {
+		return err
+	}
+
+	l, err := net.Listen("tcp", cfg.APIAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.APIAddr, err)
+	}
+	o.mu.Lock()
+	o.addrs = Addrs{API: l.Addr().String(), NATS: srv.ClientURL(), NATSMonitor: srv.MonitorURL()}
+	o.mu.Unlock()
+
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	runErr := make(chan error, 1)
+	go func() { runErr <- ctl.Run(runCtx) }()
+	apiCtx, stopAPI := context.WithCancel(ctx)
+	defer stopAPI()
+	apiErr := make(chan error, 1)
+	go func() { apiErr <- api.New(ctl, st, srv, log).Serve(apiCtx, l) }()
+
+	log.Info("oma ready", "api", l.Addr().String(), "nats", srv.ClientURL(),
+		"observer_nkey", observer.path, "admin_nkey", admin.path, "nbd_ports", fmt.Sprintf("%d-%d", cfg.FirstPort, cfg.LastPort))
+	close(o.ready)
+
+	select {
+	case err = <-apiErr: // ctx ended and requests drained, or the listener failed
+		stopRun()
+		if rerr := <-runErr; err == nil {
+			err = rerr
+		}
+	case err = <-runErr:
+		stopAPI()
+		aerr := <-apiErr
+		if ctx.Err() != nil { // shutting down: the consumers ended first
+			err = aerr
+		} else { // the consumers cannot go on: stop serving too
+			err = fmt.Errorf("consumers stopped: %w", err)
+		}
+	}
+	log.Info("oma stopped")
+	return err
+}
+
+// initialToken creates a first API token when none exists and writes it
+// to path (mode 0600); the log names the file, never the token.
+func initialToken(st *store.Store, path string, now time.Time, log *slog.Logger) error {
+	n, err := tokens.Count(st)
+	if err != nil || n > 0 {
+		return err
+	}
+	secret, err := tokens.Create(st, "initial", now)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write initial token: %w", err)
+	}
+	log.Info("created the initial API token", "file", path)
+	return nil
+}
