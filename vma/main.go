@@ -1,6 +1,7 @@
 // Command vma runs the godwit VMA appliance, the worker next to vCenter:
-// its REST API (:8081, which the OMA reaches as http://localhost:9081),
-// discovery through govmomi, and its side of the bus.
+// its REST API (127.0.0.1:8081, which the OMA reaches as
+// http://localhost:9081 through the tunnel), discovery through govmomi,
+// and its side of the bus.
 //
 // Usage:
 //
@@ -18,7 +19,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -26,17 +26,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/godwit/godwit/bus"
-	"github.com/godwit/godwit/events/subject"
 	"github.com/godwit/godwit/flagconf"
-	"github.com/godwit/godwit/vma/api"
+	"github.com/godwit/godwit/vma/appliance"
 	"github.com/godwit/godwit/vma/identity"
-	"github.com/godwit/godwit/vma/store"
-	"github.com/godwit/godwit/vma/worker"
 )
-
-// version is the VMA's version, announced in heartbeats.
-const version = "0.1.0"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -47,28 +40,47 @@ func main() {
 	}
 }
 
+// subcommands are the vma's commands.
+const subcommands = `Usage:
+  vma [flags]     run the VMA
+  vma pubkey      print the VMA's X25519 public key (creating its identity on first use)
+`
+
+// dispatch runs the subcommand named by args: flags alone run the VMA.
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "pubkey" {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		return run(ctx, args, stderr)
+	}
+	if args[0] == "pubkey" {
 		return pubkey(args[1:], stdout, stderr)
 	}
-	return run(ctx, args, stderr)
+	return fmt.Errorf("unknown command %q: the commands are `vma [flags]` and `vma pubkey` (vma -h)", args[0])
 }
 
+// config is the VMA's command line.
 type config struct {
 	dataDir, id, apiAddr, natsURL, natsSeed, omaURL, vcenterCA string
 	vcenterInsecure                                            bool
 	heartbeat, discoverTimeout                                 time.Duration
 }
 
+// flags declares the flags every vma command has; its usage lists the
+// subcommands before the flags.
 func flags(name string, cfg *config, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), subcommands)
+		fmt.Fprintf(fs.Output(), "\nFlags of %s (also $GODWIT_<FLAG> and -config FILE):\n", name)
+		fs.PrintDefaults()
+	}
 	fs.String("config", "", "JSON config file; keys are flag names")
 	fs.StringVar(&cfg.dataDir, "data", filepath.Join("data", "vma"), "data directory: identity, state")
 	fs.StringVar(&cfg.id, "id", "", "VMA id on first start (letters, digits, '-', '_'); later it must match")
 	return fs
 }
 
+// pubkey implements `vma pubkey`.
 func pubkey(args []string, stdout, stderr io.Writer) error {
 	var cfg config
 	if err := flagconf.Parse(flags("vma pubkey", &cfg, stderr), args); err != nil {
@@ -82,10 +94,11 @@ func pubkey(args []string, stdout, stderr io.Writer) error {
 	return err
 }
 
+// run runs the VMA with the flags in args until ctx ends.
 func run(ctx context.Context, args []string, stderr io.Writer) error {
 	var cfg config
 	fs := flags("vma", &cfg, stderr)
-	fs.StringVar(&cfg.apiAddr, "api-addr", ":8081", "REST API listen address")
+	fs.StringVar(&cfg.apiAddr, "api-addr", "127.0.0.1:8081", "REST API listen address (loopback: the OMA reaches it through the tunnel)")
 	fs.StringVar(&cfg.natsURL, "nats-url", "nats://127.0.0.1:4222", "the OMA's NATS URL")
 	fs.StringVar(&cfg.natsSeed, "nats-seed", "", "file holding this VMA's NATS NKey seed (from oma vma add), mode 0600")
 	fs.StringVar(&cfg.omaURL, "oma-url", "http://localhost:8082", "the OMA API URL")
@@ -99,66 +112,19 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if cfg.natsSeed == "" {
 		return errors.New("-nats-seed is required: the file with the NKey seed `oma vma add` printed")
 	}
-	log := slog.New(slog.NewTextHandler(stderr, nil))
-	id, err := identity.LoadOrCreate(cfg.dataDir, cfg.id)
-	if err != nil {
-		return err
-	}
-	log = log.With("vma", id.ID)
 	seed, err := os.ReadFile(cfg.natsSeed)
 	if err != nil {
 		return fmt.Errorf("read -nats-seed: %w", err)
 	}
-	st, err := store.Open(filepath.Join(cfg.dataDir, "state.db"), time.Second)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	inbox, err := subject.InboxPrefix(id.ID)
-	if err != nil {
-		return err
-	}
-	log.Info("connecting to the bus", "nats", cfg.natsURL)
-	conn, err := bus.Connect(ctx, cfg.natsURL, bus.ClientConfig{
-		Name: id.ID, Source: "/godwit/vma/" + id.ID, NKeySeed: []byte(strings.TrimSpace(string(seed))),
-		InboxPrefix: inbox, Logger: log,
+	v, err := appliance.New(appliance.Config{
+		DataDir: cfg.dataDir, ID: cfg.id, APIAddr: cfg.apiAddr, NATSURL: cfg.natsURL,
+		NATSSeed: []byte(strings.TrimSpace(string(seed))), OMAURL: cfg.omaURL,
+		VCenterCAFile: cfg.vcenterCA, VCenterInsecure: cfg.vcenterInsecure,
+		Heartbeat: cfg.heartbeat, DiscoverTimeout: cfg.discoverTimeout,
+		Logger: slog.New(slog.NewTextHandler(stderr, nil)),
 	})
 	if err != nil {
 		return err
 	}
-	defer func() { _ = conn.Drain() }()
-
-	w := worker.New(conn, worker.Config{Identity: id, Version: version, Heartbeat: cfg.heartbeat,
-		VCenterCAFile: cfg.vcenterCA, VCenterInsecure: cfg.vcenterInsecure, Logger: log})
-	l, err := net.Listen("tcp", cfg.apiAddr)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.apiAddr, err)
-	}
-	wctx, stopWorker := context.WithCancel(ctx)
-	defer stopWorker()
-	workerErr := make(chan error, 1)
-	go func() { workerErr <- w.Run(wctx) }()
-	log.Info("vma ready", "api", l.Addr().String(), "public_key", id.PublicKey())
-	a := api.New(conn, st, api.Config{Identity: id, Version: version, DiscoverTimeout: cfg.discoverTimeout, Logger: log})
-	apiCtx, stopAPI := context.WithCancel(ctx)
-	defer stopAPI()
-	apiErr := make(chan error, 1)
-	go func() { apiErr <- a.Serve(apiCtx, l) }()
-	select {
-	case err = <-apiErr:
-		stopWorker()
-		if werr := <-workerErr; err == nil {
-			err = werr
-		}
-	case err = <-workerErr:
-		stopAPI()
-		aerr := <-apiErr
-		if ctx.Err() != nil {
-			err = aerr
-		} else {
-			err = fmt.Errorf("worker stopped: %v", err)
-		}
-	}
-	log.Info("vma stopped")
-	return err
+	return v.Run(ctx)
 }

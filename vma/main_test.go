@@ -18,6 +18,7 @@ import (
 	"github.com/godwit/godwit/bus/bustest"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/logtest"
+	"github.com/godwit/godwit/vma/appliance"
 )
 
 func TestPubkey(t *testing.T) {
@@ -86,7 +87,7 @@ func TestRunHeartbeatsAndServes(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if hb.VMAID != "vma-1" || hb.PublicKey != strings.Trim(m[2], `"`) || hb.Version != version {
+	if hb.VMAID != "vma-1" || hb.PublicKey != strings.Trim(m[2], `"`) || hb.Version != appliance.Version {
 		t.Errorf("heartbeat = %+v, want public key %s", hb, m[2])
 	}
 	resp, err := http.Get("http://" + m[1] + "/api/v1/health")
@@ -107,5 +108,33 @@ func TestRunNeedsItsSeed(t *testing.T) {
 	var logs logtest.Buffer
 	if err := run(context.Background(), []string{"-data", t.TempDir()}, &logs); err == nil || !strings.Contains(err.Error(), "-nats-seed") {
 		t.Errorf("run without -nats-seed = %v", err)
+	}
+}
+
+// TestCommandLineRefusesWhatItDoesNotKnow: `vma copy` or a stray argument
+// is an error naming the known commands, never a running VMA.
+func TestCommandLineRefusesWhatItDoesNotKnow(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"copy"}, `unknown command "copy"`},
+		{[]string{"bogus", "-data", dir}, `unknown command "bogus"`},
+		{[]string{"-data", dir, "-nats-seed", "x", "stray"}, `unexpected argument "stray"`},
+		{[]string{"pubkey", "-data", dir, "extra"}, `unexpected argument "extra"`},
+	} {
+		var out, errOut bytes.Buffer
+		err := dispatch(context.Background(), tt.args, &out, &errOut)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("vma %v = %v, want %q", tt.args, err, tt.want)
+		}
+	}
+	var out, errOut bytes.Buffer
+	_ = dispatch(context.Background(), []string{"-h"}, &out, &errOut)
+	for _, want := range []string{"vma pubkey", "-api-addr", "127.0.0.1:8081", "-nats-seed"} {
+		if !strings.Contains(errOut.String(), want) {
+			t.Errorf("vma -h does not mention %s:\n%s", want, errOut.String())
+		}
 	}
 }

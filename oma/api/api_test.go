@@ -260,7 +260,7 @@ func TestReplicationLifecycle(t *testing.T) {
 		t.Fatalf("created job = %+v", j)
 	}
 	port := j.Disks[0].Export.Port
-	if port < o.firstPort || port > o.lastPort || j.Disks[1].Export.Port != port || j.Disks[0].Export.Host != "127.0.0.1" {
+	if port < o.FirstPort || port > o.LastPort || j.Disks[1].Export.Port != port || j.Disks[0].Export.Host != "127.0.0.1" {
 		t.Errorf("exports %+v not on one pool port", j.Disks)
 	}
 	for i, d := range j.Disks {

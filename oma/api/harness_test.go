@@ -5,10 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -17,113 +14,39 @@ import (
 	"github.com/godwit/godwit/bus/bustest"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/events/subject"
-	"github.com/godwit/godwit/oma/api"
 	"github.com/godwit/godwit/oma/control"
-	"github.com/godwit/godwit/oma/exports"
-	"github.com/godwit/godwit/oma/exports/exportstest"
-	"github.com/godwit/godwit/oma/store"
-	"github.com/godwit/godwit/oma/tokens"
 	"github.com/godwit/godwit/seal"
+	"github.com/godwit/godwit/testbed"
 )
 
-// omaUnderTest is a whole OMA on real parts: embedded NATS, bbolt, nbdkit,
-// and the API over real HTTP. It can be stopped and started again on the
-// same data, like a restart.
+// omaUnderTest is a whole OMA as the binary runs it (oma/appliance, through
+// testbed), and the test's side of the protocol: requests with its token,
+// VMAs on the bus. restart stops it and starts it again on the same data.
 type omaUnderTest struct {
-	t         testing.TB
-	dir       string
-	natsPort  int
-	firstPort int
-	lastPort  int
-	admin     bustest.User
-
-	srv    *bus.Server
-	conn   *bus.Conn
-	st     *store.Store
-	exp    *exports.Manager
-	ctl    *control.Control
-	http   *httptest.Server
-	cancel context.CancelFunc
-	done   chan error
-	url    string
-	token  string
+	*testbed.OMA
+	t     testing.TB
+	dir   string
+	url   string
+	token string
+	// conn is an admin connection to the OMA's NATS, valid until the next restart.
+	conn *bus.Conn
 }
 
 // newOMA starts an OMA with a pool of ports NBD ports.
 func newOMA(t testing.TB, ports int) *omaUnderTest {
 	t.Helper()
-	first, last := exportstest.FreePorts(t, ports)
-	o := &omaUnderTest{t: t, dir: t.TempDir(), firstPort: first, lastPort: last, admin: bustest.NewUser(t)}
-	o.start()
-	t.Cleanup(o.stop)
-	st := o.st
-	tok, err := tokens.Create(st, "test", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	o.token = tok
+	o := &omaUnderTest{OMA: testbed.StartOMA(t, testbed.OMAConfig{Ports: ports}), t: t}
+	o.sync()
 	return o
 }
 
-func (o *omaUnderTest) start() {
-	t := o.t
-	t.Helper()
-	ctx := context.Background()
-	var err error
-	o.st, err = store.Open(filepath.Join(o.dir, "state.db"), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := o.natsPort
-	if port == 0 {
-		port = -1
-	}
-	o.srv, err = bus.StartServer(ctx, bus.ServerConfig{StoreDir: filepath.Join(o.dir, "jetstream"), Port: port,
-		Access: bus.Access{Admins: []string{o.admin.PublicKey}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if o.natsPort == 0 {
-		_, p, _ := net.SplitHostPort(o.srv.ClientURL()[len("nats://"):])
-		o.natsPort, _ = strconv.Atoi(p)
-	}
-	o.conn, err = o.srv.Connect(ctx, bus.ClientConfig{Name: "oma", Source: "/godwit/oma"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := o.conn.EnsureStreams(ctx, bus.StreamLimits{}); err != nil {
-		t.Fatal(err)
-	}
-	o.exp = exports.New(exports.Config{FirstPort: o.firstPort, LastPort: o.lastPort})
-	o.ctl = control.New(control.Config{DataDir: o.dir, NATSURL: o.srv.ClientURL(), DiscoverTimeout: 20 * time.Second}, o.st, o.conn, o.exp, o.srv)
-	if err := o.ctl.Restore(ctx); err != nil {
-		t.Fatal(err)
-	}
-	rctx, cancel := context.WithCancel(ctx)
-	o.cancel, o.done = cancel, make(chan error, 1)
-	go func() { o.done <- o.ctl.Run(rctx) }()
-	o.http = httptest.NewServer(api.New(o.ctl, o.st, o.srv, nil).Handler())
-	o.url = o.http.URL
-}
-
-// stop shuts the OMA down as the binary does; stopping twice is harmless.
-func (o *omaUnderTest) stop() {
-	if o.http == nil {
-		return
-	}
-	o.http.Close()
-	o.cancel()
-	<-o.done
-	o.exp.StopAll()
-	o.conn.Close()
-	_ = o.srv.Shutdown(context.Background())
-	_ = o.st.Close()
-	o.http = nil
-}
+// sync copies what the running OMA tells into the short names the tests use.
+func (o *omaUnderTest) sync() { o.dir, o.url, o.token, o.conn = o.Dir, o.URL, o.Token, o.Admin }
 
 func (o *omaUnderTest) restart() {
-	o.stop()
-	o.start()
+	o.t.Helper()
+	o.Restart()
+	o.sync()
 }
 
 // do sends a request with the test token and decodes a JSON answer into out.
@@ -198,7 +121,7 @@ func (o *omaUnderTest) addVMA(id string) *vma {
 func (o *omaUnderTest) connectVMA(id, seed string) *vma {
 	o.t.Helper()
 	inbox, _ := subject.InboxPrefix(id)
-	conn := bustest.Connect(o.t, o.srv.ClientURL(), bus.ClientConfig{Name: id, Source: "/godwit/vma/" + id, NKeySeed: []byte(seed), InboxPrefix: inbox})
+	conn := bustest.Connect(o.t, o.NATSURL, bus.ClientConfig{Name: id, Source: "/godwit/vma/" + id, NKeySeed: []byte(seed), InboxPrefix: inbox})
 	kp, err := seal.NewKeyPair()
 	if err != nil {
 		o.t.Fatal(err)
@@ -206,8 +129,14 @@ func (o *omaUnderTest) connectVMA(id, seed string) *vma {
 	v := &vma{id: id, conn: conn, key: kp}
 	v.publish(o.t, &events.Heartbeat{VMAID: id, Version: "test", PublicKey: seal.EncodeKey(kp.Public), StartedAt: time.Now().UTC()})
 	eventually(o.t, "heartbeat applied", func() bool {
-		vmas, _ := o.ctl.VMAs()
-		for _, x := range vmas {
+		var list struct {
+			VMAs []struct {
+				ID        string `json:"id"`
+				PublicKey string `json:"public_key"`
+			} `json:"vmas"`
+		}
+		o.do("GET", "/api/v1/vmas", nil, &list)
+		for _, x := range list.VMAs {
 			if x.ID == id && x.PublicKey != "" {
 				return true
 			}
@@ -269,11 +198,5 @@ func testVM(id string, diskSizes ...int64) events.VM {
 
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testbed.Eventually(t, what, cond)
 }

@@ -167,7 +167,7 @@ func TestEventHandling(t *testing.T) {
 	var j job
 	o.do("POST", "/api/v1/replications", createBody("vm-1", "initial"), &j)
 
-	admin := bustest.Connect(t, o.srv.ClientURL(), bus.ClientConfig{NKeySeed: o.admin.Seed})
+	admin := bustest.Connect(t, o.NATSURL, bus.ClientConfig{NKeySeed: o.AdminSeed})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	js := admin.JetStream()

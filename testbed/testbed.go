@@ -1,0 +1,190 @@
+// Package testbed starts whole appliances on real parts for tests: an OMA
+// through oma/appliance (embedded NATS, bbolt, nbdkit, the REST API over
+// real HTTP), the same wiring the oma binary runs, and small helpers that
+// tests of several packages share. Everything it starts is stopped when the
+// test ends.
+package testbed
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/godwit/godwit/bus"
+	"github.com/godwit/godwit/logtest"
+	"github.com/godwit/godwit/oma/appliance"
+)
+
+// Eventually calls cond every 10 ms until it returns true, and fails the
+// test after 15 seconds, naming what it waited for.
+func Eventually(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// FreePorts finds n consecutive free loopback ports, starting from one the
+// kernel picked, so that parallel tests get different ranges.
+func FreePorts(tb testing.TB, n int) (first, last int) {
+	tb.Helper()
+	for range 100 {
+		l0, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		base := l0.Addr().(*net.TCPAddr).Port
+		l0.Close()
+		ok := base+n < 65536
+		for p := base; ok && p < base+n; p++ {
+			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+			if err != nil {
+				ok = false
+				break
+			}
+			l.Close()
+		}
+		if ok {
+			return base, base + n - 1
+		}
+	}
+	tb.Fatal("no free port range")
+	return 0, 0
+}
+
+// OMAConfig changes the OMA StartOMA starts; the zero value is a usable OMA
+// with two NBD ports.
+type OMAConfig struct {
+	// Ports is the size of the NBD port pool; 0 means 2.
+	Ports int
+	// Configure, when set, edits the appliance's configuration before each
+	// start (the data dir, addresses and ports are already set).
+	Configure func(*appliance.Config)
+}
+
+// OMA is a running OMA appliance. Restart stops it and starts it again on
+// the same data dir and NATS port, like a restart of the process.
+type OMA struct {
+	tb  testing.TB
+	cfg appliance.Config
+	ext OMAConfig
+
+	// Dir is the data dir.
+	Dir string
+	// URL is the REST API's base URL, such as http://127.0.0.1:41234.
+	URL string
+	// NATSURL is the embedded NATS server's client URL.
+	NATSURL string
+	// FirstPort and LastPort bound its NBD port pool.
+	FirstPort, LastPort int
+	// Token is the initial API token the OMA created.
+	Token string
+	// AdminSeed is the seed of the admin NKey the OMA created.
+	AdminSeed []byte
+	// Admin is a connection with the admin NKey, valid until the next Restart.
+	Admin *bus.Conn
+	// Logs holds everything the OMA logged.
+	Logs *logtest.Buffer
+
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// StartOMA starts an OMA in a temporary data dir, on free ports.
+func StartOMA(tb testing.TB, ext OMAConfig) *OMA {
+	tb.Helper()
+	if ext.Ports == 0 {
+		ext.Ports = 2
+	}
+	first, last := FreePorts(tb, ext.Ports)
+	o := &OMA{tb: tb, ext: ext, Dir: tb.TempDir(), Logs: &logtest.Buffer{}, FirstPort: first, LastPort: last}
+	o.cfg = appliance.Config{
+		DataDir: o.Dir, APIAddr: "127.0.0.1:0", NATSAddr: "127.0.0.1:0", FirstPort: first, LastPort: last,
+		DiscoverTimeout: 20 * time.Second,
+		Logger:          slog.New(slog.NewTextHandler(o.Logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	o.Start()
+	tb.Cleanup(o.Stop)
+	return o
+}
+
+// Start starts the OMA again after Stop; StartOMA already started it.
+func (o *OMA) Start() {
+	tb := o.tb
+	tb.Helper()
+	cfg := o.cfg
+	if o.ext.Configure != nil {
+		o.ext.Configure(&cfg)
+	}
+	a, err := appliance.New(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	o.cancel, o.done = cancel, make(chan error, 1)
+	go func() { o.done <- a.Run(ctx) }()
+	select {
+	case <-a.Ready():
+	case err := <-o.done:
+		cancel()
+		tb.Fatalf("oma did not start: %v\n%s", err, o.Logs.String())
+	case <-time.After(30 * time.Second):
+		tb.Fatalf("oma not ready after 30s:\n%s", o.Logs.String())
+	}
+	addrs := a.Addrs()
+	o.URL, o.NATSURL = "http://"+addrs.API, addrs.NATS
+	// The next start keeps the NATS port, so that clients reconnect.
+	o.cfg.NATSAddr = strings.TrimPrefix(addrs.NATS, "nats://")
+	files := a.Files()
+	if o.Token == "" {
+		tok, err := os.ReadFile(files.InitialToken)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		o.Token = strings.TrimSpace(string(tok))
+	}
+	if o.AdminSeed, err = os.ReadFile(filepath.Clean(files.Admin)); err != nil {
+		tb.Fatal(err)
+	}
+	cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer ccancel()
+	if o.Admin, err = bus.Connect(cctx, o.NATSURL, bus.ClientConfig{Name: "test-admin", Source: "/godwit/test", NKeySeed: o.AdminSeed}); err != nil {
+		tb.Fatalf("connect as admin: %v", err)
+	}
+}
+
+// Stop stops the OMA and waits until everything it started has stopped;
+// stopping twice is harmless. It fails the test if Run returned an error.
+func (o *OMA) Stop() {
+	if o.cancel == nil {
+		return
+	}
+	o.Admin.Close()
+	o.cancel()
+	o.cancel = nil
+	select {
+	case err := <-o.done:
+		if err != nil {
+			o.tb.Errorf("oma run: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		o.tb.Errorf("oma did not stop in 60s")
+	}
+}
+
+// Restart stops the OMA and starts it again on the same data.
+func (o *OMA) Restart() {
+	o.tb.Helper()
+	o.Stop()
+	o.Start()
+}

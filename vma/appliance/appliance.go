@@ -1,0 +1,200 @@
+// Package appliance assembles the VMA from its parts: its identity and
+// bbolt state, its connection to the OMA's bus, the worker (heartbeats,
+// discovery) and the REST API. The vma binary and every test that needs a
+// whole VMA run it the same way:
+//
+//	v, err := appliance.New(cfg)
+//	...
+//	go v.Run(ctx)   // returns once everything it started has stopped
+//	<-v.Ready()     // then v.Addrs() tells where it listens
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/godwit/godwit/bus"
+	"github.com/godwit/godwit/events/subject"
+	"github.com/godwit/godwit/vma/api"
+	"github.com/godwit/godwit/vma/identity"
+	"github.com/godwit/godwit/vma/store"
+	"github.com/godwit/godwit/vma/worker"
+)
+
+// Version is the VMA's version, announced in heartbeats and health.
+const Version = "0.1.0"
+
+// Config configures a VMA. DataDir and NATSSeed are required.
+type Config struct {
+	// DataDir holds the identity and the state.
+	DataDir string
+	// ID is the VMA id on first start; afterwards it must match the stored
+	// one. Empty makes one up on first start.
+	ID string
+	// APIAddr is the REST API's listen address; empty means 127.0.0.1:8081
+	// and a port 0 picks a free one.
+	APIAddr string
+	// NATSURL is the OMA's NATS; empty means nats://127.0.0.1:4222.
+	NATSURL string
+	// NATSSeed is this VMA's NKey seed, as `oma vma add` printed it.
+	NATSSeed []byte
+	// OMAURL is the OMA API URL; empty means http://localhost:8082.
+	OMAURL string
+	// VCenterCAFile and VCenterInsecure say how to trust vCenter's certificate.
+	VCenterCAFile   string
+	VCenterInsecure bool
+	// VCenterTimeout bounds connecting and logging in to vCenter; 0 means 15s.
+	VCenterTimeout time.Duration
+	// Heartbeat is the heartbeat period; 0 means 30s.
+	Heartbeat time.Duration
+	// DiscoverTimeout bounds a discovery through the API; 0 means 60s.
+	DiscoverTimeout time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger receives every part's log; nil discards.
+	Logger *slog.Logger
+}
+
+// withDefaults fills the zero fields of cfg and checks the rest.
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.DataDir == "" {
+		return cfg, errors.New("vma: empty data dir")
+	}
+	if len(cfg.NATSSeed) == 0 {
+		return cfg, errors.New("vma: no NATS seed: give the file with the NKey seed `oma vma add` wrote (-nats-seed)")
+	}
+	if cfg.APIAddr == "" {
+		cfg.APIAddr = "127.0.0.1:8081"
+	}
+	if cfg.NATSURL == "" {
+		cfg.NATSURL = "nats://127.0.0.1:4222"
+	}
+	if cfg.OMAURL == "" {
+		cfg.OMAURL = "http://localhost:8082"
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return cfg, nil
+}
+
+// Addrs are where a running VMA listens.
+type Addrs struct {
+	// API is the REST API's address, such as 127.0.0.1:8081.
+	API string
+}
+
+// VMA is one VMA appliance. Run it once.
+type VMA struct {
+	cfg   Config
+	ready chan struct{}
+
+	mu    sync.Mutex
+	addrs Addrs
+	id    identity.Identity
+}
+
+// New checks cfg and returns a VMA ready to Run.
+func New(cfg Config) (*VMA, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &VMA{cfg: cfg, ready: make(chan struct{})}, nil
+}
+
+// Ready is closed once the VMA serves: its API, worker and bus connection run.
+func (v *VMA) Ready() <-chan struct{} { return v.ready }
+
+// Addrs returns where the VMA listens; it is complete once Ready is closed.
+func (v *VMA) Addrs() Addrs {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.addrs
+}
+
+// Identity returns the VMA's id and keys; it is set once Ready is closed.
+func (v *VMA) Identity() identity.Identity {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.id
+}
+
+// Run runs the VMA until ctx ends, then stops the API (draining requests),
+// the worker, the bus connection and the state, in that order. It returns
+// only after everything it started has stopped.
+func (v *VMA) Run(ctx context.Context) error {
+	cfg := v.cfg
+	id, err := identity.LoadOrCreate(cfg.DataDir, cfg.ID)
+	if err != nil {
+		return err
+	}
+	log := cfg.Logger.With("vma", id.ID)
+	st, err := store.Open(filepath.Join(cfg.DataDir, "state.db"), time.Second)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	inbox, err := subject.InboxPrefix(id.ID)
+	if err != nil {
+		return err
+	}
+	log.Info("connecting to the bus", "nats", cfg.NATSURL)
+	conn, err := bus.Connect(ctx, cfg.NATSURL, bus.ClientConfig{
+		Name: id.ID, Source: "/godwit/vma/" + id.ID, NKeySeed: cfg.NATSSeed, InboxPrefix: inbox, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = conn.Drain() }()
+
+	l, err := net.Listen("tcp", cfg.APIAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.APIAddr, err)
+	}
+	v.mu.Lock()
+	v.addrs, v.id = Addrs{API: l.Addr().String()}, id
+	v.mu.Unlock()
+
+	w := worker.New(conn, worker.Config{Identity: id, Version: Version, Heartbeat: cfg.Heartbeat,
+		VCenterCAFile: cfg.VCenterCAFile, VCenterInsecure: cfg.VCenterInsecure, VCenterTimeout: cfg.VCenterTimeout,
+		Now: cfg.Now, Logger: log})
+	wctx, stopWorker := context.WithCancel(ctx)
+	defer stopWorker()
+	workerErr := make(chan error, 1)
+	go func() { workerErr <- w.Run(wctx) }()
+	a := api.New(conn, st, api.Config{Identity: id, Version: Version, DiscoverTimeout: cfg.DiscoverTimeout, Now: cfg.Now, Logger: log})
+	apiCtx, stopAPI := context.WithCancel(ctx)
+	defer stopAPI()
+	apiErr := make(chan error, 1)
+	go func() { apiErr <- a.Serve(apiCtx, l) }()
+	log.Info("vma ready", "api", l.Addr().String(), "public_key", id.PublicKey())
+	close(v.ready)
+
+	select {
+	case err = <-apiErr:
+		stopWorker()
+		if werr := <-workerErr; err == nil {
+			err = werr
+		}
+	case err = <-workerErr:
+		stopAPI()
+		aerr := <-apiErr
+		if ctx.Err() != nil {
+			err = aerr
+		} else {
+			err = fmt.Errorf("worker stopped: %w", err)
+		}
+	}
+	log.Info("vma stopped")
+	return err
+}
