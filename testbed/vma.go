@@ -1,0 +1,189 @@
+package testbed
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/godwit/godwit/logtest"
+	"github.com/godwit/godwit/vma/appliance"
+)
+
+// VMAConfig changes the VMA StartVMA starts.
+type VMAConfig struct {
+	// ID is the VMA's id; empty means vma-1.
+	ID string
+	// VCenterCAFile is the PEM file of the vCenter to trust (vcsim's CAFile).
+	VCenterCAFile string
+	// Configure, when set, edits the appliance's configuration before each
+	// start (the data dir, addresses and seed are already set).
+	Configure func(*appliance.Config)
+}
+
+// VMA is a running VMA appliance registered with an OMA.
+type VMA struct {
+	tb  testing.TB
+	cfg appliance.Config
+	ext VMAConfig
+
+	// ID is the VMA's id.
+	ID string
+	// Dir is its data dir.
+	Dir string
+	// URL is its REST API's base URL.
+	URL string
+	// Seed is its NATS NKey seed, as the OMA gave it.
+	Seed []byte
+	// PublicKey is its X25519 public key.
+	PublicKey string
+	// Logs holds everything the VMA logged.
+	Logs *logtest.Buffer
+
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// StartVMA registers a VMA with o through the OMA's API (POST
+// /api/v1/vmas), starts it with the credentials the OMA returned, and
+// waits until the OMA has its public key from a heartbeat.
+func StartVMA(tb testing.TB, o *OMA, ext VMAConfig) *VMA {
+	tb.Helper()
+	if ext.ID == "" {
+		ext.ID = "vma-1"
+	}
+	var cred struct {
+		NKeySeed string `json:"nkey_seed"`
+	}
+	if code := o.Do(http.MethodPost, "/api/v1/vmas", map[string]string{"id": ext.ID}, &cred); code != http.StatusCreated {
+		tb.Fatalf("register %s: POST /api/v1/vmas = %d", ext.ID, code)
+	}
+	v := &VMA{tb: tb, ext: ext, ID: ext.ID, Dir: tb.TempDir(), Seed: []byte(cred.NKeySeed), Logs: &logtest.Buffer{}}
+	v.cfg = appliance.Config{
+		DataDir: filepath.Join(v.Dir, "vma"), ID: ext.ID, APIAddr: "127.0.0.1:0", NATSURL: o.NATSURL, NATSSeed: v.Seed,
+		OMAURL: o.URL, VCenterCAFile: ext.VCenterCAFile, VCenterTimeout: 5 * time.Second, DiscoverTimeout: 20 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(v.Logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	v.Start()
+	tb.Cleanup(v.Stop)
+	Eventually(tb, ext.ID+"'s key at the OMA", func() bool {
+		var list struct {
+			VMAs []struct {
+				ID        string `json:"id"`
+				PublicKey string `json:"public_key"`
+			} `json:"vmas"`
+		}
+		o.Do(http.MethodGet, "/api/v1/vmas", nil, &list)
+		for _, x := range list.VMAs {
+			if x.ID == ext.ID && x.PublicKey == v.PublicKey {
+				return true
+			}
+		}
+		return false
+	})
+	return v
+}
+
+// Start starts the VMA again after Stop; StartVMA already started it.
+func (v *VMA) Start() {
+	tb := v.tb
+	tb.Helper()
+	cfg := v.cfg
+	if v.ext.Configure != nil {
+		v.ext.Configure(&cfg)
+	}
+	a, err := appliance.New(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	v.cancel, v.done = cancel, make(chan error, 1)
+	go func() { v.done <- a.Run(ctx) }()
+	select {
+	case <-a.Ready():
+	case err := <-v.done:
+		cancel()
+		tb.Fatalf("vma did not start: %v\n%s", err, v.Logs.String())
+	case <-time.After(30 * time.Second):
+		tb.Fatalf("vma not ready after 30s:\n%s", v.Logs.String())
+	}
+	v.URL = "http://" + a.Addrs().API
+	v.PublicKey = a.Identity().PublicKey()
+	v.cfg.APIAddr = a.Addrs().API // the same address after a restart
+}
+
+// Stop stops the VMA and waits until everything it started has stopped;
+// stopping twice is harmless.
+func (v *VMA) Stop() {
+	if v.cancel == nil {
+		return
+	}
+	v.cancel()
+	v.cancel = nil
+	select {
+	case err := <-v.done:
+		if err != nil {
+			v.tb.Errorf("vma run: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		v.tb.Errorf("vma did not stop in 60s")
+	}
+}
+
+// Do sends a JSON request to the OMA with its token and decodes a JSON
+// answer into out when out is not nil. It returns the status code.
+func (o *OMA) Do(method, path string, body, out any) int {
+	o.tb.Helper()
+	return Do(o.tb, method, o.URL+path, o.Token, body, out)
+}
+
+// Do sends a JSON request to url, with a bearer token unless token is "",
+// and decodes a JSON answer into out when out is not nil. A body that is a
+// string or []byte is sent as it is, anything else as JSON.
+func Do(tb testing.TB, method, url, token string, body, out any) int {
+	tb.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = bytes.NewReader([]byte(b))
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		data, err := json.Marshal(b)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		rd = bytes.NewReader(data)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatalf("%s %s: read answer: %v", method, url, err)
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			tb.Fatalf("%s %s: %d %s: %v", method, url, resp.StatusCode, data, err)
+		}
+	}
+	return resp.StatusCode
+}
