@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -251,6 +252,10 @@ func (c *Conn) JetStream() jetstream.JetStream { return c.js }
 
 // Connected reports whether the connection is up now.
 func (c *Conn) Connected() bool { return c.nc.IsConnected() }
+
+// State describes the connection now in lower case: connected,
+// reconnecting, disconnected, closed, ...
+func (c *Conn) State() string { return strings.ToLower(c.nc.Status().String()) }
 
 // Drain lets subscriptions finish what they hold, flushes, and closes.
 func (c *Conn) Drain() error {
