@@ -96,8 +96,7 @@ type OMA struct {
 	// Logs holds everything the OMA logged.
 	Logs *logtest.Buffer
 
-	cancel context.CancelFunc
-	done   chan error
+	run running
 }
 
 // StartOMA starts an OMA in a temporary data dir, on free ports.
@@ -130,17 +129,7 @@ func (o *OMA) Start() {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	o.cancel, o.done = cancel, make(chan error, 1)
-	go func() { o.done <- a.Run(ctx) }()
-	select {
-	case <-a.Ready():
-	case err := <-o.done:
-		cancel()
-		tb.Fatalf("oma did not start: %v\n%s", err, o.Logs.String())
-	case <-time.After(30 * time.Second):
-		tb.Fatalf("oma not ready after 30s:\n%s", o.Logs.String())
-	}
+	o.run.start(tb, "oma", a.Run, a.Ready(), o.Logs)
 	addrs := a.Addrs()
 	o.URL, o.NATSURL = "http://"+addrs.API, addrs.NATS
 	// The next start keeps the NATS port, so that clients reconnect.
@@ -166,20 +155,11 @@ func (o *OMA) Start() {
 // Stop stops the OMA and waits until everything it started has stopped;
 // stopping twice is harmless. It fails the test if Run returned an error.
 func (o *OMA) Stop() {
-	if o.cancel == nil {
+	if o.run.cancel == nil {
 		return
 	}
 	o.Admin.Close()
-	o.cancel()
-	o.cancel = nil
-	select {
-	case err := <-o.done:
-		if err != nil {
-			o.tb.Errorf("oma run: %v", err)
-		}
-	case <-time.After(60 * time.Second):
-		o.tb.Errorf("oma did not stop in 60s")
-	}
+	o.run.stop(o.tb, "oma")
 }
 
 // Restart stops the OMA and starts it again on the same data.
@@ -187,4 +167,43 @@ func (o *OMA) Restart() {
 	o.tb.Helper()
 	o.Stop()
 	o.Start()
+}
+
+// running is an appliance's Run in a goroutine.
+type running struct {
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// start calls run in a goroutine and waits until ready is closed; it fails
+// the test, with the logs, when run ends first or takes 30 s.
+func (r *running) start(tb testing.TB, what string, run func(context.Context) error, ready <-chan struct{}, logs *logtest.Buffer) {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel, r.done = cancel, make(chan error, 1)
+	go func() { r.done <- run(ctx) }()
+	select {
+	case <-ready:
+	case err := <-r.done:
+		cancel()
+		r.cancel = nil
+		tb.Fatalf("%s did not start: %v\n%s", what, err, logs.String())
+	case <-time.After(30 * time.Second):
+		tb.Fatalf("%s not ready after 30s:\n%s", what, logs.String())
+	}
+}
+
+// stop cancels run and waits for it to return; it fails the test if run
+// returned an error or took more than 60 s.
+func (r *running) stop(tb testing.TB, what string) {
+	r.cancel()
+	r.cancel = nil
+	select {
+	case err := <-r.done:
+		if err != nil {
+			tb.Errorf("%s run: %v", what, err)
+		}
+	case <-time.After(60 * time.Second):
+		tb.Errorf("%s did not stop in 60s", what)
+	}
 }

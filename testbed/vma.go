@@ -2,7 +2,6 @@ package testbed
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -45,8 +44,7 @@ type VMA struct {
 	// Logs holds everything the VMA logged.
 	Logs *logtest.Buffer
 
-	cancel context.CancelFunc
-	done   chan error
+	run running
 }
 
 // StartVMA registers a VMA with o through the OMA's API (POST
@@ -101,17 +99,7 @@ func (v *VMA) Start() {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	v.cancel, v.done = cancel, make(chan error, 1)
-	go func() { v.done <- a.Run(ctx) }()
-	select {
-	case <-a.Ready():
-	case err := <-v.done:
-		cancel()
-		tb.Fatalf("vma did not start: %v\n%s", err, v.Logs.String())
-	case <-time.After(30 * time.Second):
-		tb.Fatalf("vma not ready after 30s:\n%s", v.Logs.String())
-	}
+	v.run.start(tb, "vma", a.Run, a.Ready(), v.Logs)
 	v.URL = "http://" + a.Addrs().API
 	v.PublicKey = a.Identity().PublicKey()
 	v.cfg.APIAddr = a.Addrs().API // the same address after a restart
@@ -120,18 +108,8 @@ func (v *VMA) Start() {
 // Stop stops the VMA and waits until everything it started has stopped;
 // stopping twice is harmless.
 func (v *VMA) Stop() {
-	if v.cancel == nil {
-		return
-	}
-	v.cancel()
-	v.cancel = nil
-	select {
-	case err := <-v.done:
-		if err != nil {
-			v.tb.Errorf("vma run: %v", err)
-		}
-	case <-time.After(60 * time.Second):
-		v.tb.Errorf("vma did not stop in 60s")
+	if v.run.cancel != nil {
+		v.run.stop(v.tb, "vma")
 	}
 }
 
