@@ -9,7 +9,10 @@ import (
 	"strings"
 	"testing"
 
+	"go.etcd.io/bbolt"
+
 	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/oma/store"
 )
 
 // replicaJob is a job with the replica fields.
@@ -275,5 +278,52 @@ func TestReplicasAreKeyedBySource(t *testing.T) {
 	jc := o.create(body)
 	if jc.ReplicaID == ja.ReplicaID || jc.Disks[0].VolumePath == ja.Disks[0].VolumePath || jc.Generation != 1 {
 		t.Errorf("the VM of the second vCenter shares replica %s (%s)", jc.ReplicaID, jc.Disks[0].VolumePath)
+	}
+}
+
+// TestJobsFromBeforeReplicasStayTheBase rewrites a completed job as the
+// OMA stored it before replicas (no replica id, generation 0, the volume
+// at volumes/<vm>/disk-<key>.raw): after the upgrade it is the VM's current
+// replica, an incremental writes into its volume, and an initial job
+// starts generation 1 beside it.
+func TestJobsFromBeforeReplicasStayTheBase(t *testing.T) {
+	t.Parallel()
+	o := newOMA(t, 2)
+	v := o.addVMA("vma-1")
+	o.learn(v, testVM("vm-7", 1<<20))
+	old := o.create(createBody("vm-7", "initial"))
+	o.finish(v, old.JobID, events.JobCompleted, "c/1")
+	legacy := filepath.Join(o.dir, "volumes", "vm-7", "disk-2000.raw")
+	data := randomDisk(t, 1<<20)
+	if err := os.MkdirAll(filepath.Dir(legacy), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(legacy, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := o.st.Update(func(tx *bbolt.Tx) error {
+		j, err := store.GetJob(tx, old.JobID)
+		if err != nil {
+			return err
+		}
+		j.ReplicaID, j.Generation, j.Disks[0].Volume = "", 0, legacy
+		return store.PutJob(tx, j)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := o.inventoryVMs()[0].CurrentReplica; r == nil || r.JobID != old.JobID || r.Disks[0].VolumePath != legacy {
+		t.Errorf("current replica of an upgraded VM = %+v, want job %s in %s", r, old.JobID, legacy)
+	}
+	inc := o.create(createBody("vm-7", "incremental"))
+	if inc.BaseJobID != old.JobID || inc.Generation != 0 || inc.Disks[0].VolumePath != legacy {
+		t.Errorf("incremental on an old job = base %s generation %d volume %s", inc.BaseJobID, inc.Generation, inc.Disks[0].VolumePath)
+	}
+	if code := o.do("DELETE", "/api/v1/replications/"+inc.JobID, nil, nil); code != 200 {
+		t.Fatalf("cancel = %d", code)
+	}
+	next := o.create(createBody("vm-7", "initial"))
+	if next.Generation != 1 || next.Disks[0].VolumePath == legacy || !sameFile(t, legacy, data) {
+		t.Errorf("initial after the upgrade: generation %d, volume %s; the old volume intact: %v", next.Generation, next.Disks[0].VolumePath, sameFile(t, legacy, data))
 	}
 }
