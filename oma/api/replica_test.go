@@ -2,15 +2,18 @@ package api_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"go.etcd.io/bbolt"
 
+	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/oma/store"
 )
@@ -126,6 +129,11 @@ func TestInitialJobsNeverTruncateTheReplica(t *testing.T) {
 	good := randomDisk(t, size)
 	writeExport(t, first.Disks[0].NBDURL, good)
 	o.finish(v, first.JobID, events.JobCompleted, "c/1")
+	eventually(t, "job.created published", func() bool {
+		ev := jobEvents(t, o, first.JobID)
+		return len(ev) > 0 && ev[0] == "created"
+	})
+	assertNotInJobsStream(t, o, first.Disks[0].Export.Name)
 	goodPath := first.Disks[0].VolumePath
 	if !strings.Contains(goodPath, first.ReplicaID) || !sameFile(t, goodPath, good) {
 		t.Fatalf("volume %s of replica %s does not hold what was written", goodPath, first.ReplicaID)
@@ -325,5 +333,26 @@ func TestJobsFromBeforeReplicasStayTheBase(t *testing.T) {
 	next := o.create(createBody("vm-7", "initial"))
 	if next.Generation != 1 || next.Disks[0].VolumePath == legacy || !sameFile(t, legacy, data) {
 		t.Errorf("initial after the upgrade: generation %d, volume %s; the old volume intact: %v", next.Generation, next.Disks[0].VolumePath, sameFile(t, legacy, data))
+	}
+}
+
+// assertNotInJobsStream fails when any message of the JOBS stream, which
+// every observer may read, holds secret.
+func assertNotInJobsStream(t *testing.T, o *omaUnderTest, secret string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := o.conn.JetStream().Stream(ctx, bus.StreamJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil || info.State.Msgs == 0 {
+		t.Fatalf("JOBS stream: %v, %+v", err, info)
+	}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		if m, err := s.GetMsg(ctx, seq); err == nil && bytes.Contains(m.Data, []byte(secret)) {
+			t.Errorf("JOBS message %d holds the export name: %s", seq, m.Data)
+		}
 	}
 }
