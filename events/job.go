@@ -60,11 +60,13 @@ type JobDisk struct {
 	Export        Export `json:"export"`
 }
 
-// Export is an NBD export on the OMA.
+// Export is an NBD export on the OMA. Name carries a random part and is
+// the export's only secret: it is told to the VMA (export allocation) and
+// shown by the authenticated API, and left out of JobCreated events.
 type Export struct {
 	Host string `json:"host"`
 	Port int    `json:"port"`
-	Name string `json:"name"`
+	Name string `json:"name,omitempty"`
 }
 
 // JobStateChanged announces that a job moved from one state to another.

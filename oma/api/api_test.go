@@ -46,6 +46,7 @@ type job struct {
 		CapacityBytes int64         `json:"capacity_bytes"`
 		Export        events.Export `json:"export"`
 		NBDURL        string        `json:"nbd_url"`
+		VolumePath    string        `json:"volume_path"`
 		BytesDone     int64         `json:"bytes_done"`
 		ChangeID      string        `json:"change_id"`
 		BaseChangeID  string        `json:"base_change_id"`
@@ -276,7 +277,7 @@ func TestReplicationLifecycle(t *testing.T) {
 	if out, err := exec.Command("nbdcopy", src, j.Disks[0].NBDURL).CombinedOutput(); err != nil {
 		t.Fatalf("nbdcopy: %v\n%s", err, out)
 	}
-	vol, err := os.ReadFile(o.dir + "/volumes/vm-143233/disk-2000.raw")
+	vol, err := os.ReadFile(j.Disks[0].VolumePath)
 	if err != nil || !bytes.Equal(vol, data) {
 		t.Fatalf("volume file differs from what nbdcopy wrote (%v)", err)
 	}
@@ -354,14 +355,13 @@ func TestReplicationLifecycle(t *testing.T) {
 
 	// An incremental job builds on the change ids, on the same volumes.
 	var inc job
-	time.Sleep(1100 * time.Millisecond) // a new second: a new job id
 	if code := o.do("POST", "/api/v1/replications", createBody("vm-143233", "incremental"), &inc); code != 201 {
 		t.Fatalf("incremental = %d %+v", code, inc)
 	}
 	if inc.BaseJobID != j.JobID || inc.Disks[0].BaseChangeID != "52 3c-1a/10" || inc.Disks[1].BaseChangeID != "52 3c-1b/11" {
 		t.Errorf("incremental job = %+v", inc)
 	}
-	vol, _ = os.ReadFile(o.dir + "/volumes/vm-143233/disk-2000.raw")
+	vol, _ = os.ReadFile(inc.Disks[0].VolumePath)
 	if !bytes.Equal(vol, data) {
 		t.Error("an incremental job discarded the volume")
 	}

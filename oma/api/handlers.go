@@ -41,6 +41,7 @@ type replicationRequest struct {
 	} `json:"source_vm"`
 	ReplicationType string `json:"replication_type"`
 	VMAID           string `json:"vma_id"`
+	VCenter         string `json:"vcenter"`
 }
 
 func (a *API) createReplication(w http.ResponseWriter, r *http.Request) error {
@@ -60,13 +61,17 @@ func (a *API) createReplication(w http.ResponseWriter, r *http.Request) error {
 	}
 	j, err := a.ctl.CreateJob(r.Context(), control.CreateRequest{
 		VM:              events.VMRef{ID: req.SourceVM.ID, Name: req.SourceVM.Name, Path: req.SourceVM.Path},
-		ReplicationType: req.ReplicationType, VMAID: req.VMAID,
+		ReplicationType: req.ReplicationType, VMAID: req.VMAID, VCenter: req.VCenter,
 	})
 	if err != nil {
 		return err
 	}
+	v, err := a.viewWithReplica(j)
+	if err != nil {
+		return err
+	}
 	w.Header().Set("Location", "/api/v1/replications/"+j.ID)
-	return writeJSON(w, http.StatusCreated, viewOf(j))
+	return writeJSON(w, http.StatusCreated, v)
 }
 
 func (a *API) listReplications(w http.ResponseWriter, r *http.Request) error {
@@ -92,7 +97,11 @@ func (a *API) getReplication(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, viewOf(j))
+	v, err := a.viewWithReplica(j)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, v)
 }
 
 func (a *API) cancelReplication(w http.ResponseWriter, r *http.Request) error {
@@ -226,23 +235,28 @@ func nonNil[T any](s []T) []T {
 
 // jobView is a job as the API shows it.
 type jobView struct {
-	JobID              string       `json:"job_id"`
-	VMAID              string       `json:"vma_id"`
-	SourceVM           events.VMRef `json:"source_vm"`
-	VCenter            string       `json:"vcenter"`
-	ReplicationType    string       `json:"replication_type"`
-	State              string       `json:"state"`
-	BaseJobID          string       `json:"base_job_id,omitempty"`
-	BytesTotal         int64        `json:"bytes_total"`
-	BytesDone          int64        `json:"bytes_done"`
-	Percent            float64      `json:"percent"`
-	RateBytesPerSecond int64        `json:"rate_bytes_per_second"`
-	ETASeconds         *int64       `json:"eta_seconds"`
-	Disks              []diskView   `json:"disks"`
-	LastError          string       `json:"last_error,omitempty"`
-	CreatedAt          time.Time    `json:"created_at"`
-	UpdatedAt          time.Time    `json:"updated_at"`
-	FinishedAt         *time.Time   `json:"finished_at,omitempty"`
+	JobID           string       `json:"job_id"`
+	VMAID           string       `json:"vma_id"`
+	SourceVM        events.VMRef `json:"source_vm"`
+	VCenter         string       `json:"vcenter"`
+	ReplicationType string       `json:"replication_type"`
+	State           string       `json:"state"`
+	BaseJobID       string       `json:"base_job_id,omitempty"`
+	ReplicaID       string       `json:"replica_id,omitempty"`
+	Generation      int          `json:"generation"`
+	// CurrentReplica is which files hold the VM's last completed copy
+	// (null: none yet); only on a single job.
+	CurrentReplica     *control.Replica `json:"current_replica,omitempty"`
+	BytesTotal         int64            `json:"bytes_total"`
+	BytesDone          int64            `json:"bytes_done"`
+	Percent            float64          `json:"percent"`
+	RateBytesPerSecond int64            `json:"rate_bytes_per_second"`
+	ETASeconds         *int64           `json:"eta_seconds"`
+	Disks              []diskView       `json:"disks"`
+	LastError          string           `json:"last_error,omitempty"`
+	CreatedAt          time.Time        `json:"created_at"`
+	UpdatedAt          time.Time        `json:"updated_at"`
+	FinishedAt         *time.Time       `json:"finished_at,omitempty"`
 }
 
 type diskView struct {
@@ -251,6 +265,7 @@ type diskView struct {
 	CapacityBytes int64         `json:"capacity_bytes"`
 	Export        events.Export `json:"export"`
 	NBDURL        string        `json:"nbd_url"`
+	VolumePath    string        `json:"volume_path"`
 	BytesTotal    int64         `json:"bytes_total"`
 	BytesDone     int64         `json:"bytes_done"`
 	ChangeID      string        `json:"change_id,omitempty"`
@@ -260,7 +275,7 @@ type diskView struct {
 func viewOf(j store.Job) jobView {
 	v := jobView{
 		JobID: j.ID, VMAID: j.VMAID, SourceVM: j.VM, VCenter: j.VCenter, ReplicationType: j.ReplicationType,
-		State: j.State, BaseJobID: j.BaseJobID, BytesTotal: j.BytesTotal, BytesDone: j.BytesDone,
+		State: j.State, BaseJobID: j.BaseJobID, ReplicaID: j.ReplicaID, Generation: j.Generation, BytesTotal: j.BytesTotal, BytesDone: j.BytesDone,
 		RateBytesPerSecond: j.RateBytesPerSecond, LastError: j.LastError,
 		CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt, FinishedAt: j.FinishedAt,
 	}
@@ -275,8 +290,17 @@ func viewOf(j store.Job) jobView {
 		v.Disks = append(v.Disks, diskView{
 			Key: d.Key, Label: d.Label, CapacityBytes: d.CapacityBytes, Export: d.Export,
 			NBDURL:     fmt.Sprintf("nbd://%s:%d/%s", d.Export.Host, d.Export.Port, d.Export.Name),
+			VolumePath: d.Volume,
 			BytesTotal: d.BytesTotal, BytesDone: d.BytesDone, ChangeID: d.ChangeID, BaseChangeID: d.BaseChangeID,
 		})
 	}
 	return v
+}
+
+// viewWithReplica is viewOf(j) with the current replica of j's VM.
+func (a *API) viewWithReplica(j store.Job) (jobView, error) {
+	v := viewOf(j)
+	r, err := a.ctl.CurrentReplica(j)
+	v.CurrentReplica = r
+	return v, err
 }

@@ -30,7 +30,7 @@ func TestRestart(t *testing.T) {
 		o.do("GET", "/api/v1/replications/"+a.JobID, nil, &a)
 		return a.State == "copying"
 	})
-	f, err := os.OpenFile(o.dir+"/volumes/vm-2/disk-2000.raw", os.O_WRONLY, 0)
+	f, err := os.OpenFile(b.Disks[0].VolumePath, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func TestRestart(t *testing.T) {
 		t.Error("exports moved to other ports")
 	}
 	eventually(t, "vm-3's port released", func() bool { return !portOpen(c.Disks[0].Export.Port) })
-	if b, _ := os.ReadFile(o.dir + "/volumes/vm-2/disk-2000.raw"); string(b[:8]) != "migrated" {
+	if b, _ := os.ReadFile(b.Disks[0].VolumePath); string(b[:8]) != "migrated" {
 		t.Error("a volume lost its data across the restart")
 	}
 	var inv struct{ VMs []any }

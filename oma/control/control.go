@@ -100,10 +100,6 @@ func (c *Control) Started() time.Time { return c.started }
 // Bus returns the bus connection.
 func (c *Control) Bus() *bus.Conn { return c.bus }
 
-func (c *Control) volumePath(vmID string, key int32) string {
-	return filepath.Join(c.cfg.DataDir, "volumes", vmID, fmt.Sprintf("disk-%d.raw", key))
-}
-
 func (c *Control) exportDir(jobID string) string {
 	return filepath.Join(c.cfg.DataDir, "exports", jobID)
 }

@@ -105,16 +105,27 @@ type InventoryVM struct {
 	VMAID   string    `json:"vma_id"`
 	VCenter string    `json:"vcenter"`
 	Seen    time.Time `json:"discovered_at"`
+	// ReplicaID names the VM's replica; CurrentReplica is its last
+	// completed copy on the OMA, nil when there is none.
+	ReplicaID      string   `json:"replica_id"`
+	CurrentReplica *Replica `json:"current_replica"`
 }
 
 // Inventory returns every VM the OMA learned from discoveries.
 func (c *Control) Inventory() ([]InventoryVM, error) {
 	out := []InventoryVM{}
 	err := c.store.View(func(tx *bbolt.Tx) error {
+		all, err := store.Jobs(tx)
+		if err != nil {
+			return err
+		}
+		cur := currentJobs(all)
 		invs, err := store.Inventories(tx)
 		for _, inv := range invs {
 			for _, vm := range inv.Result.VMs {
-				out = append(out, InventoryVM{VM: vm, VMAID: inv.VMAID, VCenter: inv.Result.VCenter.Host, Seen: inv.StoredAt})
+				rid, host := replicaID(inv.VMAID, inv.Result.VCenter.Host, vm), inv.Result.VCenter.Host
+				out = append(out, InventoryVM{VM: vm, VMAID: inv.VMAID, VCenter: host, Seen: inv.StoredAt,
+					ReplicaID: rid, CurrentReplica: lookupReplica(cur, rid, inv.VMAID, host, vm.ID)})
 			}
 		}
 		return err

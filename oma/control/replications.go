@@ -24,8 +24,12 @@ type CreateRequest struct {
 	VM events.VMRef
 	// ReplicationType is initial or incremental.
 	ReplicationType string
-	// VMAID picks the VMA when the VM was discovered by several; optional.
+	// VMAID picks the VMA when several discovered a VM with this id;
+	// required then.
 	VMAID string
+	// VCenter picks the vCenter when one VMA found a VM with this id in
+	// several; required then.
+	VCenter string
 }
 
 // located is a VM found in the inventory.
@@ -35,32 +39,52 @@ type located struct {
 	vcenter string
 }
 
-// findVM looks a VM up by id (and VMA, if given) in the inventory.
-func findVM(tx *bbolt.Tx, vmID, vmaID string) (located, error) {
+// findVM looks a VM up by id in the inventory, narrowed to a VMA and a
+// vCenter when given. VM ids repeat across vCenters: when several VMs
+// match, the caller must say which (a Conflict naming vma_id or vcenter).
+func findVM(tx *bbolt.Tx, req CreateRequest) (located, error) {
 	invs, err := store.Inventories(tx)
 	if err != nil {
 		return located{}, err
 	}
+	var found []located
 	for _, inv := range invs {
-		if vmaID != "" && inv.VMAID != vmaID {
+		if req.VMAID != "" && inv.VMAID != req.VMAID || req.VCenter != "" && inv.Result.VCenter.Host != req.VCenter {
 			continue
 		}
 		for _, vm := range inv.Result.VMs {
-			if vm.ID == vmID {
-				return located{vm: vm, vmaID: inv.VMAID, vcenter: inv.Result.VCenter.Host}, nil
+			if vm.ID == req.VM.ID {
+				found = append(found, located{vm: vm, vmaID: inv.VMAID, vcenter: inv.Result.VCenter.Host})
 			}
 		}
 	}
-	where := "the inventory"
-	if vmaID != "" {
-		where = "the inventory of VMA " + vmaID
+	switch {
+	case len(found) == 1:
+		return found[0], nil
+	case len(found) > 1:
+		var where []string
+		field := "vcenter"
+		for _, f := range found {
+			where = append(where, "VMA "+f.vmaID+" in vCenter "+f.vcenter)
+			if f.vmaID != found[0].vmaID {
+				field = "vma_id"
+			}
+		}
+		return located{}, errorf(Conflict, field, "VM %s was discovered %d times (%s): name the %s", req.VM.ID, len(found), strings.Join(where, ", "), field)
 	}
-	return located{}, errorf(NotFound, "source_vm.id", "VM %s is not in %s: discover it first (POST /api/v1/discover, or the VMA's POST /api/v1/discover)", vmID, where)
+	where := "the inventory"
+	if req.VMAID != "" || req.VCenter != "" {
+		where = fmt.Sprintf("the inventory of VMA %q, vCenter %q", req.VMAID, req.VCenter)
+	}
+	return located{}, errorf(NotFound, "source_vm.id", "VM %s is not in %s: discover it first (POST /api/v1/discover, or the VMA's POST /api/v1/discover)", req.VM.ID, where)
 }
 
 // CreateJob creates a job for a VM of the inventory: it allocates a port,
 // prepares one sparse volume per disk, starts nbdkit serving them, and
-// commits the job, its lease and a job-created event together.
+// commits the job, its lease and a job-created event together. An initial
+// job writes a new generation of the replica's volumes, so the current
+// replica stays whole until the job completes; an incremental job writes
+// into the current replica, whose change ids it starts from.
 func (c *Control) CreateJob(ctx context.Context, req CreateRequest) (store.Job, error) {
 	if req.ReplicationType != events.ReplicationInitial && req.ReplicationType != events.ReplicationIncremental {
 		return store.Job{}, errorf(Invalid, "replication_type", "must be %q or %q, not %q", events.ReplicationInitial, events.ReplicationIncremental, req.ReplicationType)
@@ -69,29 +93,33 @@ func (c *Control) CreateJob(ctx context.Context, req CreateRequest) (store.Job, 
 	defer c.mu.Unlock()
 
 	var (
-		loc    located
-		base   *store.Job
-		leased = map[int]bool{}
-		taken  = map[string]bool{}
+		loc     located
+		rid     string
+		base    *store.Job // the current replica's job
+		lastGen int        // the highest generation any job of the replica wrote
+		leased  = map[int]bool{}
+		taken   = map[string]bool{}
 	)
 	err := c.store.View(func(tx *bbolt.Tx) error {
 		var err error
-		if loc, err = findVM(tx, req.VM.ID, req.VMAID); err != nil {
+		if loc, err = findVM(tx, req); err != nil {
 			return err
 		}
+		rid = replicaID(loc.vmaID, loc.vcenter, loc.vm)
 		all, err := store.Jobs(tx)
 		if err != nil {
 			return err
 		}
 		for _, j := range all {
 			taken[j.ID] = true
-			if j.VM.ID != req.VM.ID {
+			if !ofReplica(j, rid, loc) {
 				continue
 			}
 			if jobs.Active(j.State) {
 				return errorf(Conflict, "source_vm.id", "VM %s already has an active job %s (%s): cancel it or wait for it to end", req.VM.ID, j.ID, j.State)
 			}
-			if j.State == events.JobCompleted && hasChangeIDs(j) && (base == nil || j.CreatedAt.After(base.CreatedAt)) {
+			lastGen = max(lastGen, j.Generation)
+			if j.State == events.JobCompleted && (base == nil || newer(j, *base)) {
 				base = &j
 			}
 		}
@@ -108,8 +136,12 @@ func (c *Control) CreateJob(ctx context.Context, req CreateRequest) (store.Job, 
 		return store.Job{}, err
 	}
 	incremental := req.ReplicationType == events.ReplicationIncremental
-	if incremental && base == nil {
+	if incremental && (base == nil || !hasChangeIDs(*base)) {
 		return store.Job{}, errorf(Conflict, "replication_type", "incremental needs a completed earlier job of VM %s that recorded a change id for every disk; run an initial replication first", req.VM.ID)
+	}
+	gen := lastGen + 1
+	if incremental {
+		gen = base.Generation
 	}
 	if len(loc.vm.Disks) == 0 {
 		return store.Job{}, errorf(Conflict, "source_vm.id", "VM %s has no disks in the inventory", req.VM.ID)
@@ -133,7 +165,7 @@ func (c *Control) CreateJob(ctx context.Context, req CreateRequest) (store.Job, 
 	}
 
 	job := store.Job{
-		ID: id, VMAID: loc.vmaID, VCenter: loc.vcenter,
+		ID: id, VMAID: loc.vmaID, VCenter: loc.vcenter, ReplicaID: rid, Generation: gen,
 		VM:              events.VMRef{ID: loc.vm.ID, Name: loc.vm.Name, Path: loc.vm.Path},
 		ReplicationType: req.ReplicationType, State: events.JobPending,
 		CreatedAt: now, UpdatedAt: now,
@@ -141,14 +173,21 @@ func (c *Control) CreateJob(ctx context.Context, req CreateRequest) (store.Job, 
 	lease := store.Lease{JobID: id, Port: port, Dir: c.exportDir(id)}
 	var vols []exports.Volume
 	for _, d := range loc.vm.Disks {
-		name := fmt.Sprintf("%s-disk-%d", id, d.Key)
+		name, err := exports.Name(fmt.Sprintf("%s-disk-%d", id, d.Key))
+		if err != nil {
+			return store.Job{}, err
+		}
 		jd := store.JobDisk{
 			Key: d.Key, Label: d.Label, CapacityBytes: d.CapacityBytes, BytesTotal: d.CapacityBytes,
 			Export: events.Export{Host: c.cfg.ExportHost, Port: port, Name: name},
-			Volume: c.volumePath(loc.vm.ID, d.Key),
+			Volume: c.volumePath(rid, d.Key, gen),
 		}
-		if base != nil && incremental {
-			jd.BaseChangeID = changeID(*base, d.Key)
+		if incremental {
+			bd, ok := baseDisk(*base, d.Key)
+			jd.BaseChangeID, jd.Volume = bd.ChangeID, bd.Volume
+			if !ok || bd.Volume == "" {
+				jd.BaseChangeID = "" // refused below
+			}
 			job.BaseJobID = base.ID
 		}
 		job.Disks = append(job.Disks, jd)
@@ -205,19 +244,22 @@ func hasChangeIDs(j store.Job) bool {
 	return len(j.Disks) > 0
 }
 
-func changeID(j store.Job, key int32) string {
+// baseDisk returns disk key of job j.
+func baseDisk(j store.Job, key int32) (store.JobDisk, bool) {
 	for _, d := range j.Disks {
 		if d.Key == key {
-			return d.ChangeID
+			return d, true
 		}
 	}
-	return ""
+	return store.JobDisk{}, false
 }
 
 func jobDisks(j store.Job) []events.JobDisk {
 	out := make([]events.JobDisk, len(j.Disks))
 	for i, d := range j.Disks {
-		out[i] = events.JobDisk{Key: d.Key, CapacityBytes: d.CapacityBytes, Export: d.Export}
+		// The export name stays out: it is the export's only secret, and
+		// the JOBS stream is readable by every observer.
+		out[i] = events.JobDisk{Key: d.Key, CapacityBytes: d.CapacityBytes, Export: events.Export{Host: d.Export.Host, Port: d.Export.Port}}
 	}
 	return out
 }

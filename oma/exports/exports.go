@@ -9,6 +9,8 @@ package exports
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -97,6 +99,17 @@ func (m *Manager) Pick(leased map[int]bool) (int, error) {
 	return 0, fmt.Errorf("%w: all of %d-%d are leased or in use", ErrExhausted, m.cfg.FirstPort, m.cfg.LastPort)
 }
 
+// Name returns an export name for prefix with a random 128-bit part
+// (32 hex digits, from crypto/rand) appended: nbdkit does not list its
+// exports, so only who is told the name can reach the export.
+func Name(prefix string) (string, error) {
+	secret := make([]byte, 16)
+	if _, err := rand.Read(secret); err != nil {
+		return "", fmt.Errorf("export name for %s: %w", prefix, err)
+	}
+	return prefix + "-" + hex.EncodeToString(secret), nil
+}
+
 // Volume is one disk to serve: a raw file of a given size, exported under Name.
 type Volume struct {
 	Name     string
@@ -149,8 +162,9 @@ func Prepare(dir string, vols []Volume) error {
 }
 
 // Serve starts nbdkit for job on port, serving every file in dir as an
-// export named after it, and returns once it accepts connections. The
-// process is restarted if it dies, until Stop.
+// export named after it, and returns once an NBD handshake for one of them
+// succeeds. Exports are not listed: only a client that knows a name reaches
+// it. The process is restarted if it dies, until Stop.
 func (m *Manager) Serve(ctx context.Context, job string, port int, dir string) error {
 	m.mu.Lock()
 	if s, ok := m.servers[job]; ok {
@@ -181,11 +195,22 @@ type proc struct {
 	stderr *lockedBuffer
 }
 
-// start runs one nbdkit and waits until it accepts connections.
+// start runs one nbdkit and waits until it serves the job's exports: an
+// NBD handshake for one of them must succeed, so a process that merely
+// accepts connections on the port does not pass for nbdkit.
 func (m *Manager) start(ctx context.Context, job string, port int, dir string) (*proc, error) {
+	probeName, err := firstExport(dir)
+	if err != nil {
+		return nil, fmt.Errorf("start nbdkit for %s: %w", job, err)
+	}
 	addr := net.JoinHostPort(m.cfg.BindAddr, strconv.Itoa(port))
+	// The exportname filter refuses NBD_OPT_LIST: a client must know an
+	// export's name, and the file plugin serves only names that are files in
+	// dir (never "", never a path). exportname-strict is not used: it needs
+	// every name on the command line, where any local user can read it.
 	cmd := exec.Command(m.cfg.Nbdkit, "--foreground", "--exit-with-parent",
-		"--ipaddr", m.cfg.BindAddr, "--port", strconv.Itoa(port), "file", "dir="+dir)
+		"--ipaddr", m.cfg.BindAddr, "--port", strconv.Itoa(port),
+		"--filter=exportname", "file", "dir="+dir, "exportname-list=error", "exportdesc=none")
 	p := &proc{cmd: cmd, exited: make(chan error, 1), stderr: &lockedBuffer{}}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
@@ -193,10 +218,12 @@ func (m *Manager) start(ctx context.Context, job string, port int, dir string) (
 	}
 	go func() { p.exited <- cmd.Wait() }()
 	deadline := time.Now().Add(m.cfg.ReadyTimeout)
+	var probeErr error
 	for {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
+		pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		_, probeErr = Probe(pctx, addr, probeName)
+		cancel()
+		if probeErr == nil {
 			break
 		}
 		select {
@@ -211,11 +238,23 @@ func (m *Manager) start(ctx context.Context, job string, port int, dir string) (
 		if time.Now().After(deadline) {
 			_ = cmd.Process.Kill()
 			<-p.exited
-			return nil, fmt.Errorf("nbdkit for %s on %s: not ready after %s", job, addr, m.cfg.ReadyTimeout)
+			return nil, fmt.Errorf("nbdkit for %s on %s: not ready after %s: %w", job, addr, m.cfg.ReadyTimeout, probeErr)
 		}
 	}
 	m.log.Info("nbdkit serving", "job", job, "addr", addr, "pid", cmd.Process.Pid)
 	return p, nil
+}
+
+// firstExport returns the name of one export of dir, to probe.
+func firstExport(dir string) (string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return "", fmt.Errorf("read export dir: %w", err)
+	}
+	if len(entries) == 0 {
+		return "", fmt.Errorf("export dir %s is empty", dir)
+	}
+	return entries[0].Name(), nil
 }
 
 // supervise restarts nbdkit when it dies, until s.stop is closed.

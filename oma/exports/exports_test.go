@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -101,19 +102,19 @@ func TestServeWritesLandInTheVolume(t *testing.T) {
 	if err := m.Serve(ctx, "job-1", port, exportDir); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("nbdinfo", "--list", fmt.Sprintf("nbd://127.0.0.1:%d", port)).CombinedOutput()
-	if err != nil {
-		t.Fatalf("nbdinfo --list: %v\n%s", err, out)
-	}
-	for _, name := range []string{"job-1-disk-2000", "job-1-disk-2001"} {
-		if !strings.Contains(string(out), name) {
-			t.Errorf("nbdinfo --list lacks %s:\n%s", name, out)
+	// Nobody lists the exports; only the right names reach them.
+	for _, url := range []string{fmt.Sprintf("nbd://127.0.0.1:%d", port), fmt.Sprintf("nbd://127.0.0.1:%d/", port)} {
+		if out, err := exec.Command("nbdinfo", "--list", url).CombinedOutput(); err == nil || strings.Contains(string(out), "job-1") {
+			t.Errorf("nbdinfo --list %s = %v, listed:\n%s", url, err, out)
 		}
 	}
-	if !strings.Contains(string(out), strconv.Itoa(2*size)) {
-		t.Errorf("nbdinfo --list does not show the exact size %d:\n%s", 2*size, out)
+	for i, v := range vols {
+		url := fmt.Sprintf("nbd://127.0.0.1:%d/%s", port, v.Name)
+		out, err := exec.Command("nbdinfo", "--size", url).CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != strconv.Itoa((i+1)*size) {
+			t.Errorf("nbdinfo --size %s = %s, %v, want %d", url, out, err, (i+1)*size)
+		}
 	}
-
 	src := filepath.Join(dir, "src.raw")
 	data := make([]byte, size)
 	_, _ = rand.Read(data[:size/2]) // the second half stays zero
@@ -168,8 +169,141 @@ func TestServeReportsAFailingNbdkit(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err := m.Serve(ctx, "job-x", first, filepath.Join(t.TempDir(), "missing"))
+	if err == nil || !strings.Contains(err.Error(), "export dir") {
+		t.Errorf("Serve on a missing dir = %v, want the dir's error", err)
+	}
+}
+
+// TestServeIsReadyOnlyWhenItsExportAnswers occupies the port nbdkit is told
+// to use with a listener that accepts and says nothing: nbdkit cannot bind
+// and exits. A readiness check that only connects (the old one) took the
+// listener for nbdkit and reported success; the NBD handshake does not.
+func TestServeIsReadyOnlyWhenItsExportAnswers(t *testing.T) {
+	t.Parallel()
+	first, last := exportstest.FreePorts(t, 1)
+	m := exports.New(exports.Config{FirstPort: first, LastPort: last, ReadyTimeout: 5 * time.Second})
+	t.Cleanup(m.StopAll)
+	silent := silentListener(t, "127.0.0.1:"+strconv.Itoa(first))
+	dir := t.TempDir()
+	exportDir := filepath.Join(dir, "exports", "job-1")
+	if err := exports.Prepare(exportDir, []exports.Volume{{Name: "job-1-disk-2000", Path: filepath.Join(dir, "a.raw"), Capacity: 1 << 20}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := m.Serve(ctx, "job-1", first, exportDir)
 	if err == nil || !strings.Contains(err.Error(), "exited") {
-		t.Errorf("Serve on a missing dir = %v, want nbdkit's exit", err)
+		t.Errorf("Serve on a port a silent listener holds = %v, want nbdkit's exit", err)
+	}
+	if c, err := net.Dial("tcp", silent); err != nil {
+		t.Errorf("the silent listener was not reached at all: %v", err)
+	} else {
+		c.Close()
+	}
+}
+
+// silentListener accepts connections on addr and never writes a byte.
+func silentListener(t *testing.T, addr string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	return l.Addr().String()
+}
+
+func TestProbe(t *testing.T) {
+	t.Parallel()
+	first, last := exportstest.FreePorts(t, 1)
+	m := exports.New(exports.Config{FirstPort: first, LastPort: last})
+	t.Cleanup(m.StopAll)
+	dir := t.TempDir()
+	name, err := exports.Name("job-1-disk-2000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`^job-1-disk-2000-[0-9a-f]{32}$`).MatchString(name) {
+		t.Errorf("Name = %q, want the prefix and 32 hex digits", name)
+	}
+	if other, _ := exports.Name("job-1-disk-2000"); other == name {
+		t.Errorf("Name twice = %q both times", name)
+	}
+	exportDir := filepath.Join(dir, "exports", "job-1")
+	if err := exports.Prepare(exportDir, []exports.Volume{{Name: name, Path: filepath.Join(dir, "a.raw"), Capacity: 3 << 20}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := m.Serve(ctx, "job-1", first, exportDir); err != nil {
+		t.Fatal(err)
+	}
+	nbd := "127.0.0.1:" + strconv.Itoa(first)
+	garbage, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { garbage.Close() })
+	go func() {
+		for {
+			c, err := garbage.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
+			c.Close()
+		}
+	}()
+	tests := []struct {
+		name     string
+		addr     string
+		export   string
+		wantSize int64
+		wantErr  string
+	}{
+		{"its export", nbd, name, 3 << 20, ""},
+		{"a wrong name", nbd, "job-1-disk-2000", 0, "no such export"},
+		{"the default export", nbd, "", 0, "no such export"},
+		{"a path", nbd, "../a.raw", 0, "no such export"},
+		{"a silent listener", silentListener(t, "127.0.0.1:0"), name, 0, "greeting"},
+		{"not NBD", garbage.Addr().String(), name, 0, "not a newstyle NBD server"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			defer cancel()
+			size, err := exports.Probe(ctx, tc.addr, tc.export)
+			if tc.wantErr == "" && (err != nil || size != tc.wantSize) {
+				t.Errorf("Probe(%q) = %d, %v, want %d", tc.export, size, err, tc.wantSize)
+			}
+			if tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Errorf("Probe(%q) = %d, %v, want an error with %q", tc.export, size, err, tc.wantErr)
+			}
+		})
+	}
+	// nbdinfo agrees: no listing, no wrong name, the right name works.
+	for _, c := range []struct {
+		args []string
+		ok   bool
+	}{
+		{[]string{"--list", "nbd://" + nbd}, false},
+		{[]string{"nbd://" + nbd + "/wrong-name"}, false},
+		{[]string{"nbd://" + nbd + "/"}, false},
+		{[]string{"--size", "nbd://" + nbd + "/" + name}, true},
+	} {
+		out, err := exec.Command("nbdinfo", c.args...).CombinedOutput()
+		if (err == nil) != c.ok || strings.Contains(string(out), name) && !c.ok {
+			t.Errorf("nbdinfo %v = %v, want success %v:\n%s", c.args, err, c.ok, out)
+		}
 	}
 }
 

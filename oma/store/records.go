@@ -17,6 +17,13 @@ type Job struct {
 	ReplicationType string       `json:"replication_type"`
 	State           string       `json:"state"`
 	Disks           []JobDisk    `json:"disks"`
+	// ReplicaID names the replica (VMA, vCenter, VM UUID) the job writes;
+	// empty for jobs from before replicas.
+	ReplicaID string `json:"replica_id,omitempty"`
+	// Generation is the generation of the replica's volumes the job writes:
+	// a new one for an initial job, its base's for an incremental one; 0
+	// for jobs from before replicas.
+	Generation int `json:"generation,omitempty"`
 	// BaseJobID is the completed job an incremental job builds on.
 	BaseJobID          string `json:"base_job_id,omitempty"`
 	BytesTotal         int64  `json:"bytes_total"`

@@ -1,0 +1,157 @@
+package control
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/oma/store"
+)
+
+// A replica is the copy on the OMA of one source VM, known by the VMA that
+// reads it, the vCenter and the VM's UUID: morefs such as vm-100 repeat
+// across vCenters, so they alone cannot name a replica. Its volumes live in
+// volumes/<replica id>/disk-<key>.g<generation>.raw. An initial job writes
+// a new generation and never touches the one before; an incremental job
+// writes into the generation of the completed job whose change ids it
+// uses. The current replica is what the newest completed job of the
+// replica left. Jobs from before replicas (no ReplicaID) wrote
+// volumes/<vm>/disk-<key>.raw; they count as generation 0 of the replica
+// of their VMA, vCenter and VM id.
+
+// Replica is the current replica of a source VM: the generation and the
+// volume files the newest completed job of the replica left.
+type Replica struct {
+	ID         string `json:"replica_id"`
+	Generation int    `json:"generation"`
+	// JobID is the completed job that made this generation current.
+	JobID       string        `json:"job_id"`
+	CompletedAt *time.Time    `json:"completed_at,omitempty"`
+	Disks       []ReplicaDisk `json:"disks"`
+}
+
+// ReplicaDisk is one disk of a replica: the file that holds it.
+type ReplicaDisk struct {
+	Key        int32  `json:"key"`
+	VolumePath string `json:"volume_path"`
+	ChangeID   string `json:"change_id,omitempty"`
+}
+
+// replicaID names the replica of vm as found by a VMA in a vCenter. It is
+// a safe path component and subject-free: the VM id with every character
+// but letters, digits, '-' and '_' replaced, then 128 bits of the SHA-256
+// of VMA, vCenter and UUID (the VM id when the inventory has no UUID).
+func replicaID(vmaID, vcenter string, vm events.VM) string {
+	identity := "uuid:" + vm.UUID
+	if vm.UUID == "" {
+		identity = "moref:" + vm.ID
+	}
+	sum := sha256.Sum256([]byte(vmaID + "\x00" + vcenter + "\x00" + identity))
+	name := strings.Map(func(r rune) rune {
+		if r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' {
+			return r
+		}
+		return '_'
+	}, vm.ID)
+	if len(name) > 64 {
+		name = name[:64]
+	}
+	return name + "-" + hex.EncodeToString(sum[:16])
+}
+
+// legacyKey is the replica a job from before replicas belongs to.
+func legacyKey(vmaID, vcenter, vmID string) string {
+	return "legacy\x00" + vmaID + "\x00" + vcenter + "\x00" + vmID
+}
+
+// replicaKey returns the replica j belongs to.
+func replicaKey(j store.Job) string {
+	if j.ReplicaID != "" {
+		return j.ReplicaID
+	}
+	return legacyKey(j.VMAID, j.VCenter, j.VM.ID)
+}
+
+// ofReplica reports whether j belongs to the replica rid of loc.
+func ofReplica(j store.Job, rid string, loc located) bool {
+	k := replicaKey(j)
+	return k == rid || k == legacyKey(loc.vmaID, loc.vcenter, loc.vm.ID)
+}
+
+// newer reports whether completed job a ended after completed job b.
+func newer(a, b store.Job) bool {
+	at, bt := a.CreatedAt, b.CreatedAt
+	if a.FinishedAt != nil {
+		at = *a.FinishedAt
+	}
+	if b.FinishedAt != nil {
+		bt = *b.FinishedAt
+	}
+	if at.Equal(bt) {
+		return a.CreatedAt.After(b.CreatedAt)
+	}
+	return at.After(bt)
+}
+
+// currentJobs returns the newest completed job of every replica, by
+// replica key.
+func currentJobs(all []store.Job) map[string]store.Job {
+	cur := map[string]store.Job{}
+	for _, j := range all {
+		if j.State != events.JobCompleted {
+			continue
+		}
+		k := replicaKey(j)
+		if c, ok := cur[k]; !ok || newer(j, c) {
+			cur[k] = j
+		}
+	}
+	return cur
+}
+
+// replicaOf describes the replica a completed job left.
+func replicaOf(j store.Job) *Replica {
+	r := &Replica{ID: j.ReplicaID, Generation: j.Generation, JobID: j.ID, CompletedAt: j.FinishedAt}
+	for _, d := range j.Disks {
+		r.Disks = append(r.Disks, ReplicaDisk{Key: d.Key, VolumePath: d.Volume, ChangeID: d.ChangeID})
+	}
+	return r
+}
+
+// lookupReplica returns the current replica of rid (or of the legacy
+// jobs of VMA, vCenter and VM id), nil when none completed.
+func lookupReplica(cur map[string]store.Job, rid, vmaID, vcenter, vmID string) *Replica {
+	if j, ok := cur[rid]; ok {
+		return replicaOf(j)
+	}
+	if j, ok := cur[legacyKey(vmaID, vcenter, vmID)]; ok {
+		return replicaOf(j)
+	}
+	return nil
+}
+
+// CurrentReplica returns the current replica of the source VM of job j:
+// which files hold the last completed copy. It is nil when no job of that
+// replica has completed.
+func (c *Control) CurrentReplica(j store.Job) (*Replica, error) {
+	var all []store.Job
+	err := c.store.View(func(tx *bbolt.Tx) error {
+		var err error
+		all, err = store.Jobs(tx)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("current replica of %s: %w", j.ID, err)
+	}
+	return lookupReplica(currentJobs(all), replicaKey(j), j.VMAID, j.VCenter, j.VM.ID), nil
+}
+
+func (c *Control) volumePath(replica string, key int32, generation int) string {
+	return filepath.Join(c.cfg.DataDir, "volumes", replica, fmt.Sprintf("disk-%d.g%d.raw", key, generation))
+}
