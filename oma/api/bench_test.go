@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/events"
-	"github.com/godwit/godwit/oma/exports/exportstest"
+	"github.com/godwit/godwit/testbed"
 )
 
 // BenchmarkCreateReplication measures POST /api/v1/replications with 1 and
@@ -103,7 +103,7 @@ func bareNbdkitStart(b *testing.B, dir string) time.Duration {
 		_ = f.Truncate(1 << 30)
 		f.Close()
 	}
-	port, _ := exportstest.FreePorts(b, 1)
+	port, _ := testbed.FreePorts(b, 1)
 	var times []time.Duration
 	for range 20 {
 		t0 := time.Now()

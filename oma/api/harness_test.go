@@ -10,10 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/bbolt"
+
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/bus/bustest"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/events/subject"
+	"github.com/godwit/godwit/oma/appliance"
 	"github.com/godwit/godwit/oma/control"
 	"github.com/godwit/godwit/seal"
 	"github.com/godwit/godwit/testbed"
@@ -46,6 +49,26 @@ func (o *omaUnderTest) sync() { o.dir, o.url, o.token, o.conn = o.Dir, o.URL, o.
 func (o *omaUnderTest) restart() {
 	o.t.Helper()
 	o.Restart()
+	o.sync()
+}
+
+// editStore stops the OMA, changes its state database with edit, as an
+// older OMA or an operator could have left it, and starts it again.
+func (o *omaUnderTest) editStore(edit func(tx *bbolt.Tx) error) {
+	o.t.Helper()
+	o.Stop()
+	st, err := appliance.OpenStore(o.dir)
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	err = st.Update(edit)
+	if cerr := st.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	o.Start()
 	o.sync()
 }
 

@@ -309,7 +309,7 @@ func TestJobsFromBeforeReplicasStayTheBase(t *testing.T) {
 	if err := os.WriteFile(legacy, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	err := o.st.Update(func(tx *bbolt.Tx) error {
+	o.editStore(func(tx *bbolt.Tx) error {
 		j, err := store.GetJob(tx, old.JobID)
 		if err != nil {
 			return err
@@ -317,9 +317,6 @@ func TestJobsFromBeforeReplicasStayTheBase(t *testing.T) {
 		j.ReplicaID, j.Generation, j.Disks[0].Volume = "", 0, legacy
 		return store.PutJob(tx, j)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if r := o.inventoryVMs()[0].CurrentReplica; r == nil || r.JobID != old.JobID || r.Disks[0].VolumePath != legacy {
 		t.Errorf("current replica of an upgraded VM = %+v, want job %s in %s", r, old.JobID, legacy)
 	}
