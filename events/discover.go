@@ -92,6 +92,10 @@ type VM struct {
 	Datacenter string `json:"datacenter"`
 	// UUID is the BIOS UUID.
 	UUID string `json:"uuid"`
+	// InstanceUUID is vCenter's instance UUID (config.instanceUuid), unique
+	// within a vCenter where morefs and BIOS UUIDs may repeat; empty when
+	// the VMA did not report it.
+	InstanceUUID string `json:"instance_uuid,omitempty"`
 	// PowerState is poweredOn, poweredOff or suspended.
 	PowerState string `json:"power_state"`
 	GuestOS    string `json:"guest_os"`

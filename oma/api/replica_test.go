@@ -353,3 +353,46 @@ func assertNotInJobsStream(t *testing.T, o *omaUnderTest, secret string) {
 		}
 	}
 }
+
+// TestReplicaFollowsTheInstanceUUID: a VM re-registered under a new moref
+// keeps its instance UUID, and with it its replica and incremental base; a
+// clone with the same BIOS UUID but its own instance UUID is another replica.
+func TestReplicaFollowsTheInstanceUUID(t *testing.T) {
+	t.Parallel()
+	o := newOMA(t, 2)
+	v := o.addVMA("vma-1")
+	vm := testVM("vm-200", 1<<20)
+	vm.UUID, vm.InstanceUUID = "4204a1b2-0000-0000-0000-0000000000aa", "5004c3d4-0000-0000-0000-000000000001"
+	o.learn(v, vm)
+	first := o.create(createBody("vm-200", "initial"))
+	if !strings.HasPrefix(first.ReplicaID, vm.InstanceUUID+"-") {
+		t.Errorf("replica id %q does not start with the instance UUID", first.ReplicaID)
+	}
+	o.finish(v, first.JobID, events.JobCompleted, "c/1")
+
+	moved := vm
+	moved.ID = "vm-201"
+	clone := testVM("vm-300", 1<<20)
+	clone.UUID, clone.InstanceUUID = vm.UUID, "5004c3d4-0000-0000-0000-000000000002"
+	v.inventory(t, moved, clone)
+	eventually(t, "the new inventory", func() bool {
+		ids := map[string]bool{}
+		for _, x := range o.inventoryVMs() {
+			ids[x.ID] = true
+		}
+		return ids["vm-201"] && ids["vm-300"] && !ids["vm-200"]
+	})
+	inc := o.create(createBody("vm-201", "incremental"))
+	if inc.ReplicaID != first.ReplicaID || inc.BaseJobID != first.JobID || inc.Disks[0].VolumePath != first.Disks[0].VolumePath {
+		t.Errorf("incremental after re-registration: replica %s base %s volume %s, want %s %s %s",
+			inc.ReplicaID, inc.BaseJobID, inc.Disks[0].VolumePath, first.ReplicaID, first.JobID, first.Disks[0].VolumePath)
+	}
+	var p problem
+	if code := o.do("POST", "/api/v1/replications", createBody("vm-300", "incremental"), &p); code != 409 {
+		t.Errorf("incremental of a clone that was never copied = %d %+v, want 409", code, p)
+	}
+	cl := o.create(createBody("vm-300", "initial"))
+	if cl.ReplicaID == first.ReplicaID || cl.Disks[0].VolumePath == first.Disks[0].VolumePath {
+		t.Errorf("the clone shares replica %s", cl.ReplicaID)
+	}
+}

@@ -43,14 +43,18 @@ type ReplicaDisk struct {
 	ChangeID   string `json:"change_id,omitempty"`
 }
 
-// replicaID names the replica of vm as found by a VMA in a vCenter. It is
-// a safe path component and subject-free: the VM id with every character
-// but letters, digits, '-' and '_' replaced, then 128 bits of the SHA-256
-// of VMA, vCenter and UUID (the VM id when the inventory has no UUID).
+// replicaID names the replica of vm as found by a VMA in a vCenter: 128
+// bits of the SHA-256 of VMA, vCenter and the VM's instance UUID, after a
+// readable part, the instance UUID itself. Without an instance UUID in the
+// inventory the VM is known by its BIOS UUID and VM id (BIOS UUIDs repeat
+// in cloned VMs), and the readable part is the VM id. A VM re-registered
+// under a new moref keeps its instance UUID, and so its replica. The id is
+// a safe path component and subject-free: every character but letters,
+// digits, '-' and '_' is replaced.
 func replicaID(vmaID, vcenter string, vm events.VM) string {
-	identity := "uuid:" + vm.UUID
-	if vm.UUID == "" {
-		identity = "moref:" + vm.ID
+	identity, readable := "instance:"+vm.InstanceUUID, vm.InstanceUUID
+	if vm.InstanceUUID == "" {
+		identity, readable = "uuid:"+vm.UUID+"\x00moref:"+vm.ID, vm.ID
 	}
 	sum := sha256.Sum256([]byte(vmaID + "\x00" + vcenter + "\x00" + identity))
 	name := strings.Map(func(r rune) rune {
@@ -58,7 +62,7 @@ func replicaID(vmaID, vcenter string, vm events.VM) string {
 			return r
 		}
 		return '_'
-	}, vm.ID)
+	}, readable)
 	if len(name) > 64 {
 		name = name[:64]
 	}

@@ -19,7 +19,7 @@ import (
 
 // vmProperties are the only VM properties discovery asks for.
 func vmProperties() []string {
-	return []string{"name", "parent", "runtime.powerState", "config.uuid", "config.guestId", "config.hardware.numCPU",
+	return []string{"name", "parent", "runtime.powerState", "config.uuid", "config.instanceUuid", "config.guestId", "config.hardware.numCPU",
 		"config.hardware.memoryMB", "config.firmware", "config.changeTrackingEnabled", "config.hardware.device"}
 }
 
@@ -176,7 +176,7 @@ func toVM(mvm mo.VirtualMachine, dc, path string, names map[types.ManagedObjectR
 	if c == nil {
 		return vm // not yet configured (being created): no hardware to report
 	}
-	vm.UUID, vm.GuestOS = c.Uuid, c.GuestId
+	vm.UUID, vm.InstanceUUID, vm.GuestOS = c.Uuid, c.InstanceUuid, c.GuestId
 	vm.NumCPU, vm.MemoryMB = int(c.Hardware.NumCPU), int(c.Hardware.MemoryMB)
 	if c.Firmware != "" {
 		vm.Firmware = c.Firmware

@@ -62,7 +62,7 @@ func TestDiscoverReturnsEveryField(t *testing.T) {
 		t.Fatal("no PGWINTESTBIOS")
 	}
 	if !strings.HasPrefix(seed.ID, "vm-") || seed.Path != "/DatabanxDC/vm/PGWINTESTBIOS" || seed.Datacenter != "DatabanxDC" ||
-		len(seed.UUID) != 36 || seed.PowerState != "poweredOn" || seed.GuestOS != "windows2019srv_64Guest" ||
+		len(seed.UUID) != 36 || len(seed.InstanceUUID) != 36 || seed.InstanceUUID == seed.UUID || seed.PowerState != "poweredOn" || seed.GuestOS != "windows2019srv_64Guest" ||
 		seed.NumCPU != 4 || seed.MemoryMB != 8192 || seed.Firmware != "bios" || !seed.CBTEnabled {
 		t.Errorf("seed VM = %+v", seed)
 	}
