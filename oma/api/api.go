@@ -9,7 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -19,26 +19,77 @@ import (
 	"github.com/godwit/godwit/oma/control"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/tokens"
+	"github.com/godwit/godwit/schema"
 )
 
 // Version is reported by health.
 const Version = "0.1.0"
 
+// Config configures the API. Every zero value is the safe default.
+type Config struct {
+	// Logger receives errors and the access log; nil discards.
+	Logger *slog.Logger
+	// AllowOrigins lists the browser origins (scheme://host[:port]) besides
+	// the API's own that may call it; empty: none.
+	AllowOrigins []string
+	// HTTP configures the server Serve runs: idle timeout, and TLS with
+	// HTTP.TLSCertFile and HTTP.TLSKeyFile (both or neither). Its Logger
+	// defaults to Logger.
+	HTTP httpserver.Config
+	// Validator checks fields against the event schemas; nil compiles one.
+	Validator *schema.Validator
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
+}
+
+// Validate reports a configuration Serve would refuse.
+func (c Config) Validate() error { return c.HTTP.Validate() }
+
 // API is the OMA REST API.
 type API struct {
+	cfg    Config
 	ctl    *control.Control
 	store  *store.Store
 	server *bus.Server
 	log    *slog.Logger
 	now    func() time.Time
+
+	schemaOnce sync.Once
+	schemas    *schema.Validator
+	schemaErr  error
 }
 
-// New returns the API over ctl. server may be nil when NATS is external.
+// New returns the API over ctl, logging to log, with the defaults of
+// Config. server may be nil when NATS is external.
 func New(ctl *control.Control, st *store.Store, server *bus.Server, log *slog.Logger) *API {
+	return NewWithConfig(ctl, st, server, Config{Logger: log})
+}
+
+// NewWithConfig returns the API over ctl configured by cfg. server may be
+// nil when NATS is external.
+func NewWithConfig(ctl *control.Control, st *store.Store, server *bus.Server, cfg Config) *API {
+	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &API{ctl: ctl, store: st, server: server, log: log, now: time.Now}
+	if cfg.HTTP.Logger == nil {
+		cfg.HTTP.Logger = cfg.Logger
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &API{cfg: cfg, ctl: ctl, store: st, server: server, log: log, now: cfg.Now}
+}
+
+// validator returns the schema validator, compiling one on first use.
+func (a *API) validator() (*schema.Validator, error) {
+	a.schemaOnce.Do(func() {
+		a.schemas = a.cfg.Validator
+		if a.schemas == nil {
+			a.schemas, a.schemaErr = schema.New()
+		}
+	})
+	return a.schemas, a.schemaErr
 }
 
 // Handler returns the HTTP handler of the API.
@@ -64,7 +115,7 @@ func (a *API) Handler() http.Handler {
 	authed.Handle("/vms", a.handle(a.vms)).Methods(http.MethodGet)
 	authed.Handle("/vmas", a.handle(a.vmas)).Methods(http.MethodGet)
 	authed.Handle("/vmas", a.handle(a.addVMA)).Methods(http.MethodPost)
-	return r
+	return httpserver.Guard(a.cfg.AllowOrigins, r)
 }
 
 // handle adapts a handler that returns an error: the error becomes a problem.
@@ -87,14 +138,13 @@ func (a *API) handle(h func(http.ResponseWriter, *http.Request) error) http.Hand
 // auth requires a valid Bearer token.
 func (a *API) auth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := r.Header.Get("Authorization")
-		secret, ok := strings.CutPrefix(h, "Bearer ")
-		if !ok || secret == "" {
+		secret, ok := httpserver.BearerToken(r)
+		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="godwit"`)
 			writeProblem(w, http.StatusUnauthorized, "Authorization", "missing bearer token: send Authorization: Bearer <token> (oma token create --name NAME)")
 			return
 		}
-		if _, ok := tokens.Check(a.store, strings.TrimSpace(secret)); !ok {
+		if _, ok := tokens.Check(a.store, secret); !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="godwit", error="invalid_token"`)
 			writeProblem(w, http.StatusUnauthorized, "Authorization", "invalid bearer token")
 			return
@@ -105,5 +155,5 @@ func (a *API) auth(next http.Handler) http.Handler {
 
 // Serve serves the API on l until ctx ends, then drains requests.
 func (a *API) Serve(ctx context.Context, l net.Listener) error {
-	return httpserver.Serve(ctx, l, a.Handler(), a.log)
+	return httpserver.Serve(ctx, l, a.Handler(), a.cfg.HTTP)
 }

@@ -145,8 +145,8 @@ func TestCreateReplicationRejectsBadInput(t *testing.T) {
 	if _, err := os.Stat(o.dir + "/exports"); err == nil {
 		t.Error("rejected requests prepared exports")
 	}
-	// curl's default content type is taken as JSON; XML is refused.
-	for ct, want := range map[string]int{"application/x-www-form-urlencoded": 404, "text/xml": 415} {
+	// A body that is not JSON is refused, curl's default content type too.
+	for ct, want := range map[string]int{"application/x-www-form-urlencoded": 415, "text/xml": 415, "application/json; charset=utf-8": 404} {
 		req, _ := http.NewRequest("POST", o.url+"/api/v1/replications", strings.NewReader(`{"source_vm":{"id":"vm-9"},"replication_type":"initial"}`))
 		req.Header.Set("Authorization", "Bearer "+o.token)
 		req.Header.Set("Content-Type", ct)
