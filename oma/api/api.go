@@ -53,6 +53,7 @@ type API struct {
 	server *bus.Server
 	log    *slog.Logger
 	now    func() time.Time
+	tokens *tokens.Tracker
 
 	schemaOnce sync.Once
 	schemas    *schema.Validator
@@ -78,7 +79,8 @@ func NewWithConfig(ctl *control.Control, st *store.Store, server *bus.Server, cf
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &API{cfg: cfg, ctl: ctl, store: st, server: server, log: log, now: cfg.Now}
+	return &API{cfg: cfg, ctl: ctl, store: st, server: server, log: log, now: cfg.Now,
+		tokens: tokens.NewTracker(st, tokens.TrackerConfig{Now: cfg.Now})}
 }
 
 // validator returns the schema validator, compiling one on first use.
@@ -115,6 +117,9 @@ func (a *API) Handler() http.Handler {
 	authed.Handle("/vms", a.handle(a.vms)).Methods(http.MethodGet)
 	authed.Handle("/vmas", a.handle(a.vmas)).Methods(http.MethodGet)
 	authed.Handle("/vmas", a.handle(a.addVMA)).Methods(http.MethodPost)
+	authed.Handle("/tokens", a.handle(a.createToken)).Methods(http.MethodPost)
+	authed.Handle("/tokens", a.handle(a.listTokens)).Methods(http.MethodGet)
+	authed.Handle("/tokens/{name}", a.handle(a.revokeToken)).Methods(http.MethodDelete)
 	return httpserver.Guard(a.cfg.AllowOrigins, r)
 }
 
@@ -144,7 +149,7 @@ func (a *API) auth(next http.Handler) http.Handler {
 			writeProblem(w, http.StatusUnauthorized, "Authorization", "missing bearer token: send Authorization: Bearer <token> (oma token create --name NAME)")
 			return
 		}
-		if _, ok := tokens.Check(a.store, secret); !ok {
+		if !a.validToken(r.Context(), secret) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="godwit", error="invalid_token"`)
 			writeProblem(w, http.StatusUnauthorized, "Authorization", "invalid bearer token")
 			return
@@ -153,7 +158,28 @@ func (a *API) auth(next http.Handler) http.Handler {
 	})
 }
 
-// Serve serves the API on l until ctx ends, then drains requests.
+// validToken reports whether secret is a valid token, recording its use.
+func (a *API) validToken(ctx context.Context, secret string) bool {
+	name, ok, err := a.tokens.Check(secret)
+	if err != nil {
+		a.log.WarnContext(ctx, "token use not recorded", "token", name, "err", err)
+	}
+	return ok
+}
+
+// authorized reports whether r carries a valid bearer token.
+func (a *API) authorized(r *http.Request) bool {
+	secret, ok := httpserver.BearerToken(r)
+	return ok && a.validToken(r.Context(), secret)
+}
+
+// Serve serves the API on l (HTTPS when Config.HTTP has a certificate and
+// key) until ctx ends, then drains requests and writes the tokens' last
+// uses.
 func (a *API) Serve(ctx context.Context, l net.Listener) error {
-	return httpserver.Serve(ctx, l, a.Handler(), a.cfg.HTTP)
+	err := httpserver.Serve(ctx, l, a.Handler(), a.cfg.HTTP)
+	if ferr := a.tokens.Flush(); ferr != nil {
+		a.log.Warn("token uses not recorded", "err", ferr)
+	}
+	return err
 }

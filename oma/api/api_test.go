@@ -69,14 +69,14 @@ func TestHealthAndAuth(t *testing.T) {
 			JetStream bool `json:"jetstream"`
 		} `json:"nats"`
 	}
-	if code := o.doRaw(http.MethodGet, "/api/v1/health", "", nil, &h); code != http.StatusOK {
+	if code := o.doRaw(http.MethodGet, "/api/v1/health", "Bearer "+o.token, nil, &h); code != http.StatusOK {
 		t.Fatalf("health = %d", code)
 	}
 	if h.Status != "ok" || h.Version == "" || h.UptimeSeconds == nil || !h.NATS.Connected || !h.NATS.JetStream || h.Connected == nil {
 		t.Errorf("health = %+v", h)
 	}
 	o.addVMA("vma-1")
-	o.doRaw(http.MethodGet, "/api/v1/health", "", nil, &h)
+	o.doRaw(http.MethodGet, "/api/v1/health", "Bearer "+o.token, nil, &h)
 	if len(h.Connected) != 1 || h.Connected[0] != "vma-1" {
 		t.Errorf("connected VMAs = %v, want [vma-1]", h.Connected)
 	}
@@ -85,6 +85,7 @@ func TestHealthAndAuth(t *testing.T) {
 		{"GET", "/api/v1/replications"}, {"POST", "/api/v1/replications"}, {"GET", "/api/v1/replications/x"},
 		{"DELETE", "/api/v1/replications/x"}, {"POST", "/api/v1/replications/x/start"}, {"POST", "/api/v1/discover"},
 		{"GET", "/api/v1/vms"}, {"GET", "/api/v1/vmas"}, {"POST", "/api/v1/vmas"},
+		{"POST", "/api/v1/tokens"}, {"GET", "/api/v1/tokens"}, {"DELETE", "/api/v1/tokens/test"},
 	} {
 		for _, auth := range []string{"", "Bearer ", "Bearer gwt_wrong", "Basic dXNlcjpwYXNz", o.token} {
 			var p problem
