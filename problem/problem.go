@@ -75,9 +75,10 @@ func IsJSON(contentType string) bool {
 
 // Decode reads one JSON object of at most MaxBody bytes into v, refusing
 // unknown fields and trailing data. Its errors are *Error, naming the
-// field where it can; a Content-Type that is not JSON (IsJSON) is 415.
+// field where it can; a body whose Content-Type is not JSON (IsJSON) is
+// 415, and an empty body needs no Content-Type (it is 400).
 func Decode(w http.ResponseWriter, r *http.Request, v any) error {
-	if ct := r.Header.Get("Content-Type"); !IsJSON(ct) {
+	if ct := r.Header.Get("Content-Type"); r.ContentLength != 0 && !IsJSON(ct) {
 		return &Error{Status: http.StatusUnsupportedMediaType, Field: "Content-Type", Detail: fmt.Sprintf("Content-Type %q: send application/json", ct)}
 	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBody))
