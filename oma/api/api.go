@@ -146,7 +146,7 @@ func (a *API) auth(next http.Handler) http.Handler {
 		secret, ok := httpserver.BearerToken(r)
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="godwit"`)
-			writeProblem(w, http.StatusUnauthorized, "Authorization", "missing bearer token: send Authorization: Bearer <token> (oma token create --name NAME)")
+			writeProblem(w, http.StatusUnauthorized, "Authorization", "missing bearer token: send Authorization: Bearer <token> (oma token create --name NAME, or POST /api/v1/tokens)")
 			return
 		}
 		if !a.validToken(r.Context(), secret) {

@@ -63,4 +63,3 @@ func (a *API) checkCredentials(eventType string, c credentialsRequest, fields ..
 	}
 	return a.checkFields(eventType, fields...)
 }
-
