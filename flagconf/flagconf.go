@@ -19,6 +19,18 @@ func EnvName(flagName string) string {
 	return "GODWIT_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
+// List splits a comma-separated flag value into its trimmed, non-empty
+// items: " a, ,b " is [a b].
+func List(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
 // Parse parses args into fs after applying the environment and, when fs
 // has a -config flag that is set, the config file. Arguments that are not
 // flags are an error: fs takes flags only.

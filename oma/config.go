@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/flagconf"
+	"github.com/godwit/godwit/oma/api"
 	"github.com/godwit/godwit/oma/appliance"
 )
 
@@ -26,6 +27,9 @@ type config struct {
 	discoverTimeout time.Duration
 	streamMaxAge    time.Duration
 	streamMaxBytes  int64
+	allowOrigins    string
+	tlsCert         string
+	tlsKey          string
 }
 
 // newFlagSet declares the flags every oma command has; its usage lists the
@@ -47,6 +51,9 @@ func newFlagSet(name string, cfg *config, stderr io.Writer) *flag.FlagSet {
 func declareRunFlags(fs *flag.FlagSet, cfg *config) {
 	fs.StringVar(&cfg.apiAddr, "api-addr", ":8082", "REST API listen address")
 	fs.StringVar(&cfg.apiURL, "api-url", "http://localhost:8082", "OMA API URL given to VMAs")
+	fs.StringVar(&cfg.allowOrigins, "api-allow-origin", "", "comma-separated browser origins (scheme://host[:port]) allowed to call the API besides its own")
+	fs.StringVar(&cfg.tlsCert, "api-tls-cert", "", "PEM certificate (chain) to serve the API over HTTPS; needs -api-tls-key")
+	fs.StringVar(&cfg.tlsKey, "api-tls-key", "", "PEM private key to serve the API over HTTPS; needs -api-tls-cert")
 	fs.StringVar(&cfg.natsAddr, "nats-addr", "127.0.0.1:4222", "NATS listen address (loopback by default)")
 	fs.IntVar(&cfg.natsMonitorPort, "nats-monitor-port", 0, "NATS HTTP monitoring port on the NATS host; 0 turns it off")
 	fs.StringVar(&cfg.nbdPorts, "nbd-ports", "10100-10199", "NBD export port pool, FIRST-LAST")
@@ -71,8 +78,15 @@ func (cfg *config) appliance() (appliance.Config, error) {
 	if cfg.streamMaxBytes < 1 || cfg.streamMaxAge <= 0 || cfg.discoverTimeout <= 0 {
 		return appliance.Config{}, fmt.Errorf("-stream-max-bytes, -stream-max-age and -discover-timeout must be positive")
 	}
+	if (cfg.tlsCert == "") != (cfg.tlsKey == "") {
+		return appliance.Config{}, fmt.Errorf("-api-tls-cert and -api-tls-key go together: give both or neither")
+	}
+	var ac api.Config
+	ac.AllowOrigins = flagconf.List(cfg.allowOrigins)
+	ac.HTTP.TLSCertFile, ac.HTTP.TLSKeyFile = cfg.tlsCert, cfg.tlsKey
 	return appliance.Config{
 		DataDir:         cfg.dataDir,
+		API:             ac,
 		APIAddr:         cfg.apiAddr,
 		APIURL:          cfg.apiURL,
 		NATSAddr:        cfg.natsAddr,

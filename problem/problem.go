@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"strings"
 )
@@ -56,15 +57,29 @@ func WriteJSON(w http.ResponseWriter, status int, v any) error {
 	return json.NewEncoder(w).Encode(v)
 }
 
+// IsJSON reports whether a Content-Type header value is JSON:
+// application/json or application/<anything>+json, with no charset or
+// charset utf-8. Anything else, the empty value and curl's default
+// application/x-www-form-urlencoded included, is not.
+func IsJSON(contentType string) bool {
+	mt, params, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return false
+	}
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+		return false
+	}
+	sub, ok := strings.CutPrefix(mt, "application/")
+	return ok && (sub == "json" || (strings.HasSuffix(sub, "+json") && len(sub) > len("+json")))
+}
+
 // Decode reads one JSON object of at most MaxBody bytes into v, refusing
 // unknown fields and trailing data. Its errors are *Error, naming the
-// field where it can. curl's default Content-Type
-// (application/x-www-form-urlencoded) is taken as JSON; other non-JSON
-// types get 415.
+// field where it can; a body whose Content-Type is not JSON (IsJSON) is
+// 415, and an empty body needs no Content-Type (it is 400).
 func Decode(w http.ResponseWriter, r *http.Request, v any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") &&
-		!strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
-		return &Error{Status: http.StatusUnsupportedMediaType, Detail: fmt.Sprintf("Content-Type %q: send application/json", ct)}
+	if ct := r.Header.Get("Content-Type"); r.ContentLength != 0 && !IsJSON(ct) {
+		return &Error{Status: http.StatusUnsupportedMediaType, Field: "Content-Type", Detail: fmt.Sprintf("Content-Type %q: send application/json", ct)}
 	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBody))
 	dec.DisallowUnknownFields()

@@ -10,6 +10,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
@@ -61,6 +62,10 @@ func (e *Error) Error() string {
 // Validator checks envelopes and payloads against the embedded schemas. It
 // is safe for concurrent use.
 type Validator struct {
+	compiler *jsonschema.Compiler // guarded by mu, for Field
+	mu       sync.Mutex
+	fields   map[string]*jsonschema.Schema // guarded by mu, by event type and property
+
 	envelope *jsonschema.Schema
 	payloads map[string]*jsonschema.Schema
 	printer  *message.Printer
@@ -89,7 +94,8 @@ func New() (*Validator, error) {
 			return nil, fmt.Errorf("add schema %s: %w", e.Name(), err)
 		}
 	}
-	v := &Validator{payloads: map[string]*jsonschema.Schema{}, printer: message.NewPrinter(language.English)}
+	v := &Validator{compiler: c, fields: map[string]*jsonschema.Schema{},
+		payloads: map[string]*jsonschema.Schema{}, printer: message.NewPrinter(language.English)}
 	if v.envelope, err = c.Compile(baseURL + envelopeName + ".json"); err != nil {
 		return nil, fmt.Errorf("compile envelope schema: %w", err)
 	}

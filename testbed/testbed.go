@@ -132,6 +132,9 @@ func (o *OMA) Start() {
 	o.run.start(tb, "oma", a.Run, a.Ready(), o.Logs)
 	addrs := a.Addrs()
 	o.URL, o.NATSURL = "http://"+addrs.API, addrs.NATS
+	if cfg.API.HTTP.TLSCertFile != "" {
+		o.URL = "https://" + addrs.API
+	}
 	// The next start keeps the NATS port, so that clients reconnect.
 	o.cfg.NATSAddr = strings.TrimPrefix(addrs.NATS, "nats://")
 	files := a.Files()

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/flagconf"
+	"github.com/godwit/godwit/vma/api"
 	"github.com/godwit/godwit/vma/appliance"
 	"github.com/godwit/godwit/vma/identity"
 )
@@ -60,6 +61,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // config is the VMA's command line.
 type config struct {
 	dataDir, id, apiAddr, natsURL, natsSeed, omaURL, vcenterCA string
+	allowOrigins, tokenFile, vcenterAllow                      string
 	vcenterInsecure                                            bool
 	heartbeat, discoverTimeout                                 time.Duration
 }
@@ -98,7 +100,10 @@ func pubkey(args []string, stdout, stderr io.Writer) error {
 func run(ctx context.Context, args []string, stderr io.Writer) error {
 	var cfg config
 	fs := flags("vma", &cfg, stderr)
-	fs.StringVar(&cfg.apiAddr, "api-addr", "127.0.0.1:8081", "REST API listen address (loopback: the OMA reaches it through the tunnel)")
+	fs.StringVar(&cfg.apiAddr, "api-addr", api.DefaultAddr, "REST API listen address (loopback: the OMA reaches it through the tunnel)")
+	fs.StringVar(&cfg.allowOrigins, "api-allow-origin", "", "comma-separated browser origins (scheme://host[:port]) allowed to call the API besides its own")
+	fs.StringVar(&cfg.tokenFile, "api-token-file", "", "file holding the bearer token every API endpoint but health needs (default: no token)")
+	fs.StringVar(&cfg.vcenterAllow, "vcenter-allow", "", "comma-separated vCenters (host or host:port) the VMA may log in to (default: any)")
 	fs.StringVar(&cfg.natsURL, "nats-url", "nats://127.0.0.1:4222", "the OMA's NATS URL")
 	fs.StringVar(&cfg.natsSeed, "nats-seed", "", "file holding this VMA's NATS NKey seed (from oma vma add), mode 0600")
 	fs.StringVar(&cfg.omaURL, "oma-url", "http://localhost:8082", "the OMA API URL")
@@ -116,7 +121,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("read -nats-seed: %w", err)
 	}
+	var ac api.Config
+	ac.AllowOrigins = flagconf.List(cfg.allowOrigins)
+	if cfg.tokenFile != "" {
+		if ac.TokenSHA256, err = api.ReadTokenFile(cfg.tokenFile); err != nil {
+			return err
+		}
+	}
 	v, err := appliance.New(appliance.Config{
+		API: ac, VCenterAllow: flagconf.List(cfg.vcenterAllow),
 		DataDir: cfg.dataDir, ID: cfg.id, APIAddr: cfg.apiAddr, NATSURL: cfg.natsURL,
 		NATSSeed: []byte(strings.TrimSpace(string(seed))), OMAURL: cfg.omaURL,
 		VCenterCAFile: cfg.vcenterCA, VCenterInsecure: cfg.vcenterInsecure,

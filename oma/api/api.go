@@ -9,7 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -19,26 +19,73 @@ import (
 	"github.com/godwit/godwit/oma/control"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/tokens"
+	"github.com/godwit/godwit/schema"
 )
 
 // Version is reported by health.
 const Version = "0.1.0"
 
+// Config configures the API. Every zero value is the safe default.
+type Config struct {
+	// Logger receives errors and the access log; nil discards.
+	Logger *slog.Logger
+	// AllowOrigins lists the browser origins (scheme://host[:port]) besides
+	// the API's own that may call it; empty: none.
+	AllowOrigins []string
+	// HTTP configures the server Serve runs: idle timeout, and TLS with
+	// HTTP.TLSCertFile and HTTP.TLSKeyFile (both or neither). Its Logger
+	// defaults to Logger.
+	HTTP httpserver.Config
+	// Validator checks fields against the event schemas; nil compiles one.
+	Validator *schema.Validator
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
+}
+
+// Validate reports a configuration Serve would refuse.
+func (c Config) Validate() error { return c.HTTP.Validate() }
+
 // API is the OMA REST API.
 type API struct {
+	cfg    Config
 	ctl    *control.Control
 	store  *store.Store
 	server *bus.Server
 	log    *slog.Logger
 	now    func() time.Time
+	tokens *tokens.Tracker
+
+	schemaOnce sync.Once
+	schemas    *schema.Validator
+	schemaErr  error
 }
 
-// New returns the API over ctl. server may be nil when NATS is external.
-func New(ctl *control.Control, st *store.Store, server *bus.Server, log *slog.Logger) *API {
+// New returns the API over ctl configured by cfg. server may be nil when
+// NATS is external.
+func New(ctl *control.Control, st *store.Store, server *bus.Server, cfg Config) *API {
+	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &API{ctl: ctl, store: st, server: server, log: log, now: time.Now}
+	if cfg.HTTP.Logger == nil {
+		cfg.HTTP.Logger = cfg.Logger
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &API{cfg: cfg, ctl: ctl, store: st, server: server, log: log, now: cfg.Now,
+		tokens: tokens.NewTracker(st, tokens.TrackerConfig{Now: cfg.Now})}
+}
+
+// validator returns the schema validator, compiling one on first use.
+func (a *API) validator() (*schema.Validator, error) {
+	a.schemaOnce.Do(func() {
+		a.schemas = a.cfg.Validator
+		if a.schemas == nil {
+			a.schemas, a.schemaErr = schema.New()
+		}
+	})
+	return a.schemas, a.schemaErr
 }
 
 // Handler returns the HTTP handler of the API.
@@ -64,7 +111,10 @@ func (a *API) Handler() http.Handler {
 	authed.Handle("/vms", a.handle(a.vms)).Methods(http.MethodGet)
 	authed.Handle("/vmas", a.handle(a.vmas)).Methods(http.MethodGet)
 	authed.Handle("/vmas", a.handle(a.addVMA)).Methods(http.MethodPost)
-	return r
+	authed.Handle("/tokens", a.handle(a.createToken)).Methods(http.MethodPost)
+	authed.Handle("/tokens", a.handle(a.listTokens)).Methods(http.MethodGet)
+	authed.Handle("/tokens/{name}", a.handle(a.revokeToken)).Methods(http.MethodDelete)
+	return httpserver.Guard(a.cfg.AllowOrigins, r)
 }
 
 // handle adapts a handler that returns an error: the error becomes a problem.
@@ -87,14 +137,13 @@ func (a *API) handle(h func(http.ResponseWriter, *http.Request) error) http.Hand
 // auth requires a valid Bearer token.
 func (a *API) auth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := r.Header.Get("Authorization")
-		secret, ok := strings.CutPrefix(h, "Bearer ")
-		if !ok || secret == "" {
+		secret, ok := httpserver.BearerToken(r)
+		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="godwit"`)
-			writeProblem(w, http.StatusUnauthorized, "Authorization", "missing bearer token: send Authorization: Bearer <token> (oma token create --name NAME)")
+			writeProblem(w, http.StatusUnauthorized, "Authorization", "missing bearer token: send Authorization: Bearer <token> (oma token create --name NAME, or POST /api/v1/tokens)")
 			return
 		}
-		if _, ok := tokens.Check(a.store, strings.TrimSpace(secret)); !ok {
+		if !a.validToken(r.Context(), secret) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="godwit", error="invalid_token"`)
 			writeProblem(w, http.StatusUnauthorized, "Authorization", "invalid bearer token")
 			return
@@ -103,7 +152,28 @@ func (a *API) auth(next http.Handler) http.Handler {
 	})
 }
 
-// Serve serves the API on l until ctx ends, then drains requests.
+// validToken reports whether secret is a valid token, recording its use.
+func (a *API) validToken(ctx context.Context, secret string) bool {
+	name, ok, err := a.tokens.Check(secret)
+	if err != nil {
+		a.log.WarnContext(ctx, "token use not recorded", "token", name, "err", err)
+	}
+	return ok
+}
+
+// authorized reports whether r carries a valid bearer token.
+func (a *API) authorized(r *http.Request) bool {
+	secret, ok := httpserver.BearerToken(r)
+	return ok && a.validToken(r.Context(), secret)
+}
+
+// Serve serves the API on l (HTTPS when Config.HTTP has a certificate and
+// key) until ctx ends, then drains requests and writes the tokens' last
+// uses.
 func (a *API) Serve(ctx context.Context, l net.Listener) error {
-	return httpserver.Serve(ctx, l, a.Handler(), a.log)
+	err := httpserver.Serve(ctx, l, a.Handler(), a.cfg.HTTP)
+	if ferr := a.tokens.Flush(); ferr != nil {
+		a.log.Warn("token uses not recorded", "err", ferr)
+	}
+	return err
 }

@@ -70,14 +70,14 @@ func TestHealthAndAuth(t *testing.T) {
 			JetStream bool `json:"jetstream"`
 		} `json:"nats"`
 	}
-	if code := o.doRaw(http.MethodGet, "/api/v1/health", "", nil, &h); code != http.StatusOK {
+	if code := o.doRaw(http.MethodGet, "/api/v1/health", "Bearer "+o.token, nil, &h); code != http.StatusOK {
 		t.Fatalf("health = %d", code)
 	}
 	if h.Status != "ok" || h.Version == "" || h.UptimeSeconds == nil || !h.NATS.Connected || !h.NATS.JetStream || h.Connected == nil {
 		t.Errorf("health = %+v", h)
 	}
 	o.addVMA("vma-1")
-	o.doRaw(http.MethodGet, "/api/v1/health", "", nil, &h)
+	o.doRaw(http.MethodGet, "/api/v1/health", "Bearer "+o.token, nil, &h)
 	if len(h.Connected) != 1 || h.Connected[0] != "vma-1" {
 		t.Errorf("connected VMAs = %v, want [vma-1]", h.Connected)
 	}
@@ -86,6 +86,7 @@ func TestHealthAndAuth(t *testing.T) {
 		{"GET", "/api/v1/replications"}, {"POST", "/api/v1/replications"}, {"GET", "/api/v1/replications/x"},
 		{"DELETE", "/api/v1/replications/x"}, {"POST", "/api/v1/replications/x/start"}, {"POST", "/api/v1/discover"},
 		{"GET", "/api/v1/vms"}, {"GET", "/api/v1/vmas"}, {"POST", "/api/v1/vmas"},
+		{"POST", "/api/v1/tokens"}, {"GET", "/api/v1/tokens"}, {"DELETE", "/api/v1/tokens/test"},
 	} {
 		for _, auth := range []string{"", "Bearer ", "Bearer gwt_wrong", "Basic dXNlcjpwYXNz", o.token} {
 			var p problem
@@ -146,8 +147,8 @@ func TestCreateReplicationRejectsBadInput(t *testing.T) {
 	if _, err := os.Stat(o.dir + "/exports"); err == nil {
 		t.Error("rejected requests prepared exports")
 	}
-	// curl's default content type is taken as JSON; XML is refused.
-	for ct, want := range map[string]int{"application/x-www-form-urlencoded": 404, "text/xml": 415} {
+	// A body that is not JSON is refused, curl's default content type too.
+	for ct, want := range map[string]int{"application/x-www-form-urlencoded": 415, "text/xml": 415, "application/json; charset=utf-8": 404} {
 		req, _ := http.NewRequest("POST", o.url+"/api/v1/replications", strings.NewReader(`{"source_vm":{"id":"vm-9"},"replication_type":"initial"}`))
 		req.Header.Set("Authorization", "Bearer "+o.token)
 		req.Header.Set("Content-Type", ct)

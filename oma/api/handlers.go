@@ -13,22 +13,24 @@ import (
 	"github.com/godwit/godwit/oma/store"
 )
 
-func (a *API) health(w http.ResponseWriter, _ *http.Request) error {
+// health answers status and version to anyone; uptime, NATS state and
+// the connected VMAs only with a valid token.
+func (a *API) health(w http.ResponseWriter, r *http.Request) error {
+	conn := a.ctl.Bus()
+	h := map[string]any{"status": "ok", "version": Version}
+	if !conn.Connected() {
+		h["status"] = "degraded"
+	}
+	if !a.authorized(r) {
+		return writeJSON(w, http.StatusOK, h)
+	}
 	connected, err := a.ctl.Connected()
 	if err != nil {
 		return err
 	}
-	conn := a.ctl.Bus()
-	h := map[string]any{
-		"status":         "ok",
-		"version":        Version,
-		"uptime_seconds": int64(a.now().Sub(a.ctl.Started()).Seconds()),
-		"nats":           map[string]any{"connected": conn.Connected(), "jetstream": a.server == nil || a.server.JetStreamEnabled()},
-		"connected_vmas": connected,
-	}
-	if !conn.Connected() {
-		h["status"] = "degraded"
-	}
+	h["uptime_seconds"] = int64(a.now().Sub(a.ctl.Started()).Seconds())
+	h["nats"] = map[string]any{"connected": conn.Connected(), "jetstream": a.server == nil || a.server.JetStreamEnabled()}
+	h["connected_vmas"] = connected
 	return writeJSON(w, http.StatusOK, h)
 }
 
@@ -59,9 +61,12 @@ func (a *API) createReplication(w http.ResponseWriter, r *http.Request) error {
 	case req.ReplicationType != events.ReplicationInitial && req.ReplicationType != events.ReplicationIncremental:
 		return badRequest("replication_type", "replication_type must be initial or incremental, not %q", req.ReplicationType)
 	}
+	vm := events.VMRef{ID: req.SourceVM.ID, Name: req.SourceVM.Name, Path: req.SourceVM.Path}
+	if err := a.checkFields(events.TypeJobCreated, field{"vm", "source_vm", vm}, optional("vma_id", req.VMAID)); err != nil {
+		return err
+	}
 	j, err := a.ctl.CreateJob(r.Context(), control.CreateRequest{
-		VM:              events.VMRef{ID: req.SourceVM.ID, Name: req.SourceVM.Name, Path: req.SourceVM.Path},
-		ReplicationType: req.ReplicationType, VMAID: req.VMAID, VCenter: req.VCenter,
+		VM: vm, ReplicationType: req.ReplicationType, VMAID: req.VMAID, VCenter: req.VCenter,
 	})
 	if err != nil {
 		return err
@@ -139,6 +144,9 @@ func (a *API) startReplication(w http.ResponseWriter, r *http.Request) error {
 	if err := req.validate(false); err != nil {
 		return err
 	}
+	if err := a.checkCredentials(events.TypeReplicateCommand, req, optional("vcenter", req.VCenter)); err != nil {
+		return err
+	}
 	j, err := a.ctl.Start(r.Context(), mux.Vars(r)["id"], control.Credentials(req))
 	if err != nil {
 		return err
@@ -161,6 +169,10 @@ func (a *API) discover(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if err := req.validate(true); err != nil {
+		return err
+	}
+	if err := a.checkCredentials(events.TypeDiscoverRequest, req.credentialsRequest, field{"vcenter", "vcenter", req.VCenter},
+		optional("vma_id", req.VMAID), field{"datacenter", "datacenter", req.Datacenter}, field{"filter", "filter", req.Filter}); err != nil {
 		return err
 	}
 	if req.TimeoutSeconds < 0 || req.TimeoutSeconds > 600 {

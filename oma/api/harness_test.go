@@ -35,10 +35,15 @@ type omaUnderTest struct {
 	conn *bus.Conn
 }
 
-// newOMA starts an OMA with a pool of ports NBD ports.
-func newOMA(t testing.TB, ports int) *omaUnderTest {
+// newOMA starts an OMA with a pool of ports NBD ports; configure, when
+// given, edits its configuration.
+func newOMA(t testing.TB, ports int, configure ...func(*appliance.Config)) *omaUnderTest {
 	t.Helper()
-	o := &omaUnderTest{OMA: testbed.StartOMA(t, testbed.OMAConfig{Ports: ports}), t: t}
+	cfg := testbed.OMAConfig{Ports: ports}
+	if len(configure) > 0 {
+		cfg.Configure = configure[0]
+	}
+	o := &omaUnderTest{OMA: testbed.StartOMA(t, cfg), t: t}
 	o.sync()
 	return o
 }

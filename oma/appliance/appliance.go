@@ -39,6 +39,9 @@ type Config struct {
 	APIAddr string
 	// APIURL is the OMA API URL given to VMAs; empty means http://localhost:8082.
 	APIURL string
+	// API configures the REST API: the browser origins it allows, TLS, the
+	// idle timeout. Its Logger and Now are the OMA's.
+	API api.Config
 	// NATSAddr is the NATS listen address; empty means 127.0.0.1:4222 and
 	// a port 0 picks a free one.
 	NATSAddr string
@@ -105,6 +108,10 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	cfg.API.Logger, cfg.API.Now = cfg.Logger, cfg.Now
+	if err := cfg.API.Validate(); err != nil {
+		return cfg, fmt.Errorf("api: %w", err)
 	}
 	return cfg, nil
 }
@@ -275,7 +282,7 @@ func (o *OMA) Run(ctx context.Context) error {
 	apiCtx, stopAPI := context.WithCancel(ctx)
 	defer stopAPI()
 	apiErr := make(chan error, 1)
-	go func() { apiErr <- api.New(ctl, st, srv, log).Serve(apiCtx, l) }()
+	go func() { apiErr <- api.New(ctl, st, srv, cfg.API).Serve(apiCtx, l) }()
 
 	log.Info("oma ready", "api", l.Addr().String(), "nats", srv.ClientURL(),
 		"observer_nkey", observer.path, "admin_nkey", admin.path, "nbd_ports", fmt.Sprintf("%d-%d", cfg.FirstPort, cfg.LastPort))

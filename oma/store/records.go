@@ -1,6 +1,7 @@
 package store
 
 import (
+	"fmt"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -151,6 +152,9 @@ type Token struct {
 	Name      string    `json:"name"`
 	Hash      []byte    `json:"hash"`
 	CreatedAt time.Time `json:"created_at"`
+	// LastUsedAt is when the token last authenticated a request, recorded
+	// at most about once a minute (nil: never).
+	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
 }
 
 // PutToken stores t under its name.
@@ -160,6 +164,20 @@ func PutToken(tx *bbolt.Tx, t Token) error { return put(tx, bucketTokens, t.Name
 func Tokens(tx *bbolt.Tx) ([]Token, error) {
 	var out []Token
 	return out, each(tx, bucketTokens, func(t Token) error { out = append(out, t); return nil })
+}
+
+// GetToken reads a token; ErrNotFound when there is none.
+func GetToken(tx *bbolt.Tx, name string) (Token, error) {
+	var t Token
+	return t, get(tx, bucketTokens, name, &t)
+}
+
+// DeleteToken removes a token; ErrNotFound when there is none.
+func DeleteToken(tx *bbolt.Tx, name string) error {
+	if !HasToken(tx, name) {
+		return fmt.Errorf("%s %q: %w", bucketTokens, name, ErrNotFound)
+	}
+	return tx.Bucket(bucketTokens).Delete([]byte(name))
 }
 
 // HasToken reports whether a token named name exists.

@@ -1,6 +1,9 @@
-// Package tokens creates and checks the OMA's API bearer tokens. A token
-// is shown once, when created; only its SHA-256 is stored, and checking
-// compares hashes in constant time.
+// Package tokens creates, lists, revokes and checks the OMA's API bearer
+// tokens. A token is shown once, when created; only its SHA-256 is
+// stored, and checking compares hashes in constant time. Checking reads
+// the store every time, so a revoked token fails at once. A Tracker also
+// records when each token was last used, writing it at most once per
+// interval (a minute by default) per token.
 package tokens
 
 import (
@@ -8,6 +11,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"regexp"
 	"time"
@@ -26,7 +30,7 @@ var validName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 // secret. Names are unique.
 func Create(st *store.Store, name string, now time.Time) (string, error) {
 	if !validName.MatchString(name) {
-		return "", fmt.Errorf("token name %q: use 1 to 64 letters, digits, '.', '-' or '_'", name)
+		return "", fmt.Errorf("token name %q: use 1 to 64 letters, digits, '.', '-' or '_': %w", name, ErrInvalidName)
 	}
 	var raw [32]byte
 	_, _ = rand.Read(raw[:]) // crypto/rand.Read never fails
@@ -34,7 +38,7 @@ func Create(st *store.Store, name string, now time.Time) (string, error) {
 	sum := sha256.Sum256([]byte(secret))
 	err := st.Update(func(tx *bbolt.Tx) error {
 		if store.HasToken(tx, name) {
-			return fmt.Errorf("a token named %q exists already", name)
+			return fmt.Errorf("a token named %q exists already: %w", name, ErrExists)
 		}
 		return store.PutToken(tx, store.Token{Name: name, Hash: sum[:], CreatedAt: now.UTC()})
 	})
@@ -73,4 +77,41 @@ func Count(st *store.Store) (int, error) {
 		return err
 	})
 	return n, err
+}
+
+// Info is what may be shown about a token: never its secret nor its hash.
+type Info struct {
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"created_at"`
+	// LastUsedAt is when the token last authenticated a request, or nil.
+	LastUsedAt *time.Time `json:"last_used_at"`
+}
+
+// List returns every token's name, creation and last use, by name.
+func List(st *store.Store) ([]Info, error) {
+	var out []Info
+	err := st.View(func(tx *bbolt.Tx) error {
+		all, err := store.Tokens(tx)
+		for _, t := range all {
+			out = append(out, Info{Name: t.Name, CreatedAt: t.CreatedAt, LastUsedAt: t.LastUsedAt})
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	return out, nil
+}
+
+// Revoke deletes the token named name: it authenticates nothing from now
+// on. It returns an error wrapping ErrNotFound for an unknown name.
+func Revoke(st *store.Store, name string) error {
+	err := st.Update(func(tx *bbolt.Tx) error { return store.DeleteToken(tx, name) })
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("revoke token %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("revoke token %q: %w", name, err)
+	}
+	return nil
 }

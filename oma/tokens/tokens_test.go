@@ -2,11 +2,14 @@ package tokens_test
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"go.etcd.io/bbolt"
 
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/tokens"
@@ -46,5 +49,111 @@ func TestCreateAndCheck(t *testing.T) {
 	db, _ := os.ReadFile(path)
 	if bytes.Contains(db, []byte(secret)) || bytes.Contains(db, []byte(secret[4:])) {
 		t.Error("the token secret is in the database")
+	}
+}
+
+func openStore(t *testing.T) *store.Store {
+	t.Helper()
+	st, err := store.Open(filepath.Join(t.TempDir(), "state.db"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+func TestErrorsAndRevoke(t *testing.T) {
+	t.Parallel()
+	st := openStore(t)
+	secret, err := tokens.Create(st, "ops", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tokens.Create(st, "ops", time.Now()); !errors.Is(err, tokens.ErrExists) {
+		t.Errorf("Create(taken) = %v, want ErrExists", err)
+	}
+	if _, err := tokens.Create(st, "a b", time.Now()); !errors.Is(err, tokens.ErrInvalidName) {
+		t.Errorf("Create(bad name) = %v, want ErrInvalidName", err)
+	}
+	if err := tokens.Revoke(st, "nope"); !errors.Is(err, tokens.ErrNotFound) {
+		t.Errorf("Revoke(unknown) = %v, want ErrNotFound", err)
+	}
+	if err := tokens.Revoke(st, "ops"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := tokens.Check(st, secret); ok {
+		t.Error("a revoked token still checks")
+	}
+	if list, err := tokens.List(st); err != nil || len(list) != 0 {
+		t.Errorf("List after revoke = %v, %v", list, err)
+	}
+}
+
+// TestTrackerRecordsLastUse: a use is written at once the first time,
+// then at most once per RecordEvery; List shows the newest use anyway,
+// and Flush writes it.
+func TestTrackerRecordsLastUse(t *testing.T) {
+	t.Parallel()
+	st := openStore(t)
+	t0 := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	now := t0
+	tr := tokens.NewTracker(st, tokens.TrackerConfig{Now: func() time.Time { return now }})
+	created := t0.Add(-time.Hour)
+	secret, _ := tokens.Create(st, "ops", created)
+	stored := func() *time.Time {
+		var tok store.Token
+		_ = st.View(func(tx *bbolt.Tx) error {
+			var err error
+			tok, err = store.GetToken(tx, "ops")
+			return err
+		})
+		return tok.LastUsedAt
+	}
+	if list, _ := tr.List(); len(list) != 1 || list[0].LastUsedAt != nil || !list[0].CreatedAt.Equal(created) {
+		t.Fatalf("List before any use = %+v", list)
+	}
+	steps := []struct {
+		at           time.Duration
+		listed, kept time.Duration // last use listed and in the store, from t0
+	}{
+		{0, 0, 0},
+		{30 * time.Second, 30 * time.Second, 0},
+		{59 * time.Second, 59 * time.Second, 0},
+		{61 * time.Second, 61 * time.Second, 61 * time.Second},
+		{90 * time.Second, 90 * time.Second, 61 * time.Second},
+	}
+	for _, s := range steps {
+		now = t0.Add(s.at)
+		if name, ok, err := tr.Check(secret); name != "ops" || !ok || err != nil {
+			t.Fatalf("Check at %s = %q, %v, %v", s.at, name, ok, err)
+		}
+		list, _ := tr.List()
+		if got := list[0].LastUsedAt; got == nil || !got.Equal(t0.Add(s.listed)) {
+			t.Errorf("at %s: listed last use %v, want %v", s.at, got, t0.Add(s.listed))
+		}
+		if got := stored(); got == nil || !got.Equal(t0.Add(s.kept)) {
+			t.Errorf("at %s: stored last use %v, want %v", s.at, got, t0.Add(s.kept))
+		}
+	}
+	if _, ok, _ := tr.Check("gwt_wrong"); ok {
+		t.Error("a wrong secret checks")
+	}
+	if err := tr.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got := stored(); got == nil || !got.Equal(t0.Add(90*time.Second)) {
+		t.Errorf("after Flush: stored last use %v", got)
+	}
+	if err := tr.Revoke("ops"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := tr.Check(secret); ok {
+		t.Error("a revoked token checks")
+	}
+	if err := tr.Flush(); err != nil {
+		t.Errorf("Flush after revoke: %v", err)
+	}
+	if list, _ := tr.List(); len(list) != 0 {
+		t.Errorf("List after revoke = %+v (a flush must not bring it back)", list)
 	}
 }

@@ -3,10 +3,20 @@
 // the bus, and (for discovery) wait for the answer; the password of a
 // request is sealed to this VMA's key before it is published, and never
 // logged.
+//
+// Every field is checked against the schema of the event it goes into
+// before anything is published. Cross-origin browser requests and bodies
+// that are not JSON are refused (httpserver.Guard). With a token
+// configured, every endpoint but health needs it, and health tells only
+// status, id and version without it. With a vCenter allow list, discovery
+// and replication for any other vCenter are refused before anything is
+// published, so the VMA never connects to it.
 package api
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,8 +24,10 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -25,12 +37,19 @@ import (
 	"github.com/godwit/godwit/events/subject"
 	"github.com/godwit/godwit/httpserver"
 	"github.com/godwit/godwit/problem"
+	"github.com/godwit/godwit/schema"
 	"github.com/godwit/godwit/seal"
 	"github.com/godwit/godwit/vma/identity"
 	"github.com/godwit/godwit/vma/store"
+	"github.com/godwit/godwit/vma/vcenter"
 )
 
-// Config configures the API. Identity is required.
+// DefaultAddr is the default listen address of the VMA API: loopback
+// only, as the OMA reaches it through the tunnel.
+const DefaultAddr = "127.0.0.1:8081"
+
+// Config configures the API. Identity is required; every other zero value
+// is the safe default.
 type Config struct {
 	Identity identity.Identity
 	Version  string
@@ -38,6 +57,21 @@ type Config struct {
 	DiscoverTimeout time.Duration
 	Now             func() time.Time
 	Logger          *slog.Logger
+	// AllowOrigins lists the browser origins (scheme://host[:port]) besides
+	// the API's own that may call it; empty: none.
+	AllowOrigins []string
+	// TokenSHA256, when set, is the SHA-256 of the bearer token every
+	// endpoint but health needs (see ReadTokenFile); nil: no token.
+	TokenSHA256 []byte
+	// VCenterAllow, when not empty, lists the only vCenters (host, or
+	// host:port) the VMA may log in to; a host without a port allows any
+	// port, a request without a port means 443. Empty: any vCenter.
+	VCenterAllow []string
+	// Validator checks fields against the event schemas; nil compiles one.
+	Validator *schema.Validator
+	// HTTP configures the server Serve runs (timeouts, TLS); its Logger
+	// defaults to Logger.
+	HTTP httpserver.Config
 }
 
 // API is the VMA REST API.
@@ -47,6 +81,10 @@ type API struct {
 	store   *store.Store
 	log     *slog.Logger
 	started time.Time
+
+	schemaOnce sync.Once
+	schemas    *schema.Validator
+	schemaErr  error
 }
 
 // New returns the API.
@@ -61,7 +99,37 @@ func New(conn *bus.Conn, st *store.Store, cfg Config) *API {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.HTTP.Logger == nil {
+		cfg.HTTP.Logger = cfg.Logger
+	}
 	return &API{cfg: cfg, conn: conn, store: st, log: log, started: cfg.Now()}
+}
+
+// validator returns the schema validator, compiling one on first use.
+func (a *API) validator() (*schema.Validator, error) {
+	a.schemaOnce.Do(func() {
+		a.schemas = a.cfg.Validator
+		if a.schemas == nil {
+			a.schemas, a.schemaErr = schema.New()
+		}
+	})
+	return a.schemas, a.schemaErr
+}
+
+// ReadTokenFile reads a bearer token from a file (surrounding white space
+// dropped) and returns its SHA-256 for Config.TokenSHA256. An empty file
+// is an error.
+func ReadTokenFile(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read API token: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return nil, fmt.Errorf("read API token: %s is empty", path)
+	}
+	sum := sha256.Sum256([]byte(tok))
+	return sum[:], nil
 }
 
 // Handler returns the HTTP handler.
@@ -75,14 +143,39 @@ func (a *API) Handler() http.Handler {
 	})
 	v1 := r.PathPrefix("/api/v1").Subrouter()
 	v1.Handle("/health", a.handle(a.health)).Methods(http.MethodGet)
-	v1.Handle("/discover", a.handle(a.discover)).Methods(http.MethodPost)
-	v1.Handle("/replicate", a.handle(a.replicate)).Methods(http.MethodPost)
-	return r
+	authed := v1.NewRoute().Subrouter()
+	authed.Use(a.auth)
+	authed.Handle("/discover", a.handle(a.discover)).Methods(http.MethodPost)
+	authed.Handle("/replicate", a.handle(a.replicate)).Methods(http.MethodPost)
+	return httpserver.Guard(a.cfg.AllowOrigins, r)
 }
 
 // Serve serves the API on l until ctx ends, then drains requests.
 func (a *API) Serve(ctx context.Context, l net.Listener) error {
-	return httpserver.Serve(ctx, l, a.Handler(), a.log)
+	return httpserver.Serve(ctx, l, a.Handler(), a.cfg.HTTP)
+}
+
+// authorized reports whether r carries the configured token, or no token
+// is configured.
+func (a *API) authorized(r *http.Request) bool {
+	if a.cfg.TokenSHA256 == nil {
+		return true
+	}
+	tok, ok := httpserver.BearerToken(r)
+	sum := sha256.Sum256([]byte(tok))
+	return ok && subtle.ConstantTimeCompare(sum[:], a.cfg.TokenSHA256) == 1
+}
+
+// auth requires the configured bearer token.
+func (a *API) auth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !a.authorized(r) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="godwit-vma"`)
+			problem.Write(w, http.StatusUnauthorized, "Authorization", "missing or invalid bearer token: send Authorization: Bearer <token> (the VMA's -api-token-file)")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func (a *API) handle(h func(http.ResponseWriter, *http.Request) error) http.Handler {
@@ -101,18 +194,21 @@ func (a *API) handle(h func(http.ResponseWriter, *http.Request) error) http.Hand
 	})
 }
 
-func (a *API) health(w http.ResponseWriter, _ *http.Request) error {
+// health answers status, id and version to anyone; uptime, public key and
+// bus state only with the token, when one is configured.
+func (a *API) health(w http.ResponseWriter, r *http.Request) error {
 	connected := a.conn.Connected()
 	status := "ok"
 	if !connected {
 		status = "degraded"
 	}
-	return problem.WriteJSON(w, http.StatusOK, map[string]any{
-		"status": status, "vma_id": a.cfg.Identity.ID, "version": a.cfg.Version,
-		"uptime_seconds": int64(a.cfg.Now().Sub(a.started).Seconds()),
-		"public_key":     a.cfg.Identity.PublicKey(),
-		"bus":            map[string]any{"connected": connected, "state": strings.ToLower(a.conn.NATS().Status().String())},
-	})
+	h := map[string]any{"status": status, "vma_id": a.cfg.Identity.ID, "version": a.cfg.Version}
+	if a.authorized(r) {
+		h["uptime_seconds"] = int64(a.cfg.Now().Sub(a.started).Seconds())
+		h["public_key"] = a.cfg.Identity.PublicKey()
+		h["bus"] = map[string]any{"connected": connected, "state": strings.ToLower(a.conn.NATS().Status().String())}
+	}
+	return problem.WriteJSON(w, http.StatusOK, h)
 }
 
 // credentials are the vCenter fields of a request.
@@ -136,6 +232,42 @@ func (c credentials) validate() error {
 	return nil
 }
 
+// checkVCenter refuses a vCenter outside the allow list (403 naming the
+// field) before anything is published or dialled.
+func (a *API) checkVCenter(host string) error {
+	if vcenter.AllowList(a.cfg.VCenterAllow).Permits(host) {
+		return nil
+	}
+	return &problem.Error{Status: http.StatusForbidden, Field: "vcenter",
+		Detail: fmt.Sprintf("vcenter %q is not one this VMA may log in to (-vcenter-allow)", host)}
+}
+
+// field is a request field and the property of the event it goes into.
+type field struct {
+	name  string
+	value any
+}
+
+// checkFields checks fields against the schema of eventType (each field
+// name is also its property); a violation is a 400 naming the field.
+func (a *API) checkFields(eventType string, fields ...field) error {
+	v, err := a.validator()
+	if err != nil {
+		return err
+	}
+	for _, f := range fields {
+		if sealed, ok := f.value.(events.Sealed); ok {
+			err = problem.CheckSealed(v, eventType, f.name, f.name, sealed)
+		} else {
+			err = problem.CheckField(v, eventType, f.name, f.name, f.value)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 type discoverRequest struct {
 	credentials
 	Datacenter string `json:"datacenter"`
@@ -152,6 +284,13 @@ func (a *API) discover(w http.ResponseWriter, r *http.Request) error {
 	}
 	sealed, err := seal.Seal(a.cfg.Identity.PublicKey(), []byte(req.Password))
 	if err != nil {
+		return err
+	}
+	if err := a.checkFields(events.TypeDiscoverRequest, field{"vcenter", req.VCenter}, field{"username", req.Username},
+		field{"password", sealed}, field{"datacenter", req.Datacenter}, field{"filter", req.Filter}); err != nil {
+		return err
+	}
+	if err := a.checkVCenter(req.VCenter); err != nil {
 		return err
 	}
 	dr := &events.DiscoverRequest{RequestID: events.NewID(), VMAID: a.cfg.Identity.ID, VCenter: req.VCenter,
@@ -240,6 +379,13 @@ func (a *API) replicate(w http.ResponseWriter, r *http.Request) error {
 	}
 	sealed, err := seal.Seal(a.cfg.Identity.PublicKey(), []byte(req.Password))
 	if err != nil {
+		return err
+	}
+	if err := a.checkFields(events.TypeReplicateCommand, field{"job_id", req.JobID}, field{"vcenter", req.VCenter},
+		field{"username", req.Username}, field{"password", sealed}, field{"vm_paths", req.VMPaths}, field{"oma_url", req.OMAURL}); err != nil {
+		return err
+	}
+	if err := a.checkVCenter(req.VCenter); err != nil {
 		return err
 	}
 	cmd := &events.ReplicateCommand{JobID: req.JobID, VMAID: a.cfg.Identity.ID, VCenter: req.VCenter, Username: req.Username,

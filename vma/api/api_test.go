@@ -5,45 +5,45 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/godwit/godwit/bus"
-	"github.com/godwit/godwit/bus/bustest"
 	"github.com/godwit/godwit/events"
-	"github.com/godwit/godwit/events/subject"
 	"github.com/godwit/godwit/logtest"
-	"github.com/godwit/godwit/oma/control"
-	"github.com/godwit/godwit/oma/exports"
-	omastore "github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/problem"
 	"github.com/godwit/godwit/seal"
+	"github.com/godwit/godwit/testbed"
 	"github.com/godwit/godwit/vma/api"
+	"github.com/godwit/godwit/vma/appliance"
 	"github.com/godwit/godwit/vma/identity"
-	"github.com/godwit/godwit/vma/store"
 	"github.com/godwit/godwit/vma/vcsim"
-	"github.com/godwit/godwit/vma/worker"
 )
 
-// stack is an OMA (bus, state, consumers) and a VMA (identity, worker,
-// API over real HTTP) on one embedded NATS server, with a simulated vCenter.
+// stack is an OMA and a VMA as their binaries wire them (oma/appliance,
+// vma/appliance, through testbed), with a simulated vCenter.
 type stack struct {
-	sim   *vcsim.Simulator
-	oma   *bus.Conn
-	ctl   *control.Control
-	id    identity.Identity
-	url   string
-	logs  *logtest.Buffer
-	omaSt *omastore.Store
+	sim  *vcsim.Simulator
+	o    *testbed.OMA
+	oma  *bus.Conn // an admin connection to the OMA's NATS
+	id   identity.Identity
+	url  string
+	logs bothLogs
 }
 
-func newStack(t *testing.T) *stack {
+// bothLogs is what the OMA and the VMA logged.
+type bothLogs struct{ oma, vma *logtest.Buffer }
+
+func (l bothLogs) String() string { return l.oma.String() + l.vma.String() }
+
+// newStack starts the stack; configure adjusts the VMA's configuration.
+func newStack(t *testing.T, configure ...func(*appliance.Config)) *stack {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -52,44 +52,17 @@ func newStack(t *testing.T) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(sim.Close)
-	logs := &logtest.Buffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-
-	dir := t.TempDir()
-	srv := bustest.StartServer(t, "", bus.Access{})
-	oma := bustest.ConnectOMA(t, srv)
-	st, err := omastore.Open(filepath.Join(dir, "oma.db"), time.Second)
+	o := testbed.StartOMA(t, testbed.OMAConfig{})
+	vc := testbed.VMAConfig{VCenterCAFile: sim.CAFile}
+	if len(configure) > 0 {
+		vc.Configure = configure[0]
+	}
+	v := testbed.StartVMA(t, o, vc)
+	id, err := identity.LoadOrCreate(v.Dir+"/vma", v.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
-	ctl := control.New(control.Config{DataDir: dir, Logger: log}, st, oma, exports.New(exports.Config{}), srv)
-	if err := ctl.Restore(ctx); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = ctl.Run(ctx) }()
-	id, err := identity.LoadOrCreate(filepath.Join(dir, "vma"), "vma-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cred, err := ctl.AddVMA(ctx, "vma-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	inbox, _ := subject.InboxPrefix("vma-1")
-	conn := bustest.Connect(t, srv.ClientURL(), bus.ClientConfig{Name: "vma-1", Source: "/godwit/vma/vma-1",
-		NKeySeed: []byte(cred.NKeySeed), InboxPrefix: inbox, Logger: log})
-	vst, err := store.Open(filepath.Join(dir, "vma.db"), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { vst.Close() })
-	w := worker.New(conn, worker.Config{Identity: id, Version: "test", VCenterCAFile: sim.CAFile, VCenterTimeout: 2 * time.Second, Logger: log})
-	go func() { _ = w.Run(ctx) }()
-	a := api.New(conn, vst, api.Config{Identity: id, Version: "test", DiscoverTimeout: 20 * time.Second, Logger: log})
-	hs := httptest.NewServer(a.Handler())
-	t.Cleanup(hs.Close)
-	return &stack{sim: sim, oma: oma, ctl: ctl, id: id, url: hs.URL, logs: logs, omaSt: st}
+	return &stack{sim: sim, o: o, oma: o.Admin, id: id, url: v.URL, logs: bothLogs{o.Logs, v.Logs}}
 }
 
 func (s *stack) post(t *testing.T, path string, body any, out any) int {
@@ -143,17 +116,15 @@ func TestDiscoverThroughTheBus(t *testing.T) {
 	if seed.Path != "/DatabanxDC/vm/PGWINTESTBIOS" || len(seed.Disks) != 2 || len(seed.Networks) != 1 || !strings.HasPrefix(seed.ID, "vm-") {
 		t.Errorf("seed VM = %+v", seed)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		inv, _ := s.ctl.Inventory()
-		if len(inv) == 13 && inv[0].VMAID == "vma-1" {
-			break
+	testbed.Eventually(t, "the OMA's inventory of 13 VMs from vma-1", func() bool {
+		var inv struct {
+			VMs []struct {
+				VMAID string `json:"vma_id"`
+			} `json:"vms"`
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the OMA's inventory has %d VMs", len(inv))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		s.o.Do("GET", "/api/v1/vms", nil, &inv)
+		return len(inv.VMs) == 13 && inv.VMs[0].VMAID == "vma-1"
+	})
 
 	body := s.discoverBody(s.sim.Password)
 	body["filter"] = "pgwin"
@@ -293,7 +264,7 @@ func TestHealth(t *testing.T) {
 	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
 		t.Fatal(err)
 	}
-	if h.Status != "ok" || h.VMAID != "vma-1" || h.Version != "test" || h.Uptime < 1 || h.PublicKey != s.id.PublicKey() || !h.Bus.Connected || h.Bus.State != "connected" {
+	if h.Status != "ok" || h.VMAID != "vma-1" || h.Version != appliance.Version || h.Uptime < 1 || h.PublicKey != s.id.PublicKey() || !h.Bus.Connected || h.Bus.State != "connected" {
 		t.Errorf("health = %+v", h)
 	}
 }
@@ -331,30 +302,237 @@ func assertStreamEmpty(t *testing.T, s *stack, name string) {
 // VMA announced in its heartbeat, and the VMA's worker answers.
 func TestOMAInitiatedDiscovery(t *testing.T) {
 	s := newStack(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for {
-		vmas, _ := s.ctl.VMAs()
-		if len(vmas) == 1 && vmas[0].PublicKey == s.id.PublicKey() {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatal("the OMA never learned the VMA's key")
-		}
-		time.Sleep(20 * time.Millisecond)
+	var res struct {
+		VMAID string `json:"vma_id"`
+		VMs   []struct{ ID string }
 	}
-	res, err := s.ctl.Discover(ctx, control.DiscoverRequest{
-		Cred:       control.Credentials{VCenter: s.sim.Host, Username: s.sim.Username, Password: s.sim.Password},
-		Datacenter: "DatabanxDC", Filter: "gen-vm-00",
-	})
-	if err != nil || len(res.VMs) != 9 || res.VMAID != "vma-1" {
-		t.Fatalf("OMA discover = %d VMs from %s, %v", len(res.VMs), res.VMAID, err)
+	body := map[string]any{"vcenter": s.sim.Host, "username": s.sim.Username, "password": s.sim.Password,
+		"datacenter": "DatabanxDC", "filter": "gen-vm-00"}
+	if code := s.o.Do("POST", "/api/v1/discover", body, &res); code != 200 || len(res.VMs) != 9 || res.VMAID != "vma-1" {
+		t.Fatalf("OMA discover = %d: %d VMs from %s", code, len(res.VMs), res.VMAID)
 	}
-	_, err = s.ctl.Discover(ctx, control.DiscoverRequest{
-		Cred: control.Credentials{VCenter: s.sim.Host, Username: s.sim.Username, Password: "nope"},
-	})
-	if control.KindOf(err) != control.Unauthorized {
-		t.Errorf("OMA discover with a wrong password = %v", err)
+	var p problem.Problem
+	body["password"] = "nope"
+	if code := s.o.Do("POST", "/api/v1/discover", body, &p); code != 401 || p.Field != "username" {
+		t.Errorf("OMA discover with a wrong password = %d %+v, want 401", code, p)
 	}
 	assertSecretNowhere(t, s, s.sim.Password)
+}
+
+// send sends a request with the given headers (Content-Type defaults to
+// application/json when there is a body) and decodes a JSON answer.
+func (s *stack) send(t *testing.T, method, path string, header map[string]string, body string, out any) int {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, s.url+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range header {
+		if v == "" {
+			req.Header.Del(k)
+			continue
+		}
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, raw)
+		}
+	}
+	return resp.StatusCode
+}
+
+// TestGuardIsWired: the VMA API refuses cross-origin requests and bodies
+// that are not JSON, and publishes nothing for them.
+func TestGuardIsWired(t *testing.T) {
+	s := newStack(t, func(c *appliance.Config) { c.API.AllowOrigins = []string{"https://ui.example.com"} })
+	body := `{"job_id":"j-1","vcenter":"v","username":"u","password":"p","vm_paths":["/a"],"oma_url":"ftp://x"}`
+	for _, c := range []struct {
+		name   string
+		header map[string]string
+		status int
+		field  string
+	}{
+		{"other origin", map[string]string{"Origin": "https://evil.example"}, 403, "Origin"},
+		{"null origin", map[string]string{"Origin": "null"}, 403, "Origin"},
+		{"cross-site fetch", map[string]string{"Sec-Fetch-Site": "cross-site"}, 403, "Sec-Fetch-Site"},
+		{"form post", map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, 415, "Content-Type"},
+		{"no content type", map[string]string{"Content-Type": ""}, 415, "Content-Type"},
+		{"text", map[string]string{"Content-Type": "text/plain"}, 415, "Content-Type"},
+		{"json utf-8", map[string]string{"Content-Type": "application/json; charset=utf-8"}, 400, "oma_url"},
+		{"own origin", map[string]string{"Origin": s.url}, 400, "oma_url"},
+		{"allowed origin", map[string]string{"Origin": "https://UI.example.com/"}, 400, "oma_url"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var p problem.Problem
+			if code := s.send(t, "POST", "/api/v1/replicate", c.header, body, &p); code != c.status || p.Field != c.field {
+				t.Errorf("POST with %v = %d %+v, want %d naming %q", c.header, code, p, c.status, c.field)
+			}
+		})
+	}
+	assertStreamEmpty(t, s, bus.StreamCommands)
+}
+
+// TestToken: with a token configured, discover and replicate need it (the
+// scheme in any case), and health tells only status, id and version
+// without it.
+func TestToken(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(path, []byte("vma-s3cret-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := api.ReadTokenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newStack(t, func(c *appliance.Config) { c.API.TokenSHA256 = sum })
+	bad := `{"job_id":"j-1","vcenter":"v","username":"u","password":"p","vm_paths":["/a"],"oma_url":"ftp://x"}`
+	for _, c := range []struct {
+		auth   string
+		status int
+	}{
+		{"", 401}, {"Bearer ", 401}, {"Bearer wrong", 401}, {"Basic dm1hOnMzY3JldA==", 401}, {"vma-s3cret-token", 401},
+		{"Bearer vma-s3cret-token", 400}, {"bearer vma-s3cret-token", 400}, {"BEARER  vma-s3cret-token ", 400},
+	} {
+		for _, path := range []string{"/api/v1/replicate", "/api/v1/discover"} {
+			var p problem.Problem
+			code := s.send(t, "POST", path, map[string]string{"Authorization": c.auth}, bad, &p)
+			if path == "/api/v1/discover" && code == 400 {
+				continue // discover refuses the body for another reason
+			}
+			if code != c.status || (code == 401 && p.Field != "Authorization") {
+				t.Errorf("POST %s with %q = %d %+v, want %d", path, c.auth, code, p, c.status)
+			}
+		}
+	}
+	var h map[string]any
+	if code := s.send(t, "GET", "/api/v1/health", nil, "", &h); code != 200 || len(h) != 3 || h["vma_id"] != "vma-1" || h["status"] != "ok" || h["version"] != appliance.Version {
+		t.Errorf("health without the token = %d %v, want only status, vma_id, version", code, h)
+	}
+	if code := s.send(t, "GET", "/api/v1/health", map[string]string{"Authorization": "Bearer wrong"}, "", &h); code != 200 || len(h) != 3 {
+		t.Errorf("health with a wrong token = %d %v, want only status, vma_id, version", code, h)
+	}
+	if code := s.send(t, "GET", "/api/v1/health", map[string]string{"Authorization": "Bearer vma-s3cret-token"}, "", &h); code != 200 || h["public_key"] != s.id.PublicKey() || h["bus"] == nil {
+		t.Errorf("health with the token = %d %v, want the full answer", code, h)
+	}
+	if strings.Contains(s.logs.String(), "vma-s3cret-token") {
+		t.Error("the logs hold the token")
+	}
+	empty := filepath.Join(t.TempDir(), "empty")
+	_ = os.WriteFile(empty, []byte(" \n"), 0o600)
+	if _, err := api.ReadTokenFile(empty); err == nil {
+		t.Error("ReadTokenFile(empty file) succeeded")
+	}
+}
+
+// TestVCenterAllow: a discovery or replication for a vCenter outside the
+// allow list is 403 naming vcenter, publishes nothing and connects nowhere.
+func TestVCenterAllow(t *testing.T) {
+	elsewhere, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer elsewhere.Close()
+	var dials atomic.Int32
+	go func() {
+		for {
+			c, err := elsewhere.Accept()
+			if err != nil {
+				return
+			}
+			dials.Add(1)
+			c.Close()
+		}
+	}()
+	s := newStack(t, func(c *appliance.Config) {
+		c.VCenterAllow = []string{"vcenter.example.com", "127.0.0.2:443", "localhost"}
+	})
+	// The simulator listens on 127.0.0.1:<port>, which the list does not hold.
+	refused := []string{elsewhere.Addr().String(), s.sim.Host, "vcenter.example.org", "127.0.0.2:8443"}
+	for _, vc := range refused {
+		body := s.discoverBody(s.sim.Password)
+		body["vcenter"] = vc
+		var p problem.Problem
+		if code := s.post(t, "/api/v1/discover", body, &p); code != 403 || p.Field != "vcenter" {
+			t.Errorf("discover at %s = %d %+v, want 403 naming vcenter", vc, code, p)
+		}
+		rep := map[string]any{"job_id": "repl-1", "vcenter": vc, "username": "u", "password": "p", "vm_paths": []string{"/a"}, "oma_url": "http://localhost:8082"}
+		if code := s.post(t, "/api/v1/replicate", rep, &p); code != 403 || p.Field != "vcenter" {
+			t.Errorf("replicate at %s = %d %+v, want 403 naming vcenter", vc, code, p)
+		}
+	}
+	assertStreamEmpty(t, s, bus.StreamDiscovery)
+	assertStreamEmpty(t, s, bus.StreamCommands)
+
+	// A host on the list without a port allows any port. The answer comes
+	// from the worker, which handles requests in order: it has then seen
+	// everything published before.
+	_, simPort, _ := net.SplitHostPort(s.sim.Host)
+	body := s.discoverBody(s.sim.Password)
+	body["vcenter"] = "LocalHost:" + simPort
+	var p problem.Problem
+	if code := s.post(t, "/api/v1/discover", body, &p); code == 403 || code == 504 {
+		t.Errorf("discover at an allowed vCenter = %d %+v", code, p)
+	}
+	if n := dials.Load(); n != 0 {
+		t.Errorf("the VMA connected %d times to a vCenter outside the allow list", n)
+	}
+}
+
+// TestFieldLimits: every field of discover and replicate is held to the
+// limits of the event schema at the edge: 400 naming the field, nothing
+// published, never a failed publish.
+func TestFieldLimits(t *testing.T) {
+	s := newStack(t)
+	long := strings.Repeat("x", 5000)
+	discover := func(k, v string) map[string]any {
+		b := map[string]any{"vcenter": "vcenter.example.com", "username": "u", "password": "p", "datacenter": "dc", "filter": "f"}
+		b[k] = v
+		return b
+	}
+	replicate := func(k string, v any) map[string]any {
+		b := map[string]any{"job_id": "repl-1", "vcenter": "vcenter.example.com", "username": "u", "password": "p",
+			"vm_paths": []string{"/dc/vm/a"}, "oma_url": "http://localhost:8082"}
+		b[k] = v
+		return b
+	}
+	for _, c := range []struct {
+		name, path string
+		body       map[string]any
+		field      string
+	}{
+		{"discover vcenter", "/api/v1/discover", discover("vcenter", long), "vcenter"},
+		{"discover username", "/api/v1/discover", discover("username", long), "username"},
+		{"discover password", "/api/v1/discover", discover("password", long+long), "password"},
+		{"discover datacenter", "/api/v1/discover", discover("datacenter", long), "datacenter"},
+		{"discover filter", "/api/v1/discover", discover("filter", long), "filter"},
+		{"replicate job_id", "/api/v1/replicate", replicate("job_id", strings.Repeat("j", 129)), "job_id"},
+		{"replicate vcenter", "/api/v1/replicate", replicate("vcenter", long), "vcenter"},
+		{"replicate username", "/api/v1/replicate", replicate("username", long), "username"},
+		{"replicate password", "/api/v1/replicate", replicate("password", long+long), "password"},
+		{"replicate vm_paths", "/api/v1/replicate", replicate("vm_paths", []string{"/a", "/" + long}), "vm_paths[1]"},
+		{"replicate oma_url", "/api/v1/replicate", replicate("oma_url", "http://x/"+long), "oma_url"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var p problem.Problem
+			if code := s.post(t, c.path, c.body, &p); code != 400 || p.Field != c.field {
+				t.Errorf("POST %s = %d %+v, want 400 naming %s", c.path, code, p, c.field)
+			}
+		})
+	}
+	assertStreamEmpty(t, s, bus.StreamDiscovery)
+	assertStreamEmpty(t, s, bus.StreamCommands)
 }

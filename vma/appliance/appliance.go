@@ -38,8 +38,12 @@ type Config struct {
 	// one. Empty makes one up on first start.
 	ID string
 	// APIAddr is the REST API's listen address; empty means 127.0.0.1:8081
-	// and a port 0 picks a free one.
+	// (api.DefaultAddr) and a port 0 picks a free one.
 	APIAddr string
+	// API configures the REST API: its bearer token, the browser origins
+	// it allows, its HTTP server. Its identity, version, timeouts, clock,
+	// logger and vCenter allow list are the VMA's.
+	API api.Config
 	// NATSURL is the OMA's NATS; empty means nats://127.0.0.1:4222.
 	NATSURL string
 	// NATSSeed is this VMA's NKey seed, as `oma vma add` printed it.
@@ -49,6 +53,9 @@ type Config struct {
 	// VCenterCAFile and VCenterInsecure say how to trust vCenter's certificate.
 	VCenterCAFile   string
 	VCenterInsecure bool
+	// VCenterAllow lists the only vCenters the VMA logs in to, through its
+	// API or for the OMA; empty: any.
+	VCenterAllow []string
 	// VCenterTimeout bounds connecting and logging in to vCenter; 0 means 15s.
 	VCenterTimeout time.Duration
 	// Heartbeat is the heartbeat period; 0 means 30s.
@@ -70,7 +77,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, errors.New("vma: no NATS seed: give the file with the NKey seed `oma vma add` wrote (-nats-seed)")
 	}
 	if cfg.APIAddr == "" {
-		cfg.APIAddr = "127.0.0.1:8081"
+		cfg.APIAddr = api.DefaultAddr
 	}
 	if cfg.NATSURL == "" {
 		cfg.NATSURL = "nats://127.0.0.1:4222"
@@ -83,6 +90,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := cfg.API.HTTP.Validate(); err != nil {
+		return cfg, fmt.Errorf("api: %w", err)
 	}
 	return cfg, nil
 }
@@ -167,12 +177,15 @@ func (v *VMA) Run(ctx context.Context) error {
 
 	w := worker.New(conn, worker.Config{Identity: id, Version: Version, Heartbeat: cfg.Heartbeat,
 		VCenterCAFile: cfg.VCenterCAFile, VCenterInsecure: cfg.VCenterInsecure, VCenterTimeout: cfg.VCenterTimeout,
-		Now: cfg.Now, Logger: log})
+		VCenterAllow: cfg.VCenterAllow, Now: cfg.Now, Logger: log})
 	wctx, stopWorker := context.WithCancel(ctx)
 	defer stopWorker()
 	workerErr := make(chan error, 1)
 	go func() { workerErr <- w.Run(wctx) }()
-	a := api.New(conn, st, api.Config{Identity: id, Version: Version, DiscoverTimeout: cfg.DiscoverTimeout, Now: cfg.Now, Logger: log})
+	ac := cfg.API
+	ac.Identity, ac.Version, ac.DiscoverTimeout, ac.Now, ac.Logger = id, Version, cfg.DiscoverTimeout, cfg.Now, log
+	ac.VCenterAllow = cfg.VCenterAllow
+	a := api.New(conn, st, ac)
 	apiCtx, stopAPI := context.WithCancel(ctx)
 	defer stopAPI()
 	apiErr := make(chan error, 1)

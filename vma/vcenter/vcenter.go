@@ -28,6 +28,8 @@ var (
 	ErrUnreachable = errors.New("vCenter unreachable")
 	// ErrNotFound: a datacenter (or VM) that was named does not exist.
 	ErrNotFound = errors.New("not found")
+	// ErrNotAllowed: the vCenter is not on the VMA's allow list.
+	ErrNotAllowed = errors.New("vCenter not allowed")
 )
 
 // Config says how to reach a vCenter.
@@ -42,6 +44,8 @@ type Config struct {
 	Insecure bool
 	// Timeout bounds connecting and logging in; 0 means 15s.
 	Timeout time.Duration
+	// Allow lists the vCenters that may be logged in to; empty: any.
+	Allow AllowList
 }
 
 // Session is a logged-in vCenter session. Close logs it out.
@@ -51,9 +55,13 @@ type Session struct {
 	host   string
 }
 
-// Login connects to vCenter and logs in. Errors wrap ErrAuth or
-// ErrUnreachable; the password never appears in them.
+// Login connects to vCenter and logs in. Errors wrap ErrAuth,
+// ErrUnreachable, or ErrNotAllowed when cfg.Allow does not permit the host
+// (then no connection is made); the password never appears in them.
 func Login(ctx context.Context, cfg Config) (*Session, error) {
+	if !cfg.Allow.Permits(cfg.Host) {
+		return nil, fmt.Errorf("%w: %s is not one this VMA may log in to (-vcenter-allow)", ErrNotAllowed, cfg.Host)
+	}
 	timeout := cfg.Timeout
 	if timeout == 0 {
 		timeout = 15 * time.Second

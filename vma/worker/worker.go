@@ -29,8 +29,10 @@ type Config struct {
 	VCenterInsecure bool
 	// VCenterTimeout bounds connecting and logging in to vCenter; 0 means 15s.
 	VCenterTimeout time.Duration
-	Now            func() time.Time
-	Logger         *slog.Logger
+	// VCenterAllow lists the only vCenters the worker logs in to; empty: any.
+	VCenterAllow vcenter.AllowList
+	Now          func() time.Time
+	Logger       *slog.Logger
 }
 
 // Worker runs the VMA's consumers.
@@ -108,7 +110,7 @@ func (w *Worker) discover(ctx context.Context, _ events.Event, p events.Payload)
 
 func (w *Worker) query(ctx context.Context, req *events.DiscoverRequest, password string) ([]events.VM, *events.Failure) {
 	s, err := vcenter.Login(ctx, vcenter.Config{Host: req.VCenter, Username: req.Username, Password: password,
-		CAFile: w.cfg.VCenterCAFile, Insecure: w.cfg.VCenterInsecure, Timeout: w.cfg.VCenterTimeout})
+		CAFile: w.cfg.VCenterCAFile, Insecure: w.cfg.VCenterInsecure, Timeout: w.cfg.VCenterTimeout, Allow: w.cfg.VCenterAllow})
 	if err != nil {
 		return nil, failure(err)
 	}
@@ -130,6 +132,8 @@ func failure(err error) *events.Failure {
 		code = events.FailureUnreachable
 	case errors.Is(err, vcenter.ErrNotFound):
 		code = events.FailureNotFound
+	case errors.Is(err, vcenter.ErrNotAllowed):
+		code = events.FailureInvalid
 	}
 	return &events.Failure{Code: code, Message: err.Error()}
 }

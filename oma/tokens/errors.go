@@ -1,0 +1,13 @@
+package tokens
+
+import "errors"
+
+// ErrInvalidName is returned for a token name that is not 1 to 64
+// letters, digits, '.', '-' or '_'.
+var ErrInvalidName = errors.New("invalid token name")
+
+// ErrExists is returned when a token of that name exists already.
+var ErrExists = errors.New("token name taken")
+
+// ErrNotFound is returned for a token name that does not exist.
+var ErrNotFound = errors.New("no such token")
