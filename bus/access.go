@@ -60,7 +60,7 @@ func (a Access) users(omaKey string) ([]*server.NkeyUser, error) {
 			return nil, err
 		}
 	}
-	obs := observerPermissions(ids)
+	obs := observerPermissions()
 	for i, key := range a.Observers {
 		if err := add(fmt.Sprintf("observer %d", i), key, obs); err != nil {
 			return nil, err
@@ -102,44 +102,12 @@ func vmaPermissions(id string) (*server.Permissions, error) {
 	}, nil
 }
 
-// observerPermissions allows reading and replaying, and keeps the observer
-// away from the durable consumers of the OMA and of the given VMAs.
-func observerPermissions(vmaIDs []string) *server.Permissions {
-	var deny []string
-	for _, d := range append([]string{OMADurable}, durables(vmaIDs)...) {
-		deny = append(deny,
-			"$JS.API.CONSUMER.CREATE.*."+d,
-			"$JS.API.CONSUMER.CREATE.*."+d+".>",
-			"$JS.API.CONSUMER.MSG.NEXT.*."+d,
-		)
-	}
+// observerPermissions allows subscribing to godwit.> live and to the
+// observer's inbox, and publishing only JetStream API requests under
+// ObserverAPIPrefix, which the server's gate checks and forwards.
+func observerPermissions() *server.Permissions {
 	return &server.Permissions{
-		Publish: &server.SubjectPermission{
-			Allow: []string{
-				"$JS.API.INFO",
-				"$JS.API.STREAM.NAMES",
-				"$JS.API.STREAM.LIST",
-				"$JS.API.STREAM.INFO.*",
-				"$JS.API.STREAM.MSG.GET.*",
-				"$JS.API.DIRECT.GET.>",
-				"$JS.API.CONSUMER.NAMES.*",
-				"$JS.API.CONSUMER.LIST.*",
-				"$JS.API.CONSUMER.INFO.*.*",
-				// Ephemeral, named replay consumers such as `nats sub --last` makes.
-				"$JS.API.CONSUMER.CREATE.*.*",
-				"$JS.API.CONSUMER.CREATE.*.*.>",
-				"$JS.API.CONSUMER.MSG.NEXT.*.*",
-			},
-			Deny: deny,
-		},
-		Subscribe: &server.SubjectPermission{Allow: []string{subject.All, "_INBOX.>"}},
+		Publish:   &server.SubjectPermission{Allow: []string{ObserverAPIPrefix + ".>"}},
+		Subscribe: &server.SubjectPermission{Allow: []string{subject.All, observerInbox + ">"}},
 	}
-}
-
-func durables(vmaIDs []string) []string {
-	out := make([]string, len(vmaIDs))
-	for i, id := range vmaIDs {
-		out[i] = VMADurable(id)
-	}
-	return out
 }

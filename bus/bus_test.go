@@ -475,7 +475,10 @@ func TestObserverIsReadOnly(t *testing.T) {
 	}
 	var perr permissionErrors
 	o := bustest.Connect(t, srv.ClientURL(), bus.ClientConfig{Name: "observer", NKeySeed: obs.Seed, Options: []nats.Option{perr.option()}})
-	js := o.JetStream()
+	js, err := jetstream.NewWithAPIPrefix(o.NATS(), bus.ObserverAPIPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	// Reading works: stream info, get, and a replay consumer.
 	s, err := js.Stream(ctx, bus.StreamProgress)

@@ -45,6 +45,10 @@ func TestNatsCLIObserver(t *testing.T) {
 		last = ev
 	}
 	seed := obs.SeedFile(t)
+	natsCLI := func(t *testing.T, url, seed string, args ...string) (string, error) {
+		t.Helper()
+		return natsCLI(t, url, seed, append([]string{"--js-api-prefix", bus.ObserverAPIPrefix}, args...)...)
+	}
 
 	out, err := natsCLI(t, srv.ClientURL(), seed, "stream", "ls", "--names")
 	if err != nil {
