@@ -93,6 +93,18 @@ func (g *gate) handle(msg *nats.Msg) {
 	ctx, cancel := context.WithTimeout(context.Background(), DefaultRequestTimeout)
 	defer cancel()
 	data, err := g.check(ctx, api, msg.Data)
+	if err != nil && strings.HasPrefix(api, "CONSUMER.MSG.NEXT.") {
+		// A pull's answers are messages: refuse with a status message, which
+		// clients take as the end of the pull.
+		g.log.Warn("observer request refused", "api", api, "err", err)
+		refusal := nats.NewMsg(msg.Reply)
+		refusal.Header.Set("Status", "409")
+		refusal.Header.Set("Description", "godwit: "+err.Error())
+		if err := msg.RespondMsg(refusal); err != nil {
+			g.log.Warn("answer observer", "api", api, "err", err)
+		}
+		return
+	}
 	if err != nil {
 		g.log.Warn("observer request refused", "api", api, "err", err)
 		body, _ := json.Marshal(map[string]any{"error": map[string]any{"code": 403, "description": "godwit: " + err.Error()}})
