@@ -16,9 +16,11 @@ import (
 //   - A VMA may publish only on subjects carrying its own id, read its own
 //     commands and discover requests through its durable consumers, and
 //     receive replies on its own inbox prefix (subject.InboxPrefix).
-//   - An observer may read: list and inspect streams, get messages, replay
-//     through ephemeral consumers, and subscribe to godwit.> live. It may not
-//     publish events, delete anything, or touch the durable consumers.
+//   - An observer may subscribe to godwit.> live and reach JetStream only
+//     through ObserverAPIPrefix, whose gate forwards reads: list and inspect
+//     streams, get messages, replay through ephemeral pull consumers. It may
+//     not publish events, delete or purge anything, create or pull from a
+//     durable, or have anything delivered but into its inbox.
 //   - An admin may do everything the OMA may: for operators' tools and
 //     benchmarks, never for a VMA.
 type Access struct {
