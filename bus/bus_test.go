@@ -474,11 +474,9 @@ func TestObserverIsReadOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	var perr permissionErrors
-	o := bustest.Connect(t, srv.ClientURL(), bus.ClientConfig{Name: "observer", NKeySeed: obs.Seed, Options: []nats.Option{perr.option()}})
-	js, err := jetstream.NewWithAPIPrefix(o.NATS(), bus.ObserverAPIPrefix)
-	if err != nil {
-		t.Fatal(err)
-	}
+	o := bustest.Connect(t, srv.ClientURL(), bus.ClientConfig{Name: "observer", NKeySeed: obs.Seed, JSAPIPrefix: bus.ObserverAPIPrefix,
+		Options: []nats.Option{perr.option()}})
+	js := o.JetStream()
 
 	// Reading works: stream info, get, and a replay consumer.
 	s, err := js.Stream(ctx, bus.StreamProgress)
