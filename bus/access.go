@@ -16,9 +16,11 @@ import (
 //   - A VMA may publish only on subjects carrying its own id, read its own
 //     commands and discover requests through its durable consumers, and
 //     receive replies on its own inbox prefix (subject.InboxPrefix).
-//   - An observer may read: list and inspect streams, get messages, replay
-//     through ephemeral consumers, and subscribe to godwit.> live. It may not
-//     publish events, delete anything, or touch the durable consumers.
+//   - An observer may subscribe to godwit.> live and reach JetStream only
+//     through ObserverAPIPrefix, whose gate forwards reads: list and inspect
+//     streams, get messages, replay through ephemeral pull consumers. It may
+//     not publish events, delete or purge anything, create or pull from a
+//     durable, or have anything delivered but into its inbox.
 //   - An admin may do everything the OMA may: for operators' tools and
 //     benchmarks, never for a VMA.
 type Access struct {
@@ -60,7 +62,7 @@ func (a Access) users(omaKey string) ([]*server.NkeyUser, error) {
 			return nil, err
 		}
 	}
-	obs := observerPermissions(ids)
+	obs := observerPermissions()
 	for i, key := range a.Observers {
 		if err := add(fmt.Sprintf("observer %d", i), key, obs); err != nil {
 			return nil, err
@@ -102,44 +104,12 @@ func vmaPermissions(id string) (*server.Permissions, error) {
 	}, nil
 }
 
-// observerPermissions allows reading and replaying, and keeps the observer
-// away from the durable consumers of the OMA and of the given VMAs.
-func observerPermissions(vmaIDs []string) *server.Permissions {
-	var deny []string
-	for _, d := range append([]string{OMADurable}, durables(vmaIDs)...) {
-		deny = append(deny,
-			"$JS.API.CONSUMER.CREATE.*."+d,
-			"$JS.API.CONSUMER.CREATE.*."+d+".>",
-			"$JS.API.CONSUMER.MSG.NEXT.*."+d,
-		)
-	}
+// observerPermissions allows subscribing to godwit.> live and to the
+// observer's inbox, and publishing only JetStream API requests under
+// ObserverAPIPrefix, which the server's gate checks and forwards.
+func observerPermissions() *server.Permissions {
 	return &server.Permissions{
-		Publish: &server.SubjectPermission{
-			Allow: []string{
-				"$JS.API.INFO",
-				"$JS.API.STREAM.NAMES",
-				"$JS.API.STREAM.LIST",
-				"$JS.API.STREAM.INFO.*",
-				"$JS.API.STREAM.MSG.GET.*",
-				"$JS.API.DIRECT.GET.>",
-				"$JS.API.CONSUMER.NAMES.*",
-				"$JS.API.CONSUMER.LIST.*",
-				"$JS.API.CONSUMER.INFO.*.*",
-				// Ephemeral, named replay consumers such as `nats sub --last` makes.
-				"$JS.API.CONSUMER.CREATE.*.*",
-				"$JS.API.CONSUMER.CREATE.*.*.>",
-				"$JS.API.CONSUMER.MSG.NEXT.*.*",
-			},
-			Deny: deny,
-		},
-		Subscribe: &server.SubjectPermission{Allow: []string{subject.All, "_INBOX.>"}},
+		Publish:   &server.SubjectPermission{Allow: []string{ObserverAPIPrefix + ".>"}},
+		Subscribe: &server.SubjectPermission{Allow: []string{subject.All, observerInbox + ">"}},
 	}
-}
-
-func durables(vmaIDs []string) []string {
-	out := make([]string, len(vmaIDs))
-	for i, id := range vmaIDs {
-		out[i] = VMADurable(id)
-	}
-	return out
 }

@@ -280,12 +280,15 @@ func TestConsume(t *testing.T) {
 
 func TestRequestReply(t *testing.T) {
 	t.Parallel()
-	srv := bustest.StartServer(t, "", bus.Access{})
+	u := bustest.NewUser(t)
+	srv := bustest.StartServer(t, "", bus.Access{VMAs: map[string]string{"vma-1": u.PublicKey}})
 	oma := bustest.ConnectOMA(t, srv)
+	inbox, _ := subject.InboxPrefix("vma-1")
+	vma := bustest.Connect(t, srv.ClientURL(), bus.ClientConfig{Name: "vma-1", NKeySeed: u.Seed, InboxPrefix: inbox})
 	ctx := ctxT(t, 10*time.Second)
 	type req struct{ N int }
 	type resp struct{ Double int }
-	err := oma.Serve(ctx, "godwit.export.request.*.*", "oma", func(_ context.Context, subj string, data []byte) (any, error) {
+	err := oma.Serve(ctx, "godwit.export.request.*.job-1", "oma", bus.ExportReplies, func(_ context.Context, subj string, data []byte) (any, error) {
 		var r req
 		if err := json.Unmarshal(data, &r); err != nil {
 			return nil, err
@@ -302,20 +305,20 @@ func TestRequestReply(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got resp
-	if err := oma.Request(ctx, "godwit.export.request.vma-1.job-1", req{N: 21}, &got); err != nil || got.Double != 42 {
+	if err := vma.Request(ctx, "godwit.export.request.vma-1.job-1", req{N: 21}, &got); err != nil || got.Double != 42 {
 		t.Errorf("Request = %+v, %v", got, err)
 	}
 	var re *bus.RemoteError
-	if err := oma.Request(ctx, "godwit.export.request.vma-1.job-1", req{N: -1}, &got); !errors.As(err, &re) ||
+	if err := vma.Request(ctx, "godwit.export.request.vma-1.job-1", req{N: -1}, &got); !errors.As(err, &re) ||
 		re.Message != "negative: godwit.export.request.vma-1.job-1" {
 		t.Errorf("Request(failing) = %v, want a RemoteError", err)
 	}
-	if err := oma.Request(ctx, "godwit.nobody.home", req{}, &got); !errors.Is(err, bus.ErrNoResponders) {
+	if err := vma.Request(ctx, "godwit.export.request.vma-1.nobody", req{}, &got); !errors.Is(err, bus.ErrNoResponders) {
 		t.Errorf("Request(nobody) = %v, want ErrNoResponders", err)
 	}
 	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
-	if err := oma.Request(short, "godwit.export.request.vma-1.job-1", req{N: 99}, &got); !errors.Is(err, context.DeadlineExceeded) {
+	if err := vma.Request(short, "godwit.export.request.vma-1.job-1", req{N: 99}, &got); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Request(slow) = %v, want DeadlineExceeded", err)
 	}
 }
@@ -471,7 +474,8 @@ func TestObserverIsReadOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	var perr permissionErrors
-	o := bustest.Connect(t, srv.ClientURL(), bus.ClientConfig{Name: "observer", NKeySeed: obs.Seed, Options: []nats.Option{perr.option()}})
+	o := bustest.Connect(t, srv.ClientURL(), bus.ClientConfig{Name: "observer", NKeySeed: obs.Seed, JSAPIPrefix: bus.ObserverAPIPrefix,
+		Options: []nats.Option{perr.option()}})
 	js := o.JetStream()
 
 	// Reading works: stream info, get, and a replay consumer.

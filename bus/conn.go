@@ -64,6 +64,9 @@ type ClientConfig struct {
 	// InboxPrefix replaces "_INBOX" for replies; a VMA must use
 	// subject.InboxPrefix(id), which its permissions allow.
 	InboxPrefix string
+	// JSAPIPrefix replaces "$JS.API" for JetStream; an observer must use
+	// ObserverAPIPrefix.
+	JSAPIPrefix string
 	// Dial replaces the TCP dialer, for example with the SSH tunnel.
 	Dial DialFunc
 	// ReconnectWait is the first delay between reconnect attempts, doubled
@@ -217,6 +220,9 @@ func connect(ctx context.Context, url string, cfg ClientConfig) (*Conn, error) {
 		return nil, fmt.Errorf("connect %s: %w", url, ctx.Err())
 	}
 	js, err := jetstream.New(nc)
+	if cfg.JSAPIPrefix != "" {
+		js, err = jetstream.NewWithAPIPrefix(nc, cfg.JSAPIPrefix)
+	}
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("connect %s: jetstream: %w", url, err)

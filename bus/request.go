@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/godwit/godwit/events/subject"
 )
 
 // DefaultRequestTimeout bounds Request when ctx has no deadline.
@@ -53,11 +56,29 @@ func (c *Conn) Request(ctx context.Context, subj string, req, resp any) error {
 	return nil
 }
 
+// ReplyPrefix returns the prefix under which the reply subject of a request
+// on subj must lie, such as the inbox prefix of the VMA that subj names, or
+// an error when subj names nobody who may get an answer.
+type ReplyPrefix func(subj string) (string, error)
+
 // Serve answers requests on subj (which may hold wildcards) with h, in
 // queue group queue so that several responders share the load. It returns
 // once the subscription is in place; it stops when ctx ends.
-func (c *Conn) Serve(ctx context.Context, subj, queue string, h Responder) error {
+//
+// The requester chooses the reply subject, and the answer is published
+// with this connection's rights, so Serve answers only into
+// replies(msg.Subject) + ".>": a request whose reply lies anywhere else (a
+// JetStream API subject, another VMA's inbox) is logged and dropped, and h
+// is not called.
+func (c *Conn) Serve(ctx context.Context, subj, queue string, replies ReplyPrefix, h Responder) error {
+	if replies == nil {
+		return fmt.Errorf("serve %s: no reply prefix", subj)
+	}
 	sub, err := c.nc.QueueSubscribe(subj, queue, func(msg *nats.Msg) {
+		if err := replyAllowed(msg, replies); err != nil {
+			c.log.Warn("request dropped", "subject", msg.Subject, "reply", msg.Reply, "err", err)
+			return
+		}
 		reply := nats.NewMsg(msg.Reply)
 		resp, err := h(ctx, msg.Subject, msg.Data)
 		if err == nil {
@@ -84,4 +105,31 @@ func (c *Conn) Serve(ctx context.Context, subj, queue string, h Responder) error
 		_ = sub.Drain()
 	}()
 	return nil
+}
+
+// replyAllowed checks that msg has a reply subject under the prefix replies
+// gives for its subject.
+func replyAllowed(msg *nats.Msg, replies ReplyPrefix) error {
+	if msg.Reply == "" {
+		return errors.New("no reply subject")
+	}
+	prefix, err := replies(msg.Subject)
+	if err != nil {
+		return fmt.Errorf("reply prefix: %w", err)
+	}
+	if prefix == "" || !strings.HasPrefix(msg.Reply, prefix+".") || strings.ContainsAny(msg.Reply, "*> \t\r\n") {
+		return fmt.Errorf("reply subject is not under %s.>", prefix)
+	}
+	return nil
+}
+
+// ExportReplies is the ReplyPrefix of export requests
+// (godwit.export.request.<vma>.<job>): the inbox prefix of the VMA the
+// subject names, so that only that VMA gets the answer.
+func ExportReplies(subj string) (string, error) {
+	vmaID, _, err := subject.ParseExportRequest(subj)
+	if err != nil {
+		return "", err
+	}
+	return subject.InboxPrefix(vmaID)
 }

@@ -39,9 +39,10 @@ type ServerConfig struct {
 // Server is an embedded nats-server with JetStream. It has an internal user
 // for the OMA, whose key never leaves the process; see Connect.
 type Server struct {
-	ns  *server.Server
-	oma nkeys.KeyPair
-	log *slog.Logger
+	ns   *server.Server
+	oma  nkeys.KeyPair
+	log  *slog.Logger
+	gate *gate // forwards observers' read-only JetStream API requests
 
 	mu     sync.Mutex // guards opts and access for SetAccess
 	opts   *server.Options
@@ -108,6 +109,11 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		ns.WaitForShutdown()
 		return nil, fmt.Errorf("start nats server: jetstream did not start in %s", cfg.StoreDir)
 	}
+	if s.gate, err = startGate(ns, oma, s.log); err != nil {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, err
+	}
 	s.log.Info("nats server ready", "url", ns.ClientURL(), "store", cfg.StoreDir)
 	return s, nil
 }
@@ -167,6 +173,7 @@ func (s *Server) JetStreamEnabled() bool { return s.ns.JetStreamEnabled() }
 func (s *Server) Shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
+		s.gate.close()
 		s.ns.Shutdown()
 		s.ns.WaitForShutdown()
 		close(done)

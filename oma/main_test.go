@@ -120,7 +120,7 @@ func TestRunAndSubcommands(t *testing.T) {
 	defer cancel()
 	obsSeed, _ := os.ReadFile(filepath.Join(dir, "observer.nk"))
 	adminSeed, _ := os.ReadFile(filepath.Join(dir, "admin.nk"))
-	obs, err := bus.Connect(ctx, "nats://"+r.nats, bus.ClientConfig{NKeySeed: obsSeed})
+	obs, err := bus.Connect(ctx, "nats://"+r.nats, bus.ClientConfig{NKeySeed: obsSeed, JSAPIPrefix: bus.ObserverAPIPrefix})
 	if err != nil {
 		t.Fatalf("observer connect: %v", err)
 	}

@@ -3,6 +3,7 @@ package subject
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Root is the first token of every godwit subject.
@@ -39,6 +40,10 @@ const (
 
 // ErrInvalidID is wrapped by every error about an id that cannot be a subject token.
 var ErrInvalidID = errors.New("invalid id")
+
+// ErrNotSubject is wrapped by every error about a subject that is not of the
+// form a parse function expects.
+var ErrNotSubject = errors.New("not the expected subject")
 
 // ValidID reports whether id can stand as one subject token: 1 to MaxIDLen
 // characters from A-Z, a-z, 0-9, '-' and '_'. Dots, wildcards ('*', '>'),
@@ -115,6 +120,28 @@ func Heartbeat(vmaID string) (string, error) { return join(heartbeat, vma(vmaID)
 // request/reply, for the NBD exports of a job.
 func ExportRequest(vmaID, jobID string) (string, error) {
 	return join(exportRequest, vma(vmaID), job(jobID))
+}
+
+// ParseExportRequest returns the VMA and job ids of an export request
+// subject, godwit.export.request.<vma>.<job>. It fails with an error
+// wrapping ErrNotSubject when subj has another form, or ErrInvalidID when an
+// id is not one that ExportRequest accepts.
+func ParseExportRequest(subj string) (vmaID, jobID string, err error) {
+	rest, ok := strings.CutPrefix(subj, exportRequest+".")
+	if !ok {
+		return "", "", fmt.Errorf("%w: %q is not %s.<vma>.<job>", ErrNotSubject, subj, exportRequest)
+	}
+	vmaID, jobID, ok = strings.Cut(rest, ".")
+	if !ok {
+		return "", "", fmt.Errorf("%w: %q is not %s.<vma>.<job>", ErrNotSubject, subj, exportRequest)
+	}
+	if err := ValidID(vmaID); err != nil {
+		return "", "", fmt.Errorf("export request %q: vma id: %w", subj, err)
+	}
+	if err := ValidID(jobID); err != nil { // refuses a dot: no extra token
+		return "", "", fmt.Errorf("export request %q: job id: %w", subj, err)
+	}
+	return vmaID, jobID, nil
 }
 
 // VMAPublish lists the subjects a VMA may publish on: only those carrying its own id.

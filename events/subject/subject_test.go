@@ -146,3 +146,41 @@ func TestVMAPublishCarriesOnlyItsID(t *testing.T) {
 		}
 	}
 }
+
+func TestParseExportRequest(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		subj     string
+		vma, job string
+		wantErr  error
+	}{
+		{"built", "godwit.export.request.vma-1.repl-vm-1-2", "vma-1", "repl-vm-1-2", nil},
+		{"no job", "godwit.export.request.vma-1", "", "", subject.ErrNotSubject},
+		{"empty job", "godwit.export.request.vma-1.", "", "", subject.ErrInvalidID},
+		{"extra token", "godwit.export.request.vma-1.job.x", "", "", subject.ErrInvalidID},
+		{"wildcard vma", "godwit.export.request.*.job", "", "", subject.ErrInvalidID},
+		{"full wildcard", "godwit.export.request.vma-1.>", "", "", subject.ErrInvalidID},
+		{"other subject", "godwit.progress.vma-1.job", "", "", subject.ErrNotSubject},
+		{"prefix only", "godwit.export.requestx.vma-1.job", "", "", subject.ErrNotSubject},
+		{"js api", "$JS.API.STREAM.DELETE.JOBS", "", "", subject.ErrNotSubject},
+		{"empty", "", "", "", subject.ErrNotSubject},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			vma, job, err := subject.ParseExportRequest(tt.subj)
+			if !errors.Is(err, tt.wantErr) || (tt.wantErr != nil) != (err != nil) || vma != tt.vma || job != tt.job {
+				t.Errorf("ParseExportRequest(%q) = %q, %q, %v, want %q, %q, %v", tt.subj, vma, job, err, tt.vma, tt.job, tt.wantErr)
+			}
+		})
+	}
+	// Every subject ExportRequest builds parses back to its ids.
+	subj, err := subject.ExportRequest("vma_2", "job-9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vma, job, err := subject.ParseExportRequest(subj); err != nil || vma != "vma_2" || job != "job-9" {
+		t.Errorf("ParseExportRequest(%q) = %q, %q, %v, want vma_2, job-9", subj, vma, job, err)
+	}
+}

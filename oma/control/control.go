@@ -20,6 +20,7 @@ import (
 
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/events/subject"
 	"github.com/godwit/godwit/oma/exports"
 	"github.com/godwit/godwit/oma/jobs"
 	"github.com/godwit/godwit/oma/store"
@@ -163,7 +164,7 @@ func (c *Control) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := c.bus.Serve(ctx, "godwit.export.request.*.*", "oma", c.allocation); err != nil {
+	if err := c.bus.Serve(ctx, subject.AllExport, "oma", bus.ExportReplies, c.allocation); err != nil {
 		return err
 	}
 	errs := make(chan error, len(consumers))

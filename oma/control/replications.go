@@ -430,11 +430,10 @@ func (c *Control) Start(ctx context.Context, id string, cred Credentials) (store
 
 // allocation answers a VMA's export request for one of its jobs.
 func (c *Control) allocation(_ context.Context, subj string, _ []byte) (any, error) {
-	toks := strings.Split(subj, ".")
-	if len(toks) != 5 {
-		return nil, fmt.Errorf("bad export request subject %q", subj)
+	vmaID, jobID, err := subject.ParseExportRequest(subj)
+	if err != nil {
+		return nil, err
 	}
-	vmaID, jobID := toks[3], toks[4]
 	j, err := c.Job(jobID)
 	if err != nil {
 		return nil, err

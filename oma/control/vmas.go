@@ -59,21 +59,48 @@ func RegisterVMA(st *store.Store, id string, now time.Time) (VMACredentials, err
 	return VMACredentials{ID: id, NKeySeed: string(seed)}, nil
 }
 
-// AddVMA registers a VMA on a running OMA: NATS lets it in at once and its
-// consumers are created.
+// AddVMA registers a VMA on a running OMA: its durable consumers are
+// created, then it is stored and NATS lets it in. It is all or nothing: when
+// its consumers cannot be created (an Upstream error) or NATS refuses the new
+// access, the VMA is not registered.
 func (c *Control) AddVMA(ctx context.Context, id string) (VMACredentials, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := subject.ValidID(id); err != nil {
+		return VMACredentials{}, errorf(Invalid, "id", "%v", err)
+	}
+	err := c.store.View(func(tx *bbolt.Tx) error {
+		_, err := store.GetVMA(tx, id)
+		switch {
+		case err == nil:
+			return errorf(Conflict, "id", "VMA %q is already registered", id)
+		case errors.Is(err, store.ErrNotFound):
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return VMACredentials{}, err
+	}
+	if err := c.bus.EnsureVMAConsumers(ctx, id); err != nil {
+		return VMACredentials{}, &Error{Kind: Upstream, Msg: "create the consumers of VMA " + id, Err: err}
+	}
 	cred, err := RegisterVMA(c.store, id, c.cfg.Now())
 	if err != nil {
 		return cred, err
 	}
+	if err := c.setAccess(); err != nil {
+		if derr := c.store.Update(func(tx *bbolt.Tx) error { return store.DeleteVMA(tx, id) }); derr != nil {
+			c.log.Error("forget the VMA NATS refused", "vma", id, "err", derr)
+		}
+		return VMACredentials{}, fmt.Errorf("register vma %s: %w", id, err)
+	}
 	cred.NATSURL, cred.OMAURL = c.cfg.NATSURL, c.cfg.APIURL
-	return cred, c.syncAccess(ctx)
+	return cred, nil
 }
 
-// syncAccess makes NATS access and the VMA consumers match the registered VMAs.
-func (c *Control) syncAccess(ctx context.Context) error {
+// setAccess lets every registered VMA into NATS, and nobody else.
+func (c *Control) setAccess() error {
 	vmas, err := c.VMAs()
 	if err != nil {
 		return err
@@ -83,12 +110,23 @@ func (c *Control) syncAccess(ctx context.Context) error {
 	for _, v := range vmas {
 		a.VMAs[v.ID] = v.NKey
 	}
-	if err := c.access.SetAccess(a); err != nil {
+	return c.access.SetAccess(a)
+}
+
+// syncAccess makes NATS access and the VMA consumers match the registered
+// VMAs. A VMA whose consumers cannot be created is logged and skipped: the
+// others keep working.
+func (c *Control) syncAccess(ctx context.Context) error {
+	if err := c.setAccess(); err != nil {
+		return err
+	}
+	vmas, err := c.VMAs()
+	if err != nil {
 		return err
 	}
 	for _, v := range vmas {
 		if err := c.bus.EnsureVMAConsumers(ctx, v.ID); err != nil {
-			return err
+			c.log.Error("VMA consumers cannot be created: it gets no commands until they can", "vma", v.ID, "err", err)
 		}
 	}
 	return nil

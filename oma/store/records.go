@@ -141,6 +141,9 @@ func GetVMA(tx *bbolt.Tx, id string) (VMA, error) {
 	return v, get(tx, bucketVMAs, id, &v)
 }
 
+// DeleteVMA forgets a VMA; deleting one that is not registered does nothing.
+func DeleteVMA(tx *bbolt.Tx, id string) error { return tx.Bucket(bucketVMAs).Delete([]byte(id)) }
+
 // VMAs returns every registered VMA.
 func VMAs(tx *bbolt.Tx) ([]VMA, error) {
 	var out []VMA

@@ -1,0 +1,167 @@
+package bus_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/godwit/godwit/bus"
+	"github.com/godwit/godwit/bus/bustest"
+	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/events/subject"
+)
+
+// syncBuffer is a log sink safe for concurrent writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// jsState is every stream's message count and every consumer's name.
+func jsState(t *testing.T, c *bus.Conn) map[string]string {
+	t.Helper()
+	ctx := ctxT(t, 10*time.Second)
+	out := map[string]string{}
+	for _, cfg := range bus.StreamConfigs(bus.StreamLimits{}) {
+		s, err := c.JetStream().Stream(ctx, cfg.Name)
+		if err != nil {
+			out[cfg.Name] = "gone: " + err.Error()
+			continue
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := s.ConsumerNames(ctx)
+		var cons []string
+		for n := range names.Name() {
+			cons = append(cons, n)
+		}
+		out[cfg.Name] = fmt.Sprintf("%d msgs, consumers %v", info.State.Msgs, cons)
+	}
+	return out
+}
+
+// TestServeRepliesOnlyIntoTheRequestersInbox has a VMA send export
+// requests whose reply subjects would delete or purge streams, delete
+// another VMA's durable, or answer into another VMA's inbox: the OMA answers
+// none of them, with a log line each, and everything is still there. A
+// request from the VMA's own inbox still gets its answer.
+func TestServeRepliesOnlyIntoTheRequestersInbox(t *testing.T) {
+	t.Parallel()
+	u, other, x := bustest.NewUser(t), bustest.NewUser(t), bustest.NewUser(t)
+	srv := bustest.StartServer(t, "", bus.Access{VMAs: map[string]string{"vma-1": u.PublicKey, "vma-other": other.PublicKey, "vma-1x": x.PublicKey}})
+	var logs syncBuffer
+	ctx := ctxT(t, 60*time.Second)
+	oma, err := srv.Connect(ctx, bus.ClientConfig{Name: "oma", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(oma.Close)
+	for _, id := range []string{"vma-1", "vma-other", "vma-1x"} {
+		if err := oma.EnsureVMAConsumers(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := oma.Publish(ctx, progress("vma-1", "job-1", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := oma.Publish(ctx, &events.ReplicateCancel{JobID: "job-9", VMAID: "vma-other"}); err != nil {
+		t.Fatal(err)
+	}
+	answered := make(chan string, 64)
+	err = oma.Serve(ctx, subject.AllExport, "oma", bus.ExportReplies, func(_ context.Context, subj string, _ []byte) (any, error) {
+		answered <- subj
+		if subj != "godwit.export.request.vma-1.job-2" {
+			// Like an unknown job: the error reply has an empty body,
+			// which the JetStream API takes as a request.
+			return nil, errors.New("no such job")
+		}
+		return map[string]string{"ok": subj}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := jsState(t, oma)
+
+	// Another VMA's inbox, and one that only starts like vma-1's.
+	otherInbox, _ := subject.InboxPrefix("vma-other")
+	otherConn := bustest.Connect(t, srv.ClientURL(), bus.ClientConfig{Name: "vma-other", NKeySeed: other.Seed, InboxPrefix: otherInbox})
+	spied, err := otherConn.NATS().SubscribeSync(otherInbox + ".>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	xInbox, _ := subject.InboxPrefix("vma-1x")
+	xConn := bustest.Connect(t, srv.ClientURL(), bus.ClientConfig{Name: "vma-1x", NKeySeed: x.Seed, InboxPrefix: xInbox})
+	spiedX, err := xConn.NATS().SubscribeSync(xInbox + ".>")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	replies := []string{
+		"$JS.API.STREAM.DELETE.JOBS",
+		"$JS.API.STREAM.DELETE.PROGRESS",
+		"$JS.API.STREAM.PURGE.COMMANDS",
+		"$JS.API.STREAM.PURGE.PROGRESS",
+		"$JS.API.CONSUMER.DELETE.COMMANDS.vma-vma-other",
+		"$JS.API.CONSUMER.DELETE.DISCOVERY.vma-vma-other",
+		"$JS.API.CONSUMER.DELETE.PROGRESS.oma",
+		otherInbox + ".stolen",
+		xInbox + ".stolen",
+		"_INBOX_VMA.vma-1",
+		"_INBOX_OMA.x",
+	}
+	seed := u.SeedFile(t)
+	for _, reply := range replies { // with the real nats CLI
+		out, err := natsCLI(t, srv.ClientURL(), seed, "pub", "godwit.export.request.vma-1.job-1", "{}", "--reply", reply)
+		if err != nil {
+			t.Fatalf("nats pub --reply %s: %v\n%s", reply, err, out)
+		}
+	}
+	inbox, _ := subject.InboxPrefix("vma-1")
+	vma := bustest.Connect(t, srv.ClientURL(), bus.ClientConfig{Name: "vma-1", NKeySeed: u.Seed, InboxPrefix: inbox})
+	for _, reply := range replies { // and with a VMA's own connection
+		if err := vma.NATS().PublishRequest("godwit.export.request.vma-1.job-1", reply, []byte("{}")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The legitimate request is answered; the server delivers the requests
+	// in order, so every hostile one was handled before it.
+	var got map[string]string
+	if err := vma.Request(ctx, "godwit.export.request.vma-1.job-2", struct{}{}, &got); err != nil || got["ok"] != "godwit.export.request.vma-1.job-2" {
+		t.Fatalf("legitimate request = %v, %v", got, err)
+	}
+	if subj := <-answered; subj != "godwit.export.request.vma-1.job-2" {
+		t.Errorf("the responder was called for %s, want only the legitimate request", subj)
+	}
+	if after := jsState(t, oma); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("JetStream changed:\nbefore %v\nafter  %v", before, after)
+	}
+	if m, err := spied.NextMsg(50 * time.Millisecond); err == nil {
+		t.Errorf("another VMA's inbox got an answer on %s: %s", m.Subject, m.Data)
+	}
+	if m, err := spiedX.NextMsg(50 * time.Millisecond); err == nil {
+		t.Errorf("vma-1x's inbox got an answer to vma-1 on %s: %s", m.Subject, m.Data)
+	}
+	if n := strings.Count(logs.String(), "request dropped"); n != 2*len(replies) {
+		t.Errorf("logged %d dropped requests, want %d:\n%s", n, 2*len(replies), logs.String())
+	}
+}
