@@ -43,11 +43,19 @@ type stack struct {
 	omaSt *omastore.Store
 }
 
-func newStack(t *testing.T) *stack {
+func newStack(t *testing.T) *stack { return newStackWith(t, stackConfig{}) }
+
+// stackConfig varies a stack: the simulator's inventory, the VMA API's clock.
+type stackConfig struct {
+	sim vcsim.Config
+	now func() time.Time
+}
+
+func newStackWith(t *testing.T, sc stackConfig) *stack {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	sim, err := vcsim.Start(ctx, vcsim.Config{})
+	sim, err := vcsim.Start(ctx, sc.sim)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +94,7 @@ func newStack(t *testing.T) *stack {
 	t.Cleanup(func() { vst.Close() })
 	w := worker.New(conn, worker.Config{Identity: id, Version: "test", VCenterCAFile: sim.CAFile, VCenterTimeout: 2 * time.Second, Logger: log})
 	go func() { _ = w.Run(ctx) }()
-	a := api.New(conn, vst, api.Config{Identity: id, Version: "test", DiscoverTimeout: 20 * time.Second, Logger: log})
+	a := api.New(conn, vst, api.Config{Identity: id, Version: "test", DiscoverTimeout: 20 * time.Second, Now: sc.now, Logger: log})
 	hs := httptest.NewServer(a.Handler())
 	t.Cleanup(hs.Close)
 	return &stack{sim: sim, oma: oma, ctl: ctl, id: id, url: hs.URL, logs: logs, omaSt: st}

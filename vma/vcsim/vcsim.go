@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strings"
 
 	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/find"
@@ -42,16 +43,16 @@ type Config struct {
 	// ModelVMs adds that many plain VMs made by the simulator's model (one
 	// disk, one NIC each): the quick way to a large inventory.
 	ModelVMs int
-	// WideVMs adds that many VMs with WideDisks disks (on as many SCSI
-	// controllers as they need) and WideNICs network adapters each: a few
-	// hundred of them make a discovery larger than NATS's 1 MiB max payload
-	// in seconds, where thousands of plain VMs take minutes to build.
+	// WideVMs adds that many VMs with names of 80 characters (vSphere's
+	// longest), WideDisks disks and WideNICs network adapters each: about
+	// 6 KiB of discovery each, so that under 200 make a discovery larger
+	// than NATS's 1 MiB max payload, where it takes 2,000 plain VMs.
 	WideVMs int
 }
 
 // Shape of a wide VM (Config.WideVMs).
 const (
-	WideDisks = 45
+	WideDisks = 15
 	WideNICs  = 10
 )
 
@@ -188,8 +189,8 @@ func populate(ctx context.Context, c *vim25.Client, n, wide int) error {
 		specs = append(specs, s)
 	}
 	for i := range wide {
-		s := vmSpec{name: fmt.Sprintf("wide-vm-%04d", i+1), folder: folders.VmFolder, guest: "otherLinux64Guest",
-			firmware: "efi", cpus: 8, memMB: 16384, on: i%2 == 0, cbt: true}
+		s := vmSpec{name: wideName(i + 1), folder: folders.VmFolder, guest: "otherLinux64Guest",
+			firmware: "efi", cpus: 8, memMB: 16384, cbt: true}
 		for d := range WideDisks {
 			s.disks = append(s.disks, int64(d+1)*gib)
 		}
@@ -204,6 +205,12 @@ func populate(ctx context.Context, c *vim25.Client, n, wide int) error {
 		}
 	}
 	return nil
+}
+
+// wideName names a wide VM with vSphere's longest name, 80 characters.
+func wideName(n int) string {
+	name := fmt.Sprintf("wide-vm-%04d-", n)
+	return name + strings.Repeat("x", 80-len(name))
 }
 
 type vmSpec struct {
