@@ -48,6 +48,9 @@ type Config struct {
 	// AppliedMaxAge is how long the ids of applied events are kept, at
 	// least the streams' max age; 0 means 31 days.
 	AppliedMaxAge time.Duration
+	// PruneEvery is how often, by Now, Run forgets the ids of applied
+	// events older than AppliedMaxAge; 0 means an hour.
+	PruneEvery time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger; nil discards.
@@ -63,7 +66,7 @@ type Control struct {
 	access  AccessSetter
 	log     *slog.Logger
 
-	mu      sync.Mutex // serializes job creation, cancellation and VMA changes
+	mu      sync.Mutex // serializes job creation and VMA changes
 	flushMu sync.Mutex // serializes outbox flushes
 	wake    chan struct{}
 	started time.Time
@@ -82,6 +85,9 @@ func New(cfg Config, st *store.Store, conn *bus.Conn, exp *exports.Manager, acce
 	}
 	if cfg.AppliedMaxAge == 0 {
 		cfg.AppliedMaxAge = 31 * 24 * time.Hour
+	}
+	if cfg.PruneEvery == 0 {
+		cfg.PruneEvery = time.Hour
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -115,7 +121,7 @@ func (c *Control) Restore(ctx context.Context) error {
 	if err := c.syncAccess(ctx); err != nil {
 		return err
 	}
-	if _, err := c.store.PruneApplied(c.cfg.Now().Add(-c.cfg.AppliedMaxAge)); err != nil {
+	if err := c.prune(); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
 	var leases []store.Lease
@@ -149,8 +155,10 @@ func (c *Control) Restore(ctx context.Context) error {
 	return c.flush(ctx)
 }
 
-// Run consumes discover results, progress and status, and heartbeats, and
-// answers export requests, until ctx ends.
+// Run consumes discover results, progress and status, and heartbeats,
+// answers export requests, publishes the outbox and prunes the ids of old
+// events, until ctx ends. It returns only after everything it started has
+// stopped; nil when ctx ended.
 func (c *Control) Run(ctx context.Context) error {
 	type consumer struct {
 		stream  string
@@ -164,24 +172,35 @@ func (c *Control) Run(ctx context.Context) error {
 	}
 	for _, cons := range consumers {
 		if err := c.bus.EnsureConsumer(ctx, cons.stream, bus.OMADurable, cons.filters...); err != nil {
-			return err
+			return stopped(ctx, err)
 		}
 	}
 	if err := c.bus.Serve(ctx, "godwit.export.request.*.*", "oma", c.allocation); err != nil {
-		return err
+		return stopped(ctx, err)
 	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { c.flushLoop(ctx) })
+	wg.Go(func() { c.pruneLoop(ctx) })
 	errs := make(chan error, len(consumers))
 	for _, cons := range consumers {
-		go func() { errs <- c.bus.Consume(ctx, cons.stream, bus.OMADurable, cons.handle) }()
+		wg.Go(func() { errs <- c.bus.Consume(ctx, cons.stream, bus.OMADurable, cons.handle) })
 	}
-	go c.flushLoop(ctx)
 	var first error
 	for range consumers {
 		if err := <-errs; err != nil && first == nil {
 			first = err
 		}
 	}
-	return first
+	return stopped(ctx, first)
+}
+
+// stopped returns err, or nil when it came from ctx ending.
+func stopped(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
 }
 
 // flushLoop publishes the outbox when kicked, and every 2 seconds for
@@ -196,10 +215,51 @@ func (c *Control) flushLoop(ctx context.Context) {
 		case <-t.C:
 		case <-c.wake:
 		}
-		if err := c.flush(ctx); err != nil {
+		if err := c.flush(ctx); err != nil && ctx.Err() == nil {
 			c.log.Warn("publish lifecycle events", "err", err)
 		}
 	}
+}
+
+// pruneLoop forgets, every PruneEvery by the Config's clock, the ids of
+// applied events older than AppliedMaxAge, and the pages of discoveries
+// that never completed. It reads that clock every second of real time (or
+// every PruneEvery/60 when shorter), so an injected clock is followed.
+func (c *Control) pruneLoop(ctx context.Context) {
+	t := time.NewTicker(max(min(c.cfg.PruneEvery/60, time.Second), time.Millisecond))
+	defer t.Stop()
+	last := c.started // Restore pruned then
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if now := c.cfg.Now(); now.Sub(last) >= c.cfg.PruneEvery {
+			last = now
+			if err := c.prune(); err != nil {
+				c.log.Warn("prune applied event ids", "err", err)
+			}
+		}
+	}
+}
+
+// prune forgets what is older than AppliedMaxAge: the ids of applied
+// events and the pages of incomplete discoveries.
+func (c *Control) prune() error {
+	before := c.cfg.Now().Add(-c.cfg.AppliedMaxAge)
+	n, err := c.store.PruneApplied(before)
+	if err != nil {
+		return fmt.Errorf("prune: %w", err)
+	}
+	p, err := c.store.PruneDiscoverPages(before)
+	if err != nil {
+		return fmt.Errorf("prune: %w", err)
+	}
+	if n > 0 || p > 0 {
+		c.log.Info("pruned", "event_ids", n, "discover_pages", p)
+	}
+	return nil
 }
 
 // kick asks flushLoop to publish the outbox soon, without waiting for it.
