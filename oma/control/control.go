@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -116,7 +117,10 @@ func (c *Control) exportDir(jobID string) string {
 
 // Restore brings back what the OMA had before a restart: NATS access for
 // every registered VMA with its consumers, the exports of active jobs on
-// their leased ports, and the release of leases whose jobs have ended.
+// their leased ports, and the release of leases whose jobs have ended. A
+// job whose exports cannot be served again (a missing export or volume,
+// a failing nbdkit) is failed with the reason in its last error; the
+// others are restored.
 func (c *Control) Restore(ctx context.Context) error {
 	if err := c.syncAccess(ctx); err != nil {
 		return err
@@ -147,12 +151,45 @@ func (c *Control) Restore(ctx context.Context) error {
 			c.release(l.JobID)
 			continue
 		}
-		if err := c.exports.Serve(ctx, l.JobID, l.Port, l.Dir); err != nil {
-			return fmt.Errorf("restore exports of %s on port %d: %w", l.JobID, l.Port, err)
+		if err := c.serveAgain(ctx, l); err != nil {
+			c.log.Error("job cannot get its exports back: failing it", "job", l.JobID, "port", l.Port, "err", err)
+			if err := c.fail(l.JobID, err.Error()); err != nil {
+				return fmt.Errorf("restore: %w", err)
+			}
+			c.release(l.JobID)
+			continue
 		}
 		c.log.Info("restored exports", "job", l.JobID, "port", l.Port)
 	}
 	return c.flush(ctx)
+}
+
+// serveAgain serves a lease's exports again, after checking that each is
+// still there.
+func (c *Control) serveAgain(ctx context.Context, l store.Lease) error {
+	for _, name := range l.Exports {
+		if _, err := os.Stat(filepath.Join(l.Dir, name)); err != nil {
+			return fmt.Errorf("restore export %s of job %s: %w", name, l.JobID, err)
+		}
+	}
+	if err := c.exports.Serve(ctx, l.JobID, l.Port, l.Dir); err != nil {
+		return fmt.Errorf("restore exports of job %s on port %d: %w", l.JobID, l.Port, err)
+	}
+	return nil
+}
+
+// fail moves an active job to failed, saying why.
+func (c *Control) fail(jobID, why string) error {
+	return c.store.Update(func(tx *bbolt.Tx) error {
+		j, err := store.GetJob(tx, jobID)
+		if err != nil {
+			return err
+		}
+		if _, err := c.transition(tx, &j, events.JobFailed, why); err != nil {
+			return err
+		}
+		return store.PutJob(tx, j)
+	})
 }
 
 // Run consumes discover results, progress and status, and heartbeats,
