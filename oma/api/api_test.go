@@ -354,7 +354,6 @@ func TestReplicationLifecycle(t *testing.T) {
 
 	// An incremental job builds on the change ids, on the same volumes.
 	var inc job
-	time.Sleep(1100 * time.Millisecond) // a new second: a new job id
 	if code := o.do("POST", "/api/v1/replications", createBody("vm-143233", "incremental"), &inc); code != 201 {
 		t.Fatalf("incremental = %d %+v", code, inc)
 	}

@@ -3,6 +3,7 @@ package control_test
 import (
 	"context"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -112,5 +113,29 @@ func TestStartCommandSurvivesACrash(t *testing.T) {
 	h.start()
 	if got, _ := h.ctl.Job(j.ID); got.State != events.JobQueued {
 		t.Errorf("job = %s, want queued", got.State)
+	}
+}
+
+// TestJobIDsInOneSecond: jobs of one VM created in the same second of the
+// clock get ids naming that second, told apart by a suffix.
+func TestJobIDsInOneSecond(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	conn, _ := h.vma("vma-1")
+	h.learn(conn, "vma-1", testVM("vm-1", 1<<20))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sec := strconv.FormatInt(h.clock.Now().Unix(), 10)
+	for _, want := range []string{"repl-vm-1-" + sec, "repl-vm-1-" + sec + "-2", "repl-vm-1-" + sec + "-3"} {
+		j, err := h.ctl.CreateJob(ctx, control.CreateRequest{VM: events.VMRef{ID: "vm-1"}, ReplicationType: events.ReplicationInitial})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.ID != want {
+			t.Errorf("job id = %q, want %q", j.ID, want)
+		}
+		if _, err := h.ctl.Cancel(ctx, j.ID); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

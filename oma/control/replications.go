@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"go.etcd.io/bbolt"
 
@@ -116,10 +117,7 @@ func (c *Control) CreateJob(ctx context.Context, req CreateRequest) (store.Job, 
 	}
 
 	now := c.cfg.Now().UTC()
-	id := fmt.Sprintf("repl-%s-%d", loc.vm.ID, now.Unix())
-	for n := now.Unix() + 1; taken[id]; n++ {
-		id = fmt.Sprintf("repl-%s-%d", loc.vm.ID, n)
-	}
+	id := jobID(loc.vm.ID, now, taken)
 	if err := subject.ValidID(id); err != nil {
 		return store.Job{}, errorf(Invalid, "source_vm.id", "VM id %q cannot make a job id: %v", loc.vm.ID, err)
 	}
@@ -194,6 +192,16 @@ func (c *Control) CreateJob(ctx context.Context, req CreateRequest) (store.Job, 
 	c.log.Info("job created", "job", id, "vm", job.VM.ID, "vma", job.VMAID, "port", port, "type", job.ReplicationType)
 	c.kick()
 	return job, nil
+}
+
+// jobID names a VM's job created at now: repl-<vm>-<unix seconds>, with
+// -2, -3... added when jobs of the VM were created in the same second.
+func jobID(vmID string, now time.Time, taken map[string]bool) string {
+	id := fmt.Sprintf("repl-%s-%d", vmID, now.Unix())
+	for n := 2; taken[id]; n++ {
+		id = fmt.Sprintf("repl-%s-%d-%d", vmID, now.Unix(), n)
+	}
+	return id
 }
 
 func hasChangeIDs(j store.Job) bool {

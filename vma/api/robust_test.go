@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"sync"
 	"testing"
 	"time"
 
@@ -71,6 +72,26 @@ func TestDiscoverLargerThanMaxPayload(t *testing.T) {
 	if err != nil || len(got.VMs) != want || got.Page != 0 || got.Pages != 0 {
 		t.Fatalf("OMA discover = %d VMs (page %d/%d), %v; want %d", len(got.VMs), got.Page, got.Pages, err, want)
 	}
+}
+
+// clock is a settable clock for api.Config.Now.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *clock { return &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
 }
 
 // resultMessages counts the discover result messages in the stream.
