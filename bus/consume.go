@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -18,31 +19,61 @@ import (
 // ack, and must then change nothing.
 type Handler func(ctx context.Context, ev events.Event, p events.Payload) error
 
+// ackTimeout bounds an ack, which is sent even when the consumer is
+// stopping: the handler has committed, and a lost ack means a redelivery.
+const ackTimeout = 5 * time.Second
+
 // Consume reads the durable consumer of stream until ctx ends, calling h
 // for one message at a time. A message that is not a valid event, or whose
 // payload does not belong on the subject it came on (a VMA speaking for
 // another), is logged and terminated without reaching h, and the consumer
-// goes on. Consume returns nil when ctx ends.
+// goes on. While h runs, JetStream is told every third of the consumer's
+// ack wait that the message is in progress, so long work is not
+// redelivered meanwhile. Consume returns nil when ctx ends, after the
+// handler it is running has returned and its message was acked.
 func (c *Conn) Consume(ctx context.Context, stream, durable string, h Handler) error {
 	cons, err := c.js.Consumer(ctx, stream, durable)
 	if err != nil {
 		return fmt.Errorf("consume %s/%s: %w", stream, durable, err)
 	}
 	log := c.log.With("stream", stream, "consumer", durable)
-	cc, err := cons.Consume(func(msg jetstream.Msg) { c.handle(ctx, msg, h, log) },
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			log.Warn("consume", "err", err)
-		}))
+	beat := progressInterval(cons.CachedInfo().Config.AckWait)
+	var (
+		running sync.Mutex // held while a message is handled
+		stopped bool       // under running: deliver nothing more
+	)
+	cc, err := cons.Consume(func(msg jetstream.Msg) {
+		running.Lock()
+		defer running.Unlock()
+		if stopped {
+			return // not acked: redelivered to the next consumer
+		}
+		c.handle(ctx, msg, h, beat, log)
+	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		log.Warn("consume", "err", err)
+	}))
 	if err != nil {
 		return fmt.Errorf("consume %s/%s: %w", stream, durable, err)
 	}
 	<-ctx.Done()
 	cc.Stop()
 	<-cc.Closed()
+	running.Lock()
+	stopped = true
+	running.Unlock()
 	return nil
 }
 
-func (c *Conn) handle(ctx context.Context, msg jetstream.Msg, h Handler, log interface {
+// progressInterval is how often a running handler's message is reported in
+// progress: a third of the ack wait (30s when unknown), at least 10ms.
+func progressInterval(ackWait time.Duration) time.Duration {
+	if ackWait <= 0 {
+		ackWait = 30 * time.Second
+	}
+	return max(ackWait/3, 10*time.Millisecond)
+}
+
+func (c *Conn) handle(ctx context.Context, msg jetstream.Msg, h Handler, beat time.Duration, log interface {
 	Error(string, ...any)
 	Warn(string, ...any)
 }) {
@@ -58,10 +89,12 @@ func (c *Conn) handle(ctx context.Context, msg jetstream.Msg, h Handler, log int
 		_ = msg.TermWithReason("subject mismatch")
 		return
 	}
-	err = call(ctx, h, ev, p)
+	err = callInProgress(ctx, msg, h, ev, p, beat)
 	switch {
 	case err == nil:
-		if err := msg.DoubleAck(ctx); err != nil {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
+		defer cancel()
+		if err := msg.DoubleAck(actx); err != nil {
 			log.Warn("ack", "id", ev.ID, "err", err)
 		}
 	case errors.Is(err, ErrPoison):
@@ -72,6 +105,28 @@ func (c *Conn) handle(ctx context.Context, msg jetstream.Msg, h Handler, log int
 		log.Warn("event failed; redelivering", "id", ev.ID, "type", ev.Type, "in", delay, "err", err)
 		_ = msg.NakWithDelay(delay)
 	}
+}
+
+// callInProgress calls h and, until it returns, tells JetStream every beat
+// that msg is still being worked on.
+func callInProgress(ctx context.Context, msg jetstream.Msg, h Handler, ev events.Event, p events.Payload, beat time.Duration) error {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(beat)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = msg.InProgress() // best effort: a lost one means at worst a redelivery
+			}
+		}
+	})
+	defer wg.Wait()
+	defer close(done)
+	return call(ctx, h, ev, p)
 }
 
 // call runs h, turning a panic into an error so one bad event cannot stop

@@ -40,10 +40,16 @@ type DiscoverResult struct {
 	// Filter is the request's name filter: with one, VMs is not the whole
 	// datacenter, and VMs missing from it were not removed.
 	Filter string `json:"filter,omitempty"`
-	// VMs are the VMs found; empty when Error is set.
+	// VMs are the VMs found; empty when Error is set. In a paged result
+	// they are this page's share.
 	VMs []VM `json:"vms"`
 	// Error is set when discovery failed.
 	Error *Failure `json:"error,omitempty"`
+	// Page and Pages number the pages of a result too large for one
+	// message (see Paginate): page Page of Pages, from 1. Both are omitted
+	// when the result is whole.
+	Page  int `json:"page,omitempty"`
+	Pages int `json:"pages,omitempty"`
 }
 
 // EventType implements Payload.

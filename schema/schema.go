@@ -204,6 +204,11 @@ func (v *Validator) leaves(ve *jsonschema.ValidationError, all *[]Problem) {
 			*all = append(*all, Problem{Path: jsonPath(append(loc[:len(loc):len(loc)], m)), Reason: "missing required field"})
 		}
 		return
+	case *kind.DependentRequired:
+		for _, m := range k.Missing {
+			*all = append(*all, Problem{Path: jsonPath(append(loc[:len(loc):len(loc)], m)), Reason: "missing field required with " + k.Prop})
+		}
+		return
 	case *kind.AdditionalProperties:
 		for _, p := range k.Properties {
 			*all = append(*all, Problem{Path: jsonPath(append(loc[:len(loc):len(loc)], p)), Reason: "unknown field"})

@@ -234,6 +234,8 @@ func TestBrokenPayloadsNameTheField(t *testing.T) {
 		{"failure code", events.TypeDiscoverResult, func(m map[string]any) {
 			m["error"].(map[string]any)["code"] = "oops"
 		}, "$.error.code"},
+		{"page zero", events.TypeDiscoverResult, func(m map[string]any) { m["page"], m["pages"] = 0, 2 }, "$.page"},
+		{"page without pages", events.TypeDiscoverResult, func(m map[string]any) { m["page"] = 1 }, "$.pages"},
 		{"job state", events.TypeJobStateChanged, func(m map[string]any) { m["to"] = "done" }, "$.to"},
 		{"bad time", events.TypeJobStateChanged, func(m map[string]any) { m["changed_at"] = "yesterday" }, "$.changed_at"},
 		{"export port", events.TypeJobCreated, func(m map[string]any) {

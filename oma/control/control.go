@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -49,6 +50,9 @@ type Config struct {
 	// AppliedMaxAge is how long the ids of applied events are kept, at
 	// least the streams' max age; 0 means 31 days.
 	AppliedMaxAge time.Duration
+	// PruneEvery is how often, by Now, Run forgets the ids of applied
+	// events older than AppliedMaxAge; 0 means an hour.
+	PruneEvery time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger; nil discards.
@@ -64,7 +68,7 @@ type Control struct {
 	access  AccessSetter
 	log     *slog.Logger
 
-	mu      sync.Mutex // serializes job creation, cancellation and VMA changes
+	mu      sync.Mutex // serializes job creation and VMA changes
 	flushMu sync.Mutex // serializes outbox flushes
 	wake    chan struct{}
 	started time.Time
@@ -83,6 +87,9 @@ func New(cfg Config, st *store.Store, conn *bus.Conn, exp *exports.Manager, acce
 	}
 	if cfg.AppliedMaxAge == 0 {
 		cfg.AppliedMaxAge = 31 * 24 * time.Hour
+	}
+	if cfg.PruneEvery == 0 {
+		cfg.PruneEvery = time.Hour
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -107,12 +114,15 @@ func (c *Control) exportDir(jobID string) string {
 
 // Restore brings back what the OMA had before a restart: NATS access for
 // every registered VMA with its consumers, the exports of active jobs on
-// their leased ports, and the release of leases whose jobs have ended.
+// their leased ports, and the release of leases whose jobs have ended. A
+// job whose exports cannot be served again (a missing export or volume,
+// a failing nbdkit) is failed with the reason in its last error; the
+// others are restored.
 func (c *Control) Restore(ctx context.Context) error {
 	if err := c.syncAccess(ctx); err != nil {
 		return err
 	}
-	if _, err := c.store.PruneApplied(c.cfg.Now().Add(-c.cfg.AppliedMaxAge)); err != nil {
+	if err := c.prune(); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
 	var leases []store.Lease
@@ -138,16 +148,51 @@ func (c *Control) Restore(ctx context.Context) error {
 			c.release(l.JobID)
 			continue
 		}
-		if err := c.exports.Serve(ctx, l.JobID, l.Port, l.Dir); err != nil {
-			return fmt.Errorf("restore exports of %s on port %d: %w", l.JobID, l.Port, err)
+		if err := c.serveAgain(ctx, l); err != nil {
+			c.log.Error("job cannot get its exports back: failing it", "job", l.JobID, "port", l.Port, "err", err)
+			if err := c.fail(l.JobID, err.Error()); err != nil {
+				return fmt.Errorf("restore: %w", err)
+			}
+			c.release(l.JobID)
+			continue
 		}
 		c.log.Info("restored exports", "job", l.JobID, "port", l.Port)
 	}
 	return c.flush(ctx)
 }
 
-// Run consumes discover results, progress and status, and heartbeats, and
-// answers export requests, until ctx ends.
+// serveAgain serves a lease's exports again, after checking that each is
+// still there.
+func (c *Control) serveAgain(ctx context.Context, l store.Lease) error {
+	for _, name := range l.Exports {
+		if _, err := os.Stat(filepath.Join(l.Dir, name)); err != nil {
+			return fmt.Errorf("restore export %s of job %s: %w", name, l.JobID, err)
+		}
+	}
+	if err := c.exports.Serve(ctx, l.JobID, l.Port, l.Dir); err != nil {
+		return fmt.Errorf("restore exports of job %s on port %d: %w", l.JobID, l.Port, err)
+	}
+	return nil
+}
+
+// fail moves an active job to failed, saying why.
+func (c *Control) fail(jobID, why string) error {
+	return c.store.Update(func(tx *bbolt.Tx) error {
+		j, err := store.GetJob(tx, jobID)
+		if err != nil {
+			return err
+		}
+		if _, err := c.transition(tx, &j, events.JobFailed, why); err != nil {
+			return err
+		}
+		return store.PutJob(tx, j)
+	})
+}
+
+// Run consumes discover results, progress and status, and heartbeats,
+// answers export requests, publishes the outbox and prunes the ids of old
+// events, until ctx ends. It returns only after everything it started has
+// stopped; nil when ctx ended.
 func (c *Control) Run(ctx context.Context) error {
 	type consumer struct {
 		stream  string
@@ -161,24 +206,35 @@ func (c *Control) Run(ctx context.Context) error {
 	}
 	for _, cons := range consumers {
 		if err := c.bus.EnsureConsumer(ctx, cons.stream, bus.OMADurable, cons.filters...); err != nil {
-			return err
+			return stopped(ctx, err)
 		}
 	}
 	if err := c.bus.Serve(ctx, subject.AllExport, "oma", bus.ExportReplies, c.allocation); err != nil {
-		return err
+		return stopped(ctx, err)
 	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { c.flushLoop(ctx) })
+	wg.Go(func() { c.pruneLoop(ctx) })
 	errs := make(chan error, len(consumers))
 	for _, cons := range consumers {
-		go func() { errs <- c.bus.Consume(ctx, cons.stream, bus.OMADurable, cons.handle) }()
+		wg.Go(func() { errs <- c.bus.Consume(ctx, cons.stream, bus.OMADurable, cons.handle) })
 	}
-	go c.flushLoop(ctx)
 	var first error
 	for range consumers {
 		if err := <-errs; err != nil && first == nil {
 			first = err
 		}
 	}
-	return first
+	return stopped(ctx, first)
+}
+
+// stopped returns err, or nil when it came from ctx ending.
+func stopped(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
 }
 
 // flushLoop publishes the outbox when kicked, and every 2 seconds for
@@ -193,10 +249,51 @@ func (c *Control) flushLoop(ctx context.Context) {
 		case <-t.C:
 		case <-c.wake:
 		}
-		if err := c.flush(ctx); err != nil {
+		if err := c.flush(ctx); err != nil && ctx.Err() == nil {
 			c.log.Warn("publish lifecycle events", "err", err)
 		}
 	}
+}
+
+// pruneLoop forgets, every PruneEvery by the Config's clock, the ids of
+// applied events older than AppliedMaxAge, and the pages of discoveries
+// that never completed. It reads that clock every second of real time (or
+// every PruneEvery/60 when shorter), so an injected clock is followed.
+func (c *Control) pruneLoop(ctx context.Context) {
+	t := time.NewTicker(max(min(c.cfg.PruneEvery/60, time.Second), time.Millisecond))
+	defer t.Stop()
+	last := c.started // Restore pruned then
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if now := c.cfg.Now(); now.Sub(last) >= c.cfg.PruneEvery {
+			last = now
+			if err := c.prune(); err != nil {
+				c.log.Warn("prune applied event ids", "err", err)
+			}
+		}
+	}
+}
+
+// prune forgets what is older than AppliedMaxAge: the ids of applied
+// events and the pages of incomplete discoveries.
+func (c *Control) prune() error {
+	before := c.cfg.Now().Add(-c.cfg.AppliedMaxAge)
+	n, err := c.store.PruneApplied(before)
+	if err != nil {
+		return fmt.Errorf("prune: %w", err)
+	}
+	p, err := c.store.PruneDiscoverPages(before)
+	if err != nil {
+		return fmt.Errorf("prune: %w", err)
+	}
+	if n > 0 || p > 0 {
+		c.log.Info("pruned", "event_ids", n, "discover_pages", p)
+	}
+	return nil
 }
 
 // kick asks flushLoop to publish the outbox soon, without waiting for it.

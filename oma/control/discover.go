@@ -25,8 +25,9 @@ type DiscoverRequest struct {
 	Timeout time.Duration
 }
 
-// Discover publishes a discover request to a VMA and waits for its result.
-// A successful result also reaches the inventory through the consumer.
+// Discover publishes a discover request to a VMA and waits for its result,
+// every page of it. A successful result also reaches the inventory through
+// the consumer.
 func (c *Control) Discover(ctx context.Context, req DiscoverRequest) (events.DiscoverResult, error) {
 	if req.VMAID == "" {
 		vmas, err := c.VMAs()
@@ -64,21 +65,26 @@ func (c *Control) Discover(ctx context.Context, req DiscoverRequest) (events.Dis
 	}
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	msg, err := sub.NextMsgWithContext(wctx)
-	if errors.Is(err, context.DeadlineExceeded) {
-		return events.DiscoverResult{}, errorf(Timeout, "", "VMA %s sent no discovery result within %s: is it running and connected? (the request stays queued for it)", dr.VMAID, timeout)
+	var pages events.DiscoverPages
+	for !pages.Complete() {
+		msg, err := sub.NextMsgWithContext(wctx)
+		if errors.Is(err, context.DeadlineExceeded) {
+			return events.DiscoverResult{}, errorf(Timeout, "", "VMA %s sent no complete discovery result within %s: is it running and connected? (the request stays queued for it)", dr.VMAID, timeout)
+		}
+		if err != nil {
+			return events.DiscoverResult{}, fmt.Errorf("wait for discover result: %w", err)
+		}
+		var ev events.Event
+		var page events.DiscoverResult
+		if err := json.Unmarshal(msg.Data, &ev); err != nil {
+			return events.DiscoverResult{}, &Error{Kind: Upstream, Msg: "malformed discover result", Err: err}
+		}
+		if err := ev.Decode(&page); err != nil {
+			return events.DiscoverResult{}, &Error{Kind: Upstream, Msg: "malformed discover result", Err: err}
+		}
+		pages.Add(page)
 	}
-	if err != nil {
-		return events.DiscoverResult{}, fmt.Errorf("wait for discover result: %w", err)
-	}
-	var ev events.Event
-	if err := json.Unmarshal(msg.Data, &ev); err != nil {
-		return events.DiscoverResult{}, &Error{Kind: Upstream, Msg: "malformed discover result", Err: err}
-	}
-	var res events.DiscoverResult
-	if err := ev.Decode(&res); err != nil {
-		return events.DiscoverResult{}, &Error{Kind: Upstream, Msg: "malformed discover result", Err: err}
-	}
+	res := pages.Result()
 	if res.Error != nil {
 		return res, discoverFailure(res.Error)
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"go.etcd.io/bbolt"
 
@@ -148,10 +149,7 @@ func (c *Control) CreateJob(ctx context.Context, req CreateRequest) (store.Job, 
 	}
 
 	now := c.cfg.Now().UTC()
-	id := fmt.Sprintf("repl-%s-%d", loc.vm.ID, now.Unix())
-	for n := now.Unix() + 1; taken[id]; n++ {
-		id = fmt.Sprintf("repl-%s-%d", loc.vm.ID, n)
-	}
+	id := jobID(loc.vm.ID, now, taken)
 	if err := subject.ValidID(id); err != nil {
 		return store.Job{}, errorf(Invalid, "source_vm.id", "VM id %q cannot make a job id: %v", loc.vm.ID, err)
 	}
@@ -233,6 +231,16 @@ func (c *Control) CreateJob(ctx context.Context, req CreateRequest) (store.Job, 
 	c.log.Info("job created", "job", id, "vm", job.VM.ID, "vma", job.VMAID, "port", port, "type", job.ReplicationType)
 	c.kick()
 	return job, nil
+}
+
+// jobID names a VM's job created at now: repl-<vm>-<unix seconds>, with
+// -2, -3... added when jobs of the VM were created in the same second.
+func jobID(vmID string, now time.Time, taken map[string]bool) string {
+	id := fmt.Sprintf("repl-%s-%d", vmID, now.Unix())
+	for n := 2; taken[id]; n++ {
+		id = fmt.Sprintf("repl-%s-%d-%d", vmID, now.Unix(), n)
+	}
+	return id
 }
 
 func hasChangeIDs(j store.Job) bool {
@@ -319,41 +327,53 @@ func (c *Control) transition(tx *bbolt.Tx, j *store.Job, to, why string) (bool, 
 	return true, store.Enqueue(tx, ev)
 }
 
-// Cancel cancels an active job: it tells the VMA to stop, moves the job to
-// cancelled and releases its export. Cancelling a cancelled job is a no-op.
+// Cancel cancels an active job: it moves the job to cancelled and writes
+// the cancel for the VMA to the outbox in one transaction, then releases
+// the job's export. Cancelling a cancelled job is a no-op.
 func (c *Control) Cancel(ctx context.Context, id string) (store.Job, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	j, err := c.Job(id)
 	if err != nil {
 		return j, err
 	}
-	if j.State == events.JobCancelled {
-		return j, nil
+	cancel, err := c.newEvent(&events.ReplicateCancel{JobID: j.ID, VMAID: j.VMAID, Reason: "cancelled through the OMA API"})
+	if err != nil {
+		return j, err
 	}
-	if jobs.Final(j.State) {
-		return j, errorf(Conflict, "id", "job %s is %s: only an active job can be cancelled", id, j.State)
-	}
-	if _, err := c.bus.Publish(ctx, &events.ReplicateCancel{JobID: j.ID, VMAID: j.VMAID, Reason: "cancelled through the OMA API"}); err != nil {
-		return j, &Error{Kind: Upstream, Msg: "publish cancel to VMA " + j.VMAID, Err: err}
-	}
+	moved := false
 	err = c.store.Update(func(tx *bbolt.Tx) error {
 		cur, err := store.GetJob(tx, id)
 		if err != nil {
 			return err
 		}
-		if _, err := c.transition(tx, &cur, events.JobCancelled, "cancelled through the OMA API"); err != nil {
+		j = cur
+		if cur.State == events.JobCancelled {
+			return nil
+		}
+		if jobs.Final(cur.State) {
+			return errorf(Conflict, "id", "job %s is %s: only an active job can be cancelled", id, cur.State)
+		}
+		if moved, err = c.transition(tx, &cur, events.JobCancelled, "cancelled through the OMA API"); err != nil || !moved {
+			return err
+		}
+		if err := store.Enqueue(tx, cancel); err != nil {
 			return err
 		}
 		j = cur
 		return store.PutJob(tx, cur)
 	})
-	if err != nil {
+	if err != nil || !moved {
 		return j, err
 	}
 	c.release(id)
-	c.kick()
+	c.publishSoon(ctx)
 	return j, nil
+}
+
+// publishSoon publishes the outbox now; what fails stays for flushLoop.
+func (c *Control) publishSoon(ctx context.Context) {
+	if err := c.flush(ctx); err != nil {
+		c.log.Warn("publish lifecycle events; retrying", "err", err)
+	}
 }
 
 // Credentials are vCenter credentials given for one request; the password
@@ -384,11 +404,12 @@ func (c *Control) sealFor(vmaID, password string) (events.Sealed, error) {
 	return seal.Seal(v.PublicKey, []byte(password))
 }
 
-// Start publishes the replicate command of a pending job to its VMA, with
-// the password sealed to the VMA's key, and moves the job to queued.
+// Start queues a pending job: it moves the job to queued and writes the
+// replicate command for its VMA, with the password sealed to the VMA's
+// key, to the outbox in one transaction. The command is then published
+// with its event id as Nats-Msg-Id, now or, when the bus is down, as soon
+// as it is back: a crash can neither lose it nor send it twice.
 func (c *Control) Start(ctx context.Context, id string, cred Credentials) (store.Job, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	j, err := c.Job(id)
 	if err != nil {
 		return j, err
@@ -403,19 +424,25 @@ func (c *Control) Start(ctx context.Context, id string, cred Credentials) (store
 	if err != nil {
 		return j, err
 	}
-	cmd := &events.ReplicateCommand{
+	cmd, err := c.newEvent(&events.ReplicateCommand{
 		JobID: j.ID, VMAID: j.VMAID, VCenter: cred.VCenter, Username: cred.Username, Password: sealed,
 		VMPaths: []string{j.VM.Path}, OMAURL: c.cfg.APIURL, ReplicationType: j.ReplicationType,
-	}
-	if _, err := c.bus.Publish(ctx, cmd); err != nil {
-		return j, &Error{Kind: Upstream, Msg: "publish replicate command to VMA " + j.VMAID, Err: err}
+	})
+	if err != nil {
+		return j, err
 	}
 	err = c.store.Update(func(tx *bbolt.Tx) error {
 		cur, err := store.GetJob(tx, id)
 		if err != nil {
 			return err
 		}
+		if cur.State != events.JobPending { // started or cancelled meanwhile
+			return errorf(Conflict, "id", "job %s is %s: only a pending job can be started", id, cur.State)
+		}
 		if _, err := c.transition(tx, &cur, events.JobQueued, ""); err != nil {
+			return err
+		}
+		if err := store.Enqueue(tx, cmd); err != nil {
 			return err
 		}
 		j = cur
@@ -424,7 +451,7 @@ func (c *Control) Start(ctx context.Context, id string, cred Credentials) (store
 	if err != nil {
 		return j, err
 	}
-	c.kick()
+	c.publishSoon(ctx)
 	return j, nil
 }
 

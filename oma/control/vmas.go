@@ -165,7 +165,8 @@ func (c *Control) Connected() ([]string, error) {
 	return ids, nil
 }
 
-// applyHeartbeat records a VMA's presence, version and public key.
+// applyHeartbeat records a VMA's presence, version and public key. The
+// VMA was seen when the OMA's clock says, whatever its own clock says.
 func (c *Control) applyHeartbeat(_ context.Context, ev events.Event, p events.Payload) error {
 	h, ok := p.(*events.Heartbeat)
 	if !ok {
@@ -179,10 +180,7 @@ func (c *Control) applyHeartbeat(_ context.Context, ev events.Event, p events.Pa
 		if err != nil {
 			return err
 		}
-		seen := ev.Time.UTC()
-		if v.LastSeen != nil && !seen.After(*v.LastSeen) {
-			return nil // an older heartbeat
-		}
+		seen := c.cfg.Now().UTC()
 		v.LastSeen, v.Version, v.PublicKey = &seen, h.Version, h.PublicKey
 		return store.PutVMA(tx, v)
 	})

@@ -309,21 +309,26 @@ func (a *API) discover(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.DiscoverTimeout)
 	defer cancel()
-	msg, err := sub.NextMsgWithContext(ctx)
-	if errors.Is(err, context.DeadlineExceeded) {
-		return &problem.Error{Status: http.StatusGatewayTimeout, Detail: fmt.Sprintf("no discovery result within %s", a.cfg.DiscoverTimeout)}
+	var pages events.DiscoverPages
+	for !pages.Complete() {
+		msg, err := sub.NextMsgWithContext(ctx)
+		if errors.Is(err, context.DeadlineExceeded) {
+			return &problem.Error{Status: http.StatusGatewayTimeout, Detail: fmt.Sprintf("no discovery result within %s", a.cfg.DiscoverTimeout)}
+		}
+		if err != nil {
+			return fmt.Errorf("wait for discover result: %w", err)
+		}
+		var ev events.Event
+		var page events.DiscoverResult
+		if err := json.Unmarshal(msg.Data, &ev); err != nil {
+			return fmt.Errorf("decode discover result: %w", err)
+		}
+		if err := ev.Decode(&page); err != nil {
+			return err
+		}
+		pages.Add(page)
 	}
-	if err != nil {
-		return fmt.Errorf("wait for discover result: %w", err)
-	}
-	var ev events.Event
-	var res events.DiscoverResult
-	if err := json.Unmarshal(msg.Data, &ev); err != nil {
-		return fmt.Errorf("decode discover result: %w", err)
-	}
-	if err := ev.Decode(&res); err != nil {
-		return err
-	}
+	res := pages.Result()
 	if f := res.Error; f != nil {
 		return failureProblem(f)
 	}

@@ -44,19 +44,30 @@ func (l bothLogs) String() string { return l.oma.String() + l.vma.String() }
 
 // newStack starts the stack; configure adjusts the VMA's configuration.
 func newStack(t *testing.T, configure ...func(*appliance.Config)) *stack {
+	var sc stackConfig
+	if len(configure) > 0 {
+		sc.vma = configure[0]
+	}
+	return newStackWith(t, sc)
+}
+
+// stackConfig varies a stack: the simulator's inventory, the VMA's configuration.
+type stackConfig struct {
+	sim vcsim.Config
+	vma func(*appliance.Config)
+}
+
+func newStackWith(t *testing.T, sc stackConfig) *stack {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	sim, err := vcsim.Start(ctx, vcsim.Config{})
+	sim, err := vcsim.Start(ctx, sc.sim)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(sim.Close)
 	o := testbed.StartOMA(t, testbed.OMAConfig{})
-	vc := testbed.VMAConfig{VCenterCAFile: sim.CAFile}
-	if len(configure) > 0 {
-		vc.Configure = configure[0]
-	}
+	vc := testbed.VMAConfig{VCenterCAFile: sim.CAFile, Configure: sc.vma}
 	v := testbed.StartVMA(t, o, vc)
 	id, err := identity.LoadOrCreate(v.Dir+"/vma", v.ID)
 	if err != nil {
@@ -243,8 +254,9 @@ func TestReplicatePublishesOneSealedCommand(t *testing.T) {
 }
 
 func TestHealth(t *testing.T) {
-	s := newStack(t)
-	time.Sleep(1100 * time.Millisecond)
+	clock := newClock()
+	s := newStackWith(t, stackConfig{vma: func(c *appliance.Config) { c.Now = clock.Now }})
+	clock.Add(90 * time.Second)
 	resp, err := http.Get(s.url + "/api/v1/health")
 	if err != nil {
 		t.Fatal(err)
@@ -264,7 +276,7 @@ func TestHealth(t *testing.T) {
 	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
 		t.Fatal(err)
 	}
-	if h.Status != "ok" || h.VMAID != "vma-1" || h.Version != appliance.Version || h.Uptime < 1 || h.PublicKey != s.id.PublicKey() || !h.Bus.Connected || h.Bus.State != "connected" {
+	if h.Status != "ok" || h.VMAID != "vma-1" || h.Version != appliance.Version || h.Uptime != 90 || h.PublicKey != s.id.PublicKey() || !h.Bus.Connected || h.Bus.State != "connected" {
 		t.Errorf("health = %+v", h)
 	}
 }

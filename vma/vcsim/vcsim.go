@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strings"
 
 	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/find"
@@ -42,7 +43,18 @@ type Config struct {
 	// ModelVMs adds that many plain VMs made by the simulator's model (one
 	// disk, one NIC each): the quick way to a large inventory.
 	ModelVMs int
+	// WideVMs adds that many VMs with names of 80 characters (vSphere's
+	// longest), WideDisks disks and WideNICs network adapters each: about
+	// 6 KiB of discovery each, so that under 200 make a discovery larger
+	// than NATS's 1 MiB max payload, where it takes 2,000 plain VMs.
+	WideVMs int
 }
+
+// Shape of a wide VM (Config.WideVMs).
+const (
+	WideDisks = 15
+	WideNICs  = 10
+)
 
 // Simulator is a running simulated vCenter.
 type Simulator struct {
@@ -99,7 +111,7 @@ func Start(ctx context.Context, cfg Config) (*Simulator, error) {
 		model: model, server: server}
 	c, err := govmomi.NewClient(ctx, server.URL, true)
 	if err == nil {
-		err = populate(ctx, c.Client, cfg.VMs)
+		err = populate(ctx, c.Client, cfg.VMs, cfg.WideVMs)
 		_ = c.Logout(ctx)
 	}
 	if err != nil {
@@ -115,9 +127,9 @@ func (s *Simulator) Close() {
 	s.model.Remove()
 }
 
-// populate renames the datacenter and creates the seed VM and the
-// generated ones.
-func populate(ctx context.Context, c *vim25.Client, n int) error {
+// populate renames the datacenter and creates the seed VM, the n
+// generated VMs and the wide ones.
+func populate(ctx context.Context, c *vim25.Client, n, wide int) error {
 	finder := find.NewFinder(c, false)
 	dc, err := finder.Datacenter(ctx, "DC0")
 	if err != nil {
@@ -176,12 +188,29 @@ func populate(ctx context.Context, c *vim25.Client, n int) error {
 		}
 		specs = append(specs, s)
 	}
+	for i := range wide {
+		s := vmSpec{name: wideName(i + 1), folder: folders.VmFolder, guest: "otherLinux64Guest",
+			firmware: "efi", cpus: 8, memMB: 16384, cbt: true}
+		for d := range WideDisks {
+			s.disks = append(s.disks, int64(d+1)*gib)
+		}
+		for k := range WideNICs {
+			s.nets = append(s.nets, []object.NetworkReference{vmNet, dvpg}[k%2])
+		}
+		specs = append(specs, s)
+	}
 	for _, s := range specs {
 		if err := createVM(ctx, s, pool, ds); err != nil {
 			return fmt.Errorf("create VM %s: %w", s.name, err)
 		}
 	}
 	return nil
+}
+
+// wideName names a wide VM with vSphere's longest name, 80 characters.
+func wideName(n int) string {
+	name := fmt.Sprintf("wide-vm-%04d-", n)
+	return name + strings.Repeat("x", 80-len(name))
 }
 
 type vmSpec struct {
@@ -196,20 +225,25 @@ type vmSpec struct {
 	on, cbt  bool
 }
 
+// disksPerController is how many disks a SCSI controller takes: units 0
+// to 15 but 7, which is the controller's own.
+const disksPerController = 15
+
 func createVM(ctx context.Context, s vmSpec, pool *object.ResourcePool, ds *object.Datastore) error {
 	var devices object.VirtualDeviceList
-	scsi, err := devices.CreateSCSIController("pvscsi")
-	if err != nil {
-		return err
-	}
-	scsi.GetVirtualDevice().DeviceInfo = &types.Description{Label: "SCSI controller 0", Summary: "VMware paravirtual SCSI"}
-	devices = append(devices, scsi)
-	ctl, err := devices.FindSCSIController("")
-	if err != nil {
-		return err
+	var ctls []types.BaseVirtualController
+	for i := range (len(s.disks) + disksPerController - 1) / disksPerController {
+		scsi, err := devices.CreateSCSIController("pvscsi")
+		if err != nil {
+			return err
+		}
+		scsi.GetVirtualDevice().DeviceInfo = &types.Description{Label: fmt.Sprintf("SCSI controller %d", i), Summary: "VMware paravirtual SCSI"}
+		scsi.(types.BaseVirtualSCSIController).GetVirtualSCSIController().BusNumber = int32(i)
+		devices = append(devices, scsi)
+		ctls = append(ctls, scsi.(types.BaseVirtualController))
 	}
 	for i, size := range s.disks {
-		disk := devices.CreateDisk(ctl, ds.Reference(), ds.Path(fmt.Sprintf("%s/%s_%d.vmdk", s.name, s.name, i)))
+		disk := devices.CreateDisk(ctls[i/disksPerController], ds.Reference(), ds.Path(fmt.Sprintf("%s/%s_%d.vmdk", s.name, s.name, i)))
 		disk.CapacityInKB = size / 1024
 		disk.CapacityInBytes = size
 		disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo).ThinProvisioned = types.NewBool(i%2 == 0)

@@ -8,10 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/schema"
 	"github.com/godwit/godwit/seal"
 	"github.com/godwit/godwit/vma/identity"
 	"github.com/godwit/godwit/vma/vcenter"
@@ -58,9 +62,12 @@ func New(conn *bus.Conn, cfg Config) *Worker {
 	return &Worker{cfg: cfg, conn: conn, log: log, started: cfg.Now()}
 }
 
-// Run sends heartbeats and answers discover requests until ctx ends.
+// Run sends heartbeats and answers discover requests until ctx ends. It
+// returns once both have stopped.
 func (w *Worker) Run(ctx context.Context) error {
-	go w.heartbeats(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { w.heartbeats(ctx) })
 	return w.conn.Consume(ctx, bus.StreamDiscovery, bus.VMADurable(w.cfg.Identity.ID), w.discover)
 }
 
@@ -84,8 +91,15 @@ func (w *Worker) heartbeats(ctx context.Context) {
 	}
 }
 
+// envelopeRoom is what a page leaves of the server's max payload for the
+// envelope around it and the message headers.
+const envelopeRoom = 8 << 10
+
 // discover runs one discover request against vCenter and publishes the
-// result, or the failure, for the requester and the OMA's inventory.
+// result, or the failure, for the requester and the OMA's inventory. A
+// result larger than the server's max payload goes in pages. When the
+// result can never be published, a failure result says why and the
+// request is terminated, not redelivered.
 func (w *Worker) discover(ctx context.Context, _ events.Event, p events.Payload) error {
 	req, ok := p.(*events.DiscoverRequest)
 	if !ok {
@@ -102,10 +116,38 @@ func (w *Worker) discover(ctx context.Context, _ events.Event, p events.Payload)
 		res.VMs, res.Error = w.query(ctx, req, string(password))
 		log.Info("discovery", "vms", len(res.VMs), "took", time.Since(start), "failure", res.Error)
 	}
-	if _, err := w.conn.Publish(ctx, res); err != nil {
-		return fmt.Errorf("publish discover result: %w", err)
+	err = w.publishResult(ctx, res)
+	if err == nil || !permanent(err) {
+		return err
+	}
+	log.Error("discovery result cannot be published", "err", err)
+	failed := *res
+	failed.VMs, failed.Error = nil, &events.Failure{Code: events.FailureInternal, Message: "the discovery result cannot be published: " + err.Error()}
+	if _, ferr := w.conn.Publish(ctx, &failed); ferr != nil {
+		return fmt.Errorf("publish discover failure: %w", ferr)
+	}
+	return fmt.Errorf("%w: %w", bus.ErrPoison, err)
+}
+
+// publishResult publishes res, in as many pages as the server's max
+// payload needs.
+func (w *Worker) publishResult(ctx context.Context, res *events.DiscoverResult) error {
+	pages, err := res.Paginate(int(w.conn.NATS().MaxPayload()) - envelopeRoom)
+	if err != nil {
+		return fmt.Errorf("page discover result: %w", err)
+	}
+	for i := range pages {
+		if _, err := w.conn.Publish(ctx, &pages[i]); err != nil {
+			return fmt.Errorf("publish discover result page %d of %d: %w", i+1, len(pages), err)
+		}
 	}
 	return nil
+}
+
+// permanent reports whether a publish error will come back on every try.
+func permanent(err error) bool {
+	var se *schema.Error
+	return errors.Is(err, events.ErrVMTooLarge) || errors.Is(err, nats.ErrMaxPayload) || errors.As(err, &se)
 }
 
 func (w *Worker) query(ctx context.Context, req *events.DiscoverRequest, password string) ([]events.VM, *events.Failure) {

@@ -1,0 +1,103 @@
+package bus_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/godwit/godwit/bus"
+	"github.com/godwit/godwit/bus/bustest"
+	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/events/subject"
+)
+
+// consumerWithAckWait creates the OMA's progress consumer with a short ack
+// wait, so that the tests see what JetStream does when it runs out.
+func consumerWithAckWait(t *testing.T, oma *bus.Conn, wait time.Duration) jetstream.Consumer {
+	t.Helper()
+	cons, err := oma.JetStream().CreateOrUpdateConsumer(ctxT(t, 10*time.Second), bus.StreamProgress, jetstream.ConsumerConfig{
+		Durable: bus.OMADurable, AckPolicy: jetstream.AckExplicitPolicy, AckWait: wait, FilterSubjects: []string{subject.AllProgress},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cons
+}
+
+// TestConsumeLongHandlerIsNotRedelivered: a handler that runs for several
+// ack waits is told in progress, so JetStream does not deliver its message
+// again meanwhile.
+func TestConsumeLongHandlerIsNotRedelivered(t *testing.T) {
+	t.Parallel()
+	srv := bustest.StartServer(t, "", bus.Access{})
+	oma := bustest.ConnectOMA(t, srv)
+	ctx := ctxT(t, 30*time.Second)
+	const ackWait = 200 * time.Millisecond
+	cons := consumerWithAckWait(t, oma, ackWait)
+	if _, err := oma.Publish(ctx, progress("vma-1", "job-long", 1)); err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int32
+	cctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- oma.Consume(cctx, bus.StreamProgress, bus.OMADurable, func(ctx context.Context, _ events.Event, _ events.Payload) error {
+			if calls.Add(1) == 1 {
+				select { // long work: five ack waits
+				case <-time.After(5 * ackWait):
+				case <-ctx.Done():
+				}
+			}
+			return nil
+		})
+	}()
+	eventually(t, "message acked", func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.AckFloor.Stream == 1 && info.NumAckPending == 0
+	})
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("handler called %d times, want 1: the message was redelivered while it ran", n)
+	}
+}
+
+// TestConsumeAcksWhileStopping: a handler that commits as the consumer is
+// stopped still gets its message acked, and Consume returns only after the
+// handler did.
+func TestConsumeAcksWhileStopping(t *testing.T) {
+	t.Parallel()
+	srv := bustest.StartServer(t, "", bus.Access{})
+	oma := bustest.ConnectOMA(t, srv)
+	ctx := ctxT(t, 30*time.Second)
+	cons := consumerWithAckWait(t, oma, 30*time.Second)
+	if _, err := oma.Publish(ctx, progress("vma-1", "job-stop", 1)); err != nil {
+		t.Fatal(err)
+	}
+	cctx, stop := context.WithCancel(ctx)
+	var finished atomic.Bool
+	err := oma.Consume(cctx, bus.StreamProgress, bus.OMADurable, func(ctx context.Context, _ events.Event, _ events.Payload) error {
+		stop() // shutdown begins while the handler commits
+		<-ctx.Done()
+		finished.Store(true)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !finished.Load() {
+		t.Error("Consume returned before its handler")
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.AckFloor.Stream != 1 || info.NumAckPending != 0 {
+		t.Errorf("after stopping: ack floor %d, %d pending: the commit was not acked", info.AckFloor.Stream, info.NumAckPending)
+	}
+}
