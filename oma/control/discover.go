@@ -2,15 +2,12 @@ package control
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"time"
 
 	"go.etcd.io/bbolt"
 
 	"github.com/godwit/godwit/events"
-	"github.com/godwit/godwit/events/subject"
 	"github.com/godwit/godwit/oma/store"
 )
 
@@ -47,44 +44,19 @@ func (c *Control) Discover(ctx context.Context, req DiscoverRequest) (events.Dis
 		RequestID: events.NewID(), VMAID: req.VMAID, VCenter: req.Cred.VCenter, Username: req.Cred.Username,
 		Password: sealed, Datacenter: req.Datacenter, Filter: req.Filter,
 	}
-	resultSubject, err := subject.DiscoverResult(dr.VMAID, dr.RequestID)
-	if err != nil {
-		return events.DiscoverResult{}, err
-	}
-	sub, err := c.bus.NATS().SubscribeSync(resultSubject)
-	if err != nil {
-		return events.DiscoverResult{}, fmt.Errorf("wait for discover result: %w", err)
-	}
-	defer sub.Unsubscribe()
-	if _, err := c.bus.Publish(ctx, dr); err != nil {
-		return events.DiscoverResult{}, &Error{Kind: Upstream, Msg: "publish discover request to VMA " + dr.VMAID, Err: err}
-	}
 	timeout := req.Timeout
 	if timeout == 0 {
 		timeout = c.cfg.DiscoverTimeout
 	}
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var pages events.DiscoverPages
-	for !pages.Complete() {
-		msg, err := sub.NextMsgWithContext(wctx)
-		if errors.Is(err, context.DeadlineExceeded) {
-			return events.DiscoverResult{}, errorf(Timeout, "", "VMA %s sent no complete discovery result within %s: is it running and connected? (the request stays queued for it)", dr.VMAID, timeout)
-		}
-		if err != nil {
-			return events.DiscoverResult{}, fmt.Errorf("wait for discover result: %w", err)
-		}
-		var ev events.Event
-		var page events.DiscoverResult
-		if err := json.Unmarshal(msg.Data, &ev); err != nil {
-			return events.DiscoverResult{}, &Error{Kind: Upstream, Msg: "malformed discover result", Err: err}
-		}
-		if err := ev.Decode(&page); err != nil {
-			return events.DiscoverResult{}, &Error{Kind: Upstream, Msg: "malformed discover result", Err: err}
-		}
-		pages.Add(page)
+	res, err := c.bus.Discover(wctx, dr)
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+		return events.DiscoverResult{}, errorf(Timeout, "", "VMA %s sent no complete discovery result within %s: is it running and connected? (the request stays queued for it)", dr.VMAID, timeout)
+	case err != nil:
+		return events.DiscoverResult{}, err
 	}
-	res := pages.Result()
 	if res.Error != nil {
 		return res, discoverFailure(res.Error)
 	}

@@ -17,7 +17,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -206,7 +205,7 @@ func (a *API) health(w http.ResponseWriter, r *http.Request) error {
 	if a.authorized(r) {
 		h["uptime_seconds"] = int64(a.cfg.Now().Sub(a.started).Seconds())
 		h["public_key"] = a.cfg.Identity.PublicKey()
-		h["bus"] = map[string]any{"connected": connected, "state": strings.ToLower(a.conn.NATS().Status().String())}
+		h["bus"] = map[string]any{"connected": connected, "state": a.conn.State()}
 	}
 	return problem.WriteJSON(w, http.StatusOK, h)
 }
@@ -295,40 +294,17 @@ func (a *API) discover(w http.ResponseWriter, r *http.Request) error {
 	}
 	dr := &events.DiscoverRequest{RequestID: events.NewID(), VMAID: a.cfg.Identity.ID, VCenter: req.VCenter,
 		Username: req.Username, Password: sealed, Datacenter: req.Datacenter, Filter: req.Filter}
-	resultSubject, err := subject.DiscoverResult(dr.VMAID, dr.RequestID)
-	if err != nil {
-		return err
-	}
-	sub, err := a.conn.NATS().SubscribeSync(resultSubject)
-	if err != nil {
-		return fmt.Errorf("wait for discover result: %w", err)
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	if _, err := a.conn.Publish(r.Context(), dr); err != nil {
-		return &problem.Error{Status: http.StatusServiceUnavailable, Detail: "the bus is not reachable: " + err.Error()}
-	}
 	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.DiscoverTimeout)
 	defer cancel()
-	var pages events.DiscoverPages
-	for !pages.Complete() {
-		msg, err := sub.NextMsgWithContext(ctx)
-		if errors.Is(err, context.DeadlineExceeded) {
-			return &problem.Error{Status: http.StatusGatewayTimeout, Detail: fmt.Sprintf("no discovery result within %s", a.cfg.DiscoverTimeout)}
-		}
-		if err != nil {
-			return fmt.Errorf("wait for discover result: %w", err)
-		}
-		var ev events.Event
-		var page events.DiscoverResult
-		if err := json.Unmarshal(msg.Data, &ev); err != nil {
-			return fmt.Errorf("decode discover result: %w", err)
-		}
-		if err := ev.Decode(&page); err != nil {
-			return err
-		}
-		pages.Add(page)
+	res, err := a.conn.Discover(ctx, dr)
+	switch {
+	case errors.Is(err, bus.ErrNotPublished):
+		return &problem.Error{Status: http.StatusServiceUnavailable, Detail: "the bus is not reachable: " + err.Error()}
+	case errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil:
+		return &problem.Error{Status: http.StatusGatewayTimeout, Detail: fmt.Sprintf("no discovery result within %s", a.cfg.DiscoverTimeout)}
+	case err != nil:
+		return err
 	}
-	res := pages.Result()
 	if f := res.Error; f != nil {
 		return failureProblem(f)
 	}
