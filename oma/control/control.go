@@ -68,10 +68,11 @@ type Control struct {
 	access  AccessSetter
 	log     *slog.Logger
 
-	mu      sync.Mutex // serializes job creation and VMA changes
-	flushMu sync.Mutex // serializes outbox flushes
-	wake    chan struct{}
-	started time.Time
+	mu       sync.Mutex // guards creating: the plans of jobs being created, and VMA changes
+	creating map[string]reservation
+	flushMu  sync.Mutex // serializes outbox flushes
+	wake     chan struct{}
+	started  time.Time
 }
 
 // New returns a Control over its parts.
@@ -99,7 +100,7 @@ func New(cfg Config, st *store.Store, conn *bus.Conn, exp *exports.Manager, acce
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Control{cfg: cfg, store: st, bus: conn, exports: exp, access: access, log: log, started: cfg.Now(),
-		wake: make(chan struct{}, 1)}
+		wake: make(chan struct{}, 1), creating: map[string]reservation{}}
 }
 
 // Started returns when the Control was made.

@@ -51,6 +51,8 @@ type harness struct {
 	ctl   *control.Control
 	first int
 	last  int
+	// nbdkit is the nbdkit binary the exports run; "" is nbdkit on PATH.
+	nbdkit string
 
 	cancel context.CancelFunc
 	done   chan error
@@ -60,11 +62,17 @@ func newHarness(t *testing.T) *harness {
 	t.Helper()
 	h := &harness{t: t, dir: t.TempDir(), clock: newClock()}
 	h.first, h.last = testbed.FreePorts(t, 3)
-	h.srv = bustest.StartServer(t, "", bus.Access{})
-	h.conn = bustest.ConnectOMA(t, h.srv)
-	h.start()
-	t.Cleanup(h.stop)
+	h.boot()
 	return h
+}
+
+// boot starts the bus and the Control of a harness made by hand.
+func (h *harness) boot() {
+	h.t.Helper()
+	h.srv = bustest.StartServer(h.t, "", bus.Access{})
+	h.conn = bustest.ConnectOMA(h.t, h.srv)
+	h.start()
+	h.t.Cleanup(h.stop)
 }
 
 // start opens the store and runs the Control; a failing Restore fails the test.
@@ -83,7 +91,7 @@ func (h *harness) open() error {
 	if err != nil {
 		return err
 	}
-	h.exp = exports.New(exports.Config{FirstPort: h.first, LastPort: h.last})
+	h.exp = exports.New(exports.Config{FirstPort: h.first, LastPort: h.last, Nbdkit: h.nbdkit})
 	h.ctl = control.New(control.Config{DataDir: h.dir, Now: h.clock.Now}, h.st, h.conn, h.exp, h.srv)
 	return h.ctl.Restore(context.Background())
 }

@@ -90,6 +90,63 @@ func (c *Control) CreateJob(ctx context.Context, req CreateRequest) (store.Job, 
 	if req.ReplicationType != events.ReplicationInitial && req.ReplicationType != events.ReplicationIncremental {
 		return store.Job{}, errorf(Invalid, "replication_type", "must be %q or %q, not %q", events.ReplicationInitial, events.ReplicationIncremental, req.ReplicationType)
 	}
+	job, lease, vols, err := c.planJob(req)
+	if err != nil {
+		return store.Job{}, err
+	}
+	defer c.unreserve(job.ID)
+	// Unlocked from here: other jobs are created while this nbdkit starts.
+	id, port := job.ID, lease.Port
+	if err := exports.Prepare(lease.Dir, vols); err != nil {
+		return store.Job{}, err
+	}
+	if err := c.exports.Serve(ctx, id, port, lease.Dir); err != nil {
+		_ = os.RemoveAll(lease.Dir) // links only: the volumes stay
+		return store.Job{}, err
+	}
+	created, err := c.newEvent(&events.JobCreated{
+		JobID: id, VMAID: job.VMAID, VM: job.VM, ReplicationType: job.ReplicationType,
+		State: job.State, Disks: jobDisks(job), CreatedAt: job.CreatedAt,
+	})
+	if err != nil {
+		c.exports.Stop(id)
+		return store.Job{}, err
+	}
+	err = c.store.Update(func(tx *bbolt.Tx) error {
+		if err := store.PutJob(tx, job); err != nil {
+			return err
+		}
+		if err := store.PutLease(tx, lease); err != nil {
+			return err
+		}
+		return store.Enqueue(tx, created)
+	})
+	if err != nil {
+		c.exports.Stop(id)
+		return store.Job{}, fmt.Errorf("store job %s: %w", id, err)
+	}
+	c.log.Info("job created", "job", id, "vm", job.VM.ID, "vma", job.VMAID, "port", port, "type", job.ReplicationType)
+	c.kick()
+	return job, nil
+}
+
+// reservation is what a job being created holds until it is stored: its
+// replica (no second active job), its id and its port.
+type reservation struct {
+	replica string
+	port    int
+}
+
+// unreserve drops the reservation of job id, stored or abandoned.
+func (c *Control) unreserve(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.creating, id)
+}
+
+// planJob decides a new job under c.mu, from the store and the jobs being
+// created, and reserves its replica, id and port until unreserve.
+func (c *Control) planJob(req CreateRequest) (store.Job, store.Lease, []exports.Volume, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 
@@ -134,32 +191,38 @@ func (c *Control) CreateJob(ctx context.Context, req CreateRequest) (store.Job, 
 		return nil
 	})
 	if err != nil {
-		return store.Job{}, err
+		return store.Job{}, store.Lease{}, nil, err
+	}
+	for id, r := range c.creating {
+		if r.replica == rid {
+			return store.Job{}, store.Lease{}, nil, errorf(Conflict, "source_vm.id", "VM %s already has a job %s being created: wait for it", req.VM.ID, id)
+		}
+		taken[id], leased[r.port] = true, true
 	}
 	incremental := req.ReplicationType == events.ReplicationIncremental
 	if incremental && (base == nil || !hasChangeIDs(*base)) {
-		return store.Job{}, errorf(Conflict, "replication_type", "incremental needs a completed earlier job of VM %s that recorded a change id for every disk; run an initial replication first", req.VM.ID)
+		return store.Job{}, store.Lease{}, nil, errorf(Conflict, "replication_type", "incremental needs a completed earlier job of VM %s that recorded a change id for every disk; run an initial replication first", req.VM.ID)
 	}
 	gen := lastGen + 1
 	if incremental {
 		gen = base.Generation
 	}
 	if len(loc.vm.Disks) == 0 {
-		return store.Job{}, errorf(Conflict, "source_vm.id", "VM %s has no disks in the inventory", req.VM.ID)
+		return store.Job{}, store.Lease{}, nil, errorf(Conflict, "source_vm.id", "VM %s has no disks in the inventory", req.VM.ID)
 	}
 
 	now := c.cfg.Now().UTC()
 	id := jobID(loc.vm.ID, now, taken)
 	if err := subject.ValidID(id); err != nil {
-		return store.Job{}, errorf(Invalid, "source_vm.id", "VM id %q cannot make a job id: %v", loc.vm.ID, err)
+		return store.Job{}, store.Lease{}, nil, errorf(Invalid, "source_vm.id", "VM id %q cannot make a job id: %v", loc.vm.ID, err)
 	}
 	port, err := c.exports.Pick(leased)
 	if errors.Is(err, exports.ErrExhausted) {
 		first, last := c.exports.Pool()
-		return store.Job{}, &Error{Kind: Unavailable, Msg: fmt.Sprintf("every NBD port of the pool %d-%d is in use by an active job: wait for one to end or widen the pool", first, last), Err: err}
+		return store.Job{}, store.Lease{}, nil, &Error{Kind: Unavailable, Msg: fmt.Sprintf("every NBD port of the pool %d-%d is in use by an active job: wait for one to end or widen the pool", first, last), Err: err}
 	}
 	if err != nil {
-		return store.Job{}, err
+		return store.Job{}, store.Lease{}, nil, err
 	}
 
 	job := store.Job{
@@ -173,7 +236,7 @@ func (c *Control) CreateJob(ctx context.Context, req CreateRequest) (store.Job, 
 	for _, d := range loc.vm.Disks {
 		name, err := exports.Name(fmt.Sprintf("%s-disk-%d", id, d.Key))
 		if err != nil {
-			return store.Job{}, err
+			return store.Job{}, store.Lease{}, nil, err
 		}
 		jd := store.JobDisk{
 			Key: d.Key, Label: d.Label, CapacityBytes: d.CapacityBytes, BytesTotal: d.CapacityBytes,
@@ -196,41 +259,12 @@ func (c *Control) CreateJob(ctx context.Context, req CreateRequest) (store.Job, 
 	if incremental {
 		for _, d := range job.Disks {
 			if d.BaseChangeID == "" {
-				return store.Job{}, errorf(Conflict, "replication_type", "incremental: disk %d of VM %s has no change id in job %s (the disk layout changed?); run an initial replication", d.Key, req.VM.ID, base.ID)
+				return store.Job{}, store.Lease{}, nil, errorf(Conflict, "replication_type", "incremental: disk %d of VM %s has no change id in job %s (the disk layout changed?); run an initial replication", d.Key, req.VM.ID, base.ID)
 			}
 		}
 	}
-	if err := exports.Prepare(lease.Dir, vols); err != nil {
-		return store.Job{}, err
-	}
-	if err := c.exports.Serve(ctx, id, port, lease.Dir); err != nil {
-		_ = os.RemoveAll(lease.Dir) // links only: the volumes stay
-		return store.Job{}, err
-	}
-	created, err := c.newEvent(&events.JobCreated{
-		JobID: id, VMAID: job.VMAID, VM: job.VM, ReplicationType: job.ReplicationType,
-		State: job.State, Disks: jobDisks(job), CreatedAt: now,
-	})
-	if err != nil {
-		c.exports.Stop(id)
-		return store.Job{}, err
-	}
-	err = c.store.Update(func(tx *bbolt.Tx) error {
-		if err := store.PutJob(tx, job); err != nil {
-			return err
-		}
-		if err := store.PutLease(tx, lease); err != nil {
-			return err
-		}
-		return store.Enqueue(tx, created)
-	})
-	if err != nil {
-		c.exports.Stop(id)
-		return store.Job{}, fmt.Errorf("store job %s: %w", id, err)
-	}
-	c.log.Info("job created", "job", id, "vm", job.VM.ID, "vma", job.VMAID, "port", port, "type", job.ReplicationType)
-	c.kick()
-	return job, nil
+	c.creating[id] = reservation{replica: rid, port: port}
+	return job, lease, vols, nil
 }
 
 // jobID names a VM's job created at now: repl-<vm>-<unix seconds>, with
