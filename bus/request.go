@@ -100,10 +100,8 @@ func (c *Conn) Serve(ctx context.Context, subj, queue string, replies ReplyPrefi
 		_ = sub.Unsubscribe()
 		return fmt.Errorf("serve %s: %w", subj, err)
 	}
-	go func() {
-		<-ctx.Done()
-		_ = sub.Drain()
-	}()
+	// No goroutine waits for ctx: the drain is started when ctx ends.
+	context.AfterFunc(ctx, func() { _ = sub.Drain() })
 	return nil
 }
 

@@ -68,8 +68,9 @@ type Control struct {
 	access  AccessSetter
 	log     *slog.Logger
 
-	mu       sync.Mutex // guards creating: the plans of jobs being created, and VMA changes
+	mu       sync.Mutex // guards creating, the jobs being created; never held across I/O but bbolt reads
 	creating map[string]reservation
+	vmaMu    sync.Mutex // serializes VMA registrations, which change NATS access
 	flushMu  sync.Mutex // serializes outbox flushes
 	wake     chan struct{}
 	started  time.Time

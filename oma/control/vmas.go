@@ -64,8 +64,10 @@ func RegisterVMA(st *store.Store, id string, now time.Time) (VMACredentials, err
 // its consumers cannot be created (an Upstream error) or NATS refuses the new
 // access, the VMA is not registered.
 func (c *Control) AddVMA(ctx context.Context, id string) (VMACredentials, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	// Only registrations wait for each other (creating consumers, reloading
+	// NATS access); jobs are created meanwhile.
+	c.vmaMu.Lock()
+	defer c.vmaMu.Unlock()
 	if err := subject.ValidID(id); err != nil {
 		return VMACredentials{}, errorf(Invalid, "id", "%v", err)
 	}
