@@ -259,6 +259,9 @@ func (c *Conn) JetStream() jetstream.JetStream { return c.js }
 // Connected reports whether the connection is up now.
 func (c *Conn) Connected() bool { return c.nc.IsConnected() }
 
+// MaxPayload is the largest message the server takes, in bytes.
+func (c *Conn) MaxPayload() int64 { return c.nc.MaxPayload() }
+
 // State describes the connection now in lower case: connected,
 // reconnecting, disconnected, closed, ...
 func (c *Conn) State() string { return strings.ToLower(c.nc.Status().String()) }

@@ -132,7 +132,7 @@ func (w *Worker) discover(ctx context.Context, _ events.Event, p events.Payload)
 // publishResult publishes res, in as many pages as the server's max
 // payload needs.
 func (w *Worker) publishResult(ctx context.Context, res *events.DiscoverResult) error {
-	pages, err := res.Paginate(int(w.conn.NATS().MaxPayload()) - envelopeRoom)
+	pages, err := res.Paginate(int(w.conn.MaxPayload()) - envelopeRoom)
 	if err != nil {
 		return fmt.Errorf("page discover result: %w", err)
 	}
