@@ -3,7 +3,6 @@ package control_test
 import (
 	"context"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,32 +17,13 @@ import (
 	"github.com/godwit/godwit/testbed"
 )
 
-// clock is a settable clock for control.Config.Now.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // harness is a Control on real parts (embedded NATS, bbolt, nbdkit) with
 // an injected clock. start and stop may be called again on the same data.
 type harness struct {
 	t     *testing.T
 	dir   string
-	clock *clock
+	clock *testbed.Clock
 	srv   *bus.Server
 	conn  *bus.Conn
 	st    *store.Store
@@ -60,7 +40,7 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	h := &harness{t: t, dir: t.TempDir(), clock: newClock()}
+	h := &harness{t: t, dir: t.TempDir(), clock: testbed.NewClock()}
 	h.first, h.last = testbed.FreePorts(t, 3)
 	h.boot()
 	return h

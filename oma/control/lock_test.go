@@ -31,7 +31,7 @@ func gatedNbdkit(t *testing.T, held string) (wrapper, waiting, gate string) {
 // refused at once, and every job gets its own port.
 func TestCreateHoldsNoLockWhileNbdkitStarts(t *testing.T) {
 	t.Parallel()
-	h := &harness{t: t, dir: t.TempDir(), clock: newClock()}
+	h := &harness{t: t, dir: t.TempDir(), clock: testbed.NewClock()}
 	h.first, h.last = testbed.FreePorts(t, 3)
 	var waiting, gate string
 	h.nbdkit, waiting, gate = gatedNbdkit(t, "vm-1")

@@ -254,7 +254,7 @@ func TestReplicatePublishesOneSealedCommand(t *testing.T) {
 }
 
 func TestHealth(t *testing.T) {
-	clock := newClock()
+	clock := testbed.NewClock()
 	s := newStackWith(t, stackConfig{vma: func(c *appliance.Config) { c.Now = clock.Now }})
 	clock.Add(90 * time.Second)
 	resp, err := http.Get(s.url + "/api/v1/health")
