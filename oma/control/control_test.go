@@ -17,7 +17,6 @@ import (
 	"github.com/godwit/godwit/testbed"
 )
 
-
 // harness is a Control on real parts (embedded NATS, bbolt, nbdkit) with
 // an injected clock. start and stop may be called again on the same data.
 type harness struct {

@@ -14,6 +14,7 @@ import (
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/events/subject"
 	"github.com/godwit/godwit/oma/store"
+	"github.com/godwit/godwit/seal"
 )
 
 // HeartbeatFresh is how recent a VMA's last heartbeat must be for the VMA
@@ -186,4 +187,32 @@ func (c *Control) applyHeartbeat(_ context.Context, ev events.Event, p events.Pa
 		v.LastSeen, v.Version, v.PublicKey = &seen, h.Version, h.PublicKey
 		return store.PutVMA(tx, v)
 	})
+}
+
+// Credentials are vCenter credentials given for one request; the password
+// is sealed to the VMA at once and never stored.
+type Credentials struct {
+	VCenter  string
+	Username string
+	Password string
+}
+
+// sealFor seals a password to a registered VMA's announced key.
+func (c *Control) sealFor(vmaID, password string) (events.Sealed, error) {
+	var v store.VMA
+	err := c.store.View(func(tx *bbolt.Tx) error {
+		var err error
+		v, err = store.GetVMA(tx, vmaID)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return events.Sealed{}, errorf(NotFound, "vma_id", "VMA %q is not registered (oma vma add --id %s)", vmaID, vmaID)
+	}
+	if err != nil {
+		return events.Sealed{}, err
+	}
+	if v.PublicKey == "" {
+		return events.Sealed{}, errorf(Conflict, "vma_id", "VMA %s has not announced its public key yet (no heartbeat received): start it, or check its connection", vmaID)
+	}
+	return seal.Seal(v.PublicKey, []byte(password))
 }

@@ -3,10 +3,14 @@ package control
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"go.etcd.io/bbolt"
 
+	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/oma/store"
 )
@@ -109,4 +113,80 @@ func (c *Control) Inventory() ([]InventoryVM, error) {
 		return err
 	})
 	return out, err
+}
+
+// applyDiscoverResult stores a successful discovery as the inventory of
+// its VMA and vCenter. The pages of a paged result are kept until the last
+// one arrives; the inventory then changes once, with all of them.
+func (c *Control) applyDiscoverResult(_ context.Context, ev events.Event, p events.Payload) error {
+	r, ok := p.(*events.DiscoverResult)
+	if !ok {
+		return fmt.Errorf("%w: %s on the discovery consumer", bus.ErrPoison, ev.Type)
+	}
+	if r.Error != nil {
+		return nil // a failed discovery changes nothing
+	}
+	return c.applyOnce(ev, func(tx *bbolt.Tx) error {
+		whole, complete, err := c.assemble(tx, r)
+		if err != nil || !complete {
+			return err
+		}
+		merged := whole
+		merged.VCenter.Datacenter, merged.Filter = "", ""
+		old, err := store.GetInventory(tx, r.VMAID, r.VCenter.Host)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			merged.VMs = whole.VMs
+		case err != nil:
+			return err
+		default:
+			merged.VMs = mergeVMs(old.Result.VMs, &whole)
+		}
+		return store.PutInventory(tx, store.Inventory{VMAID: r.VMAID, Result: merged, StoredAt: c.cfg.Now().UTC()})
+	})
+}
+
+// assemble adds a page to the kept pages of its request. When it was the
+// last one missing it returns the whole result and forgets the pages.
+func (c *Control) assemble(tx *bbolt.Tx, r *events.DiscoverResult) (events.DiscoverResult, bool, error) {
+	if r.Pages <= 1 {
+		return *r, true, nil
+	}
+	kept, err := store.DiscoverPages(tx, r.VMAID, r.RequestID)
+	if err != nil {
+		return events.DiscoverResult{}, false, err
+	}
+	var pages events.DiscoverPages
+	for _, p := range kept {
+		pages.Add(p)
+	}
+	if pages.Add(*r) {
+		return pages.Result(), true, store.DeleteDiscoverPages(tx, r.VMAID, r.RequestID)
+	}
+	if len(kept) > 0 && kept[0].Pages != r.Pages { // the VMA started over
+		if err := store.DeleteDiscoverPages(tx, r.VMAID, r.RequestID); err != nil {
+			return events.DiscoverResult{}, false, err
+		}
+	}
+	return events.DiscoverResult{}, false, store.PutDiscoverPage(tx, *r, c.cfg.Now())
+}
+
+// mergeVMs folds a discovery into the VMs known before: the VMs it found
+// replace their old selves; an unfiltered discovery also drops the VMs of
+// its scope (one datacenter, or all) that it did not find, as they are gone.
+func mergeVMs(old []events.VM, r *events.DiscoverResult) []events.VM {
+	found := map[string]bool{}
+	for _, vm := range r.VMs {
+		found[vm.ID] = true
+	}
+	out := []events.VM{}
+	for _, vm := range old {
+		inScope := r.Filter == "" && (r.VCenter.Datacenter == "" || vm.Datacenter == r.VCenter.Datacenter)
+		if !found[vm.ID] && !inScope {
+			out = append(out, vm)
+		}
+	}
+	out = append(out, r.VMs...)
+	slices.SortFunc(out, func(a, b events.VM) int { return strings.Compare(a.Path, b.Path) })
+	return out
 }

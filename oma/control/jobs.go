@@ -16,7 +16,6 @@ import (
 	"github.com/godwit/godwit/oma/exports"
 	"github.com/godwit/godwit/oma/jobs"
 	"github.com/godwit/godwit/oma/store"
-	"github.com/godwit/godwit/seal"
 )
 
 // CreateRequest asks for a replication job.
@@ -361,83 +360,6 @@ func (c *Control) transition(tx *bbolt.Tx, j *store.Job, to, why string) (bool, 
 	return true, store.Enqueue(tx, ev)
 }
 
-// Cancel cancels an active job: it moves the job to cancelled and writes
-// the cancel for the VMA to the outbox in one transaction, then releases
-// the job's export. Cancelling a cancelled job is a no-op.
-func (c *Control) Cancel(ctx context.Context, id string) (store.Job, error) {
-	j, err := c.Job(id)
-	if err != nil {
-		return j, err
-	}
-	cancel, err := c.newEvent(&events.ReplicateCancel{JobID: j.ID, VMAID: j.VMAID, Reason: "cancelled through the OMA API"})
-	if err != nil {
-		return j, err
-	}
-	moved := false
-	err = c.store.Update(func(tx *bbolt.Tx) error {
-		cur, err := store.GetJob(tx, id)
-		if err != nil {
-			return err
-		}
-		j = cur
-		if cur.State == events.JobCancelled {
-			return nil
-		}
-		if jobs.Final(cur.State) {
-			return errorf(Conflict, "id", "job %s is %s: only an active job can be cancelled", id, cur.State)
-		}
-		if moved, err = c.transition(tx, &cur, events.JobCancelled, "cancelled through the OMA API"); err != nil || !moved {
-			return err
-		}
-		if err := store.Enqueue(tx, cancel); err != nil {
-			return err
-		}
-		j = cur
-		return store.PutJob(tx, cur)
-	})
-	if err != nil || !moved {
-		return j, err
-	}
-	c.release(id)
-	c.publishSoon(ctx)
-	return j, nil
-}
-
-// publishSoon publishes the outbox now; what fails stays for flushLoop.
-func (c *Control) publishSoon(ctx context.Context) {
-	if err := c.flush(ctx); err != nil {
-		c.log.Warn("publish lifecycle events; retrying", "err", err)
-	}
-}
-
-// Credentials are vCenter credentials given for one request; the password
-// is sealed to the VMA at once and never stored.
-type Credentials struct {
-	VCenter  string
-	Username string
-	Password string
-}
-
-// sealFor seals a password to a registered VMA's announced key.
-func (c *Control) sealFor(vmaID, password string) (events.Sealed, error) {
-	var v store.VMA
-	err := c.store.View(func(tx *bbolt.Tx) error {
-		var err error
-		v, err = store.GetVMA(tx, vmaID)
-		return err
-	})
-	if errors.Is(err, store.ErrNotFound) {
-		return events.Sealed{}, errorf(NotFound, "vma_id", "VMA %q is not registered (oma vma add --id %s)", vmaID, vmaID)
-	}
-	if err != nil {
-		return events.Sealed{}, err
-	}
-	if v.PublicKey == "" {
-		return events.Sealed{}, errorf(Conflict, "vma_id", "VMA %s has not announced its public key yet (no heartbeat received): start it, or check its connection", vmaID)
-	}
-	return seal.Seal(v.PublicKey, []byte(password))
-}
-
 // Start queues a pending job: it moves the job to queued and writes the
 // replicate command for its VMA, with the password sealed to the VMA's
 // key, to the outbox in one transaction. The command is then published
@@ -489,25 +411,44 @@ func (c *Control) Start(ctx context.Context, id string, cred Credentials) (store
 	return j, nil
 }
 
-// allocation answers a VMA's export request for one of its jobs.
-func (c *Control) allocation(_ context.Context, subj string, _ []byte) (any, error) {
-	vmaID, jobID, err := subject.ParseExportRequest(subj)
+// Cancel cancels an active job: it moves the job to cancelled and writes
+// the cancel for the VMA to the outbox in one transaction, then releases
+// the job's export. Cancelling a cancelled job is a no-op.
+func (c *Control) Cancel(ctx context.Context, id string) (store.Job, error) {
+	j, err := c.Job(id)
 	if err != nil {
-		return nil, err
+		return j, err
 	}
-	j, err := c.Job(jobID)
+	cancel, err := c.newEvent(&events.ReplicateCancel{JobID: j.ID, VMAID: j.VMAID, Reason: "cancelled through the OMA API"})
 	if err != nil {
-		return nil, err
+		return j, err
 	}
-	if j.VMAID != vmaID {
-		return nil, fmt.Errorf("job %s belongs to another VMA", jobID)
+	moved := false
+	err = c.store.Update(func(tx *bbolt.Tx) error {
+		cur, err := store.GetJob(tx, id)
+		if err != nil {
+			return err
+		}
+		j = cur
+		if cur.State == events.JobCancelled {
+			return nil
+		}
+		if jobs.Final(cur.State) {
+			return errorf(Conflict, "id", "job %s is %s: only an active job can be cancelled", id, cur.State)
+		}
+		if moved, err = c.transition(tx, &cur, events.JobCancelled, "cancelled through the OMA API"); err != nil || !moved {
+			return err
+		}
+		if err := store.Enqueue(tx, cancel); err != nil {
+			return err
+		}
+		j = cur
+		return store.PutJob(tx, cur)
+	})
+	if err != nil || !moved {
+		return j, err
 	}
-	if !jobs.Active(j.State) {
-		return nil, fmt.Errorf("job %s is %s", jobID, j.State)
-	}
-	a := events.ExportAllocation{JobID: j.ID, VM: j.VM, ReplicationType: j.ReplicationType, State: j.State}
-	for _, d := range j.Disks {
-		a.Disks = append(a.Disks, events.AllocatedDisk{Key: d.Key, Label: d.Label, CapacityBytes: d.CapacityBytes, Export: d.Export, BaseChangeID: d.BaseChangeID})
-	}
-	return a, nil
+	c.release(id)
+	c.publishSoon(ctx)
+	return j, nil
 }
