@@ -30,6 +30,10 @@ type ServerConfig struct {
 	Name string
 	// Access lists the observers and VMAs allowed in besides the OMA itself.
 	Access Access
+	// MaxPayload is the largest message the server takes, in bytes; 0 means
+	// nats-server's default, 1 MiB. Discovery results larger than it are
+	// published in pages.
+	MaxPayload int32
 	// ReadyTimeout bounds the wait for the server to accept clients; 0 means 10s.
 	ReadyTimeout time.Duration
 	// Logger receives the server's log; nil discards it.
@@ -67,6 +71,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		JetStream:  true,
 		StoreDir:   cfg.StoreDir,
 		NoSigs:     true,
+		MaxPayload: cfg.MaxPayload,
 	}
 	if opts.ServerName == "" {
 		opts.ServerName = "godwit-oma"

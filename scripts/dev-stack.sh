@@ -15,11 +15,11 @@ chmod 700 "$DATA/oma" "$DATA/vma"
 
 # Register the VMA once, before the OMA holds its state; keep its NATS seed 0600.
 if [ ! -s "$DATA/vma/nats.seed" ]; then
-  if ! out=$("$BIN/oma" vma add --id vma-1 -data "$DATA/oma"); then
+  rm -f "$DATA/vma/nats.seed"
+  if ! "$BIN/oma" vma add -id vma-1 -data "$DATA/oma" -seed-out "$DATA/vma/nats.seed" >/dev/null; then
     echo "dev-stack: cannot register vma-1 (stale $DATA/oma? remove $DATA to start afresh)" >&2
     exit 1
   fi
-  (umask 077 && sed -n 's/^GODWIT_NATS_NKEY_SEED=//p' <<<"$out" >"$DATA/vma/nats.seed")
 fi
 
 # Refuse to start over another stack: name the port that is taken.

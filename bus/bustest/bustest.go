@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
 	"github.com/godwit/godwit/bus"
@@ -99,4 +100,24 @@ func (u User) SeedFile(tb testing.TB) string {
 		tb.Fatal(err)
 	}
 	return path
+}
+
+// Count returns how many messages stream holds on subjects matching filter.
+func Count(tb testing.TB, conn *bus.Conn, stream, filter string) uint64 {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	str, err := conn.JetStream().Stream(ctx, stream)
+	if err != nil {
+		tb.Fatalf("stream %s: %v", stream, err)
+	}
+	info, err := str.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		tb.Fatalf("stream %s info: %v", stream, err)
+	}
+	var n uint64
+	for _, c := range info.State.Subjects {
+		n += c
+	}
+	return n
 }

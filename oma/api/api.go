@@ -36,8 +36,6 @@ type Config struct {
 	// HTTP.TLSCertFile and HTTP.TLSKeyFile (both or neither). Its Logger
 	// defaults to Logger.
 	HTTP httpserver.Config
-	// Validator checks fields against the event schemas; nil compiles one.
-	Validator *schema.Validator
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 }
@@ -55,9 +53,8 @@ type API struct {
 	now    func() time.Time
 	tokens *tokens.Tracker
 
-	schemaOnce sync.Once
-	schemas    *schema.Validator
-	schemaErr  error
+	// validator compiles the event schemas on first use.
+	validator func() (*schema.Validator, error)
 }
 
 // New returns the API over ctl configured by cfg. server may be nil when
@@ -74,18 +71,7 @@ func New(ctl *control.Control, st *store.Store, server *bus.Server, cfg Config) 
 		cfg.Now = time.Now
 	}
 	return &API{cfg: cfg, ctl: ctl, store: st, server: server, log: log, now: cfg.Now,
-		tokens: tokens.NewTracker(st, tokens.TrackerConfig{Now: cfg.Now})}
-}
-
-// validator returns the schema validator, compiling one on first use.
-func (a *API) validator() (*schema.Validator, error) {
-	a.schemaOnce.Do(func() {
-		a.schemas = a.cfg.Validator
-		if a.schemas == nil {
-			a.schemas, a.schemaErr = schema.New()
-		}
-	})
-	return a.schemas, a.schemaErr
+		tokens: tokens.NewTracker(st, tokens.TrackerConfig{Now: cfg.Now}), validator: sync.OnceValues(schema.New)}
 }
 
 // Handler returns the HTTP handler of the API.

@@ -47,6 +47,8 @@ type Config struct {
 	NATSAddr string
 	// NATSMonitorPort is the NATS HTTP monitoring port; 0 turns it off.
 	NATSMonitorPort int
+	// NATSMaxPayload is the largest NATS message, in bytes; 0 means 1 MiB.
+	NATSMaxPayload int32
 	// FirstPort and LastPort bound the NBD port pool; zero means 10100-10199.
 	FirstPort, LastPort int
 	// ExportAddr is the address nbdkit listens on; empty means 127.0.0.1.
@@ -231,6 +233,7 @@ func (o *OMA) Run(ctx context.Context) error {
 		Host:        natsHost,
 		Port:        natsPort,
 		MonitorPort: cfg.NATSMonitorPort,
+		MaxPayload:  cfg.NATSMaxPayload,
 		Access:      bus.Access{Observers: []string{observer.publicKey}, Admins: []string{admin.publicKey}},
 		Logger:      log.WithGroup("nats"),
 	})

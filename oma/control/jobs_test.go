@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/bus/bustest"
 	"github.com/godwit/godwit/events"
@@ -46,21 +44,7 @@ func (h *harness) learn(conn *bus.Conn, vmaID string, vms ...events.VM) {
 // commands counts the replicate commands stored for a VMA.
 func commands(t *testing.T, conn *bus.Conn, vmaID string) uint64 {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	str, err := conn.JetStream().Stream(ctx, bus.StreamCommands)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := str.Info(ctx, jetstream.WithSubjectFilter("godwit.replicate.command."+vmaID))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n uint64
-	for _, c := range info.State.Subjects {
-		n += c
-	}
-	return n
+	return bustest.Count(t, conn, bus.StreamCommands, "godwit.replicate.command."+vmaID)
 }
 
 // TestStartCommandSurvivesACrash: Start moves the job to queued and writes

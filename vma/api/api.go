@@ -66,8 +66,6 @@ type Config struct {
 	// host:port) the VMA may log in to; a host without a port allows any
 	// port, a request without a port means 443. Empty: any vCenter.
 	VCenterAllow []string
-	// Validator checks fields against the event schemas; nil compiles one.
-	Validator *schema.Validator
 	// HTTP configures the server Serve runs (timeouts, TLS); its Logger
 	// defaults to Logger.
 	HTTP httpserver.Config
@@ -81,9 +79,8 @@ type API struct {
 	log     *slog.Logger
 	started time.Time
 
-	schemaOnce sync.Once
-	schemas    *schema.Validator
-	schemaErr  error
+	// validator compiles the event schemas on first use.
+	validator func() (*schema.Validator, error)
 }
 
 // New returns the API.
@@ -101,18 +98,7 @@ func New(conn *bus.Conn, st *store.Store, cfg Config) *API {
 	if cfg.HTTP.Logger == nil {
 		cfg.HTTP.Logger = cfg.Logger
 	}
-	return &API{cfg: cfg, conn: conn, store: st, log: log, started: cfg.Now()}
-}
-
-// validator returns the schema validator, compiling one on first use.
-func (a *API) validator() (*schema.Validator, error) {
-	a.schemaOnce.Do(func() {
-		a.schemas = a.cfg.Validator
-		if a.schemas == nil {
-			a.schemas, a.schemaErr = schema.New()
-		}
-	})
-	return a.schemas, a.schemaErr
+	return &API{cfg: cfg, conn: conn, store: st, log: log, started: cfg.Now(), validator: sync.OnceValues(schema.New)}
 }
 
 // ReadTokenFile reads a bearer token from a file (surrounding white space

@@ -17,6 +17,7 @@ import (
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/logtest"
+	omaappliance "github.com/godwit/godwit/oma/appliance"
 	"github.com/godwit/godwit/problem"
 	"github.com/godwit/godwit/seal"
 	"github.com/godwit/godwit/testbed"
@@ -51,9 +52,11 @@ func newStack(t *testing.T, configure ...func(*appliance.Config)) *stack {
 	return newStackWith(t, sc)
 }
 
-// stackConfig varies a stack: the simulator's inventory, the VMA's configuration.
+// stackConfig varies a stack: the simulator's inventory, the OMA's and
+// the VMA's configuration.
 type stackConfig struct {
 	sim vcsim.Config
+	oma func(*omaappliance.Config)
 	vma func(*appliance.Config)
 }
 
@@ -66,7 +69,7 @@ func newStackWith(t *testing.T, sc stackConfig) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(sim.Close)
-	o := testbed.StartOMA(t, testbed.OMAConfig{})
+	o := testbed.StartOMA(t, testbed.OMAConfig{Configure: sc.oma})
 	vc := testbed.VMAConfig{VCenterCAFile: sim.CAFile, Configure: sc.vma}
 	v := testbed.StartVMA(t, o, vc)
 	id, err := identity.LoadOrCreate(v.Dir+"/vma", v.ID)
@@ -76,27 +79,11 @@ func newStackWith(t *testing.T, sc stackConfig) *stack {
 	return &stack{sim: sim, o: o, oma: o.Admin, id: id, url: v.URL, logs: bothLogs{o.Logs, v.Logs}}
 }
 
+// post sends body (a string as it is, anything else as JSON) to the VMA
+// API and decodes a JSON answer into out.
 func (s *stack) post(t *testing.T, path string, body any, out any) int {
 	t.Helper()
-	var data []byte
-	switch b := body.(type) {
-	case string:
-		data = []byte(b)
-	default:
-		data, _ = json.Marshal(b)
-	}
-	resp, err := http.Post(s.url+path, "application/json", bytes.NewReader(data))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			t.Fatalf("POST %s: %d %s", path, resp.StatusCode, raw)
-		}
-	}
-	return resp.StatusCode
+	return testbed.Do(t, http.MethodPost, s.url+path, "", body, out)
 }
 
 func (s *stack) discoverBody(password string) map[string]any {

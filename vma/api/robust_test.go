@@ -3,13 +3,15 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/godwit/godwit/bus"
+	"github.com/godwit/godwit/bus/bustest"
 	"github.com/godwit/godwit/events"
+	omaappliance "github.com/godwit/godwit/oma/appliance"
+	"github.com/godwit/godwit/problem"
 	"github.com/godwit/godwit/testbed"
 	"github.com/godwit/godwit/vma/vcsim"
 )
@@ -23,8 +25,17 @@ const wideVMs = 170
 // events, and the VMA API, the OMA's inventory and the OMA-initiated
 // discovery each get every VM.
 func TestDiscoverLargerThanMaxPayload(t *testing.T) {
-	s := newStackWith(t, stackConfig{sim: vcsim.Config{WideVMs: wideVMs}})
-	const want = wideVMs + 13
+	discoverLargerThanMaxPayload(t, vcsim.Config{WideVMs: wideVMs}, wideVMs+13)
+}
+
+// TestDiscover5013VMs discovers the benchmark's simulator, 5,000 VMs of
+// govmomi's model and the seed's 13, the same way.
+func TestDiscover5013VMs(t *testing.T) {
+	discoverLargerThanMaxPayload(t, vcsim.Config{ModelVMs: 5000}, 5013)
+}
+
+func discoverLargerThanMaxPayload(t *testing.T, sim vcsim.Config, want int) {
+	s := newStackWith(t, stackConfig{sim: sim})
 	var res struct {
 		VCenter events.VCenterRef `json:"vcenter"`
 		VMs     []events.VM       `json:"vms"`
@@ -46,7 +57,7 @@ func TestDiscoverLargerThanMaxPayload(t *testing.T) {
 		}
 		seen[vm.ID] = true
 	}
-	if pages := resultMessages(t, s); pages < 2 {
+	if pages := bustest.Count(t, s.oma, bus.StreamDiscovery, "godwit.discover.result.>"); pages < 2 {
 		t.Errorf("the result went in %d messages, want pages", pages)
 	}
 	testbed.Eventually(t, "the OMA's inventory of every VM", func() bool {
@@ -65,23 +76,26 @@ func TestDiscoverLargerThanMaxPayload(t *testing.T) {
 	}
 }
 
-
-// resultMessages counts the discover result messages in the stream.
-func resultMessages(t *testing.T, s *stack) uint64 {
-	t.Helper()
+// TestDiscoveryThatCannotBePublished: when one VM alone is larger than the
+// server takes, the VMA answers with a failure result saying so and
+// terminates the request instead of redelivering it forever.
+func TestDiscoveryThatCannotBePublished(t *testing.T) {
+	s := newStackWith(t, stackConfig{
+		sim: vcsim.Config{WideVMs: 1},
+		oma: func(c *omaappliance.Config) { c.NATSMaxPayload = 12 << 10 }, // a page may take 4 KiB; a wide VM is 6 KiB
+	})
+	var p problem.Problem
+	if code := s.post(t, "/api/v1/discover", s.discoverBody(s.sim.Password), &p); code != 502 || !strings.Contains(p.Detail, "cannot be published") {
+		t.Fatalf("discover of a VM too large to publish = %d %+v, want 502 saying it cannot be published", code, p)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	str, err := s.oma.JetStream().Stream(ctx, bus.StreamDiscovery)
+	cons, err := s.oma.JetStream().Consumer(ctx, bus.StreamDiscovery, bus.VMADurable("vma-1"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := str.Info(ctx, jetstream.WithSubjectFilter("godwit.discover.result.>"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n uint64
-	for _, c := range info.State.Subjects {
-		n += c
-	}
-	return n
+	testbed.Eventually(t, "the request terminated", func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.NumAckPending == 0 && info.NumPending == 0 && info.NumRedelivered == 0
+	})
 }
