@@ -13,6 +13,7 @@ import (
 	omaappliance "github.com/godwit/godwit/oma/appliance"
 	"github.com/godwit/godwit/problem"
 	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/vma/appliance"
 	"github.com/godwit/godwit/vma/vcsim"
 )
 
@@ -25,17 +26,23 @@ const wideVMs = 170
 // events, and the VMA API, the OMA's inventory and the OMA-initiated
 // discovery each get every VM.
 func TestDiscoverLargerThanMaxPayload(t *testing.T) {
-	discoverLargerThanMaxPayload(t, vcsim.Config{WideVMs: wideVMs}, wideVMs+13)
+	discoverLargerThanMaxPayload(t, stackConfig{sim: vcsim.Config{WideVMs: wideVMs}}, wideVMs+13)
 }
 
 // TestDiscover5013VMs discovers the benchmark's simulator, 5,000 VMs of
 // govmomi's model and the seed's 13, the same way.
+// Under the race detector one discovery of them takes about a minute.
 func TestDiscover5013VMs(t *testing.T) {
-	discoverLargerThanMaxPayload(t, vcsim.Config{ModelVMs: 5000}, 5013)
+	const wait = 5 * time.Minute
+	discoverLargerThanMaxPayload(t, stackConfig{
+		sim: vcsim.Config{ModelVMs: 5000},
+		oma: func(c *omaappliance.Config) { c.DiscoverTimeout = wait },
+		vma: func(c *appliance.Config) { c.DiscoverTimeout = wait },
+	}, 5013)
 }
 
-func discoverLargerThanMaxPayload(t *testing.T, sim vcsim.Config, want int) {
-	s := newStackWith(t, stackConfig{sim: sim})
+func discoverLargerThanMaxPayload(t *testing.T, sc stackConfig, want int) {
+	s := newStackWith(t, sc)
 	var res struct {
 		VCenter events.VCenterRef `json:"vcenter"`
 		VMs     []events.VM       `json:"vms"`
