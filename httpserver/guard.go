@@ -1,6 +1,7 @@
 package httpserver
 
 import (
+	"net"
 	"net/http"
 	"strings"
 
@@ -18,6 +19,12 @@ import (
 //     415, so an HTML form can never post to the API;
 //   - every body is bounded to problem.MaxBody bytes, whoever reads it.
 //
+// A request that came in on a loopback address must also name a loopback
+// host (localhost, 127.0.0.1, [::1]) in its Host header, or it gets 403: a
+// web page whose own name an attacker re-points at 127.0.0.1 (DNS
+// rebinding) is same-origin to itself, so only the Host it sends gives it
+// away.
+//
 // An allowed origin gets the CORS headers it needs, and its preflight
 // (OPTIONS) is answered with 204. Origins compare without case and
 // without a trailing slash. Answers are problem+json naming the header.
@@ -29,6 +36,10 @@ func Guard(allowOrigins []string, next http.Handler) http.Handler {
 		}
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && isLoopback(la) && !loopbackHost(r.Host) {
+			problem.Write(w, http.StatusForbidden, "Host", "request for host "+r.Host+" on a loopback address refused (DNS rebinding?): use localhost or 127.0.0.1")
+			return
+		}
 		origin := r.Header.Get("Origin")
 		if origin != "" {
 			o := normalizeOrigin(origin)
@@ -68,6 +79,27 @@ func Guard(allowOrigins []string, next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// isLoopback reports whether a is a loopback TCP address.
+func isLoopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
+}
+
+// loopbackHost reports whether the host of a Host header (with or without
+// a port) names this machine's loopback.
+func loopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // ownOrigin is the origin a browser gives a page served by this request's

@@ -199,3 +199,41 @@ func TestServeRefusesHalfTLS(t *testing.T) {
 		t.Errorf("zero Config: %v", err)
 	}
 }
+
+// TestGuardRefusesRebinding: on a loopback listener, a request naming
+// another host (a page whose name was re-pointed at 127.0.0.1) is 403 even
+// from its "own" origin; loopback names pass.
+func TestGuardRefusesRebinding(t *testing.T) {
+	t.Parallel()
+	hs := httptest.NewServer(httpserver.Guard(nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	})))
+	defer hs.Close()
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(hs.URL, "http://"))
+	for _, tt := range []struct {
+		host   string
+		status int
+	}{
+		{"evil.example:" + port, http.StatusForbidden},
+		{"evil.example", http.StatusForbidden},
+		{"10.0.0.5:" + port, http.StatusForbidden},
+		{"127.0.0.1:" + port, http.StatusNoContent},
+		{"localhost:" + port, http.StatusNoContent},
+		{"LOCALHOST", http.StatusNoContent},
+		{"[::1]:" + port, http.StatusNoContent},
+		{"oma.localhost:" + port, http.StatusNoContent},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, hs.URL+"/api/v1/discover", strings.NewReader(`{}`))
+		req.Host = tt.host
+		req.Header.Set("Origin", "http://"+tt.host)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.status {
+			t.Errorf("Host %s = %d, want %d", tt.host, resp.StatusCode, tt.status)
+		}
+	}
+}
