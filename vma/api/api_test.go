@@ -486,6 +486,15 @@ func TestVCenterAllow(t *testing.T) {
 	if code := s.post(t, "/api/v1/discover", body, &p); code == 403 || code == 504 {
 		t.Errorf("discover at an allowed vCenter = %d %+v", code, p)
 	}
+	// The OMA's discovery reaches the worker over the bus, past the VMA's
+	// API: the worker holds to the list too and says why.
+	for _, vc := range []string{elsewhere.Addr().String(), s.sim.Host} {
+		body := s.discoverBody(s.sim.Password)
+		body["vcenter"] = vc
+		if code := s.o.Do("POST", "/api/v1/discover", body, &p); code != 400 || !strings.Contains(p.Detail, "-vcenter-allow") {
+			t.Errorf("OMA discover at %s = %d %+v, want 400 naming -vcenter-allow", vc, code, p)
+		}
+	}
 	if n := dials.Load(); n != 0 {
 		t.Errorf("the VMA connected %d times to a vCenter outside the allow list", n)
 	}
