@@ -21,6 +21,7 @@ import (
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/events/subject"
 	"github.com/godwit/godwit/schema"
+	"github.com/godwit/godwit/testbed"
 )
 
 func ctxT(t testing.TB, d time.Duration) context.Context {
@@ -28,18 +29,6 @@ func ctxT(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// eventually polls cond until it holds or 10s pass.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func progress(vma, job string, seq uint64) *events.Progress {
@@ -256,7 +245,7 @@ func TestConsume(t *testing.T) {
 			t.Errorf("Consume: %v", err)
 		}
 	}()
-	eventually(t, "redelivery of the flaky event", func() bool {
+	testbed.Eventually(t, "redelivery of the flaky event", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return calls[flaky.ID] == 2 && calls[poison.ID] == 1 && calls[plain.ID] >= 1
@@ -265,7 +254,7 @@ func TestConsume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "every message settled but the panicking one", func() bool {
+	testbed.Eventually(t, "every message settled but the panicking one", func() bool {
 		info, err := cons.Info(ctx)
 		return err == nil && info.AckFloor.Stream >= 5 && info.Delivered.Stream == 6
 	})
@@ -402,7 +391,7 @@ func TestVMAIsConfinedToItsOwnSubjects(t *testing.T) {
 	if _, err := vmaA.Publish(short, progress("vma-b", "job-1", 1)); err == nil {
 		t.Error("publish on another VMA's subject succeeded")
 	}
-	eventually(t, "publish violation", perr.sawFor("godwit.progress.vma-b.job-1"))
+	testbed.Eventually(t, "publish violation", perr.sawFor("godwit.progress.vma-b.job-1"))
 	if n := streamMsgs(t, oma, bus.StreamProgress); n != 1 {
 		t.Errorf("progress stream holds %d messages, want only vma-a's", n)
 	}
@@ -412,7 +401,7 @@ func TestVMAIsConfinedToItsOwnSubjects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "subscribe violation", perr.sawFor("godwit.replicate.cancel.vma-b"))
+	testbed.Eventually(t, "subscribe violation", perr.sawFor("godwit.replicate.cancel.vma-b"))
 	if _, err := sub.NextMsg(100 * time.Millisecond); err == nil {
 		t.Error("read another VMA's cancel live")
 	}
@@ -421,7 +410,7 @@ func TestVMAIsConfinedToItsOwnSubjects(t *testing.T) {
 	if _, err := vmaA.JetStream().Consumer(short2, bus.StreamCommands, bus.VMADurable("vma-b")); err == nil {
 		t.Error("opened another VMA's consumer")
 	}
-	eventually(t, "consumer info violation", perr.sawFor("$JS.API.CONSUMER.INFO.COMMANDS.vma-vma-b"))
+	testbed.Eventually(t, "consumer info violation", perr.sawFor("$JS.API.CONSUMER.INFO.COMMANDS.vma-vma-b"))
 	short3, cancel3 := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel3()
 	if _, err := vmaA.JetStream().CreateConsumer(short3, bus.StreamCommands, jetstream.ConsumerConfig{FilterSubject: "godwit.replicate.>"}); err == nil {
@@ -498,7 +487,7 @@ func TestObserverIsReadOnly(t *testing.T) {
 	if err := o.NATS().Publish("godwit.progress.vma-a.job-1", []byte("{}")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "observer publish violation", perr.sawFor("godwit.progress.vma-a.job-1"))
+	testbed.Eventually(t, "observer publish violation", perr.sawFor("godwit.progress.vma-a.job-1"))
 	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
 	if err := js.DeleteStream(short, bus.StreamProgress); err == nil {
@@ -509,7 +498,7 @@ func TestObserverIsReadOnly(t *testing.T) {
 		if err := o.NATS().Publish(stolen, []byte(`{}`)); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "violation on "+stolen, perr.sawFor(stolen))
+		testbed.Eventually(t, "violation on "+stolen, perr.sawFor(stolen))
 	}
 	if n := streamMsgs(t, oma, bus.StreamProgress); n != 1 {
 		t.Errorf("progress stream holds %d messages, want 1", n)
@@ -647,11 +636,11 @@ func TestReconnectThroughDialer(t *testing.T) {
 			return len(states) == len(want) && strings.Join(strs(states), ",") == strings.Join(strs(want), ",")
 		}
 	}
-	eventually(t, "connected", seen(bus.Connected))
+	testbed.Eventually(t, "connected", seen(bus.Connected))
 	if err := srv.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "disconnected", seen(bus.Connected, bus.Disconnected))
+	testbed.Eventually(t, "disconnected", seen(bus.Connected, bus.Disconnected))
 	before := dials.Load()
 	time.Sleep(300 * time.Millisecond) // let it retry against nothing a few times
 	if dials.Load() <= before {
@@ -666,12 +655,12 @@ func TestReconnectThroughDialer(t *testing.T) {
 	if err := oma.EnsureStreams(ctx, bus.StreamLimits{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "reconnected", seen(bus.Connected, bus.Disconnected, bus.Reconnected))
+	testbed.Eventually(t, "reconnected", seen(bus.Connected, bus.Disconnected, bus.Reconnected))
 	if _, err := c.Publish(ctx, progress("vma-1", "job-1", 1)); err != nil {
 		t.Errorf("publish after reconnect: %v", err)
 	}
 	c.Close()
-	eventually(t, "closed", seen(bus.Connected, bus.Disconnected, bus.Reconnected, bus.Closed))
+	testbed.Eventually(t, "closed", seen(bus.Connected, bus.Disconnected, bus.Reconnected, bus.Closed))
 }
 
 func strs(states []bus.State) []string {

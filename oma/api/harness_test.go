@@ -156,7 +156,7 @@ func (o *omaUnderTest) connectVMA(id, seed string) *vma {
 	}
 	v := &vma{id: id, conn: conn, key: kp}
 	v.publish(o.t, &events.Heartbeat{VMAID: id, Version: "test", PublicKey: seal.EncodeKey(kp.Public), StartedAt: time.Now().UTC()})
-	eventually(o.t, "heartbeat applied", func() bool {
+	testbed.Eventually(o.t, "heartbeat applied", func() bool {
 		var list struct {
 			VMAs []struct {
 				ID        string `json:"id"`
@@ -196,7 +196,7 @@ func (v *vma) inventory(t testing.TB, vms ...events.VM) {
 func (o *omaUnderTest) learn(v *vma, vms ...events.VM) {
 	o.t.Helper()
 	v.inventory(o.t, vms...)
-	eventually(o.t, "inventory", func() bool {
+	testbed.Eventually(o.t, "inventory", func() bool {
 		var inv struct{ VMs []struct{ ID string } }
 		o.do("GET", "/api/v1/vms", nil, &inv)
 		known := map[string]bool{}
@@ -222,9 +222,4 @@ func testVM(id string, diskSizes ...int64) events.VM {
 			Controller: "SCSI controller 0", UnitNumber: int32(i)})
 	}
 	return vm
-}
-
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	testbed.Eventually(t, what, cond)
 }

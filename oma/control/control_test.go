@@ -133,17 +133,6 @@ func heartbeat(t *testing.T, conn *bus.Conn, id string, kp seal.KeyPair, vmaTime
 	}
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestHeartbeatUsesTheOMAClock: a VMA whose clock is off by a year either
 // way is connected while its heartbeats come, and disconnected 90 s of the
 // OMA's clock after the last one.
@@ -163,7 +152,7 @@ func TestHeartbeatUsesTheOMAClock(t *testing.T) {
 			h := newHarness(t)
 			conn, kp := h.vma("vma-1")
 			heartbeat(t, conn, "vma-1", kp, h.clock.Now().Add(tt.skew))
-			eventually(t, "heartbeat applied", func() bool {
+			testbed.Eventually(t, "heartbeat applied", func() bool {
 				ids, _ := h.ctl.Connected()
 				return len(ids) == 1
 			})
@@ -173,7 +162,7 @@ func TestHeartbeatUsesTheOMAClock(t *testing.T) {
 			}
 			h.clock.Add(60 * time.Second)
 			heartbeat(t, conn, "vma-1", kp, h.clock.Now().Add(tt.skew)) // one more, later
-			eventually(t, "second heartbeat applied", func() bool {
+			testbed.Eventually(t, "second heartbeat applied", func() bool {
 				vmas, _ := h.ctl.VMAs()
 				return vmas[0].LastSeen != nil && vmas[0].LastSeen.Equal(h.clock.Now())
 			})

@@ -13,6 +13,7 @@ import (
 	"github.com/godwit/godwit/oma/control"
 	"github.com/godwit/godwit/oma/exports"
 	"github.com/godwit/godwit/oma/store"
+	"github.com/godwit/godwit/testbed"
 )
 
 func testVM(id string, sizes ...int64) events.VM {
@@ -35,7 +36,7 @@ func (h *harness) learn(conn *bus.Conn, vmaID string, vms ...events.VM) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	eventually(h.t, "inventory", func() bool {
+	testbed.Eventually(h.t, "inventory", func() bool {
 		inv, _ := h.ctl.Inventory()
 		return len(inv) >= len(vms)
 	})
@@ -59,7 +60,7 @@ func TestStartCommandSurvivesACrash(t *testing.T) {
 	h.learn(conn, "vma-1", testVM("vm-1", 1<<20))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	eventually(t, "the VMA's key", func() bool {
+	testbed.Eventually(t, "the VMA's key", func() bool {
 		vmas, _ := h.ctl.VMAs()
 		return len(vmas) == 1 && vmas[0].PublicKey != ""
 	})
@@ -87,7 +88,7 @@ func TestStartCommandSurvivesACrash(t *testing.T) {
 	}
 
 	h.start() // the restarted OMA publishes what its outbox holds
-	eventually(t, "the command published", func() bool { return commands(t, h.conn, "vma-1") == 1 })
+	testbed.Eventually(t, "the command published", func() bool { return commands(t, h.conn, "vma-1") == 1 })
 	h.stop()
 	h.start()
 	h.stop()

@@ -54,7 +54,7 @@ func TestCreateHoldsNoLockWhileNbdkitStarts(t *testing.T) {
 		}
 		slow <- created{port: j.Disks[0].Export.Port}
 	}()
-	eventually(t, "vm-1's nbdkit starting", func() bool { _, err := os.Stat(waiting); return err == nil })
+	testbed.Eventually(t, "vm-1's nbdkit starting", func() bool { _, err := os.Stat(waiting); return err == nil })
 	// vm-1's job is planned and waits for its nbdkit: a second one is refused at once.
 	if _, err := h.ctl.CreateJob(ctx, control.CreateRequest{VM: events.VMRef{ID: "vm-1"}, ReplicationType: events.ReplicationInitial}); control.KindOf(err) != control.Conflict {
 		t.Errorf("a second job of vm-1 while the first is created = %v, want a conflict", err)

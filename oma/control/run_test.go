@@ -10,6 +10,7 @@ import (
 
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/oma/store"
+	"github.com/godwit/godwit/testbed"
 )
 
 // TestPruneWhileRunning: a running OMA forgets applied event ids, and the
@@ -50,7 +51,7 @@ func TestPruneWhileRunning(t *testing.T) {
 		t.Fatal("pruned before the events were old enough")
 	}
 	h.clock.Add(time.Hour)
-	eventually(t, "old event id and page pruned", func() bool { return !applied("old") && pages() == 0 })
+	testbed.Eventually(t, "old event id and page pruned", func() bool { return !applied("old") && pages() == 0 })
 	if !applied("recent") {
 		t.Error("a recent event id was pruned")
 	}
