@@ -1,0 +1,90 @@
+package appliance_test
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/godwit/godwit/oma/appliance"
+	"github.com/godwit/godwit/testbed"
+)
+
+// TestNewRefusesBadConfig: a configuration Run could not use is refused
+// by New, before anything starts.
+func TestNewRefusesBadConfig(t *testing.T) {
+	dir := t.TempDir()
+	halfTLS := appliance.Config{DataDir: dir}
+	halfTLS.API.HTTP.TLSCertFile = "cert.pem"
+	for name, cfg := range map[string]appliance.Config{
+		"no data dir":      {},
+		"bad nats address": {DataDir: dir, NATSAddr: "nonsense"},
+		"bad nats port":    {DataDir: dir, NATSAddr: "127.0.0.1:99999"},
+		"reversed pool":    {DataDir: dir, FirstPort: 10199, LastPort: 10100},
+		"half TLS":         halfTLS,
+	} {
+		if _, err := appliance.New(cfg); err == nil {
+			t.Errorf("%s: New succeeded", name)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("a refused configuration left %d files in the data dir", len(entries))
+	}
+}
+
+// TestRunReportsItsAddrsAndStops: Run binds free ports when asked, says
+// where once ready, serves, and returns nil once everything it started
+// has stopped: the ports are free again and the state can be opened.
+func TestRunReportsItsAddrsAndStops(t *testing.T) {
+	dir := t.TempDir()
+	first, last := testbed.FreePorts(t, 2)
+	o, err := appliance.New(appliance.Config{DataDir: dir, APIAddr: "127.0.0.1:0", NATSAddr: "127.0.0.1:0", FirstPort: first, LastPort: last})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- o.Run(ctx) }()
+	select {
+	case <-o.Ready():
+	case err := <-done:
+		t.Fatalf("Run = %v before ready", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("not ready after 30s")
+	}
+	addrs := o.Addrs()
+	if !strings.HasPrefix(addrs.NATS, "nats://127.0.0.1:") || strings.HasSuffix(addrs.NATS, ":0") || strings.HasSuffix(addrs.API, ":0") {
+		t.Fatalf("addrs = %+v", addrs)
+	}
+	resp, err := http.Get("http://" + addrs.API + "/api/v1/health")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("health = %v, %v", resp, err)
+	}
+	resp.Body.Close()
+	for _, f := range []string{o.Files().InitialToken, o.Files().Observer, o.Files().Admin, filepath.Join(dir, "state.db")} {
+		if fi, err := os.Stat(f); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v, want mode 0600", f, err)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v after a clean stop", err)
+	}
+	for _, a := range []string{addrs.API, strings.TrimPrefix(addrs.NATS, "nats://")} {
+		l, err := net.Listen("tcp", a)
+		if err != nil {
+			t.Errorf("%s still taken after Run returned: %v", a, err)
+			continue
+		}
+		l.Close()
+	}
+	st, err := appliance.OpenStore(dir)
+	if err != nil {
+		t.Fatalf("the state is still held after Run returned: %v", err)
+	}
+	st.Close()
+}
