@@ -388,56 +388,68 @@ func (r *run) extents(off, n int64) ([]Extent, error) {
 }
 
 // work copies chunks until r.jobs is closed; after an error it only drains.
+//
+// A worker takes its buffer slot before it takes a chunk: while hashing,
+// the collector holds the buffers of chunks done out of order, and a chunk
+// taken without a buffer could then wait for one forever. This way the
+// lowest chunk not done always has its buffer and the checkpoint moves.
 func (r *run) work() {
-	for c := range r.jobs {
+	var buf []byte // nil until the first data chunk allocates it
+	held := false  // whether this worker holds a slot of r.bufs
+	for {
+		if !held {
+			select {
+			case buf = <-r.bufs:
+				held = true
+			case <-r.ctx.Done():
+				return
+			}
+		}
+		c, ok := <-r.jobs
+		if !ok {
+			return
+		}
 		if r.ctx.Err() != nil {
 			continue
 		}
-		d, err := r.copyChunk(c)
+		if !c.zero && buf == nil {
+			buf = make([]byte, r.cfg.RequestSize)
+		}
+		d, err := r.copyChunk(c, buf)
 		if err != nil {
 			r.fail(err)
 			continue
+		}
+		if d.buf != nil { // handed to the collector, which returns the slot
+			buf, held = nil, false
 		}
 		r.dones <- d
 	}
 }
 
-func (r *run) copyChunk(c chunk) (done, error) {
+// copyChunk copies one chunk using buf (nil for a zero chunk).
+func (r *run) copyChunk(c chunk, buf []byte) (done, error) {
 	if c.zero {
 		return r.zero(c)
 	}
-	var buf []byte
-	select {
-	case buf = <-r.bufs:
-	case <-r.ctx.Done():
-		return done{}, context.Cause(r.ctx)
-	}
-	if buf == nil {
-		buf = make([]byte, r.cfg.RequestSize)
-	}
 	p := buf[:c.n]
 	if err := r.src.ReadAt(r.ctx, p, c.off); err != nil {
-		r.bufs <- buf
 		return done{}, r.opErr("read", c.off, err)
 	}
 	if IsZero(p) {
-		r.bufs <- buf
 		return r.zero(c)
 	}
 	if r.cfg.Limiter != nil {
 		if err := r.cfg.Limiter.Wait(r.ctx, len(p)); err != nil {
-			r.bufs <- buf
 			return done{}, r.opErr("rate limit", c.off, err)
 		}
 	}
 	if err := r.dst.WriteAt(r.ctx, p, c.off); err != nil {
-		r.bufs <- buf
 		return done{}, r.opErr("write", c.off, err)
 	}
 	if r.cfg.Hash {
-		return done{chunk: c, buf: buf}, nil // the collector hashes and returns buf
+		return done{chunk: c, buf: buf}, nil // hashed in order by the collector
 	}
-	r.bufs <- buf
 	return done{chunk: c}, nil
 }
 
