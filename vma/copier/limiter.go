@@ -72,8 +72,8 @@ func (l *Limiter) Rate() int64 {
 	return int64(l.rate)
 }
 
-// Wait blocks until n bytes may pass, or returns ctx's error. Waiters are
-// served one at a time.
+// Wait blocks until n bytes may pass, or returns ctx's error (also when ctx
+// is done already, even with no limit). Waiters are served one at a time.
 func (l *Limiter) Wait(ctx context.Context, n int) error {
 	select {
 	case l.turn <- struct{}{}:
@@ -82,6 +82,9 @@ func (l *Limiter) Wait(ctx context.Context, n int) error {
 	}
 	defer func() { <-l.turn }()
 	for {
+		if err := ctx.Err(); err != nil { // never grant a cancelled wait
+			return err
+		}
 		l.mu.Lock()
 		if l.rate <= 0 {
 			l.mu.Unlock()
