@@ -5,8 +5,9 @@
 //
 // Usage:
 //
-//	vma [flags]     run the VMA
-//	vma pubkey      print the VMA's X25519 public key (creating its identity on first use)
+//	vma [flags]              run the VMA
+//	vma pubkey               print the VMA's X25519 public key (creating its identity on first use)
+//	vma copy [flags] SRC DST copy an NBD export or a file to another, like nbdcopy
 //
 // Flags also come from $GODWIT_<FLAG> and from a JSON file (-config); the
 // command line wins over the file, the file over the environment.
@@ -43,8 +44,9 @@ func main() {
 
 // subcommands are the vma's commands.
 const subcommands = `Usage:
-  vma [flags]     run the VMA
-  vma pubkey      print the VMA's X25519 public key (creating its identity on first use)
+  vma [flags]               run the VMA
+  vma pubkey                print the VMA's X25519 public key (creating its identity on first use)
+  vma copy [flags] SRC DST  copy an NBD export or a file to another, like nbdcopy (vma copy -h)
 `
 
 // dispatch runs the subcommand named by args: flags alone run the VMA.
@@ -52,10 +54,13 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		return run(ctx, args, stderr)
 	}
-	if args[0] == "pubkey" {
+	switch args[0] {
+	case "pubkey":
 		return pubkey(args[1:], stdout, stderr)
+	case "copy":
+		return copyCmd(ctx, args[1:], stdout, stderr)
 	}
-	return fmt.Errorf("unknown command %q: the commands are `vma [flags]` and `vma pubkey` (vma -h)", args[0])
+	return fmt.Errorf("unknown command %q: the commands are `vma [flags]`, `vma pubkey` and `vma copy` (vma -h)", args[0])
 }
 
 // config is the VMA's command line.

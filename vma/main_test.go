@@ -111,7 +111,7 @@ func TestRunNeedsItsSeed(t *testing.T) {
 	}
 }
 
-// TestCommandLineRefusesWhatItDoesNotKnow: `vma copy` or a stray argument
+// TestCommandLineRefusesWhatItDoesNotKnow: `vma clone` or a stray argument
 // is an error naming the known commands, never a running VMA.
 func TestCommandLineRefusesWhatItDoesNotKnow(t *testing.T) {
 	dir := t.TempDir()
@@ -119,7 +119,7 @@ func TestCommandLineRefusesWhatItDoesNotKnow(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"copy"}, `unknown command "copy"`},
+		{[]string{"clone"}, `unknown command "clone"`},
 		{[]string{"bogus", "-data", dir}, `unknown command "bogus"`},
 		{[]string{"-data", dir, "-nats-seed", "x", "stray"}, `unexpected argument "stray"`},
 		{[]string{"pubkey", "-data", dir, "extra"}, `unexpected argument "extra"`},
@@ -132,7 +132,7 @@ func TestCommandLineRefusesWhatItDoesNotKnow(t *testing.T) {
 	}
 	var out, errOut bytes.Buffer
 	_ = dispatch(context.Background(), []string{"-h"}, &out, &errOut)
-	for _, want := range []string{"vma pubkey", "-api-addr", "127.0.0.1:8081", "-nats-seed"} {
+	for _, want := range []string{"vma pubkey", "vma copy", "-api-addr", "127.0.0.1:8081", "-nats-seed"} {
 		if !strings.Contains(errOut.String(), want) {
 			t.Errorf("vma -h does not mention %s:\n%s", want, errOut.String())
 		}

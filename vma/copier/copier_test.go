@@ -512,4 +512,3 @@ func TestLimiterSetRateWakesWaiter(t *testing.T) {
 		}
 	}
 }
-

@@ -18,7 +18,9 @@ type Error struct {
 }
 
 // Error returns "copy at offset N: op: cause".
-func (e *Error) Error() string { return fmt.Sprintf("copy at offset %d: %s: %v", e.Offset, e.Op, e.Err) }
+func (e *Error) Error() string {
+	return fmt.Sprintf("copy at offset %d: %s: %v", e.Offset, e.Op, e.Err)
+}
 
 // Unwrap returns the cause.
 func (e *Error) Unwrap() error { return e.Err }

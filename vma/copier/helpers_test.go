@@ -103,8 +103,8 @@ type memDest struct {
 	inFlight   int
 	peak       int
 	written    []copier.Area
-	failWrite  int64                               // WriteAt here fails; -1 never
-	failFlush  bool                                // Flush fails
+	failWrite  int64                                // WriteAt here fails; -1 never
+	failFlush  bool                                 // Flush fails
 	beforeOp   func(ctx context.Context, off int64) // called (unlocked) before each write
 	afterFlush func()
 }
@@ -251,4 +251,3 @@ func checkNoLeak(t testing.TB) {
 }
 
 func mib(n int64) int64 { return n << 20 }
-

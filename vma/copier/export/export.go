@@ -1,0 +1,133 @@
+// Package export makes an NBD export a source or a destination of the
+// copier, over one connection or, when the server offers multi-conn,
+// several: requests go to the connections in turn, so Depth requests are
+// in flight across them.
+package export
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/godwit/godwit/vma/copier"
+	"github.com/godwit/godwit/vma/nbd"
+)
+
+// Endpoint is an NBD export opened for copying. It is safe for concurrent
+// use; Close closes its connections.
+type Endpoint struct {
+	conns []*nbd.Client
+	next  atomic.Uint64
+}
+
+var (
+	_ copier.Source      = (*Endpoint)(nil)
+	_ copier.Extents     = (*Endpoint)(nil)
+	_ copier.Destination = (*Endpoint)(nil)
+)
+
+// Open connects to the export at uri (nbd:// or nbd+unix://) with up to
+// conns connections: one when the server does not offer multi-conn or
+// conns < 2.
+func Open(ctx context.Context, uri string, conns int, cfg nbd.Config) (*Endpoint, error) {
+	first, err := nbd.Dial(ctx, uri, cfg)
+	if err != nil {
+		return nil, err
+	}
+	e := &Endpoint{conns: []*nbd.Client{first}}
+	if !first.CanMultiConn() {
+		conns = 1
+	}
+	for len(e.conns) < conns {
+		c, err := nbd.Dial(ctx, uri, cfg)
+		if err != nil {
+			e.Close()
+			return nil, fmt.Errorf("connection %d of %d: %w", len(e.conns)+1, conns, err)
+		}
+		e.conns = append(e.conns, c)
+	}
+	return e, nil
+}
+
+// conn picks the connection for the next request.
+func (e *Endpoint) conn() *nbd.Client {
+	return e.conns[(e.next.Add(1)-1)%uint64(len(e.conns))]
+}
+
+// Connections returns how many connections the endpoint uses.
+func (e *Endpoint) Connections() int { return len(e.conns) }
+
+// Size returns the export's size in bytes.
+func (e *Endpoint) Size() int64 { return e.conns[0].Size() }
+
+// ReadAt reads len(p) bytes at off.
+func (e *Endpoint) ReadAt(ctx context.Context, p []byte, off int64) error {
+	return e.conn().ReadAt(ctx, p, off)
+}
+
+// Extents returns the base:allocation status of length bytes at off: Zero
+// where the server says the bytes read as zeroes (a hole alone promises
+// nothing). An export without base:allocation is one data extent.
+func (e *Endpoint) Extents(ctx context.Context, off, length int64) ([]copier.Extent, error) {
+	exts, err := e.conn().BlockStatus(ctx, off, length)
+	if errors.Is(err, nbd.ErrUnsupported) {
+		return []copier.Extent{{Offset: off, Length: length}}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]copier.Extent, len(exts))
+	for i, x := range exts {
+		out[i] = copier.Extent{Offset: x.Offset, Length: x.Length, Zero: x.Zero}
+	}
+	return out, nil
+}
+
+// WriteAt writes p at off.
+func (e *Endpoint) WriteAt(ctx context.Context, p []byte, off int64) error {
+	return e.conn().WriteAt(ctx, p, off, false)
+}
+
+// WriteZeroes makes length bytes at off read as zeroes, punching a hole
+// where the server can.
+func (e *Endpoint) WriteZeroes(ctx context.Context, off, length int64) error {
+	return e.conn().WriteZeroes(ctx, off, length, 0)
+}
+
+// Flush asks every connection to flush and returns once all answered: what
+// each acknowledged is then on stable storage.
+func (e *Endpoint) Flush(ctx context.Context) error {
+	errs := make(chan error, len(e.conns))
+	for _, c := range e.conns {
+		go func() { errs <- c.Flush(ctx) }()
+	}
+	var first error
+	for range e.conns {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// PeakInFlight returns the most requests that were in flight at once on
+// each connection, added up.
+func (e *Endpoint) PeakInFlight() int {
+	n := 0
+	for _, c := range e.conns {
+		n += c.PeakInFlight()
+	}
+	return n
+}
+
+// Close closes every connection.
+func (e *Endpoint) Close() error {
+	var first error
+	for _, c := range e.conns {
+		if err := c.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}

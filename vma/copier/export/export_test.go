@@ -1,0 +1,124 @@
+package export_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/godwit/godwit/vma/copier"
+	"github.com/godwit/godwit/vma/copier/export"
+	"github.com/godwit/godwit/vma/nbd"
+	"github.com/godwit/godwit/vma/nbd/nbdtest"
+)
+
+// sparseFile writes size bytes: random data in the first and third
+// quarters, holes in the others.
+func sparseFile(t *testing.T, path string, size int64) []byte {
+	t.Helper()
+	want := make([]byte, size)
+	_, _ = rand.Read(want[:size/4])
+	_, _ = rand.Read(want[size/2 : 3*size/4])
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range []int64{0, size / 2} {
+		if _, err := f.WriteAt(want[off:off+size/4], off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return want
+}
+
+func allocated(t *testing.T, path string) int64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Blocks * 512
+}
+
+// TestCopyBetweenExports copies one nbdkit file export into another
+// through the copier: byte-exact, holes kept as holes, zero areas never
+// read nor sent as data, and requests in flight on every connection.
+func TestCopyBetweenExports(t *testing.T) {
+	const size = 32 << 20
+	dir := t.TempDir()
+	want := sparseFile(t, filepath.Join(dir, "src.raw"), size)
+	dstPath := filepath.Join(dir, "dst.raw")
+	if err := os.WriteFile(dstPath, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(dstPath, size); err != nil {
+		t.Fatal(err)
+	}
+	src := nbdtest.Start(t, "-r", "--filter=multi-conn", "file", filepath.Join(dir, "src.raw"), "multi-conn-mode=disable")
+	dst := nbdtest.Start(t, "--filter=multi-conn", "file", dstPath, "multi-conn-mode=plugin")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	in, err := export.Open(ctx, src.URI, 2, nbd.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := export.Open(ctx, dst.URI, 3, nbd.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	res, err := copier.Copy(ctx, out, in, []copier.Area{{Offset: 0, Length: size}}, copier.Config{Depth: 8, RequestSize: 256 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(dstPath)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("the target differs from the source (%v)", err)
+	}
+	if res.Zero != size/2 {
+		t.Errorf("zero bytes = %d, want %d (the two holes)", res.Zero, size/2)
+	}
+	if a := allocated(t, dstPath); a > size/2+(1<<20) {
+		t.Errorf("the target allocates %d bytes, want about %d: holes were written as data", a, size/2)
+	}
+	if in.Connections() != 1 || out.Connections() != 3 {
+		t.Errorf("connections: source %d (no multi-conn: want 1), target %d (want 3)", in.Connections(), out.Connections())
+	}
+	if p := out.PeakInFlight(); p < 4 {
+		t.Errorf("peak requests in flight on the target = %d, want several (depth 8)", p)
+	}
+}
+
+// TestExtentsAndErrors: extents start where asked, and a write error names
+// the NBD error and the offset.
+func TestExtentsAndErrors(t *testing.T) {
+	srv := nbdtest.Start(t, "--filter=error", "memory", "1M", "error=EIO", "error-pwrite-rate=100%")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	e, err := export.Open(ctx, srv.URI, 1, nbd.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	exts, err := e.Extents(ctx, 0, 1<<20)
+	if err != nil || len(exts) == 0 || exts[0].Offset != 0 {
+		t.Fatalf("extents = %+v, %v", exts, err)
+	}
+	buf := make([]byte, 4096)
+	buf[0] = 1
+	err = e.WriteAt(ctx, buf, 65536)
+	if !errors.Is(err, nbd.EIO) || !strings.Contains(err.Error(), "65536") {
+		t.Errorf("write on a failing server = %v, want EIO at 65536", err)
+	}
+}
