@@ -35,7 +35,9 @@ test: deps tools
 	$(GO) test -race -count=1 -timeout 15m ./...
 
 ## bench: the benchmarks, with their ratios to the peer tools
-bench: tools
+bench: deps tools build
 	$(GO) test -run '^$$' -bench . -benchtime 3s -count 3 ./bus ./schema
 	$(GO) test -run '^$$' -bench . -benchtime 200x -count 3 ./oma/api
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m ./vma/vcenter
+	$(GO) test -run '^$$' -bench . -count 3 ./vma/copier
+	BIN=$(BIN) scripts/bench-copy.sh 5

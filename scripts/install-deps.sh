@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages godwit's tests and dev stack need, if missing:
-# nbdkit (NBD exports), libnbd-bin (nbdcopy, nbdinfo), openssh-server (the tunnel).
+# nbdkit (NBD exports), libnbd-bin (nbdcopy, nbdinfo), openssh-server (the tunnel),
+# time (/usr/bin/time: peak RSS in scripts/bench-copy.sh).
 set -euo pipefail
 
-pkgs=(nbdkit libnbd-bin openssh-server)
+pkgs=(nbdkit libnbd-bin openssh-server time)
 missing=()
 for p in "${pkgs[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
