@@ -455,7 +455,10 @@ func (c *Client) send(ctx context.Context, q *request, data []byte) error {
 		defer fired.Done()
 		c.conn.SetWriteDeadline(time.Unix(1, 0))
 	})
-	bufs := net.Buffers{c.header(q.cmd, q.flags, cookie, q.off, q.length), data}
+	bufs := net.Buffers{c.header(q.cmd, q.flags, cookie, q.off, q.length)}
+	if len(data) > 0 {
+		bufs = append(bufs, data)
+	}
 	_, err := bufs.WriteTo(c.conn)
 	if !stop() {
 		fired.Wait()
@@ -465,9 +468,9 @@ func (c *Client) send(ctx context.Context, q *request, data []byte) error {
 		c.conn.SetWriteDeadline(time.Time{})
 	}
 	if err != nil {
-		err = fmt.Errorf("send: %w", err)
-		c.breakConn(err)
-		return wrap(err)
+		// If the connection broke first (the reader saw why), that is the cause to report.
+		c.breakConn(fmt.Errorf("send: %w", err))
+		return wrap(c.cause())
 	}
 	return nil
 }
