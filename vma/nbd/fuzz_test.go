@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -142,12 +143,15 @@ func replySeeds() map[string][]byte {
 	}
 }
 
-// TestWriteCorpus writes the seed corpus when NBD_WRITE_CORPUS is set.
-func TestWriteCorpus(t *testing.T) {
-	if os.Getenv("NBD_WRITE_CORPUS") == "" {
-		t.Skip("NBD_WRITE_CORPUS not set")
-	}
-	write := func(target, name string, vals ...any) {
+// updateCorpus rewrites the seed corpus from handshakeSeeds and
+// replySeeds: go test ./vma/nbd -run TestCorpusSeeds -update-corpus.
+var updateCorpus = flag.Bool("update-corpus", false, "rewrite testdata/fuzz/*/seed-* from the seeds in fuzz_test.go")
+
+// TestCorpusSeeds checks that the committed seed files of the fuzzers are
+// the seeds this file builds, so that the corpus the ordinary tests run
+// is the one described here; -update-corpus rewrites them.
+func TestCorpusSeeds(t *testing.T) {
+	check := func(target, name string, vals ...any) {
 		var b strings.Builder
 		b.WriteString("go test fuzz v1\n")
 		for _, v := range vals {
@@ -158,19 +162,26 @@ func TestWriteCorpus(t *testing.T) {
 				fmt.Fprintf(&b, "%T(%v)\n", v, v)
 			}
 		}
-		dir := filepath.Join("testdata", "fuzz", target)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
+		path := filepath.Join("testdata", "fuzz", target, "seed-"+name)
+		if *updateCorpus {
+			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return
 		}
-		if err := os.WriteFile(filepath.Join(dir, "seed-"+name), []byte(b.String()), 0o644); err != nil {
-			t.Fatal(err)
+		got, err := os.ReadFile(path)
+		if err != nil || string(got) != b.String() {
+			t.Errorf("%s is not the seed fuzz_test.go builds (%v): run with -update-corpus", path, err)
 		}
 	}
 	for name, b := range handshakeSeeds() {
-		write("FuzzHandshake", name, b)
+		check("FuzzHandshake", name, b)
 	}
 	for name, b := range replySeeds() {
-		write("FuzzReplies", name+"-simple", false, b)
-		write("FuzzReplies", name+"-structured", true, b)
+		check("FuzzReplies", name+"-simple", false, b)
+		check("FuzzReplies", name+"-structured", true, b)
 	}
 }
