@@ -94,19 +94,18 @@ func (s *extentSource) Extents(_ context.Context, off, length int64) ([]copier.E
 // memDest is a Destination in memory that counts what it is asked and can
 // block or fail a request at a given offset.
 type memDest struct {
-	mu         sync.Mutex
-	data       []byte
-	writes     int
-	zeroes     int
-	zeroBytes  int64
-	flushes    int
-	inFlight   int
-	peak       int
-	written    []copier.Area
-	failWrite  int64                                // WriteAt here fails; -1 never
-	failFlush  bool                                 // Flush fails
-	beforeOp   func(ctx context.Context, off int64) // called (unlocked) before each write
-	afterFlush func()
+	mu        sync.Mutex
+	data      []byte
+	writes    int
+	zeroes    int
+	zeroBytes int64
+	flushes   int
+	inFlight  int
+	peak      int
+	written   []copier.Area
+	failWrite int64                                // WriteAt here fails; -1 never
+	failFlush bool                                 // Flush fails
+	beforeOp  func(ctx context.Context, off int64) // called (unlocked) before each write
 }
 
 func newMemDest(size int64) *memDest {
