@@ -1,13 +1,11 @@
 package bus_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,25 +13,8 @@ import (
 	"github.com/godwit/godwit/bus/bustest"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/events/subject"
+	"github.com/godwit/godwit/logtest"
 )
-
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // jsState is every stream's message count and every consumer's name.
 func jsState(t *testing.T, c *bus.Conn) map[string]string {
@@ -69,7 +50,7 @@ func TestServeRepliesOnlyIntoTheRequestersInbox(t *testing.T) {
 	t.Parallel()
 	u, other, x := bustest.NewUser(t), bustest.NewUser(t), bustest.NewUser(t)
 	srv := bustest.StartServer(t, "", bus.Access{VMAs: map[string]string{"vma-1": u.PublicKey, "vma-other": other.PublicKey, "vma-1x": x.PublicKey}})
-	var logs syncBuffer
+	var logs logtest.Buffer
 	ctx := ctxT(t, 60*time.Second)
 	oma, err := srv.Connect(ctx, bus.ClientConfig{Name: "oma", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
