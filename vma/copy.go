@@ -48,7 +48,7 @@ func copyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	fs.IntVar(&cfg.requests, "requests", copier.DefaultDepth, "requests in flight")
 	fs.StringVar(&cfg.requestSize, "request-size", "1M", "largest request, bytes (K, M suffixes)")
-	fs.IntVar(&cfg.connections, "connections", 4, "NBD connections per export, when the server offers multi-conn")
+	fs.IntVar(&cfg.connections, "connections", 1, "NBD connections per export, when the server offers multi-conn (one carries the requests in flight; more help only with spare cores)")
 	fs.StringVar(&cfg.rate, "rate", "", "bandwidth limit in bytes per second (K, M, G suffixes); empty: none")
 	fs.BoolVar(&cfg.progress, "progress", false, "report progress on stderr: a bar on a terminal, else JSON lines")
 	fs.BoolVar(&cfg.targetIsZero, "target-is-zero", false, "the target reads as zeros: skip zero areas")
