@@ -80,21 +80,7 @@ func (o *omaUnderTest) editStore(edit func(tx *bbolt.Tx) error) {
 // do sends a request with the test token and decodes a JSON answer into out.
 func (o *omaUnderTest) do(method, path string, body any, out any) int {
 	o.t.Helper()
-	return o.doRaw(method, path, "Bearer "+o.token, encode(body), out)
-}
-
-func encode(body any) []byte {
-	switch b := body.(type) {
-	case nil:
-		return nil
-	case string:
-		return []byte(b)
-	case []byte:
-		return b
-	default:
-		data, _ := json.Marshal(b)
-		return data
-	}
+	return o.Do(method, path, body, out)
 }
 
 func (o *omaUnderTest) doRaw(method, path, auth string, body []byte, out any) int {
