@@ -63,7 +63,13 @@ type Client struct {
 	closeOnce  sync.Once
 	readerDone chan struct{}
 	closing    atomic.Bool
+
+	abandonGrace time.Duration // see abandon
 }
+
+// defaultAbandonGrace is how long a cancelled read waits for the piece of its data that is arriving
+// before the connection is judged stalled and broken.
+const defaultAbandonGrace = 5 * time.Second
 
 // Dial connects to the export at uri, nbd://host[:port]/export (port 10809 by default) or
 // nbd+unix:///export?socket=PATH, and runs the handshake. ctx bounds the connection and the handshake.
@@ -103,6 +109,8 @@ func Dial(ctx context.Context, uri string, cfg Config) (*Client, error) {
 		pending:    make(map[uint64]*request),
 		broken:     make(chan struct{}),
 		readerDone: make(chan struct{}),
+
+		abandonGrace: defaultAbandonGrace,
 	}
 	go c.read(newReplyReader(br, ex, c.lookup))
 	return c, nil
@@ -399,18 +407,37 @@ func (c *Client) do(ctx context.Context, qs []*request, payload func(i int) []by
 	}
 	for _, q := range qs[:sent] {
 		if err != nil {
-			q.abandon()
+			c.abandon(q)
 			continue
 		}
 		select {
 		case <-q.done:
 			err = q.err
 		case <-ctx.Done():
-			q.abandon()
+			c.abandon(q)
 			err = fmt.Errorf("nbd %s at %d: %w", cmdName(q.cmd), q.off, ctx.Err())
 		}
 	}
 	return err
+}
+
+// abandon stops q's reply from touching the caller's buffer. If the reader is reading into it at
+// that moment, abandon waits for the piece to arrive; a server that stalls mid-piece for
+// c.abandonGrace has its connection broken, which ends the read at once.
+func (c *Client) abandon(q *request) {
+	busy := q.abandon()
+	if busy == nil {
+		return
+	}
+	t := time.NewTimer(c.abandonGrace)
+	defer t.Stop()
+	select {
+	case <-busy:
+	case <-t.C:
+		c.breakConn(fmt.Errorf("nbd %s at %d: %w: server stalled mid-reply to an abandoned request",
+			cmdName(q.cmd), q.off, ErrProtocol))
+		<-busy
+	}
 }
 
 // send takes a slot, registers q under a new cookie and writes the request. If ctx ends while the

@@ -239,3 +239,97 @@ func TestHostileServer(t *testing.T) {
 		})
 	}
 }
+
+// TestCancelMidData cancels a read while its data is arriving straight into the caller's buffer. A
+// server that goes on sending is waited for, and the connection stays usable; one that stalls
+// mid-data is given the grace period, then its connection is broken so that the call returns.
+func TestCancelMidData(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		stalls bool
+	}{
+		{"server goes on", false},
+		{"server stalls", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			const n = 4096
+			resume := make(chan struct{})
+			c, err := dialFake(t, fake{structured: true, size: 1 << 20, transmit: func(conn net.Conn, _ []byte) {
+				q, ok := readRequest(conn)
+				if !ok {
+					return
+				}
+				b := binary.BigEndian.AppendUint32(nil, structMagic)
+				b = binary.BigEndian.AppendUint16(b, replyFlagDone)
+				b = binary.BigEndian.AppendUint16(b, replyOffsetData)
+				b = binary.BigEndian.AppendUint64(b, q.Cookie)
+				b = binary.BigEndian.AppendUint32(b, 8+n)
+				b = binary.BigEndian.AppendUint64(b, q.Off)
+				conn.Write(append(b, bytes.Repeat([]byte{1}, 100)...))
+				<-resume
+				conn.Write(bytes.Repeat([]byte{1}, n-100))
+				if q, ok = readRequest(conn); ok && q.Type == cmdFlush {
+					conn.Write(simpleReply(0, q.Cookie))
+				}
+				io.Copy(io.Discard, conn)
+			}})
+			if err != nil {
+				t.Fatalf("Dial = %v", err)
+			}
+			c.abandonGrace = 5 * time.Second
+			if tc.stalls {
+				c.abandonGrace = 50 * time.Millisecond
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			errc := make(chan error, 1)
+			go func() { errc <- c.ReadAt(ctx, make([]byte, n), 0) }()
+			waitClaimed(t, c)
+			cancel()
+			if !tc.stalls {
+				time.Sleep(20 * time.Millisecond) // let abandon start waiting
+				close(resume)
+			}
+			select {
+			case err := <-errc:
+				if !errors.Is(err, context.Canceled) && err != nil {
+					t.Fatalf("ReadAt = %v, want nil or context.Canceled", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the cancelled ReadAt did not return")
+			}
+			fctx, fcancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer fcancel()
+			err = c.Flush(fctx)
+			switch {
+			case tc.stalls && !errors.Is(err, ErrProtocol):
+				t.Fatalf("Flush after the stalled read = %v, want the broken connection's ErrProtocol", err)
+			case !tc.stalls && err != nil:
+				t.Fatalf("Flush after the abandoned read = %v, want the connection still usable", err)
+			}
+			if tc.stalls {
+				close(resume)
+			}
+		})
+	}
+}
+
+// waitClaimed waits until c's reader is reading a reply's data straight into a caller's buffer.
+func waitClaimed(t *testing.T, c *Client) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		c.mu.Lock()
+		claimed := false
+		for _, q := range c.pending {
+			q.mu.Lock()
+			claimed = claimed || q.busy != nil
+			q.mu.Unlock()
+		}
+		c.mu.Unlock()
+		if claimed {
+			return
+		}
+	}
+	t.Fatal("the reader never claimed a read buffer")
+}

@@ -10,7 +10,8 @@ import (
 
 // request is one command in flight. The reader goroutine alone writes the reply fields (err, extents,
 // the read's coverage); the caller reads them after done is closed. buf, the caller's read buffer, is
-// written only under mu and only while abandoned is false, so a caller that gave up may reuse it.
+// written only while abandoned is false: under mu, or straight from the connection between claim and
+// release. A caller that gives up calls abandon and waits for busy, if any, before reusing buf.
 type request struct {
 	cmd    uint16
 	flags  uint16
@@ -21,6 +22,7 @@ type request struct {
 	mu        sync.Mutex
 	buf       []byte // NBD_CMD_READ: len(buf) == length
 	abandoned bool
+	busy      chan struct{} // non-nil while the reader reads into buf; closed when it stops
 
 	err       error    // the server's error (first one), or a short reply
 	extents   []Extent // NBD_CMD_BLOCK_STATUS
@@ -31,25 +33,42 @@ type request struct {
 // span is a half-open stretch [lo, hi) of a read, relative to its offset.
 type span struct{ lo, hi uint64 }
 
-// abandon stops the reply from touching buf: the caller has stopped waiting.
-func (q *request) abandon() {
+// abandon stops the reply from touching buf: the caller has stopped waiting. If the reader is reading
+// into buf right now, abandon returns a channel closed when it stops; buf is not the caller's before.
+func (q *request) abandon() <-chan struct{} {
 	q.mu.Lock()
+	defer q.mu.Unlock()
 	q.abandoned = true
-	q.mu.Unlock()
+	return q.busy
 }
 
-// fill copies data into buf at rel (or zeroes it when data is nil) unless the caller gave up.
-func (q *request) fill(rel uint64, data []byte, zeroes int) {
+// claim hands the reader buf[rel:rel+n] to read the server's data straight into, or nil if the caller
+// gave up. Every claim that returns a buffer is followed by release.
+func (q *request) claim(rel, n uint64) []byte {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.abandoned {
-		return
+		return nil
 	}
-	if data != nil {
-		copy(q.buf[rel:], data)
-		return
+	q.busy = make(chan struct{})
+	return q.buf[rel : rel+n]
+}
+
+// release ends a claim.
+func (q *request) release() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	close(q.busy)
+	q.busy = nil
+}
+
+// zero clears n bytes of buf at rel (a hole chunk) unless the caller gave up.
+func (q *request) zero(rel, n uint64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.abandoned {
+		clear(q.buf[rel : rel+n])
 	}
-	clear(q.buf[rel : rel+uint64(zeroes)])
 }
 
 // cover records [lo, hi) as filled; it fails if that overlaps what was filled before or if the reply
@@ -222,7 +241,7 @@ func (rr *replyReader) chunk(q *request, typ uint16, n uint32) error {
 		if err != nil {
 			return err
 		}
-		q.fill(rel, nil, int(size))
+		q.zero(rel, uint64(size))
 		return nil
 	case typ == replyBlockStatus && q.cmd == cmdBlockStatus:
 		return rr.blockStatus(q, n)
@@ -240,7 +259,12 @@ func (q *request) within(off, n uint64) (uint64, error) {
 	return rel, q.cover(rel, rel+n)
 }
 
-// readData reads n bytes of a read's data at rel into q's buffer, through scratch.
+// directPiece bounds how much of a read's data is read straight into the caller's buffer per claim, and
+// so how long a caller that gives up may wait for the reader to let go of it.
+const directPiece = 1 << 20
+
+// readData reads n bytes of a read's data at rel straight into q's buffer, in pieces of at most
+// directPiece; what arrives after the caller gave up is read into scratch and dropped.
 func (rr *replyReader) readData(q *request, rel, n uint64) error {
 	if !rr.structured {
 		if err := q.cover(rel, rel+n); err != nil {
@@ -248,11 +272,18 @@ func (rr *replyReader) readData(q *request, rel, n uint64) error {
 		}
 	}
 	for n > 0 {
-		b := rr.scratch[:min(n, uint64(len(rr.scratch)))]
-		if _, err := io.ReadFull(rr.r, b); err != nil {
+		b := q.claim(rel, min(n, directPiece))
+		claimed := b != nil
+		if !claimed {
+			b = rr.scratch[:min(n, uint64(len(rr.scratch)))]
+		}
+		_, err := io.ReadFull(rr.r, b)
+		if claimed {
+			q.release()
+		}
+		if err != nil {
 			return fmt.Errorf("read data: %w", err)
 		}
-		q.fill(rel, b, 0)
 		rel += uint64(len(b))
 		n -= uint64(len(b))
 	}
