@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
@@ -282,6 +283,9 @@ func TestRequestReply(t *testing.T) {
 		if err := json.Unmarshal(data, &r); err != nil {
 			return nil, err
 		}
+		if r.N == -2 {
+			return nil, fmt.Errorf("wrapped: %w", codedErr{bus.CodeNotFound})
+		}
 		if r.N < 0 {
 			return nil, errors.New("negative: " + subj)
 		}
@@ -299,8 +303,12 @@ func TestRequestReply(t *testing.T) {
 	}
 	var re *bus.RemoteError
 	if err := vma.Request(ctx, "godwit.export.request.vma-1.job-1", req{N: -1}, &got); !errors.As(err, &re) ||
-		re.Message != "negative: godwit.export.request.vma-1.job-1" {
-		t.Errorf("Request(failing) = %v, want a RemoteError", err)
+		re.Message != "negative: godwit.export.request.vma-1.job-1" || re.Code != "" {
+		t.Errorf("Request(failing) = %v, want a RemoteError without a code", err)
+	}
+	if err := vma.Request(ctx, "godwit.export.request.vma-1.job-1", req{N: -2}, &got); !errors.As(err, &re) ||
+		re.Code != bus.CodeNotFound || re.Message != "wrapped: not_found" {
+		t.Errorf("Request(coded failure) = %#v, want a RemoteError with code %s", err, bus.CodeNotFound)
 	}
 	if err := vma.Request(ctx, "godwit.export.request.vma-1.nobody", req{}, &got); !errors.Is(err, bus.ErrNoResponders) {
 		t.Errorf("Request(nobody) = %v, want ErrNoResponders", err)
@@ -311,6 +319,12 @@ func TestRequestReply(t *testing.T) {
 		t.Errorf("Request(slow) = %v, want DeadlineExceeded", err)
 	}
 }
+
+// codedErr is a responder's error carrying a bus code.
+type codedErr struct{ code string }
+
+func (e codedErr) Error() string      { return e.code }
+func (e codedErr) RemoteCode() string { return e.code }
 
 // permissionErrors collects the permission violations the server reports
 // to a connection.

@@ -16,6 +16,22 @@ var ErrNoResponders = errors.New("no responders")
 type RemoteError struct {
 	Subject string
 	Message string
+	// Code classifies the failure when the responder said (CodeNotFound,
+	// CodeConflict); empty otherwise.
+	Code string
+}
+
+// Codes a responder's error may carry to the requester (see Coded).
+const (
+	CodeNotFound = "not_found" // what the request names does not exist
+	CodeConflict = "conflict"  // it clashes with the current state
+)
+
+// Coded is implemented by a Responder's error that classifies itself for
+// the requester: Serve sends RemoteCode along, and Request puts it in
+// RemoteError.Code.
+type Coded interface {
+	RemoteCode() string
 }
 
 // Error implements error.

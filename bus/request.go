@@ -16,8 +16,11 @@ import (
 // DefaultRequestTimeout bounds Request when ctx has no deadline.
 const DefaultRequestTimeout = 5 * time.Second
 
-// errorHeader carries a responder's error message.
-const errorHeader = "Godwit-Error"
+// errorHeader carries a responder's error message, codeHeader its code.
+const (
+	errorHeader = "Godwit-Error"
+	codeHeader  = "Godwit-Error-Code"
+)
 
 // Responder answers one request: it returns the reply, encoded as JSON, or
 // an error whose message goes back to the requester.
@@ -48,7 +51,7 @@ func (c *Conn) Request(ctx context.Context, subj string, req, resp any) error {
 		return fmt.Errorf("request %s: %w", subj, err)
 	}
 	if m := msg.Header.Get(errorHeader); m != "" {
-		return &RemoteError{Subject: subj, Message: m}
+		return &RemoteError{Subject: subj, Message: m, Code: msg.Header.Get(codeHeader)}
 	}
 	if err := json.Unmarshal(msg.Data, resp); err != nil {
 		return fmt.Errorf("request %s: decode reply: %w", subj, err)
@@ -88,6 +91,10 @@ func (c *Conn) Serve(ctx context.Context, subj, queue string, replies ReplyPrefi
 			c.log.Warn("request failed", "subject", msg.Subject, "err", err)
 			reply.Data = nil
 			reply.Header.Set(errorHeader, err.Error())
+			var coded Coded
+			if errors.As(err, &coded) && coded.RemoteCode() != "" {
+				reply.Header.Set(codeHeader, coded.RemoteCode())
+			}
 		}
 		if err := msg.RespondMsg(reply); err != nil {
 			c.log.Warn("reply", "subject", msg.Subject, "err", err)

@@ -51,6 +51,9 @@ type VMRef struct {
 	ID   string `json:"id"`
 	Name string `json:"name"`
 	Path string `json:"path"`
+	// InstanceUUID is vCenter's instance UUID of the VM, when discovery
+	// reported it: the VMA checks that the path still names this VM.
+	InstanceUUID string `json:"instance_uuid,omitempty"`
 }
 
 // JobDisk is one disk of a job and the NBD export it is written into.

@@ -3,6 +3,8 @@ package control
 import (
 	"errors"
 	"fmt"
+
+	"github.com/godwit/godwit/bus"
 )
 
 // Kind classifies an Error for the REST API.
@@ -41,6 +43,18 @@ func (e *Error) Error() string {
 
 // Unwrap returns the cause.
 func (e *Error) Unwrap() error { return e.Err }
+
+// RemoteCode implements bus.Coded, so that a VMA asking through the bus
+// learns what kind of failure it got.
+func (e *Error) RemoteCode() string {
+	switch e.Kind {
+	case NotFound:
+		return bus.CodeNotFound
+	case Conflict:
+		return bus.CodeConflict
+	}
+	return ""
+}
 
 func errorf(kind Kind, field, format string, args ...any) *Error {
 	return &Error{Kind: kind, Field: field, Msg: fmt.Sprintf(format, args...)}

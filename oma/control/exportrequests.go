@@ -2,7 +2,6 @@ package control
 
 import (
 	"context"
-	"fmt"
 	"path/filepath"
 
 	"go.etcd.io/bbolt"
@@ -24,10 +23,11 @@ func (c *Control) allocation(_ context.Context, subj string, _ []byte) (any, err
 		return nil, err
 	}
 	if j.VMAID != vmaID {
-		return nil, fmt.Errorf("job %s belongs to another VMA", jobID)
+		// Said like an unknown job: a VMA learns nothing of others' jobs.
+		return nil, errorf(NotFound, "id", "no replication job %q for VMA %s", jobID, vmaID)
 	}
 	if !jobs.Active(j.State) {
-		return nil, fmt.Errorf("job %s is %s", jobID, j.State)
+		return nil, errorf(Conflict, "id", "job %s is %s", jobID, j.State)
 	}
 	a := events.ExportAllocation{JobID: j.ID, VM: j.VM, ReplicationType: j.ReplicationType, State: j.State}
 	for _, d := range j.Disks {

@@ -226,7 +226,7 @@ func (c *Control) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 
 	job := store.Job{
 		ID: id, VMAID: loc.vmaID, VCenter: loc.vcenter, ReplicaID: rid, Generation: gen,
-		VM:              events.VMRef{ID: loc.vm.ID, Name: loc.vm.Name, Path: loc.vm.Path},
+		VM:              events.VMRef{ID: loc.vm.ID, Name: loc.vm.Name, Path: loc.vm.Path, InstanceUUID: loc.vm.InstanceUUID},
 		ReplicationType: req.ReplicationType, State: events.JobPending,
 		CreatedAt: now, UpdatedAt: now,
 	}
