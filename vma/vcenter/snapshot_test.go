@@ -1,0 +1,80 @@
+package vcenter_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/godwit/godwit/vma/vcenter"
+	"github.com/godwit/godwit/vma/vcsim"
+)
+
+// TestSnapshotLifecycle finds the seed VM by path, takes a snapshot, reads
+// its disks, finds it by prefix, and removes it (twice: the second time it
+// is gone, which is not an error).
+func TestSnapshotLifecycle(t *testing.T) {
+	sim := startSim(t)
+	s := login(t, sim)
+	ctx := context.Background()
+	path := "/" + vcsim.Datacenter + "/vm/" + vcsim.SeedVM
+	_, vms, err := s.Discover(ctx, vcsim.Datacenter, vcsim.SeedVM)
+	if err != nil || len(vms) != 1 {
+		t.Fatalf("Discover = %d VMs, %v", len(vms), err)
+	}
+	want := vms[0]
+	vm, err := s.FindVM(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vm.Ref.Value != want.ID || vm.InstanceUUID != want.InstanceUUID || vm.Path != path || vm.Datacenter == nil {
+		t.Fatalf("FindVM = %+v, want the discovered %s (%s)", vm, want.ID, want.InstanceUUID)
+	}
+	snap, err := s.CreateSnapshot(ctx, vm, "godwit-job-1", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.Disks) != len(want.Disks) {
+		t.Fatalf("snapshot has %d disks, want %d", len(snap.Disks), len(want.Disks))
+	}
+	for i, d := range snap.Disks {
+		w := want.Disks[i]
+		if d.Key != w.Key || d.File != w.File || d.CapacityBytes != w.CapacityBytes || d.Label != w.Label {
+			t.Errorf("snapshot disk %d = %+v, want %+v", i, d, w)
+		}
+		areas, err := s.AllocatedAreas(ctx, vm, snap, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !vm.CBT || d.ChangeID == "" {
+			if !slices.Equal(areas, []vcenter.Area{{Offset: 0, Length: d.CapacityBytes}}) {
+				t.Errorf("areas without CBT = %v, want the whole disk", areas)
+			}
+		}
+	}
+	if _, err := s.CreateSnapshot(ctx, vm, "other", ""); err != nil {
+		t.Fatal(err)
+	}
+	found, err := s.Snapshots(ctx, vm, "godwit-")
+	if err != nil || len(found) != 1 || found[0].Name != "godwit-job-1" || found[0].Ref != snap.Ref {
+		t.Fatalf("Snapshots(godwit-) = %+v, %v; want the one snapshot", found, err)
+	}
+	for range 2 {
+		if err := s.RemoveSnapshot(ctx, snap.Ref); err != nil {
+			t.Fatalf("RemoveSnapshot = %v", err)
+		}
+	}
+	if found, err := s.Snapshots(ctx, vm, "godwit-"); err != nil || len(found) != 0 {
+		t.Fatalf("Snapshots after removal = %+v, %v", found, err)
+	}
+}
+
+func TestFindVMNotFound(t *testing.T) {
+	sim := startSim(t)
+	s := login(t, sim)
+	for _, path := range []string{"/" + vcsim.Datacenter + "/vm/nope", "/NoDC/vm/x", "/" + vcsim.Datacenter + "/host"} {
+		if _, err := s.FindVM(context.Background(), path); !errors.Is(err, vcenter.ErrNotFound) {
+			t.Errorf("FindVM(%s) = %v, want ErrNotFound", path, err)
+		}
+	}
+}
