@@ -21,8 +21,15 @@ type Progress struct {
 	BytesTotal int64 `json:"bytes_total"`
 	BytesDone  int64 `json:"bytes_done"`
 	// RateBytesPerSecond is the recent copy rate.
-	RateBytesPerSecond int64          `json:"rate_bytes_per_second"`
-	Disks              []DiskProgress `json:"disks"`
+	RateBytesPerSecond int64 `json:"rate_bytes_per_second"`
+	// AverageRateBytesPerSecond is the rate since the copy began.
+	AverageRateBytesPerSecond int64 `json:"average_rate_bytes_per_second,omitempty"`
+	// Percent is BytesDone of BytesTotal, 0 to 100.
+	Percent float64 `json:"percent,omitempty"`
+	// ETASeconds is the time the rest will take at the recent rate; nil
+	// when unknown.
+	ETASeconds *int64         `json:"eta_seconds,omitempty"`
+	Disks      []DiskProgress `json:"disks"`
 }
 
 // EventType implements Payload.
@@ -40,6 +47,8 @@ type DiskProgress struct {
 	Key        int32 `json:"key"`
 	BytesTotal int64 `json:"bytes_total"`
 	BytesDone  int64 `json:"bytes_done"`
+	// RateBytesPerSecond is the disk's recent copy rate.
+	RateBytesPerSecond int64 `json:"rate_bytes_per_second,omitempty"`
 }
 
 // Replication states a VMA reports.

@@ -263,32 +263,35 @@ type jobView struct {
 	BytesDone          int64            `json:"bytes_done"`
 	Percent            float64          `json:"percent"`
 	RateBytesPerSecond int64            `json:"rate_bytes_per_second"`
-	ETASeconds         *int64           `json:"eta_seconds"`
-	Disks              []diskView       `json:"disks"`
-	LastError          string           `json:"last_error,omitempty"`
-	CreatedAt          time.Time        `json:"created_at"`
-	UpdatedAt          time.Time        `json:"updated_at"`
-	FinishedAt         *time.Time       `json:"finished_at,omitempty"`
+	// AverageRateBytesPerSecond is the rate since the copy began.
+	AverageRateBytesPerSecond int64      `json:"average_rate_bytes_per_second"`
+	ETASeconds                *int64     `json:"eta_seconds"`
+	Disks                     []diskView `json:"disks"`
+	LastError                 string     `json:"last_error,omitempty"`
+	CreatedAt                 time.Time  `json:"created_at"`
+	UpdatedAt                 time.Time  `json:"updated_at"`
+	FinishedAt                *time.Time `json:"finished_at,omitempty"`
 }
 
 type diskView struct {
-	Key           int32         `json:"key"`
-	Label         string        `json:"label"`
-	CapacityBytes int64         `json:"capacity_bytes"`
-	Export        events.Export `json:"export"`
-	NBDURL        string        `json:"nbd_url"`
-	VolumePath    string        `json:"volume_path"`
-	BytesTotal    int64         `json:"bytes_total"`
-	BytesDone     int64         `json:"bytes_done"`
-	ChangeID      string        `json:"change_id,omitempty"`
-	BaseChangeID  string        `json:"base_change_id,omitempty"`
+	Key                int32         `json:"key"`
+	Label              string        `json:"label"`
+	CapacityBytes      int64         `json:"capacity_bytes"`
+	Export             events.Export `json:"export"`
+	NBDURL             string        `json:"nbd_url"`
+	VolumePath         string        `json:"volume_path"`
+	BytesTotal         int64         `json:"bytes_total"`
+	BytesDone          int64         `json:"bytes_done"`
+	RateBytesPerSecond int64         `json:"rate_bytes_per_second"`
+	ChangeID           string        `json:"change_id,omitempty"`
+	BaseChangeID       string        `json:"base_change_id,omitempty"`
 }
 
 func viewOf(j store.Job) jobView {
 	v := jobView{
 		JobID: j.ID, VMAID: j.VMAID, SourceVM: j.VM, VCenter: j.VCenter, ReplicationType: j.ReplicationType,
 		State: j.State, BaseJobID: j.BaseJobID, ReplicaID: j.ReplicaID, Generation: j.Generation, BytesTotal: j.BytesTotal, BytesDone: j.BytesDone,
-		RateBytesPerSecond: j.RateBytesPerSecond, LastError: j.LastError,
+		RateBytesPerSecond: j.RateBytesPerSecond, AverageRateBytesPerSecond: j.AverageRateBytesPerSecond, LastError: j.LastError,
 		CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt, FinishedAt: j.FinishedAt,
 	}
 	if j.BytesTotal > 0 {
@@ -303,7 +306,8 @@ func viewOf(j store.Job) jobView {
 			Key: d.Key, Label: d.Label, CapacityBytes: d.CapacityBytes, Export: d.Export,
 			NBDURL:     fmt.Sprintf("nbd://%s:%d/%s", d.Export.Host, d.Export.Port, d.Export.Name),
 			VolumePath: d.Volume,
-			BytesTotal: d.BytesTotal, BytesDone: d.BytesDone, ChangeID: d.ChangeID, BaseChangeID: d.BaseChangeID,
+			BytesTotal: d.BytesTotal, BytesDone: d.BytesDone, RateBytesPerSecond: d.RateBytesPerSecond,
+			ChangeID: d.ChangeID, BaseChangeID: d.BaseChangeID,
 		})
 	}
 	return v

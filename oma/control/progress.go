@@ -67,10 +67,12 @@ func (c *Control) progress(tx *bbolt.Tx, j *store.Job, p *events.Progress) error
 	if p.Seq > j.LastSeq {
 		j.LastSeq = p.Seq
 		j.BytesTotal, j.BytesDone, j.RateBytesPerSecond = p.BytesTotal, p.BytesDone, p.RateBytesPerSecond
+		j.AverageRateBytesPerSecond = p.AverageRateBytesPerSecond
 		for _, dp := range p.Disks {
 			for i := range j.Disks {
 				if j.Disks[i].Key == dp.Key {
 					j.Disks[i].BytesTotal, j.Disks[i].BytesDone = dp.BytesTotal, dp.BytesDone
+					j.Disks[i].RateBytesPerSecond = dp.RateBytesPerSecond
 				}
 			}
 		}
@@ -111,6 +113,9 @@ func (c *Control) status(tx *bbolt.Tx, j *store.Job, s *events.ReplicationStatus
 		}
 		j.BytesDone = j.BytesTotal
 		j.RateBytesPerSecond = 0
+		for i := range j.Disks {
+			j.Disks[i].RateBytesPerSecond = 0
+		}
 	}
 	return nil
 }

@@ -30,6 +30,8 @@ type Job struct {
 	BytesTotal         int64  `json:"bytes_total"`
 	BytesDone          int64  `json:"bytes_done"`
 	RateBytesPerSecond int64  `json:"rate_bytes_per_second"`
+	// AverageRateBytesPerSecond is the rate since the copy began.
+	AverageRateBytesPerSecond int64 `json:"average_rate_bytes_per_second,omitempty"`
 	// LastSeq is the highest progress or status sequence applied.
 	LastSeq   uint64    `json:"last_seq"`
 	LastError string    `json:"last_error,omitempty"`
@@ -49,6 +51,8 @@ type JobDisk struct {
 	Volume     string `json:"volume"`
 	BytesTotal int64  `json:"bytes_total"`
 	BytesDone  int64  `json:"bytes_done"`
+	// RateBytesPerSecond is the disk's recent copy rate.
+	RateBytesPerSecond int64 `json:"rate_bytes_per_second,omitempty"`
 	// ChangeID is the CBT change id the disk was copied up to.
 	ChangeID string `json:"change_id,omitempty"`
 	// BaseChangeID is the change id an incremental copy starts from.
