@@ -1,6 +1,6 @@
 // Package store keeps the VMA's local state in bbolt: the replication jobs
-// it accepted (so a repeated request is not published twice). Per-disk
-// checkpoints join it with the copy engine.
+// it accepted (so a repeated request is not published twice), their state,
+// the snapshot each one holds, and each disk's progress and checkpoint.
 package store
 
 import (
@@ -11,6 +11,8 @@ import (
 
 	"go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/godwit/godwit/events"
 )
 
 var bucketJobs = []byte("jobs")
@@ -18,15 +20,77 @@ var bucketJobs = []byte("jobs")
 // ErrLocked is returned by Open when another VMA holds the database.
 var ErrLocked = errors.New("state database is in use by another process")
 
+// ErrNotFound is returned for a job the VMA does not know.
+var ErrNotFound = errors.New("no such job")
+
 // Store is the VMA's bbolt database.
 type Store struct{ db *bbolt.DB }
 
-// Job is a replication job the VMA accepted.
+// Job states on the VMA.
+const (
+	// StateAccepted: accepted through the API; the runner has not seen the
+	// command yet.
+	StateAccepted = "accepted"
+	// StateQueued: the runner has it and waits for a free slot (-max-jobs).
+	StateQueued    = "queued"
+	StateRunning   = "running"
+	StateCompleted = "completed"
+	StateFailed    = "failed"
+	StateCancelled = "cancelled"
+)
+
+// Final reports whether state is one a job never leaves.
+func Final(state string) bool {
+	return state == StateCompleted || state == StateFailed || state == StateCancelled
+}
+
+// Job is a replication job the VMA accepted, and how far it got.
 type Job struct {
 	JobID      string    `json:"job_id"`
 	EventID    string    `json:"event_id"`
 	VMPaths    []string  `json:"vm_paths"`
 	AcceptedAt time.Time `json:"accepted_at"`
+
+	// State is one of the State constants; "" reads as StateAccepted.
+	State string `json:"state,omitempty"`
+	// Phase is the running job's phase (events.Phase*).
+	Phase string `json:"phase,omitempty"`
+	// Error says why a job failed or was cancelled: the step, the disk,
+	// the cause.
+	Error    string `json:"error,omitempty"`
+	VCenter  string `json:"vcenter,omitempty"`
+	Username string `json:"username,omitempty"`
+	// Password is the vCenter password sealed to this VMA's key (as in the
+	// command), kept while the job is not final so that a restarted VMA
+	// can log in to clean up; never in plaintext, and wiped when the job
+	// ends.
+	Password *events.Sealed `json:"password,omitempty"`
+	// VMRef is the VM's managed object id, once found.
+	VMRef string `json:"vm_ref,omitempty"`
+	// Snapshot is the managed object id of the job's snapshot while it
+	// exists.
+	Snapshot string `json:"snapshot,omitempty"`
+	// Seq is the sequence number of the job's last progress or status event.
+	Seq        uint64     `json:"seq"`
+	BytesTotal int64      `json:"bytes_total"`
+	BytesDone  int64      `json:"bytes_done"`
+	Disks      []Disk     `json:"disks,omitempty"`
+	StartedAt  *time.Time `json:"started_at,omitempty"`
+	EndedAt    *time.Time `json:"ended_at,omitempty"`
+	UpdatedAt  time.Time  `json:"updated_at"`
+}
+
+// Disk is how far the copy of one disk of a job got.
+type Disk struct {
+	Key        int32  `json:"key"`
+	Label      string `json:"label,omitempty"`
+	BytesTotal int64  `json:"bytes_total"`
+	BytesDone  int64  `json:"bytes_done"`
+	// Checkpoint is the offset below which the disk's areas are written,
+	// acknowledged and flushed (the place a resume starts).
+	Checkpoint int64 `json:"checkpoint"`
+	// ChangeID is the disk's CBT change id at the job's snapshot.
+	ChangeID string `json:"change_id,omitempty"`
 }
 
 // Open opens the database at path, waiting at most wait for a lock.
@@ -72,4 +136,71 @@ func (s *Store) Accept(j Job) (Job, bool, error) {
 		return Job{}, false, fmt.Errorf("accept job %s: %w", j.JobID, err)
 	}
 	return stored, isNew, nil
+}
+
+// Get returns the job with id; ErrNotFound when there is none.
+func (s *Store) Get(id string) (Job, error) {
+	var j Job
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		v := tx.Bucket(bucketJobs).Get([]byte(id))
+		if v == nil {
+			return ErrNotFound
+		}
+		return json.Unmarshal(v, &j)
+	})
+	if err != nil {
+		return Job{}, fmt.Errorf("job %s: %w", id, err)
+	}
+	return j, nil
+}
+
+// Update changes the job with id in one transaction: f gets the stored job
+// (or, when create is true and there is none, a new Job with that id) and
+// changes it; an error from f changes nothing. It returns the job as stored.
+func (s *Store) Update(id string, create bool, f func(*Job) error) (Job, error) {
+	var j Job
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketJobs)
+		switch v := b.Get([]byte(id)); {
+		case v != nil:
+			if err := json.Unmarshal(v, &j); err != nil {
+				return err
+			}
+		case create:
+			j = Job{JobID: id}
+		default:
+			return ErrNotFound
+		}
+		if err := f(&j); err != nil {
+			return err
+		}
+		v, err := json.Marshal(j)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(id), v)
+	})
+	if err != nil {
+		return Job{}, fmt.Errorf("update job %s: %w", id, err)
+	}
+	return j, nil
+}
+
+// Jobs returns every job, ordered by id.
+func (s *Store) Jobs() ([]Job, error) {
+	var jobs []Job
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketJobs).ForEach(func(_, v []byte) error {
+			var j Job
+			if err := json.Unmarshal(v, &j); err != nil {
+				return err
+			}
+			jobs = append(jobs, j)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	return jobs, nil
 }
