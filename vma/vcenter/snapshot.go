@@ -256,3 +256,27 @@ func (s *Session) ChangedAreas(ctx context.Context, vm *VM, snap *Snapshot, disk
 func isManagedObjectNotFound(err error) bool {
 	return fault.Is(err, &types.ManagedObjectNotFound{})
 }
+
+// VMByRef returns the VM with the managed object id ref (such as vm-42),
+// found again after a restart. A VM that is gone wraps ErrNotFound.
+func (s *Session) VMByRef(ctx context.Context, ref string) (*VM, error) {
+	mref := types.ManagedObjectReference{Type: "VirtualMachine", Value: ref}
+	obj := object.NewVirtualMachine(s.Client, mref)
+	var m mo.VirtualMachine
+	if err := obj.Properties(ctx, mref, []string{"name", "config.instanceUuid", "config.changeTrackingEnabled"}, &m); err != nil {
+		if isManagedObjectNotFound(err) {
+			return nil, fmt.Errorf("VM %s: %w", ref, ErrNotFound)
+		}
+		return nil, fmt.Errorf("VM %s: properties: %w", ref, err)
+	}
+	dcRef, err := datacenterOf(ctx, s, mref)
+	if err != nil {
+		return nil, fmt.Errorf("VM %s: %w", ref, err)
+	}
+	vm := &VM{Ref: mref, Path: m.Name, Datacenter: object.NewDatacenter(s.Client, dcRef), obj: obj}
+	if m.Config != nil {
+		vm.InstanceUUID = m.Config.InstanceUuid
+		vm.CBT = m.Config.ChangeTrackingEnabled != nil && *m.Config.ChangeTrackingEnabled
+	}
+	return vm, nil
+}

@@ -1,0 +1,353 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vmware/govmomi/vim25/types"
+
+	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/events/subject"
+	"github.com/godwit/godwit/seal"
+	"github.com/godwit/godwit/vma/copier"
+	"github.com/godwit/godwit/vma/copier/export"
+	"github.com/godwit/godwit/vma/store"
+	"github.com/godwit/godwit/vma/vcenter"
+)
+
+// stepError is a job's failure: the step, the disk (0: none) and the cause.
+type stepError struct {
+	step string
+	disk int32
+	code string
+	err  error
+}
+
+func (e *stepError) Error() string {
+	if e.disk != 0 {
+		return fmt.Sprintf("%s: disk %d: %v", e.step, e.disk, e.err)
+	}
+	return fmt.Sprintf("%s: %v", e.step, e.err)
+}
+
+func (e *stepError) Unwrap() error { return e.err }
+
+// fail wraps err as the failure of step.
+func fail(step string, disk int32, err error) error {
+	code := events.FailureInternal
+	switch {
+	case errors.Is(err, vcenter.ErrAuth):
+		code = events.FailureAuth
+	case errors.Is(err, vcenter.ErrUnreachable):
+		code = events.FailureUnreachable
+	case errors.Is(err, vcenter.ErrNotFound):
+		code = events.FailureNotFound
+	case errors.Is(err, vcenter.ErrNotAllowed):
+		code = events.FailureInvalid
+	}
+	return &stepError{step: step, disk: disk, code: code, err: err}
+}
+
+// run runs the job t until it ends, and records and reports how it ended.
+func (r *Runner) run(ctx context.Context, t *task) {
+	log := r.log.With("job", t.id)
+	log.Info("job starting", "vm_paths", t.cmd.VMPaths)
+	changes, err := r.execute(ctx, t)
+	cause := context.Cause(ctx)
+	var cancelled *Cancelled
+	switch {
+	case err == nil:
+		r.finish(ctx, t, store.StateCompleted, "", "", changes...)
+	case errors.As(cause, &cancelled):
+		r.finish(ctx, t, store.StateCancelled, events.FailureCancelled, fmt.Sprintf("%s (%v)", cancelled.Reason, stepOf(err)))
+	case errors.Is(cause, errStopping):
+		r.finish(ctx, t, store.StateFailed, events.FailureInternal, fmt.Sprintf("%s during %s; start the job again", errStopping, stepOf(err)))
+	default:
+		code := events.FailureInternal
+		var se *stepError
+		if errors.As(err, &se) {
+			code = se.code
+		}
+		r.finish(ctx, t, store.StateFailed, code, err.Error())
+	}
+}
+
+// stepOf names the step err failed in.
+func stepOf(err error) string {
+	var se *stepError
+	if errors.As(err, &se) {
+		if se.disk != 0 {
+			return fmt.Sprintf("%s of disk %d", se.step, se.disk)
+		}
+		return se.step
+	}
+	return "the job"
+}
+
+// execute runs the steps of t. It returns each disk's change id.
+func (r *Runner) execute(ctx context.Context, t *task) ([]events.DiskChange, error) {
+	now := r.cfg.Now().UTC()
+	if _, err := r.st.Update(t.id, false, func(j *store.Job) error {
+		j.State, j.StartedAt, j.UpdatedAt = store.StateRunning, &now, now
+		return nil
+	}); err != nil {
+		return nil, fail("record", 0, err)
+	}
+	if err := r.publishStatus(ctx, t, events.StatusRunning, nil, nil); err != nil {
+		return nil, fail("report", 0, err)
+	}
+	t.tracker.setPhase(events.PhaseSnapshotting)
+	r.publishProgress(ctx, t, true)
+
+	if len(t.cmd.VMPaths) != 1 {
+		return nil, fail("vm_paths", 0, fmt.Errorf("a job replicates exactly one VM, not %d", len(t.cmd.VMPaths)))
+	}
+	var alloc events.ExportAllocation
+	actx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
+	subj, err := subject.ExportRequest(r.cfg.Identity.ID, t.id)
+	if err == nil {
+		err = r.conn.Request(actx, subj, struct{}{}, &alloc)
+	}
+	cancel()
+	if err != nil {
+		return nil, fail("export allocation", 0, err)
+	}
+
+	password, err := seal.Open(r.cfg.Identity.Key, t.cmd.Password)
+	if err != nil {
+		return nil, fail("login", 0, fmt.Errorf("the password is not sealed to this VMA's key: %w", err))
+	}
+	vc := r.cfg.VCenter
+	vc.Host, vc.Username, vc.Password = t.cmd.VCenter, t.cmd.Username, string(password)
+	s, err := vcenter.Login(ctx, vc)
+	if err != nil {
+		return nil, fail("login", 0, err)
+	}
+	defer s.Close()
+
+	path := t.cmd.VMPaths[0]
+	vm, err := s.FindVM(ctx, path)
+	if err != nil {
+		return nil, fail("find VM", 0, err)
+	}
+	if !sameVM(alloc.VM, vm) {
+		return nil, fail("find VM", 0, fmt.Errorf("%w: %s now names VM %s (instance UUID %s), not the job's VM %s (instance UUID %s)",
+			vcenter.ErrNotFound, path, vm.Ref.Value, vm.InstanceUUID, alloc.VM.ID, alloc.VM.InstanceUUID))
+	}
+	if _, err := r.st.Update(t.id, false, func(j *store.Job) error { j.VMRef = vm.Ref.Value; return nil }); err != nil {
+		return nil, fail("record", 0, err)
+	}
+
+	snap, err := s.CreateSnapshot(ctx, vm, SnapshotPrefix+t.id, "godwit replication job "+t.id)
+	if err != nil {
+		return nil, fail("snapshot", 0, err)
+	}
+	defer r.removeSnapshot(ctx, t, s, snap.Ref)
+	if _, err := r.st.Update(t.id, false, func(j *store.Job) error { j.Snapshot = snap.Ref.Value; return nil }); err != nil {
+		return nil, fail("record", 0, err)
+	}
+
+	plans, err := r.plan(ctx, s, vm, snap, alloc)
+	if err != nil {
+		return nil, err
+	}
+	t.tracker.setPhase(events.PhaseCopying)
+	r.publishProgress(ctx, t, true)
+	pctx, stopProgress := context.WithCancel(ctx)
+	var ticks sync.WaitGroup
+	ticks.Go(func() { ticker(pctx, r.cfg.ProgressInterval, func() { r.publishProgress(pctx, t, false) }) })
+	err = r.copyDisks(ctx, t, s, vm, snap, plans, alloc.ReplicationType)
+	stopProgress()
+	ticks.Wait()
+	r.publishProgress(ctx, t, false)
+	if err != nil {
+		return nil, err
+	}
+
+	t.tracker.setPhase(events.PhaseFinalizing)
+	r.publishProgress(ctx, t, true)
+	if err := r.removeSnapshotNow(ctx, t, s, snap.Ref); err != nil {
+		return nil, fail("remove snapshot", 0, err)
+	}
+	changes := make([]events.DiskChange, 0, len(plans))
+	for _, p := range plans {
+		changes = append(changes, events.DiskChange{Key: p.disk.Key, ChangeID: p.disk.ChangeID})
+	}
+	return changes, nil
+}
+
+// sameVM reports whether vm is the VM the job was created for: by instance
+// UUID when the OMA knows it, else by managed object id.
+func sameVM(want events.VMRef, vm *vcenter.VM) bool {
+	if want.InstanceUUID != "" {
+		return want.InstanceUUID == vm.InstanceUUID
+	}
+	return want.ID == vm.Ref.Value
+}
+
+// diskPlan is one disk to copy: where from, where to, which areas.
+type diskPlan struct {
+	disk   vcenter.SnapshotDisk
+	export events.Export
+	areas  []copier.Area
+	total  int64
+}
+
+// plan matches every allocated disk with the snapshot's disk of the same
+// key, and asks vCenter which areas hold data.
+func (r *Runner) plan(ctx context.Context, s *vcenter.Session, vm *vcenter.VM, snap *vcenter.Snapshot, alloc events.ExportAllocation) ([]diskPlan, error) {
+	var plans []diskPlan
+	var progress []DiskProgress
+	var disks []store.Disk
+	for _, ad := range alloc.Disks {
+		i := -1
+		for k, d := range snap.Disks {
+			if d.Key == ad.Key {
+				i = k
+			}
+		}
+		if i < 0 {
+			return nil, fail("plan", ad.Key, fmt.Errorf("%w: the snapshot of %s has no disk with this key", vcenter.ErrNotFound, vm.Path))
+		}
+		d := snap.Disks[i]
+		if d.CapacityBytes > ad.CapacityBytes {
+			return nil, fail("plan", ad.Key, fmt.Errorf("the disk holds %d bytes, its export only %d: the VM changed since the job was created", d.CapacityBytes, ad.CapacityBytes))
+		}
+		areas, err := s.AllocatedAreas(ctx, vm, snap, d)
+		if err != nil {
+			return nil, fail("changed areas", ad.Key, err)
+		}
+		p := diskPlan{disk: d, export: ad.Export}
+		for _, a := range areas {
+			p.areas = append(p.areas, copier.Area{Offset: a.Offset, Length: a.Length})
+			p.total += a.Length
+		}
+		plans = append(plans, p)
+		progress = append(progress, DiskProgress{Key: d.Key, BytesTotal: p.total})
+		disks = append(disks, store.Disk{Key: d.Key, Label: d.Label, BytesTotal: p.total, ChangeID: d.ChangeID})
+	}
+	if _, err := r.st.Update(alloc.JobID, false, func(j *store.Job) error {
+		j.Disks = disks
+		return nil
+	}); err != nil {
+		return nil, fail("record", 0, err)
+	}
+	return plans, nil
+}
+
+// copyDisks copies every planned disk, DiskParallelism at once. The first
+// failure stops the others.
+func (r *Runner) copyDisks(ctx context.Context, t *task, s *vcenter.Session, vm *vcenter.VM, snap *vcenter.Snapshot, plans []diskPlan, typ string) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var (
+		wg    sync.WaitGroup
+		slots = make(chan struct{}, r.cfg.DiskParallelism)
+		mu    sync.Mutex
+		first error
+	)
+	progress := make([]DiskProgress, len(plans))
+	for i, p := range plans {
+		progress[i] = DiskProgress{Key: p.disk.Key, BytesTotal: p.total}
+	}
+	t.tracker.setDisks(progress)
+	for _, p := range plans {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			if err := r.copyDisk(ctx, t, s, vm, snap, p, typ); err != nil {
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+				cancel(err)
+			}
+		})
+	}
+	wg.Wait()
+	if first == nil && ctx.Err() != nil {
+		return fail("copy", 0, context.Cause(ctx))
+	}
+	return first
+}
+
+// copyDisk copies one disk into its export and flushes it.
+func (r *Runner) copyDisk(ctx context.Context, t *task, s *vcenter.Session, vm *vcenter.VM, snap *vcenter.Snapshot, p diskPlan, typ string) error {
+	key := p.disk.Key
+	src, err := r.cfg.Open(ctx, s, vm, snap, p.disk)
+	if err != nil {
+		return fail("open source", key, err)
+	}
+	defer src.Close()
+	uri := fmt.Sprintf("nbd://%s:%d/%s", p.export.Host, p.export.Port, p.export.Name)
+	dst, err := export.Open(ctx, uri, r.cfg.Connections, r.cfg.NBD)
+	if err != nil {
+		return fail("open export", key, fmt.Errorf("%s:%d: %w", p.export.Host, p.export.Port, redact(err, p.export.Name)))
+	}
+	defer dst.Close()
+	if dst.Size() < p.disk.CapacityBytes {
+		return fail("open export", key, fmt.Errorf("the export holds %d bytes, the disk %d", dst.Size(), p.disk.CapacityBytes))
+	}
+	cfg := r.cfg.Copy
+	cfg.TargetIsZero = typ != events.ReplicationIncremental // an initial job writes a new, empty generation
+	cfg.ResumeFrom, cfg.Hash = 0, false
+	cfg.ProgressInterval = r.cfg.ProgressInterval
+	cfg.Progress = func(cp copier.Progress) { t.tracker.update(key, cp) }
+	start := time.Now()
+	res, err := copier.Copy(ctx, dst, src, p.areas, cfg)
+	if err != nil {
+		return fail("copy", key, redact(err, p.export.Name))
+	}
+	r.log.Info("disk copied", "job", t.id, "disk", key, "bytes", res.Total, "zero", res.Zero, "took", time.Since(start))
+	return nil
+}
+
+// redact keeps an export's name, its only secret, out of an error message.
+func redact(err error, name string) error {
+	if name == "" || err == nil {
+		return err
+	}
+	return &redacted{err: err, name: name}
+}
+
+type redacted struct {
+	err  error
+	name string
+}
+
+func (e *redacted) Error() string { return strings.ReplaceAll(e.err.Error(), e.name, "<export>") }
+func (e *redacted) Unwrap() error { return e.err }
+
+// removeSnapshot removes the job's snapshot when the job ends on any path,
+// unless removeSnapshotNow did; it runs even when ctx was cancelled.
+func (r *Runner) removeSnapshot(ctx context.Context, t *task, s *vcenter.Session, ref types.ManagedObjectReference) {
+	j, err := r.st.Get(t.id)
+	if err == nil && j.Snapshot == "" {
+		return // removed already
+	}
+	if err := r.removeSnapshotNow(ctx, t, s, ref); err != nil {
+		r.log.Error("remove snapshot", "job", t.id, "snapshot", ref.Value, "err", err)
+	}
+}
+
+// removeSnapshotNow removes the job's snapshot and records it gone.
+func (r *Runner) removeSnapshotNow(ctx context.Context, t *task, s *vcenter.Session, ref types.ManagedObjectReference) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.CleanupTimeout)
+	defer cancel()
+	if err := s.RemoveSnapshot(ctx, ref); err != nil {
+		return err
+	}
+	_, err := r.st.Update(t.id, false, func(j *store.Job) error { j.Snapshot = ""; return nil })
+	return err
+}

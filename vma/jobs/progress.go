@@ -1,0 +1,153 @@
+package jobs
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/vma/copier"
+)
+
+// Progress is a job's progress as the VMA reports it.
+type Progress struct {
+	JobID string `json:"job_id"`
+	// State is the VMA's state of the job (store.State*).
+	State string `json:"state"`
+	// Phase is the running job's phase (snapshotting, copying, finalizing).
+	Phase string `json:"phase,omitempty"`
+	// BytesTotal is what the job copies in all: the disks' areas.
+	BytesTotal int64 `json:"bytes_total"`
+	BytesDone  int64 `json:"bytes_done"`
+	// Percent is BytesDone of BytesTotal (0 to 100).
+	Percent float64 `json:"percent"`
+	// RateBytesPerSecond is the recent rate; AverageRateBytesPerSecond the
+	// rate since the copy began.
+	RateBytesPerSecond        int64 `json:"rate_bytes_per_second"`
+	AverageRateBytesPerSecond int64 `json:"average_rate_bytes_per_second"`
+	// ETASeconds is what the rest takes at the recent rate; nil when unknown.
+	ETASeconds *int64         `json:"eta_seconds"`
+	Disks      []DiskProgress `json:"disks"`
+}
+
+// DiskProgress is the progress of one disk of a job.
+type DiskProgress struct {
+	Key                int32   `json:"key"`
+	BytesTotal         int64   `json:"bytes_total"`
+	BytesDone          int64   `json:"bytes_done"`
+	Percent            float64 `json:"percent"`
+	RateBytesPerSecond int64   `json:"rate_bytes_per_second"`
+	// Checkpoint is the offset below which the disk's areas are written
+	// and acknowledged.
+	Checkpoint int64 `json:"checkpoint"`
+}
+
+// tracker gathers the progress of a job's disks, as the copier reports
+// them, into the job's.
+type tracker struct {
+	now func() time.Time
+
+	mu      sync.Mutex
+	phase   string
+	start   time.Time // when the copy began; zero before
+	disks   []DiskProgress
+	changed bool // since the last snapshot taken for publishing
+}
+
+func newTracker(now func() time.Time) *tracker { return &tracker{now: now} }
+
+// setPhase moves the job to phase.
+func (t *tracker) setPhase(phase string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.phase, t.changed = phase, true
+	if phase == events.PhaseCopying && t.start.IsZero() {
+		t.start = t.now()
+	}
+}
+
+// setDisks sets what each disk will copy.
+func (t *tracker) setDisks(disks []DiskProgress) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.disks, t.changed = disks, true
+}
+
+// update records a copier's progress for the disk with key.
+func (t *tracker) update(key int32, p copier.Progress) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i := range t.disks {
+		if d := &t.disks[i]; d.Key == key {
+			d.BytesTotal, d.BytesDone, d.Checkpoint = p.Total, p.Done, p.Checkpoint
+			d.RateBytesPerSecond = int64(p.Rate)
+			if p.Done == p.Total {
+				d.RateBytesPerSecond = 0
+			}
+			d.Percent = percent(d.BytesDone, d.BytesTotal)
+			t.changed = true
+		}
+	}
+}
+
+// snapshot returns the job's progress now, and whether it changed since
+// the last snapshot.
+func (t *tracker) snapshot() (Progress, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := Progress{Phase: t.phase, Disks: append([]DiskProgress(nil), t.disks...)}
+	for _, d := range t.disks {
+		p.BytesTotal += d.BytesTotal
+		p.BytesDone += d.BytesDone
+		p.RateBytesPerSecond += d.RateBytesPerSecond
+	}
+	p.Percent = percent(p.BytesDone, p.BytesTotal)
+	if !t.start.IsZero() {
+		if secs := t.now().Sub(t.start).Seconds(); secs > 0 {
+			p.AverageRateBytesPerSecond = int64(float64(p.BytesDone) / secs)
+		}
+	}
+	if p.RateBytesPerSecond > 0 {
+		eta := (p.BytesTotal - p.BytesDone + p.RateBytesPerSecond - 1) / p.RateBytesPerSecond
+		p.ETASeconds = &eta
+	} else if p.BytesTotal > 0 && p.BytesDone == p.BytesTotal {
+		var zero int64
+		p.ETASeconds = &zero
+	}
+	changed := t.changed
+	t.changed = false
+	return p, changed
+}
+
+// percent is done of total in percent, to a tenth; 100 for nothing to do.
+func percent(done, total int64) float64 {
+	if total <= 0 {
+		return 100
+	}
+	return float64(1000*done/total) / 10
+}
+
+// event is p as a progress event of job from vma with seq.
+func (p Progress) event(job, vma string, seq uint64) *events.Progress {
+	ev := &events.Progress{JobID: job, VMAID: vma, Seq: seq, Phase: p.Phase, BytesTotal: p.BytesTotal, BytesDone: p.BytesDone,
+		RateBytesPerSecond: p.RateBytesPerSecond, AverageRateBytesPerSecond: p.AverageRateBytesPerSecond,
+		Percent: p.Percent, ETASeconds: p.ETASeconds, Disks: []events.DiskProgress{}}
+	for _, d := range p.Disks {
+		ev.Disks = append(ev.Disks, events.DiskProgress{Key: d.Key, BytesTotal: d.BytesTotal, BytesDone: d.BytesDone, RateBytesPerSecond: d.RateBytesPerSecond})
+	}
+	return ev
+}
+
+// ticker calls f every interval until ctx ends.
+func ticker(ctx context.Context, interval time.Duration, f func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f()
+		}
+	}
+}

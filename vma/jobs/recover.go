@@ -1,0 +1,138 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/seal"
+	"github.com/godwit/godwit/vma/store"
+	"github.com/godwit/godwit/vma/vcenter"
+)
+
+// recoverJobs ends the jobs that a previous run of the VMA left queued or
+// running (it crashed, or was killed): each is recorded failed and
+// reported so. Then, in the background, the snapshot of every job that
+// still holds one is removed.
+func (r *Runner) recoverJobs(ctx context.Context) error {
+	jobs, err := r.st.Jobs()
+	if err != nil {
+		return err
+	}
+	for _, j := range jobs {
+		if j.State == store.StateQueued || j.State == store.StateRunning {
+			where := j.State
+			if j.Phase != "" && j.State == store.StateRunning {
+				where = j.Phase
+			}
+			t := &task{id: j.JobID}
+			r.finish(ctx, t, store.StateFailed, events.FailureInternal,
+				fmt.Sprintf("the VMA restarted while the job was %s; start the job again", where))
+		}
+		if j.Snapshot != "" || (j.VMRef != "" && j.Password != nil) {
+			r.wg.Go(func() {
+				removed, err := r.cleanSnapshots(ctx, j.JobID)
+				if err != nil {
+					r.log.Error("remove the snapshot of an unfinished job", "job", j.JobID, "err", err)
+					return
+				}
+				r.log.Info("removed the snapshot of an unfinished job", "job", j.JobID, "snapshots", removed)
+			})
+		}
+	}
+	return nil
+}
+
+// Cleaned is what Cleanup did.
+type Cleaned struct {
+	JobID string `json:"job_id"`
+	// Cancelled says the job was queued or running and was stopped.
+	Cancelled bool `json:"cancelled"`
+	// SnapshotsRemoved names the snapshots removed from the VM.
+	SnapshotsRemoved []string `json:"snapshots_removed"`
+	// State is the job's state afterwards.
+	State string `json:"state"`
+}
+
+// Cleanup cancels the job with id if it runs (waiting, within ctx, for it
+// to end) and removes any snapshot of it left on its VM. The error wraps
+// store.ErrNotFound for a job the VMA does not know.
+func (r *Runner) Cleanup(ctx context.Context, id string) (Cleaned, error) {
+	if _, err := r.st.Get(id); err != nil {
+		return Cleaned{}, err
+	}
+	c := Cleaned{JobID: id, SnapshotsRemoved: []string{}}
+	c.Cancelled = r.Cancel(ctx, id, "cleanup requested through the VMA API")
+	if err := r.Wait(ctx, id); err != nil {
+		return c, fmt.Errorf("wait for job %s to stop: %w", id, err)
+	}
+	removed, err := r.cleanSnapshots(ctx, id)
+	c.SnapshotsRemoved = append(c.SnapshotsRemoved, removed...)
+	j, gerr := r.st.Get(id)
+	if gerr == nil {
+		c.State = j.State
+		if c.State == "" {
+			c.State = store.StateAccepted
+		}
+	}
+	return c, errors.Join(err, gerr)
+}
+
+// cleanSnapshots removes every snapshot named for the job from its VM,
+// logging in with the job's sealed password, and then wipes the password.
+// A job that never found its VM has nothing to clean.
+func (r *Runner) cleanSnapshots(ctx context.Context, id string) ([]string, error) {
+	j, err := r.st.Get(id)
+	if err != nil {
+		return nil, err
+	}
+	removed := []string{}
+	if j.VMRef == "" || j.Password == nil {
+		return removed, nil
+	}
+	if !store.Final(j.State) {
+		return removed, fmt.Errorf("job %s is %s: cancel it first", id, j.State)
+	}
+	password, err := seal.Open(r.cfg.Identity.Key, *j.Password)
+	if err != nil {
+		return removed, fmt.Errorf("open the sealed password of job %s: %w", id, err)
+	}
+	vc := r.cfg.VCenter
+	vc.Host, vc.Username, vc.Password = j.VCenter, j.Username, string(password)
+	s, err := vcenter.Login(ctx, vc)
+	if err != nil {
+		return removed, fmt.Errorf("clean up job %s: %w", id, err)
+	}
+	defer s.Close()
+	vm, err := s.VMByRef(ctx, j.VMRef)
+	if errors.Is(err, vcenter.ErrNotFound) {
+		return removed, r.forget(id) // the VM is gone, and its snapshots with it
+	}
+	if err != nil {
+		return removed, fmt.Errorf("clean up job %s: %w", id, err)
+	}
+	snaps, err := s.Snapshots(ctx, vm, SnapshotPrefix+id)
+	if err != nil {
+		return removed, fmt.Errorf("clean up job %s: %w", id, err)
+	}
+	for _, sn := range snaps {
+		if sn.Name != SnapshotPrefix+id {
+			continue
+		}
+		if err := s.RemoveSnapshot(ctx, sn.Ref); err != nil {
+			return removed, fmt.Errorf("clean up job %s: %w", id, err)
+		}
+		removed = append(removed, sn.Name)
+	}
+	return removed, r.forget(id)
+}
+
+// forget records that the job holds no snapshot and wipes its password.
+func (r *Runner) forget(id string) error {
+	_, err := r.st.Update(id, false, func(j *store.Job) error {
+		j.Snapshot, j.Password = "", nil
+		return nil
+	})
+	return err
+}

@@ -1,0 +1,447 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/godwit/godwit/bus"
+	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/vma/copier"
+	"github.com/godwit/godwit/vma/identity"
+	"github.com/godwit/godwit/vma/nbd"
+	"github.com/godwit/godwit/vma/store"
+	"github.com/godwit/godwit/vma/vcenter"
+)
+
+// Defaults of Config.
+const (
+	DefaultMaxJobs          = 4
+	DefaultDiskParallelism  = 2
+	DefaultProgressInterval = time.Second
+	// SnapshotPrefix starts the name of every snapshot a job takes.
+	SnapshotPrefix = "godwit-"
+)
+
+// Disk is one disk of a snapshot, open for reading.
+type Disk interface {
+	copier.Source
+	Close() error
+}
+
+// SourceOpener opens a disk of a VM's snapshot for reading: the datastore
+// or vddk transport.
+type SourceOpener func(ctx context.Context, s *vcenter.Session, vm *vcenter.VM, snap *vcenter.Snapshot, disk vcenter.SnapshotDisk) (Disk, error)
+
+// Config configures a Runner. Identity and Open are required.
+type Config struct {
+	Identity identity.Identity
+	// Open opens the disks that jobs copy.
+	Open SourceOpener
+	// MaxJobs is how many jobs run at once; 0 means DefaultMaxJobs.
+	MaxJobs int
+	// DiskParallelism is how many disks of a job copy at once; 0 means
+	// DefaultDiskParallelism.
+	DiskParallelism int
+	// VCenter is how jobs reach vCenter: trust, timeout, allow list. Host,
+	// Username and Password come from each command.
+	VCenter vcenter.Config
+	// Copy tunes each disk's copy: Depth and RequestSize (0: the copier's
+	// defaults). Its Progress, ProgressInterval and TargetIsZero are the
+	// Runner's.
+	Copy copier.Config
+	// Connections is how many NBD connections each disk's export gets
+	// when the server allows several; 0 means 1.
+	Connections int
+	// NBD configures the connections to the OMA's exports (the tunnel
+	// gives the dialer).
+	NBD nbd.Config
+	// ProgressInterval is the least time between progress events of a
+	// job; 0 means DefaultProgressInterval.
+	ProgressInterval time.Duration
+	// RequestTimeout bounds the export request to the OMA; 0 means 30s.
+	RequestTimeout time.Duration
+	// CleanupTimeout bounds removing a snapshot after a job; 0 means 5m.
+	CleanupTimeout time.Duration
+	Now            func() time.Time
+	Logger         *slog.Logger
+}
+
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.Identity.ID == "" {
+		return cfg, errors.New("jobs: no identity")
+	}
+	if cfg.Open == nil {
+		return cfg, errors.New("jobs: no source opener")
+	}
+	if cfg.MaxJobs < 0 || cfg.DiskParallelism < 0 || cfg.Connections < 0 {
+		return cfg, fmt.Errorf("jobs: negative max jobs (%d), disk parallelism (%d) or connections (%d)", cfg.MaxJobs, cfg.DiskParallelism, cfg.Connections)
+	}
+	if cfg.MaxJobs == 0 {
+		cfg.MaxJobs = DefaultMaxJobs
+	}
+	if cfg.DiskParallelism == 0 {
+		cfg.DiskParallelism = DefaultDiskParallelism
+	}
+	if cfg.Connections == 0 {
+		cfg.Connections = 1
+	}
+	if cfg.ProgressInterval == 0 {
+		cfg.ProgressInterval = DefaultProgressInterval
+	}
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = 30 * time.Second
+	}
+	if cfg.CleanupTimeout == 0 {
+		cfg.CleanupTimeout = 5 * time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return cfg, nil
+}
+
+// Runner runs the jobs the VMA is given.
+type Runner struct {
+	cfg  Config
+	conn *bus.Conn
+	st   *store.Store
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	queue   []*task          // waiting, in arrival order
+	running map[string]*task // by job id
+	wake    chan struct{}    // a slot or a task may be free
+	wg      sync.WaitGroup   // running tasks
+}
+
+// task is one job the runner holds, queued or running.
+type task struct {
+	id      string
+	cmd     *events.ReplicateCommand
+	tracker *tracker
+	cancel  context.CancelCauseFunc // set when it runs
+	done    chan struct{}           // closed when it has ended
+	pubMu   sync.Mutex              // orders the job's events
+}
+
+// New returns a Runner that consumes through conn and keeps its jobs in st.
+func New(conn *bus.Conn, st *store.Store, cfg Config) (*Runner, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Runner{cfg: cfg, conn: conn, st: st, log: cfg.Logger, running: map[string]*task{}, wake: make(chan struct{}, 1)}, nil
+}
+
+// Cancelled is the cause of a job's context when it was cancelled.
+type Cancelled struct{ Reason string }
+
+// Error implements error.
+func (c *Cancelled) Error() string { return "cancelled: " + c.Reason }
+
+// errStopping is the cause of a job's context when the VMA stops.
+var errStopping = errors.New("the VMA stopped")
+
+// Run ends the jobs a previous run left unfinished, then consumes
+// replicate and cancel commands and runs jobs until ctx ends. Then it stops
+// every job (each removes its snapshot and reports failed) and returns once
+// they have ended.
+func (r *Runner) Run(ctx context.Context) error {
+	if err := r.recoverJobs(ctx); err != nil {
+		return err
+	}
+	jobsCtx, stopJobs := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer stopJobs(errStopping)
+	var dispatch sync.WaitGroup
+	dispatch.Go(func() { r.dispatch(ctx, jobsCtx) })
+	err := r.conn.Consume(ctx, bus.StreamCommands, bus.VMADurable(r.cfg.Identity.ID), r.handle)
+	dispatch.Wait()
+	r.mu.Lock()
+	for _, t := range r.running {
+		t.cancel(errStopping)
+	}
+	queued := r.queue
+	r.queue = nil
+	r.mu.Unlock()
+	for _, t := range queued {
+		r.finish(context.WithoutCancel(ctx), t, store.StateFailed, events.FailureInternal, "queued: the VMA stopped before the job ran; start it again")
+		close(t.done)
+	}
+	r.wg.Wait()
+	return err
+}
+
+// handle takes one command from the consumer.
+func (r *Runner) handle(ctx context.Context, _ events.Event, p events.Payload) error {
+	switch c := p.(type) {
+	case *events.ReplicateCommand:
+		return r.accept(ctx, c)
+	case *events.ReplicateCancel:
+		r.Cancel(ctx, c.JobID, c.Reason)
+		return nil
+	}
+	return fmt.Errorf("%w: %s on the commands consumer", bus.ErrPoison, p.EventType())
+}
+
+// accept records a replicate command and queues its job. A command for a
+// job the VMA holds or has finished is a redelivery: nothing happens.
+func (r *Runner) accept(ctx context.Context, c *events.ReplicateCommand) error {
+	r.mu.Lock()
+	held := r.running[c.JobID] != nil || slices.ContainsFunc(r.queue, func(t *task) bool { return t.id == c.JobID })
+	r.mu.Unlock()
+	if held {
+		return nil
+	}
+	now := r.cfg.Now().UTC()
+	dup := false
+	j, err := r.st.Update(c.JobID, true, func(j *store.Job) error {
+		if store.Final(j.State) || j.State == store.StateRunning {
+			dup = true
+			return nil
+		}
+		sealed := c.Password
+		j.State, j.VCenter, j.Username, j.Password, j.VMPaths = store.StateQueued, c.VCenter, c.Username, &sealed, c.VMPaths
+		if j.AcceptedAt.IsZero() {
+			j.AcceptedAt = now
+		}
+		j.UpdatedAt = now
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if dup {
+		r.log.Info("replicate command for a job this VMA already ran: ignored", "job", c.JobID, "state", j.State)
+		return nil
+	}
+	t := &task{id: c.JobID, cmd: c, tracker: newTracker(r.cfg.Now), done: make(chan struct{})}
+	if err := r.publishStatus(ctx, t, events.StatusAccepted, nil, nil); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.queue = append(r.queue, t)
+	waiting := len(r.queue) + len(r.running) - r.cfg.MaxJobs
+	r.mu.Unlock()
+	r.log.Info("job queued", "job", c.JobID, "vm_paths", c.VMPaths, "ahead", max(waiting-1, 0))
+	r.poke()
+	return nil
+}
+
+func (r *Runner) poke() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// dispatch starts queued jobs, in order, while fewer than MaxJobs run,
+// until ctx ends.
+func (r *Runner) dispatch(ctx, jobsCtx context.Context) {
+	for {
+		r.mu.Lock()
+		for len(r.queue) > 0 && len(r.running) < r.cfg.MaxJobs {
+			t := r.queue[0]
+			r.queue = r.queue[1:]
+			tctx, cancel := context.WithCancelCause(jobsCtx)
+			t.cancel = cancel
+			r.running[t.id] = t
+			r.wg.Go(func() {
+				defer cancel(nil)
+				r.run(tctx, t)
+				r.mu.Lock()
+				delete(r.running, t.id)
+				r.mu.Unlock()
+				close(t.done)
+				r.poke()
+			})
+		}
+		r.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.wake:
+		}
+	}
+}
+
+// Cancel stops the job with id: a queued job ends cancelled at once, a
+// running one is told to stop and ends cancelled once its snapshot is
+// removed. It reports whether the job was queued or running.
+func (r *Runner) Cancel(ctx context.Context, id, reason string) bool {
+	if reason == "" {
+		reason = "cancelled"
+	}
+	r.mu.Lock()
+	if t := r.running[id]; t != nil {
+		r.mu.Unlock()
+		t.cancel(&Cancelled{Reason: reason})
+		r.log.Info("cancelling job", "job", id, "reason", reason)
+		return true
+	}
+	i := slices.IndexFunc(r.queue, func(t *task) bool { return t.id == id })
+	if i < 0 {
+		r.mu.Unlock()
+		return false
+	}
+	t := r.queue[i]
+	r.queue = slices.Delete(r.queue, i, i+1)
+	r.mu.Unlock()
+	r.finish(ctx, t, store.StateCancelled, events.FailureCancelled, "queued: "+reason)
+	close(t.done)
+	return true
+}
+
+// Wait waits until the job with id, if the runner holds it, has ended.
+func (r *Runner) Wait(ctx context.Context, id string) error {
+	r.mu.Lock()
+	t := r.running[id]
+	r.mu.Unlock()
+	if t == nil {
+		return nil
+	}
+	select {
+	case <-t.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Progress returns the job's progress: live while the runner holds it,
+// else as last stored. The error wraps store.ErrNotFound for a job the VMA
+// does not know.
+func (r *Runner) Progress(id string) (Progress, error) {
+	j, err := r.st.Get(id)
+	if err != nil {
+		return Progress{}, err
+	}
+	r.mu.Lock()
+	t := r.running[id]
+	r.mu.Unlock()
+	if t != nil {
+		p, _ := t.tracker.snapshot()
+		p.JobID, p.State = id, j.State
+		if j.State == store.StateQueued {
+			p.State = store.StateRunning
+		}
+		return p, nil
+	}
+	return storedProgress(j), nil
+}
+
+// storedProgress is the progress a stored job shows.
+func storedProgress(j store.Job) Progress {
+	state := j.State
+	if state == "" {
+		state = store.StateAccepted
+	}
+	p := Progress{JobID: j.JobID, State: state, Phase: j.Phase, BytesTotal: j.BytesTotal, BytesDone: j.BytesDone,
+		Percent: percent(j.BytesDone, j.BytesTotal), Disks: []DiskProgress{}}
+	if j.BytesTotal == 0 && !store.Final(state) {
+		p.Percent = 0
+	}
+	for _, d := range j.Disks {
+		p.Disks = append(p.Disks, DiskProgress{Key: d.Key, BytesTotal: d.BytesTotal, BytesDone: d.BytesDone,
+			Percent: percent(d.BytesDone, d.BytesTotal), Checkpoint: d.Checkpoint})
+	}
+	if state == store.StateCompleted {
+		var zero int64
+		p.ETASeconds = &zero
+	}
+	return p
+}
+
+// Job returns the stored job with id; the error wraps store.ErrNotFound
+// when the VMA does not know it.
+func (r *Runner) Job(id string) (store.Job, error) { return r.st.Get(id) }
+
+// publishStatus publishes a replication status of t, with the next seq.
+func (r *Runner) publishStatus(ctx context.Context, t *task, state string, disks []events.DiskChange, failure *events.Failure) error {
+	t.pubMu.Lock()
+	defer t.pubMu.Unlock()
+	j, err := r.st.Update(t.id, false, func(j *store.Job) error {
+		j.Seq++
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	var done int64
+	for _, d := range j.Disks {
+		done += d.BytesDone
+	}
+	st := &events.ReplicationStatus{JobID: t.id, VMAID: r.cfg.Identity.ID, Seq: j.Seq, State: state, BytesTransferred: done, Disks: disks, Error: failure}
+	if _, err := r.conn.Publish(ctx, st); err != nil {
+		return fmt.Errorf("publish %s status of job %s: %w", state, t.id, err)
+	}
+	return nil
+}
+
+// publishProgress publishes t's progress when it changed (or always, when
+// force), with the next seq, and stores it.
+func (r *Runner) publishProgress(ctx context.Context, t *task, force bool) {
+	t.pubMu.Lock()
+	defer t.pubMu.Unlock()
+	p, changed := t.tracker.snapshot()
+	if (!changed && !force) || p.Phase == "" {
+		return
+	}
+	j, err := r.st.Update(t.id, false, func(j *store.Job) error {
+		j.Seq++
+		j.Phase, j.BytesTotal, j.BytesDone, j.UpdatedAt = p.Phase, p.BytesTotal, p.BytesDone, r.cfg.Now().UTC()
+		for _, d := range p.Disks {
+			for i := range j.Disks {
+				if j.Disks[i].Key == d.Key {
+					j.Disks[i].BytesTotal, j.Disks[i].BytesDone, j.Disks[i].Checkpoint = d.BytesTotal, d.BytesDone, d.Checkpoint
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		r.log.Warn("store progress", "job", t.id, "err", err)
+		return
+	}
+	if _, err := r.conn.Publish(ctx, p.event(t.id, r.cfg.Identity.ID, j.Seq)); err != nil && ctx.Err() == nil {
+		r.log.Warn("publish progress", "job", t.id, "err", err)
+	}
+}
+
+// finish records t's end in state with why (empty when completed), wipes
+// its sealed password unless a snapshot may be left to remove, and
+// publishes the terminal status.
+func (r *Runner) finish(ctx context.Context, t *task, state, code, why string, disks ...events.DiskChange) {
+	now := r.cfg.Now().UTC()
+	_, err := r.st.Update(t.id, false, func(j *store.Job) error {
+		j.State, j.Error, j.EndedAt, j.UpdatedAt = state, why, &now, now
+		// A job this run held removed its snapshot on its way out; one
+		// ended after a restart may have one that was never recorded.
+		if j.Snapshot == "" && (t.cmd != nil || j.VMRef == "") {
+			j.Password = nil
+		}
+		return nil
+	})
+	if err != nil {
+		r.log.Error("record the end of a job", "job", t.id, "state", state, "err", err)
+	}
+	var failure *events.Failure
+	if state != store.StateCompleted {
+		failure = &events.Failure{Code: code, Message: why}
+	}
+	status := map[string]string{store.StateCompleted: events.StatusCompleted, store.StateFailed: events.StatusFailed,
+		store.StateCancelled: events.StatusCancelled}[state]
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := r.publishStatus(ctx, t, status, disks, failure); err != nil {
+		r.log.Error("publish the end of a job", "job", t.id, "state", state, "err", err)
+	}
+	r.log.Info("job ended", "job", t.id, "state", state, "why", why)
+}
