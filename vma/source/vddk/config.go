@@ -9,7 +9,8 @@ import (
 )
 
 // Password is a secret. It prints as "REDACTED" through fmt (%v, %s, %q,
-// %#v) and log/slog, so a Config can be logged whole.
+// %#v), log/slog and encoders that use encoding.TextMarshaler (JSON), so
+// a Config can be logged whole. Unmarshalling one still reads the value.
 type Password string
 
 // String returns "REDACTED".
@@ -17,6 +18,9 @@ func (Password) String() string { return "REDACTED" }
 
 // GoString returns "REDACTED".
 func (Password) GoString() string { return "REDACTED" }
+
+// MarshalText returns "REDACTED".
+func (Password) MarshalText() ([]byte, error) { return []byte("REDACTED"), nil }
 
 // LogValue returns "REDACTED".
 func (Password) LogValue() slog.Value { return slog.StringValue("REDACTED") }

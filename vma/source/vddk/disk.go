@@ -47,6 +47,8 @@ type Disk struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	pipeIno uint64 // inode of the password pipe, 0 without one; for tests
 }
 
 var (
@@ -131,6 +133,11 @@ func start(cfg Config, dir string) (*Disk, error) {
 		}
 		pipe = r
 		cmd.ExtraFiles = []*os.File{r}
+		if fi, err := r.Stat(); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				d.pipeIno = st.Ino
+			}
+		}
 	}
 	err = cmd.Start()
 	if pipe != nil {
