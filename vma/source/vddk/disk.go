@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -87,8 +89,7 @@ func Open(ctx context.Context, cfg Config) (*Disk, error) {
 		return nil, err
 	}
 	if err := d.connect(ctx, cfg.Connections); err != nil {
-		d.Close()
-		return nil, err
+		return nil, d.abort(ctx, err)
 	}
 	d.log.Info("nbdkit serving", "plugin", cfg.plugin(), "file", cfg.File, "pid", d.cmd.Process.Pid)
 	return d, nil
@@ -173,24 +174,24 @@ func (d *Disk) connect(ctx context.Context, conns int) error {
 		if err == nil {
 			d.ep.Store(ep)
 			select {
-			case <-d.exited: // died just now: wait has not seen ep
+			case <-d.exited: // died just now: wait may not have seen ep
 				ep.Close()
-				return d.explain(ctx, fmt.Errorf("start nbdkit: %w", ErrExited))
+				return fmt.Errorf("start nbdkit: %w", ErrExited)
 			default:
 				return nil
 			}
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("start nbdkit: not serving: %w%s", err, d.stderrSuffix())
+			return fmt.Errorf("start nbdkit: not serving: %w", err)
 		}
 		if !errors.Is(err, syscall.ENOENT) && !errors.Is(err, syscall.ECONNREFUSED) {
-			return d.explain(ctx, fmt.Errorf("start nbdkit: %w", err))
+			return fmt.Errorf("start nbdkit: %w", err)
 		}
 		t := time.NewTimer(10 * time.Millisecond)
 		select {
 		case <-d.exited:
 			t.Stop()
-			return d.explain(ctx, fmt.Errorf("start nbdkit: %w", ErrExited))
+			return fmt.Errorf("start nbdkit: %w", ErrExited)
 		case <-ctx.Done():
 			t.Stop()
 		case <-t.C:
@@ -198,41 +199,89 @@ func (d *Disk) connect(ctx context.Context, conns int) error {
 	}
 }
 
-// stderrSuffix returns ": nbdkit stderr: TAIL", or "" if nbdkit wrote nothing.
-func (d *Disk) stderrSuffix() string {
-	if s := d.stderr.String(); s != "" {
-		return "; nbdkit stderr: " + s
-	}
-	return ""
-}
-
-// explain adds to err, a failure of a request or of the start, why
-// nbdkit exited and its stderr. A broken connection waits up to exitGrace
-// for the exit; an error the server answered (nbdkit alive) or the
-// caller's cancellation does not wait.
-func (d *Disk) explain(ctx context.Context, err error) error {
-	var answered *nbd.Error
-	if errors.As(err, &answered) || ctx.Err() != nil {
-		select {
-		case <-d.exited:
-		default:
-			return err
-		}
-	} else {
+// abort ends a failed Open: it stops nbdkit, removes the socket dir and
+// returns err with, if nbdkit had died by itself, its exit status, and
+// the tail of its stderr (complete once nbdkit is reaped).
+func (d *Disk) abort(ctx context.Context, err error) error {
+	if ctx.Err() == nil && brokenConn(err) {
 		t := time.NewTimer(exitGrace)
-		defer t.Stop()
 		select {
 		case <-d.exited:
 		case <-t.C:
-			return fmt.Errorf("%w%s", err, d.stderrSuffix())
-		case <-ctx.Done():
-			return err
 		}
+		t.Stop()
+	}
+	died := false
+	select {
+	case <-d.exited:
+		died = true
+	default:
+	}
+	d.Close()
+	if !died {
+		return fmt.Errorf("%w%s", err, d.stderrSuffix())
 	}
 	if errors.Is(err, ErrExited) {
 		return fmt.Errorf("%w (%v)%s", err, d.exitErr, d.stderrSuffix())
 	}
 	return fmt.Errorf("%w: %w (%v)%s", err, ErrExited, d.exitErr, d.stderrSuffix())
+}
+
+// errTail bounds the stderr an error carries.
+const errTail = 2048
+
+// stderrSuffix returns "; nbdkit stderr: TAIL" with at most errTail bytes
+// of nbdkit's last output, or "" if nbdkit wrote nothing.
+func (d *Disk) stderrSuffix() string {
+	s := d.stderr.String()
+	if s == "" {
+		return ""
+	}
+	if len(s) > errTail {
+		s = s[len(s)-errTail:]
+		if i := strings.IndexByte(s, '\n'); i >= 0 && i < len(s)-1 {
+			s = s[i+1:]
+		}
+		s = "..." + s
+	}
+	return "; nbdkit stderr: " + s
+}
+
+// explain adds to err, a failed request, why nbdkit exited and the tail
+// of its stderr, unless the Disk is being closed. A connection that broke
+// (EOF, reset, or closed because nbdkit was reaped) waits up to exitGrace
+// for the exit to be seen; an error nbdkit answered with, or the caller's
+// cancellation, does not wait.
+func (d *Disk) explain(ctx context.Context, err error) error {
+	if d.closing.Load() {
+		return err // closed by us: nbdkit's exit is no news
+	}
+	if ctx.Err() == nil && brokenConn(err) {
+		t := time.NewTimer(exitGrace)
+		defer t.Stop()
+		select {
+		case <-d.exited:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+	}
+	select {
+	case <-d.exited:
+	default:
+		return err
+	}
+	if errors.Is(err, ErrExited) {
+		return fmt.Errorf("%w (%v)%s", err, d.exitErr, d.stderrSuffix())
+	}
+	return fmt.Errorf("%w: %w (%v)%s", err, ErrExited, d.exitErr, d.stderrSuffix())
+}
+
+// brokenConn reports whether err says the connection to nbdkit broke,
+// as it does when nbdkit dies.
+func brokenConn(err error) bool {
+	return errors.Is(err, ErrExited) || errors.Is(err, nbd.ErrClosed) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // Size returns the disk's size in bytes.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -18,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/godwit/godwit/vma/nbd"
 )
 
 // The tests run Debian's nbdkit. It has no vddk plugin, so they stand
@@ -287,8 +290,8 @@ func TestCloseLeavesNothing(t *testing.T) {
 	if n := settledGoroutines(before); n > before {
 		t.Errorf("%d goroutines after Close, %d before", n, before)
 	}
-	if err := d.ReadAt(t.Context(), make([]byte, 4096), 0); err == nil {
-		t.Error("ReadAt after Close succeeded")
+	if err := d.ReadAt(t.Context(), make([]byte, 4096), 0); !errors.Is(err, nbd.ErrClosed) || errors.Is(err, ErrExited) {
+		t.Errorf("ReadAt after Close = %v, want nbd.ErrClosed and not ErrExited", err)
 	}
 }
 
@@ -359,4 +362,36 @@ func TestNbdkitKilledMidRead(t *testing.T) {
 	if _, err := d.Extents(t.Context(), 0, 4096); !errors.Is(err, ErrExited) {
 		t.Errorf("a later Extents = %v, want ErrExited", err)
 	}
+}
+
+func TestNbdkitDiesWithStderr(t *testing.T) {
+	needNbdkit(t)
+	if err := Check(t.Context(), Config{Plugin: []string{"eval"}}); err != nil {
+		t.Skipf("no eval plugin: %v", err)
+	}
+	// The eval plugin stands in for a vddk that logs an error and then
+	// dies: the first read fails with EIO and a message on nbdkit's
+	// stderr, the second kills nbdkit.
+	pread := `if [ -e "$tmpdir/once" ]; then kill -9 $PPID; fi; touch "$tmpdir/once"; ` +
+		`echo "EIO VixDiskLib: lost the host" >&2; exit 1`
+	d, err := Open(t.Context(), Config{Plugin: []string{"eval", "get_size=echo 1048576", "pread=" + pread}})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer d.Close()
+	// nbdkit killed by a signal leaves the eval plugin's script dir behind.
+	t.Cleanup(func() {
+		if m := regexp.MustCompile(`(/\S+/nbdkit\w+)/pread`).FindStringSubmatch(d.stderr.String()); m != nil {
+			os.RemoveAll(m[1])
+		}
+	})
+	err = d.ReadAt(t.Context(), make([]byte, 512), 0)
+	if !errors.Is(err, nbd.EIO) || errors.Is(err, ErrExited) {
+		t.Fatalf("first ReadAt = %v, want EIO from a live nbdkit", err)
+	}
+	err = d.ReadAt(t.Context(), make([]byte, 512), 0)
+	if !errors.Is(err, ErrExited) || !strings.Contains(err.Error(), "lost the host") {
+		t.Fatalf("second ReadAt = %v, want ErrExited with nbdkit's stderr", err)
+	}
+	t.Logf("read error: %v", err)
 }
