@@ -200,7 +200,7 @@ func TestPasswordThroughPipe(t *testing.T) {
 	}))
 	defer srv.Close()
 	if err := Check(t.Context(), Config{Plugin: []string{"curl"}}); err != nil {
-		t.Skipf("no curl plugin: %v", err)
+		t.Fatalf("no curl plugin (Debian's nbdkit package has it): %v", err)
 	}
 	cfg := Config{Plugin: []string{"curl", "url=" + srv.URL + "/disk.img", "user=alice", "protocols=http"}}
 
@@ -367,7 +367,7 @@ func TestNbdkitKilledMidRead(t *testing.T) {
 func TestNbdkitDiesWithStderr(t *testing.T) {
 	needNbdkit(t)
 	if err := Check(t.Context(), Config{Plugin: []string{"eval"}}); err != nil {
-		t.Skipf("no eval plugin: %v", err)
+		t.Fatalf("no eval plugin (Debian's nbdkit package has it): %v", err)
 	}
 	// The eval plugin stands in for a vddk that logs an error and then
 	// dies: the first read fails with EIO and a message on nbdkit's
