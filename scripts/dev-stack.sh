@@ -5,7 +5,8 @@
 #   oma    REST API :8082, NATS 127.0.0.1:4222, NBD exports 10100-10199
 #   vma    registered as vma-1; its API on 127.0.0.1:9081, where the OMA will reach
 #          it through the SSH tunnel (until the tunnel exists, it listens there itself)
-# Ctrl-C stops all three cleanly. State stays in $DATA (default ./data).
+# Ctrl-C stops all three cleanly. State stays in $DATA (default ./data), the
+# simulated VMs' disks in $DATA/vcsim/datastore.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-$PWD/bin}
@@ -39,7 +40,7 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-"$BIN/vcsim" -addr 127.0.0.1:8989 -ca-out "$DATA/vcsim/ca.pem" &
+"$BIN/vcsim" -addr 127.0.0.1:8989 -ca-out "$DATA/vcsim/ca.pem" -datastore "$DATA/vcsim/datastore" &
 pids+=($!)
 "$BIN/oma" -data "$DATA/oma" &
 pids+=($!)

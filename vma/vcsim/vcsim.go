@@ -2,7 +2,18 @@
 // govmomi's simulator, with the seed's inventory: datacenter DatabanxDC, VM
 // PGWINTESTBIOS at /DatabanxDC/vm/PGWINTESTBIOS, and generated VMs with one
 // to three disks of different sizes, powered on and off, some in a
-// subfolder. Its disks are sparse local files.
+// subfolder. Its disks are sparse local files on the datastore LocalDS_0,
+// in a directory of the caller's choice (Config.Datastore) where they
+// survive restarts, or in a temporary one. A new disk gets a few MiB of
+// deterministic content (Config.DiskData), the rest of it holes.
+//
+// # Change tracking
+//
+// The simulator adds QueryChangedDiskAreas, which govmomi's simulator
+// lacks, for the initial query (changeId "*"): it answers the allocated
+// areas of the disk's flat file, in parts. Disks of VMs with change
+// tracking on report a changeId, which their snapshots copy. Incremental
+// queries are not modelled: see cbt.go.
 package vcsim
 
 import (
@@ -12,6 +23,8 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/vmware/govmomi"
@@ -19,6 +32,7 @@ import (
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25"
+	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 )
 
@@ -29,6 +43,8 @@ const (
 	DefaultPassword = "godwit-dev"
 	Datacenter      = "DatabanxDC"
 	SeedVM          = "PGWINTESTBIOS"
+	// DatastoreName is the datastore that holds the VMs.
+	DatastoreName = "LocalDS_0"
 )
 
 // Config configures Start. The zero value listens on a free loopback port
@@ -48,6 +64,23 @@ type Config struct {
 	// 6 KiB of discovery each, so that under 200 make a discovery larger
 	// than NATS's 1 MiB max payload, where it takes 2,000 plain VMs.
 	WideVMs int
+	// Datastore is the directory that holds the datastore, created if
+	// missing; its VMs' files live in <Datastore>/<VM name>. Started again
+	// on the same directory, the simulator keeps the disks' content and
+	// paths. "" means a temporary directory that Close removes. ModelVMs
+	// need the temporary one.
+	Datastore string
+	// DiskData is how many bytes of content each new disk of the seed and
+	// generated VMs gets (see fillDisk); 0 means DefaultDiskData, negative
+	// none. The wide VMs' disks get none; the model VMs' disks are left as
+	// the simulator makes them.
+	DiskData int64
+	// ChangedAreasWindow and ChangedAreasMax bound one answer of
+	// QueryChangedDiskAreas: at most that many bytes of the disk and that
+	// many areas. 0 means DefaultChangedAreasWindow and
+	// DefaultChangedAreasMax.
+	ChangedAreasWindow int64
+	ChangedAreasMax    int
 }
 
 // Shape of a wide VM (Config.WideVMs).
@@ -65,12 +98,16 @@ type Simulator struct {
 	// CAFile is a PEM file with the simulator's self-signed certificate.
 	CAFile             string
 	Username, Password string
+	// DatastoreDir is the local directory of the datastore DatastoreName.
+	DatastoreDir string
 
 	model  *simulator.Model
 	server *simulator.Server
 }
 
-// Start builds the inventory and serves it over HTTPS.
+// Start builds the inventory and serves it over HTTPS. Calls must not
+// overlap: govmomi's simulator writes state shared by its instances when
+// it starts a server.
 func Start(ctx context.Context, cfg Config) (*Simulator, error) {
 	if cfg.Username == "" {
 		cfg.Username = DefaultUsername
@@ -80,6 +117,28 @@ func Start(ctx context.Context, cfg Config) (*Simulator, error) {
 	}
 	if cfg.VMs == 0 {
 		cfg.VMs = 12
+	}
+	if cfg.DiskData == 0 {
+		cfg.DiskData = DefaultDiskData
+	}
+	if cfg.ChangedAreasWindow <= 0 {
+		cfg.ChangedAreasWindow = DefaultChangedAreasWindow
+	}
+	if cfg.ChangedAreasMax <= 0 {
+		cfg.ChangedAreasMax = DefaultChangedAreasMax
+	}
+	if cfg.Datastore != "" {
+		if cfg.ModelVMs > 0 {
+			return nil, errors.New("simulated vCenter: ModelVMs need the temporary datastore, not Datastore")
+		}
+		dir, err := filepath.Abs(cfg.Datastore)
+		if err == nil {
+			err = os.MkdirAll(dir, 0o700)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("simulated vCenter: datastore: %w", err)
+		}
+		cfg.Datastore = dir
 	}
 	if cfg.Addr != "" {
 		// The simulator panics on a taken address: check it first.
@@ -93,9 +152,13 @@ func Start(ctx context.Context, cfg Config) (*Simulator, error) {
 	model.Datacenter, model.Cluster, model.ClusterHost, model.Host = 1, 1, 1, 0
 	model.Machine = cfg.ModelVMs
 	model.Portgroup = 1
+	if cfg.Datastore != "" {
+		model.Datastore = 0 // populate makes LocalDS_0 on cfg.Datastore
+	}
 	if err := model.Create(); err != nil {
 		return nil, fmt.Errorf("create simulator model: %w", err)
 	}
+	model.Map().Handler = newCBTHook(cfg.ChangedAreasWindow, cfg.ChangedAreasMax).handle
 	model.Service.TLS = new(tls.Config)
 	model.Service.Listen = &url.URL{Host: cfg.Addr, User: url.UserPassword(cfg.Username, cfg.Password)}
 	server := model.Service.NewServer()
@@ -111,7 +174,7 @@ func Start(ctx context.Context, cfg Config) (*Simulator, error) {
 		model: model, server: server}
 	c, err := govmomi.NewClient(ctx, server.URL, true)
 	if err == nil {
-		err = populate(ctx, c.Client, cfg.VMs, cfg.WideVMs)
+		sim.DatastoreDir, err = populate(ctx, c.Client, cfg)
 		_ = c.Logout(ctx)
 	}
 	if err != nil {
@@ -121,63 +184,77 @@ func Start(ctx context.Context, cfg Config) (*Simulator, error) {
 	return sim, nil
 }
 
-// Close stops the simulator and removes its files.
+// Close stops the simulator and removes its files, but not those in
+// Config.Datastore.
 func (s *Simulator) Close() {
 	s.server.Close()
 	s.model.Remove()
 }
 
-// populate renames the datacenter and creates the seed VM, the n
-// generated VMs and the wide ones.
-func populate(ctx context.Context, c *vim25.Client, n, wide int) error {
+// populate renames the datacenter, makes the datastore on cfg.Datastore if
+// set, and creates the seed VM, the generated VMs and the wide ones. It
+// returns the datastore's local directory.
+func populate(ctx context.Context, c *vim25.Client, cfg Config) (string, error) {
+	n, wide := cfg.VMs, cfg.WideVMs
 	finder := find.NewFinder(c, false)
 	dc, err := finder.Datacenter(ctx, "DC0")
 	if err != nil {
-		return err
+		return "", err
 	}
 	task, err := dc.Rename(ctx, Datacenter)
 	if err := wait(ctx, task, err); err != nil {
-		return fmt.Errorf("rename datacenter: %w", err)
+		return "", fmt.Errorf("rename datacenter: %w", err)
 	}
 	dc, err = finder.Datacenter(ctx, Datacenter)
 	if err != nil {
-		return err
+		return "", err
 	}
 	finder.SetDatacenter(dc)
 	folders, err := dc.Folders(ctx)
 	if err != nil {
-		return err
+		return "", err
 	}
 	linux, err := folders.VmFolder.CreateFolder(ctx, "Linux")
 	if err != nil {
-		return fmt.Errorf("create folder: %w", err)
+		return "", fmt.Errorf("create folder: %w", err)
 	}
 	pool, err := finder.DefaultResourcePool(ctx)
 	if err != nil {
-		return err
+		return "", err
 	}
-	ds, err := finder.DefaultDatastore(ctx)
+	if cfg.Datastore != "" {
+		if err := createDatastore(ctx, finder, cfg.Datastore); err != nil {
+			return "", fmt.Errorf("create datastore on %s: %w", cfg.Datastore, err)
+		}
+	}
+	ds, err := finder.Datastore(ctx, DatastoreName)
 	if err != nil {
-		return err
+		return "", err
 	}
+	var mds mo.Datastore
+	if err := ds.Properties(ctx, ds.Reference(), []string{"info"}, &mds); err != nil {
+		return "", fmt.Errorf("datastore directory: %w", err)
+	}
+	dsDir := mds.Info.GetDatastoreInfo().Url
 	vmNet, err := finder.Network(ctx, "VM Network")
 	if err != nil {
-		return err
+		return "", err
 	}
 	dvpg, err := finder.Network(ctx, "DC0_DVPG0")
 	if err != nil {
-		return err
+		return "", err
 	}
 	const gib = int64(1) << 30
 	specs := []vmSpec{{
 		name: SeedVM, folder: folders.VmFolder, guest: "windows2019srv_64Guest", firmware: "bios", cpus: 4, memMB: 8192,
 		disks: []int64{40 * gib, 100 * gib}, nets: []object.NetworkReference{vmNet}, on: true, cbt: true,
+		data: cfg.DiskData,
 	}}
 	for i := range n {
 		s := vmSpec{
 			name: fmt.Sprintf("gen-vm-%03d", i+1), folder: folders.VmFolder, guest: "otherLinux64Guest",
 			firmware: []string{"bios", "efi"}[i%2], cpus: int32(1 + i%4), memMB: int32(1024 * (1 + i%8)),
-			on: i%3 != 0, cbt: i%2 == 0, nets: []object.NetworkReference{vmNet},
+			on: i%3 != 0, cbt: i%2 == 0, nets: []object.NetworkReference{vmNet}, data: cfg.DiskData,
 		}
 		for d := 0; d <= i%3; d++ {
 			s.disks = append(s.disks, int64(d+1)*gib+int64(i)*(256<<20))
@@ -190,7 +267,7 @@ func populate(ctx context.Context, c *vim25.Client, n, wide int) error {
 	}
 	for i := range wide {
 		s := vmSpec{name: wideName(i + 1), folder: folders.VmFolder, guest: "otherLinux64Guest",
-			firmware: "efi", cpus: 8, memMB: 16384, cbt: true}
+			firmware: "efi", cpus: 8, memMB: 16384, cbt: true, data: -1}
 		for d := range WideDisks {
 			s.disks = append(s.disks, int64(d+1)*gib)
 		}
@@ -200,11 +277,26 @@ func populate(ctx context.Context, c *vim25.Client, n, wide int) error {
 		specs = append(specs, s)
 	}
 	for _, s := range specs {
-		if err := createVM(ctx, s, pool, ds); err != nil {
-			return fmt.Errorf("create VM %s: %w", s.name, err)
+		if err := createVM(ctx, s, pool, ds, dsDir); err != nil {
+			return "", fmt.Errorf("create VM %s: %w", s.name, err)
 		}
 	}
-	return nil
+	return dsDir, nil
+}
+
+// createDatastore makes the datastore DatastoreName on the directory dir
+// of the datacenter's one host.
+func createDatastore(ctx context.Context, finder *find.Finder, dir string) error {
+	host, err := finder.DefaultHostSystem(ctx)
+	if err != nil {
+		return err
+	}
+	dss, err := host.ConfigManager().DatastoreSystem(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = dss.CreateLocalDatastore(ctx, DatastoreName, dir)
+	return err
 }
 
 // wideName names a wide VM with vSphere's longest name, 80 characters.
@@ -223,13 +315,27 @@ type vmSpec struct {
 	disks    []int64
 	nets     []object.NetworkReference
 	on, cbt  bool
+	// data is how many bytes of content new disks get (fillDisk).
+	data int64
 }
 
 // disksPerController is how many disks a SCSI controller takes: units 0
 // to 15 but 7, which is the controller's own.
 const disksPerController = 15
 
-func createVM(ctx context.Context, s vmSpec, pool *object.ResourcePool, ds *object.Datastore) error {
+// createVM creates the VM s in the directory named after it on ds, whose
+// local directory is dsDir, and gives its new disks their content. Disks
+// already in that directory, from an earlier run on the same datastore, are
+// attached with their content.
+func createVM(ctx context.Context, s vmSpec, pool *object.ResourcePool, ds *object.Datastore, dsDir string) error {
+	// An earlier run left the VM's directory with an empty .vmx and a log,
+	// which the simulator refuses to create again; they hold nothing.
+	for _, f := range []string{s.name + ".vmx", "vmware.log"} {
+		if err := os.Remove(filepath.Join(dsDir, s.name, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove stale file: %w", err)
+		}
+	}
+	existing := make(map[types.BaseVirtualDevice]bool)
 	var devices object.VirtualDeviceList
 	var ctls []types.BaseVirtualController
 	for i := range (len(s.disks) + disksPerController - 1) / disksPerController {
@@ -243,10 +349,20 @@ func createVM(ctx context.Context, s vmSpec, pool *object.ResourcePool, ds *obje
 		ctls = append(ctls, scsi.(types.BaseVirtualController))
 	}
 	for i, size := range s.disks {
-		disk := devices.CreateDisk(ctls[i/disksPerController], ds.Reference(), ds.Path(fmt.Sprintf("%s/%s_%d.vmdk", s.name, s.name, i)))
+		rel := fmt.Sprintf("%s/%s_%d.vmdk", s.name, s.name, i)
+		disk := devices.CreateDisk(ctls[i/disksPerController], ds.Reference(), ds.Path(rel))
 		disk.CapacityInKB = size / 1024
 		disk.CapacityInBytes = size
-		disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo).ThinProvisioned = types.NewBool(i%2 == 0)
+		backing := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
+		backing.ThinProvisioned = types.NewBool(i%2 == 0)
+		if s.cbt {
+			backing.ChangeId = cbtChangeID(s.name, i)
+		}
+		if _, err := os.Stat(filepath.Join(dsDir, rel)); err == nil {
+			existing[disk] = true
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("disk %s: %w", rel, err)
+		}
 		disk.DeviceInfo = &types.Description{Label: fmt.Sprintf("Hard disk %d", i+1), Summary: fmt.Sprintf("%d KB", size/1024)}
 		devices = append(devices, disk)
 	}
@@ -270,12 +386,15 @@ func createVM(ctx context.Context, s vmSpec, pool *object.ResourcePool, ds *obje
 		if spec := c.GetVirtualDeviceConfigSpec(); spec != nil {
 			if _, ok := spec.Device.(*types.VirtualDisk); ok {
 				spec.FileOperation = types.VirtualDeviceConfigSpecFileOperationCreate
+				if existing[spec.Device] {
+					spec.FileOperation = "" // attach it as it is
+				}
 			}
 		}
 	}
 	spec := types.VirtualMachineConfigSpec{
 		Name: s.name, GuestId: s.guest, Firmware: s.firmware, NumCPUs: s.cpus, MemoryMB: int64(s.memMB),
-		Files:                 &types.VirtualMachineFileInfo{VmPathName: fmt.Sprintf("[%s]", ds.Name())},
+		Files:                 &types.VirtualMachineFileInfo{VmPathName: ds.Path(fmt.Sprintf("%s/%s.vmx", s.name, s.name))},
 		DeviceChange:          change,
 		ChangeTrackingEnabled: types.NewBool(s.cbt),
 	}
@@ -288,6 +407,9 @@ func createVM(ctx context.Context, s vmSpec, pool *object.ResourcePool, ds *obje
 		return err
 	}
 	vm := object.NewVirtualMachine(task.Client(), info.Result.(types.ManagedObjectReference))
+	if err := fillDisks(ctx, vm, s.name, dsDir, s.data); err != nil {
+		return err
+	}
 	if s.on {
 		task, err := vm.PowerOn(ctx)
 		return wait(ctx, task, err)

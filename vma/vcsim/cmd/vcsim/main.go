@@ -4,9 +4,11 @@
 //
 // Usage:
 //
-//	vcsim [-addr 127.0.0.1:8989] [-username U] [-ca-out FILE] [-vms N]
+//	vcsim [-addr 127.0.0.1:8989] [-username U] [-ca-out FILE] [-vms N] [-datastore DIR]
 //
-// The password is $GODWIT_VCSIM_PASSWORD, or godwit-dev.
+// The password is $GODWIT_VCSIM_PASSWORD, or godwit-dev. With -datastore,
+// the VMs' disks live in DIR and keep their content across restarts;
+// without it, in a temporary directory removed on exit.
 package main
 
 import (
@@ -35,10 +37,12 @@ func run(ctx context.Context, args []string) error {
 	user := fs.String("username", vcsim.DefaultUsername, "user name")
 	caOut := fs.String("ca-out", "", "write the simulator's certificate (PEM) to this file")
 	vms := fs.Int("vms", 12, "generated VMs besides PGWINTESTBIOS")
+	datastore := fs.String("datastore", "", "directory holding the datastore (disks kept across restarts); default a temporary one")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	sim, err := vcsim.Start(ctx, vcsim.Config{Addr: *addr, Username: *user, Password: os.Getenv("GODWIT_VCSIM_PASSWORD"), VMs: *vms})
+	sim, err := vcsim.Start(ctx, vcsim.Config{Addr: *addr, Username: *user, Password: os.Getenv("GODWIT_VCSIM_PASSWORD"), VMs: *vms,
+		Datastore: *datastore})
 	if err != nil {
 		return err
 	}
@@ -52,7 +56,7 @@ func run(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	fmt.Fprintf(os.Stderr, "vcsim ready: vcenter %s, user %s, datacenter %s\n", sim.Host, sim.Username, vcsim.Datacenter)
+	fmt.Fprintf(os.Stderr, "vcsim ready: vcenter %s, user %s, datacenter %s, datastore %s\n", sim.Host, sim.Username, vcsim.Datacenter, sim.DatastoreDir)
 	<-ctx.Done()
 	return nil
 }

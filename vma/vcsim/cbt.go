@@ -1,0 +1,269 @@
+package vcsim
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/methods"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/soap"
+	"github.com/vmware/govmomi/vim25/types"
+	"golang.org/x/sys/unix"
+)
+
+// Paging of QueryChangedDiskAreas (Config.ChangedAreasWindow and
+// Config.ChangedAreasMax).
+const (
+	DefaultChangedAreasWindow = 4 << 30
+	DefaultChangedAreasMax    = 64
+)
+
+// What the simulated QueryChangedDiskAreas models, and what it does not.
+//
+// Modelled: the initial query, changeId "*", which on vSphere answers the
+// areas of the disk in use. Here those are the allocated extents of the
+// disk's flat file (SEEK_DATA/SEEK_HOLE), so what a test writes into a
+// disk (Simulator.DiskFile) shows up as in use. An answer covers a window
+// from startOffset of at most Config.ChangedAreasWindow bytes and holds at
+// most Config.ChangedAreasMax areas; DiskChangeInfo.Length says how far it
+// got, and callers continue from StartOffset+Length, as with vCenter, which
+// also answers in parts. Faults: no snapshot or a snapshot of another VM
+// (InvalidArgument), a snapshot that does not exist (ManagedObjectNotFound),
+// a device key that is not a disk of the snapshot (InvalidArgument), a disk
+// whose snapshot backing has no changeId, i.e. change tracking was off when
+// the snapshot was taken (NotSupported), a startOffset outside the disk
+// (InvalidArgument).
+//
+// Not modelled: incremental queries. Any changeId other than "*" gets a
+// NotSupported fault saying so; the changeIds the disks report never
+// change (cbtChangeID).
+
+// cbtHook answers QueryChangedDiskAreas, a method the simulator lacks. The
+// simulator dispatches a logged-in call to the object its session registry
+// holds for the reference, else to the global one; the hook, installed as
+// the global registry's Handler, puts a cbtVM with the VM's reference into
+// the calling session's registry for the duration of the call. The global
+// registry keeps its *simulator.VirtualMachine, which the simulator's own
+// code casts to.
+type cbtHook struct {
+	window   int64
+	maxAreas int
+
+	mu   sync.Mutex
+	refs map[cbtKey]int // calls in flight per session registry and VM
+}
+
+type cbtKey struct {
+	reg *simulator.Registry
+	vm  types.ManagedObjectReference
+}
+
+func newCBTHook(window int64, maxAreas int) *cbtHook {
+	return &cbtHook{window: window, maxAreas: maxAreas, refs: make(map[cbtKey]int)}
+}
+
+// handle is the global registry's Handler: for QueryChangedDiskAreas on a
+// VM, it puts a cbtVM into the session's registry (once per session and VM,
+// however many such calls are in flight) and returns it.
+func (h *cbtHook) handle(ctx *simulator.Context, m *simulator.Method) (mo.Reference, types.BaseMethodFault) {
+	if m.Name != "QueryChangedDiskAreas" || m.This.Type != "VirtualMachine" || ctx.Session == nil {
+		return nil, nil
+	}
+	vm, ok := ctx.Map.Get(m.This).(*simulator.VirtualMachine)
+	if !ok {
+		return nil, nil // the simulator answers ManagedObjectNotFound
+	}
+	w := &cbtVM{VM: vm, Self: m.This, hook: h}
+	key := cbtKey{ctx.Session.Registry, m.This}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.refs[key]++
+	if h.refs[key] == 1 {
+		ctx.Session.Put(w)
+	}
+	return w, nil
+}
+
+// release undoes handle when the call returns: the last call in flight
+// removes the wrapper from the session's registry.
+func (h *cbtHook) release(ctx *simulator.Context, ref types.ManagedObjectReference) {
+	if ctx.Session == nil {
+		return
+	}
+	key := cbtKey{ctx.Session.Registry, ref}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.refs[key]--
+	if h.refs[key] <= 0 {
+		delete(h.refs, key)
+		ctx.Session.Registry.Remove(ctx, ref)
+	}
+}
+
+// cbtVM stands for a VM in a session's registry while that session calls
+// QueryChangedDiskAreas on it. VM is the first field so that the property
+// collector, should it meet a cbtVM, digs the VM's properties out of it;
+// the VM is not embedded, so that cbtVM is no mo.Entity (the registry would
+// write the VM's status fields without its lock).
+type cbtVM struct {
+	VM   *simulator.VirtualMachine
+	Self types.ManagedObjectReference
+	hook *cbtHook
+}
+
+// Reference returns the VM's reference.
+func (w *cbtVM) Reference() types.ManagedObjectReference { return w.Self }
+
+// QueryChangedDiskAreas answers vSphere's method of that name: see the
+// comment above DefaultChangedAreasWindow for what is modelled. It runs
+// under the VM's lock.
+func (w *cbtVM) QueryChangedDiskAreas(ctx *simulator.Context, req *types.QueryChangedDiskAreas) soap.HasFault {
+	defer w.hook.release(ctx, w.Self)
+	info, msg, fault := w.hook.changedAreas(ctx, w.Self, req)
+	if fault != nil {
+		return &methods.QueryChangedDiskAreasBody{Fault_: simulator.Fault(msg, fault)}
+	}
+	return &methods.QueryChangedDiskAreasBody{Res: &types.QueryChangedDiskAreasResponse{Returnval: info}}
+}
+
+// changedAreas checks the request and reads the disk's allocated areas;
+// a fault comes with its message. The caller holds the VM's lock.
+func (h *cbtHook) changedAreas(ctx *simulator.Context, vm types.ManagedObjectReference, req *types.QueryChangedDiskAreas) (types.DiskChangeInfo, string, types.BaseMethodFault) {
+	var none types.DiskChangeInfo
+	if req.Snapshot == nil {
+		return none, "snapshot is required", &types.InvalidArgument{InvalidProperty: "snapshot"}
+	}
+	snap, ok := ctx.Map.Get(*req.Snapshot).(*simulator.VirtualMachineSnapshot)
+	if !ok {
+		return none, fmt.Sprintf("snapshot %s not found", req.Snapshot.Value), &types.ManagedObjectNotFound{Obj: *req.Snapshot}
+	}
+	// A snapshot's Config is a copy made when it was taken and not changed
+	// afterwards; the simulator reads it without the snapshot's lock too.
+	if snap.Vm != vm {
+		return none, fmt.Sprintf("snapshot %s is not a snapshot of %s", req.Snapshot.Value, vm.Value),
+			&types.InvalidArgument{InvalidProperty: "snapshot"}
+	}
+	disk, ok := object.VirtualDeviceList(snap.Config.Hardware.Device).FindByKey(req.DeviceKey).(*types.VirtualDisk)
+	if !ok {
+		return none, fmt.Sprintf("snapshot %s has no disk with key %d", req.Snapshot.Value, req.DeviceKey),
+			&types.InvalidArgument{InvalidProperty: "deviceKey"}
+	}
+	backing, ok := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
+	if !ok {
+		return none, fmt.Sprintf("disk %d: backing %T is not modelled", req.DeviceKey, disk.Backing), &types.NotSupported{}
+	}
+	if backing.ChangeId == "" {
+		return none, fmt.Sprintf("change tracking is not enabled on disk %d", req.DeviceKey), &types.NotSupported{}
+	}
+	if req.ChangeId != "*" {
+		return none, fmt.Sprintf("changeId %q: the simulator models only the initial query, changeId \"*\", not incremental change tracking", req.ChangeId),
+			&types.NotSupported{}
+	}
+	capacity := disk.CapacityInBytes
+	if capacity == 0 {
+		capacity = disk.CapacityInKB * 1024
+	}
+	if req.StartOffset < 0 || req.StartOffset >= capacity {
+		return none, fmt.Sprintf("startOffset %d is outside disk %d (%d bytes)", req.StartOffset, req.DeviceKey, capacity),
+			&types.InvalidArgument{InvalidProperty: "startOffset"}
+	}
+	file, err := localFile(ctx, snap.Vm, backing.FileName)
+	if err != nil {
+		return none, err.Error(), &types.FileNotFound{FileFault: types.FileFault{File: backing.FileName}}
+	}
+	end := min(capacity, req.StartOffset+h.window)
+	areas, next, err := allocatedAreas(file, req.StartOffset, end, h.maxAreas)
+	if err != nil {
+		return none, err.Error(), &types.FileFault{File: backing.FileName}
+	}
+	return types.DiskChangeInfo{StartOffset: req.StartOffset, Length: next - req.StartOffset, ChangedArea: areas}, "", nil
+}
+
+// localFile is the local path of the flat file of a disk whose descriptor
+// is the datastore path name, on a datastore of vm.
+func localFile(ctx *simulator.Context, vm types.ManagedObjectReference, name string) (string, error) {
+	var p object.DatastorePath
+	if !p.FromString(name) {
+		return "", fmt.Errorf("disk file %q is no datastore path", name)
+	}
+	v, ok := ctx.Map.Get(vm).(*simulator.VirtualMachine)
+	if !ok {
+		return "", fmt.Errorf("VM %s not found", vm.Value)
+	}
+	// The caller holds the VM's lock.
+	ds, ok := ctx.Map.FindByName(p.Datastore, v.Datastore).(*simulator.Datastore)
+	if !ok {
+		return "", fmt.Errorf("datastore %s of %s not found", p.Datastore, name)
+	}
+	// A local datastore's URL is its directory; it does not change, and the
+	// simulator reads it without the datastore's lock too.
+	return flatFile(ds.Summary.Url, p.Path), nil
+}
+
+// flatFile is the local path of the flat file that holds the disk whose
+// descriptor is at path rel in the datastore directory dir, named as the
+// simulator names it.
+func flatFile(dir, rel string) string {
+	return simulator.VirtualDiskBackingFileName(dir + "/" + strings.TrimPrefix(rel, "/"))
+}
+
+// allocatedAreas lists the allocated extents of file within [start, end),
+// at most max of them (clipped to the range). next is where they end: end,
+// or the end of the last area when there may be more.
+func allocatedAreas(file string, start, end int64, max int) (areas []types.DiskChangeExtent, next int64, err error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, 0, fmt.Errorf("open disk: %w", err)
+	}
+	defer f.Close()
+	off := start
+	for off < end {
+		if len(areas) == max {
+			return areas, off, nil
+		}
+		data, err := f.Seek(off, unix.SEEK_DATA)
+		if errors.Is(err, syscall.ENXIO) {
+			break // no data from off to the end of the file
+		}
+		if err != nil {
+			return nil, 0, fmt.Errorf("seek data from %d: %w", off, err)
+		}
+		if data >= end {
+			break
+		}
+		hole, err := f.Seek(data, unix.SEEK_HOLE)
+		if err != nil {
+			return nil, 0, fmt.Errorf("seek hole from %d: %w", data, err)
+		}
+		hole = min(hole, end)
+		areas = append(areas, types.DiskChangeExtent{Start: data, Length: hole - data})
+		off = hole
+	}
+	return areas, end, nil
+}
+
+// cbtChangeID is the changeId a disk reports while change tracking is on:
+// shaped like vSphere's (a UUID, then "/" and a sequence number), derived
+// from the VM's name and the disk's position, and never changing.
+func cbtChangeID(vm string, disk int) string {
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%d", vm, disk))
+	var b strings.Builder
+	for i, c := range sum[:16] {
+		switch {
+		case i == 8:
+			b.WriteByte('-')
+		case i > 0:
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%02x", c)
+	}
+	b.WriteString("/1")
+	return b.String()
+}

@@ -1,0 +1,179 @@
+package vcsim
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"os"
+
+	"github.com/vmware/govmomi"
+	"github.com/vmware/govmomi/find"
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/types"
+)
+
+// DefaultDiskData is Config.DiskData's default: how many bytes of content a
+// new disk of the seed and generated VMs gets.
+const DefaultDiskData = 4 << 20
+
+// SectorSize is the size of a disk sector, the unit of the pattern at the
+// end of a disk (see DiskPattern).
+const SectorSize = 512
+
+// diskPiece is how a disk's content is laid out: n bytes at off, random
+// unless pattern.
+type diskPiece struct {
+	off, n  int64
+	pattern bool
+}
+
+// diskLayout places amount bytes in a disk of capacity bytes: a quarter of
+// it each at the start, a third and two thirds in (rounded down to MiB), all
+// pseudo-random, and at the very end the pattern of DiskPattern. Pieces are
+// multiples of 4 KiB, at least 4 KiB, and at most an eighth of the disk.
+func diskLayout(capacity, amount int64) []diskPiece {
+	const block, mib = 4 << 10, 1 << 20
+	n := max(amount/4/block*block, block)
+	n = min(n, capacity/8/block*block)
+	if n <= 0 {
+		return nil
+	}
+	return []diskPiece{
+		{off: 0, n: n},
+		{off: capacity / 3 / mib * mib, n: n},
+		{off: 2 * capacity / 3 / mib * mib, n: n},
+		{off: capacity - n, n: n, pattern: true},
+	}
+}
+
+// DiskPattern is the sector at byte offset off of the recognisable pattern
+// that ends the content of a new disk: a line naming the VM, the disk key
+// and the sector number, padded with dots to SectorSize bytes.
+func DiskPattern(vm string, key int32, off int64) []byte {
+	line := fmt.Sprintf("godwit vcsim %s disk %d sector %d\n", vm, key, off/SectorSize)
+	b := bytes.Repeat([]byte{'.'}, SectorSize)
+	copy(b, line)
+	b[SectorSize-1] = '\n'
+	return b
+}
+
+// fillDisk gives the flat file of a new disk its content: when the file is
+// empty it is truncated to capacity and gets amount bytes of content
+// derived from the VM's name and the disk's key (see diskLayout); amount <=
+// 0 only truncates. A file that is not empty is left as it is.
+func fillDisk(file string, capacity int64, vm string, key int32, amount int64) error {
+	f, err := os.OpenFile(file, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("open disk: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("stat disk: %w", err)
+	}
+	if st.Size() != 0 {
+		return nil
+	}
+	if err := f.Truncate(capacity); err != nil {
+		return fmt.Errorf("size disk: %w", err)
+	}
+	if amount > 0 {
+		seed := sha256.Sum256(fmt.Appendf(nil, "godwit vcsim\x00%s\x00%d", vm, key))
+		rng := rand.NewChaCha8(seed)
+		for i, p := range diskLayout(capacity, amount) {
+			buf := make([]byte, p.n)
+			if p.pattern {
+				for s := int64(0); s < p.n; s += SectorSize {
+					copy(buf[s:], DiskPattern(vm, key, p.off+s))
+				}
+			} else {
+				_, _ = rng.Read(buf) // never fails
+				if i == 0 && p.n >= 3*4096 {
+					// A block of zeros that is allocated: copies must find
+					// zeros inside data, not only in holes.
+					clear(buf[p.n/2/4096*4096:][:4096])
+				}
+			}
+			if _, err := f.WriteAt(buf, p.off); err != nil {
+				return fmt.Errorf("write disk at %d: %w", p.off, err)
+			}
+		}
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close disk: %w", err)
+	}
+	return nil
+}
+
+// fillDisks fills the new disks of vm (see fillDisk).
+func fillDisks(ctx context.Context, vm *object.VirtualMachine, name, dsDir string, amount int64) error {
+	var o mo.VirtualMachine
+	if err := vm.Properties(ctx, vm.Reference(), []string{"config.hardware.device"}, &o); err != nil {
+		return fmt.Errorf("read devices: %w", err)
+	}
+	for _, d := range object.VirtualDeviceList(o.Config.Hardware.Device).SelectByType((*types.VirtualDisk)(nil)) {
+		disk := d.(*types.VirtualDisk)
+		file, err := diskFlatFile(disk, dsDir)
+		if err != nil {
+			return err
+		}
+		if err := fillDisk(file, disk.CapacityInBytes, name, disk.Key, amount); err != nil {
+			return fmt.Errorf("disk %d: %w", disk.Key, err)
+		}
+	}
+	return nil
+}
+
+// diskFlatFile is the local path of a disk's flat file on the datastore
+// whose directory is dsDir.
+func diskFlatFile(disk *types.VirtualDisk, dsDir string) (string, error) {
+	b, ok := disk.Backing.(types.BaseVirtualDeviceFileBackingInfo)
+	if !ok {
+		return "", fmt.Errorf("disk %d has no file backing", disk.Key)
+	}
+	var p object.DatastorePath
+	name := b.GetVirtualDeviceFileBackingInfo().FileName
+	if !p.FromString(name) {
+		return "", fmt.Errorf("disk %d: %q is no datastore path", disk.Key, name)
+	}
+	if p.Datastore != DatastoreName {
+		return "", fmt.Errorf("disk %d: %s is not on %s", disk.Key, name, DatastoreName)
+	}
+	return flatFile(dsDir, p.Path), nil
+}
+
+// DiskFile returns the local path of the flat file that holds the disk
+// with device key key of the VM at inventory path vmPath (such as
+// /DatabanxDC/vm/PGWINTESTBIOS). The file is the disk's content: tests may
+// write into it. Errors: the VM is not found, it has no such disk, or the
+// disk is not on the simulator's datastore.
+func (s *Simulator) DiskFile(ctx context.Context, vmPath string, key int32) (string, error) {
+	u := *s.URL
+	u.User = url.UserPassword(s.Username, s.Password)
+	c, err := govmomi.NewClient(ctx, &u, true)
+	if err != nil {
+		return "", fmt.Errorf("disk file: log in: %w", err)
+	}
+	defer func() { _ = c.Logout(context.WithoutCancel(ctx)) }()
+	vm, err := find.NewFinder(c.Client, false).VirtualMachine(ctx, vmPath)
+	if err != nil {
+		return "", fmt.Errorf("disk file: %w", err)
+	}
+	devices, err := vm.Device(ctx)
+	if err != nil {
+		return "", fmt.Errorf("disk file: devices of %s: %w", vmPath, err)
+	}
+	disk, ok := devices.FindByKey(key).(*types.VirtualDisk)
+	if !ok {
+		return "", fmt.Errorf("disk file: %s has no disk with key %d", vmPath, key)
+	}
+	file, err := diskFlatFile(disk, s.DatastoreDir)
+	if err != nil {
+		return "", fmt.Errorf("disk file: %s: %w", vmPath, err)
+	}
+	return file, nil
+}
