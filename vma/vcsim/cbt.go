@@ -80,19 +80,23 @@ func (h *cbtHook) handle(ctx *simulator.Context, m *simulator.Method) (mo.Refere
 	if !ok {
 		return nil, nil // the simulator answers ManagedObjectNotFound
 	}
-	w := &cbtVM{VM: vm, Self: m.This, hook: h}
+	w := &cbtVM{VirtualMachine: vm, hook: h}
 	key := cbtKey{ctx.Session.Registry, m.This}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.refs[key]++
-	if h.refs[key] == 1 {
-		ctx.Session.Put(w)
-	}
+	// Under the VM's lock: putting an entity into a registry writes its
+	// status fields. release takes the same locks in the same order.
+	ctx.Map.WithLock(ctx, vm, func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		h.refs[key]++
+		if h.refs[key] == 1 {
+			ctx.Session.Put(w)
+		}
+	})
 	return w, nil
 }
 
-// release undoes handle when the call returns: the last call in flight
-// removes the wrapper from the session's registry.
+// release undoes handle when the call returns, under the VM's lock: the
+// last call in flight removes the wrapper from the session's registry.
 func (h *cbtHook) release(ctx *simulator.Context, ref types.ManagedObjectReference) {
 	if ctx.Session == nil {
 		return
@@ -108,18 +112,13 @@ func (h *cbtHook) release(ctx *simulator.Context, ref types.ManagedObjectReferen
 }
 
 // cbtVM stands for a VM in a session's registry while that session calls
-// QueryChangedDiskAreas on it. VM is the first field so that the property
-// collector, should it meet a cbtVM, digs the VM's properties out of it;
-// the VM is not embedded, so that cbtVM is no mo.Entity (the registry would
-// write the VM's status fields without its lock).
+// QueryChangedDiskAreas on it: the VM's other methods and properties are
+// the VM's own, for the session's other calls meanwhile. The VM is the
+// first field, where the property collector looks for it.
 type cbtVM struct {
-	VM   *simulator.VirtualMachine
-	Self types.ManagedObjectReference
+	*simulator.VirtualMachine
 	hook *cbtHook
 }
-
-// Reference returns the VM's reference.
-func (w *cbtVM) Reference() types.ManagedObjectReference { return w.Self }
 
 // QueryChangedDiskAreas answers vSphere's method of that name: see the
 // comment above DefaultChangedAreasWindow for what is modelled. It runs
@@ -215,9 +214,9 @@ func flatFile(dir, rel string) string {
 }
 
 // allocatedAreas lists the allocated extents of file within [start, end),
-// at most max of them (clipped to the range). next is where they end: end,
+// at most maxAreas of them (clipped to the range). next is where they end: end,
 // or the end of the last area when there may be more.
-func allocatedAreas(file string, start, end int64, max int) (areas []types.DiskChangeExtent, next int64, err error) {
+func allocatedAreas(file string, start, end int64, maxAreas int) (areas []types.DiskChangeExtent, next int64, err error) {
 	f, err := os.Open(file)
 	if err != nil {
 		return nil, 0, fmt.Errorf("open disk: %w", err)
@@ -225,7 +224,7 @@ func allocatedAreas(file string, start, end int64, max int) (areas []types.DiskC
 	defer f.Close()
 	off := start
 	for off < end {
-		if len(areas) == max {
+		if len(areas) == maxAreas {
 			return areas, off, nil
 		}
 		data, err := f.Seek(off, unix.SEEK_DATA)
