@@ -25,26 +25,6 @@ const (
 	DefaultChangedAreasMax    = 64
 )
 
-// What the simulated QueryChangedDiskAreas models, and what it does not.
-//
-// Modelled: the initial query, changeId "*", which on vSphere answers the
-// areas of the disk in use. Here those are the allocated extents of the
-// disk's flat file (SEEK_DATA/SEEK_HOLE), so what a test writes into a
-// disk (Simulator.DiskFile) shows up as in use. An answer covers a window
-// from startOffset of at most Config.ChangedAreasWindow bytes and holds at
-// most Config.ChangedAreasMax areas; DiskChangeInfo.Length says how far it
-// got, and callers continue from StartOffset+Length, as with vCenter, which
-// also answers in parts. Faults: no snapshot or a snapshot of another VM
-// (InvalidArgument), a snapshot that does not exist (ManagedObjectNotFound),
-// a device key that is not a disk of the snapshot (InvalidArgument), a disk
-// whose snapshot backing has no changeId, i.e. change tracking was off when
-// the snapshot was taken (NotSupported), a startOffset outside the disk
-// (InvalidArgument).
-//
-// Not modelled: incremental queries. Any changeId other than "*" gets a
-// NotSupported fault saying so; the changeIds the disks report never
-// change (cbtChangeID).
-
 // cbtHook answers QueryChangedDiskAreas, a method the simulator lacks. The
 // simulator dispatches a logged-in call to the object its session registry
 // holds for the reference, else to the global one; the hook, installed as
@@ -120,9 +100,8 @@ type cbtVM struct {
 	hook *cbtHook
 }
 
-// QueryChangedDiskAreas answers vSphere's method of that name: see the
-// comment above DefaultChangedAreasWindow for what is modelled. It runs
-// under the VM's lock.
+// QueryChangedDiskAreas answers vSphere's method of that name: the
+// package doc says what is modelled. It runs under the VM's lock.
 func (w *cbtVM) QueryChangedDiskAreas(ctx *simulator.Context, req *types.QueryChangedDiskAreas) soap.HasFault {
 	defer w.hook.release(ctx, w.Self)
 	info, msg, fault := w.hook.changedAreas(ctx, w.Self, req)
