@@ -65,9 +65,10 @@ func DiskPattern(vm string, key int32, off int64) []byte {
 // fillDisk gives the flat file of a new disk its content: when the file is
 // empty it is truncated to capacity and gets amount bytes of content
 // derived from the VM's name and the disk's key (see diskLayout); amount <=
-// 0 only truncates. A file that is not empty is left as it is.
+// 0 only truncates. A file that is not empty is left as it is; a missing
+// one (a descriptor left without it) is created.
 func fillDisk(file string, capacity int64, vm string, key int32, amount int64) error {
-	f, err := os.OpenFile(file, os.O_RDWR, 0)
+	f, err := os.OpenFile(file, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return fmt.Errorf("open disk: %w", err)
 	}
