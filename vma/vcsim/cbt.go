@@ -25,26 +25,6 @@ const (
 	DefaultChangedAreasMax    = 64
 )
 
-// What the simulated QueryChangedDiskAreas models, and what it does not.
-//
-// Modelled: the initial query, changeId "*", which on vSphere answers the
-// areas of the disk in use. Here those are the allocated extents of the
-// disk's flat file (SEEK_DATA/SEEK_HOLE), so what a test writes into a
-// disk (Simulator.DiskFile) shows up as in use. An answer covers a window
-// from startOffset of at most Config.ChangedAreasWindow bytes and holds at
-// most Config.ChangedAreasMax areas; DiskChangeInfo.Length says how far it
-// got, and callers continue from StartOffset+Length, as with vCenter, which
-// also answers in parts. Faults: no snapshot or a snapshot of another VM
-// (InvalidArgument), a snapshot that does not exist (ManagedObjectNotFound),
-// a device key that is not a disk of the snapshot (InvalidArgument), a disk
-// whose snapshot backing has no changeId, i.e. change tracking was off when
-// the snapshot was taken (NotSupported), a startOffset outside the disk
-// (InvalidArgument).
-//
-// Not modelled: incremental queries. Any changeId other than "*" gets a
-// NotSupported fault saying so; the changeIds the disks report never
-// change (cbtChangeID).
-
 // cbtHook answers QueryChangedDiskAreas, a method the simulator lacks. The
 // simulator dispatches a logged-in call to the object its session registry
 // holds for the reference, else to the global one; the hook, installed as
@@ -80,19 +60,23 @@ func (h *cbtHook) handle(ctx *simulator.Context, m *simulator.Method) (mo.Refere
 	if !ok {
 		return nil, nil // the simulator answers ManagedObjectNotFound
 	}
-	w := &cbtVM{VM: vm, Self: m.This, hook: h}
+	w := &cbtVM{VirtualMachine: vm, hook: h}
 	key := cbtKey{ctx.Session.Registry, m.This}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.refs[key]++
-	if h.refs[key] == 1 {
-		ctx.Session.Put(w)
-	}
+	// Under the VM's lock: putting an entity into a registry writes its
+	// status fields. release takes the same locks in the same order.
+	ctx.Map.WithLock(ctx, vm, func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		h.refs[key]++
+		if h.refs[key] == 1 {
+			ctx.Session.Put(w)
+		}
+	})
 	return w, nil
 }
 
-// release undoes handle when the call returns: the last call in flight
-// removes the wrapper from the session's registry.
+// release undoes handle when the call returns, under the VM's lock: the
+// last call in flight removes the wrapper from the session's registry.
 func (h *cbtHook) release(ctx *simulator.Context, ref types.ManagedObjectReference) {
 	if ctx.Session == nil {
 		return
@@ -108,22 +92,16 @@ func (h *cbtHook) release(ctx *simulator.Context, ref types.ManagedObjectReferen
 }
 
 // cbtVM stands for a VM in a session's registry while that session calls
-// QueryChangedDiskAreas on it. VM is the first field so that the property
-// collector, should it meet a cbtVM, digs the VM's properties out of it;
-// the VM is not embedded, so that cbtVM is no mo.Entity (the registry would
-// write the VM's status fields without its lock).
+// QueryChangedDiskAreas on it: the VM's other methods and properties are
+// the VM's own, for the session's other calls meanwhile. The VM is the
+// first field, where the property collector looks for it.
 type cbtVM struct {
-	VM   *simulator.VirtualMachine
-	Self types.ManagedObjectReference
+	*simulator.VirtualMachine
 	hook *cbtHook
 }
 
-// Reference returns the VM's reference.
-func (w *cbtVM) Reference() types.ManagedObjectReference { return w.Self }
-
-// QueryChangedDiskAreas answers vSphere's method of that name: see the
-// comment above DefaultChangedAreasWindow for what is modelled. It runs
-// under the VM's lock.
+// QueryChangedDiskAreas answers vSphere's method of that name: the
+// package doc says what is modelled. It runs under the VM's lock.
 func (w *cbtVM) QueryChangedDiskAreas(ctx *simulator.Context, req *types.QueryChangedDiskAreas) soap.HasFault {
 	defer w.hook.release(ctx, w.Self)
 	info, msg, fault := w.hook.changedAreas(ctx, w.Self, req)
@@ -215,9 +193,9 @@ func flatFile(dir, rel string) string {
 }
 
 // allocatedAreas lists the allocated extents of file within [start, end),
-// at most max of them (clipped to the range). next is where they end: end,
+// at most maxAreas of them (clipped to the range). next is where they end: end,
 // or the end of the last area when there may be more.
-func allocatedAreas(file string, start, end int64, max int) (areas []types.DiskChangeExtent, next int64, err error) {
+func allocatedAreas(file string, start, end int64, maxAreas int) (areas []types.DiskChangeExtent, next int64, err error) {
 	f, err := os.Open(file)
 	if err != nil {
 		return nil, 0, fmt.Errorf("open disk: %w", err)
@@ -225,7 +203,7 @@ func allocatedAreas(file string, start, end int64, max int) (areas []types.DiskC
 	defer f.Close()
 	off := start
 	for off < end {
-		if len(areas) == max {
+		if len(areas) == maxAreas {
 			return areas, off, nil
 		}
 		data, err := f.Seek(off, unix.SEEK_DATA)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"net/url"
@@ -64,9 +65,10 @@ func DiskPattern(vm string, key int32, off int64) []byte {
 // fillDisk gives the flat file of a new disk its content: when the file is
 // empty it is truncated to capacity and gets amount bytes of content
 // derived from the VM's name and the disk's key (see diskLayout); amount <=
-// 0 only truncates. A file that is not empty is left as it is.
+// 0 only truncates. A file that is not empty is left as it is; a missing
+// one (a descriptor left without it) is created.
 func fillDisk(file string, capacity int64, vm string, key int32, amount int64) error {
-	f, err := os.OpenFile(file, os.O_RDWR, 0)
+	f, err := os.OpenFile(file, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return fmt.Errorf("open disk: %w", err)
 	}
@@ -82,8 +84,7 @@ func fillDisk(file string, capacity int64, vm string, key int32, amount int64) e
 		return fmt.Errorf("size disk: %w", err)
 	}
 	if amount > 0 {
-		seed := sha256.Sum256(fmt.Appendf(nil, "godwit vcsim\x00%s\x00%d", vm, key))
-		rng := rand.NewChaCha8(seed)
+		src := newBlockSource(vm, key)
 		for i, p := range diskLayout(capacity, amount) {
 			buf := make([]byte, p.n)
 			if p.pattern {
@@ -91,11 +92,11 @@ func fillDisk(file string, capacity int64, vm string, key int32, amount int64) e
 					copy(buf[s:], DiskPattern(vm, key, p.off+s))
 				}
 			} else {
-				_, _ = rng.Read(buf) // never fails
-				if i == 0 && p.n >= 3*4096 {
+				src.fill(buf, p.off)
+				if i == 0 && p.n >= 3*blockSize {
 					// A block of zeros that is allocated: copies must find
 					// zeros inside data, not only in holes.
-					clear(buf[p.n/2/4096*4096:][:4096])
+					clear(buf[p.n/2/blockSize*blockSize:][:blockSize])
 				}
 			}
 			if _, err := f.WriteAt(buf, p.off); err != nil {
@@ -107,6 +108,39 @@ func fillDisk(file string, capacity int64, vm string, key int32, amount int64) e
 		return fmt.Errorf("close disk: %w", err)
 	}
 	return nil
+}
+
+// blockSize is the unit of a disk's pseudo-random content.
+const blockSize = 4 << 10
+
+// blockSource makes a disk's pseudo-random content cheaply (generating
+// megabytes with a PRNG is slow under the race detector): a block at a
+// given offset is a slice of a small random pool, chosen by a hash of the
+// offset, with the offset written over its first 8 bytes, so that no two
+// blocks are alike and a block copied to the wrong place shows.
+type blockSource struct {
+	pool []byte
+	salt uint64
+}
+
+func newBlockSource(vm string, key int32) *blockSource {
+	seed := sha256.Sum256(fmt.Appendf(nil, "godwit vcsim\x00%s\x00%d", vm, key))
+	src := &blockSource{pool: make([]byte, 64<<10+blockSize), salt: binary.LittleEndian.Uint64(seed[:8])}
+	_, _ = rand.NewChaCha8(seed).Read(src.pool) // never fails
+	return src
+}
+
+// fill fills buf, the content at disk offset off, a multiple of blockSize.
+func (s *blockSource) fill(buf []byte, off int64) {
+	for b := 0; b < len(buf); b += blockSize {
+		o := uint64(off) + uint64(b)
+		h := (o/blockSize ^ s.salt) * 0x9e3779b97f4a7c15 // Fibonacci hashing
+		start := (h >> 32) % uint64(len(s.pool)-blockSize)
+		n := copy(buf[b:min(b+blockSize, len(buf))], s.pool[start:])
+		if n >= 8 {
+			binary.LittleEndian.PutUint64(buf[b:], o)
+		}
+	}
 }
 
 // fillDisks fills the new disks of vm (see fillDisk).

@@ -1,19 +1,3 @@
-// Package vcsim runs a simulated vCenter for development and tests, on
-// govmomi's simulator, with the seed's inventory: datacenter DatabanxDC, VM
-// PGWINTESTBIOS at /DatabanxDC/vm/PGWINTESTBIOS, and generated VMs with one
-// to three disks of different sizes, powered on and off, some in a
-// subfolder. Its disks are sparse local files on the datastore LocalDS_0,
-// in a directory of the caller's choice (Config.Datastore) where they
-// survive restarts, or in a temporary one. A new disk gets a few MiB of
-// deterministic content (Config.DiskData), the rest of it holes.
-//
-// # Change tracking
-//
-// The simulator adds QueryChangedDiskAreas, which govmomi's simulator
-// lacks, for the initial query (changeId "*"): it answers the allocated
-// areas of the disk's flat file, in parts. Disks of VMs with change
-// tracking on report a changeId, which their snapshots copy. Incremental
-// queries are not modelled: see cbt.go.
 package vcsim
 
 import (
@@ -71,7 +55,7 @@ type Config struct {
 	// need the temporary one.
 	Datastore string
 	// DiskData is how many bytes of content each new disk of the seed and
-	// generated VMs gets (see fillDisk); 0 means DefaultDiskData, negative
+	// generated VMs gets (see the package doc); 0 means DefaultDiskData, negative
 	// none. The wide VMs' disks get none; the model VMs' disks are left as
 	// the simulator makes them.
 	DiskData int64

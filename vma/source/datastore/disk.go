@@ -40,9 +40,10 @@ type Disk struct {
 // Open opens the disk whose backing is the descriptor at backing ("[ds]
 // dir/disk.vmdk") on a datastore of the datacenter at dcPath (its inventory
 // path such as "DC0" or "/Folder/DC0", what the endpoint's dcPath
-// parameter takes), with capacity bytes. c must be logged in: every request
-// carries its session cookie, goes to its host and trusts what it trusts,
-// over a copy of its transport that Disk owns.
+// parameter takes; vCenter needs it), with capacity bytes. c must be logged
+// in: every request goes to its host, trusts what it trusts and carries the
+// cookies of its jar as they are then (a later re-login is picked up), over
+// a copy of its transport that Disk owns; c itself is not changed.
 //
 // Open reads the descriptor and, to check that the data file is there and
 // long enough, the disk's last byte. Errors wrap ErrUnsupported (not a

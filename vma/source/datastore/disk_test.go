@@ -233,3 +233,25 @@ func TestReadErrors(t *testing.T) {
 		noCookie(err)
 	}
 }
+
+// TestExtentOffset reads a FLAT extent that starts 8 sectors into its file,
+// in a datacenter named by its inventory path with a leading slash.
+func TestExtentOffset(t *testing.T) {
+	v := startVCenter(t)
+	const size, skip = 1 << 20, 8 * 512
+	backing := v.writeFile(t, "off/disk.vmdk", []byte("# Disk DescriptorFile\nversion=1\ncreateType=\"monolithicFlat\"\n"+
+		"RW 2048 FLAT \"disk-data.raw\" 8\n"))
+	data := pattern(size, 7)
+	v.writeFile(t, "off/disk-data.raw", append(bytes.Repeat([]byte{0xff}, skip), data...))
+	d, err := datastore.Open(t.Context(), v.client, "/"+dcPath, backing, size)
+	if err != nil {
+		t.Fatalf("Open = %v", err)
+	}
+	defer d.Close()
+	for _, r := range []struct{ off, n int64 }{{0, size}, {0, 1}, {size - 1, 1}, {12345, 54321}} {
+		got := make([]byte, r.n)
+		if err := d.ReadAt(t.Context(), got, r.off); err != nil || !bytes.Equal(got, data[r.off:r.off+r.n]) {
+			t.Errorf("ReadAt(%d bytes at %d) = %v, data equal %v", r.n, r.off, err, bytes.Equal(got, data[r.off:r.off+r.n]))
+		}
+	}
+}
