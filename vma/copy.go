@@ -111,8 +111,8 @@ func copyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return nil
 }
 
-// source is what vma copy reads from.
-type source interface {
+// copySource is what vma copy reads from.
+type copySource interface {
 	copier.Source
 	copier.Extents
 }
@@ -122,7 +122,7 @@ func isNBD(s string) bool {
 	return strings.HasPrefix(s, "nbd://") || strings.HasPrefix(s, "nbd+unix://")
 }
 
-func openSource(ctx context.Context, s string, conns int) (source, func(), error) {
+func openSource(ctx context.Context, s string, conns int) (copySource, func(), error) {
 	if isNBD(s) {
 		e, err := export.Open(ctx, s, conns, nbd.Config{})
 		if err != nil {

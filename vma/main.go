@@ -31,6 +31,8 @@ import (
 	"github.com/godwit/godwit/vma/api"
 	"github.com/godwit/godwit/vma/appliance"
 	"github.com/godwit/godwit/vma/identity"
+	"github.com/godwit/godwit/vma/jobs"
+	"github.com/godwit/godwit/vma/source"
 )
 
 func main() {
@@ -67,8 +69,10 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 type config struct {
 	dataDir, id, apiAddr, natsURL, natsSeed, omaURL, vcenterCA string
 	allowOrigins, tokenFile, vcenterAllow                      string
+	source, vddkLibDir                                         string
 	vcenterInsecure                                            bool
 	heartbeat, discoverTimeout                                 time.Duration
+	maxJobs, diskParallelism                                   int
 }
 
 // flags declares the flags every vma command has; its usage lists the
@@ -116,6 +120,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.BoolVar(&cfg.vcenterInsecure, "vcenter-insecure", false, "skip vCenter certificate verification (development only)")
 	fs.DurationVar(&cfg.heartbeat, "heartbeat", 30*time.Second, "heartbeat period")
 	fs.DurationVar(&cfg.discoverTimeout, "discover-timeout", 60*time.Second, "how long POST /api/v1/discover waits")
+	fs.IntVar(&cfg.maxJobs, "max-jobs", jobs.DefaultMaxJobs, "replication jobs that run at once; the rest wait in order")
+	fs.IntVar(&cfg.diskParallelism, "disk-parallelism", jobs.DefaultDiskParallelism, "disks of a job copied at once")
+	fs.StringVar(&cfg.source, "source", source.Auto, "disk transport: auto (vddk when installed, else datastore), datastore or vddk")
+	fs.StringVar(&cfg.vddkLibDir, "vddk-libdir", "", "VMware VDDK directory (holding lib64/libvixDiskLib.so) for the vddk transport")
 	if err := flagconf.Parse(fs, args); err != nil {
 		return err
 	}
@@ -139,6 +147,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		NATSSeed: []byte(strings.TrimSpace(string(seed))), OMAURL: cfg.omaURL,
 		VCenterCAFile: cfg.vcenterCA, VCenterInsecure: cfg.vcenterInsecure,
 		Heartbeat: cfg.heartbeat, DiscoverTimeout: cfg.discoverTimeout,
+		MaxJobs: cfg.maxJobs, DiskParallelism: cfg.diskParallelism, Source: cfg.source, VDDKLibDir: cfg.vddkLibDir,
 		Logger: slog.New(slog.NewTextHandler(stderr, nil)),
 	})
 	if err != nil {

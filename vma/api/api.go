@@ -39,6 +39,7 @@ import (
 	"github.com/godwit/godwit/schema"
 	"github.com/godwit/godwit/seal"
 	"github.com/godwit/godwit/vma/identity"
+	"github.com/godwit/godwit/vma/jobs"
 	"github.com/godwit/godwit/vma/store"
 	"github.com/godwit/godwit/vma/vcenter"
 )
@@ -71,11 +72,23 @@ type Config struct {
 	HTTP httpserver.Config
 }
 
+// Jobs is what the API asks about the jobs the VMA runs (jobs.Runner).
+type Jobs interface {
+	// Job returns a stored job; the error wraps store.ErrNotFound for an
+	// unknown one.
+	Job(id string) (store.Job, error)
+	// Progress returns a job's progress, live while it runs.
+	Progress(id string) (jobs.Progress, error)
+	// Cleanup cancels a job that runs and removes its snapshot.
+	Cleanup(ctx context.Context, id string) (jobs.Cleaned, error)
+}
+
 // API is the VMA REST API.
 type API struct {
 	cfg     Config
 	conn    *bus.Conn
 	store   *store.Store
+	jobs    Jobs
 	log     *slog.Logger
 	started time.Time
 
@@ -83,8 +96,9 @@ type API struct {
 	validator func() (*schema.Validator, error)
 }
 
-// New returns the API.
-func New(conn *bus.Conn, st *store.Store, cfg Config) *API {
+// New returns the API. It publishes through conn, records accepted jobs
+// in st, and asks js about the jobs it runs.
+func New(conn *bus.Conn, st *store.Store, js Jobs, cfg Config) *API {
 	if cfg.DiscoverTimeout == 0 {
 		cfg.DiscoverTimeout = 60 * time.Second
 	}
@@ -98,7 +112,7 @@ func New(conn *bus.Conn, st *store.Store, cfg Config) *API {
 	if cfg.HTTP.Logger == nil {
 		cfg.HTTP.Logger = cfg.Logger
 	}
-	return &API{cfg: cfg, conn: conn, store: st, log: log, started: cfg.Now(), validator: sync.OnceValues(schema.New)}
+	return &API{cfg: cfg, conn: conn, store: st, jobs: js, log: log, started: cfg.Now(), validator: sync.OnceValues(schema.New)}
 }
 
 // ReadTokenFile reads a bearer token from a file (surrounding white space
@@ -132,6 +146,9 @@ func (a *API) Handler() http.Handler {
 	authed.Use(a.auth)
 	authed.Handle("/discover", a.handle(a.discover)).Methods(http.MethodPost)
 	authed.Handle("/replicate", a.handle(a.replicate)).Methods(http.MethodPost)
+	authed.Handle("/status/{job_id}", a.handle(a.status)).Methods(http.MethodGet)
+	authed.Handle("/progress/{job_id}", a.handle(a.progress)).Methods(http.MethodGet)
+	authed.Handle("/cleanup/{job_id}", a.handle(a.cleanup)).Methods(http.MethodPost)
 	return httpserver.Guard(a.cfg.AllowOrigins, r)
 }
 
@@ -353,6 +370,9 @@ func (a *API) replicate(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if err := a.checkVCenter(req.VCenter); err != nil {
+		return err
+	}
+	if err := a.checkJob(r.Context(), req.JobID, req.VMPaths); err != nil {
 		return err
 	}
 	cmd := &events.ReplicateCommand{JobID: req.JobID, VMAID: a.cfg.Identity.ID, VCenter: req.VCenter, Username: req.Username,

@@ -79,6 +79,33 @@ func newStackWith(t *testing.T, sc stackConfig) *stack {
 	return &stack{sim: sim, o: o, oma: o.Admin, id: id, url: v.URL, logs: bothLogs{o.Logs, v.Logs}}
 }
 
+// createJob discovers the datacenter through the VMA, waits for the OMA's
+// inventory to hold the VM called name, and creates an initial job for it
+// on the OMA.
+func (s *stack) createJob(t *testing.T, name string) string {
+	t.Helper()
+	var res struct {
+		VMs []events.VM `json:"vms"`
+	}
+	if code := s.post(t, "/api/v1/discover", s.discoverBody(s.sim.Password), &res); code != 200 {
+		t.Fatalf("discover = %d", code)
+	}
+	var id string
+	for _, vm := range res.VMs {
+		if vm.Name == name {
+			id = vm.ID
+		}
+	}
+	var job struct {
+		JobID string `json:"job_id"`
+	}
+	testbed.Eventually(t, "a job for "+name, func() bool {
+		return s.o.Do(http.MethodPost, "/api/v1/replications", map[string]any{"source_vm": map[string]string{"id": id},
+			"replication_type": "initial"}, &job) == http.StatusCreated
+	})
+	return job.JobID
+}
+
 // post sends body (a string as it is, anything else as JSON) to the VMA
 // API and decodes a JSON answer into out.
 func (s *stack) post(t *testing.T, path string, body any, out any) int {
@@ -195,11 +222,12 @@ func TestBadRequests(t *testing.T) {
 // password only this VMA's key opens; a repeated request stores nothing more.
 func TestReplicatePublishesOneSealedCommand(t *testing.T) {
 	s := newStack(t)
-	body := map[string]any{"job_id": "repl-vm-143233-1754407216", "vcenter": s.sim.Host, "username": "administrator@vsphere.local",
+	jobID := s.createJob(t, "PGWINTESTBIOS")
+	body := map[string]any{"job_id": jobID, "vcenter": s.sim.Host, "username": "administrator@vsphere.local",
 		"password": "Sup3r-s3cret", "vm_paths": []string{"/DatabanxDC/vm/PGWINTESTBIOS"}, "oma_url": "http://localhost:8082"}
 	var out map[string]string
 	for range 2 {
-		if code := s.post(t, "/api/v1/replicate", body, &out); code != 202 || out["job_id"] != "repl-vm-143233-1754407216" || out["status"] != "accepted" {
+		if code := s.post(t, "/api/v1/replicate", body, &out); code != 202 || out["job_id"] != jobID || out["status"] != "accepted" {
 			t.Fatalf("replicate = %d %v", code, out)
 		}
 	}
@@ -222,7 +250,7 @@ func TestReplicatePublishesOneSealedCommand(t *testing.T) {
 	if err := json.Unmarshal(m.Data, &ev); err != nil || ev.Decode(&cmd) != nil {
 		t.Fatalf("command %s", m.Data)
 	}
-	if cmd.JobID != "repl-vm-143233-1754407216" || cmd.VMAID != "vma-1" || cmd.VMPaths[0] != "/DatabanxDC/vm/PGWINTESTBIOS" || cmd.OMAURL != "http://localhost:8082" {
+	if cmd.JobID != jobID || cmd.VMAID != "vma-1" || cmd.VMPaths[0] != "/DatabanxDC/vm/PGWINTESTBIOS" || cmd.OMAURL != "http://localhost:8082" {
 		t.Errorf("command = %+v", cmd)
 	}
 	if pw, err := seal.Open(s.id.Key, cmd.Password); err != nil || string(pw) != "Sup3r-s3cret" {
@@ -234,7 +262,7 @@ func TestReplicatePublishesOneSealedCommand(t *testing.T) {
 	}
 	body["vm_paths"] = []string{"/DatabanxDC/vm/other"}
 	var p problem.Problem
-	if code := s.post(t, "/api/v1/replicate", body, &p); code != 409 || p.Field != "job_id" {
+	if code := s.post(t, "/api/v1/replicate", body, &p); code != 409 || p.Field != "vm_paths" {
 		t.Errorf("same job, other VMs = %d %+v", code, p)
 	}
 	assertSecretNowhere(t, s, "Sup3r-s3cret")

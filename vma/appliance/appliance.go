@@ -22,8 +22,13 @@ import (
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events/subject"
 	"github.com/godwit/godwit/vma/api"
+	"github.com/godwit/godwit/vma/copier"
 	"github.com/godwit/godwit/vma/identity"
+	"github.com/godwit/godwit/vma/jobs"
+	"github.com/godwit/godwit/vma/source"
+	"github.com/godwit/godwit/vma/source/vddk"
 	"github.com/godwit/godwit/vma/store"
+	"github.com/godwit/godwit/vma/vcenter"
 	"github.com/godwit/godwit/vma/worker"
 )
 
@@ -62,6 +67,20 @@ type Config struct {
 	Heartbeat time.Duration
 	// DiscoverTimeout bounds a discovery through the API; 0 means 60s.
 	DiscoverTimeout time.Duration
+	// MaxJobs is how many replication jobs run at once; 0 means 4.
+	MaxJobs int
+	// DiskParallelism is how many disks of a job copy at once; 0 means 2.
+	DiskParallelism int
+	// Source is the disk transport: auto (vddk when installed, else
+	// datastore), datastore or vddk; empty means auto.
+	Source string
+	// VDDKLibDir is VMware's VDDK directory for the vddk transport.
+	VDDKLibDir string
+	// Copy tunes each disk's copy (Depth, RequestSize); zero: defaults.
+	Copy copier.Config
+	// ProgressInterval is the least time between a job's progress
+	// events; 0 means 1s.
+	ProgressInterval time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger receives every part's log; nil discards.
@@ -93,6 +112,14 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if err := cfg.API.HTTP.Validate(); err != nil {
 		return cfg, fmt.Errorf("api: %w", err)
+	}
+	switch cfg.Source {
+	case "", source.Auto, source.Datastore, source.VDDK:
+	default:
+		return cfg, fmt.Errorf("vma: source %q: want auto, datastore or vddk (-source)", cfg.Source)
+	}
+	if cfg.MaxJobs < 0 || cfg.DiskParallelism < 0 {
+		return cfg, fmt.Errorf("vma: max jobs %d and disk parallelism %d must not be negative", cfg.MaxJobs, cfg.DiskParallelism)
 	}
 	return cfg, nil
 }
@@ -175,17 +202,40 @@ func (v *VMA) Run(ctx context.Context) error {
 	v.addrs, v.id = Addrs{API: l.Addr().String()}, id
 	v.mu.Unlock()
 
+	src, err := source.New(ctx, cfg.Source, vddk.Config{LibDir: cfg.VDDKLibDir, Logger: log})
+	if err != nil {
+		return err
+	}
+	runner, err := jobs.New(conn, st, jobs.Config{Identity: id, Source: src, MaxJobs: cfg.MaxJobs, DiskParallelism: cfg.DiskParallelism,
+		VCenter: vcenter.Config{CAFile: cfg.VCenterCAFile, Insecure: cfg.VCenterInsecure, Timeout: cfg.VCenterTimeout, Allow: cfg.VCenterAllow},
+		Copy:    cfg.Copy, ProgressInterval: cfg.ProgressInterval, Now: cfg.Now, Logger: log})
+	if err != nil {
+		return err
+	}
+	log.Info("disk source", "source", src.Name())
 	w := worker.New(conn, worker.Config{Identity: id, Version: Version, Heartbeat: cfg.Heartbeat,
 		VCenterCAFile: cfg.VCenterCAFile, VCenterInsecure: cfg.VCenterInsecure, VCenterTimeout: cfg.VCenterTimeout,
 		VCenterAllow: cfg.VCenterAllow, Now: cfg.Now, Logger: log})
 	wctx, stopWorker := context.WithCancel(ctx)
 	defer stopWorker()
 	workerErr := make(chan error, 1)
-	go func() { workerErr <- w.Run(wctx) }()
+	go func() {
+		var g sync.WaitGroup
+		var runErr error
+		g.Go(func() {
+			if runErr = runner.Run(wctx); runErr != nil && wctx.Err() == nil {
+				stopWorker()
+			}
+		})
+		err := w.Run(wctx)
+		stopWorker()
+		g.Wait()
+		workerErr <- errors.Join(err, runErr)
+	}()
 	ac := cfg.API
 	ac.Identity, ac.Version, ac.DiscoverTimeout, ac.Now, ac.Logger = id, Version, cfg.DiscoverTimeout, cfg.Now, log
 	ac.VCenterAllow = cfg.VCenterAllow
-	a := api.New(conn, st, ac)
+	a := api.New(conn, st, runner, ac)
 	apiCtx, stopAPI := context.WithCancel(ctx)
 	defer stopAPI()
 	apiErr := make(chan error, 1)

@@ -103,6 +103,9 @@ func (r *Runner) execute(ctx context.Context, t *task) ([]events.DiskChange, err
 	t.tracker.setPhase(events.PhaseSnapshotting)
 	r.publishProgress(ctx, t, true)
 
+	if err := r.cfg.Source.Check(ctx); err != nil {
+		return nil, fail("source "+r.cfg.Source.Name(), 0, err)
+	}
 	if len(t.cmd.VMPaths) != 1 {
 		return nil, fail("vm_paths", 0, fmt.Errorf("a job replicates exactly one VM, not %d", len(t.cmd.VMPaths)))
 	}
@@ -160,7 +163,7 @@ func (r *Runner) execute(ctx context.Context, t *task) ([]events.DiskChange, err
 	pctx, stopProgress := context.WithCancel(ctx)
 	var ticks sync.WaitGroup
 	ticks.Go(func() { ticker(pctx, r.cfg.ProgressInterval, func() { r.publishProgress(pctx, t, false) }) })
-	err = r.copyDisks(ctx, t, s, vm, snap, plans, alloc.ReplicationType)
+	err = r.copyDisks(ctx, t, DiskRef{Session: s, VCenter: vc, VM: vm, Snapshot: snap}, plans, alloc.ReplicationType)
 	stopProgress()
 	ticks.Wait()
 	r.publishProgress(ctx, t, false)
@@ -241,7 +244,7 @@ func (r *Runner) plan(ctx context.Context, s *vcenter.Session, vm *vcenter.VM, s
 
 // copyDisks copies every planned disk, DiskParallelism at once. The first
 // failure stops the others.
-func (r *Runner) copyDisks(ctx context.Context, t *task, s *vcenter.Session, vm *vcenter.VM, snap *vcenter.Snapshot, plans []diskPlan, typ string) error {
+func (r *Runner) copyDisks(ctx context.Context, t *task, ref DiskRef, plans []diskPlan, typ string) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var (
@@ -265,7 +268,9 @@ func (r *Runner) copyDisks(ctx context.Context, t *task, s *vcenter.Session, vm 
 		}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			if err := r.copyDisk(ctx, t, s, vm, snap, p, typ); err != nil {
+			ref := ref
+			ref.Disk = p.disk
+			if err := r.copyDisk(ctx, t, ref, p, typ); err != nil {
 				mu.Lock()
 				if first == nil {
 					first = err
@@ -283,9 +288,9 @@ func (r *Runner) copyDisks(ctx context.Context, t *task, s *vcenter.Session, vm 
 }
 
 // copyDisk copies one disk into its export and flushes it.
-func (r *Runner) copyDisk(ctx context.Context, t *task, s *vcenter.Session, vm *vcenter.VM, snap *vcenter.Snapshot, p diskPlan, typ string) error {
+func (r *Runner) copyDisk(ctx context.Context, t *task, ref DiskRef, p diskPlan, typ string) error {
 	key := p.disk.Key
-	src, err := r.cfg.Open(ctx, s, vm, snap, p.disk)
+	src, err := r.cfg.Source.Open(ctx, ref)
 	if err != nil {
 		return fail("open source", key, err)
 	}

@@ -33,15 +33,33 @@ type Disk interface {
 	Close() error
 }
 
-// SourceOpener opens a disk of a VM's snapshot for reading: the datastore
-// or vddk transport.
-type SourceOpener func(ctx context.Context, s *vcenter.Session, vm *vcenter.VM, snap *vcenter.Snapshot, disk vcenter.SnapshotDisk) (Disk, error)
+// Source opens the disks jobs copy: the datastore or the vddk transport.
+type Source interface {
+	// Name is the transport's name, such as datastore or vddk.
+	Name() string
+	// Check says whether the source can work on this VMA at all (a missing
+	// plugin); a job fails at once when it cannot.
+	Check(ctx context.Context) error
+	// Open opens one disk of a snapshot for reading.
+	Open(ctx context.Context, d DiskRef) (Disk, error)
+}
 
-// Config configures a Runner. Identity and Open are required.
+// DiskRef is a disk of a VM's snapshot, with the session and the vCenter
+// login it is read with.
+type DiskRef struct {
+	Session *vcenter.Session
+	// VCenter holds the job's host, user and password, and the VMA's trust.
+	VCenter  vcenter.Config
+	VM       *vcenter.VM
+	Snapshot *vcenter.Snapshot
+	Disk     vcenter.SnapshotDisk
+}
+
+// Config configures a Runner. Identity and Source are required.
 type Config struct {
 	Identity identity.Identity
-	// Open opens the disks that jobs copy.
-	Open SourceOpener
+	// Source opens the disks that jobs copy.
+	Source Source
 	// MaxJobs is how many jobs run at once; 0 means DefaultMaxJobs.
 	MaxJobs int
 	// DiskParallelism is how many disks of a job copy at once; 0 means
@@ -75,8 +93,8 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Identity.ID == "" {
 		return cfg, errors.New("jobs: no identity")
 	}
-	if cfg.Open == nil {
-		return cfg, errors.New("jobs: no source opener")
+	if cfg.Source == nil {
+		return cfg, errors.New("jobs: no disk source")
 	}
 	if cfg.MaxJobs < 0 || cfg.DiskParallelism < 0 || cfg.Connections < 0 {
 		return cfg, fmt.Errorf("jobs: negative max jobs (%d), disk parallelism (%d) or connections (%d)", cfg.MaxJobs, cfg.DiskParallelism, cfg.Connections)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/vmware/govmomi/fault"
@@ -27,6 +28,9 @@ type VM struct {
 	CBT bool
 	// Datacenter holds the VM; datastore paths are resolved in it.
 	Datacenter *object.Datacenter
+	// DatacenterPath is the datacenter's inventory path without the
+	// leading slash (the dcPath of datastore URLs).
+	DatacenterPath string
 
 	obj *object.VirtualMachine
 }
@@ -44,7 +48,7 @@ func (s *Session) FindVM(ctx context.Context, path string) (*VM, error) {
 		}
 		return nil, fmt.Errorf("find VM %s: %w", path, err)
 	}
-	dcRef, err := datacenterOf(ctx, s, obj.Reference())
+	dcRef, dcPath, err := datacenterOf(ctx, s, obj.Reference())
 	if err != nil {
 		return nil, fmt.Errorf("find VM %s: %w", path, err)
 	}
@@ -52,7 +56,7 @@ func (s *Session) FindVM(ctx context.Context, path string) (*VM, error) {
 	if err := obj.Properties(ctx, obj.Reference(), []string{"config.instanceUuid", "config.changeTrackingEnabled"}, &m); err != nil {
 		return nil, fmt.Errorf("VM %s: properties: %w", path, err)
 	}
-	vm := &VM{Ref: obj.Reference(), Path: path, Datacenter: object.NewDatacenter(s.Client, dcRef), obj: obj}
+	vm := &VM{Ref: obj.Reference(), Path: path, Datacenter: object.NewDatacenter(s.Client, dcRef), DatacenterPath: dcPath, obj: obj}
 	if m.Config != nil {
 		vm.InstanceUUID = m.Config.InstanceUuid
 		vm.CBT = m.Config.ChangeTrackingEnabled != nil && *m.Config.ChangeTrackingEnabled
@@ -60,23 +64,34 @@ func (s *Session) FindVM(ctx context.Context, path string) (*VM, error) {
 	return vm, nil
 }
 
-// datacenterOf walks up the inventory from ref to its datacenter.
-func datacenterOf(ctx context.Context, s *Session, ref types.ManagedObjectReference) (types.ManagedObjectReference, error) {
+// datacenterOf walks up the inventory from ref to its datacenter, and
+// returns it with its inventory path (such as "DatabanxDC", or
+// "Folder/DC" in a folder), the dcPath of datastore URLs.
+func datacenterOf(ctx context.Context, s *Session, ref types.ManagedObjectReference) (types.ManagedObjectReference, string, error) {
 	pc := object.NewCommon(s.Client, ref)
+	var dc types.ManagedObjectReference
+	var names []string
 	for range 64 { // inventory trees are shallow; this bounds a cycle
 		var me mo.ManagedEntity
-		if err := pc.Properties(ctx, ref, []string{"parent"}, &me); err != nil {
-			return ref, fmt.Errorf("parent of %s: %w", ref, err)
+		if err := pc.Properties(ctx, ref, []string{"name", "parent"}, &me); err != nil {
+			return dc, "", fmt.Errorf("parent of %s: %w", ref, err)
 		}
-		if me.Parent == nil {
-			return ref, fmt.Errorf("%s is in no datacenter", ref)
+		if ref.Type == "Datacenter" {
+			dc = ref
+		}
+		if me.Parent == nil { // the root folder
+			if dc.Value == "" {
+				return dc, "", fmt.Errorf("%s is in no datacenter", ref)
+			}
+			slices.Reverse(names)
+			return dc, strings.Join(names, "/"), nil
+		}
+		if dc.Value != "" {
+			names = append(names, me.Name)
 		}
 		ref = *me.Parent
-		if ref.Type == "Datacenter" {
-			return ref, nil
-		}
 	}
-	return ref, errors.New("inventory too deep")
+	return dc, "", errors.New("inventory too deep")
 }
 
 // Snapshot is a snapshot of a VM and the disks it holds.
@@ -269,11 +284,11 @@ func (s *Session) VMByRef(ctx context.Context, ref string) (*VM, error) {
 		}
 		return nil, fmt.Errorf("VM %s: properties: %w", ref, err)
 	}
-	dcRef, err := datacenterOf(ctx, s, mref)
+	dcRef, dcPath, err := datacenterOf(ctx, s, mref)
 	if err != nil {
 		return nil, fmt.Errorf("VM %s: %w", ref, err)
 	}
-	vm := &VM{Ref: mref, Path: m.Name, Datacenter: object.NewDatacenter(s.Client, dcRef), obj: obj}
+	vm := &VM{Ref: mref, Path: m.Name, Datacenter: object.NewDatacenter(s.Client, dcRef), DatacenterPath: dcPath, obj: obj}
 	if m.Config != nil {
 		vm.InstanceUUID = m.Config.InstanceUuid
 		vm.CBT = m.Config.ChangeTrackingEnabled != nil && *m.Config.ChangeTrackingEnabled

@@ -2,8 +2,13 @@ package vcenter_test
 
 import (
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
+	"encoding/pem"
 	"errors"
+	"os"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/godwit/godwit/vma/vcenter"
@@ -27,8 +32,15 @@ func TestSnapshotLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if vm.Ref.Value != want.ID || vm.InstanceUUID != want.InstanceUUID || vm.Path != path || vm.Datacenter == nil {
+	if vm.Ref.Value != want.ID || vm.InstanceUUID != want.InstanceUUID || vm.Path != path || vm.Datacenter == nil || vm.DatacenterPath != vcsim.Datacenter {
 		t.Fatalf("FindVM = %+v, want the discovered %s (%s)", vm, want.ID, want.InstanceUUID)
+	}
+	byRef, err := s.VMByRef(ctx, vm.Ref.Value)
+	if err != nil || byRef.InstanceUUID != vm.InstanceUUID || byRef.DatacenterPath != vm.DatacenterPath {
+		t.Fatalf("VMByRef = %+v, %v; want %+v", byRef, err, vm)
+	}
+	if _, err := s.VMByRef(ctx, "vm-999999"); !errors.Is(err, vcenter.ErrNotFound) {
+		t.Errorf("VMByRef(vm-999999) = %v, want ErrNotFound", err)
 	}
 	snap, err := s.CreateSnapshot(ctx, vm, "godwit-job-1", "test")
 	if err != nil {
@@ -76,5 +88,29 @@ func TestFindVMNotFound(t *testing.T) {
 		if _, err := s.FindVM(context.Background(), path); !errors.Is(err, vcenter.ErrNotFound) {
 			t.Errorf("FindVM(%s) = %v, want ErrNotFound", path, err)
 		}
+	}
+}
+
+// TestThumbprint: the fingerprint is the SHA-1 of the certificate the
+// simulator serves, the one in its CA file.
+func TestThumbprint(t *testing.T) {
+	sim := startSim(t)
+	s := login(t, sim)
+	pemBytes, err := os.ReadFile(sim.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(pemBytes)
+	if block == nil {
+		t.Fatal("no PEM block in the simulator's CA file")
+	}
+	sum := sha1.Sum(block.Bytes)
+	want := strings.ToUpper(hex.EncodeToString(sum[:]))
+	got, err := s.Thumbprint(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.ReplaceAll(got, ":", "") != want || len(got) != 59 {
+		t.Errorf("Thumbprint = %s, want %s in colon-separated pairs", got, want)
 	}
 }

@@ -1,0 +1,285 @@
+package jobs_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/vma/appliance"
+	"github.com/godwit/godwit/vma/vcenter"
+	"github.com/godwit/godwit/vma/vcsim"
+)
+
+// bed is a simulated vCenter, an OMA with real nbdkit exports and a VMA
+// wired as the binaries wire them, reading disks with the datastore
+// transport.
+type bed struct {
+	sim *vcsim.Simulator
+	o   *testbed.OMA
+	v   *testbed.VMA
+	vms map[string]events.VM // the OMA's inventory, by name
+}
+
+// bedConfig varies a bed.
+type bedConfig struct {
+	sim   vcsim.Config
+	ports int
+	vma   func(*appliance.Config)
+}
+
+// diskData is what each simulated disk holds: small, so jobs are quick.
+const diskData = 3 << 20
+
+func newBed(t *testing.T, bc bedConfig) *bed {
+	t.Helper()
+	if bc.sim.DiskData == 0 {
+		bc.sim.DiskData = diskData
+	}
+	if bc.ports == 0 {
+		bc.ports = 4
+	}
+	sim, err := vcsim.Start(context.Background(), bc.sim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sim.Close)
+	o := testbed.StartOMA(t, testbed.OMAConfig{Ports: bc.ports})
+	v := testbed.StartVMA(t, o, testbed.VMAConfig{VCenterCAFile: sim.CAFile, Configure: func(c *appliance.Config) {
+		c.Source = "datastore"
+		c.ProgressInterval = 50 * time.Millisecond
+		if bc.vma != nil {
+			bc.vma(c)
+		}
+	}})
+	b := &bed{sim: sim, o: o, v: v, vms: map[string]events.VM{}}
+	var res struct {
+		VMs []events.VM `json:"vms"`
+	}
+	if code := o.Do(http.MethodPost, "/api/v1/discover", map[string]any{"vcenter": sim.Host, "username": sim.Username,
+		"password": sim.Password, "datacenter": vcsim.Datacenter}, &res); code != http.StatusOK {
+		t.Fatalf("discover through the OMA = %d", code)
+	}
+	for _, vm := range res.VMs {
+		b.vms[vm.Name] = vm
+	}
+	testbed.Eventually(t, "the OMA's inventory", func() bool {
+		var inv struct {
+			VMs []any `json:"vms"`
+		}
+		o.Do(http.MethodGet, "/api/v1/vms", nil, &inv)
+		return len(inv.VMs) == len(res.VMs)
+	})
+	return b
+}
+
+// job is the OMA's view of a job, as GET /api/v1/replications/{id} shows it.
+type job struct {
+	JobID      string `json:"job_id"`
+	State      string `json:"state"`
+	LastError  string `json:"last_error"`
+	BytesTotal int64  `json:"bytes_total"`
+	BytesDone  int64  `json:"bytes_done"`
+	Disks      []struct {
+		Key        int32  `json:"key"`
+		VolumePath string `json:"volume_path"`
+		BytesTotal int64  `json:"bytes_total"`
+		BytesDone  int64  `json:"bytes_done"`
+		ChangeID   string `json:"change_id"`
+	} `json:"disks"`
+}
+
+// create creates an initial job for the VM called name on the OMA.
+func (b *bed) create(t *testing.T, name string) job {
+	t.Helper()
+	vm, ok := b.vms[name]
+	if !ok {
+		t.Fatalf("no VM %s in the inventory", name)
+	}
+	var j job
+	if code := b.o.Do(http.MethodPost, "/api/v1/replications", map[string]any{"source_vm": map[string]string{"id": vm.ID},
+		"replication_type": "initial"}, &j); code != http.StatusCreated {
+		t.Fatalf("create a job for %s = %d %+v", name, code, j)
+	}
+	return j
+}
+
+// startFromOMA starts a job through the OMA's API.
+func (b *bed) startFromOMA(t *testing.T, id string) {
+	t.Helper()
+	var out map[string]any
+	if code := b.o.Do(http.MethodPost, "/api/v1/replications/"+id+"/start", map[string]any{"vcenter": b.sim.Host,
+		"username": b.sim.Username, "password": b.sim.Password}, &out); code != http.StatusAccepted {
+		t.Fatalf("start %s through the OMA = %d %v", id, code, out)
+	}
+}
+
+// startFromVMA starts a job through the VMA's API, as the seed's step 3 does.
+func (b *bed) startFromVMA(t *testing.T, id, path string) {
+	t.Helper()
+	var out map[string]any
+	if code := b.vmaDo(t, http.MethodPost, "/api/v1/replicate", b.replicateBody(id, path), &out); code != http.StatusAccepted {
+		t.Fatalf("start %s through the VMA = %d %v", id, code, out)
+	}
+}
+
+func (b *bed) replicateBody(id string, paths ...string) map[string]any {
+	return map[string]any{"job_id": id, "vcenter": b.sim.Host, "username": b.sim.Username, "password": b.sim.Password,
+		"vm_paths": paths, "oma_url": b.o.URL}
+}
+
+func (b *bed) vmaDo(t *testing.T, method, path string, body, out any) int {
+	t.Helper()
+	return testbed.Do(t, method, b.v.URL+path, "", body, out)
+}
+
+// get returns the OMA's view of a job.
+func (b *bed) get(t *testing.T, id string) job {
+	t.Helper()
+	var j job
+	if code := b.o.Do(http.MethodGet, "/api/v1/replications/"+id, nil, &j); code != http.StatusOK {
+		t.Fatalf("GET job %s = %d", id, code)
+	}
+	return j
+}
+
+// wait waits up to a minute for a job to reach a final state, and returns it.
+func (b *bed) wait(t *testing.T, id string) job {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		j := b.get(t, id)
+		if j.State == events.JobCompleted || j.State == events.JobFailed || j.State == events.JobCancelled {
+			return j
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %s is still %s after a minute\nOMA:\n%s\nVMA:\n%s", id, j.State, b.o.Logs, b.v.Logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// assertCopied checks that every export of j holds its source disk: the
+// source's data extents byte for byte, and zeros everywhere else.
+func (b *bed) assertCopied(t *testing.T, path string, j job) {
+	t.Helper()
+	for _, d := range j.Disks {
+		src, err := b.sim.DiskFile(context.Background(), path, d.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sameDisk(src, d.VolumePath); err != nil {
+			t.Errorf("disk %d of %s: %v", d.Key, path, err)
+		}
+	}
+}
+
+// assertNoSnapshot checks that the VM has no snapshot left.
+func (b *bed) assertNoSnapshot(t *testing.T, path string) {
+	t.Helper()
+	s, err := vcenter.Login(context.Background(), vcenter.Config{Host: b.sim.Host, Username: b.sim.Username, Password: b.sim.Password, CAFile: b.sim.CAFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	vm, err := s.FindVM(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snaps, err := s.Snapshots(context.Background(), vm, "")
+	if err != nil || len(snaps) != 0 {
+		t.Errorf("%s has snapshots %+v (%v), want none", path, snaps, err)
+	}
+}
+
+// sameDisk compares a sparse source file with a target: every data extent
+// of the source equal, and whatever else the target holds zero.
+func sameDisk(srcPath, dstPath string) error {
+	src, err := os.Open(srcPath)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := os.Open(dstPath)
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	srcData, err := dataExtents(src)
+	if err != nil {
+		return err
+	}
+	if len(srcData) == 0 {
+		return errors.New("the source disk holds no data: nothing was tested")
+	}
+	for _, e := range srcData {
+		a, b := make([]byte, e[1]-e[0]), make([]byte, e[1]-e[0])
+		if _, err := src.ReadAt(a, e[0]); err != nil {
+			return err
+		}
+		if _, err := dst.ReadAt(b, e[0]); err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+		if !bytes.Equal(a, b) {
+			return fmt.Errorf("bytes [%d, %d) differ", e[0], e[1])
+		}
+	}
+	dstData, err := dataExtents(dst)
+	if err != nil {
+		return err
+	}
+	for _, e := range dstData {
+		for off := e[0]; off < e[1]; {
+			n := min(e[1]-off, 1<<20)
+			buf := make([]byte, n)
+			if _, err := dst.ReadAt(buf, off); err != nil {
+				return err
+			}
+			for i, c := range buf {
+				if c != 0 && !inside(srcData, off+int64(i)) {
+					return fmt.Errorf("byte %d is %#x where the source has a hole", off+int64(i), c)
+				}
+			}
+			off += n
+		}
+	}
+	return nil
+}
+
+// dataExtents lists the [start, end) data extents of f (SEEK_DATA/SEEK_HOLE).
+func dataExtents(f *os.File) ([][2]int64, error) {
+	const seekData, seekHole = 3, 4
+	var out [][2]int64
+	for off := int64(0); ; {
+		start, err := f.Seek(off, seekData)
+		if errors.Is(err, syscall.ENXIO) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		end, err := f.Seek(start, seekHole)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, [2]int64{start, end})
+		off = end
+	}
+}
+
+func inside(extents [][2]int64, off int64) bool {
+	for _, e := range extents {
+		if off >= e[0] && off < e[1] {
+			return true
+		}
+	}
+	return false
+}

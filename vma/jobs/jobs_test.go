@@ -1,0 +1,102 @@
+package jobs_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/problem"
+	"github.com/godwit/godwit/vma/vcsim"
+)
+
+// threeDisks is a generated VM with three disks, CBT on, powered on.
+const (
+	threeDisks     = "gen-vm-003"
+	threeDisksPath = "/" + vcsim.Datacenter + "/vm/" + threeDisks
+)
+
+// TestInitialJob copies a three-disk VM with data and holes, started from
+// the OMA and, separately, from the VMA's API: every export equals its
+// source disk, the OMA's job is completed with the right bytes, no
+// snapshot remains, and the VMA answers for the job from its own state.
+func TestInitialJob(t *testing.T) {
+	for _, from := range []string{"oma", "vma"} {
+		t.Run("from "+from, func(t *testing.T) {
+			b := newBed(t, bedConfig{})
+			j := b.create(t, threeDisks)
+			if len(j.Disks) != 3 {
+				t.Fatalf("the job has %d disks, want 3", len(j.Disks))
+			}
+			if from == "oma" {
+				b.startFromOMA(t, j.JobID)
+			} else {
+				b.startFromVMA(t, j.JobID, threeDisksPath)
+			}
+			got := b.wait(t, j.JobID)
+			if got.State != events.JobCompleted {
+				t.Fatalf("job %s = %s (%s), want completed\nVMA:\n%s", j.JobID, got.State, got.LastError, b.v.Logs)
+			}
+			if got.BytesDone != got.BytesTotal || got.BytesTotal < 3*diskData {
+				t.Errorf("job bytes done %d of %d, want all of at least %d", got.BytesDone, got.BytesTotal, 3*diskData)
+			}
+			for _, d := range got.Disks {
+				if d.ChangeID == "" || d.BytesDone != d.BytesTotal {
+					t.Errorf("disk %d: change id %q, %d of %d bytes", d.Key, d.ChangeID, d.BytesDone, d.BytesTotal)
+				}
+			}
+			b.assertCopied(t, threeDisksPath, got)
+			b.assertNoSnapshot(t, threeDisksPath)
+
+			var st struct {
+				State   string   `json:"state"`
+				VMPaths []string `json:"vm_paths"`
+			}
+			if code := b.vmaDo(t, http.MethodGet, "/api/v1/status/"+j.JobID, nil, &st); code != 200 || st.State != "completed" || st.VMPaths[0] != threeDisksPath {
+				t.Errorf("VMA status = %d %+v", code, st)
+			}
+			var pr struct {
+				State      string  `json:"state"`
+				Percent    float64 `json:"percent"`
+				BytesTotal int64   `json:"bytes_total"`
+				BytesDone  int64   `json:"bytes_done"`
+				Disks      []any   `json:"disks"`
+			}
+			if code := b.vmaDo(t, http.MethodGet, "/api/v1/progress/"+j.JobID, nil, &pr); code != 200 || pr.State != "completed" ||
+				pr.Percent != 100 || pr.BytesDone != got.BytesTotal || len(pr.Disks) != 3 {
+				t.Errorf("VMA progress = %d %+v", code, pr)
+			}
+		})
+	}
+}
+
+// TestReplicateChecksTheJobWithTheOMA: the VMA's API asks the OMA about a
+// job before it accepts it.
+func TestReplicateChecksTheJobWithTheOMA(t *testing.T) {
+	b := newBed(t, bedConfig{})
+	j := b.create(t, threeDisks)
+	for _, tc := range []struct {
+		name  string
+		body  map[string]any
+		code  int
+		field string
+	}{
+		{"unknown job", b.replicateBody("repl-nope-1", threeDisksPath), 404, "job_id"},
+		{"another VM's path", b.replicateBody(j.JobID, "/"+vcsim.Datacenter+"/vm/"+vcsim.SeedVM), 409, "vm_paths"},
+		{"two paths", b.replicateBody(j.JobID, threeDisksPath, "/"+vcsim.Datacenter+"/vm/"+vcsim.SeedVM), 409, "vm_paths"},
+	} {
+		var p problem.Problem
+		if code := b.vmaDo(t, http.MethodPost, "/api/v1/replicate", tc.body, &p); code != tc.code || p.Field != tc.field {
+			t.Errorf("%s: replicate = %d %+v, want %d naming %s", tc.name, code, p, tc.code, tc.field)
+		}
+	}
+	for _, path := range []string{"/api/v1/status/", "/api/v1/progress/"} {
+		var p problem.Problem
+		if code := b.vmaDo(t, http.MethodGet, path+j.JobID, nil, &p); code != 404 || !strings.Contains(p.Detail, j.JobID) {
+			t.Errorf("GET %s of a job never started = %d %+v, want 404", path, code, p)
+		}
+	}
+	if got := b.get(t, j.JobID); got.State != events.JobPending {
+		t.Errorf("after refused requests the job is %s, want pending", got.State)
+	}
+}
