@@ -51,6 +51,9 @@ type Config struct {
 	NATSMaxPayload int32
 	// FirstPort and LastPort bound the NBD port pool; zero means 10100-10199.
 	FirstPort, LastPort int
+	// Nbdkit is the nbdkit binary the exports run; empty means "nbdkit" on
+	// the PATH. (Tests put a wrapper here that adds nbdkit filters.)
+	Nbdkit string
 	// ExportAddr is the address nbdkit listens on; empty means 127.0.0.1.
 	ExportAddr string
 	// ExportHost is the host VMAs are told to reach exports at; empty means ExportAddr.
@@ -260,7 +263,7 @@ func (o *OMA) Run(ctx context.Context) error {
 		return err
 	}
 
-	exp := exports.New(exports.Config{FirstPort: cfg.FirstPort, LastPort: cfg.LastPort, BindAddr: cfg.ExportAddr, Logger: log.WithGroup("nbd")})
+	exp := exports.New(exports.Config{FirstPort: cfg.FirstPort, LastPort: cfg.LastPort, BindAddr: cfg.ExportAddr, Nbdkit: cfg.Nbdkit, Logger: log.WithGroup("nbd")})
 	defer exp.StopAll()
 	ctl := control.New(control.Config{
 		DataDir: cfg.DataDir, ExportHost: cfg.ExportHost, APIURL: cfg.APIURL, NATSURL: srv.ClientURL(),

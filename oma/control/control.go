@@ -38,6 +38,11 @@ type Config struct {
 	// PruneEvery is how often, by Now, Run forgets the ids of applied
 	// events older than AppliedMaxAge; 0 means an hour.
 	PruneEvery time.Duration
+	// CancelGrace is how long the export of a cancelled job that its VMA
+	// had started stays up, so that the VMA stops on the cancel rather than
+	// on a dropped connection; the VMA's final status ends it early. 0
+	// means 30s.
+	CancelGrace time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger; nil discards.
@@ -57,6 +62,10 @@ type Control struct {
 	creating map[string]reservation
 	vmaMu    sync.Mutex // serializes VMA registrations, which change NATS access
 	flushMu  sync.Mutex // serializes outbox flushes
+
+	releaseMu sync.Mutex             // guards releasing and runDone
+	releasing map[string]*time.Timer // exports of cancelled jobs, by job id, released when the timer fires
+	runDone   bool                   // Run has returned: no timer is started
 	wake     chan struct{}
 	started  time.Time
 }
@@ -78,6 +87,9 @@ func New(cfg Config, st *store.Store, conn *bus.Conn, exp *exports.Manager, acce
 	if cfg.PruneEvery == 0 {
 		cfg.PruneEvery = time.Hour
 	}
+	if cfg.CancelGrace == 0 {
+		cfg.CancelGrace = 30 * time.Second
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -86,7 +98,7 @@ func New(cfg Config, st *store.Store, conn *bus.Conn, exp *exports.Manager, acce
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Control{cfg: cfg, store: st, bus: conn, exports: exp, access: access, log: log, started: cfg.Now(),
-		wake: make(chan struct{}, 1), creating: map[string]reservation{}}
+		wake: make(chan struct{}, 1), creating: map[string]reservation{}, releasing: map[string]*time.Timer{}}
 }
 
 // Started returns when the Control was made.
@@ -120,6 +132,7 @@ func (c *Control) Run(ctx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	defer c.stopReleases()
 	wg.Go(func() { c.flushLoop(ctx) })
 	wg.Go(func() { c.pruneLoop(ctx) })
 	errs := make(chan error, len(consumers))

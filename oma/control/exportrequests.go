@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"path/filepath"
+	"time"
 
 	"go.etcd.io/bbolt"
 
@@ -38,6 +39,41 @@ func (c *Control) allocation(_ context.Context, subj string, _ []byte) (any, err
 
 func (c *Control) exportDir(jobID string) string {
 	return filepath.Join(c.cfg.DataDir, "exports", jobID)
+}
+
+// releaseLater releases a cancelled job's export after CancelGrace,
+// unless releaseSoon does first.
+func (c *Control) releaseLater(jobID string) {
+	c.releaseMu.Lock()
+	defer c.releaseMu.Unlock()
+	if c.runDone || c.releasing[jobID] != nil {
+		return
+	}
+	c.releasing[jobID] = time.AfterFunc(c.cfg.CancelGrace, func() { c.releaseSoon(jobID) })
+}
+
+// releaseSoon releases a job's export now if releaseLater was waiting to.
+func (c *Control) releaseSoon(jobID string) {
+	c.releaseMu.Lock()
+	t := c.releasing[jobID]
+	delete(c.releasing, jobID)
+	c.releaseMu.Unlock()
+	if t != nil {
+		t.Stop()
+		c.release(jobID)
+	}
+}
+
+// stopReleases stops the waiting releases as Run ends; the next Restore
+// releases the exports of jobs that are final.
+func (c *Control) stopReleases() {
+	c.releaseMu.Lock()
+	defer c.releaseMu.Unlock()
+	c.runDone = true
+	for id, t := range c.releasing {
+		t.Stop()
+		delete(c.releasing, id)
+	}
 }
 
 // release stops a job's nbdkit and deletes its lease; the volumes stay.

@@ -413,7 +413,9 @@ func (c *Control) Start(ctx context.Context, id string, cred Credentials) (store
 
 // Cancel cancels an active job: it moves the job to cancelled and writes
 // the cancel for the VMA to the outbox in one transaction, then releases
-// the job's export. Cancelling a cancelled job is a no-op.
+// the job's export: at once when the job was pending, else when its VMA
+// reports that it stopped, or after Config.CancelGrace. Cancelling a
+// cancelled job is a no-op.
 func (c *Control) Cancel(ctx context.Context, id string) (store.Job, error) {
 	j, err := c.Job(id)
 	if err != nil {
@@ -423,7 +425,7 @@ func (c *Control) Cancel(ctx context.Context, id string) (store.Job, error) {
 	if err != nil {
 		return j, err
 	}
-	moved := false
+	moved, started := false, false
 	err = c.store.Update(func(tx *bbolt.Tx) error {
 		cur, err := store.GetJob(tx, id)
 		if err != nil {
@@ -433,6 +435,7 @@ func (c *Control) Cancel(ctx context.Context, id string) (store.Job, error) {
 		if cur.State == events.JobCancelled {
 			return nil
 		}
+		started = cur.State != events.JobPending
 		if jobs.Final(cur.State) {
 			return errorf(Conflict, "id", "job %s is %s: only an active job can be cancelled", id, cur.State)
 		}
@@ -448,7 +451,11 @@ func (c *Control) Cancel(ctx context.Context, id string) (store.Job, error) {
 	if err != nil || !moved {
 		return j, err
 	}
-	c.release(id)
+	if started {
+		c.releaseLater(id) // the VMA may be writing: let it stop on the cancel
+	} else {
+		c.release(id)
+	}
 	c.publishSoon(ctx)
 	return j, nil
 }

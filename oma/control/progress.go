@@ -26,7 +26,7 @@ func (c *Control) applyProgress(ctx context.Context, ev events.Event, p events.P
 	default:
 		return fmt.Errorf("%w: %s on the progress consumer", bus.ErrPoison, ev.Type)
 	}
-	var final bool
+	var final, ended bool // the job became final; its VMA reports the end of a job final before
 	err := c.applyOnce(ev, func(tx *bbolt.Tx) error {
 		j, err := store.GetJob(tx, jobID)
 		if errors.Is(err, store.ErrNotFound) {
@@ -39,7 +39,12 @@ func (c *Control) applyProgress(ctx context.Context, ev events.Event, p events.P
 			return fmt.Errorf("%w: %s for job %s from VMA %s, not its own", bus.ErrPoison, ev.Type, jobID, vmaID)
 		}
 		if jobs.Final(j.State) {
-			return nil // late news about a finished job
+			// Late news about a finished job; the end of a cancelled one
+			// lets its export go.
+			if s, ok := p.(*events.ReplicationStatus); ok && s.State != events.StatusAccepted && s.State != events.StatusRunning {
+				ended = true
+			}
+			return nil
 		}
 		switch v := p.(type) {
 		case *events.Progress:
@@ -58,6 +63,9 @@ func (c *Control) applyProgress(ctx context.Context, ev events.Event, p events.P
 	}
 	if final {
 		c.release(jobID)
+	}
+	if ended {
+		c.releaseSoon(jobID)
 	}
 	c.kick()
 	return nil

@@ -81,6 +81,9 @@ type Config struct {
 	// ProgressInterval is the least time between a job's progress
 	// events; 0 means 1s.
 	ProgressInterval time.Duration
+	// CleanupRetry is the first delay before a failed snapshot removal is
+	// tried again; 0 means 10s.
+	CleanupRetry time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger receives every part's log; nil discards.

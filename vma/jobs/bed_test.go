@@ -6,13 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/godwit/godwit/events"
+	omaappliance "github.com/godwit/godwit/oma/appliance"
 	"github.com/godwit/godwit/testbed"
 	"github.com/godwit/godwit/vma/appliance"
 	"github.com/godwit/godwit/vma/vcenter"
@@ -24,15 +27,22 @@ import (
 // transport.
 type bed struct {
 	sim *vcsim.Simulator
-	o   *testbed.OMA
-	v   *testbed.VMA
-	vms map[string]events.VM // the OMA's inventory, by name
+	// vc is the vCenter address the VMA is given: the simulator's, or the
+	// proxy's in front of it.
+	vc    string
+	proxy *proxy // nil without bedConfig.proxy
+	o     *testbed.OMA
+	v     *testbed.VMA
+	vms   map[string]events.VM // the OMA's inventory, by name
 }
 
 // bedConfig varies a bed.
 type bedConfig struct {
 	sim   vcsim.Config
 	ports int
+	// proxy puts a TCP proxy that the test can cut between the VMA and vCenter.
+	proxy bool
+	oma   func(*omaappliance.Config)
 	vma   func(*appliance.Config)
 }
 
@@ -52,7 +62,12 @@ func newBed(t *testing.T, bc bedConfig) *bed {
 		t.Fatal(err)
 	}
 	t.Cleanup(sim.Close)
-	o := testbed.StartOMA(t, testbed.OMAConfig{Ports: bc.ports})
+	b := &bed{sim: sim, vc: sim.Host, vms: map[string]events.VM{}}
+	if bc.proxy {
+		b.proxy = startProxy(t, sim.Host)
+		b.vc = b.proxy.addr
+	}
+	o := testbed.StartOMA(t, testbed.OMAConfig{Ports: bc.ports, Configure: bc.oma})
 	v := testbed.StartVMA(t, o, testbed.VMAConfig{VCenterCAFile: sim.CAFile, Configure: func(c *appliance.Config) {
 		c.Source = "datastore"
 		c.ProgressInterval = 50 * time.Millisecond
@@ -60,11 +75,11 @@ func newBed(t *testing.T, bc bedConfig) *bed {
 			bc.vma(c)
 		}
 	}})
-	b := &bed{sim: sim, o: o, v: v, vms: map[string]events.VM{}}
+	b.o, b.v = o, v
 	var res struct {
 		VMs []events.VM `json:"vms"`
 	}
-	if code := o.Do(http.MethodPost, "/api/v1/discover", map[string]any{"vcenter": sim.Host, "username": sim.Username,
+	if code := o.Do(http.MethodPost, "/api/v1/discover", map[string]any{"vcenter": b.vc, "username": sim.Username,
 		"password": sim.Password, "datacenter": vcsim.Datacenter}, &res); code != http.StatusOK {
 		t.Fatalf("discover through the OMA = %d", code)
 	}
@@ -116,7 +131,7 @@ func (b *bed) create(t *testing.T, name string) job {
 func (b *bed) startFromOMA(t *testing.T, id string) {
 	t.Helper()
 	var out map[string]any
-	if code := b.o.Do(http.MethodPost, "/api/v1/replications/"+id+"/start", map[string]any{"vcenter": b.sim.Host,
+	if code := b.o.Do(http.MethodPost, "/api/v1/replications/"+id+"/start", map[string]any{"vcenter": b.vc,
 		"username": b.sim.Username, "password": b.sim.Password}, &out); code != http.StatusAccepted {
 		t.Fatalf("start %s through the OMA = %d %v", id, code, out)
 	}
@@ -132,7 +147,7 @@ func (b *bed) startFromVMA(t *testing.T, id, path string) {
 }
 
 func (b *bed) replicateBody(id string, paths ...string) map[string]any {
-	return map[string]any{"job_id": id, "vcenter": b.sim.Host, "username": b.sim.Username, "password": b.sim.Password,
+	return map[string]any{"job_id": id, "vcenter": b.vc, "username": b.sim.Username, "password": b.sim.Password,
 		"vm_paths": paths, "oma_url": b.o.URL}
 }
 
@@ -182,13 +197,20 @@ func (b *bed) assertCopied(t *testing.T, path string, j job) {
 	}
 }
 
-// assertNoSnapshot checks that the VM has no snapshot left.
-func (b *bed) assertNoSnapshot(t *testing.T, path string) {
+// login logs in to the simulator directly.
+func (b *bed) login(t *testing.T) *vcenter.Session {
 	t.Helper()
 	s, err := vcenter.Login(context.Background(), vcenter.Config{Host: b.sim.Host, Username: b.sim.Username, Password: b.sim.Password, CAFile: b.sim.CAFile})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s
+}
+
+// assertNoSnapshot checks that the VM has no snapshot left.
+func (b *bed) assertNoSnapshot(t *testing.T, path string) {
+	t.Helper()
+	s := b.login(t)
 	defer s.Close()
 	vm, err := s.FindVM(context.Background(), path)
 	if err != nil {
@@ -282,4 +304,72 @@ func inside(extents [][2]int64, off int64) bool {
 		}
 	}
 	return false
+}
+
+// proxy forwards TCP connections to a target until cut: then it closes
+// every connection and refuses new ones, until mended.
+type proxy struct {
+	addr   string
+	target string
+	l      net.Listener
+
+	mu    sync.Mutex
+	down  bool
+	conns []net.Conn
+}
+
+func startProxy(t *testing.T, target string) *proxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{addr: l.Addr().String(), target: target, l: l}
+	go p.serve()
+	t.Cleanup(func() { l.Close(); p.cut() })
+	return p
+}
+
+func (p *proxy) serve() {
+	for {
+		c, err := p.l.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		down := p.down
+		p.mu.Unlock()
+		if down {
+			c.Close()
+			continue
+		}
+		up, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c, up)
+		p.mu.Unlock()
+		go func() { io.Copy(up, c); up.Close() }()
+		go func() { io.Copy(c, up); c.Close() }()
+	}
+}
+
+// cut closes every connection and refuses new ones.
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = true
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// mend lets connections through again.
+func (p *proxy) mend() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = false
 }

@@ -57,22 +57,27 @@ func (r *Runner) run(ctx context.Context, t *task) {
 	log := r.log.With("job", t.id)
 	log.Info("job starting", "vm_paths", t.cmd.VMPaths)
 	changes, err := r.execute(ctx, t)
+	left := ""
+	if j, gerr := r.st.Get(t.id); gerr == nil && j.Snapshot != "" {
+		left = fmt.Sprintf("; snapshot %s%s is still on the VM: its removal is retried (POST /api/v1/cleanup/%s retries now)", SnapshotPrefix, t.id, t.id)
+		defer r.wg.Go(func() { r.retryCleanup(r.runCtx, t.id) })
+	}
 	cause := context.Cause(ctx)
 	var cancelled *Cancelled
 	switch {
 	case err == nil:
 		r.finish(ctx, t, store.StateCompleted, "", "", changes...)
 	case errors.As(cause, &cancelled):
-		r.finish(ctx, t, store.StateCancelled, events.FailureCancelled, fmt.Sprintf("%s (%v)", cancelled.Reason, stepOf(err)))
+		r.finish(ctx, t, store.StateCancelled, events.FailureCancelled, fmt.Sprintf("%s (%v)%s", cancelled.Reason, stepOf(err), left))
 	case errors.Is(cause, errStopping):
-		r.finish(ctx, t, store.StateFailed, events.FailureInternal, fmt.Sprintf("%s during %s; start the job again", errStopping, stepOf(err)))
+		r.finish(ctx, t, store.StateFailed, events.FailureInternal, fmt.Sprintf("%s during %s; start the job again%s", errStopping, stepOf(err), left))
 	default:
 		code := events.FailureInternal
 		var se *stepError
 		if errors.As(err, &se) {
 			code = se.code
 		}
-		r.finish(ctx, t, store.StateFailed, code, err.Error())
+		r.finish(ctx, t, store.StateFailed, code, err.Error()+left)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/seal"
@@ -31,14 +32,7 @@ func (r *Runner) recoverJobs(ctx context.Context) error {
 				fmt.Sprintf("the VMA restarted while the job was %s; start the job again", where))
 		}
 		if j.Snapshot != "" || (j.VMRef != "" && j.Password != nil) {
-			r.wg.Go(func() {
-				removed, err := r.cleanSnapshots(ctx, j.JobID)
-				if err != nil {
-					r.log.Error("remove the snapshot of an unfinished job", "job", j.JobID, "err", err)
-					return
-				}
-				r.log.Info("removed the snapshot of an unfinished job", "job", j.JobID, "snapshots", removed)
-			})
+			r.wg.Go(func() { r.retryCleanup(ctx, j.JobID) })
 		}
 	}
 	return nil
@@ -135,4 +129,25 @@ func (r *Runner) forget(id string) error {
 		return nil
 	})
 	return err
+}
+
+// retryCleanup removes the snapshot of a job that ended without removing
+// it, trying again after a growing delay (Config.CleanupRetry, doubling up
+// to 5 minutes) until it is gone or ctx ends.
+func (r *Runner) retryCleanup(ctx context.Context, id string) {
+	delay := r.cfg.CleanupRetry
+	for {
+		removed, err := r.cleanSnapshots(ctx, id)
+		if err == nil {
+			r.log.Info("removed the snapshot of an ended job", "job", id, "snapshots", removed)
+			return
+		}
+		r.log.Warn("remove the snapshot of an ended job", "job", id, "err", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Minute)
+	}
 }

@@ -85,6 +85,9 @@ type Config struct {
 	RequestTimeout time.Duration
 	// CleanupTimeout bounds removing a snapshot after a job; 0 means 5m.
 	CleanupTimeout time.Duration
+	// CleanupRetry is the first delay before a failed snapshot removal is
+	// tried again (it doubles up to 5m); 0 means 10s.
+	CleanupRetry time.Duration
 	Now            func() time.Time
 	Logger         *slog.Logger
 }
@@ -117,6 +120,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.CleanupTimeout == 0 {
 		cfg.CleanupTimeout = 5 * time.Minute
 	}
+	if cfg.CleanupRetry == 0 {
+		cfg.CleanupRetry = 10 * time.Second
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -132,6 +138,8 @@ type Runner struct {
 	conn *bus.Conn
 	st   *store.Store
 	log  *slog.Logger
+
+	runCtx context.Context // Run's: it ends when the VMA stops
 
 	mu      sync.Mutex
 	queue   []*task          // waiting, in arrival order
@@ -173,6 +181,7 @@ var errStopping = errors.New("the VMA stopped")
 // every job (each removes its snapshot and reports failed) and returns once
 // they have ended.
 func (r *Runner) Run(ctx context.Context) error {
+	r.runCtx = ctx
 	if err := r.recoverJobs(ctx); err != nil {
 		return err
 	}

@@ -1,0 +1,177 @@
+package jobs_test
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmware/govmomi/object"
+
+	"github.com/godwit/godwit/events"
+	omaappliance "github.com/godwit/godwit/oma/appliance"
+	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/vma/appliance"
+	"github.com/godwit/godwit/vma/copier"
+	"github.com/godwit/godwit/vma/vcsim"
+)
+
+// slowly limits every copy of the VMA to rate bytes per second, so that a
+// test can act while a job copies.
+func slowly(rate int64) func(*appliance.Config) {
+	return func(c *appliance.Config) { c.Copy.Limiter = copier.NewLimiter(rate, nil) }
+}
+
+// waitCopying waits until the OMA shows the job copying with some bytes done.
+func (b *bed) waitCopying(t *testing.T, id string) {
+	t.Helper()
+	testbed.Eventually(t, "job "+id+" copying", func() bool {
+		j := b.get(t, id)
+		return j.State == events.JobCopying && j.BytesDone > 0
+	})
+}
+
+// vmaStatus is the VMA's GET /api/v1/status/{job_id}.
+type vmaStatus struct {
+	State    string `json:"state"`
+	Error    string `json:"error"`
+	Snapshot string `json:"snapshot"`
+}
+
+func (b *bed) vmaStatus(t *testing.T, id string) vmaStatus {
+	t.Helper()
+	var st vmaStatus
+	if code := b.vmaDo(t, http.MethodGet, "/api/v1/status/"+id, nil, &st); code != http.StatusOK {
+		t.Fatalf("VMA status of %s = %d", id, code)
+	}
+	return st
+}
+
+// TestCancelMidCopy: a job cancelled through the OMA while it copies ends
+// cancelled, with the reason, within a few seconds, its snapshot removed.
+func TestCancelMidCopy(t *testing.T) {
+	b := newBed(t, bedConfig{vma: slowly(1 << 20)})
+	j := b.create(t, threeDisks)
+	b.startFromOMA(t, j.JobID)
+	b.waitCopying(t, j.JobID)
+	start := time.Now()
+	if code := b.o.Do(http.MethodDelete, "/api/v1/replications/"+j.JobID, nil, nil); code != http.StatusOK && code != http.StatusAccepted {
+		t.Fatalf("cancel through the OMA = %d", code)
+	}
+	defer func() { if t.Failed() { t.Log(b.v.Logs, b.o.Logs) } }()
+	testbed.Eventually(t, "the VMA's job cancelled", func() bool { return b.vmaStatus(t, j.JobID).State == "cancelled" })
+	took := time.Since(start)
+	st := b.vmaStatus(t, j.JobID)
+	if !strings.Contains(st.Error, "cancelled through the OMA API") || !strings.Contains(st.Error, "copy") || st.Snapshot != "" {
+		t.Errorf("VMA status = %+v, want the reason, the step, no snapshot", st)
+	}
+	got := b.wait(t, j.JobID)
+	if got.State != events.JobCancelled {
+		t.Errorf("OMA job = %s (%s), want cancelled", got.State, got.LastError)
+	}
+	b.assertNoSnapshot(t, threeDisksPath)
+	t.Logf("cancelled %s after the request", took)
+}
+
+// TestExportFailingWrites: the OMA's exports fail every write (nbdkit's
+// error filter): the job fails naming the copy step, the disk and EIO, and
+// its snapshot is removed.
+func TestExportFailingWrites(t *testing.T) {
+	wrapper := filepath.Join(t.TempDir(), "nbdkit")
+	script := "#!/bin/sh\nexec nbdkit --filter=error \"$@\" error-pwrite=EIO error-pwrite-rate=100%\n"
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b := newBed(t, bedConfig{oma: func(c *omaappliance.Config) { c.Nbdkit = wrapper }})
+	j := b.create(t, threeDisks)
+	b.startFromOMA(t, j.JobID)
+	got := b.wait(t, j.JobID)
+	if got.State != events.JobFailed || !strings.Contains(got.LastError, "copy: disk ") || !strings.Contains(got.LastError, "EIO") {
+		t.Errorf("job = %s (%s), want failed in the copy of a disk with EIO", got.State, got.LastError)
+	}
+	if strings.Contains(got.LastError, j.Disks[0].VolumePath) {
+		t.Errorf("the error %q shows the volume", got.LastError)
+	}
+	b.assertNoSnapshot(t, threeDisksPath)
+}
+
+// TestVCenterGoneMidCopy: vCenter stops answering while a job copies. The
+// job fails naming the disk and the cause; once vCenter is back, the
+// snapshot left behind is removed without anyone asking.
+func TestVCenterGoneMidCopy(t *testing.T) {
+	b := newBed(t, bedConfig{proxy: true, vma: func(c *appliance.Config) {
+		slowly(1 << 20)(c)
+		c.CleanupRetry = 100 * time.Millisecond
+		c.VCenterTimeout = 2 * time.Second
+	}})
+	j := b.create(t, threeDisks)
+	b.startFromOMA(t, j.JobID)
+	b.waitCopying(t, j.JobID)
+	b.proxy.cut()
+	got := b.wait(t, j.JobID)
+	if got.State != events.JobFailed || !strings.Contains(got.LastError, ": disk ") {
+		t.Errorf("job = %s (%s), want failed naming a disk", got.State, got.LastError)
+	}
+	if !strings.Contains(got.LastError, vcsimSnapshot(j.JobID)) {
+		t.Errorf("the failure %q does not say the snapshot is left", got.LastError)
+	}
+	b.proxy.mend()
+	testbed.Eventually(t, "the snapshot removed once vCenter is back", func() bool { return b.vmaStatus(t, j.JobID).Snapshot == "" })
+	b.assertNoSnapshot(t, threeDisksPath)
+}
+
+func vcsimSnapshot(job string) string { return "godwit-" + job }
+
+// TestPathNamesAnotherVM: between the job's creation and its start, the
+// VM's path came to name another VM. The job fails before any byte is
+// written, and no snapshot is taken of the other VM.
+func TestPathNamesAnotherVM(t *testing.T) {
+	b := newBed(t, bedConfig{})
+	j := b.create(t, threeDisks)
+	other := "gen-vm-005"
+	rename(t, b, "/"+vcsim.Datacenter+"/vm/"+threeDisks, "moved-away")
+	rename(t, b, "/"+vcsim.Datacenter+"/vm/"+other, threeDisks)
+	b.startFromOMA(t, j.JobID)
+	got := b.wait(t, j.JobID)
+	if got.State != events.JobFailed || !strings.Contains(got.LastError, "find VM") || !strings.Contains(got.LastError, b.vms[other].ID) {
+		t.Fatalf("job = %s (%s), want failed at find VM naming %s", got.State, got.LastError, b.vms[other].ID)
+	}
+	for _, d := range got.Disks {
+		if fi, err := os.Stat(d.VolumePath); err == nil && fi.Size() > 0 {
+			if ext, err := dataExtentsOf(d.VolumePath); err != nil || len(ext) != 0 {
+				t.Errorf("volume of disk %d holds data %v (%v)", d.Key, ext, err)
+			}
+		}
+	}
+	b.assertNoSnapshot(t, threeDisksPath)
+}
+
+// rename renames the VM at path.
+func rename(t *testing.T, b *bed, path, name string) {
+	t.Helper()
+	s := b.login(t)
+	defer s.Close()
+	vm, err := s.FindVM(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := object.NewVirtualMachine(s.Client, vm.Ref).Rename(context.Background(), name)
+	if err == nil {
+		err = task.Wait(context.Background())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func dataExtentsOf(path string) ([][2]int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return dataExtents(f)
+}
