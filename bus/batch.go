@@ -44,7 +44,7 @@ const DefaultBatch = 256
 // that the batch's messages are in progress. The outcomes h returns are
 // sent after it returns; the acks last, confirmed by the server. Messages
 // received but not yet handed to h when ctx ends are naked, to be
-// redelivered at once to the next consumer. ConsumeBatch returns nil when
+// redelivered at once to the next consumer, not after the ack wait. ConsumeBatch returns nil when
 // ctx ends, after the batch it is running was handled and acked.
 func (c *Conn) ConsumeBatch(ctx context.Context, stream, durable string, max int, h BatchHandler) error {
 	if max <= 0 {
@@ -60,7 +60,8 @@ func (c *Conn) ConsumeBatch(ctx context.Context, stream, durable string, max int
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
 		select {
 		case in <- msg:
-		case <-ctx.Done(): // not acked: redelivered to the next consumer
+		case <-ctx.Done():
+			_ = msg.Nak() // redelivered at once to the next consumer
 		}
 	}, jetstream.PullMaxMessages(2*max), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		log.Warn("consume", "err", err)
@@ -69,7 +70,7 @@ func (c *Conn) ConsumeBatch(ctx context.Context, stream, durable string, max int
 		return fmt.Errorf("consume %s/%s: %w", stream, durable, err)
 	}
 	defer func() {
-		cc.Stop()
+		cc.Drain() // what the client has buffered goes through the callback: naked
 		<-cc.Closed()
 		for {
 			select {
