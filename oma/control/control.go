@@ -113,7 +113,10 @@ func (c *Control) Run(ctx context.Context) error {
 	}
 	consumers := []consumer{
 		{bus.StreamDiscovery, []string{"godwit.discover.result.>"}, one(c.applyDiscoverResult)},
-		{bus.StreamProgress, []string{"godwit.progress.>", "godwit.status.>"}, func(ctx context.Context, stream string) error {
+		// The whole progress stream, unfiltered: it holds only progress and
+		// status, and filters would make the server match each message
+		// against them, a cost that grows with the jobs' subjects.
+		{bus.StreamProgress, nil, func(ctx context.Context, stream string) error {
 			return c.bus.ConsumeBatch(ctx, stream, bus.OMADurable, c.cfg.ProgressBatch, c.applyProgress)
 		}},
 		{bus.StreamPresence, []string{"godwit.vma.>"}, one(c.applyHeartbeat)},
