@@ -34,7 +34,7 @@ type BatchHandler func(ctx context.Context, batch []Delivery) []error
 const DefaultBatch = 256
 
 // ConsumeBatch reads the durable consumer of stream until ctx ends, calling
-// h with batches of at most max events (0 means DefaultBatch). It does not
+// h with batches of at most size events (0 means DefaultBatch). It does not
 // wait to fill a batch: h gets what has arrived by the time it is free,
 // so a lone event is handled at once and, under load, the events that
 // came while h ran make the next batch. Each message is checked as Consume
@@ -46,9 +46,9 @@ const DefaultBatch = 256
 // received but not yet handed to h when ctx ends are naked, to be
 // redelivered at once to the next consumer, not after the ack wait. ConsumeBatch returns nil when
 // ctx ends, after the batch it is running was handled and acked.
-func (c *Conn) ConsumeBatch(ctx context.Context, stream, durable string, max int, h BatchHandler) error {
-	if max <= 0 {
-		max = DefaultBatch
+func (c *Conn) ConsumeBatch(ctx context.Context, stream, durable string, size int, h BatchHandler) error {
+	if size <= 0 {
+		size = DefaultBatch
 	}
 	cons, err := c.js.Consumer(ctx, stream, durable)
 	if err != nil {
@@ -56,14 +56,14 @@ func (c *Conn) ConsumeBatch(ctx context.Context, stream, durable string, max int
 	}
 	log := c.log.With("stream", stream, "consumer", durable)
 	beat := progressInterval(cons.CachedInfo().Config.AckWait)
-	in := make(chan jetstream.Msg, max)
+	in := make(chan jetstream.Msg, size)
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
 		select {
 		case in <- msg:
 		case <-ctx.Done():
 			_ = msg.Nak() // redelivered at once to the next consumer
 		}
-	}, jetstream.PullMaxMessages(2*max), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+	}, jetstream.PullMaxMessages(2*size), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		log.Warn("consume", "err", err)
 	}))
 	if err != nil {
@@ -81,7 +81,7 @@ func (c *Conn) ConsumeBatch(ctx context.Context, stream, durable string, max int
 			}
 		}
 	}()
-	msgs := make([]jetstream.Msg, 0, max)
+	msgs := make([]jetstream.Msg, 0, size)
 	for {
 		select {
 		case <-ctx.Done():
@@ -90,7 +90,7 @@ func (c *Conn) ConsumeBatch(ctx context.Context, stream, durable string, max int
 			msgs = append(msgs[:0], msg)
 		}
 	more:
-		for len(msgs) < max {
+		for len(msgs) < size {
 			select {
 			case msg := <-in:
 				msgs = append(msgs, msg)

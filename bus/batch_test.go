@@ -17,7 +17,7 @@ import (
 )
 
 // TestConsumeBatch: messages waiting when the consumer starts come in
-// batches of at most max, in stream order; invalid ones and ones on a
+// batches of at most size, in stream order; invalid ones and ones on a
 // foreign subject never reach the handler; each event is settled by its
 // own outcome (a poison one terminated, a failed one redelivered, the
 // others acked), and a handler that panics or miscounts its outcomes gets
@@ -51,7 +51,7 @@ func TestConsumeBatch(t *testing.T) {
 	// Far enough apart that no first batch holds two of them.
 	poison, flaky, panicky, miscount := ids[1], ids[4], ids[12], ids[19]
 
-	const max = 8
+	const size = 8
 	var (
 		mu      sync.Mutex
 		calls   = map[string]int{}
@@ -60,7 +60,7 @@ func TestConsumeBatch(t *testing.T) {
 	cctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- oma.ConsumeBatch(cctx, bus.StreamProgress, bus.OMADurable, max, func(_ context.Context, batch []bus.Delivery) []error {
+		done <- oma.ConsumeBatch(cctx, bus.StreamProgress, bus.OMADurable, size, func(_ context.Context, batch []bus.Delivery) []error {
 			mu.Lock()
 			defer mu.Unlock()
 			var got []string
@@ -121,8 +121,8 @@ func TestConsumeBatch(t *testing.T) {
 	}
 	big := false
 	for _, b := range batches {
-		if len(b) > max {
-			t.Errorf("a batch of %d events, max %d", len(b), max)
+		if len(b) > size {
+			t.Errorf("a batch of %d events, max %d", len(b), size)
 		}
 		big = big || len(b) > 1
 	}
