@@ -38,6 +38,8 @@ test: deps tools
 bench: deps tools build
 	$(GO) test -run '^$$' -bench . -benchtime 3s -count 3 ./bus ./schema
 	$(GO) test -run '^$$' -bench . -benchtime 200x -count 3 ./oma/api
+	$(GO) test -run '^$$' -bench ProgressApply -benchtime 20000x -count 3 ./oma/control
+	$(GO) test -run '^$$' -bench ProgressLag -benchtime 5000x -count 3 ./oma/control
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m ./vma/vcenter
 	$(GO) test -run '^$$' -bench . -count 3 ./vma/copier
 	BIN=$(BIN) scripts/bench-copy.sh 5

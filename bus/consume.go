@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -73,23 +74,12 @@ func progressInterval(ackWait time.Duration) time.Duration {
 	return max(ackWait/3, 10*time.Millisecond)
 }
 
-func (c *Conn) handle(ctx context.Context, msg jetstream.Msg, h Handler, beat time.Duration, log interface {
-	Error(string, ...any)
-	Warn(string, ...any)
-}) {
-	ev, err := c.validator.ValidateEvent(msg.Data())
-	if err != nil {
-		log.Error("rejected invalid event", "subject", msg.Subject(), "err", err)
-		_ = msg.TermWithReason("invalid event")
+func (c *Conn) handle(ctx context.Context, msg jetstream.Msg, h Handler, beat time.Duration, log *slog.Logger) {
+	ev, p, ok := c.check(msg, log)
+	if !ok {
 		return
 	}
-	p, subj, err := decode(ev)
-	if err != nil || subj != msg.Subject() {
-		log.Error("rejected event on a foreign subject", "subject", msg.Subject(), "want", subj, "id", ev.ID, "err", err)
-		_ = msg.TermWithReason("subject mismatch")
-		return
-	}
-	err = callInProgress(ctx, msg, h, ev, p, beat)
+	err := inProgress([]jetstream.Msg{msg}, beat, func() error { return call(ctx, h, ev, p) })
 	switch {
 	case err == nil:
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
@@ -107,26 +97,22 @@ func (c *Conn) handle(ctx context.Context, msg jetstream.Msg, h Handler, beat ti
 	}
 }
 
-// callInProgress calls h and, until it returns, tells JetStream every beat
-// that msg is still being worked on.
-func callInProgress(ctx context.Context, msg jetstream.Msg, h Handler, ev events.Event, p events.Payload, beat time.Duration) error {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(beat)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				_ = msg.InProgress() // best effort: a lost one means at worst a redelivery
-			}
-		}
-	})
-	defer wg.Wait()
-	defer close(done)
-	return call(ctx, h, ev, p)
+// check validates msg as an event whose payload belongs on the subject it
+// came on. A message that fails is logged and terminated, and ok is false.
+func (c *Conn) check(msg jetstream.Msg, log *slog.Logger) (ev events.Event, p events.Payload, ok bool) {
+	ev, err := c.validator.ValidateEvent(msg.Data())
+	if err != nil {
+		log.Error("rejected invalid event", "subject", msg.Subject(), "err", err)
+		_ = msg.TermWithReason("invalid event")
+		return ev, nil, false
+	}
+	p, subj, err := decode(ev)
+	if err != nil || subj != msg.Subject() {
+		log.Error("rejected event on a foreign subject", "subject", msg.Subject(), "want", subj, "id", ev.ID, "err", err)
+		_ = msg.TermWithReason("subject mismatch")
+		return ev, nil, false
+	}
+	return ev, p, true
 }
 
 // call runs h, turning a panic into an error so one bad event cannot stop

@@ -14,15 +14,19 @@ import (
 // applyOnce runs apply in one transaction with the event's id, unless the
 // event was applied before; the id is recorded in the same transaction.
 func (c *Control) applyOnce(ev events.Event, apply func(tx *bbolt.Tx) error) error {
-	return c.store.Update(func(tx *bbolt.Tx) error {
-		if store.Applied(tx, ev.ID) {
-			return nil
-		}
-		if err := apply(tx); err != nil {
-			return err
-		}
-		return store.MarkApplied(tx, ev.ID, c.cfg.Now())
-	})
+	return c.store.Update(func(tx *bbolt.Tx) error { return c.onceIn(tx, ev, apply) })
+}
+
+// onceIn runs apply within tx and records the event's id there, unless the
+// event was applied before, in an earlier transaction or earlier in tx.
+func (c *Control) onceIn(tx *bbolt.Tx, ev events.Event, apply func(tx *bbolt.Tx) error) error {
+	if store.Applied(tx, ev.ID) {
+		return nil
+	}
+	if err := apply(tx); err != nil {
+		return err
+	}
+	return store.MarkApplied(tx, ev.ID, c.cfg.Now())
 }
 
 // pruneLoop forgets, every PruneEvery by the Config's clock, the ids of

@@ -43,6 +43,9 @@ type Config struct {
 	// on a dropped connection; the VMA's final status ends it early. 0
 	// means 30s.
 	CancelGrace time.Duration
+	// ProgressBatch is how many progress and status events are applied in
+	// one transaction at most; 0 means bus.DefaultBatch.
+	ProgressBatch int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger; nil discards.
@@ -107,20 +110,28 @@ func (c *Control) Started() time.Time { return c.started }
 // Bus returns the bus connection.
 func (c *Control) Bus() *bus.Conn { return c.bus }
 
-// Run consumes discover results, progress and status, and heartbeats,
-// answers export requests, publishes the outbox and prunes the ids of old
-// events, until ctx ends. It returns only after everything it started has
+// Run consumes discover results, progress and status (in batches, one
+// transaction each), and heartbeats, answers export requests, publishes the
+// outbox and prunes the ids of old events, until ctx ends. It returns only after everything it started has
 // stopped; nil when ctx ended.
 func (c *Control) Run(ctx context.Context) error {
 	type consumer struct {
 		stream  string
 		filters []string
-		handle  bus.Handler
+		consume func(ctx context.Context, stream string) error
+	}
+	one := func(h bus.Handler) func(context.Context, string) error {
+		return func(ctx context.Context, stream string) error { return c.bus.Consume(ctx, stream, bus.OMADurable, h) }
 	}
 	consumers := []consumer{
-		{bus.StreamDiscovery, []string{"godwit.discover.result.>"}, c.applyDiscoverResult},
-		{bus.StreamProgress, []string{"godwit.progress.>", "godwit.status.>"}, c.applyProgress},
-		{bus.StreamPresence, []string{"godwit.vma.>"}, c.applyHeartbeat},
+		{bus.StreamDiscovery, []string{"godwit.discover.result.>"}, one(c.applyDiscoverResult)},
+		// The whole progress stream, unfiltered: it holds only progress and
+		// status, and filters would make the server match each message
+		// against them, a cost that grows with the jobs' subjects.
+		{bus.StreamProgress, nil, func(ctx context.Context, stream string) error {
+			return c.bus.ConsumeBatch(ctx, stream, bus.OMADurable, c.cfg.ProgressBatch, c.applyProgress)
+		}},
+		{bus.StreamPresence, []string{"godwit.vma.>"}, one(c.applyHeartbeat)},
 	}
 	for _, cons := range consumers {
 		if err := c.bus.EnsureConsumer(ctx, cons.stream, bus.OMADurable, cons.filters...); err != nil {
@@ -137,7 +148,7 @@ func (c *Control) Run(ctx context.Context) error {
 	wg.Go(func() { c.pruneLoop(ctx) })
 	errs := make(chan error, len(consumers))
 	for _, cons := range consumers {
-		wg.Go(func() { errs <- c.bus.Consume(ctx, cons.stream, bus.OMADurable, cons.handle) })
+		wg.Go(func() { errs <- cons.consume(ctx, cons.stream) })
 	}
 	var first error
 	for range consumers {

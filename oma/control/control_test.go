@@ -20,7 +20,7 @@ import (
 // harness is a Control on real parts (embedded NATS, bbolt, nbdkit) with
 // an injected clock. start and stop may be called again on the same data.
 type harness struct {
-	t     *testing.T
+	t     testing.TB
 	dir   string
 	clock *testbed.Clock
 	srv   *bus.Server
@@ -37,7 +37,7 @@ type harness struct {
 	done   chan error
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	h := &harness{t: t, dir: t.TempDir(), clock: testbed.NewClock()}
 	h.first, h.last = testbed.FreePorts(t, 3)

@@ -11,7 +11,7 @@
 //
 // One concern a file: jobs.go creates, starts and cancels jobs (planned
 // under a lock, nbdkit started without it); progress.go applies the VMAs'
-// progress and status to them; replicas.go names replicas and their volume
+// progress and status to them, a batch a transaction; replicas.go names replicas and their volume
 // generations; exportrequests.go answers a VMA's request for its exports;
 // inventory.go runs discoveries and keeps their results; vmas.go registers
 // VMAs and records their heartbeats; outbox.go publishes what changes

@@ -13,10 +13,93 @@ import (
 	"github.com/godwit/godwit/oma/store"
 )
 
-// applyProgress applies progress and replication status to their job.
-// Counters move only with a higher sequence number; the state moves only
-// forward. A final job never changes.
-func (c *Control) applyProgress(ctx context.Context, ev events.Event, p events.Payload) error {
+// applyProgress applies a batch of progress and replication status events
+// to their jobs in one transaction, each event's id recorded in it, so a
+// batch costs one commit. Counters move only with a higher sequence
+// number; the state moves only forward. A final job never changes. When an
+// event of the batch is poison (an unknown job, another VMA's job, a bad
+// phase or state), the transaction is dropped and the events are applied
+// one by one, so the poison one is terminated and the others applied. Any
+// other failure fails the whole batch, to be redelivered. Exports of jobs
+// that ended are released after the commit.
+func (c *Control) applyProgress(ctx context.Context, batch []bus.Delivery) []error {
+	var ends []endedJob
+	err := c.store.Update(func(tx *bbolt.Tx) error {
+		ends = ends[:0]
+		for _, d := range batch {
+			end, err := c.progressOnce(tx, d.Event, d.Payload)
+			if err != nil {
+				return err
+			}
+			if end != goesOn {
+				ends = append(ends, endedJob{jobOf(d.Payload), end})
+			}
+		}
+		return nil
+	})
+	switch {
+	case err == nil:
+		c.released(ends)
+		return nil
+	case errors.Is(err, bus.ErrPoison):
+		return c.applyProgressEach(batch)
+	}
+	out := make([]error, len(batch))
+	for i := range out {
+		out[i] = fmt.Errorf("apply %d progress events: %w", len(batch), err)
+	}
+	return out
+}
+
+// applyProgressEach applies each event of batch in a transaction of its own
+// and returns each one's outcome.
+func (c *Control) applyProgressEach(batch []bus.Delivery) []error {
+	out := make([]error, len(batch))
+	var ends []endedJob
+	for i, d := range batch {
+		var end ending
+		out[i] = c.store.Update(func(tx *bbolt.Tx) error {
+			var err error
+			end, err = c.progressOnce(tx, d.Event, d.Payload)
+			return err
+		})
+		if out[i] == nil && end != goesOn {
+			ends = append(ends, endedJob{jobOf(d.Payload), end})
+		}
+	}
+	c.released(ends)
+	return out
+}
+
+// released releases the exports of the jobs that ended, and those kept
+// for cancelled jobs whose VMA reported their end, then wakes the outbox
+// for the lifecycle events just committed.
+func (c *Control) released(ends []endedJob) {
+	for _, e := range ends {
+		if e.end == ended {
+			c.release(e.id)
+		} else {
+			c.releaseSoon(e.id)
+		}
+	}
+	c.kick()
+}
+
+// jobOf returns the job a progress or status event is about.
+func jobOf(p events.Payload) string {
+	switch v := p.(type) {
+	case *events.Progress:
+		return v.JobID
+	case *events.ReplicationStatus:
+		return v.JobID
+	}
+	return ""
+}
+
+// progressOnce applies one progress or status event within tx, unless it
+// was applied before, and records its id. It says whether the event ended
+// its job, or reported the end of a job that was final already.
+func (c *Control) progressOnce(tx *bbolt.Tx, ev events.Event, p events.Payload) (end ending, err error) {
 	var jobID, vmaID string
 	switch v := p.(type) {
 	case *events.Progress:
@@ -24,10 +107,9 @@ func (c *Control) applyProgress(ctx context.Context, ev events.Event, p events.P
 	case *events.ReplicationStatus:
 		jobID, vmaID = v.JobID, v.VMAID
 	default:
-		return fmt.Errorf("%w: %s on the progress consumer", bus.ErrPoison, ev.Type)
+		return goesOn, fmt.Errorf("%w: %s on the progress consumer", bus.ErrPoison, ev.Type)
 	}
-	var final, ended bool // the job became final; its VMA reports the end of a job final before
-	err := c.applyOnce(ev, func(tx *bbolt.Tx) error {
+	err = c.onceIn(tx, ev, func(tx *bbolt.Tx) error {
 		j, err := store.GetJob(tx, jobID)
 		if errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("%w: %s for unknown job %s", bus.ErrPoison, ev.Type, jobID)
@@ -42,7 +124,7 @@ func (c *Control) applyProgress(ctx context.Context, ev events.Event, p events.P
 			// Late news about a finished job; the end of a cancelled one
 			// lets its export go.
 			if s, ok := p.(*events.ReplicationStatus); ok && s.State != events.StatusAccepted && s.State != events.StatusRunning {
-				ended = true
+				end = stoppedLate
 			}
 			return nil
 		}
@@ -55,20 +137,27 @@ func (c *Control) applyProgress(ctx context.Context, ev events.Event, p events.P
 		if err != nil {
 			return err
 		}
-		final = jobs.Final(j.State)
+		if jobs.Final(j.State) {
+			end = ended
+		}
 		return store.PutJob(tx, j)
 	})
-	if err != nil {
-		return err
-	}
-	if final {
-		c.release(jobID)
-	}
-	if ended {
-		c.releaseSoon(jobID)
-	}
-	c.kick()
-	return nil
+	return end, err
+}
+
+// ending is what an applied event did to its job.
+type ending int
+
+const (
+	goesOn      ending = iota
+	ended              // the job became final: its export is released
+	stoppedLate        // its VMA reports the end of a job final already (cancelled): the export kept for it is released
+)
+
+// endedJob is a job whose export an applied event lets go.
+type endedJob struct {
+	id  string
+	end ending
 }
 
 func (c *Control) progress(tx *bbolt.Tx, j *store.Job, p *events.Progress) error {
