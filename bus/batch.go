@@ -51,6 +51,9 @@ func (c *Conn) ConsumeBatch(ctx context.Context, stream, durable string, size in
 		size = DefaultBatch
 	}
 	cons, err := c.js.Consumer(ctx, stream, durable)
+	if err != nil && ctx.Err() != nil {
+		return nil // stopped before it began
+	}
 	if err != nil {
 		return fmt.Errorf("consume %s/%s: %w", stream, durable, err)
 	}

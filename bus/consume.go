@@ -34,6 +34,9 @@ const ackTimeout = 5 * time.Second
 // handler it is running has returned and its message was acked.
 func (c *Conn) Consume(ctx context.Context, stream, durable string, h Handler) error {
 	cons, err := c.js.Consumer(ctx, stream, durable)
+	if err != nil && ctx.Err() != nil {
+		return nil // stopped before it began
+	}
 	if err != nil {
 		return fmt.Errorf("consume %s/%s: %w", stream, durable, err)
 	}

@@ -88,8 +88,8 @@ type Config struct {
 	// CleanupRetry is the first delay before a failed snapshot removal is
 	// tried again (it doubles up to 5m); 0 means 10s.
 	CleanupRetry time.Duration
-	Now            func() time.Time
-	Logger         *slog.Logger
+	Now          func() time.Time
+	Logger       *slog.Logger
 }
 
 func (cfg Config) withDefaults() (Config, error) {
@@ -156,6 +156,8 @@ type task struct {
 	cancel  context.CancelCauseFunc // set when it runs
 	done    chan struct{}           // closed when it has ended
 	pubMu   sync.Mutex              // orders the job's events
+	// lastProgress is when the last progress event went out (under pubMu).
+	lastProgress time.Time
 }
 
 // New returns a Runner that consumes through conn and keeps its jobs in st.
@@ -417,6 +419,10 @@ func (r *Runner) publishStatus(ctx context.Context, t *task, state string, disks
 func (r *Runner) publishProgress(ctx context.Context, t *task, force bool) {
 	t.pubMu.Lock()
 	defer t.pubMu.Unlock()
+	now := time.Now()
+	if !force && now.Sub(t.lastProgress) < r.cfg.ProgressInterval {
+		return // at most one per interval, however late the last one went
+	}
 	p, changed := t.tracker.snapshot()
 	if (!changed && !force) || p.Phase == "" {
 		return
@@ -437,6 +443,7 @@ func (r *Runner) publishProgress(ctx context.Context, t *task, force bool) {
 		r.log.Warn("store progress", "job", t.id, "err", err)
 		return
 	}
+	t.lastProgress = time.Now()
 	if _, err := r.conn.Publish(ctx, p.event(t.id, r.cfg.Identity.ID, j.Seq)); err != nil && ctx.Err() == nil {
 		r.log.Warn("publish progress", "job", t.id, "err", err)
 	}
