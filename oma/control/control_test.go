@@ -32,6 +32,8 @@ type harness struct {
 	last  int
 	// nbdkit is the nbdkit binary the exports run; "" is nbdkit on PATH.
 	nbdkit string
+	// grace is the Control's CancelGrace; 0 is its default.
+	grace time.Duration
 
 	cancel context.CancelFunc
 	done   chan error
@@ -71,7 +73,7 @@ func (h *harness) open() error {
 		return err
 	}
 	h.exp = exports.New(exports.Config{FirstPort: h.first, LastPort: h.last, Nbdkit: h.nbdkit})
-	h.ctl = control.New(control.Config{DataDir: h.dir, Now: h.clock.Now}, h.st, h.conn, h.exp, h.srv)
+	h.ctl = control.New(control.Config{DataDir: h.dir, Now: h.clock.Now, CancelGrace: h.grace}, h.st, h.conn, h.exp, h.srv)
 	return h.ctl.Restore(context.Background())
 }
 

@@ -2,6 +2,7 @@ package control_test
 
 import (
 	"context"
+	"net"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -122,5 +123,68 @@ func TestJobIDsInOneSecond(t *testing.T) {
 		if _, err := h.ctl.Cancel(ctx, j.ID); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestCancelKeepsTheExportForTheVMA: cancelling a pending job releases its
+// export at once; cancelling a started one keeps the export up until the
+// VMA reports that the job stopped, or until the grace period ends.
+func TestCancelKeepsTheExportForTheVMA(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.stop()
+	h.grace = 500 * time.Millisecond
+	h.start()
+	conn, kp := h.vma("vma-1")
+	heartbeat(t, conn, "vma-1", kp, h.clock.Now())
+	h.learn(conn, "vma-1", testVM("vm-1", 1<<20), testVM("vm-2", 1<<20), testVM("vm-3", 1<<20))
+	testbed.Eventually(t, "the VMA's key", func() bool {
+		vmas, _ := h.ctl.VMAs()
+		return len(vmas) == 1 && vmas[0].PublicKey != ""
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	serving := func(j store.Job) bool {
+		d := j.Disks[0]
+		pctx, pcancel := context.WithTimeout(ctx, time.Second)
+		defer pcancel()
+		_, err := exports.Probe(pctx, net.JoinHostPort("127.0.0.1", strconv.Itoa(d.Export.Port)), d.Export.Name)
+		return err == nil
+	}
+	job := func(vm string, start bool) store.Job {
+		j, err := h.ctl.CreateJob(ctx, control.CreateRequest{VM: events.VMRef{ID: vm}, ReplicationType: events.ReplicationInitial})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if start {
+			if _, err := h.ctl.Start(ctx, j.ID, control.Credentials{Username: "u", Password: "p"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := h.ctl.Cancel(ctx, j.ID); err != nil {
+			t.Fatal(err)
+		}
+		return j
+	}
+
+	pending := job("vm-1", false)
+	if serving(pending) {
+		t.Error("a cancelled pending job's export is still served")
+	}
+
+	reported := job("vm-2", true)
+	if !serving(reported) {
+		t.Fatal("a cancelled started job's export was released before its VMA stopped")
+	}
+	if _, err := conn.Publish(ctx, &events.ReplicationStatus{JobID: reported.ID, VMAID: "vma-1", Seq: 1, State: events.StatusCancelled,
+		Error: &events.Failure{Code: events.FailureCancelled, Message: "cancelled through the OMA API"}}); err != nil {
+		t.Fatal(err)
+	}
+	testbed.Eventually(t, "the export released once the VMA reported the job stopped", func() bool { return !serving(reported) })
+
+	silent := job("vm-3", true)
+	testbed.Eventually(t, "the export released after the grace period", func() bool { return !serving(silent) })
+	if got, _ := h.ctl.Job(silent.ID); got.State != events.JobCancelled {
+		t.Errorf("job = %s, want cancelled", got.State)
 	}
 }
