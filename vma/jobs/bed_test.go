@@ -9,6 +9,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -49,7 +52,7 @@ type bedConfig struct {
 // diskData is what each simulated disk holds: small, so jobs are quick.
 const diskData = 3 << 20
 
-func newBed(t *testing.T, bc bedConfig) *bed {
+func newBed(t testing.TB, bc bedConfig) *bed {
 	t.Helper()
 	if bc.sim.DiskData == 0 {
 		bc.sim.DiskData = diskData
@@ -113,7 +116,7 @@ type job struct {
 }
 
 // create creates an initial job for the VM called name on the OMA.
-func (b *bed) create(t *testing.T, name string) job {
+func (b *bed) create(t testing.TB, name string) job {
 	t.Helper()
 	vm, ok := b.vms[name]
 	if !ok {
@@ -128,7 +131,7 @@ func (b *bed) create(t *testing.T, name string) job {
 }
 
 // startFromOMA starts a job through the OMA's API.
-func (b *bed) startFromOMA(t *testing.T, id string) {
+func (b *bed) startFromOMA(t testing.TB, id string) {
 	t.Helper()
 	var out map[string]any
 	if code := b.o.Do(http.MethodPost, "/api/v1/replications/"+id+"/start", map[string]any{"vcenter": b.vc,
@@ -138,7 +141,7 @@ func (b *bed) startFromOMA(t *testing.T, id string) {
 }
 
 // startFromVMA starts a job through the VMA's API, as the seed's step 3 does.
-func (b *bed) startFromVMA(t *testing.T, id, path string) {
+func (b *bed) startFromVMA(t testing.TB, id, path string) {
 	t.Helper()
 	var out map[string]any
 	if code := b.vmaDo(t, http.MethodPost, "/api/v1/replicate", b.replicateBody(id, path), &out); code != http.StatusAccepted {
@@ -151,13 +154,13 @@ func (b *bed) replicateBody(id string, paths ...string) map[string]any {
 		"vm_paths": paths, "oma_url": b.o.URL}
 }
 
-func (b *bed) vmaDo(t *testing.T, method, path string, body, out any) int {
+func (b *bed) vmaDo(t testing.TB, method, path string, body, out any) int {
 	t.Helper()
 	return testbed.Do(t, method, b.v.URL+path, "", body, out)
 }
 
 // get returns the OMA's view of a job.
-func (b *bed) get(t *testing.T, id string) job {
+func (b *bed) get(t testing.TB, id string) job {
 	t.Helper()
 	var j job
 	if code := b.o.Do(http.MethodGet, "/api/v1/replications/"+id, nil, &j); code != http.StatusOK {
@@ -167,7 +170,7 @@ func (b *bed) get(t *testing.T, id string) job {
 }
 
 // wait waits up to a minute for a job to reach a final state, and returns it.
-func (b *bed) wait(t *testing.T, id string) job {
+func (b *bed) wait(t testing.TB, id string) job {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for {
@@ -184,7 +187,7 @@ func (b *bed) wait(t *testing.T, id string) job {
 
 // assertCopied checks that every export of j holds its source disk: the
 // source's data extents byte for byte, and zeros everywhere else.
-func (b *bed) assertCopied(t *testing.T, path string, j job) {
+func (b *bed) assertCopied(t testing.TB, path string, j job) {
 	t.Helper()
 	for _, d := range j.Disks {
 		src, err := b.sim.DiskFile(context.Background(), path, d.Key)
@@ -198,7 +201,7 @@ func (b *bed) assertCopied(t *testing.T, path string, j job) {
 }
 
 // login logs in to the simulator directly.
-func (b *bed) login(t *testing.T) *vcenter.Session {
+func (b *bed) login(t testing.TB) *vcenter.Session {
 	t.Helper()
 	s, err := vcenter.Login(context.Background(), vcenter.Config{Host: b.sim.Host, Username: b.sim.Username, Password: b.sim.Password, CAFile: b.sim.CAFile})
 	if err != nil {
@@ -208,7 +211,7 @@ func (b *bed) login(t *testing.T) *vcenter.Session {
 }
 
 // assertNoSnapshot checks that the VM has no snapshot left.
-func (b *bed) assertNoSnapshot(t *testing.T, path string) {
+func (b *bed) assertNoSnapshot(t testing.TB, path string) {
 	t.Helper()
 	s := b.login(t)
 	defer s.Close()
@@ -318,7 +321,7 @@ type proxy struct {
 	conns []net.Conn
 }
 
-func startProxy(t *testing.T, target string) *proxy {
+func startProxy(t testing.TB, target string) *proxy {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -372,4 +375,60 @@ func (p *proxy) mend() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.down = false
+}
+
+// assertNothingLeft waits until no goroutine of the job engine (runner
+// job, copier, NBD client, disk sources) is left and no process names the
+// job (the OMA's nbdkit for its export).
+func assertNothingLeft(t testing.TB, jobID string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		g, p := engineGoroutines(), processesNaming(jobID)
+		if len(g) == 0 && len(p) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("left after job %s: processes %v, goroutines:\n%s", jobID, p, strings.Join(g, "\n\n"))
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// engineGoroutines returns the stacks of goroutines running a job or
+// the copy engine under it.
+func engineGoroutines() []string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	var found []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		for _, mark := range []string{"godwit/vma/copier", "godwit/vma/nbd.", "godwit/vma/source/", "jobs.(*Runner).run("} {
+			if strings.Contains(g, mark) {
+				found = append(found, g)
+				break
+			}
+		}
+	}
+	return found
+}
+
+// processesNaming returns the command lines of processes that hold s.
+func processesNaming(s string) []string {
+	var found []string
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		cmd, err := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
+		if err == nil && bytes.Contains(cmd, []byte(s)) {
+			found = append(found, strings.ReplaceAll(string(cmd), "\x00", " "))
+		}
+	}
+	return found
 }

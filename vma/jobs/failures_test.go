@@ -73,6 +73,7 @@ func TestCancelMidCopy(t *testing.T) {
 		t.Errorf("OMA job = %s (%s), want cancelled", got.State, got.LastError)
 	}
 	b.assertNoSnapshot(t, threeDisksPath)
+	assertNothingLeft(t, j.JobID)
 	t.Logf("cancelled %s after the request", took)
 }
 
@@ -96,6 +97,7 @@ func TestExportFailingWrites(t *testing.T) {
 		t.Errorf("the error %q shows the volume", got.LastError)
 	}
 	b.assertNoSnapshot(t, threeDisksPath)
+	assertNothingLeft(t, j.JobID)
 }
 
 // TestVCenterGoneMidCopy: vCenter stops answering while a job copies. The
@@ -121,6 +123,7 @@ func TestVCenterGoneMidCopy(t *testing.T) {
 	b.proxy.mend()
 	testbed.Eventually(t, "the snapshot removed once vCenter is back", func() bool { return b.vmaStatus(t, j.JobID).Snapshot == "" })
 	b.assertNoSnapshot(t, threeDisksPath)
+	assertNothingLeft(t, j.JobID)
 }
 
 func vcsimSnapshot(job string) string { return "godwit-" + job }
@@ -174,4 +177,63 @@ func dataExtentsOf(path string) ([][2]int64, error) {
 	}
 	defer f.Close()
 	return dataExtents(f)
+}
+
+// TestVDDKNotInstalled: with -source vddk on a machine without nbdkit's
+// vddk plugin (Debian's nbdkit has none), a job fails at once, naming what
+// to install, before it takes a snapshot.
+func TestVDDKNotInstalled(t *testing.T) {
+	b := newBed(t, bedConfig{vma: func(c *appliance.Config) { c.Source = "vddk" }})
+	j := b.create(t, threeDisks)
+	b.startFromOMA(t, j.JobID)
+	got := b.wait(t, j.JobID)
+	if got.State != events.JobFailed || !strings.Contains(got.LastError, "source vddk") || !strings.Contains(got.LastError, "vddk plugin") {
+		t.Errorf("job = %s (%s), want failed naming the vddk plugin to install", got.State, got.LastError)
+	}
+	b.assertNoSnapshot(t, threeDisksPath)
+}
+
+// TestCleanup: POST /api/v1/cleanup/{job_id} stops a running job, and
+// removes a snapshot that a failed job left behind, saying what it did.
+func TestCleanup(t *testing.T) {
+	b := newBed(t, bedConfig{proxy: true, vma: func(c *appliance.Config) {
+		slowly(1 << 20)(c)
+		c.CleanupRetry = time.Hour // only the API cleans up here
+		c.VCenterTimeout = 2 * time.Second
+	}})
+	type cleaned struct {
+		Cancelled        bool     `json:"cancelled"`
+		SnapshotsRemoved []string `json:"snapshots_removed"`
+		State            string   `json:"state"`
+	}
+
+	running := b.create(t, threeDisks)
+	b.startFromOMA(t, running.JobID)
+	b.waitCopying(t, running.JobID)
+	var c cleaned
+	if code := b.vmaDo(t, http.MethodPost, "/api/v1/cleanup/"+running.JobID, nil, &c); code != http.StatusOK || !c.Cancelled || c.State != "cancelled" {
+		t.Fatalf("cleanup of a running job = %d %+v, want it cancelled", code, c)
+	}
+	b.assertNoSnapshot(t, threeDisksPath)
+
+	left := b.create(t, threeDisks)
+	b.startFromOMA(t, left.JobID)
+	b.waitCopying(t, left.JobID)
+	b.proxy.cut()
+	if got := b.wait(t, left.JobID); got.State != events.JobFailed {
+		t.Fatalf("job = %s, want failed", got.State)
+	}
+	if code := b.vmaDo(t, http.MethodPost, "/api/v1/cleanup/"+left.JobID, nil, nil); code != http.StatusBadGateway {
+		t.Errorf("cleanup while vCenter is unreachable = %d, want 502", code)
+	}
+	b.proxy.mend()
+	c = cleaned{}
+	if code := b.vmaDo(t, http.MethodPost, "/api/v1/cleanup/"+left.JobID, nil, &c); code != http.StatusOK || c.Cancelled ||
+		len(c.SnapshotsRemoved) != 1 || c.SnapshotsRemoved[0] != "godwit-"+left.JobID || c.State != "failed" {
+		t.Fatalf("cleanup of a failed job's snapshot = %d %+v", code, c)
+	}
+	b.assertNoSnapshot(t, threeDisksPath)
+	if code := b.vmaDo(t, http.MethodPost, "/api/v1/cleanup/repl-nope-1", nil, nil); code != http.StatusNotFound {
+		t.Errorf("cleanup of an unknown job = %d, want 404", code)
+	}
 }

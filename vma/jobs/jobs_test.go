@@ -2,9 +2,11 @@ package jobs_test
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/problem"
 	"github.com/godwit/godwit/vma/vcsim"
@@ -47,6 +49,17 @@ func TestInitialJob(t *testing.T) {
 			}
 			b.assertCopied(t, threeDisksPath, got)
 			b.assertNoSnapshot(t, threeDisksPath)
+			var path []string
+			for _, ev := range b.events(t, bus.StreamJobs, "godwit.job.state.vma-1."+j.JobID) {
+				var sc events.JobStateChanged
+				if err := ev.Decode(&sc); err != nil {
+					t.Fatal(err)
+				}
+				path = append(path, sc.To)
+			}
+			if want := []string{"queued", "snapshotting", "copying", "finalizing", "completed"}; !slices.Equal(path, want) {
+				t.Errorf("the OMA's job went through %v, want %v", path, want)
+			}
 
 			var st struct {
 				State   string   `json:"state"`

@@ -86,33 +86,14 @@ func TestProgressEvents(t *testing.T) {
 		t.Fatalf("job = %s (%s)", got.State, got.LastError)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cons, err := b.o.Admin.JetStream().OrderedConsumer(ctx, bus.StreamProgress, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{"godwit.progress.vma-1." + j.JobID}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var evs []events.Event
 	var ps []events.Progress
-	for {
-		batch, err := cons.FetchNoWait(100)
-		if err != nil {
+	evs := b.events(t, bus.StreamProgress, "godwit.progress.vma-1."+j.JobID)
+	for _, ev := range evs {
+		var p events.Progress
+		if err := ev.Decode(&p); err != nil {
 			t.Fatal(err)
 		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			var ev events.Event
-			var p events.Progress
-			if err := json.Unmarshal(m.Data(), &ev); err != nil || ev.Decode(&p) != nil {
-				t.Fatalf("progress message %s", m.Data())
-			}
-			evs, ps = append(evs, ev), append(ps, p)
-		}
-		if n == 0 {
-			break
-		}
+		ps = append(ps, p)
 	}
 	if len(ps) < 4 {
 		t.Fatalf("%d progress events, want several", len(ps))
@@ -223,4 +204,34 @@ func (b *bed) storedJob(t *testing.T, id string) (store.Job, error) {
 	}
 	defer st.Close()
 	return st.Get(id)
+}
+
+// events returns the events a stream holds on subject, in order.
+func (b *bed) events(t testing.TB, stream, subject string) []events.Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cons, err := b.o.Admin.JetStream().OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evs []events.Event
+	for {
+		batch, err := cons.FetchNoWait(100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			var ev events.Event
+			if err := json.Unmarshal(m.Data(), &ev); err != nil {
+				t.Fatalf("%s message %s: %v", stream, m.Data(), err)
+			}
+			evs = append(evs, ev)
+		}
+		if n == 0 {
+			return evs
+		}
+	}
 }

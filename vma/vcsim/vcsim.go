@@ -65,6 +65,18 @@ type Config struct {
 	// DefaultChangedAreasMax.
 	ChangedAreasWindow int64
 	ChangedAreasMax    int
+	// Extra adds VMs of the caller's shape in the datacenter's vm folder,
+	// their disks with DiskData bytes of content like the others.
+	Extra []VM
+}
+
+// VM is the shape of a VM that Config.Extra adds.
+type VM struct {
+	Name string
+	// Disks are the capacities of its disks, in bytes (multiples of 1 KiB).
+	Disks []int64
+	// CBT turns change tracking on; On powers it on.
+	CBT, On bool
 }
 
 // Shape of a wide VM (Config.WideVMs).
@@ -259,6 +271,10 @@ func populate(ctx context.Context, c *vim25.Client, cfg Config) (string, error) 
 			s.nets = append(s.nets, []object.NetworkReference{vmNet, dvpg}[k%2])
 		}
 		specs = append(specs, s)
+	}
+	for _, x := range cfg.Extra {
+		specs = append(specs, vmSpec{name: x.Name, folder: folders.VmFolder, guest: "otherLinux64Guest", firmware: "bios",
+			cpus: 2, memMB: 2048, disks: x.Disks, nets: []object.NetworkReference{vmNet}, on: x.On, cbt: x.CBT, data: cfg.DiskData})
 	}
 	for _, s := range specs {
 		if err := createVM(ctx, s, pool, ds, dsDir); err != nil {

@@ -1,0 +1,122 @@
+package jobs_test
+
+import (
+	"context"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/vma/appliance"
+	"github.com/godwit/godwit/vma/copier"
+	"github.com/godwit/godwit/vma/copier/export"
+	"github.com/godwit/godwit/vma/copier/file"
+	"github.com/godwit/godwit/vma/nbd"
+	"github.com/godwit/godwit/vma/nbd/nbdtest"
+	"github.com/godwit/godwit/vma/vcsim"
+)
+
+// BenchmarkInitialCycle times a whole initial cycle of a VM with one 4 GiB
+// disk holding 2 GiB of random data then a 2 GiB hole, through the
+// simulated vCenter and the datastore source (login, snapshot, CBT areas,
+// HTTPS ranged reads, the OMA's export, progress, bbolt, snapshot removal),
+// against the bare copy of the same bytes from the same flat file into a
+// fresh nbdkit file export with the same engine settings, as
+// `vma copy -target-is-zero FILE nbd://...` does it. The runs alternate;
+// the metrics are the medians and their ratio (the job's overhead).
+//
+//	go test -run '^$' -bench InitialCycle -benchtime 5x ./vma/jobs
+func BenchmarkInitialCycle(b *testing.B) {
+	const size, data = 4 << 30, 2 << 30
+	const name = "bench-4g"
+	bd := newBed(b, bedConfig{ports: 2,
+		sim: vcsim.Config{VMs: 1, DiskData: -1, Extra: []vcsim.VM{{Name: name, Disks: []int64{size}, CBT: true}}},
+		vma: func(c *appliance.Config) { c.ProgressInterval = time.Second }})
+	path := "/" + vcsim.Datacenter + "/vm/" + name
+	vm := bd.vms[name]
+	flat, err := bd.sim.DiskFile(context.Background(), path, vm.Disks[0].Key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	writeRandom(b, flat, data, size)
+	ctx := context.Background()
+
+	var jobTimes, copyTimes []float64
+	for b.Loop() {
+		j := bd.create(b, name)
+		start := time.Now()
+		bd.startFromOMA(b, j.JobID)
+		if got := bd.wait(b, j.JobID); got.State != events.JobCompleted || got.BytesDone != data {
+			b.Fatalf("job = %s (%s), %d bytes done, want %d", got.State, got.LastError, got.BytesDone, data)
+		}
+		jobTimes = append(jobTimes, time.Since(start).Seconds())
+		for _, d := range bd.get(b, j.JobID).Disks {
+			os.Remove(d.VolumePath) // room for the next run
+		}
+
+		target := filepath.Join(b.TempDir(), "target.raw")
+		if err := os.WriteFile(target, nil, 0o600); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.Truncate(target, size); err != nil {
+			b.Fatal(err)
+		}
+		srv := nbdtest.StartTCP(b, "file", target)
+		start = time.Now()
+		src, err := file.Open(flat)
+		if err != nil {
+			b.Fatal(err)
+		}
+		dst, err := export.Open(ctx, srv.URI, 1, nbd.Config{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		res, err := copier.Copy(ctx, dst, src, []copier.Area{{Offset: 0, Length: size}}, copier.Config{TargetIsZero: true})
+		if err != nil || res.Done != size {
+			b.Fatalf("bare copy = %d bytes, %v", res.Done, err)
+		}
+		dst.Close()
+		src.Close()
+		copyTimes = append(copyTimes, time.Since(start).Seconds())
+		srv.Kill()
+		os.Remove(target)
+	}
+	job, bare := median(jobTimes), median(copyTimes)
+	b.ReportMetric(job, "job-s")
+	b.ReportMetric(bare, "copy-s")
+	b.ReportMetric(job/bare, "job/copy")
+}
+
+// writeRandom writes n random bytes at the start of the file at path and
+// makes it size bytes long: the rest a hole.
+func writeRandom(tb testing.TB, path string, n, size int64) {
+	tb.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	rng := rand.NewChaCha8([32]byte{1})
+	buf := make([]byte, 8<<20)
+	for off := int64(0); off < n; off += int64(len(buf)) {
+		rng.Read(buf)
+		if _, err := f.WriteAt(buf, off); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if err := f.Truncate(size); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
