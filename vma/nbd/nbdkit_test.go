@@ -141,6 +141,22 @@ func TestFileHoles(t *testing.T) {
 	if got, err := c.BlockStatus(ctx, 0, 8<<20); err != nil || !equalExtents(got, want) {
 		t.Fatalf("BlockStatus after WriteZeroes = %v, %v, want %v", got, err, want)
 	}
+	// TRIM gives space back too: the file plugin punches a hole.
+	if err := c.WriteAt(ctx, randomBytes(2, 1<<20), 4<<20, false); err != nil {
+		t.Fatalf("WriteAt = %v", err)
+	}
+	if got, err := c.BlockStatus(ctx, 4<<20, 1<<20); err != nil || len(got) != 1 || got[0].Hole {
+		t.Fatalf("BlockStatus of written data = %v, %v", got, err)
+	}
+	if err := c.Trim(ctx, 4<<20, 1<<20); err != nil {
+		t.Fatalf("Trim = %v", err)
+	}
+	if err := c.Flush(ctx); err != nil {
+		t.Fatalf("Flush = %v", err)
+	}
+	if got, err := c.BlockStatus(ctx, 0, 8<<20); err != nil || !equalExtents(got, want) {
+		t.Fatalf("BlockStatus after Trim = %v, %v, want %v", got, err, want)
+	}
 	// A read across the holes gets the bytes right (OFFSET_HOLE chunks or data).
 	p := bytes.Repeat([]byte{0xaa}, 4<<20)
 	if err := c.ReadAt(ctx, p, 1<<20); err != nil {
