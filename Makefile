@@ -42,4 +42,6 @@ bench: deps tools build
 	$(GO) test -run '^$$' -bench ProgressLag -benchtime 5000x -count 3 ./oma/control
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m ./vma/vcenter
 	$(GO) test -run '^$$' -bench . -count 3 ./vma/copier
+	$(GO) test -run '^$$' -bench Read -benchtime 3x ./vma/source/datastore
+	$(GO) test -run '^$$' -bench InitialCycle -benchtime 3x -timeout 30m ./vma/jobs
 	BIN=$(BIN) scripts/bench-copy.sh 5

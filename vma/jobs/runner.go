@@ -381,6 +381,9 @@ func storedProgress(j store.Job) Progress {
 		p.Disks = append(p.Disks, DiskProgress{Key: d.Key, BytesTotal: d.BytesTotal, BytesDone: d.BytesDone,
 			Percent: percent(d.BytesDone, d.BytesTotal), Checkpoint: d.Checkpoint})
 	}
+	if state != store.StateRunning {
+		p.Phase = ""
+	}
 	if state == store.StateCompleted {
 		var zero int64
 		p.ETASeconds = &zero
