@@ -54,14 +54,22 @@ func TestSnapshotLifecycle(t *testing.T) {
 		if d.Key != w.Key || d.File != w.File || d.CapacityBytes != w.CapacityBytes || d.Label != w.Label {
 			t.Errorf("snapshot disk %d = %+v, want %+v", i, d, w)
 		}
+		if !vm.CBT || d.ChangeID == "" {
+			t.Fatalf("the seed VM's disk %d has no CBT (change id %q)", d.Key, d.ChangeID)
+		}
 		areas, err := s.AllocatedAreas(ctx, vm, snap, d)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !vm.CBT || d.ChangeID == "" {
-			if !slices.Equal(areas, []vcenter.Area{{Offset: 0, Length: d.CapacityBytes}}) {
-				t.Errorf("areas without CBT = %v, want the whole disk", areas)
+		var sum int64
+		for i, a := range areas {
+			if a.Length <= 0 || a.Offset+a.Length > d.CapacityBytes || (i > 0 && a.Offset <= areas[i-1].Offset+areas[i-1].Length) {
+				t.Errorf("disk %d: area %d %+v out of order, empty or past the end", d.Key, i, a)
 			}
+			sum += a.Length
+		}
+		if len(areas) == 0 || sum >= d.CapacityBytes/2 {
+			t.Errorf("disk %d: CBT areas %v: want the few allocated MiB of a sparse disk", d.Key, areas)
 		}
 	}
 	if _, err := s.CreateSnapshot(ctx, vm, "other", ""); err != nil {
@@ -112,5 +120,31 @@ func TestThumbprint(t *testing.T) {
 	}
 	if strings.ReplaceAll(got, ":", "") != want || len(got) != 59 {
 		t.Errorf("Thumbprint = %s, want %s in colon-separated pairs", got, want)
+	}
+}
+
+// TestAllocatedAreasWithoutCBT: a VM without change tracking is copied
+// whole.
+func TestAllocatedAreasWithoutCBT(t *testing.T) {
+	sim := startSim(t)
+	s := login(t, sim)
+	ctx := context.Background()
+	vm, err := s.FindVM(ctx, "/"+vcsim.Datacenter+"/vm/Linux/gen-vm-002")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vm.CBT {
+		t.Fatal("gen-vm-002 has CBT on; the test needs a VM without")
+	}
+	snap, err := s.CreateSnapshot(ctx, vm, "godwit-job-2", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.RemoveSnapshot(ctx, snap.Ref)
+	for _, d := range snap.Disks {
+		areas, err := s.AllocatedAreas(ctx, vm, snap, d)
+		if err != nil || !slices.Equal(areas, []vcenter.Area{{Offset: 0, Length: d.CapacityBytes}}) {
+			t.Errorf("disk %d without CBT: areas %v, %v; want the whole disk", d.Key, areas, err)
+		}
 	}
 }
