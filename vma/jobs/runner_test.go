@@ -39,9 +39,13 @@ func TestQueue(t *testing.T) {
 		}
 	}
 	fifth := ids[4]
-	if st := b.vmaStatus(t, fifth); st.State != store.StateQueued {
-		t.Fatalf("the fifth job is %s while four run, want queued", st.State)
-	}
+	testbed.Eventually(t, "the fifth job queued on the VMA", func() bool {
+		st := b.vmaStatus(t, fifth).State
+		if st != store.StateAccepted && st != store.StateQueued {
+			t.Fatalf("the fifth job is %s while four run, want it to wait", st)
+		}
+		return st == store.StateQueued
+	})
 	running := 0
 	for _, id := range ids[:4] {
 		if b.vmaStatus(t, id).State == store.StateRunning {
