@@ -89,4 +89,12 @@ func (s *ReplicationStatus) EventSubject() string { return s.JobID }
 type DiskChange struct {
 	Key      int32  `json:"key"`
 	ChangeID string `json:"change_id"`
+	// FullCopy says the disk was copied whole in an incremental job: it
+	// is new, or its base change id was refused (on_cbt_reset full).
+	FullCopy bool `json:"full_copy,omitempty"`
+	// Verified says every area written was read back from the export and
+	// matched what was read from the source; Digest is the SHA-256 of
+	// those areas' bytes in offset order ("sha256:<hex>").
+	Verified bool   `json:"verified,omitempty"`
+	Digest   string `json:"digest,omitempty"`
 }

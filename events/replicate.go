@@ -23,7 +23,20 @@ type ReplicateCommand struct {
 	OMAURL string `json:"oma_url"`
 	// ReplicationType is initial or incremental; empty means initial.
 	ReplicationType string `json:"replication_type,omitempty"`
+	// OnCBTReset says what an incremental job does with a disk whose base
+	// change id vCenter refuses: fail the job (OnCBTResetFail, the
+	// default) or copy that disk whole (OnCBTResetFull).
+	OnCBTReset string `json:"on_cbt_reset,omitempty"`
+	// Verify, when set to false, skips reading the written areas back;
+	// nil means verify.
+	Verify *bool `json:"verify,omitempty"`
 }
+
+// What an incremental job does when vCenter refuses a base change id.
+const (
+	OnCBTResetFail = "fail"
+	OnCBTResetFull = "full"
+)
 
 // EventType implements Payload.
 func (*ReplicateCommand) EventType() string { return TypeReplicateCommand }

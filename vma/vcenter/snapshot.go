@@ -240,6 +240,9 @@ func (s *Session) ChangedAreas(ctx context.Context, vm *VM, snap *Snapshot, disk
 		}
 		res, err := methods.QueryChangedDiskAreas(ctx, s.Client, &types.QueryChangedDiskAreas{
 			This: vm.Ref, Snapshot: &snapRef, DeviceKey: disk.Key, StartOffset: off, ChangeId: changeID})
+		if err != nil && changeID != "*" && refusesChangeID(err) {
+			return nil, fmt.Errorf("changed areas of disk %d since %q: %w: %v", disk.Key, changeID, ErrCBTReset, err)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("changed areas of disk %d from %d: %w", disk.Key, off, err)
 		}
@@ -294,4 +297,47 @@ func (s *Session) VMByRef(ctx context.Context, ref string) (*VM, error) {
 		vm.CBT = m.Config.ChangeTrackingEnabled != nil && *m.Config.ChangeTrackingEnabled
 	}
 	return vm, nil
+}
+
+// ErrCBTReset: vCenter refuses a change id, as it does once change tracking
+// was reset (turned off and on, a disk resized or moved): the areas changed
+// since it are unknown, and only a full copy of the disk is safe.
+var ErrCBTReset = errors.New("vCenter refuses the base change id: change tracking was reset")
+
+// EnableCBT turns changed block tracking on for vm when it is off, and
+// makes it take effect as vSphere needs: a snapshot created and removed
+// (the disks pick the setting up at a stun-unstun cycle). It reports
+// whether it had to.
+func (s *Session) EnableCBT(ctx context.Context, vm *VM) (bool, error) {
+	if vm.CBT {
+		return false, nil
+	}
+	on := true
+	task, err := vm.obj.Reconfigure(ctx, types.VirtualMachineConfigSpec{ChangeTrackingEnabled: &on})
+	if err == nil {
+		err = task.Wait(ctx)
+	}
+	if err != nil {
+		return false, fmt.Errorf("enable CBT on %s: %w", vm.Path, err)
+	}
+	snap, err := s.CreateSnapshot(ctx, vm, "godwit-cbt-on", "makes change tracking take effect")
+	if err != nil {
+		return false, fmt.Errorf("enable CBT on %s: %w", vm.Path, err)
+	}
+	if err := s.RemoveSnapshot(ctx, snap.Ref); err != nil {
+		return false, fmt.Errorf("enable CBT on %s: %w", vm.Path, err)
+	}
+	vm.CBT = true
+	return true, nil
+}
+
+// refusesChangeID reports whether err is vCenter refusing the change id
+// argument (an InvalidArgument fault naming changeId, or a FileFault: what
+// QueryChangedDiskAreas answers for a change id from before a CBT reset).
+func refusesChangeID(err error) bool {
+	var ia *types.InvalidArgument
+	if _, ok := fault.As(err, &ia); ok {
+		return ia.InvalidProperty == "" || strings.EqualFold(ia.InvalidProperty, "changeId")
+	}
+	return fault.Is(err, &types.FileFault{})
 }
