@@ -61,7 +61,11 @@ func TestCancelMidCopy(t *testing.T) {
 	if code := b.o.Do(http.MethodDelete, "/api/v1/replications/"+j.JobID, nil, nil); code != http.StatusOK && code != http.StatusAccepted {
 		t.Fatalf("cancel through the OMA = %d", code)
 	}
-	defer func() { if t.Failed() { t.Log(b.v.Logs, b.o.Logs) } }()
+	defer func() {
+		if t.Failed() {
+			t.Log(b.v.Logs, b.o.Logs)
+		}
+	}()
 	testbed.Eventually(t, "the VMA's job cancelled", func() bool { return b.vmaStatus(t, j.JobID).State == "cancelled" })
 	took := time.Since(start)
 	st := b.vmaStatus(t, j.JobID)
