@@ -136,18 +136,29 @@ func (c credentialsRequest) validate(vcenterRequired bool) error {
 	return nil
 }
 
+// startRequest is the body of POST /api/v1/replications/{id}/start.
+type startRequest struct {
+	credentialsRequest
+	OnCBTReset string `json:"on_cbt_reset"`
+	Verify     *bool  `json:"verify"`
+}
+
 func (a *API) startReplication(w http.ResponseWriter, r *http.Request) error {
-	var req credentialsRequest
+	var req startRequest
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
 	if err := req.validate(false); err != nil {
 		return err
 	}
-	if err := a.checkCredentials(events.TypeReplicateCommand, req, optional("vcenter", req.VCenter)); err != nil {
+	if err := checkOnCBTReset(req.OnCBTReset); err != nil {
 		return err
 	}
-	j, err := a.ctl.Start(r.Context(), mux.Vars(r)["id"], control.Credentials(req))
+	if err := a.checkCredentials(events.TypeReplicateCommand, req.credentialsRequest, optional("vcenter", req.VCenter)); err != nil {
+		return err
+	}
+	j, err := a.ctl.Start(r.Context(), mux.Vars(r)["id"], control.Credentials(req.credentialsRequest),
+		control.StartOptions{OnCBTReset: req.OnCBTReset, Verify: req.Verify})
 	if err != nil {
 		return err
 	}
@@ -319,4 +330,14 @@ func (a *API) viewWithReplica(j store.Job) (jobView, error) {
 	r, err := a.ctl.CurrentReplica(j)
 	v.CurrentReplica = r
 	return v, err
+}
+
+// checkOnCBTReset checks the on_cbt_reset field of a start request.
+func checkOnCBTReset(v string) error {
+	switch v {
+	case "", events.OnCBTResetFail, events.OnCBTResetFull:
+		return nil
+	}
+	return badRequest("on_cbt_reset", "on_cbt_reset must be %q (the default: a disk whose base change id vCenter refuses fails the job) or %q (copy that disk whole), not %q",
+		events.OnCBTResetFail, events.OnCBTResetFull, v)
 }

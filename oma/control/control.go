@@ -69,8 +69,8 @@ type Control struct {
 	releaseMu sync.Mutex             // guards releasing and runDone
 	releasing map[string]*time.Timer // exports of cancelled jobs, by job id, released when the timer fires
 	runDone   bool                   // Run has returned: no timer is started
-	wake     chan struct{}
-	started  time.Time
+	wake      chan struct{}
+	started   time.Time
 }
 
 // New returns a Control over its parts.

@@ -360,12 +360,24 @@ func (c *Control) transition(tx *bbolt.Tx, j *store.Job, to, why string) (bool, 
 	return true, store.Enqueue(tx, ev)
 }
 
+// StartOptions are how a job runs.
+type StartOptions struct {
+	// OnCBTReset is what an incremental job does with a disk whose base
+	// change id vCenter refuses: events.OnCBTResetFail ("" too) or
+	// events.OnCBTResetFull.
+	OnCBTReset string
+	// Verify, when false, skips reading the written areas back; nil
+	// verifies.
+	Verify *bool
+}
+
 // Start queues a pending job: it moves the job to queued and writes the
 // replicate command for its VMA, with the password sealed to the VMA's
-// key, to the outbox in one transaction. The command is then published
-// with its event id as Nats-Msg-Id, now or, when the bus is down, as soon
-// as it is back: a crash can neither lose it nor send it twice.
-func (c *Control) Start(ctx context.Context, id string, cred Credentials) (store.Job, error) {
+// key and opts, to the outbox in one transaction. The command is then
+// published with its event id as Nats-Msg-Id, now or, when the bus is
+// down, as soon as it is back: a crash can neither lose it nor send it
+// twice.
+func (c *Control) Start(ctx context.Context, id string, cred Credentials, opts StartOptions) (store.Job, error) {
 	j, err := c.Job(id)
 	if err != nil {
 		return j, err
@@ -383,6 +395,7 @@ func (c *Control) Start(ctx context.Context, id string, cred Credentials) (store
 	cmd, err := c.newEvent(&events.ReplicateCommand{
 		JobID: j.ID, VMAID: j.VMAID, VCenter: cred.VCenter, Username: cred.Username, Password: sealed,
 		VMPaths: []string{j.VM.Path}, OMAURL: c.cfg.APIURL, ReplicationType: j.ReplicationType,
+		OnCBTReset: opts.OnCBTReset, Verify: opts.Verify,
 	})
 	if err != nil {
 		return j, err

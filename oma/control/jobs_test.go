@@ -79,7 +79,7 @@ func TestStartCommandSurvivesACrash(t *testing.T) {
 	dead := bustest.ConnectOMA(t, h.srv)
 	dead.Close()
 	ctl := control.New(control.Config{DataDir: h.dir, Now: h.clock.Now}, st, dead, exports.New(exports.Config{FirstPort: h.first, LastPort: h.last}), h.srv)
-	started, err := ctl.Start(ctx, j.ID, control.Credentials{Username: "u", Password: "p"})
+	started, err := ctl.Start(ctx, j.ID, control.Credentials{Username: "u", Password: "p"}, control.StartOptions{})
 	if err != nil || started.State != events.JobQueued {
 		t.Fatalf("Start with the bus down = %s, %v; want queued", started.State, err)
 	}
@@ -157,7 +157,7 @@ func TestCancelKeepsTheExportForTheVMA(t *testing.T) {
 			t.Fatal(err)
 		}
 		if start {
-			if _, err := h.ctl.Start(ctx, j.ID, control.Credentials{Username: "u", Password: "p"}); err != nil {
+			if _, err := h.ctl.Start(ctx, j.ID, control.Credentials{Username: "u", Password: "p"}, control.StartOptions{}); err != nil {
 				t.Fatal(err)
 			}
 		}

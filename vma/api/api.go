@@ -331,9 +331,11 @@ func failureProblem(f *events.Failure) error {
 
 type replicateRequest struct {
 	credentials
-	JobID   string   `json:"job_id"`
-	VMPaths []string `json:"vm_paths"`
-	OMAURL  string   `json:"oma_url"`
+	JobID      string   `json:"job_id"`
+	VMPaths    []string `json:"vm_paths"`
+	OMAURL     string   `json:"oma_url"`
+	OnCBTReset string   `json:"on_cbt_reset"`
+	Verify     *bool    `json:"verify"`
 }
 
 func (a *API) replicate(w http.ResponseWriter, r *http.Request) error {
@@ -358,6 +360,11 @@ func (a *API) replicate(w http.ResponseWriter, r *http.Request) error {
 			return problem.BadRequest(fmt.Sprintf("vm_paths[%d]", i), "vm_paths[%d] must be an inventory path starting with /, not %q", i, p)
 		}
 	}
+	switch req.OnCBTReset {
+	case "", events.OnCBTResetFail, events.OnCBTResetFull:
+	default:
+		return problem.BadRequest("on_cbt_reset", "on_cbt_reset must be %q (the default) or %q, not %q", events.OnCBTResetFail, events.OnCBTResetFull, req.OnCBTReset)
+	}
 	if u, err := url.Parse(req.OMAURL); req.OMAURL == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return problem.BadRequest("oma_url", "oma_url must be an http(s) URL such as http://localhost:8082, not %q", req.OMAURL)
 	}
@@ -376,7 +383,7 @@ func (a *API) replicate(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	cmd := &events.ReplicateCommand{JobID: req.JobID, VMAID: a.cfg.Identity.ID, VCenter: req.VCenter, Username: req.Username,
-		Password: sealed, VMPaths: req.VMPaths, OMAURL: req.OMAURL}
+		Password: sealed, VMPaths: req.VMPaths, OMAURL: req.OMAURL, OnCBTReset: req.OnCBTReset, Verify: req.Verify}
 	ev, err := events.New("/godwit/vma/"+a.cfg.Identity.ID, cmd, a.cfg.Now())
 	if err != nil {
 		return problem.BadRequest("", "%v", err)

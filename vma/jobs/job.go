@@ -149,6 +149,11 @@ func (r *Runner) execute(ctx context.Context, t *task) ([]events.DiskChange, err
 	if _, err := r.st.Update(t.id, false, func(j *store.Job) error { j.VMRef = vm.Ref.Value; return nil }); err != nil {
 		return nil, fail("record", 0, err)
 	}
+	if enabled, err := s.EnableCBT(ctx, vm); err != nil {
+		return nil, fail("enable CBT", 0, err)
+	} else if enabled {
+		r.log.Info("changed block tracking enabled", "job", t.id, "vm", path)
+	}
 
 	snap, err := s.CreateSnapshot(ctx, vm, SnapshotPrefix+t.id, "godwit replication job "+t.id)
 	if err != nil {
@@ -159,7 +164,7 @@ func (r *Runner) execute(ctx context.Context, t *task) ([]events.DiskChange, err
 		return nil, fail("record", 0, err)
 	}
 
-	plans, err := r.plan(ctx, s, vm, snap, alloc)
+	plans, err := r.plan(ctx, s, vm, snap, alloc, t.cmd.OnCBTReset)
 	if err != nil {
 		return nil, err
 	}
@@ -183,7 +188,8 @@ func (r *Runner) execute(ctx context.Context, t *task) ([]events.DiskChange, err
 	}
 	changes := make([]events.DiskChange, 0, len(plans))
 	for _, p := range plans {
-		changes = append(changes, events.DiskChange{Key: p.disk.Key, ChangeID: p.disk.ChangeID})
+		changes = append(changes, events.DiskChange{Key: p.disk.Key, ChangeID: p.disk.ChangeID,
+			FullCopy: p.full && alloc.ReplicationType == events.ReplicationIncremental})
 	}
 	return changes, nil
 }
@@ -203,11 +209,18 @@ type diskPlan struct {
 	export events.Export
 	areas  []copier.Area
 	total  int64
+	// full says the areas are the whole disk's data, not what changed
+	// since a base: an initial job, a disk new since the base, or a base
+	// vCenter refused.
+	full bool
 }
 
 // plan matches every allocated disk with the snapshot's disk of the same
-// key, and asks vCenter which areas hold data.
-func (r *Runner) plan(ctx context.Context, s *vcenter.Session, vm *vcenter.VM, snap *vcenter.Snapshot, alloc events.ExportAllocation) ([]diskPlan, error) {
+// key, and asks vCenter which areas to copy: those that hold data for an
+// initial job and for a disk without a base change id; those changed since
+// the base for an incremental one. A base vCenter refuses (CBT was reset)
+// fails the job, or, with onCBTReset full, makes that disk a full copy.
+func (r *Runner) plan(ctx context.Context, s *vcenter.Session, vm *vcenter.VM, snap *vcenter.Snapshot, alloc events.ExportAllocation, onCBTReset string) ([]diskPlan, error) {
 	var plans []diskPlan
 	var progress []DiskProgress
 	var disks []store.Disk
@@ -225,11 +238,25 @@ func (r *Runner) plan(ctx context.Context, s *vcenter.Session, vm *vcenter.VM, s
 		if d.CapacityBytes > ad.CapacityBytes {
 			return nil, fail("plan", ad.Key, fmt.Errorf("the disk holds %d bytes, its export only %d: the VM changed since the job was created", d.CapacityBytes, ad.CapacityBytes))
 		}
-		areas, err := s.AllocatedAreas(ctx, vm, snap, d)
+		p := diskPlan{disk: d, export: ad.Export, full: true}
+		var areas []vcenter.Area
+		var err error
+		if alloc.ReplicationType == events.ReplicationIncremental && ad.BaseChangeID != "" {
+			p.full = false
+			areas, err = s.ChangedAreas(ctx, vm, snap, d, ad.BaseChangeID)
+			if errors.Is(err, vcenter.ErrCBTReset) && onCBTReset == events.OnCBTResetFull {
+				r.log.Warn("base change id refused: copying the disk whole", "job", alloc.JobID, "disk", d.Key, "base", ad.BaseChangeID, "err", err)
+				p.full = true
+				areas, err = s.AllocatedAreas(ctx, vm, snap, d)
+			} else if errors.Is(err, vcenter.ErrCBTReset) {
+				err = fmt.Errorf(`%w; start the job with "on_cbt_reset": "full" to copy this disk whole, or run an initial job`, err)
+			}
+		} else {
+			areas, err = s.AllocatedAreas(ctx, vm, snap, d)
+		}
 		if err != nil {
 			return nil, fail("changed areas", ad.Key, err)
 		}
-		p := diskPlan{disk: d, export: ad.Export}
 		for _, a := range areas {
 			p.areas = append(p.areas, copier.Area{Offset: a.Offset, Length: a.Length})
 			p.total += a.Length
@@ -310,7 +337,15 @@ func (r *Runner) copyDisk(ctx context.Context, t *task, ref DiskRef, p diskPlan,
 		return fail("open export", key, fmt.Errorf("the export holds %d bytes, the disk %d", dst.Size(), p.disk.CapacityBytes))
 	}
 	cfg := r.cfg.Copy
-	cfg.TargetIsZero = typ != events.ReplicationIncremental // an initial job writes a new, empty generation
+	// An initial job writes a new, empty generation. An incremental one
+	// writes over the last copy: a disk it copies whole first has every
+	// stretch outside its data zeroed.
+	cfg.TargetIsZero = typ != events.ReplicationIncremental
+	if p.full && !cfg.TargetIsZero {
+		if err := zeroGaps(ctx, dst, p.areas, p.disk.CapacityBytes); err != nil {
+			return fail("copy", key, redact(err, p.export.Name))
+		}
+	}
 	cfg.ResumeFrom, cfg.Hash = 0, false
 	cfg.ProgressInterval = r.cfg.ProgressInterval
 	cfg.Progress = func(cp copier.Progress) { t.tracker.update(key, cp) }
@@ -360,4 +395,26 @@ func (r *Runner) removeSnapshotNow(ctx context.Context, t *task, s *vcenter.Sess
 	}
 	_, err := r.st.Update(t.id, false, func(j *store.Job) error { j.Snapshot = ""; return nil })
 	return err
+}
+
+// zeroGaps makes every byte of [0, size) outside areas read as zeros.
+func zeroGaps(ctx context.Context, dst copier.Destination, areas []copier.Area, size int64) error {
+	zero := func(off, end int64) error {
+		for off < end {
+			n := min(end-off, copier.MaxZeroRequest)
+			if err := dst.WriteZeroes(ctx, off, n); err != nil {
+				return fmt.Errorf("zero [%d, %d): %w", off, off+n, err)
+			}
+			off += n
+		}
+		return nil
+	}
+	off := int64(0)
+	for _, a := range areas {
+		if err := zero(off, a.Offset); err != nil {
+			return err
+		}
+		off = a.End()
+	}
+	return zero(off, size)
 }
