@@ -265,8 +265,10 @@ type jobView struct {
 	ReplicationType string       `json:"replication_type"`
 	State           string       `json:"state"`
 	BaseJobID       string       `json:"base_job_id,omitempty"`
-	ReplicaID       string       `json:"replica_id,omitempty"`
-	Generation      int          `json:"generation"`
+	// RemovedDisks are the base's disks the VM no longer has.
+	RemovedDisks []int32 `json:"removed_disks,omitempty"`
+	ReplicaID    string  `json:"replica_id,omitempty"`
+	Generation   int     `json:"generation"`
 	// CurrentReplica is which files hold the VM's last completed copy
 	// (null: none yet); only on a single job.
 	CurrentReplica     *control.Replica `json:"current_replica,omitempty"`
@@ -301,7 +303,7 @@ type diskView struct {
 func viewOf(j store.Job) jobView {
 	v := jobView{
 		JobID: j.ID, VMAID: j.VMAID, SourceVM: j.VM, VCenter: j.VCenter, ReplicationType: j.ReplicationType,
-		State: j.State, BaseJobID: j.BaseJobID, ReplicaID: j.ReplicaID, Generation: j.Generation, BytesTotal: j.BytesTotal, BytesDone: j.BytesDone,
+		State: j.State, BaseJobID: j.BaseJobID, RemovedDisks: j.RemovedDisks, ReplicaID: j.ReplicaID, Generation: j.Generation, BytesTotal: j.BytesTotal, BytesDone: j.BytesDone,
 		RateBytesPerSecond: j.RateBytesPerSecond, AverageRateBytesPerSecond: j.AverageRateBytesPerSecond, LastError: j.LastError,
 		CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt, FinishedAt: j.FinishedAt,
 	}

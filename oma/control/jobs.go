@@ -199,8 +199,8 @@ func (c *Control) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 		taken[id], leased[r.port] = true, true
 	}
 	incremental := req.ReplicationType == events.ReplicationIncremental
-	if incremental && (base == nil || !hasChangeIDs(*base)) {
-		return store.Job{}, store.Lease{}, nil, errorf(Conflict, "replication_type", "incremental needs a completed earlier job of VM %s that recorded a change id for every disk; run an initial replication first", req.VM.ID)
+	if incremental && base == nil {
+		return store.Job{}, store.Lease{}, nil, errorf(Conflict, "replication_type", "incremental needs a completed earlier job of VM %s; run an initial replication first", req.VM.ID)
 	}
 	gen := lastGen + 1
 	if incremental {
@@ -242,23 +242,27 @@ func (c *Control) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 			Export: events.Export{Host: c.cfg.ExportHost, Port: port, Name: name},
 			Volume: c.volumePath(rid, d.Key, gen),
 		}
+		fresh := !incremental
 		if incremental {
-			bd, ok := baseDisk(*base, d.Key)
-			jd.BaseChangeID, jd.Volume = bd.ChangeID, bd.Volume
-			if !ok || bd.Volume == "" {
-				jd.BaseChangeID = "" // refused below
+			// A disk of the base writes over its volume from its change id
+			// (none: the VMA copies it whole over the old copy); a disk new
+			// since the base gets a fresh volume and a full copy.
+			if bd, ok := baseDisk(*base, d.Key); ok && bd.Volume != "" {
+				jd.BaseChangeID, jd.Volume = bd.ChangeID, bd.Volume
+			} else {
+				fresh = true
 			}
 			job.BaseJobID = base.ID
 		}
 		job.Disks = append(job.Disks, jd)
 		job.BytesTotal += d.CapacityBytes
 		lease.Exports = append(lease.Exports, name)
-		vols = append(vols, exports.Volume{Name: name, Path: jd.Volume, Capacity: d.CapacityBytes, Fresh: !incremental})
+		vols = append(vols, exports.Volume{Name: name, Path: jd.Volume, Capacity: d.CapacityBytes, Fresh: fresh})
 	}
 	if incremental {
-		for _, d := range job.Disks {
-			if d.BaseChangeID == "" {
-				return store.Job{}, store.Lease{}, nil, errorf(Conflict, "replication_type", "incremental: disk %d of VM %s has no change id in job %s (the disk layout changed?); run an initial replication", d.Key, req.VM.ID, base.ID)
+		for _, bd := range base.Disks {
+			if _, ok := baseDisk(job, bd.Key); !ok {
+				job.RemovedDisks = append(job.RemovedDisks, bd.Key)
 			}
 		}
 	}
@@ -274,15 +278,6 @@ func jobID(vmID string, now time.Time, taken map[string]bool) string {
 		id = fmt.Sprintf("repl-%s-%d-%d", vmID, now.Unix(), n)
 	}
 	return id
-}
-
-func hasChangeIDs(j store.Job) bool {
-	for _, d := range j.Disks {
-		if d.ChangeID == "" {
-			return false
-		}
-	}
-	return len(j.Disks) > 0
 }
 
 // baseDisk returns disk key of job j.

@@ -188,3 +188,60 @@ func TestCancelKeepsTheExportForTheVMA(t *testing.T) {
 		t.Errorf("job = %s, want cancelled", got.State)
 	}
 }
+
+// TestIncrementalAfterDiskChanges: an incremental job builds on each disk's
+// change id; a disk added since the base gets a fresh volume and no base (a
+// full copy), and a disk removed since is reported.
+func TestIncrementalAfterDiskChanges(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	conn, kp := h.vma("vma-1")
+	heartbeat(t, conn, "vma-1", kp, h.clock.Now())
+	vm := testVM("vm-1", 1<<20, 2<<20)
+	h.learn(conn, "vma-1", vm)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	testbed.Eventually(t, "the VMA's key", func() bool {
+		vmas, _ := h.ctl.VMAs()
+		return len(vmas) == 1 && vmas[0].PublicKey != ""
+	})
+	initial, err := h.ctl.CreateJob(ctx, control.CreateRequest{VM: events.VMRef{ID: "vm-1"}, ReplicationType: events.ReplicationInitial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.ctl.Start(ctx, initial.ID, control.Credentials{Username: "u", Password: "p"}, control.StartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Publish(ctx, &events.ReplicationStatus{JobID: initial.ID, VMAID: "vma-1", Seq: 1, State: events.StatusCompleted,
+		Disks: []events.DiskChange{{Key: 2000, ChangeID: "52 aa/1"}, {Key: 2001, ChangeID: "52 bb/1"}}}); err != nil {
+		t.Fatal(err)
+	}
+	testbed.Eventually(t, "the initial job completed", func() bool {
+		j, _ := h.ctl.Job(initial.ID)
+		return j.State == events.JobCompleted
+	})
+
+	// Disk 2001 is gone, disk 2002 is new.
+	vm.Disks = []events.Disk{vm.Disks[0], {Key: 2002, Label: "Hard disk 3", CapacityBytes: 3 << 20}}
+	h.learn(conn, "vma-1", vm)
+	testbed.Eventually(t, "the new disk in the inventory", func() bool {
+		inv, _ := h.ctl.Inventory()
+		return len(inv) == 1 && len(inv[0].Disks) == 2 && inv[0].Disks[1].Key == 2002
+	})
+	inc, err := h.ctl.CreateJob(ctx, control.CreateRequest{VM: events.VMRef{ID: "vm-1"}, ReplicationType: events.ReplicationIncremental})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(inc.Disks) != 2 || inc.BaseJobID != initial.ID || inc.Generation != initial.Generation {
+		t.Fatalf("incremental = %+v, want two disks on %s's generation", inc, initial.ID)
+	}
+	if d := inc.Disks[0]; d.Key != 2000 || d.BaseChangeID != "52 aa/1" || d.Volume != initial.Disks[0].Volume {
+		t.Errorf("kept disk = %+v, want the base's change id and volume", d)
+	}
+	if d := inc.Disks[1]; d.Key != 2002 || d.BaseChangeID != "" || d.Volume == "" || d.Volume == initial.Disks[1].Volume {
+		t.Errorf("new disk = %+v, want no base and a volume of its own", d)
+	}
+	if len(inc.RemovedDisks) != 1 || inc.RemovedDisks[0] != 2001 {
+		t.Errorf("removed disks = %v, want [2001]", inc.RemovedDisks)
+	}
+}

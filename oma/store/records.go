@@ -26,10 +26,13 @@ type Job struct {
 	// for jobs from before replicas.
 	Generation int `json:"generation,omitempty"`
 	// BaseJobID is the completed job an incremental job builds on.
-	BaseJobID          string `json:"base_job_id,omitempty"`
-	BytesTotal         int64  `json:"bytes_total"`
-	BytesDone          int64  `json:"bytes_done"`
-	RateBytesPerSecond int64  `json:"rate_bytes_per_second"`
+	BaseJobID string `json:"base_job_id,omitempty"`
+	// RemovedDisks are the keys of the base's disks the VM no longer has:
+	// an incremental job leaves their volumes as the base wrote them.
+	RemovedDisks       []int32 `json:"removed_disks,omitempty"`
+	BytesTotal         int64   `json:"bytes_total"`
+	BytesDone          int64   `json:"bytes_done"`
+	RateBytesPerSecond int64   `json:"rate_bytes_per_second"`
 	// AverageRateBytesPerSecond is the rate since the copy began.
 	AverageRateBytesPerSecond int64 `json:"average_rate_bytes_per_second,omitempty"`
 	// LastSeq is the highest progress or status sequence applied.
