@@ -267,8 +267,10 @@ type jobView struct {
 	BaseJobID       string       `json:"base_job_id,omitempty"`
 	// RemovedDisks are the base's disks the VM no longer has.
 	RemovedDisks []int32 `json:"removed_disks,omitempty"`
-	ReplicaID    string  `json:"replica_id,omitempty"`
-	Generation   int     `json:"generation"`
+	// Verified is true when every disk of a completed job was verified.
+	Verified   bool   `json:"verified"`
+	ReplicaID  string `json:"replica_id,omitempty"`
+	Generation int    `json:"generation"`
 	// CurrentReplica is which files hold the VM's last completed copy
 	// (null: none yet); only on a single job.
 	CurrentReplica     *control.Replica `json:"current_replica,omitempty"`
@@ -298,6 +300,9 @@ type diskView struct {
 	RateBytesPerSecond int64         `json:"rate_bytes_per_second"`
 	ChangeID           string        `json:"change_id,omitempty"`
 	BaseChangeID       string        `json:"base_change_id,omitempty"`
+	FullCopy           bool          `json:"full_copy,omitempty"`
+	Verified           bool          `json:"verified"`
+	Digest             string        `json:"digest,omitempty"`
 }
 
 func viewOf(j store.Job) jobView {
@@ -314,13 +319,15 @@ func viewOf(j store.Job) jobView {
 		eta := (j.BytesTotal - j.BytesDone + j.RateBytesPerSecond - 1) / j.RateBytesPerSecond
 		v.ETASeconds = &eta
 	}
+	v.Verified = j.State == events.JobCompleted && len(j.Disks) > 0
 	for _, d := range j.Disks {
+		v.Verified = v.Verified && d.Verified
 		v.Disks = append(v.Disks, diskView{
 			Key: d.Key, Label: d.Label, CapacityBytes: d.CapacityBytes, Export: d.Export,
 			NBDURL:     fmt.Sprintf("nbd://%s:%d/%s", d.Export.Host, d.Export.Port, d.Export.Name),
 			VolumePath: d.Volume,
 			BytesTotal: d.BytesTotal, BytesDone: d.BytesDone, RateBytesPerSecond: d.RateBytesPerSecond,
-			ChangeID: d.ChangeID, BaseChangeID: d.BaseChangeID,
+			ChangeID: d.ChangeID, BaseChangeID: d.BaseChangeID, FullCopy: d.FullCopy, Verified: d.Verified, Digest: d.Digest,
 		})
 	}
 	return v

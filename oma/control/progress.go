@@ -204,6 +204,7 @@ func (c *Control) status(tx *bbolt.Tx, j *store.Job, s *events.ReplicationStatus
 			for i := range j.Disks {
 				if j.Disks[i].Key == dc.Key {
 					j.Disks[i].ChangeID = dc.ChangeID
+					j.Disks[i].Verified, j.Disks[i].Digest, j.Disks[i].FullCopy = dc.Verified, dc.Digest, dc.FullCopy
 					j.Disks[i].BytesDone = j.Disks[i].BytesTotal
 				}
 			}

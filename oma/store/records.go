@@ -60,6 +60,12 @@ type JobDisk struct {
 	ChangeID string `json:"change_id,omitempty"`
 	// BaseChangeID is the change id an incremental copy starts from.
 	BaseChangeID string `json:"base_change_id,omitempty"`
+	// FullCopy says an incremental job copied this disk whole.
+	FullCopy bool `json:"full_copy,omitempty"`
+	// Verified says the VMA read every written area back and it matched;
+	// Digest is the SHA-256 of those areas ("sha256:<hex>").
+	Verified bool   `json:"verified,omitempty"`
+	Digest   string `json:"digest,omitempty"`
 }
 
 // PutJob stores j.
