@@ -57,6 +57,10 @@ func (r *Runner) run(ctx context.Context, t *task) {
 	log := r.log.With("job", t.id)
 	log.Info("job starting", "vm_paths", t.cmd.VMPaths)
 	changes, err := r.execute(ctx, t)
+	if err != nil && errors.Is(context.Cause(ctx), errStopping) {
+		log.Info("job interrupted: it resumes when the VMA starts again", "during", stepOf(err))
+		return
+	}
 	left := ""
 	if j, gerr := r.st.Get(t.id); gerr == nil && j.Snapshot != "" {
 		left = fmt.Sprintf("; snapshot %s%s is still on the VM: its removal is retried (POST /api/v1/cleanup/%s retries now)", SnapshotPrefix, t.id, t.id)
@@ -69,8 +73,6 @@ func (r *Runner) run(ctx context.Context, t *task) {
 		r.finish(ctx, t, store.StateCompleted, "", "", changes...)
 	case errors.As(cause, &cancelled):
 		r.finish(ctx, t, store.StateCancelled, events.FailureCancelled, fmt.Sprintf("%s (%v)%s", cancelled.Reason, stepOf(err), left))
-	case errors.Is(cause, errStopping):
-		r.finish(ctx, t, store.StateFailed, events.FailureInternal, fmt.Sprintf("%s during %s; start the job again%s", errStopping, stepOf(err), left))
 	default:
 		code := events.FailureInternal
 		var se *stepError
@@ -105,8 +107,10 @@ func (r *Runner) execute(ctx context.Context, t *task) ([]events.DiskChange, err
 	if err := r.publishStatus(ctx, t, events.StatusRunning, nil, nil); err != nil {
 		return nil, fail("report", 0, err)
 	}
-	t.tracker.setPhase(events.PhaseSnapshotting)
-	r.publishProgress(ctx, t, true)
+	if !t.resume { // a resumed job's counters stay where they were until it copies
+		t.tracker.setPhase(events.PhaseSnapshotting)
+		r.publishProgress(ctx, t, true)
+	}
 
 	if err := r.cfg.Source.Check(ctx); err != nil {
 		return nil, fail("source "+r.cfg.Source.Name(), 0, err)
@@ -155,16 +159,20 @@ func (r *Runner) execute(ctx context.Context, t *task) ([]events.DiskChange, err
 		r.log.Info("changed block tracking enabled", "job", t.id, "vm", path)
 	}
 
-	snap, err := s.CreateSnapshot(ctx, vm, SnapshotPrefix+t.id, "godwit replication job "+t.id)
+	snap, resumed, err := r.snapshot(ctx, t, s, vm)
+	removed := false
+	if snap != nil {
+		defer func() {
+			if !removed {
+				r.removeSnapshot(ctx, t, s, snap.Ref)
+			}
+		}()
+	}
 	if err != nil {
 		return nil, fail("snapshot", 0, err)
 	}
-	defer r.removeSnapshot(ctx, t, s, snap.Ref)
-	if _, err := r.st.Update(t.id, false, func(j *store.Job) error { j.Snapshot = snap.Ref.Value; return nil }); err != nil {
-		return nil, fail("record", 0, err)
-	}
 
-	plans, err := r.plan(ctx, s, vm, snap, alloc, t.cmd.OnCBTReset)
+	plans, err := r.plan(ctx, s, vm, snap, alloc, t.cmd.OnCBTReset, resumed)
 	if err != nil {
 		return nil, err
 	}
@@ -183,6 +191,7 @@ func (r *Runner) execute(ctx context.Context, t *task) ([]events.DiskChange, err
 
 	t.tracker.setPhase(events.PhaseFinalizing)
 	r.publishProgress(ctx, t, true)
+	removed = true
 	if err := r.removeSnapshotNow(ctx, t, s, snap.Ref); err != nil {
 		return nil, fail("remove snapshot", 0, err)
 	}
@@ -213,6 +222,8 @@ type diskPlan struct {
 	// since a base: an initial job, a disk new since the base, or a base
 	// vCenter refused.
 	full bool
+	// resumeFrom is the checkpoint an interrupted run of the job left.
+	resumeFrom int64
 }
 
 // plan matches every allocated disk with the snapshot's disk of the same
@@ -220,7 +231,15 @@ type diskPlan struct {
 // initial job and for a disk without a base change id; those changed since
 // the base for an incremental one. A base vCenter refuses (CBT was reset)
 // fails the job, or, with onCBTReset full, makes that disk a full copy.
-func (r *Runner) plan(ctx context.Context, s *vcenter.Session, vm *vcenter.VM, snap *vcenter.Snapshot, alloc events.ExportAllocation, onCBTReset string) ([]diskPlan, error) {
+func (r *Runner) plan(ctx context.Context, s *vcenter.Session, vm *vcenter.VM, snap *vcenter.Snapshot, alloc events.ExportAllocation, onCBTReset string, resumed bool) ([]diskPlan, error) {
+	var before []store.Disk // what an interrupted run of the job got done
+	if resumed {
+		j, err := r.st.Get(alloc.JobID)
+		if err != nil {
+			return nil, fail("record", 0, err)
+		}
+		before = j.Disks
+	}
 	var plans []diskPlan
 	var progress []DiskProgress
 	var disks []store.Disk
@@ -261,9 +280,14 @@ func (r *Runner) plan(ctx context.Context, s *vcenter.Session, vm *vcenter.VM, s
 			p.areas = append(p.areas, copier.Area{Offset: a.Offset, Length: a.Length})
 			p.total += a.Length
 		}
+		for _, b := range before {
+			if b.Key == d.Key && b.BytesTotal == p.total {
+				p.resumeFrom = b.Checkpoint
+			}
+		}
 		plans = append(plans, p)
 		progress = append(progress, DiskProgress{Key: d.Key, BytesTotal: p.total})
-		disks = append(disks, store.Disk{Key: d.Key, Label: d.Label, BytesTotal: p.total, ChangeID: d.ChangeID})
+		disks = append(disks, store.Disk{Key: d.Key, Label: d.Label, BytesTotal: p.total, ChangeID: d.ChangeID, Checkpoint: p.resumeFrom})
 	}
 	if _, err := r.st.Update(alloc.JobID, false, func(j *store.Job) error {
 		j.Disks = disks
@@ -341,21 +365,126 @@ func (r *Runner) copyDisk(ctx context.Context, t *task, ref DiskRef, p diskPlan,
 	// writes over the last copy: a disk it copies whole first has every
 	// stretch outside its data zeroed.
 	cfg.TargetIsZero = typ != events.ReplicationIncremental
-	if p.full && !cfg.TargetIsZero {
+	if p.full && !cfg.TargetIsZero && p.resumeFrom == 0 {
 		if err := zeroGaps(ctx, dst, p.areas, p.disk.CapacityBytes); err != nil {
 			return fail("copy", key, redact(err, p.export.Name))
 		}
 	}
-	cfg.ResumeFrom, cfg.Hash = 0, false
+	if p.resumeFrom > 0 {
+		r.log.Info("resuming disk", "job", t.id, "disk", key, "from", p.resumeFrom)
+	}
+	cfg.ResumeFrom, cfg.Hash = p.resumeFrom, false
 	cfg.ProgressInterval = r.cfg.ProgressInterval
-	cfg.Progress = func(cp copier.Progress) { t.tracker.update(key, cp) }
+	saver := checkpointSaver{r: r, job: t.id, disk: key, dst: dst, saved: p.resumeFrom, at: time.Now()}
+	cfg.Progress = func(cp copier.Progress) {
+		t.tracker.update(key, cp)
+		saver.maybe(ctx, cp.Checkpoint)
+	}
 	start := time.Now()
 	res, err := copier.Copy(ctx, dst, src, p.areas, cfg)
 	if err != nil {
+		if errors.Is(context.Cause(ctx), errStopping) {
+			// Interrupted: what is below the checkpoint is written; make it
+			// durable and record it for the resume.
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			saver.save(fctx, res.Checkpoint)
+			cancel()
+		}
 		return fail("copy", key, redact(err, p.export.Name))
 	}
-	r.log.Info("disk copied", "job", t.id, "disk", key, "bytes", res.Total, "zero", res.Zero, "took", time.Since(start))
+	saver.record(res.Checkpoint) // Copy flushed
+	r.log.Info("disk copied", "job", t.id, "disk", key, "bytes", res.Total, "zero", res.Zero, "from", p.resumeFrom, "took", time.Since(start))
 	return nil
+}
+
+// Checkpoints are made durable and recorded at least this often, in bytes
+// and in time.
+const (
+	checkpointBytes = 64 << 20
+	checkpointEvery = 5 * time.Second
+)
+
+// checkpointSaver records a disk's checkpoint in bbolt as the copy goes,
+// after flushing the export, so that every byte below a recorded
+// checkpoint is durable on the OMA.
+type checkpointSaver struct {
+	r     *Runner
+	job   string
+	disk  int32
+	dst   copier.Destination
+	saved int64     // the last checkpoint recorded
+	at    time.Time // when
+}
+
+// maybe saves checkpoint when it is checkpointBytes past the last one or
+// checkpointEvery later.
+func (c *checkpointSaver) maybe(ctx context.Context, checkpoint int64) {
+	if checkpoint > c.saved && (checkpoint-c.saved >= checkpointBytes || time.Since(c.at) >= checkpointEvery) {
+		c.save(ctx, checkpoint)
+	}
+}
+
+// save flushes the export, then records checkpoint.
+func (c *checkpointSaver) save(ctx context.Context, checkpoint int64) {
+	if checkpoint <= c.saved {
+		return
+	}
+	if err := c.dst.Flush(ctx); err != nil {
+		c.r.log.Warn("flush for a checkpoint", "job", c.job, "disk", c.disk, "err", err)
+		return
+	}
+	c.record(checkpoint)
+}
+
+// record records checkpoint, already durable.
+func (c *checkpointSaver) record(checkpoint int64) {
+	_, err := c.r.st.Update(c.job, false, func(j *store.Job) error {
+		for i := range j.Disks {
+			if j.Disks[i].Key == c.disk {
+				j.Disks[i].Checkpoint = checkpoint
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		c.r.log.Warn("record a checkpoint", "job", c.job, "disk", c.disk, "err", err)
+		return
+	}
+	c.saved, c.at = checkpoint, time.Now()
+}
+
+// snapshot returns the job's snapshot: the one an interrupted run of the
+// job took, when it resumes and the snapshot is still there (resumed
+// true), else a new one, recorded.
+func (r *Runner) snapshot(ctx context.Context, t *task, s *vcenter.Session, vm *vcenter.VM) (*vcenter.Snapshot, bool, error) {
+	name := SnapshotPrefix + t.id
+	if t.resume {
+		j, err := r.st.Get(t.id)
+		if err != nil {
+			return nil, false, err
+		}
+		if j.Snapshot != "" {
+			found, err := s.Snapshots(ctx, vm, name)
+			if err != nil {
+				return nil, false, err
+			}
+			for _, f := range found {
+				if f.Name == name && f.Ref.Value == j.Snapshot {
+					snap, err := s.OpenSnapshot(ctx, f)
+					return snap, err == nil, err
+				}
+			}
+			r.log.Warn("the interrupted job's snapshot is gone: starting its disks again from zero", "job", t.id, "snapshot", j.Snapshot)
+		}
+	}
+	snap, err := s.CreateSnapshot(ctx, vm, name, "godwit replication job "+t.id)
+	if err != nil {
+		return nil, false, err
+	}
+	if _, err := r.st.Update(t.id, false, func(j *store.Job) error { j.Snapshot = snap.Ref.Value; return nil }); err != nil {
+		return snap, false, err
+	}
+	return snap, false, nil
 }
 
 // redact keeps an export's name, its only secret, out of an error message.
@@ -377,9 +506,8 @@ func (e *redacted) Unwrap() error { return e.err }
 // removeSnapshot removes the job's snapshot when the job ends on any path,
 // unless removeSnapshotNow did; it runs even when ctx was cancelled.
 func (r *Runner) removeSnapshot(ctx context.Context, t *task, s *vcenter.Session, ref types.ManagedObjectReference) {
-	j, err := r.st.Get(t.id)
-	if err == nil && j.Snapshot == "" {
-		return // removed already
+	if errors.Is(context.Cause(ctx), errStopping) {
+		return // kept for the resume
 	}
 	if err := r.removeSnapshotNow(ctx, t, s, ref); err != nil {
 		r.log.Error("remove snapshot", "job", t.id, "snapshot", ref.Value, "err", err)

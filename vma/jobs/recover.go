@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/godwit/godwit/events"
@@ -12,28 +13,42 @@ import (
 	"github.com/godwit/godwit/vma/vcenter"
 )
 
-// recoverJobs ends the jobs that a previous run of the VMA left queued or
-// running (it crashed, or was killed): each is recorded failed and
-// reported so. Then, in the background, the snapshot of every job that
-// still holds one is removed.
+// recoverJobs queues again, to resume, the jobs that a previous run of the
+// VMA left queued or running (it stopped, crashed or was killed): running
+// ones first, then the queued ones in the order they came. A job it cannot
+// resume (no credentials kept) is recorded failed and reported so. In the
+// background, the snapshot that an ended job still holds is removed.
 func (r *Runner) recoverJobs(ctx context.Context) error {
 	jobs, err := r.st.Jobs()
 	if err != nil {
 		return err
 	}
+	var resume []store.Job
 	for _, j := range jobs {
-		if j.State == store.StateQueued || j.State == store.StateRunning {
-			where := j.State
-			if j.Phase != "" && j.State == store.StateRunning {
-				where = j.Phase
-			}
-			t := &task{id: j.JobID}
-			r.finish(ctx, t, store.StateFailed, events.FailureInternal,
-				fmt.Sprintf("the VMA restarted while the job was %s; start the job again", where))
-		}
-		if j.Snapshot != "" || (j.VMRef != "" && j.Password != nil) {
+		switch {
+		case (j.State == store.StateQueued || j.State == store.StateRunning) && j.Password != nil:
+			resume = append(resume, j)
+		case j.State == store.StateQueued || j.State == store.StateRunning:
+			r.finish(ctx, &task{id: j.JobID}, store.StateFailed, events.FailureInternal,
+				fmt.Sprintf("the VMA restarted while the job was %s and kept no credentials to resume it; start the job again", j.State))
+		case store.Final(j.State) && (j.Snapshot != "" || (j.VMRef != "" && j.Password != nil)):
 			r.wg.Go(func() { r.retryCleanup(ctx, j.JobID) })
 		}
+	}
+	slices.SortStableFunc(resume, func(a, b store.Job) int {
+		if (a.State == store.StateRunning) != (b.State == store.StateRunning) {
+			if a.State == store.StateRunning {
+				return -1
+			}
+			return 1
+		}
+		return a.AcceptedAt.Compare(b.AcceptedAt)
+	})
+	for _, j := range resume {
+		cmd := &events.ReplicateCommand{JobID: j.JobID, VMAID: r.cfg.Identity.ID, VCenter: j.VCenter, Username: j.Username,
+			Password: *j.Password, VMPaths: j.VMPaths, OnCBTReset: j.OnCBTReset, Verify: j.Verify}
+		r.queue = append(r.queue, &task{id: j.JobID, cmd: cmd, resume: true, tracker: newTracker(r.cfg.Now), done: make(chan struct{})})
+		r.log.Info("resuming a job the VMA did not finish", "job", j.JobID, "state", j.State, "phase", j.Phase)
 	}
 	return nil
 }

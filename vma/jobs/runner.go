@@ -150,8 +150,11 @@ type Runner struct {
 
 // task is one job the runner holds, queued or running.
 type task struct {
-	id      string
-	cmd     *events.ReplicateCommand
+	id  string
+	cmd *events.ReplicateCommand
+	// resume says a previous run of the VMA left the job unfinished: it
+	// goes on from its snapshot and checkpoints when the snapshot is there.
+	resume  bool
 	tracker *tracker
 	cancel  context.CancelCauseFunc // set when it runs
 	done    chan struct{}           // closed when it has ended
@@ -178,10 +181,11 @@ func (c *Cancelled) Error() string { return "cancelled: " + c.Reason }
 // errStopping is the cause of a job's context when the VMA stops.
 var errStopping = errors.New("the VMA stopped")
 
-// Run ends the jobs a previous run left unfinished, then consumes
-// replicate and cancel commands and runs jobs until ctx ends. Then it stops
-// every job (each removes its snapshot and reports failed) and returns once
-// they have ended.
+// Run queues again the jobs a previous run left unfinished (they resume),
+// then consumes replicate and cancel commands and runs jobs until ctx
+// ends. Then it interrupts every running job (each flushes its exports and
+// records its checkpoints, and keeps its snapshot for the resume) and
+// returns once they have stopped; queued jobs stay queued.
 func (r *Runner) Run(ctx context.Context) error {
 	r.runCtx = ctx
 	if err := r.recoverJobs(ctx); err != nil {
@@ -201,8 +205,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.queue = nil
 	r.mu.Unlock()
 	for _, t := range queued {
-		r.finish(context.WithoutCancel(ctx), t, store.StateFailed, events.FailureInternal, "queued: the VMA stopped before the job ran; start it again")
-		close(t.done)
+		close(t.done) // still queued in bbolt: the next start runs it
 	}
 	r.wg.Wait()
 	return err
@@ -238,6 +241,7 @@ func (r *Runner) accept(ctx context.Context, c *events.ReplicateCommand) error {
 		}
 		sealed := c.Password
 		j.State, j.VCenter, j.Username, j.Password, j.VMPaths = store.StateQueued, c.VCenter, c.Username, &sealed, c.VMPaths
+		j.OnCBTReset, j.Verify = c.OnCBTReset, c.Verify
 		if j.AcceptedAt.IsZero() {
 			j.AcceptedAt = now
 		}

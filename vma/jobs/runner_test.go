@@ -68,7 +68,7 @@ func TestQueue(t *testing.T) {
 func TestProgressEvents(t *testing.T) {
 	const interval = 200 * time.Millisecond
 	b := newBed(t, bedConfig{vma: func(c *appliance.Config) {
-		slowly(6 << 20)(c)
+		slowly(2 << 20)(c)
 		c.ProgressInterval = interval
 	}})
 	j := b.create(t, threeDisks)
@@ -126,14 +126,16 @@ func TestProgressEvents(t *testing.T) {
 	}
 }
 
-// TestRestartEndsUnfinishedJobs: a VMA that finds a job it was running when
-// it died records it failed, reports it so, and removes its snapshot.
-func TestRestartEndsUnfinishedJobs(t *testing.T) {
+// TestRestartResumesAJob: a VMA that finds a job it was running when it
+// died resumes it from the snapshot it took, completes it byte-exact and
+// removes the snapshot; a job it kept no credentials for fails, saying so.
+func TestRestartResumesAJob(t *testing.T) {
 	b := newBed(t, bedConfig{})
 	j := b.create(t, threeDisks)
+	orphan := b.create(t, "gen-vm-005")
 	b.v.Stop()
 
-	// What a VMA killed mid-copy leaves: the job running, its snapshot taken.
+	// What a VMA killed mid-job leaves: the job running, its snapshot taken.
 	s := b.login(t)
 	defer s.Close()
 	ctx := context.Background()
@@ -153,45 +155,71 @@ func TestRestartEndsUnfinishedJobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Update(j.JobID, true, func(sj *store.Job) error {
-		sj.State, sj.Phase, sj.VCenter, sj.Username, sj.Password = store.StateRunning, events.PhaseCopying, b.vc, b.sim.Username, &sealed
-		sj.VMPaths, sj.VMRef, sj.Snapshot, sj.Seq = []string{threeDisksPath}, vm.Ref.Value, snap.Ref.Value, 5
-		return nil
-	}); err != nil {
-		t.Fatal(err)
+	for _, rec := range []struct {
+		id   string
+		seal *events.Sealed
+	}{{j.JobID, &sealed}, {orphan.JobID, nil}} {
+		if _, err := st.Update(rec.id, true, func(sj *store.Job) error {
+			sj.State, sj.Phase, sj.VCenter, sj.Username, sj.Password = store.StateRunning, events.PhaseCopying, b.vc, b.sim.Username, rec.seal
+			sj.VMPaths, sj.Seq = []string{threeDisksPath}, 5
+			if rec.id == j.JobID {
+				sj.VMRef, sj.Snapshot = vm.Ref.Value, snap.Ref.Value
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	st.Close()
 
 	b.v.Start()
-	testbed.Eventually(t, "the snapshot removed", func() bool { return b.vmaStatus(t, j.JobID).Snapshot == "" })
-	b.assertNoSnapshot(t, threeDisksPath)
-	vs := b.vmaStatus(t, j.JobID)
-	if vs.State != store.StateFailed || !strings.Contains(vs.Error, "restarted while the job was copying") {
-		t.Errorf("VMA status = %+v, want failed: restarted", vs)
+	if got := b.wait(t, j.JobID); got.State != events.JobCompleted {
+		t.Fatalf("resumed job = %s (%s), want completed\n%s", got.State, got.LastError, b.v.Logs)
 	}
-	if got := b.wait(t, j.JobID); got.State != events.JobFailed || !strings.Contains(got.LastError, "restarted") {
-		t.Errorf("OMA job = %s (%s), want failed: restarted", got.State, got.LastError)
+	b.assertCopied(t, threeDisksPath, b.get(t, j.JobID))
+	b.assertNoSnapshot(t, threeDisksPath)
+	if !strings.Contains(b.v.Logs.String(), "resuming a job the VMA did not finish") {
+		t.Error("the VMA did not say it resumed the job")
+	}
+	if vs := b.vmaStatus(t, orphan.JobID); vs.State != store.StateFailed || !strings.Contains(vs.Error, "no credentials") {
+		t.Errorf("job without credentials = %+v, want failed", vs)
 	}
 	if sj, err := b.storedJob(t, j.JobID); err != nil || sj.Password != nil {
-		t.Errorf("the stored job keeps its sealed password after cleanup (%v)", err)
+		t.Errorf("the stored job keeps its sealed password after it completed (%v)", err)
 	}
 }
 
-// TestStopEndsRunningJobs: a VMA stopped while a job copies ends it failed,
-// saying so, and removes its snapshot before it stops.
-func TestStopEndsRunningJobs(t *testing.T) {
-	b := newBed(t, bedConfig{vma: slowly(1 << 20)})
+// TestStopAndResume: a VMA stopped while a job copies records its
+// checkpoints and keeps the snapshot; started again, it resumes each disk
+// from its checkpoint and completes the job byte-exact.
+func TestStopAndResume(t *testing.T) {
+	b := newBed(t, bedConfig{vma: slowly(2 << 20)})
 	j := b.create(t, threeDisks)
 	b.startFromOMA(t, j.JobID)
-	b.waitCopying(t, j.JobID)
+	testbed.Eventually(t, "a disk half copied", func() bool {
+		got := b.get(t, j.JobID)
+		return got.State == events.JobCopying && got.BytesDone > diskData
+	})
 	b.v.Stop()
-	b.assertNoSnapshot(t, threeDisksPath)
-	if got := b.wait(t, j.JobID); got.State != events.JobFailed || !strings.Contains(got.LastError, "the VMA stopped during copy") {
-		t.Errorf("OMA job = %s (%s), want failed: the VMA stopped", got.State, got.LastError)
+	sj, err := b.storedJob(t, j.JobID) // starts the VMA again, which resumes
+	if err != nil {
+		t.Fatal(err)
 	}
-	b.v.Start()
-	if vs := b.vmaStatus(t, j.JobID); vs.State != store.StateFailed || vs.Snapshot != "" {
-		t.Errorf("VMA status after the restart = %+v", vs)
+	var saved int64
+	for _, d := range sj.Disks {
+		saved += d.Checkpoint
+	}
+	if sj.State != store.StateRunning || sj.Snapshot == "" || saved == 0 {
+		t.Errorf("after the stop the job is %s, snapshot %q, checkpoints %+v: want running, its snapshot kept, progress saved", sj.State, sj.Snapshot, sj.Disks)
+	}
+	got := b.wait(t, j.JobID)
+	if got.State != events.JobCompleted {
+		t.Fatalf("job = %s (%s), want completed", got.State, got.LastError)
+	}
+	b.assertCopied(t, threeDisksPath, got)
+	b.assertNoSnapshot(t, threeDisksPath)
+	if !strings.Contains(b.v.Logs.String(), "resuming disk") {
+		t.Errorf("no disk resumed from its checkpoint:\n%s", b.v.Logs)
 	}
 }
 

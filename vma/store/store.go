@@ -65,6 +65,10 @@ type Job struct {
 	// can log in to clean up; never in plaintext, and wiped when the job
 	// ends.
 	Password *events.Sealed `json:"password,omitempty"`
+	// OnCBTReset and Verify are the command's options, kept so that a
+	// restarted VMA resumes the job as it was asked.
+	OnCBTReset string `json:"on_cbt_reset,omitempty"`
+	Verify     *bool  `json:"verify,omitempty"`
 	// VMRef is the VM's managed object id, once found.
 	VMRef string `json:"vm_ref,omitempty"`
 	// Snapshot is the managed object id of the job's snapshot while it

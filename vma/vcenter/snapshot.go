@@ -341,3 +341,8 @@ func refusesChangeID(err error) bool {
 	}
 	return fault.Is(err, &types.FileFault{})
 }
+
+// OpenSnapshot returns an existing snapshot with its disks.
+func (s *Session) OpenSnapshot(ctx context.Context, ref SnapshotRef) (*Snapshot, error) {
+	return s.snapshot(ctx, ref.Ref, ref.Name)
+}
