@@ -2,9 +2,10 @@ package vcsim
 
 import (
 	"bytes"
-	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"os"
 	"slices"
@@ -19,8 +20,26 @@ import (
 // incremental QueryChangedDiskAreas answer are made of such blocks.
 const ChangeBlock = 64 << 10
 
-// blockSum is the hash of a ChangeBlock: SHA-256, truncated.
+// blockSum is the hash of a ChangeBlock: two 64-bit maphash sums with
+// different seeds, which are fast (the hash is read at every snapshot of
+// every disk with change tracking on) and good for as long as the process
+// runs, which is as long as block maps live.
 type blockSum [16]byte
+
+// blockHasher hashes blocks with its seeds; maps compare only if made by
+// the same blockHasher.
+type blockHasher [2]maphash.Seed
+
+func newBlockHasher() blockHasher {
+	return blockHasher{maphash.MakeSeed(), maphash.MakeSeed()}
+}
+
+func (h blockHasher) sum(b []byte) blockSum {
+	var s blockSum
+	binary.LittleEndian.PutUint64(s[:8], maphash.Bytes(h[0], b))
+	binary.LittleEndian.PutUint64(s[8:], maphash.Bytes(h[1], b))
+	return s
+}
 
 // blockMap is what a disk held when a snapshot was taken: the hash of
 // each ChangeBlock that holds anything but zeros, in offset order. A block
@@ -36,10 +55,10 @@ type blockMap struct {
 const readChunk = 16
 
 // readBlockMap reads the block map of the flat file file, which holds a
-// disk of capacity bytes (bytes past capacity are not part of it). Only
-// the allocated extents (SEEK_DATA/SEEK_HOLE) are read; a block wholly in
-// a hole is zeros, and not read.
-func readBlockMap(file string, capacity int64) (*blockMap, error) {
+// disk of capacity bytes (bytes past capacity are not part of it), hashing
+// with h. Only the allocated extents (SEEK_DATA/SEEK_HOLE) are read; a
+// block wholly in a hole is zeros, and not read.
+func readBlockMap(file string, capacity int64, h blockHasher) (*blockMap, error) {
 	f, err := os.Open(file)
 	if err != nil {
 		return nil, fmt.Errorf("block map: %w", err)
@@ -79,9 +98,8 @@ func readBlockMap(file string, capacity int64) (*blockMap, error) {
 				if bytes.Equal(block, zero) {
 					continue
 				}
-				sum := sha256.Sum256(block)
 				m.blocks = append(m.blocks, b+i)
-				m.sums = append(m.sums, blockSum(sum[:16]))
+				m.sums = append(m.sums, h.sum(block))
 			}
 			b += n
 		}
