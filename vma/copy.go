@@ -24,7 +24,11 @@ const copyUsage = `Usage: vma copy [flags] SRC DST
 Copies SRC to DST, like nbdcopy: each an NBD URI (nbd://host[:port]/export,
 nbd+unix:///export?socket=PATH) or a local file (a file target is written
 sparse, created when missing). Zero areas are never sent as data. The exit
-status is 0 only when every byte is written and flushed.
+status is 0 only when every byte is written and flushed. With -verify, the
+target is then read back and compared with what was read from the source
+(nbdcopy has no such option), and "verified sha256:HEX" (the source's
+digest) is printed on stdout; a mismatch names the offset of the first
+block (of 1 MiB or more) that differs.
 
 Flags:
 `
@@ -35,6 +39,7 @@ type copyConfig struct {
 	requestSize, rate     string
 	progress              bool
 	targetIsZero, flush   bool
+	verify                bool
 }
 
 // copyCmd implements `vma copy SRC DST`.
@@ -52,6 +57,7 @@ func copyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.StringVar(&cfg.rate, "rate", "", "bandwidth limit in bytes per second (K, M, G suffixes); empty: none")
 	fs.BoolVar(&cfg.progress, "progress", false, "report progress on stderr: a bar on a terminal, else JSON lines")
 	fs.BoolVar(&cfg.targetIsZero, "target-is-zero", false, "the target reads as zeros: skip zero areas")
+	fs.BoolVar(&cfg.verify, "verify", false, "read the target back after the flush and check it against the source; print its sha256")
 	fs.BoolVar(&cfg.flush, "flush", true, "flush the target at the end (always done; -flush=false is refused)")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
@@ -71,7 +77,7 @@ func copyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if cfg.requests < 1 || cfg.connections < 1 {
 		return errors.New("copy: -requests and -connections must be at least 1")
 	}
-	cc := copier.Config{Depth: cfg.requests, RequestSize: int(size), TargetIsZero: cfg.targetIsZero}
+	cc := copier.Config{Depth: cfg.requests, RequestSize: int(size), TargetIsZero: cfg.targetIsZero, Verify: cfg.verify}
 	if cfg.rate != "" {
 		r, err := parseSize(cfg.rate)
 		if err != nil || r < 1 {
@@ -107,6 +113,9 @@ func copyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	took := time.Since(start)
 	if cfg.progress {
 		fmt.Fprintf(stderr, "copied %d bytes (%d of them zero) in %s: %.1f MB/s\n", res.Done, res.Zero, took.Round(time.Millisecond), float64(res.Done)/took.Seconds()/1e6)
+	}
+	if res.Verified {
+		fmt.Fprintf(stdout, "verified sha256:%x\n", res.Digest)
 	}
 	return nil
 }
@@ -165,16 +174,22 @@ func progressPrinter(w io.Writer) func(copier.Progress) {
 	return func(p copier.Progress) {
 		if !terminal {
 			_ = enc.Encode(map[string]any{"total": p.Total, "done": p.Done, "zero": p.Zero, "checkpoint": p.Checkpoint,
-				"rate": int64(p.Rate), "avg_rate": int64(p.AvgRate), "elapsed_seconds": p.Elapsed.Seconds()})
+				"verified": p.Verified, "rate": int64(p.Rate), "avg_rate": int64(p.AvgRate), "elapsed_seconds": p.Elapsed.Seconds()})
 			return
 		}
-		pct := 100.0
+		pct, what := 100.0, "copy  "
+		if p.Verified > 0 {
+			what = "verify"
+		}
 		if p.Total > 0 {
 			pct = 100 * float64(p.Done) / float64(p.Total)
+			if p.Verified > 0 {
+				pct = 100 * float64(p.Verified) / float64(p.Total)
+			}
 		}
 		const width = 30
 		bar := strings.Repeat("#", int(pct*width/100)) + strings.Repeat(".", width-int(pct*width/100))
-		fmt.Fprintf(w, "\r[%s] %5.1f%% %8.1f MB/s", bar, pct, p.Rate/1e6)
+		fmt.Fprintf(w, "\r%s [%s] %5.1f%% %8.1f MB/s", what, bar, pct, p.Rate/1e6)
 	}
 }
 

@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -96,5 +98,48 @@ func TestCopyCommandFails(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("vma copy %v = %v, want an error with %q", tt.args, err, tt.want)
 		}
+	}
+}
+
+// TestCopyCommandVerify: -verify reads the target back, prints the
+// source's sha256, and fails naming the first block that differs: here a
+// target that was not zero, copied with -target-is-zero.
+func TestCopyCommandVerify(t *testing.T) {
+	const size = 8 << 20
+	dir := t.TempDir()
+	want := make([]byte, size)
+	_, _ = rand.Read(want[:size/4])
+	_, _ = rand.Read(want[size/2:])
+	srcFile := filepath.Join(dir, "src.raw")
+	if err := os.WriteFile(srcFile, want, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mem := nbdtest.Start(t, "memory", "8M")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	var out, errOut bytes.Buffer
+	if err := dispatch(ctx, []string{"copy", "-verify", "-progress", srcFile, mem.URI}, &out, &errOut); err != nil {
+		t.Fatalf("copy -verify: %v\n%s", err, errOut.String())
+	}
+	sum := sha256.Sum256(want)
+	if got, w := out.String(), fmt.Sprintf("verified sha256:%x\n", sum); got != w {
+		t.Errorf("stdout = %q, want %q", got, w)
+	}
+	if !strings.Contains(errOut.String(), `"verified":8388608`) {
+		t.Errorf("progress lines do not count the %d bytes verified:\n%s", size, errOut.String())
+	}
+
+	dirty := filepath.Join(dir, "dirty.raw")
+	if err := os.WriteFile(dirty, bytes.Repeat([]byte{0xee}, size), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	err := dispatch(ctx, []string{"copy", "-verify", "-target-is-zero", srcFile, dirty}, &out, &errOut)
+	if w := "verify: bytes at offset 2097152 (+1048576) differ from the source"; err == nil || !strings.Contains(err.Error(), w) {
+		t.Errorf("copy -verify -target-is-zero to a dirty target = %v, want %q", err, w)
+	}
+	if out.Len() != 0 {
+		t.Errorf("stdout = %q after a failed verification, want nothing", out.String())
 	}
 }

@@ -3,6 +3,7 @@ package copier
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"hash"
 	"sync"
@@ -83,8 +84,13 @@ type Config struct {
 	// Limiter, if not nil, bounds the bytes per second written with
 	// WriteAt (zeros cost nothing). It may be shared and changed meanwhile.
 	Limiter *Limiter
-	// Hash computes Result.Sum (see the package documentation).
+	// Hash computes Result.Digest (see the package documentation).
 	Hash bool
+	// Verify reads every byte this run copied back from the destination
+	// after the flush and checks it against what was read from the source
+	// (see the package documentation); it implies Hash. The destination
+	// must then implement Source too, or Copy returns an ErrConfig.
+	Verify bool
 	// Progress, if not nil, is called with the progress at most every
 	// ProgressInterval (when a request completes) and once at the end after
 	// the flush. Calls come from one goroutine, one at a time; a slow
@@ -138,18 +144,29 @@ type Progress struct {
 	// durable until the destination is flushed: only the Checkpoint of a
 	// Copy that returned nil is.
 	Checkpoint int64
-	// Rate is bytes per second done since the previous report; AvgRate
-	// since Copy started. Both count this run only.
+	// Verified is the number of bytes read back from the destination and
+	// checked, with Config.Verify, after the copy and its flush: it ends at
+	// the bytes of this run (Total less those below ResumeFrom).
+	Verified int64
+	// Rate is bytes per second done or verified since the previous report
+	// (while verifying, the rate of verification); AvgRate is bytes done
+	// per second since Copy started. Both count this run only.
 	Rate, AvgRate float64
 	// Elapsed is the time since Copy started.
 	Elapsed time.Duration
 }
 
-// Result is what Copy did: the last Progress, and the hash if asked for.
+// Result is what Copy did: the last Progress, the digest if asked for and
+// whether the destination was verified.
 type Result struct {
 	Progress
-	// Sum is the SHA-256 of the bytes copied, nil without Config.Hash.
-	Sum []byte
+	// Digest is the SHA-256 of the bytes copied in this run, in offset
+	// order (see the package documentation); nil without Config.Hash or
+	// Config.Verify, or when Copy failed.
+	Digest []byte
+	// Verified says every byte copied in this run was read back from the
+	// destination and matched: only with Config.Verify and a nil error.
+	Verified bool
 }
 
 // chunk is one request: [off, off+n) of the source; zero when the source's
@@ -175,9 +192,12 @@ type run struct {
 	ext    Extents // nil: every byte is read
 	ctx    context.Context
 	cancel context.CancelCauseFunc
-	bufs   chan []byte // Depth slots; nil slots are allocated on first use
-	jobs   chan chunk
-	dones  chan done
+	// inOrder says finished chunks go to the collector with their data, to
+	// be hashed in offset order (Hash or Verify).
+	inOrder bool
+	bufs    chan []byte // Depth slots; nil slots are allocated on first use
+	jobs    chan chunk
+	dones   chan done
 
 	errOnce sync.Once
 	err     error
@@ -202,6 +222,7 @@ func Copy(ctx context.Context, dst Destination, src Source, areas []Area, cfg Co
 	}
 	size := src.Size()
 	var total, resumed, prevEnd int64
+	var ranges []Area // what this run copies: the areas from ResumeFrom on
 	for i, a := range areas {
 		if a.Offset < 0 || a.Length < 0 || a.End() > size || (i > 0 && a.Offset < prevEnd) {
 			return Result{}, fmt.Errorf("%w: area %d [%d, %d) of a %d-byte source after [..., %d)",
@@ -210,9 +231,22 @@ func Copy(ctx context.Context, dst Destination, src Source, areas []Area, cfg Co
 		total += a.Length
 		resumed += min(max(cfg.ResumeFrom-a.Offset, 0), a.Length)
 		prevEnd = a.End()
+		if from := max(a.Offset, cfg.ResumeFrom); from < a.End() {
+			ranges = append(ranges, Area{Offset: from, Length: a.End() - from})
+		}
+	}
+	var back Source // the destination read back, with Verify
+	if cfg.Verify {
+		var ok bool
+		if back, ok = dst.(Source); !ok {
+			return Result{}, fmt.Errorf("%w: verify: destination %T cannot be read back (no ReadAt)", ErrConfig, dst)
+		}
+		if n := back.Size(); n < prevEnd {
+			return Result{}, fmt.Errorf("%w: verify: destination holds %d bytes, the areas end at %d", ErrConfig, n, prevEnd)
+		}
 	}
 
-	r := &run{cfg: cfg, dst: dst, src: src, bufs: make(chan []byte, cfg.Depth),
+	r := &run{cfg: cfg, dst: dst, src: src, inOrder: cfg.Hash || cfg.Verify, bufs: make(chan []byte, cfg.Depth),
 		jobs: make(chan chunk), dones: make(chan done, cfg.Depth)}
 	r.ext, _ = src.(Extents)
 	r.ctx, r.cancel = context.WithCancelCause(ctx)
@@ -222,7 +256,7 @@ func Copy(ctx context.Context, dst Destination, src Source, areas []Area, cfg Co
 	}
 
 	var wg sync.WaitGroup
-	wg.Go(func() { r.produce(areas) })
+	wg.Go(func() { r.produce(ranges) })
 	for range cfg.Depth {
 		wg.Go(r.work)
 	}
@@ -235,8 +269,12 @@ func Copy(ctx context.Context, dst Destination, src Source, areas []Area, cfg Co
 
 	t := newTracker(cfg, total, resumed)
 	var sum hash.Hash
-	if cfg.Hash {
+	var dig *digests
+	if r.inOrder {
 		sum = sha256.New()
+	}
+	if cfg.Verify {
+		dig = newDigests(ranges, verifyBlockSize(cfg.RequestSize))
 	}
 	pending := make(map[int64]done)
 	var next int64
@@ -256,6 +294,13 @@ func Copy(ctx context.Context, dst Destination, src Source, areas []Area, cfg Co
 			if sum != nil {
 				hashChunk(sum, d)
 			}
+			if dig != nil {
+				var p []byte
+				if d.buf != nil {
+					p = d.buf[:d.n]
+				}
+				dig.add(d.off, d.n, p)
+			}
 			if d.buf != nil {
 				r.bufs <- d.buf
 			}
@@ -273,14 +318,25 @@ func Copy(ctx context.Context, dst Destination, src Source, areas []Area, cfg Co
 			r.err = fmt.Errorf("copy: flush: %w", err)
 		}
 	}
+	if r.err == nil && dig != nil {
+		if len(dig.sums) != cap(dig.sums) {
+			r.err = fmt.Errorf("copy: verify: %d block digests of %d", len(dig.sums), cap(dig.sums))
+		} else {
+			r.err = r.verify(back, dig, t)
+		}
+	}
 	res := Result{Progress: t.p}
 	if r.err != nil {
+		if ve := (*VerifyError)(nil); errors.As(r.err, &ve) {
+			res.Checkpoint = ve.Offset // every byte below it matched
+		}
 		return res, r.err
 	}
 	t.report(true)
 	res.Progress = t.p
+	res.Verified = cfg.Verify
 	if sum != nil {
-		res.Sum = sum.Sum(nil)
+		res.Digest = sum.Sum(nil)
 	}
 	return res, nil
 }
@@ -315,9 +371,9 @@ func (r *run) opErr(op string, off int64, err error) error {
 	return &Error{Op: op, Offset: off, Err: err}
 }
 
-// produce hands out the chunks of the areas in offset order, then closes
-// r.jobs.
-func (r *run) produce(areas []Area) {
+// produce hands out the chunks of ranges (the areas from ResumeFrom on)
+// in offset order, then closes r.jobs.
+func (r *run) produce(ranges []Area) {
 	defer close(r.jobs)
 	var seq int64
 	send := func(c chunk) bool {
@@ -330,8 +386,8 @@ func (r *run) produce(areas []Area) {
 			return false
 		}
 	}
-	for _, a := range areas {
-		off, end := max(a.Offset, r.cfg.ResumeFrom), a.End()
+	for _, a := range ranges {
+		off, end := a.Offset, a.End()
 		for off < end {
 			exts, err := r.extents(off, min(end-off, extentsWindow))
 			if err != nil {
@@ -407,6 +463,7 @@ func (r *run) work() {
 		}
 		c, ok := <-r.jobs
 		if !ok {
+			r.bufs <- buf // the slot back, for verification: never blocks
 			return
 		}
 		if r.ctx.Err() != nil {
@@ -447,7 +504,7 @@ func (r *run) copyChunk(c chunk, buf []byte) (done, error) {
 	if err := r.dst.WriteAt(r.ctx, p, c.off); err != nil {
 		return done{}, r.opErr("write", c.off, err)
 	}
-	if r.cfg.Hash {
+	if r.inOrder {
 		return done{chunk: c, buf: buf}, nil // hashed in order by the collector
 	}
 	return done{chunk: c}, nil
@@ -468,7 +525,7 @@ type tracker struct {
 	cfg         Config
 	resumed     int64
 	start, last time.Time
-	lastDone    int64
+	lastDone    int64 // Done+Verified at the last report
 	p           Progress
 }
 
@@ -488,12 +545,12 @@ func (t *tracker) report(final bool) {
 	}
 	t.p.Elapsed = now.Sub(t.start)
 	if since > 0 {
-		t.p.Rate = float64(t.p.Done-t.lastDone) / since.Seconds()
+		t.p.Rate = float64(t.p.Done+t.p.Verified-t.lastDone) / since.Seconds()
 	}
 	if t.p.Elapsed > 0 {
 		t.p.AvgRate = float64(t.p.Done-t.resumed) / t.p.Elapsed.Seconds()
 	}
-	t.last, t.lastDone = now, t.p.Done
+	t.last, t.lastDone = now, t.p.Done+t.p.Verified
 	if t.cfg.Progress != nil {
 		t.cfg.Progress(t.p)
 	}

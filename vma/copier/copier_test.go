@@ -98,11 +98,11 @@ func TestCopyFileRoundTrip(t *testing.T) {
 				t.Errorf("destination allocates %d bytes, want about %d", a, data)
 			}
 			if tt.cfg.Hash {
-				if sum := sha256.Sum256(want); !bytes.Equal(res.Sum, sum[:]) {
-					t.Errorf("Sum = %x, want %x", res.Sum, sum)
+				if sum := sha256.Sum256(want); !bytes.Equal(res.Digest, sum[:]) {
+					t.Errorf("Digest = %x, want %x", res.Digest, sum)
 				}
-			} else if res.Sum != nil {
-				t.Errorf("Sum = %x without Hash, want nil", res.Sum)
+			} else if res.Digest != nil {
+				t.Errorf("Digest = %x without Hash, want nil", res.Digest)
 			}
 		})
 	}
@@ -224,8 +224,8 @@ func TestCopyAreas(t *testing.T) {
 			if res.Checkpoint != wantCheckpoint {
 				t.Errorf("Checkpoint = %d, want %d", res.Checkpoint, wantCheckpoint)
 			}
-			if !bytes.Equal(res.Sum, h.Sum(nil)) {
-				t.Errorf("Sum = %x, want the sha256 of the areas from the resume point %x", res.Sum, h.Sum(nil))
+			if !bytes.Equal(res.Digest, h.Sum(nil)) {
+				t.Errorf("Digest = %x, want the sha256 of the areas from the resume point %x", res.Digest, h.Sum(nil))
 			}
 		})
 	}

@@ -30,16 +30,47 @@
 // know that the destination may lose acknowledged but unflushed writes if
 // its machine crashes.
 //
-// # Hash
+// # Digest
 //
-// With Config.Hash, Result.Sum is the SHA-256 of the bytes copied in this
-// run, concatenated in offset order: for each area in the order given, the
-// source's bytes of [max(Offset, ResumeFrom), Offset+Length), nothing for
-// an area wholly below ResumeFrom. Zero extents that were never read count
-// as the zeros they read as. A verifier reproduces it by reading the same
-// ranges of the destination in the same order into one SHA-256. Chunks are
-// hashed by one goroutine as the checkpoint passes them, so the hash does
-// not depend on Depth, RequestSize or the order requests complete in.
+// With Config.Hash or Config.Verify, Result.Digest is the SHA-256 of the
+// bytes copied in this run, concatenated in offset order: for each area in
+// the order given, the source's bytes of [max(Offset, ResumeFrom),
+// Offset+Length), nothing for an area wholly below ResumeFrom. Zero extents
+// that were never read count as the zeros they read as. A verifier
+// reproduces it by reading the same ranges of the destination in the same
+// order into one SHA-256. Chunks are hashed by one goroutine as the
+// checkpoint passes them, so the digest does not depend on Depth,
+// RequestSize or the order requests complete in.
+//
+// # Verify
+//
+// With Config.Verify, Copy reads back from the destination, after the
+// flush, every byte it copied in this run and checks it against what it
+// read from the source; Result.Verified says all matched. The destination
+// must then also be a Source (ReadAt), or Copy refuses with ErrConfig
+// before touching anything.
+//
+// Nothing is buffered for it: the ranges copied are cut into blocks, from
+// the start of each, of the smallest multiple of RequestSize that is at
+// least 1 MiB, and while copying the collector keeps one 16-byte digest per
+// block (two 64-bit hash/maphash sums under seeds drawn for this Copy; a
+// block of zeros is marked as such). That is 32 MiB for 2 TiB. Reading
+// back is pipelined as the copy is: Depth blocks in flight, each read in
+// chunks of at most RequestSize into the copy's buffers. A block of zeros
+// must read back as zeros, whether it was written with WriteZeroes or
+// skipped with TargetIsZero: a target that was not in fact zero fails.
+// Progress.Verified counts the bytes read back.
+//
+// A block that differs fails the copy with a *VerifyError naming the first
+// such block in offset order ("verify: bytes at offset N (+len) differ
+// from the source"), which matches ErrMismatch; the Result's Checkpoint is
+// then that block's offset, below which everything matched. A read that
+// fails is not a mismatch: it is an *Error with Op "verify read".
+//
+// Only this run's bytes are verified, as only they are in the Digest: the
+// bytes below ResumeFrom were copied, and verified or not, by an earlier
+// run whose source bytes this run never saw. A caller that wants a resumed
+// copy verified whole copies it again without ResumeFrom.
 //
 // # Rate limit
 //

@@ -56,8 +56,8 @@ func TestCopyMemoryBounded(t *testing.T) {
 	if grew := now.Sys - before.Sys; grew > limit {
 		t.Errorf("memory from the OS grew by %d bytes, want under %d", grew, limit)
 	}
-	if string(res.Sum) != string(want) || res.Done != size {
-		t.Errorf("Sum %x, Done %d; want %x, %d", res.Sum, res.Done, want, int64(size))
+	if string(res.Digest) != string(want) || res.Done != size {
+		t.Errorf("Digest %x, Done %d; want %x, %d", res.Digest, res.Done, want, int64(size))
 	}
 	if got := sha256Of(t, dstPath); string(got) != string(want) {
 		t.Error("destination differs from source")

@@ -1,7 +1,6 @@
 package vcsim
 
 import (
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -25,16 +24,18 @@ const (
 	DefaultChangedAreasMax    = 64
 )
 
-// cbtHook answers QueryChangedDiskAreas, a method the simulator lacks. The
-// simulator dispatches a logged-in call to the object its session registry
-// holds for the reference, else to the global one; the hook, installed as
-// the global registry's Handler, puts a cbtVM with the VM's reference into
-// the calling session's registry for the duration of the call. The global
-// registry keeps its *simulator.VirtualMachine, which the simulator's own
-// code casts to.
+// cbtHook answers QueryChangedDiskAreas, a method the simulator lacks, and
+// hooks the VM methods that change tracking follows: snapshot creation and
+// reconfiguration. The simulator dispatches a logged-in call to the object
+// its session registry holds for the reference, else to the global one;
+// the hook, installed as the global registry's Handler, puts a cbtVM with
+// the VM's reference into the calling session's registry for the duration
+// of the call. The global registry keeps its *simulator.VirtualMachine,
+// which the simulator's own code casts to.
 type cbtHook struct {
 	window   int64
 	maxAreas int
+	tracking *tracking
 
 	mu   sync.Mutex
 	refs map[cbtKey]int // calls in flight per session registry and VM
@@ -45,15 +46,26 @@ type cbtKey struct {
 	vm  types.ManagedObjectReference
 }
 
-func newCBTHook(window int64, maxAreas int) *cbtHook {
-	return &cbtHook{window: window, maxAreas: maxAreas, refs: make(map[cbtKey]int)}
+// newCBTHook makes the hook: window and maxAreas bound an answer of
+// QueryChangedDiskAreas, keep is how many change ids each disk remembers.
+func newCBTHook(window int64, maxAreas, keep int) *cbtHook {
+	return &cbtHook{window: window, maxAreas: maxAreas, tracking: newTracking(keep), refs: make(map[cbtKey]int)}
 }
 
-// handle is the global registry's Handler: for QueryChangedDiskAreas on a
+// hooked reports whether cbtVM answers the VM method name.
+func hooked(name string) bool {
+	switch name {
+	case "QueryChangedDiskAreas", "CreateSnapshot_Task", "CreateSnapshotEx_Task", "ReconfigVM_Task":
+		return true
+	}
+	return false
+}
+
+// handle is the global registry's Handler: for the hooked methods on a
 // VM, it puts a cbtVM into the session's registry (once per session and VM,
 // however many such calls are in flight) and returns it.
 func (h *cbtHook) handle(ctx *simulator.Context, m *simulator.Method) (mo.Reference, types.BaseMethodFault) {
-	if m.Name != "QueryChangedDiskAreas" || m.This.Type != "VirtualMachine" || ctx.Session == nil {
+	if !hooked(m.Name) || m.This.Type != "VirtualMachine" || ctx.Session == nil {
 		return nil, nil
 	}
 	vm, ok := ctx.Map.Get(m.This).(*simulator.VirtualMachine)
@@ -92,9 +104,10 @@ func (h *cbtHook) release(ctx *simulator.Context, ref types.ManagedObjectReferen
 }
 
 // cbtVM stands for a VM in a session's registry while that session calls
-// QueryChangedDiskAreas on it: the VM's other methods and properties are
-// the VM's own, for the session's other calls meanwhile. The VM is the
-// first field, where the property collector looks for it.
+// a hooked method on it: the VM's other methods and properties are the
+// VM's own, for the session's other calls meanwhile. The VM is the first
+// field, where the property collector looks for it. Its methods run under
+// the VM's lock, as the simulator calls them.
 type cbtVM struct {
 	*simulator.VirtualMachine
 	hook *cbtHook
@@ -111,8 +124,44 @@ func (w *cbtVM) QueryChangedDiskAreas(ctx *simulator.Context, req *types.QueryCh
 	return &methods.QueryChangedDiskAreasBody{Res: &types.QueryChangedDiskAreasResponse{Returnval: info}}
 }
 
-// changedAreas checks the request and reads the disk's allocated areas;
-// a fault comes with its message. The caller holds the VM's lock.
+// CreateSnapshotTask is vSphere's CreateSnapshot_Task: with change
+// tracking on, the disks get new change ids first (tracking.snapshot),
+// which the snapshot copies. The simulator's CreateSnapshotTask calls its
+// own CreateSnapshotExTask, not the hooked one.
+func (w *cbtVM) CreateSnapshotTask(ctx *simulator.Context, req *types.CreateSnapshot_Task) soap.HasFault {
+	defer w.hook.release(ctx, w.Self)
+	if msg, fault := w.hook.tracking.snapshot(ctx, w.VirtualMachine); fault != nil {
+		return &methods.CreateSnapshot_TaskBody{Fault_: simulator.Fault(msg, fault)}
+	}
+	return w.VirtualMachine.CreateSnapshotTask(ctx, req)
+}
+
+// CreateSnapshotExTask is vSphere's CreateSnapshotEx_Task, hooked as
+// CreateSnapshotTask is.
+func (w *cbtVM) CreateSnapshotExTask(ctx *simulator.Context, req *types.CreateSnapshotEx_Task) soap.HasFault {
+	defer w.hook.release(ctx, w.Self)
+	if msg, fault := w.hook.tracking.snapshot(ctx, w.VirtualMachine); fault != nil {
+		return &methods.CreateSnapshotEx_TaskBody{Fault_: simulator.Fault(msg, fault)}
+	}
+	return w.VirtualMachine.CreateSnapshotExTask(ctx, req)
+}
+
+// ReconfigVMTask is vSphere's ReconfigVM_Task: a spec that turns change
+// tracking off resets it first (the disks' change ids are forgotten and
+// cleared from their backings), then the simulator reconfigures the VM,
+// which sets config.changeTrackingEnabled. Turned on, tracking starts at
+// the next snapshot.
+func (w *cbtVM) ReconfigVMTask(ctx *simulator.Context, req *types.ReconfigVM_Task) soap.HasFault {
+	defer w.hook.release(ctx, w.Self)
+	if on := req.Spec.ChangeTrackingEnabled; on != nil && !*on && !w.Config.Template {
+		w.hook.tracking.reset(ctx, w.VirtualMachine)
+	}
+	return w.VirtualMachine.ReconfigVMTask(ctx, req)
+}
+
+// changedAreas checks the request and reads the disk's allocated areas
+// (changeId "*") or the areas changed since changeId; a fault comes with
+// its message. The caller holds the VM's lock.
 func (h *cbtHook) changedAreas(ctx *simulator.Context, vm types.ManagedObjectReference, req *types.QueryChangedDiskAreas) (types.DiskChangeInfo, string, types.BaseMethodFault) {
 	var none types.DiskChangeInfo
 	if req.Snapshot == nil {
@@ -140,23 +189,31 @@ func (h *cbtHook) changedAreas(ctx *simulator.Context, vm types.ManagedObjectRef
 	if backing.ChangeId == "" {
 		return none, fmt.Sprintf("change tracking is not enabled on disk %d", req.DeviceKey), &types.NotSupported{}
 	}
-	if req.ChangeId != "*" {
-		return none, fmt.Sprintf("changeId %q: the simulator models only the initial query, changeId \"*\", not incremental change tracking", req.ChangeId),
-			&types.NotSupported{}
-	}
-	capacity := disk.CapacityInBytes
-	if capacity == 0 {
-		capacity = disk.CapacityInKB * 1024
-	}
+	capacity := diskCapacity(disk)
 	if req.StartOffset < 0 || req.StartOffset >= capacity {
 		return none, fmt.Sprintf("startOffset %d is outside disk %d (%d bytes)", req.StartOffset, req.DeviceKey, capacity),
 			&types.InvalidArgument{InvalidProperty: "startOffset"}
+	}
+	end := min(capacity, req.StartOffset+h.window)
+	if req.ChangeId != "*" {
+		id := diskID{vm, req.DeviceKey}
+		base := h.tracking.lookup(id, req.ChangeId)
+		if base == nil {
+			return none, fmt.Sprintf("changeId %q is not a change id of disk %d that the simulator knows (another disk's, or from before a reset, a restart, or the last %d snapshots)",
+				req.ChangeId, req.DeviceKey, h.tracking.keep), &types.InvalidArgument{InvalidProperty: "changeId"}
+		}
+		cur := h.tracking.lookup(id, backing.ChangeId)
+		if cur == nil {
+			return none, fmt.Sprintf("the snapshot's changeId %q of disk %d is no longer known (from before a reset, a restart, or the last %d snapshots)",
+				backing.ChangeId, req.DeviceKey, h.tracking.keep), &types.InvalidArgument{InvalidProperty: "changeId"}
+		}
+		areas, next := changedAreas(base, cur, req.StartOffset, end, h.maxAreas)
+		return types.DiskChangeInfo{StartOffset: req.StartOffset, Length: next - req.StartOffset, ChangedArea: areas}, "", nil
 	}
 	file, err := localFile(ctx, snap.Vm, backing.FileName)
 	if err != nil {
 		return none, err.Error(), &types.FileNotFound{FileFault: types.FileFault{File: backing.FileName}}
 	}
-	end := min(capacity, req.StartOffset+h.window)
 	areas, next, err := allocatedAreas(file, req.StartOffset, end, h.maxAreas)
 	if err != nil {
 		return none, err.Error(), &types.FileFault{File: backing.FileName}
@@ -225,23 +282,4 @@ func allocatedAreas(file string, start, end int64, maxAreas int) (areas []types.
 		off = hole
 	}
 	return areas, end, nil
-}
-
-// cbtChangeID is the changeId a disk reports while change tracking is on:
-// shaped like vSphere's (a UUID, then "/" and a sequence number), derived
-// from the VM's name and the disk's position, and never changing.
-func cbtChangeID(vm string, disk int) string {
-	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%d", vm, disk))
-	var b strings.Builder
-	for i, c := range sum[:16] {
-		switch {
-		case i == 8:
-			b.WriteByte('-')
-		case i > 0:
-			b.WriteByte(' ')
-		}
-		fmt.Fprintf(&b, "%02x", c)
-	}
-	b.WriteString("/1")
-	return b.String()
 }

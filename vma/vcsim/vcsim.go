@@ -65,6 +65,11 @@ type Config struct {
 	// DefaultChangedAreasMax.
 	ChangedAreasWindow int64
 	ChangedAreasMax    int
+	// ChangeIDs is how many change ids, the newest, the simulator
+	// remembers per disk (with a block map each, see the package doc);
+	// older ones are refused like those from before a reset. 0 means
+	// DefaultChangeIDs.
+	ChangeIDs int
 	// Extra adds VMs of the caller's shape in the datacenter's vm folder,
 	// their disks with DiskData bytes of content like the others.
 	Extra []VM
@@ -123,6 +128,9 @@ func Start(ctx context.Context, cfg Config) (*Simulator, error) {
 	if cfg.ChangedAreasMax <= 0 {
 		cfg.ChangedAreasMax = DefaultChangedAreasMax
 	}
+	if cfg.ChangeIDs <= 0 {
+		cfg.ChangeIDs = DefaultChangeIDs
+	}
 	if cfg.Datastore != "" {
 		if cfg.ModelVMs > 0 {
 			return nil, errors.New("simulated vCenter: ModelVMs need the temporary datastore, not Datastore")
@@ -154,7 +162,7 @@ func Start(ctx context.Context, cfg Config) (*Simulator, error) {
 	if err := model.Create(); err != nil {
 		return nil, fmt.Errorf("create simulator model: %w", err)
 	}
-	model.Map().Handler = newCBTHook(cfg.ChangedAreasWindow, cfg.ChangedAreasMax).handle
+	model.Map().Handler = newCBTHook(cfg.ChangedAreasWindow, cfg.ChangedAreasMax, cfg.ChangeIDs).handle
 	model.Service.TLS = new(tls.Config)
 	model.Service.Listen = &url.URL{Host: cfg.Addr, User: url.UserPassword(cfg.Username, cfg.Password)}
 	server := model.Service.NewServer()
@@ -355,9 +363,6 @@ func createVM(ctx context.Context, s vmSpec, pool *object.ResourcePool, ds *obje
 		disk.CapacityInBytes = size
 		backing := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
 		backing.ThinProvisioned = types.NewBool(i%2 == 0)
-		if s.cbt {
-			backing.ChangeId = cbtChangeID(s.name, i)
-		}
 		if _, err := os.Stat(filepath.Join(dsDir, rel)); err == nil {
 			existing[disk] = true
 		} else if !errors.Is(err, os.ErrNotExist) {

@@ -14,7 +14,6 @@ import (
 	"testing"
 
 	"github.com/vmware/govmomi"
-	"github.com/vmware/govmomi/fault"
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/vim25/methods"
@@ -289,17 +288,17 @@ func TestRestart(t *testing.T) {
 	}
 }
 
-// queryAll pages through QueryChangedDiskAreas with changeId "*", checking
+// queryAll pages through QueryChangedDiskAreas since changeID, checking
 // each answer, and returns the areas and how many answers it took.
-func queryAll(t testing.TB, c *govmomi.Client, vm *object.VirtualMachine, snap types.ManagedObjectReference, disk *types.VirtualDisk, window int64, maxAreas int) ([]extent, int) {
+func queryAll(t testing.TB, c *govmomi.Client, vm *object.VirtualMachine, snap types.ManagedObjectReference, disk *types.VirtualDisk, changeID string, window int64, maxAreas int) ([]extent, int) {
 	t.Helper()
 	var areas []extent
 	calls := 0
 	for off := int64(0); off < disk.CapacityInBytes; {
 		res, err := methods.QueryChangedDiskAreas(t.Context(), c.Client, &types.QueryChangedDiskAreas{
-			This: vm.Reference(), Snapshot: &snap, DeviceKey: disk.Key, StartOffset: off, ChangeId: "*"})
+			This: vm.Reference(), Snapshot: &snap, DeviceKey: disk.Key, StartOffset: off, ChangeId: changeID})
 		if err != nil {
-			t.Fatalf("QueryChangedDiskAreas(%d, %d) = %v", disk.Key, off, err)
+			t.Fatalf("QueryChangedDiskAreas(%d, %d, %q) = %v", disk.Key, off, changeID, err)
 		}
 		calls++
 		info := res.Returnval
@@ -347,7 +346,7 @@ func TestQueryChangedDiskAreas(t *testing.T) {
 			writeAt(t, file, 4<<30-8192, bytes.Repeat([]byte{1}, 16384))
 			writeAt(t, file, 7<<30+12345, []byte("x"))
 			snap := snapshot(t, vm)
-			got, calls := queryAll(t, c, vm, snap, disk, window, maxAreas)
+			got, calls := queryAll(t, c, vm, snap, disk, "*", window, maxAreas)
 			want := merge(dataExtents(t, file))
 			if len(got) != len(want) {
 				t.Fatalf("areas %v, want %v", got, want)
@@ -390,8 +389,8 @@ func TestQueryChangedDiskAreasFaults(t *testing.T) {
 		req  types.QueryChangedDiskAreas
 		want string // in the fault's message
 	}{
-		{"incremental", types.QueryChangedDiskAreas{This: seed.Reference(), Snapshot: &seedSnap, DeviceKey: seedDisk.Key,
-			ChangeId: "52 aa/1"}, "not incremental"},
+		{"unknown change id", types.QueryChangedDiskAreas{This: seed.Reference(), Snapshot: &seedSnap, DeviceKey: seedDisk.Key,
+			ChangeId: "52 aa/1"}, "not a change id of disk"},
 		{"no such key", types.QueryChangedDiskAreas{This: seed.Reference(), Snapshot: &seedSnap, DeviceKey: 9999,
 			ChangeId: "*"}, "no disk with key 9999"},
 		{"a NIC's key", types.QueryChangedDiskAreas{This: seed.Reference(), Snapshot: &seedSnap, DeviceKey: nic,
@@ -413,11 +412,11 @@ func TestQueryChangedDiskAreasFaults(t *testing.T) {
 		})
 	}
 
-	// govmomi's own method sends the snapshot's changeId: an incremental
-	// query, which is not modelled.
-	_, err = seed.QueryChangedDiskAreas(t.Context(), &seedSnap, &seedSnap, seedDisk, 0)
-	if err == nil || !fault.Is(err, &types.NotSupported{}) || !strings.Contains(err.Error(), "not incremental") {
-		t.Errorf("VirtualMachine.QueryChangedDiskAreas = %v, want NotSupported", err)
+	// govmomi's own method sends the base snapshot's changeId: since
+	// itself, nothing changed.
+	info, err := seed.QueryChangedDiskAreas(t.Context(), &seedSnap, &seedSnap, seedDisk, 0)
+	if err != nil || len(info.ChangedArea) != 0 || info.Length <= 0 {
+		t.Errorf("VirtualMachine.QueryChangedDiskAreas(snapshot since itself) = %+v, %v, want no areas", info, err)
 	}
 	_, err = gen2.QueryChangedDiskAreas(t.Context(), &genSnap, &genSnap, genDisk, 0)
 	if err == nil || !strings.Contains(err.Error(), "CBT is not enabled") {
@@ -442,14 +441,10 @@ func TestSnapshotsAndPower(t *testing.T) {
 		t.Errorf("changeTrackingEnabled = %v", o.Config.ChangeTrackingEnabled)
 	}
 	snap := snapshot(t, seed)
-	var s mo.VirtualMachineSnapshot
-	if err := seed.Properties(ctx, snap, []string{"config.hardware"}, &s); err != nil {
-		t.Fatal(err)
-	}
-	for i, d := range object.VirtualDeviceList(s.Config.Hardware.Device).SelectByType((*types.VirtualDisk)(nil)) {
-		id := d.(*types.VirtualDisk).Backing.(*types.VirtualDiskFlatVer2BackingInfo).ChangeId
-		if want := cbtChangeID(SeedVM, i); id != want || !strings.HasSuffix(id, "/1") {
-			t.Errorf("snapshot disk %d changeId %q, want %q", i, id, want)
+	vmIDs := changeIDs(t, disks(t, seed))
+	for i, id := range changeIDs(t, snapshotDisks(t, seed, snap)) {
+		if !changeIDPattern.MatchString(id) || !strings.HasSuffix(id, "/1") || id != vmIDs[i] {
+			t.Errorf("snapshot disk %d changeId %q (the VM's %q), want <uuid>/1, the same", i, id, vmIDs[i])
 		}
 	}
 

@@ -16,6 +16,7 @@ var (
 	_ copier.Source      = (*Source)(nil)
 	_ copier.Extents     = (*Source)(nil)
 	_ copier.Destination = (*Destination)(nil)
+	_ copier.Source      = (*Destination)(nil) // read back by Config.Verify
 )
 
 // Source reads a file. It is safe for concurrent use. Close it when done.
@@ -43,7 +44,12 @@ func (s *Source) Size() int64 { return s.size }
 
 // ReadAt fills p from off; reading past the end is io.ErrUnexpectedEOF.
 func (s *Source) ReadAt(_ context.Context, p []byte, off int64) error {
-	n, err := s.f.ReadAt(p, off)
+	return readFull(s.f, p, off)
+}
+
+// readFull fills p from off of f.
+func readFull(f *os.File, p []byte, off int64) error {
+	n, err := f.ReadAt(p, off)
 	if n == len(p) {
 		return nil
 	}
@@ -66,10 +72,12 @@ func (s *Source) Extents(_ context.Context, off, length int64) ([]copier.Extent,
 // Close closes the file.
 func (s *Source) Close() error { return s.f.Close() }
 
-// Destination writes a file sparsely. It is safe for concurrent use. Close
-// it when done.
+// Destination writes a file sparsely, and reads it back (a copier.Source
+// too, for Config.Verify). It is safe for concurrent use. Close it when
+// done.
 type Destination struct {
-	f *os.File
+	f    *os.File
+	size int64
 }
 
 // Create opens path for writing, creating it (mode 0600) if needed, and
@@ -88,7 +96,15 @@ func Create(path string, size int64) (*Destination, error) {
 		f.Close()
 		return nil, err
 	}
-	return &Destination{f: f}, nil
+	return &Destination{f: f, size: size}, nil
+}
+
+// Size returns the file's size set by Create.
+func (d *Destination) Size() int64 { return d.size }
+
+// ReadAt fills p from off; reading past the end is io.ErrUnexpectedEOF.
+func (d *Destination) ReadAt(_ context.Context, p []byte, off int64) error {
+	return readFull(d.f, p, off)
 }
 
 // WriteAt writes p at off.
