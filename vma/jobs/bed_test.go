@@ -106,12 +106,15 @@ type job struct {
 	LastError  string `json:"last_error"`
 	BytesTotal int64  `json:"bytes_total"`
 	BytesDone  int64  `json:"bytes_done"`
+	Verified   bool   `json:"verified"`
 	Disks      []struct {
 		Key        int32  `json:"key"`
 		VolumePath string `json:"volume_path"`
 		BytesTotal int64  `json:"bytes_total"`
 		BytesDone  int64  `json:"bytes_done"`
 		ChangeID   string `json:"change_id"`
+		Verified   bool   `json:"verified"`
+		Digest     string `json:"digest"`
 	} `json:"disks"`
 }
 

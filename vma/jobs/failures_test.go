@@ -2,6 +2,7 @@ package jobs_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -239,5 +240,55 @@ func TestCleanup(t *testing.T) {
 	b.assertNoSnapshot(t, threeDisksPath)
 	if code := b.vmaDo(t, http.MethodPost, "/api/v1/cleanup/repl-nope-1", nil, nil); code != http.StatusNotFound {
 		t.Errorf("cleanup of an unknown job = %d, want 404", code)
+	}
+}
+
+// TestVerificationCatchesAChangedBlock: a block of an export changes behind
+// the copier's back after it was written and flushed (the test writes into
+// the OMA's volume while nbdkit's delay filter holds the read-back): the
+// job fails, naming the disk and the offset of the block.
+func TestVerificationCatchesAChangedBlock(t *testing.T) {
+	wrapper := filepath.Join(t.TempDir(), "nbdkit")
+	script := "#!/bin/sh\nexec nbdkit --filter=delay \"$@\" delay-read=2\n"
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b := newBed(t, bedConfig{oma: func(c *omaappliance.Config) { c.Nbdkit = wrapper }})
+	j := b.create(t, threeDisks)
+	first := j.Disks[0]
+	b.startFromOMA(t, j.JobID)
+	testbed.Eventually(t, "the first disk written", func() bool {
+		var p struct {
+			Disks []struct {
+				Key        int32 `json:"key"`
+				BytesTotal int64 `json:"bytes_total"`
+				BytesDone  int64 `json:"bytes_done"`
+			} `json:"disks"`
+		}
+		b.vmaDo(t, http.MethodGet, "/api/v1/progress/"+j.JobID, nil, &p)
+		for _, d := range p.Disks {
+			if d.Key == first.Key {
+				return d.BytesTotal > 0 && d.BytesDone == d.BytesTotal
+			}
+		}
+		return false
+	})
+	f, err := os.OpenFile(first.VolumePath, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c [1]byte
+	if _, err := f.ReadAt(c[:], 4096); err != nil {
+		t.Fatal(err)
+	}
+	c[0] ^= 0xff
+	if _, err := f.WriteAt(c[:], 4096); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	got := b.wait(t, j.JobID)
+	want := fmt.Sprintf("disk %d", first.Key)
+	if got.State != events.JobFailed || !strings.Contains(got.LastError, want) || !strings.Contains(got.LastError, "verify: bytes at offset 0 ") {
+		t.Errorf("job = %s (%s), want failed naming %s and offset 0", got.State, got.LastError, want)
 	}
 }

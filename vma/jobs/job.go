@@ -198,7 +198,7 @@ func (r *Runner) execute(ctx context.Context, t *task) ([]events.DiskChange, err
 	changes := make([]events.DiskChange, 0, len(plans))
 	for _, p := range plans {
 		changes = append(changes, events.DiskChange{Key: p.disk.Key, ChangeID: p.disk.ChangeID,
-			FullCopy: p.full && alloc.ReplicationType == events.ReplicationIncremental})
+			FullCopy: p.full && alloc.ReplicationType == events.ReplicationIncremental, Verified: p.verified, Digest: p.digest})
 	}
 	return changes, nil
 }
@@ -224,6 +224,9 @@ type diskPlan struct {
 	full bool
 	// resumeFrom is the checkpoint an interrupted run of the job left.
 	resumeFrom int64
+	// verified and digest are the copy's outcome (see copyDisk).
+	verified bool
+	digest   string
 }
 
 // plan matches every allocated disk with the snapshot's disk of the same
@@ -300,7 +303,7 @@ func (r *Runner) plan(ctx context.Context, s *vcenter.Session, vm *vcenter.VM, s
 
 // copyDisks copies every planned disk, DiskParallelism at once. The first
 // failure stops the others.
-func (r *Runner) copyDisks(ctx context.Context, t *task, ref DiskRef, plans []diskPlan, typ string) error {
+func (r *Runner) copyDisks(ctx context.Context, t *task, ref DiskRef, plans []diskPlan, typ string) error { // fills each plan's outcome
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var (
@@ -314,7 +317,8 @@ func (r *Runner) copyDisks(ctx context.Context, t *task, ref DiskRef, plans []di
 		progress[i] = DiskProgress{Key: p.disk.Key, BytesTotal: p.total}
 	}
 	t.tracker.setDisks(progress)
-	for _, p := range plans {
+	for i := range plans {
+		p := &plans[i]
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
@@ -344,7 +348,7 @@ func (r *Runner) copyDisks(ctx context.Context, t *task, ref DiskRef, plans []di
 }
 
 // copyDisk copies one disk into its export and flushes it.
-func (r *Runner) copyDisk(ctx context.Context, t *task, ref DiskRef, p diskPlan, typ string) error {
+func (r *Runner) copyDisk(ctx context.Context, t *task, ref DiskRef, p *diskPlan, typ string) error {
 	key := p.disk.Key
 	src, err := r.cfg.Source.Open(ctx, ref)
 	if err != nil {
@@ -374,6 +378,7 @@ func (r *Runner) copyDisk(ctx context.Context, t *task, ref DiskRef, p diskPlan,
 		r.log.Info("resuming disk", "job", t.id, "disk", key, "from", p.resumeFrom)
 	}
 	cfg.ResumeFrom, cfg.Hash = p.resumeFrom, false
+	cfg.Verify = t.cmd.Verify == nil || *t.cmd.Verify
 	cfg.ProgressInterval = r.cfg.ProgressInterval
 	saver := checkpointSaver{r: r, job: t.id, disk: key, dst: dst, saved: p.resumeFrom, at: time.Now()}
 	cfg.Progress = func(cp copier.Progress) {
@@ -393,7 +398,15 @@ func (r *Runner) copyDisk(ctx context.Context, t *task, ref DiskRef, p diskPlan,
 		return fail("copy", key, redact(err, p.export.Name))
 	}
 	saver.record(res.Checkpoint) // Copy flushed
-	r.log.Info("disk copied", "job", t.id, "disk", key, "bytes", res.Total, "zero", res.Zero, "from", p.resumeFrom, "took", time.Since(start))
+	// The digest covers what this run copied: a disk resumed from a
+	// checkpoint is verified from there on only, so it is not reported
+	// verified as a whole.
+	p.verified = res.Verified && p.resumeFrom == 0
+	if res.Digest != nil && p.resumeFrom == 0 {
+		p.digest = fmt.Sprintf("sha256:%x", res.Digest)
+	}
+	r.log.Info("disk copied", "job", t.id, "disk", key, "bytes", res.Total, "zero", res.Zero, "from", p.resumeFrom,
+		"verified", res.Verified, "took", time.Since(start))
 	return nil
 }
 

@@ -42,9 +42,12 @@ func TestInitialJob(t *testing.T) {
 			if got.BytesDone != got.BytesTotal || got.BytesTotal < 3*diskData {
 				t.Errorf("job bytes done %d of %d, want all of at least %d", got.BytesDone, got.BytesTotal, 3*diskData)
 			}
+			if !got.Verified {
+				t.Error("the job is not verified")
+			}
 			for _, d := range got.Disks {
-				if d.ChangeID == "" || d.BytesDone != d.BytesTotal {
-					t.Errorf("disk %d: change id %q, %d of %d bytes", d.Key, d.ChangeID, d.BytesDone, d.BytesTotal)
+				if d.ChangeID == "" || d.BytesDone != d.BytesTotal || !d.Verified || !strings.HasPrefix(d.Digest, "sha256:") {
+					t.Errorf("disk %d: change id %q, %d of %d bytes, verified %v, digest %q", d.Key, d.ChangeID, d.BytesDone, d.BytesTotal, d.Verified, d.Digest)
 				}
 			}
 			b.assertCopied(t, threeDisksPath, got)
