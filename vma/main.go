@@ -30,6 +30,7 @@ import (
 	"github.com/godwit/godwit/flagconf"
 	"github.com/godwit/godwit/vma/api"
 	"github.com/godwit/godwit/vma/appliance"
+	"github.com/godwit/godwit/vma/copier"
 	"github.com/godwit/godwit/vma/identity"
 	"github.com/godwit/godwit/vma/jobs"
 	"github.com/godwit/godwit/vma/source"
@@ -69,9 +70,9 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 type config struct {
 	dataDir, id, apiAddr, natsURL, natsSeed, omaURL, vcenterCA string
 	allowOrigins, tokenFile, vcenterAllow                      string
-	source, vddkLibDir                                         string
+	source, vddkLibDir, rate                                   string
 	vcenterInsecure                                            bool
-	heartbeat, discoverTimeout                                 time.Duration
+	heartbeat, discoverTimeout, checkpointInterval             time.Duration
 	maxJobs, diskParallelism                                   int
 }
 
@@ -124,6 +125,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.IntVar(&cfg.diskParallelism, "disk-parallelism", jobs.DefaultDiskParallelism, "disks of a job copied at once")
 	fs.StringVar(&cfg.source, "source", source.Auto, "disk transport: auto (vddk when installed, else datastore), datastore or vddk")
 	fs.StringVar(&cfg.vddkLibDir, "vddk-libdir", "", "VMware VDDK directory (holding lib64/libvixDiskLib.so) for the vddk transport")
+	fs.DurationVar(&cfg.checkpointInterval, "checkpoint-interval", jobs.DefaultCheckpointInterval, "most time between two recorded checkpoints of a copying disk (also every 64 MiB): what a crash can cost")
+	fs.StringVar(&cfg.rate, "rate", "", "bandwidth limit of all jobs' copies together, bytes per second (K, M, G suffixes); empty: none")
 	if err := flagconf.Parse(fs, args); err != nil {
 		return err
 	}
@@ -133,6 +136,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	seed, err := os.ReadFile(cfg.natsSeed)
 	if err != nil {
 		return fmt.Errorf("read -nats-seed: %w", err)
+	}
+	var copyCfg copier.Config
+	if cfg.rate != "" {
+		r, err := parseSize(cfg.rate)
+		if err != nil || r <= 0 {
+			return fmt.Errorf("-rate %q: want bytes per second, such as 100M", cfg.rate)
+		}
+		copyCfg.Limiter = copier.NewLimiter(r, nil)
 	}
 	var ac api.Config
 	ac.AllowOrigins = flagconf.List(cfg.allowOrigins)
@@ -147,8 +158,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		NATSSeed: []byte(strings.TrimSpace(string(seed))), OMAURL: cfg.omaURL,
 		VCenterCAFile: cfg.vcenterCA, VCenterInsecure: cfg.vcenterInsecure,
 		Heartbeat: cfg.heartbeat, DiscoverTimeout: cfg.discoverTimeout,
-		MaxJobs: cfg.maxJobs, DiskParallelism: cfg.diskParallelism, Source: cfg.source, VDDKLibDir: cfg.vddkLibDir,
-		Logger: slog.New(slog.NewTextHandler(stderr, nil)),
+		MaxJobs: cfg.maxJobs, DiskParallelism: cfg.diskParallelism, Source: cfg.source, VDDKLibDir: cfg.vddkLibDir, Copy: copyCfg,
+		CheckpointInterval: cfg.checkpointInterval,
+		Logger:             slog.New(slog.NewTextHandler(stderr, nil)),
 	})
 	if err != nil {
 		return err

@@ -115,6 +115,8 @@ func TestRunNeedsItsSeed(t *testing.T) {
 // is an error naming the known commands, never a running VMA.
 func TestCommandLineRefusesWhatItDoesNotKnow(t *testing.T) {
 	dir := t.TempDir()
+	seedFile := filepath.Join(dir, "nats.seed")
+	_ = os.WriteFile(seedFile, []byte("SUAEXAMPLE"), 0o600)
 	for _, tt := range []struct {
 		args []string
 		want string
@@ -123,6 +125,9 @@ func TestCommandLineRefusesWhatItDoesNotKnow(t *testing.T) {
 		{[]string{"bogus", "-data", dir}, `unknown command "bogus"`},
 		{[]string{"-data", dir, "-nats-seed", "x", "stray"}, `unexpected argument "stray"`},
 		{[]string{"pubkey", "-data", dir, "extra"}, `unexpected argument "extra"`},
+		{[]string{"-data", dir, "-nats-seed", seedFile, "-rate", "fast"}, `-rate "fast"`},
+		{[]string{"-data", dir, "-nats-seed", seedFile, "-source", "tape"}, `source "tape"`},
+		{[]string{"-data", dir, "-nats-seed", seedFile, "-max-jobs", "-1"}, `max jobs -1`},
 	} {
 		var out, errOut bytes.Buffer
 		err := dispatch(context.Background(), tt.args, &out, &errOut)

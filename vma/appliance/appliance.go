@@ -84,6 +84,9 @@ type Config struct {
 	// CleanupRetry is the first delay before a failed snapshot removal is
 	// tried again; 0 means 10s.
 	CleanupRetry time.Duration
+	// CheckpointInterval is the most time between two recorded checkpoints
+	// of a copying disk; 0 means 5s.
+	CheckpointInterval time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger receives every part's log; nil discards.
@@ -211,7 +214,8 @@ func (v *VMA) Run(ctx context.Context) error {
 	}
 	runner, err := jobs.New(conn, st, jobs.Config{Identity: id, Source: src, MaxJobs: cfg.MaxJobs, DiskParallelism: cfg.DiskParallelism,
 		VCenter: vcenter.Config{CAFile: cfg.VCenterCAFile, Insecure: cfg.VCenterInsecure, Timeout: cfg.VCenterTimeout, Allow: cfg.VCenterAllow},
-		Copy:    cfg.Copy, ProgressInterval: cfg.ProgressInterval, Now: cfg.Now, Logger: log})
+		Copy:    cfg.Copy, ProgressInterval: cfg.ProgressInterval, CleanupRetry: cfg.CleanupRetry, CheckpointInterval: cfg.CheckpointInterval,
+		Now: cfg.Now, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -410,12 +410,9 @@ func (r *Runner) copyDisk(ctx context.Context, t *task, ref DiskRef, p *diskPlan
 	return nil
 }
 
-// Checkpoints are made durable and recorded at least this often, in bytes
-// and in time.
-const (
-	checkpointBytes = 64 << 20
-	checkpointEvery = 5 * time.Second
-)
+// checkpointBytes is how many bytes a disk copies at most between two
+// recorded checkpoints (Config.CheckpointInterval bounds the time).
+const checkpointBytes = 64 << 20
 
 // checkpointSaver records a disk's checkpoint in bbolt as the copy goes,
 // after flushing the export, so that every byte below a recorded
@@ -430,9 +427,9 @@ type checkpointSaver struct {
 }
 
 // maybe saves checkpoint when it is checkpointBytes past the last one or
-// checkpointEvery later.
+// Config.CheckpointInterval later.
 func (c *checkpointSaver) maybe(ctx context.Context, checkpoint int64) {
-	if checkpoint > c.saved && (checkpoint-c.saved >= checkpointBytes || time.Since(c.at) >= checkpointEvery) {
+	if checkpoint > c.saved && (checkpoint-c.saved >= checkpointBytes || time.Since(c.at) >= c.r.cfg.CheckpointInterval) {
 		c.save(ctx, checkpoint)
 	}
 }

@@ -23,6 +23,8 @@ const (
 	DefaultMaxJobs          = 4
 	DefaultDiskParallelism  = 2
 	DefaultProgressInterval = time.Second
+	// DefaultCheckpointInterval is Config.CheckpointInterval's default.
+	DefaultCheckpointInterval = 5 * time.Second
 	// SnapshotPrefix starts the name of every snapshot a job takes.
 	SnapshotPrefix = "godwit-"
 )
@@ -88,8 +90,12 @@ type Config struct {
 	// CleanupRetry is the first delay before a failed snapshot removal is
 	// tried again (it doubles up to 5m); 0 means 10s.
 	CleanupRetry time.Duration
-	Now          func() time.Time
-	Logger       *slog.Logger
+	// CheckpointInterval is the most time between two recorded checkpoints
+	// of a disk that copies (also recorded every 64 MiB); 0 means
+	// DefaultCheckpointInterval.
+	CheckpointInterval time.Duration
+	Now                func() time.Time
+	Logger             *slog.Logger
 }
 
 func (cfg Config) withDefaults() (Config, error) {
@@ -122,6 +128,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.CleanupRetry == 0 {
 		cfg.CleanupRetry = 10 * time.Second
+	}
+	if cfg.CheckpointInterval == 0 {
+		cfg.CheckpointInterval = DefaultCheckpointInterval
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
