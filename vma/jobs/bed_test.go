@@ -35,8 +35,11 @@ type bed struct {
 	vc    string
 	proxy *proxy // nil without bedConfig.proxy
 	o     *testbed.OMA
-	v     *testbed.VMA
-	vms   map[string]events.VM // the OMA's inventory, by name
+	v     *testbed.VMA // the VMA in this process; nil with bedConfig.external
+	ext   *vmaProcess  // the VMA as a process of its own, with bedConfig.external
+	// vmaURL is the VMA API's base URL.
+	vmaURL string
+	vms    map[string]events.VM // the OMA's inventory, by name
 }
 
 // bedConfig varies a bed.
@@ -47,6 +50,9 @@ type bedConfig struct {
 	proxy bool
 	oma   func(*omaappliance.Config)
 	vma   func(*appliance.Config)
+	// external, when set, starts the VMA as a process instead of in this
+	// process (vma is then not used).
+	external func(testing.TB, *testbed.OMA, *vcsim.Simulator) *vmaProcess
 }
 
 // diskData is what each simulated disk holds: small, so jobs are quick.
@@ -71,14 +77,20 @@ func newBed(t testing.TB, bc bedConfig) *bed {
 		b.vc = b.proxy.addr
 	}
 	o := testbed.StartOMA(t, testbed.OMAConfig{Ports: bc.ports, Configure: bc.oma})
-	v := testbed.StartVMA(t, o, testbed.VMAConfig{VCenterCAFile: sim.CAFile, Configure: func(c *appliance.Config) {
-		c.Source = "datastore"
-		c.ProgressInterval = 50 * time.Millisecond
-		if bc.vma != nil {
-			bc.vma(c)
-		}
-	}})
-	b.o, b.v = o, v
+	b.o = o
+	if bc.external != nil {
+		b.ext = bc.external(t, o, sim)
+		b.vmaURL = b.ext.url
+	} else {
+		b.v = testbed.StartVMA(t, o, testbed.VMAConfig{VCenterCAFile: sim.CAFile, Configure: func(c *appliance.Config) {
+			c.Source = "datastore"
+			c.ProgressInterval = 50 * time.Millisecond
+			if bc.vma != nil {
+				bc.vma(c)
+			}
+		}})
+		b.vmaURL = b.v.URL
+	}
 	var res struct {
 		VMs []events.VM `json:"vms"`
 	}
@@ -159,7 +171,7 @@ func (b *bed) replicateBody(id string, paths ...string) map[string]any {
 
 func (b *bed) vmaDo(t testing.TB, method, path string, body, out any) int {
 	t.Helper()
-	return testbed.Do(t, method, b.v.URL+path, "", body, out)
+	return testbed.Do(t, method, b.vmaURL+path, "", body, out)
 }
 
 // get returns the OMA's view of a job.

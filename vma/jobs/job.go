@@ -379,7 +379,9 @@ func (r *Runner) copyDisk(ctx context.Context, t *task, ref DiskRef, p *diskPlan
 	}
 	cfg.ResumeFrom, cfg.Hash = p.resumeFrom, false
 	cfg.Verify = t.cmd.Verify == nil || *t.cmd.Verify
-	cfg.ProgressInterval = r.cfg.ProgressInterval
+	// The copier reports often enough for both the events (published at
+	// most every ProgressInterval) and the checkpoints.
+	cfg.ProgressInterval = min(r.cfg.ProgressInterval, r.cfg.CheckpointInterval)
 	saver := checkpointSaver{r: r, job: t.id, disk: key, dst: dst, saved: p.resumeFrom, at: time.Now()}
 	cfg.Progress = func(cp copier.Progress) {
 		t.tracker.update(key, cp)

@@ -1,0 +1,184 @@
+package jobs_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/logtest"
+	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/vma/vcsim"
+)
+
+// vmaProcess is the vma command running as a process of its own, as it
+// runs in production, so that a test can kill it with SIGKILL.
+type vmaProcess struct {
+	tb   testing.TB
+	bin  string
+	args []string
+	url  string
+	logs *logtest.Buffer
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// externalVMA returns a bedConfig.external that builds the vma command,
+// registers vma-1 with the OMA and starts it with extra flags.
+func externalVMA(extra ...string) func(testing.TB, *testbed.OMA, *vcsim.Simulator) *vmaProcess {
+	return func(tb testing.TB, o *testbed.OMA, sim *vcsim.Simulator) *vmaProcess {
+		tb.Helper()
+		dir := tb.TempDir()
+		bin := filepath.Join(dir, "vma-bin")
+		if out, err := exec.Command("go", "build", "-o", bin, "github.com/godwit/godwit/vma").CombinedOutput(); err != nil {
+			tb.Fatalf("build the vma command: %v\n%s", err, out)
+		}
+		var cred struct {
+			NKeySeed string `json:"nkey_seed"`
+		}
+		if code := o.Do(http.MethodPost, "/api/v1/vmas", map[string]string{"id": "vma-1"}, &cred); code != http.StatusCreated {
+			tb.Fatalf("register vma-1 = %d", code)
+		}
+		seed := filepath.Join(dir, "nats.seed")
+		if err := os.WriteFile(seed, []byte(cred.NKeySeed), 0o600); err != nil {
+			tb.Fatal(err)
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		p := &vmaProcess{tb: tb, bin: bin, url: "http://" + addr, logs: &logtest.Buffer{},
+			args: append([]string{"-data", filepath.Join(dir, "vma"), "-id", "vma-1", "-api-addr", addr, "-nats-url", o.NATSURL,
+				"-nats-seed", seed, "-vcenter-ca", sim.CAFile, "-oma-url", o.URL, "-source", "datastore"}, extra...)}
+		p.start()
+		tb.Cleanup(p.stop)
+		testbed.Eventually(tb, "vma-1's key at the OMA", func() bool {
+			var list struct {
+				VMAs []struct {
+					ID        string `json:"id"`
+					PublicKey string `json:"public_key"`
+				} `json:"vmas"`
+			}
+			o.Do(http.MethodGet, "/api/v1/vmas", nil, &list)
+			return len(list.VMAs) == 1 && list.VMAs[0].PublicKey != ""
+		})
+		return p
+	}
+}
+
+// start starts the process and waits until its API answers.
+func (p *vmaProcess) start() {
+	p.tb.Helper()
+	p.cmd = exec.Command(p.bin, p.args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	if err := p.cmd.Start(); err != nil {
+		p.tb.Fatal(err)
+	}
+	p.done = make(chan error, 1)
+	go func() { p.done <- p.cmd.Wait() }()
+	testbed.Eventually(p.tb, "the VMA process serving", func() bool {
+		resp, err := http.Get(p.url + "/api/v1/health")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+}
+
+// kill kills the process with SIGKILL: nothing of it runs after.
+func (p *vmaProcess) kill() {
+	p.tb.Helper()
+	if err := p.cmd.Process.Kill(); err != nil {
+		p.tb.Fatal(err)
+	}
+	<-p.done
+}
+
+// stop stops the process as an operator does (SIGTERM), or kills it after 30 s.
+func (p *vmaProcess) stop() {
+	if p.cmd.ProcessState != nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// TestSIGKILLMidCopyResumes kills the VMA process with SIGKILL at random
+// points of a copy, three times in one job. Each time it starts again it
+// resumes the job from its checkpoints, and the job completes byte-exact:
+// every run after a kill starts its disks where the last checkpoint was,
+// not from zero.
+func TestSIGKILLMidCopyResumes(t *testing.T) {
+	b := newBed(t, bedConfig{external: externalVMA("-rate", "1M", "-checkpoint-interval", "200ms")})
+	rng := rand.New(rand.NewPCG(11, 12))
+	j := b.create(t, threeDisks)
+	b.startFromOMA(t, j.JobID)
+	for kill := 1; kill <= 3; kill++ {
+		// Kill at a random point once this run moved a checkpoint on, and
+		// had the time to record it (checkpoints every 200 ms).
+		var p struct {
+			State string `json:"state"`
+			Phase string `json:"phase"`
+			Disks []struct {
+				Checkpoint int64 `json:"checkpoint"`
+			} `json:"disks"`
+		}
+		first := int64(-1)
+		testbed.Eventually(t, fmt.Sprintf("a checkpoint moved before kill %d", kill), func() bool {
+			b.vmaDo(t, http.MethodGet, "/api/v1/progress/"+j.JobID, nil, &p)
+			if p.State != "running" || p.Phase != events.PhaseCopying || len(p.Disks) == 0 {
+				return false
+			}
+			var sum int64
+			for _, d := range p.Disks {
+				sum += d.Checkpoint
+			}
+			if first < 0 {
+				first = sum
+			}
+			return sum > first
+		})
+		time.Sleep(500*time.Millisecond + time.Duration(rng.IntN(700))*time.Millisecond)
+		b.ext.kill()
+		b.ext.start()
+	}
+	got := b.wait(t, j.JobID)
+	if got.State != events.JobCompleted {
+		t.Fatalf("job = %s (%s), want completed\n%s", got.State, got.LastError, b.ext.logs)
+	}
+	b.assertCopied(t, threeDisksPath, got)
+	b.assertNoSnapshot(t, threeDisksPath)
+
+	// The log of each run after a kill, from its "resuming a job" on.
+	runs := regexp.MustCompile(`msg="resuming a job the VMA did not finish"`).Split(b.ext.logs.String(), -1)[1:]
+	if len(runs) != 3 {
+		t.Fatalf("the job was resumed %d times, want 3", len(runs))
+	}
+	from := regexp.MustCompile(`msg="resuming disk" [^\n]*?from=(\d+)`)
+	for i, run := range runs {
+		var resumed int64
+		for _, m := range from.FindAllStringSubmatch(run, -1) {
+			n, _ := strconv.ParseInt(m[1], 10, 64)
+			resumed += n
+		}
+		if resumed == 0 {
+			t.Errorf("run %d after a kill resumed no disk from a checkpoint: it started from zero", i+1)
+		}
+	}
+}
