@@ -68,12 +68,12 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // config is the VMA's command line.
 type config struct {
-	dataDir, id, apiAddr, natsURL, natsSeed, omaURL, vcenterCA string
-	allowOrigins, tokenFile, vcenterAllow                      string
-	source, vddkLibDir, rate                                   string
-	vcenterInsecure                                            bool
-	heartbeat, discoverTimeout, checkpointInterval             time.Duration
-	maxJobs, diskParallelism                                   int
+	dataDir, id, apiAddr, natsURL, natsSeed, omaURL, vcenterCA  string
+	allowOrigins, tokenFile, vcenterAllow                       string
+	source, vddkLibDir, rate                                    string
+	vcenterInsecure                                             bool
+	heartbeat, discoverTimeout, checkpointInterval, exportRetry time.Duration
+	maxJobs, diskParallelism                                    int
 }
 
 // flags declares the flags every vma command has; its usage lists the
@@ -126,6 +126,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.source, "source", source.Auto, "disk transport: auto (vddk when installed, else datastore), datastore or vddk")
 	fs.StringVar(&cfg.vddkLibDir, "vddk-libdir", "", "VMware VDDK directory (holding lib64/libvixDiskLib.so) for the vddk transport")
 	fs.DurationVar(&cfg.checkpointInterval, "checkpoint-interval", jobs.DefaultCheckpointInterval, "most time between two recorded checkpoints of a copying disk (also every 64 MiB): what a crash can cost")
+	fs.DurationVar(&cfg.exportRetry, "export-retry", jobs.DefaultExportRetry, "how long a copy keeps trying to reach an export that went away (the OMA restarts) before the job fails")
 	fs.StringVar(&cfg.rate, "rate", "", "bandwidth limit of all jobs' copies together, bytes per second (K, M, G suffixes); empty: none")
 	if err := flagconf.Parse(fs, args); err != nil {
 		return err
@@ -159,8 +160,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		VCenterCAFile: cfg.vcenterCA, VCenterInsecure: cfg.vcenterInsecure,
 		Heartbeat: cfg.heartbeat, DiscoverTimeout: cfg.discoverTimeout,
 		MaxJobs: cfg.maxJobs, DiskParallelism: cfg.diskParallelism, Source: cfg.source, VDDKLibDir: cfg.vddkLibDir, Copy: copyCfg,
-		CheckpointInterval: cfg.checkpointInterval,
-		Logger:             slog.New(slog.NewTextHandler(stderr, nil)),
+		CheckpointInterval: cfg.checkpointInterval, ExportRetry: cfg.exportRetry,
+		Logger: slog.New(slog.NewTextHandler(stderr, nil)),
 	})
 	if err != nil {
 		return err

@@ -87,6 +87,9 @@ type Config struct {
 	// CheckpointInterval is the most time between two recorded checkpoints
 	// of a copying disk; 0 means 5s.
 	CheckpointInterval time.Duration
+	// ExportRetry is how long a copy keeps trying to reach an export that
+	// went away (the OMA restarts); 0 means 10m.
+	ExportRetry time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger receives every part's log; nil discards.
@@ -215,7 +218,7 @@ func (v *VMA) Run(ctx context.Context) error {
 	runner, err := jobs.New(conn, st, jobs.Config{Identity: id, Source: src, MaxJobs: cfg.MaxJobs, DiskParallelism: cfg.DiskParallelism,
 		VCenter: vcenter.Config{CAFile: cfg.VCenterCAFile, Insecure: cfg.VCenterInsecure, Timeout: cfg.VCenterTimeout, Allow: cfg.VCenterAllow},
 		Copy:    cfg.Copy, ProgressInterval: cfg.ProgressInterval, CleanupRetry: cfg.CleanupRetry, CheckpointInterval: cfg.CheckpointInterval,
-		Now: cfg.Now, Logger: log})
+		ExportRetry: cfg.ExportRetry, Now: cfg.Now, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -249,7 +251,7 @@ func TestCleanup(t *testing.T) {
 // job fails, naming the disk and the offset of the block.
 func TestVerificationCatchesAChangedBlock(t *testing.T) {
 	wrapper := filepath.Join(t.TempDir(), "nbdkit")
-	script := "#!/bin/sh\nexec nbdkit --filter=delay \"$@\" delay-read=2\n"
+	script := "#!/bin/sh\nexec nbdkit --filter=delay \"$@\" delay-read=5\n"
 	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -257,38 +259,99 @@ func TestVerificationCatchesAChangedBlock(t *testing.T) {
 	j := b.create(t, threeDisks)
 	first := j.Disks[0]
 	b.startFromOMA(t, j.JobID)
-	testbed.Eventually(t, "the first disk written", func() bool {
-		var p struct {
-			Disks []struct {
-				Key        int32 `json:"key"`
-				BytesTotal int64 `json:"bytes_total"`
-				BytesDone  int64 `json:"bytes_done"`
-			} `json:"disks"`
-		}
-		b.vmaDo(t, http.MethodGet, "/api/v1/progress/"+j.JobID, nil, &p)
-		for _, d := range p.Disks {
-			if d.Key == first.Key {
-				return d.BytesTotal > 0 && d.BytesDone == d.BytesTotal
-			}
-		}
-		return false
-	})
+	// A byte in the disk's first data extent that is not zero in the source.
+	src, err := b.sim.DiskFile(context.Background(), threeDisksPath, first.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ext, err := dataExtentsOf(src)
+	if err != nil || len(ext) == 0 {
+		t.Fatalf("source extents %v, %v", ext, err)
+	}
+	sf, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, ext[0][1]-ext[0][0])
+	_, err = sf.ReadAt(data, ext[0][0])
+	sf.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := len(data) / 2
+	for data[i] == 0 {
+		i++
+	}
+	at, want := ext[0][0]+int64(i), data[i]
+	// Once the copy wrote it (the read-back is held 5 s by the delay
+	// filter), change it behind the copier's back.
 	f, err := os.OpenFile(first.VolumePath, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer f.Close()
 	var c [1]byte
-	if _, err := f.ReadAt(c[:], 4096); err != nil {
-		t.Fatal(err)
-	}
+	testbed.Eventually(t, "the byte written to the export", func() bool {
+		_, err := f.ReadAt(c[:], at)
+		return err == nil && c[0] == want
+	})
 	c[0] ^= 0xff
-	if _, err := f.WriteAt(c[:], 4096); err != nil {
+	if _, err := f.WriteAt(c[:], at); err != nil {
 		t.Fatal(err)
 	}
-	f.Close()
 	got := b.wait(t, j.JobID)
-	want := fmt.Sprintf("disk %d", first.Key)
-	if got.State != events.JobFailed || !strings.Contains(got.LastError, want) || !strings.Contains(got.LastError, "verify: bytes at offset 0 ") {
-		t.Errorf("job = %s (%s), want failed naming %s and offset 0", got.State, got.LastError, want)
+	m := regexp.MustCompile(fmt.Sprintf(`disk %d: .*verify: bytes at offset (\d+) \(\+(\d+)\)`, first.Key)).FindStringSubmatch(got.LastError)
+	if got.State != events.JobFailed || m == nil {
+		t.Fatalf("job = %s (%s), want failed naming disk %d and the offset of byte %d", got.State, got.LastError, first.Key, at)
+	}
+	off, _ := strconv.ParseInt(m[1], 10, 64)
+	n, _ := strconv.ParseInt(m[2], 10, 64)
+	if at < off || at >= off+n {
+		t.Errorf("the failure names [%d, +%d), the changed byte is at %d", off, n, at)
+	}
+}
+
+// TestOMARestartMidCopy: the OMA stops and starts again while a job
+// copies. The VMA keeps trying the bus and the export, goes on from its
+// last checkpoint, and the job completes byte-exact; the OMA's state and
+// bytes done never go back.
+func TestOMARestartMidCopy(t *testing.T) {
+	b := newBed(t, bedConfig{vma: func(c *appliance.Config) {
+		slowly(1 << 20)(c)
+		c.CheckpointInterval = 200 * time.Millisecond
+	}})
+	j := b.create(t, threeDisks)
+	b.startFromOMA(t, j.JobID)
+	b.waitCopying(t, j.JobID)
+	time.Sleep(time.Second)
+	b.o.Restart()
+
+	rank := map[string]int{}
+	for i, s := range events.JobStates() {
+		rank[s] = i
+	}
+	var last job
+	deadline := time.Now().Add(time.Minute)
+	for {
+		got := b.get(t, j.JobID)
+		if rank[got.State] < rank[last.State] || got.BytesDone < last.BytesDone {
+			t.Fatalf("the job went back: %s with %d bytes done after %s with %d", got.State, got.BytesDone, last.State, last.BytesDone)
+		}
+		last = got
+		if got.State == events.JobCompleted || got.State == events.JobFailed || got.State == events.JobCancelled {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job still %s a minute after the OMA restarted\nVMA:\n%s", got.State, b.v.Logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if last.State != events.JobCompleted {
+		t.Fatalf("job = %s (%s), want completed", last.State, last.LastError)
+	}
+	b.assertCopied(t, threeDisksPath, last)
+	b.assertNoSnapshot(t, threeDisksPath)
+	if !strings.Contains(b.v.Logs.String(), "the export went away") {
+		t.Error("the VMA never lost its export: the OMA restart tested nothing")
 	}
 }

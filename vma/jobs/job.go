@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/vmware/govmomi/vim25/types"
@@ -15,6 +18,7 @@ import (
 	"github.com/godwit/godwit/seal"
 	"github.com/godwit/godwit/vma/copier"
 	"github.com/godwit/godwit/vma/copier/export"
+	"github.com/godwit/godwit/vma/nbd"
 	"github.com/godwit/godwit/vma/store"
 	"github.com/godwit/godwit/vma/vcenter"
 )
@@ -347,7 +351,9 @@ func (r *Runner) copyDisks(ctx context.Context, t *task, ref DiskRef, plans []di
 	return first
 }
 
-// copyDisk copies one disk into its export and flushes it.
+// copyDisk copies one disk into its export and flushes it. When the export
+// goes away (the OMA restarts, the tunnel drops), it opens it again and
+// goes on from the last recorded checkpoint, for Config.ExportRetry at most.
 func (r *Runner) copyDisk(ctx context.Context, t *task, ref DiskRef, p *diskPlan, typ string) error {
 	key := p.disk.Key
 	src, err := r.cfg.Source.Open(ctx, ref)
@@ -355,34 +361,70 @@ func (r *Runner) copyDisk(ctx context.Context, t *task, ref DiskRef, p *diskPlan
 		return fail("open source", key, err)
 	}
 	defer src.Close()
+	if p.resumeFrom > 0 {
+		r.log.Info("resuming disk", "job", t.id, "disk", key, "from", p.resumeFrom)
+	}
+	saver := checkpointSaver{r: r, job: t.id, disk: key, saved: p.resumeFrom, at: time.Now()}
+	whole := p.resumeFrom == 0 // copied in one go, so verified as a whole
+	var lostSince time.Time    // when the export was lost, while retrying
+	for delay := time.Second; ; delay = min(2*delay, 30*time.Second) {
+		res, step, err := r.copyOnce(ctx, t, src, p, typ, &saver)
+		switch {
+		case err == nil:
+			p.verified = res.Verified && whole
+			if res.Digest != nil && whole {
+				p.digest = fmt.Sprintf("sha256:%x", res.Digest)
+			}
+			return nil
+		case ctx.Err() != nil || !exportLost(err):
+			return fail(step, key, redact(err, p.export.Name))
+		}
+		if lostSince.IsZero() {
+			lostSince = time.Now()
+		}
+		if time.Since(lostSince) >= r.cfg.ExportRetry {
+			return fail(step, key, fmt.Errorf("the export is gone for %s (-export-retry): %w", r.cfg.ExportRetry.Round(time.Second), redact(err, p.export.Name)))
+		}
+		r.log.Warn("the export went away: trying again from the last checkpoint", "job", t.id, "disk", key,
+			"checkpoint", saver.saved, "err", redact(err, p.export.Name), "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return fail(step, key, context.Cause(ctx))
+		case <-time.After(delay):
+		}
+		whole = whole && saver.saved == 0 // a disk copied in parts is verified in parts only
+	}
+}
+
+// copyOnce opens the disk's export and copies its areas from the saver's
+// checkpoint on. It returns the step that failed with the error.
+func (r *Runner) copyOnce(ctx context.Context, t *task, src Disk, p *diskPlan, typ string, saver *checkpointSaver) (copier.Result, string, error) {
+	key := p.disk.Key
 	uri := fmt.Sprintf("nbd://%s:%d/%s", p.export.Host, p.export.Port, p.export.Name)
 	dst, err := export.Open(ctx, uri, r.cfg.Connections, r.cfg.NBD)
 	if err != nil {
-		return fail("open export", key, fmt.Errorf("%s:%d: %w", p.export.Host, p.export.Port, redact(err, p.export.Name)))
+		return copier.Result{}, "open export", fmt.Errorf("%s:%d: %w", p.export.Host, p.export.Port, err)
 	}
 	defer dst.Close()
 	if dst.Size() < p.disk.CapacityBytes {
-		return fail("open export", key, fmt.Errorf("the export holds %d bytes, the disk %d", dst.Size(), p.disk.CapacityBytes))
+		return copier.Result{}, "open export", fmt.Errorf("the export holds %d bytes, the disk %d", dst.Size(), p.disk.CapacityBytes)
 	}
+	saver.dst = dst
 	cfg := r.cfg.Copy
 	// An initial job writes a new, empty generation. An incremental one
 	// writes over the last copy: a disk it copies whole first has every
 	// stretch outside its data zeroed.
 	cfg.TargetIsZero = typ != events.ReplicationIncremental
-	if p.full && !cfg.TargetIsZero && p.resumeFrom == 0 {
+	if p.full && !cfg.TargetIsZero && saver.saved == 0 {
 		if err := zeroGaps(ctx, dst, p.areas, p.disk.CapacityBytes); err != nil {
-			return fail("copy", key, redact(err, p.export.Name))
+			return copier.Result{}, "copy", err
 		}
 	}
-	if p.resumeFrom > 0 {
-		r.log.Info("resuming disk", "job", t.id, "disk", key, "from", p.resumeFrom)
-	}
-	cfg.ResumeFrom, cfg.Hash = p.resumeFrom, false
+	cfg.ResumeFrom, cfg.Hash = saver.saved, false
 	cfg.Verify = t.cmd.Verify == nil || *t.cmd.Verify
 	// The copier reports often enough for both the events (published at
 	// most every ProgressInterval) and the checkpoints.
 	cfg.ProgressInterval = min(r.cfg.ProgressInterval, r.cfg.CheckpointInterval)
-	saver := checkpointSaver{r: r, job: t.id, disk: key, dst: dst, saved: p.resumeFrom, at: time.Now()}
 	cfg.Progress = func(cp copier.Progress) {
 		t.tracker.update(key, cp)
 		saver.maybe(ctx, cp.Checkpoint)
@@ -397,19 +439,29 @@ func (r *Runner) copyDisk(ctx context.Context, t *task, ref DiskRef, p *diskPlan
 			saver.save(fctx, res.Checkpoint)
 			cancel()
 		}
-		return fail("copy", key, redact(err, p.export.Name))
+		return res, "copy", err
 	}
 	saver.record(res.Checkpoint) // Copy flushed
-	// The digest covers what this run copied: a disk resumed from a
-	// checkpoint is verified from there on only, so it is not reported
-	// verified as a whole.
-	p.verified = res.Verified && p.resumeFrom == 0
-	if res.Digest != nil && p.resumeFrom == 0 {
-		p.digest = fmt.Sprintf("sha256:%x", res.Digest)
-	}
-	r.log.Info("disk copied", "job", t.id, "disk", key, "bytes", res.Total, "zero", res.Zero, "from", p.resumeFrom,
+	r.log.Info("disk copied", "job", t.id, "disk", key, "bytes", res.Total, "zero", res.Zero, "from", cfg.ResumeFrom,
 		"verified", res.Verified, "took", time.Since(start))
-	return nil
+	return res, "", nil
+}
+
+// exportLost reports whether err says the connection to the export went
+// away (the OMA stopped it or restarted, the network or tunnel dropped),
+// rather than that the export or the source refused something.
+func exportLost(err error) bool {
+	var ce *copier.Error
+	if errors.As(err, &ce) && (ce.Op == "read" || ce.Op == "extents") {
+		return false // the source's
+	}
+	var ne *nbd.Error
+	if errors.As(err, &ne) {
+		return ne.Errno == uint32(nbd.ESHUTDOWN)
+	}
+	var oe *net.OpError
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNREFUSED) || errors.As(err, &oe)
 }
 
 // checkpointBytes is how many bytes a disk copies at most between two

@@ -79,7 +79,9 @@ func (t *tracker) update(key int32, p copier.Progress) {
 	defer t.mu.Unlock()
 	for i := range t.disks {
 		if d := &t.disks[i]; d.Key == key {
-			d.BytesTotal, d.BytesDone, d.Checkpoint = p.Total, p.Done, p.Checkpoint
+			// Done never goes back: a copy that starts again from its last
+			// recorded checkpoint (the export came back) redoes bytes.
+			d.BytesTotal, d.BytesDone, d.Checkpoint = p.Total, max(d.BytesDone, p.Done), p.Checkpoint
 			d.RateBytesPerSecond = int64(p.Rate)
 			if p.Done == p.Total {
 				d.RateBytesPerSecond = 0

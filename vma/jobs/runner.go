@@ -23,6 +23,8 @@ const (
 	DefaultMaxJobs          = 4
 	DefaultDiskParallelism  = 2
 	DefaultProgressInterval = time.Second
+	// DefaultExportRetry is Config.ExportRetry's default.
+	DefaultExportRetry = 10 * time.Minute
 	// DefaultCheckpointInterval is Config.CheckpointInterval's default.
 	DefaultCheckpointInterval = 5 * time.Second
 	// SnapshotPrefix starts the name of every snapshot a job takes.
@@ -90,6 +92,10 @@ type Config struct {
 	// CleanupRetry is the first delay before a failed snapshot removal is
 	// tried again (it doubles up to 5m); 0 means 10s.
 	CleanupRetry time.Duration
+	// ExportRetry is how long a disk's copy keeps trying to reach its
+	// export again when it went away (the OMA restarts); 0 means
+	// DefaultExportRetry.
+	ExportRetry time.Duration
 	// CheckpointInterval is the most time between two recorded checkpoints
 	// of a disk that copies (also recorded every 64 MiB); 0 means
 	// DefaultCheckpointInterval.
@@ -128,6 +134,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.CleanupRetry == 0 {
 		cfg.CleanupRetry = 10 * time.Second
+	}
+	if cfg.ExportRetry == 0 {
+		cfg.ExportRetry = DefaultExportRetry
 	}
 	if cfg.CheckpointInterval == 0 {
 		cfg.CheckpointInterval = DefaultCheckpointInterval
@@ -488,10 +497,22 @@ func (r *Runner) finish(ctx context.Context, t *task, state, code, why string, d
 	}
 	status := map[string]string{store.StateCompleted: events.StatusCompleted, store.StateFailed: events.StatusFailed,
 		store.StateCancelled: events.StatusCancelled}[state]
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if err := r.publishStatus(ctx, t, status, disks, failure); err != nil {
-		r.log.Error("publish the end of a job", "job", t.id, "state", state, "err", err)
-	}
 	r.log.Info("job ended", "job", t.id, "state", state, "why", why)
+	// The OMA must learn it: try again while the bus is away (the OMA
+	// restarts), for ExportRetry at most.
+	deadline := time.Now().Add(r.cfg.ExportRetry)
+	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 10*time.Second) {
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		err := r.publishStatus(pctx, t, status, disks, failure)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			r.log.Error("publish the end of a job: giving up", "job", t.id, "state", state, "err", err)
+			return
+		}
+		r.log.Warn("publish the end of a job: trying again", "job", t.id, "state", state, "err", err, "retry_in", delay)
+		time.Sleep(delay)
+	}
 }
