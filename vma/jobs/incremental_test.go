@@ -1,6 +1,7 @@
 package jobs_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"math/rand/v2"
@@ -194,4 +195,59 @@ func TestCBTReset(t *testing.T) {
 		"on_cbt_reset": "sometimes"}, &p); code != http.StatusBadRequest || p.Field != "on_cbt_reset" {
 		t.Errorf("on_cbt_reset sometimes = %d %+v, want 400 naming it", code, p)
 	}
+}
+
+// TestEnablesCBT: a VM without change tracking gets it turned on by its
+// first job, which reports change ids; the next cycle is incremental. A
+// job started with "verify": false is not verified.
+func TestEnablesCBT(t *testing.T) {
+	const name, path = "gen-vm-002", "/DatabanxDC/vm/Linux/gen-vm-002"
+	b := newBed(t, bedConfig{})
+	s := b.login(t)
+	defer s.Close()
+	ctx := context.Background()
+	if vm, err := s.FindVM(ctx, path); err != nil || vm.CBT {
+		t.Fatalf("%s: CBT %v, %v; the test needs a VM without", name, vm != nil && vm.CBT, err)
+	}
+	j := b.create(t, name)
+	var out map[string]any
+	if code := b.o.Do(http.MethodPost, "/api/v1/replications/"+j.JobID+"/start", map[string]any{"username": b.sim.Username,
+		"password": b.sim.Password, "verify": false}, &out); code != http.StatusAccepted {
+		t.Fatalf("start = %d %v", code, out)
+	}
+	got := b.wait(t, j.JobID)
+	if got.State != events.JobCompleted {
+		t.Fatalf("initial job = %s (%s)", got.State, got.LastError)
+	}
+	if vm, err := s.FindVM(ctx, path); err != nil || !vm.CBT {
+		t.Errorf("after the job CBT is %v (%v), want on", vm != nil && vm.CBT, err)
+	}
+	if got.Verified || got.Disks[0].Verified || got.Disks[0].ChangeID == "" {
+		t.Errorf("job with verify false: verified %v, disk %+v; want not verified, a change id", got.Verified, got.Disks[0])
+	}
+	b.assertCopied(t, path, got)
+
+	f, err := b.sim.DiskFile(ctx, path, got.Disks[0].Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := os.OpenFile(f, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteAt(bytes.Repeat([]byte{0x5a}, 100<<10), 300<<20); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	inc := b.createIncremental(t, name)
+	b.startFromOMA(t, inc.JobID)
+	got = b.wait(t, inc.JobID)
+	if got.State != events.JobCompleted || !got.Verified {
+		t.Fatalf("incremental = %s (%s), verified %v", got.State, got.LastError, got.Verified)
+	}
+	// 100 KiB at 300 MiB (a multiple of 64 KiB) touch two 64 KiB blocks.
+	if got.BytesTotal != 2*cbtBlock {
+		t.Errorf("the incremental copied %d bytes, want the two 64 KiB blocks written", got.BytesTotal)
+	}
+	b.assertCopied(t, path, got)
 }

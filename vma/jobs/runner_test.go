@@ -128,11 +128,15 @@ func TestProgressEvents(t *testing.T) {
 
 // TestRestartResumesAJob: a VMA that finds a job it was running when it
 // died resumes it from the snapshot it took, completes it byte-exact and
-// removes the snapshot; a job it kept no credentials for fails, saying so.
+// removes the snapshot; a job whose snapshot is gone starts again from zero
+// in a new one, whatever its checkpoints said; a job it kept no
+// credentials for fails, saying so.
 func TestRestartResumesAJob(t *testing.T) {
+	const gonePath = "/" + vcsim.Datacenter + "/vm/gen-vm-009"
 	b := newBed(t, bedConfig{})
 	j := b.create(t, threeDisks)
 	orphan := b.create(t, "gen-vm-005")
+	gone := b.create(t, "gen-vm-009")
 	b.v.Stop()
 
 	// What a VMA killed mid-job leaves: the job running, its snapshot taken.
@@ -158,12 +162,19 @@ func TestRestartResumesAJob(t *testing.T) {
 	for _, rec := range []struct {
 		id   string
 		seal *events.Sealed
-	}{{j.JobID, &sealed}, {orphan.JobID, nil}} {
+		path string
+	}{{j.JobID, &sealed, threeDisksPath}, {orphan.JobID, nil, threeDisksPath}, {gone.JobID, &sealed, gonePath}} {
 		if _, err := st.Update(rec.id, true, func(sj *store.Job) error {
 			sj.State, sj.Phase, sj.VCenter, sj.Username, sj.Password = store.StateRunning, events.PhaseCopying, b.vc, b.sim.Username, rec.seal
-			sj.VMPaths, sj.Seq = []string{threeDisksPath}, 5
-			if rec.id == j.JobID {
+			sj.VMPaths, sj.Seq = []string{rec.path}, 5
+			switch rec.id {
+			case j.JobID:
 				sj.VMRef, sj.Snapshot = vm.Ref.Value, snap.Ref.Value
+			case gone.JobID: // checkpoints of a snapshot that is no more: they must not count
+				sj.Snapshot = "snapshot-999999"
+				for _, d := range gone.Disks {
+					sj.Disks = append(sj.Disks, store.Disk{Key: d.Key, BytesTotal: diskData, Checkpoint: 1 << 40})
+				}
 			}
 			return nil
 		}); err != nil {
@@ -180,6 +191,14 @@ func TestRestartResumesAJob(t *testing.T) {
 	b.assertNoSnapshot(t, threeDisksPath)
 	if !strings.Contains(b.v.Logs.String(), "resuming a job the VMA did not finish") {
 		t.Error("the VMA did not say it resumed the job")
+	}
+	if got := b.wait(t, gone.JobID); got.State != events.JobCompleted {
+		t.Fatalf("job whose snapshot is gone = %s (%s), want completed", got.State, got.LastError)
+	}
+	b.assertCopied(t, gonePath, b.get(t, gone.JobID))
+	b.assertNoSnapshot(t, gonePath)
+	if !strings.Contains(b.v.Logs.String(), "snapshot is gone") {
+		t.Error("the VMA did not say the job's snapshot was gone")
 	}
 	if vs := b.vmaStatus(t, orphan.JobID); vs.State != store.StateFailed || !strings.Contains(vs.Error, "no credentials") {
 		t.Errorf("job without credentials = %+v, want failed", vs)
