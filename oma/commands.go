@@ -10,7 +10,9 @@ import (
 
 	"github.com/godwit/godwit/flagconf"
 	"github.com/godwit/godwit/oma/appliance"
+	"github.com/godwit/godwit/oma/authkeys"
 	"github.com/godwit/godwit/oma/control"
+	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/tokens"
 )
 
@@ -38,10 +40,11 @@ func tokenCreate(args []string, stdout, stderr io.Writer) error {
 	return err
 }
 
-// vmaAdd implements `oma vma add -id ID [-seed-out FILE]`. It prints the
-// VMA's settings as the environment variables the vma reads. The NKey
-// seed goes into -seed-out (mode 0600) when given, else it is printed for
-// the operator to put in a file on the VMA.
+// vmaAdd implements `oma vma add -id ID [-seed-out FILE] [-ssh-key KEY |
+// -ssh-key-file PATH]`. It prints the VMA's settings as the environment
+// variables the vma reads. The NKey seed goes into -seed-out (mode 0600)
+// when given, else it is printed for the operator to put in a file on the
+// VMA. With an SSH key it also prints the key's authorized_keys line.
 func vmaAdd(args []string, stdout, stderr io.Writer) error {
 	var cfg config
 	fs := newFlagSet("oma vma add", &cfg, stderr)
@@ -49,11 +52,22 @@ func vmaAdd(args []string, stdout, stderr io.Writer) error {
 	natsURL := fs.String("nats-url", "nats://127.0.0.1:4222", "NATS URL to give the VMA (through its tunnel)")
 	apiURL := fs.String("api-url", "http://localhost:8082", "OMA API URL to give the VMA")
 	seedOut := fs.String("seed-out", "", "write the VMA's NATS NKey seed to this file (mode 0600) instead of printing it")
+	sshKey := fs.String("ssh-key", "", `the VMA's SSH public key, "ssh-ed25519 AAAA... comment" (ed25519, or RSA of 3072 bits or more)`)
+	sshKeyFile := fs.String("ssh-key-file", "", "file holding the VMA's SSH public key (instead of -ssh-key)")
+	declareForwardFlags(fs, &cfg)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *id == "" {
 		return errors.New("vma add: -id is required")
+	}
+	key, err := readSSHKey(*sshKey, *sshKeyFile)
+	if err != nil {
+		return fmt.Errorf("vma add: %w", err)
+	}
+	fw, err := cfg.forwards()
+	if err != nil {
+		return fmt.Errorf("vma add: %w", err)
 	}
 	if *seedOut != "" {
 		// Refuse an existing file before registering: a VMA registered
@@ -67,13 +81,21 @@ func vmaAdd(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w (on a running OMA use POST /api/v1/vmas)", err)
 	}
 	defer st.Close()
-	cred, err := control.RegisterVMA(st, *id, time.Now())
+	cred, err := control.RegisterVMA(st, control.NewVMA{ID: *id, SSHPublicKey: key}, time.Now())
 	if err != nil {
 		return err
 	}
 	env := func(flagName, value string) string { return flagconf.EnvName(flagName) + "=" + value + "\n" }
 	out := fmt.Sprintf("# VMA %s: these are the vma's settings as environment variables.\n", cred.ID) +
-		env("id", cred.ID) + env("nats-url", *natsURL) + env("oma-url", *apiURL)
+		env("id", cred.ID) + env("nats-url", *natsURL) + env("oma-url", *apiURL) +
+		fmt.Sprintf("# Its API is forwarded to 127.0.0.1:%d on the OMA.\n", cred.APIPort)
+	if cred.SSHPublicKey != "" {
+		line, err := control.AuthorizedKey(fw, store.VMA{ID: cred.ID, SSHPublicKey: cred.SSHPublicKey, APIPort: cred.APIPort})
+		if err != nil {
+			return fmt.Errorf("vma add: VMA %s is registered; its authorized_keys line (oma vma authorized-keys): %w", cred.ID, err)
+		}
+		out += "# Add this line to the OMA's /etc/godwit/authorized_keys (see scripts/sshd-godwit.conf):\n" + line + "\n"
+	}
 	if *seedOut != "" {
 		abs, err := filepath.Abs(*seedOut)
 		if err != nil {
@@ -86,6 +108,61 @@ func vmaAdd(args []string, stdout, stderr io.Writer) error {
 	} else {
 		out += "# Save the seed below in a file of mode 0600 on the VMA and set " + flagconf.EnvName("nats-seed") + " to its path.\n" +
 			"# It is shown once and not stored on the OMA.\n" + cred.NKeySeed + "\n"
+	}
+	_, err = io.WriteString(stdout, out)
+	return err
+}
+
+// readSSHKey returns the key given by -ssh-key or -ssh-key-file (at most
+// one of them), "" when neither. A key that is not acceptable is an error
+// naming its flag.
+func readSSHKey(key, file string) (string, error) {
+	switch {
+	case key != "" && file != "":
+		return "", errors.New("-ssh-key and -ssh-key-file: give one of them")
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("-ssh-key-file: %w", err)
+		}
+		key = string(b)
+		if _, err := authkeys.PublicKey(key); err != nil {
+			return "", fmt.Errorf("-ssh-key-file %s: %w", file, err)
+		}
+	case key != "":
+		if _, err := authkeys.PublicKey(key); err != nil {
+			return "", fmt.Errorf("-ssh-key: %w", err)
+		}
+	}
+	return key, nil
+}
+
+// vmaAuthorizedKeys implements `oma vma authorized-keys`: it prints the
+// authorized_keys line of every registered VMA that has an SSH key, for the
+// OMA's sshd file.
+func vmaAuthorizedKeys(args []string, stdout, stderr io.Writer) error {
+	var cfg config
+	fs := newFlagSet("oma vma authorized-keys", &cfg, stderr)
+	declareForwardFlags(fs, &cfg)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	fw, err := cfg.forwards()
+	if err != nil {
+		return fmt.Errorf("vma authorized-keys: %w", err)
+	}
+	st, err := appliance.OpenStore(cfg.dataDir)
+	if err != nil {
+		return fmt.Errorf("%w (on a running OMA each VMA's authorized_key is in GET /api/v1/vmas)", err)
+	}
+	defer st.Close()
+	lines, err := control.AuthorizedKeys(st, fw)
+	if err != nil {
+		return fmt.Errorf("vma authorized-keys: %w", err)
+	}
+	out := "# godwit VMAs: the OMA's sshd authorized_keys file (oma vma authorized-keys)\n"
+	for _, l := range lines {
+		out += l + "\n"
 	}
 	_, err = io.WriteString(stdout, out)
 	return err

@@ -12,6 +12,7 @@ import (
 	"github.com/godwit/godwit/flagconf"
 	"github.com/godwit/godwit/oma/api"
 	"github.com/godwit/godwit/oma/appliance"
+	"github.com/godwit/godwit/oma/authkeys"
 )
 
 // config is the OMA's command line.
@@ -54,14 +55,46 @@ func declareRunFlags(fs *flag.FlagSet, cfg *config) {
 	fs.StringVar(&cfg.allowOrigins, "api-allow-origin", "", "comma-separated browser origins (scheme://host[:port]) allowed to call the API besides its own")
 	fs.StringVar(&cfg.tlsCert, "api-tls-cert", "", "PEM certificate (chain) to serve the API over HTTPS; needs -api-tls-key")
 	fs.StringVar(&cfg.tlsKey, "api-tls-key", "", "PEM private key to serve the API over HTTPS; needs -api-tls-cert")
-	fs.StringVar(&cfg.natsAddr, "nats-addr", "127.0.0.1:4222", "NATS listen address (loopback by default)")
+	declareForwardFlags(fs, cfg)
 	fs.IntVar(&cfg.natsMonitorPort, "nats-monitor-port", 0, "NATS HTTP monitoring port on the NATS host; 0 turns it off")
-	fs.StringVar(&cfg.nbdPorts, "nbd-ports", "10100-10199", "NBD export port pool, FIRST-LAST")
-	fs.StringVar(&cfg.exportAddr, "export-addr", "127.0.0.1", "address nbdkit listens on")
-	fs.StringVar(&cfg.exportHost, "export-host", "", "host VMAs are told to reach exports at (default: -export-addr)")
 	fs.DurationVar(&cfg.discoverTimeout, "discover-timeout", 60*time.Second, "how long POST /api/v1/discover waits for a VMA")
 	fs.DurationVar(&cfg.streamMaxAge, "stream-max-age", 30*24*time.Hour, "how long streams keep events")
 	fs.Int64Var(&cfg.streamMaxBytes, "stream-max-bytes", 1<<30, "bytes each stream keeps at most")
+}
+
+// declareForwardFlags declares the flags that say what a VMA reaches
+// through its SSH connection: running the OMA and writing authorized_keys
+// lines take the same ones.
+func declareForwardFlags(fs *flag.FlagSet, cfg *config) {
+	fs.StringVar(&cfg.natsAddr, "nats-addr", "127.0.0.1:4222", "NATS listen address (loopback by default)")
+	fs.StringVar(&cfg.nbdPorts, "nbd-ports", "10100-10199", "NBD export port pool, FIRST-LAST")
+	fs.StringVar(&cfg.exportAddr, "export-addr", "127.0.0.1", "address nbdkit listens on")
+	fs.StringVar(&cfg.exportHost, "export-host", "", "host VMAs are told to reach exports at (default: -export-addr)")
+}
+
+// pool parses -nbd-ports.
+func (cfg *config) pool() (first, last int, err error) {
+	a, b, ok := strings.Cut(cfg.nbdPorts, "-")
+	first, err1 := strconv.Atoi(a)
+	last, err2 := strconv.Atoi(b)
+	if !ok || err1 != nil || err2 != nil || first < 1 || last > 65535 || first > last {
+		return 0, 0, fmt.Errorf("-nbd-ports %q: want FIRST-LAST, such as 10100-10199", cfg.nbdPorts)
+	}
+	return first, last, nil
+}
+
+// forwards returns what a VMA may reach through its SSH connection, as the
+// OMA run with these flags serves it.
+func (cfg *config) forwards() (authkeys.Forwards, error) {
+	first, last, err := cfg.pool()
+	if err != nil {
+		return authkeys.Forwards{}, err
+	}
+	host := cfg.exportHost
+	if host == "" {
+		host = cfg.exportAddr
+	}
+	return authkeys.Forwards{NATS: cfg.natsAddr, NBDHost: host, FirstPort: first, LastPort: last}, nil
 }
 
 // parse parses args over the environment and the config file.
@@ -69,11 +102,9 @@ func parse(fs *flag.FlagSet, args []string) error { return flagconf.Parse(fs, ar
 
 // appliance turns the command line into the appliance's configuration.
 func (cfg *config) appliance() (appliance.Config, error) {
-	first, last, ok := strings.Cut(cfg.nbdPorts, "-")
-	firstPort, err1 := strconv.Atoi(first)
-	lastPort, err2 := strconv.Atoi(last)
-	if !ok || err1 != nil || err2 != nil || firstPort < 1 || lastPort > 65535 || firstPort > lastPort {
-		return appliance.Config{}, fmt.Errorf("-nbd-ports %q: want FIRST-LAST, such as 10100-10199", cfg.nbdPorts)
+	firstPort, lastPort, err := cfg.pool()
+	if err != nil {
+		return appliance.Config{}, err
 	}
 	if cfg.streamMaxBytes < 1 || cfg.streamMaxAge <= 0 || cfg.discoverTimeout <= 0 {
 		return appliance.Config{}, fmt.Errorf("-stream-max-bytes, -stream-max-age and -discover-timeout must be positive")

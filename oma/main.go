@@ -8,7 +8,9 @@
 //	oma token create -name NAME          print a new API token (the OMA must be stopped;
 //	                                     on a running OMA use POST /api/v1/tokens)
 //	oma vma add -id ID [-seed-out FILE]  register a VMA and print its settings (the OMA must be
-//	                                     stopped; on a running OMA use POST /api/v1/vmas)
+//	  [-ssh-key KEY|-ssh-key-file PATH]  stopped; on a running OMA use POST /api/v1/vmas); with
+//	                                     its SSH key, also its authorized_keys line
+//	oma vma authorized-keys              print the authorized_keys line of every VMA with a key
 //
 // Every flag can also come from an environment variable (GODWIT_ and the
 // flag name in upper case with '-' as '_', such as GODWIT_API_ADDR) or from
@@ -43,6 +45,8 @@ const subcommands = `Usage:
   oma [flags]                          run the OMA
   oma token create -name NAME          print a new API token (OMA stopped; running: POST /api/v1/tokens)
   oma vma add -id ID [-seed-out FILE]  register a VMA, print its settings (OMA stopped; running: POST /api/v1/vmas)
+      [-ssh-key KEY | -ssh-key-file PATH]  with its SSH key: also print its sshd authorized_keys line
+  oma vma authorized-keys              print every VMA's authorized_keys line (OMA stopped; running: GET /api/v1/vmas)
 `
 
 // dispatch runs the subcommand named by args: flags alone run the OMA.
@@ -59,6 +63,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return tokenCreate(args[2:], stdout, stderr)
 	case "vma add":
 		return vmaAdd(args[2:], stdout, stderr)
+	case "vma authorized-keys":
+		return vmaAuthorizedKeys(args[2:], stdout, stderr)
 	}
-	return fmt.Errorf("unknown command %q: the commands are `oma [flags]`, `oma token create` and `oma vma add` (oma -h)", verb)
+	return fmt.Errorf("unknown command %q: the commands are `oma [flags]`, `oma token create`, `oma vma add` and `oma vma authorized-keys` (oma -h)", verb)
 }

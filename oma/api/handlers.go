@@ -216,9 +216,15 @@ func (a *API) vmas(w http.ResponseWriter, _ *http.Request) error {
 	if err != nil {
 		return err
 	}
+	fw, err := a.ctl.Forwards()
+	if err != nil {
+		return err
+	}
 	type vmaView struct {
 		store.VMA
 		Connected bool `json:"connected"`
+		// AuthorizedKey is the VMA's line for the sshd authorized_keys file.
+		AuthorizedKey string `json:"authorized_key,omitempty"`
 	}
 	out := make([]vmaView, 0, len(list))
 	for _, v := range list {
@@ -226,14 +232,19 @@ func (a *API) vmas(w http.ResponseWriter, _ *http.Request) error {
 		for _, id := range connected {
 			on = on || id == v.ID
 		}
-		out = append(out, vmaView{VMA: v, Connected: on})
+		line, err := control.AuthorizedKey(fw, v)
+		if err != nil {
+			return err
+		}
+		out = append(out, vmaView{VMA: v, Connected: on, AuthorizedKey: line})
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"vmas": out})
 }
 
 func (a *API) addVMA(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
-		ID string `json:"id"`
+		ID           string `json:"id"`
+		SSHPublicKey string `json:"ssh_public_key"`
 	}
 	if err := decode(w, r, &req); err != nil {
 		return err
@@ -241,7 +252,7 @@ func (a *API) addVMA(w http.ResponseWriter, r *http.Request) error {
 	if req.ID == "" {
 		return badRequest("id", "id is required")
 	}
-	cred, err := a.ctl.AddVMA(r.Context(), req.ID)
+	cred, err := a.ctl.AddVMA(r.Context(), control.NewVMA{ID: req.ID, SSHPublicKey: req.SSHPublicKey})
 	if err != nil {
 		return err
 	}

@@ -106,7 +106,7 @@ func (h *harness) vma(id string) (*bus.Conn, seal.KeyPair) {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cred, err := h.ctl.AddVMA(ctx, id)
+	cred, err := h.ctl.AddVMA(ctx, control.NewVMA{ID: id})
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nkeys"
@@ -13,6 +15,7 @@ import (
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/events/subject"
+	"github.com/godwit/godwit/oma/authkeys"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/seal"
 )
@@ -28,13 +31,43 @@ type VMACredentials struct {
 	NKeySeed string `json:"nkey_seed"`
 	NATSURL  string `json:"nats_url"`
 	OMAURL   string `json:"oma_url"`
+	// APIPort is the OMA loopback port the VMA's API is forwarded to
+	// through its SSH connection.
+	APIPort int `json:"api_port"`
+	// SSHPublicKey is the VMA's SSH key as stored, empty when none was given.
+	SSHPublicKey string `json:"ssh_public_key,omitempty"`
+	// AuthorizedKey is the line for the OMA's sshd authorized_keys file
+	// that confines SSHPublicKey to the VMA's forwards; empty without a key.
+	AuthorizedKey string `json:"authorized_key,omitempty"`
 }
 
-// RegisterVMA creates NATS credentials for a new VMA in st and returns
-// them. It fails with a Conflict when the id is taken.
-func RegisterVMA(st *store.Store, id string, now time.Time) (VMACredentials, error) {
+// NewVMA is what registering a VMA takes.
+type NewVMA struct {
+	// ID names the VMA: letters, digits, '-', '_'.
+	ID string
+	// SSHPublicKey is the key the VMA opens its SSH connection with, in
+	// authorized_keys form; optional. See authkeys.PublicKey for what is
+	// accepted.
+	SSHPublicKey string
+}
+
+// RegisterVMA creates NATS credentials for a new VMA in st, stores it with
+// its SSH key and the lowest API port no other VMA has (from
+// authkeys.FirstAPIPort), and returns them. It fails with an Invalid error
+// naming id or ssh_public_key, or a Conflict when the id is taken.
+// AuthorizedKey, NATSURL and OMAURL are left for the caller to fill.
+func RegisterVMA(st *store.Store, nv NewVMA, now time.Time) (VMACredentials, error) {
+	id := nv.ID
 	if err := subject.ValidID(id); err != nil {
 		return VMACredentials{}, errorf(Invalid, "id", "%v", err)
+	}
+	var sshKey string
+	if nv.SSHPublicKey != "" {
+		k, err := authkeys.PublicKey(nv.SSHPublicKey)
+		if err != nil {
+			return VMACredentials{}, errorf(Invalid, "ssh_public_key", "%v", err)
+		}
+		sshKey = k
 	}
 	kp, err := nkeys.CreateUser()
 	if err != nil {
@@ -48,23 +81,119 @@ func RegisterVMA(st *store.Store, id string, now time.Time) (VMACredentials, err
 	if err != nil {
 		return VMACredentials{}, fmt.Errorf("create nkey: %w", err)
 	}
+	var apiPort int
 	err = st.Update(func(tx *bbolt.Tx) error {
 		if _, err := store.GetVMA(tx, id); err == nil {
 			return errorf(Conflict, "id", "VMA %q is already registered", id)
 		}
-		return store.PutVMA(tx, store.VMA{ID: id, NKey: pub, RegisteredAt: now.UTC()})
+		vmas, err := store.VMAs(tx)
+		if err != nil {
+			return err
+		}
+		if apiPort, err = freeAPIPort(vmas); err != nil {
+			return err
+		}
+		return store.PutVMA(tx, store.VMA{ID: id, NKey: pub, RegisteredAt: now.UTC(), SSHPublicKey: sshKey, APIPort: apiPort})
 	})
 	if err != nil {
 		return VMACredentials{}, err
 	}
-	return VMACredentials{ID: id, NKeySeed: string(seed)}, nil
+	return VMACredentials{ID: id, NKeySeed: string(seed), APIPort: apiPort, SSHPublicKey: sshKey}, nil
+}
+
+// freeAPIPort returns the lowest port from authkeys.FirstAPIPort that no
+// VMA of vmas has.
+func freeAPIPort(vmas []store.VMA) (int, error) {
+	taken := map[int]bool{}
+	for _, v := range vmas {
+		taken[v.APIPort] = true
+	}
+	for p := authkeys.FirstAPIPort; p <= 65535; p++ {
+		if !taken[p] {
+			return p, nil
+		}
+	}
+	return 0, errorf(Unavailable, "id", "every API port from %d is taken", authkeys.FirstAPIPort)
+}
+
+// AuthorizedKey returns the authorized_keys line of v for the forwards fw,
+// or "" when v has no SSH key.
+func AuthorizedKey(fw authkeys.Forwards, v store.VMA) (string, error) {
+	if v.SSHPublicKey == "" {
+		return "", nil
+	}
+	if v.APIPort == 0 {
+		return "", fmt.Errorf("vma %s has an SSH key but no API port", v.ID)
+	}
+	return authkeys.Line(fw, v.SSHPublicKey, v.ID, v.APIPort)
+}
+
+// Forwards returns what a VMA may reach through its SSH connection on this
+// OMA: its NATS address, the export host and the NBD port pool.
+func (c *Control) Forwards() (authkeys.Forwards, error) {
+	u, err := url.Parse(c.cfg.NATSURL)
+	if err != nil {
+		return authkeys.Forwards{}, fmt.Errorf("nats url %q: %w", c.cfg.NATSURL, err)
+	}
+	fw := authkeys.Forwards{NATS: u.Host, NBDHost: c.cfg.ExportHost}
+	if c.exports != nil {
+		fw.FirstPort, fw.LastPort = c.exports.Pool()
+	}
+	return fw, nil
+}
+
+// AuthorizedKeys returns the authorized_keys lines of every registered VMA
+// that has an SSH key, by VMA id.
+func (c *Control) AuthorizedKeys() ([]string, error) {
+	fw, err := c.Forwards()
+	if err != nil {
+		return nil, err
+	}
+	vmas, err := c.VMAs()
+	if err != nil {
+		return nil, err
+	}
+	return authorizedKeys(fw, vmas)
+}
+
+// AuthorizedKeys returns the authorized_keys lines of every VMA in st that
+// has an SSH key, by VMA id, for the forwards fw.
+func AuthorizedKeys(st *store.Store, fw authkeys.Forwards) ([]string, error) {
+	var vmas []store.VMA
+	err := st.View(func(tx *bbolt.Tx) error {
+		var err error
+		vmas, err = store.VMAs(tx)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read vmas: %w", err)
+	}
+	return authorizedKeys(fw, vmas)
+}
+
+func authorizedKeys(fw authkeys.Forwards, vmas []store.VMA) ([]string, error) {
+	slices.SortFunc(vmas, func(a, b store.VMA) int { return strings.Compare(a.ID, b.ID) })
+	lines := []string{}
+	for _, v := range vmas {
+		line, err := AuthorizedKey(fw, v)
+		if err != nil {
+			return nil, err
+		}
+		if line != "" {
+			lines = append(lines, line)
+		}
+	}
+	return lines, nil
 }
 
 // AddVMA registers a VMA on a running OMA: its durable consumers are
 // created, then it is stored and NATS lets it in. It is all or nothing: when
 // its consumers cannot be created (an Upstream error) or NATS refuses the new
 // access, the VMA is not registered.
-func (c *Control) AddVMA(ctx context.Context, id string) (VMACredentials, error) {
+//
+// With an SSH key the answer holds its authorized_keys line.
+func (c *Control) AddVMA(ctx context.Context, nv NewVMA) (VMACredentials, error) {
+	id := nv.ID
 	// Only registrations wait for each other (creating consumers, reloading
 	// NATS access); jobs are created meanwhile.
 	c.vmaMu.Lock()
@@ -72,7 +201,17 @@ func (c *Control) AddVMA(ctx context.Context, id string) (VMACredentials, error)
 	if err := subject.ValidID(id); err != nil {
 		return VMACredentials{}, errorf(Invalid, "id", "%v", err)
 	}
-	err := c.store.View(func(tx *bbolt.Tx) error {
+	if nv.SSHPublicKey != "" {
+		// Refuse a bad key before creating consumers for the VMA.
+		if _, err := authkeys.PublicKey(nv.SSHPublicKey); err != nil {
+			return VMACredentials{}, errorf(Invalid, "ssh_public_key", "%v", err)
+		}
+	}
+	fw, err := c.Forwards()
+	if err != nil {
+		return VMACredentials{}, err
+	}
+	err = c.store.View(func(tx *bbolt.Tx) error {
 		_, err := store.GetVMA(tx, id)
 		switch {
 		case err == nil:
@@ -88,7 +227,7 @@ func (c *Control) AddVMA(ctx context.Context, id string) (VMACredentials, error)
 	if err := c.bus.EnsureVMAConsumers(ctx, id); err != nil {
 		return VMACredentials{}, &Error{Kind: Upstream, Msg: "create the consumers of VMA " + id, Err: err}
 	}
-	cred, err := RegisterVMA(c.store, id, c.cfg.Now())
+	cred, err := RegisterVMA(c.store, nv, c.cfg.Now())
 	if err != nil {
 		return cred, err
 	}
@@ -99,6 +238,11 @@ func (c *Control) AddVMA(ctx context.Context, id string) (VMACredentials, error)
 		return VMACredentials{}, fmt.Errorf("register vma %s: %w", id, err)
 	}
 	cred.NATSURL, cred.OMAURL = c.cfg.NATSURL, c.cfg.APIURL
+	v := store.VMA{ID: cred.ID, SSHPublicKey: cred.SSHPublicKey, APIPort: cred.APIPort}
+	if cred.AuthorizedKey, err = AuthorizedKey(fw, v); err != nil {
+		// Registered already: the line can be had again from the list.
+		c.log.Error("authorized_keys line", "vma", id, "err", err)
+	}
 	return cred, nil
 }
 

@@ -139,10 +139,16 @@ type VMA struct {
 	// NKey is the public NKey the VMA authenticates to NATS with.
 	NKey string `json:"nkey"`
 	// PublicKey is the VMA's X25519 key (standard base64) from its heartbeat.
-	PublicKey    string     `json:"public_key,omitempty"`
-	Version      string     `json:"version,omitempty"`
-	RegisteredAt time.Time  `json:"registered_at"`
-	LastSeen     *time.Time `json:"last_seen,omitempty"`
+	PublicKey    string    `json:"public_key,omitempty"`
+	Version      string    `json:"version,omitempty"`
+	RegisteredAt time.Time `json:"registered_at"`
+	// SSHPublicKey is the key the VMA opens its SSH connection to the OMA
+	// with ("ssh-ed25519 AAAA..."), empty when none was given.
+	SSHPublicKey string `json:"ssh_public_key"`
+	// APIPort is the OMA loopback port the VMA's API is forwarded to
+	// (9081, 9082...); 0 for VMAs registered before ports were assigned.
+	APIPort  int        `json:"api_port"`
+	LastSeen *time.Time `json:"last_seen,omitempty"`
 }
 
 // PutVMA stores v.

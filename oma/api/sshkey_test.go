@@ -1,0 +1,111 @@
+package api_test
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/godwit/godwit/oma/control"
+)
+
+// sshKey is a fixed ed25519 public key, so lines are exact.
+const sshKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGb5bVb0Hq8GpV0uCkq2cJ3Ytq0wQFJ9XrX7i1dVb4dS"
+
+// TestVMASSHKey registers VMAs with and without an SSH key: each gets the
+// next API port, the answer and the list hold the exact authorized_keys
+// line for the OMA's NATS port and NBD pool, and a bad key is 400 naming
+// ssh_public_key and registers nothing.
+func TestVMASSHKey(t *testing.T) {
+	t.Parallel()
+	o := newOMA(t, 2)
+	u, err := url.Parse(o.NATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := func(id string, apiPort int) string {
+		var b strings.Builder
+		fmt.Fprintf(&b, `restrict,port-forwarding,permitopen="127.0.0.1:%s"`, u.Port())
+		for p := o.FirstPort; p <= o.LastPort; p++ {
+			fmt.Fprintf(&b, `,permitopen="127.0.0.1:%d"`, p)
+		}
+		fmt.Fprintf(&b, `,permitlisten="127.0.0.1:%d" %s godwit-vma-%s`, apiPort, sshKey, id)
+		return b.String()
+	}
+
+	bad := []struct {
+		name string
+		key  any
+	}{
+		{"garbage", "ssh-ed25519 nope!"},
+		{"blank", "   "},
+		{"options", "restrict " + sshKey},
+		{"dsa", "ssh-dss AAAAB3NzaC1kc3MAAACBAP"},
+		{"not a string", 42},
+	}
+	for _, tt := range bad {
+		t.Run("bad "+tt.name, func(t *testing.T) {
+			var p problem
+			if code := o.do(http.MethodPost, "/api/v1/vmas", map[string]any{"id": "vma-1", "ssh_public_key": tt.key}, &p); code != http.StatusBadRequest || p.Field != "ssh_public_key" {
+				t.Errorf("POST /api/v1/vmas with key %v = %d %+v, want 400 naming ssh_public_key", tt.key, code, p)
+			}
+		})
+	}
+	if ids := registered(o); len(ids) != 0 {
+		t.Fatalf("refused registrations registered %v", ids)
+	}
+
+	good := []struct {
+		id, key  string
+		wantPort int
+		wantLine bool
+	}{
+		{"vma-1", sshKey + " root@vma-1", 9081, true},
+		{"vma-2", sshKey, 9082, true},
+		{"vma-3", "", 9083, false},
+	}
+	for _, tt := range good {
+		body := map[string]any{"id": tt.id}
+		if tt.key != "" {
+			body["ssh_public_key"] = tt.key
+		}
+		var cred control.VMACredentials
+		if code := o.do(http.MethodPost, "/api/v1/vmas", body, &cred); code != http.StatusCreated {
+			t.Fatalf("POST /api/v1/vmas %s = %d", tt.id, code)
+		}
+		want := ""
+		if tt.wantLine {
+			want = line(tt.id, tt.wantPort)
+		}
+		if cred.APIPort != tt.wantPort || cred.AuthorizedKey != want || cred.NKeySeed == "" {
+			t.Errorf("POST /api/v1/vmas %s = port %d, line\n%s\nwant port %d, line\n%s", tt.id, cred.APIPort, cred.AuthorizedKey, tt.wantPort, want)
+		}
+	}
+
+	var list struct {
+		VMAs []struct {
+			ID            string `json:"id"`
+			SSHPublicKey  string `json:"ssh_public_key"`
+			APIPort       int    `json:"api_port"`
+			AuthorizedKey string `json:"authorized_key"`
+		} `json:"vmas"`
+	}
+	if code := o.do(http.MethodGet, "/api/v1/vmas", nil, &list); code != http.StatusOK || len(list.VMAs) != len(good) {
+		t.Fatalf("GET /api/v1/vmas = %d, %d VMAs", code, len(list.VMAs))
+	}
+	for i, tt := range good {
+		v := list.VMAs[i]
+		want := ""
+		if tt.wantLine {
+			want = line(tt.id, tt.wantPort)
+		}
+		wantKey := ""
+		if tt.key != "" {
+			wantKey = sshKey
+		}
+		if v.ID != tt.id || v.APIPort != tt.wantPort || v.SSHPublicKey != wantKey || v.AuthorizedKey != want {
+			t.Errorf("GET /api/v1/vmas [%d] = %+v, want %s port %d key %q line %q", i, v, tt.id, tt.wantPort, wantKey, want)
+		}
+	}
+}

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// testKey is a fixed ed25519 public key, so lines are exact.
+const testKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGb5bVb0Hq8GpV0uCkq2cJ3Ytq0wQFJ9XrX7i1dVb4dS"
+
+// TestVMAAddSSHKey registers VMAs with SSH keys: each gets the next API
+// port and its exact authorized_keys line; authorized-keys prints them all.
+func TestVMAAddSSHKey(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	keyFile := filepath.Join(t.TempDir(), "id_ed25519.pub")
+	if err := os.WriteFile(keyFile, []byte(testKey+" root@vma-2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pool := []string{"-data", dir, "-nbd-ports", "10100-10102"}
+	line := func(id string, port string) string {
+		return `restrict,port-forwarding,permitopen="127.0.0.1:4222",permitopen="127.0.0.1:10100",permitopen="127.0.0.1:10101",permitopen="127.0.0.1:10102",permitlisten="127.0.0.1:` +
+			port + `" ` + testKey + " godwit-vma-" + id
+	}
+	tests := []struct {
+		name string
+		args []string
+		want []string // lines the output holds
+	}{
+		{"key on the command line", []string{"-id", "vma-1", "-ssh-key", testKey + " root@vma-1"}, []string{line("vma-1", "9081"), "127.0.0.1:9081 on the OMA."}},
+		{"key in a file gets the next port", []string{"-id", "vma-2", "-ssh-key-file", keyFile}, []string{line("vma-2", "9082")}},
+		{"no key: a port, no line", []string{"-id", "vma-3"}, []string{"127.0.0.1:9083 on the OMA."}},
+	}
+	for _, tt := range tests { // in order: the ports depend on it
+		var out, errOut bytes.Buffer
+		if err := dispatch(context.Background(), append(append([]string{"vma", "add"}, tt.args...), pool...), &out, &errOut); err != nil {
+			t.Fatalf("%s: vma add = %v", tt.name, err)
+		}
+		for _, want := range tt.want {
+			if !strings.Contains(out.String(), want+"\n") {
+				t.Errorf("%s: vma add printed no %q:\n%s", tt.name, want, out.String())
+			}
+		}
+		if strings.Count(out.String(), "restrict,") != len(tt.want)-strings.Count(strings.Join(tt.want, "\n"), "on the OMA") {
+			t.Errorf("%s: vma add printed:\n%s", tt.name, out.String())
+		}
+	}
+	var out, errOut bytes.Buffer
+	if err := dispatch(context.Background(), append([]string{"vma", "authorized-keys"}, pool...), &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	want := "# godwit VMAs: the OMA's sshd authorized_keys file (oma vma authorized-keys)\n" + line("vma-1", "9081") + "\n" + line("vma-2", "9082") + "\n"
+	if out.String() != want {
+		t.Errorf("vma authorized-keys =\n%s\nwant\n%s", out.String(), want)
+	}
+	// The line follows the pool and NATS address the OMA runs with.
+	out.Reset()
+	if err := dispatch(context.Background(), []string{"vma", "authorized-keys", "-data", dir, "-nbd-ports", "12000-12000", "-nats-addr", "0.0.0.0:4333"}, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), `restrict,port-forwarding,permitopen="127.0.0.1:4333",permitopen="127.0.0.1:12000",permitlisten="127.0.0.1:9081" `+testKey+" godwit-vma-vma-1\n") {
+		t.Errorf("vma authorized-keys with another pool:\n%s", out.String())
+	}
+}
+
+// TestVMAAddBadSSHKey: a bad key is an error naming its flag, and nothing
+// is registered.
+func TestVMAAddBadSSHKey(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	small := filepath.Join(t.TempDir(), "rsa.pub")
+	rk, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := ssh.NewPublicKey(rk.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(small, ssh.MarshalAuthorizedKey(pub), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"garbage", []string{"-ssh-key", "ssh-ed25519 nope!"}, "-ssh-key: not an SSH public key"},
+		{"options", []string{"-ssh-key", `restrict ` + testKey}, "-ssh-key: want the bare public key"},
+		{"ecdsa", []string{"-ssh-key", "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBEmKSENjQEezOmxkZMy7opKgwFB9nkt5YRrYMjNuG5N87uRgg6CLrbo5wAdT/y6v0mKV0U2w0WZ2YB/++Tpockg="}, "-ssh-key: key type ecdsa-sha2-nistp256"},
+		{"small rsa file", []string{"-ssh-key-file", small}, "-ssh-key-file " + small + ": RSA key of 2048 bits"},
+		{"missing file", []string{"-ssh-key-file", filepath.Join(dir, "none.pub")}, "-ssh-key-file: "},
+		{"both", []string{"-ssh-key", testKey, "-ssh-key-file", small}, "give one of them"},
+	}
+	for _, tt := range tests {
+		var out, errOut bytes.Buffer
+		err := dispatch(context.Background(), append([]string{"vma", "add", "-id", "vma-1", "-data", dir}, tt.args...), &out, &errOut)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: vma add = %v, want an error with %q", tt.name, err, tt.want)
+		}
+	}
+	var out, errOut bytes.Buffer
+	if err := dispatch(context.Background(), []string{"vma", "add", "-id", "vma-1", "-data", dir}, &out, &errOut); err != nil {
+		t.Errorf("vma-1 was registered by a refused command: %v", err)
+	}
+}
