@@ -27,7 +27,7 @@ func TestVMAAddSSHKey(t *testing.T) {
 	}
 	pool := []string{"-data", dir, "-nbd-ports", "10100-10102"}
 	line := func(id string, port string) string {
-		return `restrict,port-forwarding,permitopen="127.0.0.1:4222",permitopen="127.0.0.1:10100",permitopen="127.0.0.1:10101",permitopen="127.0.0.1:10102",permitlisten="127.0.0.1:` +
+		return `restrict,command="/bin/false",port-forwarding,permitopen="127.0.0.1:4222",permitopen="127.0.0.1:10100",permitopen="127.0.0.1:10101",permitopen="127.0.0.1:10102",permitlisten="127.0.0.1:` +
 			port + `" ` + testKey + " godwit-vma-" + id
 	}
 	tests := []struct {
@@ -66,7 +66,7 @@ func TestVMAAddSSHKey(t *testing.T) {
 	if err := dispatch(context.Background(), []string{"vma", "authorized-keys", "-data", dir, "-nbd-ports", "12000-12000", "-nats-addr", "0.0.0.0:4333"}, &out, &errOut); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), `restrict,port-forwarding,permitopen="127.0.0.1:4333",permitopen="127.0.0.1:12000",permitlisten="127.0.0.1:9081" `+testKey+" godwit-vma-vma-1\n") {
+	if !strings.Contains(out.String(), `restrict,command="/bin/false",port-forwarding,permitopen="127.0.0.1:4333",permitopen="127.0.0.1:12000",permitlisten="127.0.0.1:9081" `+testKey+" godwit-vma-vma-1\n") {
 		t.Errorf("vma authorized-keys with another pool:\n%s", out.String())
 	}
 }

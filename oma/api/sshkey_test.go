@@ -26,7 +26,7 @@ func TestVMASSHKey(t *testing.T) {
 	}
 	line := func(id string, apiPort int) string {
 		var b strings.Builder
-		fmt.Fprintf(&b, `restrict,port-forwarding,permitopen="127.0.0.1:%s"`, u.Port())
+		fmt.Fprintf(&b, `restrict,command="/bin/false",port-forwarding,permitopen="127.0.0.1:%s"`, u.Port())
 		for p := o.FirstPort; p <= o.LastPort; p++ {
 			fmt.Fprintf(&b, `,permitopen="127.0.0.1:%d"`, p)
 		}

@@ -95,7 +95,7 @@ func Line(fw Forwards, key, id string, apiPort int) (string, error) {
 	}
 	nbdHost := loopback(fw.NBDHost)
 	var b strings.Builder
-	b.WriteString("restrict,port-forwarding")
+	b.WriteString(`restrict,command="/bin/false",port-forwarding`)
 	permit := func(opt, host string, port int) {
 		fmt.Fprintf(&b, ",%s=%q", opt, net.JoinHostPort(host, strconv.Itoa(port)))
 	}

@@ -37,11 +37,11 @@ func TestLine(t *testing.T) {
 		want    string
 	}{
 		{"small pool", authkeys.Forwards{NATS: "127.0.0.1:4222", FirstPort: 10100, LastPort: 10102}, "vma-1", 9081,
-			`restrict,port-forwarding,permitopen="127.0.0.1:4222",permitopen="127.0.0.1:10100",permitopen="127.0.0.1:10101",permitopen="127.0.0.1:10102",permitlisten="127.0.0.1:9081" ` + key + " godwit-vma-vma-1"},
+			`restrict,command="/bin/false",port-forwarding,permitopen="127.0.0.1:4222",permitopen="127.0.0.1:10100",permitopen="127.0.0.1:10101",permitopen="127.0.0.1:10102",permitlisten="127.0.0.1:9081" ` + key + " godwit-vma-vma-1"},
 		{"nats everywhere, one port, second VMA", authkeys.Forwards{NATS: "0.0.0.0:4333", NBDHost: "::", FirstPort: 12000, LastPort: 12000}, "b", 9082,
-			`restrict,port-forwarding,permitopen="127.0.0.1:4333",permitopen="127.0.0.1:12000",permitlisten="127.0.0.1:9082" ` + key + " godwit-vma-b"},
+			`restrict,command="/bin/false",port-forwarding,permitopen="127.0.0.1:4333",permitopen="127.0.0.1:12000",permitlisten="127.0.0.1:9082" ` + key + " godwit-vma-b"},
 		{"export host", authkeys.Forwards{NBDHost: "10.0.0.5", FirstPort: 10100, LastPort: 10100}, "c", 9083,
-			`restrict,port-forwarding,permitopen="127.0.0.1:4222",permitopen="10.0.0.5:10100",permitlisten="127.0.0.1:9083" ` + key + " godwit-vma-c"},
+			`restrict,command="/bin/false",port-forwarding,permitopen="127.0.0.1:4222",permitopen="10.0.0.5:10100",permitlisten="127.0.0.1:9083" ` + key + " godwit-vma-c"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
