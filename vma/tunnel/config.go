@@ -1,0 +1,80 @@
+package tunnel
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// Config configures New. Addr, User, Key and either KnownHosts or InsecureIgnoreHostKey are
+// required; the rest have working zero values.
+type Config struct {
+	// Addr is host:port of the OMA's sshd.
+	Addr string
+	// User is the account on the OMA whose authorized_keys holds the VMA's key.
+	User string
+	// Key is the VMA's private key, usually from LoadOrCreateKey.
+	Key ssh.Signer
+	// KnownHosts is the path of a known_hosts file holding the OMA's host key.
+	KnownHosts string
+	// InsecureIgnoreHostKey accepts any host key. Development only: it is logged loudly on
+	// every connection.
+	InsecureIgnoreHostKey bool
+	// Keepalive is the interval between keepalive@openssh.com requests; a request unanswered
+	// for one interval drops the connection. 0: 15s.
+	Keepalive time.Duration
+	// ReconnectWait is the first wait before reconnecting; it doubles up to MaxReconnectWait.
+	// 0: 1s and 1m.
+	ReconnectWait, MaxReconnectWait time.Duration
+	// DialTimeout bounds the TCP connect and SSH handshake. 0: 30s.
+	DialTimeout time.Duration
+	// RemoteListen is the address the OMA's sshd listens on for the reverse forward, such as
+	// "127.0.0.1:9081"; empty: no forward.
+	RemoteListen string
+	// Logger receives connection events; nil discards.
+	Logger *slog.Logger
+}
+
+// withDefaults checks c and fills in its defaults.
+func (c Config) withDefaults() (Config, error) {
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return c, fmt.Errorf("tunnel addr %q: %w", c.Addr, err)
+	}
+	if c.User == "" {
+		return c, errors.New("tunnel: no user")
+	}
+	if c.Key == nil {
+		return c, errors.New("tunnel: no key")
+	}
+	if c.KnownHosts == "" && !c.InsecureIgnoreHostKey {
+		return c, errors.New("tunnel: no known_hosts file (or InsecureIgnoreHostKey)")
+	}
+	if c.RemoteListen != "" {
+		if _, _, err := net.SplitHostPort(c.RemoteListen); err != nil {
+			return c, fmt.Errorf("tunnel remote listen %q: %w", c.RemoteListen, err)
+		}
+	}
+	if c.Keepalive <= 0 {
+		c.Keepalive = 15 * time.Second
+	}
+	if c.ReconnectWait <= 0 {
+		c.ReconnectWait = time.Second
+	}
+	if c.MaxReconnectWait <= 0 {
+		c.MaxReconnectWait = time.Minute
+	}
+	if c.MaxReconnectWait < c.ReconnectWait {
+		c.MaxReconnectWait = c.ReconnectWait
+	}
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c, nil
+}

@@ -1,0 +1,22 @@
+// Package tunnel is the VMA's single SSH connection to the OMA's stock OpenSSH sshd, held in
+// process, over which everything between VMA and OMA rides.
+//
+// # Connection
+//
+// [New] checks a [Config]; [Tunnel.Run] connects with the VMA's ed25519 key (see
+// [LoadOrCreateKey]), checks the OMA's host key against a known_hosts file, sends
+// keepalive@openssh.com requests to notice a dead peer, and reconnects with backoff until its
+// context ends.
+//
+// # Dialling the OMA
+//
+// [Tunnel.DialContext] opens a direct-tcpip channel (ssh -L) to an address on the OMA side, such
+// as NATS on 127.0.0.1:4222 or an NBD export; while the tunnel is down it waits for it to come
+// back, bounded by its context. [Dialer] adapts it to nats.go's SetCustomDialer.
+//
+// # The reverse forward
+//
+// [Tunnel.Listener] is the remote forward (ssh -R) of Config.RemoteListen on the OMA's sshd. It
+// outlives reconnects: the forward is requested again on each connection, and Accept only fails
+// once the listener is closed.
+package tunnel

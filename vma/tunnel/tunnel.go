@@ -1,0 +1,285 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// State is a snapshot of the tunnel for health reports.
+type State struct {
+	Connected  bool      // an SSH connection is up
+	Since      time.Time // when Connected last changed
+	Reconnects int       // connections made after the first
+	BytesIn    int64     // bytes read from the OMA's sshd, SSH framing included, all connections
+	BytesOut   int64     // bytes written to it
+	LastError  string    // the last connection error, empty if none yet
+}
+
+// Tunnel is the VMA's SSH connection to the OMA. Its methods are safe for concurrent use.
+type Tunnel struct {
+	cfg       Config
+	log       *slog.Logger
+	client    *ssh.ClientConfig
+	bytesIn   atomic.Int64
+	bytesOut  atomic.Int64
+	forward   *listener
+	running   atomic.Bool
+	mu        sync.Mutex
+	conn      *ssh.Client   // nil while down
+	up        chan struct{} // closed when conn is set; replaced when it drops
+	connected bool
+	since     time.Time
+	connects  int
+	lastErr   error
+}
+
+// New checks cfg and returns a Tunnel that connects once Run is called.
+func New(cfg Config) (*Tunnel, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	check, algos, err := hostKeyCheck(cfg)
+	if err != nil {
+		return nil, err
+	}
+	t := &Tunnel{
+		cfg: cfg,
+		log: cfg.Logger.With("oma", cfg.Addr),
+		client: &ssh.ClientConfig{
+			User:              cfg.User,
+			Auth:              []ssh.AuthMethod{ssh.PublicKeys(cfg.Key)},
+			HostKeyCallback:   check,
+			HostKeyAlgorithms: algos,
+			Timeout:           cfg.DialTimeout,
+		},
+		up:    make(chan struct{}),
+		since: time.Now(),
+	}
+	t.forward = newListener(cfg.RemoteListen)
+	return t, nil
+}
+
+// Run connects to the OMA and keeps the connection up, reconnecting with backoff whenever it
+// drops or cannot be made (a wrong host key or an unauthorized key included: an operator may fix
+// them), until ctx ends. It returns nil then, once everything it started has stopped; it
+// returns an error at once if called twice.
+func (t *Tunnel) Run(ctx context.Context) error {
+	if !t.running.CompareAndSwap(false, true) {
+		return errors.New("tunnel: Run called twice")
+	}
+	defer t.running.Store(false)
+	if t.cfg.InsecureIgnoreHostKey {
+		t.log.Warn("SSH HOST KEY NOT CHECKED: InsecureIgnoreHostKey is for development only")
+	}
+	wait := t.cfg.ReconnectWait
+	for ctx.Err() == nil {
+		c, err := t.connect(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			t.setErr(err)
+			t.log.Error("ssh connect", "err", err, "retry", wait)
+		} else {
+			wait = t.cfg.ReconnectWait
+			err = t.serve(ctx, c)
+			if ctx.Err() != nil {
+				break
+			}
+			t.setErr(err)
+			t.log.Warn("ssh connection lost", "err", err, "retry", wait)
+		}
+		if !sleep(ctx, jitter(wait)) {
+			break
+		}
+		wait = min(2*wait, t.cfg.MaxReconnectWait)
+	}
+	return nil
+}
+
+// connect dials the OMA's sshd and runs the SSH handshake, cut short by ctx.
+func (t *Tunnel) connect(ctx context.Context) (*ssh.Client, error) {
+	ctx, cancel := context.WithTimeout(ctx, t.cfg.DialTimeout)
+	defer cancel()
+	var d net.Dialer
+	raw, err := d.DialContext(ctx, "tcp", t.cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial ssh %s: %w", t.cfg.Addr, err)
+	}
+	conn := &countConn{Conn: raw, in: &t.bytesIn, out: &t.bytesOut}
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
+	c, chans, reqs, err := ssh.NewClientConn(conn, t.cfg.Addr, t.client)
+	if !stop() {
+		if err == nil {
+			c.Close()
+		}
+		raw.Close()
+		return nil, fmt.Errorf("ssh handshake with %s: %w", t.cfg.Addr, ctx.Err())
+	}
+	if err != nil {
+		raw.Close()
+		return nil, t.handshakeErr(err)
+	}
+	return ssh.NewClient(c, chans, reqs), nil
+}
+
+// handshakeErr classifies a handshake failure.
+func (t *Tunnel) handshakeErr(err error) error {
+	var hk *HostKeyError
+	switch {
+	case errors.As(err, &hk):
+		return hk
+	case strings.Contains(err.Error(), "unable to authenticate"):
+		return fmt.Errorf("ssh to %s as %s with key %s: %w (add it to that user's authorized_keys on the OMA): %w",
+			t.cfg.Addr, t.cfg.User, ssh.FingerprintSHA256(t.cfg.Key.PublicKey()), ErrUnauthorized, err)
+	}
+	return fmt.Errorf("ssh handshake with %s: %w", t.cfg.Addr, err)
+}
+
+// serve publishes c, keeps it alive and runs the forward until c drops or ctx ends; it closes c
+// and returns once its goroutines have stopped.
+func (t *Tunnel) serve(ctx context.Context, c *ssh.Client) error {
+	t.setConn(c)
+	t.log.Info("ssh connected", "server", string(c.ServerVersion()))
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var kaErr error
+	wg.Go(func() { kaErr = t.keepalive(ctx, c) })
+	wg.Go(func() { t.forward.serve(ctx, c, t.log, t.cfg.ReconnectWait, t.cfg.MaxReconnectWait) })
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	var err error
+	waited := false
+	select {
+	case err = <-done:
+		waited = true
+	case <-ctx.Done():
+	}
+	cancel()
+	t.clearConn()
+	c.Close()
+	wg.Wait()
+	if !waited {
+		err = <-done
+	}
+	if kaErr != nil {
+		err = kaErr
+	}
+	if err == nil {
+		err = errors.New("connection closed")
+	}
+	return err
+}
+
+// keepalive sends keepalive@openssh.com every interval and closes c when one goes unanswered
+// for an interval.
+func (t *Tunnel) keepalive(ctx context.Context, c *ssh.Client) error {
+	tick := time.NewTicker(t.cfg.Keepalive)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		answered := make(chan error, 1)
+		go func() {
+			_, _, err := c.SendRequest("keepalive@openssh.com", true, nil)
+			answered <- err
+		}()
+		timer := time.NewTimer(t.cfg.Keepalive)
+		select {
+		case err := <-answered:
+			timer.Stop()
+			if err != nil {
+				return fmt.Errorf("keepalive: %w", err)
+			}
+		case <-timer.C:
+			c.Close()
+			return fmt.Errorf("keepalive unanswered for %s: peer dead", t.cfg.Keepalive)
+		case <-ctx.Done():
+			timer.Stop()
+			return nil
+		}
+	}
+}
+
+// setConn publishes c as the current connection.
+func (t *Tunnel) setConn(c *ssh.Client) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.conn = c
+	t.connected = true
+	t.since = time.Now()
+	t.connects++
+	close(t.up)
+}
+
+// clearConn marks the tunnel down.
+func (t *Tunnel) clearConn() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.conn = nil
+	t.connected = false
+	t.since = time.Now()
+	t.up = make(chan struct{})
+}
+
+// setErr records the last connection error.
+func (t *Tunnel) setErr(err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.lastErr = err
+}
+
+// current returns the connection, or nil and a channel closed when one is up, and the last
+// connection error.
+func (t *Tunnel) current() (*ssh.Client, <-chan struct{}, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.conn, t.up, t.lastErr
+}
+
+// State returns a snapshot of the tunnel's health.
+func (t *Tunnel) State() State {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := State{Connected: t.connected, Since: t.since, Reconnects: max(t.connects-1, 0),
+		BytesIn: t.bytesIn.Load(), BytesOut: t.bytesOut.Load()}
+	if t.lastErr != nil {
+		s.LastError = t.lastErr.Error()
+	}
+	return s
+}
+
+// sleep waits d or until ctx ends, and reports whether it waited d.
+func sleep(ctx context.Context, d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// jitter spreads d by up to a fifth either way so many VMAs do not reconnect in step.
+func jitter(d time.Duration) time.Duration {
+	spread := int64(d) / 5
+	if spread <= 0 {
+		return d
+	}
+	return d - time.Duration(spread) + time.Duration(rand.Int64N(2*spread))
+}
