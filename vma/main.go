@@ -34,6 +34,7 @@ import (
 	"github.com/godwit/godwit/vma/identity"
 	"github.com/godwit/godwit/vma/jobs"
 	"github.com/godwit/godwit/vma/source"
+	"github.com/godwit/godwit/vma/tunnel"
 )
 
 func main() {
@@ -71,6 +72,8 @@ type config struct {
 	dataDir, id, apiAddr, natsURL, natsSeed, omaURL, vcenterCA  string
 	allowOrigins, tokenFile, vcenterAllow                       string
 	source, vddkLibDir, rate                                    string
+	tunnelURL, tunnelKnownHosts, tunnelListen                   string
+	tunnelInsecure                                              bool
 	vcenterInsecure                                             bool
 	heartbeat, discoverTimeout, checkpointInterval, exportRetry time.Duration
 	maxJobs, diskParallelism                                    int
@@ -95,7 +98,17 @@ func flags(name string, cfg *config, stderr io.Writer) *flag.FlagSet {
 // pubkey implements `vma pubkey`.
 func pubkey(args []string, stdout, stderr io.Writer) error {
 	var cfg config
-	if err := flagconf.Parse(flags("vma pubkey", &cfg, stderr), args); err != nil {
+	fs := flags("vma pubkey", &cfg, stderr)
+	sshKey := fs.Bool("ssh", false, "print the VMA's SSH public key (for `oma vma add -ssh-key`), made on first use, instead of its X25519 key")
+	if err := flagconf.Parse(fs, args); err != nil {
+		return err
+	}
+	if *sshKey {
+		key, err := tunnel.LoadOrCreateKey(cfg.dataDir)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(stdout, tunnel.AuthorizedKey(key))
 		return err
 	}
 	id, err := identity.LoadOrCreate(cfg.dataDir, cfg.id)
@@ -127,6 +140,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.vddkLibDir, "vddk-libdir", "", "VMware VDDK directory (holding lib64/libvixDiskLib.so) for the vddk transport")
 	fs.DurationVar(&cfg.checkpointInterval, "checkpoint-interval", jobs.DefaultCheckpointInterval, "most time between two recorded checkpoints of a copying disk (also every 64 MiB): what a crash can cost")
 	fs.DurationVar(&cfg.exportRetry, "export-retry", jobs.DefaultExportRetry, "how long a copy keeps trying to reach an export that went away (the OMA restarts) before the job fails")
+	fs.StringVar(&cfg.tunnelURL, "tunnel", "", "ssh://user@oma[:port]: reach the OMA only through one SSH connection to its sshd (bus, exports, and the API forwarded back); empty: direct")
+	fs.StringVar(&cfg.tunnelKnownHosts, "tunnel-known-hosts", "", "known_hosts file with the OMA's SSH host key")
+	fs.BoolVar(&cfg.tunnelInsecure, "tunnel-insecure", false, "accept any SSH host key (development only)")
+	fs.StringVar(&cfg.tunnelListen, "tunnel-listen", "127.0.0.1:9081", "address on the OMA that the tunnel forwards to the VMA API")
 	fs.StringVar(&cfg.rate, "rate", "", "bandwidth limit of all jobs' copies together, bytes per second (K, M, G suffixes); empty: none")
 	if err := flagconf.Parse(fs, args); err != nil {
 		return err
@@ -161,6 +178,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Heartbeat: cfg.heartbeat, DiscoverTimeout: cfg.discoverTimeout,
 		MaxJobs: cfg.maxJobs, DiskParallelism: cfg.diskParallelism, Source: cfg.source, VDDKLibDir: cfg.vddkLibDir, Copy: copyCfg,
 		CheckpointInterval: cfg.checkpointInterval, ExportRetry: cfg.exportRetry,
+		Tunnel: cfg.tunnelURL, TunnelKnownHosts: cfg.tunnelKnownHosts, TunnelInsecure: cfg.tunnelInsecure, TunnelListen: cfg.tunnelListen,
 		Logger: slog.New(slog.NewTextHandler(stderr, nil)),
 	})
 	if err != nil {

@@ -37,6 +37,15 @@ func TestPubkey(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(dir, "identity.json")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("identity file %v %v", fi, err)
 	}
+	var ssh1, ssh2 bytes.Buffer
+	for _, out := range []*bytes.Buffer{&ssh1, &ssh2} {
+		if err := dispatch(context.Background(), []string{"pubkey", "-ssh", "-data", dir}, out, &errOut); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !strings.HasPrefix(ssh1.String(), "ssh-ed25519 AAAA") || ssh1.String() != ssh2.String() {
+		t.Errorf("pubkey -ssh = %q then %q, want one ssh-ed25519 key", ssh1.String(), ssh2.String())
+	}
 }
 
 // TestRunHeartbeatsAndServes runs the VMA's body against a real bus: it
@@ -128,6 +137,8 @@ func TestCommandLineRefusesWhatItDoesNotKnow(t *testing.T) {
 		{[]string{"-data", dir, "-nats-seed", seedFile, "-rate", "fast"}, `-rate "fast"`},
 		{[]string{"-data", dir, "-nats-seed", seedFile, "-source", "tape"}, `source "tape"`},
 		{[]string{"-data", dir, "-nats-seed", seedFile, "-max-jobs", "-1"}, `max jobs -1`},
+		{[]string{"-data", dir, "-nats-seed", seedFile, "-tunnel", "oma:22"}, `want ssh://user@host`},
+		{[]string{"-data", dir, "-nats-seed", seedFile, "-tunnel", "ssh://godwit:secret@oma"}, `no password in the URL`},
 	} {
 		var out, errOut bytes.Buffer
 		err := dispatch(context.Background(), tt.args, &out, &errOut)

@@ -41,6 +41,7 @@ import (
 	"github.com/godwit/godwit/vma/identity"
 	"github.com/godwit/godwit/vma/jobs"
 	"github.com/godwit/godwit/vma/store"
+	"github.com/godwit/godwit/vma/tunnel"
 	"github.com/godwit/godwit/vma/vcenter"
 )
 
@@ -70,6 +71,9 @@ type Config struct {
 	// HTTP configures the server Serve runs (timeouts, TLS); its Logger
 	// defaults to Logger.
 	HTTP httpserver.Config
+	// Tunnel, when the VMA reaches the OMA through one, tells its state
+	// for health; nil: no tunnel.
+	Tunnel interface{ State() tunnel.State }
 }
 
 // Jobs is what the API asks about the jobs the VMA runs (jobs.Runner).
@@ -209,6 +213,11 @@ func (a *API) health(w http.ResponseWriter, r *http.Request) error {
 		h["uptime_seconds"] = int64(a.cfg.Now().Sub(a.started).Seconds())
 		h["public_key"] = a.cfg.Identity.PublicKey()
 		h["bus"] = map[string]any{"connected": connected, "state": a.conn.State()}
+		if a.cfg.Tunnel != nil {
+			ts := a.cfg.Tunnel.State()
+			h["tunnel"] = map[string]any{"connected": ts.Connected, "since": ts.Since, "reconnects": ts.Reconnects,
+				"bytes_in": ts.BytesIn, "bytes_out": ts.BytesOut, "last_error": ts.LastError}
+		}
 	}
 	return problem.WriteJSON(w, http.StatusOK, h)
 }

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"path/filepath"
 	"sync"
 	"time"
@@ -25,9 +26,11 @@ import (
 	"github.com/godwit/godwit/vma/copier"
 	"github.com/godwit/godwit/vma/identity"
 	"github.com/godwit/godwit/vma/jobs"
+	"github.com/godwit/godwit/vma/nbd"
 	"github.com/godwit/godwit/vma/source"
 	"github.com/godwit/godwit/vma/source/vddk"
 	"github.com/godwit/godwit/vma/store"
+	"github.com/godwit/godwit/vma/tunnel"
 	"github.com/godwit/godwit/vma/vcenter"
 	"github.com/godwit/godwit/vma/worker"
 )
@@ -90,6 +93,19 @@ type Config struct {
 	// ExportRetry is how long a copy keeps trying to reach an export that
 	// went away (the OMA restarts); 0 means 10m.
 	ExportRetry time.Duration
+	// Tunnel, when set (ssh://user@host[:port], port 22 by default), makes
+	// everything to the OMA go through one SSH connection to its sshd: the
+	// bus (NATSURL is then an address on the OMA's side), the NBD exports,
+	// and a remote forward of TunnelListen on the OMA to the VMA API. The
+	// VMA's SSH key is ssh_ed25519 in DataDir, made on first start.
+	Tunnel string
+	// TunnelKnownHosts is the known_hosts file holding the OMA's host key.
+	TunnelKnownHosts string
+	// TunnelInsecure accepts any host key (development only).
+	TunnelInsecure bool
+	// TunnelListen is the address on the OMA the VMA API is forwarded
+	// from; empty means 127.0.0.1:9081.
+	TunnelListen string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger receives every part's log; nil discards.
@@ -194,10 +210,18 @@ func (v *VMA) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	log.Info("connecting to the bus", "nats", cfg.NATSURL)
-	conn, err := bus.Connect(ctx, cfg.NATSURL, bus.ClientConfig{
-		Name: id.ID, Source: "/godwit/vma/" + id.ID, NKeySeed: cfg.NATSSeed, InboxPrefix: inbox, Logger: log,
-	})
+	// The tunnel, when there is one, outlives everything that rides on it.
+	tn, stopTunnel, err := startTunnel(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer stopTunnel()
+	bc := bus.ClientConfig{Name: id.ID, Source: "/godwit/vma/" + id.ID, NKeySeed: cfg.NATSSeed, InboxPrefix: inbox, Logger: log}
+	if tn != nil {
+		bc.Dial = tunnel.Dialer{Tunnel: tn, Context: ctx}.Dial
+	}
+	log.Info("connecting to the bus", "nats", cfg.NATSURL, "tunnel", cfg.Tunnel != "")
+	conn, err := bus.Connect(ctx, cfg.NATSURL, bc)
 	if err != nil {
 		return err
 	}
@@ -218,7 +242,7 @@ func (v *VMA) Run(ctx context.Context) error {
 	runner, err := jobs.New(conn, st, jobs.Config{Identity: id, Source: src, MaxJobs: cfg.MaxJobs, DiskParallelism: cfg.DiskParallelism,
 		VCenter: vcenter.Config{CAFile: cfg.VCenterCAFile, Insecure: cfg.VCenterInsecure, Timeout: cfg.VCenterTimeout, Allow: cfg.VCenterAllow},
 		Copy:    cfg.Copy, ProgressInterval: cfg.ProgressInterval, CleanupRetry: cfg.CleanupRetry, CheckpointInterval: cfg.CheckpointInterval,
-		ExportRetry: cfg.ExportRetry, Now: cfg.Now, Logger: log})
+		ExportRetry: cfg.ExportRetry, NBD: nbdConfig(tn), Now: cfg.Now, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -245,11 +269,25 @@ func (v *VMA) Run(ctx context.Context) error {
 	ac := cfg.API
 	ac.Identity, ac.Version, ac.DiscoverTimeout, ac.Now, ac.Logger = id, Version, cfg.DiscoverTimeout, cfg.Now, log
 	ac.VCenterAllow = cfg.VCenterAllow
+	if tn != nil {
+		ac.Tunnel = tn
+	}
 	a := api.New(conn, st, runner, ac)
 	apiCtx, stopAPI := context.WithCancel(ctx)
 	defer stopAPI()
 	apiErr := make(chan error, 1)
 	go func() { apiErr <- a.Serve(apiCtx, l) }()
+	if tn != nil {
+		// The API also answers on the OMA's side of the remote forward;
+		// the local listener's server is the one whose end stops the VMA.
+		var fwd sync.WaitGroup
+		defer fwd.Wait()
+		fwd.Go(func() {
+			if err := a.Serve(apiCtx, tn.Listener()); err != nil && apiCtx.Err() == nil {
+				log.Error("API on the tunnel's remote forward", "err", err)
+			}
+		})
+	}
 	log.Info("vma ready", "api", l.Addr().String(), "public_key", id.PublicKey())
 	close(v.ready)
 
@@ -270,4 +308,54 @@ func (v *VMA) Run(ctx context.Context) error {
 	}
 	log.Info("vma stopped")
 	return err
+}
+
+// startTunnel starts the SSH tunnel cfg asks for, if any, and returns it
+// with the function that stops it and waits for it.
+func startTunnel(cfg Config, log *slog.Logger) (*tunnel.Tunnel, func(), error) {
+	if cfg.Tunnel == "" {
+		return nil, func() {}, nil
+	}
+	u, err := url.Parse(cfg.Tunnel)
+	if err != nil || u.Scheme != "ssh" || u.Hostname() == "" || u.User == nil || u.User.Username() == "" {
+		return nil, nil, fmt.Errorf("vma: tunnel %q: want ssh://user@host[:port] (-tunnel)", cfg.Tunnel)
+	}
+	if _, hasPassword := u.User.Password(); hasPassword {
+		return nil, nil, errors.New("vma: tunnel: no password in the URL: the VMA logs in with its key (-tunnel)")
+	}
+	addr := u.Host
+	if u.Port() == "" {
+		addr = net.JoinHostPort(u.Hostname(), "22")
+	}
+	key, err := tunnel.LoadOrCreateKey(cfg.DataDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	listen := cfg.TunnelListen
+	if listen == "" {
+		listen = "127.0.0.1:9081"
+	}
+	tn, err := tunnel.New(tunnel.Config{Addr: addr, User: u.User.Username(), Key: key, KnownHosts: cfg.TunnelKnownHosts,
+		InsecureIgnoreHostKey: cfg.TunnelInsecure, RemoteListen: listen, Logger: log.With("tunnel", addr)})
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := tn.Run(ctx); err != nil && ctx.Err() == nil {
+			log.Error("tunnel stopped", "err", err)
+		}
+	}()
+	return tn, func() { cancel(); <-done }, nil
+}
+
+// nbdConfig is how jobs reach the OMA's exports: through the tunnel when
+// there is one.
+func nbdConfig(tn *tunnel.Tunnel) nbd.Config {
+	if tn == nil {
+		return nbd.Config{}
+	}
+	return nbd.Config{Dial: tn.DialContext}
 }
