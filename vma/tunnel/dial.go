@@ -29,6 +29,7 @@ func (t *Tunnel) DialContext(ctx context.Context, network, addr string) (net.Con
 			case <-up:
 				continue
 			case <-ctx.Done():
+				_, _, lastErr = t.current()
 				if lastErr != nil {
 					return nil, fmt.Errorf("dial %s through tunnel: tunnel down (%w): %w", addr, lastErr, ctx.Err())
 				}
