@@ -18,6 +18,7 @@ import (
 // State is a snapshot of the tunnel for health reports.
 type State struct {
 	Connected  bool      // an SSH connection is up
+	Forwarding bool      // the remote forward is in place on the OMA's sshd
 	Since      time.Time // when Connected last changed
 	Reconnects int       // connections made after the first
 	BytesIn    int64     // bytes read from the OMA's sshd, SSH framing included, all connections
@@ -255,7 +256,7 @@ func (t *Tunnel) current() (*ssh.Client, <-chan struct{}, error) {
 func (t *Tunnel) State() State {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	s := State{Connected: t.connected, Since: t.since, Reconnects: max(t.connects-1, 0),
+	s := State{Connected: t.connected, Forwarding: t.forward.up.Load(), Since: t.since, Reconnects: max(t.connects-1, 0),
 		BytesIn: t.bytesIn.Load(), BytesOut: t.bytesOut.Load()}
 	if t.lastErr != nil {
 		s.LastError = t.lastErr.Error()

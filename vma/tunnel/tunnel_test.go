@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -326,6 +327,41 @@ func TestReconnect(t *testing.T) {
 			reachForward(t, r.remote)
 			roundTrip(t, dial(t, tun, r.echo), "after")
 		})
+	}
+}
+
+// TestDeadPeer: an OMA that stops answering without closing anything is noticed by the
+// keepalive; the new connection's forward is refused while the frozen session still holds the
+// port, and is requested again until it comes back.
+func TestDeadPeer(t *testing.T) {
+	r := newRig(t)
+	tun := run(t, r.config(t))
+	ln := tun.Listener()
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() { serveEcho(ln) })
+	reachForward(t, r.remote)
+
+	frozen := r.sshd.SignalSessions(syscall.SIGSTOP)
+	if frozen == 0 {
+		t.Fatal("no sshd session to freeze")
+	}
+	t.Cleanup(func() { r.sshd.SignalSessions(syscall.SIGCONT) })
+	checkFor(t, 10*time.Second, func() error {
+		if s := tun.State(); !s.Connected || s.Reconnects < 1 || !strings.Contains(s.LastError, "keepalive") {
+			return fmt.Errorf("State() = %+v, want connected again after a keepalive went unanswered", s)
+		}
+		return nil
+	})
+	roundTrip(t, dial(t, tun, r.echo), "after")
+	// Wake the frozen session: it finds its client gone and frees the port.
+	if s := tun.State(); s.Forwarding {
+		t.Errorf("State() = %+v while the frozen session holds the port, want not forwarding", s)
+	}
+	r.sshd.SignalSessions(syscall.SIGCONT)
+	reachForward(t, r.remote)
+	if s := tun.State(); !s.Forwarding {
+		t.Errorf("State() = %+v, want forwarding", s)
 	}
 }
 

@@ -152,7 +152,12 @@ func (s *SSHD) Stop() {
 
 // KillSessions kills the sshd processes serving connections (the listener's descendants),
 // cutting every client off at once while the listener stays up. It returns how many it killed.
-func (s *SSHD) KillSessions() int {
+func (s *SSHD) KillSessions() int { return s.SignalSessions(syscall.SIGKILL) }
+
+// SignalSessions sends sig to the sshd processes serving connections: SIGSTOP makes the OMA
+// look dead to its clients without closing anything, SIGCONT wakes it. It returns how many
+// processes it signalled.
+func (s *SSHD) SignalSessions(sig syscall.Signal) int {
 	s.mu.Lock()
 	cmd := s.cmd
 	s.mu.Unlock()
@@ -161,7 +166,7 @@ func (s *SSHD) KillSessions() int {
 	}
 	n := 0
 	for _, pid := range descendants(cmd.Process.Pid) {
-		if syscall.Kill(pid, syscall.SIGKILL) == nil {
+		if syscall.Kill(pid, sig) == nil {
 			n++
 		}
 	}
