@@ -31,7 +31,8 @@ type rig struct {
 	authorized string // the authorized_keys line for key
 }
 
-func newRig(t *testing.T) *rig {
+// newRig starts the rig; the key may also reach the addresses in open.
+func newRig(t *testing.T, open ...string) *rig {
 	t.Helper()
 	key, err := tunnel.LoadOrCreateKey(t.TempDir())
 	if err != nil {
@@ -43,8 +44,11 @@ func newRig(t *testing.T) *rig {
 		echo:   startEcho(t),
 		remote: fmt.Sprintf("127.0.0.1:%d", tunneltest.FreePort(t)),
 	}
-	r.authorized = fmt.Sprintf(`restrict,port-forwarding,permitopen="%s",permitlisten="%s" %s`,
-		r.echo, r.remote, tunnel.AuthorizedKey(key))
+	permit := ""
+	for _, a := range append([]string{r.echo}, open...) {
+		permit += fmt.Sprintf(`permitopen="%s",`, a)
+	}
+	r.authorized = fmt.Sprintf(`restrict,port-forwarding,%spermitlisten="%s" %s`, permit, r.remote, tunnel.AuthorizedKey(key))
 	r.sshd.Authorize(r.authorized)
 	return r
 }
