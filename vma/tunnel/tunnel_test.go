@@ -209,6 +209,25 @@ func TestDial(t *testing.T) {
 	}
 }
 
+// TestDeadline: a connection through the tunnel honours a deadline set and then cleared, and a
+// deadline that passes unblocks a read with os.ErrDeadlineExceeded.
+func TestDeadline(t *testing.T) {
+	r := newRig(t)
+	tun := run(t, r.config(t))
+	c := dial(t, tun, r.echo)
+	c.SetDeadline(time.Now().Add(200 * time.Millisecond))
+	roundTrip(t, c, "in time")
+	c.SetDeadline(time.Time{})
+	time.Sleep(300 * time.Millisecond) // past the cleared deadline
+	roundTrip(t, c, "cleared")
+
+	c = dial(t, tun, r.echo)
+	c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read past the deadline = %v, want os.ErrDeadlineExceeded", err)
+	}
+}
+
 func TestRemoteForward(t *testing.T) {
 	r := newRig(t)
 	tun := run(t, r.config(t))
