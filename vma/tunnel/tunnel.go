@@ -80,9 +80,6 @@ func (t *Tunnel) Run(ctx context.Context) error {
 		return errors.New("tunnel: Run called twice")
 	}
 	defer t.running.Store(false)
-	if t.cfg.InsecureIgnoreHostKey {
-		t.log.Warn("SSH HOST KEY NOT CHECKED: InsecureIgnoreHostKey is for development only")
-	}
 	wait := t.cfg.ReconnectWait
 	for ctx.Err() == nil {
 		c, err := t.connect(ctx)
@@ -153,6 +150,9 @@ func (t *Tunnel) handshakeErr(err error) error {
 func (t *Tunnel) serve(ctx context.Context, c *ssh.Client) error {
 	t.setConn(c)
 	t.log.Info("ssh connected", "server", string(c.ServerVersion()))
+	if t.cfg.InsecureIgnoreHostKey {
+		t.log.Warn("SSH HOST KEY NOT CHECKED: InsecureIgnoreHostKey is for development only; anyone on the path can read and change this tunnel")
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	var kaErr error
