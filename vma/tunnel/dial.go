@@ -14,8 +14,8 @@ import (
 // "127.0.0.1:4222") through the tunnel. While the tunnel is down it waits for it to come back
 // until ctx ends; the error then wraps both ctx.Err() and the last connection error (a
 // *HostKeyError or ErrUnauthorized, for instance). A refusal by the OMA's sshd (a port outside
-// permitopen, nothing listening) wraps an *ssh.OpenChannelError. The connection does not support
-// deadlines. Its signature fits vma/nbd's Config.Dial.
+// permitopen, nothing listening) wraps an *ssh.OpenChannelError. The connection's deadlines are
+// coarse: one that passes closes it (see deadlineConn). Its signature fits vma/nbd's Config.Dial.
 func (t *Tunnel) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	switch network {
 	case "tcp", "tcp4", "tcp6":
@@ -29,6 +29,7 @@ func (t *Tunnel) DialContext(ctx context.Context, network, addr string) (net.Con
 			case <-up:
 				continue
 			case <-ctx.Done():
+				_, _, lastErr = t.current()
 				if lastErr != nil {
 					return nil, fmt.Errorf("dial %s through tunnel: tunnel down (%w): %w", addr, lastErr, ctx.Err())
 				}
@@ -37,7 +38,7 @@ func (t *Tunnel) DialContext(ctx context.Context, network, addr string) (net.Con
 		}
 		conn, err := c.DialContext(ctx, network, addr)
 		if err == nil {
-			return conn, nil
+			return &deadlineConn{Conn: conn}, nil
 		}
 		var refused *ssh.OpenChannelError
 		if errors.As(err, &refused) || ctx.Err() != nil {

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -16,6 +17,7 @@ type listener struct {
 	conns     chan net.Conn
 	done      chan struct{}
 	closeOnce sync.Once
+	up        atomic.Bool // the forward is in place on the OMA's sshd
 }
 
 var _ net.Listener = (*listener)(nil)
@@ -76,7 +78,9 @@ func (l *listener) serve(ctx context.Context, c *ssh.Client, log *slog.Logger, w
 		} else {
 			log.Info("ssh remote forward up", "addr", l.addr)
 			wait = first
+			l.up.Store(true)
 			l.accept(ctx, fl)
+			l.up.Store(false)
 		}
 		select {
 		case <-ctx.Done():

@@ -18,6 +18,7 @@ import (
 // State is a snapshot of the tunnel for health reports.
 type State struct {
 	Connected  bool      // an SSH connection is up
+	Forwarding bool      // the remote forward is in place on the OMA's sshd
 	Since      time.Time // when Connected last changed
 	Reconnects int       // connections made after the first
 	BytesIn    int64     // bytes read from the OMA's sshd, SSH framing included, all connections
@@ -79,9 +80,6 @@ func (t *Tunnel) Run(ctx context.Context) error {
 		return errors.New("tunnel: Run called twice")
 	}
 	defer t.running.Store(false)
-	if t.cfg.InsecureIgnoreHostKey {
-		t.log.Warn("SSH HOST KEY NOT CHECKED: InsecureIgnoreHostKey is for development only")
-	}
 	wait := t.cfg.ReconnectWait
 	for ctx.Err() == nil {
 		c, err := t.connect(ctx)
@@ -152,6 +150,9 @@ func (t *Tunnel) handshakeErr(err error) error {
 func (t *Tunnel) serve(ctx context.Context, c *ssh.Client) error {
 	t.setConn(c)
 	t.log.Info("ssh connected", "server", string(c.ServerVersion()))
+	if t.cfg.InsecureIgnoreHostKey {
+		t.log.Warn("SSH HOST KEY NOT CHECKED: InsecureIgnoreHostKey is for development only; anyone on the path can read and change this tunnel")
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	var kaErr error
@@ -255,7 +256,7 @@ func (t *Tunnel) current() (*ssh.Client, <-chan struct{}, error) {
 func (t *Tunnel) State() State {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	s := State{Connected: t.connected, Since: t.since, Reconnects: max(t.connects-1, 0),
+	s := State{Connected: t.connected, Forwarding: t.forward.up.Load(), Since: t.since, Reconnects: max(t.connects-1, 0),
 		BytesIn: t.bytesIn.Load(), BytesOut: t.bytesOut.Load()}
 	if t.lastErr != nil {
 		s.LastError = t.lastErr.Error()

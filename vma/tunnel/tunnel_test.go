@@ -1,0 +1,503 @@
+package tunnel_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/godwit/godwit/vma/tunnel"
+	"github.com/godwit/godwit/vma/tunnel/tunneltest"
+	"golang.org/x/crypto/ssh"
+	"log/slog"
+)
+
+// rig is an sshd playing the OMA, an echo server behind it, and the VMA's key.
+type rig struct {
+	sshd       *tunneltest.SSHD
+	key        ssh.Signer
+	echo       string // an echo server the key may reach
+	remote     string // the address the key may listen on, on the OMA side
+	authorized string // the authorized_keys line for key
+}
+
+// newRig starts the rig; the key may also reach the addresses in open.
+func newRig(t *testing.T, open ...string) *rig {
+	t.Helper()
+	key, err := tunnel.LoadOrCreateKey(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{
+		sshd:   tunneltest.StartSSHD(t),
+		key:    key,
+		echo:   startEcho(t),
+		remote: fmt.Sprintf("127.0.0.1:%d", tunneltest.FreePort(t)),
+	}
+	permit := ""
+	for _, a := range append([]string{r.echo}, open...) {
+		permit += fmt.Sprintf(`permitopen="%s",`, a)
+	}
+	r.authorized = fmt.Sprintf(`restrict,port-forwarding,%spermitlisten="%s" %s`, permit, r.remote, tunnel.AuthorizedKey(key))
+	r.sshd.Authorize(r.authorized)
+	return r
+}
+
+// config is the tunnel's config for r, quick to notice drops and to reconnect.
+func (r *rig) config(t *testing.T) tunnel.Config {
+	return tunnel.Config{
+		Addr: r.sshd.Addr, User: r.sshd.User, Key: r.key, KnownHosts: r.sshd.KnownHosts,
+		Keepalive: 300 * time.Millisecond, ReconnectWait: 20 * time.Millisecond, MaxReconnectWait: 200 * time.Millisecond,
+		RemoteListen: r.remote, Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
+	}
+}
+
+// run starts cfg's tunnel; cleanup stops it and waits for Run to return.
+func run(t *testing.T, cfg tunnel.Config) *tunnel.Tunnel {
+	t.Helper()
+	tun, err := tunnel.New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tun.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run = %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not return 10s after its context ended")
+		}
+	})
+	return tun
+}
+
+// startEcho starts a TCP echo server on 127.0.0.1 and returns its address.
+func startEcho(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { l.Close(); wg.Wait() })
+	wg.Go(func() { serveEcho(l) })
+	return l.Addr().String()
+}
+
+// serveEcho echoes every connection l accepts until l fails.
+func serveEcho(l net.Listener) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		wg.Go(func() {
+			defer c.Close()
+			io.Copy(c, c)
+		})
+	}
+}
+
+// roundTrip sends a line over c and checks it comes back.
+func roundTrip(t *testing.T, c net.Conn, line string) {
+	t.Helper()
+	if _, err := fmt.Fprintln(c, line); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	got, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if got != line+"\n" {
+		t.Fatalf("echo = %q, want %q", got, line+"\n")
+	}
+}
+
+// dial dials addr through tun within 10s.
+func dial(t *testing.T, tun *tunnel.Tunnel, addr string) net.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := tun.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		t.Fatalf("DialContext(%q) = %v", addr, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// checkFor polls f until it returns nil or d has passed.
+func checkFor(t *testing.T, d time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %v", d, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// reachForward connects to the forward's address on the OMA side and checks an echo comes back
+// from the VMA's side, retrying while the forward is being set up.
+func reachForward(t *testing.T, addr string) {
+	t.Helper()
+	checkFor(t, 10*time.Second, func() error {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := fmt.Fprintln(c, "hello vma"); err != nil {
+			return err
+		}
+		got, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			return fmt.Errorf("read through forward: %w", err)
+		}
+		if got != "hello vma\n" {
+			return fmt.Errorf("echo through forward = %q", got)
+		}
+		return nil
+	})
+}
+
+func TestDial(t *testing.T) {
+	r := newRig(t)
+	tun := run(t, r.config(t))
+	roundTrip(t, dial(t, tun, r.echo), "hello oma")
+	// nats.go's dialer has no context: the adapter bounds it.
+	c, err := tunnel.Dialer{Tunnel: tun, Timeout: 5 * time.Second}.Dial("tcp", r.echo)
+	if err != nil {
+		t.Fatalf("Dialer.Dial = %v", err)
+	}
+	roundTrip(t, c, "hello nats")
+	c.Close()
+
+	other := startEcho(t) // listening, but outside permitopen
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = tun.DialContext(ctx, "tcp", other)
+	var refused *ssh.OpenChannelError
+	if !errors.As(err, &refused) || refused.Reason != ssh.Prohibited || !strings.Contains(err.Error(), other) {
+		t.Fatalf("DialContext(%q) outside permitopen = %v, want a prohibited *ssh.OpenChannelError naming it", other, err)
+	}
+	if s := tun.State(); !s.Connected || s.BytesIn == 0 || s.BytesOut == 0 || s.Reconnects != 0 {
+		t.Errorf("State() = %+v, want connected, bytes both ways, no reconnects", s)
+	}
+}
+
+// TestDeadline: a connection through the tunnel honours a deadline set and then cleared, and a
+// deadline that passes unblocks a read with os.ErrDeadlineExceeded.
+func TestDeadline(t *testing.T) {
+	r := newRig(t)
+	tun := run(t, r.config(t))
+	c := dial(t, tun, r.echo)
+	c.SetDeadline(time.Now().Add(200 * time.Millisecond))
+	roundTrip(t, c, "in time")
+	c.SetDeadline(time.Time{})
+	time.Sleep(300 * time.Millisecond) // past the cleared deadline
+	roundTrip(t, c, "cleared")
+
+	c = dial(t, tun, r.echo)
+	c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read past the deadline = %v, want os.ErrDeadlineExceeded", err)
+	}
+}
+
+func TestRemoteForward(t *testing.T) {
+	r := newRig(t)
+	tun := run(t, r.config(t))
+	ln := tun.Listener()
+	if ln.Addr().String() != r.remote {
+		t.Errorf("Listener().Addr() = %v, want %s", ln.Addr(), r.remote)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() { serveEcho(ln) })
+	reachForward(t, r.remote)
+
+	ln.Close()
+	if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Accept after Close = %v, want net.ErrClosed", err)
+	}
+}
+
+func TestRefused(t *testing.T) {
+	r := newRig(t)
+	stranger, err := tunnel.LoadOrCreateKey(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		setup  func(cfg *tunnel.Config)
+		check  func(err error) bool
+		inText []string
+	}{
+		{
+			name: "wrong host key",
+			setup: func(cfg *tunnel.Config) {
+				r.sshd.WriteKnownHosts(stranger.PublicKey())
+			},
+			check: func(err error) bool {
+				var hk *tunnel.HostKeyError
+				return errors.As(err, &hk) && !hk.Unknown
+			},
+			inText: []string{r.sshd.KnownHosts, ssh.FingerprintSHA256(r.sshd.HostKey), "does not match"},
+		},
+		{
+			name: "unknown host",
+			setup: func(cfg *tunnel.Config) {
+				cfg.KnownHosts = filepath.Join(t.TempDir(), "empty_known_hosts")
+				if err := os.WriteFile(cfg.KnownHosts, nil, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			},
+			check: func(err error) bool {
+				var hk *tunnel.HostKeyError
+				return errors.As(err, &hk) && hk.Unknown
+			},
+			inText: []string{"empty_known_hosts", ssh.FingerprintSHA256(r.sshd.HostKey), "is not in"},
+		},
+		{
+			name:   "key not authorized",
+			setup:  func(cfg *tunnel.Config) { cfg.Key = stranger },
+			check:  func(err error) bool { return errors.Is(err, tunnel.ErrUnauthorized) },
+			inText: []string{ssh.FingerprintSHA256(stranger.PublicKey()), "authorized_keys"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			defer r.sshd.WriteKnownHosts(r.sshd.HostKey)
+			cfg := r.config(t)
+			tt.setup(&cfg)
+			tun := run(t, cfg)
+			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			defer cancel()
+			c, err := tun.DialContext(ctx, "tcp", r.echo)
+			if err == nil {
+				c.Close()
+			}
+			if !tt.check(err) || !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("DialContext = %v, want the refusal and the deadline", err)
+			}
+			for _, s := range tt.inText {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("error %q does not mention %q", err, s)
+				}
+			}
+			if s := tun.State(); s.Connected || s.LastError == "" {
+				t.Errorf("State() = %+v, want down with the error", s)
+			}
+		})
+	}
+}
+
+func TestReconnect(t *testing.T) {
+	tests := []struct {
+		name string
+		cut  func(s *tunneltest.SSHD)
+	}{
+		{"session killed", func(s *tunneltest.SSHD) {
+			if s.KillSessions() == 0 {
+				t.Fatal("no sshd session to kill")
+			}
+		}},
+		{"sshd restarted", func(s *tunneltest.SSHD) { s.Stop(); s.Start() }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRig(t)
+			tun := run(t, r.config(t))
+			ln := tun.Listener()
+			var wg sync.WaitGroup
+			t.Cleanup(func() { ln.Close(); wg.Wait() })
+			wg.Go(func() { serveEcho(ln) })
+			reachForward(t, r.remote)
+			roundTrip(t, dial(t, tun, r.echo), "before")
+
+			tt.cut(r.sshd)
+			checkFor(t, 10*time.Second, func() error {
+				if s := tun.State(); !s.Connected || s.Reconnects < 1 {
+					return fmt.Errorf("State() = %+v, want connected again", s)
+				}
+				return nil
+			})
+			reachForward(t, r.remote)
+			roundTrip(t, dial(t, tun, r.echo), "after")
+		})
+	}
+}
+
+// TestDeadPeer: an OMA that stops answering without closing anything is noticed by the
+// keepalive; the new connection's forward is refused while the frozen session still holds the
+// port, and is requested again until it comes back.
+func TestDeadPeer(t *testing.T) {
+	r := newRig(t)
+	tun := run(t, r.config(t))
+	ln := tun.Listener()
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() { serveEcho(ln) })
+	reachForward(t, r.remote)
+
+	frozen := r.sshd.SignalSessions(syscall.SIGSTOP)
+	if frozen == 0 {
+		t.Fatal("no sshd session to freeze")
+	}
+	t.Cleanup(func() { r.sshd.SignalSessions(syscall.SIGCONT) })
+	checkFor(t, 10*time.Second, func() error {
+		if s := tun.State(); !s.Connected || s.Reconnects < 1 || !strings.Contains(s.LastError, "keepalive") {
+			return fmt.Errorf("State() = %+v, want connected again after a keepalive went unanswered", s)
+		}
+		return nil
+	})
+	roundTrip(t, dial(t, tun, r.echo), "after")
+	// Wake the frozen session: it finds its client gone and frees the port.
+	if s := tun.State(); s.Forwarding {
+		t.Errorf("State() = %+v while the frozen session holds the port, want not forwarding", s)
+	}
+	r.sshd.SignalSessions(syscall.SIGCONT)
+	reachForward(t, r.remote)
+	if s := tun.State(); !s.Forwarding {
+		t.Errorf("State() = %+v, want forwarding", s)
+	}
+}
+
+// TestDialWaits: a dial made while the tunnel is down completes once it is back.
+func TestDialWaits(t *testing.T) {
+	r := newRig(t)
+	r.sshd.Stop()
+	tun := run(t, r.config(t))
+	got := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, err := tun.DialContext(ctx, "tcp", r.echo)
+		if err == nil {
+			c.Close()
+		}
+		got <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // let the dial start waiting
+	r.sshd.Start()
+	if err := <-got; err != nil {
+		t.Fatalf("DialContext while down = %v, want it to wait for the tunnel", err)
+	}
+}
+
+// TestNoLeak: once Run has returned and the listener is closed, nothing of the tunnel or the ssh
+// library is left running.
+func TestNoLeak(t *testing.T) {
+	r := newRig(t)
+	t.Run("use", func(t *testing.T) {
+		tun := run(t, r.config(t))
+		ln := tun.Listener()
+		var wg sync.WaitGroup
+		t.Cleanup(func() { ln.Close(); wg.Wait() })
+		wg.Go(func() { serveEcho(ln) })
+		reachForward(t, r.remote)
+		roundTrip(t, dial(t, tun, r.echo), "hello")
+		r.sshd.KillSessions()
+		checkFor(t, 10*time.Second, func() error {
+			if tun.State().Reconnects < 1 {
+				return errors.New("not reconnected")
+			}
+			return nil
+		})
+		reachForward(t, r.remote)
+	})
+	checkFor(t, 5*time.Second, func() error {
+		buf := make([]byte, 1<<20)
+		stacks := string(buf[:runtime.Stack(buf, true)])
+		for _, g := range strings.Split(stacks, "\n\n") {
+			if strings.Contains(g, "vma/tunnel.") || strings.Contains(g, "x/crypto/ssh.") {
+				return fmt.Errorf("goroutine left:\n%s", g)
+			}
+		}
+		return nil
+	})
+}
+
+func TestLoadOrCreateKey(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "keys")
+	first, err := tunnel.LoadOrCreateKey(dir)
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, tunnel.KeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("key file mode = %v, want 0600", fi.Mode().Perm())
+	}
+	again, err := tunnel.LoadOrCreateKey(dir)
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	if a, b := tunnel.AuthorizedKey(first), tunnel.AuthorizedKey(again); a != b || !strings.HasPrefix(a, "ssh-ed25519 AAAA") {
+		t.Errorf("AuthorizedKey = %q then %q, want one ssh-ed25519 key", a, b)
+	}
+	if err := os.WriteFile(filepath.Join(dir, tunnel.KeyFile), []byte("junk"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tunnel.LoadOrCreateKey(dir); err == nil {
+		t.Error("LoadOrCreateKey over junk = nil error, want one")
+	}
+}
+
+func TestNewChecksConfig(t *testing.T) {
+	key, err := tunnel.LoadOrCreateKey(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := tunnel.Config{Addr: "127.0.0.1:22", User: "vma", Key: key, InsecureIgnoreHostKey: true}
+	tests := []struct {
+		name string
+		edit func(*tunnel.Config)
+	}{
+		{"no port", func(c *tunnel.Config) { c.Addr = "oma" }},
+		{"no user", func(c *tunnel.Config) { c.User = "" }},
+		{"no key", func(c *tunnel.Config) { c.Key = nil }},
+		{"no host key check", func(c *tunnel.Config) { c.InsecureIgnoreHostKey = false }},
+		{"missing known_hosts", func(c *tunnel.Config) { c.InsecureIgnoreHostKey = false; c.KnownHosts = "/nonexistent" }},
+		{"bad remote listen", func(c *tunnel.Config) { c.RemoteListen = "9081" }},
+	}
+	if _, err := tunnel.New(good); err != nil {
+		t.Fatalf("New(good) = %v", err)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := good
+			tt.edit(&cfg)
+			if _, err := tunnel.New(cfg); err == nil {
+				t.Errorf("New = nil error, want one")
+			}
+		})
+	}
+}

@@ -1,0 +1,279 @@
+// Package tunneltest runs a real OpenSSH sshd for tests of the tunnel.
+package tunneltest
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// SSHDPath is where Debian installs the OpenSSH server.
+const SSHDPath = "/usr/sbin/sshd"
+
+// SSHD is a running sshd on 127.0.0.1.
+type SSHD struct {
+	Addr           string        // 127.0.0.1:port
+	User           string        // the account keys log in as: the current user
+	HostKey        ssh.PublicKey // the server's host key
+	KnownHosts     string        // a known_hosts file holding HostKey for Addr
+	AuthorizedKeys string        // the authorized_keys file: write it with Authorize
+
+	t      testing.TB
+	config string
+	log    *lockedBuffer
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+}
+
+// StartSSHD starts /usr/sbin/sshd -D -e on a free port with its own host key and an empty
+// authorized_keys file, and stops it at cleanup. It skips the test if sshd is not installed.
+func StartSSHD(t testing.TB) *SSHD {
+	t.Helper()
+	if _, err := os.Stat(SSHDPath); err != nil {
+		t.Skipf("no sshd: %v", err)
+	}
+	if os.Geteuid() == 0 {
+		if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
+			t.Fatalf("privilege separation dir: %v", err)
+		}
+	}
+	u, err := user.Current()
+	if err != nil {
+		t.Fatalf("current user: %v", err)
+	}
+	dir := t.TempDir()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatalf("host key: %v", err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatalf("marshal host key: %v", err)
+	}
+	hostKeyFile := filepath.Join(dir, "ssh_host_ed25519_key")
+	writeFile(t, hostKeyFile, pem.EncodeToMemory(block))
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatalf("host signer: %v", err)
+	}
+	s := &SSHD{
+		Addr:           "127.0.0.1:" + strconv.Itoa(FreePort(t)),
+		User:           u.Username,
+		HostKey:        signer.PublicKey(),
+		KnownHosts:     filepath.Join(dir, "known_hosts"),
+		AuthorizedKeys: filepath.Join(dir, "authorized_keys"),
+		t:              t,
+		config:         filepath.Join(dir, "sshd_config"),
+		log:            &lockedBuffer{},
+	}
+	s.WriteKnownHosts(s.HostKey)
+	writeFile(t, s.AuthorizedKeys, nil)
+	_, port, _ := net.SplitHostPort(s.Addr)
+	conf := strings.Join([]string{
+		"ListenAddress 127.0.0.1:" + port,
+		"HostKey " + hostKeyFile,
+		"PidFile " + filepath.Join(dir, "sshd.pid"),
+		"AuthorizedKeysFile " + s.AuthorizedKeys,
+		"StrictModes no",
+		"PasswordAuthentication no",
+		"KbdInteractiveAuthentication no",
+		"PubkeyAuthentication yes",
+		"AllowTcpForwarding yes",
+		"GatewayPorts no",
+		"UsePAM no",
+		"LogLevel VERBOSE",
+		"",
+	}, "\n")
+	writeFile(t, s.config, []byte(conf))
+	t.Cleanup(func() {
+		s.Stop()
+		if t.Failed() {
+			t.Logf("sshd log:\n%s", s.log.String())
+		}
+	})
+	s.Start()
+	return s
+}
+
+// Start starts sshd (again, after Stop) and waits until it accepts connections.
+func (s *SSHD) Start() {
+	s.t.Helper()
+	cmd := exec.Command(SSHDPath, "-D", "-e", "-f", s.config)
+	cmd.Stdout, cmd.Stderr = s.log, s.log
+	cmd.WaitDelay = 2 * time.Second // a session process may outlive the kill by a moment
+	if err := cmd.Start(); err != nil {
+		s.t.Fatalf("start sshd: %v", err)
+	}
+	s.mu.Lock()
+	s.cmd = cmd
+	s.mu.Unlock()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", s.Addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("sshd not listening on %s in 10s: %v\n%s", s.Addr, err, s.log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop kills sshd and its sessions, and waits for it.
+func (s *SSHD) Stop() {
+	s.KillSessions()
+	s.mu.Lock()
+	cmd := s.cmd
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+}
+
+// KillSessions kills the sshd processes serving connections (the listener's descendants),
+// cutting every client off at once while the listener stays up. It returns how many it killed.
+func (s *SSHD) KillSessions() int { return s.SignalSessions(syscall.SIGKILL) }
+
+// SignalSessions sends sig to the sshd processes serving connections: SIGSTOP makes the OMA
+// look dead to its clients without closing anything, SIGCONT wakes it. It returns how many
+// processes it signalled.
+func (s *SSHD) SignalSessions(sig syscall.Signal) int {
+	s.mu.Lock()
+	cmd := s.cmd
+	s.mu.Unlock()
+	if cmd == nil {
+		return 0
+	}
+	n := 0
+	for _, pid := range descendants(cmd.Process.Pid) {
+		if syscall.Kill(pid, sig) == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// Authorize writes the authorized_keys file, one line per entry, such as
+// `restrict,port-forwarding,permitopen="127.0.0.1:4222" ssh-ed25519 AAAA...`.
+func (s *SSHD) Authorize(lines ...string) {
+	s.t.Helper()
+	writeFile(s.t, s.AuthorizedKeys, []byte(strings.Join(lines, "\n")+"\n"))
+}
+
+// WriteKnownHosts writes the known_hosts file with key as the host key of Addr.
+func (s *SSHD) WriteKnownHosts(key ssh.PublicKey) {
+	s.t.Helper()
+	line := fmt.Sprintf("[127.0.0.1]:%s %s", portOf(s.Addr), ssh.MarshalAuthorizedKey(key))
+	writeFile(s.t, s.KnownHosts, []byte(line))
+}
+
+// Log returns what sshd has logged so far.
+func (s *SSHD) Log() string { return s.log.String() }
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// descendants returns the pids of pid's children, their children and so on, from /proc.
+func descendants(pid int) []int {
+	var all []int
+	for next := []int{pid}; len(next) > 0; {
+		var found []int
+		for _, p := range next {
+			found = append(found, children(p)...)
+		}
+		all = append(all, found...)
+		next = found
+	}
+	return all
+}
+
+// children returns the pids whose parent is pid, from /proc.
+func children(pid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so split after its last ')'.
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			continue
+		}
+		fields := strings.Fields(string(stat[i+1:]))
+		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
+			pids = append(pids, child)
+		}
+	}
+	return pids
+}
+
+// portOf returns the port of host:port.
+func portOf(addr string) string {
+	_, port, _ := net.SplitHostPort(addr)
+	return port
+}
+
+// writeFile writes data to path with mode 0600 or fails t.
+func writeFile(t testing.TB, path string, data []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatalf("write %s: %v", path, err)
+	}
+}
+
+// lockedBuffer collects sshd's output from its own goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+// Write appends p.
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns everything written so far.
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
