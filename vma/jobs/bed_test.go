@@ -19,8 +19,11 @@ import (
 
 	"github.com/godwit/godwit/events"
 	omaappliance "github.com/godwit/godwit/oma/appliance"
+	"github.com/godwit/godwit/oma/authkeys"
 	"github.com/godwit/godwit/testbed"
 	"github.com/godwit/godwit/vma/appliance"
+	"github.com/godwit/godwit/vma/tunnel"
+	"github.com/godwit/godwit/vma/tunnel/tunneltest"
 	"github.com/godwit/godwit/vma/vcenter"
 	"github.com/godwit/godwit/vma/vcsim"
 )
@@ -35,8 +38,9 @@ type bed struct {
 	vc    string
 	proxy *proxy // nil without bedConfig.proxy
 	o     *testbed.OMA
-	v     *testbed.VMA // the VMA in this process; nil with bedConfig.external
-	ext   *vmaProcess  // the VMA as a process of its own, with bedConfig.external
+	v     *testbed.VMA     // the VMA in this process; nil with bedConfig.external
+	ext   *vmaProcess      // the VMA as a process of its own, with bedConfig.external
+	sshd  *tunneltest.SSHD // the OMA's sshd, with bedConfig.tunnel
 	// vmaURL is the VMA API's base URL.
 	vmaURL string
 	vms    map[string]events.VM // the OMA's inventory, by name
@@ -53,6 +57,10 @@ type bedConfig struct {
 	// external, when set, starts the VMA as a process instead of in this
 	// process (vma is then not used).
 	external func(testing.TB, *testbed.OMA, *vcsim.Simulator) *vmaProcess
+	// tunnel puts the VMA behind a real OpenSSH sshd: it reaches the OMA's
+	// bus and exports only through its SSH tunnel, and the tests reach its
+	// API only through the tunnel's remote forward on the OMA's side.
+	tunnel bool
 }
 
 // diskData is what each simulated disk holds: small, so jobs are quick.
@@ -82,14 +90,23 @@ func newBed(t testing.TB, bc bedConfig) *bed {
 		b.ext = bc.external(t, o, sim)
 		b.vmaURL = b.ext.url
 	} else {
+		var through func(*appliance.Config)
+		if bc.tunnel {
+			through, b.vmaURL, b.sshd = behindSSHD(t, o)
+		}
 		b.v = testbed.StartVMA(t, o, testbed.VMAConfig{VCenterCAFile: sim.CAFile, Configure: func(c *appliance.Config) {
 			c.Source = "datastore"
 			c.ProgressInterval = 50 * time.Millisecond
+			if through != nil {
+				through(c)
+			}
 			if bc.vma != nil {
 				bc.vma(c)
 			}
 		}})
-		b.vmaURL = b.v.URL
+		if b.vmaURL == "" {
+			b.vmaURL = b.v.URL
+		}
 	}
 	var res struct {
 		VMs []events.VM `json:"vms"`
@@ -446,4 +463,41 @@ func processesNaming(s string) []string {
 		}
 	}
 	return found
+}
+
+// behindSSHD starts an OpenSSH sshd for the OMA o and returns how to
+// configure a VMA that reaches o only through it, the VMA API's URL on the
+// OMA's side of the tunnel, and the sshd. The VMA's key is authorized with
+// the restricted line the OMA makes: its bus, its NBD pool, its API port.
+func behindSSHD(t testing.TB, o *testbed.OMA) (func(*appliance.Config), string, *tunneltest.SSHD) {
+	t.Helper()
+	sshd := tunneltest.StartSSHD(t)
+	keyDir := t.TempDir()
+	key, err := tunnel.LoadOrCreateKey(keyDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiPort := tunneltest.FreePort(t)
+	line, err := authkeys.Line(authkeys.Forwards{NATS: strings.TrimPrefix(o.NATSURL, "nats://"), FirstPort: o.FirstPort, LastPort: o.LastPort},
+		tunnel.AuthorizedKey(key), "vma-1", apiPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshd.Authorize(line)
+	listen := fmt.Sprintf("127.0.0.1:%d", apiPort)
+	return func(c *appliance.Config) {
+		// The key lives in the data dir; this one was authorized above.
+		if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(filepath.Join(keyDir, tunnel.KeyFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(c.DataDir, tunnel.KeyFile), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c.Tunnel = "ssh://" + sshd.User + "@" + sshd.Addr
+		c.TunnelKnownHosts, c.TunnelListen = sshd.KnownHosts, listen
+	}, "http://" + listen, sshd
 }

@@ -116,3 +116,35 @@ func TestReplicateChecksTheJobWithTheOMA(t *testing.T) {
 		t.Errorf("after refused requests the job is %s, want pending", got.State)
 	}
 }
+
+// TestThroughTheTunnel runs the seed's four steps with the VMA behind a real
+// OpenSSH sshd, its key restricted to the OMA's bus, its NBD pool and its
+// API port: discovery through the VMA's API as the OMA reaches it (the
+// tunnel's remote forward), the job created on the OMA, started through
+// the forward, the disks copied into the exports through the tunnel.
+func TestThroughTheTunnel(t *testing.T) {
+	b := newBed(t, bedConfig{tunnel: true})
+	var res struct {
+		VMs []events.VM `json:"vms"`
+	}
+	if code := b.vmaDo(t, http.MethodPost, "/api/v1/discover", map[string]any{"vcenter": b.vc, "username": b.sim.Username,
+		"password": b.sim.Password, "datacenter": vcsim.Datacenter}, &res); code != http.StatusOK || len(res.VMs) == 0 {
+		t.Fatalf("discover through the forward = %d, %d VMs", code, len(res.VMs))
+	}
+	j := b.create(t, threeDisks)
+	b.startFromVMA(t, j.JobID, threeDisksPath)
+	got := b.wait(t, j.JobID)
+	if got.State != events.JobCompleted || !got.Verified {
+		t.Fatalf("job through the tunnel = %s (%s), verified %v", got.State, got.LastError, got.Verified)
+	}
+	b.assertCopied(t, threeDisksPath, got)
+	var h struct {
+		Tunnel struct {
+			Connected bool  `json:"connected"`
+			BytesOut  int64 `json:"bytes_out"`
+		} `json:"tunnel"`
+	}
+	if code := b.vmaDo(t, http.MethodGet, "/api/v1/health", nil, &h); code != http.StatusOK || !h.Tunnel.Connected || h.Tunnel.BytesOut < 3*diskData {
+		t.Errorf("health = %d %+v, want the tunnel connected, the disks' bytes through it", code, h)
+	}
+}
