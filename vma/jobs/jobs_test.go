@@ -5,10 +5,12 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/problem"
+	"github.com/godwit/godwit/vma/appliance"
 	"github.com/godwit/godwit/vma/vcsim"
 )
 
@@ -146,5 +148,40 @@ func TestThroughTheTunnel(t *testing.T) {
 	}
 	if code := b.vmaDo(t, http.MethodGet, "/api/v1/health", nil, &h); code != http.StatusOK || !h.Tunnel.Connected || h.Tunnel.BytesOut < 3*diskData {
 		t.Errorf("health = %d %+v, want the tunnel connected, the disks' bytes through it", code, h)
+	}
+}
+
+// TestTunnelCutMidCopy kills the VMA's sshd session while a job copies
+// through the tunnel. The tunnel comes back, the bus and the remote forward
+// with it, the copy goes on from its last checkpoint, and the job completes
+// byte-exact.
+func TestTunnelCutMidCopy(t *testing.T) {
+	b := newBed(t, bedConfig{tunnel: true, vma: func(c *appliance.Config) {
+		slowly(1 << 20)(c)
+		c.CheckpointInterval = 200 * time.Millisecond
+	}})
+	j := b.create(t, threeDisks)
+	b.startFromVMA(t, j.JobID, threeDisksPath)
+	b.waitCopying(t, j.JobID)
+	time.Sleep(time.Second)
+	if n := b.sshd.KillSessions(); n == 0 {
+		t.Fatal("no sshd session to kill")
+	}
+	got := b.wait(t, j.JobID)
+	if got.State != events.JobCompleted {
+		t.Fatalf("job = %s (%s), want completed", got.State, got.LastError)
+	}
+	b.assertCopied(t, threeDisksPath, got)
+	if !strings.Contains(b.v.Logs.String(), "the export went away") {
+		t.Error("no copy lost its export when the tunnel was cut: the cut tested nothing")
+	}
+	var h struct {
+		Tunnel struct {
+			Connected  bool `json:"connected"`
+			Reconnects int  `json:"reconnects"`
+		} `json:"tunnel"`
+	}
+	if code := b.vmaDo(t, http.MethodGet, "/api/v1/health", nil, &h); code != http.StatusOK || !h.Tunnel.Connected || h.Tunnel.Reconnects == 0 {
+		t.Errorf("health through the forward after the cut = %d %+v, want connected after a reconnect", code, h)
 	}
 }
