@@ -32,6 +32,10 @@ type Config struct {
 	ReconnectWait, MaxReconnectWait time.Duration
 	// DialTimeout bounds the TCP connect and SSH handshake. 0: 30s.
 	DialTimeout time.Duration
+	// Ciphers, when set, are the only ciphers offered, in order of
+	// preference (such as aes128-gcm@openssh.com); empty: x/crypto's
+	// defaults.
+	Ciphers []string
 	// RemoteListen is the address the OMA's sshd listens on for the reverse forward, such as
 	// "127.0.0.1:9081"; empty: no forward.
 	RemoteListen string

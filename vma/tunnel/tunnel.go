@@ -63,6 +63,7 @@ func New(cfg Config) (*Tunnel, error) {
 			HostKeyCallback:   check,
 			HostKeyAlgorithms: algos,
 			Timeout:           cfg.DialTimeout,
+			Config:            ssh.Config{Ciphers: cfg.Ciphers},
 		},
 		up:    make(chan struct{}),
 		since: time.Now(),

@@ -26,23 +26,26 @@ import (
 type rig struct {
 	sshd       *tunneltest.SSHD
 	key        ssh.Signer
+	keyFile    string // the key's private half, for OpenSSH's ssh
 	echo       string // an echo server the key may reach
 	remote     string // the address the key may listen on, on the OMA side
 	authorized string // the authorized_keys line for key
 }
 
 // newRig starts the rig; the key may also reach the addresses in open.
-func newRig(t *testing.T, open ...string) *rig {
+func newRig(t testing.TB, open ...string) *rig {
 	t.Helper()
-	key, err := tunnel.LoadOrCreateKey(t.TempDir())
+	keyDir := t.TempDir()
+	key, err := tunnel.LoadOrCreateKey(keyDir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := &rig{
-		sshd:   tunneltest.StartSSHD(t),
-		key:    key,
-		echo:   startEcho(t),
-		remote: fmt.Sprintf("127.0.0.1:%d", tunneltest.FreePort(t)),
+		sshd:    tunneltest.StartSSHD(t),
+		key:     key,
+		keyFile: filepath.Join(keyDir, tunnel.KeyFile),
+		echo:    startEcho(t),
+		remote:  fmt.Sprintf("127.0.0.1:%d", tunneltest.FreePort(t)),
 	}
 	permit := ""
 	for _, a := range append([]string{r.echo}, open...) {
@@ -54,7 +57,7 @@ func newRig(t *testing.T, open ...string) *rig {
 }
 
 // config is the tunnel's config for r, quick to notice drops and to reconnect.
-func (r *rig) config(t *testing.T) tunnel.Config {
+func (r *rig) config(t testing.TB) tunnel.Config {
 	return tunnel.Config{
 		Addr: r.sshd.Addr, User: r.sshd.User, Key: r.key, KnownHosts: r.sshd.KnownHosts,
 		Keepalive: 300 * time.Millisecond, ReconnectWait: 20 * time.Millisecond, MaxReconnectWait: 200 * time.Millisecond,
@@ -63,7 +66,7 @@ func (r *rig) config(t *testing.T) tunnel.Config {
 }
 
 // run starts cfg's tunnel; cleanup stops it and waits for Run to return.
-func run(t *testing.T, cfg tunnel.Config) *tunnel.Tunnel {
+func run(t testing.TB, cfg tunnel.Config) *tunnel.Tunnel {
 	t.Helper()
 	tun, err := tunnel.New(cfg)
 	if err != nil {
@@ -87,7 +90,7 @@ func run(t *testing.T, cfg tunnel.Config) *tunnel.Tunnel {
 }
 
 // startEcho starts a TCP echo server on 127.0.0.1 and returns its address.
-func startEcho(t *testing.T) string {
+func startEcho(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
