@@ -215,9 +215,20 @@ func TestStopAndResume(t *testing.T) {
 	b := newBed(t, bedConfig{vma: slowly(2 << 20)})
 	j := b.create(t, threeDisks)
 	b.startFromOMA(t, j.JobID)
-	testbed.Eventually(t, "a disk half copied", func() bool {
-		got := b.get(t, j.JobID)
-		return got.State == events.JobCopying && got.BytesDone > diskData
+	testbed.Eventually(t, "a checkpoint moved", func() bool {
+		var p struct {
+			Phase string `json:"phase"`
+			Disks []struct {
+				Checkpoint int64 `json:"checkpoint"`
+			} `json:"disks"`
+		}
+		b.vmaDo(t, http.MethodGet, "/api/v1/progress/"+j.JobID, nil, &p)
+		for _, d := range p.Disks {
+			if p.Phase == events.PhaseCopying && d.Checkpoint > 0 {
+				return true
+			}
+		}
+		return false
 	})
 	b.v.Stop()
 	sj, err := b.storedJob(t, j.JobID) // starts the VMA again, which resumes
