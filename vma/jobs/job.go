@@ -42,18 +42,7 @@ func (e *stepError) Unwrap() error { return e.err }
 
 // fail wraps err as the failure of step.
 func fail(step string, disk int32, err error) error {
-	code := events.FailureInternal
-	switch {
-	case errors.Is(err, vcenter.ErrAuth):
-		code = events.FailureAuth
-	case errors.Is(err, vcenter.ErrUnreachable):
-		code = events.FailureUnreachable
-	case errors.Is(err, vcenter.ErrNotFound):
-		code = events.FailureNotFound
-	case errors.Is(err, vcenter.ErrNotAllowed):
-		code = events.FailureInvalid
-	}
-	return &stepError{step: step, disk: disk, code: code, err: err}
+	return &stepError{step: step, disk: disk, code: vcenter.FailureCode(err), err: err}
 }
 
 // run runs the job t until it ends, and records and reports how it ended.

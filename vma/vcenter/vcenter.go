@@ -18,6 +18,8 @@ import (
 	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
+
+	"github.com/godwit/godwit/events"
 )
 
 // Sentinel errors, for the REST API to map to statuses.
@@ -46,6 +48,22 @@ type Config struct {
 	Timeout time.Duration
 	// Allow lists the vCenters that may be logged in to; empty: any.
 	Allow AllowList
+}
+
+// FailureCode classifies err for a failure event: one of the events.Failure*
+// codes (auth, unreachable, not found, invalid, else internal).
+func FailureCode(err error) string {
+	switch {
+	case errors.Is(err, ErrAuth):
+		return events.FailureAuth
+	case errors.Is(err, ErrUnreachable):
+		return events.FailureUnreachable
+	case errors.Is(err, ErrNotFound):
+		return events.FailureNotFound
+	case errors.Is(err, ErrNotAllowed):
+		return events.FailureInvalid
+	}
+	return events.FailureInternal
 }
 
 // Session is a logged-in vCenter session. Close logs it out.

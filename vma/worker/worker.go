@@ -166,16 +166,5 @@ func (w *Worker) query(ctx context.Context, req *events.DiscoverRequest, passwor
 
 // failure classifies a vcenter error for the requester.
 func failure(err error) *events.Failure {
-	code := events.FailureInternal
-	switch {
-	case errors.Is(err, vcenter.ErrAuth):
-		code = events.FailureAuth
-	case errors.Is(err, vcenter.ErrUnreachable):
-		code = events.FailureUnreachable
-	case errors.Is(err, vcenter.ErrNotFound):
-		code = events.FailureNotFound
-	case errors.Is(err, vcenter.ErrNotAllowed):
-		code = events.FailureInvalid
-	}
-	return &events.Failure{Code: code, Message: err.Error()}
+	return &events.Failure{Code: vcenter.FailureCode(err), Message: err.Error()}
 }

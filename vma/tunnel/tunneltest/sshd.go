@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/godwit/godwit/logtest"
 )
 
 // SSHDPath is where Debian installs the OpenSSH server.
@@ -35,7 +37,7 @@ type SSHD struct {
 
 	t      testing.TB
 	config string
-	log    *lockedBuffer
+	log    *logtest.Buffer
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 }
@@ -79,7 +81,7 @@ func StartSSHD(t testing.TB) *SSHD {
 		AuthorizedKeys: filepath.Join(dir, "authorized_keys"),
 		t:              t,
 		config:         filepath.Join(dir, "sshd_config"),
-		log:            &lockedBuffer{},
+		log:            &logtest.Buffer{},
 	}
 	s.WriteKnownHosts(s.HostKey)
 	writeFile(t, s.AuthorizedKeys, nil)
@@ -256,24 +258,4 @@ func writeFile(t testing.TB, path string, data []byte) {
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatalf("write %s: %v", path, err)
 	}
-}
-
-// lockedBuffer collects sshd's output from its own goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-// Write appends p.
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// String returns everything written so far.
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
