@@ -17,6 +17,7 @@ const (
 	StreamProgress  = "PROGRESS"  // progress and replication status
 	StreamJobs      = "JOBS"      // job lifecycle
 	StreamPresence  = "PRESENCE"  // VMA heartbeats, the last one per VMA
+	StreamTunnel    = "TUNNEL"    // outages of the VMAs' SSH connections
 )
 
 // OMADurable is the name of the OMA's durable consumer on every stream it reads.
@@ -78,6 +79,7 @@ func StreamConfigs(l StreamLimits) []jetstream.StreamConfig {
 		mk(StreamProgress, "godwit progress and replication status", subject.AllProgress, subject.AllStatus),
 		mk(StreamJobs, "godwit job lifecycle", subject.AllJobs),
 		presence,
+		mk(StreamTunnel, "godwit VMA SSH connection outages", subject.AllTunnel),
 	}
 }
 

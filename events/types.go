@@ -11,6 +11,7 @@ const (
 	TypeJobCreated        = "io.godwit.job.created.v1"
 	TypeJobStateChanged   = "io.godwit.job.state.v1"
 	TypeHeartbeat         = "io.godwit.vma.heartbeat.v1"
+	TypeTunnelOutage      = "io.godwit.tunnel.outage.v1"
 )
 
 // Types lists every event type, in a fixed order.
@@ -18,6 +19,7 @@ func Types() []string {
 	return []string{
 		TypeDiscoverRequest, TypeDiscoverResult, TypeReplicateCommand, TypeReplicateCancel,
 		TypeProgress, TypeReplicationStatus, TypeJobCreated, TypeJobStateChanged, TypeHeartbeat,
+		TypeTunnelOutage,
 	}
 }
 
@@ -43,6 +45,8 @@ func NewPayload(eventType string) (Payload, bool) {
 		return new(JobStateChanged), true
 	case TypeHeartbeat:
 		return new(Heartbeat), true
+	case TypeTunnelOutage:
+		return new(TunnelOutage), true
 	}
 	return nil, false
 }

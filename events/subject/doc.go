@@ -12,6 +12,7 @@
 //	godwit.job.created.<vma>.<job>          the OMA created a job
 //	godwit.job.state.<vma>.<job>            a job changed state
 //	godwit.vma.heartbeat.<vma>              VMA presence
+//	godwit.tunnel.<vma>                     an outage of the VMA's SSH connection, once it is back
 //	godwit.export.request.<vma>.<job>       export allocation (request/reply)
 //
 // # Injection

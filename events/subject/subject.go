@@ -23,6 +23,7 @@ const (
 	jobCreated       = Root + ".job.created"
 	jobState         = Root + ".job.state"
 	heartbeat        = Root + ".vma.heartbeat"
+	tunnel           = Root + ".tunnel"
 	exportRequest    = Root + ".export.request"
 )
 
@@ -34,6 +35,7 @@ const (
 	AllStatus    = status + ".>"
 	AllJobs      = Root + ".job.>"
 	AllVMA       = Root + ".vma.>"
+	AllTunnel    = tunnel + ".>"
 	AllExport    = exportRequest + ".>"
 	All          = Root + ".>"
 )
@@ -116,6 +118,9 @@ func JobState(vmaID, jobID string) (string, error) { return join(jobState, vma(v
 // Heartbeat is godwit.vma.heartbeat.<vma>: a VMA's periodic presence.
 func Heartbeat(vmaID string) (string, error) { return join(heartbeat, vma(vmaID)) }
 
+// Tunnel is godwit.tunnel.<vma>: the outages of a VMA's SSH connection.
+func Tunnel(vmaID string) (string, error) { return join(tunnel, vma(vmaID)) }
+
 // ExportRequest is godwit.export.request.<vma>.<job>: a VMA asks the OMA,
 // request/reply, for the NBD exports of a job.
 func ExportRequest(vmaID, jobID string) (string, error) {
@@ -157,6 +162,7 @@ func VMAPublish(vmaID string) ([]string, error) {
 		progress + "." + vmaID + ".*",
 		status + "." + vmaID + ".*",
 		heartbeat + "." + vmaID,
+		tunnel + "." + vmaID,
 		exportRequest + "." + vmaID + ".*",
 	}, nil
 }

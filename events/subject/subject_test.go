@@ -60,6 +60,7 @@ func builders() map[string]func(ids ...string) (string, error) {
 		"JobCreated":       func(ids ...string) (string, error) { return subject.JobCreated(ids[0], ids[1]) },
 		"JobState":         func(ids ...string) (string, error) { return subject.JobState(ids[0], ids[1]) },
 		"Heartbeat":        func(ids ...string) (string, error) { return subject.Heartbeat(ids[0]) },
+		"Tunnel":           func(ids ...string) (string, error) { return subject.Tunnel(ids[0]) },
 		"ExportRequest":    func(ids ...string) (string, error) { return subject.ExportRequest(ids[0], ids[1]) },
 	}
 }
@@ -76,6 +77,7 @@ func TestBuilders(t *testing.T) {
 		"JobCreated":       "godwit.job.created.vma-1.id-2",
 		"JobState":         "godwit.job.state.vma-1.id-2",
 		"Heartbeat":        "godwit.vma.heartbeat.vma-1",
+		"Tunnel":           "godwit.tunnel.vma-1",
 		"ExportRequest":    "godwit.export.request.vma-1.id-2",
 	}
 	for name, build := range builders() {

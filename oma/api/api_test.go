@@ -404,7 +404,8 @@ func assertNotInStreams(t *testing.T, o *omaUnderTest, secret string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for _, name := range []string{bus.StreamCommands, bus.StreamDiscovery, bus.StreamJobs, bus.StreamProgress, bus.StreamPresence} {
+	for _, cfg := range bus.StreamConfigs(bus.StreamLimits{}) {
+		name := cfg.Name
 		s, err := o.conn.JetStream().Stream(ctx, name)
 		if err != nil {
 			t.Fatal(err)

@@ -111,7 +111,7 @@ func (c *Control) Started() time.Time { return c.started }
 func (c *Control) Bus() *bus.Conn { return c.bus }
 
 // Run consumes discover results, progress and status (in batches, one
-// transaction each), and heartbeats, answers export requests, publishes the
+// transaction each), heartbeats and tunnel outages, answers export requests, publishes the
 // outbox and prunes the ids of old events, until ctx ends. It returns only after everything it started has
 // stopped; nil when ctx ended.
 func (c *Control) Run(ctx context.Context) error {
@@ -132,6 +132,7 @@ func (c *Control) Run(ctx context.Context) error {
 			return c.bus.ConsumeBatch(ctx, stream, bus.OMADurable, c.cfg.ProgressBatch, c.applyProgress)
 		}},
 		{bus.StreamPresence, []string{"godwit.vma.>"}, one(c.applyHeartbeat)},
+		{bus.StreamTunnel, nil, one(c.applyTunnelOutage)},
 	}
 	for _, cons := range consumers {
 		if err := c.bus.EnsureConsumer(ctx, cons.stream, bus.OMADurable, cons.filters...); err != nil {

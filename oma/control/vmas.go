@@ -333,6 +333,34 @@ func (c *Control) applyHeartbeat(_ context.Context, ev events.Event, p events.Pa
 	})
 }
 
+// applyTunnelOutage adds an outage of a VMA's SSH connection to the VMA's
+// record.
+func (c *Control) applyTunnelOutage(_ context.Context, ev events.Event, p events.Payload) error {
+	o, ok := p.(*events.TunnelOutage)
+	if !ok {
+		return fmt.Errorf("%w: %s on the tunnel consumer", bus.ErrPoison, ev.Type)
+	}
+	return c.applyOnce(ev, func(tx *bbolt.Tx) error {
+		v, err := store.GetVMA(tx, o.VMAID)
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("%w: tunnel outage of unregistered VMA %s", bus.ErrPoison, o.VMAID)
+		}
+		if err != nil {
+			return err
+		}
+		if v.Tunnel == nil {
+			v.Tunnel = &store.TunnelOutages{}
+		}
+		v.Tunnel.Count++
+		v.Tunnel.DownSeconds += o.DownSeconds
+		if !o.RestoredAt.Before(v.Tunnel.Last.RestoredAt) {
+			v.Tunnel.Last = *o
+		}
+		c.log.Warn("VMA's SSH connection was down", "vma", o.VMAID, "lost_at", o.LostAt, "down_s", o.DownSeconds, "cause", o.Cause)
+		return store.PutVMA(tx, v)
+	})
+}
+
 // Credentials are vCenter credentials given for one request; the password
 // is sealed to the VMA at once and never stored.
 type Credentials struct {

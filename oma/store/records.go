@@ -149,6 +149,17 @@ type VMA struct {
 	// (9081, 9082...); 0 for VMAs registered before ports were assigned.
 	APIPort  int        `json:"api_port"`
 	LastSeen *time.Time `json:"last_seen,omitempty"`
+	// Tunnel sums up the outages of its SSH connection the VMA reported;
+	// nil until the first.
+	Tunnel *TunnelOutages `json:"tunnel,omitempty"`
+}
+
+// TunnelOutages sums up the outages of a VMA's SSH connection.
+type TunnelOutages struct {
+	Count       int     `json:"outages"`
+	DownSeconds float64 `json:"down_seconds"` // all outages together
+	// Last is the latest outage reported.
+	Last events.TunnelOutage `json:"last"`
 }
 
 // PutVMA stores v.

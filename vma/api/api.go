@@ -215,7 +215,7 @@ func (a *API) health(w http.ResponseWriter, r *http.Request) error {
 		h["bus"] = map[string]any{"connected": connected, "state": a.conn.State()}
 		if a.cfg.Tunnel != nil {
 			ts := a.cfg.Tunnel.State()
-			h["tunnel"] = map[string]any{"connected": ts.Connected, "since": ts.Since, "reconnects": ts.Reconnects,
+			h["tunnel"] = map[string]any{"connected": ts.Connected, "forwarding": ts.Forwarding, "since": ts.Since, "reconnects": ts.Reconnects,
 				"bytes_in": ts.BytesIn, "bytes_out": ts.BytesOut, "last_error": ts.LastError}
 		}
 	}

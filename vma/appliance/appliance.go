@@ -211,7 +211,8 @@ func (v *VMA) Run(ctx context.Context) error {
 		return err
 	}
 	// The tunnel, when there is one, outlives everything that rides on it.
-	tn, stopTunnel, err := startTunnel(cfg, log)
+	lost := newOutages()
+	tn, stopTunnel, err := startTunnel(cfg, lost.add, log)
 	if err != nil {
 		return err
 	}
@@ -226,6 +227,13 @@ func (v *VMA) Run(ctx context.Context) error {
 		return err
 	}
 	defer func() { _ = conn.Drain() }()
+	if tn != nil {
+		octx, stopOutages := context.WithCancel(ctx)
+		var og sync.WaitGroup
+		og.Go(func() { lost.publish(octx, conn, id.ID, time.Second, log) })
+		defer og.Wait()
+		defer stopOutages()
+	}
 
 	l, err := net.Listen("tcp", cfg.APIAddr)
 	if err != nil {
@@ -311,8 +319,9 @@ func (v *VMA) Run(ctx context.Context) error {
 }
 
 // startTunnel starts the SSH tunnel cfg asks for, if any, and returns it
-// with the function that stops it and waits for it.
-func startTunnel(cfg Config, log *slog.Logger) (*tunnel.Tunnel, func(), error) {
+// with the function that stops it and waits for it. onRestore gets each
+// outage of its connection once it is over.
+func startTunnel(cfg Config, onRestore func(tunnel.Outage), log *slog.Logger) (*tunnel.Tunnel, func(), error) {
 	if cfg.Tunnel == "" {
 		return nil, func() {}, nil
 	}
@@ -336,7 +345,7 @@ func startTunnel(cfg Config, log *slog.Logger) (*tunnel.Tunnel, func(), error) {
 		listen = "127.0.0.1:9081"
 	}
 	tn, err := tunnel.New(tunnel.Config{Addr: addr, User: u.User.Username(), Key: key, KnownHosts: cfg.TunnelKnownHosts,
-		InsecureIgnoreHostKey: cfg.TunnelInsecure, RemoteListen: listen, Logger: log.With("tunnel", addr)})
+		InsecureIgnoreHostKey: cfg.TunnelInsecure, RemoteListen: listen, OnRestore: onRestore, Logger: log.With("tunnel", addr)})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/problem"
+	"github.com/godwit/godwit/testbed"
 	"github.com/godwit/godwit/vma/appliance"
 	"github.com/godwit/godwit/vma/vcsim"
 )
@@ -183,5 +184,52 @@ func TestTunnelCutMidCopy(t *testing.T) {
 	}
 	if code := b.vmaDo(t, http.MethodGet, "/api/v1/health", nil, &h); code != http.StatusOK || !h.Tunnel.Connected || h.Tunnel.Reconnects == 0 {
 		t.Errorf("health through the forward after the cut = %d %+v, want connected after a reconnect", code, h)
+	}
+
+	// No progress event is stored twice: each has its own id and a
+	// sequence number above the one before.
+	ids := map[string]bool{}
+	var prev uint64
+	for i, ev := range b.events(t, bus.StreamProgress, "godwit.progress.vma-1."+j.JobID) {
+		var p events.Progress
+		if err := ev.Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		if ids[ev.ID] || (i > 0 && p.Seq <= prev) {
+			t.Errorf("progress event %d (id %s, seq %d) after seq %d: stored twice or out of order", i, ev.ID, p.Seq, prev)
+		}
+		ids[ev.ID], prev = true, p.Seq
+	}
+
+	// The outage is recorded: an event on the TUNNEL stream, published
+	// once the bus was back, and a sum on the OMA's record of the VMA.
+	type vmaView struct {
+		ID     string `json:"id"`
+		Tunnel *struct {
+			Outages int                 `json:"outages"`
+			Last    events.TunnelOutage `json:"last"`
+		} `json:"tunnel"`
+	}
+	var vma vmaView
+	testbed.Eventually(t, "the outage on the OMA's record of the VMA", func() bool {
+		var list struct {
+			VMAs []vmaView `json:"vmas"`
+		}
+		b.o.Do(http.MethodGet, "/api/v1/vmas", nil, &list)
+		if len(list.VMAs) == 1 {
+			vma = list.VMAs[0]
+		}
+		return vma.Tunnel != nil
+	})
+	evs := b.events(t, bus.StreamTunnel, "godwit.tunnel.vma-1")
+	if len(evs) != 1 || vma.Tunnel.Outages != 1 {
+		t.Fatalf("%d outage events, %d on the VMA's record; want 1", len(evs), vma.Tunnel.Outages)
+	}
+	var o events.TunnelOutage
+	if err := evs[0].Decode(&o); err != nil {
+		t.Fatal(err)
+	}
+	if o != vma.Tunnel.Last || o.DownSeconds <= 0 || o.Cause == "" || o.Attempts < 1 || o.Reconnects != 1 {
+		t.Errorf("outage event %+v, on the VMA's record %+v", o, vma.Tunnel.Last)
 	}
 }

@@ -39,6 +39,10 @@ type Config struct {
 	// RemoteListen is the address the OMA's sshd listens on for the reverse forward, such as
 	// "127.0.0.1:9081"; empty: no forward.
 	RemoteListen string
+	// OnRestore, when set, is called from Run each time a connection
+	// that was lost is made again, with the outage; it must not block.
+	// Failures to make the first connection are not outages.
+	OnRestore func(Outage)
 	// Logger receives connection events; nil discards.
 	Logger *slog.Logger
 }

@@ -26,6 +26,16 @@ type State struct {
 	LastError  string    // the last connection error, empty if none yet
 }
 
+// Outage is one loss of an established connection, reported once it is
+// made again.
+type Outage struct {
+	LostAt     time.Time // when the connection was found lost
+	RestoredAt time.Time // when the next connection was made
+	Err        string    // why it was lost
+	Attempts   int       // connections tried to restore it, the one that worked included
+	Reconnects int       // connections made after the first, the one that restored it included
+}
+
 // Tunnel is the VMA's SSH connection to the OMA. Its methods are safe for concurrent use.
 type Tunnel struct {
 	cfg       Config
@@ -82,6 +92,7 @@ func (t *Tunnel) Run(ctx context.Context) error {
 	}
 	defer t.running.Store(false)
 	wait := t.cfg.ReconnectWait
+	var lost *Outage // the outage under way, nil while up or before the first connection
 	for ctx.Err() == nil {
 		c, err := t.connect(ctx)
 		if err != nil {
@@ -90,14 +101,29 @@ func (t *Tunnel) Run(ctx context.Context) error {
 			}
 			t.setErr(err)
 			t.log.Error("ssh connect", "err", err, "retry", wait)
+			if lost != nil {
+				lost.Attempts++
+			}
 		} else {
 			wait = t.cfg.ReconnectWait
+			if lost != nil {
+				lost.Attempts++
+				lost.RestoredAt = time.Now()
+				lost.Reconnects = t.State().Reconnects + 1
+				t.log.Info("ssh connection restored", "down", lost.RestoredAt.Sub(lost.LostAt).Round(time.Millisecond),
+					"attempts", lost.Attempts, "cause", lost.Err)
+				if t.cfg.OnRestore != nil {
+					t.cfg.OnRestore(*lost)
+				}
+				lost = nil
+			}
 			err = t.serve(ctx, c)
 			if ctx.Err() != nil {
 				break
 			}
 			t.setErr(err)
 			t.log.Warn("ssh connection lost", "err", err, "retry", wait)
+			lost = &Outage{LostAt: time.Now(), Err: err.Error()}
 		}
 		if !sleep(ctx, jitter(wait)) {
 			break

@@ -335,14 +335,21 @@ func TestReconnect(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newRig(t)
-			tun := run(t, r.config(t))
+			cfg := r.config(t)
+			outages := make(chan tunnel.Outage, 10)
+			cfg.OnRestore = func(o tunnel.Outage) { outages <- o }
+			tun := run(t, cfg)
 			ln := tun.Listener()
 			var wg sync.WaitGroup
 			t.Cleanup(func() { ln.Close(); wg.Wait() })
 			wg.Go(func() { serveEcho(ln) })
 			reachForward(t, r.remote)
 			roundTrip(t, dial(t, tun, r.echo), "before")
+			if len(outages) != 0 {
+				t.Fatalf("%d outages reported before the cut", len(outages))
+			}
 
+			cut := time.Now()
 			tt.cut(r.sshd)
 			checkFor(t, 10*time.Second, func() error {
 				if s := tun.State(); !s.Connected || s.Reconnects < 1 {
@@ -352,6 +359,14 @@ func TestReconnect(t *testing.T) {
 			})
 			reachForward(t, r.remote)
 			roundTrip(t, dial(t, tun, r.echo), "after")
+			if n := len(outages); n != 1 {
+				t.Fatalf("%d outages reported, want 1", n)
+			}
+			o := <-outages
+			if o.LostAt.Before(cut) || !o.RestoredAt.After(o.LostAt) || o.RestoredAt.After(time.Now()) ||
+				o.Err == "" || o.Attempts < 1 || o.Reconnects != 1 {
+				t.Errorf("outage = %+v, want lost after the cut at %v, restored since, with a cause and attempts", o, cut)
+			}
 		})
 	}
 }
@@ -391,11 +406,14 @@ func TestDeadPeer(t *testing.T) {
 	}
 }
 
-// TestDialWaits: a dial made while the tunnel is down completes once it is back.
+// TestDialWaits: a dial made while the tunnel is down completes once it is back; failing to make
+// the first connection is not reported as an outage.
 func TestDialWaits(t *testing.T) {
 	r := newRig(t)
 	r.sshd.Stop()
-	tun := run(t, r.config(t))
+	cfg := r.config(t)
+	cfg.OnRestore = func(o tunnel.Outage) { t.Errorf("OnRestore(%+v): a first connection made late is not an outage", o) }
+	tun := run(t, cfg)
 	got := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
