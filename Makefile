@@ -46,4 +46,5 @@ bench: deps tools build
 	$(GO) test -run '^$$' -bench InitialCycle -benchtime 3x -timeout 30m ./vma/jobs
 	$(GO) test -run '^$$' -bench IncrementalCycle -benchtime 2x -timeout 30m ./vma/jobs
 	$(GO) test -run '^$$' -bench CopyThroughSSH -benchtime 3x ./vma/tunnel
+	$(GO) test -run '^$$' -bench NATSRoundTrip -benchtime 3x ./vma/tunnel
 	BIN=$(BIN) scripts/bench-copy.sh 5

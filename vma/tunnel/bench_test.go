@@ -60,27 +60,7 @@ func BenchmarkCopyThroughSSH(b *testing.B) {
 	tun := run(b, cfg)
 
 	// The peer's tunnel: OpenSSH's client, same sshd, same key, same cipher.
-	lport := tunneltest.FreePort(b)
-	host, port, _ := net.SplitHostPort(r.sshd.Addr)
-	ssh := exec.Command("ssh", "-N", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-		"-o", "UserKnownHostsFile="+r.sshd.KnownHosts, "-o", "ExitOnForwardFailure=yes", "-c", cipher,
-		"-i", r.keyFile, "-p", port, "-L", fmt.Sprintf("127.0.0.1:%d:%s", lport, tgt.Addr), r.sshd.User+"@"+host)
-	ssh.Stderr = io.Discard
-	if err := ssh.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { ssh.Process.Kill(); ssh.Wait() })
-	peerURI := fmt.Sprintf("nbd://127.0.0.1:%d/", lport)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", lport))
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("ssh -L did not listen: %v", err)
-		}
-	}
+	peerURI := "nbd://" + sshForward(b, r, cipher, tgt.Addr) + "/"
 
 	ctx := context.Background()
 	godwit := func() float64 {
@@ -120,6 +100,34 @@ func BenchmarkCopyThroughSSH(b *testing.B) {
 	b.ReportMetric(p, "nbdcopy-ssh-s")
 	b.ReportMetric(p/o, "nbdcopy/godwit")
 	b.ReportMetric(float64(size)/o/1e6, "godwit-MB/s")
+}
+
+// sshForward starts OpenSSH's `ssh -N -L` to r's sshd with r's key and cipher, forwarding a
+// free local port to target (host:port as seen from the sshd), waits until it listens and
+// returns its address; cleanup kills it.
+func sshForward(tb testing.TB, r *rig, cipher, target string) string {
+	tb.Helper()
+	lport := tunneltest.FreePort(tb)
+	host, port, _ := net.SplitHostPort(r.sshd.Addr)
+	ssh := exec.Command("ssh", "-N", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+		"-o", "UserKnownHostsFile="+r.sshd.KnownHosts, "-o", "ExitOnForwardFailure=yes", "-c", cipher,
+		"-i", r.keyFile, "-p", port, "-L", fmt.Sprintf("127.0.0.1:%d:%s", lport, target), r.sshd.User+"@"+host)
+	ssh.Stderr = io.Discard
+	if err := ssh.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ssh.Process.Kill(); ssh.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", lport)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return addr
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("ssh -L did not listen: %v", err)
+		}
+	}
 }
 
 func median(xs []float64) float64 {
