@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -8,12 +9,15 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/godwit/godwit/flagconf"
 	"github.com/godwit/godwit/oma/appliance"
 	"github.com/godwit/godwit/oma/authkeys"
 	"github.com/godwit/godwit/oma/control"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/tokens"
+	jobwatch "github.com/godwit/godwit/oma/watch"
 )
 
 // tokenCreate implements `oma token create -name NAME`.
@@ -183,4 +187,31 @@ func writeSecret(path, secret string) error {
 		os.Remove(path)
 	}
 	return err
+}
+
+// watch implements `oma watch`: one line per job event, read as the
+// observer, until interrupted.
+func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var cfg config
+	fs := newFlagSet("oma watch", &cfg, stderr)
+	natsURL := fs.String("nats-url", "nats://127.0.0.1:4222", "the OMA's NATS")
+	nkey := fs.String("nkey", "", "the observer's NKey seed file (default: observer.nk in -data)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *nkey == "" {
+		*nkey = filepath.Join(cfg.dataDir, "observer.nk")
+	}
+	opt, err := nats.NkeyOptionFromSeed(*nkey)
+	if err != nil {
+		return fmt.Errorf("watch: observer key: %w (-nkey, or -data of the OMA)", err)
+	}
+	nc, err := nats.Connect(*natsURL, opt, nats.Name("oma watch"), nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true), nats.ReconnectWait(time.Second),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { fmt.Fprintln(stderr, "oma watch:", err) }))
+	if err != nil {
+		return fmt.Errorf("watch: connect %s: %w", *natsURL, err)
+	}
+	defer nc.Close()
+	return jobwatch.Run(ctx, nc, jobwatch.NewPrinter(stdout, nil))
 }

@@ -11,6 +11,8 @@
 //	  [-ssh-key KEY|-ssh-key-file PATH]  stopped; on a running OMA use POST /api/v1/vmas); with
 //	                                     its SSH key, also its authorized_keys line
 //	oma vma authorized-keys              print the authorized_keys line of every VMA with a key
+//	oma watch [-nats-url URL]            print one line per job event (created, each state, the end
+//	  [-nkey observer.nk]                with bytes, time and verification), read as the observer
 //
 // Every flag can also come from an environment variable (GODWIT_ and the
 // flag name in upper case with '-' as '_', such as GODWIT_API_ADDR) or from
@@ -47,6 +49,7 @@ const subcommands = `Usage:
   oma vma add -id ID [-seed-out FILE]  register a VMA, print its settings (OMA stopped; running: POST /api/v1/vmas)
       [-ssh-key KEY | -ssh-key-file PATH]  with its SSH key: also print its sshd authorized_keys line
   oma vma authorized-keys              print every VMA's authorized_keys line (OMA stopped; running: GET /api/v1/vmas)
+  oma watch [-nats-url URL] [-nkey F]  print one line per job event, read as the observer (OMA running)
 `
 
 // dispatch runs the subcommand named by args: flags alone run the OMA.
@@ -66,5 +69,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "vma authorized-keys":
 		return vmaAuthorizedKeys(args[2:], stdout, stderr)
 	}
-	return fmt.Errorf("unknown command %q: the commands are `oma [flags]`, `oma token create`, `oma vma add` and `oma vma authorized-keys` (oma -h)", verb)
+	if args[0] == "watch" {
+		return watch(ctx, args[1:], stdout, stderr)
+	}
+	return fmt.Errorf("unknown command %q: the commands are `oma [flags]`, `oma token create`, `oma vma add`, `oma vma authorized-keys` and `oma watch` (oma -h)", verb)
 }

@@ -1,0 +1,175 @@
+// Package watch turns the bus's job events into one line each for a
+// terminal: a job created, each change of state, and its end with the bytes
+// it moved, how long it took and whether they were verified.
+//
+// It reads only what the observer may: live subscriptions to godwit.job.>
+// and godwit.status.>, so it changes nothing and needs no JetStream access.
+package watch
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/events/subject"
+)
+
+// Printer writes one line per job event to its writer. It is not safe for
+// concurrent use: Run feeds it from one goroutine.
+type Printer struct {
+	out  io.Writer
+	loc  *time.Location
+	jobs map[string]*job
+}
+
+// job is what a Printer remembers of a job between its events.
+type job struct {
+	started  time.Time // when it left queued; zero if not seen
+	bytes    int64     // from its completed status
+	disks    int
+	verified int
+}
+
+// NewPrinter returns a Printer writing to out, with times in loc (nil: local time).
+func NewPrinter(out io.Writer, loc *time.Location) *Printer {
+	if loc == nil {
+		loc = time.Local
+	}
+	return &Printer{out: out, loc: loc, jobs: map[string]*job{}}
+}
+
+// Handle writes the line ev makes, if any: JobCreated and JobStateChanged
+// make one; a ReplicationStatus is remembered for the job's last line.
+// Events of other types are ignored.
+func (p *Printer) Handle(ev events.Event) error {
+	pl, ok := events.NewPayload(ev.Type)
+	if !ok {
+		return nil
+	}
+	if err := ev.Decode(pl); err != nil {
+		return fmt.Errorf("watch: event %s: %w", ev.ID, err)
+	}
+	switch e := pl.(type) {
+	case *events.JobCreated:
+		var size int64
+		for _, d := range e.Disks {
+			size += d.CapacityBytes
+		}
+		return p.line(e.CreatedAt, e.JobID, fmt.Sprintf("created: %s, %s, %d disk(s), %s, on %s",
+			e.VM.Name, e.ReplicationType, len(e.Disks), Bytes(size), e.VMAID))
+	case *events.ReplicationStatus:
+		if e.State == events.JobCompleted {
+			j := p.job(e.JobID)
+			j.bytes, j.disks, j.verified = e.BytesTransferred, len(e.Disks), 0
+			for _, d := range e.Disks {
+				if d.Verified {
+					j.verified++
+				}
+			}
+		}
+		return nil
+	case *events.JobStateChanged:
+		return p.stateChanged(e)
+	}
+	return nil
+}
+
+func (p *Printer) job(id string) *job {
+	j, ok := p.jobs[id]
+	if !ok {
+		j = &job{}
+		p.jobs[id] = j
+	}
+	return j
+}
+
+func (p *Printer) stateChanged(e *events.JobStateChanged) error {
+	j := p.job(e.JobID)
+	switch e.To {
+	case events.JobSnapshotting:
+		j.started = e.ChangedAt
+	case events.JobCompleted:
+		delete(p.jobs, e.JobID)
+		msg := fmt.Sprintf("completed: %s copied", Bytes(j.bytes))
+		if !j.started.IsZero() {
+			d := e.ChangedAt.Sub(j.started)
+			msg += fmt.Sprintf(" in %s", d.Round(100*time.Millisecond))
+			if s := d.Seconds(); s > 0 {
+				msg += fmt.Sprintf(" (%s/s)", Bytes(int64(float64(j.bytes)/s)))
+			}
+		}
+		switch {
+		case j.disks > 0 && j.verified == j.disks:
+			msg += ", verified"
+		case j.disks > 0:
+			msg += fmt.Sprintf(", %d of %d disks verified", j.verified, j.disks)
+		}
+		return p.line(e.ChangedAt, e.JobID, msg)
+	case events.JobFailed, events.JobCancelled:
+		delete(p.jobs, e.JobID)
+		msg := e.To
+		if e.Error != "" {
+			msg += ": " + e.Error
+		}
+		return p.line(e.ChangedAt, e.JobID, msg)
+	}
+	return p.line(e.ChangedAt, e.JobID, e.From+" -> "+e.To)
+}
+
+func (p *Printer) line(at time.Time, jobID, msg string) error {
+	_, err := fmt.Fprintf(p.out, "%s job %s %s\n", at.In(p.loc).Format("15:04:05"), jobID, msg)
+	return err
+}
+
+// Bytes formats n in binary units: 512 B, 1.5 KiB, 40.0 GiB.
+func Bytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
+}
+
+// Run subscribes nc to the job and status events of every VMA and hands
+// them to p in the order they arrive, until ctx ends (nil) or a
+// subscription cannot be made (a refused one is reported to nc's error
+// handler). An event that cannot be read is reported on p's
+// writer and skipped.
+func Run(ctx context.Context, nc *nats.Conn, p *Printer) error {
+	msgs := make(chan *nats.Msg, 1024)
+	for _, subj := range []string{subject.AllJobs, subject.AllStatus} {
+		sub, err := nc.ChanSubscribe(subj, msgs)
+		if err != nil {
+			return fmt.Errorf("watch: subscribe %s: %w", subj, err)
+		}
+		defer func() { _ = sub.Unsubscribe() }()
+	}
+	// Not connected yet (the OMA is starting): the subscriptions are sent
+	// when the connection is made, so there is nothing to wait for.
+	_ = nc.Flush()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m := <-msgs:
+			var ev events.Event
+			if err := json.Unmarshal(m.Data, &ev); err != nil {
+				fmt.Fprintf(p.out, "watch: unreadable message on %s: %v\n", m.Subject, err)
+				continue
+			}
+			if err := p.Handle(ev); err != nil {
+				fmt.Fprintln(p.out, err)
+			}
+		}
+	}
+}

@@ -1,0 +1,192 @@
+package watch_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/oma/watch"
+)
+
+var t0 = time.Date(2026, 11, 26, 9, 14, 3, 0, time.UTC)
+
+func event(t *testing.T, p events.Payload) events.Event {
+	t.Helper()
+	ev, err := events.New("/godwit/test", p, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+func state(id, from, to string, at time.Duration, errText string) *events.JobStateChanged {
+	return &events.JobStateChanged{JobID: id, VMAID: "vma-1", From: from, To: to, Error: errText, ChangedAt: t0.Add(at)}
+}
+
+func TestPrinter(t *testing.T) {
+	created := &events.JobCreated{JobID: "j1", VMAID: "vma-1", VM: events.VMRef{ID: "vm-31", Name: "PGWINTESTBIOS", Path: "/DC/vm/PGWINTESTBIOS"},
+		ReplicationType: "initial", State: events.JobPending, CreatedAt: t0,
+		Disks: []events.JobDisk{{Key: 2000, CapacityBytes: 40 << 30}, {Key: 2001, CapacityBytes: 100 << 30}}}
+	status := func(verified ...bool) *events.ReplicationStatus {
+		s := &events.ReplicationStatus{JobID: "j1", VMAID: "vma-1", Seq: 9, State: events.JobCompleted, BytesTransferred: 300 << 20}
+		for i, v := range verified {
+			s.Disks = append(s.Disks, events.DiskChange{Key: int32(2000 + i), ChangeID: "52 d1/4", Verified: v})
+		}
+		return s
+	}
+	tests := []struct {
+		name string
+		in   []events.Payload
+		want []string
+	}{
+		{"a job from creation to completion", []events.Payload{
+			created,
+			state("j1", "pending", "queued", 0, ""),
+			state("j1", "queued", "snapshotting", time.Second, ""),
+			state("j1", "snapshotting", "copying", 2*time.Second, ""),
+			status(true, true),
+			state("j1", "copying", "finalizing", 3*time.Second, ""),
+			state("j1", "finalizing", "completed", 4*time.Second, ""),
+		}, []string{
+			"09:14:03 job j1 created: PGWINTESTBIOS, initial, 2 disk(s), 140.0 GiB, on vma-1",
+			"09:14:03 job j1 pending -> queued",
+			"09:14:04 job j1 queued -> snapshotting",
+			"09:14:05 job j1 snapshotting -> copying",
+			"09:14:06 job j1 copying -> finalizing",
+			"09:14:07 job j1 completed: 300.0 MiB copied in 3s (100.0 MiB/s), verified",
+		}},
+		{"one disk unverified", []events.Payload{
+			state("j1", "queued", "snapshotting", 0, ""),
+			status(true, false),
+			state("j1", "finalizing", "completed", 2*time.Second, ""),
+		}, []string{
+			"09:14:03 job j1 queued -> snapshotting",
+			"09:14:05 job j1 completed: 300.0 MiB copied in 2s (150.0 MiB/s), 1 of 2 disks verified",
+		}},
+		{"watching from the middle: no time, no rate", []events.Payload{
+			status(true),
+			state("j1", "finalizing", "completed", 0, ""),
+		}, []string{"09:14:03 job j1 completed: 300.0 MiB copied, verified"}},
+		{"failed with its reason", []events.Payload{
+			state("j1", "copying", "failed", 0, "copy: disk 2000: EIO"),
+		}, []string{"09:14:03 job j1 failed: copy: disk 2000: EIO"}},
+		{"progress and heartbeats make no line", []events.Payload{
+			&events.Progress{JobID: "j1", VMAID: "vma-1", Seq: 1, Phase: events.PhaseCopying},
+			&events.Heartbeat{VMAID: "vma-1", Version: "t", PublicKey: "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=", StartedAt: t0},
+		}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			p := watch.NewPrinter(&out, time.UTC)
+			for _, pl := range tt.in {
+				if err := p.Handle(event(t, pl)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+			if out.Len() == 0 {
+				got = nil
+			}
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Errorf("lines:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+		})
+	}
+}
+
+func TestBytes(t *testing.T) {
+	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1536: "1.5 KiB", 40 << 30: "40.0 GiB", 3 << 40: "3.0 TiB"} {
+		if got := watch.Bytes(n); got != want {
+			t.Errorf("Bytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+// TestRun: events published on a real NATS server come out as lines, in order.
+func TestRun(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	out := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- watch.Run(ctx, nc, watch.NewPrinter(out, time.UTC)) }()
+	pub, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pub.Close)
+	publish := func(p events.Payload) {
+		subj, _ := p.NATSSubject()
+		raw, _ := json.Marshal(event(t, p))
+		if err := pub.Publish(subj, raw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Until Run has subscribed, publishes are lost: probe until one is seen.
+	for deadline := time.Now().Add(10 * time.Second); out.String() == ""; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("Run did not subscribe in 10s")
+		}
+		publish(state("probe", "pending", "queued", 0, ""))
+	}
+	pub.Flush()
+	time.Sleep(50 * time.Millisecond)
+	out.Reset()
+	publish(state("j2", "pending", "queued", 0, ""))
+	publish(state("j2", "queued", "failed", 0, "cancelled by the operator"))
+	want := "09:14:03 job j2 pending -> queued\n09:14:03 job j2 failed: cancelled by the operator\n"
+	for deadline := time.Now().Add(10 * time.Second); out.String() != want; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("output %q, want %q", out.String(), want)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run = %v after ctx ended, want nil", err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and one reader.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func (b *syncBuffer) Reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf.Reset()
+}
