@@ -58,6 +58,7 @@ func vmaAdd(args []string, stdout, stderr io.Writer) error {
 	seedOut := fs.String("seed-out", "", "write the VMA's NATS NKey seed to this file (mode 0600) instead of printing it")
 	sshKey := fs.String("ssh-key", "", `the VMA's SSH public key, "ssh-ed25519 AAAA... comment" (ed25519, or RSA of 3072 bits or more)`)
 	sshKeyFile := fs.String("ssh-key-file", "", "file holding the VMA's SSH public key (instead of -ssh-key)")
+	apiPort := fs.Int("api-port", 0, "OMA loopback port to forward the VMA's API to (default: the lowest free one from 9081)")
 	declareForwardFlags(fs, &cfg)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -85,7 +86,7 @@ func vmaAdd(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w (on a running OMA use POST /api/v1/vmas)", err)
 	}
 	defer st.Close()
-	cred, err := control.RegisterVMA(st, control.NewVMA{ID: *id, SSHPublicKey: key}, time.Now())
+	cred, err := control.RegisterVMA(st, control.NewVMA{ID: *id, SSHPublicKey: key, APIPort: *apiPort}, time.Now())
 	if err != nil {
 		return err
 	}

@@ -38,6 +38,7 @@ func TestVMAAddSSHKey(t *testing.T) {
 		{"key on the command line", []string{"-id", "vma-1", "-ssh-key", testKey + " root@vma-1"}, []string{line("vma-1", "9081"), "127.0.0.1:9081 on the OMA."}},
 		{"key in a file gets the next port", []string{"-id", "vma-2", "-ssh-key-file", keyFile}, []string{line("vma-2", "9082")}},
 		{"no key: a port, no line", []string{"-id", "vma-3"}, []string{"127.0.0.1:9083 on the OMA."}},
+		{"a port of its own", []string{"-id", "vma-4", "-api-port", "19500"}, []string{"127.0.0.1:19500 on the OMA."}},
 	}
 	for _, tt := range tests { // in order: the ports depend on it
 		var out, errOut bytes.Buffer
@@ -51,6 +52,13 @@ func TestVMAAddSSHKey(t *testing.T) {
 		}
 		if strings.Count(out.String(), "restrict,") != len(tt.want)-strings.Count(strings.Join(tt.want, "\n"), "on the OMA") {
 			t.Errorf("%s: vma add printed:\n%s", tt.name, out.String())
+		}
+	}
+	for _, bad := range []struct{ port, want string }{{"19500", "VMA vma-4's"}, {"80", "want 1024-65535"}} {
+		var out, errOut bytes.Buffer
+		err := dispatch(context.Background(), append([]string{"vma", "add", "-id", "vma-5", "-api-port", bad.port}, pool...), &out, &errOut)
+		if err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("vma add -api-port %s = %v, want an error saying %q", bad.port, err, bad.want)
 		}
 	}
 	var out, errOut bytes.Buffer

@@ -49,6 +49,9 @@ type NewVMA struct {
 	// authorized_keys form; optional. See authkeys.PublicKey for what is
 	// accepted.
 	SSHPublicKey string
+	// APIPort is the OMA loopback port its API is to be forwarded to; 0
+	// takes the lowest free one from authkeys.FirstAPIPort.
+	APIPort int
 }
 
 // RegisterVMA creates NATS credentials for a new VMA in st, stores it with
@@ -60,6 +63,9 @@ func RegisterVMA(st *store.Store, nv NewVMA, now time.Time) (VMACredentials, err
 	id := nv.ID
 	if err := subject.ValidID(id); err != nil {
 		return VMACredentials{}, errorf(Invalid, "id", "%v", err)
+	}
+	if nv.APIPort < 0 || nv.APIPort > 65535 || (nv.APIPort > 0 && nv.APIPort < 1024) {
+		return VMACredentials{}, errorf(Invalid, "api_port", "API port %d: want 1024-65535, or 0 for the lowest free one from %d", nv.APIPort, authkeys.FirstAPIPort)
 	}
 	var sshKey string
 	if nv.SSHPublicKey != "" {
@@ -90,8 +96,15 @@ func RegisterVMA(st *store.Store, nv NewVMA, now time.Time) (VMACredentials, err
 		if err != nil {
 			return err
 		}
-		if apiPort, err = freeAPIPort(vmas); err != nil {
-			return err
+		if apiPort = nv.APIPort; apiPort == 0 {
+			if apiPort, err = freeAPIPort(vmas); err != nil {
+				return err
+			}
+		}
+		for _, v := range vmas {
+			if v.APIPort == apiPort {
+				return errorf(Conflict, "api_port", "API port %d is VMA %s's", apiPort, v.ID)
+			}
 		}
 		return store.PutVMA(tx, store.VMA{ID: id, NKey: pub, RegisteredAt: now.UTC(), SSHPublicKey: sshKey, APIPort: apiPort})
 	})
