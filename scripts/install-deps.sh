@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages godwit's tests and dev stack need, if missing:
 # nbdkit (NBD exports), libnbd-bin (nbdcopy, nbdinfo), openssh-server (the tunnel),
-# time (/usr/bin/time: peak RSS in scripts/bench-copy.sh).
+# time (/usr/bin/time: peak RSS in scripts/bench-copy.sh), curl and jq (make run's and
+# make demo's walkthrough).
 set -euo pipefail
 
-pkgs=(nbdkit libnbd-bin openssh-server time)
+pkgs=(nbdkit libnbd-bin openssh-server time curl jq)
 missing=()
 for p in "${pkgs[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
