@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# make demo: against a running `make run` (it reads var/dev.env), the seed's four steps with curl as
+# the README gives them (discover on the VMA, create the job on the OMA, start it on the VMA, watch it),
+# then each target compared with its source disk and the figures; then it writes into the simulated
+# guest's disks, runs an incremental cycle started from the OMA's /start, compares again and says how
+# many bytes moved against the full cycle. It exits non-zero at the first thing that is not so.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VAR=${VAR:-$PWD/var}
+if [ ! -r "$VAR/dev.env" ]; then
+  echo "demo: no $VAR/dev.env: start the stack first (make run), then run make demo in a second terminal" >&2
+  exit 1
+fi
+# shellcheck source=/dev/null
+. "$VAR/dev.env"
+AUTH="Authorization: Bearer $OMA_TOKEN"
+MiB=$((1 << 20))
+
+step() { printf '\n== %s\n' "$*"; }
+fail() {
+  echo "demo: FAILED: $*" >&2
+  exit 1
+}
+human() { numfmt --to=iec-i --suffix=B --format=%.1f "$1"; }
+# show: prints the command about to run, the token elided.
+show() { printf '$ %s\n' "${*//$OMA_TOKEN/\$OMA_TOKEN}"; }
+# call CURL-ARGS...: runs curl, prints the command, fails with the answer on an HTTP error.
+call() {
+  show curl "$@"
+  local out code
+  out=$(curl -sS -w '\n%{http_code}' "$@") || fail "curl $*"
+  code=${out##*$'\n'}
+  out=${out%$'\n'*}
+  if [ "$code" -ge 400 ]; then
+    fail "HTTP $code: $out"
+  fi
+  printf '%s' "$out"
+}
+now() { date +%s.%N; }
+
+# wait_job JOB: shows the job's progress from the OMA until it ends; fails unless it completed.
+wait_job() {
+  local job=$1 last="" view state line
+  for _ in $(seq 1200); do
+    view=$(curl -sS -H "$AUTH" "$OMA_URL/api/v1/replications/$job") || fail "GET job $job"
+    state=$(jq -r .state <<<"$view")
+    line=$(jq -r '"\(.state) \(.percent // 0 | floor)% \(.bytes_done // 0) of \(.bytes_total // 0) bytes"' <<<"$view")
+    if [ "$line" != "$last" ]; then
+      printf '   %s  %s\n' "$(date +%H:%M:%S)" "$line"
+      last=$line
+    fi
+    case $state in
+    completed) return 0 ;;
+    failed | cancelled) fail "job $job $state: $(jq -r .last_error <<<"$view")" ;;
+    esac
+    sleep 0.25
+  done
+  fail "job $job did not end in 5 minutes"
+}
+
+# source_file KEY: the simulated datastore's flat file of the VM's disk KEY.
+source_file() {
+  local file
+  file=$(jq -r --argjson k "$1" '.disks[] | select(.key==$k) | .file' <<<"$VMINFO")
+  [ -n "$file" ] || fail "the inventory has no disk $1 for $VM_NAME"
+  file=${file#\[*\] }
+  printf '%s/%s' "$VCSIM_DATASTORE" "${file%.vmdk}-flat.vmdk"
+}
+
+# compare_job JOB: compares every disk's volume with its source disk.
+compare_job() {
+  local view key vol src
+  view=$(curl -sS -H "$AUTH" "$OMA_URL/api/v1/replications/$1")
+  while read -r key vol; do
+    src=$(source_file "$key")
+    show vma compare "$src" "$vol"
+    "$GODWIT_BIN/vma" compare "$src" "$vol" || fail "disk $key: the target differs from its source"
+  done < <(jq -r '.disks[] | "\(.key) \(.volume_path)"' <<<"$view")
+}
+
+# figures JOB SECONDS: bytes, time, rate and verification of a completed job.
+figures() {
+  local view bytes verified
+  view=$(curl -sS -H "$AUTH" "$OMA_URL/api/v1/replications/$1")
+  bytes=$(jq -r .bytes_done <<<"$view")
+  verified=$(jq -r .verified <<<"$view")
+  printf '%s copied in %.1f s (%s/s), verified: %s\n' "$(human "$bytes")" "$2" \
+    "$(human "$(awk -v b="$bytes" -v s="$2" 'BEGIN { printf "%d", (s > 0 ? b / s : b) }')")" "$verified"
+  [ "$verified" = true ] || fail "job $1 is not verified"
+}
+
+step "1. discover $VM_NAME's datacenter, on the VMA ($VMA_URL, through the SSH tunnel)"
+out=$(call -X POST "$VMA_URL/api/v1/discover" -H 'Content-Type: application/json' \
+  -d "{\"vcenter\":\"$VCENTER\",\"username\":\"$VCENTER_USER\",\"password\":\"$VCENTER_PASSWORD\",\"datacenter\":\"$VCENTER_DATACENTER\"}")
+echo
+echo "   $(jq '.vms | length' <<<"$out") VMs; $VM_NAME: $(jq -c --arg n "$VM_NAME" '.vms[] | select(.name==$n) | {id, path, disks: [.disks[] | {key, capacity_bytes}]}' <<<"$out")"
+
+step "2. create the job on the OMA ($OMA_URL)"
+VMS=$(call -H "$AUTH" "$OMA_URL/api/v1/vms")
+echo
+VMINFO=$(jq --arg n "$VM_NAME" '.vms[] | select(.name==$n)' <<<"$VMS")
+VM=$(jq -r .id <<<"$VMINFO")
+[ -n "$VM" ] || fail "the OMA's inventory has no $VM_NAME"
+out=$(call -H "$AUTH" -H 'Content-Type: application/json' -X POST "$OMA_URL/api/v1/replications" \
+  -d "{\"source_vm\":{\"id\":\"$VM\"},\"replication_type\":\"initial\"}")
+echo
+JOB=$(jq -r .job_id <<<"$out")
+echo "   job $JOB: $(jq -c '{state, disks: [.disks[] | {key, capacity_bytes, nbd_url}]}' <<<"$out")"
+
+step "3. start it, on the VMA"
+t0=$(now)
+call -X POST "$VMA_URL/api/v1/replicate" -H 'Content-Type: application/json' \
+  -d "{\"job_id\":\"$JOB\",\"vcenter\":\"$VCENTER\",\"username\":\"$VCENTER_USER\",\"password\":\"$VCENTER_PASSWORD\",\"vm_paths\":[\"$VM_PATH\"],\"oma_url\":\"$OMA_URL\"}"
+echo
+
+step "4. it runs: progress from the OMA (GET $OMA_URL/api/v1/replications/$JOB)"
+wait_job "$JOB"
+t1=$(now)
+show curl "$VMA_URL/api/v1/progress/$JOB"
+curl -sS "$VMA_URL/api/v1/progress/$JOB" | jq -c '{state, bytes_done, percent, average_rate_bytes_per_second}'
+
+step "every target equals its source"
+compare_job "$JOB"
+initial_bytes=$(curl -sS -H "$AUTH" "$OMA_URL/api/v1/replications/$JOB" | jq -r .bytes_done)
+initial=$(figures "$JOB" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')")
+echo "   initial cycle: $initial"
+
+step "the guest writes: 1 MiB and 64 KiB at random places of each disk"
+while read -r key; do
+  src=$(source_file "$key")
+  size=$(stat -c %s "$src")
+  off=$(((RANDOM * 32768 + RANDOM) % (size / MiB)))
+  show dd if=/dev/urandom of="$src" bs=1M count=1 seek="$off" conv=notrunc
+  dd if=/dev/urandom of="$src" bs=1M count=1 seek="$off" conv=notrunc status=none
+  off=$(((RANDOM * 32768 + RANDOM) % (size / 65536)))
+  show dd if=/dev/urandom of="$src" bs=64K count=1 seek="$off" conv=notrunc
+  dd if=/dev/urandom of="$src" bs=64K count=1 seek="$off" conv=notrunc status=none
+done < <(jq -r '.disks[].key' <<<"$VMINFO")
+
+step "an incremental cycle, created and started on the OMA"
+out=$(call -H "$AUTH" -H 'Content-Type: application/json' -X POST "$OMA_URL/api/v1/replications" \
+  -d "{\"source_vm\":{\"id\":\"$VM\"},\"replication_type\":\"incremental\"}")
+echo
+JOB2=$(jq -r .job_id <<<"$out")
+t0=$(now)
+call -H "$AUTH" -H 'Content-Type: application/json' -X POST "$OMA_URL/api/v1/replications/$JOB2/start" \
+  -d "{\"username\":\"$VCENTER_USER\",\"password\":\"$VCENTER_PASSWORD\"}"
+echo
+wait_job "$JOB2"
+t1=$(now)
+compare_job "$JOB2"
+incr_bytes=$(curl -sS -H "$AUTH" "$OMA_URL/api/v1/replications/$JOB2" | jq -r .bytes_done)
+incremental=$(figures "$JOB2" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')")
+
+step "done"
+echo "   initial cycle     $JOB: $initial"
+echo "   incremental cycle $JOB2: $incremental"
+echo "   the incremental moved $(human "$incr_bytes") against $(human "$initial_bytes") for the full cycle ($(awk -v a="$incr_bytes" -v b="$initial_bytes" 'BEGIN { printf "%.0f", 100 * a / b }')%); both verified, every disk equal to its source"
