@@ -8,6 +8,7 @@
 //	vma [flags]              run the VMA
 //	vma pubkey               print the VMA's X25519 public key (creating its identity on first use)
 //	vma copy [flags] SRC DST copy an NBD export or a file to another, like nbdcopy
+//	vma compare A B          tell whether two NBD exports or files hold the same bytes (never reading holes)
 //
 // Flags also come from $GODWIT_<FLAG> and from a JSON file (-config); the
 // command line wins over the file, the file over the environment.
@@ -51,6 +52,7 @@ const subcommands = `Usage:
   vma [flags]               run the VMA
   vma pubkey                print the VMA's X25519 public key (creating its identity on first use)
   vma copy [flags] SRC DST  copy an NBD export or a file to another, like nbdcopy (vma copy -h)
+  vma compare A B           tell whether two NBD exports or files hold the same bytes, never reading holes (vma compare -h)
 `
 
 // dispatch runs the subcommand named by args: flags alone run the VMA.
@@ -63,8 +65,10 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return pubkey(args[1:], stdout, stderr)
 	case "copy":
 		return copyCmd(ctx, args[1:], stdout, stderr)
+	case "compare":
+		return compareCmd(ctx, args[1:], stdout, stderr)
 	}
-	return fmt.Errorf("unknown command %q: the commands are `vma [flags]`, `vma pubkey` and `vma copy` (vma -h)", args[0])
+	return fmt.Errorf("unknown command %q: the commands are `vma [flags]`, `vma pubkey`, `vma copy` and `vma compare` (vma -h)", args[0])
 }
 
 // config is the VMA's command line.

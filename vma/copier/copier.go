@@ -416,7 +416,14 @@ func (r *run) extents(off, n int64) ([]Extent, error) {
 	if r.ext == nil {
 		return []Extent{{Offset: off, Length: n}}, nil
 	}
-	got, err := r.ext.Extents(r.ctx, off, n)
+	return describe(r.ctx, r.ext, off, n)
+}
+
+// describe asks ext about [off, off+n) and returns a prefix of it: in
+// order, without gaps (bytes ext skips are data), clipped to it, at least
+// one byte long.
+func describe(ctx context.Context, ext Extents, off, n int64) ([]Extent, error) {
+	got, err := ext.Extents(ctx, off, n)
 	if err != nil {
 		return nil, err
 	}

@@ -72,6 +72,14 @@
 // run whose source bytes this run never saw. A caller that wants a resumed
 // copy verified whole copies it again without ResumeFrom.
 //
+// # Compare
+//
+// Compare tells whether two Comparables (a Source with Extents) hold the
+// same bytes: it reads from both only the union of the areas either
+// side's extents call data, Depth chunks at a time, and names the first
+// byte that differs in a *DiffError (ErrDiffer). Holes are never read, so
+// a huge sparse image compares in the time its data takes.
+//
 // # Rate limit
 //
 // A Limiter (token bucket, bytes per second) bounds what is written with
