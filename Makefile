@@ -7,11 +7,15 @@ GO ?= go
 NATSCLI_VERSION := v0.5.0
 DATA ?= $(CURDIR)/data
 
-.PHONY: run test bench build deps tools
+.PHONY: run demo test bench build deps tools
 
-## run: build and start the dev stack: simulated vCenter, OMA (:8082), VMA (127.0.0.1:9081)
+## run: build and start the dev stack: simulated vCenter, OMA (:8082), sshd, VMA (localhost:9081 through the tunnel)
 run: deps tools build
 	DATA=$(DATA) BIN=$(BIN) scripts/dev-stack.sh
+
+## demo: against a running `make run`, the seed's workflow with curl, checked, then an incremental cycle
+demo:
+	scripts/demo.sh
 
 ## build: compile the binaries into ./bin
 build:

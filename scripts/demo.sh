@@ -22,8 +22,15 @@ fail() {
   exit 1
 }
 human() { numfmt --to=iec-i --suffix=B --format=%.1f "$1"; }
-# show: prints the command about to run, the token elided.
-show() { printf '$ %s\n' "${*//$OMA_TOKEN/\$OMA_TOKEN}"; }
+# show: prints the command about to run as it could be typed, the token elided.
+show() {
+  local a line='$'
+  for a in "$@"; do
+    a=${a//$OMA_TOKEN/\$OMA_TOKEN}
+    if [[ $a =~ ^[A-Za-z0-9_./:=@,+%-]+$ ]]; then line+=" $a"; else line+=" '$a'"; fi
+  done
+  printf '%s\n' "$line" >&2
+}
 # call CURL-ARGS...: runs curl, prints the command, fails with the answer on an HTTP error.
 call() {
   show curl "$@"
@@ -44,7 +51,8 @@ wait_job() {
   for _ in $(seq 1200); do
     view=$(curl -sS -H "$AUTH" "$OMA_URL/api/v1/replications/$job") || fail "GET job $job"
     state=$(jq -r .state <<<"$view")
-    line=$(jq -r '"\(.state) \(.percent // 0 | floor)% \(.bytes_done // 0) of \(.bytes_total // 0) bytes"' <<<"$view")
+    line=$(jq -r '"\(.state) \(.percent // 0 | floor)%"' <<<"$view")
+    line+=" $(human "$(jq -r '.bytes_done // 0' <<<"$view")") of $(human "$(jq -r '.bytes_total // 0' <<<"$view")")"
     if [ "$line" != "$last" ]; then
       printf '   %s  %s\n' "$(date +%H:%M:%S)" "$line"
       last=$line
@@ -142,10 +150,11 @@ out=$(call -H "$AUTH" -H 'Content-Type: application/json' -X POST "$OMA_URL/api/
   -d "{\"source_vm\":{\"id\":\"$VM\"},\"replication_type\":\"incremental\"}")
 echo
 JOB2=$(jq -r .job_id <<<"$out")
+echo "   job $JOB2 created"
 t0=$(now)
-call -H "$AUTH" -H 'Content-Type: application/json' -X POST "$OMA_URL/api/v1/replications/$JOB2/start" \
-  -d "{\"username\":\"$VCENTER_USER\",\"password\":\"$VCENTER_PASSWORD\"}"
-echo
+out=$(call -H "$AUTH" -H 'Content-Type: application/json' -X POST "$OMA_URL/api/v1/replications/$JOB2/start" \
+  -d "{\"username\":\"$VCENTER_USER\",\"password\":\"$VCENTER_PASSWORD\"}")
+echo "   job $JOB2: $(jq -c '{state, base_job_id, disks: [.disks[] | {key, base_change_id}]}' <<<"$out")"
 wait_job "$JOB2"
 t1=$(now)
 compare_job "$JOB2"
