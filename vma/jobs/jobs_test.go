@@ -80,9 +80,10 @@ func TestInitialJob(t *testing.T) {
 				BytesTotal int64   `json:"bytes_total"`
 				BytesDone  int64   `json:"bytes_done"`
 				Disks      []any   `json:"disks"`
+				Average    int64   `json:"average_rate_bytes_per_second"`
 			}
 			if code := b.vmaDo(t, http.MethodGet, "/api/v1/progress/"+j.JobID, nil, &pr); code != 200 || pr.State != "completed" ||
-				pr.Percent != 100 || pr.BytesDone != got.BytesTotal || len(pr.Disks) != 3 {
+				pr.Percent != 100 || pr.BytesDone != got.BytesTotal || len(pr.Disks) != 3 || pr.Average <= 0 {
 				t.Errorf("VMA progress = %d %+v", code, pr)
 			}
 		})

@@ -388,7 +388,8 @@ func (r *Runner) Progress(id string) (Progress, error) {
 	return storedProgress(j), nil
 }
 
-// storedProgress is the progress a stored job shows.
+// storedProgress is the progress a stored job shows; a job that ended
+// shows its average rate over the whole run, from start to end.
 func storedProgress(j store.Job) Progress {
 	state := j.State
 	if state == "" {
@@ -409,6 +410,11 @@ func storedProgress(j store.Job) Progress {
 	if state == store.StateCompleted {
 		var zero int64
 		p.ETASeconds = &zero
+	}
+	if j.StartedAt != nil && j.EndedAt != nil {
+		if secs := j.EndedAt.Sub(*j.StartedAt).Seconds(); secs > 0 {
+			p.AverageRateBytesPerSecond = int64(float64(j.BytesDone) / secs)
+		}
 	}
 	return p
 }
