@@ -51,8 +51,10 @@ wait_job() {
   for _ in $(seq 1200); do
     view=$(curl -sS -H "$AUTH" "$OMA_URL/api/v1/replications/$job") || fail "GET job $job"
     state=$(jq -r .state <<<"$view")
-    line=$(jq -r '"\(.state) \(.percent // 0 | floor)%"' <<<"$view")
-    line+=" $(human "$(jq -r '.bytes_done // 0' <<<"$view")") of $(human "$(jq -r '.bytes_total // 0' <<<"$view")")"
+    line=$state
+    if [ "$(jq -r '.bytes_total // 0' <<<"$view")" != 0 ]; then
+      line+=" $(jq -r '.percent // 0 | floor' <<<"$view")% $(human "$(jq -r .bytes_done <<<"$view")") of $(human "$(jq -r .bytes_total <<<"$view")")"
+    fi
     if [ "$line" != "$last" ]; then
       printf '   %s  %s\n' "$(date +%H:%M:%S)" "$line"
       last=$line
