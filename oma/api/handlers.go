@@ -245,6 +245,7 @@ func (a *API) addVMA(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
 		ID           string `json:"id"`
 		SSHPublicKey string `json:"ssh_public_key"`
+		APIPort      int    `json:"api_port"`
 	}
 	if err := decode(w, r, &req); err != nil {
 		return err
@@ -252,7 +253,7 @@ func (a *API) addVMA(w http.ResponseWriter, r *http.Request) error {
 	if req.ID == "" {
 		return badRequest("id", "id is required")
 	}
-	cred, err := a.ctl.AddVMA(r.Context(), control.NewVMA{ID: req.ID, SSHPublicKey: req.SSHPublicKey})
+	cred, err := a.ctl.AddVMA(r.Context(), control.NewVMA{ID: req.ID, SSHPublicKey: req.SSHPublicKey, APIPort: req.APIPort})
 	if err != nil {
 		return err
 	}

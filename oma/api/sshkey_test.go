@@ -64,9 +64,13 @@ func TestVMASSHKey(t *testing.T) {
 		{"vma-1", sshKey + " root@vma-1", 9081, true},
 		{"vma-2", sshKey, 9082, true},
 		{"vma-3", "", 9083, false},
+		{"vma-4", sshKey, 19500, true},
 	}
 	for _, tt := range good {
 		body := map[string]any{"id": tt.id}
+		if tt.wantPort == 19500 {
+			body["api_port"] = 19500
+		}
 		if tt.key != "" {
 			body["ssh_public_key"] = tt.key
 		}
@@ -80,6 +84,16 @@ func TestVMASSHKey(t *testing.T) {
 		}
 		if cred.APIPort != tt.wantPort || cred.AuthorizedKey != want || cred.NKeySeed == "" {
 			t.Errorf("POST /api/v1/vmas %s = port %d, line\n%s\nwant port %d, line\n%s", tt.id, cred.APIPort, cred.AuthorizedKey, tt.wantPort, want)
+		}
+	}
+
+	for _, tt := range []struct {
+		port any
+		code int
+	}{{19500, http.StatusConflict}, {9081, http.StatusConflict}, {80, http.StatusBadRequest}, {70000, http.StatusBadRequest}, {"9090", http.StatusBadRequest}} {
+		var p problem
+		if code := o.do(http.MethodPost, "/api/v1/vmas", map[string]any{"id": "vma-5", "api_port": tt.port}, &p); code != tt.code || p.Field != "api_port" {
+			t.Errorf("POST /api/v1/vmas with api_port %v = %d %+v, want %d naming api_port", tt.port, code, p, tt.code)
 		}
 	}
 

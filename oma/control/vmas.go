@@ -64,8 +64,8 @@ func RegisterVMA(st *store.Store, nv NewVMA, now time.Time) (VMACredentials, err
 	if err := subject.ValidID(id); err != nil {
 		return VMACredentials{}, errorf(Invalid, "id", "%v", err)
 	}
-	if nv.APIPort < 0 || nv.APIPort > 65535 || (nv.APIPort > 0 && nv.APIPort < 1024) {
-		return VMACredentials{}, errorf(Invalid, "api_port", "API port %d: want 1024-65535, or 0 for the lowest free one from %d", nv.APIPort, authkeys.FirstAPIPort)
+	if err := checkAPIPort(nv.APIPort); err != nil {
+		return VMACredentials{}, err
 	}
 	var sshKey string
 	if nv.SSHPublicKey != "" {
@@ -101,10 +101,8 @@ func RegisterVMA(st *store.Store, nv NewVMA, now time.Time) (VMACredentials, err
 				return err
 			}
 		}
-		for _, v := range vmas {
-			if v.APIPort == apiPort {
-				return errorf(Conflict, "api_port", "API port %d is VMA %s's", apiPort, v.ID)
-			}
+		if err := apiPortFree(vmas, apiPort); err != nil {
+			return err
 		}
 		return store.PutVMA(tx, store.VMA{ID: id, NKey: pub, RegisteredAt: now.UTC(), SSHPublicKey: sshKey, APIPort: apiPort})
 	})
@@ -112,6 +110,25 @@ func RegisterVMA(st *store.Store, nv NewVMA, now time.Time) (VMACredentials, err
 		return VMACredentials{}, err
 	}
 	return VMACredentials{ID: id, NKeySeed: string(seed), APIPort: apiPort, SSHPublicKey: sshKey}, nil
+}
+
+// checkAPIPort refuses an API port asked for that cannot be one: 0 (the
+// lowest free one) or 1024-65535.
+func checkAPIPort(port int) error {
+	if port < 0 || port > 65535 || (port > 0 && port < 1024) {
+		return errorf(Invalid, "api_port", "API port %d: want 1024-65535, or 0 for the lowest free one from %d", port, authkeys.FirstAPIPort)
+	}
+	return nil
+}
+
+// apiPortFree refuses port when a VMA of vmas has it.
+func apiPortFree(vmas []store.VMA, port int) error {
+	for _, v := range vmas {
+		if v.APIPort == port {
+			return errorf(Conflict, "api_port", "API port %d is VMA %s's", port, v.ID)
+		}
+	}
+	return nil
 }
 
 // freeAPIPort returns the lowest port from authkeys.FirstAPIPort that no
@@ -220,6 +237,9 @@ func (c *Control) AddVMA(ctx context.Context, nv NewVMA) (VMACredentials, error)
 			return VMACredentials{}, errorf(Invalid, "ssh_public_key", "%v", err)
 		}
 	}
+	if err := checkAPIPort(nv.APIPort); err != nil {
+		return VMACredentials{}, err
+	}
 	fw, err := c.Forwards()
 	if err != nil {
 		return VMACredentials{}, err
@@ -229,10 +249,17 @@ func (c *Control) AddVMA(ctx context.Context, nv NewVMA) (VMACredentials, error)
 		switch {
 		case err == nil:
 			return errorf(Conflict, "id", "VMA %q is already registered", id)
-		case errors.Is(err, store.ErrNotFound):
+		case !errors.Is(err, store.ErrNotFound):
+			return err
+		}
+		if nv.APIPort == 0 {
 			return nil
 		}
-		return err
+		vmas, err := store.VMAs(tx)
+		if err != nil {
+			return err
+		}
+		return apiPortFree(vmas, nv.APIPort)
 	})
 	if err != nil {
 		return VMACredentials{}, err
