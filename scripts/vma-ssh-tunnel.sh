@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # vma-ssh-tunnel.sh: the VMA's connection to the OMA with plain OpenSSH, for
-# operators who prefer it to the VMA's in-process tunnel (still being built).
+# operators who prefer it to the VMA's in-process tunnel (-tunnel), with the
+# limits the README gives (a static list of forwards; the VMA knows nothing of it).
 # Run it on the VMA, as the user that holds the VMA's SSH key:
 #
-#   OMA=godwit@oma.example.com SSH_KEY=/var/lib/godwit-vma/ssh/id_ed25519 \
-#   KNOWN_HOSTS=/var/lib/godwit-vma/ssh/known_hosts scripts/vma-ssh-tunnel.sh
+#   OMA=godwit@oma.example.com SSH_KEY=/var/lib/godwit-vma/id_ed25519 \
+#   KNOWN_HOSTS=/etc/godwit/oma_known_hosts scripts/vma-ssh-tunnel.sh
 #
 # It forwards, as the key's authorized_keys line on the OMA allows:
 #   VMA 127.0.0.1:4222          -> OMA 127.0.0.1:4222   NATS

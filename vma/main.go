@@ -103,7 +103,7 @@ func flags(name string, cfg *config, stderr io.Writer) *flag.FlagSet {
 func pubkey(args []string, stdout, stderr io.Writer) error {
 	var cfg config
 	fs := flags("vma pubkey", &cfg, stderr)
-	sshKey := fs.Bool("ssh", false, "print the VMA's SSH public key (for `oma vma add -ssh-key`), made on first use, instead of its X25519 key")
+	sshKey := fs.Bool("ssh", false, "print the VMA's SSH public key (for oma vma add -ssh-key), made on first use, instead of its X25519 key")
 	if err := flagconf.Parse(fs, args); err != nil {
 		return err
 	}

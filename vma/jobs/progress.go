@@ -104,6 +104,9 @@ func (t *tracker) snapshot() (Progress, bool) {
 		p.RateBytesPerSecond += d.RateBytesPerSecond
 	}
 	p.Percent = percent(p.BytesDone, p.BytesTotal)
+	if p.BytesTotal == 0 && t.phase != events.PhaseFinalizing {
+		p.Percent = 0 // nothing planned yet: not 100% of nothing
+	}
 	if !t.start.IsZero() {
 		if secs := t.now().Sub(t.start).Seconds(); secs > 0 {
 			p.AverageRateBytesPerSecond = int64(float64(p.BytesDone) / secs)

@@ -107,8 +107,9 @@ func TestProgressEvents(t *testing.T) {
 	for i, p := range ps {
 		if i > 0 {
 			prev := ps[i-1]
-			if p.Seq <= prev.Seq || rank(p.Phase) < rank(prev.Phase) || p.BytesDone < prev.BytesDone {
-				t.Errorf("event %d (seq %d, %s, %d done) after (seq %d, %s, %d done)", i, p.Seq, p.Phase, p.BytesDone, prev.Seq, prev.Phase, prev.BytesDone)
+			if p.Seq <= prev.Seq || rank(p.Phase) < rank(prev.Phase) || p.BytesDone < prev.BytesDone || p.Percent < prev.Percent {
+				t.Errorf("event %d (seq %d, %s, %d done, %.1f%%) after (seq %d, %s, %d done, %.1f%%)", i, p.Seq, p.Phase, p.BytesDone, p.Percent,
+					prev.Seq, prev.Phase, prev.BytesDone, prev.Percent)
 			}
 			if p.Phase == prev.Phase && p.Phase == events.PhaseCopying && i < len(ps)-1 {
 				if gap := evs[i].Time.Sub(evs[i-1].Time); gap < interval-20*time.Millisecond {
