@@ -21,7 +21,7 @@ fail() {
   echo "demo: FAILED: $*" >&2
   exit 1
 }
-human() { numfmt --to=iec-i --suffix=B --format=%.1f "$1"; }
+human() { numfmt --to=iec-i --suffix=B --format=%.1f --round=nearest "$1"; }
 # show: prints the command about to run as it could be typed, the token elided.
 show() {
   local a line='$'
