@@ -22,6 +22,7 @@ import (
 
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events/subject"
+	"github.com/godwit/godwit/httpserver"
 	"github.com/godwit/godwit/vma/api"
 	"github.com/godwit/godwit/vma/copier"
 	"github.com/godwit/godwit/vma/identity"
@@ -221,9 +222,37 @@ func (v *VMA) Run(ctx context.Context) error {
 	if tn != nil {
 		bc.Dial = tunnel.Dialer{Tunnel: tn, Context: ctx}.Dial
 	}
+	// The API listens at once: until the bus is up it answers that the VMA
+	// is starting, and how its tunnel fares, rather than not at all.
+	l, err := net.Listen("tcp", cfg.APIAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.APIAddr, err)
+	}
+	v.mu.Lock()
+	v.addrs, v.id = Addrs{API: l.Addr().String()}, id
+	v.mu.Unlock()
+	front := new(swapHandler)
+	front.set(starting(id.ID, cfg.NATSURL, tn, cfg.API.TokenSHA256 == nil))
+	httpCfg := cfg.API.HTTP
+	if httpCfg.Logger == nil {
+		httpCfg.Logger = log
+	}
+	apiCtx, stopAPI := context.WithCancel(ctx)
+	apiDone := make(chan struct{})
+	var apiErr error // set before apiDone is closed
+	go func() {
+		defer close(apiDone)
+		apiErr = httpserver.Serve(apiCtx, l, front, httpCfg)
+	}()
+	defer func() { stopAPI(); <-apiDone }()
+
 	log.Info("connecting to the bus", "nats", cfg.NATSURL, "tunnel", cfg.Tunnel != "")
 	conn, err := bus.Connect(ctx, cfg.NATSURL, bc)
 	if err != nil {
+		if ctx.Err() != nil {
+			log.Info("vma stopped before reaching the bus")
+			return nil
+		}
 		return err
 	}
 	defer func() { _ = conn.Drain() }()
@@ -234,14 +263,6 @@ func (v *VMA) Run(ctx context.Context) error {
 		defer og.Wait()
 		defer stopOutages()
 	}
-
-	l, err := net.Listen("tcp", cfg.APIAddr)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.APIAddr, err)
-	}
-	v.mu.Lock()
-	v.addrs, v.id = Addrs{API: l.Addr().String()}, id
-	v.mu.Unlock()
 
 	src, err := source.New(ctx, cfg.Source, vddk.Config{LibDir: cfg.VDDKLibDir, Logger: log})
 	if err != nil {
@@ -281,10 +302,7 @@ func (v *VMA) Run(ctx context.Context) error {
 		ac.Tunnel = tn
 	}
 	a := api.New(conn, st, runner, ac)
-	apiCtx, stopAPI := context.WithCancel(ctx)
-	defer stopAPI()
-	apiErr := make(chan error, 1)
-	go func() { apiErr <- a.Serve(apiCtx, l) }()
+	front.set(a.Handler())
 	if tn != nil {
 		// The API also answers on the OMA's side of the remote forward;
 		// the local listener's server is the one whose end stops the VMA.
@@ -300,14 +318,16 @@ func (v *VMA) Run(ctx context.Context) error {
 	close(v.ready)
 
 	select {
-	case err = <-apiErr:
+	case <-apiDone:
+		err = apiErr
 		stopWorker()
 		if werr := <-workerErr; err == nil {
 			err = werr
 		}
 	case err = <-workerErr:
 		stopAPI()
-		aerr := <-apiErr
+		<-apiDone
+		aerr := apiErr
 		if ctx.Err() != nil {
 			err = aerr
 		} else {

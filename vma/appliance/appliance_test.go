@@ -2,11 +2,19 @@ package appliance_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"fmt"
 	"net/http"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nkeys"
 
 	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/vma/api"
 	"github.com/godwit/godwit/vma/appliance"
+	"github.com/godwit/godwit/vma/tunnel/tunneltest"
 	"github.com/godwit/godwit/vma/vcsim"
 )
 
@@ -77,5 +85,76 @@ func TestAPIListensOnLoopbackByDefault(t *testing.T) {
 	v := testbed.StartVMA(t, o, testbed.VMAConfig{Configure: func(c *appliance.Config) { c.APIAddr = "" }})
 	if v.URL != "http://127.0.0.1:8081" {
 		t.Errorf("the VMA API listens at %s, want http://127.0.0.1:8081", v.URL)
+	}
+}
+
+// TestAPIAnswersWhileTheBusIsUnreachable: a VMA whose tunnel cannot be made
+// serves its API at once, answering 503 that it is starting and, unless a
+// token guards the details, how its tunnel fails; it stops cleanly.
+func TestAPIAnswersWhileTheBusIsUnreachable(t *testing.T) {
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, _ := kp.Seed()
+	token := sha256.Sum256([]byte("secret"))
+	for _, tt := range []struct {
+		name       string
+		token      []byte
+		showTunnel bool
+	}{{"no token", nil, true}, {"with a token", token[:], false}} {
+		t.Run(tt.name, func(t *testing.T) {
+			nowhere := tunneltest.FreePort(t) // nothing listens there
+			v, err := appliance.New(appliance.Config{DataDir: t.TempDir(), ID: "vma-1", APIAddr: "127.0.0.1:0",
+				NATSURL: "nats://127.0.0.1:4222", NATSSeed: seed, OMAURL: "http://127.0.0.1:8082",
+				Tunnel: fmt.Sprintf("ssh://godwit@127.0.0.1:%d", nowhere), TunnelInsecure: true,
+				API: api.Config{TokenSHA256: tt.token}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- v.Run(ctx) }()
+			defer func() {
+				cancel()
+				select {
+				case err := <-done:
+					if err != nil {
+						t.Errorf("Run = %v after ctx ended, want nil", err)
+					}
+				case <-time.After(10 * time.Second):
+					t.Error("Run did not return 10 s after ctx ended")
+				}
+			}()
+			var health struct {
+				Status string `json:"status"`
+				Detail string `json:"detail"`
+				Tunnel *struct {
+					Connected bool   `json:"connected"`
+					LastError string `json:"last_error"`
+				} `json:"tunnel"`
+			}
+			testbed.Eventually(t, "health saying the VMA is starting", func() bool {
+				addr := v.Addrs().API
+				return addr != "" && testbed.Do(t, http.MethodGet, "http://"+addr+"/api/v1/health", "", nil, &health) == http.StatusServiceUnavailable &&
+					(health.Tunnel == nil || health.Tunnel.LastError != "")
+			})
+			if health.Status != "starting" || !strings.Contains(health.Detail, "through its SSH tunnel") {
+				t.Errorf("health = %+v", health)
+			}
+			if tt.showTunnel && (health.Tunnel == nil || health.Tunnel.Connected || !strings.Contains(health.Tunnel.LastError, "connection refused")) {
+				t.Errorf("health's tunnel = %+v, want the dial's refusal", health.Tunnel)
+			}
+			if !tt.showTunnel && health.Tunnel != nil {
+				t.Errorf("health shows the tunnel without the token: %+v", health.Tunnel)
+			}
+			var p struct {
+				Detail string `json:"detail"`
+			}
+			if code := testbed.Do(t, http.MethodGet, "http://"+v.Addrs().API+"/api/v1/status/job-1", "", nil, &p); code != http.StatusServiceUnavailable ||
+				!strings.Contains(p.Detail, "starting") {
+				t.Errorf("GET status while starting = %d %+v, want 503 saying the VMA is starting", code, p)
+			}
+		})
 	}
 }
