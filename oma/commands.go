@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -55,6 +56,7 @@ func vmaAdd(args []string, stdout, stderr io.Writer) error {
 	id := fs.String("id", "", "VMA id (required): letters, digits, '-', '_'")
 	natsURL := fs.String("nats-url", "nats://127.0.0.1:4222", "NATS URL to give the VMA (through its tunnel)")
 	apiURL := fs.String("api-url", "http://localhost:8082", "OMA API URL to give the VMA")
+	tunnelURL := fs.String("tunnel", "", "the VMA's SSH tunnel to this OMA, ssh://godwit@oma.example.com:22, to print with its settings")
 	seedOut := fs.String("seed-out", "", "write the VMA's NATS NKey seed to this file (mode 0600) instead of printing it")
 	sshKey := fs.String("ssh-key", "", `the VMA's SSH public key, "ssh-ed25519 AAAA... comment" (ed25519, or RSA of 3072 bits or more)`)
 	sshKeyFile := fs.String("ssh-key-file", "", "file holding the VMA's SSH public key (instead of -ssh-key)")
@@ -65,6 +67,11 @@ func vmaAdd(args []string, stdout, stderr io.Writer) error {
 	}
 	if *id == "" {
 		return errors.New("vma add: -id is required")
+	}
+	if *tunnelURL != "" {
+		if u, err := url.Parse(*tunnelURL); err != nil || u.Scheme != "ssh" || u.Hostname() == "" || u.User.Username() == "" {
+			return fmt.Errorf("vma add: -tunnel %q: want ssh://user@host[:port]", *tunnelURL)
+		}
 	}
 	key, err := readSSHKey(*sshKey, *sshKeyFile)
 	if err != nil {
@@ -94,6 +101,10 @@ func vmaAdd(args []string, stdout, stderr io.Writer) error {
 	out := fmt.Sprintf("# VMA %s: these are the vma's settings as environment variables.\n", cred.ID) +
 		env("id", cred.ID) + env("nats-url", *natsURL) + env("oma-url", *apiURL) +
 		fmt.Sprintf("# Its API is forwarded to 127.0.0.1:%d on the OMA.\n", cred.APIPort)
+	if *tunnelURL != "" {
+		out += env("tunnel", *tunnelURL) + env("tunnel-listen", fmt.Sprintf("127.0.0.1:%d", cred.APIPort)) +
+			"# and the OMA's host key in the file " + flagconf.EnvName("tunnel-known-hosts") + " names (ssh-keyscan, checked by hand).\n"
+	}
 	if cred.SSHPublicKey != "" {
 		line, err := control.AuthorizedKey(fw, store.VMA{ID: cred.ID, SSHPublicKey: cred.SSHPublicKey, APIPort: cred.APIPort})
 		if err != nil {

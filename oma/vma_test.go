@@ -54,6 +54,20 @@ func TestVMAAddSSHKey(t *testing.T) {
 			t.Errorf("%s: vma add printed:\n%s", tt.name, out.String())
 		}
 	}
+	// With -tunnel, the VMA's tunnel settings come with the rest.
+	var tout, terr bytes.Buffer
+	if err := dispatch(context.Background(), append([]string{"vma", "add", "-id", "vma-6", "-tunnel", "ssh://godwit@oma.example.com:22"}, pool...), &tout, &terr); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"GODWIT_TUNNEL=ssh://godwit@oma.example.com:22\n", "GODWIT_TUNNEL_LISTEN=127.0.0.1:9084\n", "GODWIT_TUNNEL_KNOWN_HOSTS"} {
+		if !strings.Contains(tout.String(), want) {
+			t.Errorf("vma add -tunnel printed no %q:\n%s", want, tout.String())
+		}
+	}
+	if err := dispatch(context.Background(), append([]string{"vma", "add", "-id", "vma-7", "-tunnel", "oma.example.com"}, pool...), &tout, &terr); err == nil ||
+		!strings.Contains(err.Error(), "ssh://user@host") {
+		t.Errorf("vma add -tunnel without a URL = %v, want an error showing the form", err)
+	}
 	for _, bad := range []struct{ port, want string }{{"19500", "VMA vma-4's"}, {"80", "want 1024-65535"}} {
 		var out, errOut bytes.Buffer
 		err := dispatch(context.Background(), append([]string{"vma", "add", "-id", "vma-5", "-api-port", bad.port}, pool...), &out, &errOut)
