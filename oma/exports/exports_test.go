@@ -134,7 +134,8 @@ func TestServeWritesLandInTheVolume(t *testing.T) {
 	}
 	copyTo()
 
-	// nbdkit dies: the supervisor brings it back on the same port.
+	// nbdkit dies: the supervisor brings it back on the same port. The new
+	// process exists a moment before it listens: wait for both.
 	pid := nbdkitPid(t, port)
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -142,7 +143,10 @@ func TestServeWritesLandInTheVolume(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if p := nbdkitPidOrZero(port); p != 0 && p != pid {
-			break
+			if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {
+				c.Close()
+				break
+			}
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("nbdkit was not restarted")
