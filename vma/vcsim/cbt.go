@@ -76,12 +76,15 @@ func (h *cbtHook) handle(ctx *simulator.Context, m *simulator.Method) (mo.Refere
 	key := cbtKey{ctx.Session.Registry, m.This}
 	// Under the VM's lock: putting an entity into a registry writes its
 	// status fields. release takes the same locks in the same order.
+	// Registry.Put, not Session.Put: the latter sets Self again by
+	// reflection, through the embedded pointer into the shared VM, a write
+	// racing with the simulator's lock lookup, which reads Self unlocked.
 	ctx.Map.WithLock(ctx, vm, func() {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		h.refs[key]++
 		if h.refs[key] == 1 {
-			ctx.Session.Put(w)
+			ctx.Session.Registry.Put(w)
 		}
 	})
 	return w, nil
