@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -218,12 +219,38 @@ func (s *stack) interrupt(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatalf("make run still running a minute after Ctrl-C:\n%s", s.out)
 	}
-	testbed.Eventually(t, "every process of make run gone", func() bool {
-		return errors.Is(syscall.Kill(-s.cmd.Process.Pid, 0), syscall.ESRCH)
-	})
+	for deadline := time.Now().Add(30 * time.Second); !errors.Is(syscall.Kill(-s.cmd.Process.Pid, 0), syscall.ESRCH); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("30 s after make run ended, processes of its group remain:\n%s", strings.Join(group(s.cmd.Process.Pid), "\n"))
+		}
+	}
 	if !strings.Contains(s.out.String(), "stopped") {
 		t.Errorf("make run did not say it stopped:\n%s", s.out)
 	}
+}
+
+// group lists the pid and command line of every process in process group pgid.
+func group(pgid int) []string {
+	var out []string
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", d.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp ...: comm may hold spaces, so count from its ')'.
+		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(f) < 3 || f[2] != strconv.Itoa(pgid) {
+			continue
+		}
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
+		out = append(out, fmt.Sprintf("%d (parent %s) %s", pid, f[1], bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '})))
+	}
+	return out
 }
 
 // readEnv reads the KEY=VALUE lines of dev.env.
