@@ -19,12 +19,13 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/logtest"
+	"github.com/godwit/godwit/proctest"
 	"github.com/godwit/godwit/testbed"
 )
 
@@ -72,7 +73,7 @@ func TestDemo(t *testing.T) {
 	// first message on: nothing is missed however late it subscribes.
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	defer stopWatch()
-	var progress syncBuffer
+	var progress logtest.Buffer
 	natsSub := exec.CommandContext(watchCtx, "nats", "--server", dev["NATS_URL"], "--nkey", dev["NATS_OBSERVER_NKEY"],
 		"--js-api-prefix", dev["NATS_OBSERVER_JS_API_PREFIX"], "sub", "--raw", "--all", "--stream", "PROGRESS", "godwit.progress.>")
 	natsSub.Stdout, natsSub.Stderr = &progress, &progress
@@ -171,14 +172,14 @@ func build(t *testing.T, root, bin string) {
 // stack is a running scripts/dev-stack.sh.
 type stack struct {
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *logtest.Buffer
 	done chan error
 }
 
 // startStack starts make run's script and waits for it to write dev.env.
 func startStack(t *testing.T, root string, env []string, envFile string) *stack {
 	t.Helper()
-	s := &stack{cmd: exec.Command(filepath.Join(root, "scripts", "dev-stack.sh")), out: &syncBuffer{}, done: make(chan error, 1)}
+	s := &stack{cmd: exec.Command(filepath.Join(root, "scripts", "dev-stack.sh")), out: &logtest.Buffer{}, done: make(chan error, 1)}
 	s.cmd.Env, s.cmd.Stdout, s.cmd.Stderr = env, s.out, s.out
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := s.cmd.Start(); err != nil {
@@ -232,23 +233,10 @@ func (s *stack) interrupt(t *testing.T) {
 // group lists the pid and command line of every process in process group pgid.
 func group(pgid int) []string {
 	var out []string
-	dirs, _ := os.ReadDir("/proc")
-	for _, d := range dirs {
-		pid, err := strconv.Atoi(d.Name())
-		if err != nil {
-			continue
+	for _, p := range proctest.List() {
+		if p.PGID == pgid {
+			out = append(out, fmt.Sprintf("%d (parent %d) %s", p.PID, p.PPID, p.CommandLine()))
 		}
-		stat, err := os.ReadFile(filepath.Join("/proc", d.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid pgrp ...: comm may hold spaces, so count from its ')'.
-		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-		if len(f) < 3 || f[2] != strconv.Itoa(pgid) {
-			continue
-		}
-		cmdline, _ := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
-		out = append(out, fmt.Sprintf("%d (parent %s) %s", pid, f[1], bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '})))
 	}
 	return out
 }
@@ -300,22 +288,4 @@ func rawEvents(out string) []events.Event {
 		}
 	}
 	return evs
-}
-
-// syncBuffer is a bytes.Buffer for one writer and readers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -69,7 +69,15 @@ func StartVMA(tb testing.TB, o *OMA, ext VMAConfig) *VMA {
 	}
 	v.Start()
 	tb.Cleanup(v.Stop)
-	Eventually(tb, ext.ID+"'s key at the OMA", func() bool {
+	o.WaitForVMAKey(tb, ext.ID, v.PublicKey)
+	return v
+}
+
+// WaitForVMAKey waits until the OMA has VMA id's public key from a
+// heartbeat: key itself, or any key when key is "".
+func (o *OMA) WaitForVMAKey(tb testing.TB, id, key string) {
+	tb.Helper()
+	Eventually(tb, id+"'s key at the OMA", func() bool {
 		var list struct {
 			VMAs []struct {
 				ID        string `json:"id"`
@@ -78,13 +86,12 @@ func StartVMA(tb testing.TB, o *OMA, ext VMAConfig) *VMA {
 		}
 		o.Do(http.MethodGet, "/api/v1/vmas", nil, &list)
 		for _, x := range list.VMAs {
-			if x.ID == ext.ID && x.PublicKey == v.PublicKey {
+			if x.ID == id && x.PublicKey != "" && (key == "" || x.PublicKey == key) {
 				return true
 			}
 		}
 		return false
 	})
-	return v
 }
 
 // Start starts the VMA again after Stop; StartVMA already started it.

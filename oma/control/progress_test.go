@@ -207,10 +207,12 @@ func TestProgressThroughTheBus(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cons, err := h.conn.JetStream().Consumer(ctx, bus.StreamProgress, bus.OMADurable)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var cons jetstream.Consumer
+	testbed.Eventually(t, "the OMA's progress consumer, made as Run starts", func() bool {
+		var err error
+		cons, err = h.conn.JetStream().Consumer(ctx, bus.StreamProgress, bus.OMADurable)
+		return err == nil
+	})
 	testbed.Eventually(t, "every event settled", func() bool {
 		info, err := cons.Info(ctx)
 		return err == nil && info.NumPending == 0 && info.NumAckPending == 0

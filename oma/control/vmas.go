@@ -359,17 +359,9 @@ func (c *Control) applyHeartbeat(_ context.Context, ev events.Event, p events.Pa
 	if !ok {
 		return fmt.Errorf("%w: %s on the presence consumer", bus.ErrPoison, ev.Type)
 	}
-	return c.applyOnce(ev, func(tx *bbolt.Tx) error {
-		v, err := store.GetVMA(tx, h.VMAID)
-		if errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("%w: heartbeat of unregistered VMA %s", bus.ErrPoison, h.VMAID)
-		}
-		if err != nil {
-			return err
-		}
+	return c.applyToVMA(ev, h.VMAID, "heartbeat", func(v *store.VMA) {
 		seen := c.cfg.Now().UTC()
 		v.LastSeen, v.Version, v.PublicKey = &seen, h.Version, h.PublicKey
-		return store.PutVMA(tx, v)
 	})
 }
 
@@ -380,14 +372,7 @@ func (c *Control) applyTunnelOutage(_ context.Context, ev events.Event, p events
 	if !ok {
 		return fmt.Errorf("%w: %s on the tunnel consumer", bus.ErrPoison, ev.Type)
 	}
-	return c.applyOnce(ev, func(tx *bbolt.Tx) error {
-		v, err := store.GetVMA(tx, o.VMAID)
-		if errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("%w: tunnel outage of unregistered VMA %s", bus.ErrPoison, o.VMAID)
-		}
-		if err != nil {
-			return err
-		}
+	return c.applyToVMA(ev, o.VMAID, "tunnel outage", func(v *store.VMA) {
 		if v.Tunnel == nil {
 			v.Tunnel = &store.TunnelOutages{}
 		}
@@ -397,6 +382,21 @@ func (c *Control) applyTunnelOutage(_ context.Context, ev events.Event, p events
 			v.Tunnel.Last = *o
 		}
 		c.log.Warn("VMA's SSH connection was down", "vma", o.VMAID, "lost_at", o.LostAt, "down_s", o.DownSeconds, "cause", o.Cause)
+	})
+}
+
+// applyToVMA applies ev once by changing the record of VMA id; an event
+// (named what) of a VMA that is not registered is poison.
+func (c *Control) applyToVMA(ev events.Event, id, what string, change func(*store.VMA)) error {
+	return c.applyOnce(ev, func(tx *bbolt.Tx) error {
+		v, err := store.GetVMA(tx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("%w: %s of unregistered VMA %s", bus.ErrPoison, what, id)
+		}
+		if err != nil {
+			return err
+		}
+		change(&v)
 		return store.PutVMA(tx, v)
 	})
 }

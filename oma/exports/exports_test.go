@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/oma/exports"
+	"github.com/godwit/godwit/proctest"
 	"github.com/godwit/godwit/testbed"
 )
 
@@ -322,19 +324,12 @@ func nbdkitPid(t *testing.T, port int) int {
 }
 
 func nbdkitPidOrZero(port int) int {
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
+	for _, p := range proctest.List() {
+		if len(p.Args) == 0 || filepath.Base(p.Args[0]) != "nbdkit" {
 			continue
 		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(cmdline), "\x00")
-		if len(args) > 0 && filepath.Base(args[0]) == "nbdkit" && strings.Contains(string(cmdline), "\x00--port\x00"+strconv.Itoa(port)+"\x00") {
-			return pid
+		if i := slices.Index(p.Args, "--port"); i >= 0 && i+1 < len(p.Args) && p.Args[i+1] == strconv.Itoa(port) {
+			return p.PID
 		}
 	}
 	return 0

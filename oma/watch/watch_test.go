@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/logtest"
 	"github.com/godwit/godwit/oma/watch"
 )
 
@@ -127,7 +127,7 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	out := &syncBuffer{}
+	out := &logtest.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- watch.Run(ctx, nc, watch.NewPrinter(out, time.UTC)) }()
@@ -152,41 +152,17 @@ func TestRun(t *testing.T) {
 	}
 	pub.Flush()
 	time.Sleep(50 * time.Millisecond)
-	out.Reset()
+	probed := len(out.String()) // the probes' lines
 	publish(state("j2", "pending", "queued", 0, ""))
 	publish(state("j2", "queued", "failed", 0, "cancelled by the operator"))
 	want := "09:14:03 job j2 pending -> queued\n09:14:03 job j2 failed: cancelled by the operator\n"
-	for deadline := time.Now().Add(10 * time.Second); out.String() != want; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); out.String()[probed:] != want; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("output %q, want %q", out.String(), want)
+			t.Fatalf("output after the probes %q, want %q", out.String()[probed:], want)
 		}
 	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Run = %v after ctx ended, want nil", err)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and one reader.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *syncBuffer) Reset() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf.Reset()
 }

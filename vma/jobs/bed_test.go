@@ -20,6 +20,7 @@ import (
 	"github.com/godwit/godwit/events"
 	omaappliance "github.com/godwit/godwit/oma/appliance"
 	"github.com/godwit/godwit/oma/authkeys"
+	"github.com/godwit/godwit/proctest"
 	"github.com/godwit/godwit/testbed"
 	"github.com/godwit/godwit/vma/appliance"
 	"github.com/godwit/godwit/vma/tunnel"
@@ -455,11 +456,9 @@ func engineGoroutines() []string {
 // processesNaming returns the command lines of processes that hold s.
 func processesNaming(s string) []string {
 	var found []string
-	dirs, _ := os.ReadDir("/proc")
-	for _, d := range dirs {
-		cmd, err := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
-		if err == nil && bytes.Contains(cmd, []byte(s)) {
-			found = append(found, strings.ReplaceAll(string(cmd), "\x00", " "))
+	for _, p := range proctest.List() {
+		if line := p.CommandLine(); strings.Contains(line, s) {
+			found = append(found, line)
 		}
 	}
 	return found

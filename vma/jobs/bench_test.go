@@ -39,18 +39,8 @@ import (
 //
 //	go test -run '^$' -bench InitialCycle -benchtime 5x ./vma/jobs
 func BenchmarkInitialCycle(b *testing.B) {
-	const size, data = 4 << 30, 2 << 30
-	const name = "bench-4g"
-	bd := newBed(b, bedConfig{ports: 2,
-		sim: vcsim.Config{VMs: 1, DiskData: -1, Extra: []vcsim.VM{{Name: name, Disks: []int64{size}, CBT: true}}},
-		vma: func(c *appliance.Config) { c.ProgressInterval = time.Second }})
-	path := "/" + vcsim.Datacenter + "/vm/" + name
-	vm := bd.vms[name]
-	flat, err := bd.sim.DiskFile(context.Background(), path, vm.Disks[0].Key)
-	if err != nil {
-		b.Fatal(err)
-	}
-	writeRandom(b, flat, data, size)
+	const size, data, name = benchSize, benchData, benchVM
+	bd, _, flat := benchBed(b)
 	ctx := context.Background()
 
 	var jobTimes, copyTimes, getTimes []float64
@@ -104,6 +94,27 @@ func BenchmarkInitialCycle(b *testing.B) {
 	b.ReportMetric(https, "https-get-s")
 	b.ReportMetric(job/bare, "job/copy")
 	b.ReportMetric(job/https, "job/https-get")
+}
+
+// The benchmarks' VM: one disk of benchSize, its first benchData bytes random, the rest a hole.
+const (
+	benchVM              = "bench-4g"
+	benchSize, benchData = 4 << 30, 2 << 30
+)
+
+// benchBed starts a bed whose simulator holds benchVM with CBT on, and
+// returns it, the VM and the path of its disk's flat file.
+func benchBed(b *testing.B) (*bed, events.VM, string) {
+	bd := newBed(b, bedConfig{ports: 2,
+		sim: vcsim.Config{VMs: 1, DiskData: -1, Extra: []vcsim.VM{{Name: benchVM, Disks: []int64{benchSize}, CBT: true}}},
+		vma: func(c *appliance.Config) { c.ProgressInterval = time.Second }})
+	vm := bd.vms[benchVM]
+	flat, err := bd.sim.DiskFile(context.Background(), "/"+vcsim.Datacenter+"/vm/"+benchVM, vm.Disks[0].Key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	writeRandom(b, flat, benchData, benchSize)
+	return bd, vm, flat
 }
 
 // writeRandom writes n random bytes at the start of the file at path and
@@ -187,18 +198,8 @@ func folderGetter(tb testing.TB, bd *bed, rel string) func(n int64) {
 //
 //	go test -run '^$' -bench IncrementalCycle -benchtime 3x ./vma/jobs
 func BenchmarkIncrementalCycle(b *testing.B) {
-	const size, data = 4 << 30, 2 << 30
-	const name = "bench-4g"
-	bd := newBed(b, bedConfig{ports: 2,
-		sim: vcsim.Config{VMs: 1, DiskData: -1, Extra: []vcsim.VM{{Name: name, Disks: []int64{size}, CBT: true}}},
-		vma: func(c *appliance.Config) { c.ProgressInterval = time.Second }})
-	path := "/" + vcsim.Datacenter + "/vm/" + name
-	vm := bd.vms[name]
-	flat, err := bd.sim.DiskFile(context.Background(), path, vm.Disks[0].Key)
-	if err != nil {
-		b.Fatal(err)
-	}
-	writeRandom(b, flat, data, size)
+	const size, data, name = benchSize, benchData, benchVM
+	bd, vm, flat := benchBed(b)
 	rng := rand.New(rand.NewPCG(3, 4))
 	cycle := func(typ string, verify bool) float64 {
 		var j job

@@ -62,16 +62,7 @@ func externalVMA(extra ...string) func(testing.TB, *testbed.OMA, *vcsim.Simulato
 				"-nats-seed", seed, "-vcenter-ca", sim.CAFile, "-oma-url", o.URL, "-source", "datastore"}, extra...)}
 		p.start()
 		tb.Cleanup(p.stop)
-		testbed.Eventually(tb, "vma-1's key at the OMA", func() bool {
-			var list struct {
-				VMAs []struct {
-					ID        string `json:"id"`
-					PublicKey string `json:"public_key"`
-				} `json:"vmas"`
-			}
-			o.Do(http.MethodGet, "/api/v1/vmas", nil, &list)
-			return len(list.VMAs) == 1 && list.VMAs[0].PublicKey != ""
-		})
+		o.WaitForVMAKey(tb, "vma-1", "")
 		return p
 	}
 }

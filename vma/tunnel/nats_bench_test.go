@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/godwit/godwit/vma/tunnel"
@@ -33,16 +32,7 @@ func BenchmarkNATSRoundTrip(b *testing.B) {
 		subject = "rtt"
 		cipher  = "aes128-gcm@openssh.com"
 	)
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true})
-	if err != nil {
-		b.Fatalf("nats server: %v", err)
-	}
-	ns.Start()
-	b.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	if !ns.ReadyForConnections(10 * time.Second) {
-		b.Fatal("nats server not ready in 10s")
-	}
-	addr := ns.Addr().String()
+	addr := startNATS(b)
 	r := newRig(b, addr)
 	cfg := r.config(b)
 	cfg.Ciphers, cfg.Logger = []string{cipher}, slog.New(slog.DiscardHandler)

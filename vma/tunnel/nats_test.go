@@ -14,16 +14,7 @@ import (
 // TestNATS: nats.go connects through the tunnel with no local port, and reconnects through it
 // after the SSH connection is cut.
 func TestNATS(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatalf("nats server: %v", err)
-	}
-	ns.Start()
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready in 10s")
-	}
-	addr := ns.Addr().String()
+	addr := startNATS(t)
 	r := newRig(t, addr)
 	tun := run(t, r.config(t))
 
@@ -57,4 +48,19 @@ func TestNATS(t *testing.T) {
 	if s := tun.State(); s.Reconnects < 1 {
 		t.Errorf("State() = %+v, want a reconnect", s)
 	}
+}
+
+// startNATS starts a plain NATS server on loopback for the test and returns its address.
+func startNATS(tb testing.TB) string {
+	tb.Helper()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true})
+	if err != nil {
+		tb.Fatalf("nats server: %v", err)
+	}
+	ns.Start()
+	tb.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	if !ns.ReadyForConnections(10 * time.Second) {
+		tb.Fatal("nats server not ready in 10s")
+	}
+	return ns.Addr().String()
 }

@@ -102,6 +102,16 @@ func startEcho(t testing.TB) string {
 	return l.Addr().String()
 }
 
+// echoOnForward serves echo on the tunnel's remote forward until the test
+// ends, and returns the forward's listener.
+func echoOnForward(t *testing.T, tun *tunnel.Tunnel) net.Listener {
+	ln := tun.Listener()
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() { serveEcho(ln) })
+	return ln
+}
+
 // serveEcho echoes every connection l accepts until l fails.
 func serveEcho(l net.Listener) {
 	var wg sync.WaitGroup
@@ -234,13 +244,10 @@ func TestDeadline(t *testing.T) {
 func TestRemoteForward(t *testing.T) {
 	r := newRig(t)
 	tun := run(t, r.config(t))
-	ln := tun.Listener()
+	ln := echoOnForward(t, tun)
 	if ln.Addr().String() != r.remote {
 		t.Errorf("Listener().Addr() = %v, want %s", ln.Addr(), r.remote)
 	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() { serveEcho(ln) })
 	reachForward(t, r.remote)
 
 	ln.Close()
@@ -339,10 +346,7 @@ func TestReconnect(t *testing.T) {
 			outages := make(chan tunnel.Outage, 10)
 			cfg.OnRestore = func(o tunnel.Outage) { outages <- o }
 			tun := run(t, cfg)
-			ln := tun.Listener()
-			var wg sync.WaitGroup
-			t.Cleanup(func() { ln.Close(); wg.Wait() })
-			wg.Go(func() { serveEcho(ln) })
+			echoOnForward(t, tun)
 			reachForward(t, r.remote)
 			roundTrip(t, dial(t, tun, r.echo), "before")
 			if len(outages) != 0 {
@@ -377,10 +381,7 @@ func TestReconnect(t *testing.T) {
 func TestDeadPeer(t *testing.T) {
 	r := newRig(t)
 	tun := run(t, r.config(t))
-	ln := tun.Listener()
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() { serveEcho(ln) })
+	echoOnForward(t, tun)
 	reachForward(t, r.remote)
 
 	frozen := r.sshd.SignalSessions(syscall.SIGSTOP)
@@ -437,10 +438,7 @@ func TestNoLeak(t *testing.T) {
 	r := newRig(t)
 	t.Run("use", func(t *testing.T) {
 		tun := run(t, r.config(t))
-		ln := tun.Listener()
-		var wg sync.WaitGroup
-		t.Cleanup(func() { ln.Close(); wg.Wait() })
-		wg.Go(func() { serveEcho(ln) })
+		echoOnForward(t, tun)
 		reachForward(t, r.remote)
 		roundTrip(t, dial(t, tun, r.echo), "hello")
 		r.sshd.KillSessions()

@@ -2,7 +2,6 @@
 package tunneltest
 
 import (
-	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
@@ -22,6 +21,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/godwit/godwit/logtest"
+	"github.com/godwit/godwit/proctest"
 )
 
 // SSHDPath is where Debian installs the OpenSSH server.
@@ -167,8 +167,8 @@ func (s *SSHD) SignalSessions(sig syscall.Signal) int {
 		return 0
 	}
 	n := 0
-	for _, pid := range descendants(cmd.Process.Pid) {
-		if syscall.Kill(pid, sig) == nil {
+	for _, p := range proctest.Descendants(cmd.Process.Pid) {
+		if syscall.Kill(p.PID, sig) == nil {
 			n++
 		}
 	}
@@ -201,49 +201,6 @@ func FreePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
-}
-
-// descendants returns the pids of pid's children, their children and so on, from /proc.
-func descendants(pid int) []int {
-	var all []int
-	for next := []int{pid}; len(next) > 0; {
-		var found []int
-		for _, p := range next {
-			found = append(found, children(p)...)
-		}
-		all = append(all, found...)
-		next = found
-	}
-	return all
-}
-
-// children returns the pids whose parent is pid, from /proc.
-func children(pid int) []int {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var pids []int
-	for _, e := range entries {
-		child, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...: comm may hold spaces, so split after its last ')'.
-		i := bytes.LastIndexByte(stat, ')')
-		if i < 0 {
-			continue
-		}
-		fields := strings.Fields(string(stat[i+1:]))
-		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
-			pids = append(pids, child)
-		}
-	}
-	return pids
 }
 
 // portOf returns the port of host:port.

@@ -1,0 +1,38 @@
+package proctest_test
+
+import (
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+
+	"github.com/godwit/godwit/proctest"
+)
+
+// TestList finds a child of this process by its pid, parent, group and
+// command line, and below this process.
+func TestList(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	pid := cmd.Process.Pid
+	var got *proctest.Process
+	for _, p := range proctest.List() {
+		if p.PID == pid {
+			got = &p
+		}
+	}
+	if got == nil || got.PPID != os.Getpid() || got.PGID != pid || got.CommandLine() != "sleep 30" {
+		t.Fatalf("List() has %+v for the child %d", got, pid)
+	}
+	found := false
+	for _, p := range proctest.Descendants(os.Getpid()) {
+		found = found || p.PID == pid
+	}
+	if !found {
+		t.Errorf("Descendants(%d) lacks the child %d", os.Getpid(), pid)
+	}
+}
