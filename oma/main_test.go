@@ -288,3 +288,24 @@ func TestVMAAddSeedOut(t *testing.T) {
 		t.Errorf("vma-2 was registered by the refused command: %v", err)
 	}
 }
+
+// TestExitStatus: -h prints the usage and exits 0; an error exits 1, said on stderr.
+func TestExitStatus(t *testing.T) {
+	for _, tt := range []struct {
+		name        string
+		args        []string
+		want        int
+		usage, said string
+	}{{"help", []string{"-h"}, 0, "Usage:", ""}, {"a subcommand's help", []string{"token", "create", "-h"}, 0, "-name", ""}, {"unknown command", []string{"bogus"}, 1, "", "oma: unknown command"}} {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			code := exitStatus(dispatch(context.Background(), tt.args, &out, &errOut), &errOut)
+			if code != tt.want || !strings.Contains(out.String()+errOut.String(), tt.usage) || !strings.Contains(errOut.String(), tt.said) {
+				t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit %d with %q and %q on stderr", tt.args, code, out.String(), errOut.String(), tt.want, tt.usage, tt.said)
+			}
+			if tt.want == 0 && strings.Contains(errOut.String(), "help requested") {
+				t.Errorf("%v: stderr says %q", tt.args, errOut.String())
+			}
+		})
+	}
+}

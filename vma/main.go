@@ -40,14 +40,19 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	err := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	switch {
-	case errors.Is(err, flag.ErrHelp): // -h: the usage was printed
-	case err != nil:
-		fmt.Fprintln(os.Stderr, "vma:", err)
-		os.Exit(1)
+	code := exitStatus(dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// exitStatus reports err on stderr and returns the exit status: 0 for no
+// error or for -h (the usage was printed), else 1.
+func exitStatus(err error, stderr io.Writer) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return 0
 	}
+	fmt.Fprintln(stderr, "vma:", err)
+	return 1
 }
 
 // subcommands are the vma's commands.
