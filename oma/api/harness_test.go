@@ -135,7 +135,7 @@ func (o *omaUnderTest) addVMA(id string) *vma {
 func (o *omaUnderTest) connectVMA(id, seed string) *vma {
 	o.t.Helper()
 	inbox, _ := subject.InboxPrefix(id)
-	conn := bustest.Connect(o.t, o.NATSURL, bus.ClientConfig{Name: id, Source: "/godwit/vma/" + id, NKeySeed: []byte(seed), InboxPrefix: inbox})
+	conn := bustest.Connect(o.t, o.NATSURL, bus.ClientConfig{Name: id, Source: "/godwit/vma/" + id, NKeySeed: []byte(seed), InboxPrefix: inbox, Confined: true})
 	kp, err := seal.NewKeyPair()
 	if err != nil {
 		o.t.Fatal(err)
