@@ -88,7 +88,9 @@ type (
 // config writes a as nats-server configuration: the OMA's account with
 // JetStream, the OMA (everything), each observer and admin, and an account
 // per VMA with its user and its imports.
-func (a Access) config(omaKey string) (string, error) {
+//
+// The VMAs named in bare get their account only, empty: see Server.SetAccess.
+func (a Access) config(omaKey string, bare map[string]bool) (string, error) {
 	oma := &accountConf{JetStream: "enabled", Users: []userConf{{Nkey: omaKey}}}
 	conf := serverConf{Accounts: map[string]*accountConf{AccountOMA: oma}}
 	seen := map[string]bool{omaKey: true}
@@ -116,6 +118,10 @@ func (a Access) config(omaKey string) (string, error) {
 			return "", err
 		}
 		acc := VMAAccount(id)
+		if bare[id] {
+			conf.Accounts[acc] = &accountConf{Users: []userConf{}}
+			continue
+		}
 		vma := &accountConf{Users: []userConf{{Nkey: a.VMAs[id], Permissions: &permsConf{
 			Publish:   allowConf{Allow: append(slices.Clone(g.services), g.pulls...)},
 			Subscribe: allowConf{Allow: g.subscribe},

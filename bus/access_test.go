@@ -152,3 +152,49 @@ func TestVMARepliesNeverReachJetStream(t *testing.T) {
 		t.Fatal("the OMA's durable on JOBS delivers nothing")
 	}
 }
+
+// TestVMAAddedToARunningServer registers a VMA on a running server, as the
+// OMA does, and has it publish and pull through its account's imports at
+// once; then a second VMA, with the first still working.
+func TestVMAAddedToARunningServer(t *testing.T) {
+	t.Parallel()
+	srv := bustest.StartServer(t, "", bus.Access{})
+	oma := bustest.ConnectOMA(t, srv)
+	ctx := ctxT(t, time.Minute)
+	vmas := map[string]string{}
+	for _, id := range []string{"vma-1", "vma-2"} {
+		u := bustest.NewUser(t)
+		vmas[id] = u.PublicKey
+		if err := srv.SetAccess(bus.Access{VMAs: maps.Clone(vmas)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := oma.EnsureVMAConsumers(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := oma.Publish(ctx, &events.ReplicateCancel{JobID: "job-1", VMAID: id}); err != nil {
+			t.Fatal(err)
+		}
+		inbox, _ := subject.InboxPrefix(id)
+		vma := bustest.Connect(t, srv.ClientURL(), bus.ClientConfig{Name: id, NKeySeed: u.Seed, InboxPrefix: inbox, Confined: true})
+		if _, err := vma.Publish(ctx, progress(id, "job-1", 1)); err != nil {
+			t.Fatalf("%s publishes: %v", id, err)
+		}
+		got := make(chan string, 1)
+		cctx, stop := context.WithCancel(ctx)
+		go func() {
+			_ = vma.Consume(cctx, bus.StreamCommands, bus.VMADurable(id), func(_ context.Context, _ events.Event, p events.Payload) error {
+				got <- p.(*events.ReplicateCancel).VMAID
+				return nil
+			})
+		}()
+		select {
+		case who := <-got:
+			if who != id {
+				t.Errorf("%s consumed %s's command", id, who)
+			}
+		case <-ctx.Done():
+			t.Fatalf("%s got no command", id)
+		}
+		stop()
+	}
+}

@@ -76,7 +76,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		return nil, fmt.Errorf("start nats server: create oma key: %w", err)
 	}
 	s := &Server{oma: oma, log: discardIfNil(cfg.Logger), access: cfg.Access, cfg: cfg}
-	opts, err := s.options(cfg.Access)
+	opts, err := s.options(cfg.Access, nil)
 	if err != nil {
 		return nil, fmt.Errorf("start nats server: %w", err)
 	}
@@ -119,12 +119,12 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 
 // options returns the server's options granting access a: the accounts
 // and users of a, and everything else from s.cfg.
-func (s *Server) options(a Access) (*server.Options, error) {
+func (s *Server) options(a Access, bare map[string]bool) (*server.Options, error) {
 	omaPub, err := s.oma.PublicKey()
 	if err != nil {
 		return nil, fmt.Errorf("oma public key: %w", err)
 	}
-	conf, err := a.config(omaPub)
+	conf, err := a.config(omaPub, bare)
 	if err != nil {
 		return nil, err
 	}
@@ -177,10 +177,31 @@ func moveGlobalStore(dir string, log *slog.Logger) error {
 
 // SetAccess replaces the observers and VMAs allowed in, without a restart.
 // Connected clients whose key is gone are disconnected.
+//
+// A VMA new to the server gets its account in two reloads: first the
+// account alone, then its user and imports. nats-server (2.15) makes the
+// subscriptions of an account's service imports on a reload only for an
+// account that existed before it; in one reload, a new VMA's imports would
+// be there but carry nothing.
 func (s *Server) SetAccess(a Access) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	opts, err := s.options(a)
+	bare := map[string]bool{}
+	for id := range a.VMAs {
+		if _, ok := s.access.VMAs[id]; !ok {
+			bare[id] = true
+		}
+	}
+	if len(bare) > 0 {
+		opts, err := s.options(a, bare)
+		if err != nil {
+			return fmt.Errorf("set nats access: %w", err)
+		}
+		if err := s.ns.ReloadOptions(opts); err != nil {
+			return fmt.Errorf("set nats access: %w", err)
+		}
+	}
+	opts, err := s.options(a, nil)
 	if err != nil {
 		return fmt.Errorf("set nats access: %w", err)
 	}
