@@ -56,7 +56,7 @@ func TestNatsCLIObserver(t *testing.T) {
 	if err != nil {
 		t.Fatalf("nats stream ls: %v\n%s", err, out)
 	}
-	for _, s := range []string{"COMMANDS", "DISCOVERY", "JOBS", "PRESENCE", "PROGRESS", "TUNNEL"} {
+	for _, s := range []string{"ALERTS", "COMMANDS", "DISCOVERY", "INVENTORY", "JOBS", "PRESENCE", "PROGRESS", "TUNNEL"} {
 		if !strings.Contains(out, s) {
 			t.Errorf("nats stream ls does not list %s:\n%s", s, out)
 		}

@@ -103,7 +103,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		ns.WaitForShutdown()
 		return nil, fmt.Errorf("start nats server on %s: not ready after %s", net.JoinHostPort(opts.Host, strconv.Itoa(opts.Port)), wait)
 	}
-	if !ns.JetStreamEnabled() {
+	if !ns.JetStreamEnabled() || !accountJetStream(ns, time.Now().Add(wait)) {
 		ns.Shutdown()
 		ns.WaitForShutdown()
 		return nil, fmt.Errorf("start nats server: jetstream did not start in %s", cfg.StoreDir)
@@ -115,6 +115,20 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	}
 	s.log.Info("nats server ready", "url", ns.ClientURL(), "store", cfg.StoreDir)
 	return s, nil
+}
+
+// accountJetStream waits until JetStream serves AccountOMA, which it may
+// start doing after the server accepts clients, or deadline passes.
+func accountJetStream(ns *server.Server, deadline time.Time) bool {
+	for {
+		if acc, err := ns.LookupAccount(AccountOMA); err == nil && acc.JetStreamEnabled() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // options returns the server's options granting access a: the accounts

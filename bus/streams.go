@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -12,12 +13,14 @@ import (
 
 // Stream names.
 const (
-	StreamDiscovery = "DISCOVERY" // discover requests and results
-	StreamCommands  = "COMMANDS"  // replicate commands and cancels
+	StreamDiscovery = "DISCOVERY" // discover requests, queued for each VMA
+	StreamInventory = "INVENTORY" // discover results: the VMs each VMA found
+	StreamCommands  = "COMMANDS"  // replicate commands and cancels, queued for each VMA
 	StreamProgress  = "PROGRESS"  // progress and replication status
 	StreamJobs      = "JOBS"      // job lifecycle
 	StreamPresence  = "PRESENCE"  // VMA heartbeats, the last one per VMA
 	StreamTunnel    = "TUNNEL"    // outages of the VMAs' SSH connections
+	StreamAlerts    = "ALERTS"    // the OMA's alerts, such as a stream near its limit
 )
 
 // OMADurable is the name of the OMA's durable consumer on every stream it reads.
@@ -28,15 +31,32 @@ const OMADurable = "oma"
 func VMADurable(vmaID string) string { return "vma-" + vmaID }
 
 // StreamLimits bound what the streams keep (limits retention). The zero
-// value keeps 30 days, at most 1 GiB per stream, and drops a publish whose
-// Nats-Msg-Id was seen in the last 2 minutes.
+// value keeps 30 days, at most 1 GiB per stream, the last 10,000 messages
+// per subject, and drops a publish whose Nats-Msg-Id was seen in the last
+// 2 minutes.
+//
+// No VMA can make a stream drop another VMA's messages. The streams that
+// queue messages for the VMAs (COMMANDS, DISCOVERY) refuse a publish when
+// full (DiscardNew) instead of dropping their oldest messages, and take
+// messages of at most MaxQueuedMsgSize; each subject there belongs to one
+// VMA, and a subject over MaxMsgsPerSubject drops its own oldest message.
+// So a VMA that floods its own subjects only rolls its own history, and
+// while the stream is full every publish is refused, the flood included,
+// and nothing queued is lost. The other streams keep history for replay:
+// they drop their oldest messages when full. The OMA alerts when a stream
+// passes AlertAt of a limit (see Conn.WatchStreams).
 type StreamLimits struct {
-	MaxAge     time.Duration
-	MaxBytes   int64
-	Duplicates time.Duration
+	MaxAge            time.Duration
+	MaxBytes          int64
+	MaxMsgsPerSubject int64
+	Duplicates        time.Duration
 	// Replicas is the replica count on a NATS cluster; 0 means 1.
 	Replicas int
 }
+
+// MaxQueuedMsgSize is the largest message the queue streams (COMMANDS,
+// DISCOVERY) take: a command or a discover request is a few KiB.
+const MaxQueuedMsgSize = 64 << 10
 
 func (l StreamLimits) withDefaults() StreamLimits {
 	if l.MaxAge == 0 {
@@ -44,6 +64,9 @@ func (l StreamLimits) withDefaults() StreamLimits {
 	}
 	if l.MaxBytes == 0 {
 		l.MaxBytes = 1 << 30
+	}
+	if l.MaxMsgsPerSubject == 0 {
+		l.MaxMsgsPerSubject = 10_000
 	}
 	if l.Duplicates == 0 {
 		l.Duplicates = 2 * time.Minute
@@ -59,38 +82,64 @@ func StreamConfigs(l StreamLimits) []jetstream.StreamConfig {
 	l = l.withDefaults()
 	mk := func(name, desc string, subjects ...string) jetstream.StreamConfig {
 		return jetstream.StreamConfig{
-			Name:        name,
-			Description: desc,
-			Subjects:    subjects,
-			Retention:   jetstream.LimitsPolicy,
-			Discard:     jetstream.DiscardOld,
-			Storage:     jetstream.FileStorage,
-			MaxAge:      l.MaxAge,
-			MaxBytes:    l.MaxBytes,
-			Duplicates:  l.Duplicates,
-			Replicas:    l.Replicas,
+			Name:              name,
+			Description:       desc,
+			Subjects:          subjects,
+			Retention:         jetstream.LimitsPolicy,
+			Discard:           jetstream.DiscardOld,
+			Storage:           jetstream.FileStorage,
+			MaxAge:            l.MaxAge,
+			MaxBytes:          l.MaxBytes,
+			MaxMsgsPerSubject: l.MaxMsgsPerSubject,
+			Duplicates:        l.Duplicates,
+			Replicas:          l.Replicas,
 		}
+	}
+	queue := func(cfg jetstream.StreamConfig) jetstream.StreamConfig {
+		cfg.Discard, cfg.MaxMsgSize = jetstream.DiscardNew, MaxQueuedMsgSize
+		return cfg
 	}
 	presence := mk(StreamPresence, "godwit VMA heartbeats", subject.AllVMA)
 	presence.MaxMsgsPerSubject = 1
 	return []jetstream.StreamConfig{
-		mk(StreamDiscovery, "godwit discover requests and results", subject.AllDiscover),
-		mk(StreamCommands, "godwit replicate commands and cancels", subject.AllReplicate),
+		queue(mk(StreamDiscovery, "godwit discover requests", subject.AllDiscoverRequest)),
+		mk(StreamInventory, "godwit discover results", subject.AllDiscoverResult),
+		queue(mk(StreamCommands, "godwit replicate commands and cancels", subject.AllReplicate)),
 		mk(StreamProgress, "godwit progress and replication status", subject.AllProgress, subject.AllStatus),
 		mk(StreamJobs, "godwit job lifecycle", subject.AllJobs),
 		presence,
 		mk(StreamTunnel, "godwit VMA SSH connection outages", subject.AllTunnel),
+		mk(StreamAlerts, "godwit OMA alerts", subject.AllAlert),
 	}
 }
 
 // EnsureStreams creates the godwit streams, or updates them to l. Calling
 // it again with the same limits changes nothing.
+//
+// DISCOVERY held discover results too before INVENTORY did: when the
+// OMA's durable that read them there is found, it is deleted and the old
+// results purged from DISCOVERY (their VMs are in the OMA's inventory).
 func (c *Conn) EnsureStreams(ctx context.Context, l StreamLimits) error {
 	for _, cfg := range StreamConfigs(l) {
 		if _, err := c.js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
 		}
 	}
+	err := c.js.DeleteConsumer(ctx, StreamDiscovery, OMADurable)
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("ensure streams: delete the OMA's durable on %s: %w", StreamDiscovery, err)
+	}
+	s, err := c.js.Stream(ctx, StreamDiscovery)
+	if err == nil {
+		err = s.Purge(ctx, jetstream.WithPurgeSubject(subject.AllDiscoverResult))
+	}
+	if err != nil {
+		return fmt.Errorf("ensure streams: purge the old discover results from %s: %w", StreamDiscovery, err)
+	}
+	c.log.Info("discover results moved to their own stream; the old ones were purged from "+StreamDiscovery, "stream", StreamInventory)
 	return nil
 }
 

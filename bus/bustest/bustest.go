@@ -4,6 +4,7 @@ package bustest
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -120,4 +121,20 @@ func Count(tb testing.TB, conn *bus.Conn, stream, filter string) uint64 {
 		n += c
 	}
 	return n
+}
+
+// Pull asks the durable consumer of stream for one message without
+// waiting, as a VMA's connection may (it has no other JetStream API): it
+// returns nil when the durable answered, with a message or "no messages",
+// and an error when nobody did (the durable, or the right to pull from
+// it, is missing).
+func Pull(ctx context.Context, conn *bus.Conn, stream, durable string) error {
+	msg, err := conn.NATS().RequestWithContext(ctx, "$JS.API.CONSUMER.MSG.NEXT."+stream+"."+durable, []byte(`{"batch":1,"no_wait":true}`))
+	if err != nil {
+		return fmt.Errorf("pull %s/%s: %w", stream, durable, err)
+	}
+	if st := msg.Header.Get("Status"); st != "" && st != "404" && st != "408" {
+		return fmt.Errorf("pull %s/%s: status %s %s", stream, durable, st, msg.Header.Get("Description"))
+	}
+	return nil
 }

@@ -25,19 +25,24 @@ const (
 	heartbeat        = Root + ".vma.heartbeat"
 	tunnel           = Root + ".tunnel"
 	exportRequest    = Root + ".export.request"
+	alert            = Root + ".alert"
 )
 
 // Wildcard filters over every VMA, used by streams and subscribers.
 const (
-	AllDiscover  = Root + ".discover.>"
-	AllReplicate = Root + ".replicate.>"
-	AllProgress  = progress + ".>"
-	AllStatus    = status + ".>"
-	AllJobs      = Root + ".job.>"
-	AllVMA       = Root + ".vma.>"
-	AllTunnel    = tunnel + ".>"
-	AllExport    = exportRequest + ".>"
-	All          = Root + ".>"
+	AllDiscover = Root + ".discover.>"
+	// AllDiscoverRequest and AllDiscoverResult split AllDiscover.
+	AllDiscoverRequest = discoverRequest + ".>"
+	AllDiscoverResult  = discoverResult + ".>"
+	AllAlert           = alert + ".>"
+	AllReplicate       = Root + ".replicate.>"
+	AllProgress        = progress + ".>"
+	AllStatus          = status + ".>"
+	AllJobs            = Root + ".job.>"
+	AllVMA             = Root + ".vma.>"
+	AllTunnel          = tunnel + ".>"
+	AllExport          = exportRequest + ".>"
+	All                = Root + ".>"
 )
 
 // ErrInvalidID is wrapped by every error about an id that cannot be a subject token.
@@ -120,6 +125,12 @@ func Heartbeat(vmaID string) (string, error) { return join(heartbeat, vma(vmaID)
 
 // Tunnel is godwit.tunnel.<vma>: the outages of a VMA's SSH connection.
 func Tunnel(vmaID string) (string, error) { return join(tunnel, vma(vmaID)) }
+
+// StreamAlert is godwit.alert.stream.<stream>: the OMA's alert about one
+// JetStream stream nearing or leaving its limits.
+func StreamAlert(stream string) (string, error) {
+	return join(alert+".stream", namedID{"stream", stream})
+}
 
 // ExportRequest is godwit.export.request.<vma>.<job>: a VMA asks the OMA,
 // request/reply, for the NBD exports of a job.
