@@ -73,7 +73,8 @@ type startFunc func(cons jetstream.Consumer, onErr func(error)) (jetstream.Consu
 // the configuration it had, delivering from the message after the last one
 // this connection acked, and starts again.
 func (c *Conn) consumeDurable(ctx context.Context, stream, durable string, log *slog.Logger, start startFunc, stop func(jetstream.ConsumeContext)) error {
-	cons, err := c.js.Consumer(ctx, stream, durable)
+	var cons jetstream.Consumer
+	err := retryAPI(ctx, func() (err error) { cons, err = c.js.Consumer(ctx, stream, durable); return err })
 	if err != nil && ctx.Err() != nil {
 		return nil // stopped before it began
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/godwit/godwit/events/subject"
@@ -121,11 +122,11 @@ func StreamConfigs(l StreamLimits) []jetstream.StreamConfig {
 // results purged from DISCOVERY (their VMs are in the OMA's inventory).
 func (c *Conn) EnsureStreams(ctx context.Context, l StreamLimits) error {
 	for _, cfg := range StreamConfigs(l) {
-		if _, err := c.js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		if err := retryAPI(ctx, func() error { _, err := c.js.CreateOrUpdateStream(ctx, cfg); return err }); err != nil {
 			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
 		}
 	}
-	err := c.js.DeleteConsumer(ctx, StreamDiscovery, OMADurable)
+	err := retryAPI(ctx, func() error { return c.js.DeleteConsumer(ctx, StreamDiscovery, OMADurable) })
 	switch {
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
 		return nil
@@ -153,10 +154,28 @@ func (c *Conn) EnsureConsumer(ctx context.Context, stream, durable string, filte
 		AckWait:        30 * time.Second,
 		FilterSubjects: filters,
 	}
-	if _, err := c.js.CreateOrUpdateConsumer(ctx, stream, cfg); err != nil {
+	if err := retryAPI(ctx, func() error { _, err := c.js.CreateOrUpdateConsumer(ctx, stream, cfg); return err }); err != nil {
 		return fmt.Errorf("ensure consumer %s on %s: %w", durable, stream, err)
 	}
 	return nil
+}
+
+// retryAPI calls fn, a JetStream API call, again while the server has
+// nobody answering the API: while it reloads its accounts (a VMA
+// registered, say), the OMA's account is briefly without its JetStream
+// API. It gives up when ctx ends.
+func retryAPI(ctx context.Context, fn func() error) error {
+	for {
+		err := fn()
+		if !errors.Is(err, nats.ErrNoResponders) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // EnsureVMAConsumers creates the durable consumers a VMA reads: its commands

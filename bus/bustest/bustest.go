@@ -4,6 +4,7 @@ package bustest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,6 +15,8 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/godwit/godwit/bus"
+	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/seal"
 )
 
 // StartServer starts an embedded server with JetStream on a free loopback
@@ -137,4 +140,33 @@ func Pull(ctx context.Context, conn *bus.Conn, stream, durable string) error {
 		return fmt.Errorf("pull %s/%s: status %s %s", stream, durable, st, msg.Header.Get("Description"))
 	}
 	return nil
+}
+
+// AskDiscovery has the OMA publish a discover request of vmaID's for
+// vcenter, through conn as the VMA's API does (a VMA's confined connection
+// submits it), and returns its request id: the OMA takes into its
+// inventory only the results of requests it published.
+func AskDiscovery(tb testing.TB, conn *bus.Conn, vmaID, vcenter string) string {
+	tb.Helper()
+	kp, err := seal.NewKeyPair()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sealed, err := seal.Seal(seal.EncodeKey(kp.Public), []byte("test"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	dr := &events.DiscoverRequest{RequestID: events.NewID(), VMAID: vmaID, VCenter: vcenter, Username: "test", Password: sealed}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for { // the OMA may not serve yet
+		err := conn.SubmitDiscover(ctx, dr)
+		if err == nil {
+			return dr.RequestID
+		}
+		if !errors.Is(err, bus.ErrNoResponders) || ctx.Err() != nil {
+			tb.Fatalf("ask the OMA for a discovery: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -16,6 +16,7 @@ const MaxIDLen = 128
 const (
 	discoverRequest  = Root + ".discover.request"
 	discoverResult   = Root + ".discover.result"
+	discoverSubmit   = Root + ".discover.submit"
 	replicateCommand = Root + ".replicate.command"
 	replicateCancel  = Root + ".replicate.cancel"
 	progress         = Root + ".progress"
@@ -34,6 +35,7 @@ const (
 	// AllDiscoverRequest and AllDiscoverResult split AllDiscover.
 	AllDiscoverRequest = discoverRequest + ".>"
 	AllDiscoverResult  = discoverResult + ".>"
+	AllDiscoverSubmit  = discoverSubmit + ".*"
 	AllAlert           = alert + ".>"
 	AllReplicate       = Root + ".replicate.>"
 	AllProgress        = progress + ".>"
@@ -98,6 +100,25 @@ func DiscoverRequest(vmaID string) (string, error) { return join(discoverRequest
 // DiscoverResult is godwit.discover.result.<vma>.<request>: the inventory a VMA found.
 func DiscoverResult(vmaID, requestID string) (string, error) {
 	return join(discoverResult, vma(vmaID), request(requestID))
+}
+
+// DiscoverSubmit is godwit.discover.submit.<vma>: a VMA asks the OMA,
+// request/reply, to publish a discover request of its own making, so that
+// its result reaches the OMA's inventory. It is not stored.
+func DiscoverSubmit(vmaID string) (string, error) { return join(discoverSubmit, vma(vmaID)) }
+
+// ParseDiscoverSubmit returns the VMA id of a DiscoverSubmit subject. It
+// fails with an error wrapping ErrNotSubject when subj has another form,
+// or ErrInvalidID when the id is not one DiscoverSubmit accepts.
+func ParseDiscoverSubmit(subj string) (string, error) {
+	id, ok := strings.CutPrefix(subj, discoverSubmit+".")
+	if !ok {
+		return "", fmt.Errorf("%w: %q is not %s.<vma>", ErrNotSubject, subj, discoverSubmit)
+	}
+	if err := ValidID(id); err != nil {
+		return "", fmt.Errorf("discover submit %q: vma id: %w", subj, err)
+	}
+	return id, nil
 }
 
 // ReplicateCommand is godwit.replicate.command.<vma>: a job for one VMA to run.
@@ -166,7 +187,7 @@ func VMAPublish(vmaID string) ([]string, error) {
 		return nil, fmt.Errorf("vma id: %w", err)
 	}
 	return []string{
-		discoverRequest + "." + vmaID,
+		discoverSubmit + "." + vmaID,
 		discoverResult + "." + vmaID + ".*",
 		replicateCommand + "." + vmaID,
 		replicateCancel + "." + vmaID,

@@ -63,6 +63,7 @@ func builders() map[string]func(ids ...string) (string, error) {
 		"Tunnel":           func(ids ...string) (string, error) { return subject.Tunnel(ids[0]) },
 		"ExportRequest":    func(ids ...string) (string, error) { return subject.ExportRequest(ids[0], ids[1]) },
 		"StreamAlert":      func(ids ...string) (string, error) { return subject.StreamAlert(ids[0]) },
+		"DiscoverSubmit":   func(ids ...string) (string, error) { return subject.DiscoverSubmit(ids[0]) },
 	}
 }
 
@@ -81,6 +82,7 @@ func TestBuilders(t *testing.T) {
 		"Tunnel":           "godwit.tunnel.vma-1",
 		"ExportRequest":    "godwit.export.request.vma-1.id-2",
 		"StreamAlert":      "godwit.alert.stream.vma-1",
+		"DiscoverSubmit":   "godwit.discover.submit.vma-1",
 	}
 	for name, build := range builders() {
 		got, err := build("vma-1", "id-2")

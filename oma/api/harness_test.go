@@ -174,7 +174,7 @@ func (v *vma) publish(t testing.TB, p events.Payload) events.Event {
 // inventory publishes a discovery result with the given VMs.
 func (v *vma) inventory(t testing.TB, vms ...events.VM) {
 	t.Helper()
-	v.publish(t, &events.DiscoverResult{RequestID: events.NewID(), VMAID: v.id,
+	v.publish(t, &events.DiscoverResult{RequestID: bustest.AskDiscovery(t, v.conn, v.id, "vcenter.test"), VMAID: v.id,
 		VCenter: events.VCenterRef{Host: "vcenter.test", Datacenter: "DatabanxDC"}, VMs: vms})
 }
 

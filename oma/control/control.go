@@ -144,6 +144,9 @@ func (c *Control) Run(ctx context.Context) error {
 	if err := c.bus.Serve(ctx, subject.AllExport, "oma", bus.ExportReplies, c.allocation); err != nil {
 		return stopped(ctx, err)
 	}
+	if err := c.bus.Serve(ctx, subject.AllDiscoverSubmit, "oma", bus.SubmitReplies, c.submitDiscover); err != nil {
+		return stopped(ctx, err)
+	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer c.stopReleases()
