@@ -46,6 +46,8 @@ type Config struct {
 	// ProgressBatch is how many progress and status events are applied in
 	// one transaction at most; 0 means bus.DefaultBatch.
 	ProgressBatch int
+	// StreamWatch is how Run watches the streams' limits and alerts.
+	StreamWatch bus.StreamWatch
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger; nil discards.
@@ -124,7 +126,7 @@ func (c *Control) Run(ctx context.Context) error {
 		return func(ctx context.Context, stream string) error { return c.bus.Consume(ctx, stream, bus.OMADurable, h) }
 	}
 	consumers := []consumer{
-		{bus.StreamDiscovery, []string{"godwit.discover.result.>"}, one(c.applyDiscoverResult)},
+		{bus.StreamInventory, nil, one(c.applyDiscoverResult)},
 		// The whole progress stream, unfiltered: it holds only progress and
 		// status, and filters would make the server match each message
 		// against them, a cost that grows with the jobs' subjects.
@@ -142,11 +144,15 @@ func (c *Control) Run(ctx context.Context) error {
 	if err := c.bus.Serve(ctx, subject.AllExport, "oma", bus.ExportReplies, c.allocation); err != nil {
 		return stopped(ctx, err)
 	}
+	if err := c.bus.Serve(ctx, subject.AllDiscoverSubmit, "oma", bus.SubmitReplies, c.submitDiscover); err != nil {
+		return stopped(ctx, err)
+	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer c.stopReleases()
 	wg.Go(func() { c.flushLoop(ctx) })
 	wg.Go(func() { c.pruneLoop(ctx) })
+	wg.Go(func() { _ = c.bus.WatchStreams(ctx, c.cfg.StreamWatch) })
 	errs := make(chan error, len(consumers))
 	for _, cons := range consumers {
 		wg.Go(func() { errs <- cons.consume(ctx, cons.stream) })

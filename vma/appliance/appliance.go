@@ -218,7 +218,7 @@ func (v *VMA) Run(ctx context.Context) error {
 		return err
 	}
 	defer stopTunnel()
-	bc := bus.ClientConfig{Name: id.ID, Source: "/godwit/vma/" + id.ID, NKeySeed: cfg.NATSSeed, InboxPrefix: inbox, Logger: log}
+	bc := bus.ClientConfig{Name: id.ID, Source: "/godwit/vma/" + id.ID, NKeySeed: cfg.NATSSeed, InboxPrefix: inbox, Confined: true, Logger: log}
 	if tn != nil {
 		bc.Dial = tunnel.Dialer{Tunnel: tn, Context: ctx}.Dial
 	}
