@@ -1,6 +1,10 @@
 // Package vcenter talks to vCenter with govmomi: it logs in, lists the VMs
 // of one or every datacenter with their disks and networks, and logs out.
 //
+// LoginSealed is the one place a VMA opens a vCenter password sealed to
+// its key; from there to govmomi's login the password is a secret.String,
+// which never prints.
+//
 // Discovery asks for every VM, folder, network and datastore of a
 // datacenter through one ContainerView and a single PropertyCollector
 // retrieve of only the properties it needs: never a round trip per VM.
