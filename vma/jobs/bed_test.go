@@ -21,6 +21,7 @@ import (
 	omaappliance "github.com/godwit/godwit/oma/appliance"
 	"github.com/godwit/godwit/oma/authkeys"
 	"github.com/godwit/godwit/proctest"
+	"github.com/godwit/godwit/secret"
 	"github.com/godwit/godwit/testbed"
 	"github.com/godwit/godwit/vma/appliance"
 	"github.com/godwit/godwit/vma/tunnel"
@@ -236,7 +237,7 @@ func (b *bed) assertCopied(t testing.TB, path string, j job) {
 // login logs in to the simulator directly.
 func (b *bed) login(t testing.TB) *vcenter.Session {
 	t.Helper()
-	s, err := vcenter.Login(context.Background(), vcenter.Config{Host: b.sim.Host, Username: b.sim.Username, Password: b.sim.Password, CAFile: b.sim.CAFile})
+	s, err := vcenter.Login(context.Background(), vcenter.Config{Host: b.sim.Host, Username: b.sim.Username, Password: secret.New(b.sim.Password), CAFile: b.sim.CAFile})
 	if err != nil {
 		t.Fatal(err)
 	}
