@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/flagconf"
+	"github.com/godwit/godwit/httpserver"
 	"github.com/godwit/godwit/oma/api"
 	"github.com/godwit/godwit/oma/appliance"
 	"github.com/godwit/godwit/oma/authkeys"
@@ -31,6 +32,9 @@ type config struct {
 	allowOrigins    string
 	tlsCert         string
 	tlsKey          string
+	insecureHTTP    bool
+	bodyTimeout     time.Duration
+	maxConns        int
 }
 
 // newFlagSet declares the flags every oma command has; its usage lists the
@@ -50,11 +54,14 @@ func newFlagSet(name string, cfg *config, stderr io.Writer) *flag.FlagSet {
 
 // declareRunFlags declares the flags of running the OMA.
 func declareRunFlags(fs *flag.FlagSet, cfg *config) {
-	fs.StringVar(&cfg.apiAddr, "api-addr", ":8082", "REST API listen address")
+	fs.StringVar(&cfg.apiAddr, "api-addr", appliance.DefaultAPIAddr, "REST API listen address; one that is not loopback needs -api-tls-cert and -api-tls-key, or -api-insecure-http")
 	fs.StringVar(&cfg.apiURL, "api-url", "http://localhost:8082", "OMA API URL given to VMAs")
 	fs.StringVar(&cfg.allowOrigins, "api-allow-origin", "", "comma-separated browser origins (scheme://host[:port]) allowed to call the API besides its own")
 	fs.StringVar(&cfg.tlsCert, "api-tls-cert", "", "PEM certificate (chain) to serve the API over HTTPS; needs -api-tls-key")
 	fs.StringVar(&cfg.tlsKey, "api-tls-key", "", "PEM private key to serve the API over HTTPS; needs -api-tls-cert")
+	fs.BoolVar(&cfg.insecureHTTP, "api-insecure-http", false, "allow plain HTTP on an -api-addr that is not loopback (tokens and vCenter passwords in clear)")
+	fs.DurationVar(&cfg.bodyTimeout, "api-body-timeout", httpserver.DefaultBodyTimeout, "how long a request body may take to arrive; a slower one is cut (408)")
+	fs.IntVar(&cfg.maxConns, "api-max-conns", httpserver.DefaultMaxConns, "API connections held at once; one more is answered 503")
 	declareForwardFlags(fs, cfg)
 	fs.IntVar(&cfg.natsMonitorPort, "nats-monitor-port", 0, "NATS HTTP monitoring port on the NATS host; 0 turns it off")
 	fs.DurationVar(&cfg.discoverTimeout, "discover-timeout", 60*time.Second, "how long POST /api/v1/discover waits for a VMA")
@@ -112,13 +119,18 @@ func (cfg *config) appliance() (appliance.Config, error) {
 	if (cfg.tlsCert == "") != (cfg.tlsKey == "") {
 		return appliance.Config{}, fmt.Errorf("-api-tls-cert and -api-tls-key go together: give both or neither")
 	}
+	if cfg.bodyTimeout <= 0 || cfg.maxConns < 1 {
+		return appliance.Config{}, fmt.Errorf("-api-body-timeout and -api-max-conns must be positive")
+	}
 	var ac api.Config
 	ac.AllowOrigins = flagconf.List(cfg.allowOrigins)
 	ac.HTTP.TLSCertFile, ac.HTTP.TLSKeyFile = cfg.tlsCert, cfg.tlsKey
+	ac.HTTP.BodyTimeout, ac.HTTP.MaxConns = cfg.bodyTimeout, cfg.maxConns
 	return appliance.Config{
 		DataDir:         cfg.dataDir,
 		API:             ac,
 		APIAddr:         cfg.apiAddr,
+		APIInsecureHTTP: cfg.insecureHTTP,
 		APIURL:          cfg.apiURL,
 		NATSAddr:        cfg.natsAddr,
 		NATSMonitorPort: cfg.natsMonitorPort,

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,9 +35,15 @@ import (
 type Config struct {
 	// DataDir holds the state, the volumes, the exports and the NKeys.
 	DataDir string
-	// APIAddr is the REST API's listen address; empty means ":8082" and a
-	// port 0 picks a free one.
+	// APIAddr is the REST API's listen address; empty means
+	// "127.0.0.1:8082" and a port 0 picks a free one. An address that is
+	// not loopback (all interfaces included) needs TLS (API.HTTP's
+	// certificate and key) or APIInsecureHTTP.
 	APIAddr string
+	// APIInsecureHTTP allows plain HTTP on an APIAddr that is not
+	// loopback, where bearer tokens and vCenter passwords would cross the
+	// network in clear.
+	APIInsecureHTTP bool
 	// APIURL is the OMA API URL given to VMAs; empty means http://localhost:8082.
 	APIURL string
 	// API configures the REST API: the browser origins it allows, TLS, the
@@ -76,7 +83,15 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, errors.New("oma: empty data dir")
 	}
 	if cfg.APIAddr == "" {
-		cfg.APIAddr = ":8082"
+		cfg.APIAddr = DefaultAPIAddr
+	}
+	apiHost, _, err := splitHostPort(cfg.APIAddr)
+	if err != nil {
+		return cfg, fmt.Errorf("api address %q: %w", cfg.APIAddr, err)
+	}
+	if !loopback(apiHost) && cfg.API.HTTP.TLSCertFile == "" && !cfg.APIInsecureHTTP {
+		return cfg, fmt.Errorf("api address %s is not loopback and would serve plain HTTP, bearer tokens and vCenter passwords in clear: "+
+			"serve HTTPS (-api-tls-cert and -api-tls-key), listen on loopback (-api-addr 127.0.0.1:8082), or allow it with -api-insecure-http", cfg.APIAddr)
 	}
 	if cfg.APIURL == "" {
 		cfg.APIURL = "http://localhost:8082"
@@ -119,6 +134,21 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("api: %w", err)
 	}
 	return cfg, nil
+}
+
+// DefaultAPIAddr is where the REST API listens by default: loopback only.
+const DefaultAPIAddr = "127.0.0.1:8082"
+
+// loopback reports whether a listen host is this machine's loopback only:
+// localhost or a loopback IP. An empty host or an unspecified address
+// (0.0.0.0, ::) listens on every interface; any other name may resolve to
+// anything.
+func loopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // splitHostPort splits a listen address whose port may be 0.
