@@ -21,23 +21,28 @@ import (
 	jobwatch "github.com/godwit/godwit/oma/watch"
 )
 
-// tokenCreate implements `oma token create -name NAME`.
+// tokenCreate implements `oma token create -name NAME [-scope SCOPE]`.
 func tokenCreate(args []string, stdout, stderr io.Writer) error {
 	var cfg config
 	fs := newFlagSet("oma token create", &cfg, stderr)
 	name := fs.String("name", "", "token name (required)")
+	scopeName := fs.String("scope", string(tokens.DefaultScope), "what the token may do: read (GET only), operate (also discovery and jobs) or admin (also tokens and VMAs)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *name == "" {
 		return errors.New("token create: -name is required")
 	}
+	scope, err := tokens.ParseScope(*scopeName)
+	if err != nil {
+		return fmt.Errorf("token create: -scope: %w", err)
+	}
 	st, err := appliance.OpenStore(cfg.dataDir)
 	if err != nil {
 		return fmt.Errorf("%w (on a running OMA use POST /api/v1/tokens)", err)
 	}
 	defer st.Close()
-	secret, err := tokens.Create(st, *name, time.Now())
+	secret, err := tokens.Create(st, *name, scope, time.Now())
 	if err != nil {
 		return err
 	}

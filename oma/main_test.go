@@ -16,6 +16,8 @@ import (
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/logtest"
+	"github.com/godwit/godwit/oma/appliance"
+	"github.com/godwit/godwit/oma/tokens"
 )
 
 func freeAddr(t *testing.T) string {
@@ -346,5 +348,35 @@ func TestExitStatus(t *testing.T) {
 				t.Errorf("%v: stderr says %q", tt.args, errOut.String())
 			}
 		})
+	}
+}
+
+// TestTokenCreateScope: oma token create makes an operate token unless
+// -scope says otherwise, and refuses a scope it does not know.
+func TestTokenCreateScope(t *testing.T) {
+	dir := t.TempDir()
+	var out bytes.Buffer
+	for _, args := range [][]string{{"-name", "ops"}, {"-name", "viewer", "-scope", "read"}, {"-name", "boss", "-scope", "admin"}} {
+		if err := dispatch(context.Background(), append([]string{"token", "create", "-data", dir}, args...), &out, io.Discard); err != nil {
+			t.Fatalf("token create %v: %v", args, err)
+		}
+	}
+	err := dispatch(context.Background(), []string{"token", "create", "-data", dir, "-name", "x", "-scope", "root"}, &out, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "-scope") {
+		t.Errorf("token create -scope root = %v, want an error naming -scope", err)
+	}
+	st, err := appliance.OpenStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	list, _ := tokens.List(st)
+	got := map[string]tokens.Scope{}
+	for _, i := range list {
+		got[i.Name] = i.Scope
+	}
+	if want := map[string]tokens.Scope{"ops": tokens.Operate, "viewer": tokens.Read, "boss": tokens.Admin}; len(got) != 3 ||
+		got["ops"] != want["ops"] || got["viewer"] != want["viewer"] || got["boss"] != want["boss"] {
+		t.Errorf("tokens = %v, want %v", got, want)
 	}
 }

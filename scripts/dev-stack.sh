@@ -57,7 +57,7 @@ if [ ! -s "$DATA/vma/nats.seed" ]; then
     die "cannot register vma-1 (stale $DATA/oma? remove $DATA to start afresh)"
 fi
 if [ ! -s "$DATA/oma/make-run.token" ]; then
-  (umask 077 && "$BIN/oma" token create -name make-run -data "$DATA/oma" >"$DATA/oma/make-run.token.new") ||
+  (umask 077 && "$BIN/oma" token create -name make-run -scope admin -data "$DATA/oma" >"$DATA/oma/make-run.token.new") ||
     die "cannot create an API token in $DATA/oma"
   mv "$DATA/oma/make-run.token.new" "$DATA/oma/make-run.token"
 fi

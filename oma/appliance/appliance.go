@@ -343,14 +343,23 @@ func (o *OMA) Run(ctx context.Context) error {
 	return err
 }
 
-// initialToken creates a first API token when none exists and writes it
-// to path (mode 0600); the log names the file, never the token.
+// initialToken gives the tokens from before scopes the admin scope, which
+// is what they could do, and creates a first API token (admin) when none
+// exists and writes it to path (mode 0600); the log names the file, never
+// the token.
 func initialToken(st *store.Store, path string, now time.Time, log *slog.Logger) error {
+	migrated, err := tokens.MigrateScopes(st)
+	if err != nil {
+		return err
+	}
+	if migrated > 0 {
+		log.Info("API tokens from before scopes are admin tokens", "tokens", migrated)
+	}
 	n, err := tokens.Count(st)
 	if err != nil || n > 0 {
 		return err
 	}
-	secret, err := tokens.Create(st, "initial", now)
+	secret, err := tokens.Create(st, "initial", tokens.Admin, now)
 	if err != nil {
 		return err
 	}

@@ -182,8 +182,11 @@ func VMAs(tx *bbolt.Tx) ([]VMA, error) {
 
 // Token is an API token, kept as the SHA-256 of its secret.
 type Token struct {
-	Name      string    `json:"name"`
-	Hash      []byte    `json:"hash"`
+	Name string `json:"name"`
+	Hash []byte `json:"hash"`
+	// Scope is what the token may do: read, operate or admin; empty for
+	// tokens from before scopes (admin: tokens.MigrateScopes).
+	Scope     string    `json:"scope,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	// LastUsedAt is when the token last authenticated a request, recorded
 	// at most about once a minute (nil: never).
