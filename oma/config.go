@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/godwit/godwit/oma/api"
 	"github.com/godwit/godwit/oma/appliance"
 	"github.com/godwit/godwit/oma/authkeys"
+	"github.com/godwit/godwit/oma/control"
 )
 
 // config is the OMA's command line.
@@ -33,6 +35,7 @@ type config struct {
 	tlsCert         string
 	tlsKey          string
 	insecureHTTP    bool
+	sshdPort        int
 	bodyTimeout     time.Duration
 	maxConns        int
 }
@@ -77,6 +80,30 @@ func declareForwardFlags(fs *flag.FlagSet, cfg *config) {
 	fs.StringVar(&cfg.nbdPorts, "nbd-ports", "10100-10199", "NBD export port pool, FIRST-LAST")
 	fs.StringVar(&cfg.exportAddr, "export-addr", "127.0.0.1", "address nbdkit listens on")
 	fs.StringVar(&cfg.exportHost, "export-host", "", "host VMAs are told to reach exports at (default: -export-addr)")
+	fs.IntVar(&cfg.sshdPort, "sshd-port", 0, "port of the OMA's sshd the VMAs tunnel to, which no VMA's API port may take (0: unknown; below 1024 is refused anyway)")
+}
+
+// ownPorts lists the OMA's own ports as its flags say (API, NATS, sshd,
+// NBD pool), which no VMA's API port may take.
+func (cfg *config) ownPorts() ([]control.PortRange, error) {
+	first, last, err := cfg.pool()
+	if err != nil {
+		return nil, err
+	}
+	var own []control.PortRange
+	for _, a := range []struct{ name, addr string }{{"API", cfg.apiAddr}, {"NATS", cfg.natsAddr}} {
+		_, p, err := net.SplitHostPort(a.addr)
+		if err != nil {
+			return nil, fmt.Errorf("%s address %q: %w", a.name, a.addr, err)
+		}
+		if n, err := strconv.Atoi(p); err == nil && n > 0 {
+			own = append(own, control.PortRange{Name: a.name, First: n, Last: n})
+		}
+	}
+	if cfg.sshdPort > 0 {
+		own = append(own, control.PortRange{Name: "sshd", First: cfg.sshdPort, Last: cfg.sshdPort})
+	}
+	return append(own, control.PortRange{Name: "NBD port pool", First: first, Last: last}), nil
 }
 
 // pool parses -nbd-ports.
@@ -136,6 +163,7 @@ func (cfg *config) appliance() (appliance.Config, error) {
 		NATSMonitorPort: cfg.natsMonitorPort,
 		FirstPort:       firstPort,
 		LastPort:        lastPort,
+		SSHDPort:        cfg.sshdPort,
 		ExportAddr:      cfg.exportAddr,
 		ExportHost:      cfg.exportHost,
 		DiscoverTimeout: cfg.discoverTimeout,

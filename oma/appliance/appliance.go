@@ -58,6 +58,10 @@ type Config struct {
 	NATSMaxPayload int32
 	// FirstPort and LastPort bound the NBD port pool; zero means 10100-10199.
 	FirstPort, LastPort int
+	// SSHDPort is the port of the sshd the VMAs tunnel to, when known: no
+	// VMA's API port may take it (nor the API's, NATS's or the pool's). 0:
+	// unknown (ports below 1024, 22 and 443, are refused anyway).
+	SSHDPort int
 	// Nbdkit is the nbdkit binary the exports run; empty means "nbdkit" on
 	// the PATH. (Tests put a wrapper here that adds nbdkit filters.)
 	Nbdkit string
@@ -295,21 +299,23 @@ func (o *OMA) Run(ctx context.Context) error {
 
 	exp := exports.New(exports.Config{FirstPort: cfg.FirstPort, LastPort: cfg.LastPort, BindAddr: cfg.ExportAddr, Nbdkit: cfg.Nbdkit, Logger: log.WithGroup("nbd")})
 	defer exp.StopAll()
-	ctl := control.New(control.Config{
-		DataDir: cfg.DataDir, ExportHost: cfg.ExportHost, APIURL: cfg.APIURL, NATSURL: srv.ClientURL(),
-		DiscoverTimeout: cfg.DiscoverTimeout, AppliedMaxAge: cfg.StreamMaxAge + 24*time.Hour, Now: cfg.Now, Logger: log,
-	}, st, conn, exp, srv)
-	if err := ctl.Restore(ctx); err != nil {
-		return err
-	}
-
 	l, err := net.Listen("tcp", cfg.APIAddr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.APIAddr, err)
 	}
+	defer l.Close() // Serve closes it too; this is for a failed start
 	o.mu.Lock()
 	o.addrs = Addrs{API: l.Addr().String(), NATS: srv.ClientURL(), NATSMonitor: srv.MonitorURL()}
 	o.mu.Unlock()
+
+	ctl := control.New(control.Config{
+		DataDir: cfg.DataDir, ExportHost: cfg.ExportHost, APIURL: cfg.APIURL, NATSURL: srv.ClientURL(),
+		DiscoverTimeout: cfg.DiscoverTimeout, AppliedMaxAge: cfg.StreamMaxAge + 24*time.Hour, Now: cfg.Now, Logger: log,
+		OMAPorts: o.ownPorts(l.Addr(), srv.ClientURL()),
+	}, st, conn, exp, srv)
+	if err := ctl.Restore(ctx); err != nil {
+		return err
+	}
 
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
@@ -341,6 +347,30 @@ func (o *OMA) Run(ctx context.Context) error {
 	}
 	log.Info("oma stopped")
 	return err
+}
+
+// ownPorts lists the OMA's own ports, which no VMA's API port may take:
+// the API's (as bound), NATS's (its client URL), the monitoring port, the
+// sshd's when known, and the NBD pool.
+func (o *OMA) ownPorts(api net.Addr, natsURL string) []control.PortRange {
+	cfg := o.cfg
+	var own []control.PortRange
+	add := func(name string, first, last int) {
+		if first > 0 {
+			own = append(own, control.PortRange{Name: name, First: first, Last: last})
+		}
+	}
+	if ta, ok := api.(*net.TCPAddr); ok {
+		add("API", ta.Port, ta.Port)
+	}
+	if _, p, err := net.SplitHostPort(strings.TrimPrefix(natsURL, "nats://")); err == nil {
+		n, _ := strconv.Atoi(p)
+		add("NATS", n, n)
+	}
+	add("NATS monitoring", cfg.NATSMonitorPort, cfg.NATSMonitorPort)
+	add("sshd", cfg.SSHDPort, cfg.SSHDPort)
+	add("NBD port pool", cfg.FirstPort, cfg.LastPort)
+	return own
 }
 
 // initialToken gives the tokens from before scopes the admin scope, which

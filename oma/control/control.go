@@ -46,6 +46,9 @@ type Config struct {
 	// ProgressBatch is how many progress and status events are applied in
 	// one transaction at most; 0 means bus.DefaultBatch.
 	ProgressBatch int
+	// OMAPorts are the OMA's own ports (API, NATS, sshd, NBD pool): no
+	// VMA's API port may take one.
+	OMAPorts []PortRange
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger; nil discards.
