@@ -36,6 +36,8 @@ type config struct {
 	tlsKey          string
 	insecureHTTP    bool
 	sshdPort        int
+	pendingJobTTL   time.Duration
+	maxPendingJobs  int
 	bodyTimeout     time.Duration
 	maxConns        int
 }
@@ -68,6 +70,8 @@ func declareRunFlags(fs *flag.FlagSet, cfg *config) {
 	declareForwardFlags(fs, cfg)
 	fs.IntVar(&cfg.natsMonitorPort, "nats-monitor-port", 0, "NATS HTTP monitoring port on the NATS host; 0 turns it off")
 	fs.DurationVar(&cfg.discoverTimeout, "discover-timeout", 60*time.Second, "how long POST /api/v1/discover waits for a VMA")
+	fs.DurationVar(&cfg.pendingJobTTL, "pending-job-ttl", control.DefaultPendingJobTTL, "how long a job may stay pending (created, never started) before it expires and its NBD port is released")
+	fs.IntVar(&cfg.maxPendingJobs, "max-pending-jobs", control.DefaultMaxPendingJobs, "pending jobs one API token may have at once; one more is refused (429)")
 	fs.DurationVar(&cfg.streamMaxAge, "stream-max-age", 30*24*time.Hour, "how long streams keep events")
 	fs.Int64Var(&cfg.streamMaxBytes, "stream-max-bytes", 1<<30, "bytes each stream keeps at most")
 }
@@ -149,6 +153,9 @@ func (cfg *config) appliance() (appliance.Config, error) {
 	if cfg.bodyTimeout <= 0 || cfg.maxConns < 1 {
 		return appliance.Config{}, fmt.Errorf("-api-body-timeout and -api-max-conns must be positive")
 	}
+	if cfg.pendingJobTTL <= 0 || cfg.maxPendingJobs < 1 {
+		return appliance.Config{}, fmt.Errorf("-pending-job-ttl and -max-pending-jobs must be positive")
+	}
 	var ac api.Config
 	ac.AllowOrigins = flagconf.List(cfg.allowOrigins)
 	ac.HTTP.TLSCertFile, ac.HTTP.TLSKeyFile = cfg.tlsCert, cfg.tlsKey
@@ -167,6 +174,8 @@ func (cfg *config) appliance() (appliance.Config, error) {
 		ExportAddr:      cfg.exportAddr,
 		ExportHost:      cfg.exportHost,
 		DiscoverTimeout: cfg.discoverTimeout,
+		PendingJobTTL:   cfg.pendingJobTTL,
+		MaxPendingJobs:  cfg.maxPendingJobs,
 		StreamMaxAge:    cfg.streamMaxAge,
 		StreamMaxBytes:  cfg.streamMaxBytes,
 	}, nil

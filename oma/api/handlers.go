@@ -67,7 +67,7 @@ func (a *API) createReplication(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	j, err := a.ctl.CreateJob(r.Context(), control.CreateRequest{
-		VM: vm, ReplicationType: req.ReplicationType, VMAID: req.VMAID, VCenter: req.VCenter,
+		VM: vm, ReplicationType: req.ReplicationType, VMAID: req.VMAID, VCenter: req.VCenter, Token: holderOf(r).Name,
 	})
 	if err != nil {
 		return err

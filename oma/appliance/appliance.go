@@ -71,6 +71,12 @@ type Config struct {
 	ExportHost string
 	// DiscoverTimeout bounds POST /api/v1/discover; 0 means 60s.
 	DiscoverTimeout time.Duration
+	// PendingJobTTL is how long a job may stay pending (never started)
+	// before it expires; 0 means control.DefaultPendingJobTTL (24h).
+	PendingJobTTL time.Duration
+	// MaxPendingJobs is how many pending jobs one API token may have; 0
+	// means control.DefaultMaxPendingJobs.
+	MaxPendingJobs int
 	// StreamMaxAge and StreamMaxBytes limit what each stream keeps; zero
 	// means 30 days and 1 GiB.
 	StreamMaxAge   time.Duration
@@ -311,7 +317,8 @@ func (o *OMA) Run(ctx context.Context) error {
 	ctl := control.New(control.Config{
 		DataDir: cfg.DataDir, ExportHost: cfg.ExportHost, APIURL: cfg.APIURL, NATSURL: srv.ClientURL(),
 		DiscoverTimeout: cfg.DiscoverTimeout, AppliedMaxAge: cfg.StreamMaxAge + 24*time.Hour, Now: cfg.Now, Logger: log,
-		OMAPorts: o.ownPorts(l.Addr(), srv.ClientURL()),
+		OMAPorts:      o.ownPorts(l.Addr(), srv.ClientURL()),
+		PendingJobTTL: cfg.PendingJobTTL, MaxPendingJobs: cfg.MaxPendingJobs,
 	}, st, conn, exp, srv)
 	if err := ctl.Restore(ctx); err != nil {
 		return err

@@ -35,6 +35,8 @@ type Job struct {
 	RateBytesPerSecond int64   `json:"rate_bytes_per_second"`
 	// AverageRateBytesPerSecond is the rate since the copy began.
 	AverageRateBytesPerSecond int64 `json:"average_rate_bytes_per_second,omitempty"`
+	// CreatedBy names the API token that created the job.
+	CreatedBy string `json:"created_by,omitempty"`
 	// LastSeq is the highest progress or status sequence applied.
 	LastSeq   uint64    `json:"last_seq"`
 	LastError string    `json:"last_error,omitempty"`
