@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -132,5 +133,27 @@ func TestVMAAddBadSSHKey(t *testing.T) {
 	var out, errOut bytes.Buffer
 	if err := dispatch(context.Background(), []string{"vma", "add", "-id", "vma-1", "-data", dir}, &out, &errOut); err != nil {
 		t.Errorf("vma-1 was registered by a refused command: %v", err)
+	}
+}
+
+// TestVMAAddRefusesTheOMAsPorts: oma vma add -api-port refuses the OMA's
+// own ports (its API's, NATS's, its sshd's, the NBD pool) naming api_port,
+// and the lowest free port skips them.
+func TestVMAAddRefusesTheOMAsPorts(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	own := []string{"-data", dir, "-api-addr", "127.0.0.1:9081", "-nats-addr", "127.0.0.1:9082", "-sshd-port", "9083", "-nbd-ports", "9084-9090"}
+	for _, port := range []string{"9081", "9082", "9083", "9084", "9090"} {
+		err := dispatch(context.Background(), append([]string{"vma", "add", "-id", "vma-1", "-api-port", port}, own...), io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "api_port") || !strings.Contains(err.Error(), "the OMA's own") {
+			t.Errorf("vma add -api-port %s = %v, want a refusal naming api_port", port, err)
+		}
+	}
+	var out bytes.Buffer
+	if err := dispatch(context.Background(), append([]string{"vma", "add", "-id", "vma-1"}, own...), &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "127.0.0.1:9091 on the OMA.") {
+		t.Errorf("vma add took a port of the OMA's own:\n%s", out.String())
 	}
 }

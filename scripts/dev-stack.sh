@@ -35,7 +35,7 @@ DATA=$(mkdir -p "$DATA" && cd "$DATA" && pwd)
 LOGS=$DATA/logs
 mkdir -p "$DATA/oma" "$DATA/vma" "$DATA/vcsim" "$DATA/sshd" "$LOGS" "$VAR"
 chmod 700 "$DATA/oma" "$DATA/vma" "$DATA/sshd" "$VAR"
-FORWARDS=(-nats-addr "127.0.0.1:$NATS_PORT" -nbd-ports "$NBD_PORTS" -export-host 127.0.0.1)
+FORWARDS=(-nats-addr "127.0.0.1:$NATS_PORT" -nbd-ports "$NBD_PORTS" -export-host 127.0.0.1 -sshd-port "$SSHD_PORT")
 
 say() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*"; }
 die() { echo "dev-stack: $*" >&2; exit 1; }
@@ -53,11 +53,11 @@ if [ ! -s "$DATA/vma/nats.seed" ]; then
   rm -f "$DATA/vma/nats.seed"
   key=$("$BIN/vma" pubkey -ssh -data "$DATA/vma")
   "$BIN/oma" vma add -id vma-1 -data "$DATA/oma" -seed-out "$DATA/vma/nats.seed" -ssh-key "$key" \
-    -api-port "$VMA_TUNNEL_PORT" "${FORWARDS[@]}" >/dev/null ||
+    -api-port "$VMA_TUNNEL_PORT" -api-addr "127.0.0.1:$OMA_PORT" "${FORWARDS[@]}" >/dev/null ||
     die "cannot register vma-1 (stale $DATA/oma? remove $DATA to start afresh)"
 fi
 if [ ! -s "$DATA/oma/make-run.token" ]; then
-  (umask 077 && "$BIN/oma" token create -name make-run -data "$DATA/oma" >"$DATA/oma/make-run.token.new") ||
+  (umask 077 && "$BIN/oma" token create -name make-run -scope admin -data "$DATA/oma" >"$DATA/oma/make-run.token.new") ||
     die "cannot create an API token in $DATA/oma"
   mv "$DATA/oma/make-run.token.new" "$DATA/oma/make-run.token"
 fi
