@@ -31,6 +31,7 @@ type config struct {
 	allowOrigins    string
 	tlsCert         string
 	tlsKey          string
+	tunnelDir       string
 }
 
 // newFlagSet declares the flags every oma command has; its usage lists the
@@ -70,6 +71,20 @@ func declareForwardFlags(fs *flag.FlagSet, cfg *config) {
 	fs.StringVar(&cfg.nbdPorts, "nbd-ports", "10100-10199", "NBD export port pool, FIRST-LAST")
 	fs.StringVar(&cfg.exportAddr, "export-addr", "127.0.0.1", "address nbdkit listens on")
 	fs.StringVar(&cfg.exportHost, "export-host", "", "host VMAs are told to reach exports at (default: -export-addr)")
+	fs.StringVar(&cfg.tunnelDir, "tunnel-dir", "", "directory (mode 0700) of the Unix sockets the VMAs' SSH tunnels forward their APIs on; the OMA holds each VMA's API port and forwards into <dir>/<id>.sock (default: <data>/tunnels)")
+}
+
+// socketDir returns -tunnel-dir, absolute, <data>/tunnels when not given.
+func (cfg *config) socketDir() (string, error) {
+	dir := cfg.tunnelDir
+	if dir == "" {
+		dir = filepath.Join(cfg.dataDir, "tunnels")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("-tunnel-dir: %w", err)
+	}
+	return abs, nil
 }
 
 // pool parses -nbd-ports.
@@ -112,6 +127,10 @@ func (cfg *config) appliance() (appliance.Config, error) {
 	if (cfg.tlsCert == "") != (cfg.tlsKey == "") {
 		return appliance.Config{}, fmt.Errorf("-api-tls-cert and -api-tls-key go together: give both or neither")
 	}
+	tunnelDir, err := cfg.socketDir()
+	if err != nil {
+		return appliance.Config{}, err
+	}
 	var ac api.Config
 	ac.AllowOrigins = flagconf.List(cfg.allowOrigins)
 	ac.HTTP.TLSCertFile, ac.HTTP.TLSKeyFile = cfg.tlsCert, cfg.tlsKey
@@ -126,6 +145,7 @@ func (cfg *config) appliance() (appliance.Config, error) {
 		LastPort:        lastPort,
 		ExportAddr:      cfg.exportAddr,
 		ExportHost:      cfg.exportHost,
+		TunnelDir:       tunnelDir,
 		DiscoverTimeout: cfg.discoverTimeout,
 		StreamMaxAge:    cfg.streamMaxAge,
 		StreamMaxBytes:  cfg.streamMaxBytes,

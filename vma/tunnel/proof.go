@@ -114,20 +114,42 @@ func prove(conn net.Conn, signer ssh.Signer, timeout time.Duration) error {
 // whether it did. The OMA's sshd leaves a VMA's socket behind when the VMA's session ends, and
 // refuses to bind a path that exists (StreamLocalBindUnlink no, so that one VMA cannot replace
 // another's live socket): the socket's owner removes stale ones so that the VMA's next forward
-// can be made. Only a refused connection counts as stale: while the file exists nobody else
-// can bind there, so removing it cannot remove a live one. A missing file is not an error.
-func RemoveStale(ctx context.Context, path string) (bool, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", path)
-	if err == nil {
-		c.Close()
+// can be made. Only a socket file that refuses connections twice, settle apart, counts as
+// stale: while the file exists nobody else can bind there, and a live one refuses only in the
+// instant between sshd's bind and listen. A missing file is not an error.
+func RemoveStale(ctx context.Context, path string, settle time.Duration) (bool, error) {
+	first, err := refusing(ctx, path)
+	if first == nil || err != nil {
+		return false, err
+	}
+	select {
+	case <-time.After(settle):
+	case <-ctx.Done():
 		return false, nil
 	}
-	if errors.Is(err, os.ErrNotExist) || !errors.Is(err, syscall.ECONNREFUSED) {
-		return false, nil
+	again, err := refusing(ctx, path)
+	if again == nil || err != nil || !os.SameFile(first, again) {
+		return false, err
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return false, fmt.Errorf("remove stale socket %s: %w", path, err)
 	}
 	return true, nil
+}
+
+// refusing returns the file at path if it is a Unix socket that refuses connections, else nil.
+func refusing(ctx context.Context, path string) (os.FileInfo, error) {
+	fi, err := os.Lstat(path)
+	if err != nil || fi.Mode().Type() != os.ModeSocket {
+		return nil, nil
+	}
+	c, err := (&net.Dialer{}).DialContext(ctx, "unix", path)
+	if err == nil {
+		c.Close()
+		return nil, nil
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return nil, nil
+	}
+	return fi, nil
 }

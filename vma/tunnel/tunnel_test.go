@@ -180,7 +180,7 @@ func (r *rig) reachForward(t *testing.T) {
 	checkFor(t, 10*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		if _, err := tunnel.RemoveStale(ctx, r.remote); err != nil {
+		if _, err := tunnel.RemoveStale(ctx, r.remote, 50*time.Millisecond); err != nil {
 			return err
 		}
 		c, err := (&net.Dialer{}).DialContext(ctx, "unix", r.remote)
