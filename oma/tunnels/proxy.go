@@ -249,8 +249,24 @@ var errNotConnected = errors.New("not connected")
 // errNoKey means a VMA has no SSH key registered, so it has no tunnel to forward into.
 var errNoKey = errors.New("no SSH key registered: its API is not forwarded through a tunnel")
 
-// dial connects to pt's socket and checks the VMA's identity there.
+// dial connects to a VMA's socket and checks the VMA's identity there. A connection reset
+// before the VMA answers is tried once more: a forward just made may refuse a connection for a
+// moment (the SSH client learns of its own forward after sshd has bound the socket).
 func dial(ctx context.Context, path string, key ssh.PublicKey) (net.Conn, error) {
+	c, err := dialOnce(ctx, path, key)
+	if err == nil || errors.Is(err, errNotConnected) || errors.Is(err, errNoKey) || errors.Is(err, tunnel.ErrNotVMA) {
+		return c, err
+	}
+	select {
+	case <-time.After(100 * time.Millisecond):
+	case <-ctx.Done():
+		return nil, err
+	}
+	return dialOnce(ctx, path, key)
+}
+
+// dialOnce connects to a VMA's socket and checks the VMA's identity there.
+func dialOnce(ctx context.Context, path string, key ssh.PublicKey) (net.Conn, error) {
 	if key == nil {
 		return nil, errNoKey
 	}
