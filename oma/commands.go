@@ -18,6 +18,7 @@ import (
 	"github.com/godwit/godwit/oma/control"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/tokens"
+	"github.com/godwit/godwit/oma/tunnels"
 	jobwatch "github.com/godwit/godwit/oma/watch"
 )
 
@@ -112,7 +113,11 @@ func vmaAdd(args []string, stdout, stderr io.Writer) error {
 		env("id", cred.ID) + env("nats-url", *natsURL) + env("oma-url", *apiURL) +
 		fmt.Sprintf("# Its API is forwarded to 127.0.0.1:%d on the OMA.\n", cred.APIPort)
 	if *tunnelURL != "" {
-		out += env("tunnel", *tunnelURL) + env("tunnel-listen", fmt.Sprintf("127.0.0.1:%d", cred.APIPort)) +
+		dir, err := cfg.socketDir()
+		if err != nil {
+			return fmt.Errorf("vma add: %w", err)
+		}
+		out += env("tunnel", *tunnelURL) + env("tunnel-listen", tunnels.SocketPath(dir, cred.ID)) +
 			"# and the OMA's host key in the file " + flagconf.EnvName("tunnel-known-hosts") + " names (ssh-keyscan, checked by hand).\n"
 	}
 	if cred.SSHPublicKey != "" {

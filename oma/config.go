@@ -40,6 +40,7 @@ type config struct {
 	maxPendingJobs  int
 	bodyTimeout     time.Duration
 	maxConns        int
+	tunnelDir       string
 }
 
 // newFlagSet declares the flags every oma command has; its usage lists the
@@ -85,6 +86,7 @@ func declareForwardFlags(fs *flag.FlagSet, cfg *config) {
 	fs.StringVar(&cfg.exportAddr, "export-addr", "127.0.0.1", "address nbdkit listens on")
 	fs.StringVar(&cfg.exportHost, "export-host", "", "host VMAs are told to reach exports at (default: -export-addr)")
 	fs.IntVar(&cfg.sshdPort, "sshd-port", 0, "port of the OMA's sshd the VMAs tunnel to, which no VMA's API port may take (0: unknown; below 1024 is refused anyway)")
+	fs.StringVar(&cfg.tunnelDir, "tunnel-dir", "", "directory (mode 0700) of the Unix sockets the VMAs' SSH tunnels forward their APIs on; the OMA holds each VMA's API port and forwards into <dir>/<id>.sock (default: <data>/tunnels)")
 }
 
 // ownPorts lists the OMA's own ports as its flags say (API, NATS, sshd,
@@ -108,6 +110,19 @@ func (cfg *config) ownPorts() ([]control.PortRange, error) {
 		own = append(own, control.PortRange{Name: "sshd", First: cfg.sshdPort, Last: cfg.sshdPort})
 	}
 	return append(own, control.PortRange{Name: "NBD port pool", First: first, Last: last}), nil
+}
+
+// socketDir returns -tunnel-dir, absolute, <data>/tunnels when not given.
+func (cfg *config) socketDir() (string, error) {
+	dir := cfg.tunnelDir
+	if dir == "" {
+		dir = filepath.Join(cfg.dataDir, "tunnels")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("-tunnel-dir: %w", err)
+	}
+	return abs, nil
 }
 
 // pool parses -nbd-ports.
@@ -156,6 +171,10 @@ func (cfg *config) appliance() (appliance.Config, error) {
 	if cfg.pendingJobTTL <= 0 || cfg.maxPendingJobs < 1 {
 		return appliance.Config{}, fmt.Errorf("-pending-job-ttl and -max-pending-jobs must be positive")
 	}
+	tunnelDir, err := cfg.socketDir()
+	if err != nil {
+		return appliance.Config{}, err
+	}
 	var ac api.Config
 	ac.AllowOrigins = flagconf.List(cfg.allowOrigins)
 	ac.HTTP.TLSCertFile, ac.HTTP.TLSKeyFile = cfg.tlsCert, cfg.tlsKey
@@ -173,6 +192,7 @@ func (cfg *config) appliance() (appliance.Config, error) {
 		SSHDPort:        cfg.sshdPort,
 		ExportAddr:      cfg.exportAddr,
 		ExportHost:      cfg.exportHost,
+		TunnelDir:       tunnelDir,
 		DiscoverTimeout: cfg.discoverTimeout,
 		PendingJobTTL:   cfg.pendingJobTTL,
 		MaxPendingJobs:  cfg.maxPendingJobs,

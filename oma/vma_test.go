@@ -27,9 +27,9 @@ func TestVMAAddSSHKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	pool := []string{"-data", dir, "-nbd-ports", "10100-10102"}
-	line := func(id string, port string) string {
-		return `restrict,command="/bin/false",port-forwarding,permitopen="127.0.0.1:4222",permitopen="127.0.0.1:10100",permitopen="127.0.0.1:10101",permitopen="127.0.0.1:10102",permitlisten="127.0.0.1:` +
-			port + `" ` + testKey + " godwit-vma-" + id
+	line := func(id string, _ string) string { // the API port is no longer in the line: the OMA holds it
+		return `restrict,command="/bin/false",port-forwarding,permitopen="127.0.0.1:4222",permitopen="127.0.0.1:10100",permitopen="127.0.0.1:10101",permitopen="127.0.0.1:10102" ` +
+			testKey + " godwit-vma-" + id
 	}
 	tests := []struct {
 		name string
@@ -57,10 +57,12 @@ func TestVMAAddSSHKey(t *testing.T) {
 	}
 	// With -tunnel, the VMA's tunnel settings come with the rest.
 	var tout, terr bytes.Buffer
-	if err := dispatch(context.Background(), append([]string{"vma", "add", "-id", "vma-6", "-tunnel", "ssh://godwit@oma.example.com:22"}, pool...), &tout, &terr); err != nil {
+	if err := dispatch(context.Background(), append([]string{"vma", "add", "-id", "vma-6", "-tunnel", "ssh://godwit-oma@oma.example.com:22"}, pool...), &tout, &terr); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"GODWIT_TUNNEL=ssh://godwit@oma.example.com:22\n", "GODWIT_TUNNEL_LISTEN=127.0.0.1:9084\n", "GODWIT_TUNNEL_KNOWN_HOSTS"} {
+	// The API is forwarded on a socket in the OMA's tunnel dir; the OMA holds the port.
+	for _, want := range []string{"GODWIT_TUNNEL=ssh://godwit-oma@oma.example.com:22\n", "GODWIT_TUNNEL_LISTEN=" + filepath.Join(dir, "tunnels", "vma-6.sock") + "\n",
+		"127.0.0.1:9084 on the OMA", "GODWIT_TUNNEL_KNOWN_HOSTS"} {
 		if !strings.Contains(tout.String(), want) {
 			t.Errorf("vma add -tunnel printed no %q:\n%s", want, tout.String())
 		}
@@ -89,7 +91,7 @@ func TestVMAAddSSHKey(t *testing.T) {
 	if err := dispatch(context.Background(), []string{"vma", "authorized-keys", "-data", dir, "-nbd-ports", "12000-12000", "-nats-addr", "0.0.0.0:4333"}, &out, &errOut); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), `restrict,command="/bin/false",port-forwarding,permitopen="127.0.0.1:4333",permitopen="127.0.0.1:12000",permitlisten="127.0.0.1:9081" `+testKey+" godwit-vma-vma-1\n") {
+	if !strings.Contains(out.String(), `restrict,command="/bin/false",port-forwarding,permitopen="127.0.0.1:4333",permitopen="127.0.0.1:12000" `+testKey+" godwit-vma-vma-1\n") {
 		t.Errorf("vma authorized-keys with another pool:\n%s", out.String())
 	}
 }

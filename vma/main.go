@@ -160,7 +160,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.tunnelURL, "tunnel", "", "ssh://user@oma[:port]: reach the OMA only through one SSH connection to its sshd (bus, exports, and the API forwarded back); empty: direct")
 	fs.StringVar(&cfg.tunnelKnownHosts, "tunnel-known-hosts", "", "known_hosts file with the OMA's SSH host key")
 	fs.BoolVar(&cfg.tunnelInsecure, "tunnel-insecure", false, "accept any SSH host key (development only)")
-	fs.StringVar(&cfg.tunnelListen, "tunnel-listen", "127.0.0.1:9081", "address on the OMA that the tunnel forwards to the VMA API")
+	fs.StringVar(&cfg.tunnelListen, "tunnel-listen", "", "Unix socket on the OMA that the tunnel forwards to the VMA API; the OMA holds the API port (9081...) and forwards into it (default: "+appliance.DefaultTunnelDir+"/<id>.sock, as oma vma add -tunnel prints)")
 	fs.StringVar(&cfg.rate, "rate", "", "bandwidth limit of all jobs' copies together, bytes per second (K, M, G suffixes); empty: none")
 	if err := flagconf.Parse(fs, args); err != nil {
 		return err

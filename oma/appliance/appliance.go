@@ -28,6 +28,7 @@ import (
 	"github.com/godwit/godwit/oma/exports"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/tokens"
+	"github.com/godwit/godwit/oma/tunnels"
 )
 
 // Config configures an OMA. Only DataDir is required; the zero value of
@@ -69,6 +70,11 @@ type Config struct {
 	ExportAddr string
 	// ExportHost is the host VMAs are told to reach exports at; empty means ExportAddr.
 	ExportHost string
+	// TunnelDir holds the Unix sockets the VMAs' SSH sessions forward
+	// their APIs on, <TunnelDir>/<id>.sock; empty means DataDir/tunnels.
+	// The OMA holds each registered VMA's API port on 127.0.0.1 and
+	// forwards into its socket (oma/tunnels).
+	TunnelDir string
 	// DiscoverTimeout bounds POST /api/v1/discover; 0 means 60s.
 	DiscoverTimeout time.Duration
 	// PendingJobTTL is how long a job may stay pending (never started)
@@ -123,6 +129,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.ExportHost == "" {
 		cfg.ExportHost = cfg.ExportAddr
+	}
+	if cfg.TunnelDir == "" {
+		cfg.TunnelDir = filepath.Join(cfg.DataDir, "tunnels")
 	}
 	if cfg.DiscoverTimeout == 0 {
 		cfg.DiscoverTimeout = 60 * time.Second
@@ -324,6 +333,15 @@ func (o *OMA) Run(ctx context.Context) error {
 		return err
 	}
 
+	vmaPorts, err := tunnels.New(tunnels.Config{Dir: cfg.TunnelDir, Logger: log.WithGroup("tunnels")}, ctl)
+	if err != nil {
+		return err
+	}
+
+	portsCtx, stopPorts := context.WithCancel(ctx)
+	portsDone := make(chan struct{})
+	go func() { defer close(portsDone); vmaPorts.Run(portsCtx) }()
+	defer func() { stopPorts(); <-portsDone }()
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	runErr := make(chan error, 1)
@@ -334,7 +352,8 @@ func (o *OMA) Run(ctx context.Context) error {
 	go func() { apiErr <- api.New(ctl, st, srv, cfg.API).Serve(apiCtx, l) }()
 
 	log.Info("oma ready", "api", l.Addr().String(), "nats", srv.ClientURL(),
-		"observer_nkey", observer.path, "admin_nkey", admin.path, "nbd_ports", fmt.Sprintf("%d-%d", cfg.FirstPort, cfg.LastPort))
+		"observer_nkey", observer.path, "admin_nkey", admin.path, "nbd_ports", fmt.Sprintf("%d-%d", cfg.FirstPort, cfg.LastPort),
+		"tunnel_dir", cfg.TunnelDir)
 	close(o.ready)
 
 	select {

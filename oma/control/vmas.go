@@ -186,7 +186,7 @@ func AuthorizedKey(fw authkeys.Forwards, v store.VMA) (string, error) {
 	if v.APIPort == 0 {
 		return "", fmt.Errorf("vma %s has an SSH key but no API port", v.ID)
 	}
-	return authkeys.Line(fw, v.SSHPublicKey, v.ID, v.APIPort)
+	return authkeys.Line(fw, v.SSHPublicKey, v.ID)
 }
 
 // Forwards returns what a VMA may reach through its SSH connection on this
