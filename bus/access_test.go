@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/bus/bustest"
@@ -238,5 +239,40 @@ func TestStoreFromBeforeAccountsIsKept(t *testing.T) {
 	oma := bustest.ConnectOMA(t, srv)
 	if n := bustest.Count(t, oma, bus.StreamJobs, subject.AllJobs); n != 1 {
 		t.Errorf("JOBS holds %d messages after the move, want 1", n)
+	}
+}
+
+// TestMaxConnections: the server takes ServerConfig.MaxConnections
+// clients, the OMA's own included, and refuses one more.
+func TestMaxConnections(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t, time.Minute)
+	admin := bustest.NewUser(t)
+	srv, err := bus.StartServer(ctx, bus.ServerConfig{StoreDir: t.TempDir(), Port: -1, MaxConnections: 3,
+		Access: bus.Access{Admins: []string{admin.PublicKey}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+	// The server's own gate holds one connection.
+	kp, err := nkeys.FromSeed(admin.Seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth := nats.Nkey(admin.PublicKey, kp.Sign)
+	var conns []*nats.Conn
+	for range 2 {
+		nc, err := nats.Connect(srv.ClientURL(), auth)
+		if err != nil {
+			t.Fatalf("connection within the cap: %v", err)
+		}
+		conns = append(conns, nc)
+	}
+	if nc, err := nats.Connect(srv.ClientURL(), auth); err == nil {
+		nc.Close()
+		t.Error("a connection over the cap was taken")
+	}
+	for _, nc := range conns {
+		nc.Close()
 	}
 }
