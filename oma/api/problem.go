@@ -4,7 +4,7 @@ import (
 	"errors"
 	"net/http"
 
-	"github.com/godwit/godwit/oma/control"
+	"github.com/godwit/godwit/oma/fault"
 	"github.com/godwit/godwit/problem"
 )
 
@@ -27,7 +27,7 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error { return proble
 
 // detailOf is what a problem says about err.
 func detailOf(err error) string {
-	var ce *control.Error
+	var ce *fault.Error
 	if errors.As(err, &ce) {
 		if ce.Err != nil {
 			return ce.Msg + ": " + ce.Err.Error()
@@ -43,24 +43,24 @@ func statusOf(err error) (int, string) {
 	if errors.As(err, &pe) {
 		return pe.Status, pe.Field
 	}
-	var ce *control.Error
+	var ce *fault.Error
 	if errors.As(err, &ce) {
 		switch ce.Kind {
-		case control.Invalid:
+		case fault.Invalid:
 			return http.StatusBadRequest, ce.Field
-		case control.NotFound:
+		case fault.NotFound:
 			return http.StatusNotFound, ce.Field
-		case control.Conflict:
+		case fault.Conflict:
 			return http.StatusConflict, ce.Field
-		case control.Unavailable:
+		case fault.Unavailable:
 			return http.StatusServiceUnavailable, ce.Field
-		case control.Timeout:
+		case fault.Timeout:
 			return http.StatusGatewayTimeout, ce.Field
-		case control.Upstream:
+		case fault.Upstream:
 			return http.StatusBadGateway, ce.Field
-		case control.Unauthorized:
+		case fault.Unauthorized:
 			return http.StatusUnauthorized, ce.Field
-		case control.Limit:
+		case fault.Limit:
 			return http.StatusTooManyRequests, ce.Field
 		}
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/events/subject"
+	"github.com/godwit/godwit/oma/fault"
 	"github.com/godwit/godwit/oma/jobs"
 	"github.com/godwit/godwit/oma/store"
 )
@@ -25,10 +26,10 @@ func (c *Control) allocation(_ context.Context, subj string, _ []byte) (any, err
 	}
 	if j.VMAID != vmaID {
 		// Said like an unknown job: a VMA learns nothing of others' jobs.
-		return nil, errorf(NotFound, "id", "no replication job %q for VMA %s", jobID, vmaID)
+		return nil, fault.Errorf(fault.NotFound, "id", "no replication job %q for VMA %s", jobID, vmaID)
 	}
 	if !jobs.Active(j.State) {
-		return nil, errorf(Conflict, "id", "job %s is %s", jobID, j.State)
+		return nil, fault.Errorf(fault.Conflict, "id", "job %s is %s", jobID, j.State)
 	}
 	a := events.ExportAllocation{JobID: j.ID, VM: j.VM, ReplicationType: j.ReplicationType, State: j.State}
 	for _, d := range j.Disks {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/oma/fault"
 	"github.com/godwit/godwit/oma/store"
 )
 
@@ -36,7 +37,7 @@ func (c *Control) Discover(ctx context.Context, req DiscoverRequest) (events.Dis
 			return events.DiscoverResult{}, err
 		}
 		if len(vmas) != 1 {
-			return events.DiscoverResult{}, errorf(Invalid, "vma_id", "required: %d VMAs are registered", len(vmas))
+			return events.DiscoverResult{}, fault.Errorf(fault.Invalid, "vma_id", "required: %d VMAs are registered", len(vmas))
 		}
 		req.VMAID = vmas[0].ID
 	}
@@ -60,7 +61,7 @@ func (c *Control) Discover(ctx context.Context, req DiscoverRequest) (events.Dis
 	res, err := c.bus.Discover(wctx, dr)
 	switch {
 	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
-		return events.DiscoverResult{}, errorf(Timeout, "", "VMA %s sent no complete discovery result within %s: is it running and connected? (the request stays queued for it)", dr.VMAID, timeout)
+		return events.DiscoverResult{}, fault.Errorf(fault.Timeout, "", "VMA %s sent no complete discovery result within %s: is it running and connected? (the request stays queued for it)", dr.VMAID, timeout)
 	case err != nil:
 		return events.DiscoverResult{}, err
 	}
@@ -73,15 +74,15 @@ func (c *Control) Discover(ctx context.Context, req DiscoverRequest) (events.Dis
 func discoverFailure(f *events.Failure) error {
 	switch f.Code {
 	case events.FailureAuth:
-		return errorf(Unauthorized, "username", "%s", f.Message)
+		return fault.Errorf(fault.Unauthorized, "username", "%s", f.Message)
 	case events.FailureNotFound:
-		return errorf(NotFound, "datacenter", "%s", f.Message)
+		return fault.Errorf(fault.NotFound, "datacenter", "%s", f.Message)
 	case events.FailureInvalid:
-		return errorf(Invalid, "", "%s", f.Message)
+		return fault.Errorf(fault.Invalid, "", "%s", f.Message)
 	case events.FailureUnreachable:
-		return errorf(Upstream, "vcenter", "%s", f.Message)
+		return fault.Errorf(fault.Upstream, "vcenter", "%s", f.Message)
 	}
-	return errorf(Upstream, "", "discovery failed: %s", f.Message)
+	return fault.Errorf(fault.Upstream, "", "discovery failed: %s", f.Message)
 }
 
 // InventoryVM is a VM of the inventory with where it was found.
@@ -173,7 +174,7 @@ func (c *Control) recordDiscover(dr *events.DiscoverRequest) error {
 func (c *Control) submitDiscover(ctx context.Context, subj string, data []byte) (any, error) {
 	ev, dr, err := c.bus.CheckSubmission(subj, data)
 	if err != nil {
-		return nil, errorf(Invalid, "", "discover request refused: %v", err)
+		return nil, fault.Errorf(fault.Invalid, "", "discover request refused: %v", err)
 	}
 	if err := c.recordDiscover(dr); err != nil {
 		return nil, err

@@ -14,6 +14,7 @@ import (
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/events/subject"
 	"github.com/godwit/godwit/oma/exports"
+	"github.com/godwit/godwit/oma/fault"
 	"github.com/godwit/godwit/oma/jobs"
 	"github.com/godwit/godwit/oma/store"
 )
@@ -73,13 +74,13 @@ func findVM(tx *bbolt.Tx, req CreateRequest) (located, error) {
 				field = "vma_id"
 			}
 		}
-		return located{}, errorf(Conflict, field, "VM %s was discovered %d times (%s): name the %s", req.VM.ID, len(found), strings.Join(where, ", "), field)
+		return located{}, fault.Errorf(fault.Conflict, field, "VM %s was discovered %d times (%s): name the %s", req.VM.ID, len(found), strings.Join(where, ", "), field)
 	}
 	where := "the inventory"
 	if req.VMAID != "" || req.VCenter != "" {
 		where = fmt.Sprintf("the inventory of VMA %q, vCenter %q", req.VMAID, req.VCenter)
 	}
-	return located{}, errorf(NotFound, "source_vm.id", "VM %s is not in %s: discover it first (POST /api/v1/discover, or the VMA's POST /api/v1/discover)", req.VM.ID, where)
+	return located{}, fault.Errorf(fault.NotFound, "source_vm.id", "VM %s is not in %s: discover it first (POST /api/v1/discover, or the VMA's POST /api/v1/discover)", req.VM.ID, where)
 }
 
 // CreateJob creates a job for a VM of the inventory: it allocates a port,
@@ -90,7 +91,7 @@ func findVM(tx *bbolt.Tx, req CreateRequest) (located, error) {
 // into the current replica, whose change ids it starts from.
 func (c *Control) CreateJob(ctx context.Context, req CreateRequest) (store.Job, error) {
 	if req.ReplicationType != events.ReplicationInitial && req.ReplicationType != events.ReplicationIncremental {
-		return store.Job{}, errorf(Invalid, "replication_type", "must be %q or %q, not %q", events.ReplicationInitial, events.ReplicationIncremental, req.ReplicationType)
+		return store.Job{}, fault.Errorf(fault.Invalid, "replication_type", "must be %q or %q, not %q", events.ReplicationInitial, events.ReplicationIncremental, req.ReplicationType)
 	}
 	job, lease, vols, err := c.planJob(req)
 	if err != nil {
@@ -181,7 +182,7 @@ func (c *Control) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 				continue
 			}
 			if jobs.Active(j.State) {
-				return errorf(Conflict, "source_vm.id", "VM %s already has an active job %s (%s): cancel it or wait for it to end", req.VM.ID, j.ID, j.State)
+				return fault.Errorf(fault.Conflict, "source_vm.id", "VM %s already has an active job %s (%s): cancel it or wait for it to end", req.VM.ID, j.ID, j.State)
 			}
 			lastGen = max(lastGen, j.Generation)
 			if j.State == events.JobCompleted && (base == nil || newer(j, *base)) {
@@ -202,7 +203,7 @@ func (c *Control) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 	}
 	for id, r := range c.creating {
 		if r.replica == rid {
-			return store.Job{}, store.Lease{}, nil, errorf(Conflict, "source_vm.id", "VM %s already has a job %s being created: wait for it", req.VM.ID, id)
+			return store.Job{}, store.Lease{}, nil, fault.Errorf(fault.Conflict, "source_vm.id", "VM %s already has a job %s being created: wait for it", req.VM.ID, id)
 		}
 		taken[id], leased[r.port] = true, true
 		if r.token == req.Token {
@@ -210,30 +211,30 @@ func (c *Control) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 		}
 	}
 	if pending >= c.cfg.MaxPendingJobs {
-		return store.Job{}, store.Lease{}, nil, errorf(Limit, "", "token %q has %d pending jobs, the most one token may have (-max-pending-jobs %d): start or cancel one first (pending jobs expire after %s)",
+		return store.Job{}, store.Lease{}, nil, fault.Errorf(fault.Limit, "", "token %q has %d pending jobs, the most one token may have (-max-pending-jobs %d): start or cancel one first (pending jobs expire after %s)",
 			req.Token, pending, c.cfg.MaxPendingJobs, c.cfg.PendingJobTTL)
 	}
 	incremental := req.ReplicationType == events.ReplicationIncremental
 	if incremental && base == nil {
-		return store.Job{}, store.Lease{}, nil, errorf(Conflict, "replication_type", "incremental needs a completed earlier job of VM %s; run an initial replication first", req.VM.ID)
+		return store.Job{}, store.Lease{}, nil, fault.Errorf(fault.Conflict, "replication_type", "incremental needs a completed earlier job of VM %s; run an initial replication first", req.VM.ID)
 	}
 	gen := lastGen + 1
 	if incremental {
 		gen = base.Generation
 	}
 	if len(loc.vm.Disks) == 0 {
-		return store.Job{}, store.Lease{}, nil, errorf(Conflict, "source_vm.id", "VM %s has no disks in the inventory", req.VM.ID)
+		return store.Job{}, store.Lease{}, nil, fault.Errorf(fault.Conflict, "source_vm.id", "VM %s has no disks in the inventory", req.VM.ID)
 	}
 
 	now := c.cfg.Now().UTC()
 	id := jobID(loc.vm.ID, now, taken)
 	if err := subject.ValidID(id); err != nil {
-		return store.Job{}, store.Lease{}, nil, errorf(Invalid, "source_vm.id", "VM id %q cannot make a job id: %v", loc.vm.ID, err)
+		return store.Job{}, store.Lease{}, nil, fault.Errorf(fault.Invalid, "source_vm.id", "VM id %q cannot make a job id: %v", loc.vm.ID, err)
 	}
 	port, err := c.exports.Pick(leased)
 	if errors.Is(err, exports.ErrExhausted) {
 		first, last := c.exports.Pool()
-		return store.Job{}, store.Lease{}, nil, &Error{Kind: Unavailable, Msg: fmt.Sprintf("every NBD port of the pool %d-%d is in use by an active job: wait for one to end or widen the pool", first, last), Err: err}
+		return store.Job{}, store.Lease{}, nil, &fault.Error{Kind: fault.Unavailable, Msg: fmt.Sprintf("every NBD port of the pool %d-%d is in use by an active job: wait for one to end or widen the pool", first, last), Err: err}
 	}
 	if err != nil {
 		return store.Job{}, store.Lease{}, nil, err
@@ -324,7 +325,7 @@ func (c *Control) Job(id string) (store.Job, error) {
 		return err
 	})
 	if errors.Is(err, store.ErrNotFound) {
-		return j, errorf(NotFound, "id", "no replication job %q", id)
+		return j, fault.Errorf(fault.NotFound, "id", "no replication job %q", id)
 	}
 	return j, err
 }
@@ -333,7 +334,7 @@ func (c *Control) Job(id string) (store.Job, error) {
 // newest first.
 func (c *Control) Jobs(state, vmID string) ([]store.Job, error) {
 	if state != "" && !jobs.Valid(state) {
-		return nil, errorf(Invalid, "state", "unknown job state %q (one of %s)", state, strings.Join(events.JobStates(), ", "))
+		return nil, fault.Errorf(fault.Invalid, "state", "unknown job state %q (one of %s)", state, strings.Join(events.JobStates(), ", "))
 	}
 	var out []store.Job
 	err := c.store.View(func(tx *bbolt.Tx) error {
@@ -393,7 +394,7 @@ func (c *Control) Start(ctx context.Context, id string, cred Credentials, opts S
 		return j, err
 	}
 	if j.State != events.JobPending {
-		return j, errorf(Conflict, "id", "job %s is %s: only a pending job can be started", id, j.State)
+		return j, fault.Errorf(fault.Conflict, "id", "job %s is %s: only a pending job can be started", id, j.State)
 	}
 	if cred.VCenter == "" {
 		cred.VCenter = j.VCenter
@@ -416,7 +417,7 @@ func (c *Control) Start(ctx context.Context, id string, cred Credentials, opts S
 			return err
 		}
 		if cur.State != events.JobPending { // started or cancelled meanwhile
-			return errorf(Conflict, "id", "job %s is %s: only a pending job can be started", id, cur.State)
+			return fault.Errorf(fault.Conflict, "id", "job %s is %s: only a pending job can be started", id, cur.State)
 		}
 		if _, err := c.transition(tx, &cur, events.JobQueued, ""); err != nil {
 			return err
@@ -460,7 +461,7 @@ func (c *Control) Cancel(ctx context.Context, id string) (store.Job, error) {
 		}
 		started = cur.State != events.JobPending
 		if jobs.Final(cur.State) {
-			return errorf(Conflict, "id", "job %s is %s: only an active job can be cancelled", id, cur.State)
+			return fault.Errorf(fault.Conflict, "id", "job %s is %s: only an active job can be cancelled", id, cur.State)
 		}
 		if moved, err = c.transition(tx, &cur, events.JobCancelled, "cancelled through the OMA API"); err != nil || !moved {
 			return err

@@ -9,6 +9,7 @@ import (
 
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/oma/control"
+	"github.com/godwit/godwit/oma/fault"
 	"github.com/godwit/godwit/testbed"
 )
 
@@ -56,7 +57,7 @@ func TestCreateHoldsNoLockWhileNbdkitStarts(t *testing.T) {
 	}()
 	testbed.Eventually(t, "vm-1's nbdkit starting", func() bool { _, err := os.Stat(waiting); return err == nil })
 	// vm-1's job is planned and waits for its nbdkit: a second one is refused at once.
-	if _, err := h.ctl.CreateJob(ctx, control.CreateRequest{VM: events.VMRef{ID: "vm-1"}, ReplicationType: events.ReplicationInitial}); control.KindOf(err) != control.Conflict {
+	if _, err := h.ctl.CreateJob(ctx, control.CreateRequest{VM: events.VMRef{ID: "vm-1"}, ReplicationType: events.ReplicationInitial}); fault.KindOf(err) != fault.Conflict {
 		t.Errorf("a second job of vm-1 while the first is created = %v, want a conflict", err)
 	}
 	ports := map[int]string{}

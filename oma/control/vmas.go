@@ -16,6 +16,7 @@ import (
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/events/subject"
 	"github.com/godwit/godwit/oma/authkeys"
+	"github.com/godwit/godwit/oma/fault"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/seal"
 )
@@ -76,7 +77,7 @@ func (r PortRange) String() string {
 func checkOMAPorts(port int, own []PortRange) error {
 	for _, r := range own {
 		if port >= r.First && port <= r.Last {
-			return errorf(Conflict, "api_port", "API port %d is the OMA's own (its %s): choose another", port, r)
+			return fault.Errorf(fault.Conflict, "api_port", "API port %d is the OMA's own (its %s): choose another", port, r)
 		}
 	}
 	return nil
@@ -90,7 +91,7 @@ func checkOMAPorts(port int, own []PortRange) error {
 func RegisterVMA(st *store.Store, nv NewVMA, now time.Time) (VMACredentials, error) {
 	id := nv.ID
 	if err := subject.ValidID(id); err != nil {
-		return VMACredentials{}, errorf(Invalid, "id", "%v", err)
+		return VMACredentials{}, fault.Errorf(fault.Invalid, "id", "%v", err)
 	}
 	if err := checkAPIPort(nv.APIPort); err != nil {
 		return VMACredentials{}, err
@@ -102,7 +103,7 @@ func RegisterVMA(st *store.Store, nv NewVMA, now time.Time) (VMACredentials, err
 	if nv.SSHPublicKey != "" {
 		k, err := authkeys.PublicKey(nv.SSHPublicKey)
 		if err != nil {
-			return VMACredentials{}, errorf(Invalid, "ssh_public_key", "%v", err)
+			return VMACredentials{}, fault.Errorf(fault.Invalid, "ssh_public_key", "%v", err)
 		}
 		sshKey = k
 	}
@@ -121,7 +122,7 @@ func RegisterVMA(st *store.Store, nv NewVMA, now time.Time) (VMACredentials, err
 	var apiPort int
 	err = st.Update(func(tx *bbolt.Tx) error {
 		if _, err := store.GetVMA(tx, id); err == nil {
-			return errorf(Conflict, "id", "VMA %q is already registered", id)
+			return fault.Errorf(fault.Conflict, "id", "VMA %q is already registered", id)
 		}
 		vmas, err := store.VMAs(tx)
 		if err != nil {
@@ -147,7 +148,7 @@ func RegisterVMA(st *store.Store, nv NewVMA, now time.Time) (VMACredentials, err
 // lowest free one) or 1024-65535.
 func checkAPIPort(port int) error {
 	if port < 0 || port > 65535 || (port > 0 && port < 1024) {
-		return errorf(Invalid, "api_port", "API port %d: want 1024-65535, or 0 for the lowest free one from %d", port, authkeys.FirstAPIPort)
+		return fault.Errorf(fault.Invalid, "api_port", "API port %d: want 1024-65535, or 0 for the lowest free one from %d", port, authkeys.FirstAPIPort)
 	}
 	return nil
 }
@@ -156,7 +157,7 @@ func checkAPIPort(port int) error {
 func apiPortFree(vmas []store.VMA, port int) error {
 	for _, v := range vmas {
 		if v.APIPort == port {
-			return errorf(Conflict, "api_port", "API port %d is VMA %s's", port, v.ID)
+			return fault.Errorf(fault.Conflict, "api_port", "API port %d is VMA %s's", port, v.ID)
 		}
 	}
 	return nil
@@ -174,7 +175,7 @@ func freeAPIPort(vmas []store.VMA, own []PortRange) (int, error) {
 			return p, nil
 		}
 	}
-	return 0, errorf(Unavailable, "id", "every API port from %d is taken", authkeys.FirstAPIPort)
+	return 0, fault.Errorf(fault.Unavailable, "id", "every API port from %d is taken", authkeys.FirstAPIPort)
 }
 
 // AuthorizedKey returns the authorized_keys line of v for the forwards fw,
@@ -260,12 +261,12 @@ func (c *Control) AddVMA(ctx context.Context, nv NewVMA) (VMACredentials, error)
 	c.vmaMu.Lock()
 	defer c.vmaMu.Unlock()
 	if err := subject.ValidID(id); err != nil {
-		return VMACredentials{}, errorf(Invalid, "id", "%v", err)
+		return VMACredentials{}, fault.Errorf(fault.Invalid, "id", "%v", err)
 	}
 	if nv.SSHPublicKey != "" {
 		// Refuse a bad key before creating consumers for the VMA.
 		if _, err := authkeys.PublicKey(nv.SSHPublicKey); err != nil {
-			return VMACredentials{}, errorf(Invalid, "ssh_public_key", "%v", err)
+			return VMACredentials{}, fault.Errorf(fault.Invalid, "ssh_public_key", "%v", err)
 		}
 	}
 	nv.OMAPorts = c.cfg.OMAPorts
@@ -283,7 +284,7 @@ func (c *Control) AddVMA(ctx context.Context, nv NewVMA) (VMACredentials, error)
 		_, err := store.GetVMA(tx, id)
 		switch {
 		case err == nil:
-			return errorf(Conflict, "id", "VMA %q is already registered", id)
+			return fault.Errorf(fault.Conflict, "id", "VMA %q is already registered", id)
 		case !errors.Is(err, store.ErrNotFound):
 			return err
 		}
@@ -300,7 +301,7 @@ func (c *Control) AddVMA(ctx context.Context, nv NewVMA) (VMACredentials, error)
 		return VMACredentials{}, err
 	}
 	if err := c.bus.EnsureVMAConsumers(ctx, id); err != nil {
-		return VMACredentials{}, &Error{Kind: Upstream, Msg: "create the consumers of VMA " + id, Err: err}
+		return VMACredentials{}, &fault.Error{Kind: fault.Upstream, Msg: "create the consumers of VMA " + id, Err: err}
 	}
 	cred, err := RegisterVMA(c.store, nv, c.cfg.Now())
 	if err != nil {
@@ -453,13 +454,13 @@ func (c *Control) sealFor(vmaID, password string) (events.Sealed, error) {
 		return err
 	})
 	if errors.Is(err, store.ErrNotFound) {
-		return events.Sealed{}, errorf(NotFound, "vma_id", "VMA %q is not registered (oma vma add --id %s)", vmaID, vmaID)
+		return events.Sealed{}, fault.Errorf(fault.NotFound, "vma_id", "VMA %q is not registered (oma vma add --id %s)", vmaID, vmaID)
 	}
 	if err != nil {
 		return events.Sealed{}, err
 	}
 	if v.PublicKey == "" {
-		return events.Sealed{}, errorf(Conflict, "vma_id", "VMA %s has not announced its public key yet (no heartbeat received): start it, or check its connection", vmaID)
+		return events.Sealed{}, fault.Errorf(fault.Conflict, "vma_id", "VMA %s has not announced its public key yet (no heartbeat received): start it, or check its connection", vmaID)
 	}
 	return seal.Seal(v.PublicKey, []byte(password))
 }

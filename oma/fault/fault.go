@@ -1,4 +1,7 @@
-package control
+// Package fault classifies the OMA's failures for its callers: an Error
+// has a Kind (invalid input, not found, a conflict...) and names the field
+// at fault, and the REST API maps the kind to an HTTP status.
+package fault
 
 import (
 	"errors"
@@ -57,7 +60,8 @@ func (e *Error) RemoteCode() string {
 	return ""
 }
 
-func errorf(kind Kind, field, format string, args ...any) *Error {
+// Errorf returns an Error of kind about field, its message formatted.
+func Errorf(kind Kind, field, format string, args ...any) *Error {
 	return &Error{Kind: kind, Field: field, Msg: fmt.Sprintf(format, args...)}
 }
 
