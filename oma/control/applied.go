@@ -2,7 +2,6 @@ package control
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -14,19 +13,7 @@ import (
 // applyOnce runs apply in one transaction with the event's id, unless the
 // event was applied before; the id is recorded in the same transaction.
 func (c *Control) applyOnce(ev events.Event, apply func(tx *bbolt.Tx) error) error {
-	return c.store.Update(func(tx *bbolt.Tx) error { return c.onceIn(tx, ev, apply) })
-}
-
-// onceIn runs apply within tx and records the event's id there, unless the
-// event was applied before, in an earlier transaction or earlier in tx.
-func (c *Control) onceIn(tx *bbolt.Tx, ev events.Event, apply func(tx *bbolt.Tx) error) error {
-	if store.Applied(tx, ev.ID) {
-		return nil
-	}
-	if err := apply(tx); err != nil {
-		return err
-	}
-	return store.MarkApplied(tx, ev.ID, c.cfg.Now())
+	return c.store.ApplyOnce(ev, c.cfg.Now(), apply)
 }
 
 // pruneLoop forgets, every PruneEvery by the Config's clock, the ids of
@@ -55,21 +42,12 @@ func (c *Control) pruneLoop(ctx context.Context) {
 // prune forgets what is older than AppliedMaxAge: the ids of applied
 // events, the pages of incomplete discoveries and the discover requests.
 func (c *Control) prune() error {
-	before := c.cfg.Now().Add(-c.cfg.AppliedMaxAge)
-	n, err := c.store.PruneApplied(before)
+	p, err := c.store.Prune(c.cfg.Now().Add(-c.cfg.AppliedMaxAge))
 	if err != nil {
-		return fmt.Errorf("prune: %w", err)
+		return err
 	}
-	p, err := c.store.PruneDiscoverPages(before)
-	if err != nil {
-		return fmt.Errorf("prune: %w", err)
-	}
-	r, err := c.store.PruneDiscoverRequests(before)
-	if err != nil {
-		return fmt.Errorf("prune: %w", err)
-	}
-	if n > 0 || p > 0 || r > 0 {
-		c.log.Info("pruned", "event_ids", n, "discover_pages", p, "discover_requests", r)
+	if p != (store.Pruned{}) {
+		c.log.Info("pruned", "event_ids", p.EventIDs, "discover_pages", p.DiscoverPages, "discover_requests", p.DiscoverRequests)
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events/subject"
 	"github.com/godwit/godwit/oma/exports"
+	"github.com/godwit/godwit/oma/outbox"
 	"github.com/godwit/godwit/oma/store"
 )
 
@@ -84,12 +85,11 @@ type Control struct {
 	mu       sync.Mutex // guards creating, the jobs being created; never held across I/O but bbolt reads
 	creating map[string]reservation
 	vmaMu    sync.Mutex // serializes VMA registrations, which change NATS access
-	flushMu  sync.Mutex // serializes outbox flushes
 
 	releaseMu sync.Mutex             // guards releasing and runDone
 	releasing map[string]*time.Timer // exports of cancelled jobs, by job id, released when the timer fires
 	runDone   bool                   // Run has returned: no timer is started
-	wake      chan struct{}
+	outbox    *outbox.Outbox
 	started   time.Time
 }
 
@@ -127,7 +127,7 @@ func New(cfg Config, st *store.Store, conn *bus.Conn, exp *exports.Manager, acce
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Control{cfg: cfg, store: st, bus: conn, exports: exp, access: access, log: log, started: cfg.Now(),
-		wake: make(chan struct{}, 1), creating: map[string]reservation{}, releasing: map[string]*time.Timer{}}
+		outbox: outbox.New(st, conn, log), creating: map[string]reservation{}, releasing: map[string]*time.Timer{}}
 }
 
 // Started returns when the Control was made.
@@ -174,7 +174,7 @@ func (c *Control) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer c.stopReleases()
-	wg.Go(func() { c.flushLoop(ctx) })
+	wg.Go(func() { c.outbox.Run(ctx) })
 	wg.Go(func() { c.pruneLoop(ctx) })
 	wg.Go(func() { _ = c.bus.WatchStreams(ctx, c.cfg.StreamWatch) })
 	wg.Go(func() { c.expireLoop(ctx) })

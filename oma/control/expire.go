@@ -83,7 +83,7 @@ func (c *Control) expirePending(ctx context.Context, now time.Time) (time.Time, 
 		}
 	}
 	if len(due) > 0 {
-		c.publishSoon(ctx)
+		c.outbox.PublishSoon(ctx)
 	}
 	return next, nil
 }

@@ -129,7 +129,7 @@ func (c *Control) CreateJob(ctx context.Context, req CreateRequest) (store.Job, 
 		return store.Job{}, fmt.Errorf("store job %s: %w", id, err)
 	}
 	c.log.Info("job created", "job", id, "vm", job.VM.ID, "vma", job.VMAID, "port", port, "type", job.ReplicationType)
-	c.kick()
+	c.outbox.Kick()
 	return job, nil
 }
 
@@ -431,7 +431,7 @@ func (c *Control) Start(ctx context.Context, id string, cred Credentials, opts S
 	if err != nil {
 		return j, err
 	}
-	c.publishSoon(ctx)
+	c.outbox.PublishSoon(ctx)
 	return j, nil
 }
 
@@ -480,6 +480,6 @@ func (c *Control) Cancel(ctx context.Context, id string) (store.Job, error) {
 	} else {
 		c.release(id)
 	}
-	c.publishSoon(ctx)
+	c.outbox.PublishSoon(ctx)
 	return j, nil
 }

@@ -82,7 +82,7 @@ func (c *Control) released(ends []endedJob) {
 			c.releaseSoon(e.id)
 		}
 	}
-	c.kick()
+	c.outbox.Kick()
 }
 
 // jobOf returns the job a progress or status event is about.
@@ -109,7 +109,7 @@ func (c *Control) progressOnce(tx *bbolt.Tx, ev events.Event, p events.Payload) 
 	default:
 		return goesOn, fmt.Errorf("%w: %s on the progress consumer", bus.ErrPoison, ev.Type)
 	}
-	err = c.onceIn(tx, ev, func(tx *bbolt.Tx) error {
+	err = store.OnceIn(tx, ev, c.cfg.Now(), func(tx *bbolt.Tx) error {
 		j, err := store.GetJob(tx, jobID)
 		if errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("%w: %s for unknown job %s", bus.ErrPoison, ev.Type, jobID)

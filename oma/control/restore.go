@@ -59,7 +59,7 @@ func (c *Control) Restore(ctx context.Context) error {
 		}
 		c.log.Info("restored exports", "job", l.JobID, "port", l.Port)
 	}
-	return c.flush(ctx)
+	return c.outbox.Flush(ctx)
 }
 
 // serveAgain serves a lease's exports again, after checking that each is

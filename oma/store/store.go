@@ -98,33 +98,3 @@ func each[T any](tx *bbolt.Tx, bucket []byte, fn func(T) error) error {
 		return fn(v)
 	})
 }
-
-// Applied reports whether the event id was applied before.
-func Applied(tx *bbolt.Tx, eventID string) bool {
-	return tx.Bucket(bucketApplied).Get([]byte(eventID)) != nil
-}
-
-// MarkApplied records that the event id was applied at t.
-func MarkApplied(tx *bbolt.Tx, eventID string, t time.Time) error {
-	return tx.Bucket(bucketApplied).Put([]byte(eventID), []byte(t.UTC().Format(time.RFC3339Nano)))
-}
-
-// PruneApplied forgets the ids of events applied before t, and returns how
-// many it forgot. Events older than the streams' max age cannot come back.
-func (s *Store) PruneApplied(t time.Time) (int, error) {
-	n := 0
-	err := s.db.Update(func(tx *bbolt.Tx) error {
-		c := tx.Bucket(bucketApplied).Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			at, err := time.Parse(time.RFC3339Nano, string(v))
-			if err == nil && at.Before(t) {
-				if err := c.Delete(); err != nil {
-					return err
-				}
-				n++
-			}
-		}
-		return nil
-	})
-	return n, err
-}

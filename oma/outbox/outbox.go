@@ -1,0 +1,95 @@
+// Package outbox publishes the lifecycle events and commands the OMA's
+// changes wrote to the store's outbox, in the transaction of the change:
+// after it commits, so none is lost and none is published for a change
+// that did not happen.
+package outbox
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/oma/store"
+)
+
+// publisher publishes one event; *bus.Conn satisfies it.
+type publisher interface {
+	PublishEvent(ctx context.Context, ev events.Event) (*jetstream.PubAck, error)
+}
+
+// Outbox publishes what waits in a store's outbox. It is safe for
+// concurrent use; Run it once.
+type Outbox struct {
+	store *store.Store
+	bus   publisher
+	log   *slog.Logger
+
+	flushMu sync.Mutex // serializes flushes
+	wake    chan struct{}
+}
+
+// New returns an Outbox publishing st's outbox on conn. A nil log discards.
+func New(st *store.Store, conn publisher, log *slog.Logger) *Outbox {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Outbox{store: st, bus: conn, log: log, wake: make(chan struct{}, 1)}
+}
+
+// Kick asks Run to publish the outbox soon, without waiting for it.
+func (o *Outbox) Kick() {
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run publishes the outbox when kicked, and every 2 seconds for events
+// whose publish failed (the bus was down), until ctx ends.
+func (o *Outbox) Run(ctx context.Context) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-o.wake:
+		}
+		if err := o.Flush(ctx); err != nil && ctx.Err() == nil {
+			o.log.Warn("publish lifecycle events", "err", err)
+		}
+	}
+}
+
+// Flush publishes what waits in the outbox. Nats-Msg-Id makes a repeat of
+// an event that was published but not removed harmless. It returns the
+// first failure; what was not published stays for the next flush.
+func (o *Outbox) Flush(ctx context.Context) error {
+	o.flushMu.Lock()
+	defer o.flushMu.Unlock()
+	pending, err := o.store.Outbox()
+	if err != nil {
+		return err
+	}
+	for _, p := range pending {
+		if _, err := o.bus.PublishEvent(ctx, p.Event); err != nil {
+			return err
+		}
+		if err := o.store.Sent(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PublishSoon publishes the outbox now; what fails stays for Run.
+func (o *Outbox) PublishSoon(ctx context.Context) {
+	if err := o.Flush(ctx); err != nil {
+		o.log.Warn("publish lifecycle events; retrying", "err", err)
+	}
+}
