@@ -10,6 +10,7 @@ import (
 
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/oma/control"
+	"github.com/godwit/godwit/oma/replicas"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/tokens"
 )
@@ -286,11 +287,11 @@ type jobView struct {
 	Generation int    `json:"generation"`
 	// CurrentReplica is which files hold the VM's last completed copy
 	// (null: none yet); only on a single job.
-	CurrentReplica     *control.Replica `json:"current_replica,omitempty"`
-	BytesTotal         int64            `json:"bytes_total"`
-	BytesDone          int64            `json:"bytes_done"`
-	Percent            float64          `json:"percent"`
-	RateBytesPerSecond int64            `json:"rate_bytes_per_second"`
+	CurrentReplica     *replicas.Replica `json:"current_replica,omitempty"`
+	BytesTotal         int64             `json:"bytes_total"`
+	BytesDone          int64             `json:"bytes_done"`
+	Percent            float64           `json:"percent"`
+	RateBytesPerSecond int64             `json:"rate_bytes_per_second"`
 	// AverageRateBytesPerSecond is the rate since the copy began.
 	AverageRateBytesPerSecond int64      `json:"average_rate_bytes_per_second"`
 	ETASeconds                *int64     `json:"eta_seconds"`

@@ -13,6 +13,7 @@ import (
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/oma/fault"
+	"github.com/godwit/godwit/oma/replicas"
 	"github.com/godwit/godwit/oma/store"
 )
 
@@ -93,8 +94,8 @@ type InventoryVM struct {
 	Seen    time.Time `json:"discovered_at"`
 	// ReplicaID names the VM's replica; CurrentReplica is its last
 	// completed copy on the OMA, nil when there is none.
-	ReplicaID      string   `json:"replica_id"`
-	CurrentReplica *Replica `json:"current_replica"`
+	ReplicaID      string            `json:"replica_id"`
+	CurrentReplica *replicas.Replica `json:"current_replica"`
 }
 
 // Inventory returns every VM the OMA learned from discoveries.
@@ -105,13 +106,13 @@ func (c *Control) Inventory() ([]InventoryVM, error) {
 		if err != nil {
 			return err
 		}
-		cur := currentJobs(all)
+		cur := replicas.Current(all)
 		invs, err := store.Inventories(tx)
 		for _, inv := range invs {
 			for _, vm := range inv.Result.VMs {
-				rid, host := replicaID(inv.VMAID, inv.Result.VCenter.Host, vm), inv.Result.VCenter.Host
+				rid, host := replicas.ID(inv.VMAID, inv.Result.VCenter.Host, vm), inv.Result.VCenter.Host
 				out = append(out, InventoryVM{VM: vm, VMAID: inv.VMAID, VCenter: host, Seen: inv.StoredAt,
-					ReplicaID: rid, CurrentReplica: lookupReplica(cur, rid, inv.VMAID, host, vm.ID)})
+					ReplicaID: rid, CurrentReplica: replicas.Lookup(cur, rid, inv.VMAID, host, vm.ID)})
 			}
 		}
 		return err

@@ -16,6 +16,7 @@ import (
 	"github.com/godwit/godwit/oma/exports"
 	"github.com/godwit/godwit/oma/fault"
 	"github.com/godwit/godwit/oma/jobs"
+	"github.com/godwit/godwit/oma/replicas"
 	"github.com/godwit/godwit/oma/store"
 )
 
@@ -168,7 +169,7 @@ func (c *Control) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 		if loc, err = findVM(tx, req); err != nil {
 			return err
 		}
-		rid = replicaID(loc.vmaID, loc.vcenter, loc.vm)
+		rid = replicas.ID(loc.vmaID, loc.vcenter, loc.vm)
 		all, err := store.Jobs(tx)
 		if err != nil {
 			return err
@@ -178,14 +179,14 @@ func (c *Control) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 			if j.State == events.JobPending && j.CreatedBy == req.Token {
 				pending++
 			}
-			if !ofReplica(j, rid, loc) {
+			if !replicas.Belongs(j, rid, loc.vmaID, loc.vcenter, loc.vm.ID) {
 				continue
 			}
 			if jobs.Active(j.State) {
 				return fault.Errorf(fault.Conflict, "source_vm.id", "VM %s already has an active job %s (%s): cancel it or wait for it to end", req.VM.ID, j.ID, j.State)
 			}
 			lastGen = max(lastGen, j.Generation)
-			if j.State == events.JobCompleted && (base == nil || newer(j, *base)) {
+			if j.State == events.JobCompleted && (base == nil || replicas.Newer(j, *base)) {
 				base = &j
 			}
 		}
@@ -256,7 +257,7 @@ func (c *Control) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 		jd := store.JobDisk{
 			Key: d.Key, Label: d.Label, CapacityBytes: d.CapacityBytes, BytesTotal: d.CapacityBytes,
 			Export: events.Export{Host: c.cfg.ExportHost, Port: port, Name: name},
-			Volume: c.volumePath(rid, d.Key, gen),
+			Volume: replicas.VolumePath(c.cfg.DataDir, rid, d.Key, gen),
 		}
 		fresh := !incremental
 		if incremental {
@@ -482,4 +483,11 @@ func (c *Control) Cancel(ctx context.Context, id string) (store.Job, error) {
 	}
 	c.outbox.PublishSoon(ctx)
 	return j, nil
+}
+
+// CurrentReplica returns the current replica of the source VM of job j:
+// which files hold the last completed copy. It is nil when no job of that
+// replica has completed.
+func (c *Control) CurrentReplica(j store.Job) (*replicas.Replica, error) {
+	return replicas.CurrentOf(c.store, j)
 }

@@ -1,4 +1,7 @@
-package control
+// Package replicas names the copies on the OMA of source VMs and finds
+// which job's volumes make each one current. It reads jobs from the store
+// and decides nothing about them.
+package replicas
 
 import (
 	"crypto/sha256"
@@ -43,7 +46,7 @@ type ReplicaDisk struct {
 	ChangeID   string `json:"change_id,omitempty"`
 }
 
-// replicaID names the replica of vm as found by a VMA in a vCenter: 128
+// ID names the replica of vm as found by a VMA in a vCenter: 128
 // bits of the SHA-256 of VMA, vCenter and the VM's instance UUID, after a
 // readable part, the instance UUID itself. Without an instance UUID in the
 // inventory the VM is known by its BIOS UUID and VM id (BIOS UUIDs repeat
@@ -51,7 +54,7 @@ type ReplicaDisk struct {
 // under a new moref keeps its instance UUID, and so its replica. The id is
 // a safe path component and subject-free: every character but letters,
 // digits, '-' and '_' is replaced.
-func replicaID(vmaID, vcenter string, vm events.VM) string {
+func ID(vmaID, vcenter string, vm events.VM) string {
 	identity, readable := "instance:"+vm.InstanceUUID, vm.InstanceUUID
 	if vm.InstanceUUID == "" {
 		identity, readable = "uuid:"+vm.UUID+"\x00moref:"+vm.ID, vm.ID
@@ -74,22 +77,24 @@ func legacyKey(vmaID, vcenter, vmID string) string {
 	return "legacy\x00" + vmaID + "\x00" + vcenter + "\x00" + vmID
 }
 
-// replicaKey returns the replica j belongs to.
-func replicaKey(j store.Job) string {
+// Key returns the replica j belongs to: its replica id, or for a job from
+// before replicas a key made of its VMA, vCenter and VM id.
+func Key(j store.Job) string {
 	if j.ReplicaID != "" {
 		return j.ReplicaID
 	}
 	return legacyKey(j.VMAID, j.VCenter, j.VM.ID)
 }
 
-// ofReplica reports whether j belongs to the replica rid of loc.
-func ofReplica(j store.Job, rid string, loc located) bool {
-	k := replicaKey(j)
-	return k == rid || k == legacyKey(loc.vmaID, loc.vcenter, loc.vm.ID)
+// Belongs reports whether j belongs to the replica rid of VM vmID, found
+// by VMA vmaID in vCenter vcenter.
+func Belongs(j store.Job, rid, vmaID, vcenter, vmID string) bool {
+	k := Key(j)
+	return k == rid || k == legacyKey(vmaID, vcenter, vmID)
 }
 
-// newer reports whether completed job a ended after completed job b.
-func newer(a, b store.Job) bool {
+// Newer reports whether completed job a ended after completed job b.
+func Newer(a, b store.Job) bool {
 	at, bt := a.CreatedAt, b.CreatedAt
 	if a.FinishedAt != nil {
 		at = *a.FinishedAt
@@ -103,16 +108,16 @@ func newer(a, b store.Job) bool {
 	return at.After(bt)
 }
 
-// currentJobs returns the newest completed job of every replica, by
+// Current returns the newest completed job of every replica, by
 // replica key.
-func currentJobs(all []store.Job) map[string]store.Job {
+func Current(all []store.Job) map[string]store.Job {
 	cur := map[string]store.Job{}
 	for _, j := range all {
 		if j.State != events.JobCompleted {
 			continue
 		}
-		k := replicaKey(j)
-		if c, ok := cur[k]; !ok || newer(j, c) {
+		k := Key(j)
+		if c, ok := cur[k]; !ok || Newer(j, c) {
 			cur[k] = j
 		}
 	}
@@ -128,9 +133,9 @@ func replicaOf(j store.Job) *Replica {
 	return r
 }
 
-// lookupReplica returns the current replica of rid (or of the legacy
+// Lookup returns the current replica of rid (or of the legacy
 // jobs of VMA, vCenter and VM id), nil when none completed.
-func lookupReplica(cur map[string]store.Job, rid, vmaID, vcenter, vmID string) *Replica {
+func Lookup(cur map[string]store.Job, rid, vmaID, vcenter, vmID string) *Replica {
 	if j, ok := cur[rid]; ok {
 		return replicaOf(j)
 	}
@@ -140,12 +145,12 @@ func lookupReplica(cur map[string]store.Job, rid, vmaID, vcenter, vmID string) *
 	return nil
 }
 
-// CurrentReplica returns the current replica of the source VM of job j:
+// CurrentOf returns the current replica of the source VM of job j in st:
 // which files hold the last completed copy. It is nil when no job of that
 // replica has completed.
-func (c *Control) CurrentReplica(j store.Job) (*Replica, error) {
+func CurrentOf(st *store.Store, j store.Job) (*Replica, error) {
 	var all []store.Job
-	err := c.store.View(func(tx *bbolt.Tx) error {
+	err := st.View(func(tx *bbolt.Tx) error {
 		var err error
 		all, err = store.Jobs(tx)
 		return err
@@ -153,9 +158,11 @@ func (c *Control) CurrentReplica(j store.Job) (*Replica, error) {
 	if err != nil {
 		return nil, fmt.Errorf("current replica of %s: %w", j.ID, err)
 	}
-	return lookupReplica(currentJobs(all), replicaKey(j), j.VMAID, j.VCenter, j.VM.ID), nil
+	return Lookup(Current(all), Key(j), j.VMAID, j.VCenter, j.VM.ID), nil
 }
 
-func (c *Control) volumePath(replica string, key int32, generation int) string {
-	return filepath.Join(c.cfg.DataDir, "volumes", replica, fmt.Sprintf("disk-%d.g%d.raw", key, generation))
+// VolumePath is where under dataDir generation gen of disk key of a
+// replica is kept.
+func VolumePath(dataDir, replica string, key int32, generation int) string {
+	return filepath.Join(dataDir, "volumes", replica, fmt.Sprintf("disk-%d.g%d.raw", key, generation))
 }
