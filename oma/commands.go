@@ -15,10 +15,10 @@ import (
 	"github.com/godwit/godwit/flagconf"
 	"github.com/godwit/godwit/oma/appliance"
 	"github.com/godwit/godwit/oma/authkeys"
-	"github.com/godwit/godwit/oma/control"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/tokens"
 	"github.com/godwit/godwit/oma/tunnels"
+	"github.com/godwit/godwit/oma/vmas"
 	jobwatch "github.com/godwit/godwit/oma/watch"
 )
 
@@ -104,7 +104,7 @@ func vmaAdd(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w (on a running OMA use POST /api/v1/vmas)", err)
 	}
 	defer st.Close()
-	cred, err := control.RegisterVMA(st, control.NewVMA{ID: *id, SSHPublicKey: key, APIPort: *apiPort, OMAPorts: own}, time.Now())
+	cred, err := vmas.Register(st, vmas.Registration{ID: *id, SSHPublicKey: key, APIPort: *apiPort, OMAPorts: own}, time.Now())
 	if err != nil {
 		return err
 	}
@@ -121,7 +121,7 @@ func vmaAdd(args []string, stdout, stderr io.Writer) error {
 			"# and the OMA's host key in the file " + flagconf.EnvName("tunnel-known-hosts") + " names (ssh-keyscan, checked by hand).\n"
 	}
 	if cred.SSHPublicKey != "" {
-		line, err := control.AuthorizedKey(fw, store.VMA{ID: cred.ID, SSHPublicKey: cred.SSHPublicKey, APIPort: cred.APIPort})
+		line, err := vmas.AuthorizedKey(fw, store.VMA{ID: cred.ID, SSHPublicKey: cred.SSHPublicKey, APIPort: cred.APIPort})
 		if err != nil {
 			return fmt.Errorf("vma add: VMA %s is registered; its authorized_keys line (oma vma authorized-keys): %w", cred.ID, err)
 		}
@@ -187,7 +187,7 @@ func vmaAuthorizedKeys(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w (on a running OMA each VMA's authorized_key is in GET /api/v1/vmas)", err)
 	}
 	defer st.Close()
-	lines, err := control.AuthorizedKeys(st, fw)
+	lines, err := vmas.AuthorizedKeys(st, fw)
 	if err != nil {
 		return fmt.Errorf("vma authorized-keys: %w", err)
 	}

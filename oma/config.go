@@ -16,6 +16,7 @@ import (
 	"github.com/godwit/godwit/oma/appliance"
 	"github.com/godwit/godwit/oma/authkeys"
 	"github.com/godwit/godwit/oma/control"
+	"github.com/godwit/godwit/oma/vmas"
 )
 
 // config is the OMA's command line.
@@ -91,25 +92,25 @@ func declareForwardFlags(fs *flag.FlagSet, cfg *config) {
 
 // ownPorts lists the OMA's own ports as its flags say (API, NATS, sshd,
 // NBD pool), which no VMA's API port may take.
-func (cfg *config) ownPorts() ([]control.PortRange, error) {
+func (cfg *config) ownPorts() ([]vmas.PortRange, error) {
 	first, last, err := cfg.pool()
 	if err != nil {
 		return nil, err
 	}
-	var own []control.PortRange
+	var own []vmas.PortRange
 	for _, a := range []struct{ name, addr string }{{"API", cfg.apiAddr}, {"NATS", cfg.natsAddr}} {
 		_, p, err := net.SplitHostPort(a.addr)
 		if err != nil {
 			return nil, fmt.Errorf("%s address %q: %w", a.name, a.addr, err)
 		}
 		if n, err := strconv.Atoi(p); err == nil && n > 0 {
-			own = append(own, control.PortRange{Name: a.name, First: n, Last: n})
+			own = append(own, vmas.PortRange{Name: a.name, First: n, Last: n})
 		}
 	}
 	if cfg.sshdPort > 0 {
-		own = append(own, control.PortRange{Name: "sshd", First: cfg.sshdPort, Last: cfg.sshdPort})
+		own = append(own, vmas.PortRange{Name: "sshd", First: cfg.sshdPort, Last: cfg.sshdPort})
 	}
-	return append(own, control.PortRange{Name: "NBD port pool", First: first, Last: last}), nil
+	return append(own, vmas.PortRange{Name: "NBD port pool", First: first, Last: last}), nil
 }
 
 // socketDir returns -tunnel-dir, absolute, <data>/tunnels when not given.

@@ -11,7 +11,7 @@ import (
 
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/bus/bustest"
-	"github.com/godwit/godwit/oma/control"
+	"github.com/godwit/godwit/oma/vmas"
 )
 
 // squatDurable has an admin put a consumer named like a VMA's durable on
@@ -51,7 +51,7 @@ func registered(o *omaUnderTest) map[string]bool {
 func TestRegisteringAVMAIsAtomic(t *testing.T) {
 	t.Parallel()
 	o := newOMA(t, 2)
-	var cred1 control.VMACredentials
+	var cred1 vmas.Credentials
 	if code := o.do(http.MethodPost, "/api/v1/vmas", map[string]string{"id": "vma-1"}, &cred1); code != http.StatusCreated {
 		t.Fatalf("POST /api/v1/vmas vma-1 = %d", code)
 	}
@@ -67,7 +67,7 @@ func TestRegisteringAVMAIsAtomic(t *testing.T) {
 	}
 
 	// A registered VMA whose durable breaks afterwards.
-	var cred3 control.VMACredentials
+	var cred3 vmas.Credentials
 	if code := o.do(http.MethodPost, "/api/v1/vmas", map[string]string{"id": "vma-3"}, &cred3); code != http.StatusCreated {
 		t.Fatalf("POST /api/v1/vmas vma-3 = %d", code)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/godwit/godwit/oma/replicas"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/tokens"
+	"github.com/godwit/godwit/oma/vmas"
 )
 
 // health answers status and version to anyone; uptime, NATS state and
@@ -159,7 +160,7 @@ func (a *API) startReplication(w http.ResponseWriter, r *http.Request) error {
 	if err := a.checkCredentials(events.TypeReplicateCommand, req.credentialsRequest, optional("vcenter", req.VCenter)); err != nil {
 		return err
 	}
-	j, err := a.ctl.Start(r.Context(), mux.Vars(r)["id"], control.Credentials(req.credentialsRequest),
+	j, err := a.ctl.Start(r.Context(), mux.Vars(r)["id"], vmas.VCenterCredentials(req.credentialsRequest),
 		control.StartOptions{OnCBTReset: req.OnCBTReset, Verify: req.Verify})
 	if err != nil {
 		return err
@@ -192,7 +193,7 @@ func (a *API) discover(w http.ResponseWriter, r *http.Request) error {
 		return badRequest("timeout_seconds", "timeout_seconds must be between 1 and 600 (0: the default)")
 	}
 	res, err := a.ctl.Discover(r.Context(), control.DiscoverRequest{
-		VMAID: req.VMAID, Cred: control.Credentials(req.credentialsRequest), Datacenter: req.Datacenter,
+		VMAID: req.VMAID, Cred: vmas.VCenterCredentials(req.credentialsRequest), Datacenter: req.Datacenter,
 		Filter: req.Filter, Timeout: time.Duration(req.TimeoutSeconds) * time.Second,
 	})
 	if err != nil {
@@ -234,7 +235,7 @@ func (a *API) vmas(w http.ResponseWriter, _ *http.Request) error {
 		for _, id := range connected {
 			on = on || id == v.ID
 		}
-		line, err := control.AuthorizedKey(fw, v)
+		line, err := vmas.AuthorizedKey(fw, v)
 		if err != nil {
 			return err
 		}
@@ -255,7 +256,7 @@ func (a *API) addVMA(w http.ResponseWriter, r *http.Request) error {
 	if req.ID == "" {
 		return badRequest("id", "id is required")
 	}
-	cred, err := a.ctl.AddVMA(r.Context(), control.NewVMA{ID: req.ID, SSHPublicKey: req.SSHPublicKey, APIPort: req.APIPort})
+	cred, err := a.ctl.AddVMA(r.Context(), vmas.Registration{ID: req.ID, SSHPublicKey: req.SSHPublicKey, APIPort: req.APIPort})
 	if err != nil {
 		return err
 	}

@@ -17,7 +17,7 @@ import (
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/events/subject"
 	"github.com/godwit/godwit/oma/appliance"
-	"github.com/godwit/godwit/oma/control"
+	"github.com/godwit/godwit/oma/vmas"
 	"github.com/godwit/godwit/seal"
 	"github.com/godwit/godwit/testbed"
 )
@@ -125,7 +125,7 @@ type vma struct {
 // credentials the OMA returned.
 func (o *omaUnderTest) addVMA(id string) *vma {
 	o.t.Helper()
-	var cred control.VMACredentials
+	var cred vmas.Credentials
 	if code := o.do(http.MethodPost, "/api/v1/vmas", map[string]string{"id": id}, &cred); code != http.StatusCreated {
 		o.t.Fatalf("POST /api/v1/vmas = %d", code)
 	}

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/godwit/godwit/oma/control"
+	"github.com/godwit/godwit/oma/vmas"
 )
 
 // sshKey is a fixed ed25519 public key, so lines are exact.
@@ -74,7 +74,7 @@ func TestVMASSHKey(t *testing.T) {
 		if tt.key != "" {
 			body["ssh_public_key"] = tt.key
 		}
-		var cred control.VMACredentials
+		var cred vmas.Credentials
 		if code := o.do(http.MethodPost, "/api/v1/vmas", body, &cred); code != http.StatusCreated {
 			t.Fatalf("POST /api/v1/vmas %s = %d", tt.id, code)
 		}

@@ -29,6 +29,7 @@ import (
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/tokens"
 	"github.com/godwit/godwit/oma/tunnels"
+	"github.com/godwit/godwit/oma/vmas"
 )
 
 // Config configures an OMA. Only DataDir is required; the zero value of
@@ -378,12 +379,12 @@ func (o *OMA) Run(ctx context.Context) error {
 // ownPorts lists the OMA's own ports, which no VMA's API port may take:
 // the API's (as bound), NATS's (its client URL), the monitoring port, the
 // sshd's when known, and the NBD pool.
-func (o *OMA) ownPorts(api net.Addr, natsURL string) []control.PortRange {
+func (o *OMA) ownPorts(api net.Addr, natsURL string) []vmas.PortRange {
 	cfg := o.cfg
-	var own []control.PortRange
+	var own []vmas.PortRange
 	add := func(name string, first, last int) {
 		if first > 0 {
-			own = append(own, control.PortRange{Name: name, First: first, Last: last})
+			own = append(own, vmas.PortRange{Name: name, First: first, Last: last})
 		}
 	}
 	if ta, ok := api.(*net.TCPAddr); ok {

@@ -11,13 +11,8 @@ import (
 	"github.com/godwit/godwit/oma/exports"
 	"github.com/godwit/godwit/oma/outbox"
 	"github.com/godwit/godwit/oma/store"
+	"github.com/godwit/godwit/oma/vmas"
 )
-
-// AccessSetter updates who may connect to NATS; *bus.Server implements it.
-type AccessSetter interface {
-	SetAccess(bus.Access) error
-	Access() bus.Access
-}
 
 // Config configures a Control. DataDir is required.
 type Config struct {
@@ -58,7 +53,7 @@ type Config struct {
 	MaxPendingJobs int
 	// OMAPorts are the OMA's own ports (API, NATS, sshd, NBD pool): no
 	// VMA's API port may take one.
-	OMAPorts []PortRange
+	OMAPorts []vmas.PortRange
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger; nil discards.
@@ -75,16 +70,16 @@ const DefaultMaxPendingJobs = 20
 
 // Control runs the OMA's jobs. It is safe for concurrent use.
 type Control struct {
+	*vmas.Registry
+
 	cfg     Config
 	store   *store.Store
 	bus     *bus.Conn
 	exports *exports.Manager
-	access  AccessSetter
 	log     *slog.Logger
 
 	mu       sync.Mutex // guards creating, the jobs being created; never held across I/O but bbolt reads
 	creating map[string]reservation
-	vmaMu    sync.Mutex // serializes VMA registrations, which change NATS access
 
 	releaseMu sync.Mutex             // guards releasing and runDone
 	releasing map[string]*time.Timer // exports of cancelled jobs, by job id, released when the timer fires
@@ -94,7 +89,7 @@ type Control struct {
 }
 
 // New returns a Control over its parts.
-func New(cfg Config, st *store.Store, conn *bus.Conn, exp *exports.Manager, access AccessSetter) *Control {
+func New(cfg Config, st *store.Store, conn *bus.Conn, exp *exports.Manager, access vmas.AccessSetter) *Control {
 	if cfg.ExportHost == "" {
 		cfg.ExportHost = "127.0.0.1"
 	}
@@ -126,7 +121,12 @@ func New(cfg Config, st *store.Store, conn *bus.Conn, exp *exports.Manager, acce
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Control{cfg: cfg, store: st, bus: conn, exports: exp, access: access, log: log, started: cfg.Now(),
+	vcfg := vmas.Config{NATSURL: cfg.NATSURL, APIURL: cfg.APIURL, ExportHost: cfg.ExportHost, OMAPorts: cfg.OMAPorts, Now: cfg.Now, Logger: log}
+	if exp != nil {
+		vcfg.FirstPort, vcfg.LastPort = exp.Pool()
+	}
+	return &Control{Registry: vmas.New(vcfg, st, conn, access),
+		cfg: cfg, store: st, bus: conn, exports: exp, log: log, started: cfg.Now(),
 		outbox: outbox.New(st, conn, log), creating: map[string]reservation{}, releasing: map[string]*time.Timer{}}
 }
 
@@ -157,8 +157,8 @@ func (c *Control) Run(ctx context.Context) error {
 		{bus.StreamProgress, nil, func(ctx context.Context, stream string) error {
 			return c.bus.ConsumeBatch(ctx, stream, bus.OMADurable, c.cfg.ProgressBatch, c.applyProgress)
 		}},
-		{bus.StreamPresence, []string{"godwit.vma.>"}, one(c.applyHeartbeat)},
-		{bus.StreamTunnel, nil, one(c.applyTunnelOutage)},
+		{bus.StreamPresence, []string{"godwit.vma.>"}, one(c.ApplyHeartbeat)},
+		{bus.StreamTunnel, nil, one(c.ApplyTunnelOutage)},
 	}
 	for _, cons := range consumers {
 		if err := c.bus.EnsureConsumer(ctx, cons.stream, bus.OMADurable, cons.filters...); err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/godwit/godwit/oma/control"
 	"github.com/godwit/godwit/oma/exports"
 	"github.com/godwit/godwit/oma/store"
+	"github.com/godwit/godwit/oma/vmas"
 	"github.com/godwit/godwit/seal"
 	"github.com/godwit/godwit/testbed"
 )
@@ -106,7 +107,7 @@ func (h *harness) vma(id string) (*bus.Conn, seal.KeyPair) {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cred, err := h.ctl.AddVMA(ctx, control.NewVMA{ID: id})
+	cred, err := h.ctl.AddVMA(ctx, vmas.Registration{ID: id})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -158,17 +159,17 @@ func TestHeartbeatUsesTheOMAClock(t *testing.T) {
 				ids, _ := h.ctl.Connected()
 				return len(ids) == 1
 			})
-			vmas, _ := h.ctl.VMAs()
-			if seen := vmas[0].LastSeen; seen == nil || !seen.Equal(h.clock.Now()) {
+			list, _ := h.ctl.VMAs()
+			if seen := list[0].LastSeen; seen == nil || !seen.Equal(h.clock.Now()) {
 				t.Errorf("last seen = %v, want the OMA's now %v", seen, h.clock.Now())
 			}
 			h.clock.Add(60 * time.Second)
 			heartbeat(t, conn, "vma-1", kp, h.clock.Now().Add(tt.skew)) // one more, later
 			testbed.Eventually(t, "second heartbeat applied", func() bool {
-				vmas, _ := h.ctl.VMAs()
-				return vmas[0].LastSeen != nil && vmas[0].LastSeen.Equal(h.clock.Now())
+				list, _ := h.ctl.VMAs()
+				return list[0].LastSeen != nil && list[0].LastSeen.Equal(h.clock.Now())
 			})
-			h.clock.Add(control.HeartbeatFresh - time.Second)
+			h.clock.Add(vmas.HeartbeatFresh - time.Second)
 			if ids, _ := h.ctl.Connected(); len(ids) != 1 {
 				t.Errorf("89 s after the last heartbeat: connected = %v, want vma-1", ids)
 			}

@@ -15,13 +15,14 @@ import (
 	"github.com/godwit/godwit/oma/fault"
 	"github.com/godwit/godwit/oma/replicas"
 	"github.com/godwit/godwit/oma/store"
+	"github.com/godwit/godwit/oma/vmas"
 )
 
 // DiscoverRequest asks a VMA to discover the VMs of a vCenter.
 type DiscoverRequest struct {
 	// VMAID is optional when exactly one VMA is registered.
 	VMAID      string
-	Cred       Credentials
+	Cred       vmas.VCenterCredentials
 	Datacenter string
 	Filter     string
 	// Timeout bounds the wait for the result; 0 means the configured default.
@@ -42,7 +43,7 @@ func (c *Control) Discover(ctx context.Context, req DiscoverRequest) (events.Dis
 		}
 		req.VMAID = vmas[0].ID
 	}
-	sealed, err := c.sealFor(req.VMAID, req.Cred.Password)
+	sealed, err := c.Seal(req.VMAID, req.Cred.Password)
 	if err != nil {
 		return events.DiscoverResult{}, err
 	}

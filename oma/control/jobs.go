@@ -18,6 +18,7 @@ import (
 	"github.com/godwit/godwit/oma/jobs"
 	"github.com/godwit/godwit/oma/replicas"
 	"github.com/godwit/godwit/oma/store"
+	"github.com/godwit/godwit/oma/vmas"
 )
 
 // CreateRequest asks for a replication job.
@@ -389,7 +390,7 @@ type StartOptions struct {
 // published with its event id as Nats-Msg-Id, now or, when the bus is
 // down, as soon as it is back: a crash can neither lose it nor send it
 // twice.
-func (c *Control) Start(ctx context.Context, id string, cred Credentials, opts StartOptions) (store.Job, error) {
+func (c *Control) Start(ctx context.Context, id string, cred vmas.VCenterCredentials, opts StartOptions) (store.Job, error) {
 	j, err := c.Job(id)
 	if err != nil {
 		return j, err
@@ -400,7 +401,7 @@ func (c *Control) Start(ctx context.Context, id string, cred Credentials, opts S
 	if cred.VCenter == "" {
 		cred.VCenter = j.VCenter
 	}
-	sealed, err := c.sealFor(j.VMAID, cred.Password)
+	sealed, err := c.Seal(j.VMAID, cred.Password)
 	if err != nil {
 		return j, err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/godwit/godwit/oma/control"
 	"github.com/godwit/godwit/oma/exports"
 	"github.com/godwit/godwit/oma/store"
+	"github.com/godwit/godwit/oma/vmas"
 	"github.com/godwit/godwit/testbed"
 )
 
@@ -79,7 +80,7 @@ func TestStartCommandSurvivesACrash(t *testing.T) {
 	dead := bustest.ConnectOMA(t, h.srv)
 	dead.Close()
 	ctl := control.New(control.Config{DataDir: h.dir, Now: h.clock.Now}, st, dead, exports.New(exports.Config{FirstPort: h.first, LastPort: h.last}), h.srv)
-	started, err := ctl.Start(ctx, j.ID, control.Credentials{Username: "u", Password: "p"}, control.StartOptions{})
+	started, err := ctl.Start(ctx, j.ID, vmas.VCenterCredentials{Username: "u", Password: "p"}, control.StartOptions{})
 	if err != nil || started.State != events.JobQueued {
 		t.Fatalf("Start with the bus down = %s, %v; want queued", started.State, err)
 	}
@@ -157,7 +158,7 @@ func TestCancelKeepsTheExportForTheVMA(t *testing.T) {
 			t.Fatal(err)
 		}
 		if start {
-			if _, err := h.ctl.Start(ctx, j.ID, control.Credentials{Username: "u", Password: "p"}, control.StartOptions{}); err != nil {
+			if _, err := h.ctl.Start(ctx, j.ID, vmas.VCenterCredentials{Username: "u", Password: "p"}, control.StartOptions{}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -209,7 +210,7 @@ func TestIncrementalAfterDiskChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.ctl.Start(ctx, initial.ID, control.Credentials{Username: "u", Password: "p"}, control.StartOptions{}); err != nil {
+	if _, err := h.ctl.Start(ctx, initial.ID, vmas.VCenterCredentials{Username: "u", Password: "p"}, control.StartOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := conn.Publish(ctx, &events.ReplicationStatus{JobID: initial.ID, VMAID: "vma-1", Seq: 1, State: events.StatusCompleted,

@@ -20,7 +20,7 @@ import (
 // a failing nbdkit) is failed with the reason in its last error; the
 // others are restored.
 func (c *Control) Restore(ctx context.Context) error {
-	if err := c.syncAccess(ctx); err != nil {
+	if err := c.SyncAccess(ctx); err != nil {
 		return err
 	}
 	if err := c.prune(); err != nil {

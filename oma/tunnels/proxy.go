@@ -30,7 +30,7 @@ const DefaultInterval = time.Second
 // verifyTimeout bounds the identity check of a VMA on its socket.
 const verifyTimeout = 10 * time.Second
 
-// lister lists the registered VMAs; *control.Control satisfies it.
+// lister lists the registered VMAs; *vmas.Registry satisfies it.
 type lister interface {
 	VMAs() ([]store.VMA, error)
 }

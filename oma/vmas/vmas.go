@@ -1,12 +1,14 @@
-package control
+package vmas
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nkeys"
@@ -21,12 +23,71 @@ import (
 	"github.com/godwit/godwit/seal"
 )
 
+// AccessSetter updates who may connect to NATS; *bus.Server implements it.
+type AccessSetter interface {
+	SetAccess(bus.Access) error
+	Access() bus.Access
+}
+
+// Config configures a Registry. NATSURL is required for Forwards and AddVMA.
+type Config struct {
+	// NATSURL is the NATS URL given to new VMAs.
+	NATSURL string
+	// APIURL is the OMA API URL given to new VMAs; empty means
+	// http://localhost:8082.
+	APIURL string
+	// ExportHost is the host the VMAs reach exports at; empty means
+	// 127.0.0.1.
+	ExportHost string
+	// FirstPort and LastPort are the NBD port pool a VMA's SSH line may
+	// reach; 0 both: none.
+	FirstPort, LastPort int
+	// OMAPorts are the OMA's own ports (API, NATS, sshd, NBD pool): no
+	// VMA's API port may take one.
+	OMAPorts []PortRange
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// Registry registers VMAs, lets them into NATS and keeps their records
+// (heartbeats, tunnel outages) up to date. It is safe for concurrent use.
+type Registry struct {
+	cfg    Config
+	store  *store.Store
+	bus    *bus.Conn
+	access AccessSetter
+	log    *slog.Logger
+
+	mu sync.Mutex // serializes registrations, which change NATS access
+}
+
+// New returns a Registry of the VMAs in st, which lets them into NATS
+// through access and creates their consumers on conn.
+func New(cfg Config, st *store.Store, conn *bus.Conn, access AccessSetter) *Registry {
+	if cfg.ExportHost == "" {
+		cfg.ExportHost = "127.0.0.1"
+	}
+	if cfg.APIURL == "" {
+		cfg.APIURL = "http://localhost:8082"
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Registry{cfg: cfg, store: st, bus: conn, access: access, log: log}
+}
+
 // HeartbeatFresh is how recent a VMA's last heartbeat must be for the VMA
 // to count as connected.
 const HeartbeatFresh = 90 * time.Second
 
-// VMACredentials is what a new VMA needs to reach the OMA.
-type VMACredentials struct {
+// Credentials is what a new VMA needs to reach the OMA.
+type Credentials struct {
 	ID string `json:"id"`
 	// NKeySeed is the VMA's NATS secret; it is shown once and not stored.
 	NKeySeed string `json:"nkey_seed"`
@@ -42,8 +103,8 @@ type VMACredentials struct {
 	AuthorizedKey string `json:"authorized_key,omitempty"`
 }
 
-// NewVMA is what registering a VMA takes.
-type NewVMA struct {
+// Registration is what registering a VMA takes.
+type Registration struct {
 	// ID names the VMA: letters, digits, '-', '_'.
 	ID string
 	// SSHPublicKey is the key the VMA opens its SSH connection with, in
@@ -83,41 +144,41 @@ func checkOMAPorts(port int, own []PortRange) error {
 	return nil
 }
 
-// RegisterVMA creates NATS credentials for a new VMA in st, stores it with
+// Register creates NATS credentials for a new VMA in st, stores it with
 // its SSH key and the lowest API port no other VMA has (from
 // authkeys.FirstAPIPort), and returns them. It fails with an Invalid error
 // naming id or ssh_public_key, or a Conflict when the id is taken.
 // AuthorizedKey, NATSURL and OMAURL are left for the caller to fill.
-func RegisterVMA(st *store.Store, nv NewVMA, now time.Time) (VMACredentials, error) {
+func Register(st *store.Store, nv Registration, now time.Time) (Credentials, error) {
 	id := nv.ID
 	if err := subject.ValidID(id); err != nil {
-		return VMACredentials{}, fault.Errorf(fault.Invalid, "id", "%v", err)
+		return Credentials{}, fault.Errorf(fault.Invalid, "id", "%v", err)
 	}
 	if err := checkAPIPort(nv.APIPort); err != nil {
-		return VMACredentials{}, err
+		return Credentials{}, err
 	}
 	if err := checkOMAPorts(nv.APIPort, nv.OMAPorts); err != nil {
-		return VMACredentials{}, err
+		return Credentials{}, err
 	}
 	var sshKey string
 	if nv.SSHPublicKey != "" {
 		k, err := authkeys.PublicKey(nv.SSHPublicKey)
 		if err != nil {
-			return VMACredentials{}, fault.Errorf(fault.Invalid, "ssh_public_key", "%v", err)
+			return Credentials{}, fault.Errorf(fault.Invalid, "ssh_public_key", "%v", err)
 		}
 		sshKey = k
 	}
 	kp, err := nkeys.CreateUser()
 	if err != nil {
-		return VMACredentials{}, fmt.Errorf("create nkey: %w", err)
+		return Credentials{}, fmt.Errorf("create nkey: %w", err)
 	}
 	seed, err := kp.Seed()
 	if err != nil {
-		return VMACredentials{}, fmt.Errorf("create nkey: %w", err)
+		return Credentials{}, fmt.Errorf("create nkey: %w", err)
 	}
 	pub, err := kp.PublicKey()
 	if err != nil {
-		return VMACredentials{}, fmt.Errorf("create nkey: %w", err)
+		return Credentials{}, fmt.Errorf("create nkey: %w", err)
 	}
 	var apiPort int
 	err = st.Update(func(tx *bbolt.Tx) error {
@@ -139,9 +200,9 @@ func RegisterVMA(st *store.Store, nv NewVMA, now time.Time) (VMACredentials, err
 		return store.PutVMA(tx, store.VMA{ID: id, NKey: pub, RegisteredAt: now.UTC(), SSHPublicKey: sshKey, APIPort: apiPort})
 	})
 	if err != nil {
-		return VMACredentials{}, err
+		return Credentials{}, err
 	}
-	return VMACredentials{ID: id, NKeySeed: string(seed), APIPort: apiPort, SSHPublicKey: sshKey}, nil
+	return Credentials{ID: id, NKeySeed: string(seed), APIPort: apiPort, SSHPublicKey: sshKey}, nil
 }
 
 // checkAPIPort refuses an API port asked for that cannot be one: 0 (the
@@ -192,26 +253,22 @@ func AuthorizedKey(fw authkeys.Forwards, v store.VMA) (string, error) {
 
 // Forwards returns what a VMA may reach through its SSH connection on this
 // OMA: its NATS address, the export host and the NBD port pool.
-func (c *Control) Forwards() (authkeys.Forwards, error) {
-	u, err := url.Parse(c.cfg.NATSURL)
+func (r *Registry) Forwards() (authkeys.Forwards, error) {
+	u, err := url.Parse(r.cfg.NATSURL)
 	if err != nil {
-		return authkeys.Forwards{}, fmt.Errorf("nats url %q: %w", c.cfg.NATSURL, err)
+		return authkeys.Forwards{}, fmt.Errorf("nats url %q: %w", r.cfg.NATSURL, err)
 	}
-	fw := authkeys.Forwards{NATS: u.Host, NBDHost: c.cfg.ExportHost}
-	if c.exports != nil {
-		fw.FirstPort, fw.LastPort = c.exports.Pool()
-	}
-	return fw, nil
+	return authkeys.Forwards{NATS: u.Host, NBDHost: r.cfg.ExportHost, FirstPort: r.cfg.FirstPort, LastPort: r.cfg.LastPort}, nil
 }
 
 // AuthorizedKeys returns the authorized_keys lines of every registered VMA
 // that has an SSH key, by VMA id.
-func (c *Control) AuthorizedKeys() ([]string, error) {
-	fw, err := c.Forwards()
+func (r *Registry) AuthorizedKeys() ([]string, error) {
+	fw, err := r.Forwards()
 	if err != nil {
 		return nil, err
 	}
-	vmas, err := c.VMAs()
+	vmas, err := r.VMAs()
 	if err != nil {
 		return nil, err
 	}
@@ -254,33 +311,33 @@ func authorizedKeys(fw authkeys.Forwards, vmas []store.VMA) ([]string, error) {
 // access, the VMA is not registered.
 //
 // With an SSH key the answer holds its authorized_keys line.
-func (c *Control) AddVMA(ctx context.Context, nv NewVMA) (VMACredentials, error) {
+func (r *Registry) AddVMA(ctx context.Context, nv Registration) (Credentials, error) {
 	id := nv.ID
 	// Only registrations wait for each other (creating consumers, reloading
 	// NATS access); jobs are created meanwhile.
-	c.vmaMu.Lock()
-	defer c.vmaMu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if err := subject.ValidID(id); err != nil {
-		return VMACredentials{}, fault.Errorf(fault.Invalid, "id", "%v", err)
+		return Credentials{}, fault.Errorf(fault.Invalid, "id", "%v", err)
 	}
 	if nv.SSHPublicKey != "" {
 		// Refuse a bad key before creating consumers for the VMA.
 		if _, err := authkeys.PublicKey(nv.SSHPublicKey); err != nil {
-			return VMACredentials{}, fault.Errorf(fault.Invalid, "ssh_public_key", "%v", err)
+			return Credentials{}, fault.Errorf(fault.Invalid, "ssh_public_key", "%v", err)
 		}
 	}
-	nv.OMAPorts = c.cfg.OMAPorts
+	nv.OMAPorts = r.cfg.OMAPorts
 	if err := checkAPIPort(nv.APIPort); err != nil {
-		return VMACredentials{}, err
+		return Credentials{}, err
 	}
 	if err := checkOMAPorts(nv.APIPort, nv.OMAPorts); err != nil {
-		return VMACredentials{}, err
+		return Credentials{}, err
 	}
-	fw, err := c.Forwards()
+	fw, err := r.Forwards()
 	if err != nil {
-		return VMACredentials{}, err
+		return Credentials{}, err
 	}
-	err = c.store.View(func(tx *bbolt.Tx) error {
+	err = r.store.View(func(tx *bbolt.Tx) error {
 		_, err := store.GetVMA(tx, id)
 		switch {
 		case err == nil:
@@ -298,67 +355,67 @@ func (c *Control) AddVMA(ctx context.Context, nv NewVMA) (VMACredentials, error)
 		return apiPortFree(vmas, nv.APIPort)
 	})
 	if err != nil {
-		return VMACredentials{}, err
+		return Credentials{}, err
 	}
-	if err := c.bus.EnsureVMAConsumers(ctx, id); err != nil {
-		return VMACredentials{}, &fault.Error{Kind: fault.Upstream, Msg: "create the consumers of VMA " + id, Err: err}
+	if err := r.bus.EnsureVMAConsumers(ctx, id); err != nil {
+		return Credentials{}, &fault.Error{Kind: fault.Upstream, Msg: "create the consumers of VMA " + id, Err: err}
 	}
-	cred, err := RegisterVMA(c.store, nv, c.cfg.Now())
+	cred, err := Register(r.store, nv, r.cfg.Now())
 	if err != nil {
 		return cred, err
 	}
-	if err := c.setAccess(); err != nil {
-		if derr := c.store.Update(func(tx *bbolt.Tx) error { return store.DeleteVMA(tx, id) }); derr != nil {
-			c.log.Error("forget the VMA NATS refused", "vma", id, "err", derr)
+	if err := r.setAccess(); err != nil {
+		if derr := r.store.Update(func(tx *bbolt.Tx) error { return store.DeleteVMA(tx, id) }); derr != nil {
+			r.log.Error("forget the VMA NATS refused", "vma", id, "err", derr)
 		}
-		return VMACredentials{}, fmt.Errorf("register vma %s: %w", id, err)
+		return Credentials{}, fmt.Errorf("register vma %s: %w", id, err)
 	}
-	cred.NATSURL, cred.OMAURL = c.cfg.NATSURL, c.cfg.APIURL
+	cred.NATSURL, cred.OMAURL = r.cfg.NATSURL, r.cfg.APIURL
 	v := store.VMA{ID: cred.ID, SSHPublicKey: cred.SSHPublicKey, APIPort: cred.APIPort}
 	if cred.AuthorizedKey, err = AuthorizedKey(fw, v); err != nil {
 		// Registered already: the line can be had again from the list.
-		c.log.Error("authorized_keys line", "vma", id, "err", err)
+		r.log.Error("authorized_keys line", "vma", id, "err", err)
 	}
 	return cred, nil
 }
 
 // setAccess lets every registered VMA into NATS, and nobody else.
-func (c *Control) setAccess() error {
-	vmas, err := c.VMAs()
+func (r *Registry) setAccess() error {
+	vmas, err := r.VMAs()
 	if err != nil {
 		return err
 	}
-	a := c.access.Access()
+	a := r.access.Access()
 	a.VMAs = map[string]string{}
 	for _, v := range vmas {
 		a.VMAs[v.ID] = v.NKey
 	}
-	return c.access.SetAccess(a)
+	return r.access.SetAccess(a)
 }
 
-// syncAccess makes NATS access and the VMA consumers match the registered
+// SyncAccess makes NATS access and the VMA consumers match the registered
 // VMAs. A VMA whose consumers cannot be created is logged and skipped: the
 // others keep working.
-func (c *Control) syncAccess(ctx context.Context) error {
-	if err := c.setAccess(); err != nil {
+func (r *Registry) SyncAccess(ctx context.Context) error {
+	if err := r.setAccess(); err != nil {
 		return err
 	}
-	vmas, err := c.VMAs()
+	vmas, err := r.VMAs()
 	if err != nil {
 		return err
 	}
 	for _, v := range vmas {
-		if err := c.bus.EnsureVMAConsumers(ctx, v.ID); err != nil {
-			c.log.Error("VMA consumers cannot be created: it gets no commands until they can", "vma", v.ID, "err", err)
+		if err := r.bus.EnsureVMAConsumers(ctx, v.ID); err != nil {
+			r.log.Error("VMA consumers cannot be created: it gets no commands until they can", "vma", v.ID, "err", err)
 		}
 	}
 	return nil
 }
 
 // VMAs returns the registered VMAs, by id.
-func (c *Control) VMAs() ([]store.VMA, error) {
+func (r *Registry) VMAs() ([]store.VMA, error) {
 	var out []store.VMA
-	err := c.store.View(func(tx *bbolt.Tx) error {
+	err := r.store.View(func(tx *bbolt.Tx) error {
 		var err error
 		out, err = store.VMAs(tx)
 		return err
@@ -373,13 +430,13 @@ func (c *Control) VMAs() ([]store.VMA, error) {
 }
 
 // Connected returns the ids of the VMAs whose last heartbeat is fresh.
-func (c *Control) Connected() ([]string, error) {
-	vmas, err := c.VMAs()
+func (r *Registry) Connected() ([]string, error) {
+	vmas, err := r.VMAs()
 	if err != nil {
 		return nil, err
 	}
 	ids := []string{}
-	now := c.cfg.Now()
+	now := r.cfg.Now()
 	for _, v := range vmas {
 		if v.LastSeen != nil && now.Sub(*v.LastSeen) < HeartbeatFresh {
 			ids = append(ids, v.ID)
@@ -388,27 +445,27 @@ func (c *Control) Connected() ([]string, error) {
 	return ids, nil
 }
 
-// applyHeartbeat records a VMA's presence, version and public key. The
+// ApplyHeartbeat records a VMA's presence, version and public key. The
 // VMA was seen when the OMA's clock says, whatever its own clock says.
-func (c *Control) applyHeartbeat(_ context.Context, ev events.Event, p events.Payload) error {
+func (r *Registry) ApplyHeartbeat(_ context.Context, ev events.Event, p events.Payload) error {
 	h, ok := p.(*events.Heartbeat)
 	if !ok {
 		return fmt.Errorf("%w: %s on the presence consumer", bus.ErrPoison, ev.Type)
 	}
-	return c.applyToVMA(ev, h.VMAID, "heartbeat", func(v *store.VMA) {
-		seen := c.cfg.Now().UTC()
+	return r.applyToVMA(ev, h.VMAID, "heartbeat", func(v *store.VMA) {
+		seen := r.cfg.Now().UTC()
 		v.LastSeen, v.Version, v.PublicKey = &seen, h.Version, h.PublicKey
 	})
 }
 
-// applyTunnelOutage adds an outage of a VMA's SSH connection to the VMA's
+// ApplyTunnelOutage adds an outage of a VMA's SSH connection to the VMA's
 // record.
-func (c *Control) applyTunnelOutage(_ context.Context, ev events.Event, p events.Payload) error {
+func (r *Registry) ApplyTunnelOutage(_ context.Context, ev events.Event, p events.Payload) error {
 	o, ok := p.(*events.TunnelOutage)
 	if !ok {
 		return fmt.Errorf("%w: %s on the tunnel consumer", bus.ErrPoison, ev.Type)
 	}
-	return c.applyToVMA(ev, o.VMAID, "tunnel outage", func(v *store.VMA) {
+	return r.applyToVMA(ev, o.VMAID, "tunnel outage", func(v *store.VMA) {
 		if v.Tunnel == nil {
 			v.Tunnel = &store.TunnelOutages{}
 		}
@@ -417,14 +474,14 @@ func (c *Control) applyTunnelOutage(_ context.Context, ev events.Event, p events
 		if !o.RestoredAt.Before(v.Tunnel.Last.RestoredAt) {
 			v.Tunnel.Last = *o
 		}
-		c.log.Warn("VMA's SSH connection was down", "vma", o.VMAID, "lost_at", o.LostAt, "down_s", o.DownSeconds, "cause", o.Cause)
+		r.log.Warn("VMA's SSH connection was down", "vma", o.VMAID, "lost_at", o.LostAt, "down_s", o.DownSeconds, "cause", o.Cause)
 	})
 }
 
 // applyToVMA applies ev once by changing the record of VMA id; an event
 // (named what) of a VMA that is not registered is poison.
-func (c *Control) applyToVMA(ev events.Event, id, what string, change func(*store.VMA)) error {
-	return c.applyOnce(ev, func(tx *bbolt.Tx) error {
+func (r *Registry) applyToVMA(ev events.Event, id, what string, change func(*store.VMA)) error {
+	return r.store.ApplyOnce(ev, r.cfg.Now(), func(tx *bbolt.Tx) error {
 		v, err := store.GetVMA(tx, id)
 		if errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("%w: %s of unregistered VMA %s", bus.ErrPoison, what, id)
@@ -437,18 +494,20 @@ func (c *Control) applyToVMA(ev events.Event, id, what string, change func(*stor
 	})
 }
 
-// Credentials are vCenter credentials given for one request; the password
+// VCenterCredentials are vCenter credentials given for one request; the password
 // is sealed to the VMA at once and never stored.
-type Credentials struct {
+type VCenterCredentials struct {
 	VCenter  string
 	Username string
 	Password string
 }
 
-// sealFor seals a password to a registered VMA's announced key.
-func (c *Control) sealFor(vmaID, password string) (events.Sealed, error) {
+// Seal seals a secret to a registered VMA's announced key. It fails with
+// a NotFound naming vma_id when the VMA is not registered, a Conflict when
+// it has not announced its key yet.
+func (r *Registry) Seal(vmaID, secret string) (events.Sealed, error) {
 	var v store.VMA
-	err := c.store.View(func(tx *bbolt.Tx) error {
+	err := r.store.View(func(tx *bbolt.Tx) error {
 		var err error
 		v, err = store.GetVMA(tx, vmaID)
 		return err
@@ -462,5 +521,5 @@ func (c *Control) sealFor(vmaID, password string) (events.Sealed, error) {
 	if v.PublicKey == "" {
 		return events.Sealed{}, fault.Errorf(fault.Conflict, "vma_id", "VMA %s has not announced its public key yet (no heartbeat received): start it, or check its connection", vmaID)
 	}
-	return seal.Seal(v.PublicKey, []byte(password))
+	return seal.Seal(v.PublicKey, []byte(secret))
 }
