@@ -10,6 +10,7 @@ import (
 
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/oma/control"
+	"github.com/godwit/godwit/oma/inventory"
 	"github.com/godwit/godwit/oma/replicas"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/tokens"
@@ -192,7 +193,7 @@ func (a *API) discover(w http.ResponseWriter, r *http.Request) error {
 	if req.TimeoutSeconds < 0 || req.TimeoutSeconds > 600 {
 		return badRequest("timeout_seconds", "timeout_seconds must be between 1 and 600 (0: the default)")
 	}
-	res, err := a.ctl.Discover(r.Context(), control.DiscoverRequest{
+	res, err := a.ctl.Discover(r.Context(), inventory.DiscoverRequest{
 		VMAID: req.VMAID, Cred: vmas.VCenterCredentials(req.credentialsRequest), Datacenter: req.Datacenter,
 		Filter: req.Filter, Timeout: time.Duration(req.TimeoutSeconds) * time.Second,
 	})

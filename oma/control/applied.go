@@ -4,17 +4,8 @@ import (
 	"context"
 	"time"
 
-	"go.etcd.io/bbolt"
-
-	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/oma/store"
 )
-
-// applyOnce runs apply in one transaction with the event's id, unless the
-// event was applied before; the id is recorded in the same transaction.
-func (c *Control) applyOnce(ev events.Event, apply func(tx *bbolt.Tx) error) error {
-	return c.store.ApplyOnce(ev, c.cfg.Now(), apply)
-}
 
 // pruneLoop forgets, every PruneEvery by the Config's clock, the ids of
 // applied events older than AppliedMaxAge, and the pages of discoveries

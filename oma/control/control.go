@@ -9,6 +9,7 @@ import (
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events/subject"
 	"github.com/godwit/godwit/oma/exports"
+	"github.com/godwit/godwit/oma/inventory"
 	"github.com/godwit/godwit/oma/outbox"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/vmas"
@@ -71,6 +72,7 @@ const DefaultMaxPendingJobs = 20
 // Control runs the OMA's jobs. It is safe for concurrent use.
 type Control struct {
 	*vmas.Registry
+	*inventory.Keeper
 
 	cfg     Config
 	store   *store.Store
@@ -95,9 +97,6 @@ func New(cfg Config, st *store.Store, conn *bus.Conn, exp *exports.Manager, acce
 	}
 	if cfg.APIURL == "" {
 		cfg.APIURL = "http://localhost:8082"
-	}
-	if cfg.DiscoverTimeout == 0 {
-		cfg.DiscoverTimeout = 60 * time.Second
 	}
 	if cfg.AppliedMaxAge == 0 {
 		cfg.AppliedMaxAge = 31 * 24 * time.Hour
@@ -125,7 +124,9 @@ func New(cfg Config, st *store.Store, conn *bus.Conn, exp *exports.Manager, acce
 	if exp != nil {
 		vcfg.FirstPort, vcfg.LastPort = exp.Pool()
 	}
-	return &Control{Registry: vmas.New(vcfg, st, conn, access),
+	reg := vmas.New(vcfg, st, conn, access)
+	inv := inventory.New(inventory.Config{DiscoverTimeout: cfg.DiscoverTimeout, Now: cfg.Now, Logger: log}, st, conn, reg)
+	return &Control{Registry: reg, Keeper: inv,
 		cfg: cfg, store: st, bus: conn, exports: exp, log: log, started: cfg.Now(),
 		outbox: outbox.New(st, conn, log), creating: map[string]reservation{}, releasing: map[string]*time.Timer{}}
 }
@@ -150,7 +151,7 @@ func (c *Control) Run(ctx context.Context) error {
 		return func(ctx context.Context, stream string) error { return c.bus.Consume(ctx, stream, bus.OMADurable, h) }
 	}
 	consumers := []consumer{
-		{bus.StreamInventory, nil, one(c.applyDiscoverResult)},
+		{bus.StreamInventory, nil, one(c.ApplyDiscoverResult)},
 		// The whole progress stream, unfiltered: it holds only progress and
 		// status, and filters would make the server match each message
 		// against them, a cost that grows with the jobs' subjects.
@@ -168,7 +169,7 @@ func (c *Control) Run(ctx context.Context) error {
 	if err := c.bus.Serve(ctx, subject.AllExport, "oma", bus.ExportReplies, c.allocation); err != nil {
 		return stopped(ctx, err)
 	}
-	if err := c.bus.Serve(ctx, subject.AllDiscoverSubmit, "oma", bus.SubmitReplies, c.submitDiscover); err != nil {
+	if err := c.bus.Serve(ctx, subject.AllDiscoverSubmit, "oma", bus.SubmitReplies, c.SubmitDiscover); err != nil {
 		return stopped(ctx, err)
 	}
 	var wg sync.WaitGroup

@@ -15,6 +15,7 @@ import (
 	"github.com/godwit/godwit/events/subject"
 	"github.com/godwit/godwit/oma/exports"
 	"github.com/godwit/godwit/oma/fault"
+	"github.com/godwit/godwit/oma/inventory"
 	"github.com/godwit/godwit/oma/jobs"
 	"github.com/godwit/godwit/oma/replicas"
 	"github.com/godwit/godwit/oma/store"
@@ -36,53 +37,6 @@ type CreateRequest struct {
 	// Token names the API token that asks: it may have at most
 	// Config.MaxPendingJobs pending jobs.
 	Token string
-}
-
-// located is a VM found in the inventory.
-type located struct {
-	vm      events.VM
-	vmaID   string
-	vcenter string
-}
-
-// findVM looks a VM up by id in the inventory, narrowed to a VMA and a
-// vCenter when given. VM ids repeat across vCenters: when several VMs
-// match, the caller must say which (a Conflict naming vma_id or vcenter).
-func findVM(tx *bbolt.Tx, req CreateRequest) (located, error) {
-	invs, err := store.Inventories(tx)
-	if err != nil {
-		return located{}, err
-	}
-	var found []located
-	for _, inv := range invs {
-		if req.VMAID != "" && inv.VMAID != req.VMAID || req.VCenter != "" && inv.Result.VCenter.Host != req.VCenter {
-			continue
-		}
-		for _, vm := range inv.Result.VMs {
-			if vm.ID == req.VM.ID {
-				found = append(found, located{vm: vm, vmaID: inv.VMAID, vcenter: inv.Result.VCenter.Host})
-			}
-		}
-	}
-	switch {
-	case len(found) == 1:
-		return found[0], nil
-	case len(found) > 1:
-		var where []string
-		field := "vcenter"
-		for _, f := range found {
-			where = append(where, "VMA "+f.vmaID+" in vCenter "+f.vcenter)
-			if f.vmaID != found[0].vmaID {
-				field = "vma_id"
-			}
-		}
-		return located{}, fault.Errorf(fault.Conflict, field, "VM %s was discovered %d times (%s): name the %s", req.VM.ID, len(found), strings.Join(where, ", "), field)
-	}
-	where := "the inventory"
-	if req.VMAID != "" || req.VCenter != "" {
-		where = fmt.Sprintf("the inventory of VMA %q, vCenter %q", req.VMAID, req.VCenter)
-	}
-	return located{}, fault.Errorf(fault.NotFound, "source_vm.id", "VM %s is not in %s: discover it first (POST /api/v1/discover, or the VMA's POST /api/v1/discover)", req.VM.ID, where)
 }
 
 // CreateJob creates a job for a VM of the inventory: it allocates a port,
@@ -157,7 +111,7 @@ func (c *Control) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 	defer c.mu.Unlock()
 
 	var (
-		loc     located
+		loc     inventory.Located
 		rid     string
 		base    *store.Job // the current replica's job
 		lastGen int        // the highest generation any job of the replica wrote
@@ -167,10 +121,10 @@ func (c *Control) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 	)
 	err := c.store.View(func(tx *bbolt.Tx) error {
 		var err error
-		if loc, err = findVM(tx, req); err != nil {
+		if loc, err = inventory.Find(tx, inventory.Ref{VMID: req.VM.ID, VMAID: req.VMAID, VCenter: req.VCenter}); err != nil {
 			return err
 		}
-		rid = replicas.ID(loc.vmaID, loc.vcenter, loc.vm)
+		rid = replicas.ID(loc.VMAID, loc.VCenter, loc.VM)
 		all, err := store.Jobs(tx)
 		if err != nil {
 			return err
@@ -180,7 +134,7 @@ func (c *Control) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 			if j.State == events.JobPending && j.CreatedBy == req.Token {
 				pending++
 			}
-			if !replicas.Belongs(j, rid, loc.vmaID, loc.vcenter, loc.vm.ID) {
+			if !replicas.Belongs(j, rid, loc.VMAID, loc.VCenter, loc.VM.ID) {
 				continue
 			}
 			if jobs.Active(j.State) {
@@ -224,14 +178,14 @@ func (c *Control) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 	if incremental {
 		gen = base.Generation
 	}
-	if len(loc.vm.Disks) == 0 {
+	if len(loc.VM.Disks) == 0 {
 		return store.Job{}, store.Lease{}, nil, fault.Errorf(fault.Conflict, "source_vm.id", "VM %s has no disks in the inventory", req.VM.ID)
 	}
 
 	now := c.cfg.Now().UTC()
-	id := jobID(loc.vm.ID, now, taken)
+	id := jobID(loc.VM.ID, now, taken)
 	if err := subject.ValidID(id); err != nil {
-		return store.Job{}, store.Lease{}, nil, fault.Errorf(fault.Invalid, "source_vm.id", "VM id %q cannot make a job id: %v", loc.vm.ID, err)
+		return store.Job{}, store.Lease{}, nil, fault.Errorf(fault.Invalid, "source_vm.id", "VM id %q cannot make a job id: %v", loc.VM.ID, err)
 	}
 	port, err := c.exports.Pick(leased)
 	if errors.Is(err, exports.ErrExhausted) {
@@ -243,14 +197,14 @@ func (c *Control) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 	}
 
 	job := store.Job{
-		ID: id, VMAID: loc.vmaID, VCenter: loc.vcenter, ReplicaID: rid, Generation: gen,
-		VM:              events.VMRef{ID: loc.vm.ID, Name: loc.vm.Name, Path: loc.vm.Path, InstanceUUID: loc.vm.InstanceUUID},
+		ID: id, VMAID: loc.VMAID, VCenter: loc.VCenter, ReplicaID: rid, Generation: gen,
+		VM:              events.VMRef{ID: loc.VM.ID, Name: loc.VM.Name, Path: loc.VM.Path, InstanceUUID: loc.VM.InstanceUUID},
 		ReplicationType: req.ReplicationType, State: events.JobPending, CreatedBy: req.Token,
 		CreatedAt: now, UpdatedAt: now,
 	}
 	lease := store.Lease{JobID: id, Port: port, Dir: c.exportDir(id)}
 	var vols []exports.Volume
-	for _, d := range loc.vm.Disks {
+	for _, d := range loc.VM.Disks {
 		name, err := exports.Name(fmt.Sprintf("%s-disk-%d", id, d.Key))
 		if err != nil {
 			return store.Job{}, store.Lease{}, nil, err

@@ -1,9 +1,10 @@
-package control
+package inventory
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"time"
@@ -17,6 +18,51 @@ import (
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/vmas"
 )
+
+// registry is what the inventory needs of the VMAs; *vmas.Registry
+// satisfies it.
+type registry interface {
+	VMAs() ([]store.VMA, error)
+	Seal(vmaID, secret string) (events.Sealed, error)
+}
+
+var _ registry = (*vmas.Registry)(nil)
+
+// Config configures a Keeper. The zero value works.
+type Config struct {
+	// DiscoverTimeout bounds a discovery when the request sets none; 0 means 60s.
+	DiscoverTimeout time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// Keeper runs discoveries through the VMAs and keeps what they found. It
+// is safe for concurrent use.
+type Keeper struct {
+	cfg   Config
+	store *store.Store
+	bus   *bus.Conn
+	vmas  registry
+	log   *slog.Logger
+}
+
+// New returns a Keeper of the inventory in st, asking the VMAs of reg
+// through conn.
+func New(cfg Config, st *store.Store, conn *bus.Conn, reg registry) *Keeper {
+	if cfg.DiscoverTimeout == 0 {
+		cfg.DiscoverTimeout = 60 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Keeper{cfg: cfg, store: st, bus: conn, vmas: reg, log: log}
+}
 
 // DiscoverRequest asks a VMA to discover the VMs of a vCenter.
 type DiscoverRequest struct {
@@ -32,9 +78,9 @@ type DiscoverRequest struct {
 // Discover publishes a discover request to a VMA and waits for its result,
 // every page of it. A successful result also reaches the inventory through
 // the consumer.
-func (c *Control) Discover(ctx context.Context, req DiscoverRequest) (events.DiscoverResult, error) {
+func (k *Keeper) Discover(ctx context.Context, req DiscoverRequest) (events.DiscoverResult, error) {
 	if req.VMAID == "" {
-		vmas, err := c.VMAs()
+		vmas, err := k.vmas.VMAs()
 		if err != nil {
 			return events.DiscoverResult{}, err
 		}
@@ -43,7 +89,7 @@ func (c *Control) Discover(ctx context.Context, req DiscoverRequest) (events.Dis
 		}
 		req.VMAID = vmas[0].ID
 	}
-	sealed, err := c.Seal(req.VMAID, req.Cred.Password)
+	sealed, err := k.vmas.Seal(req.VMAID, req.Cred.Password)
 	if err != nil {
 		return events.DiscoverResult{}, err
 	}
@@ -53,14 +99,14 @@ func (c *Control) Discover(ctx context.Context, req DiscoverRequest) (events.Dis
 	}
 	timeout := req.Timeout
 	if timeout == 0 {
-		timeout = c.cfg.DiscoverTimeout
+		timeout = k.cfg.DiscoverTimeout
 	}
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if err := c.recordDiscover(dr); err != nil {
+	if err := k.recordDiscover(dr); err != nil {
 		return events.DiscoverResult{}, err
 	}
-	res, err := c.bus.Discover(wctx, dr)
+	res, err := k.bus.Discover(wctx, dr)
 	switch {
 	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
 		return events.DiscoverResult{}, fault.Errorf(fault.Timeout, "", "VMA %s sent no complete discovery result within %s: is it running and connected? (the request stays queued for it)", dr.VMAID, timeout)
@@ -100,9 +146,9 @@ type InventoryVM struct {
 }
 
 // Inventory returns every VM the OMA learned from discoveries.
-func (c *Control) Inventory() ([]InventoryVM, error) {
+func (k *Keeper) Inventory() ([]InventoryVM, error) {
 	out := []InventoryVM{}
-	err := c.store.View(func(tx *bbolt.Tx) error {
+	err := k.store.View(func(tx *bbolt.Tx) error {
 		all, err := store.Jobs(tx)
 		if err != nil {
 			return err
@@ -121,10 +167,10 @@ func (c *Control) Inventory() ([]InventoryVM, error) {
 	return out, err
 }
 
-// applyDiscoverResult stores a successful discovery as the inventory of
+// ApplyDiscoverResult stores a successful discovery as the inventory of
 // its VMA and vCenter. The pages of a paged result are kept until the last
 // one arrives; the inventory then changes once, with all of them.
-func (c *Control) applyDiscoverResult(_ context.Context, ev events.Event, p events.Payload) error {
+func (k *Keeper) ApplyDiscoverResult(_ context.Context, ev events.Event, p events.Payload) error {
 	r, ok := p.(*events.DiscoverResult)
 	if !ok {
 		return fmt.Errorf("%w: %s on the discovery consumer", bus.ErrPoison, ev.Type)
@@ -132,20 +178,20 @@ func (c *Control) applyDiscoverResult(_ context.Context, ev events.Event, p even
 	if r.Error != nil {
 		return nil // a failed discovery changes nothing
 	}
-	return c.applyOnce(ev, func(tx *bbolt.Tx) error {
+	return k.store.ApplyOnce(ev, k.cfg.Now(), func(tx *bbolt.Tx) error {
 		req, err := store.GetDiscoverRequest(tx, r.VMAID, r.RequestID)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
-			c.log.Warn("ignored a discover result the OMA did not ask for", "vma", r.VMAID, "request", r.RequestID, "vcenter", r.VCenter.Host)
+			k.log.Warn("ignored a discover result the OMA did not ask for", "vma", r.VMAID, "request", r.RequestID, "vcenter", r.VCenter.Host)
 			return nil
 		case err != nil:
 			return err
 		case req.VCenter != r.VCenter.Host:
-			c.log.Warn("ignored a discover result for another vCenter than asked", "vma", r.VMAID, "request", r.RequestID,
+			k.log.Warn("ignored a discover result for another vCenter than asked", "vma", r.VMAID, "request", r.RequestID,
 				"asked", req.VCenter, "vcenter", r.VCenter.Host)
 			return nil
 		}
-		whole, complete, err := c.assemble(tx, r)
+		whole, complete, err := k.assemble(tx, r)
 		if err != nil || !complete {
 			return err
 		}
@@ -160,28 +206,28 @@ func (c *Control) applyDiscoverResult(_ context.Context, ev events.Event, p even
 		default:
 			merged.VMs = mergeVMs(old.Result.VMs, &whole)
 		}
-		return store.PutInventory(tx, store.Inventory{VMAID: r.VMAID, Result: merged, StoredAt: c.cfg.Now().UTC()})
+		return store.PutInventory(tx, store.Inventory{VMAID: r.VMAID, Result: merged, StoredAt: k.cfg.Now().UTC()})
 	})
 }
 
 // recordDiscover records that the OMA publishes dr, so that its result
 // may change the inventory.
-func (c *Control) recordDiscover(dr *events.DiscoverRequest) error {
-	return c.store.PutDiscoverRequestOnce(store.DiscoverRequest{RequestID: dr.RequestID, VMAID: dr.VMAID, VCenter: dr.VCenter, At: c.cfg.Now().UTC()})
+func (k *Keeper) recordDiscover(dr *events.DiscoverRequest) error {
+	return k.store.PutDiscoverRequestOnce(store.DiscoverRequest{RequestID: dr.RequestID, VMAID: dr.VMAID, VCenter: dr.VCenter, At: k.cfg.Now().UTC()})
 }
 
-// submitDiscover answers a VMA that submits a discover request of its own
+// SubmitDiscover answers a VMA that submits a discover request of its own
 // (from its API's /discover): the OMA records it and publishes it, as it
 // publishes its own.
-func (c *Control) submitDiscover(ctx context.Context, subj string, data []byte) (any, error) {
-	ev, dr, err := c.bus.CheckSubmission(subj, data)
+func (k *Keeper) SubmitDiscover(ctx context.Context, subj string, data []byte) (any, error) {
+	ev, dr, err := k.bus.CheckSubmission(subj, data)
 	if err != nil {
 		return nil, fault.Errorf(fault.Invalid, "", "discover request refused: %v", err)
 	}
-	if err := c.recordDiscover(dr); err != nil {
+	if err := k.recordDiscover(dr); err != nil {
 		return nil, err
 	}
-	if _, err := c.bus.PublishEvent(ctx, ev); err != nil {
+	if _, err := k.bus.PublishEvent(ctx, ev); err != nil {
 		return nil, err
 	}
 	return map[string]string{"request_id": dr.RequestID}, nil
@@ -189,7 +235,7 @@ func (c *Control) submitDiscover(ctx context.Context, subj string, data []byte) 
 
 // assemble adds a page to the kept pages of its request. When it was the
 // last one missing it returns the whole result and forgets the pages.
-func (c *Control) assemble(tx *bbolt.Tx, r *events.DiscoverResult) (events.DiscoverResult, bool, error) {
+func (k *Keeper) assemble(tx *bbolt.Tx, r *events.DiscoverResult) (events.DiscoverResult, bool, error) {
 	if r.Pages <= 1 {
 		return *r, true, nil
 	}
@@ -209,7 +255,7 @@ func (c *Control) assemble(tx *bbolt.Tx, r *events.DiscoverResult) (events.Disco
 			return events.DiscoverResult{}, false, err
 		}
 	}
-	return events.DiscoverResult{}, false, store.PutDiscoverPage(tx, *r, c.cfg.Now())
+	return events.DiscoverResult{}, false, store.PutDiscoverPage(tx, *r, k.cfg.Now())
 }
 
 // mergeVMs folds a discovery into the VMs known before: the VMs it found
