@@ -15,7 +15,7 @@ import (
 	"github.com/godwit/godwit/oma/api"
 	"github.com/godwit/godwit/oma/appliance"
 	"github.com/godwit/godwit/oma/authkeys"
-	"github.com/godwit/godwit/oma/control"
+	"github.com/godwit/godwit/oma/jobs"
 	"github.com/godwit/godwit/oma/vmas"
 )
 
@@ -72,8 +72,8 @@ func declareRunFlags(fs *flag.FlagSet, cfg *config) {
 	declareForwardFlags(fs, cfg)
 	fs.IntVar(&cfg.natsMonitorPort, "nats-monitor-port", 0, "NATS HTTP monitoring port on the NATS host; 0 turns it off")
 	fs.DurationVar(&cfg.discoverTimeout, "discover-timeout", 60*time.Second, "how long POST /api/v1/discover waits for a VMA")
-	fs.DurationVar(&cfg.pendingJobTTL, "pending-job-ttl", control.DefaultPendingJobTTL, "how long a job may stay pending (created, never started) before it expires and its NBD port is released")
-	fs.IntVar(&cfg.maxPendingJobs, "max-pending-jobs", control.DefaultMaxPendingJobs, "pending jobs one API token may have at once; one more is refused (429)")
+	fs.DurationVar(&cfg.pendingJobTTL, "pending-job-ttl", jobs.DefaultPendingJobTTL, "how long a job may stay pending (created, never started) before it expires and its NBD port is released")
+	fs.IntVar(&cfg.maxPendingJobs, "max-pending-jobs", jobs.DefaultMaxPendingJobs, "pending jobs one API token may have at once; one more is refused (429)")
 	fs.DurationVar(&cfg.streamMaxAge, "stream-max-age", 30*24*time.Hour, "how long streams keep events")
 	fs.Int64Var(&cfg.streamMaxBytes, "stream-max-bytes", 1<<30, "bytes each stream keeps at most")
 }

@@ -9,8 +9,8 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/godwit/godwit/events"
-	"github.com/godwit/godwit/oma/control"
 	"github.com/godwit/godwit/oma/inventory"
+	"github.com/godwit/godwit/oma/jobs"
 	"github.com/godwit/godwit/oma/replicas"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/tokens"
@@ -69,7 +69,7 @@ func (a *API) createReplication(w http.ResponseWriter, r *http.Request) error {
 	if err := a.checkFields(events.TypeJobCreated, field{"vm", "source_vm", vm}, optional("vma_id", req.VMAID)); err != nil {
 		return err
 	}
-	j, err := a.ctl.CreateJob(r.Context(), control.CreateRequest{
+	j, err := a.ctl.CreateJob(r.Context(), jobs.CreateRequest{
 		VM: vm, ReplicationType: req.ReplicationType, VMAID: req.VMAID, VCenter: req.VCenter, Token: holderOf(r).Name,
 	})
 	if err != nil {
@@ -162,7 +162,7 @@ func (a *API) startReplication(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	j, err := a.ctl.Start(r.Context(), mux.Vars(r)["id"], vmas.VCenterCredentials(req.credentialsRequest),
-		control.StartOptions{OnCBTReset: req.OnCBTReset, Verify: req.Verify})
+		jobs.StartOptions{OnCBTReset: req.OnCBTReset, Verify: req.Verify})
 	if err != nil {
 		return err
 	}

@@ -79,10 +79,10 @@ type Config struct {
 	// DiscoverTimeout bounds POST /api/v1/discover; 0 means 60s.
 	DiscoverTimeout time.Duration
 	// PendingJobTTL is how long a job may stay pending (never started)
-	// before it expires; 0 means control.DefaultPendingJobTTL (24h).
+	// before it expires; 0 means jobs.DefaultPendingJobTTL (24h).
 	PendingJobTTL time.Duration
 	// MaxPendingJobs is how many pending jobs one API token may have; 0
-	// means control.DefaultMaxPendingJobs.
+	// means jobs.DefaultMaxPendingJobs.
 	MaxPendingJobs int
 	// StreamMaxAge and StreamMaxBytes limit what each stream keeps; zero
 	// means 30 days and 1 GiB.

@@ -10,6 +10,7 @@ import (
 	"github.com/godwit/godwit/events/subject"
 	"github.com/godwit/godwit/oma/exports"
 	"github.com/godwit/godwit/oma/inventory"
+	"github.com/godwit/godwit/oma/jobs"
 	"github.com/godwit/godwit/oma/outbox"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/vmas"
@@ -47,10 +48,10 @@ type Config struct {
 	StreamWatch bus.StreamWatch
 	// PendingJobTTL is how long a job may stay pending (created, never
 	// started) before it expires: it is cancelled, saying so, and its NBD
-	// port released. 0 means DefaultPendingJobTTL.
+	// port released. 0 means jobs.DefaultPendingJobTTL.
 	PendingJobTTL time.Duration
 	// MaxPendingJobs is how many pending jobs one API token may have at
-	// once; one more is refused (Limit). 0 means DefaultMaxPendingJobs.
+	// once; one more is refused (fault.Limit). 0 means jobs.DefaultMaxPendingJobs.
 	MaxPendingJobs int
 	// OMAPorts are the OMA's own ports (API, NATS, sshd, NBD pool): no
 	// VMA's API port may take one.
@@ -61,57 +62,29 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// DefaultPendingJobTTL is how long a job stays pending, unstarted, before
-// it expires, when Config.PendingJobTTL is zero.
-const DefaultPendingJobTTL = 24 * time.Hour
-
-// DefaultMaxPendingJobs is how many pending jobs one token may have when
-// Config.MaxPendingJobs is zero.
-const DefaultMaxPendingJobs = 20
-
-// Control runs the OMA's jobs. It is safe for concurrent use.
+// Control is the OMA's logic assembled: the VMAs, the inventory and the
+// jobs, whose methods it has, and the loops and consumers that keep them
+// up to date, which Run runs. It is safe for concurrent use.
 type Control struct {
 	*vmas.Registry
 	*inventory.Keeper
+	*jobs.Manager
 
 	cfg     Config
 	store   *store.Store
 	bus     *bus.Conn
-	exports *exports.Manager
+	outbox  *outbox.Outbox
 	log     *slog.Logger
-
-	mu       sync.Mutex // guards creating, the jobs being created; never held across I/O but bbolt reads
-	creating map[string]reservation
-
-	releaseMu sync.Mutex             // guards releasing and runDone
-	releasing map[string]*time.Timer // exports of cancelled jobs, by job id, released when the timer fires
-	runDone   bool                   // Run has returned: no timer is started
-	outbox    *outbox.Outbox
-	started   time.Time
+	started time.Time
 }
 
 // New returns a Control over its parts.
 func New(cfg Config, st *store.Store, conn *bus.Conn, exp *exports.Manager, access vmas.AccessSetter) *Control {
-	if cfg.ExportHost == "" {
-		cfg.ExportHost = "127.0.0.1"
-	}
-	if cfg.APIURL == "" {
-		cfg.APIURL = "http://localhost:8082"
-	}
 	if cfg.AppliedMaxAge == 0 {
 		cfg.AppliedMaxAge = 31 * 24 * time.Hour
 	}
 	if cfg.PruneEvery == 0 {
 		cfg.PruneEvery = time.Hour
-	}
-	if cfg.PendingJobTTL == 0 {
-		cfg.PendingJobTTL = DefaultPendingJobTTL
-	}
-	if cfg.MaxPendingJobs == 0 {
-		cfg.MaxPendingJobs = DefaultMaxPendingJobs
-	}
-	if cfg.CancelGrace == 0 {
-		cfg.CancelGrace = 30 * time.Second
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -125,10 +98,14 @@ func New(cfg Config, st *store.Store, conn *bus.Conn, exp *exports.Manager, acce
 		vcfg.FirstPort, vcfg.LastPort = exp.Pool()
 	}
 	reg := vmas.New(vcfg, st, conn, access)
-	inv := inventory.New(inventory.Config{DiscoverTimeout: cfg.DiscoverTimeout, Now: cfg.Now, Logger: log}, st, conn, reg)
-	return &Control{Registry: reg, Keeper: inv,
-		cfg: cfg, store: st, bus: conn, exports: exp, log: log, started: cfg.Now(),
-		outbox: outbox.New(st, conn, log), creating: map[string]reservation{}, releasing: map[string]*time.Timer{}}
+	out := outbox.New(st, conn, log)
+	return &Control{
+		Registry: reg,
+		Keeper:   inventory.New(inventory.Config{DiscoverTimeout: cfg.DiscoverTimeout, Now: cfg.Now, Logger: log}, st, conn, reg),
+		Manager: jobs.New(jobs.Config{DataDir: cfg.DataDir, ExportHost: cfg.ExportHost, APIURL: cfg.APIURL, CancelGrace: cfg.CancelGrace,
+			PendingJobTTL: cfg.PendingJobTTL, MaxPendingJobs: cfg.MaxPendingJobs, Now: cfg.Now, Logger: log}, st, exp, reg, out),
+		cfg: cfg, store: st, bus: conn, outbox: out, log: log, started: cfg.Now(),
+	}
 }
 
 // Started returns when the Control was made.
@@ -156,7 +133,7 @@ func (c *Control) Run(ctx context.Context) error {
 		// status, and filters would make the server match each message
 		// against them, a cost that grows with the jobs' subjects.
 		{bus.StreamProgress, nil, func(ctx context.Context, stream string) error {
-			return c.bus.ConsumeBatch(ctx, stream, bus.OMADurable, c.cfg.ProgressBatch, c.applyProgress)
+			return c.bus.ConsumeBatch(ctx, stream, bus.OMADurable, c.cfg.ProgressBatch, c.ApplyProgress)
 		}},
 		{bus.StreamPresence, []string{"godwit.vma.>"}, one(c.ApplyHeartbeat)},
 		{bus.StreamTunnel, nil, one(c.ApplyTunnelOutage)},
@@ -166,7 +143,7 @@ func (c *Control) Run(ctx context.Context) error {
 			return stopped(ctx, err)
 		}
 	}
-	if err := c.bus.Serve(ctx, subject.AllExport, "oma", bus.ExportReplies, c.allocation); err != nil {
+	if err := c.bus.Serve(ctx, subject.AllExport, "oma", bus.ExportReplies, c.Allocation); err != nil {
 		return stopped(ctx, err)
 	}
 	if err := c.bus.Serve(ctx, subject.AllDiscoverSubmit, "oma", bus.SubmitReplies, c.SubmitDiscover); err != nil {
@@ -174,11 +151,11 @@ func (c *Control) Run(ctx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	defer c.stopReleases()
+	defer c.StopReleases()
 	wg.Go(func() { c.outbox.Run(ctx) })
 	wg.Go(func() { c.pruneLoop(ctx) })
 	wg.Go(func() { _ = c.bus.WatchStreams(ctx, c.cfg.StreamWatch) })
-	wg.Go(func() { c.expireLoop(ctx) })
+	wg.Go(func() { c.RunExpiry(ctx) })
 	errs := make(chan error, len(consumers))
 	for _, cons := range consumers {
 		wg.Go(func() { errs <- cons.consume(ctx, cons.stream) })

@@ -13,6 +13,7 @@ import (
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/oma/control"
 	"github.com/godwit/godwit/oma/exports"
+	"github.com/godwit/godwit/oma/jobs"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/vmas"
 	"github.com/godwit/godwit/testbed"
@@ -66,7 +67,7 @@ func TestStartCommandSurvivesACrash(t *testing.T) {
 		vmas, _ := h.ctl.VMAs()
 		return len(vmas) == 1 && vmas[0].PublicKey != ""
 	})
-	j, err := h.ctl.CreateJob(ctx, control.CreateRequest{VM: events.VMRef{ID: "vm-1"}, ReplicationType: events.ReplicationInitial})
+	j, err := h.ctl.CreateJob(ctx, jobs.CreateRequest{VM: events.VMRef{ID: "vm-1"}, ReplicationType: events.ReplicationInitial})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +81,7 @@ func TestStartCommandSurvivesACrash(t *testing.T) {
 	dead := bustest.ConnectOMA(t, h.srv)
 	dead.Close()
 	ctl := control.New(control.Config{DataDir: h.dir, Now: h.clock.Now}, st, dead, exports.New(exports.Config{FirstPort: h.first, LastPort: h.last}), h.srv)
-	started, err := ctl.Start(ctx, j.ID, vmas.VCenterCredentials{Username: "u", Password: "p"}, control.StartOptions{})
+	started, err := ctl.Start(ctx, j.ID, vmas.VCenterCredentials{Username: "u", Password: "p"}, jobs.StartOptions{})
 	if err != nil || started.State != events.JobQueued {
 		t.Fatalf("Start with the bus down = %s, %v; want queued", started.State, err)
 	}
@@ -114,7 +115,7 @@ func TestJobIDsInOneSecond(t *testing.T) {
 	defer cancel()
 	sec := strconv.FormatInt(h.clock.Now().Unix(), 10)
 	for _, want := range []string{"repl-vm-1-" + sec, "repl-vm-1-" + sec + "-2", "repl-vm-1-" + sec + "-3"} {
-		j, err := h.ctl.CreateJob(ctx, control.CreateRequest{VM: events.VMRef{ID: "vm-1"}, ReplicationType: events.ReplicationInitial})
+		j, err := h.ctl.CreateJob(ctx, jobs.CreateRequest{VM: events.VMRef{ID: "vm-1"}, ReplicationType: events.ReplicationInitial})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -153,12 +154,12 @@ func TestCancelKeepsTheExportForTheVMA(t *testing.T) {
 		return err == nil
 	}
 	job := func(vm string, start bool) store.Job {
-		j, err := h.ctl.CreateJob(ctx, control.CreateRequest{VM: events.VMRef{ID: vm}, ReplicationType: events.ReplicationInitial})
+		j, err := h.ctl.CreateJob(ctx, jobs.CreateRequest{VM: events.VMRef{ID: vm}, ReplicationType: events.ReplicationInitial})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if start {
-			if _, err := h.ctl.Start(ctx, j.ID, vmas.VCenterCredentials{Username: "u", Password: "p"}, control.StartOptions{}); err != nil {
+			if _, err := h.ctl.Start(ctx, j.ID, vmas.VCenterCredentials{Username: "u", Password: "p"}, jobs.StartOptions{}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -206,11 +207,11 @@ func TestIncrementalAfterDiskChanges(t *testing.T) {
 		vmas, _ := h.ctl.VMAs()
 		return len(vmas) == 1 && vmas[0].PublicKey != ""
 	})
-	initial, err := h.ctl.CreateJob(ctx, control.CreateRequest{VM: events.VMRef{ID: "vm-1"}, ReplicationType: events.ReplicationInitial})
+	initial, err := h.ctl.CreateJob(ctx, jobs.CreateRequest{VM: events.VMRef{ID: "vm-1"}, ReplicationType: events.ReplicationInitial})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.ctl.Start(ctx, initial.ID, vmas.VCenterCredentials{Username: "u", Password: "p"}, control.StartOptions{}); err != nil {
+	if _, err := h.ctl.Start(ctx, initial.ID, vmas.VCenterCredentials{Username: "u", Password: "p"}, jobs.StartOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := conn.Publish(ctx, &events.ReplicationStatus{JobID: initial.ID, VMAID: "vma-1", Seq: 1, State: events.StatusCompleted,
@@ -229,7 +230,7 @@ func TestIncrementalAfterDiskChanges(t *testing.T) {
 		inv, _ := h.ctl.Inventory()
 		return len(inv) == 1 && len(inv[0].Disks) == 2 && inv[0].Disks[1].Key == 2002
 	})
-	inc, err := h.ctl.CreateJob(ctx, control.CreateRequest{VM: events.VMRef{ID: "vm-1"}, ReplicationType: events.ReplicationIncremental})
+	inc, err := h.ctl.CreateJob(ctx, jobs.CreateRequest{VM: events.VMRef{ID: "vm-1"}, ReplicationType: events.ReplicationIncremental})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/events"
-	"github.com/godwit/godwit/oma/control"
 	"github.com/godwit/godwit/oma/fault"
+	"github.com/godwit/godwit/oma/jobs"
 	"github.com/godwit/godwit/testbed"
 )
 
@@ -48,7 +48,7 @@ func TestCreateHoldsNoLockWhileNbdkitStarts(t *testing.T) {
 	}
 	slow := make(chan created, 1)
 	go func() {
-		j, err := h.ctl.CreateJob(ctx, control.CreateRequest{VM: events.VMRef{ID: "vm-1"}, ReplicationType: events.ReplicationInitial})
+		j, err := h.ctl.CreateJob(ctx, jobs.CreateRequest{VM: events.VMRef{ID: "vm-1"}, ReplicationType: events.ReplicationInitial})
 		if err != nil {
 			slow <- created{err: err}
 			return
@@ -57,12 +57,12 @@ func TestCreateHoldsNoLockWhileNbdkitStarts(t *testing.T) {
 	}()
 	testbed.Eventually(t, "vm-1's nbdkit starting", func() bool { _, err := os.Stat(waiting); return err == nil })
 	// vm-1's job is planned and waits for its nbdkit: a second one is refused at once.
-	if _, err := h.ctl.CreateJob(ctx, control.CreateRequest{VM: events.VMRef{ID: "vm-1"}, ReplicationType: events.ReplicationInitial}); fault.KindOf(err) != fault.Conflict {
+	if _, err := h.ctl.CreateJob(ctx, jobs.CreateRequest{VM: events.VMRef{ID: "vm-1"}, ReplicationType: events.ReplicationInitial}); fault.KindOf(err) != fault.Conflict {
 		t.Errorf("a second job of vm-1 while the first is created = %v, want a conflict", err)
 	}
 	ports := map[int]string{}
 	for _, vm := range []string{"vm-2", "vm-3"} {
-		j, err := h.ctl.CreateJob(ctx, control.CreateRequest{VM: events.VMRef{ID: vm}, ReplicationType: events.ReplicationInitial})
+		j, err := h.ctl.CreateJob(ctx, jobs.CreateRequest{VM: events.VMRef{ID: vm}, ReplicationType: events.ReplicationInitial})
 		if err != nil {
 			t.Fatalf("create %s while vm-1's nbdkit starts: %v", vm, err)
 		}

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/events"
-	"github.com/godwit/godwit/oma/control"
+	"github.com/godwit/godwit/oma/jobs"
 	"github.com/godwit/godwit/oma/store"
 )
 
@@ -40,24 +40,24 @@ func TestRestoreSurvivesABrokenJob(t *testing.T) {
 			h.learn(conn, "vma-1", testVM("vm-1", 1<<20), testVM("vm-2", 1<<20))
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			var jobs []store.Job
+			var created []store.Job
 			for _, vm := range []string{"vm-1", "vm-2"} {
-				j, err := h.ctl.CreateJob(ctx, control.CreateRequest{VM: events.VMRef{ID: vm}, ReplicationType: events.ReplicationInitial})
+				j, err := h.ctl.CreateJob(ctx, jobs.CreateRequest{VM: events.VMRef{ID: vm}, ReplicationType: events.ReplicationInitial})
 				if err != nil {
 					t.Fatal(err)
 				}
-				jobs = append(jobs, j)
+				created = append(created, j)
 			}
 			h.stop()
-			if err := tt.break_(h, jobs[0]); err != nil {
+			if err := tt.break_(h, created[0]); err != nil {
 				t.Fatal(err)
 			}
 			h.start()
-			bad, _ := h.ctl.Job(jobs[0].ID)
-			if bad.State != events.JobFailed || !strings.Contains(bad.LastError, tt.why) || !strings.Contains(bad.LastError, jobs[0].ID) {
+			bad, _ := h.ctl.Job(created[0].ID)
+			if bad.State != events.JobFailed || !strings.Contains(bad.LastError, tt.why) || !strings.Contains(bad.LastError, created[0].ID) {
 				t.Errorf("broken job = %s %q, want failed saying %q", bad.State, bad.LastError, tt.why)
 			}
-			good, _ := h.ctl.Job(jobs[1].ID)
+			good, _ := h.ctl.Job(created[1].ID)
 			if good.State != events.JobPending {
 				t.Errorf("other job = %s, want pending", good.State)
 			}
@@ -68,7 +68,7 @@ func TestRestoreSurvivesABrokenJob(t *testing.T) {
 			}
 			c.Close()
 			// The failed job no longer blocks its VM.
-			if _, err := h.ctl.CreateJob(ctx, control.CreateRequest{VM: events.VMRef{ID: "vm-1"}, ReplicationType: events.ReplicationInitial}); err != nil {
+			if _, err := h.ctl.CreateJob(ctx, jobs.CreateRequest{VM: events.VMRef{ID: "vm-1"}, ReplicationType: events.ReplicationInitial}); err != nil {
 				t.Errorf("new job after the failed one: %v", err)
 			}
 		})

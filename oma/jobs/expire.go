@@ -1,4 +1,4 @@
-package control
+package jobs
 
 import (
 	"context"
@@ -11,19 +11,19 @@ import (
 	"github.com/godwit/godwit/oma/store"
 )
 
-// expireLoop expires the jobs pending longer than Config.PendingJobTTL,
+// RunExpiry expires the jobs pending longer than Config.PendingJobTTL,
 // until ctx ends. It looks every second (by the wall clock) whether the
 // next expiry is due by Now, and reads the jobs only then: at once, then
 // at the earliest time a pending job can expire.
-func (c *Control) expireLoop(ctx context.Context) {
-	t := time.NewTicker(max(min(c.cfg.PendingJobTTL/60, time.Second), time.Millisecond))
+func (m *Manager) RunExpiry(ctx context.Context) {
+	t := time.NewTicker(max(min(m.cfg.PendingJobTTL/60, time.Second), time.Millisecond))
 	defer t.Stop()
 	var next time.Time // zero: look at once
 	for {
-		if now := c.cfg.Now(); !now.Before(next) {
-			due, err := c.expirePending(ctx, now)
+		if now := m.cfg.Now(); !now.Before(next) {
+			due, err := m.expirePending(ctx, now)
 			if err != nil {
-				c.log.Warn("expire pending jobs; retrying", "err", err)
+				m.log.Warn("expire pending jobs; retrying", "err", err)
 				due = now.Add(time.Second)
 			}
 			next = due
@@ -40,11 +40,11 @@ func (c *Control) expireLoop(ctx context.Context) {
 // saying it expired, and releases its export. It returns when the next
 // pending job can expire: the earliest of those left, or now plus
 // PendingJobTTL (a job created later expires later still).
-func (c *Control) expirePending(ctx context.Context, now time.Time) (time.Time, error) {
-	ttl := c.cfg.PendingJobTTL
+func (m *Manager) expirePending(ctx context.Context, now time.Time) (time.Time, error) {
+	ttl := m.cfg.PendingJobTTL
 	next := now.Add(ttl)
 	var due []string
-	err := c.store.View(func(tx *bbolt.Tx) error {
+	err := m.store.View(func(tx *bbolt.Tx) error {
 		all, err := store.Jobs(tx)
 		for _, j := range all {
 			if j.State != events.JobPending {
@@ -64,12 +64,12 @@ func (c *Control) expirePending(ctx context.Context, now time.Time) (time.Time, 
 	for _, id := range due {
 		why := fmt.Sprintf("expired: pending for %s without being started (-pending-job-ttl); its NBD port is released", ttl)
 		moved := false
-		err := c.store.Update(func(tx *bbolt.Tx) error {
+		err := m.store.Update(func(tx *bbolt.Tx) error {
 			j, err := store.GetJob(tx, id)
 			if err != nil || j.State != events.JobPending { // started or cancelled meanwhile
 				return err
 			}
-			if moved, err = c.transition(tx, &j, events.JobCancelled, why); err != nil || !moved {
+			if moved, err = m.transition(tx, &j, events.JobCancelled, why); err != nil || !moved {
 				return err
 			}
 			return store.PutJob(tx, j)
@@ -78,12 +78,12 @@ func (c *Control) expirePending(ctx context.Context, now time.Time) (time.Time, 
 			return now, fmt.Errorf("expire job %s: %w", id, err)
 		}
 		if moved {
-			c.release(id)
-			c.log.Info("pending job expired", "job", id, "pending_for", ttl)
+			m.release(id)
+			m.log.Info("pending job expired", "job", id, "pending_for", ttl)
 		}
 	}
 	if len(due) > 0 {
-		c.outbox.PublishSoon(ctx)
+		m.outbox.PublishSoon(ctx)
 	}
 	return next, nil
 }

@@ -1,4 +1,4 @@
-package control
+package jobs
 
 import (
 	"context"
@@ -10,17 +10,16 @@ import (
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/events/subject"
 	"github.com/godwit/godwit/oma/fault"
-	"github.com/godwit/godwit/oma/jobs"
 	"github.com/godwit/godwit/oma/store"
 )
 
-// allocation answers a VMA's export request for one of its jobs.
-func (c *Control) allocation(_ context.Context, subj string, _ []byte) (any, error) {
+// Allocation answers a VMA's export request for one of its jobs.
+func (m *Manager) Allocation(_ context.Context, subj string, _ []byte) (any, error) {
 	vmaID, jobID, err := subject.ParseExportRequest(subj)
 	if err != nil {
 		return nil, err
 	}
-	j, err := c.Job(jobID)
+	j, err := m.Job(jobID)
 	if err != nil {
 		return nil, err
 	}
@@ -28,7 +27,7 @@ func (c *Control) allocation(_ context.Context, subj string, _ []byte) (any, err
 		// Said like an unknown job: a VMA learns nothing of others' jobs.
 		return nil, fault.Errorf(fault.NotFound, "id", "no replication job %q for VMA %s", jobID, vmaID)
 	}
-	if !jobs.Active(j.State) {
+	if !Active(j.State) {
 		return nil, fault.Errorf(fault.Conflict, "id", "job %s is %s", jobID, j.State)
 	}
 	a := events.ExportAllocation{JobID: j.ID, VM: j.VM, ReplicationType: j.ReplicationType, State: j.State}
@@ -38,50 +37,50 @@ func (c *Control) allocation(_ context.Context, subj string, _ []byte) (any, err
 	return a, nil
 }
 
-func (c *Control) exportDir(jobID string) string {
-	return filepath.Join(c.cfg.DataDir, "exports", jobID)
+func (m *Manager) exportDir(jobID string) string {
+	return filepath.Join(m.cfg.DataDir, "exports", jobID)
 }
 
 // releaseLater releases a cancelled job's export after CancelGrace,
 // unless releaseSoon does first.
-func (c *Control) releaseLater(jobID string) {
-	c.releaseMu.Lock()
-	defer c.releaseMu.Unlock()
-	if c.runDone || c.releasing[jobID] != nil {
+func (m *Manager) releaseLater(jobID string) {
+	m.releaseMu.Lock()
+	defer m.releaseMu.Unlock()
+	if m.runDone || m.releasing[jobID] != nil {
 		return
 	}
-	c.releasing[jobID] = time.AfterFunc(c.cfg.CancelGrace, func() { c.releaseSoon(jobID) })
+	m.releasing[jobID] = time.AfterFunc(m.cfg.CancelGrace, func() { m.releaseSoon(jobID) })
 }
 
 // releaseSoon releases a job's export now if releaseLater was waiting to.
-func (c *Control) releaseSoon(jobID string) {
-	c.releaseMu.Lock()
-	t := c.releasing[jobID]
-	delete(c.releasing, jobID)
-	c.releaseMu.Unlock()
+func (m *Manager) releaseSoon(jobID string) {
+	m.releaseMu.Lock()
+	t := m.releasing[jobID]
+	delete(m.releasing, jobID)
+	m.releaseMu.Unlock()
 	if t != nil {
 		t.Stop()
-		c.release(jobID)
+		m.release(jobID)
 	}
 }
 
-// stopReleases stops the waiting releases as Run ends; the next Restore
+// StopReleases stops the waiting releases as the OMA stops; the next Restore
 // releases the exports of jobs that are final.
-func (c *Control) stopReleases() {
-	c.releaseMu.Lock()
-	defer c.releaseMu.Unlock()
-	c.runDone = true
-	for id, t := range c.releasing {
+func (m *Manager) StopReleases() {
+	m.releaseMu.Lock()
+	defer m.releaseMu.Unlock()
+	m.runDone = true
+	for id, t := range m.releasing {
 		t.Stop()
-		delete(c.releasing, id)
+		delete(m.releasing, id)
 	}
 }
 
 // release stops a job's nbdkit and deletes its lease; the volumes stay.
-func (c *Control) release(jobID string) {
-	c.exports.Stop(jobID)
-	err := c.store.Update(func(tx *bbolt.Tx) error { return store.DeleteLease(tx, jobID) })
+func (m *Manager) release(jobID string) {
+	m.exports.Stop(jobID)
+	err := m.store.Update(func(tx *bbolt.Tx) error { return store.DeleteLease(tx, jobID) })
 	if err != nil {
-		c.log.Error("release lease", "job", jobID, "err", err)
+		m.log.Error("release lease", "job", jobID, "err", err)
 	}
 }

@@ -1,4 +1,4 @@
-package control
+package jobs
 
 import (
 	"context"
@@ -9,11 +9,10 @@ import (
 
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
-	"github.com/godwit/godwit/oma/jobs"
 	"github.com/godwit/godwit/oma/store"
 )
 
-// applyProgress applies a batch of progress and replication status events
+// ApplyProgress applies a batch of progress and replication status events
 // to their jobs in one transaction, each event's id recorded in it, so a
 // batch costs one commit. Counters move only with a higher sequence
 // number; the state moves only forward. A final job never changes. When an
@@ -22,12 +21,12 @@ import (
 // one by one, so the poison one is terminated and the others applied. Any
 // other failure fails the whole batch, to be redelivered. Exports of jobs
 // that ended are released after the commit.
-func (c *Control) applyProgress(ctx context.Context, batch []bus.Delivery) []error {
+func (m *Manager) ApplyProgress(ctx context.Context, batch []bus.Delivery) []error {
 	var ends []endedJob
-	err := c.store.Update(func(tx *bbolt.Tx) error {
+	err := m.store.Update(func(tx *bbolt.Tx) error {
 		ends = ends[:0]
 		for _, d := range batch {
-			end, err := c.progressOnce(tx, d.Event, d.Payload)
+			end, err := m.progressOnce(tx, d.Event, d.Payload)
 			if err != nil {
 				return err
 			}
@@ -39,10 +38,10 @@ func (c *Control) applyProgress(ctx context.Context, batch []bus.Delivery) []err
 	})
 	switch {
 	case err == nil:
-		c.released(ends)
+		m.released(ends)
 		return nil
 	case errors.Is(err, bus.ErrPoison):
-		return c.applyProgressEach(batch)
+		return m.applyProgressEach(batch)
 	}
 	out := make([]error, len(batch))
 	for i := range out {
@@ -53,36 +52,36 @@ func (c *Control) applyProgress(ctx context.Context, batch []bus.Delivery) []err
 
 // applyProgressEach applies each event of batch in a transaction of its own
 // and returns each one's outcome.
-func (c *Control) applyProgressEach(batch []bus.Delivery) []error {
+func (m *Manager) applyProgressEach(batch []bus.Delivery) []error {
 	out := make([]error, len(batch))
 	var ends []endedJob
 	for i, d := range batch {
 		var end ending
-		out[i] = c.store.Update(func(tx *bbolt.Tx) error {
+		out[i] = m.store.Update(func(tx *bbolt.Tx) error {
 			var err error
-			end, err = c.progressOnce(tx, d.Event, d.Payload)
+			end, err = m.progressOnce(tx, d.Event, d.Payload)
 			return err
 		})
 		if out[i] == nil && end != goesOn {
 			ends = append(ends, endedJob{jobOf(d.Payload), end})
 		}
 	}
-	c.released(ends)
+	m.released(ends)
 	return out
 }
 
 // released releases the exports of the jobs that ended, and those kept
 // for cancelled jobs whose VMA reported their end, then wakes the outbox
 // for the lifecycle events just committed.
-func (c *Control) released(ends []endedJob) {
+func (m *Manager) released(ends []endedJob) {
 	for _, e := range ends {
 		if e.end == ended {
-			c.release(e.id)
+			m.release(e.id)
 		} else {
-			c.releaseSoon(e.id)
+			m.releaseSoon(e.id)
 		}
 	}
-	c.outbox.Kick()
+	m.outbox.Kick()
 }
 
 // jobOf returns the job a progress or status event is about.
@@ -99,7 +98,7 @@ func jobOf(p events.Payload) string {
 // progressOnce applies one progress or status event within tx, unless it
 // was applied before, and records its id. It says whether the event ended
 // its job, or reported the end of a job that was final already.
-func (c *Control) progressOnce(tx *bbolt.Tx, ev events.Event, p events.Payload) (end ending, err error) {
+func (m *Manager) progressOnce(tx *bbolt.Tx, ev events.Event, p events.Payload) (end ending, err error) {
 	var jobID, vmaID string
 	switch v := p.(type) {
 	case *events.Progress:
@@ -109,7 +108,7 @@ func (c *Control) progressOnce(tx *bbolt.Tx, ev events.Event, p events.Payload) 
 	default:
 		return goesOn, fmt.Errorf("%w: %s on the progress consumer", bus.ErrPoison, ev.Type)
 	}
-	err = store.OnceIn(tx, ev, c.cfg.Now(), func(tx *bbolt.Tx) error {
+	err = store.OnceIn(tx, ev, m.cfg.Now(), func(tx *bbolt.Tx) error {
 		j, err := store.GetJob(tx, jobID)
 		if errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("%w: %s for unknown job %s", bus.ErrPoison, ev.Type, jobID)
@@ -120,7 +119,7 @@ func (c *Control) progressOnce(tx *bbolt.Tx, ev events.Event, p events.Payload) 
 		if j.VMAID != vmaID {
 			return fmt.Errorf("%w: %s for job %s from VMA %s, not its own", bus.ErrPoison, ev.Type, jobID, vmaID)
 		}
-		if jobs.Final(j.State) {
+		if Final(j.State) {
 			// Late news about a finished job; the end of a cancelled one
 			// lets its export go.
 			if s, ok := p.(*events.ReplicationStatus); ok && s.State != events.StatusAccepted && s.State != events.StatusRunning {
@@ -130,14 +129,14 @@ func (c *Control) progressOnce(tx *bbolt.Tx, ev events.Event, p events.Payload) 
 		}
 		switch v := p.(type) {
 		case *events.Progress:
-			err = c.progress(tx, &j, v)
+			err = m.progress(tx, &j, v)
 		case *events.ReplicationStatus:
-			err = c.status(tx, &j, v)
+			err = m.status(tx, &j, v)
 		}
 		if err != nil {
 			return err
 		}
-		if jobs.Final(j.State) {
+		if Final(j.State) {
 			end = ended
 		}
 		return store.PutJob(tx, j)
@@ -160,7 +159,7 @@ type endedJob struct {
 	end ending
 }
 
-func (c *Control) progress(tx *bbolt.Tx, j *store.Job, p *events.Progress) error {
+func (m *Manager) progress(tx *bbolt.Tx, j *store.Job, p *events.Progress) error {
 	if p.Seq > j.LastSeq {
 		j.LastSeq = p.Seq
 		j.BytesTotal, j.BytesDone, j.RateBytesPerSecond = p.BytesTotal, p.BytesDone, p.RateBytesPerSecond
@@ -173,18 +172,18 @@ func (c *Control) progress(tx *bbolt.Tx, j *store.Job, p *events.Progress) error
 				}
 			}
 		}
-		j.UpdatedAt = c.cfg.Now().UTC()
+		j.UpdatedAt = m.cfg.Now().UTC()
 	}
-	to, err := jobs.FromPhase(p.Phase)
+	to, err := FromPhase(p.Phase)
 	if err != nil {
 		return fmt.Errorf("%w: %v", bus.ErrPoison, err)
 	}
-	_, err = c.transition(tx, j, to, "")
+	_, err = m.transition(tx, j, to, "")
 	return err
 }
 
-func (c *Control) status(tx *bbolt.Tx, j *store.Job, s *events.ReplicationStatus) error {
-	to, err := jobs.FromStatus(s.State)
+func (m *Manager) status(tx *bbolt.Tx, j *store.Job, s *events.ReplicationStatus) error {
+	to, err := FromStatus(s.State)
 	if err != nil {
 		return fmt.Errorf("%w: %v", bus.ErrPoison, err)
 	}
@@ -195,7 +194,7 @@ func (c *Control) status(tx *bbolt.Tx, j *store.Job, s *events.ReplicationStatus
 	if s.Error != nil {
 		why = s.Error.Message
 	}
-	moved, err := c.transition(tx, j, to, why)
+	moved, err := m.transition(tx, j, to, why)
 	if err != nil || !moved {
 		return err
 	}

@@ -1,0 +1,116 @@
+package jobs
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/oma/exports"
+	"github.com/godwit/godwit/oma/outbox"
+	"github.com/godwit/godwit/oma/store"
+	"github.com/godwit/godwit/oma/vmas"
+)
+
+// DefaultPendingJobTTL is how long a job stays pending, unstarted, before
+// it expires, when Config.PendingJobTTL is zero.
+const DefaultPendingJobTTL = 24 * time.Hour
+
+// DefaultMaxPendingJobs is how many pending jobs one token may have when
+// Config.MaxPendingJobs is zero.
+const DefaultMaxPendingJobs = 20
+
+// Config configures a Manager. DataDir is required.
+type Config struct {
+	// DataDir holds volumes/ (the migrated disks) and exports/ (what nbdkit serves).
+	DataDir string
+	// ExportHost is the host the VMA is told to reach exports at; empty
+	// means 127.0.0.1.
+	ExportHost string
+	// APIURL is the OMA API URL given to VMAs in commands; empty means
+	// http://localhost:8082.
+	APIURL string
+	// CancelGrace is how long the export of a cancelled job that its VMA
+	// had started stays up, so that the VMA stops on the cancel rather than
+	// on a dropped connection; the VMA's final status ends it early. 0
+	// means 30s.
+	CancelGrace time.Duration
+	// PendingJobTTL is how long a job may stay pending (created, never
+	// started) before it expires: it is cancelled, saying so, and its NBD
+	// port released. 0 means DefaultPendingJobTTL.
+	PendingJobTTL time.Duration
+	// MaxPendingJobs is how many pending jobs one API token may have at
+	// once; one more is refused (fault.Limit). 0 means DefaultMaxPendingJobs.
+	MaxPendingJobs int
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// sealer seals a secret to a VMA; *vmas.Registry satisfies it.
+type sealer interface {
+	Seal(vmaID, secret string) (events.Sealed, error)
+}
+
+// kicker publishes what changes wrote to the outbox; *outbox.Outbox
+// satisfies it.
+type kicker interface {
+	// Kick publishes soon, without waiting.
+	Kick()
+	// PublishSoon publishes now, leaving what fails for later.
+	PublishSoon(ctx context.Context)
+}
+
+var (
+	_ sealer = (*vmas.Registry)(nil)
+	_ kicker = (*outbox.Outbox)(nil)
+)
+
+// Manager creates, starts and cancels jobs, serves their exports, and
+// applies their VMAs' progress to them. It is safe for concurrent use.
+type Manager struct {
+	cfg     Config
+	store   *store.Store
+	exports *exports.Manager
+	vmas    sealer
+	outbox  kicker
+	log     *slog.Logger
+
+	mu       sync.Mutex // guards creating, the jobs being created; never held across I/O but bbolt reads
+	creating map[string]reservation
+
+	releaseMu sync.Mutex             // guards releasing and runDone
+	releasing map[string]*time.Timer // exports of cancelled jobs, by job id, released when the timer fires
+	runDone   bool                   // StopReleases was called: no timer is started
+}
+
+// New returns a Manager of the jobs in st, serving their exports with exp,
+// sealing passwords to VMAs with reg and publishing through out.
+func New(cfg Config, st *store.Store, exp *exports.Manager, reg sealer, out kicker) *Manager {
+	if cfg.ExportHost == "" {
+		cfg.ExportHost = "127.0.0.1"
+	}
+	if cfg.APIURL == "" {
+		cfg.APIURL = "http://localhost:8082"
+	}
+	if cfg.PendingJobTTL == 0 {
+		cfg.PendingJobTTL = DefaultPendingJobTTL
+	}
+	if cfg.MaxPendingJobs == 0 {
+		cfg.MaxPendingJobs = DefaultMaxPendingJobs
+	}
+	if cfg.CancelGrace == 0 {
+		cfg.CancelGrace = 30 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Manager{cfg: cfg, store: st, exports: exp, vmas: reg, outbox: out, log: log,
+		creating: map[string]reservation{}, releasing: map[string]*time.Timer{}}
+}

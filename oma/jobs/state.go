@@ -1,0 +1,89 @@
+// Package jobs is the state machine of a replication job:
+//
+//	pending -> queued -> snapshotting -> copying -> finalizing -> completed
+//
+// with failed and cancelled reachable from every state that is not final.
+// A job only moves forward: a late or repeated event can never take it
+// back, and a final state is never left.
+package jobs
+
+import (
+	"fmt"
+
+	"github.com/godwit/godwit/events"
+)
+
+// rank orders the states of the main line.
+func rank(state string) int {
+	switch state {
+	case events.JobPending:
+		return 0
+	case events.JobQueued:
+		return 1
+	case events.JobSnapshotting:
+		return 2
+	case events.JobCopying:
+		return 3
+	case events.JobFinalizing:
+		return 4
+	case events.JobCompleted:
+		return 5
+	}
+	return -1
+}
+
+// Valid reports whether state is a job state.
+func Valid(state string) bool {
+	return rank(state) >= 0 || state == events.JobFailed || state == events.JobCancelled
+}
+
+// Final reports whether a job in state can never change again.
+func Final(state string) bool {
+	return state == events.JobCompleted || state == events.JobFailed || state == events.JobCancelled
+}
+
+// Active reports whether a job in state holds its VM and its export.
+func Active(state string) bool { return Valid(state) && !Final(state) }
+
+// CanMove reports whether a job may move from one state to another: forward
+// along the main line (skipping is allowed), or to failed or cancelled from
+// any state that is not final. Staying put is not a move.
+func CanMove(from, to string) bool {
+	if !Valid(from) || !Valid(to) || Final(from) || from == to {
+		return false
+	}
+	if to == events.JobFailed || to == events.JobCancelled {
+		return true
+	}
+	return rank(to) > rank(from)
+}
+
+// FromStatus maps a VMA's replication status to the job state it implies.
+func FromStatus(status string) (string, error) {
+	switch status {
+	case events.StatusAccepted:
+		return events.JobQueued, nil
+	case events.StatusRunning:
+		return events.JobSnapshotting, nil
+	case events.StatusCompleted:
+		return events.JobCompleted, nil
+	case events.StatusFailed:
+		return events.JobFailed, nil
+	case events.StatusCancelled:
+		return events.JobCancelled, nil
+	}
+	return "", fmt.Errorf("unknown replication status %q", status)
+}
+
+// FromPhase maps a progress phase to the job state it implies.
+func FromPhase(phase string) (string, error) {
+	switch phase {
+	case events.PhaseSnapshotting:
+		return events.JobSnapshotting, nil
+	case events.PhaseCopying:
+		return events.JobCopying, nil
+	case events.PhaseFinalizing:
+		return events.JobFinalizing, nil
+	}
+	return "", fmt.Errorf("unknown progress phase %q", phase)
+}
