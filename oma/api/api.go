@@ -20,10 +20,15 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/godwit/godwit/bus"
+	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/httpserver"
-	"github.com/godwit/godwit/oma/control"
+	"github.com/godwit/godwit/oma/authkeys"
+	"github.com/godwit/godwit/oma/inventory"
+	"github.com/godwit/godwit/oma/jobs"
+	"github.com/godwit/godwit/oma/replicas"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/tokens"
+	"github.com/godwit/godwit/oma/vmas"
 	"github.com/godwit/godwit/schema"
 )
 
@@ -48,10 +53,51 @@ type Config struct {
 // Validate reports a configuration Serve would refuse.
 func (c Config) Validate() error { return c.HTTP.Validate() }
 
+// jobManager is what the API asks of the jobs; *jobs.Manager satisfies it.
+type jobManager interface {
+	CreateJob(ctx context.Context, req jobs.CreateRequest) (store.Job, error)
+	Jobs(state, vmID string) ([]store.Job, error)
+	Job(id string) (store.Job, error)
+	Start(ctx context.Context, id string, cred vmas.VCenterCredentials, opts jobs.StartOptions) (store.Job, error)
+	Cancel(ctx context.Context, id string) (store.Job, error)
+	CurrentReplica(j store.Job) (*replicas.Replica, error)
+}
+
+// vmaRegistry is what the API asks of the VMAs; *vmas.Registry satisfies it.
+type vmaRegistry interface {
+	AddVMA(ctx context.Context, reg vmas.Registration) (vmas.Credentials, error)
+	VMAs() ([]store.VMA, error)
+	Connected() ([]string, error)
+	Forwards() (authkeys.Forwards, error)
+}
+
+// inventoryKeeper is what the API asks of the inventory; *inventory.Keeper
+// satisfies it.
+type inventoryKeeper interface {
+	Discover(ctx context.Context, req inventory.DiscoverRequest) (events.DiscoverResult, error)
+	Inventory() ([]inventory.VM, error)
+}
+
+var (
+	_ jobManager      = (*jobs.Manager)(nil)
+	_ vmaRegistry     = (*vmas.Registry)(nil)
+	_ inventoryKeeper = (*inventory.Keeper)(nil)
+)
+
+// Control is what the API runs on: the OMA's parts, and the bus connection
+// and start time its health reports. *control.Control satisfies it.
+type Control interface {
+	jobManager
+	vmaRegistry
+	inventoryKeeper
+	Bus() *bus.Conn
+	Started() time.Time
+}
+
 // API is the OMA REST API.
 type API struct {
 	cfg    Config
-	ctl    *control.Control
+	ctl    Control
 	store  *store.Store
 	server *bus.Server
 	log    *slog.Logger
@@ -64,7 +110,7 @@ type API struct {
 
 // New returns the API over ctl configured by cfg. server may be nil when
 // NATS is external.
-func New(ctl *control.Control, st *store.Store, server *bus.Server, cfg Config) *API {
+func New(ctl Control, st *store.Store, server *bus.Server, cfg Config) *API {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

@@ -133,8 +133,8 @@ func discoverFailure(f *events.Failure) error {
 	return fault.Errorf(fault.Upstream, "", "discovery failed: %s", f.Message)
 }
 
-// InventoryVM is a VM of the inventory with where it was found.
-type InventoryVM struct {
+// VM is a VM of the inventory with where it was found.
+type VM struct {
 	events.VM
 	VMAID   string    `json:"vma_id"`
 	VCenter string    `json:"vcenter"`
@@ -146,8 +146,8 @@ type InventoryVM struct {
 }
 
 // Inventory returns every VM the OMA learned from discoveries.
-func (k *Keeper) Inventory() ([]InventoryVM, error) {
-	out := []InventoryVM{}
+func (k *Keeper) Inventory() ([]VM, error) {
+	out := []VM{}
 	err := k.store.View(func(tx *bbolt.Tx) error {
 		all, err := store.Jobs(tx)
 		if err != nil {
@@ -158,7 +158,7 @@ func (k *Keeper) Inventory() ([]InventoryVM, error) {
 		for _, inv := range invs {
 			for _, vm := range inv.Result.VMs {
 				rid, host := replicas.ID(inv.VMAID, inv.Result.VCenter.Host, vm), inv.Result.VCenter.Host
-				out = append(out, InventoryVM{VM: vm, VMAID: inv.VMAID, VCenter: host, Seen: inv.StoredAt,
+				out = append(out, VM{VM: vm, VMAID: inv.VMAID, VCenter: host, Seen: inv.StoredAt,
 					ReplicaID: rid, CurrentReplica: replicas.Lookup(cur, rid, inv.VMAID, host, vm.ID)})
 			}
 		}
