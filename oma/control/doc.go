@@ -1,20 +1,19 @@
-// Package control is the OMA's logic: jobs and their exports, the
-// inventory, VMAs, and the consumers that keep them up to date from the
-// bus. The REST API translates requests into calls on a Control.
+// Package control assembles the OMA's logic from its parts and runs them:
+// the VMAs (oma/vmas), the inventory (oma/inventory), the jobs (oma/jobs),
+// the outbox (oma/outbox), and the consumers that keep them up to date from
+// the bus. A Control has the methods of its parts; the REST API calls them.
 //
-// Every change is a bbolt transaction; the lifecycle events a change
-// causes are written to an outbox in the same transaction and published
-// after it commits, so none is lost and none is published for a change
-// that did not happen.
+// # Restore and Run
+//
+// Restore brings a restarted OMA back: NATS access for the registered VMAs,
+// the pruning of old event ids, the exports of active jobs, then the
+// outbox. Run creates the OMA's durable consumers, serves export requests
+// and discover submissions, and runs the consumers (discover results,
+// progress in batches, heartbeats, tunnel outages) and the loops (outbox,
+// pruning, stream limits, expiry of pending jobs) until its context ends.
 //
 // # Files
 //
-// One concern a file: jobs.go creates, starts and cancels jobs (planned
-// under a lock, nbdkit started without it); progress.go applies the VMAs'
-// progress and status to them, a batch a transaction; replicas.go names replicas and their volume
-// generations; exportrequests.go answers a VMA's request for its exports;
-// inventory.go runs discoveries and keeps their results; vmas.go registers
-// VMAs and records their heartbeats; outbox.go publishes what changes
-// wrote; applied.go makes every event apply once; restore.go brings a
-// restarted OMA back; control.go assembles the consumers in Run.
+// control.go assembles the parts and runs them; restore.go restores them;
+// prune.go prunes what the store keeps of applied events.
 package control

@@ -1,10 +1,3 @@
-// Package jobs is the state machine of a replication job:
-//
-//	pending -> queued -> snapshotting -> copying -> finalizing -> completed
-//
-// with failed and cancelled reachable from every state that is not final.
-// A job only moves forward: a late or repeated event can never take it
-// back, and a final state is never left.
 package jobs
 
 import (

@@ -1,6 +1,17 @@
 // Package replicas names the copies on the OMA of source VMs and finds
 // which job's volumes make each one current. It reads jobs from the store
 // and decides nothing about them.
+//
+// A replica is the copy on the OMA of one source VM, known by the VMA that
+// reads it, the vCenter and the VM's instance UUID: morefs such as vm-100
+// repeat across vCenters, so they alone cannot name a replica. Its volumes
+// live in volumes/<replica id>/disk-<key>.g<generation>.raw. An initial job
+// writes a new generation and never touches the one before; an incremental
+// job writes into the generation of the completed job whose change ids it
+// uses. The current replica is what the newest completed job of the
+// replica left. Jobs from before replicas (no ReplicaID) wrote
+// volumes/<vm>/disk-<key>.raw; they count as generation 0 of the replica
+// of their VMA, vCenter and VM id.
 package replicas
 
 import (
@@ -16,17 +27,6 @@ import (
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/oma/store"
 )
-
-// A replica is the copy on the OMA of one source VM, known by the VMA that
-// reads it, the vCenter and the VM's instance UUID: morefs such as vm-100
-// repeat across vCenters, so they alone cannot name a replica. Its volumes
-// live in volumes/<replica id>/disk-<key>.g<generation>.raw. An initial job
-// writes a new generation and never touches the one before; an incremental
-// job writes into the generation of the completed job whose change ids it
-// uses. The current replica is what the newest completed job of the
-// replica left. Jobs from before replicas (no ReplicaID) wrote
-// volumes/<vm>/disk-<key>.raw; they count as generation 0 of the replica
-// of their VMA, vCenter and VM id.
 
 // Replica is the current replica of a source VM: the generation and the
 // volume files the newest completed job of the replica left.

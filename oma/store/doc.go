@@ -4,7 +4,10 @@
 //
 // Every method runs in its own transaction unless it takes a *bbolt.Tx;
 // Update lets a caller combine several changes in one transaction, so that
-// an event and its effect are committed together.
+// an event and its effect are committed together. ApplyOnce and OnceIn
+// apply an event at most once: its id is recorded in the transaction of
+// its effect, and Prune forgets the ids once the streams cannot redeliver
+// them.
 //
 // No secret is stored: tokens are kept as SHA-256 hashes and VMAs by their
 // public keys.

@@ -1,3 +1,7 @@
+// Package vmas registers the VMAs on the OMA and keeps their records: NATS
+// credentials and access, durable consumers, API ports and SSH keys (their
+// authorized_keys lines), heartbeats and tunnel outages. It seals secrets
+// to a VMA's announced key.
 package vmas
 
 import (

@@ -1,0 +1,55 @@
+package store_test
+
+import (
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/oma/store"
+)
+
+// TestApplyOnce: an event is applied once however often it comes, in
+// separate transactions or twice in one; a failed apply records nothing,
+// so the event is applied when it comes again.
+func TestApplyOnce(t *testing.T) {
+	t.Parallel()
+	st, err := store.Open(filepath.Join(t.TempDir(), "s.db"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	now := time.Now()
+	ev := events.Event{ID: "ev-1"}
+	calls := 0
+	apply := func(*bbolt.Tx) error { calls++; return nil }
+	fail := errors.New("failed")
+	if err := st.ApplyOnce(ev, now, func(*bbolt.Tx) error { return fail }); !errors.Is(err, fail) {
+		t.Fatalf("ApplyOnce of a failing apply = %v, want %v", err, fail)
+	}
+	for range 2 {
+		if err := st.ApplyOnce(ev, now, apply); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err = st.Update(func(tx *bbolt.Tx) error {
+		other := events.Event{ID: "ev-2"}
+		if err := store.OnceIn(tx, other, now, apply); err != nil {
+			return err
+		}
+		return store.OnceIn(tx, other, now, apply)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls != 2 {
+		t.Errorf("applied %d times, want 2 (once per event)", calls)
+	}
+	p, err := st.Prune(now.Add(time.Second))
+	if err != nil || p.EventIDs != 2 {
+		t.Errorf("Prune = %+v, %v, want 2 event ids", p, err)
+	}
+}
