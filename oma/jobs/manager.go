@@ -114,3 +114,8 @@ func New(cfg Config, st *store.Store, exp *exports.Manager, reg sealer, out kick
 	return &Manager{cfg: cfg, store: st, exports: exp, vmas: reg, outbox: out, log: log,
 		creating: map[string]reservation{}, releasing: map[string]*time.Timer{}}
 }
+
+// newEvent wraps a lifecycle payload in an envelope from the OMA.
+func (m *Manager) newEvent(p events.Payload) (events.Event, error) {
+	return events.New("/godwit/oma", p, m.cfg.Now())
+}
