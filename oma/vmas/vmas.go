@@ -131,6 +131,7 @@ type PortRange struct {
 	First, Last int
 }
 
+// String names the range and what listens there, such as "NBD port pool 10100-10199".
 func (r PortRange) String() string {
 	if r.First == r.Last {
 		return fmt.Sprintf("%s port %d", r.Name, r.First)
