@@ -104,7 +104,7 @@ type Conn struct {
 	confined  bool
 
 	ackedMu sync.Mutex
-	acked   map[string]uint64 // stream/durable: the last stream sequence acked
+	acked   map[string]*handledSeqs // by stream/durable, for a durable created again
 }
 
 // Connect connects to url (one or more comma-separated NATS URLs) and
