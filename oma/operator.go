@@ -347,14 +347,14 @@ func printJob(w io.Writer, j jobView) error {
 	}
 	row("copied", "%s", copied)
 	if j.VerifyBytesTotal > 0 || j.State == events.JobVerifying {
-		v := fmt.Sprintf("%s of %s read back (%.1f %%)", jobwatch.Bytes(j.VerifyBytesDone), jobwatch.Bytes(j.VerifyBytesTotal), j.VerifyPercent)
+		v := fmt.Sprintf("%s of %s (%.1f %%)", jobwatch.Bytes(j.VerifyBytesDone), jobwatch.Bytes(j.VerifyBytesTotal), j.VerifyPercent)
 		if j.State == events.JobVerifying && j.VerifyRateBytesPerSecond > 0 {
 			v += fmt.Sprintf(" at %s/s", jobwatch.Bytes(j.VerifyRateBytesPerSecond))
 			if j.ETASeconds != nil {
 				v += fmt.Sprintf(", %s to go", time.Duration(*j.ETASeconds)*time.Second)
 			}
 		}
-		row("verifying", "%s", v)
+		row("read back", "%s", v)
 	}
 	if j.State == events.JobCompleted {
 		row("verified", "%t", j.Verified)

@@ -105,7 +105,7 @@ func (p *Printer) stateChanged(e *events.JobStateChanged) error {
 		j.started = e.ChangedAt
 	case events.JobVerifying:
 		j.verifying = e.ChangedAt
-		return p.line(e.ChangedAt, e.JobID, e.From+" -> "+e.To+": every byte copied, reading the copy back")
+		return p.line(e.ChangedAt, e.JobID, q(e.From)+" -> "+q(e.To)+": every byte copied, reading the copy back")
 	case events.JobFinalizing:
 		if !j.verifying.IsZero() {
 			j.verifyTook = e.ChangedAt.Sub(j.verifying)
@@ -122,7 +122,7 @@ func (p *Printer) stateChanged(e *events.JobStateChanged) error {
 		}
 		switch {
 		case j.disks > 0 && j.verified == j.disks && j.verifyTook > 0:
-			msg += fmt.Sprintf(", verified (read back in %s)", j.verifyTook.Round(100*time.Millisecond))
+			msg += fmt.Sprintf(", verified (read back in %s)", roundDuration(j.verifyTook))
 		case j.disks > 0 && j.verified == j.disks:
 			msg += ", verified"
 		case j.disks > 0:
@@ -149,6 +149,15 @@ func (p *Printer) line(at time.Time, jobID, msg string) error {
 
 // q quotes a string from a VMA or vCenter for the terminal.
 func q(s string) string { return printable.Quote(s) }
+
+// roundDuration rounds d to a tenth of a second, or to the millisecond
+// below one second: 1.5s, 340ms.
+func roundDuration(d time.Duration) time.Duration {
+	if d < time.Second {
+		return d.Round(time.Millisecond)
+	}
+	return d.Round(100 * time.Millisecond)
+}
 
 // Bytes formats n in binary units: 512 B, 1.5 KiB, 40.0 GiB.
 func Bytes(n int64) string {

@@ -89,8 +89,12 @@ func (t *tracker) setDisks(disks []DiskProgress) {
 	t.disks, t.changed = disks, true
 }
 
-// update records a copier's progress for the disk with key.
-func (t *tracker) update(key int32, p copier.Progress) {
+// update records a copier's progress for the disk with key. It returns
+// true when that moved the job to verifying: a copying job whose every
+// disk is copied, with bytes to read back. The job stays verifying from
+// then on, and the caller publishes the change at once, however short the
+// verification.
+func (t *tracker) update(key int32, p copier.Progress) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for i := range t.disks {
@@ -111,16 +115,29 @@ func (t *tracker) update(key int32, p copier.Progress) {
 			t.changed = true
 		}
 	}
+	if t.phase != events.PhaseCopying {
+		return false
+	}
+	var verify int64
+	for _, d := range t.disks {
+		if d.BytesDone < d.BytesTotal {
+			return false
+		}
+		verify += d.VerifyBytesTotal
+	}
+	if verify == 0 {
+		return false
+	}
+	t.phase = events.PhaseVerifying
+	return true
 }
 
 // snapshot returns the job's progress now, and whether it changed since
-// the last snapshot. A copying job whose every disk is copied and that has
-// bytes to read back is verifying, from then on.
+// the last snapshot.
 func (t *tracker) snapshot() (Progress, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	p := Progress{Phase: t.phase, Disks: append([]DiskProgress(nil), t.disks...)}
-	copied := len(t.disks) > 0
 	for _, d := range t.disks {
 		p.BytesTotal += d.BytesTotal
 		p.BytesDone += d.BytesDone
@@ -128,10 +145,6 @@ func (t *tracker) snapshot() (Progress, bool) {
 		p.VerifyBytesTotal += d.VerifyBytesTotal
 		p.VerifyBytesDone += d.VerifyBytesDone
 		p.VerifyRateBytesPerSecond += d.VerifyRateBytesPerSecond
-		copied = copied && d.BytesDone >= d.BytesTotal
-	}
-	if t.phase == events.PhaseCopying && copied && p.VerifyBytesTotal > 0 {
-		t.phase, p.Phase = events.PhaseVerifying, events.PhaseVerifying
 	}
 	p.Percent = percent(p.BytesDone, p.BytesTotal)
 	p.VerifyPercent = percent(p.VerifyBytesDone, p.VerifyBytesTotal)
