@@ -13,14 +13,13 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode"
 
 	"github.com/godwit/godwit/events"
 	jobwatch "github.com/godwit/godwit/oma/watch"
+	"github.com/godwit/godwit/printable"
 )
 
 // tokenEnv is the environment variable the operator commands read the API
@@ -145,7 +144,7 @@ func (c *apiClient) call(ctx context.Context, method, path string, out any) erro
 		if json.Unmarshal(body, &p) == nil && p.Detail != "" {
 			msg = p.Detail
 		}
-		msg = printable(msg)
+		msg = printable.Quote(msg)
 		switch resp.StatusCode {
 		case http.StatusUnauthorized:
 			return fmt.Errorf("the OMA at %s refused the API token (401 %s): set $%s or -token-file to a token of this OMA (oma token create, POST /api/v1/tokens)", c.base, msg, tokenEnv)
@@ -283,7 +282,7 @@ func jobsCmd(ctx context.Context, verb string, args []string, stdout, stderr io.
 			if err := json.Unmarshal(body, &j); err != nil {
 				return err
 			}
-			_, err := fmt.Fprintf(stdout, "job %s: %s\n", printable(j.JobID), j.State)
+			_, err := fmt.Fprintf(stdout, "job %s: %s\n", printable.Quote(j.JobID), j.State)
 			return err
 		})
 	}
@@ -320,7 +319,7 @@ func printJobs(w io.Writer, list []jobView) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "JOB\tVM\tVMA\tTYPE\tSTATE\tPROGRESS\tUPDATED")
 	for _, j := range list {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", printable(j.JobID), printable(j.SourceVM.Name), printable(j.VMAID),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", printable.Quote(j.JobID), printable.Quote(j.SourceVM.Name), printable.Quote(j.VMAID),
 			j.ReplicationType, j.State, j.progress(), j.UpdatedAt.Local().Format(time.DateTime))
 	}
 	return tw.Flush()
@@ -329,12 +328,12 @@ func printJobs(w io.Writer, list []jobView) error {
 func printJob(w io.Writer, j jobView) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, format string, a ...any) { fmt.Fprintf(tw, "%s\t"+format+"\n", append([]any{k}, a...)...) }
-	row("job", "%s", printable(j.JobID))
-	row("vm", "%s (%s, %s)", printable(j.SourceVM.Name), printable(j.SourceVM.ID), printable(j.SourceVM.Path))
-	row("vma", "%s, vCenter %s", printable(j.VMAID), printable(j.VCenter))
+	row("job", "%s", printable.Quote(j.JobID))
+	row("vm", "%s (%s, %s)", printable.Quote(j.SourceVM.Name), printable.Quote(j.SourceVM.ID), printable.Quote(j.SourceVM.Path))
+	row("vma", "%s, vCenter %s", printable.Quote(j.VMAID), printable.Quote(j.VCenter))
 	typ := fmt.Sprintf("%s, generation %d", j.ReplicationType, j.Generation)
 	if j.BaseJobID != "" {
-		typ += ", on job " + printable(j.BaseJobID)
+		typ += ", on job " + printable.Quote(j.BaseJobID)
 	}
 	row("type", "%s", typ)
 	row("state", "%s", j.State)
@@ -360,7 +359,7 @@ func printJob(w io.Writer, j jobView) error {
 		row("verified", "%t", j.Verified)
 	}
 	if j.LastError != "" {
-		row("error", "%s", printable(j.LastError))
+		row("error", "%s", printable.Quote(j.LastError))
 	}
 	row("created", "%s", j.CreatedAt.Local().Format(time.DateTime))
 	row("updated", "%s", j.UpdatedAt.Local().Format(time.DateTime))
@@ -373,10 +372,10 @@ func printJob(w io.Writer, j jobView) error {
 			s += " (whole)"
 		}
 		if d.Verified {
-			s += ", verified " + printable(d.Digest)
+			s += ", verified " + printable.Quote(d.Digest)
 		}
-		s += ", " + printable(d.VolumePath)
-		row(fmt.Sprintf("disk %d", d.Key), "%s: %s", printable(d.Label), s)
+		s += ", " + printable.Quote(d.VolumePath)
+		row(fmt.Sprintf("disk %d", d.Key), "%s: %s", printable.Quote(d.Label), s)
 	}
 	return tw.Flush()
 }
@@ -420,24 +419,11 @@ func vmsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			}
 			replica := "-"
 			if v.CurrentReplica != nil {
-				replica = "job " + printable(v.CurrentReplica.JobID)
+				replica = "job " + printable.Quote(v.CurrentReplica.JobID)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%d, %s\t%s\n", printable(v.ID), printable(v.Name), printable(v.VMAID), printable(v.VCenter),
-				printable(v.PowerState), v.NumCPU, jobwatch.Bytes(int64(v.MemoryMB)<<20), len(v.Disks), jobwatch.Bytes(size), replica)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%d, %s\t%s\n", printable.Quote(v.ID), printable.Quote(v.Name), printable.Quote(v.VMAID), printable.Quote(v.VCenter),
+				printable.Quote(v.PowerState), v.NumCPU, jobwatch.Bytes(int64(v.MemoryMB)<<20), len(v.Disks), jobwatch.Bytes(size), replica)
 		}
 		return tw.Flush()
 	})
-}
-
-// printable returns s, quoted when it holds characters a terminal would
-// act on (escape sequences, control characters), so that a name from
-// vCenter cannot rewrite the operator's screen.
-func printable(s string) string {
-	for _, r := range s {
-		if !unicode.IsPrint(r) {
-			q := strconv.QuoteToGraphic(s)
-			return q[1 : len(q)-1]
-		}
-	}
-	return s
 }
