@@ -13,6 +13,7 @@ for p in "${pkgs[@]}"; do
   fi
 done
 if [ ${#missing[@]} -eq 0 ]; then
+  echo "Debian packages: all present"
   exit 0
 fi
 
@@ -20,6 +21,6 @@ sudo=""
 if [ "$(id -u)" -ne 0 ]; then
   sudo=sudo
 fi
-echo "installing Debian packages: ${missing[*]}"
+echo "installing Debian packages (apt-get update, then install: a minute or two): ${missing[*]}"
 $sudo apt-get update
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${missing[@]}"

@@ -165,11 +165,13 @@ func (c *Control) progress(tx *bbolt.Tx, j *store.Job, p *events.Progress) error
 		j.LastSeq = p.Seq
 		j.BytesTotal, j.BytesDone, j.RateBytesPerSecond = p.BytesTotal, p.BytesDone, p.RateBytesPerSecond
 		j.AverageRateBytesPerSecond = p.AverageRateBytesPerSecond
+		j.VerifyBytesTotal, j.VerifyBytesDone, j.VerifyRateBytesPerSecond = p.VerifyBytesTotal, p.VerifyBytesDone, p.VerifyRateBytesPerSecond
 		for _, dp := range p.Disks {
 			for i := range j.Disks {
 				if j.Disks[i].Key == dp.Key {
 					j.Disks[i].BytesTotal, j.Disks[i].BytesDone = dp.BytesTotal, dp.BytesDone
 					j.Disks[i].RateBytesPerSecond = dp.RateBytesPerSecond
+					j.Disks[i].VerifyBytesTotal, j.Disks[i].VerifyBytesDone = dp.VerifyBytesTotal, dp.VerifyBytesDone
 				}
 			}
 		}
@@ -210,7 +212,7 @@ func (c *Control) status(tx *bbolt.Tx, j *store.Job, s *events.ReplicationStatus
 			}
 		}
 		j.BytesDone = j.BytesTotal
-		j.RateBytesPerSecond = 0
+		j.RateBytesPerSecond, j.VerifyRateBytesPerSecond = 0, 0
 		for i := range j.Disks {
 			j.Disks[i].RateBytesPerSecond = 0
 		}

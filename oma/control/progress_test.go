@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -300,4 +302,60 @@ func TestProgressRedeliveredAfterAFailedCommit(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestVerifyingThroughTheBus: a job that reads its copy back moves from
+// copying to verifying, and the verifying events' own bytes and rate are
+// the job's, going up to the total while the copied bytes stay at theirs;
+// finalizing and completion follow. Published by a VMA's connection and
+// applied by the running Control, as a VMA's events are.
+func TestVerifyingThroughTheBus(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.putJobs("vma-1", events.JobQueued, "job-v")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const total = 1 << 20
+	verifying := func(seq uint64, done int64) *events.Progress {
+		p := prog("job-v", seq, events.PhaseVerifying, total)
+		p.VerifyBytesTotal, p.VerifyBytesDone, p.VerifyRateBytesPerSecond = total, done, 1<<18
+		p.Disks[0].VerifyBytesTotal, p.Disks[0].VerifyBytesDone = total, done
+		return p
+	}
+	steps := []struct {
+		p         events.Payload
+		state     string
+		done      int64 // the job's verify_bytes_done after it
+		eventRate int64
+	}{
+		{prog("job-v", 1, events.PhaseCopying, total/2), events.JobCopying, 0, 0},
+		{prog("job-v", 2, events.PhaseCopying, total), events.JobCopying, 0, 0},
+		{verifying(3, 0), events.JobVerifying, 0, 1 << 18},
+		{verifying(4, total/4), events.JobVerifying, total / 4, 1 << 18},
+		{verifying(5, total), events.JobVerifying, total, 1 << 18},
+		{&events.ReplicationStatus{JobID: "job-v", VMAID: "vma-1", Seq: 6, State: events.StatusCompleted, BytesTransferred: total,
+			Disks: []events.DiskChange{{Key: 2000, ChangeID: "52 1/1", Verified: true, Digest: "sha256:" + strings.Repeat("0", 64)}}}, events.JobCompleted, total, 0},
+	}
+	for i, s := range steps {
+		if _, err := h.conn.Publish(ctx, s.p); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		var j store.Job
+		testbed.Eventually(t, "job-v "+s.state+" after step "+strconv.Itoa(i), func() bool {
+			var err error
+			j, err = h.ctl.Job("job-v")
+			return err == nil && j.LastSeq >= uint64(i+1) && j.State == s.state
+		})
+		if j.VerifyBytesDone != s.done || j.VerifyRateBytesPerSecond != s.eventRate || j.BytesDone < total/2 {
+			t.Errorf("step %d: %s, %d bytes copied, %d of %d read back at %d/s; want %d read back at %d/s", i, j.State, j.BytesDone,
+				j.VerifyBytesDone, j.VerifyBytesTotal, j.VerifyRateBytesPerSecond, s.done, s.eventRate)
+		}
+		if s.state == events.JobVerifying && (j.BytesDone != total || j.VerifyBytesTotal != total || j.Disks[0].VerifyBytesDone != s.done) {
+			t.Errorf("step %d: verifying job %d of %d copied, %d to read back, disk %+v", i, j.BytesDone, j.BytesTotal, j.VerifyBytesTotal, j.Disks[0])
+		}
+	}
+	// The lifecycle: queued -> copying -> verifying -> completed, one event each.
+	if n := h.transitions("job-v"); n != 3 {
+		t.Errorf("%d lifecycle events, want 3 (copying, verifying, completed)", n)
+	}
 }

@@ -37,6 +37,12 @@ type Job struct {
 	AverageRateBytesPerSecond int64 `json:"average_rate_bytes_per_second,omitempty"`
 	// CreatedBy names the API token that created the job.
 	CreatedBy string `json:"created_by,omitempty"`
+	// VerifyBytesTotal is what the VMA reads back from the exports to
+	// check after copying, VerifyBytesDone what it has, and
+	// VerifyRateBytesPerSecond its recent rate (0 without verification).
+	VerifyBytesTotal         int64 `json:"verify_bytes_total,omitempty"`
+	VerifyBytesDone          int64 `json:"verify_bytes_done,omitempty"`
+	VerifyRateBytesPerSecond int64 `json:"verify_rate_bytes_per_second,omitempty"`
 	// LastSeq is the highest progress or status sequence applied.
 	LastSeq   uint64    `json:"last_seq"`
 	LastError string    `json:"last_error,omitempty"`
@@ -58,6 +64,10 @@ type JobDisk struct {
 	BytesDone  int64  `json:"bytes_done"`
 	// RateBytesPerSecond is the disk's recent copy rate.
 	RateBytesPerSecond int64 `json:"rate_bytes_per_second,omitempty"`
+	// VerifyBytesTotal and VerifyBytesDone are the disk's share of the
+	// job's.
+	VerifyBytesTotal int64 `json:"verify_bytes_total,omitempty"`
+	VerifyBytesDone  int64 `json:"verify_bytes_done,omitempty"`
 	// ChangeID is the CBT change id the disk was copied up to.
 	ChangeID string `json:"change_id,omitempty"`
 	// BaseChangeID is the change id an incremental copy starts from.

@@ -410,7 +410,9 @@ func (r *Runner) copyOnce(ctx context.Context, t *task, src Disk, p *diskPlan, t
 	// most every ProgressInterval) and the checkpoints.
 	cfg.ProgressInterval = min(r.cfg.ProgressInterval, r.cfg.CheckpointInterval)
 	cfg.Progress = func(cp copier.Progress) {
-		t.tracker.update(key, cp)
+		if t.tracker.update(key, cp) {
+			r.publishProgress(ctx, t, true) // the job is verifying
+		}
 		saver.maybe(ctx, cp.Checkpoint)
 	}
 	start := time.Now()
