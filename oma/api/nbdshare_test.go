@@ -13,8 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/bbolt"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/godwit/godwit/oma/appliance"
 	"github.com/godwit/godwit/oma/control"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/vma/tunnel"
@@ -185,4 +187,69 @@ func TestNBDShares(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestNBDSharesPoolFull: a registration when the pool has no free share
+// left is 503 naming the pool and the limit, and registers nothing.
+func TestNBDSharesPoolFull(t *testing.T) {
+	t.Parallel()
+	o := newOMA(t, 2, func(c *appliance.Config) { c.NBDPortsPerVMA = 8 }) // a pool of 16: two shares
+	o.addVMA("vma-1")
+	o.addVMA("vma-2")
+	var p problem
+	code := o.do(http.MethodPost, "/api/v1/vmas", map[string]string{"id": "vma-3", "ssh_public_key": sshKey}, &p)
+	pool := fmt.Sprintf("%d-%d", o.FirstPort, o.LastPort)
+	if code != http.StatusServiceUnavailable || p.Field != "id" || !strings.Contains(p.Detail, "the NBD port pool "+pool+" has no 8 free ports") ||
+		!strings.Contains(p.Detail, "-nbd-ports-per-vma 8") {
+		t.Errorf("POST /api/v1/vmas on a full pool = %d %+v, want 503 naming the pool and -nbd-ports-per-vma", code, p)
+	}
+	if ids := registered(o); len(ids) != 2 || !ids["vma-1"] || !ids["vma-2"] {
+		t.Errorf("registered %v after the refusal, want vma-1 and vma-2", ids)
+	}
+}
+
+// TestNBDSharesBefore: a VMA registered before shares keeps the whole pool,
+// for its jobs and its line, and the OMA warns of it at start; a VMA
+// registered after gets a share.
+func TestNBDSharesBefore(t *testing.T) {
+	t.Parallel()
+	o := newOMA(t, 2) // shares of 2 ports
+	o.learn(o.addVMA("vma-1"), testVM("vm-1", 1<<20), testVM("vm-2", 1<<20), testVM("vm-3", 1<<20))
+	o.editStore(func(tx *bbolt.Tx) error {
+		v, err := store.GetVMA(tx, "vma-1")
+		if err != nil {
+			return err
+		}
+		v.NBDPorts, v.SSHPublicKey = nil, sshKey // as an OMA before shares left it
+		return store.PutVMA(tx, v)
+	})
+	if !strings.Contains(o.Logs.String(), "VMA registered before NBD port shares") {
+		t.Errorf("no warning of vma-1 at start:\n%s", o.Logs.String())
+	}
+	var list struct {
+		VMAs []struct {
+			ID            string       `json:"id"`
+			NBDPorts      *store.Ports `json:"nbd_ports"`
+			AuthorizedKey string       `json:"authorized_key"`
+		} `json:"vmas"`
+	}
+	if code := o.do(http.MethodGet, "/api/v1/vmas", nil, &list); code != http.StatusOK || len(list.VMAs) != 1 {
+		t.Fatalf("GET /api/v1/vmas = %d, %+v", code, list)
+	}
+	if got := permitted(t, list.VMAs[0].AuthorizedKey); len(got) != 1+16 || got[1] != o.FirstPort || got[16] != o.LastPort || list.VMAs[0].NBDPorts != nil {
+		t.Errorf("vma-1 from before shares: nbd_ports %v, line opens %v; want none and the whole pool %d-%d", list.VMAs[0].NBDPorts, got, o.FirstPort, o.LastPort)
+	}
+	// Three jobs at once: more than a share holds.
+	for _, vm := range []string{"vm-1", "vm-2", "vm-3"} {
+		var j job
+		if code := o.do(http.MethodPost, "/api/v1/replications", createBody(vm, "initial"), &j); code != http.StatusCreated {
+			t.Errorf("create %s of vma-1 from before shares = %d, want 201 (the whole pool)", vm, code)
+		}
+	}
+	// A VMA registered now gets a share.
+	var cred control.VMACredentials
+	if code := o.do(http.MethodPost, "/api/v1/vmas", map[string]string{"id": "vma-2"}, &cred); code != http.StatusCreated ||
+		cred.NBDPorts.Last-cred.NBDPorts.First != 1 {
+		t.Errorf("POST /api/v1/vmas vma-2 = %d, share %s; want 201 and 2 ports", code, cred.NBDPorts)
+	}
 }
