@@ -252,4 +252,22 @@ func TestNBDSharesBefore(t *testing.T) {
 		cred.NBDPorts.Last-cred.NBDPorts.First != 1 {
 		t.Errorf("POST /api/v1/vmas vma-2 = %d, share %s; want 201 and 2 ports", code, cred.NBDPorts)
 	}
+	// A share the pool no longer holds (-nbd-ports changed): no line, and
+	// no job, with a 503 naming the command that gives a new share.
+	o.learn(o.connectVMA("vma-2", cred.NKeySeed), testVM("vm-4", 1<<20))
+	o.editStore(func(tx *bbolt.Tx) error {
+		v, err := store.GetVMA(tx, "vma-2")
+		if err != nil {
+			return err
+		}
+		v.NBDPorts, v.SSHPublicKey = &store.Ports{First: o.LastPort + 100, Last: o.LastPort + 101}, sshKey
+		return store.PutVMA(tx, v)
+	})
+	if code := o.do(http.MethodGet, "/api/v1/vmas", nil, &list); code != http.StatusOK || len(list.VMAs) != 2 || list.VMAs[1].AuthorizedKey != "" {
+		t.Errorf("GET /api/v1/vmas with vma-2's share outside the pool = %d %+v, want 200 and no line for vma-2", code, list)
+	}
+	var p problem
+	if code := o.do(http.MethodPost, "/api/v1/replications", createBody("vm-4", "initial"), &p); code != http.StatusServiceUnavailable || !strings.Contains(p.Detail, "oma vma nbd-ports -id vma-2") {
+		t.Errorf("create for vma-2 with its share outside the pool = %d %+v, want 503 naming oma vma nbd-ports", code, p)
+	}
 }

@@ -241,7 +241,8 @@ func (c *Control) AuthorizedKeys() ([]string, error) {
 }
 
 // AuthorizedKeys returns the authorized_keys lines of every VMA in st that
-// has an SSH key, by VMA id, for the forwards fw.
+// has an SSH key, by VMA id, for the forwards fw. A VMA whose share of the
+// NBD port pool lies outside fw's pool gets a comment saying so instead.
 func AuthorizedKeys(st *store.Store, fw authkeys.Forwards) ([]string, error) {
 	var vmas []store.VMA
 	err := st.View(func(tx *bbolt.Tx) error {
@@ -260,6 +261,11 @@ func authorizedKeys(fw authkeys.Forwards, vmas []store.VMA) ([]string, error) {
 	lines := []string{}
 	for _, v := range vmas {
 		line, err := AuthorizedKey(fw, v)
+		if KindOf(err) == Unavailable {
+			// A share outside the pool: no line, and the others still.
+			lines = append(lines, "# no line for VMA "+v.ID+": "+err.Error())
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
