@@ -13,6 +13,8 @@
 //	  [-ssh-key KEY|-ssh-key-file PATH]  stopped; on a running OMA use POST /api/v1/vmas); with
 //	                                     its SSH key, also its authorized_keys line
 //	oma vma authorized-keys              print the authorized_keys line of every VMA with a key
+//	oma vma nbd-ports -id ID | -all      give a VMA (-all: each registered before shares) its own
+//	                                     share of the NBD port pool (the OMA must be stopped)
 //	oma watch [-nats-url URL]            print one line per job event (created, each state, the end
 //	  [-nkey observer.nk]                with bytes, time and verification), read as the observer
 //	oma jobs [list|show JOB|cancel JOB]  the running OMA's jobs, through its API (-api-url,
@@ -71,6 +73,7 @@ const subcommands = `Usage:
   oma vma add -id ID [-seed-out FILE]  register a VMA, print its settings (OMA stopped; running: POST /api/v1/vmas)
       [-ssh-key KEY | -ssh-key-file PATH]  with its SSH key: also print its sshd authorized_keys line
   oma vma authorized-keys              print every VMA's authorized_keys line (OMA stopped; running: GET /api/v1/vmas)
+  oma vma nbd-ports -id ID | -all      give a VMA (-all: each without one) its share of the NBD ports (OMA stopped)
   oma watch [-nats-url URL] [-nkey F]  print one line per job event, read as the observer (OMA running)
   oma jobs [list] [-state S] [-vm ID]  list the jobs of the running OMA (its API; oma jobs -h)
   oma jobs show JOB                    show one job: state, bytes, verification, disks
@@ -86,7 +89,7 @@ func verbsOf(command string) ([]string, bool) {
 	case "token":
 		return []string{"", "create"}, true
 	case "vma":
-		return []string{"", "add", "authorized-keys"}, true
+		return []string{"", "add", "authorized-keys", "nbd-ports"}, true
 	case "jobs":
 		return []string{"list", "list", "show", "cancel"}, true
 	}
@@ -160,6 +163,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return vmaAdd(args[2:], stdout, stderr)
 	case "vma authorized-keys":
 		return vmaAuthorizedKeys(args[2:], stdout, stderr)
+	case "vma nbd-ports":
+		return vmaNBDPorts(args[2:], stdout, stderr)
 	}
 	switch args[0] {
 	case "watch":
@@ -169,7 +174,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "vms":
 		return vmsCmd(ctx, args[1:], stdout, stderr)
 	}
-	return fmt.Errorf("unknown command %q: the commands are `oma [flags]`, `oma token create`, `oma vma add`, `oma vma authorized-keys`, `oma watch`, `oma jobs` and `oma vms` (oma help)", verb)
+	return fmt.Errorf("unknown command %q: the commands are `oma [flags]`, `oma token create`, `oma vma add`, `oma vma authorized-keys`, `oma vma nbd-ports`, `oma watch`, `oma jobs` and `oma vms` (oma help)", verb)
 }
 
 // help implements `oma help [COMMAND]`: the usage on stdout.

@@ -206,6 +206,8 @@ func TestBadFlagsAndConfig(t *testing.T) {
 		{"-nats-addr", "nonsense"},
 		{"-nbd-ports", "10199-10100"},
 		{"-nbd-ports", "many"},
+		{"-nbd-ports-per-vma", "0"},
+		{"-nbd-ports-per-vma", "-3"},
 		{"-config", bad},
 		{"-config", "/nonexistent.json"},
 		{"-api-addr", "0.0.0.0:0"},

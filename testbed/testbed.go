@@ -85,7 +85,9 @@ func ephemeralRange() (low, high int) {
 // OMAConfig changes the OMA StartOMA starts; the zero value is a usable OMA
 // with two NBD ports.
 type OMAConfig struct {
-	// Ports is the size of the NBD port pool; 0 means 2.
+	// Ports is the size of each VMA's share of the NBD port pool (the
+	// ports its jobs' exports may take at once); 0 means 2. The pool holds
+	// eight shares.
 	Ports int
 	// Configure, when set, edits the appliance's configuration before each
 	// start (the data dir, addresses and ports are already set).
@@ -125,10 +127,10 @@ func StartOMA(tb testing.TB, ext OMAConfig) *OMA {
 	if ext.Ports == 0 {
 		ext.Ports = 2
 	}
-	first, last := FreePorts(tb, ext.Ports)
+	first, last := FreePorts(tb, 8*ext.Ports)
 	o := &OMA{tb: tb, ext: ext, Dir: tb.TempDir(), Logs: &logtest.Buffer{}, FirstPort: first, LastPort: last}
 	o.cfg = appliance.Config{
-		DataDir: o.Dir, APIAddr: "127.0.0.1:0", NATSAddr: "127.0.0.1:0", FirstPort: first, LastPort: last,
+		DataDir: o.Dir, APIAddr: "127.0.0.1:0", NATSAddr: "127.0.0.1:0", FirstPort: first, LastPort: last, NBDPortsPerVMA: ext.Ports,
 		DiscoverTimeout: 20 * time.Second,
 		Logger:          slog.New(slog.NewTextHandler(o.Logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}

@@ -234,7 +234,7 @@ func (a *API) vmas(w http.ResponseWriter, _ *http.Request) error {
 			on = on || id == v.ID
 		}
 		line, err := control.AuthorizedKey(fw, v)
-		if err != nil {
+		if err != nil && control.KindOf(err) != control.Unavailable { // Unavailable: its share is outside the pool, no line
 			return err
 		}
 		out = append(out, vmaView{VMA: v, Connected: on, AuthorizedKey: line})

@@ -55,6 +55,11 @@ type Config struct {
 	// MaxPendingJobs is how many pending jobs one API token may have at
 	// once; one more is refused (Limit). 0 means DefaultMaxPendingJobs.
 	MaxPendingJobs int
+	// NBDPortsPerVMA is how many ports of the NBD port pool each VMA
+	// registered gets as its share: its jobs' exports are served on them
+	// only, and its authorized_keys line opens only them. 0 means
+	// DefaultNBDPortsPerVMA; a pool smaller than that is one share.
+	NBDPortsPerVMA int
 	// OMAPorts are the OMA's own ports (API, NATS, sshd, NBD pool): no
 	// VMA's API port may take one.
 	OMAPorts []PortRange
@@ -160,6 +165,7 @@ func (c *Control) Run(ctx context.Context) error {
 		{bus.StreamPresence, []string{"godwit.vma.>"}, one(c.applyHeartbeat)},
 		{bus.StreamTunnel, nil, one(c.applyTunnelOutage)},
 	}
+	c.warnShares()
 	for _, cons := range consumers {
 		if err := c.bus.EnsureConsumer(ctx, cons.stream, bus.OMADurable, cons.filters...); err != nil {
 			return stopped(ctx, err)

@@ -85,7 +85,14 @@ func (m *Manager) Pool() (first, last int) { return m.cfg.FirstPort, m.cfg.LastP
 // Pick returns the lowest port of the pool that is neither leased nor
 // taken by another process, or ErrExhausted.
 func (m *Manager) Pick(leased map[int]bool) (int, error) {
-	for p := m.cfg.FirstPort; p <= m.cfg.LastPort; p++ {
+	return m.PickIn(m.cfg.FirstPort, m.cfg.LastPort, leased)
+}
+
+// PickIn returns the lowest port of first-last that is in the pool, neither
+// leased nor taken by another process, or ErrExhausted: a VMA's jobs take
+// their ports from its share of the pool only.
+func (m *Manager) PickIn(first, last int, leased map[int]bool) (int, error) {
+	for p := max(first, m.cfg.FirstPort); p <= min(last, m.cfg.LastPort); p++ {
 		if leased[p] {
 			continue
 		}
@@ -96,7 +103,7 @@ func (m *Manager) Pick(leased map[int]bool) (int, error) {
 		l.Close()
 		return p, nil
 	}
-	return 0, fmt.Errorf("%w: all of %d-%d are leased or in use", ErrExhausted, m.cfg.FirstPort, m.cfg.LastPort)
+	return 0, fmt.Errorf("%w: all of %d-%d are leased or in use", ErrExhausted, first, last)
 }
 
 // Name returns an export name for prefix with a random 128-bit part

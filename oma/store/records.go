@@ -159,12 +159,25 @@ type VMA struct {
 	SSHPublicKey string `json:"ssh_public_key"`
 	// APIPort is the OMA loopback port the VMA's API is forwarded to
 	// (9081, 9082...); 0 for VMAs registered before ports were assigned.
-	APIPort  int        `json:"api_port"`
+	APIPort int `json:"api_port"`
+	// NBDPorts is the VMA's share of the NBD port pool: its jobs' exports
+	// are served on these ports only, and its SSH key may open only them.
+	// nil for VMAs registered before shares: they keep the whole pool.
+	NBDPorts *Ports     `json:"nbd_ports,omitempty"`
 	LastSeen *time.Time `json:"last_seen,omitempty"`
 	// Tunnel sums up the outages of its SSH connection the VMA reported;
 	// nil until the first.
 	Tunnel *TunnelOutages `json:"tunnel,omitempty"`
 }
+
+// Ports is a range of ports, both ends included.
+type Ports struct {
+	First int `json:"first"`
+	Last  int `json:"last"`
+}
+
+// String returns "first-last".
+func (p Ports) String() string { return fmt.Sprintf("%d-%d", p.First, p.Last) }
 
 // TunnelOutages sums up the outages of a VMA's SSH connection.
 type TunnelOutages struct {
