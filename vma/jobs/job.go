@@ -438,7 +438,9 @@ func (r *Runner) copyOnce(ctx context.Context, t *task, src Disk, p *diskPlan, t
 
 // exportLost reports whether err says the connection to the export went
 // away (the OMA stopped it or restarted, the network or tunnel dropped),
-// rather than that the export or the source refused something.
+// rather than that the export or the source refused something. Through the
+// tunnel, an export nothing listens on is the OMA's sshd failing to connect
+// for the VMA, which the tunnel reports with the errno it met.
 func exportLost(err error) bool {
 	var ce *copier.Error
 	if errors.As(err, &ce) && (ce.Op == "read" || ce.Op == "extents") {
@@ -450,7 +452,8 @@ func exportLost(err error) bool {
 	}
 	var oe *net.OpError
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
-		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNREFUSED) || errors.As(err, &oe)
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ETIMEDOUT) ||
+		errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH) || errors.As(err, &oe)
 }
 
 // checkpointBytes is how many bytes a disk copies at most between two
