@@ -470,6 +470,13 @@ func processesNaming(s string) []string {
 // the restricted line the OMA makes: its bus, its NBD pool, its API port.
 func behindSSHD(t testing.TB, o *testbed.OMA) (func(*appliance.Config), string, *tunneltest.SSHD) {
 	t.Helper()
+	return behindSSHDFor(t, o.NATSURL, o.FirstPort, o.LastPort)
+}
+
+// behindSSHDFor is behindSSHD for an OMA whose NATS is natsURL and whose
+// NBD pool is first-last.
+func behindSSHDFor(t testing.TB, natsURL string, first, last int) (func(*appliance.Config), string, *tunneltest.SSHD) {
+	t.Helper()
 	sshd := tunneltest.StartSSHD(t)
 	keyDir := t.TempDir()
 	key, err := tunnel.LoadOrCreateKey(keyDir)
@@ -477,7 +484,7 @@ func behindSSHD(t testing.TB, o *testbed.OMA) (func(*appliance.Config), string, 
 		t.Fatal(err)
 	}
 	apiPort := tunneltest.FreePort(t)
-	line, err := authkeys.Line(authkeys.Forwards{NATS: strings.TrimPrefix(o.NATSURL, "nats://"), FirstPort: o.FirstPort, LastPort: o.LastPort},
+	line, err := authkeys.Line(authkeys.Forwards{NATS: strings.TrimPrefix(natsURL, "nats://"), FirstPort: first, LastPort: last},
 		tunnel.AuthorizedKey(key), "vma-1", apiPort)
 	if err != nil {
 		t.Fatal(err)
