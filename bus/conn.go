@@ -68,6 +68,10 @@ type ClientConfig struct {
 	// JSAPIPrefix replaces "$JS.API" for JetStream; an observer must use
 	// ObserverAPIPrefix.
 	JSAPIPrefix string
+	// Confined is set on a VMA's connection: its account has no JetStream
+	// API (see Access), so Consume pulls from the VMA's durables with plain
+	// pull requests, and nothing asks JetStream for more.
+	Confined bool
 	// Dial replaces the TCP dialer, for example with the SSH tunnel.
 	Dial DialFunc
 	// ReconnectWait is the first delay between reconnect attempts, doubled
@@ -102,6 +106,10 @@ type Conn struct {
 	now       func() time.Time
 	log       *slog.Logger
 	health    *connHealth
+	confined  bool
+
+	ackedMu sync.Mutex
+	acked   map[string]uint64 // stream/durable: the last stream sequence acked
 }
 
 // Health is how a connection fares, for health endpoints.
@@ -306,7 +314,7 @@ func connect(ctx context.Context, url string, cfg ClientConfig) (*Conn, error) {
 	if source == "" {
 		source = "/godwit/" + cfg.Name
 	}
-	return &Conn{nc: nc, js: js, validator: v, source: source, now: now, log: log, health: health}, nil
+	return &Conn{nc: nc, js: js, validator: v, source: source, now: now, log: log, health: health, confined: cfg.Confined}, nil
 }
 
 // backoff doubles the delay from first up to max, adding up to 20% jitter.

@@ -123,11 +123,12 @@ func TestOMAKilledMidCopyThroughTheTunnel(t *testing.T) {
 	}
 	t.Cleanup(sim.Close)
 	o := startOMAProcess(t)
-	through, _, _ := behindSSHDFor(t, o.natsURL, o.first, o.last)
+	through, sshKey, _ := behindSSHDFor(t, o.natsURL, o.first, o.last, filepath.Join(o.dataDir, "tunnels"))
 	var cred struct {
 		NKeySeed string `json:"nkey_seed"`
 	}
-	if code := o.do(http.MethodPost, "/api/v1/vmas", map[string]string{"id": "vma-1"}, &cred); code != http.StatusCreated {
+	if code := o.do(http.MethodPost, "/api/v1/vmas", map[string]any{"id": "vma-1", "api_port": tunneltest.FreePort(t),
+		"ssh_public_key": sshKey}, &cred); code != http.StatusCreated {
 		t.Fatalf("register vma-1 = %d", code)
 	}
 	logs := &logtest.Buffer{}
