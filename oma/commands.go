@@ -307,12 +307,32 @@ func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("watch: observer key: %w (-nkey, or -data of the OMA)", err)
 	}
-	nc, err := nats.Connect(*natsURL, opt, nats.Name("oma watch"), nats.MaxReconnects(-1),
-		nats.RetryOnFailedConnect(true), nats.ReconnectWait(time.Second),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { fmt.Fprintln(stderr, "oma watch:", err) }))
-	if err != nil {
-		return fmt.Errorf("watch: connect %s: %w", *natsURL, err)
+	p := jobwatch.NewPrinter(stdout, nil)
+	for {
+		// Never give up reconnecting, not even on authorization errors (an
+		// OMA that restarts refuses clients until it has loaded its users);
+		// should nats.go close the connection for good all the same,
+		// connect anew.
+		lost, gone := context.WithCancel(ctx)
+		nc, err := nats.Connect(*natsURL, opt, nats.Name("oma watch"), nats.MaxReconnects(-1),
+			nats.RetryOnFailedConnect(true), nats.ReconnectWait(time.Second), nats.IgnoreAuthErrorAbort(),
+			nats.ClosedHandler(func(*nats.Conn) { gone() }),
+			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { fmt.Fprintln(stderr, "oma watch:", err) }))
+		if err != nil {
+			gone()
+			return fmt.Errorf("watch: connect %s: %w", *natsURL, err)
+		}
+		err = jobwatch.Run(lost, nc, p)
+		nc.Close()
+		gone()
+		if err != nil || ctx.Err() != nil {
+			return err
+		}
+		fmt.Fprintln(stderr, "oma watch: the connection was closed for good: connecting again:", nc.LastError())
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
 	}
-	defer nc.Close()
-	return jobwatch.Run(ctx, nc, jobwatch.NewPrinter(stdout, nil))
 }

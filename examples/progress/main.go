@@ -43,7 +43,11 @@ func run(ctx context.Context, url, seedFile string) error {
 	if err != nil {
 		return fmt.Errorf("observer key: %w", err)
 	}
+	// A long-lived subscriber never gives up reconnecting, not even on an
+	// authorization error: an OMA that restarts refuses clients until it
+	// has loaded its users.
 	nc, err := nats.Connect(url, auth, nats.Name("godwit progress example"),
+		nats.MaxReconnects(-1), nats.IgnoreAuthErrorAbort(),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			fmt.Fprintln(os.Stderr, "progress:", err) // such as a permissions violation
 		}))

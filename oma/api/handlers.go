@@ -14,8 +14,9 @@ import (
 	"github.com/godwit/godwit/oma/tokens"
 )
 
-// health answers status and version to anyone; uptime, NATS state and
-// the connected VMAs only with a valid token.
+// health answers status and version to anyone; uptime, NATS state, the
+// connected VMAs and how often an export's nbdkit died and was restarted
+// only with a valid token.
 func (a *API) health(w http.ResponseWriter, r *http.Request) error {
 	conn := a.ctl.Bus()
 	h := map[string]any{"status": "ok", "version": Version}
@@ -32,6 +33,7 @@ func (a *API) health(w http.ResponseWriter, r *http.Request) error {
 	h["uptime_seconds"] = int64(a.now().Sub(a.ctl.Started()).Seconds())
 	h["nats"] = map[string]any{"connected": conn.Connected(), "jetstream": a.server == nil || a.server.JetStreamEnabled()}
 	h["connected_vmas"] = connected
+	h["nbdkit"] = map[string]any{"restarts": a.ctl.ExportRestarts()}
 	return writeJSON(w, http.StatusOK, h)
 }
 

@@ -141,6 +141,10 @@ func (c *Control) Started() time.Time { return c.started }
 // Bus returns the bus connection.
 func (c *Control) Bus() *bus.Conn { return c.bus }
 
+// ExportRestarts returns how many times an export's nbdkit died and was
+// restarted since the OMA started.
+func (c *Control) ExportRestarts() uint64 { return c.exports.Restarts() }
+
 // Run consumes discover results, progress and status (in batches, one
 // transaction each), heartbeats and tunnel outages, answers export requests, publishes the
 // outbox and prunes the ids of old events, until ctx ends. It returns only after everything it started has

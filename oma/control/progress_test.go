@@ -77,7 +77,7 @@ func TestApplyProgressBatch(t *testing.T) {
 	poison := errors.New("poison")
 	type want struct {
 		state       string
-		done        int64
+		total, done int64
 		seq         uint64
 		transitions uint64
 	}
@@ -94,7 +94,7 @@ func TestApplyProgressBatch(t *testing.T) {
 			a, b := delivery(t, prog(job, 1, events.PhaseCopying, 10)), delivery(t, prog(job, 2, events.PhaseCopying, 20))
 			return [][]bus.Delivery{{a, a, b, a}, {b, a}}
 		},
-		want: want{state: events.JobCopying, done: 20, seq: 2, transitions: 1},
+		want: want{state: events.JobCopying, total: 1 << 20, done: 20, seq: 2, transitions: 1},
 	}, {
 		name: "out of order in a batch",
 		job:  "job-order",
@@ -105,7 +105,7 @@ func TestApplyProgressBatch(t *testing.T) {
 				delivery(t, prog(job, 2, events.PhaseCopying, 20)),
 			}}
 		},
-		want: want{state: events.JobCopying, done: 30, seq: 3, transitions: 1},
+		want: want{state: events.JobCopying, total: 1 << 20, done: 30, seq: 3, transitions: 1},
 	}, {
 		name: "poison amid good events",
 		job:  "job-poison",
@@ -121,7 +121,7 @@ func TestApplyProgressBatch(t *testing.T) {
 			}}
 		},
 		results: [][]error{{nil, poison, poison, poison, nil}},
-		want:    want{state: events.JobCopying, done: 40, seq: 2, transitions: 2},
+		want:    want{state: events.JobCopying, total: 1 << 20, done: 40, seq: 2, transitions: 2},
 	}, {
 		name: "a final job never changes",
 		job:  "job-final",
@@ -134,7 +134,39 @@ func TestApplyProgressBatch(t *testing.T) {
 					Error: &events.Failure{Code: "internal", Message: "late"}}),
 			}}
 		},
-		want: want{state: events.JobCompleted, done: 1 << 20, seq: 2, transitions: 2},
+		want: want{state: events.JobCompleted, total: 1 << 20, done: 1 << 20, seq: 2, transitions: 2},
+	}, {
+		// A VMA that resumes a job reports it copying before it knows
+		// its figures again, and redoes bytes from its last checkpoint.
+		name: "figures never go back",
+		job:  "job-back",
+		batches: func(job string) [][]bus.Delivery {
+			zero := prog(job, 3, events.PhaseCopying, 0)
+			zero.BytesTotal, zero.Disks = 0, nil
+			return [][]bus.Delivery{
+				{delivery(t, prog(job, 1, events.PhaseCopying, 300))},
+				{delivery(t, prog(job, 2, events.PhaseCopying, 200))},
+				{delivery(t, zero)},
+				{delivery(t, &events.ReplicationStatus{JobID: job, VMAID: "vma-1", Seq: 4, State: events.StatusFailed, BytesTransferred: 250,
+					Error: &events.Failure{Code: "internal", Message: "export gone"}})},
+			}
+		},
+		want: want{state: events.JobFailed, total: 1 << 20, done: 300, seq: 4, transitions: 2},
+	}, {
+		// The last progress events were lost with the bus; the failure's
+		// status, published until the OMA took it, says what was written.
+		name: "a failure reports what was written",
+		job:  "job-failed",
+		batches: func(job string) [][]bus.Delivery {
+			zero := prog(job, 1, events.PhaseCopying, 0)
+			zero.BytesTotal, zero.Disks = 0, nil
+			return [][]bus.Delivery{
+				{delivery(t, zero)},
+				{delivery(t, &events.ReplicationStatus{JobID: job, VMAID: "vma-1", Seq: 7, State: events.StatusFailed, BytesTransferred: 500,
+					Error: &events.Failure{Code: "internal", Message: "export gone"}})},
+			}
+		},
+		want: want{state: events.JobFailed, total: 1 << 20, done: 500, seq: 7, transitions: 2},
 	}}
 	h := newHarness(t)
 	ctx := t.Context()
@@ -167,7 +199,12 @@ func TestApplyProgressBatch(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := want{state: j.State, done: j.BytesDone, seq: j.LastSeq, transitions: h.transitions(tt.job)}
+			got := want{state: j.State, total: j.BytesTotal, done: j.BytesDone, seq: j.LastSeq, transitions: h.transitions(tt.job)}
+			for _, d := range j.Disks {
+				if d.BytesTotal == 0 || d.BytesDone > d.BytesTotal {
+					t.Errorf("disk %d: %d of %d bytes done", d.Key, d.BytesDone, d.BytesTotal)
+				}
+			}
 			if got != tt.want {
 				t.Errorf("job = %+v, want %+v", got, tt.want)
 			}

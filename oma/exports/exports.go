@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -48,7 +49,15 @@ type Manager struct {
 
 	mu      sync.Mutex
 	servers map[string]*server // by job id
+
+	restarts atomic.Uint64 // nbdkit processes that died and were restarted
 }
+
+// Restarts returns how many times an nbdkit died while it served and was
+// restarted, since the Manager was made. Debian's nbdkit 1.32 aborts
+// (raw_send_socket: Assertion 'sock >= 0' failed) when a client's
+// connection dies while it answers; see the README's troubleshooting.
+func (m *Manager) Restarts() uint64 { return m.restarts.Load() }
 
 // server is one job's supervised nbdkit.
 type server struct {
@@ -281,7 +290,8 @@ func (m *Manager) supervise(job string, s *server, p *proc) {
 			m.log.Info("nbdkit stopped", "job", job, "port", s.port)
 			return
 		case err := <-p.exited:
-			m.log.Error("nbdkit died; restarting", "job", job, "port", s.port, "err", err, "stderr", p.stderr.String())
+			n := m.restarts.Add(1)
+			m.log.Error("nbdkit died; restarting", "job", job, "port", s.port, "err", err, "stderr", p.stderr.String(), "restarts", n)
 			for {
 				select {
 				case <-s.stop:

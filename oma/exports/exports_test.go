@@ -182,6 +182,9 @@ func TestServeWritesLandInTheVolume(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	if n := m.Restarts(); n != 1 {
+		t.Errorf("Restarts() = %d after one death, want 1", n)
+	}
 	data[0] ^= 0xff
 	_ = os.WriteFile(src, data, 0o600)
 	copyTo()

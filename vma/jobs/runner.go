@@ -464,12 +464,19 @@ func (r *Runner) publishProgress(ctx context.Context, t *task, force bool) {
 	}
 	j, err := r.st.Update(t.id, false, func(j *store.Job) error {
 		j.Seq++
-		j.Phase, j.BytesTotal, j.BytesDone, j.UpdatedAt = p.Phase, p.BytesTotal, p.BytesDone, r.cfg.Now().UTC()
+		// The figures never go back: a total once known stays until another
+		// is known, and bytes done only grow.
+		j.Phase, j.UpdatedAt = p.Phase, r.cfg.Now().UTC()
+		if p.BytesTotal > 0 {
+			j.BytesTotal = p.BytesTotal
+		}
+		j.BytesDone = max(j.BytesDone, p.BytesDone)
 		j.VerifyBytesTotal, j.VerifyBytesDone = p.VerifyBytesTotal, p.VerifyBytesDone
 		for _, d := range p.Disks {
 			for i := range j.Disks {
 				if j.Disks[i].Key == d.Key {
-					j.Disks[i].BytesTotal, j.Disks[i].BytesDone, j.Disks[i].Checkpoint = d.BytesTotal, d.BytesDone, d.Checkpoint
+					j.Disks[i].BytesTotal, j.Disks[i].Checkpoint = d.BytesTotal, d.Checkpoint
+					j.Disks[i].BytesDone = max(j.Disks[i].BytesDone, d.BytesDone)
 					j.Disks[i].VerifyBytesTotal, j.Disks[i].VerifyBytesDone = d.VerifyBytesTotal, d.VerifyBytesDone
 				}
 			}

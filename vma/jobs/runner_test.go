@@ -242,6 +242,16 @@ func TestRestartResumesAJob(t *testing.T) {
 	}
 	b.assertCopied(t, threeDisksPath, b.get(t, j.JobID))
 	b.assertNoSnapshot(t, threeDisksPath)
+	// The resumed job never reports itself copying without its figures.
+	for _, ev := range b.events(t, bus.StreamProgress, "godwit.progress.vma-1."+j.JobID) {
+		var p events.Progress
+		if err := ev.Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		if p.Phase == events.PhaseCopying && (p.BytesTotal == 0 || len(p.Disks) == 0) {
+			t.Errorf("progress event seq %d: copying %d of %d bytes, %d disks", p.Seq, p.BytesDone, p.BytesTotal, len(p.Disks))
+		}
+	}
 	if !strings.Contains(b.v.Logs.String(), "resuming a job the VMA did not finish") {
 		t.Error("the VMA did not say it resumed the job")
 	}
