@@ -39,7 +39,7 @@ type lab struct {
 func newLab(t *testing.T) *lab {
 	t.Helper()
 	removeStaleNetns(t)
-	dir, err := os.MkdirTemp("", "godwit-two-machines-")
+	dir, err := os.MkdirTemp("", fmt.Sprintf("godwit-two-machines-%d-", os.Getpid()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,8 @@ func newLab(t *testing.T) *lab {
 }
 
 // removeStaleNetns deletes the network namespaces named by netnsPrefix
-// whose test binary is gone.
+// whose test binary is gone (killed before its cleanup), with the
+// processes left in them, and those runs' directories.
 func removeStaleNetns(t *testing.T) {
 	out, err := exec.Command("ip", "netns", "list").Output()
 	if err != nil {
@@ -81,8 +82,31 @@ func removeStaleNetns(t *testing.T) {
 		if n, err := strconv.Atoi(pid); err == nil && syscall.Kill(n, 0) == nil {
 			continue // another run's, live
 		}
-		t.Logf("removing the stale network namespace %s", f[0])
+		t.Logf("removing the stale network namespace %s and its processes", f[0])
+		if out, err := exec.Command("ip", "netns", "pids", f[0]).Output(); err == nil {
+			for _, p := range strings.Fields(string(out)) {
+				if n, err := strconv.Atoi(p); err == nil {
+					_ = syscall.Kill(n, syscall.SIGKILL)
+				}
+			}
+		}
 		run(t, "ip", "netns", "del", f[0])
+	}
+	// Their labs: the mount namespaces kept on files, then the overlays.
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "godwit-two-machines-*"))
+	for _, dir := range dirs {
+		pid, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(dir), "godwit-two-machines-"), "-")
+		if n, err := strconv.Atoi(pid); err != nil || syscall.Kill(n, 0) == nil {
+			continue
+		}
+		t.Logf("removing the stale lab %s", dir)
+		files, _ := filepath.Glob(filepath.Join(dir, "ns", "*"))
+		for _, f := range append(files, filepath.Join(dir, "ns")) {
+			_ = exec.Command("umount", "-l", f).Run()
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("remove the stale lab %s: %v", dir, err)
+		}
 	}
 }
 
@@ -127,6 +151,9 @@ func (l *lab) machine(name, hosts string) *machine {
 		}
 		mounts = append(mounts, fmt.Sprintf("mount -t overlay overlay -o lowerdir=%s,upperdir=%s.up,workdir=%s.work %s", dir, base, base, dir))
 	}
+	// A minimal Debian has no sudo: where this machine has one, the
+	// machines have none that works.
+	mounts = append(mounts, "if [ -e /usr/bin/sudo ]; then mount --bind /dev/null /usr/bin/sudo; fi")
 	mounts = append(mounts, "mount -t tmpfs -o mode=0755 tmpfs /run", "printf '%s' \""+hosts+"\" >> /etc/hosts",
 		"echo "+name+".example.com > /etc/hostname")
 	if out, err := m.output(nil, "sh", "-ec", strings.Join(mounts, "\n")); err != nil {
@@ -235,7 +262,8 @@ func (m *machine) script(name, text string) (string, error) {
 	m.groups = append(m.groups, cmd.Process.Pid)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
-	requests := m.serveSystemctl()
+	requests, stopServing := m.serveSystemctl()
+	defer stopServing()
 	timer := time.NewTimer(blockTimeout)
 	defer timer.Stop()
 	for {
@@ -258,32 +286,42 @@ func (m *machine) script(name, text string) (string, error) {
 		}
 		break
 	}
-	m.stopServing()
 	out, _ := os.ReadFile(logFile)
 	return string(out), err
 }
 
-// serveSystemctl reads the stand-in's requests, one a line, until
-// stopServing.
-func (m *machine) serveSystemctl() <-chan string {
-	requests := make(chan string)
+// serveSystemctl reads the stand-in's requests, one a line, until the
+// returned stop is called.
+func (m *machine) serveSystemctl() (requests <-chan string, stop func()) {
+	reqs, quit := make(chan string), make(chan struct{})
 	go func() {
 		for {
+			select {
+			case <-quit:
+				return
+			default:
+			}
 			data, err := os.ReadFile(filepath.Join(m.fifo, "req"))
 			req := strings.TrimSpace(string(data))
 			if err != nil || req == "\x00stop" {
-				close(requests)
 				return
 			}
-			requests <- req
+			select {
+			case reqs <- req:
+			case <-quit:
+				return
+			}
 		}
 	}()
-	return requests
-}
-
-// stopServing ends serveSystemctl's reader, blocked opening the FIFO.
-func (m *machine) stopServing() {
-	_ = os.WriteFile(filepath.Join(m.fifo, "req"), []byte("\x00stop\n"), 0)
+	return reqs, func() {
+		close(quit)
+		// Wake the reader if it waits to open the FIFO; without a reader
+		// this fails at once (ENXIO) and the reader sees quit.
+		if f, err := os.OpenFile(filepath.Join(m.fifo, "req"), os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			_, _ = f.WriteString("\x00stop\n")
+			f.Close()
+		}
+	}
 }
 
 // systemctl does what systemctl would for the README's commands.
@@ -489,6 +527,19 @@ func (m *machine) start(name string) error {
 	argv = append(argv, expand(u.get("ExecStart"), env)...)
 	if user != "" {
 		argv = append([]string{"setpriv", "--reuid=" + user, "--regid=" + group, "--init-groups", "--"}, argv...)
+	}
+	// ProtectHome and PrivateTmp, which hide files put in the wrong place:
+	// the unit's own mount namespace, /root and /home empty and closed,
+	// /tmp and /var/tmp its own.
+	var hide []string
+	if v := u.get("ProtectHome"); v == "yes" || v == "true" {
+		hide = append(hide, "mount -t tmpfs -o mode=0000 tmpfs /root", "mount -t tmpfs -o mode=0000 tmpfs /home")
+	}
+	if v := u.get("PrivateTmp"); v == "yes" || v == "true" {
+		hide = append(hide, "mount -t tmpfs -o mode=1777 tmpfs /tmp", "mount -t tmpfs -o mode=1777 tmpfs /var/tmp")
+	}
+	if len(hide) > 0 {
+		argv = append([]string{"unshare", "--mount", "--propagation", "private", "--", "sh", "-ec", strings.Join(hide, "\n") + "\nexec \"$@\"", "sh"}, argv...)
 	}
 	a := m.enter(argv...)
 	cmd := exec.Command(a[0], a[1:]...)
