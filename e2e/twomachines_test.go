@@ -190,20 +190,24 @@ func checkPackages(t *testing.T, b block) {
 	}
 }
 
-// runWorkstation carries out a workstation block: `make build` builds
-// into the workstation's bin/, and each `scp [-3] SRC... DST` copies
+// runWorkstation carries out a workstation block: `make build` (after
+// the VAR=value words before it) builds into the workstation's bin/, and each `scp [-3] SRC... DST` copies
 // between the workstation and the machines' /root.
 func runWorkstation(t *testing.T, b block, root, workstation string, machines map[string]*machine) {
 	t.Helper()
 	for _, line := range strings.Split(b.text, "\n") {
 		line, _, _ = strings.Cut(line, "#")
 		words := strings.Fields(line)
+		var env []string // VAR=value before the command
+		for len(words) > 0 && envWordRE.MatchString(words[0]) {
+			env, words = append(env, words[0]), words[1:]
+		}
 		switch {
 		case len(words) == 0:
 		case len(words) == 2 && words[0] == "make" && words[1] == "build":
 			start := time.Now()
 			cmd := exec.Command("make", "build", "BIN="+filepath.Join(workstation, "bin"))
-			cmd.Dir = root
+			cmd.Dir, cmd.Env = root, append(os.Environ(), env...)
 			if out, err := cmd.CombinedOutput(); err != nil {
 				t.Fatalf("make build: %v\n%s", err, out)
 			}
@@ -226,6 +230,9 @@ func runWorkstation(t *testing.T, b block, root, workstation string, machines ma
 		}
 	}
 }
+
+// envWordRE matches a VAR=value word before a command.
+var envWordRE = regexp.MustCompile(`^[A-Z_][A-Z0-9_]*=`)
 
 // operandPath is the path part of an scp operand, host:path or path.
 func operandPath(op string) string {
