@@ -528,15 +528,41 @@ func (m *machine) start(name string) error {
 	if user != "" {
 		argv = append([]string{"setpriv", "--reuid=" + user, "--regid=" + group, "--init-groups", "--"}, argv...)
 	}
-	// ProtectHome and PrivateTmp, which hide files put in the wrong place:
-	// the unit's own mount namespace, /root and /home empty and closed,
-	// /tmp and /var/tmp its own.
+	// ProtectHome, PrivateTmp and ProtectSystem=strict, which catch files
+	// put in the wrong place: the unit gets a mount namespace of its own,
+	// /root and /home empty and closed, /tmp and /var/tmp its own, and
+	// every mount read-only but /dev, /proc, /sys, those and its own
+	// directories (StateDirectory, RuntimeDirectory, ReadWritePaths).
 	var hide []string
 	if v := u.get("ProtectHome"); v == "yes" || v == "true" {
 		hide = append(hide, "mount -t tmpfs -o mode=0000 tmpfs /root", "mount -t tmpfs -o mode=0000 tmpfs /home")
 	}
 	if v := u.get("PrivateTmp"); v == "yes" || v == "true" {
 		hide = append(hide, "mount -t tmpfs -o mode=1777 tmpfs /tmp", "mount -t tmpfs -o mode=1777 tmpfs /var/tmp")
+	}
+	if u.get("ProtectSystem") == "strict" {
+		writable := []string{"/tmp", "/var/tmp"}
+		for _, d := range strings.Fields(u.get("StateDirectory")) {
+			writable = append(writable, "/var/lib/"+d)
+		}
+		for _, d := range strings.Fields(u.get("RuntimeDirectory")) {
+			writable = append(writable, "/run/"+d)
+		}
+		for _, v := range u["ReadWritePaths"] {
+			writable = append(writable, strings.Fields(strings.ReplaceAll(v, "-/", "/"))...)
+		}
+		for _, d := range writable[2:] {
+			hide = append(hide, fmt.Sprintf(`if [ -d %[1]s ]; then mount --bind %[1]s %[1]s; fi`, d))
+		}
+		hide = append(hide, `awk '{print $2}' /proc/self/mounts | while read -r m; do
+  case " $m " in " /dev "|" /dev/"*|" /proc "|" /proc/"*|" /sys "|" /sys/"*) continue ;; esac
+  case " $WRITABLE " in *" $m "*) continue ;; esac
+  mount -o remount,bind,ro "$m" 2>/dev/null || true # a mount hidden under another: not reachable anyway
+done
+for d in /etc /usr/local/bin /var/lib; do
+  if touch "$d/.godwit-rw" 2>/dev/null; then rm -f "$d/.godwit-rw"; echo "ProtectSystem=strict: $d is writable" >&2; exit 1; fi
+done`)
+		hide = append([]string{"WRITABLE='" + strings.Join(writable, " ") + "'"}, hide...)
 	}
 	if len(hide) > 0 {
 		argv = append([]string{"unshare", "--mount", "--propagation", "private", "--", "sh", "-ec", strings.Join(hide, "\n") + "\nexec \"$@\"", "sh"}, argv...)
