@@ -12,7 +12,7 @@ import (
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/bus/bustest"
 	"github.com/godwit/godwit/events"
-	"github.com/godwit/godwit/logtest"
+	"github.com/godwit/godwit/testkit"
 )
 
 // natsCLI runs the real nats CLI (`make test` installs v0.5.0 into ./bin
@@ -220,7 +220,7 @@ func TestNatsCLIObserverReplays(t *testing.T) {
 	}
 	cmd := exec.CommandContext(ctx, bin, "--no-context", "--server", srv.ClientURL(), "--nkey", seed, "sub", "godwit.>", "--count=1")
 	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
-	var out logtest.Buffer
+	var out testkit.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -12,7 +12,7 @@ import (
 	"github.com/godwit/godwit/bus/bustest"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/events/subject"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 )
 
 // consumerWithAckWait creates the OMA's progress consumer with a short ack
@@ -55,7 +55,7 @@ func TestConsumeLongHandlerIsNotRedelivered(t *testing.T) {
 			return nil
 		})
 	}()
-	testbed.Eventually(t, "message acked", func() bool {
+	testkit.Eventually(t, "message acked", func() bool {
 		info, err := cons.Info(ctx)
 		return err == nil && info.AckFloor.Stream == 1 && info.NumAckPending == 0
 	})

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/godwit/godwit/logtest"
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/appliance"
 )
 
@@ -42,7 +42,7 @@ type VMA struct {
 	// PublicKey is its X25519 public key.
 	PublicKey string
 	// Logs holds everything the VMA logged.
-	Logs *logtest.Buffer
+	Logs *testkit.Buffer
 
 	run running
 }
@@ -61,7 +61,7 @@ func StartVMA(tb testing.TB, o *OMA, ext VMAConfig) *VMA {
 	if code := o.Do(http.MethodPost, "/api/v1/vmas", map[string]string{"id": ext.ID}, &cred); code != http.StatusCreated {
 		tb.Fatalf("register %s: POST /api/v1/vmas = %d", ext.ID, code)
 	}
-	v := &VMA{tb: tb, ext: ext, ID: ext.ID, Dir: tb.TempDir(), Seed: []byte(cred.NKeySeed), Logs: &logtest.Buffer{}}
+	v := &VMA{tb: tb, ext: ext, ID: ext.ID, Dir: tb.TempDir(), Seed: []byte(cred.NKeySeed), Logs: &testkit.Buffer{}}
 	v.cfg = appliance.Config{
 		DataDir: filepath.Join(v.Dir, "vma"), ID: ext.ID, APIAddr: "127.0.0.1:0", NATSURL: o.NATSURL, NATSSeed: v.Seed,
 		OMAURL: o.URL, VCenterCAFile: ext.VCenterCAFile, VCenterTimeout: 5 * time.Second, DiscoverTimeout: 20 * time.Second,
@@ -77,7 +77,7 @@ func StartVMA(tb testing.TB, o *OMA, ext VMAConfig) *VMA {
 // heartbeat: key itself, or any key when key is "".
 func (o *OMA) WaitForVMAKey(tb testing.TB, id, key string) {
 	tb.Helper()
-	Eventually(tb, id+"'s key at the OMA", func() bool {
+	testkit.Eventually(tb, id+"'s key at the OMA", func() bool {
 		var list struct {
 			VMAs []struct {
 				ID        string `json:"id"`

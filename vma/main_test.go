@@ -17,7 +17,7 @@ import (
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/bus/bustest"
 	"github.com/godwit/godwit/events"
-	"github.com/godwit/godwit/logtest"
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/appliance"
 )
 
@@ -64,7 +64,7 @@ func TestRunHeartbeatsAndServes(t *testing.T) {
 	dir := t.TempDir()
 	seedFile := filepath.Join(dir, "nats.seed")
 	_ = os.WriteFile(seedFile, seed, 0o600)
-	var logs logtest.Buffer
+	var logs testkit.Buffer
 	rctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
@@ -114,7 +114,7 @@ func TestRunHeartbeatsAndServes(t *testing.T) {
 }
 
 func TestRunNeedsItsSeed(t *testing.T) {
-	var logs logtest.Buffer
+	var logs testkit.Buffer
 	if err := run(context.Background(), []string{"-data", t.TempDir()}, &logs); err == nil || !strings.Contains(err.Error(), "-nats-seed") {
 		t.Errorf("run without -nats-seed = %v", err)
 	}

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/oma/appliance"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 )
 
 // TestNewRefusesBadConfig: a configuration Run could not use is refused
@@ -41,7 +41,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 // has stopped: the ports are free again and the state can be opened.
 func TestRunReportsItsAddrsAndStops(t *testing.T) {
 	dir := t.TempDir()
-	first, last := testbed.FreePorts(t, 2)
+	first, last := testkit.FreePorts(t, 2)
 	o, err := appliance.New(appliance.Config{DataDir: dir, APIAddr: "127.0.0.1:0", NATSAddr: "127.0.0.1:0", FirstPort: first, LastPort: last})
 	if err != nil {
 		t.Fatal(err)

@@ -19,13 +19,12 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/oma/exports"
-	"github.com/godwit/godwit/proctest"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 )
 
 func TestPickSkipsLeasedAndBusyPorts(t *testing.T) {
 	t.Parallel()
-	first, last := testbed.FreePorts(t, 3)
+	first, last := testkit.FreePorts(t, 3)
 	m := exports.New(exports.Config{FirstPort: first, LastPort: last})
 	busy, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(first+1))
 	if err != nil {
@@ -82,7 +81,7 @@ func TestPrepareMakesSparseVolumesOfExactSize(t *testing.T) {
 // and reads the volume file back; then kills nbdkit and sees it restarted.
 func TestServeWritesLandInTheVolume(t *testing.T) {
 	t.Parallel()
-	first, last := testbed.FreePorts(t, 2)
+	first, last := testkit.FreePorts(t, 2)
 	m := exports.New(exports.Config{FirstPort: first, LastPort: last})
 	t.Cleanup(m.StopAll)
 	dir := t.TempDir()
@@ -170,7 +169,7 @@ func TestServeWritesLandInTheVolume(t *testing.T) {
 
 func TestServeReportsAFailingNbdkit(t *testing.T) {
 	t.Parallel()
-	first, last := testbed.FreePorts(t, 1)
+	first, last := testkit.FreePorts(t, 1)
 	m := exports.New(exports.Config{FirstPort: first, LastPort: last})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -186,7 +185,7 @@ func TestServeReportsAFailingNbdkit(t *testing.T) {
 // listener for nbdkit and reported success; the NBD handshake does not.
 func TestServeIsReadyOnlyWhenItsExportAnswers(t *testing.T) {
 	t.Parallel()
-	first, last := testbed.FreePorts(t, 1)
+	first, last := testkit.FreePorts(t, 1)
 	m := exports.New(exports.Config{FirstPort: first, LastPort: last, ReadyTimeout: 5 * time.Second})
 	t.Cleanup(m.StopAll)
 	silent := silentListener(t, "127.0.0.1:"+strconv.Itoa(first))
@@ -230,7 +229,7 @@ func silentListener(t *testing.T, addr string) string {
 
 func TestProbe(t *testing.T) {
 	t.Parallel()
-	first, last := testbed.FreePorts(t, 1)
+	first, last := testkit.FreePorts(t, 1)
 	m := exports.New(exports.Config{FirstPort: first, LastPort: last})
 	t.Cleanup(m.StopAll)
 	dir := t.TempDir()
@@ -324,7 +323,7 @@ func nbdkitPid(t *testing.T, port int) int {
 }
 
 func nbdkitPidOrZero(port int) int {
-	for _, p := range proctest.List() {
+	for _, p := range testkit.List() {
 		if len(p.Args) == 0 || filepath.Base(p.Args[0]) != "nbdkit" {
 			continue
 		}

@@ -12,8 +12,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/godwit/godwit/events"
-	"github.com/godwit/godwit/logtest"
 	"github.com/godwit/godwit/oma/watch"
+	"github.com/godwit/godwit/testkit"
 )
 
 var t0 = time.Date(2026, 11, 26, 9, 14, 3, 0, time.UTC)
@@ -127,7 +127,7 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	out := &logtest.Buffer{}
+	out := &testkit.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- watch.Run(ctx, nc, watch.NewPrinter(out, time.UTC)) }()

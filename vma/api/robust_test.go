@@ -12,7 +12,7 @@ import (
 	"github.com/godwit/godwit/events"
 	omaappliance "github.com/godwit/godwit/oma/appliance"
 	"github.com/godwit/godwit/problem"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/appliance"
 	"github.com/godwit/godwit/vma/vcsim"
 )
@@ -67,7 +67,7 @@ func discoverLargerThanMaxPayload(t *testing.T, sc stackConfig, want int) {
 	if pages := bustest.Count(t, s.oma, bus.StreamDiscovery, "godwit.discover.result.>"); pages < 2 {
 		t.Errorf("the result went in %d messages, want pages", pages)
 	}
-	testbed.Eventually(t, "the OMA's inventory of every VM", func() bool {
+	testkit.Eventually(t, "the OMA's inventory of every VM", func() bool {
 		var inv struct{ VMs []struct{ ID string } }
 		s.o.Do("GET", "/api/v1/vms", nil, &inv)
 		return len(inv.VMs) == want
@@ -101,7 +101,7 @@ func TestDiscoveryThatCannotBePublished(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testbed.Eventually(t, "the request terminated", func() bool {
+	testkit.Eventually(t, "the request terminated", func() bool {
 		info, err := cons.Info(ctx)
 		return err == nil && info.NumAckPending == 0 && info.NumPending == 0 && info.NumRedelivered == 0
 	})

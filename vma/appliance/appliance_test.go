@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/api"
 	"github.com/godwit/godwit/vma/appliance"
 	"github.com/godwit/godwit/vma/tunnel/tunneltest"
@@ -48,7 +49,7 @@ func TestSeedDiscoveryThroughBothAppliances(t *testing.T) {
 	if !found || len(res.VMs) != 13 {
 		t.Fatalf("discovered %d VMs, seed VM found: %v", len(res.VMs), found)
 	}
-	testbed.Eventually(t, "the OMA's inventory", func() bool {
+	testkit.Eventually(t, "the OMA's inventory", func() bool {
 		var inv struct {
 			VMs []struct {
 				ID    string `json:"id"`
@@ -134,7 +135,7 @@ func TestAPIAnswersWhileTheBusIsUnreachable(t *testing.T) {
 					LastError string `json:"last_error"`
 				} `json:"tunnel"`
 			}
-			testbed.Eventually(t, "health saying the VMA is starting", func() bool {
+			testkit.Eventually(t, "health saying the VMA is starting", func() bool {
 				addr := v.Addrs().API
 				return addr != "" && testbed.Do(t, http.MethodGet, "http://"+addr+"/api/v1/health", "", nil, &health) == http.StatusServiceUnavailable &&
 					(health.Tunnel == nil || health.Tunnel.LastError != "")

@@ -20,8 +20,8 @@ import (
 	"github.com/godwit/godwit/events"
 	omaappliance "github.com/godwit/godwit/oma/appliance"
 	"github.com/godwit/godwit/oma/authkeys"
-	"github.com/godwit/godwit/proctest"
 	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/appliance"
 	"github.com/godwit/godwit/vma/tunnel"
 	"github.com/godwit/godwit/vma/tunnel/tunneltest"
@@ -119,7 +119,7 @@ func newBed(t testing.TB, bc bedConfig) *bed {
 	for _, vm := range res.VMs {
 		b.vms[vm.Name] = vm
 	}
-	testbed.Eventually(t, "the OMA's inventory", func() bool {
+	testkit.Eventually(t, "the OMA's inventory", func() bool {
 		var inv struct {
 			VMs []any `json:"vms"`
 		}
@@ -456,7 +456,7 @@ func engineGoroutines() []string {
 // processesNaming returns the command lines of processes that hold s.
 func processesNaming(s string) []string {
 	var found []string
-	for _, p := range proctest.List() {
+	for _, p := range testkit.List() {
 		if line := p.CommandLine(); strings.Contains(line, s) {
 			found = append(found, line)
 		}

@@ -16,7 +16,7 @@ import (
 
 	"github.com/godwit/godwit/events"
 	omaappliance "github.com/godwit/godwit/oma/appliance"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/appliance"
 	"github.com/godwit/godwit/vma/copier"
 	"github.com/godwit/godwit/vma/vcsim"
@@ -31,7 +31,7 @@ func slowly(rate int64) func(*appliance.Config) {
 // waitCopying waits until the OMA shows the job copying with some bytes done.
 func (b *bed) waitCopying(t *testing.T, id string) {
 	t.Helper()
-	testbed.Eventually(t, "job "+id+" copying", func() bool {
+	testkit.Eventually(t, "job "+id+" copying", func() bool {
 		j := b.get(t, id)
 		return j.State == events.JobCopying && j.BytesDone > 0
 	})
@@ -69,7 +69,7 @@ func TestCancelMidCopy(t *testing.T) {
 			t.Log(b.v.Logs, b.o.Logs)
 		}
 	}()
-	testbed.Eventually(t, "the VMA's job cancelled", func() bool { return b.vmaStatus(t, j.JobID).State == "cancelled" })
+	testkit.Eventually(t, "the VMA's job cancelled", func() bool { return b.vmaStatus(t, j.JobID).State == "cancelled" })
 	took := time.Since(start)
 	st := b.vmaStatus(t, j.JobID)
 	if !strings.Contains(st.Error, "cancelled through the OMA API") || !strings.Contains(st.Error, "copy") || st.Snapshot != "" {
@@ -128,7 +128,7 @@ func TestVCenterGoneMidCopy(t *testing.T) {
 		t.Errorf("the failure %q does not say the snapshot is left", got.LastError)
 	}
 	b.proxy.mend()
-	testbed.Eventually(t, "the snapshot removed once vCenter is back", func() bool { return b.vmaStatus(t, j.JobID).Snapshot == "" })
+	testkit.Eventually(t, "the snapshot removed once vCenter is back", func() bool { return b.vmaStatus(t, j.JobID).Snapshot == "" })
 	b.assertNoSnapshot(t, threeDisksPath)
 	assertNothingLeft(t, j.JobID)
 }
@@ -291,7 +291,7 @@ func TestVerificationCatchesAChangedBlock(t *testing.T) {
 	}
 	defer f.Close()
 	var c [1]byte
-	testbed.Eventually(t, "the byte written to the export", func() bool {
+	testkit.Eventually(t, "the byte written to the export", func() bool {
 		_, err := f.ReadAt(c[:], at)
 		return err == nil && c[0] == want
 	})

@@ -14,7 +14,7 @@ import (
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/seal"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/appliance"
 	"github.com/godwit/godwit/vma/store"
 	"github.com/godwit/godwit/vma/vcsim"
@@ -35,11 +35,11 @@ func TestQueue(t *testing.T) {
 	for i, id := range ids {
 		b.startFromVMA(t, id, "/"+vcsim.Datacenter+"/vm/"+names[i])
 		if i < 4 {
-			testbed.Eventually(t, id+" running", func() bool { return b.vmaStatus(t, id).State == store.StateRunning })
+			testkit.Eventually(t, id+" running", func() bool { return b.vmaStatus(t, id).State == store.StateRunning })
 		}
 	}
 	fifth := ids[4]
-	testbed.Eventually(t, "the fifth job queued on the VMA", func() bool {
+	testkit.Eventually(t, "the fifth job queued on the VMA", func() bool {
 		st := b.vmaStatus(t, fifth).State
 		if st != store.StateAccepted && st != store.StateQueued {
 			t.Fatalf("the fifth job is %s while four run, want it to wait", st)
@@ -55,7 +55,7 @@ func TestQueue(t *testing.T) {
 	if running < 2 {
 		t.Errorf("%d jobs ran at once when the fifth was queued, want several", running)
 	}
-	testbed.Eventually(t, "the fifth job queued at the OMA", func() bool { return b.get(t, fifth).State == events.JobQueued })
+	testkit.Eventually(t, "the fifth job queued at the OMA", func() bool { return b.get(t, fifth).State == events.JobQueued })
 	for i, id := range ids {
 		if got := b.wait(t, id); got.State != events.JobCompleted {
 			t.Errorf("job %s of %s = %s (%s)", id, names[i], got.State, got.LastError)
@@ -82,7 +82,7 @@ func TestProgressEvents(t *testing.T) {
 		} `json:"disks"`
 		RateBytesPerSecond int64 `json:"rate_bytes_per_second"`
 	}
-	testbed.Eventually(t, "a live rate and ETA from the VMA", func() bool {
+	testkit.Eventually(t, "a live rate and ETA from the VMA", func() bool {
 		b.vmaDo(t, http.MethodGet, "/api/v1/progress/"+j.JobID, nil, &live)
 		return live.RateBytesPerSecond > 0 && live.ETASeconds != nil && len(live.Disks) == 3 && live.Percent < 100
 	})
@@ -216,7 +216,7 @@ func TestStopAndResume(t *testing.T) {
 	b := newBed(t, bedConfig{vma: slowly(2 << 20)})
 	j := b.create(t, threeDisks)
 	b.startFromOMA(t, j.JobID)
-	testbed.Eventually(t, "a checkpoint moved", func() bool {
+	testkit.Eventually(t, "a checkpoint moved", func() bool {
 		var p struct {
 			Phase string `json:"phase"`
 			Disks []struct {

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/nbd"
 )
 
@@ -40,21 +41,13 @@ func needNbdkit(t *testing.T) {
 func sparseDisk(t *testing.T, size int64, n int, offsets ...int64) (string, []byte) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "disk.img")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
 	want := make([]byte, size)
+	pieces := make(map[int64][]byte, len(offsets))
 	for _, off := range offsets {
 		rand.Read(want[off : off+int64(n)])
-		if _, err := f.WriteAt(want[off:off+int64(n)], off); err != nil {
-			t.Fatal(err)
-		}
+		pieces[off] = want[off : off+int64(n)]
 	}
+	testkit.SparseFile(t, path, size, pieces)
 	return path, want
 }
 

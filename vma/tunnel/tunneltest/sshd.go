@@ -20,8 +20,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/godwit/godwit/logtest"
-	"github.com/godwit/godwit/proctest"
+	"github.com/godwit/godwit/testkit"
 )
 
 // SSHDPath is where Debian installs the OpenSSH server.
@@ -37,7 +36,7 @@ type SSHD struct {
 
 	t      testing.TB
 	config string
-	log    *logtest.Buffer
+	log    *testkit.Buffer
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 }
@@ -81,7 +80,7 @@ func StartSSHD(t testing.TB) *SSHD {
 		AuthorizedKeys: filepath.Join(dir, "authorized_keys"),
 		t:              t,
 		config:         filepath.Join(dir, "sshd_config"),
-		log:            &logtest.Buffer{},
+		log:            &testkit.Buffer{},
 	}
 	s.WriteKnownHosts(s.HostKey)
 	writeFile(t, s.AuthorizedKeys, nil)
@@ -167,7 +166,7 @@ func (s *SSHD) SignalSessions(sig syscall.Signal) int {
 		return 0
 	}
 	n := 0
-	for _, p := range proctest.Descendants(cmd.Process.Pid) {
+	for _, p := range testkit.Descendants(cmd.Process.Pid) {
 		if syscall.Kill(p.PID, sig) == nil {
 			n++
 		}
