@@ -36,7 +36,11 @@ func TestConsumeLongHandlerIsNotRedelivered(t *testing.T) {
 	srv := bustest.StartServer(t, "", bus.Access{})
 	oma := bustest.ConnectOMA(t, srv)
 	ctx := ctxT(t, 30*time.Second)
-	const ackWait = 200 * time.Millisecond
+	// Redelivered only if JetStream hears nothing of the message for an ack
+	// wait: from its delivery to the first report in progress (a third of
+	// the ack wait later) and between reports. A loaded machine under -race
+	// can stall that long for a 200 ms ack wait, not for 2 s.
+	const ackWait = 2 * time.Second
 	cons := consumerWithAckWait(t, oma, ackWait)
 	if _, err := oma.Publish(ctx, progress("vma-1", "job-long", 1)); err != nil {
 		t.Fatal(err)
@@ -47,8 +51,8 @@ func TestConsumeLongHandlerIsNotRedelivered(t *testing.T) {
 	go func() {
 		done <- oma.Consume(cctx, bus.StreamProgress, bus.OMADurable, func(ctx context.Context, _ events.Event, _ events.Payload) error {
 			if calls.Add(1) == 1 {
-				select { // long work: five ack waits
-				case <-time.After(5 * ackWait):
+				select { // long work: past the ack wait, without reports a redelivery
+				case <-time.After(2 * ackWait):
 				case <-ctx.Done():
 				}
 			}
