@@ -43,7 +43,7 @@ func startOMA(t *testing.T, dir string, extra ...string) *running {
 	r.cancel = cancel
 	args := append([]string{"-data", dir, "-nats-addr", r.nats, "-api-addr", "127.0.0.1:0", "-nbd-ports", "20000-20001"}, extra...)
 	go func() { r.done <- run(ctx, args, r.logs) }()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(testkit.Wait(t))
 	re := regexp.MustCompile(`msg="oma ready" api=(\S+)`)
 	for {
 		if m := re.FindStringSubmatch(r.logs.String()); m != nil {
@@ -71,7 +71,7 @@ func (r *running) stop(t *testing.T) {
 		if err != nil {
 			t.Fatalf("run: %v", err)
 		}
-	case <-time.After(30 * time.Second):
+	case <-time.After(testkit.Wait(t)):
 		t.Fatal("oma did not stop")
 	}
 }

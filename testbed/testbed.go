@@ -66,7 +66,7 @@ func StartOMA(tb testing.TB, ext OMAConfig) *OMA {
 	o := &OMA{tb: tb, ext: ext, Dir: tb.TempDir(), Logs: &testkit.Buffer{}, FirstPort: first, LastPort: last}
 	o.cfg = appliance.Config{
 		DataDir: o.Dir, APIAddr: "127.0.0.1:0", NATSAddr: "127.0.0.1:0", FirstPort: first, LastPort: last,
-		DiscoverTimeout: 20 * time.Second,
+		DiscoverTimeout: testkit.Wait(tb), // as long as the test may take: a loaded machine discovers slowly
 		Logger:          slog.New(slog.NewTextHandler(o.Logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	o.Start()
@@ -105,7 +105,7 @@ func (o *OMA) Start() {
 	if o.AdminSeed, err = os.ReadFile(filepath.Clean(files.Admin)); err != nil {
 		tb.Fatal(err)
 	}
-	cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+	cctx, ccancel := context.WithTimeout(context.Background(), testkit.Wait(tb))
 	defer ccancel()
 	if o.Admin, err = bus.Connect(cctx, o.NATSURL, bus.ClientConfig{Name: "test-admin", Source: "/godwit/test", NKeySeed: o.AdminSeed}); err != nil {
 		tb.Fatalf("connect as admin: %v", err)
@@ -136,7 +136,7 @@ type running struct {
 }
 
 // start calls run in a goroutine and waits until ready is closed; it fails
-// the test, with the logs, when run ends first or takes 30 s.
+// the test, with the logs, when run ends first or takes testkit.Wait.
 func (r *running) start(tb testing.TB, what string, run func(context.Context) error, ready <-chan struct{}, logs *testkit.Buffer) {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -148,13 +148,13 @@ func (r *running) start(tb testing.TB, what string, run func(context.Context) er
 		cancel()
 		r.cancel = nil
 		tb.Fatalf("%s did not start: %v\n%s", what, err, logs.String())
-	case <-time.After(30 * time.Second):
-		tb.Fatalf("%s not ready after 30s:\n%s", what, logs.String())
+	case <-time.After(testkit.Wait(tb)):
+		tb.Fatalf("%s not ready:\n%s", what, logs.String())
 	}
 }
 
 // stop cancels run and waits for it to return; it fails the test if run
-// returned an error or took more than 60 s.
+// returned an error or took more than testkit.Wait.
 func (r *running) stop(tb testing.TB, what string) {
 	r.cancel()
 	r.cancel = nil
@@ -163,7 +163,7 @@ func (r *running) stop(tb testing.TB, what string) {
 		if err != nil {
 			tb.Errorf("%s run: %v", what, err)
 		}
-	case <-time.After(60 * time.Second):
-		tb.Errorf("%s did not stop in 60s", what)
+	case <-time.After(testkit.Wait(tb)):
+		tb.Errorf("%s did not stop", what)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/appliance"
@@ -64,7 +63,7 @@ func StartVMA(tb testing.TB, o *OMA, ext VMAConfig) *VMA {
 	v := &VMA{tb: tb, ext: ext, ID: ext.ID, Dir: tb.TempDir(), Seed: []byte(cred.NKeySeed), Logs: &testkit.Buffer{}}
 	v.cfg = appliance.Config{
 		DataDir: filepath.Join(v.Dir, "vma"), ID: ext.ID, APIAddr: "127.0.0.1:0", NATSURL: o.NATSURL, NATSSeed: v.Seed,
-		OMAURL: o.URL, VCenterCAFile: ext.VCenterCAFile, VCenterTimeout: 5 * time.Second, DiscoverTimeout: 20 * time.Second,
+		OMAURL: o.URL, VCenterCAFile: ext.VCenterCAFile, DiscoverTimeout: testkit.Wait(tb),
 		Logger: slog.New(slog.NewTextHandler(v.Logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	v.Start()

@@ -141,7 +141,7 @@ func TestServeWritesLandInTheVolume(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testkit.Wait(t))
 	for {
 		if p := nbdkitPidOrZero(port); p != 0 && p != pid {
 			if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {

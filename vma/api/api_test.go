@@ -173,14 +173,14 @@ func TestDiscoverThroughTheBus(t *testing.T) {
 	body = s.discoverBody(s.sim.Password)
 	body["vcenter"] = closed
 	start := time.Now()
-	if code := s.post(t, "/api/v1/discover", body, &p); code != 502 || p.Field != "vcenter" || time.Since(start) > 10*time.Second {
+	if code := s.post(t, "/api/v1/discover", body, &p); code != 502 || p.Field != "vcenter" {
 		t.Errorf("unreachable vCenter = %d %+v after %s", code, p, time.Since(start))
 	}
 	silent, _ := net.Listen("tcp", "127.0.0.1:0") // accepts, never answers
 	defer silent.Close()
 	body["vcenter"] = silent.Addr().String()
-	start = time.Now()
-	if code := s.post(t, "/api/v1/discover", body, &p); code != 502 || time.Since(start) > 10*time.Second {
+	start = time.Now() // 502 after the VMA's VCenterTimeout (15 s), not 504 after its discover timeout
+	if code := s.post(t, "/api/v1/discover", body, &p); code != 502 {
 		t.Errorf("silent vCenter = %d %+v after %s", code, p, time.Since(start))
 	}
 	assertSecretNowhere(t, s, s.sim.Password)

@@ -202,17 +202,18 @@ func (b *bed) get(t testing.TB, id string) job {
 	return j
 }
 
-// wait waits up to a minute for a job to reach a final state, and returns it.
+// wait waits for a job to reach a final state, as long as the test may
+// (testkit.Wait), and returns it.
 func (b *bed) wait(t testing.TB, id string) job {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
+	deadline := time.Now().Add(testkit.Wait(t))
 	for {
 		j := b.get(t, id)
 		if j.State == events.JobCompleted || j.State == events.JobFailed || j.State == events.JobCancelled {
 			return j
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("job %s is still %s after a minute\nOMA:\n%s\nVMA:\n%s", id, j.State, b.o.Logs, b.v.Logs)
+			t.Fatalf("job %s is still %s\nOMA:\n%s\nVMA:\n%s", id, j.State, b.o.Logs, b.v.Logs)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -415,7 +416,7 @@ func (p *proxy) mend() {
 // job (the OMA's nbdkit for its export).
 func assertNothingLeft(t testing.TB, jobID string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(min(testkit.Wait(t), testkit.MaxEventually))
 	for {
 		g, p := engineGoroutines(), processesNaming(jobID)
 		if len(g) == 0 && len(p) == 0 {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/nbd"
 	"github.com/godwit/godwit/vma/nbd/nbdtest"
 )
@@ -342,12 +343,12 @@ func TestKilledServer(t *testing.T) {
 	eventually(t, func() bool { return runtime.NumGoroutine() <= base })
 }
 
-// eventually polls cond for up to 5 s.
+// eventually polls cond as testkit.Eventually does.
 func eventually(t *testing.T, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); {
+	for deadline := time.Now().Add(min(testkit.Wait(t), testkit.MaxEventually)); !cond(); {
 		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 5s")
+			t.Fatal("condition not met")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -51,11 +51,11 @@ func sparseDisk(t *testing.T, size int64, n int, offsets ...int64) (string, []by
 	return path, want
 }
 
-// settledGoroutines returns the number of goroutines once it stops falling, or
-// after 5 seconds, once it is at most limit.
-func settledGoroutines(limit int) int {
+// settledGoroutines returns the number of goroutines once it is at most
+// limit, or after a minute (less when the test's deadline is nearer).
+func settledGoroutines(t testing.TB, limit int) int {
 	n := runtime.NumGoroutine()
-	for deadline := time.Now().Add(5 * time.Second); n > limit && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(min(testkit.Wait(t), time.Minute)); n > limit && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 		n = runtime.NumGoroutine()
 	}
@@ -280,7 +280,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("socket dir %s still exists after Close: %v", dir, err)
 	}
-	if n := settledGoroutines(before); n > before {
+	if n := settledGoroutines(t, before); n > before {
 		t.Errorf("%d goroutines after Close, %d before", n, before)
 	}
 	if err := d.ReadAt(t.Context(), make([]byte, 4096), 0); !errors.Is(err, nbd.ErrClosed) || errors.Is(err, ErrExited) {
@@ -305,7 +305,7 @@ func TestFailedOpenLeavesNothing(t *testing.T) {
 	if len(after) > len(dirs) {
 		t.Errorf("failed Open left a socket dir: %v", after)
 	}
-	if n := settledGoroutines(before); n > before {
+	if n := settledGoroutines(t, before); n > before {
 		t.Errorf("%d goroutines after a failed Open, %d before", n, before)
 	}
 
@@ -316,7 +316,7 @@ func TestFailedOpenLeavesNothing(t *testing.T) {
 	if _, err := Open(ctx, Config{Plugin: []string{"file", "file=" + path}}); !errors.Is(err, context.Canceled) {
 		t.Errorf("Open(cancelled) = %v, want context.Canceled", err)
 	}
-	if n := settledGoroutines(before); n > before {
+	if n := settledGoroutines(t, before); n > before {
 		t.Errorf("%d goroutines after a cancelled Open, %d before", n, before)
 	}
 }
@@ -346,8 +346,8 @@ func TestNbdkitKilledMidRead(t *testing.T) {
 			t.Errorf("ReadAt after nbdkit was killed = %v, want ErrExited with the signal", err)
 		}
 		t.Logf("read error: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("ReadAt still waits 10 s after nbdkit was killed")
+	case <-time.After(testkit.Wait(t)):
+		t.Fatal("ReadAt still waits after nbdkit was killed")
 	}
 	if err := d.ReadAt(t.Context(), make([]byte, 4096), 0); !errors.Is(err, ErrExited) {
 		t.Errorf("a later ReadAt = %v, want ErrExited", err)
