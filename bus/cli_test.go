@@ -92,6 +92,7 @@ func TestNatsCLIObserver(t *testing.T) {
 // (--js-api-prefix) and straight at $JS.API: each is refused and every
 // stream, message and consumer is still there after.
 func TestNatsCLIObserverCannotWrite(t *testing.T) {
+	testkit.Long(t)
 	t.Parallel()
 	obs, vma := bustest.NewUser(t), bustest.NewUser(t)
 	srv := bustest.StartServer(t, "", bus.Access{Observers: []string{obs.PublicKey}, VMAs: map[string]string{"vma-1": vma.PublicKey}})

@@ -35,6 +35,7 @@ import (
 // ready and each job's end; Ctrl-C stops everything; a second `make run`
 // finds the jobs again.
 func TestDemo(t *testing.T) {
+	testkit.Long(t)
 	for _, tool := range []string{"nats", "/usr/sbin/sshd", "ssh-keygen", "nbdkit", "curl", "jq", "numfmt"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s is missing (make test installs what the tests need): %v", tool, err)

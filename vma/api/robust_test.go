@@ -26,6 +26,7 @@ const wideVMs = 170
 // events, and the VMA API, the OMA's inventory and the OMA-initiated
 // discovery each get every VM.
 func TestDiscoverLargerThanMaxPayload(t *testing.T) {
+	testkit.Long(t)
 	discoverLargerThanMaxPayload(t, stackConfig{sim: vcsim.Config{WideVMs: wideVMs}}, wideVMs+13)
 }
 
@@ -33,6 +34,7 @@ func TestDiscoverLargerThanMaxPayload(t *testing.T) {
 // govmomi's model and the seed's 13, the same way.
 // Under the race detector one discovery of them takes about a minute.
 func TestDiscover5013VMs(t *testing.T) {
+	testkit.Long(t)
 	const wait = 5 * time.Minute
 	discoverLargerThanMaxPayload(t, stackConfig{
 		sim: vcsim.Config{ModelVMs: 5000},

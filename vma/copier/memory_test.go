@@ -17,6 +17,7 @@ import (
 // A 1 GiB sparse-ish copy with Depth 4 × 1 MiB stays within its buffers
 // and some slack: memory does not grow with the size copied.
 func TestCopyMemoryBounded(t *testing.T) {
+	testkit.Long(t)
 	checkNoLeak(t)
 	const (
 		size  = 1 << 30

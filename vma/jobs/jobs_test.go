@@ -158,6 +158,7 @@ func TestThroughTheTunnel(t *testing.T) {
 // with it, the copy goes on from its last checkpoint, and the job completes
 // byte-exact.
 func TestTunnelCutMidCopy(t *testing.T) {
+	testkit.Long(t)
 	b := newBed(t, bedConfig{tunnel: true, vma: func(c *appliance.Config) {
 		slowly(1 << 20)(c)
 		c.CheckpointInterval = 200 * time.Millisecond

@@ -116,6 +116,7 @@ func (p *vmaProcess) stop() {
 // every run after a kill starts its disks where the last checkpoint was,
 // not from zero.
 func TestSIGKILLMidCopyResumes(t *testing.T) {
+	testkit.Long(t)
 	b := newBed(t, bedConfig{external: externalVMA("-rate", "1M", "-checkpoint-interval", "200ms")})
 	rng := rand.New(rand.NewPCG(11, 12))
 	j := b.create(t, threeDisks)
