@@ -56,8 +56,7 @@ func TestRunHeartbeatsAndServes(t *testing.T) {
 	pub, _ := kp.PublicKey()
 	srv := bustest.StartServer(t, "", bus.Access{VMAs: map[string]string{"vma-1": pub}})
 	oma := bustest.ConnectOMA(t, srv)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := testkit.Context(t)
 	if err := oma.EnsureVMAConsumers(ctx, "vma-1"); err != nil {
 		t.Fatal(err)
 	}

@@ -53,8 +53,8 @@ func TestRunReportsItsAddrsAndStops(t *testing.T) {
 	case <-o.Ready():
 	case err := <-done:
 		t.Fatalf("Run = %v before ready", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("not ready after 30s")
+	case <-time.After(testkit.Wait(t)):
+		t.Fatal("not ready")
 	}
 	addrs := o.Addrs()
 	if !strings.HasPrefix(addrs.NATS, "nats://127.0.0.1:") || strings.HasSuffix(addrs.NATS, ":0") || strings.HasSuffix(addrs.API, ":0") {

@@ -123,7 +123,7 @@ func (s *SSHD) Start() {
 	s.mu.Lock()
 	s.cmd = cmd
 	s.mu.Unlock()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(min(testkit.Wait(s.t), testkit.MaxEventually))
 	for {
 		c, err := net.DialTimeout("tcp", s.Addr, time.Second)
 		if err == nil {
@@ -131,7 +131,7 @@ func (s *SSHD) Start() {
 			return
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("sshd not listening on %s in 10s: %v\n%s", s.Addr, err, s.log.String())
+			s.t.Fatalf("sshd not listening on %s: %v\n%s", s.Addr, err, s.log.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
