@@ -326,13 +326,14 @@ func TestKilledServer(t *testing.T) {
 	eventually(t, func() bool { return c.InFlight() >= 16 }) // nbdkit's 16 threads each hold one
 	srv.Kill()
 	killed := time.Now()
+	timeout := time.After(min(testkit.Wait(t), testkit.MaxEventually))
 	for range workers {
 		select {
 		case err := <-errs:
 			if errors.Is(err, nbd.ErrClosed) {
 				t.Errorf("WriteAt = %v, want the dropped connection, not ErrClosed", err)
 			}
-		case <-time.After(time.Second):
+		case <-timeout:
 			t.Fatalf("callers still waiting %v after the kill", time.Since(killed))
 		}
 	}
