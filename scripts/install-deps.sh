@@ -2,7 +2,7 @@
 # Installs the Debian packages godwit's tests and dev stack need, if missing:
 # nbdkit (NBD exports), libnbd-bin (nbdcopy, nbdinfo), openssh-server (the tunnel),
 # time (/usr/bin/time: peak RSS in scripts/bench-copy.sh), curl and jq (make run's and
-# make demo's walkthrough).
+# make demo's walkthrough; make test's and make check's per-package lines, scripts/go-test.sh).
 set -euo pipefail
 
 pkgs=(nbdkit libnbd-bin openssh-server time curl jq)
