@@ -1,21 +1,37 @@
 package bus
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
 
 	"github.com/godwit/godwit/events/subject"
 )
 
+// AccountOMA is the NATS account of the OMA, its observers and admins: the
+// only account with JetStream.
+const AccountOMA = "GODWIT"
+
+// VMAAccount returns the name of the NATS account of the VMA with the given
+// id (which must pass subject.ValidID): every VMA lives in an account of
+// its own, without JetStream.
+func VMAAccount(vmaID string) string { return "VMA_" + vmaID }
+
 // Access lists who may connect to the embedded server besides the OMA's
 // internal user, each by NKey public key (a string starting with "U").
 //
-//   - A VMA may publish only on subjects carrying its own id, read its own
-//     commands and discover requests through its durable consumers, and
-//     receive replies on its own inbox prefix (subject.InboxPrefix).
+//   - A VMA lives in its own account (VMAAccount), which has no JetStream
+//     and sees nothing of the OMA's account but what is imported into it,
+//     each import a service whose replies the server rewrites: its own
+//     event subjects (stored by the OMA's streams, the PubAck routed back),
+//     its export requests, and the pulls and acks of its own durable
+//     consumers. No JetStream API call reaches the OMA's account from a VMA,
+//     not even through a reply subject: a reply such as
+//     '$JS.API.STREAM.PURGE.COMMANDS' stays in the VMA's account, where
+//     nothing answers it.
 //   - An observer may subscribe to godwit.> live and reach JetStream only
 //     through ObserverAPIPrefix, whose gate forwards reads: list and inspect
 //     streams, get messages, replay through ephemeral pull consumers. It may
@@ -32,12 +48,53 @@ type Access struct {
 	Admins []string
 }
 
-// users builds the server's NKey users: the OMA (everything), each VMA and
-// each observer.
-func (a Access) users(omaKey string) ([]*server.NkeyUser, error) {
-	users := []*server.NkeyUser{{Nkey: omaKey}}
+// The server configuration Access is written into, in the JSON form that
+// nats-server's configuration parser reads.
+type (
+	serverConf struct {
+		Accounts map[string]*accountConf `json:"accounts"`
+	}
+	accountConf struct {
+		JetStream string       `json:"jetstream,omitempty"`
+		Users     []userConf   `json:"users"`
+		Exports   []exportConf `json:"exports,omitempty"`
+		Imports   []importConf `json:"imports,omitempty"`
+	}
+	userConf struct {
+		Nkey        string     `json:"nkey"`
+		Permissions *permsConf `json:"permissions,omitempty"`
+	}
+	permsConf struct {
+		Publish   allowConf `json:"publish"`
+		Subscribe allowConf `json:"subscribe"`
+	}
+	allowConf struct {
+		Allow []string `json:"allow"`
+	}
+	exportConf struct {
+		Service      string   `json:"service"`
+		ResponseType string   `json:"response_type,omitempty"`
+		Accounts     []string `json:"accounts"`
+	}
+	importConf struct {
+		Service importRef `json:"service"`
+	}
+	importRef struct {
+		Account string `json:"account"`
+		Subject string `json:"subject"`
+	}
+)
+
+// config writes a as nats-server configuration: the OMA's account with
+// JetStream, the OMA (everything), each observer and admin, and an account
+// per VMA with its user and its imports.
+//
+// The VMAs named in bare get their account only, empty: see Server.SetAccess.
+func (a Access) config(omaKey string, bare map[string]bool) (string, error) {
+	oma := &accountConf{JetStream: "enabled", Users: []userConf{{Nkey: omaKey}}}
+	conf := serverConf{Accounts: map[string]*accountConf{AccountOMA: oma}}
 	seen := map[string]bool{omaKey: true}
-	add := func(who, key string, p *server.Permissions) error {
+	check := func(who, key string) error {
 		if !nkeys.IsValidPublicUserKey(key) {
 			return fmt.Errorf("%s: %q is not an nkey user public key", who, key)
 		}
@@ -45,7 +102,6 @@ func (a Access) users(omaKey string) ([]*server.NkeyUser, error) {
 			return fmt.Errorf("%s: key %s is given twice", who, key)
 		}
 		seen[key] = true
-		users = append(users, &server.NkeyUser{Nkey: key, Permissions: p})
 		return nil
 	}
 	ids := make([]string, 0, len(a.VMAs))
@@ -54,62 +110,88 @@ func (a Access) users(omaKey string) ([]*server.NkeyUser, error) {
 	}
 	slices.Sort(ids)
 	for _, id := range ids {
-		p, err := vmaPermissions(id)
+		if err := check("vma "+id, a.VMAs[id]); err != nil {
+			return "", err
+		}
+		g, err := vmaGrants(id)
 		if err != nil {
-			return nil, err
+			return "", err
 		}
-		if err := add("vma "+id, a.VMAs[id], p); err != nil {
-			return nil, err
+		acc := VMAAccount(id)
+		if bare[id] {
+			conf.Accounts[acc] = &accountConf{Users: []userConf{}}
+			continue
 		}
+		vma := &accountConf{Users: []userConf{{Nkey: a.VMAs[id], Permissions: &permsConf{
+			Publish:   allowConf{Allow: append(slices.Clone(g.services), g.pulls...)},
+			Subscribe: allowConf{Allow: g.subscribe},
+		}}}}
+		for _, s := range g.services {
+			oma.Exports = append(oma.Exports, exportConf{Service: s, Accounts: []string{acc}})
+			vma.Imports = append(vma.Imports, importConf{Service: importRef{Account: AccountOMA, Subject: s}})
+		}
+		for _, s := range g.pulls { // a pull is answered by many messages
+			oma.Exports = append(oma.Exports, exportConf{Service: s, ResponseType: "stream", Accounts: []string{acc}})
+			vma.Imports = append(vma.Imports, importConf{Service: importRef{Account: AccountOMA, Subject: s}})
+		}
+		conf.Accounts[acc] = vma
 	}
-	obs := observerPermissions()
+	obs := &permsConf{
+		Publish:   allowConf{Allow: []string{ObserverAPIPrefix + ".>"}},
+		Subscribe: allowConf{Allow: []string{subject.All, observerInbox + ">"}},
+	}
 	for i, key := range a.Observers {
-		if err := add(fmt.Sprintf("observer %d", i), key, obs); err != nil {
-			return nil, err
+		if err := check(fmt.Sprintf("observer %d", i), key); err != nil {
+			return "", err
 		}
+		oma.Users = append(oma.Users, userConf{Nkey: key, Permissions: obs})
 	}
 	for i, key := range a.Admins {
-		if err := add(fmt.Sprintf("admin %d", i), key, nil); err != nil {
-			return nil, err
+		if err := check(fmt.Sprintf("admin %d", i), key); err != nil {
+			return "", err
 		}
+		oma.Users = append(oma.Users, userConf{Nkey: key})
 	}
-	return users, nil
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // '>' stays '>': the parser knows no \u escapes
+	if err := enc.Encode(conf); err != nil {
+		return "", fmt.Errorf("encode nats access: %w", err)
+	}
+	return b.String(), nil
 }
 
-// vmaPermissions confines a VMA to its own subjects and consumers.
-func vmaPermissions(id string) (*server.Permissions, error) {
+// grants is what a VMA may do in its account.
+type grants struct {
+	services  []string // published into the OMA's account, one answer at most
+	pulls     []string // pull requests, answered by many messages
+	subscribe []string
+}
+
+// vmaGrants confines a VMA to its own subjects and durable consumers.
+func vmaGrants(id string) (grants, error) {
 	pub, err := subject.VMAPublish(id)
 	if err != nil {
-		return nil, err
+		return grants{}, err
 	}
 	sub, err := subject.VMASubscribe(id)
 	if err != nil {
-		return nil, err
+		return grants{}, err
 	}
 	inbox, err := subject.InboxPrefix(id)
 	if err != nil {
-		return nil, err
+		return grants{}, err
 	}
+	g := grants{services: pub, subscribe: append(sub, inbox+".>")}
 	durable := VMADurable(id)
 	for _, stream := range []string{StreamCommands, StreamDiscovery} { // read through its durables
-		pub = append(pub,
-			"$JS.API.CONSUMER.INFO."+stream+"."+durable,
-			"$JS.API.CONSUMER.MSG.NEXT."+stream+"."+durable,
-			"$JS.ACK."+stream+"."+durable+".>",
-		)
+		g.pulls = append(g.pulls, pullSubject(stream, durable))
+		g.services = append(g.services, "$JS.ACK."+stream+"."+durable+".>")
 	}
-	return &server.Permissions{
-		Publish:   &server.SubjectPermission{Allow: pub},
-		Subscribe: &server.SubjectPermission{Allow: append(sub, inbox+".>")},
-	}, nil
+	return g, nil
 }
 
-// observerPermissions allows subscribing to godwit.> live and to the
-// observer's inbox, and publishing only JetStream API requests under
-// ObserverAPIPrefix, which the server's gate checks and forwards.
-func observerPermissions() *server.Permissions {
-	return &server.Permissions{
-		Publish:   &server.SubjectPermission{Allow: []string{ObserverAPIPrefix + ".>"}},
-		Subscribe: &server.SubjectPermission{Allow: []string{subject.All, observerInbox + ">"}},
-	}
+// pullSubject is the JetStream API subject of a pull from a consumer.
+func pullSubject(stream, consumer string) string {
+	return "$JS.API.CONSUMER.MSG.NEXT." + stream + "." + consumer
 }

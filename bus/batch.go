@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -50,31 +51,29 @@ func (c *Conn) ConsumeBatch(ctx context.Context, stream, durable string, size in
 	if size <= 0 {
 		size = DefaultBatch
 	}
-	cons, err := c.js.Consumer(ctx, stream, durable)
-	if err != nil && ctx.Err() != nil {
-		return nil // stopped before it began
-	}
-	if err != nil {
-		return fmt.Errorf("consume %s/%s: %w", stream, durable, err)
-	}
 	log := c.log.With("stream", stream, "consumer", durable)
-	beat := progressInterval(cons.CachedInfo().Config.AckWait)
+	var beat atomic.Int64 // the consumer's progress interval, set by start
 	in := make(chan jetstream.Msg, size)
-	cc, err := cons.Consume(func(msg jetstream.Msg) {
-		select {
-		case in <- msg:
-		case <-ctx.Done():
-			_ = msg.Nak() // redelivered at once to the next consumer
-		}
-	}, jetstream.PullMaxMessages(2*size), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		log.Warn("consume", "err", err)
-	}))
-	if err != nil {
-		return fmt.Errorf("consume %s/%s: %w", stream, durable, err)
+	start := func(cons jetstream.Consumer, onErr func(error)) (jetstream.ConsumeContext, error) {
+		beat.Store(int64(progressInterval(cons.CachedInfo().Config.AckWait)))
+		return cons.Consume(func(msg jetstream.Msg) {
+			select {
+			case in <- msg:
+			case <-ctx.Done():
+				_ = msg.Nak() // redelivered at once to the next consumer
+			}
+		}, jetstream.PullMaxMessages(2*size), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) { onErr(err) }))
 	}
-	defer func() {
+	stop := func(cc jetstream.ConsumeContext) {
 		cc.Drain() // what the client has buffered goes through the callback: naked
 		<-cc.Closed()
+	}
+	consumed := make(chan error, 1)
+	cctx, cancel := context.WithCancel(ctx)
+	go func() { consumed <- c.consumeDurable(cctx, stream, durable, log, start, stop) }()
+	defer func() {
+		cancel()
+		<-consumed
 		for {
 			select {
 			case msg := <-in:
@@ -89,6 +88,9 @@ func (c *Conn) ConsumeBatch(ctx context.Context, stream, durable string, size in
 		select {
 		case <-ctx.Done():
 			return nil
+		case err := <-consumed:
+			consumed <- err // for the deferred wait
+			return err
 		case msg := <-in:
 			msgs = append(msgs[:0], msg)
 		}
@@ -101,7 +103,7 @@ func (c *Conn) ConsumeBatch(ctx context.Context, stream, durable string, size in
 				break more
 			}
 		}
-		c.handleBatch(ctx, msgs, h, beat, log)
+		c.handleBatch(ctx, msgs, h, time.Duration(beat.Load()), log)
 	}
 }
 
@@ -153,12 +155,12 @@ func (c *Conn) handleBatch(ctx context.Context, msgs []jetstream.Msg, h BatchHan
 			_ = msg.NakWithDelay(delay)
 		}
 	}
-	ackAll(ctx, acked, log)
+	c.ackAll(ctx, acked, log)
 }
 
 // ackAll acks msgs, waiting for the server to confirm the last one: it
 // handles one consumer's acks in order, so the others are then in too.
-func ackAll(ctx context.Context, msgs []jetstream.Msg, log *slog.Logger) {
+func (c *Conn) ackAll(ctx context.Context, msgs []jetstream.Msg, log *slog.Logger) {
 	if len(msgs) == 0 {
 		return
 	}
@@ -172,7 +174,9 @@ func ackAll(ctx context.Context, msgs []jetstream.Msg, log *slog.Logger) {
 	defer cancel()
 	if err := msgs[last].DoubleAck(actx); err != nil {
 		log.Warn("ack", "subject", msgs[last].Subject(), "err", err)
+		return
 	}
+	c.noteAcked(msgs[last])
 }
 
 // inProgress calls fn and, until it returns, tells JetStream every beat

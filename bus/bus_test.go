@@ -111,8 +111,8 @@ func TestEnsureStreamsIsIdempotent(t *testing.T) {
 	for name := range oma.JetStream().StreamNames(ctx).Name() {
 		names = append(names, name)
 	}
-	if want := len(bus.StreamConfigs(limits)); len(names) != want || want != 6 {
-		t.Errorf("streams = %v, want the 6 of StreamConfigs", names)
+	if want := len(bus.StreamConfigs(limits)); len(names) != want || want != 8 {
+		t.Errorf("streams = %v, want the 8 of StreamConfigs", names)
 	}
 	for _, want := range bus.StreamConfigs(limits) {
 		s, err := oma.JetStream().Stream(ctx, want.Name)
@@ -276,7 +276,7 @@ func TestRequestReply(t *testing.T) {
 	srv := bustest.StartServer(t, "", bus.Access{VMAs: map[string]string{"vma-1": u.PublicKey}})
 	oma := bustest.ConnectOMA(t, srv)
 	inbox, _ := subject.InboxPrefix("vma-1")
-	vma := bustest.Connect(t, srv.ClientURL(), bus.ClientConfig{Name: "vma-1", NKeySeed: u.Seed, InboxPrefix: inbox})
+	vma := bustest.Connect(t, srv.ClientURL(), bus.ClientConfig{Name: "vma-1", NKeySeed: u.Seed, InboxPrefix: inbox, Confined: true})
 	ctx := ctxT(t, 10*time.Second)
 	type req struct{ N int }
 	type resp struct{ Double int }
@@ -395,7 +395,7 @@ func TestVMAIsConfinedToItsOwnSubjects(t *testing.T) {
 	var perr permissionErrors
 	inbox, _ := subject.InboxPrefix("vma-a")
 	vmaA := bustest.Connect(t, srv.ClientURL(), bus.ClientConfig{Name: "vma-a", NKeySeed: a.Seed,
-		InboxPrefix: inbox, Options: []nats.Option{perr.option()}})
+		InboxPrefix: inbox, Confined: true, Options: []nats.Option{perr.option()}})
 
 	// Its own progress is stored.
 	if _, err := vmaA.Publish(ctx, progress("vma-a", "job-1", 1)); err != nil {
@@ -632,7 +632,7 @@ func TestReconnectThroughDialer(t *testing.T) {
 	var states []bus.State
 	inbox, _ := subject.InboxPrefix("vma-1")
 	c := bustest.Connect(t, "nats://tunnel.invalid:4222", bus.ClientConfig{
-		Name: "vma-1", NKeySeed: u.Seed, InboxPrefix: inbox,
+		Name: "vma-1", NKeySeed: u.Seed, InboxPrefix: inbox, Confined: true,
 		// The URL's host does not resolve: only the hook can reach the server.
 		Dial: func(network, _ string) (net.Conn, error) {
 			dials.Add(1)

@@ -56,7 +56,7 @@ func TestNatsCLIObserver(t *testing.T) {
 	if err != nil {
 		t.Fatalf("nats stream ls: %v\n%s", err, out)
 	}
-	for _, s := range []string{"COMMANDS", "DISCOVERY", "JOBS", "PRESENCE", "PROGRESS", "TUNNEL"} {
+	for _, s := range []string{"ALERTS", "COMMANDS", "DISCOVERY", "INVENTORY", "JOBS", "PRESENCE", "PROGRESS", "TUNNEL"} {
 		if !strings.Contains(out, s) {
 			t.Errorf("nats stream ls does not list %s:\n%s", s, out)
 		}
@@ -121,6 +121,8 @@ func TestNatsCLIObserverCannotWrite(t *testing.T) {
 	}{
 		{"durable", []string{"consumer", "add", "--pull", "PROGRESS", "squat", "--defaults"}},
 		{"squat a VMA's durable", []string{"consumer", "add", "--pull", "COMMANDS", "vma-vma-2", "--filter", "godwit.replicate.command.vma-2", "--defaults"}},
+		{"squat a future VMA's name, ephemeral", []string{"consumer", "add", "--pull", "--ephemeral", "--inactive-threshold", "1m", "COMMANDS", "vma-vma-2", "--filter", "godwit.replicate.command.vma-2", "--defaults"}},
+		{"squat the OMA's name, ephemeral", []string{"consumer", "add", "--pull", "--ephemeral", "--inactive-threshold", "1m", "JOBS", "oma", "--defaults"}},
 		{"push into a stream", []string{"consumer", "add", "PROGRESS", "--target", "godwit.job.created.vma-1.x", "--defaults"}},
 		{"push into a stream, named", []string{"consumer", "add", "PROGRESS", "pusher", "--target", "godwit.job.created.vma-1.x", "--defaults"}},
 		{"pull a VMA's durable", []string{"consumer", "next", "COMMANDS", "vma-vma-1", "--no-ack"}},

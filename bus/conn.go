@@ -67,6 +67,10 @@ type ClientConfig struct {
 	// JSAPIPrefix replaces "$JS.API" for JetStream; an observer must use
 	// ObserverAPIPrefix.
 	JSAPIPrefix string
+	// Confined is set on a VMA's connection: its account has no JetStream
+	// API (see Access), so Consume pulls from the VMA's durables with plain
+	// pull requests, and nothing asks JetStream for more.
+	Confined bool
 	// Dial replaces the TCP dialer, for example with the SSH tunnel.
 	Dial DialFunc
 	// ReconnectWait is the first delay between reconnect attempts, doubled
@@ -97,6 +101,10 @@ type Conn struct {
 	source    string
 	now       func() time.Time
 	log       *slog.Logger
+	confined  bool
+
+	ackedMu sync.Mutex
+	acked   map[string]uint64 // stream/durable: the last stream sequence acked
 }
 
 // Connect connects to url (one or more comma-separated NATS URLs) and
@@ -235,7 +243,7 @@ func connect(ctx context.Context, url string, cfg ClientConfig) (*Conn, error) {
 	if now == nil {
 		now = time.Now
 	}
-	return &Conn{nc: nc, js: js, validator: v, source: source, now: now, log: log}, nil
+	return &Conn{nc: nc, js: js, validator: v, source: source, now: now, log: log, confined: cfg.Confined}, nil
 }
 
 // backoff doubles the delay from first up to max, adding up to 20% jitter.

@@ -33,39 +33,129 @@ const ackTimeout = 5 * time.Second
 // redelivered meanwhile. Consume returns nil when ctx ends, after the
 // handler it is running has returned and its message was acked.
 func (c *Conn) Consume(ctx context.Context, stream, durable string, h Handler) error {
-	cons, err := c.js.Consumer(ctx, stream, durable)
+	log := c.log.With("stream", stream, "consumer", durable)
+	if c.confined {
+		beat := progressInterval(consumerAckWait)
+		return c.pull(ctx, stream, durable, func(msg jetstream.Msg) { c.handle(ctx, msg, h, beat, log) }, log)
+	}
+	var (
+		running sync.Mutex // held while a message is handled
+		stopped bool       // under running: deliver nothing more
+	)
+	defer func() {
+		running.Lock()
+		stopped = true
+		running.Unlock()
+	}()
+	return c.consumeDurable(ctx, stream, durable, log, func(cons jetstream.Consumer, onErr func(error)) (jetstream.ConsumeContext, error) {
+		beat := progressInterval(cons.CachedInfo().Config.AckWait)
+		return cons.Consume(func(msg jetstream.Msg) {
+			running.Lock()
+			defer running.Unlock()
+			if stopped {
+				return // not acked: redelivered to the next consumer
+			}
+			c.handle(ctx, msg, h, beat, log)
+		}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) { onErr(err) }))
+	}, func(cc jetstream.ConsumeContext) {
+		cc.Stop()
+		<-cc.Closed()
+	})
+}
+
+// startFunc starts consuming cons, reporting the errors of the
+// consumption to onErr.
+type startFunc func(cons jetstream.Consumer, onErr func(error)) (jetstream.ConsumeContext, error)
+
+// consumeDurable runs start on the durable consumer of stream until ctx
+// ends, then stop. When the server says the durable is gone (deleted by
+// an operator or a tool), consumeDurable logs it, creates it again with
+// the configuration it had, delivering from the message after the last one
+// this connection acked, and starts again.
+func (c *Conn) consumeDurable(ctx context.Context, stream, durable string, log *slog.Logger, start startFunc, stop func(jetstream.ConsumeContext)) error {
+	var cons jetstream.Consumer
+	err := retryAPI(ctx, func() (err error) { cons, err = c.js.Consumer(ctx, stream, durable); return err })
 	if err != nil && ctx.Err() != nil {
 		return nil // stopped before it began
 	}
 	if err != nil {
 		return fmt.Errorf("consume %s/%s: %w", stream, durable, err)
 	}
-	log := c.log.With("stream", stream, "consumer", durable)
-	beat := progressInterval(cons.CachedInfo().Config.AckWait)
-	var (
-		running sync.Mutex // held while a message is handled
-		stopped bool       // under running: deliver nothing more
-	)
-	cc, err := cons.Consume(func(msg jetstream.Msg) {
-		running.Lock()
-		defer running.Unlock()
-		if stopped {
-			return // not acked: redelivered to the next consumer
+	cfg := cons.CachedInfo().Config
+	for {
+		gone := make(chan struct{})
+		var once sync.Once
+		cc, err := start(cons, func(err error) {
+			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+				once.Do(func() { close(gone) })
+				return
+			}
+			log.Warn("consume", "err", err)
+		})
+		if err != nil {
+			return fmt.Errorf("consume %s/%s: %w", stream, durable, err)
 		}
-		c.handle(ctx, msg, h, beat, log)
-	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		log.Warn("consume", "err", err)
-	}))
-	if err != nil {
-		return fmt.Errorf("consume %s/%s: %w", stream, durable, err)
+		select {
+		case <-ctx.Done():
+			stop(cc)
+			return nil
+		case <-gone:
+		}
+		stop(cc)
+		if cons, err = c.recreate(ctx, stream, cfg, log); err != nil {
+			return nil // ctx ended
+		}
 	}
-	<-ctx.Done()
-	cc.Stop()
-	<-cc.Closed()
-	running.Lock()
-	stopped = true
-	running.Unlock()
-	return nil
+}
+
+// recreate creates the durable of cfg again on stream, delivering from the
+// message after the last this connection acked, and retries every second
+// until it exists or ctx ends. A durable created meanwhile by someone else
+// is taken as it is.
+func (c *Conn) recreate(ctx context.Context, stream string, cfg jetstream.ConsumerConfig, log *slog.Logger) (jetstream.Consumer, error) {
+	if seq := c.lastAcked(stream, cfg.Durable); seq > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = jetstream.DeliverByStartSequencePolicy, seq+1, nil
+	}
+	log.Error("durable consumer was deleted; creating it again", "from_stream_seq", cfg.OptStartSeq)
+	for {
+		cons, err := c.js.CreateConsumer(ctx, stream, cfg)
+		if errors.Is(err, jetstream.ErrConsumerExists) {
+			cons, err = c.js.Consumer(ctx, stream, cfg.Durable)
+		}
+		if err == nil {
+			log.Info("durable consumer created again")
+			return cons, nil
+		}
+		log.Warn("create durable consumer again", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// noteAcked records that msg of durable on stream was acked, for recreate.
+func (c *Conn) noteAcked(msg jetstream.Msg) {
+	md, err := msg.Metadata()
+	if err != nil {
+		return
+	}
+	key := md.Stream + "/" + md.Consumer
+	c.ackedMu.Lock()
+	defer c.ackedMu.Unlock()
+	if c.acked == nil {
+		c.acked = make(map[string]uint64)
+	}
+	c.acked[key] = max(c.acked[key], md.Sequence.Stream)
+}
+
+// lastAcked is the stream sequence of the last message of durable on
+// stream this connection acked, 0 when none.
+func (c *Conn) lastAcked(stream, durable string) uint64 {
+	c.ackedMu.Lock()
+	defer c.ackedMu.Unlock()
+	return c.acked[stream+"/"+durable]
 }
 
 // progressInterval is how often a running handler's message is reported in
@@ -89,7 +179,9 @@ func (c *Conn) handle(ctx context.Context, msg jetstream.Msg, h Handler, beat ti
 		defer cancel()
 		if err := msg.DoubleAck(actx); err != nil {
 			log.Warn("ack", "id", ev.ID, "err", err)
+			return
 		}
+		c.noteAcked(msg)
 	case errors.Is(err, ErrPoison):
 		log.Error("terminated poison event", "id", ev.ID, "type", ev.Type, "err", err)
 		_ = msg.TermWithReason(err.Error())

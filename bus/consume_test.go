@@ -2,6 +2,8 @@ package bus_test
 
 import (
 	"context"
+	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -104,5 +106,88 @@ func TestConsumeAcksWhileStopping(t *testing.T) {
 	}
 	if info.AckFloor.Stream != 1 || info.NumAckPending != 0 {
 		t.Errorf("after stopping: ack floor %d, %d pending: the commit was not acked", info.AckFloor.Stream, info.NumAckPending)
+	}
+}
+
+// TestConsumeRecreatesItsDeletedDurable deletes the durable that Consume
+// and ConsumeBatch read, as an operator's tool could: each creates it
+// again, says so in the log, and goes on from the message after the last
+// one it acked, so nothing is applied twice or lost.
+func TestConsumeRecreatesItsDeletedDurable(t *testing.T) {
+	t.Parallel()
+	for _, batch := range []bool{false, true} {
+		t.Run(map[bool]string{false: "Consume", true: "ConsumeBatch"}[batch], func(t *testing.T) {
+			t.Parallel()
+			srv := bustest.StartServer(t, "", bus.Access{})
+			var logs testkit.Buffer
+			ctx := ctxT(t, time.Minute)
+			oma, err := srv.Connect(ctx, bus.ClientConfig{Name: "oma", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(oma.Close)
+			if err := oma.EnsureConsumer(ctx, bus.StreamProgress, bus.OMADurable); err != nil {
+				t.Fatal(err)
+			}
+			seen := make(chan uint64, 16)
+			h := func(_ context.Context, _ events.Event, p events.Payload) error {
+				seen <- p.(*events.Progress).Seq
+				return nil
+			}
+			cctx, stop := context.WithCancel(ctx)
+			defer stop()
+			go func() {
+				if batch {
+					_ = oma.ConsumeBatch(cctx, bus.StreamProgress, bus.OMADurable, 4, func(ctx context.Context, ds []bus.Delivery) []error {
+						for _, d := range ds {
+							_ = h(ctx, d.Event, d.Payload)
+						}
+						return nil
+					})
+					return
+				}
+				_ = oma.Consume(cctx, bus.StreamProgress, bus.OMADurable, h)
+			}()
+			next := func(want uint64) {
+				t.Helper()
+				select {
+				case got := <-seen:
+					if got != want {
+						t.Fatalf("handled seq %d, want %d", got, want)
+					}
+				case <-ctx.Done():
+					t.Fatalf("seq %d never handled", want)
+				}
+			}
+			for seq := uint64(1); seq <= 2; seq++ {
+				if _, err := oma.Publish(ctx, progress("vma-1", "job-1", seq)); err != nil {
+					t.Fatal(err)
+				}
+				next(seq)
+			}
+			testkit.Eventually(t, "acks", func() bool {
+				c, err := oma.JetStream().Consumer(ctx, bus.StreamProgress, bus.OMADurable)
+				return err == nil && c.CachedInfo().AckFloor.Stream == 2
+			})
+			if err := oma.JetStream().DeleteConsumer(ctx, bus.StreamProgress, bus.OMADurable); err != nil {
+				t.Fatal(err)
+			}
+			testkit.Eventually(t, "the durable created again", func() bool {
+				_, err := oma.JetStream().Consumer(ctx, bus.StreamProgress, bus.OMADurable)
+				return err == nil
+			})
+			if _, err := oma.Publish(ctx, progress("vma-1", "job-1", 3)); err != nil {
+				t.Fatal(err)
+			}
+			next(3)
+			if !strings.Contains(logs.String(), "durable consumer was deleted; creating it again") {
+				t.Errorf("the log does not say the durable was created again:\n%s", logs.String())
+			}
+			select {
+			case seq := <-seen:
+				t.Errorf("seq %d handled again", seq)
+			case <-time.After(100 * time.Millisecond):
+			}
+		})
 	}
 }

@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -15,7 +16,10 @@ var ErrNotPublished = errors.New("not published")
 
 // Discover publishes a discover request and waits until ctx ends for its
 // result, every page of it (see events.DiscoverPages), and returns the
-// whole result, which may carry a Failure. The result's events are
+// whole result, which may carry a Failure. A confined connection (a VMA)
+// may not publish discover requests: it submits its own to the OMA
+// (subject.DiscoverSubmit), which publishes it and records it, since the
+// OMA takes into its inventory the results of its recorded requests only. The result's events are
 // validated as Consume validates them. Errors wrap ErrNotPublished when the
 // request was not published, or ctx's error when no complete result came
 // in time.
@@ -29,7 +33,7 @@ func (c *Conn) Discover(ctx context.Context, dr *events.DiscoverRequest) (events
 		return events.DiscoverResult{}, fmt.Errorf("discover: %w", err)
 	}
 	defer w.Close()
-	if _, err := c.Publish(ctx, dr); err != nil {
+	if err := c.SubmitDiscover(ctx, dr); err != nil {
 		return events.DiscoverResult{}, fmt.Errorf("discover: %w: %w", ErrNotPublished, err)
 	}
 	var pages events.DiscoverPages
@@ -46,4 +50,66 @@ func (c *Conn) Discover(ctx context.Context, dr *events.DiscoverRequest) (events
 		pages.Add(*page)
 	}
 	return pages.Result(), nil
+}
+
+// SubmitDiscover publishes dr without waiting for its result, or, on a
+// confined connection, submits it to the OMA, which publishes it.
+func (c *Conn) SubmitDiscover(ctx context.Context, dr *events.DiscoverRequest) error {
+	if !c.confined {
+		_, err := c.Publish(ctx, dr)
+		return err
+	}
+	ev, err := events.New(c.source, dr, c.now())
+	if err != nil {
+		return err
+	}
+	raw, err := json.Marshal(ev)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", ev.Type, err)
+	}
+	if err := c.validator.CheckEvent(raw); err != nil {
+		return err
+	}
+	subj, err := subject.DiscoverSubmit(dr.VMAID)
+	if err != nil {
+		return err
+	}
+	var ok struct{}
+	return c.Request(ctx, subj, json.RawMessage(raw), &ok)
+}
+
+// CheckSubmission returns the discover request a VMA submitted on subj
+// (subject.DiscoverSubmit): a valid event whose request is for the VMA the
+// subject names. The OMA then publishes it with PublishEvent.
+func (c *Conn) CheckSubmission(subj string, data []byte) (events.Event, *events.DiscoverRequest, error) {
+	vmaID, err := subject.ParseDiscoverSubmit(subj)
+	if err != nil {
+		return events.Event{}, nil, err
+	}
+	ev, err := c.validator.ValidateEvent(data)
+	if err != nil {
+		return events.Event{}, nil, err
+	}
+	p, _, err := decode(ev)
+	if err != nil {
+		return events.Event{}, nil, err
+	}
+	dr, ok := p.(*events.DiscoverRequest)
+	if !ok {
+		return events.Event{}, nil, fmt.Errorf("a %s is not a discover request", ev.Type)
+	}
+	if dr.VMAID != vmaID {
+		return events.Event{}, nil, fmt.Errorf("VMA %s submitted a discover request for VMA %s", vmaID, dr.VMAID)
+	}
+	return ev, dr, nil
+}
+
+// SubmitReplies is the ReplyPrefix of discover submissions: the inbox
+// prefix of the VMA the subject names.
+func SubmitReplies(subj string) (string, error) {
+	vmaID, err := subject.ParseDiscoverSubmit(subj)
+	if err != nil {
+		return "", err
+	}
+	return subject.InboxPrefix(vmaID)
 }

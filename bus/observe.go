@@ -140,6 +140,9 @@ func (g *gate) check(ctx context.Context, api string, data []byte) ([]byte, erro
 		is(3, "CONSUMER", "NAMES"), is(3, "CONSUMER", "LIST"), is(4, "CONSUMER", "INFO"):
 		return data, nil
 	case len(toks) >= 3 && toks[0] == "CONSUMER" && toks[1] == "CREATE":
+		if len(toks) >= 4 && reservedConsumer(toks[3]) {
+			return nil, fmt.Errorf("%w: consumer name %q is kept for the OMA and the VMAs", errNotForObservers, toks[3])
+		}
 		return g.checkCreate(ctx, toks[2], data)
 	case is(5, "CONSUMER", "MSG", "NEXT"):
 		return data, g.checkPull(ctx, toks[3], toks[4])
@@ -160,6 +163,8 @@ func (g *gate) checkCreate(ctx context.Context, stream string, data []byte) ([]b
 	switch {
 	case cfg.Durable != "":
 		return nil, fmt.Errorf("%w: durable consumer %q", errNotForObservers, cfg.Durable)
+	case reservedConsumer(cfg.Name):
+		return nil, fmt.Errorf("%w: consumer name %q is kept for the OMA and the VMAs", errNotForObservers, cfg.Name)
 	case cfg.DeliverSubject != "":
 		return nil, fmt.Errorf("%w: push consumer delivering to %q (use a pull or ordered consumer)", errNotForObservers, cfg.DeliverSubject)
 	case cfg.Direct || cfg.Sourcing:
@@ -186,6 +191,13 @@ func (g *gate) checkCreate(ctx context.Context, stream string, data []byte) ([]b
 		return nil, fmt.Errorf("encode consumer create request: %w", err)
 	}
 	return out, nil
+}
+
+// reservedConsumer reports whether name is one the OMA gives its own
+// durables or a VMA's (OMADurable, VMADurable): an observer's ephemeral
+// consumer may not take it, or a VMA's registration would fail on it.
+func reservedConsumer(name string) bool {
+	return name == OMADurable || strings.HasPrefix(name, VMADurable(""))
 }
 
 // checkPull lets an observer pull only from ephemeral consumers, so it

@@ -112,11 +112,21 @@ func (c *Conn) Serve(ctx context.Context, subj, queue string, replies ReplyPrefi
 	return nil
 }
 
+// serviceReplyPrefix begins the reply subjects the server makes for a
+// request that came through a service import, from a VMA's account: the
+// server routes the answer back to the requester's own reply subject, so
+// it can never land anywhere else.
+const serviceReplyPrefix = "_R_."
+
 // replyAllowed checks that msg has a reply subject under the prefix replies
-// gives for its subject.
+// gives for its subject, or one the server made for a request from another
+// account.
 func replyAllowed(msg *nats.Msg, replies ReplyPrefix) error {
 	if msg.Reply == "" {
 		return errors.New("no reply subject")
+	}
+	if strings.HasPrefix(msg.Reply, serviceReplyPrefix) && !strings.ContainsAny(msg.Reply, "*> \t\r\n") {
+		return nil
 	}
 	prefix, err := replies(msg.Subject)
 	if err != nil {

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -34,11 +37,19 @@ type ServerConfig struct {
 	// nats-server's default, 1 MiB. Discovery results larger than it are
 	// published in pages.
 	MaxPayload int32
+	// MaxConnections caps the client connections the server accepts; 0
+	// means DefaultMaxConnections.
+	MaxConnections int
 	// ReadyTimeout bounds the wait for the server to accept clients; 0 means 10s.
 	ReadyTimeout time.Duration
 	// Logger receives the server's log; nil discards it.
 	Logger *slog.Logger
 }
+
+// DefaultMaxConnections is the connection cap of ServerConfig's zero
+// value: far above what an OMA with its VMAs, observers and tools needs,
+// far below what would exhaust its file descriptors.
+const DefaultMaxConnections = 1024
 
 // Server is an embedded nats-server with JetStream. It has an internal user
 // for the OMA, whose key never leaves the process; see Connect.
@@ -49,6 +60,7 @@ type Server struct {
 	gate *gate // forwards observers' read-only JetStream API requests
 
 	mu     sync.Mutex // guards opts and access for SetAccess
+	cfg    ServerConfig
 	opts   *server.Options
 	access Access
 }
@@ -63,30 +75,12 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start nats server: create oma key: %w", err)
 	}
-	s := &Server{oma: oma, log: discardIfNil(cfg.Logger), access: cfg.Access}
-	opts := &server.Options{
-		ServerName: cfg.Name,
-		Host:       cfg.Host,
-		Port:       cfg.Port,
-		JetStream:  true,
-		StoreDir:   cfg.StoreDir,
-		NoSigs:     true,
-		MaxPayload: cfg.MaxPayload,
+	s := &Server{oma: oma, log: discardIfNil(cfg.Logger), access: cfg.Access, cfg: cfg}
+	opts, err := s.options(cfg.Access, nil)
+	if err != nil {
+		return nil, fmt.Errorf("start nats server: %w", err)
 	}
-	if opts.ServerName == "" {
-		opts.ServerName = "godwit-oma"
-	}
-	if opts.Host == "" {
-		opts.Host = "127.0.0.1"
-	}
-	if opts.Port == 0 {
-		opts.Port = 4222
-	}
-	if cfg.MonitorPort != 0 {
-		opts.HTTPHost = opts.Host
-		opts.HTTPPort = cfg.MonitorPort
-	}
-	if err := s.applyAccess(opts, cfg.Access); err != nil {
+	if err := moveGlobalStore(cfg.StoreDir, s.log); err != nil {
 		return nil, fmt.Errorf("start nats server: %w", err)
 	}
 	ns, err := server.NewServer(opts)
@@ -109,7 +103,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		ns.WaitForShutdown()
 		return nil, fmt.Errorf("start nats server on %s: not ready after %s", net.JoinHostPort(opts.Host, strconv.Itoa(opts.Port)), wait)
 	}
-	if !ns.JetStreamEnabled() {
+	if !ns.JetStreamEnabled() || !accountJetStream(ns, time.Now().Add(wait)) {
 		ns.Shutdown()
 		ns.WaitForShutdown()
 		return nil, fmt.Errorf("start nats server: jetstream did not start in %s", cfg.StoreDir)
@@ -123,27 +117,106 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	return s, nil
 }
 
-// applyAccess puts the users of a into opts.
-func (s *Server) applyAccess(opts *server.Options, a Access) error {
+// accountJetStream waits until JetStream serves AccountOMA, which it may
+// start doing after the server accepts clients, or deadline passes.
+func accountJetStream(ns *server.Server, deadline time.Time) bool {
+	for {
+		if acc, err := ns.LookupAccount(AccountOMA); err == nil && acc.JetStreamEnabled() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// options returns the server's options granting access a: the accounts
+// and users of a, and everything else from s.cfg.
+func (s *Server) options(a Access, bare map[string]bool) (*server.Options, error) {
 	omaPub, err := s.oma.PublicKey()
 	if err != nil {
-		return fmt.Errorf("oma public key: %w", err)
+		return nil, fmt.Errorf("oma public key: %w", err)
 	}
-	users, err := a.users(omaPub)
+	conf, err := a.config(omaPub, bare)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	opts.Nkeys = users
+	opts := &server.Options{}
+	if err := opts.ProcessConfigString(conf); err != nil {
+		return nil, fmt.Errorf("nats access configuration: %w", err)
+	}
+	cfg := s.cfg
+	opts.ServerName, opts.Host, opts.Port = cfg.Name, cfg.Host, cfg.Port
+	opts.JetStream, opts.StoreDir, opts.NoSigs = true, cfg.StoreDir, true
+	opts.MaxPayload, opts.MaxConn = cfg.MaxPayload, cfg.MaxConnections
+	if opts.ServerName == "" {
+		opts.ServerName = "godwit-oma"
+	}
+	if opts.Host == "" {
+		opts.Host = "127.0.0.1"
+	}
+	if opts.Port == 0 {
+		opts.Port = 4222
+	}
+	if opts.MaxConn == 0 {
+		opts.MaxConn = DefaultMaxConnections
+	}
+	if cfg.MonitorPort != 0 {
+		opts.HTTPHost = opts.Host
+		opts.HTTPPort = cfg.MonitorPort
+	}
+	return opts, nil
+}
+
+// moveGlobalStore moves the JetStream store of an OMA from before accounts,
+// kept under nats-server's global account, to AccountOMA, so that its
+// streams and consumers carry on.
+func moveGlobalStore(dir string, log *slog.Logger) error {
+	old, now := filepath.Join(dir, "jetstream", "$G"), filepath.Join(dir, "jetstream", AccountOMA)
+	if _, err := os.Stat(old); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("move jetstream store: %w", err)
+	}
+	if _, err := os.Stat(now); err == nil {
+		return fmt.Errorf("move jetstream store: both %s and %s exist: keep one", old, now)
+	}
+	if err := os.Rename(old, now); err != nil {
+		return fmt.Errorf("move jetstream store: %w", err)
+	}
+	log.Info("moved the jetstream store to the OMA's account", "from", old, "to", now)
 	return nil
 }
 
 // SetAccess replaces the observers and VMAs allowed in, without a restart.
 // Connected clients whose key is gone are disconnected.
+//
+// A VMA new to the server gets its account in two reloads: first the
+// account alone, then its user and imports. nats-server (2.15) makes the
+// subscriptions of an account's service imports on a reload only for an
+// account that existed before it; in one reload, a new VMA's imports would
+// be there but carry nothing.
 func (s *Server) SetAccess(a Access) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	opts := s.opts.Clone()
-	if err := s.applyAccess(opts, a); err != nil {
+	bare := map[string]bool{}
+	for id := range a.VMAs {
+		if _, ok := s.access.VMAs[id]; !ok {
+			bare[id] = true
+		}
+	}
+	if len(bare) > 0 {
+		opts, err := s.options(a, bare)
+		if err != nil {
+			return fmt.Errorf("set nats access: %w", err)
+		}
+		if err := s.ns.ReloadOptions(opts); err != nil {
+			return fmt.Errorf("set nats access: %w", err)
+		}
+	}
+	opts, err := s.options(a, nil)
+	if err != nil {
 		return fmt.Errorf("set nats access: %w", err)
 	}
 	if err := s.ns.ReloadOptions(opts); err != nil {

@@ -12,6 +12,7 @@ const (
 	TypeJobStateChanged   = "io.godwit.job.state.v1"
 	TypeHeartbeat         = "io.godwit.vma.heartbeat.v1"
 	TypeTunnelOutage      = "io.godwit.tunnel.outage.v1"
+	TypeStreamAlert       = "io.godwit.alert.stream.v1"
 )
 
 // Types lists every event type, in a fixed order.
@@ -19,7 +20,7 @@ func Types() []string {
 	return []string{
 		TypeDiscoverRequest, TypeDiscoverResult, TypeReplicateCommand, TypeReplicateCancel,
 		TypeProgress, TypeReplicationStatus, TypeJobCreated, TypeJobStateChanged, TypeHeartbeat,
-		TypeTunnelOutage,
+		TypeTunnelOutage, TypeStreamAlert,
 	}
 }
 
@@ -47,6 +48,8 @@ func NewPayload(eventType string) (Payload, bool) {
 		return new(Heartbeat), true
 	case TypeTunnelOutage:
 		return new(TunnelOutage), true
+	case TypeStreamAlert:
+		return new(StreamAlert), true
 	}
 	return nil, false
 }

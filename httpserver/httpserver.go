@@ -1,7 +1,8 @@
 // Package httpserver serves an HTTP handler the way both appliances do:
-// with an access log (method, path, status, duration; never bodies or
-// headers, which may hold tokens and passwords), timeouts for slow and
-// idle clients, optional TLS, and a graceful shutdown that drains requests
+// with an access log (method, path, status, duration and the token's name;
+// never bodies or headers, which may hold tokens and passwords), timeouts
+// for slow and idle clients (headers, bodies, idle keep-alives), a cap on
+// connections, optional TLS, and a graceful shutdown that drains requests
 // when the context ends. Guard and BearerToken are the request checks both
 // APIs share.
 package httpserver
@@ -31,6 +32,13 @@ type Config struct {
 	// IdleTimeout closes keep-alive connections idle this long; 0 means
 	// DefaultIdleTimeout.
 	IdleTimeout time.Duration
+	// BodyTimeout is how long a request body may take to arrive after its
+	// headers; 0 means DefaultBodyTimeout. A body still arriving then is
+	// cut (ErrBodyTimeout) and the connection closed.
+	BodyTimeout time.Duration
+	// MaxConns caps the connections held at once; one more is answered
+	// 503 and closed. 0 means DefaultMaxConns.
+	MaxConns int
 	// TLSCertFile and TLSKeyFile, both set, serve HTTPS with this PEM
 	// certificate (chain) and key; both empty serve plain HTTP.
 	TLSCertFile, TLSKeyFile string
@@ -43,6 +51,12 @@ func (c Config) Validate() error {
 	}
 	if c.IdleTimeout < 0 {
 		return fmt.Errorf("idle timeout %s is negative", c.IdleTimeout)
+	}
+	if c.BodyTimeout < 0 {
+		return fmt.Errorf("body timeout %s is negative", c.BodyTimeout)
+	}
+	if c.MaxConns < 0 {
+		return fmt.Errorf("max connections %d is negative", c.MaxConns)
 	}
 	return nil
 }
@@ -58,8 +72,17 @@ func Serve(ctx context.Context, l net.Listener, h http.Handler, cfg Config) erro
 	if idle == 0 {
 		idle = DefaultIdleTimeout
 	}
+	body := cfg.BodyTimeout
+	if body == 0 {
+		body = DefaultBodyTimeout
+	}
+	maxConns := cfg.MaxConns
+	if maxConns == 0 {
+		maxConns = DefaultMaxConns
+	}
+	l = newLimitListener(l, maxConns, cfg.TLSCertFile == "", cfg.Logger)
 	srv := &http.Server{
-		Handler:           LogRequests(cfg.Logger, h),
+		Handler:           limitBody(body, LogRequests(cfg.Logger, h)),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       idle,
 	}
@@ -98,7 +121,22 @@ func (s *statusRecorder) WriteHeader(code int) {
 	s.ResponseWriter.WriteHeader(code)
 }
 
-// LogRequests logs each request's method, path, status and duration.
+// Unwrap lets http.ResponseController reach the server's writer.
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// tokenKey is the context key of the slot SetToken fills.
+type tokenKey struct{}
+
+// SetToken records the name of the token that authenticated r, for the
+// access log's "token" attribute. It does nothing outside LogRequests.
+func SetToken(r *http.Request, name string) {
+	if slot, ok := r.Context().Value(tokenKey{}).(*string); ok {
+		*slot = name
+	}
+}
+
+// LogRequests logs each request's method, path, status, duration and, when
+// a handler called SetToken, the token's name.
 func LogRequests(log *slog.Logger, next http.Handler) http.Handler {
 	if log == nil {
 		return next
@@ -106,7 +144,12 @@ func LogRequests(log *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		next.ServeHTTP(rec, r)
-		log.InfoContext(r.Context(), "http", "method", r.Method, "path", r.URL.Path, "status", rec.status, "took", time.Since(start))
+		token := new(string)
+		next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), tokenKey{}, token)))
+		attrs := []any{"method", r.Method, "path", r.URL.Path, "status", rec.status, "took", time.Since(start)}
+		if *token != "" {
+			attrs = append(attrs, "token", *token)
+		}
+		log.InfoContext(r.Context(), "http", attrs...)
 	})
 }

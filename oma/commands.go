@@ -18,26 +18,32 @@ import (
 	"github.com/godwit/godwit/oma/control"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/tokens"
+	"github.com/godwit/godwit/oma/tunnels"
 	jobwatch "github.com/godwit/godwit/oma/watch"
 )
 
-// tokenCreate implements `oma token create -name NAME`.
+// tokenCreate implements `oma token create -name NAME [-scope SCOPE]`.
 func tokenCreate(args []string, stdout, stderr io.Writer) error {
 	var cfg config
 	fs := newFlagSet("oma token create", &cfg, stderr)
 	name := fs.String("name", "", "token name (required)")
+	scopeName := fs.String("scope", string(tokens.DefaultScope), "what the token may do: read (GET only), operate (also discovery and jobs) or admin (also tokens and VMAs)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *name == "" {
 		return errors.New("token create: -name is required")
 	}
+	scope, err := tokens.ParseScope(*scopeName)
+	if err != nil {
+		return fmt.Errorf("token create: -scope: %w", err)
+	}
 	st, err := appliance.OpenStore(cfg.dataDir)
 	if err != nil {
 		return fmt.Errorf("%w (on a running OMA use POST /api/v1/tokens)", err)
 	}
 	defer st.Close()
-	secret, err := tokens.Create(st, *name, time.Now())
+	secret, err := tokens.Create(st, *name, scope, time.Now())
 	if err != nil {
 		return err
 	}
@@ -60,7 +66,8 @@ func vmaAdd(args []string, stdout, stderr io.Writer) error {
 	seedOut := fs.String("seed-out", "", "write the VMA's NATS NKey seed to this file (mode 0600) instead of printing it")
 	sshKey := fs.String("ssh-key", "", `the VMA's SSH public key, "ssh-ed25519 AAAA... comment" (ed25519, or RSA of 3072 bits or more)`)
 	sshKeyFile := fs.String("ssh-key-file", "", "file holding the VMA's SSH public key (instead of -ssh-key)")
-	apiPort := fs.Int("api-port", 0, "OMA loopback port to forward the VMA's API to (default: the lowest free one from 9081)")
+	apiPort := fs.Int("api-port", 0, "OMA loopback port to forward the VMA's API to (default: the lowest free one from 9081); never one of the OMA's own (-api-addr, -nats-addr, -sshd-port, -nbd-ports)")
+	fs.StringVar(&cfg.apiAddr, "api-addr", appliance.DefaultAPIAddr, "the OMA's API listen address (its port is no VMA's)")
 	declareForwardFlags(fs, &cfg)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -81,6 +88,10 @@ func vmaAdd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("vma add: %w", err)
 	}
+	own, err := cfg.ownPorts()
+	if err != nil {
+		return fmt.Errorf("vma add: %w", err)
+	}
 	if *seedOut != "" {
 		// Refuse an existing file before registering: a VMA registered
 		// without its seed saved would have to be removed again.
@@ -93,7 +104,7 @@ func vmaAdd(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w (on a running OMA use POST /api/v1/vmas)", err)
 	}
 	defer st.Close()
-	cred, err := control.RegisterVMA(st, control.NewVMA{ID: *id, SSHPublicKey: key, APIPort: *apiPort}, time.Now())
+	cred, err := control.RegisterVMA(st, control.NewVMA{ID: *id, SSHPublicKey: key, APIPort: *apiPort, OMAPorts: own}, time.Now())
 	if err != nil {
 		return err
 	}
@@ -102,7 +113,11 @@ func vmaAdd(args []string, stdout, stderr io.Writer) error {
 		env("id", cred.ID) + env("nats-url", *natsURL) + env("oma-url", *apiURL) +
 		fmt.Sprintf("# Its API is forwarded to 127.0.0.1:%d on the OMA.\n", cred.APIPort)
 	if *tunnelURL != "" {
-		out += env("tunnel", *tunnelURL) + env("tunnel-listen", fmt.Sprintf("127.0.0.1:%d", cred.APIPort)) +
+		dir, err := cfg.socketDir()
+		if err != nil {
+			return fmt.Errorf("vma add: %w", err)
+		}
+		out += env("tunnel", *tunnelURL) + env("tunnel-listen", tunnels.SocketPath(dir, cred.ID)) +
 			"# and the OMA's host key in the file " + flagconf.EnvName("tunnel-known-hosts") + " names (ssh-keyscan, checked by hand).\n"
 	}
 	if cred.SSHPublicKey != "" {

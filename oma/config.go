@@ -4,15 +4,18 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/godwit/godwit/flagconf"
+	"github.com/godwit/godwit/httpserver"
 	"github.com/godwit/godwit/oma/api"
 	"github.com/godwit/godwit/oma/appliance"
 	"github.com/godwit/godwit/oma/authkeys"
+	"github.com/godwit/godwit/oma/control"
 )
 
 // config is the OMA's command line.
@@ -31,6 +34,13 @@ type config struct {
 	allowOrigins    string
 	tlsCert         string
 	tlsKey          string
+	insecureHTTP    bool
+	sshdPort        int
+	pendingJobTTL   time.Duration
+	maxPendingJobs  int
+	bodyTimeout     time.Duration
+	maxConns        int
+	tunnelDir       string
 }
 
 // newFlagSet declares the flags every oma command has; its usage lists the
@@ -50,14 +60,19 @@ func newFlagSet(name string, cfg *config, stderr io.Writer) *flag.FlagSet {
 
 // declareRunFlags declares the flags of running the OMA.
 func declareRunFlags(fs *flag.FlagSet, cfg *config) {
-	fs.StringVar(&cfg.apiAddr, "api-addr", ":8082", "REST API listen address")
+	fs.StringVar(&cfg.apiAddr, "api-addr", appliance.DefaultAPIAddr, "REST API listen address; one that is not loopback needs -api-tls-cert and -api-tls-key, or -api-insecure-http")
 	fs.StringVar(&cfg.apiURL, "api-url", "http://localhost:8082", "OMA API URL given to VMAs")
 	fs.StringVar(&cfg.allowOrigins, "api-allow-origin", "", "comma-separated browser origins (scheme://host[:port]) allowed to call the API besides its own")
 	fs.StringVar(&cfg.tlsCert, "api-tls-cert", "", "PEM certificate (chain) to serve the API over HTTPS; needs -api-tls-key")
 	fs.StringVar(&cfg.tlsKey, "api-tls-key", "", "PEM private key to serve the API over HTTPS; needs -api-tls-cert")
+	fs.BoolVar(&cfg.insecureHTTP, "api-insecure-http", false, "allow plain HTTP on an -api-addr that is not loopback (tokens and vCenter passwords in clear)")
+	fs.DurationVar(&cfg.bodyTimeout, "api-body-timeout", httpserver.DefaultBodyTimeout, "how long a request body may take to arrive; a slower one is cut (408)")
+	fs.IntVar(&cfg.maxConns, "api-max-conns", httpserver.DefaultMaxConns, "API connections held at once; one more is answered 503")
 	declareForwardFlags(fs, cfg)
 	fs.IntVar(&cfg.natsMonitorPort, "nats-monitor-port", 0, "NATS HTTP monitoring port on the NATS host; 0 turns it off")
 	fs.DurationVar(&cfg.discoverTimeout, "discover-timeout", 60*time.Second, "how long POST /api/v1/discover waits for a VMA")
+	fs.DurationVar(&cfg.pendingJobTTL, "pending-job-ttl", control.DefaultPendingJobTTL, "how long a job may stay pending (created, never started) before it expires and its NBD port is released")
+	fs.IntVar(&cfg.maxPendingJobs, "max-pending-jobs", control.DefaultMaxPendingJobs, "pending jobs one API token may have at once; one more is refused (429)")
 	fs.DurationVar(&cfg.streamMaxAge, "stream-max-age", 30*24*time.Hour, "how long streams keep events")
 	fs.Int64Var(&cfg.streamMaxBytes, "stream-max-bytes", 1<<30, "bytes each stream keeps at most")
 }
@@ -70,6 +85,44 @@ func declareForwardFlags(fs *flag.FlagSet, cfg *config) {
 	fs.StringVar(&cfg.nbdPorts, "nbd-ports", "10100-10199", "NBD export port pool, FIRST-LAST")
 	fs.StringVar(&cfg.exportAddr, "export-addr", "127.0.0.1", "address nbdkit listens on")
 	fs.StringVar(&cfg.exportHost, "export-host", "", "host VMAs are told to reach exports at (default: -export-addr)")
+	fs.IntVar(&cfg.sshdPort, "sshd-port", 0, "port of the OMA's sshd the VMAs tunnel to, which no VMA's API port may take (0: unknown; below 1024 is refused anyway)")
+	fs.StringVar(&cfg.tunnelDir, "tunnel-dir", "", "directory (mode 0700) of the Unix sockets the VMAs' SSH tunnels forward their APIs on; the OMA holds each VMA's API port and forwards into <dir>/<id>.sock (default: <data>/tunnels)")
+}
+
+// ownPorts lists the OMA's own ports as its flags say (API, NATS, sshd,
+// NBD pool), which no VMA's API port may take.
+func (cfg *config) ownPorts() ([]control.PortRange, error) {
+	first, last, err := cfg.pool()
+	if err != nil {
+		return nil, err
+	}
+	var own []control.PortRange
+	for _, a := range []struct{ name, addr string }{{"API", cfg.apiAddr}, {"NATS", cfg.natsAddr}} {
+		_, p, err := net.SplitHostPort(a.addr)
+		if err != nil {
+			return nil, fmt.Errorf("%s address %q: %w", a.name, a.addr, err)
+		}
+		if n, err := strconv.Atoi(p); err == nil && n > 0 {
+			own = append(own, control.PortRange{Name: a.name, First: n, Last: n})
+		}
+	}
+	if cfg.sshdPort > 0 {
+		own = append(own, control.PortRange{Name: "sshd", First: cfg.sshdPort, Last: cfg.sshdPort})
+	}
+	return append(own, control.PortRange{Name: "NBD port pool", First: first, Last: last}), nil
+}
+
+// socketDir returns -tunnel-dir, absolute, <data>/tunnels when not given.
+func (cfg *config) socketDir() (string, error) {
+	dir := cfg.tunnelDir
+	if dir == "" {
+		dir = filepath.Join(cfg.dataDir, "tunnels")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("-tunnel-dir: %w", err)
+	}
+	return abs, nil
 }
 
 // pool parses -nbd-ports.
@@ -112,21 +165,37 @@ func (cfg *config) appliance() (appliance.Config, error) {
 	if (cfg.tlsCert == "") != (cfg.tlsKey == "") {
 		return appliance.Config{}, fmt.Errorf("-api-tls-cert and -api-tls-key go together: give both or neither")
 	}
+	if cfg.bodyTimeout <= 0 || cfg.maxConns < 1 {
+		return appliance.Config{}, fmt.Errorf("-api-body-timeout and -api-max-conns must be positive")
+	}
+	if cfg.pendingJobTTL <= 0 || cfg.maxPendingJobs < 1 {
+		return appliance.Config{}, fmt.Errorf("-pending-job-ttl and -max-pending-jobs must be positive")
+	}
+	tunnelDir, err := cfg.socketDir()
+	if err != nil {
+		return appliance.Config{}, err
+	}
 	var ac api.Config
 	ac.AllowOrigins = flagconf.List(cfg.allowOrigins)
 	ac.HTTP.TLSCertFile, ac.HTTP.TLSKeyFile = cfg.tlsCert, cfg.tlsKey
+	ac.HTTP.BodyTimeout, ac.HTTP.MaxConns = cfg.bodyTimeout, cfg.maxConns
 	return appliance.Config{
 		DataDir:         cfg.dataDir,
 		API:             ac,
 		APIAddr:         cfg.apiAddr,
+		APIInsecureHTTP: cfg.insecureHTTP,
 		APIURL:          cfg.apiURL,
 		NATSAddr:        cfg.natsAddr,
 		NATSMonitorPort: cfg.natsMonitorPort,
 		FirstPort:       firstPort,
 		LastPort:        lastPort,
+		SSHDPort:        cfg.sshdPort,
 		ExportAddr:      cfg.exportAddr,
 		ExportHost:      cfg.exportHost,
+		TunnelDir:       tunnelDir,
 		DiscoverTimeout: cfg.discoverTimeout,
+		PendingJobTTL:   cfg.pendingJobTTL,
+		MaxPendingJobs:  cfg.maxPendingJobs,
 		StreamMaxAge:    cfg.streamMaxAge,
 		StreamMaxBytes:  cfg.streamMaxBytes,
 	}, nil

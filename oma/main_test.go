@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/oma/appliance"
+	"github.com/godwit/godwit/oma/tokens"
 	"github.com/godwit/godwit/testkit"
 )
 
@@ -204,6 +207,10 @@ func TestBadFlagsAndConfig(t *testing.T) {
 		{"-nbd-ports", "many"},
 		{"-config", bad},
 		{"-config", "/nonexistent.json"},
+		{"-api-addr", "0.0.0.0:0"},
+		{"-api-addr", ":0"},
+		{"-api-body-timeout", "0s"},
+		{"-api-max-conns", "0"},
 	} {
 		if err := run(context.Background(), append(args, "-data", t.TempDir()), &logs); err == nil {
 			t.Errorf("run(%v) succeeded", args)
@@ -215,6 +222,40 @@ func TestBadFlagsAndConfig(t *testing.T) {
 	}
 	if err := dispatch(context.Background(), []string{"token"}, &logs, &logs); err == nil {
 		t.Error("oma token without a verb succeeded")
+	}
+}
+
+// TestAPIFlags: the API listens on loopback by default; -api-insecure-http,
+// -api-body-timeout and -api-max-conns reach the appliance's configuration.
+func TestAPIFlags(t *testing.T) {
+	for _, tt := range []struct {
+		args     []string
+		addr     string
+		insecure bool
+		body     time.Duration
+		conns    int
+	}{
+		{nil, "127.0.0.1:8082", false, 30 * time.Second, 256},
+		{[]string{"-api-addr", ":8082", "-api-insecure-http", "-api-body-timeout", "5s", "-api-max-conns", "10"}, ":8082", true, 5 * time.Second, 10},
+	} {
+		var cfg config
+		fs := newFlagSet("oma", &cfg, io.Discard)
+		declareRunFlags(fs, &cfg)
+		if err := parse(fs, tt.args); err != nil {
+			t.Fatal(err)
+		}
+		ac, err := cfg.appliance()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ac.APIAddr != tt.addr || ac.APIInsecureHTTP != tt.insecure || ac.API.HTTP.BodyTimeout != tt.body || ac.API.HTTP.MaxConns != tt.conns {
+			t.Errorf("%v: addr %q insecure %v body %s conns %d, want %q %v %s %d", tt.args, ac.APIAddr, ac.APIInsecureHTTP,
+				ac.API.HTTP.BodyTimeout, ac.API.HTTP.MaxConns, tt.addr, tt.insecure, tt.body, tt.conns)
+		}
+	}
+	err := run(context.Background(), []string{"-data", t.TempDir(), "-api-addr", "0.0.0.0:0"}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "-api-insecure-http") || !strings.Contains(err.Error(), "-api-tls-cert") {
+		t.Errorf("run -api-addr 0.0.0.0:0 = %v, want a refusal naming -api-tls-cert and -api-insecure-http", err)
 	}
 }
 
@@ -307,5 +348,35 @@ func TestExitStatus(t *testing.T) {
 				t.Errorf("%v: stderr says %q", tt.args, errOut.String())
 			}
 		})
+	}
+}
+
+// TestTokenCreateScope: oma token create makes an operate token unless
+// -scope says otherwise, and refuses a scope it does not know.
+func TestTokenCreateScope(t *testing.T) {
+	dir := t.TempDir()
+	var out bytes.Buffer
+	for _, args := range [][]string{{"-name", "ops"}, {"-name", "viewer", "-scope", "read"}, {"-name", "boss", "-scope", "admin"}} {
+		if err := dispatch(context.Background(), append([]string{"token", "create", "-data", dir}, args...), &out, io.Discard); err != nil {
+			t.Fatalf("token create %v: %v", args, err)
+		}
+	}
+	err := dispatch(context.Background(), []string{"token", "create", "-data", dir, "-name", "x", "-scope", "root"}, &out, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "-scope") {
+		t.Errorf("token create -scope root = %v, want an error naming -scope", err)
+	}
+	st, err := appliance.OpenStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	list, _ := tokens.List(st)
+	got := map[string]tokens.Scope{}
+	for _, i := range list {
+		got[i.Name] = i.Scope
+	}
+	if want := map[string]tokens.Scope{"ops": tokens.Operate, "viewer": tokens.Read, "boss": tokens.Admin}; len(got) != 3 ||
+		got["ops"] != want["ops"] || got["viewer"] != want["viewer"] || got["boss"] != want["boss"] {
+		t.Errorf("tokens = %v, want %v", got, want)
 	}
 }

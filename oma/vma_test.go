@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,9 +27,9 @@ func TestVMAAddSSHKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	pool := []string{"-data", dir, "-nbd-ports", "10100-10102"}
-	line := func(id string, port string) string {
-		return `restrict,command="/bin/false",port-forwarding,permitopen="127.0.0.1:4222",permitopen="127.0.0.1:10100",permitopen="127.0.0.1:10101",permitopen="127.0.0.1:10102",permitlisten="127.0.0.1:` +
-			port + `" ` + testKey + " godwit-vma-" + id
+	line := func(id string, _ string) string { // the API port is no longer in the line: the OMA holds it
+		return `restrict,command="/bin/false",port-forwarding,permitopen="127.0.0.1:4222",permitopen="127.0.0.1:10100",permitopen="127.0.0.1:10101",permitopen="127.0.0.1:10102" ` +
+			testKey + " godwit-vma-" + id
 	}
 	tests := []struct {
 		name string
@@ -56,10 +57,12 @@ func TestVMAAddSSHKey(t *testing.T) {
 	}
 	// With -tunnel, the VMA's tunnel settings come with the rest.
 	var tout, terr bytes.Buffer
-	if err := dispatch(context.Background(), append([]string{"vma", "add", "-id", "vma-6", "-tunnel", "ssh://godwit@oma.example.com:22"}, pool...), &tout, &terr); err != nil {
+	if err := dispatch(context.Background(), append([]string{"vma", "add", "-id", "vma-6", "-tunnel", "ssh://godwit-oma@oma.example.com:22"}, pool...), &tout, &terr); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"GODWIT_TUNNEL=ssh://godwit@oma.example.com:22\n", "GODWIT_TUNNEL_LISTEN=127.0.0.1:9084\n", "GODWIT_TUNNEL_KNOWN_HOSTS"} {
+	// The API is forwarded on a socket in the OMA's tunnel dir; the OMA holds the port.
+	for _, want := range []string{"GODWIT_TUNNEL=ssh://godwit-oma@oma.example.com:22\n", "GODWIT_TUNNEL_LISTEN=" + filepath.Join(dir, "tunnels", "vma-6.sock") + "\n",
+		"127.0.0.1:9084 on the OMA", "GODWIT_TUNNEL_KNOWN_HOSTS"} {
 		if !strings.Contains(tout.String(), want) {
 			t.Errorf("vma add -tunnel printed no %q:\n%s", want, tout.String())
 		}
@@ -88,7 +91,7 @@ func TestVMAAddSSHKey(t *testing.T) {
 	if err := dispatch(context.Background(), []string{"vma", "authorized-keys", "-data", dir, "-nbd-ports", "12000-12000", "-nats-addr", "0.0.0.0:4333"}, &out, &errOut); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), `restrict,command="/bin/false",port-forwarding,permitopen="127.0.0.1:4333",permitopen="127.0.0.1:12000",permitlisten="127.0.0.1:9081" `+testKey+" godwit-vma-vma-1\n") {
+	if !strings.Contains(out.String(), `restrict,command="/bin/false",port-forwarding,permitopen="127.0.0.1:4333",permitopen="127.0.0.1:12000" `+testKey+" godwit-vma-vma-1\n") {
 		t.Errorf("vma authorized-keys with another pool:\n%s", out.String())
 	}
 }
@@ -132,5 +135,27 @@ func TestVMAAddBadSSHKey(t *testing.T) {
 	var out, errOut bytes.Buffer
 	if err := dispatch(context.Background(), []string{"vma", "add", "-id", "vma-1", "-data", dir}, &out, &errOut); err != nil {
 		t.Errorf("vma-1 was registered by a refused command: %v", err)
+	}
+}
+
+// TestVMAAddRefusesTheOMAsPorts: oma vma add -api-port refuses the OMA's
+// own ports (its API's, NATS's, its sshd's, the NBD pool) naming api_port,
+// and the lowest free port skips them.
+func TestVMAAddRefusesTheOMAsPorts(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	own := []string{"-data", dir, "-api-addr", "127.0.0.1:9081", "-nats-addr", "127.0.0.1:9082", "-sshd-port", "9083", "-nbd-ports", "9084-9090"}
+	for _, port := range []string{"9081", "9082", "9083", "9084", "9090"} {
+		err := dispatch(context.Background(), append([]string{"vma", "add", "-id", "vma-1", "-api-port", port}, own...), io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "api_port") || !strings.Contains(err.Error(), "the OMA's own") {
+			t.Errorf("vma add -api-port %s = %v, want a refusal naming api_port", port, err)
+		}
+	}
+	var out bytes.Buffer
+	if err := dispatch(context.Background(), append([]string{"vma", "add", "-id", "vma-1"}, own...), &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "127.0.0.1:9091 on the OMA.") {
+		t.Errorf("vma add took a port of the OMA's own:\n%s", out.String())
 	}
 }

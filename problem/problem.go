@@ -11,6 +11,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"os"
 	"strings"
 )
 
@@ -73,10 +74,16 @@ func IsJSON(contentType string) bool {
 	return ok && (sub == "json" || (strings.HasSuffix(sub, "+json") && len(sub) > len("+json")))
 }
 
+// tooLarge is the error of a body over MaxBody.
+func tooLarge() *Error {
+	return &Error{Status: http.StatusRequestEntityTooLarge, Detail: fmt.Sprintf("request body is larger than %d bytes", MaxBody)}
+}
+
 // Decode reads one JSON object of at most MaxBody bytes into v, refusing
 // unknown fields and trailing data. Its errors are *Error, naming the
 // field where it can; a body whose Content-Type is not JSON (IsJSON) is
-// 415, and an empty body needs no Content-Type (it is 400).
+// 415, an empty one 400 (it needs no Content-Type), a larger one 413, and
+// one whose read hit a deadline (httpserver's body timeout) 408.
 func Decode(w http.ResponseWriter, r *http.Request, v any) error {
 	if ct := r.Header.Get("Content-Type"); r.ContentLength != 0 && !IsJSON(ct) {
 		return &Error{Status: http.StatusUnsupportedMediaType, Field: "Content-Type", Detail: fmt.Sprintf("Content-Type %q: send application/json", ct)}
@@ -91,8 +98,10 @@ func Decode(w http.ResponseWriter, r *http.Request, v any) error {
 	)
 	switch {
 	case err == nil:
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return &Error{Status: http.StatusRequestTimeout, Detail: "request body not received in time: send it whole, at once"}
 	case errors.As(err, &maxErr):
-		return BadRequest("", "request body is larger than %d bytes", MaxBody)
+		return tooLarge()
 	case errors.Is(err, io.EOF):
 		return BadRequest("", "empty request body: send a JSON object")
 	case errors.As(err, &syntaxErr):
@@ -110,7 +119,10 @@ func Decode(w http.ResponseWriter, r *http.Request, v any) error {
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		if errors.As(err, &maxErr) {
-			return BadRequest("", "request body is larger than %d bytes", MaxBody)
+			return tooLarge()
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return &Error{Status: http.StatusRequestTimeout, Detail: "request body not received in time: send it whole, at once"}
 		}
 		return BadRequest("", "request body holds data after the JSON object")
 	}

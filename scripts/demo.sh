@@ -17,8 +17,11 @@ AUTH="Authorization: Bearer $OMA_TOKEN"
 MiB=$((1 << 20))
 
 step() { printf '\n== %s\n' "$*"; }
+# quote: what came from the APIs (VM names and paths from vCenter, errors from a VMA) reaches the terminal
+# with its control and bidi characters as escapes (\x1b, \u202e), never raw.
+quote() { scripts/quote-controls.sh; }
 fail() {
-  echo "demo: FAILED: $*" >&2
+  printf 'demo: FAILED: %s\n' "$*" | quote >&2
   exit 1
 }
 human() { numfmt --to=iec-i --suffix=B --format=%.1f --round=nearest "$1"; }
@@ -29,7 +32,7 @@ show() {
     a=${a//$OMA_TOKEN/\$OMA_TOKEN}
     if [[ $a =~ ^[A-Za-z0-9_./:=@,+%-]+$ ]]; then line+=" $a"; else line+=" '$a'"; fi
   done
-  printf '%s\n' "$line" >&2
+  printf '%s\n' "$line" | quote >&2
 }
 # call CURL-ARGS...: runs curl, prints the command, fails with the answer on an HTTP error.
 call() {
@@ -56,7 +59,7 @@ wait_job() {
       line+=" $(jq -r '.percent // 0 | floor' <<<"$view")% $(human "$(jq -r .bytes_done <<<"$view")") of $(human "$(jq -r .bytes_total <<<"$view")")"
     fi
     if [ "$line" != "$last" ]; then
-      printf '   %s  %s\n' "$(date +%H:%M:%S)" "$line"
+      printf '   %s  %s\n' "$(date +%H:%M:%S)" "$line" | quote
       last=$line
     fi
     case $state in
@@ -84,7 +87,7 @@ compare_job() {
   while read -r key vol; do
     src=$(source_file "$key")
     show vma compare "$src" "$vol"
-    "$GODWIT_BIN/vma" compare "$src" "$vol" || fail "disk $key: the target differs from its source"
+    "$GODWIT_BIN/vma" compare "$src" "$vol" 2>&1 | quote || fail "disk $key: the target differs from its source"
   done < <(jq -r '.disks[] | "\(.key) \(.volume_path)"' <<<"$view")
 }
 
@@ -103,7 +106,7 @@ step "1. discover $VM_NAME's datacenter, on the VMA ($VMA_URL, through the SSH t
 out=$(call -X POST "$VMA_URL/api/v1/discover" -H 'Content-Type: application/json' \
   -d "{\"vcenter\":\"$VCENTER\",\"username\":\"$VCENTER_USER\",\"password\":\"$VCENTER_PASSWORD\",\"datacenter\":\"$VCENTER_DATACENTER\"}")
 echo
-echo "   $(jq '.vms | length' <<<"$out") VMs; $VM_NAME: $(jq -c --arg n "$VM_NAME" '.vms[] | select(.name==$n) | {id, path, disks: [.disks[] | {key, capacity_bytes}]}' <<<"$out")"
+echo "   $(jq '.vms | length' <<<"$out") VMs; $VM_NAME: $(jq -c --arg n "$VM_NAME" '.vms[] | select(.name==$n) | {id, path, disks: [.disks[] | {key, capacity_bytes}]}' <<<"$out")" | quote
 
 step "2. create the job on the OMA ($OMA_URL)"
 VMS=$(call -H "$AUTH" "$OMA_URL/api/v1/vms")
@@ -115,7 +118,7 @@ out=$(call -H "$AUTH" -H 'Content-Type: application/json' -X POST "$OMA_URL/api/
   -d "{\"source_vm\":{\"id\":\"$VM\"},\"replication_type\":\"initial\"}")
 echo
 JOB=$(jq -r .job_id <<<"$out")
-echo "   job $JOB: $(jq -c '{state, disks: [.disks[] | {key, capacity_bytes, nbd_url}]}' <<<"$out")"
+echo "   job $JOB: $(jq -c '{state, disks: [.disks[] | {key, capacity_bytes, nbd_url}]}' <<<"$out")" | quote
 
 step "3. start it, on the VMA"
 t0=$(now)
@@ -127,7 +130,7 @@ step "4. it runs: progress from the OMA (GET $OMA_URL/api/v1/replications/$JOB)"
 wait_job "$JOB"
 t1=$(now)
 show curl "$VMA_URL/api/v1/progress/$JOB"
-curl -sS "$VMA_URL/api/v1/progress/$JOB" | jq -c '{state, bytes_done, percent, average_rate_bytes_per_second}'
+curl -sS "$VMA_URL/api/v1/progress/$JOB" | jq -c '{state, bytes_done, percent, average_rate_bytes_per_second}' | quote
 
 step "every target equals its source"
 compare_job "$JOB"
@@ -156,7 +159,7 @@ echo "   job $JOB2 created"
 t0=$(now)
 out=$(call -H "$AUTH" -H 'Content-Type: application/json' -X POST "$OMA_URL/api/v1/replications/$JOB2/start" \
   -d "{\"username\":\"$VCENTER_USER\",\"password\":\"$VCENTER_PASSWORD\"}")
-echo "   job $JOB2: $(jq -c '{state, base_job_id, disks: [.disks[] | {key, base_change_id}]}' <<<"$out")"
+echo "   job $JOB2: $(jq -c '{state, base_job_id, disks: [.disks[] | {key, base_change_id}]}' <<<"$out")" | quote
 wait_job "$JOB2"
 t1=$(now)
 compare_job "$JOB2"

@@ -3,11 +3,15 @@
 #   vcsim  a simulated vCenter on 127.0.0.1:8989 (user administrator@vsphere.local,
 #          password godwit-dev, datacenter DatabanxDC, VM PGWINTESTBIOS, ...)
 #   oma    REST API :8082, NATS 127.0.0.1:4222, NBD exports 10100-10199
-#   sshd   the OMA's OpenSSH sshd on 127.0.0.1:2222, with its own config, host key
-#          and authorized_keys in $DATA/sshd (the line `oma vma add` made for vma-1)
+#   sshd   the OMA's OpenSSH sshd on 127.0.0.1:2222 with its own host key ($DATA/sshd)
+#          and the production settings of scripts/sshd-godwit.conf; the authorized_keys
+#          (the line `oma vma add` made for vma-1) and the VMAs' API sockets are in a
+#          directory of this run, $RUN (/tmp/godwit-run.XXXXXX), removed at the end
 #   vma    registered as vma-1 with its SSH key; it reaches the OMA only through its
-#          SSH tunnel to that sshd, which forwards 127.0.0.1:9081 on the OMA to its API
-#          (127.0.0.1:8081 on the VMA's side)
+#          SSH tunnel to that sshd, logged in as you, or as nobody when you are root
+#          (never as root); it forwards its API (127.0.0.1:8081 on the VMA's side) on
+#          the socket $RUN/tunnels/vma-1.sock, and the OMA holds 127.0.0.1:9081 and
+#          forwards into it (503 "VMA vma-1 not connected" while the tunnel is down)
 #   watch  `oma watch`: one line per job event on this terminal
 # It prints one line per component once it answers, then the URLs, the API token, the
 # seed's curl commands and the nats commands, and writes them as shell variables to
@@ -35,7 +39,17 @@ DATA=$(mkdir -p "$DATA" && cd "$DATA" && pwd)
 LOGS=$DATA/logs
 mkdir -p "$DATA/oma" "$DATA/vma" "$DATA/vcsim" "$DATA/sshd" "$LOGS" "$VAR"
 chmod 700 "$DATA/oma" "$DATA/vma" "$DATA/sshd" "$VAR"
-FORWARDS=(-nats-addr "127.0.0.1:$NATS_PORT" -nbd-ports "$NBD_PORTS" -export-host 127.0.0.1)
+# The tunnel's login user, who must be able to read the authorized_keys and create
+# the API socket: never root.
+TUNNEL_USER=$(id -un)
+if [ "$(id -u)" = 0 ]; then TUNNEL_USER=nobody; fi
+RUN=$(mktemp -d /tmp/godwit-run.XXXXXX)
+trap 'rm -rf "$RUN"' EXIT
+chmod 711 "$RUN"
+mkdir -p "$RUN/tunnels"
+chmod 700 "$RUN/tunnels"
+if [ "$(id -u)" = 0 ]; then chown "$TUNNEL_USER" "$RUN/tunnels"; fi
+FORWARDS=(-nats-addr "127.0.0.1:$NATS_PORT" -nbd-ports "$NBD_PORTS" -export-host 127.0.0.1 -tunnel-dir "$RUN/tunnels" -sshd-port "$SSHD_PORT")
 
 say() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*"; }
 die() { echo "dev-stack: $*" >&2; exit 1; }
@@ -53,28 +67,30 @@ if [ ! -s "$DATA/vma/nats.seed" ]; then
   rm -f "$DATA/vma/nats.seed"
   key=$("$BIN/vma" pubkey -ssh -data "$DATA/vma")
   "$BIN/oma" vma add -id vma-1 -data "$DATA/oma" -seed-out "$DATA/vma/nats.seed" -ssh-key "$key" \
-    -api-port "$VMA_TUNNEL_PORT" "${FORWARDS[@]}" >/dev/null ||
+    -api-port "$VMA_TUNNEL_PORT" -api-addr "127.0.0.1:$OMA_PORT" "${FORWARDS[@]}" >/dev/null ||
     die "cannot register vma-1 (stale $DATA/oma? remove $DATA to start afresh)"
 fi
 if [ ! -s "$DATA/oma/make-run.token" ]; then
-  (umask 077 && "$BIN/oma" token create -name make-run -data "$DATA/oma" >"$DATA/oma/make-run.token.new") ||
+  (umask 077 && "$BIN/oma" token create -name make-run -scope admin -data "$DATA/oma" >"$DATA/oma/make-run.token.new") ||
     die "cannot create an API token in $DATA/oma"
   mv "$DATA/oma/make-run.token.new" "$DATA/oma/make-run.token"
 fi
 OMA_TOKEN=$(cat "$DATA/oma/make-run.token")
 
-# The OMA's sshd: its host key, the VMAs' restricted keys, the VMA's known_hosts.
+# The OMA's sshd: its host key, the VMAs' restricted keys, the VMA's known_hosts, and
+# the production snippet's settings (its Match block, for every user) after make run's own.
 [ -s "$DATA/sshd/host_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C godwit-dev-oma -f "$DATA/sshd/host_ed25519"
-"$BIN/oma" vma authorized-keys -data "$DATA/oma" "${FORWARDS[@]}" >"$DATA/sshd/authorized_keys"
-grep -q godwit-vma-vma-1 "$DATA/sshd/authorized_keys" ||
+"$BIN/oma" vma authorized-keys -data "$DATA/oma" "${FORWARDS[@]}" >"$RUN/authorized_keys"
+chmod 644 "$RUN/authorized_keys"
+grep -q godwit-vma-vma-1 "$RUN/authorized_keys" ||
   die "vma-1 has no SSH key (registered by an older make run? remove $DATA to start afresh)"
-grep -q "permitlisten=\"127.0.0.1:$VMA_TUNNEL_PORT\"" "$DATA/sshd/authorized_keys" ||
-  die "vma-1 was registered with another API port than $VMA_TUNNEL_PORT (remove $DATA to start afresh)"
 echo "[127.0.0.1]:$SSHD_PORT $(cut -d' ' -f1,2 "$DATA/sshd/host_ed25519.pub")" >"$DATA/vma/known_hosts"
-printf '%s\n' "ListenAddress 127.0.0.1:$SSHD_PORT" "HostKey $DATA/sshd/host_ed25519" "PidFile $DATA/sshd/sshd.pid" \
-  "AuthorizedKeysFile $DATA/sshd/authorized_keys" "StrictModes no" "PasswordAuthentication no" \
-  "KbdInteractiveAuthentication no" "PubkeyAuthentication yes" "AllowTcpForwarding yes" "GatewayPorts no" \
-  "PermitTTY no" "X11Forwarding no" "ClientAliveInterval 15" "ClientAliveCountMax 3" >"$DATA/sshd/sshd_config"
+{
+  printf '%s\n' "# generated by scripts/dev-stack.sh from scripts/sshd-godwit.conf" \
+    "ListenAddress 127.0.0.1:$SSHD_PORT" "HostKey $DATA/sshd/host_ed25519" "PidFile $DATA/sshd/sshd.pid" \
+    "StrictModes no" "PubkeyAuthentication yes" "PermitRootLogin no" "AuthorizedKeysFile $RUN/authorized_keys"
+  awk '/^Match /{m=1; next} m && NF && $1 !~ /^#/ && $1 != "AuthorizedKeysFile" {$1=$1; print}' scripts/sshd-godwit.conf
+} >"$DATA/sshd/sshd_config"
 if [ "$(id -u)" = 0 ]; then mkdir -p /run/sshd; fi
 
 pids=()
@@ -86,6 +102,7 @@ stop() {
   rm -f "$VAR/dev.env"
   kill -TERM "${pids[@]}" $tailpid 2>/dev/null || true
   wait "${pids[@]}" $tailpid 2>/dev/null || true
+  rm -rf "$RUN"
 }
 trap stop EXIT
 trap 'echo; say "stopping"; stop; say "stopped"; exit 0' INT TERM
@@ -123,12 +140,14 @@ start sshd /usr/sbin/sshd -D -e -f "$DATA/sshd/sshd_config"
 ready vcsim "https://$VCENTER/sdk ($VCENTER_USER / $VCENTER_PASSWORD)" test -s "$DATA/vcsim/ca.pem"
 ready oma "http://localhost:$OMA_PORT (NATS nats://127.0.0.1:$NATS_PORT, exports on $NBD_PORTS)" \
   curl -sf "http://127.0.0.1:$OMA_PORT/api/v1/health"
-ready sshd "127.0.0.1:$SSHD_PORT (the OMA's SSH server for the VMA's tunnel)" tcp "$SSHD_PORT"
+ready sshd "127.0.0.1:$SSHD_PORT (the OMA's SSH server for the VMA's tunnel, as $TUNNEL_USER)" tcp "$SSHD_PORT"
+curl -sf -H "Authorization: Bearer $OMA_TOKEN" "http://127.0.0.1:$OMA_PORT/api/v1/vmas" | grep -q "\"api_port\":$VMA_TUNNEL_PORT[,}]" ||
+  die "vma-1 was registered with another API port than $VMA_TUNNEL_PORT (remove $DATA to start afresh)"
 start vma "$BIN/vma" -data "$DATA/vma" -id vma-1 -api-addr "127.0.0.1:$VMA_PORT" \
-  -tunnel "ssh://$(id -un)@127.0.0.1:$SSHD_PORT" -tunnel-known-hosts "$DATA/vma/known_hosts" \
-  -tunnel-listen "127.0.0.1:$VMA_TUNNEL_PORT" -nats-url "nats://127.0.0.1:$NATS_PORT" \
+  -tunnel "ssh://$TUNNEL_USER@127.0.0.1:$SSHD_PORT" -tunnel-known-hosts "$DATA/vma/known_hosts" \
+  -tunnel-listen "$RUN/tunnels/vma-1.sock" -nats-url "nats://127.0.0.1:$NATS_PORT" \
   -nats-seed "$DATA/vma/nats.seed" -vcenter-ca "$DATA/vcsim/ca.pem"
-ready vma "http://localhost:$VMA_TUNNEL_PORT on the OMA's side, through its SSH tunnel (127.0.0.1:$VMA_PORT on its own)" \
+ready vma "http://localhost:$VMA_TUNNEL_PORT on the OMA's side: the OMA's port, into its SSH tunnel (127.0.0.1:$VMA_PORT on its own)" \
   curl -sf "http://127.0.0.1:$VMA_TUNNEL_PORT/api/v1/health"
 for _ in $(seq 300); do # the VMA's key reaches the OMA with its first heartbeat
   curl -sf -H "Authorization: Bearer $OMA_TOKEN" "http://127.0.0.1:$OMA_PORT/api/v1/health" | grep -q '"vma-1"' && break

@@ -4,13 +4,15 @@
 # limits the README gives (a static list of forwards; the VMA knows nothing of it).
 # Run it on the VMA, as the user that holds the VMA's SSH key:
 #
-#   OMA=godwit@oma.example.com SSH_KEY=/var/lib/godwit-vma/id_ed25519 \
+#   OMA=godwit-oma@oma.example.com SSH_KEY=/var/lib/godwit-vma/id_ed25519 \
 #   KNOWN_HOSTS=/etc/godwit/oma_known_hosts scripts/vma-ssh-tunnel.sh
 #
 # It forwards, as the key's authorized_keys line on the OMA allows:
 #   VMA 127.0.0.1:4222          -> OMA 127.0.0.1:4222   NATS
 #   VMA 127.0.0.1:<each port>   -> OMA 127.0.0.1:<port> NBD exports, the whole pool
-#   OMA 127.0.0.1:$API_PORT     -> VMA $VMA_API         the VMA's API, for the OMA
+# and not the VMA's API: the OMA holds the VMA's API port and forwards into a
+# Unix socket only after the VMA there signs a challenge with its key, which
+# ssh cannot do; that port answers 503 while this script is the tunnel.
 # and runs ssh again when it exits (5 s, doubling to 60 s; at once again
 # after a connection that lasted a minute). SIGINT/SIGTERM stop it.
 #
@@ -22,8 +24,6 @@
 #                when empty); the host key is always checked, never learned
 #   NATS_PORT    4222
 #   NBD_PORTS    the OMA's -nbd-ports, FIRST-LAST (10100-10199)
-#   API_PORT     the VMA's API port on the OMA, as `oma vma add` assigned it (9081)
-#   VMA_API      where the VMA's API listens here (127.0.0.1:8081)
 #
 # Limits, compared with the in-process tunnel:
 # - The NBD forwards are a static list: every pool port is bound on the VMA's
@@ -33,19 +33,16 @@
 #   connections just drop. NATS reconnects, and a copy retries its export for
 #   -export-retry (10m), so a short outage costs a resume; a longer one fails
 #   the jobs that were copying.
-# - After a VMA-side crash the OMA keeps the old connection (and its API
-#   port) until sshd's ClientAlive check drops it (about 45 s); until then the
-#   remote forward fails, ssh exits (ExitOnForwardFailure) and this loop retries.
+# - After a VMA-side crash the OMA keeps the old connection until sshd's
+#   ClientAlive check drops it (about 45 s).
 # - One ssh process, one TCP connection: all traffic shares it, as with the
 #   in-process tunnel, but there is no per-connection view or metric.
 set -euo pipefail
 
-: "${OMA:?set OMA to user@host of the OMA (such as godwit@oma.example.com)}"
+: "${OMA:?set OMA to user@host of the OMA (such as godwit-oma@oma.example.com)}"
 OMA_PORT=${OMA_PORT:-22}
 NATS_PORT=${NATS_PORT:-4222}
 NBD_PORTS=${NBD_PORTS:-10100-10199}
-API_PORT=${API_PORT:-9081}
-VMA_API=${VMA_API:-127.0.0.1:8081}
 
 first=${NBD_PORTS%-*}
 last=${NBD_PORTS#*-}
@@ -60,8 +57,7 @@ args=(-N -T -p "$OMA_PORT"
 	-o ServerAliveInterval=15
 	-o ServerAliveCountMax=3
 	-o StrictHostKeyChecking=yes
-	-L "127.0.0.1:$NATS_PORT:127.0.0.1:$NATS_PORT"
-	-R "127.0.0.1:$API_PORT:$VMA_API")
+	-L "127.0.0.1:$NATS_PORT:127.0.0.1:$NATS_PORT")
 if [[ -n ${SSH_KEY:-} ]]; then
 	args+=(-o IdentitiesOnly=yes -i "$SSH_KEY")
 fi

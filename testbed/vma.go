@@ -3,11 +3,14 @@ package testbed
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/appliance"
@@ -19,6 +22,9 @@ type VMAConfig struct {
 	ID string
 	// VCenterCAFile is the PEM file of the vCenter to trust (vcsim's CAFile).
 	VCenterCAFile string
+	// SSHPublicKey is registered as the VMA's SSH key ("ssh-ed25519
+	// AAAA..."), for a VMA that reaches the OMA through an SSH tunnel.
+	SSHPublicKey string
 	// Configure, when set, edits the appliance's configuration before each
 	// start (the data dir, addresses and seed are already set).
 	Configure func(*appliance.Config)
@@ -36,6 +42,9 @@ type VMA struct {
 	Dir string
 	// URL is its REST API's base URL.
 	URL string
+	// APIPort is the port the OMA holds for its API on 127.0.0.1 and
+	// forwards into its tunnel (a free one, not 9081: tests run side by side).
+	APIPort int
 	// Seed is its NATS NKey seed, as the OMA gave it.
 	Seed []byte
 	// PublicKey is its X25519 public key.
@@ -56,15 +65,30 @@ func StartVMA(tb testing.TB, o *OMA, ext VMAConfig) *VMA {
 	}
 	var cred struct {
 		NKeySeed string `json:"nkey_seed"`
+		APIPort  int    `json:"api_port"`
 	}
-	if code := o.Do(http.MethodPost, "/api/v1/vmas", map[string]string{"id": ext.ID}, &cred); code != http.StatusCreated {
+	apiPort, _ := testkit.FreePorts(tb, 1)
+	reg := map[string]any{"id": ext.ID, "api_port": apiPort}
+	if ext.SSHPublicKey != "" {
+		reg["ssh_public_key"] = ext.SSHPublicKey
+	}
+	if code := o.Do(http.MethodPost, "/api/v1/vmas", reg, &cred); code != http.StatusCreated {
 		tb.Fatalf("register %s: POST /api/v1/vmas = %d", ext.ID, code)
 	}
-	v := &VMA{tb: tb, ext: ext, ID: ext.ID, Dir: tb.TempDir(), Seed: []byte(cred.NKeySeed), Logs: &testkit.Buffer{}}
+	v := &VMA{tb: tb, ext: ext, ID: ext.ID, APIPort: cred.APIPort, Dir: tb.TempDir(), Seed: []byte(cred.NKeySeed), Logs: &testkit.Buffer{}}
 	v.cfg = appliance.Config{
 		DataDir: filepath.Join(v.Dir, "vma"), ID: ext.ID, APIAddr: "127.0.0.1:0", NATSURL: o.NATSURL, NATSSeed: v.Seed,
 		OMAURL: o.URL, VCenterCAFile: ext.VCenterCAFile, DiscoverTimeout: testkit.Wait(tb),
 		Logger: slog.New(slog.NewTextHandler(v.Logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	if ext.SSHPublicKey != "" { // the OMA holds the port within a second of the registration
+		testkit.Eventually(tb, fmt.Sprintf("the OMA holding %s's API port %d", ext.ID, v.APIPort), func() bool {
+			c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", v.APIPort), time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err == nil
+		})
 	}
 	v.Start()
 	tb.Cleanup(v.Stop)

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/flagconf"
+	"github.com/godwit/godwit/httpserver"
 	"github.com/godwit/godwit/vma/api"
 	"github.com/godwit/godwit/vma/appliance"
 	"github.com/godwit/godwit/vma/copier"
@@ -89,6 +90,8 @@ type config struct {
 	vcenterInsecure                                             bool
 	heartbeat, discoverTimeout, checkpointInterval, exportRetry time.Duration
 	maxJobs, diskParallelism                                    int
+	apiBodyTimeout                                              time.Duration
+	apiMaxConns                                                 int
 }
 
 // flags declares the flags every vma command has; its usage lists the
@@ -138,6 +141,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.apiAddr, "api-addr", api.DefaultAddr, "REST API listen address (loopback: the OMA reaches it through the tunnel)")
 	fs.StringVar(&cfg.allowOrigins, "api-allow-origin", "", "comma-separated browser origins (scheme://host[:port]) allowed to call the API besides its own")
 	fs.StringVar(&cfg.tokenFile, "api-token-file", "", "file holding the bearer token every API endpoint but health needs (default: no token)")
+	fs.DurationVar(&cfg.apiBodyTimeout, "api-body-timeout", httpserver.DefaultBodyTimeout, "how long a request body may take to arrive; a slower one is cut (408)")
+	fs.IntVar(&cfg.apiMaxConns, "api-max-conns", httpserver.DefaultMaxConns, "API connections held at once; one more is answered 503")
 	fs.StringVar(&cfg.vcenterAllow, "vcenter-allow", "", "comma-separated vCenters (host or host:port) the VMA may log in to (default: any)")
 	fs.StringVar(&cfg.natsURL, "nats-url", "nats://127.0.0.1:4222", "the OMA's NATS URL")
 	fs.StringVar(&cfg.natsSeed, "nats-seed", "", "file holding this VMA's NATS NKey seed (from oma vma add), mode 0600")
@@ -155,7 +160,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.tunnelURL, "tunnel", "", "ssh://user@oma[:port]: reach the OMA only through one SSH connection to its sshd (bus, exports, and the API forwarded back); empty: direct")
 	fs.StringVar(&cfg.tunnelKnownHosts, "tunnel-known-hosts", "", "known_hosts file with the OMA's SSH host key")
 	fs.BoolVar(&cfg.tunnelInsecure, "tunnel-insecure", false, "accept any SSH host key (development only)")
-	fs.StringVar(&cfg.tunnelListen, "tunnel-listen", "127.0.0.1:9081", "address on the OMA that the tunnel forwards to the VMA API")
+	fs.StringVar(&cfg.tunnelListen, "tunnel-listen", "", "Unix socket on the OMA that the tunnel forwards to the VMA API; the OMA holds the API port (9081...) and forwards into it (default: "+appliance.DefaultTunnelDir+"/<id>.sock, as oma vma add -tunnel prints)")
 	fs.StringVar(&cfg.rate, "rate", "", "bandwidth limit of all jobs' copies together, bytes per second (K, M, G suffixes); empty: none")
 	if err := flagconf.Parse(fs, args); err != nil {
 		return err
@@ -175,8 +180,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		copyCfg.Limiter = copier.NewLimiter(r, nil)
 	}
+	if cfg.apiBodyTimeout <= 0 || cfg.apiMaxConns < 1 {
+		return errors.New("-api-body-timeout and -api-max-conns must be positive")
+	}
 	var ac api.Config
 	ac.AllowOrigins = flagconf.List(cfg.allowOrigins)
+	ac.HTTP.BodyTimeout, ac.HTTP.MaxConns = cfg.apiBodyTimeout, cfg.apiMaxConns
 	if cfg.tokenFile != "" {
 		if ac.TokenSHA256, err = api.ReadTokenFile(cfg.tokenFile); err != nil {
 			return err

@@ -4,6 +4,8 @@ package bustest
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,6 +15,8 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/godwit/godwit/bus"
+	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/seal"
 )
 
 // StartServer starts an embedded server with JetStream on a free loopback
@@ -120,4 +124,49 @@ func Count(tb testing.TB, conn *bus.Conn, stream, filter string) uint64 {
 		n += c
 	}
 	return n
+}
+
+// Pull asks the durable consumer of stream for one message without
+// waiting, as a VMA's connection may (it has no other JetStream API): it
+// returns nil when the durable answered, with a message or "no messages",
+// and an error when nobody did (the durable, or the right to pull from
+// it, is missing).
+func Pull(ctx context.Context, conn *bus.Conn, stream, durable string) error {
+	msg, err := conn.NATS().RequestWithContext(ctx, "$JS.API.CONSUMER.MSG.NEXT."+stream+"."+durable, []byte(`{"batch":1,"no_wait":true}`))
+	if err != nil {
+		return fmt.Errorf("pull %s/%s: %w", stream, durable, err)
+	}
+	if st := msg.Header.Get("Status"); st != "" && st != "404" && st != "408" {
+		return fmt.Errorf("pull %s/%s: status %s %s", stream, durable, st, msg.Header.Get("Description"))
+	}
+	return nil
+}
+
+// AskDiscovery has the OMA publish a discover request of vmaID's for
+// vcenter, through conn as the VMA's API does (a VMA's confined connection
+// submits it), and returns its request id: the OMA takes into its
+// inventory only the results of requests it published.
+func AskDiscovery(tb testing.TB, conn *bus.Conn, vmaID, vcenter string) string {
+	tb.Helper()
+	kp, err := seal.NewKeyPair()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sealed, err := seal.Seal(seal.EncodeKey(kp.Public), []byte("test"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	dr := &events.DiscoverRequest{RequestID: events.NewID(), VMAID: vmaID, VCenter: vcenter, Username: "test", Password: sealed}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for { // the OMA may not serve yet
+		err := conn.SubmitDiscover(ctx, dr)
+		if err == nil {
+			return dr.RequestID
+		}
+		if !errors.Is(err, bus.ErrNoResponders) || ctx.Err() != nil {
+			tb.Fatalf("ask the OMA for a discovery: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -16,6 +16,7 @@ const MaxIDLen = 128
 const (
 	discoverRequest  = Root + ".discover.request"
 	discoverResult   = Root + ".discover.result"
+	discoverSubmit   = Root + ".discover.submit"
 	replicateCommand = Root + ".replicate.command"
 	replicateCancel  = Root + ".replicate.cancel"
 	progress         = Root + ".progress"
@@ -25,19 +26,25 @@ const (
 	heartbeat        = Root + ".vma.heartbeat"
 	tunnel           = Root + ".tunnel"
 	exportRequest    = Root + ".export.request"
+	alert            = Root + ".alert"
 )
 
 // Wildcard filters over every VMA, used by streams and subscribers.
 const (
-	AllDiscover  = Root + ".discover.>"
-	AllReplicate = Root + ".replicate.>"
-	AllProgress  = progress + ".>"
-	AllStatus    = status + ".>"
-	AllJobs      = Root + ".job.>"
-	AllVMA       = Root + ".vma.>"
-	AllTunnel    = tunnel + ".>"
-	AllExport    = exportRequest + ".>"
-	All          = Root + ".>"
+	AllDiscover = Root + ".discover.>"
+	// AllDiscoverRequest and AllDiscoverResult split AllDiscover.
+	AllDiscoverRequest = discoverRequest + ".>"
+	AllDiscoverResult  = discoverResult + ".>"
+	AllDiscoverSubmit  = discoverSubmit + ".*"
+	AllAlert           = alert + ".>"
+	AllReplicate       = Root + ".replicate.>"
+	AllProgress        = progress + ".>"
+	AllStatus          = status + ".>"
+	AllJobs            = Root + ".job.>"
+	AllVMA             = Root + ".vma.>"
+	AllTunnel          = tunnel + ".>"
+	AllExport          = exportRequest + ".>"
+	All                = Root + ".>"
 )
 
 // ErrInvalidID is wrapped by every error about an id that cannot be a subject token.
@@ -95,6 +102,25 @@ func DiscoverResult(vmaID, requestID string) (string, error) {
 	return join(discoverResult, vma(vmaID), request(requestID))
 }
 
+// DiscoverSubmit is godwit.discover.submit.<vma>: a VMA asks the OMA,
+// request/reply, to publish a discover request of its own making, so that
+// its result reaches the OMA's inventory. It is not stored.
+func DiscoverSubmit(vmaID string) (string, error) { return join(discoverSubmit, vma(vmaID)) }
+
+// ParseDiscoverSubmit returns the VMA id of a DiscoverSubmit subject. It
+// fails with an error wrapping ErrNotSubject when subj has another form,
+// or ErrInvalidID when the id is not one DiscoverSubmit accepts.
+func ParseDiscoverSubmit(subj string) (string, error) {
+	id, ok := strings.CutPrefix(subj, discoverSubmit+".")
+	if !ok {
+		return "", fmt.Errorf("%w: %q is not %s.<vma>", ErrNotSubject, subj, discoverSubmit)
+	}
+	if err := ValidID(id); err != nil {
+		return "", fmt.Errorf("discover submit %q: vma id: %w", subj, err)
+	}
+	return id, nil
+}
+
 // ReplicateCommand is godwit.replicate.command.<vma>: a job for one VMA to run.
 func ReplicateCommand(vmaID string) (string, error) { return join(replicateCommand, vma(vmaID)) }
 
@@ -120,6 +146,12 @@ func Heartbeat(vmaID string) (string, error) { return join(heartbeat, vma(vmaID)
 
 // Tunnel is godwit.tunnel.<vma>: the outages of a VMA's SSH connection.
 func Tunnel(vmaID string) (string, error) { return join(tunnel, vma(vmaID)) }
+
+// StreamAlert is godwit.alert.stream.<stream>: the OMA's alert about one
+// JetStream stream nearing or leaving its limits.
+func StreamAlert(stream string) (string, error) {
+	return join(alert+".stream", namedID{"stream", stream})
+}
 
 // ExportRequest is godwit.export.request.<vma>.<job>: a VMA asks the OMA,
 // request/reply, for the NBD exports of a job.
@@ -155,7 +187,7 @@ func VMAPublish(vmaID string) ([]string, error) {
 		return nil, fmt.Errorf("vma id: %w", err)
 	}
 	return []string{
-		discoverRequest + "." + vmaID,
+		discoverSubmit + "." + vmaID,
 		discoverResult + "." + vmaID + ".*",
 		replicateCommand + "." + vmaID,
 		replicateCancel + "." + vmaID,

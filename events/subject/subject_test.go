@@ -62,6 +62,8 @@ func builders() map[string]func(ids ...string) (string, error) {
 		"Heartbeat":        func(ids ...string) (string, error) { return subject.Heartbeat(ids[0]) },
 		"Tunnel":           func(ids ...string) (string, error) { return subject.Tunnel(ids[0]) },
 		"ExportRequest":    func(ids ...string) (string, error) { return subject.ExportRequest(ids[0], ids[1]) },
+		"StreamAlert":      func(ids ...string) (string, error) { return subject.StreamAlert(ids[0]) },
+		"DiscoverSubmit":   func(ids ...string) (string, error) { return subject.DiscoverSubmit(ids[0]) },
 	}
 }
 
@@ -79,6 +81,8 @@ func TestBuilders(t *testing.T) {
 		"Heartbeat":        "godwit.vma.heartbeat.vma-1",
 		"Tunnel":           "godwit.tunnel.vma-1",
 		"ExportRequest":    "godwit.export.request.vma-1.id-2",
+		"StreamAlert":      "godwit.alert.stream.vma-1",
+		"DiscoverSubmit":   "godwit.discover.submit.vma-1",
 	}
 	for name, build := range builders() {
 		got, err := build("vma-1", "id-2")

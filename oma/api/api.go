@@ -1,11 +1,16 @@
 // Package api serves the OMA's REST API (JSON; a Bearer token on every
-// endpoint but health; errors as application/problem+json naming the
-// field at fault). Handlers decode and validate, call the control layer,
+// endpoint but health, whose scope allows the endpoint (tokens.Scope: GET
+// needs read; jobs and discovery operate; tokens and VMAs admin), else
+// 403 naming the scope needed; errors as application/problem+json naming
+// the field at fault). NBD export names appear in job answers to admin
+// tokens only. Handlers decode and validate, call the control layer,
 // and write the answer; they decide nothing themselves.
 package api
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -88,18 +93,21 @@ func (a *API) Handler() http.Handler {
 
 	authed := v1.NewRoute().Subrouter()
 	authed.Use(a.auth)
-	authed.Handle("/replications", a.handle(a.createReplication)).Methods(http.MethodPost)
-	authed.Handle("/replications", a.handle(a.listReplications)).Methods(http.MethodGet)
-	authed.Handle("/replications/{id}", a.handle(a.getReplication)).Methods(http.MethodGet)
-	authed.Handle("/replications/{id}", a.handle(a.cancelReplication)).Methods(http.MethodDelete)
-	authed.Handle("/replications/{id}/start", a.handle(a.startReplication)).Methods(http.MethodPost)
-	authed.Handle("/discover", a.handle(a.discover)).Methods(http.MethodPost)
-	authed.Handle("/vms", a.handle(a.vms)).Methods(http.MethodGet)
-	authed.Handle("/vmas", a.handle(a.vmas)).Methods(http.MethodGet)
-	authed.Handle("/vmas", a.handle(a.addVMA)).Methods(http.MethodPost)
-	authed.Handle("/tokens", a.handle(a.createToken)).Methods(http.MethodPost)
-	authed.Handle("/tokens", a.handle(a.listTokens)).Methods(http.MethodGet)
-	authed.Handle("/tokens/{name}", a.handle(a.revokeToken)).Methods(http.MethodDelete)
+	route := func(method, path string, need tokens.Scope, h func(http.ResponseWriter, *http.Request) error) {
+		authed.Handle(path, a.need(need, a.handle(h))).Methods(method)
+	}
+	route(http.MethodPost, "/replications", tokens.Operate, a.createReplication)
+	route(http.MethodGet, "/replications", tokens.Read, a.listReplications)
+	route(http.MethodGet, "/replications/{id}", tokens.Read, a.getReplication)
+	route(http.MethodDelete, "/replications/{id}", tokens.Operate, a.cancelReplication)
+	route(http.MethodPost, "/replications/{id}/start", tokens.Operate, a.startReplication)
+	route(http.MethodPost, "/discover", tokens.Operate, a.discover)
+	route(http.MethodGet, "/vms", tokens.Read, a.vms)
+	route(http.MethodGet, "/vmas", tokens.Read, a.vmas)
+	route(http.MethodPost, "/vmas", tokens.Admin, a.addVMA)
+	route(http.MethodPost, "/tokens", tokens.Admin, a.createToken)
+	route(http.MethodGet, "/tokens", tokens.Admin, a.listTokens)
+	route(http.MethodDelete, "/tokens/{name}", tokens.Admin, a.revokeToken)
 	return httpserver.Guard(a.cfg.AllowOrigins, r)
 }
 
@@ -120,7 +128,43 @@ func (a *API) handle(h func(http.ResponseWriter, *http.Request) error) http.Hand
 	})
 }
 
-// auth requires a valid Bearer token.
+// holderKey is the context key of the tokens.Holder auth found.
+type holderKey struct{}
+
+// holderOf returns the holder of the token that authenticated r; the zero
+// Holder (no scope) outside auth.
+func holderOf(r *http.Request) tokens.Holder {
+	h, _ := r.Context().Value(holderKey{}).(tokens.Holder)
+	return h
+}
+
+// scopeProblem is the 403 answer to a token whose scope is too small.
+type scopeProblem struct {
+	Problem
+	// Scope is the scope the request needs.
+	Scope tokens.Scope `json:"scope"`
+}
+
+// need answers 403, naming the scope needed, to a token whose scope does
+// not allow it.
+func (a *API) need(scope tokens.Scope, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := holderOf(r)
+		if h.Scope.Allows(scope) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="godwit", error="insufficient_scope", scope="`+string(scope)+`"`)
+		p := scopeProblem{Scope: scope, Problem: Problem{Type: "about:blank", Title: http.StatusText(http.StatusForbidden), Status: http.StatusForbidden,
+			Field: "Authorization", Detail: fmt.Sprintf("%s %s needs a token of scope %s; token %s has scope %s", r.Method, r.URL.Path, scope, h.Name, h.Scope)}}
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(http.StatusForbidden)
+		_ = json.NewEncoder(w).Encode(p)
+	})
+}
+
+// auth requires a valid Bearer token, and gives its holder to the request
+// (holderOf) and its name to the access log.
 func (a *API) auth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		secret, ok := httpserver.BearerToken(r)
@@ -129,28 +173,39 @@ func (a *API) auth(next http.Handler) http.Handler {
 			writeProblem(w, http.StatusUnauthorized, "Authorization", "missing bearer token: send Authorization: Bearer <token> (oma token create --name NAME, or POST /api/v1/tokens)")
 			return
 		}
-		if !a.validToken(r.Context(), secret) {
+		h, ok := a.checkToken(r.Context(), secret)
+		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="godwit", error="invalid_token"`)
 			writeProblem(w, http.StatusUnauthorized, "Authorization", "invalid bearer token")
 			return
 		}
-		next.ServeHTTP(w, r)
+		httpserver.SetToken(r, h.Name)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), holderKey{}, h)))
 	})
 }
 
-// validToken reports whether secret is a valid token, recording its use.
-func (a *API) validToken(ctx context.Context, secret string) bool {
-	name, ok, err := a.tokens.Check(secret)
+// checkToken returns the holder of secret if it is a valid token,
+// recording its use.
+func (a *API) checkToken(ctx context.Context, secret string) (tokens.Holder, bool) {
+	h, ok, err := a.tokens.Check(secret)
 	if err != nil {
-		a.log.WarnContext(ctx, "token use not recorded", "token", name, "err", err)
+		a.log.WarnContext(ctx, "token use not recorded", "token", h.Name, "err", err)
 	}
-	return ok
+	return h, ok
 }
 
-// authorized reports whether r carries a valid bearer token.
+// authorized reports whether r carries a valid bearer token, and names it
+// in the access log.
 func (a *API) authorized(r *http.Request) bool {
 	secret, ok := httpserver.BearerToken(r)
-	return ok && a.validToken(r.Context(), secret)
+	if !ok {
+		return false
+	}
+	h, ok := a.checkToken(r.Context(), secret)
+	if ok {
+		httpserver.SetToken(r, h.Name)
+	}
+	return ok
 }
 
 // Serve serves the API on l (HTTPS when Config.HTTP has a certificate and

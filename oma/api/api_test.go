@@ -114,7 +114,7 @@ func TestCreateReplicationRejectsBadInput(t *testing.T) {
 		{"malformed", `{"source_vm":`, 400, "", "malformed JSON"},
 		{"not an object", `[1,2]`, 400, "", ""},
 		{"empty", ``, 400, "", "empty request body"},
-		{"too big", huge, 400, "", "larger than"},
+		{"too big", huge, 413, "", "larger than"},
 		{"trailing", `{"source_vm":{"id":"vm-1"},"replication_type":"initial"} {}`, 400, "", "more than one"},
 		{"unknown field", `{"source_vm":{"id":"vm-1"},"replication_type":"initial","colour":"red"}`, 400, "colour", "unknown field"},
 		{"unknown nested field", `{"source_vm":{"id":"vm-1","os":"x"},"replication_type":"initial"}`, 400, "os", "unknown field"},

@@ -82,7 +82,7 @@ func TestRegisteringAVMAIsAtomic(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, stream := range []string{bus.StreamCommands, bus.StreamDiscovery} {
-		if _, err := v1.conn.JetStream().Consumer(ctx, stream, bus.VMADurable("vma-1")); err != nil {
+		if err := bustest.Pull(ctx, v1.conn, stream, bus.VMADurable("vma-1")); err != nil {
 			t.Errorf("vma-1 reads its %s durable after the restart: %v", stream, err)
 		}
 	}

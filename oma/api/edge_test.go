@@ -268,7 +268,7 @@ func TestFieldLimits(t *testing.T) {
 		info, _ := s.Info(ctx)
 		want := uint64(0)
 		if name == bus.StreamDiscovery {
-			want = 1 // o.learn's result
+			want = 1 // o.learn's request
 		}
 		if info.State.Msgs != want {
 			t.Errorf("stream %s holds %d messages, want %d", name, info.State.Msgs, want)

@@ -11,6 +11,7 @@ import (
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/oma/control"
 	"github.com/godwit/godwit/oma/store"
+	"github.com/godwit/godwit/oma/tokens"
 )
 
 // health answers status and version to anyone; uptime, NATS state and
@@ -66,12 +67,12 @@ func (a *API) createReplication(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	j, err := a.ctl.CreateJob(r.Context(), control.CreateRequest{
-		VM: vm, ReplicationType: req.ReplicationType, VMAID: req.VMAID, VCenter: req.VCenter,
+		VM: vm, ReplicationType: req.ReplicationType, VMAID: req.VMAID, VCenter: req.VCenter, Token: holderOf(r).Name,
 	})
 	if err != nil {
 		return err
 	}
-	v, err := a.viewWithReplica(j)
+	v, err := a.viewWithReplica(r, j)
 	if err != nil {
 		return err
 	}
@@ -92,7 +93,7 @@ func (a *API) listReplications(w http.ResponseWriter, r *http.Request) error {
 	}
 	out := make([]jobView, 0, len(list))
 	for _, j := range list {
-		out = append(out, viewOf(j))
+		out = append(out, viewFor(r, j))
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"replications": out})
 }
@@ -102,7 +103,7 @@ func (a *API) getReplication(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	v, err := a.viewWithReplica(j)
+	v, err := a.viewWithReplica(r, j)
 	if err != nil {
 		return err
 	}
@@ -114,7 +115,7 @@ func (a *API) cancelReplication(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, viewOf(j))
+	return writeJSON(w, http.StatusOK, viewFor(r, j))
 }
 
 // credentialsRequest holds vCenter credentials.
@@ -162,7 +163,7 @@ func (a *API) startReplication(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusAccepted, viewOf(j))
+	return writeJSON(w, http.StatusAccepted, viewFor(r, j))
 }
 
 // discoverRequest is the body of POST /api/v1/discover.
@@ -301,20 +302,21 @@ type jobView struct {
 }
 
 type diskView struct {
-	Key                int32         `json:"key"`
-	Label              string        `json:"label"`
-	CapacityBytes      int64         `json:"capacity_bytes"`
-	Export             events.Export `json:"export"`
-	NBDURL             string        `json:"nbd_url"`
-	VolumePath         string        `json:"volume_path"`
-	BytesTotal         int64         `json:"bytes_total"`
-	BytesDone          int64         `json:"bytes_done"`
-	RateBytesPerSecond int64         `json:"rate_bytes_per_second"`
-	ChangeID           string        `json:"change_id,omitempty"`
-	BaseChangeID       string        `json:"base_change_id,omitempty"`
-	FullCopy           bool          `json:"full_copy,omitempty"`
-	Verified           bool          `json:"verified"`
-	Digest             string        `json:"digest,omitempty"`
+	Key           int32         `json:"key"`
+	Label         string        `json:"label"`
+	CapacityBytes int64         `json:"capacity_bytes"`
+	Export        events.Export `json:"export"`
+	// NBDURL and Export.Name are shown to admin tokens only.
+	NBDURL             string `json:"nbd_url,omitempty"`
+	VolumePath         string `json:"volume_path"`
+	BytesTotal         int64  `json:"bytes_total"`
+	BytesDone          int64  `json:"bytes_done"`
+	RateBytesPerSecond int64  `json:"rate_bytes_per_second"`
+	ChangeID           string `json:"change_id,omitempty"`
+	BaseChangeID       string `json:"base_change_id,omitempty"`
+	FullCopy           bool   `json:"full_copy,omitempty"`
+	Verified           bool   `json:"verified"`
+	Digest             string `json:"digest,omitempty"`
 }
 
 func viewOf(j store.Job) jobView {
@@ -345,11 +347,26 @@ func viewOf(j store.Job) jobView {
 	return v
 }
 
-// viewWithReplica is viewOf(j) with the current replica of j's VM.
-func (a *API) viewWithReplica(j store.Job) (jobView, error) {
+// viewFor is viewOf(j) as the holder of r's token may see it: the NBD
+// export names, which are all it takes to write into a job's volumes,
+// only for an admin token. (The job's VMA learns them on the bus.)
+func viewFor(r *http.Request, j store.Job) jobView {
 	v := viewOf(j)
-	r, err := a.ctl.CurrentReplica(j)
-	v.CurrentReplica = r
+	if holderOf(r).Scope.Allows(tokens.Admin) {
+		return v
+	}
+	for i := range v.Disks {
+		v.Disks[i].Export.Name = ""
+		v.Disks[i].NBDURL = ""
+	}
+	return v
+}
+
+// viewWithReplica is viewFor(r, j) with the current replica of j's VM.
+func (a *API) viewWithReplica(r *http.Request, j store.Job) (jobView, error) {
+	v := viewFor(r, j)
+	rep, err := a.ctl.CurrentReplica(j)
+	v.CurrentReplica = rep
 	return v, err
 }
 

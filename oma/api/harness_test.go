@@ -136,7 +136,7 @@ func (o *omaUnderTest) addVMA(id string) *vma {
 func (o *omaUnderTest) connectVMA(id, seed string) *vma {
 	o.t.Helper()
 	inbox, _ := subject.InboxPrefix(id)
-	conn := bustest.Connect(o.t, o.NATSURL, bus.ClientConfig{Name: id, Source: "/godwit/vma/" + id, NKeySeed: []byte(seed), InboxPrefix: inbox})
+	conn := bustest.Connect(o.t, o.NATSURL, bus.ClientConfig{Name: id, Source: "/godwit/vma/" + id, NKeySeed: []byte(seed), InboxPrefix: inbox, Confined: true})
 	kp, err := seal.NewKeyPair()
 	if err != nil {
 		o.t.Fatal(err)
@@ -175,7 +175,7 @@ func (v *vma) publish(t testing.TB, p events.Payload) events.Event {
 // inventory publishes a discovery result with the given VMs.
 func (v *vma) inventory(t testing.TB, vms ...events.VM) {
 	t.Helper()
-	v.publish(t, &events.DiscoverResult{RequestID: events.NewID(), VMAID: v.id,
+	v.publish(t, &events.DiscoverResult{RequestID: bustest.AskDiscovery(t, v.conn, v.id, "vcenter.test"), VMAID: v.id,
 		VCenter: events.VCenterRef{Host: "vcenter.test", Datacenter: "DatabanxDC"}, VMs: vms})
 }
 

@@ -224,7 +224,7 @@ func TestInventoryMerges(t *testing.T) {
 	inDC := func(vm events.VM, dc string) events.VM { vm.Datacenter, vm.Path = dc, "/"+dc+"/vm/"+vm.Name; return vm }
 	a1, a2, b3 := inDC(testVM("vm-1", 1), "DC-A"), inDC(testVM("vm-2", 1), "DC-A"), inDC(testVM("vm-3", 1), "DC-B")
 	publish := func(dc, filter string, vms ...events.VM) {
-		v.publish(t, &events.DiscoverResult{RequestID: events.NewID(), VMAID: "vma-1", Filter: filter,
+		v.publish(t, &events.DiscoverResult{RequestID: bustest.AskDiscovery(t, v.conn, "vma-1", "vcenter.test"), VMAID: "vma-1", Filter: filter,
 			VCenter: events.VCenterRef{Host: "vcenter.test", Datacenter: dc}, VMs: vms})
 	}
 	names := func() string {

@@ -60,6 +60,8 @@ func statusOf(err error) (int, string) {
 			return http.StatusBadGateway, ce.Field
 		case control.Unauthorized:
 			return http.StatusUnauthorized, ce.Field
+		case control.Limit:
+			return http.StatusTooManyRequests, ce.Field
 		}
 	}
 	return http.StatusInternalServerError, ""

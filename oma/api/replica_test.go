@@ -14,6 +14,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/godwit/godwit/bus"
+	"github.com/godwit/godwit/bus/bustest"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/testkit"
@@ -224,7 +225,7 @@ func TestReplicasAreKeyedBySource(t *testing.T) {
 	vmA, vmB := testVM("vm-100", 1<<20), testVM("vm-100", 1<<20)
 	vmA.UUID, vmB.UUID = "4204a1b2-0000-0000-0000-00000000000a", "4204a1b2-0000-0000-0000-00000000000b"
 	a.inventory(t, vmA)
-	b.publish(t, &events.DiscoverResult{RequestID: events.NewID(), VMAID: "vma-2",
+	b.publish(t, &events.DiscoverResult{RequestID: bustest.AskDiscovery(t, b.conn, "vma-2", "vcenter-b.test"), VMAID: "vma-2",
 		VCenter: events.VCenterRef{Host: "vcenter-b.test", Datacenter: "DatabanxDC"}, VMs: []events.VM{vmB}})
 	testkit.Eventually(t, "both inventories", func() bool { return len(o.inventoryVMs()) == 2 })
 
@@ -275,7 +276,7 @@ func TestReplicasAreKeyedBySource(t *testing.T) {
 	// One VMA, two vCenters, one moref: the vCenter must be named.
 	vmC := testVM("vm-100", 1<<20)
 	vmC.UUID = "4204a1b2-0000-0000-0000-00000000000c"
-	a.publish(t, &events.DiscoverResult{RequestID: events.NewID(), VMAID: "vma-1",
+	a.publish(t, &events.DiscoverResult{RequestID: bustest.AskDiscovery(t, a.conn, "vma-1", "vcenter-c.test"), VMAID: "vma-1",
 		VCenter: events.VCenterRef{Host: "vcenter-c.test", Datacenter: "DatabanxDC"}, VMs: []events.VM{vmC}})
 	testkit.Eventually(t, "a third inventory", func() bool { return len(o.inventoryVMs()) == 3 })
 	o.do("DELETE", "/api/v1/replications/"+ia.JobID, nil, nil)

@@ -19,7 +19,8 @@ type tokenCreated struct {
 
 func (a *API) createToken(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
-		Name string `json:"name"`
+		Name  string `json:"name"`
+		Scope string `json:"scope"`
 	}
 	if err := decode(w, r, &req); err != nil {
 		return err
@@ -27,8 +28,12 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request) error {
 	if req.Name == "" {
 		return badRequest("name", "name is required: 1 to 64 letters, digits, '.', '-' or '_'")
 	}
+	scope, err := tokens.ParseScope(req.Scope)
+	if err != nil {
+		return badRequest("scope", "scope %q: read (GET only), operate (also discovery and jobs) or admin (also tokens and VMAs); empty: %s", req.Scope, tokens.DefaultScope)
+	}
 	now := a.now().UTC()
-	secret, err := tokens.Create(a.store, req.Name, now)
+	secret, err := tokens.Create(a.store, req.Name, scope, now)
 	switch {
 	case errors.Is(err, tokens.ErrInvalidName):
 		return badRequest("name", "name %q: use 1 to 64 letters, digits, '.', '-' or '_'", req.Name)
@@ -37,10 +42,10 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request) error {
 	case err != nil:
 		return err
 	}
-	a.log.InfoContext(r.Context(), "created an API token", "token", req.Name)
+	a.log.InfoContext(r.Context(), "created an API token", "token", req.Name, "scope", scope, "by", holderOf(r).Name)
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Location", "/api/v1/tokens/"+req.Name)
-	return writeJSON(w, http.StatusCreated, tokenCreated{Info: tokens.Info{Name: req.Name, CreatedAt: now}, Token: secret})
+	return writeJSON(w, http.StatusCreated, tokenCreated{Info: tokens.Info{Name: req.Name, Scope: scope, CreatedAt: now}, Token: secret})
 }
 
 func (a *API) listTokens(w http.ResponseWriter, _ *http.Request) error {

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +28,7 @@ import (
 	"github.com/godwit/godwit/oma/exports"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/tokens"
+	"github.com/godwit/godwit/oma/tunnels"
 )
 
 // Config configures an OMA. Only DataDir is required; the zero value of
@@ -34,9 +36,15 @@ import (
 type Config struct {
 	// DataDir holds the state, the volumes, the exports and the NKeys.
 	DataDir string
-	// APIAddr is the REST API's listen address; empty means ":8082" and a
-	// port 0 picks a free one.
+	// APIAddr is the REST API's listen address; empty means
+	// "127.0.0.1:8082" and a port 0 picks a free one. An address that is
+	// not loopback (all interfaces included) needs TLS (API.HTTP's
+	// certificate and key) or APIInsecureHTTP.
 	APIAddr string
+	// APIInsecureHTTP allows plain HTTP on an APIAddr that is not
+	// loopback, where bearer tokens and vCenter passwords would cross the
+	// network in clear.
+	APIInsecureHTTP bool
 	// APIURL is the OMA API URL given to VMAs; empty means http://localhost:8082.
 	APIURL string
 	// API configures the REST API: the browser origins it allows, TLS, the
@@ -51,6 +59,10 @@ type Config struct {
 	NATSMaxPayload int32
 	// FirstPort and LastPort bound the NBD port pool; zero means 10100-10199.
 	FirstPort, LastPort int
+	// SSHDPort is the port of the sshd the VMAs tunnel to, when known: no
+	// VMA's API port may take it (nor the API's, NATS's or the pool's). 0:
+	// unknown (ports below 1024, 22 and 443, are refused anyway).
+	SSHDPort int
 	// Nbdkit is the nbdkit binary the exports run; empty means "nbdkit" on
 	// the PATH. (Tests put a wrapper here that adds nbdkit filters.)
 	Nbdkit string
@@ -58,8 +70,19 @@ type Config struct {
 	ExportAddr string
 	// ExportHost is the host VMAs are told to reach exports at; empty means ExportAddr.
 	ExportHost string
+	// TunnelDir holds the Unix sockets the VMAs' SSH sessions forward
+	// their APIs on, <TunnelDir>/<id>.sock; empty means DataDir/tunnels.
+	// The OMA holds each registered VMA's API port on 127.0.0.1 and
+	// forwards into its socket (oma/tunnels).
+	TunnelDir string
 	// DiscoverTimeout bounds POST /api/v1/discover; 0 means 60s.
 	DiscoverTimeout time.Duration
+	// PendingJobTTL is how long a job may stay pending (never started)
+	// before it expires; 0 means control.DefaultPendingJobTTL (24h).
+	PendingJobTTL time.Duration
+	// MaxPendingJobs is how many pending jobs one API token may have; 0
+	// means control.DefaultMaxPendingJobs.
+	MaxPendingJobs int
 	// StreamMaxAge and StreamMaxBytes limit what each stream keeps; zero
 	// means 30 days and 1 GiB.
 	StreamMaxAge   time.Duration
@@ -76,7 +99,15 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, errors.New("oma: empty data dir")
 	}
 	if cfg.APIAddr == "" {
-		cfg.APIAddr = ":8082"
+		cfg.APIAddr = DefaultAPIAddr
+	}
+	apiHost, _, err := splitHostPort(cfg.APIAddr)
+	if err != nil {
+		return cfg, fmt.Errorf("api address %q: %w", cfg.APIAddr, err)
+	}
+	if !loopback(apiHost) && cfg.API.HTTP.TLSCertFile == "" && !cfg.APIInsecureHTTP {
+		return cfg, fmt.Errorf("api address %s is not loopback and would serve plain HTTP, bearer tokens and vCenter passwords in clear: "+
+			"serve HTTPS (-api-tls-cert and -api-tls-key), listen on loopback (-api-addr 127.0.0.1:8082), or allow it with -api-insecure-http", cfg.APIAddr)
 	}
 	if cfg.APIURL == "" {
 		cfg.APIURL = "http://localhost:8082"
@@ -99,6 +130,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.ExportHost == "" {
 		cfg.ExportHost = cfg.ExportAddr
 	}
+	if cfg.TunnelDir == "" {
+		cfg.TunnelDir = filepath.Join(cfg.DataDir, "tunnels")
+	}
 	if cfg.DiscoverTimeout == 0 {
 		cfg.DiscoverTimeout = 60 * time.Second
 	}
@@ -119,6 +153,21 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("api: %w", err)
 	}
 	return cfg, nil
+}
+
+// DefaultAPIAddr is where the REST API listens by default: loopback only.
+const DefaultAPIAddr = "127.0.0.1:8082"
+
+// loopback reports whether a listen host is this machine's loopback only:
+// localhost or a loopback IP. An empty host or an unspecified address
+// (0.0.0.0, ::) listens on every interface; any other name may resolve to
+// anything.
+func loopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // splitHostPort splits a listen address whose port may be 0.
@@ -265,22 +314,34 @@ func (o *OMA) Run(ctx context.Context) error {
 
 	exp := exports.New(exports.Config{FirstPort: cfg.FirstPort, LastPort: cfg.LastPort, BindAddr: cfg.ExportAddr, Nbdkit: cfg.Nbdkit, Logger: log.WithGroup("nbd")})
 	defer exp.StopAll()
+	l, err := net.Listen("tcp", cfg.APIAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.APIAddr, err)
+	}
+	defer l.Close() // Serve closes it too; this is for a failed start
+	o.mu.Lock()
+	o.addrs = Addrs{API: l.Addr().String(), NATS: srv.ClientURL(), NATSMonitor: srv.MonitorURL()}
+	o.mu.Unlock()
+
 	ctl := control.New(control.Config{
 		DataDir: cfg.DataDir, ExportHost: cfg.ExportHost, APIURL: cfg.APIURL, NATSURL: srv.ClientURL(),
 		DiscoverTimeout: cfg.DiscoverTimeout, AppliedMaxAge: cfg.StreamMaxAge + 24*time.Hour, Now: cfg.Now, Logger: log,
+		OMAPorts:      o.ownPorts(l.Addr(), srv.ClientURL()),
+		PendingJobTTL: cfg.PendingJobTTL, MaxPendingJobs: cfg.MaxPendingJobs,
 	}, st, conn, exp, srv)
 	if err := ctl.Restore(ctx); err != nil {
 		return err
 	}
 
-	l, err := net.Listen("tcp", cfg.APIAddr)
+	vmaPorts, err := tunnels.New(tunnels.Config{Dir: cfg.TunnelDir, Logger: log.WithGroup("tunnels")}, ctl)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.APIAddr, err)
+		return err
 	}
-	o.mu.Lock()
-	o.addrs = Addrs{API: l.Addr().String(), NATS: srv.ClientURL(), NATSMonitor: srv.MonitorURL()}
-	o.mu.Unlock()
 
+	portsCtx, stopPorts := context.WithCancel(ctx)
+	portsDone := make(chan struct{})
+	go func() { defer close(portsDone); vmaPorts.Run(portsCtx) }()
+	defer func() { stopPorts(); <-portsDone }()
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	runErr := make(chan error, 1)
@@ -291,7 +352,8 @@ func (o *OMA) Run(ctx context.Context) error {
 	go func() { apiErr <- api.New(ctl, st, srv, cfg.API).Serve(apiCtx, l) }()
 
 	log.Info("oma ready", "api", l.Addr().String(), "nats", srv.ClientURL(),
-		"observer_nkey", observer.path, "admin_nkey", admin.path, "nbd_ports", fmt.Sprintf("%d-%d", cfg.FirstPort, cfg.LastPort))
+		"observer_nkey", observer.path, "admin_nkey", admin.path, "nbd_ports", fmt.Sprintf("%d-%d", cfg.FirstPort, cfg.LastPort),
+		"tunnel_dir", cfg.TunnelDir)
 	close(o.ready)
 
 	select {
@@ -313,14 +375,47 @@ func (o *OMA) Run(ctx context.Context) error {
 	return err
 }
 
-// initialToken creates a first API token when none exists and writes it
-// to path (mode 0600); the log names the file, never the token.
+// ownPorts lists the OMA's own ports, which no VMA's API port may take:
+// the API's (as bound), NATS's (its client URL), the monitoring port, the
+// sshd's when known, and the NBD pool.
+func (o *OMA) ownPorts(api net.Addr, natsURL string) []control.PortRange {
+	cfg := o.cfg
+	var own []control.PortRange
+	add := func(name string, first, last int) {
+		if first > 0 {
+			own = append(own, control.PortRange{Name: name, First: first, Last: last})
+		}
+	}
+	if ta, ok := api.(*net.TCPAddr); ok {
+		add("API", ta.Port, ta.Port)
+	}
+	if _, p, err := net.SplitHostPort(strings.TrimPrefix(natsURL, "nats://")); err == nil {
+		n, _ := strconv.Atoi(p)
+		add("NATS", n, n)
+	}
+	add("NATS monitoring", cfg.NATSMonitorPort, cfg.NATSMonitorPort)
+	add("sshd", cfg.SSHDPort, cfg.SSHDPort)
+	add("NBD port pool", cfg.FirstPort, cfg.LastPort)
+	return own
+}
+
+// initialToken gives the tokens from before scopes the admin scope, which
+// is what they could do, and creates a first API token (admin) when none
+// exists and writes it to path (mode 0600); the log names the file, never
+// the token.
 func initialToken(st *store.Store, path string, now time.Time, log *slog.Logger) error {
+	migrated, err := tokens.MigrateScopes(st)
+	if err != nil {
+		return err
+	}
+	if migrated > 0 {
+		log.Info("API tokens from before scopes are admin tokens", "tokens", migrated)
+	}
 	n, err := tokens.Count(st)
 	if err != nil || n > 0 {
 		return err
 	}
-	secret, err := tokens.Create(st, "initial", now)
+	secret, err := tokens.Create(st, "initial", tokens.Admin, now)
 	if err != nil {
 		return err
 	}

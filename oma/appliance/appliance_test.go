@@ -21,18 +21,52 @@ func TestNewRefusesBadConfig(t *testing.T) {
 	halfTLS := appliance.Config{DataDir: dir}
 	halfTLS.API.HTTP.TLSCertFile = "cert.pem"
 	for name, cfg := range map[string]appliance.Config{
-		"no data dir":      {},
-		"bad nats address": {DataDir: dir, NATSAddr: "nonsense"},
-		"bad nats port":    {DataDir: dir, NATSAddr: "127.0.0.1:99999"},
-		"reversed pool":    {DataDir: dir, FirstPort: 10199, LastPort: 10100},
-		"half TLS":         halfTLS,
+		"no data dir":                  {},
+		"bad nats address":             {DataDir: dir, NATSAddr: "nonsense"},
+		"bad nats port":                {DataDir: dir, NATSAddr: "127.0.0.1:99999"},
+		"reversed pool":                {DataDir: dir, FirstPort: 10199, LastPort: 10100},
+		"half TLS":                     halfTLS,
+		"bad api address":              {DataDir: dir, APIAddr: "8082"},
+		"every interface, plain HTTP":  {DataDir: dir, APIAddr: ":8082"},
+		"0.0.0.0, plain HTTP":          {DataDir: dir, APIAddr: "0.0.0.0:8082"},
+		"[::], plain HTTP":             {DataDir: dir, APIAddr: "[::]:8082"},
+		"a public address, plain HTTP": {DataDir: dir, APIAddr: "192.0.2.10:8082"},
+		"a host name, plain HTTP":      {DataDir: dir, APIAddr: "oma.example.com:8082"},
 	} {
-		if _, err := appliance.New(cfg); err == nil {
+		_, err := appliance.New(cfg)
+		if err == nil {
 			t.Errorf("%s: New succeeded", name)
+		} else if strings.Contains(name, "plain HTTP") && !strings.Contains(err.Error(), "-api-insecure-http") {
+			t.Errorf("%s: New = %v, want an error naming -api-tls-cert and -api-insecure-http", name, err)
 		}
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Errorf("a refused configuration left %d files in the data dir", len(entries))
+	}
+}
+
+// TestNewAcceptsSafeAPIAddrs: loopback addresses serve plain HTTP; any
+// other needs TLS or APIInsecureHTTP.
+func TestNewAcceptsSafeAPIAddrs(t *testing.T) {
+	dir := t.TempDir()
+	withTLS := appliance.Config{DataDir: dir, APIAddr: ":8082"}
+	withTLS.API.HTTP.TLSCertFile, withTLS.API.HTTP.TLSKeyFile = "cert.pem", "key.pem"
+	for name, cfg := range map[string]appliance.Config{
+		"default":                      {DataDir: dir},
+		"127.0.0.1":                    {DataDir: dir, APIAddr: "127.0.0.1:0"},
+		"127.0.0.2":                    {DataDir: dir, APIAddr: "127.0.0.2:8082"},
+		"::1":                          {DataDir: dir, APIAddr: "[::1]:8082"},
+		"localhost":                    {DataDir: dir, APIAddr: "localhost:8082"},
+		"every interface, TLS":         withTLS,
+		"every interface, insecure ok": {DataDir: dir, APIAddr: ":8082", APIInsecureHTTP: true},
+		"public address, insecure ok":  {DataDir: dir, APIAddr: "192.0.2.10:8082", APIInsecureHTTP: true},
+	} {
+		if _, err := appliance.New(cfg); err != nil {
+			t.Errorf("%s: New = %v", name, err)
+		}
+	}
+	if appliance.DefaultAPIAddr != "127.0.0.1:8082" {
+		t.Errorf("DefaultAPIAddr = %q, want 127.0.0.1:8082", appliance.DefaultAPIAddr)
 	}
 }
 

@@ -11,8 +11,9 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// FirstAPIPort is the OMA port the first VMA's API is forwarded to; the
-// next VMAs get the ports after it.
+// FirstAPIPort is the OMA port the first VMA's API is reached at (the OMA
+// holds it and forwards into the VMA's tunnel); the next VMAs get the ports
+// after it.
 const FirstAPIPort = 9081
 
 // MinRSABits is the smallest RSA key accepted.
@@ -72,15 +73,15 @@ func PublicKey(s string) (string, error) {
 
 // Line returns the authorized_keys line of a VMA: key (as PublicKey
 // returns it) restricted to port forwarding, to the NATS address and every
-// NBD pool port (permitopen), and to listening on 127.0.0.1:apiPort
-// (permitlisten). The comment is godwit-vma-<id>.
-func Line(fw Forwards, key, id string, apiPort int) (string, error) {
+// NBD pool port (permitopen). It names no TCP port to listen on: the VMA's
+// one remote forward is its API on a Unix socket (OpenSSH has no
+// permitlisten for those; the OMA checks the VMA's key on the socket, and
+// sshd's PermitListen none refuses TCP ones, see scripts/sshd-godwit.conf).
+// The comment is godwit-vma-<id>.
+func Line(fw Forwards, key, id string) (string, error) {
 	pub, err := PublicKey(key)
 	if err != nil {
 		return "", fmt.Errorf("vma %s: %w", id, err)
-	}
-	if apiPort < 1 || apiPort > 65535 {
-		return "", fmt.Errorf("vma %s: API port %d: want 1-65535", id, apiPort)
 	}
 	natsHost, natsPort, err := hostPort(fw.NATS, "127.0.0.1:4222")
 	if err != nil {
@@ -103,7 +104,6 @@ func Line(fw Forwards, key, id string, apiPort int) (string, error) {
 	for p := first; p <= last; p++ {
 		permit("permitopen", nbdHost, p)
 	}
-	permit("permitlisten", "127.0.0.1", apiPort)
 	b.WriteString(" " + pub + " godwit-vma-" + id)
 	return b.String(), nil
 }

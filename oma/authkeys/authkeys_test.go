@@ -30,25 +30,24 @@ func TestLine(t *testing.T) {
 	// A fixed key: the line is exact.
 	const key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGb5bVb0Hq8GpV0uCkq2cJ3Ytq0wQFJ9XrX7i1dVb4dS"
 	tests := []struct {
-		name    string
-		fw      authkeys.Forwards
-		id      string
-		apiPort int
-		want    string
+		name string
+		fw   authkeys.Forwards
+		id   string
+		want string
 	}{
-		{"small pool", authkeys.Forwards{NATS: "127.0.0.1:4222", FirstPort: 10100, LastPort: 10102}, "vma-1", 9081,
-			`restrict,command="/bin/false",port-forwarding,permitopen="127.0.0.1:4222",permitopen="127.0.0.1:10100",permitopen="127.0.0.1:10101",permitopen="127.0.0.1:10102",permitlisten="127.0.0.1:9081" ` + key + " godwit-vma-vma-1"},
-		{"nats everywhere, one port, second VMA", authkeys.Forwards{NATS: "0.0.0.0:4333", NBDHost: "::", FirstPort: 12000, LastPort: 12000}, "b", 9082,
-			`restrict,command="/bin/false",port-forwarding,permitopen="127.0.0.1:4333",permitopen="127.0.0.1:12000",permitlisten="127.0.0.1:9082" ` + key + " godwit-vma-b"},
-		{"export host", authkeys.Forwards{NBDHost: "10.0.0.5", FirstPort: 10100, LastPort: 10100}, "c", 9083,
-			`restrict,command="/bin/false",port-forwarding,permitopen="127.0.0.1:4222",permitopen="10.0.0.5:10100",permitlisten="127.0.0.1:9083" ` + key + " godwit-vma-c"},
+		{"small pool", authkeys.Forwards{NATS: "127.0.0.1:4222", FirstPort: 10100, LastPort: 10102}, "vma-1",
+			`restrict,command="/bin/false",port-forwarding,permitopen="127.0.0.1:4222",permitopen="127.0.0.1:10100",permitopen="127.0.0.1:10101",permitopen="127.0.0.1:10102" ` + key + " godwit-vma-vma-1"},
+		{"nats everywhere, one port, second VMA", authkeys.Forwards{NATS: "0.0.0.0:4333", NBDHost: "::", FirstPort: 12000, LastPort: 12000}, "b",
+			`restrict,command="/bin/false",port-forwarding,permitopen="127.0.0.1:4333",permitopen="127.0.0.1:12000" ` + key + " godwit-vma-b"},
+		{"export host", authkeys.Forwards{NBDHost: "10.0.0.5", FirstPort: 10100, LastPort: 10100}, "c",
+			`restrict,command="/bin/false",port-forwarding,permitopen="127.0.0.1:4222",permitopen="10.0.0.5:10100" ` + key + " godwit-vma-c"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got, err := authkeys.Line(tt.fw, key+" old comment", tt.id, tt.apiPort)
+			got, err := authkeys.Line(tt.fw, key+" old comment", tt.id)
 			if err != nil || got != tt.want {
-				t.Errorf("Line(%+v, %q, %d) =\n%s, %v\nwant\n%s", tt.fw, tt.id, tt.apiPort, got, err, tt.want)
+				t.Errorf("Line(%+v, %q) =\n%s, %v\nwant\n%s", tt.fw, tt.id, got, err, tt.want)
 			}
 		})
 	}
@@ -57,17 +56,20 @@ func TestLine(t *testing.T) {
 func TestLineDefaults(t *testing.T) {
 	t.Parallel()
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	got, err := authkeys.Line(authkeys.Forwards{}, authorized(t, priv.Public()), "vma-1", authkeys.FirstAPIPort)
+	got, err := authkeys.Line(authkeys.Forwards{}, authorized(t, priv.Public()), "vma-1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n := strings.Count(got, "permitopen="); n != 101 {
 		t.Errorf("default line has %d permitopen, want 101 (NATS and 10100-10199):\n%s", n, got)
 	}
-	for _, want := range []string{`permitopen="127.0.0.1:4222"`, `permitopen="127.0.0.1:10100"`, `permitopen="127.0.0.1:10199"`, `permitlisten="127.0.0.1:9081"`} {
+	for _, want := range []string{`permitopen="127.0.0.1:4222"`, `permitopen="127.0.0.1:10100"`, `permitopen="127.0.0.1:10199"`} {
 		if !strings.Contains(got, want) {
 			t.Errorf("default line has no %s", want)
 		}
+	}
+	if strings.Contains(got, "permitlisten") {
+		t.Errorf("default line lets the key listen on a TCP port:\n%s", got)
 	}
 	if strings.Contains(got, "someone@laptop") {
 		t.Errorf("the line kept the operator's comment:\n%s", got)
@@ -75,13 +77,11 @@ func TestLineDefaults(t *testing.T) {
 	for _, bad := range []struct {
 		name string
 		fw   authkeys.Forwards
-		port int
 	}{
-		{"reversed pool", authkeys.Forwards{FirstPort: 10199, LastPort: 10100}, 9081},
-		{"bad nats", authkeys.Forwards{NATS: "nonsense"}, 9081},
-		{"api port", authkeys.Forwards{}, 70000},
+		{"reversed pool", authkeys.Forwards{FirstPort: 10199, LastPort: 10100}},
+		{"bad nats", authkeys.Forwards{NATS: "nonsense"}},
 	} {
-		if _, err := authkeys.Line(bad.fw, authorized(t, priv.Public()), "vma-1", bad.port); err == nil {
+		if _, err := authkeys.Line(bad.fw, authorized(t, priv.Public()), "vma-1"); err == nil {
 			t.Errorf("Line with %s = nil error", bad.name)
 		}
 	}

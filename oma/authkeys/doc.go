@@ -1,4 +1,5 @@
 // Package authkeys checks a VMA's SSH public key and writes the OpenSSH
 // authorized_keys line that confines it to the forwards the VMA needs: NATS,
-// the NBD export pool, and one remote forward for the VMA's own API.
+// and the NBD export pool; its API's remote forward is a Unix socket,
+// which no authorized_keys option names.
 package authkeys

@@ -53,7 +53,7 @@ func (c *Control) pruneLoop(ctx context.Context) {
 }
 
 // prune forgets what is older than AppliedMaxAge: the ids of applied
-// events and the pages of incomplete discoveries.
+// events, the pages of incomplete discoveries and the discover requests.
 func (c *Control) prune() error {
 	before := c.cfg.Now().Add(-c.cfg.AppliedMaxAge)
 	n, err := c.store.PruneApplied(before)
@@ -64,8 +64,12 @@ func (c *Control) prune() error {
 	if err != nil {
 		return fmt.Errorf("prune: %w", err)
 	}
-	if n > 0 || p > 0 {
-		c.log.Info("pruned", "event_ids", n, "discover_pages", p)
+	r, err := c.store.PruneDiscoverRequests(before)
+	if err != nil {
+		return fmt.Errorf("prune: %w", err)
+	}
+	if n > 0 || p > 0 || r > 0 {
+		c.log.Info("pruned", "event_ids", n, "discover_pages", p, "discover_requests", r)
 	}
 	return nil
 }

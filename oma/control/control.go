@@ -46,11 +46,31 @@ type Config struct {
 	// ProgressBatch is how many progress and status events are applied in
 	// one transaction at most; 0 means bus.DefaultBatch.
 	ProgressBatch int
+	// StreamWatch is how Run watches the streams' limits and alerts.
+	StreamWatch bus.StreamWatch
+	// PendingJobTTL is how long a job may stay pending (created, never
+	// started) before it expires: it is cancelled, saying so, and its NBD
+	// port released. 0 means DefaultPendingJobTTL.
+	PendingJobTTL time.Duration
+	// MaxPendingJobs is how many pending jobs one API token may have at
+	// once; one more is refused (Limit). 0 means DefaultMaxPendingJobs.
+	MaxPendingJobs int
+	// OMAPorts are the OMA's own ports (API, NATS, sshd, NBD pool): no
+	// VMA's API port may take one.
+	OMAPorts []PortRange
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
+
+// DefaultPendingJobTTL is how long a job stays pending, unstarted, before
+// it expires, when Config.PendingJobTTL is zero.
+const DefaultPendingJobTTL = 24 * time.Hour
+
+// DefaultMaxPendingJobs is how many pending jobs one token may have when
+// Config.MaxPendingJobs is zero.
+const DefaultMaxPendingJobs = 20
 
 // Control runs the OMA's jobs. It is safe for concurrent use.
 type Control struct {
@@ -90,6 +110,12 @@ func New(cfg Config, st *store.Store, conn *bus.Conn, exp *exports.Manager, acce
 	if cfg.PruneEvery == 0 {
 		cfg.PruneEvery = time.Hour
 	}
+	if cfg.PendingJobTTL == 0 {
+		cfg.PendingJobTTL = DefaultPendingJobTTL
+	}
+	if cfg.MaxPendingJobs == 0 {
+		cfg.MaxPendingJobs = DefaultMaxPendingJobs
+	}
 	if cfg.CancelGrace == 0 {
 		cfg.CancelGrace = 30 * time.Second
 	}
@@ -124,7 +150,7 @@ func (c *Control) Run(ctx context.Context) error {
 		return func(ctx context.Context, stream string) error { return c.bus.Consume(ctx, stream, bus.OMADurable, h) }
 	}
 	consumers := []consumer{
-		{bus.StreamDiscovery, []string{"godwit.discover.result.>"}, one(c.applyDiscoverResult)},
+		{bus.StreamInventory, nil, one(c.applyDiscoverResult)},
 		// The whole progress stream, unfiltered: it holds only progress and
 		// status, and filters would make the server match each message
 		// against them, a cost that grows with the jobs' subjects.
@@ -142,11 +168,16 @@ func (c *Control) Run(ctx context.Context) error {
 	if err := c.bus.Serve(ctx, subject.AllExport, "oma", bus.ExportReplies, c.allocation); err != nil {
 		return stopped(ctx, err)
 	}
+	if err := c.bus.Serve(ctx, subject.AllDiscoverSubmit, "oma", bus.SubmitReplies, c.submitDiscover); err != nil {
+		return stopped(ctx, err)
+	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer c.stopReleases()
 	wg.Go(func() { c.flushLoop(ctx) })
 	wg.Go(func() { c.pruneLoop(ctx) })
+	wg.Go(func() { _ = c.bus.WatchStreams(ctx, c.cfg.StreamWatch) })
+	wg.Go(func() { c.expireLoop(ctx) })
 	errs := make(chan error, len(consumers))
 	for _, cons := range consumers {
 		wg.Go(func() { errs <- cons.consume(ctx, cons.stream) })

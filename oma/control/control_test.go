@@ -112,7 +112,7 @@ func (h *harness) vma(id string) (*bus.Conn, seal.KeyPair) {
 	}
 	inbox, _ := subject.InboxPrefix(id)
 	conn := bustest.Connect(h.t, h.srv.ClientURL(), bus.ClientConfig{Name: id, Source: "/godwit/vma/" + id,
-		NKeySeed: []byte(cred.NKeySeed), InboxPrefix: inbox})
+		NKeySeed: []byte(cred.NKeySeed), InboxPrefix: inbox, Confined: true})
 	kp, err := seal.NewKeyPair()
 	if err != nil {
 		h.t.Fatal(err)

@@ -19,6 +19,7 @@ const (
 	Timeout                      // the VMA did not answer in time (504)
 	Upstream                     // the VMA or vCenter failed (502)
 	Unauthorized                 // vCenter refused the credentials (401)
+	Limit                        // the caller is at a limit, such as its pending jobs (429)
 )
 
 // Error is a failure the caller can act on: Field names the input at fault.

@@ -54,6 +54,9 @@ func (c *Control) Discover(ctx context.Context, req DiscoverRequest) (events.Dis
 	}
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	if err := c.recordDiscover(dr); err != nil {
+		return events.DiscoverResult{}, err
+	}
 	res, err := c.bus.Discover(wctx, dr)
 	switch {
 	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
@@ -127,6 +130,18 @@ func (c *Control) applyDiscoverResult(_ context.Context, ev events.Event, p even
 		return nil // a failed discovery changes nothing
 	}
 	return c.applyOnce(ev, func(tx *bbolt.Tx) error {
+		req, err := store.GetDiscoverRequest(tx, r.VMAID, r.RequestID)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			c.log.Warn("ignored a discover result the OMA did not ask for", "vma", r.VMAID, "request", r.RequestID, "vcenter", r.VCenter.Host)
+			return nil
+		case err != nil:
+			return err
+		case req.VCenter != r.VCenter.Host:
+			c.log.Warn("ignored a discover result for another vCenter than asked", "vma", r.VMAID, "request", r.RequestID,
+				"asked", req.VCenter, "vcenter", r.VCenter.Host)
+			return nil
+		}
 		whole, complete, err := c.assemble(tx, r)
 		if err != nil || !complete {
 			return err
@@ -144,6 +159,29 @@ func (c *Control) applyDiscoverResult(_ context.Context, ev events.Event, p even
 		}
 		return store.PutInventory(tx, store.Inventory{VMAID: r.VMAID, Result: merged, StoredAt: c.cfg.Now().UTC()})
 	})
+}
+
+// recordDiscover records that the OMA publishes dr, so that its result
+// may change the inventory.
+func (c *Control) recordDiscover(dr *events.DiscoverRequest) error {
+	return c.store.PutDiscoverRequestOnce(store.DiscoverRequest{RequestID: dr.RequestID, VMAID: dr.VMAID, VCenter: dr.VCenter, At: c.cfg.Now().UTC()})
+}
+
+// submitDiscover answers a VMA that submits a discover request of its own
+// (from its API's /discover): the OMA records it and publishes it, as it
+// publishes its own.
+func (c *Control) submitDiscover(ctx context.Context, subj string, data []byte) (any, error) {
+	ev, dr, err := c.bus.CheckSubmission(subj, data)
+	if err != nil {
+		return nil, errorf(Invalid, "", "discover request refused: %v", err)
+	}
+	if err := c.recordDiscover(dr); err != nil {
+		return nil, err
+	}
+	if _, err := c.bus.PublishEvent(ctx, ev); err != nil {
+		return nil, err
+	}
+	return map[string]string{"request_id": dr.RequestID}, nil
 }
 
 // assemble adds a page to the kept pages of its request. When it was the

@@ -30,6 +30,9 @@ type CreateRequest struct {
 	// VCenter picks the vCenter when one VMA found a VM with this id in
 	// several; required then.
 	VCenter string
+	// Token names the API token that asks: it may have at most
+	// Config.MaxPendingJobs pending jobs.
+	Token string
 }
 
 // located is a VM found in the inventory.
@@ -134,6 +137,7 @@ func (c *Control) CreateJob(ctx context.Context, req CreateRequest) (store.Job, 
 type reservation struct {
 	replica string
 	port    int
+	token   string
 }
 
 // unreserve drops the reservation of job id, stored or abandoned.
@@ -156,6 +160,7 @@ func (c *Control) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 		lastGen int        // the highest generation any job of the replica wrote
 		leased  = map[int]bool{}
 		taken   = map[string]bool{}
+		pending int // the token's pending jobs
 	)
 	err := c.store.View(func(tx *bbolt.Tx) error {
 		var err error
@@ -169,6 +174,9 @@ func (c *Control) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 		}
 		for _, j := range all {
 			taken[j.ID] = true
+			if j.State == events.JobPending && j.CreatedBy == req.Token {
+				pending++
+			}
 			if !ofReplica(j, rid, loc) {
 				continue
 			}
@@ -197,6 +205,13 @@ func (c *Control) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 			return store.Job{}, store.Lease{}, nil, errorf(Conflict, "source_vm.id", "VM %s already has a job %s being created: wait for it", req.VM.ID, id)
 		}
 		taken[id], leased[r.port] = true, true
+		if r.token == req.Token {
+			pending++
+		}
+	}
+	if pending >= c.cfg.MaxPendingJobs {
+		return store.Job{}, store.Lease{}, nil, errorf(Limit, "", "token %q has %d pending jobs, the most one token may have (-max-pending-jobs %d): start or cancel one first (pending jobs expire after %s)",
+			req.Token, pending, c.cfg.MaxPendingJobs, c.cfg.PendingJobTTL)
 	}
 	incremental := req.ReplicationType == events.ReplicationIncremental
 	if incremental && base == nil {
@@ -227,7 +242,7 @@ func (c *Control) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 	job := store.Job{
 		ID: id, VMAID: loc.vmaID, VCenter: loc.vcenter, ReplicaID: rid, Generation: gen,
 		VM:              events.VMRef{ID: loc.vm.ID, Name: loc.vm.Name, Path: loc.vm.Path, InstanceUUID: loc.vm.InstanceUUID},
-		ReplicationType: req.ReplicationType, State: events.JobPending,
+		ReplicationType: req.ReplicationType, State: events.JobPending, CreatedBy: req.Token,
 		CreatedAt: now, UpdatedAt: now,
 	}
 	lease := store.Lease{JobID: id, Port: port, Dir: c.exportDir(id)}
@@ -266,7 +281,7 @@ func (c *Control) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 			}
 		}
 	}
-	c.creating[id] = reservation{replica: rid, port: port}
+	c.creating[id] = reservation{replica: rid, port: port, token: req.Token}
 	return job, lease, vols, nil
 }
 

@@ -32,7 +32,7 @@ func (h *harness) learn(conn *bus.Conn, vmaID string, vms ...events.VM) {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err := conn.Publish(ctx, &events.DiscoverResult{RequestID: events.NewID(), VMAID: vmaID,
+	_, err := conn.Publish(ctx, &events.DiscoverResult{RequestID: bustest.AskDiscovery(h.t, conn, vmaID, "vcenter.test"), VMAID: vmaID,
 		VCenter: events.VCenterRef{Host: "vcenter.test", Datacenter: "DatabanxDC"}, VMs: vms})
 	if err != nil {
 		h.t.Fatal(err)

@@ -52,6 +52,34 @@ type NewVMA struct {
 	// APIPort is the OMA loopback port its API is to be forwarded to; 0
 	// takes the lowest free one from authkeys.FirstAPIPort.
 	APIPort int
+	// OMAPorts are the OMA's own ports, which APIPort may not be (nor is
+	// the lowest free one taken among them). AddVMA takes Config.OMAPorts.
+	OMAPorts []PortRange
+}
+
+// PortRange is one or more of the OMA's own ports, such as its API's or
+// its NBD pool, which no VMA's API port may take.
+type PortRange struct {
+	// Name says what listens there: "API", "NATS", "sshd", "NBD port pool".
+	Name        string
+	First, Last int
+}
+
+func (r PortRange) String() string {
+	if r.First == r.Last {
+		return fmt.Sprintf("%s port %d", r.Name, r.First)
+	}
+	return fmt.Sprintf("%s %d-%d", r.Name, r.First, r.Last)
+}
+
+// checkOMAPorts refuses port when it is one of the OMA's own.
+func checkOMAPorts(port int, own []PortRange) error {
+	for _, r := range own {
+		if port >= r.First && port <= r.Last {
+			return errorf(Conflict, "api_port", "API port %d is the OMA's own (its %s): choose another", port, r)
+		}
+	}
+	return nil
 }
 
 // RegisterVMA creates NATS credentials for a new VMA in st, stores it with
@@ -65,6 +93,9 @@ func RegisterVMA(st *store.Store, nv NewVMA, now time.Time) (VMACredentials, err
 		return VMACredentials{}, errorf(Invalid, "id", "%v", err)
 	}
 	if err := checkAPIPort(nv.APIPort); err != nil {
+		return VMACredentials{}, err
+	}
+	if err := checkOMAPorts(nv.APIPort, nv.OMAPorts); err != nil {
 		return VMACredentials{}, err
 	}
 	var sshKey string
@@ -97,7 +128,7 @@ func RegisterVMA(st *store.Store, nv NewVMA, now time.Time) (VMACredentials, err
 			return err
 		}
 		if apiPort = nv.APIPort; apiPort == 0 {
-			if apiPort, err = freeAPIPort(vmas); err != nil {
+			if apiPort, err = freeAPIPort(vmas, nv.OMAPorts); err != nil {
 				return err
 			}
 		}
@@ -132,14 +163,14 @@ func apiPortFree(vmas []store.VMA, port int) error {
 }
 
 // freeAPIPort returns the lowest port from authkeys.FirstAPIPort that no
-// VMA of vmas has.
-func freeAPIPort(vmas []store.VMA) (int, error) {
+// VMA of vmas has and that is none of the OMA's own.
+func freeAPIPort(vmas []store.VMA, own []PortRange) (int, error) {
 	taken := map[int]bool{}
 	for _, v := range vmas {
 		taken[v.APIPort] = true
 	}
 	for p := authkeys.FirstAPIPort; p <= 65535; p++ {
-		if !taken[p] {
+		if !taken[p] && checkOMAPorts(p, own) == nil {
 			return p, nil
 		}
 	}
@@ -155,7 +186,7 @@ func AuthorizedKey(fw authkeys.Forwards, v store.VMA) (string, error) {
 	if v.APIPort == 0 {
 		return "", fmt.Errorf("vma %s has an SSH key but no API port", v.ID)
 	}
-	return authkeys.Line(fw, v.SSHPublicKey, v.ID, v.APIPort)
+	return authkeys.Line(fw, v.SSHPublicKey, v.ID)
 }
 
 // Forwards returns what a VMA may reach through its SSH connection on this
@@ -237,7 +268,11 @@ func (c *Control) AddVMA(ctx context.Context, nv NewVMA) (VMACredentials, error)
 			return VMACredentials{}, errorf(Invalid, "ssh_public_key", "%v", err)
 		}
 	}
+	nv.OMAPorts = c.cfg.OMAPorts
 	if err := checkAPIPort(nv.APIPort); err != nil {
+		return VMACredentials{}, err
+	}
+	if err := checkOMAPorts(nv.APIPort, nv.OMAPorts); err != nil {
 		return VMACredentials{}, err
 	}
 	fw, err := c.Forwards()

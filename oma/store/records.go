@@ -35,6 +35,8 @@ type Job struct {
 	RateBytesPerSecond int64   `json:"rate_bytes_per_second"`
 	// AverageRateBytesPerSecond is the rate since the copy began.
 	AverageRateBytesPerSecond int64 `json:"average_rate_bytes_per_second,omitempty"`
+	// CreatedBy names the API token that created the job.
+	CreatedBy string `json:"created_by,omitempty"`
 	// LastSeq is the highest progress or status sequence applied.
 	LastSeq   uint64    `json:"last_seq"`
 	LastError string    `json:"last_error,omitempty"`
@@ -182,8 +184,11 @@ func VMAs(tx *bbolt.Tx) ([]VMA, error) {
 
 // Token is an API token, kept as the SHA-256 of its secret.
 type Token struct {
-	Name      string    `json:"name"`
-	Hash      []byte    `json:"hash"`
+	Name string `json:"name"`
+	Hash []byte `json:"hash"`
+	// Scope is what the token may do: read, operate or admin; empty for
+	// tokens from before scopes (admin: tokens.MigrateScopes).
+	Scope     string    `json:"scope,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	// LastUsedAt is when the token last authenticated a request, recorded
 	// at most about once a minute (nil: never).

@@ -21,7 +21,7 @@ var (
 )
 
 func buckets() [][]byte {
-	return [][]byte{bucketJobs, bucketInventory, bucketLeases, bucketVMAs, bucketTokens, bucketApplied, bucketOutbox, bucketPages}
+	return [][]byte{bucketJobs, bucketInventory, bucketLeases, bucketVMAs, bucketTokens, bucketApplied, bucketOutbox, bucketPages, bucketRequests}
 }
 
 // ErrNotFound is returned when a record does not exist.

@@ -11,3 +11,6 @@ var ErrExists = errors.New("token name taken")
 
 // ErrNotFound is returned for a token name that does not exist.
 var ErrNotFound = errors.New("no such token")
+
+// ErrInvalidScope is returned for a scope that is not read, operate or admin.
+var ErrInvalidScope = errors.New("invalid token scope")

@@ -48,14 +48,15 @@ func NewTracker(st *store.Store, cfg TrackerConfig) *Tracker {
 	return &Tracker{st: st, cfg: cfg, used: map[string]time.Time{}, wrote: map[string]time.Time{}}
 }
 
-// Check returns the name of the token whose secret this is, and records
-// its use. A failure to record the use is returned with the name: the
-// token is still valid.
-func (t *Tracker) Check(secret string) (name string, ok bool, err error) {
-	name, ok = Check(t.st, secret)
+// Check returns the name and scope of the token whose secret this is, and
+// records its use. A failure to record the use is returned with the
+// holder: the token is still valid.
+func (t *Tracker) Check(secret string) (h Holder, ok bool, err error) {
+	h, ok = Check(t.st, secret)
 	if !ok {
-		return "", false, nil
+		return Holder{}, false, nil
 	}
+	name := h.Name
 	now := t.cfg.Now().UTC()
 	t.mu.Lock()
 	t.used[name] = now
@@ -67,7 +68,7 @@ func (t *Tracker) Check(secret string) (name string, ok bool, err error) {
 	if due {
 		err = t.record(name, now)
 	}
-	return name, true, err
+	return h, true, err
 }
 
 // record writes a token's last use, unless the token is gone.

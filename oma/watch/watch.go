@@ -2,6 +2,10 @@
 // terminal: a job created, each change of state, and its end with the bytes
 // it moved, how long it took and whether they were verified.
 //
+// Every string that comes from a VMA or vCenter (VM names, ids, states,
+// errors) is written through printable.Quote: a VM named with an escape
+// sequence shows as "web\x1b[2J01" and cannot act on the terminal.
+//
 // It reads only what the observer may: live subscriptions to godwit.job.>
 // and godwit.status.>, so it changes nothing and needs no JetStream access.
 package watch
@@ -17,6 +21,7 @@ import (
 
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/events/subject"
+	"github.com/godwit/godwit/printable"
 )
 
 // Printer writes one line per job event to its writer. It is not safe for
@@ -52,7 +57,7 @@ func (p *Printer) Handle(ev events.Event) error {
 		return nil
 	}
 	if err := ev.Decode(pl); err != nil {
-		return fmt.Errorf("watch: event %s: %w", ev.ID, err)
+		return fmt.Errorf("watch: event %s: %w", q(ev.ID), err)
 	}
 	switch e := pl.(type) {
 	case *events.JobCreated:
@@ -61,7 +66,7 @@ func (p *Printer) Handle(ev events.Event) error {
 			size += d.CapacityBytes
 		}
 		return p.line(e.CreatedAt, e.JobID, fmt.Sprintf("created: %s, %s, %d disk(s), %s, on %s",
-			e.VM.Name, e.ReplicationType, len(e.Disks), Bytes(size), e.VMAID))
+			q(e.VM.Name), q(e.ReplicationType), len(e.Disks), Bytes(size), q(e.VMAID)))
 	case *events.ReplicationStatus:
 		if e.State == events.JobCompleted {
 			j := p.job(e.JobID)
@@ -112,19 +117,24 @@ func (p *Printer) stateChanged(e *events.JobStateChanged) error {
 		return p.line(e.ChangedAt, e.JobID, msg)
 	case events.JobFailed, events.JobCancelled:
 		delete(p.jobs, e.JobID)
-		msg := e.To
+		msg := q(e.To)
 		if e.Error != "" {
-			msg += ": " + e.Error
+			msg += ": " + q(e.Error)
 		}
 		return p.line(e.ChangedAt, e.JobID, msg)
 	}
-	return p.line(e.ChangedAt, e.JobID, e.From+" -> "+e.To)
+	return p.line(e.ChangedAt, e.JobID, q(e.From)+" -> "+q(e.To))
 }
 
+// line writes one line for the job jobID. msg's parts from outside must
+// already be quoted.
 func (p *Printer) line(at time.Time, jobID, msg string) error {
-	_, err := fmt.Fprintf(p.out, "%s job %s %s\n", at.In(p.loc).Format("15:04:05"), jobID, msg)
+	_, err := fmt.Fprintf(p.out, "%s job %s %s\n", at.In(p.loc).Format("15:04:05"), q(jobID), msg)
 	return err
 }
+
+// q quotes a string from a VMA or vCenter for the terminal.
+func q(s string) string { return printable.Quote(s) }
 
 // Bytes formats n in binary units: 512 B, 1.5 KiB, 40.0 GiB.
 func Bytes(n int64) string {
@@ -164,11 +174,11 @@ func Run(ctx context.Context, nc *nats.Conn, p *Printer) error {
 		case m := <-msgs:
 			var ev events.Event
 			if err := json.Unmarshal(m.Data, &ev); err != nil {
-				fmt.Fprintf(p.out, "watch: unreadable message on %s: %v\n", m.Subject, err)
+				fmt.Fprintf(p.out, "watch: unreadable message on %s: %s\n", q(m.Subject), q(err.Error()))
 				continue
 			}
 			if err := p.Handle(ev); err != nil {
-				fmt.Fprintln(p.out, err)
+				fmt.Fprintln(p.out, q(err.Error()))
 			}
 		}
 	}

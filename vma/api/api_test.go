@@ -206,7 +206,7 @@ func TestBadRequests(t *testing.T) {
 		status            int
 	}{
 		{"/api/v1/discover", `{"vcenter":`, "", 400},
-		{"/api/v1/discover", huge, "", 400},
+		{"/api/v1/discover", huge, "", 413},
 		{"/api/v1/discover", `{"vcenter":"v","username":"u","password":"p","colour":1}`, "colour", 400},
 		{"/api/v1/discover", `{"username":"u","password":"p"}`, "vcenter", 400},
 		{"/api/v1/discover", `{"vcenter":"https://v/sdk","username":"u","password":"p"}`, "vcenter", 400},

@@ -74,7 +74,7 @@ func discoverLargerThanMaxPayload(t *testing.T, sc stackConfig, want int) {
 		}
 		seen[vm.ID] = true
 	}
-	if pages := bustest.Count(t, s.oma, bus.StreamDiscovery, "godwit.discover.result.>"); pages < 2 {
+	if pages := bustest.Count(t, s.oma, bus.StreamInventory, "godwit.discover.result.>"); pages < 2 {
 		t.Errorf("the result went in %d messages, want pages", pages)
 	}
 	testkit.Eventually(t, "the OMA's inventory of every VM", func() bool {

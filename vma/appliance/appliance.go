@@ -97,21 +97,27 @@ type Config struct {
 	// Tunnel, when set (ssh://user@host[:port], port 22 by default), makes
 	// everything to the OMA go through one SSH connection to its sshd: the
 	// bus (NATSURL is then an address on the OMA's side), the NBD exports,
-	// and a remote forward of TunnelListen on the OMA to the VMA API. The
+	// and a remote forward of the Unix socket TunnelListen on the OMA to
+	// the VMA API. The
 	// VMA's SSH key is ssh_ed25519 in DataDir, made on first start.
 	Tunnel string
 	// TunnelKnownHosts is the known_hosts file holding the OMA's host key.
 	TunnelKnownHosts string
 	// TunnelInsecure accepts any host key (development only).
 	TunnelInsecure bool
-	// TunnelListen is the address on the OMA the VMA API is forwarded
-	// from; empty means 127.0.0.1:9081.
+	// TunnelListen is the Unix socket on the OMA the VMA API is forwarded
+	// from (the OMA holds the VMA's API port and forwards into it); empty
+	// means DefaultTunnelDir/<id>.sock.
 	TunnelListen string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger receives every part's log; nil discards.
 	Logger *slog.Logger
 }
+
+// DefaultTunnelDir is where an OMA installed as documented keeps the VMAs'
+// API sockets (its -tunnel-dir: its data dir's tunnels).
+const DefaultTunnelDir = "/var/lib/godwit-oma/tunnels"
 
 // withDefaults fills the zero fields of cfg and checks the rest.
 func (cfg Config) withDefaults() (Config, error) {
@@ -213,12 +219,12 @@ func (v *VMA) Run(ctx context.Context) error {
 	}
 	// The tunnel, when there is one, outlives everything that rides on it.
 	lost := newOutages()
-	tn, stopTunnel, err := startTunnel(cfg, lost.add, log)
+	tn, stopTunnel, err := startTunnel(cfg, id.ID, lost.add, log)
 	if err != nil {
 		return err
 	}
 	defer stopTunnel()
-	bc := bus.ClientConfig{Name: id.ID, Source: "/godwit/vma/" + id.ID, NKeySeed: cfg.NATSSeed, InboxPrefix: inbox, Logger: log}
+	bc := bus.ClientConfig{Name: id.ID, Source: "/godwit/vma/" + id.ID, NKeySeed: cfg.NATSSeed, InboxPrefix: inbox, Confined: true, Logger: log}
 	if tn != nil {
 		bc.Dial = tunnel.Dialer{Tunnel: tn, Context: ctx}.Dial
 	}
@@ -341,7 +347,7 @@ func (v *VMA) Run(ctx context.Context) error {
 // startTunnel starts the SSH tunnel cfg asks for, if any, and returns it
 // with the function that stops it and waits for it. onRestore gets each
 // outage of its connection once it is over.
-func startTunnel(cfg Config, onRestore func(tunnel.Outage), log *slog.Logger) (*tunnel.Tunnel, func(), error) {
+func startTunnel(cfg Config, vmaID string, onRestore func(tunnel.Outage), log *slog.Logger) (*tunnel.Tunnel, func(), error) {
 	if cfg.Tunnel == "" {
 		return nil, func() {}, nil
 	}
@@ -362,7 +368,7 @@ func startTunnel(cfg Config, onRestore func(tunnel.Outage), log *slog.Logger) (*
 	}
 	listen := cfg.TunnelListen
 	if listen == "" {
-		listen = "127.0.0.1:9081"
+		listen = DefaultTunnelDir + "/" + vmaID + ".sock"
 	}
 	tn, err := tunnel.New(tunnel.Config{Addr: addr, User: u.User.Username(), Key: key, KnownHosts: cfg.TunnelKnownHosts,
 		InsecureIgnoreHostKey: cfg.TunnelInsecure, RemoteListen: listen, OnRestore: onRestore, Logger: log.With("tunnel", addr)})

@@ -20,6 +20,8 @@ import (
 	"github.com/godwit/godwit/events"
 	omaappliance "github.com/godwit/godwit/oma/appliance"
 	"github.com/godwit/godwit/oma/authkeys"
+	"github.com/godwit/godwit/oma/tunnels"
+	"github.com/godwit/godwit/secret"
 	"github.com/godwit/godwit/testbed"
 	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/appliance"
@@ -92,10 +94,11 @@ func newBed(t testing.TB, bc bedConfig) *bed {
 		b.vmaURL = b.ext.url
 	} else {
 		var through func(*appliance.Config)
+		var sshKey string
 		if bc.tunnel {
-			through, b.vmaURL, b.sshd = behindSSHD(t, o)
+			through, sshKey, b.sshd = behindSSHD(t, o)
 		}
-		b.v = testbed.StartVMA(t, o, testbed.VMAConfig{VCenterCAFile: sim.CAFile, Configure: func(c *appliance.Config) {
+		b.v = testbed.StartVMA(t, o, testbed.VMAConfig{VCenterCAFile: sim.CAFile, SSHPublicKey: sshKey, Configure: func(c *appliance.Config) {
 			c.Source = "datastore"
 			c.ProgressInterval = 50 * time.Millisecond
 			if through != nil {
@@ -105,8 +108,9 @@ func newBed(t testing.TB, bc bedConfig) *bed {
 				bc.vma(c)
 			}
 		}})
-		if b.vmaURL == "" {
-			b.vmaURL = b.v.URL
+		b.vmaURL = b.v.URL
+		if bc.tunnel { // the OMA holds the VMA's API port and forwards into its tunnel
+			b.vmaURL = fmt.Sprintf("http://127.0.0.1:%d", b.v.APIPort)
 		}
 	}
 	var res struct {
@@ -237,7 +241,7 @@ func (b *bed) assertCopied(t testing.TB, path string, j job) {
 // login logs in to the simulator directly.
 func (b *bed) login(t testing.TB) *vcenter.Session {
 	t.Helper()
-	s, err := vcenter.Login(context.Background(), vcenter.Config{Host: b.sim.Host, Username: b.sim.Username, Password: b.sim.Password, CAFile: b.sim.CAFile})
+	s, err := vcenter.Login(context.Background(), vcenter.Config{Host: b.sim.Host, Username: b.sim.Username, Password: secret.New(b.sim.Password), CAFile: b.sim.CAFile})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -466,9 +470,10 @@ func processesNaming(s string) []string {
 }
 
 // behindSSHD starts an OpenSSH sshd for the OMA o and returns how to
-// configure a VMA that reaches o only through it, the VMA API's URL on the
-// OMA's side of the tunnel, and the sshd. The VMA's key is authorized with
-// the restricted line the OMA makes: its bus, its NBD pool, its API port.
+// configure a VMA that reaches o only through it, the VMA's SSH key to
+// register, and the sshd. The VMA's key is authorized with the restricted
+// line the OMA makes (its bus, its NBD pool); its API is forwarded on its
+// socket in o's tunnel dir, and o holds its API port.
 func behindSSHD(t testing.TB, o *testbed.OMA) (func(*appliance.Config), string, *tunneltest.SSHD) {
 	t.Helper()
 	sshd := tunneltest.StartSSHD(t)
@@ -477,14 +482,12 @@ func behindSSHD(t testing.TB, o *testbed.OMA) (func(*appliance.Config), string, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	apiPort := tunneltest.FreePort(t)
 	line, err := authkeys.Line(authkeys.Forwards{NATS: strings.TrimPrefix(o.NATSURL, "nats://"), FirstPort: o.FirstPort, LastPort: o.LastPort},
-		tunnel.AuthorizedKey(key), "vma-1", apiPort)
+		tunnel.AuthorizedKey(key), "vma-1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	sshd.Authorize(line)
-	listen := fmt.Sprintf("127.0.0.1:%d", apiPort)
 	return func(c *appliance.Config) {
 		// The key lives in the data dir; this one was authorized above.
 		if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
@@ -498,6 +501,6 @@ func behindSSHD(t testing.TB, o *testbed.OMA) (func(*appliance.Config), string, 
 			t.Fatal(err)
 		}
 		c.Tunnel = "ssh://" + sshd.User + "@" + sshd.Addr
-		c.TunnelKnownHosts, c.TunnelListen = sshd.KnownHosts, listen
-	}, "http://" + listen, sshd
+		c.TunnelKnownHosts, c.TunnelListen = sshd.KnownHosts, tunnels.SocketPath(filepath.Join(o.Dir, "tunnels"), "vma-1")
+	}, tunnel.AuthorizedKey(key), sshd
 }

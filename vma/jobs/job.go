@@ -15,7 +15,6 @@ import (
 
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/events/subject"
-	"github.com/godwit/godwit/seal"
 	"github.com/godwit/godwit/vma/copier"
 	"github.com/godwit/godwit/vma/copier/export"
 	"github.com/godwit/godwit/vma/nbd"
@@ -122,13 +121,9 @@ func (r *Runner) execute(ctx context.Context, t *task) ([]events.DiskChange, err
 		return nil, fail("export allocation", 0, err)
 	}
 
-	password, err := seal.Open(r.cfg.Identity.Key, t.cmd.Password)
-	if err != nil {
-		return nil, fail("login", 0, fmt.Errorf("the password is not sealed to this VMA's key: %w", err))
-	}
 	vc := r.cfg.VCenter
-	vc.Host, vc.Username, vc.Password = t.cmd.VCenter, t.cmd.Username, string(password)
-	s, err := vcenter.Login(ctx, vc)
+	vc.Host, vc.Username = t.cmd.VCenter, t.cmd.Username
+	s, err := vcenter.LoginSealed(ctx, vc, r.cfg.Identity.Key, t.cmd.Password)
 	if err != nil {
 		return nil, fail("login", 0, err)
 	}
@@ -174,7 +169,7 @@ func (r *Runner) execute(ctx context.Context, t *task) ([]events.DiskChange, err
 	pctx, stopProgress := context.WithCancel(ctx)
 	var ticks sync.WaitGroup
 	ticks.Go(func() { ticker(pctx, r.cfg.ProgressInterval, func() { r.publishProgress(pctx, t, false) }) })
-	err = r.copyDisks(ctx, t, DiskRef{Session: s, VCenter: vc, VM: vm, Snapshot: snap}, plans, alloc.ReplicationType)
+	err = r.copyDisks(ctx, t, DiskRef{Session: s, VCenter: s.Config(), VM: vm, Snapshot: snap}, plans, alloc.ReplicationType)
 	stopProgress()
 	ticks.Wait()
 	r.publishProgress(ctx, t, false)

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/events"
-	"github.com/godwit/godwit/seal"
 	"github.com/godwit/godwit/vma/store"
 	"github.com/godwit/godwit/vma/vcenter"
 )
@@ -103,13 +102,9 @@ func (r *Runner) cleanSnapshots(ctx context.Context, id string) ([]string, error
 	if !store.Final(j.State) {
 		return removed, fmt.Errorf("job %s is %s: cancel it first", id, j.State)
 	}
-	password, err := seal.Open(r.cfg.Identity.Key, *j.Password)
-	if err != nil {
-		return removed, fmt.Errorf("open the sealed password of job %s: %w", id, err)
-	}
 	vc := r.cfg.VCenter
-	vc.Host, vc.Username, vc.Password = j.VCenter, j.Username, string(password)
-	s, err := vcenter.Login(ctx, vc)
+	vc.Host, vc.Username = j.VCenter, j.Username
+	s, err := vcenter.LoginSealed(ctx, vc, r.cfg.Identity.Key, *j.Password)
 	if err != nil {
 		return removed, fmt.Errorf("clean up job %s: %w", id, err)
 	}

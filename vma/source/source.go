@@ -54,7 +54,7 @@ func (s VDDKSource) Open(ctx context.Context, d jobs.DiskRef) (jobs.Disk, error)
 		return nil, err
 	}
 	cfg := s.Config
-	cfg.Server, cfg.User, cfg.Password, cfg.Thumbprint = d.Session.Client.URL().Hostname(), d.VCenter.Username, vddk.Password(d.VCenter.Password), thumb
+	cfg.Server, cfg.User, cfg.Password, cfg.Thumbprint = d.Session.Client.URL().Hostname(), d.VCenter.Username, d.VCenter.Password, thumb
 	cfg.VM, cfg.Snapshot, cfg.File = d.VM.Ref.Value, d.Snapshot.Ref.Value, d.Disk.File
 	return vddk.Open(ctx, cfg)
 }

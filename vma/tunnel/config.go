@@ -5,10 +5,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 )
+
+// MaxSocketPath is the longest Unix socket path Linux binds (sun_path less its terminating NUL).
+const MaxSocketPath = 107
 
 // Config configures New. Addr, User, Key and either KnownHosts or InsecureIgnoreHostKey are
 // required; the rest have working zero values.
@@ -36,8 +40,11 @@ type Config struct {
 	// preference (such as aes128-gcm@openssh.com); empty: x/crypto's
 	// defaults.
 	Ciphers []string
-	// RemoteListen is the address the OMA's sshd listens on for the reverse forward, such as
-	// "127.0.0.1:9081"; empty: no forward.
+	// RemoteListen is the Unix socket the OMA's sshd listens on for the reverse forward
+	// (streamlocal-forward@openssh.com), an absolute path on the OMA such as
+	// /var/lib/godwit-oma/tunnels/vma-1.sock; empty: no forward. The OMA holds the VMA's API
+	// port itself and forwards into it (a TCP port could be taken by any local user while the
+	// tunnel is down; the socket's directory is the OMA user's alone).
 	RemoteListen string
 	// OnRestore, when set, is called from Run each time a connection
 	// that was lost is made again, with the outage; it must not block.
@@ -62,8 +69,11 @@ func (c Config) withDefaults() (Config, error) {
 		return c, errors.New("tunnel: no known_hosts file (or InsecureIgnoreHostKey)")
 	}
 	if c.RemoteListen != "" {
-		if _, _, err := net.SplitHostPort(c.RemoteListen); err != nil {
-			return c, fmt.Errorf("tunnel remote listen %q: %w", c.RemoteListen, err)
+		if !filepath.IsAbs(c.RemoteListen) || filepath.Clean(c.RemoteListen) != c.RemoteListen {
+			return c, fmt.Errorf("tunnel remote listen %q: want the absolute path of a Unix socket on the OMA, such as /var/lib/godwit-oma/tunnels/vma-1.sock", c.RemoteListen)
+		}
+		if len(c.RemoteListen) > MaxSocketPath {
+			return c, fmt.Errorf("tunnel remote listen %q: %d bytes, a Unix socket path has at most %d", c.RemoteListen, len(c.RemoteListen), MaxSocketPath)
 		}
 	}
 	if c.Keepalive <= 0 {

@@ -16,7 +16,11 @@
 //
 // # The reverse forward
 //
-// [Tunnel.Listener] is the remote forward (ssh -R) of Config.RemoteListen on the OMA's sshd. It
-// outlives reconnects: the forward is requested again on each connection, and Accept only fails
-// once the listener is closed.
+// [Tunnel.Listener] is the remote forward (ssh -R, streamlocal-forward@openssh.com) of the Unix
+// socket Config.RemoteListen on the OMA's sshd; the OMA holds the VMA's API port and forwards
+// into that socket. It outlives reconnects: the forward is requested again on each connection,
+// and Accept only fails once the listener is closed. Each connection reaches Accept only after
+// the VMA has answered the OMA's challenge with its SSH key: [Verify] is the OMA's half, which
+// tells the VMAs apart (they all log in as one user, and any of them could bind another's
+// socket path while that one is down). [RemoveStale] removes a socket an ended session left.
 package tunnel

@@ -12,6 +12,10 @@ var ErrUnauthorized = errors.New("ssh key not authorized")
 // ErrNoForward is returned by the Accept of [Tunnel.Listener] when Config.RemoteListen is empty.
 var ErrNoForward = errors.New("tunnel has no remote forward")
 
+// ErrNotVMA means the peer on a VMA's API socket did not prove it holds the VMA's SSH key (see
+// Verify): another VMA bound the socket while this one was down, or something else answers there.
+var ErrNotVMA = errors.New("not the VMA: its tunnel socket answered without the VMA's key")
+
 // HostKeyError means the OMA's host key is not the one known_hosts holds for the address, or the
 // address is not in known_hosts at all (Unknown).
 type HostKeyError struct {

@@ -14,6 +14,7 @@ import (
 // listener is the reverse forward as a net.Listener that outlives connections.
 type listener struct {
 	addr      string
+	signer    ssh.Signer // answers the OMA's identity check on each connection
 	conns     chan net.Conn
 	done      chan struct{}
 	closeOnce sync.Once
@@ -22,15 +23,17 @@ type listener struct {
 
 var _ net.Listener = (*listener)(nil)
 
-// newListener returns the listener for the forward of addr on the OMA's sshd.
-func newListener(addr string) *listener {
-	return &listener{addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
+// newListener returns the listener for the forward of the Unix socket path on the OMA's sshd,
+// whose connections prove they come from signer's holder.
+func newListener(path string, signer ssh.Signer) *listener {
+	return &listener{addr: path, signer: signer, conns: make(chan net.Conn), done: make(chan struct{})}
 }
 
-// Listener returns the reverse forward of Config.RemoteListen: connections made to that address
-// on the OMA side arrive on its Accept, across reconnects. Accept returns net.ErrClosed only
-// after Close, and ErrNoForward at once if RemoteListen is empty. Close cancels the forward;
-// the Tunnel keeps running.
+// Listener returns the reverse forward of Config.RemoteListen: connections made to that Unix
+// socket on the OMA side arrive on its Accept, across reconnects, once the VMA has answered the
+// OMA's identity check on them (see Verify); a connection that does not bring a challenge is
+// dropped. Accept returns net.ErrClosed only after Close, and ErrNoForward at once if
+// RemoteListen is empty. Close cancels the forward; the Tunnel keeps running.
 func (t *Tunnel) Listener() net.Listener { return t.forward }
 
 // Accept waits for the next connection forwarded from the OMA side.
@@ -52,17 +55,8 @@ func (l *listener) Close() error {
 	return nil
 }
 
-// Addr is RemoteListen, the address on the OMA side.
-func (l *listener) Addr() net.Addr { return remoteAddr(l.addr) }
-
-// remoteAddr is an address on the OMA side.
-type remoteAddr string
-
-// Network is always tcp.
-func (remoteAddr) Network() string { return "tcp" }
-
-// String is the host:port.
-func (a remoteAddr) String() string { return string(a) }
+// Addr is RemoteListen, the socket path on the OMA side.
+func (l *listener) Addr() net.Addr { return &net.UnixAddr{Name: l.addr, Net: "unix"} }
 
 // serve requests the forward on c, again after a wait whenever it fails or goes away, and hands
 // the connections to Accept, until ctx ends or the listener is closed.
@@ -72,14 +66,15 @@ func (l *listener) serve(ctx context.Context, c *ssh.Client, log *slog.Logger, w
 	}
 	first := wait
 	for ctx.Err() == nil && !l.closed() {
-		fl, err := c.Listen("tcp", l.addr)
+		fl, err := c.ListenUnix(l.addr)
 		if err != nil {
-			log.Warn("ssh remote forward", "addr", l.addr, "err", err, "retry", wait)
+			// The OMA removes a socket its last session left behind within a second or two.
+			log.Warn("ssh remote forward", "path", l.addr, "err", err, "retry", wait)
 		} else {
-			log.Info("ssh remote forward up", "addr", l.addr)
+			log.Info("ssh remote forward up", "path", l.addr)
 			wait = first
 			l.up.Store(true)
-			l.accept(ctx, fl)
+			l.accept(ctx, fl, log)
 			l.up.Store(false)
 		}
 		select {
@@ -91,8 +86,9 @@ func (l *listener) serve(ctx context.Context, c *ssh.Client, log *slog.Logger, w
 	}
 }
 
-// accept hands fl's connections to Accept until fl fails, ctx ends or the listener is closed.
-func (l *listener) accept(ctx context.Context, fl net.Listener) {
+// accept hands fl's connections to Accept, each once it has answered the OMA's challenge,
+// until fl fails, ctx ends or the listener is closed.
+func (l *listener) accept(ctx context.Context, fl net.Listener, log *slog.Logger) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -110,13 +106,43 @@ func (l *listener) accept(ctx context.Context, fl net.Listener) {
 		if err != nil {
 			return
 		}
-		select {
-		case l.conns <- conn:
-		case <-ctx.Done():
-			conn.Close()
-		case <-l.done:
-			conn.Close()
-		}
+		wg.Go(func() {
+			// The proof's deadline closes the channel; once answered, the channel goes to
+			// Accept as it came (HTTP servers use deadlines a channel does not have).
+			dc := &deadlineConn{Conn: conn}
+			proved := make(chan error, 1)
+			go func() { proved <- prove(dc, l.signer, proofTimeout) }()
+			select {
+			case err := <-proved:
+				if err != nil {
+					// The OMA probes the socket this way too: nothing to report.
+					log.Debug("connection on the remote forward without the OMA's challenge", "err", err)
+					dc.Close()
+					return
+				}
+			case <-ctx.Done():
+				dc.Close()
+				<-proved
+				return
+			case <-l.done:
+				dc.Close()
+				<-proved
+				return
+			case <-stop:
+				dc.Close()
+				<-proved
+				return
+			}
+			select {
+			case l.conns <- conn:
+			case <-ctx.Done():
+				conn.Close()
+			case <-l.done:
+				conn.Close()
+			case <-stop:
+				conn.Close()
+			}
+		})
 	}
 }
 

@@ -78,7 +78,7 @@ func New(cfg Config) (*Tunnel, error) {
 		up:    make(chan struct{}),
 		since: time.Now(),
 	}
-	t.forward = newListener(cfg.RemoteListen)
+	t.forward = newListener(cfg.RemoteListen, cfg.Key)
 	return t, nil
 }
 

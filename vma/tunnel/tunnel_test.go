@@ -29,7 +29,7 @@ type rig struct {
 	key        ssh.Signer
 	keyFile    string // the key's private half, for OpenSSH's ssh
 	echo       string // an echo server the key may reach
-	remote     string // the address the key may listen on, on the OMA side
+	remote     string // the Unix socket of the key's remote forward, on the OMA side
 	authorized string // the authorized_keys line for key
 }
 
@@ -46,13 +46,13 @@ func newRig(t testing.TB, open ...string) *rig {
 		key:     key,
 		keyFile: filepath.Join(keyDir, tunnel.KeyFile),
 		echo:    startEcho(t),
-		remote:  fmt.Sprintf("127.0.0.1:%d", tunneltest.FreePort(t)),
+		remote:  filepath.Join(t.TempDir(), "api.sock"),
 	}
 	permit := ""
 	for _, a := range append([]string{r.echo}, open...) {
-		permit += fmt.Sprintf(`permitopen="%s",`, a)
+		permit += fmt.Sprintf(`,permitopen="%s"`, a)
 	}
-	r.authorized = fmt.Sprintf(`restrict,port-forwarding,%spermitlisten="%s" %s`, permit, r.remote, tunnel.AuthorizedKey(key))
+	r.authorized = fmt.Sprintf(`restrict,port-forwarding%s %s`, permit, tunnel.AuthorizedKey(key))
 	r.sshd.Authorize(r.authorized)
 	return r
 }
@@ -175,16 +175,25 @@ func checkFor(t *testing.T, d time.Duration, f func() error) {
 	}
 }
 
-// reachForward connects to the forward's address on the OMA side and checks an echo comes back
-// from the VMA's side, retrying while the forward is being set up.
-func reachForward(t *testing.T, addr string) {
+// reachForward plays the OMA: it connects to the forward's socket, checks the VMA's proof of
+// identity and that an echo comes back from the VMA's side, retrying while the forward is being
+// set up and removing the socket an ended session left behind, as the OMA does.
+func (r *rig) reachForward(t *testing.T) {
 	t.Helper()
 	checkFor(t, 10*time.Second, func() error {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if _, err := tunnel.RemoveStale(ctx, r.remote, 50*time.Millisecond); err != nil {
+			return err
+		}
+		c, err := (&net.Dialer{}).DialContext(ctx, "unix", r.remote)
 		if err != nil {
 			return err
 		}
 		defer c.Close()
+		if err := tunnel.Verify(ctx, c, r.key.PublicKey()); err != nil {
+			return err
+		}
 		c.SetDeadline(time.Now().Add(2 * time.Second))
 		if _, err := fmt.Fprintln(c, "hello vma"); err != nil {
 			return err
@@ -252,11 +261,89 @@ func TestRemoteForward(t *testing.T) {
 	if ln.Addr().String() != r.remote {
 		t.Errorf("Listener().Addr() = %v, want %s", ln.Addr(), r.remote)
 	}
-	reachForward(t, r.remote)
+	r.reachForward(t)
 
 	ln.Close()
 	if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Accept after Close = %v, want net.ErrClosed", err)
+	}
+}
+
+// TestForwardProof: a connection to the forward's socket reaches the VMA's side only once the
+// VMA has answered the challenge with its key; another key does not pass, nor does a client that
+// sends anything else (HTTP, say) first.
+func TestForwardProof(t *testing.T) {
+	r := newRig(t)
+	tun := run(t, r.config(t))
+	echoOnForward(t, tun)
+	r.reachForward(t)
+
+	stranger, err := tunnel.LoadOrCreateKey(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := (&net.Dialer{}).DialContext(ctx, "unix", r.remote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := tunnel.Verify(ctx, c, stranger.PublicKey()); !errors.Is(err, tunnel.ErrNotVMA) {
+		t.Errorf("Verify with another key = %v, want ErrNotVMA", err)
+	}
+
+	plain, err := (&net.Dialer{}).DialContext(ctx, "unix", r.remote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	request := "GET /api/v1/health HTTP/1.1\r\nHost: localhost\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n"
+	if _, err := io.WriteString(plain, request); err != nil {
+		t.Fatal(err)
+	}
+	plain.SetDeadline(time.Now().Add(10 * time.Second))
+	if got, err := io.ReadAll(plain); len(got) != 0 || err != nil {
+		t.Errorf("a request without the challenge got %q, %v; want the connection closed unanswered", got, err)
+	}
+}
+
+// TestOnlyItsOwnForwards: with the production sshd settings a VMA's key gets its Unix socket
+// forward and what its permitopen names, and nothing else: no TCP port to listen on (the
+// forward of old, which a local user could squat), no connection to a Unix socket on the OMA.
+func TestOnlyItsOwnForwards(t *testing.T) {
+	r := newRig(t)
+	c, err := ssh.Dial("tcp", r.sshd.Addr, &ssh.ClientConfig{
+		User: r.sshd.User, Auth: []ssh.AuthMethod{ssh.PublicKeys(r.key)},
+		HostKeyCallback: ssh.FixedHostKey(r.sshd.HostKey), Timeout: 10 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	other := startEcho(t)
+	tests := []struct {
+		name string
+		try  func() (io.Closer, error)
+		want bool
+	}{
+		{"its socket", func() (io.Closer, error) { return c.ListenUnix(r.remote) }, true},
+		{"a permitted port", func() (io.Closer, error) { return c.Dial("tcp", r.echo) }, true},
+		{"a TCP listen", func() (io.Closer, error) { return c.Listen("tcp", "127.0.0.1:0") }, false},
+		{"a TCP listen on a port of its own", func() (io.Closer, error) {
+			return c.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", tunneltest.FreePort(t)))
+		}, false},
+		{"another port", func() (io.Closer, error) { return c.Dial("tcp", other) }, false},
+		{"a Unix socket on the OMA", func() (io.Closer, error) { return c.Dial("unix", r.remote) }, false},
+	}
+	for _, tt := range tests {
+		x, err := tt.try()
+		if err == nil {
+			x.Close()
+		}
+		if got := err == nil; got != tt.want {
+			t.Errorf("%s: error %v, want allowed=%v", tt.name, err, tt.want)
+		}
 	}
 }
 
@@ -351,7 +438,7 @@ func TestReconnect(t *testing.T) {
 			cfg.OnRestore = func(o tunnel.Outage) { outages <- o }
 			tun := run(t, cfg)
 			echoOnForward(t, tun)
-			reachForward(t, r.remote)
+			r.reachForward(t)
 			roundTrip(t, dial(t, tun, r.echo), "before")
 			if len(outages) != 0 {
 				t.Fatalf("%d outages reported before the cut", len(outages))
@@ -365,7 +452,7 @@ func TestReconnect(t *testing.T) {
 				}
 				return nil
 			})
-			reachForward(t, r.remote)
+			r.reachForward(t)
 			roundTrip(t, dial(t, tun, r.echo), "after")
 			if n := len(outages); n != 1 {
 				t.Fatalf("%d outages reported, want 1", n)
@@ -386,7 +473,7 @@ func TestDeadPeer(t *testing.T) {
 	r := newRig(t)
 	tun := run(t, r.config(t))
 	echoOnForward(t, tun)
-	reachForward(t, r.remote)
+	r.reachForward(t)
 
 	frozen := r.sshd.SignalSessions(syscall.SIGSTOP)
 	if frozen == 0 {
@@ -405,7 +492,7 @@ func TestDeadPeer(t *testing.T) {
 		t.Errorf("State() = %+v while the frozen session holds the port, want not forwarding", s)
 	}
 	r.sshd.SignalSessions(syscall.SIGCONT)
-	reachForward(t, r.remote)
+	r.reachForward(t)
 	if s := tun.State(); !s.Forwarding {
 		t.Errorf("State() = %+v, want forwarding", s)
 	}
@@ -443,7 +530,7 @@ func TestNoLeak(t *testing.T) {
 	t.Run("use", func(t *testing.T) {
 		tun := run(t, r.config(t))
 		echoOnForward(t, tun)
-		reachForward(t, r.remote)
+		r.reachForward(t)
 		roundTrip(t, dial(t, tun, r.echo), "hello")
 		r.sshd.KillSessions()
 		checkFor(t, 10*time.Second, func() error {
@@ -452,7 +539,7 @@ func TestNoLeak(t *testing.T) {
 			}
 			return nil
 		})
-		reachForward(t, r.remote)
+		r.reachForward(t)
 	})
 	checkFor(t, 5*time.Second, func() error {
 		buf := make([]byte, 1<<20)
@@ -510,6 +597,9 @@ func TestNewChecksConfig(t *testing.T) {
 		{"no host key check", func(c *tunnel.Config) { c.InsecureIgnoreHostKey = false }},
 		{"missing known_hosts", func(c *tunnel.Config) { c.InsecureIgnoreHostKey = false; c.KnownHosts = "/nonexistent" }},
 		{"bad remote listen", func(c *tunnel.Config) { c.RemoteListen = "9081" }},
+		{"tcp remote listen", func(c *tunnel.Config) { c.RemoteListen = "127.0.0.1:9081" }},
+		{"relative socket", func(c *tunnel.Config) { c.RemoteListen = "tunnels/vma-1.sock" }},
+		{"long socket path", func(c *tunnel.Config) { c.RemoteListen = "/" + strings.Repeat("d", tunnel.MaxSocketPath) }},
 	}
 	if _, err := tunnel.New(good); err != nil {
 		t.Fatalf("New(good) = %v", err)

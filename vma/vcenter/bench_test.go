@@ -11,6 +11,7 @@ import (
 	"github.com/vmware/govmomi/view"
 	"github.com/vmware/govmomi/vim25/mo"
 
+	"github.com/godwit/godwit/secret"
 	"github.com/godwit/godwit/vma/vcenter"
 	"github.com/godwit/godwit/vma/vcsim"
 )
@@ -34,7 +35,7 @@ func BenchmarkDiscover5000(b *testing.B) {
 	}
 	b.Logf("simulator with 5,000 VMs ready in %s", time.Since(start))
 	ctx := context.Background()
-	s, err := vcenter.Login(ctx, vcenter.Config{Host: sim.Host, Username: sim.Username, Password: sim.Password, CAFile: sim.CAFile})
+	s, err := vcenter.Login(ctx, vcenter.Config{Host: sim.Host, Username: sim.Username, Password: secret.New(sim.Password), CAFile: sim.CAFile})
 	if err != nil {
 		b.Fatal(err)
 	}

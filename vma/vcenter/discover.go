@@ -27,7 +27,7 @@ func vmProperties() []string {
 // name matches filter: a comma-separated list of case-insensitive name
 // parts ("" matches all). An unknown datacenter wraps ErrNotFound.
 func (s *Session) Discover(ctx context.Context, datacenter, filter string) (events.VCenterRef, []events.VM, error) {
-	ref := events.VCenterRef{Host: s.host, Datacenter: datacenter}
+	ref := events.VCenterRef{Host: s.cfg.Host, Datacenter: datacenter}
 	finder := find.NewFinder(s.Client, false)
 	var dcs []*object.Datacenter
 	if datacenter == "" {

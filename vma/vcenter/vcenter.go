@@ -1,6 +1,10 @@
 // Package vcenter talks to vCenter with govmomi: it logs in, lists the VMs
 // of one or every datacenter with their disks and networks, and logs out.
 //
+// LoginSealed is the one place a VMA opens a vCenter password sealed to
+// its key; from there to govmomi's login the password is a secret.String,
+// which never prints.
+//
 // Discovery asks for every VM, folder, network and datastore of a
 // datacenter through one ContainerView and a single PropertyCollector
 // retrieve of only the properties it needs: never a round trip per VM.
@@ -20,6 +24,8 @@ import (
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/seal"
+	"github.com/godwit/godwit/secret"
 )
 
 // Sentinel errors, for the REST API to map to statuses.
@@ -32,6 +38,9 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrNotAllowed: the vCenter is not on the VMA's allow list.
 	ErrNotAllowed = errors.New("vCenter not allowed")
+	// ErrSealed: a sealed password does not open with the VMA's key (it
+	// was sealed to another key, or tampered with).
+	ErrSealed = errors.New("the password is not sealed to this VMA's key")
 )
 
 // Config says how to reach a vCenter.
@@ -39,7 +48,8 @@ type Config struct {
 	// Host is the vCenter host name or address, with an optional port.
 	Host     string
 	Username string
-	Password string
+	// Password is the user's password; it never prints (see package secret).
+	Password secret.String
 	// CAFile trusts the certificates in this PEM file besides the system's.
 	CAFile string
 	// Insecure skips certificate verification (development only).
@@ -51,7 +61,8 @@ type Config struct {
 }
 
 // FailureCode classifies err for a failure event: one of the events.Failure*
-// codes (auth, unreachable, not found, invalid, else internal).
+// codes (auth, unreachable, not found, invalid for ErrNotAllowed and
+// ErrSealed, else internal).
 func FailureCode(err error) string {
 	switch {
 	case errors.Is(err, ErrAuth):
@@ -60,7 +71,7 @@ func FailureCode(err error) string {
 		return events.FailureUnreachable
 	case errors.Is(err, ErrNotFound):
 		return events.FailureNotFound
-	case errors.Is(err, ErrNotAllowed):
+	case errors.Is(err, ErrNotAllowed), errors.Is(err, ErrSealed):
 		return events.FailureInvalid
 	}
 	return events.FailureInternal
@@ -70,7 +81,7 @@ func FailureCode(err error) string {
 type Session struct {
 	Client *vim25.Client
 	sm     *session.Manager
-	host   string
+	cfg    Config
 }
 
 // Login connects to vCenter and logs in. Errors wrap ErrAuth,
@@ -98,14 +109,34 @@ func Login(ctx context.Context, cfg Config) (*Session, error) {
 		return nil, fmt.Errorf("%w: %s: %v", ErrUnreachable, cfg.Host, scrub(err))
 	}
 	sm := session.NewManager(c)
-	if err := sm.Login(ctx, url.UserPassword(cfg.Username, cfg.Password)); err != nil {
+	if err := sm.Login(ctx, url.UserPassword(cfg.Username, cfg.Password.Reveal())); err != nil {
 		if fault.Is(err, &types.InvalidLogin{}) {
 			return nil, fmt.Errorf("%w for user %s", ErrAuth, cfg.Username)
 		}
 		return nil, fmt.Errorf("%w: %s: login: %v", ErrUnreachable, cfg.Host, scrub(err))
 	}
-	return &Session{Client: c, sm: sm, host: cfg.Host}, nil
+	return &Session{Client: c, sm: sm, cfg: cfg}, nil
 }
+
+// LoginSealed opens password, sealed to key, and logs in to vCenter with
+// it as cfg.Username on cfg.Host (cfg.Password is ignored). It is the one
+// place a VMA opens a vCenter password: the plain value then lives only in
+// the session's Config, as a secret.String. Errors wrap ErrSealed (naming
+// the key to seal to) or those of Login.
+func LoginSealed(ctx context.Context, cfg Config, key seal.KeyPair, password events.Sealed) (*Session, error) {
+	b, err := seal.Open(key, password)
+	if err != nil {
+		return nil, fmt.Errorf("%w: seal it to %s: %w", ErrSealed, seal.EncodeKey(key.Public), err)
+	}
+	cfg.Password = secret.New(string(b))
+	clear(b)
+	return Login(ctx, cfg)
+}
+
+// Config returns the Config the session logged in with, its password
+// included (as a secret.String): what a transport that logs in on its own,
+// such as VDDK, needs.
+func (s *Session) Config() Config { return s.cfg }
 
 // Close logs the session out.
 func (s *Session) Close() {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/secret"
 	"github.com/godwit/godwit/vma/vcenter"
 	"github.com/godwit/godwit/vma/vcsim"
 )
@@ -27,7 +28,7 @@ func startSim(t *testing.T) *vcsim.Simulator {
 
 func login(t *testing.T, sim *vcsim.Simulator) *vcenter.Session {
 	t.Helper()
-	s, err := vcenter.Login(context.Background(), vcenter.Config{Host: sim.Host, Username: sim.Username, Password: sim.Password, CAFile: sim.CAFile})
+	s, err := vcenter.Login(context.Background(), vcenter.Config{Host: sim.Host, Username: sim.Username, Password: secret.New(sim.Password), CAFile: sim.CAFile})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +141,7 @@ func TestDiscoverScoping(t *testing.T) {
 func TestLoginFailures(t *testing.T) {
 	sim := startSim(t)
 	ctx := context.Background()
-	_, err := vcenter.Login(ctx, vcenter.Config{Host: sim.Host, Username: sim.Username, Password: "wrong-password", CAFile: sim.CAFile})
+	_, err := vcenter.Login(ctx, vcenter.Config{Host: sim.Host, Username: sim.Username, Password: secret.New("wrong-password"), CAFile: sim.CAFile})
 	if !errors.Is(err, vcenter.ErrAuth) || err.Error() != "vCenter login failed for user administrator@vsphere.local" {
 		t.Errorf("wrong password = %v", err)
 	}
@@ -149,7 +150,7 @@ func TestLoginFailures(t *testing.T) {
 	addr := l.Addr().String()
 	l.Close()
 	start := time.Now()
-	_, err = vcenter.Login(ctx, vcenter.Config{Host: addr, Username: "u", Password: "p", Timeout: 3 * time.Second})
+	_, err = vcenter.Login(ctx, vcenter.Config{Host: addr, Username: "u", Password: secret.New("p"), Timeout: 3 * time.Second})
 	if !errors.Is(err, vcenter.ErrUnreachable) || time.Since(start) > 5*time.Second {
 		t.Errorf("closed port = %v after %s", err, time.Since(start))
 	}
@@ -157,12 +158,12 @@ func TestLoginFailures(t *testing.T) {
 	hang, _ := net.Listen("tcp", "127.0.0.1:0")
 	defer hang.Close()
 	start = time.Now()
-	_, err = vcenter.Login(ctx, vcenter.Config{Host: hang.Addr().String(), Username: "u", Password: "p", Timeout: time.Second})
+	_, err = vcenter.Login(ctx, vcenter.Config{Host: hang.Addr().String(), Username: "u", Password: secret.New("p"), Timeout: time.Second})
 	if !errors.Is(err, vcenter.ErrUnreachable) || time.Since(start) > 3*time.Second {
 		t.Errorf("silent server = %v after %s", err, time.Since(start))
 	}
 	// An untrusted certificate is refused unless told otherwise.
-	if _, err := vcenter.Login(ctx, vcenter.Config{Host: sim.Host, Username: sim.Username, Password: sim.Password}); !errors.Is(err, vcenter.ErrUnreachable) {
+	if _, err := vcenter.Login(ctx, vcenter.Config{Host: sim.Host, Username: sim.Username, Password: secret.New(sim.Password)}); !errors.Is(err, vcenter.ErrUnreachable) {
 		t.Errorf("untrusted certificate = %v", err)
 	}
 	for _, e := range []error{err} {

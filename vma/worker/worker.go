@@ -16,7 +16,6 @@ import (
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/schema"
-	"github.com/godwit/godwit/seal"
 	"github.com/godwit/godwit/vma/identity"
 	"github.com/godwit/godwit/vma/vcenter"
 )
@@ -108,15 +107,10 @@ func (w *Worker) discover(ctx context.Context, _ events.Event, p events.Payload)
 	res := &events.DiscoverResult{RequestID: req.RequestID, VMAID: w.cfg.Identity.ID,
 		VCenter: events.VCenterRef{Host: req.VCenter, Datacenter: req.Datacenter}, Filter: req.Filter}
 	log := w.log.With("request", req.RequestID, "vcenter", req.VCenter, "user", req.Username)
-	password, err := seal.Open(w.cfg.Identity.Key, req.Password)
-	if err != nil {
-		res.Error = &events.Failure{Code: events.FailureInvalid, Message: "the password is not sealed to this VMA's key: seal it to " + w.cfg.Identity.PublicKey()}
-	} else {
-		start := time.Now()
-		res.VMs, res.Error = w.query(ctx, req, string(password))
-		log.Info("discovery", "vms", len(res.VMs), "took", time.Since(start), "failure", res.Error)
-	}
-	err = w.publishResult(ctx, res)
+	start := time.Now()
+	res.VMs, res.Error = w.query(ctx, req)
+	log.Info("discovery", "vms", len(res.VMs), "took", time.Since(start), "failure", res.Error)
+	err := w.publishResult(ctx, res)
 	if err == nil || !permanent(err) {
 		return err
 	}
@@ -150,9 +144,10 @@ func permanent(err error) bool {
 	return errors.Is(err, events.ErrVMTooLarge) || errors.Is(err, nats.ErrMaxPayload) || errors.As(err, &se)
 }
 
-func (w *Worker) query(ctx context.Context, req *events.DiscoverRequest, password string) ([]events.VM, *events.Failure) {
-	s, err := vcenter.Login(ctx, vcenter.Config{Host: req.VCenter, Username: req.Username, Password: password,
-		CAFile: w.cfg.VCenterCAFile, Insecure: w.cfg.VCenterInsecure, Timeout: w.cfg.VCenterTimeout, Allow: w.cfg.VCenterAllow})
+func (w *Worker) query(ctx context.Context, req *events.DiscoverRequest) ([]events.VM, *events.Failure) {
+	s, err := vcenter.LoginSealed(ctx, vcenter.Config{Host: req.VCenter, Username: req.Username,
+		CAFile: w.cfg.VCenterCAFile, Insecure: w.cfg.VCenterInsecure, Timeout: w.cfg.VCenterTimeout, Allow: w.cfg.VCenterAllow},
+		w.cfg.Identity.Key, req.Password)
 	if err != nil {
 		return nil, failure(err)
 	}

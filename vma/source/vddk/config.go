@@ -6,24 +6,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/godwit/godwit/secret"
 )
-
-// Password is a secret. It prints as "REDACTED" through fmt (%v, %s, %q,
-// %#v), log/slog and encoders that use encoding.TextMarshaler (JSON), so
-// a Config can be logged whole. Unmarshalling one still reads the value.
-type Password string
-
-// String returns "REDACTED".
-func (Password) String() string { return "REDACTED" }
-
-// GoString returns "REDACTED".
-func (Password) GoString() string { return "REDACTED" }
-
-// MarshalText returns "REDACTED".
-func (Password) MarshalText() ([]byte, error) { return []byte("REDACTED"), nil }
-
-// LogValue returns "REDACTED".
-func (Password) LogValue() slog.Value { return slog.StringValue("REDACTED") }
 
 // maxPassword bounds the password: it is written into a pipe before nbdkit
 // starts, so it must fit the pipe's buffer (64 KiB on Linux).
@@ -39,8 +24,9 @@ type Config struct {
 	Server string
 	// User is the vCenter user, such as "administrator@vsphere.local".
 	User string
-	// Password is User's password. It reaches nbdkit through a pipe.
-	Password Password
+	// Password is User's password. It reaches nbdkit through a pipe and
+	// prints as "REDACTED", so a Config can be logged whole.
+	Password secret.String
 	// Thumbprint is the SHA-1 fingerprint of vCenter's certificate as VDDK
 	// wants it: 20 hex bytes separated by colons ("AB:CD:...").
 	Thumbprint string
@@ -107,17 +93,17 @@ func (c Config) plugin() string {
 // validate checks c's fields; an error names the field, never a value of
 // Password.
 func (c Config) validate() error {
-	if strings.ContainsAny(string(c.Password), "\n\x00") {
+	if strings.ContainsAny(c.Password.Reveal(), "\n\x00") {
 		return fmt.Errorf("%w: Password holds a newline or NUL (nbdkit reads one line)", ErrConfig)
 	}
-	if len(c.Password) > maxPassword {
+	if c.Password.Len() > maxPassword {
 		return fmt.Errorf("%w: Password is longer than %d bytes", ErrConfig, maxPassword)
 	}
 	if len(c.Plugin) > 0 {
 		return nil
 	}
 	for _, f := range []struct{ name, value string }{
-		{"Server", c.Server}, {"User", c.User}, {"Password", string(c.Password)},
+		{"Server", c.Server}, {"User", c.User}, {"Password", c.Password.Reveal()},
 		{"Thumbprint", c.Thumbprint}, {"VM", c.VM}, {"File", c.File},
 	} {
 		if f.value == "" {
@@ -166,7 +152,7 @@ func Args(cfg Config, socket string, passwordFD int) []string {
 	password := "password=-" + strconv.Itoa(passwordFD)
 	if len(cfg.Plugin) > 0 {
 		args = append(args, cfg.Plugin...)
-		if cfg.Password != "" {
+		if !cfg.Password.Empty() {
 			args = append(args, password)
 		}
 		return args
@@ -180,7 +166,7 @@ func Args(cfg Config, socket string, passwordFD int) []string {
 	add("libdir", cfg.LibDir)
 	add("server", cfg.Server)
 	add("user", cfg.User)
-	if cfg.Password != "" {
+	if !cfg.Password.Empty() {
 		args = append(args, password)
 	}
 	add("thumbprint", cfg.Thumbprint)

@@ -9,10 +9,12 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/godwit/godwit/secret"
 )
 
 const (
-	secret     = "pa55 w0rd=with;shell$chars"
+	password   = "pa55 w0rd=with;shell$chars"
 	thumbprint = "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01"
 )
 
@@ -21,7 +23,7 @@ func fullConfig() Config {
 		LibDir:     "/opt/vmware-vix-disklib-distrib",
 		Server:     "vcenter.example.com",
 		User:       "administrator@vsphere.local",
-		Password:   secret,
+		Password:   secret.New(password),
 		Thumbprint: thumbprint,
 		VM:         "vm-42",
 		Snapshot:   "snapshot-7",
@@ -34,7 +36,7 @@ func TestArgs(t *testing.T) {
 	t.Parallel()
 	minimal := fullConfig()
 	minimal.LibDir, minimal.Snapshot, minimal.Transports = "", "", ""
-	standIn := Config{Plugin: []string{"curl", "url=http://127.0.0.1/disk", "user=alice"}, Password: secret}
+	standIn := Config{Plugin: []string{"curl", "url=http://127.0.0.1/disk", "user=alice"}, Password: secret.New(password)}
 	noPassword := Config{Plugin: []string{"file", "file=/tmp/disk.img"}}
 	for _, tc := range []struct {
 		name string
@@ -80,7 +82,7 @@ func TestArgs(t *testing.T) {
 				t.Errorf("Args(%s) =\n%q\nwant\n%q", tc.name, got, tc.want)
 			}
 			for _, a := range got {
-				if strings.Contains(a, secret) {
+				if strings.Contains(a, password) {
 					t.Errorf("Args(%s) has the password in %q", tc.name, a)
 				}
 			}
@@ -99,7 +101,7 @@ func TestPasswordRedacted(t *testing.T) {
 		fmt.Sprintf("%s %q %v %#v", cfg.Password, cfg.Password, cfg.Password, cfg.Password),
 		logged.String(),
 	} {
-		if strings.Contains(s, secret) || strings.Contains(s, "pa55") {
+		if strings.Contains(s, password) || strings.Contains(s, "pa55") {
 			t.Errorf("the password is printed: %s", s)
 		}
 		if !strings.Contains(s, "REDACTED") {
@@ -124,14 +126,14 @@ func TestValidate(t *testing.T) {
 		{"lower-case thumbprint", with(func(c *Config) { c.Thumbprint = strings.ToLower(thumbprint) }), ""},
 		{"no server", with(func(c *Config) { c.Server = "" }), "Server"},
 		{"no user", with(func(c *Config) { c.User = "" }), "User"},
-		{"no password", with(func(c *Config) { c.Password = "" }), "Password"},
+		{"no password", with(func(c *Config) { c.Password = secret.String{} }), "Password"},
 		{"no thumbprint", with(func(c *Config) { c.Thumbprint = "" }), "Thumbprint"},
 		{"sha256 thumbprint", with(func(c *Config) { c.Thumbprint = thumbprint + ":00:11:22:33:44:55:66:77:88:99:AA:BB" }), "Thumbprint"},
 		{"bad thumbprint", with(func(c *Config) { c.Thumbprint = strings.Replace(thumbprint, "AB", "ZZ", 1) }), "Thumbprint"},
 		{"no vm", with(func(c *Config) { c.VM = "" }), "VM"},
 		{"no file", with(func(c *Config) { c.File = "" }), "File"},
-		{"newline in password", with(func(c *Config) { c.Password = secret + "\nsecond line" }), "Password"},
-		{"long password", with(func(c *Config) { c.Password = Password(strings.Repeat(secret, 1000)) }), "Password"},
+		{"newline in password", with(func(c *Config) { c.Password = secret.New(password + "\nsecond line") }), "Password"},
+		{"long password", with(func(c *Config) { c.Password = secret.New(strings.Repeat(password, 1000)) }), "Password"},
 		{"newline in file", with(func(c *Config) { c.File = "[ds] a\nb.vmdk" }), "File"},
 		{"stand-in", Config{Plugin: []string{"file", "file=/x"}}, ""},
 	} {
@@ -156,11 +158,11 @@ func TestValidate(t *testing.T) {
 
 func TestPasswordUnmarshal(t *testing.T) {
 	t.Parallel()
-	var c struct{ Password Password }
+	var c struct{ Password secret.String }
 	if err := json.Unmarshal([]byte(`{"Password":"hunter2"}`), &c); err != nil {
 		t.Fatal(err)
 	}
-	if string(c.Password) != "hunter2" {
-		t.Errorf("unmarshalled password = %d bytes, want hunter2's 7", len(c.Password))
+	if c.Password.Reveal() != "hunter2" {
+		t.Errorf("unmarshalled password = %d bytes, want hunter2's 7", c.Password.Len())
 	}
 }

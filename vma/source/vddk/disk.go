@@ -117,14 +117,14 @@ func start(cfg Config, dir string) (*Disk, error) {
 	// output pipe.
 	cmd.WaitDelay = waitDelay
 	var pipe *os.File
-	if cfg.Password != "" {
+	if !cfg.Password.Empty() {
 		r, w, err := os.Pipe()
 		if err != nil {
 			return nil, fmt.Errorf("start nbdkit: password pipe: %w", err)
 		}
 		// The password fits the pipe's buffer (validate bounds it), so the
 		// write does not wait for nbdkit; closing w gives nbdkit EOF.
-		_, err = w.Write([]byte(string(cfg.Password) + "\n"))
+		_, err = w.Write([]byte(cfg.Password.Reveal() + "\n"))
 		if cerr := w.Close(); err == nil {
 			err = cerr
 		}

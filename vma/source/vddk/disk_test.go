@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/godwit/godwit/secret"
 	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/nbd"
 )
@@ -197,7 +198,7 @@ func TestPasswordThroughPipe(t *testing.T) {
 	}
 	cfg := Config{Plugin: []string{"curl", "url=" + srv.URL + "/disk.img", "user=alice", "protocols=http"}}
 
-	cfg.Password = password
+	cfg.Password = secret.New(password)
 	d, err := Open(t.Context(), cfg)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
@@ -241,7 +242,7 @@ func TestPasswordThroughPipe(t *testing.T) {
 	}
 	d.Close()
 
-	cfg.Password = "wrong s3cret"
+	cfg.Password = secret.New("wrong s3cret")
 	d, err = Open(t.Context(), cfg)
 	if err == nil {
 		d.Close()

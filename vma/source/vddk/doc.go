@@ -19,5 +19,5 @@
 // The vCenter password never appears on a command line, in a log or in an
 // error: nbdkit reads it as password=-FD from a pipe it inherits, which
 // this package fills and closes before nbdkit starts (nbdkit reads one
-// line and closes its end). [Password] prints as "REDACTED".
+// line and closes its end). [Config.Password] is a secret.String: it prints as "REDACTED".
 package vddk

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/godwit/godwit/secret"
 	"github.com/godwit/godwit/vma/source/vddk"
 )
 
@@ -15,7 +16,7 @@ func ExampleOpen() {
 		LibDir:     "/opt/vmware-vix-disklib-distrib",
 		Server:     "vcenter.example.com",
 		User:       "administrator@vsphere.local",
-		Password:   "secret",
+		Password:   secret.New("secret"),
 		Thumbprint: "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01",
 		VM:         "vm-42",
 		Snapshot:   "snapshot-7",

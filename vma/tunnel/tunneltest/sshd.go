@@ -5,12 +5,14 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,8 +43,9 @@ type SSHD struct {
 	cmd    *exec.Cmd
 }
 
-// StartSSHD starts /usr/sbin/sshd -D -e on a free port with its own host key and an empty
-// authorized_keys file, and stops it at cleanup. It fails the test if sshd is not installed.
+// StartSSHD starts /usr/sbin/sshd -D -e on a free port with its own host key, an empty
+// authorized_keys file and the production settings (ProductionSettings), and stops it at
+// cleanup. It fails the test if sshd is not installed.
 func StartSSHD(t testing.TB) *SSHD {
 	t.Helper()
 	if _, err := os.Stat(SSHDPath); err != nil {
@@ -85,21 +88,20 @@ func StartSSHD(t testing.TB) *SSHD {
 	s.WriteKnownHosts(s.HostKey)
 	writeFile(t, s.AuthorizedKeys, nil)
 	_, port, _ := net.SplitHostPort(s.Addr)
-	conf := strings.Join([]string{
+	production, err := ProductionSettings()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := strings.Join(append([]string{
 		"ListenAddress 127.0.0.1:" + port,
 		"HostKey " + hostKeyFile,
 		"PidFile " + filepath.Join(dir, "sshd.pid"),
-		"AuthorizedKeysFile " + s.AuthorizedKeys,
 		"StrictModes no",
-		"PasswordAuthentication no",
-		"KbdInteractiveAuthentication no",
 		"PubkeyAuthentication yes",
-		"AllowTcpForwarding yes",
-		"GatewayPorts no",
 		"UsePAM no",
 		"LogLevel VERBOSE",
-		"",
-	}, "\n")
+		"AuthorizedKeysFile " + s.AuthorizedKeys,
+	}, production...), "\n") + "\n"
 	writeFile(t, s.config, []byte(conf))
 	t.Cleanup(func() {
 		s.Stop()
@@ -190,6 +192,37 @@ func (s *SSHD) WriteKnownHosts(key ssh.PublicKey) {
 
 // Log returns what sshd has logged so far.
 func (s *SSHD) Log() string { return s.log.String() }
+
+// ProductionSettings returns the settings of scripts/sshd-godwit.conf's Match block, the
+// production snippet, without its AuthorizedKeysFile, one per line: the tests' sshd and make
+// run's apply them to every user, so that what they test is what the OMA runs.
+func ProductionSettings() ([]string, error) {
+	_, self, _, ok := runtime.Caller(0)
+	if !ok {
+		return nil, errors.New("sshd-godwit.conf: no source path to find it by")
+	}
+	path := filepath.Join(filepath.Dir(self), "..", "..", "..", "scripts", "sshd-godwit.conf")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("production sshd settings: %w", err)
+	}
+	var out []string
+	in := false
+	for _, line := range strings.Split(string(data), "\n") {
+		fields := strings.Fields(line)
+		switch {
+		case len(fields) == 0 || strings.HasPrefix(fields[0], "#"):
+		case fields[0] == "Match":
+			in = true
+		case in && fields[0] != "AuthorizedKeysFile":
+			out = append(out, strings.Join(fields, " "))
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("production sshd settings: no Match block in %s", path)
+	}
+	return out, nil
+}
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort(t testing.TB) int {

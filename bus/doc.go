@@ -1,0 +1,70 @@
+// Package bus is godwit's message bus: the OMA's embedded NATS server with
+// JetStream, the connections both appliances make to it, and the
+// validated, idempotent ways events go through it. Every event is a
+// CloudEvents envelope (package events) on a subject built by package
+// events/subject and checked against its JSON Schema (package schema) on
+// the way out and on the way in.
+//
+// # The server
+//
+// [StartServer] runs nats-server in the OMA's process, with a file store,
+// listening on loopback unless told otherwise, and returns once it accepts
+// clients; [Server.Shutdown] stops it. The OMA connects in-process with
+// [Server.Connect] as an internal user whose key never leaves memory.
+// Everyone else connects with [Connect] and an NKey ([ClientConfig]),
+// possibly through a dialer such as the VMA's SSH tunnel, and reconnects
+// without giving up, with exponential backoff and jitter, reporting each
+// change of [State].
+//
+// # Streams
+//
+// [Conn.EnsureStreams] creates the streams, all with limits retention (an
+// age and a size cap, [StreamLimits]) and a duplicate window:
+//
+//	DISCOVERY  discover requests and their results (in pages when large)
+//	COMMANDS   replicate commands and cancels, for each VMA
+//	PROGRESS   progress and replication status from the VMAs
+//	JOBS       the job lifecycle, from the OMA
+//	PRESENCE   VMA heartbeats, the last one per VMA
+//	TUNNEL     outages of the VMAs' SSH connections
+//
+// so that a consumer that was away, an operator's nats CLI or a new
+// service can replay what happened. [Conn.Publish] wraps a payload in an
+// envelope, validates it and publishes it with the event id as
+// Nats-Msg-Id: a retry of the same event ([Conn.PublishEvent]) is stored
+// once.
+//
+// # Consumers
+//
+// Readers use durable pull consumers with explicit acks: [OMADurable] for
+// the OMA on every stream it reads, [VMADurable] for a VMA on its own
+// commands and discover requests ([Conn.EnsureVMAConsumers]), so that a
+// command sent while a VMA is away waits for it. [Conn.Consume] hands one
+// event at a time to a [Handler], [Conn.ConsumeBatch] a batch to a
+// [BatchHandler] (one bbolt transaction and one fsync per batch). Both
+// check every message (schema, and that its payload belongs on the subject
+// it came on, so a VMA cannot speak for another), terminate invalid ones,
+// tell JetStream that a long handler is still at work, ack after the
+// handler returns, nak a failure with a growing delay and terminate an
+// error that wraps [ErrPoison]. Handlers must be idempotent: a message may
+// come again after a crash or a lost ack, and must then change nothing.
+//
+// Live subscriptions serve what needs no history: [Conn.Watch] waits for
+// the answer to an event about to be published ([Conn.Discover] uses it),
+// and [Conn.Request] and [Conn.Serve] are request and reply (the export a
+// VMA's job is given), answered only into the requester's own inbox.
+//
+// # Access
+//
+// [Access] lists who may connect besides the OMA, each by NKey public key,
+// and [Server.SetAccess] changes it without a restart. A VMA may publish
+// only on subjects carrying its own id, read only its own consumers and get
+// replies only on its own inbox prefix. An observer reads: it subscribes
+// to godwit.> live and replays streams only through [ObserverAPIPrefix],
+// whose gate forwards reads and refuses whatever would publish, delete,
+// create a durable or deliver anywhere but its inbox. An admin may do what
+// the OMA may, for operators' tools, never for a VMA.
+//
+// Test helpers that start real servers and connections are in
+// bus/bustest.
+package bus
