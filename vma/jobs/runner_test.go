@@ -16,6 +16,7 @@ import (
 	"github.com/godwit/godwit/seal"
 	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/appliance"
+	"github.com/godwit/godwit/vma/copier"
 	"github.com/godwit/godwit/vma/store"
 	"github.com/godwit/godwit/vma/vcsim"
 )
@@ -23,8 +24,13 @@ import (
 // TestQueue: with -max-jobs 4, four jobs run at once and a fifth waits,
 // queued, then runs; all five complete.
 func TestQueue(t *testing.T) {
+	// The jobs crawl until the fifth is queued, so that none ends while
+	// the test starts the others, however slowly a loaded machine lets it
+	// (at 4 MiB/s the first ended before a poll saw it running); then they
+	// run at full speed.
+	crawl := copier.NewLimiter(16<<10, nil)
 	b := newBed(t, bedConfig{ports: 5, vma: func(c *appliance.Config) {
-		slowly(4 << 20)(c)
+		c.Copy.Limiter = crawl
 		c.MaxJobs = 4
 	}})
 	names := []string{"gen-vm-001", "gen-vm-003", "gen-vm-005", "gen-vm-007", "gen-vm-009"}
@@ -56,6 +62,7 @@ func TestQueue(t *testing.T) {
 		t.Errorf("%d jobs ran at once when the fifth was queued, want several", running)
 	}
 	testkit.Eventually(t, "the fifth job queued at the OMA", func() bool { return b.get(t, fifth).State == events.JobQueued })
+	crawl.SetRate(0)
 	for i, id := range ids {
 		if got := b.wait(t, id); got.State != events.JobCompleted {
 			t.Errorf("job %s of %s = %s (%s)", id, names[i], got.State, got.LastError)
