@@ -48,7 +48,12 @@ func TestQueue(t *testing.T) {
 	testkit.Eventually(t, "the fifth job queued on the VMA", func() bool {
 		st := b.vmaStatus(t, fifth).State
 		if st != store.StateAccepted && st != store.StateQueued {
-			t.Fatalf("the fifth job is %s while four run, want it to wait", st)
+			var others []string
+			for _, id := range ids[:4] {
+				s := b.vmaStatus(t, id)
+				others = append(others, s.State+" "+s.Error)
+			}
+			t.Fatalf("the fifth job is %s while four run (%q), want it to wait", st, others)
 		}
 		return st == store.StateQueued
 	})
