@@ -9,7 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/bus/bustest"
@@ -196,5 +199,80 @@ func TestVMAAddedToARunningServer(t *testing.T) {
 			t.Fatalf("%s got no command", id)
 		}
 		stop()
+	}
+}
+
+// TestStoreFromBeforeAccountsIsKept starts a plain JetStream server, as the
+// OMA ran before accounts, stores an event, and then the OMA's server on
+// the same directory: the stream and its message are in the OMA's account.
+func TestStoreFromBeforeAccountsIsKept(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	old, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.Start()
+	if !old.ReadyForConnections(30 * time.Second) {
+		t.Fatal("old server not ready")
+	}
+	nc, err := nats.Connect(old.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t, time.Minute)
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: bus.StreamJobs, Subjects: []string{subject.AllJobs}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "godwit.job.created.vma-1.job-1", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	old.Shutdown()
+	old.WaitForShutdown()
+
+	srv := bustest.StartServer(t, dir, bus.Access{})
+	oma := bustest.ConnectOMA(t, srv)
+	if n := bustest.Count(t, oma, bus.StreamJobs, subject.AllJobs); n != 1 {
+		t.Errorf("JOBS holds %d messages after the move, want 1", n)
+	}
+}
+
+// TestMaxConnections: the server takes ServerConfig.MaxConnections
+// clients, the OMA's own included, and refuses one more.
+func TestMaxConnections(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t, time.Minute)
+	admin := bustest.NewUser(t)
+	srv, err := bus.StartServer(ctx, bus.ServerConfig{StoreDir: t.TempDir(), Port: -1, MaxConnections: 3,
+		Access: bus.Access{Admins: []string{admin.PublicKey}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+	// The server's own gate holds one connection.
+	kp, err := nkeys.FromSeed(admin.Seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth := nats.Nkey(admin.PublicKey, kp.Sign)
+	var conns []*nats.Conn
+	for range 2 {
+		nc, err := nats.Connect(srv.ClientURL(), auth)
+		if err != nil {
+			t.Fatalf("connection within the cap: %v", err)
+		}
+		conns = append(conns, nc)
+	}
+	if nc, err := nats.Connect(srv.ClientURL(), auth); err == nil {
+		nc.Close()
+		t.Error("a connection over the cap was taken")
+	}
+	for _, nc := range conns {
+		nc.Close()
 	}
 }

@@ -146,6 +146,20 @@ func (s *Server) options(a Access, bare map[string]bool) (*server.Options, error
 	if err := opts.ProcessConfigString(conf); err != nil {
 		return nil, fmt.Errorf("nats access configuration: %w", err)
 	}
+	if s.ns != nil {
+		// A reload compares the old users with the new ones deeply, and the
+		// old ones point at the server's live accounts (with counters its
+		// clients change): point the new ones at the same accounts, so that
+		// the comparison stops at the pointer instead of racing with them.
+		for _, u := range opts.Nkeys {
+			if u.Account == nil {
+				continue
+			}
+			if acc, err := s.ns.LookupAccount(u.Account.Name); err == nil {
+				u.Account = acc
+			}
+		}
+	}
 	cfg := s.cfg
 	opts.ServerName, opts.Host, opts.Port = cfg.Name, cfg.Host, cfg.Port
 	opts.JetStream, opts.StoreDir, opts.NoSigs = true, cfg.StoreDir, true

@@ -22,7 +22,9 @@ import (
 // OMAConfig changes the OMA StartOMA starts; the zero value is a usable OMA
 // with two NBD ports.
 type OMAConfig struct {
-	// Ports is the size of the NBD port pool; 0 means 2.
+	// Ports is the size of each VMA's share of the NBD port pool (the
+	// ports its jobs' exports may take at once); 0 means 2. The pool holds
+	// eight shares.
 	Ports int
 	// Configure, when set, edits the appliance's configuration before each
 	// start (the data dir, addresses and ports are already set).
@@ -62,10 +64,10 @@ func StartOMA(tb testing.TB, ext OMAConfig) *OMA {
 	if ext.Ports == 0 {
 		ext.Ports = 2
 	}
-	first, last := testkit.FreePorts(tb, ext.Ports)
+	first, last := testkit.FreePorts(tb, 8*ext.Ports)
 	o := &OMA{tb: tb, ext: ext, Dir: tb.TempDir(), Logs: &testkit.Buffer{}, FirstPort: first, LastPort: last}
 	o.cfg = appliance.Config{
-		DataDir: o.Dir, APIAddr: "127.0.0.1:0", NATSAddr: "127.0.0.1:0", FirstPort: first, LastPort: last,
+		DataDir: o.Dir, APIAddr: "127.0.0.1:0", NATSAddr: "127.0.0.1:0", FirstPort: first, LastPort: last, NBDPortsPerVMA: ext.Ports,
 		DiscoverTimeout: testkit.Wait(tb), // as long as the test may take: a loaded machine discovers slowly
 		Logger:          slog.New(slog.NewTextHandler(o.Logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}

@@ -161,7 +161,15 @@ func TestExitStatus(t *testing.T) {
 		args        []string
 		want        int
 		usage, said string
-	}{{"help", []string{"-h"}, 0, "Usage:", ""}, {"a subcommand's help", []string{"pubkey", "-h"}, 0, "-ssh", ""}, {"unknown flag", []string{"-bogus"}, 1, "", "vma: "}} {
+	}{
+		{"help", []string{"-h"}, 0, "Usage:", ""},
+		{"help lists pubkey -ssh", []string{"-h"}, 0, "vma pubkey -ssh", ""},
+		{"help by name", []string{"help"}, 0, "vma pubkey -ssh", ""},
+		{"a subcommand's help", []string{"pubkey", "-h"}, 0, "-ssh", ""},
+		{"version", []string{"-version"}, 0, "vma ", ""},
+		{"unknown flag", []string{"-bogus"}, 1, "", "vma: "},
+		{"unknown command", []string{"bogus"}, 1, "", "vma: unknown command"},
+	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
 			code := exitStatus(dispatch(context.Background(), tt.args, &out, &errOut), &errOut)

@@ -70,11 +70,15 @@ func TestHealthAndAuth(t *testing.T) {
 			Connected bool `json:"connected"`
 			JetStream bool `json:"jetstream"`
 		} `json:"nats"`
+		Nbdkit *struct {
+			Restarts *uint64 `json:"restarts"`
+		} `json:"nbdkit"`
 	}
 	if code := o.doRaw(http.MethodGet, "/api/v1/health", "Bearer "+o.token, nil, &h); code != http.StatusOK {
 		t.Fatalf("health = %d", code)
 	}
-	if h.Status != "ok" || h.Version == "" || h.UptimeSeconds == nil || !h.NATS.Connected || !h.NATS.JetStream || h.Connected == nil {
+	if h.Status != "ok" || h.Version == "" || h.UptimeSeconds == nil || !h.NATS.Connected || !h.NATS.JetStream || h.Connected == nil ||
+		h.Nbdkit == nil || h.Nbdkit.Restarts == nil || *h.Nbdkit.Restarts != 0 {
 		t.Errorf("health = %+v", h)
 	}
 	o.addVMA("vma-1")

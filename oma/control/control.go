@@ -55,6 +55,11 @@ type Config struct {
 	// MaxPendingJobs is how many pending jobs one API token may have at
 	// once; one more is refused (Limit). 0 means DefaultMaxPendingJobs.
 	MaxPendingJobs int
+	// NBDPortsPerVMA is how many ports of the NBD port pool each VMA
+	// registered gets as its share: its jobs' exports are served on them
+	// only, and its authorized_keys line opens only them. 0 means
+	// DefaultNBDPortsPerVMA; a pool smaller than that is one share.
+	NBDPortsPerVMA int
 	// OMAPorts are the OMA's own ports (API, NATS, sshd, NBD pool): no
 	// VMA's API port may take one.
 	OMAPorts []PortRange
@@ -136,6 +141,10 @@ func (c *Control) Started() time.Time { return c.started }
 // Bus returns the bus connection.
 func (c *Control) Bus() *bus.Conn { return c.bus }
 
+// ExportRestarts returns how many times an export's nbdkit died and was
+// restarted since the OMA started.
+func (c *Control) ExportRestarts() uint64 { return c.exports.Restarts() }
+
 // Run consumes discover results, progress and status (in batches, one
 // transaction each), heartbeats and tunnel outages, answers export requests, publishes the
 // outbox and prunes the ids of old events, until ctx ends. It returns only after everything it started has
@@ -160,6 +169,7 @@ func (c *Control) Run(ctx context.Context) error {
 		{bus.StreamPresence, []string{"godwit.vma.>"}, one(c.applyHeartbeat)},
 		{bus.StreamTunnel, nil, one(c.applyTunnelOutage)},
 	}
+	c.warnShares()
 	for _, cons := range consumers {
 		if err := c.bus.EnsureConsumer(ctx, cons.stream, bus.OMADurable, cons.filters...); err != nil {
 			return stopped(ctx, err)

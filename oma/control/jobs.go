@@ -161,6 +161,7 @@ func (c *Control) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 		leased  = map[int]bool{}
 		taken   = map[string]bool{}
 		pending int // the token's pending jobs
+		vma     store.VMA
 	)
 	err := c.store.View(func(tx *bbolt.Tx) error {
 		var err error
@@ -168,6 +169,13 @@ func (c *Control) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 			return err
 		}
 		rid = replicaID(loc.vmaID, loc.vcenter, loc.vm)
+		// The VMA's share of the pool; one that is not registered (its
+		// inventory stayed) has none, and so the whole pool, as the VMAs
+		// registered before shares.
+		if vma, err = store.GetVMA(tx, loc.vmaID); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		vma.ID = loc.vmaID
 		all, err := store.Jobs(tx)
 		if err != nil {
 			return err
@@ -230,10 +238,17 @@ func (c *Control) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 	if err := subject.ValidID(id); err != nil {
 		return store.Job{}, store.Lease{}, nil, errorf(Invalid, "source_vm.id", "VM id %q cannot make a job id: %v", loc.vm.ID, err)
 	}
-	port, err := c.exports.Pick(leased)
+	pool := c.pool()
+	ports, err := vmaPorts(vma, pool)
+	if err != nil {
+		return store.Job{}, store.Lease{}, nil, err
+	}
+	port, err := c.exports.PickIn(ports.First, ports.Last, leased)
+	if errors.Is(err, exports.ErrExhausted) && vma.NBDPorts == nil {
+		return store.Job{}, store.Lease{}, nil, &Error{Kind: Unavailable, Msg: fmt.Sprintf("every NBD port of the pool %s is in use by an active job: wait for one to end or widen the pool", ports), Err: err}
+	}
 	if errors.Is(err, exports.ErrExhausted) {
-		first, last := c.exports.Pool()
-		return store.Job{}, store.Lease{}, nil, &Error{Kind: Unavailable, Msg: fmt.Sprintf("every NBD port of the pool %d-%d is in use by an active job: wait for one to end or widen the pool", first, last), Err: err}
+		return store.Job{}, store.Lease{}, nil, &Error{Kind: Unavailable, Field: "vma_id", Msg: fmt.Sprintf("every NBD port of VMA %s's share %s of the pool (-nbd-ports-per-vma %d) is in use by an active job: wait for one to end or cancel one", vma.ID, ports, ports.Last-ports.First+1), Err: err}
 	}
 	if err != nil {
 		return store.Job{}, store.Lease{}, nil, err

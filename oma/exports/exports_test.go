@@ -40,6 +40,33 @@ func TestPickSkipsLeasedAndBusyPorts(t *testing.T) {
 	}
 }
 
+// TestPickIn: a VMA's jobs take ports of its share only, cut to the pool.
+func TestPickIn(t *testing.T) {
+	t.Parallel()
+	first, last := testkit.FreePorts(t, 6)
+	m := exports.New(exports.Config{FirstPort: first + 1, LastPort: last}) // the pool: first+1 to first+5
+	tests := []struct {
+		name     string
+		from, to int
+		leased   map[int]bool
+		want     int // 0: ErrExhausted
+	}{
+		{"share", first + 3, first + 4, nil, first + 3},
+		{"leased skipped", first + 3, first + 4, map[int]bool{first + 3: true}, first + 4},
+		{"share full", first + 3, first + 4, map[int]bool{first + 3: true, first + 4: true}, 0},
+		{"cut to the pool", first - 5, first + 1, nil, first + 1},
+		{"outside the pool", last + 1, last + 9, nil, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := m.PickIn(tt.from, tt.to, tt.leased)
+			if tt.want == 0 && !errors.Is(err, exports.ErrExhausted) || tt.want != 0 && (err != nil || p != tt.want) {
+				t.Errorf("PickIn(%d, %d, %v) = %d, %v, want %d", tt.from, tt.to, tt.leased, p, err, tt.want)
+			}
+		})
+	}
+}
+
 func TestPrepareMakesSparseVolumesOfExactSize(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -153,6 +180,9 @@ func TestServeWritesLandInTheVolume(t *testing.T) {
 			t.Fatal("nbdkit was not restarted")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	if n := m.Restarts(); n != 1 {
+		t.Errorf("Restarts() = %d after one death, want 1", n)
 	}
 	data[0] ^= 0xff
 	_ = os.WriteFile(src, data, 0o600)

@@ -1,7 +1,8 @@
 // Package jobs is the state machine of a replication job:
 //
-//	pending -> queued -> snapshotting -> copying -> finalizing -> completed
+//	pending -> queued -> snapshotting -> copying -> verifying -> finalizing -> completed
 //
+// (verifying only for a job that reads its copy back; skipping is allowed)
 // with failed and cancelled reachable from every state that is not final.
 // A job only moves forward: a late or repeated event can never take it
 // back, and a final state is never left.
@@ -24,10 +25,12 @@ func rank(state string) int {
 		return 2
 	case events.JobCopying:
 		return 3
-	case events.JobFinalizing:
+	case events.JobVerifying:
 		return 4
-	case events.JobCompleted:
+	case events.JobFinalizing:
 		return 5
+	case events.JobCompleted:
+		return 6
 	}
 	return -1
 }
@@ -82,6 +85,8 @@ func FromPhase(phase string) (string, error) {
 		return events.JobSnapshotting, nil
 	case events.PhaseCopying:
 		return events.JobCopying, nil
+	case events.PhaseVerifying:
+		return events.JobVerifying, nil
 	case events.PhaseFinalizing:
 		return events.JobFinalizing, nil
 	}

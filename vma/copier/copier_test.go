@@ -442,12 +442,14 @@ func TestCopyRateLimit(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Copy: %v", err)
 	}
-	// The fake clock moves only when the limiter waits: 32 MiB at 8 MiB/s
-	// is 4 s, 32 MiB at 32 MiB/s 1 s. Up to Depth requests passed the
-	// limiter before the change: allow them either rate.
+	// The fake clock moves only when the limiter waits: what was done when
+	// the rate changed (32 MiB or more: progress may come late on a busy
+	// machine) at 8 MiB/s, the rest at 32 MiB/s. Up to Depth requests
+	// passed the limiter before the change: allow them either rate.
 	elapsed := clock.Now().Sub(start)
-	lo := time.Duration(float64(time.Second) * (4 + 1 - 4.0/32 - 0.2))
-	hi := time.Duration(float64(time.Second) * (4 + 4.0/8 + 1 + 0.2))
+	slow, fast := float64(changedAt)/req, float64(64*req-changedAt)/req // MiB
+	lo := time.Duration(float64(time.Second) * (slow/8 + fast/32 - 0.2))
+	hi := time.Duration(float64(time.Second) * (slow/8 + 4.0/8 + fast/32 + 0.2))
 	if changedAt == 0 || elapsed < lo || elapsed > hi {
 		t.Errorf("64 MiB took %v of the limiter's time (rate changed at %d bytes), want %v..%v", elapsed, changedAt, lo, hi)
 	}
@@ -456,6 +458,32 @@ func TestCopyRateLimit(t *testing.T) {
 	}
 	if lim.Rate() != 32*req {
 		t.Errorf("Rate() = %d, want %d", lim.Rate(), 32*req)
+	}
+}
+
+// TestVerifyRateLimit: reading back crosses the link as writing did, so
+// the Limiter bounds it too: data at 8 MiB/s, then its zeros for free.
+func TestVerifyRateLimit(t *testing.T) {
+	checkNoLeak(t)
+	const req = 1 << 20
+	data := append(randomData(8*req, 11), make([]byte, 8*req)...)
+	for _, verify := range []bool{false, true} {
+		clock := newFakeClock()
+		start := clock.Now()
+		res, err := copier.Copy(t.Context(), &readableDest{memDest: newMemDest(int64(len(data)))}, newMemSource(data),
+			[]copier.Area{{Offset: 0, Length: int64(len(data))}},
+			copier.Config{RequestSize: req, Depth: 4, Limiter: copier.NewLimiter(8*req, clock), Clock: clock, Verify: verify})
+		if err != nil || res.Verified != verify {
+			t.Fatalf("Copy (verify %v) = %v, verified %v", verify, err, res.Verified)
+		}
+		// 8 MiB of data at 8 MiB/s is 1 s to write, 1 s more to read back.
+		want := time.Second
+		if verify {
+			want = 2 * time.Second
+		}
+		if elapsed := clock.Now().Sub(start); elapsed < want-200*time.Millisecond || elapsed > want+200*time.Millisecond {
+			t.Errorf("verify %v: took %v of the limiter's time, want about %v", verify, elapsed, want)
+		}
 	}
 }
 

@@ -213,6 +213,9 @@ func TestVerifyClean(t *testing.T) {
 			// Verification reports its progress after the copy's.
 			var last int64
 			for _, p := range reports {
+				if p.VerifyTotal != run {
+					t.Fatalf("report %+v: VerifyTotal %d, want this run's %d bytes", p, p.VerifyTotal, run)
+				}
 				if p.Verified < last || (p.Verified > 0 && p.Checkpoint != res.Checkpoint) {
 					t.Fatalf("report %+v after %d verified: want Verified growing once the copy is done", p, last)
 				}

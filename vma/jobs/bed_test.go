@@ -476,13 +476,21 @@ func processesNaming(s string) []string {
 // socket in o's tunnel dir, and o holds its API port.
 func behindSSHD(t testing.TB, o *testbed.OMA) (func(*appliance.Config), string, *tunneltest.SSHD) {
 	t.Helper()
+	return behindSSHDFor(t, o.NATSURL, o.FirstPort, o.LastPort, filepath.Join(o.Dir, "tunnels"))
+}
+
+// behindSSHDFor is behindSSHD for an OMA whose NATS is natsURL, whose NBD
+// pool is first-last and whose tunnel dir (the VMAs' API sockets) is
+// tunnelDir.
+func behindSSHDFor(t testing.TB, natsURL string, first, last int, tunnelDir string) (func(*appliance.Config), string, *tunneltest.SSHD) {
+	t.Helper()
 	sshd := tunneltest.StartSSHD(t)
 	keyDir := t.TempDir()
 	key, err := tunnel.LoadOrCreateKey(keyDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	line, err := authkeys.Line(authkeys.Forwards{NATS: strings.TrimPrefix(o.NATSURL, "nats://"), FirstPort: o.FirstPort, LastPort: o.LastPort},
+	line, err := authkeys.Line(authkeys.Forwards{NATS: strings.TrimPrefix(natsURL, "nats://"), FirstPort: first, LastPort: last},
 		tunnel.AuthorizedKey(key), "vma-1")
 	if err != nil {
 		t.Fatal(err)
@@ -501,6 +509,6 @@ func behindSSHD(t testing.TB, o *testbed.OMA) (func(*appliance.Config), string, 
 			t.Fatal(err)
 		}
 		c.Tunnel = "ssh://" + sshd.User + "@" + sshd.Addr
-		c.TunnelKnownHosts, c.TunnelListen = sshd.KnownHosts, tunnels.SocketPath(filepath.Join(o.Dir, "tunnels"), "vma-1")
+		c.TunnelKnownHosts, c.TunnelListen = sshd.KnownHosts, tunnels.SocketPath(tunnelDir, "vma-1")
 	}, tunnel.AuthorizedKey(key), sshd
 }

@@ -63,7 +63,7 @@ func TestInitialJob(t *testing.T) {
 				}
 				path = append(path, sc.To)
 			}
-			if want := []string{"queued", "snapshotting", "copying", "finalizing", "completed"}; !slices.Equal(path, want) {
+			if want := []string{"queued", "snapshotting", "copying", "verifying", "finalizing", "completed"}; !slices.Equal(path, want) {
 				t.Errorf("the OMA's job went through %v, want %v", path, want)
 			}
 

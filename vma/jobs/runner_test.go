@@ -77,6 +77,9 @@ func TestQueue(t *testing.T) {
 
 // TestProgressEvents: a job's progress events reach the bus at most once
 // per interval within a phase, in order, with every field, ending at 100%.
+// Reading the copy back is the verifying phase, its bytes going up to the
+// total, shown live by the VMA and the OMA (verification is rate limited
+// as the copy is, so it lasts a few intervals).
 func TestProgressEvents(t *testing.T) {
 	const interval = 200 * time.Millisecond
 	b := newBed(t, bedConfig{vma: func(c *appliance.Config) {
@@ -98,6 +101,36 @@ func TestProgressEvents(t *testing.T) {
 		b.vmaDo(t, http.MethodGet, "/api/v1/progress/"+j.JobID, nil, &live)
 		return live.RateBytesPerSecond > 0 && live.ETASeconds != nil && len(live.Disks) == 3 && live.Percent < 100
 	})
+	var verifying struct {
+		Phase                    string  `json:"phase"`
+		Percent                  float64 `json:"percent"`
+		BytesTotal               int64   `json:"bytes_total"`
+		VerifyBytesTotal         int64   `json:"verify_bytes_total"`
+		VerifyBytesDone          int64   `json:"verify_bytes_done"`
+		VerifyRateBytesPerSecond int64   `json:"verify_rate_bytes_per_second"`
+		ETASeconds               *int64  `json:"eta_seconds"`
+	}
+	testkit.Eventually(t, "the VMA verifying, with a rate and an ETA", func() bool {
+		b.vmaDo(t, http.MethodGet, "/api/v1/progress/"+j.JobID, nil, &verifying)
+		return verifying.Phase == events.PhaseVerifying && verifying.VerifyRateBytesPerSecond > 0 && verifying.ETASeconds != nil &&
+			verifying.VerifyBytesDone < verifying.VerifyBytesTotal
+	})
+	if verifying.VerifyBytesTotal != verifying.BytesTotal || verifying.Percent != 100 {
+		t.Errorf("VMA verifying %+v: want %d bytes to read back, copied 100%%", verifying, verifying.BytesTotal)
+	}
+	var oma struct {
+		State                    string  `json:"state"`
+		VerifyBytesTotal         int64   `json:"verify_bytes_total"`
+		VerifyBytesDone          int64   `json:"verify_bytes_done"`
+		VerifyPercent            float64 `json:"verify_percent"`
+		VerifyRateBytesPerSecond int64   `json:"verify_rate_bytes_per_second"`
+		ETASeconds               *int64  `json:"eta_seconds"`
+	}
+	testkit.Eventually(t, "the OMA's job verifying, with a rate and an ETA", func() bool {
+		b.o.Do(http.MethodGet, "/api/v1/replications/"+j.JobID, nil, &oma)
+		return oma.State == events.JobVerifying && oma.VerifyBytesTotal >= 3*diskData && oma.VerifyRateBytesPerSecond > 0 &&
+			oma.ETASeconds != nil && oma.VerifyPercent < 100
+	})
 	if got := b.wait(t, j.JobID); got.State != events.JobCompleted {
 		t.Fatalf("job = %s (%s)", got.State, got.LastError)
 	}
@@ -114,12 +147,13 @@ func TestProgressEvents(t *testing.T) {
 	if len(ps) < 4 {
 		t.Fatalf("%d progress events, want several", len(ps))
 	}
-	phases := []string{events.PhaseSnapshotting, events.PhaseCopying, events.PhaseFinalizing}
+	phases := []string{events.PhaseSnapshotting, events.PhaseCopying, events.PhaseVerifying, events.PhaseFinalizing}
 	rank := func(ph string) int { return strings.Index(strings.Join(phases, ","), ph) }
 	for i, p := range ps {
 		if i > 0 {
 			prev := ps[i-1]
-			if p.Seq <= prev.Seq || rank(p.Phase) < rank(prev.Phase) || p.BytesDone < prev.BytesDone || p.Percent < prev.Percent {
+			if p.Seq <= prev.Seq || rank(p.Phase) < rank(prev.Phase) || p.BytesDone < prev.BytesDone || p.Percent < prev.Percent ||
+				p.VerifyBytesDone < prev.VerifyBytesDone {
 				t.Errorf("event %d (seq %d, %s, %d done, %.1f%%) after (seq %d, %s, %d done, %.1f%%)", i, p.Seq, p.Phase, p.BytesDone, p.Percent,
 					prev.Seq, prev.Phase, prev.BytesDone, prev.Percent)
 			}
@@ -136,6 +170,24 @@ func TestProgressEvents(t *testing.T) {
 	last := ps[len(ps)-1]
 	if last.Phase != events.PhaseFinalizing || last.Percent != 100 || last.BytesDone != last.BytesTotal || last.BytesTotal < 3*diskData {
 		t.Errorf("last progress = %+v, want finalizing at 100%%", last)
+	}
+	// The verifying phase: after every byte is copied, its own bytes going
+	// up, event by event, to all that was copied.
+	var seen []int64
+	for _, p := range ps {
+		if p.Phase != events.PhaseVerifying {
+			continue
+		}
+		if p.BytesDone != p.BytesTotal || p.VerifyBytesTotal != p.BytesTotal {
+			t.Errorf("verifying event %+v: want every byte copied and all of them to read back", p)
+		}
+		seen = append(seen, p.VerifyBytesDone)
+	}
+	if len(seen) < 2 || seen[0] >= last.VerifyBytesTotal {
+		t.Errorf("verifying events read back %v of %d bytes: want several, going up", seen, last.VerifyBytesTotal)
+	}
+	if last.VerifyBytesDone != last.VerifyBytesTotal || last.VerifyBytesTotal != last.BytesTotal {
+		t.Errorf("last progress read back %d of %d bytes, want all %d", last.VerifyBytesDone, last.VerifyBytesTotal, last.BytesTotal)
 	}
 }
 
@@ -202,6 +254,16 @@ func TestRestartResumesAJob(t *testing.T) {
 	}
 	b.assertCopied(t, threeDisksPath, b.get(t, j.JobID))
 	b.assertNoSnapshot(t, threeDisksPath)
+	// The resumed job never reports itself copying without its figures.
+	for _, ev := range b.events(t, bus.StreamProgress, "godwit.progress.vma-1."+j.JobID) {
+		var p events.Progress
+		if err := ev.Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		if p.Phase == events.PhaseCopying && (p.BytesTotal == 0 || len(p.Disks) == 0) {
+			t.Errorf("progress event seq %d: copying %d of %d bytes, %d disks", p.Seq, p.BytesDone, p.BytesTotal, len(p.Disks))
+		}
+	}
 	if !strings.Contains(b.v.Logs.String(), "resuming a job the VMA did not finish") {
 		t.Error("the VMA did not say it resumed the job")
 	}

@@ -354,3 +354,39 @@ func eventually(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestCloseWithRequestsInFlight: Debian's nbdkit 1.32 aborts
+// (connections.c: raw_send_socket: Assertion `sock >= 0' failed) when a
+// connection ends while it still has replies to send. Close, called while
+// requests are in flight (a copy that failed or was cancelled), lets them
+// be answered before it disconnects: the server outlives ten such closes
+// and serves the next connection.
+func TestCloseWithRequestsInFlight(t *testing.T) {
+	t.Parallel()
+	srv := nbdtest.Start(t, "--filter=delay", "memory", "64M", "wdelay=5ms")
+	for round := range 10 {
+		c, err := nbd.Dial(context.Background(), srv.URI, nbd.Config{})
+		if err != nil {
+			t.Fatalf("round %d: dial: %v (nbdkit: %s)", round, err, srv.Stderr())
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		var writers sync.WaitGroup
+		for w := range 32 {
+			writers.Go(func() {
+				p := bytes.Repeat([]byte{1}, 64<<10)
+				for off := int64(w) << 20; ctx.Err() == nil; off = (off + 32<<20) % (64 << 20) {
+					if c.WriteAt(ctx, p, off, false) != nil {
+						return
+					}
+				}
+			})
+		}
+		eventually(t, func() bool { return c.InFlight() >= 16 })
+		cancel() // the callers abandon their requests, as a failed copy's do
+		c.Close()
+		writers.Wait()
+	}
+	if _, err := nbd.Dial(context.Background(), srv.URI, nbd.Config{}); err != nil || strings.Contains(srv.Stderr(), "Assertion") {
+		t.Fatalf("nbdkit after the closes: dial %v\n%s", err, srv.Stderr())
+	}
+}
