@@ -1,5 +1,6 @@
 # godwit: `make run` brings up what exists on this machine; `make test`
-# installs what the tests need and runs them. Both install what they need.
+# installs what the tests need and runs them all, `make check` the short
+# ones. They install what they need.
 
 BIN := $(CURDIR)/bin
 export PATH := $(BIN):/usr/local/go/bin:$(PATH)
@@ -11,7 +12,7 @@ DATA ?= $(CURDIR)/data
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null)
 LDFLAGS := -X github.com/godwit/godwit/version.stamp=$(VERSION)
 
-.PHONY: run demo test bench build deps tools
+.PHONY: run demo check test bench build deps tools
 
 ## run: build and start the dev stack: simulated vCenter, OMA (:8082), sshd, VMA (localhost:9081 through the tunnel)
 # The first run takes minutes (packages, the nats CLI and the binaries
@@ -43,10 +44,17 @@ $(BIN)/nats:
 	@echo "make tools: installing the nats CLI $(NATSCLI_VERSION) into $(BIN) with go install (compiled from source: about 4 min on 2 cores, once)"
 	GOBIN=$(BIN) $(GO) install github.com/nats-io/natscli/nats@$(NATSCLI_VERSION)
 
-## test: install what the tests need, then vet and run every test with -race
+## check: the inner loop: vet and the short tests (go test -short skips the 5,013-VM discovery, the demo,
+## the kill loop and the other tests over ~20 s), without -race
+check: deps tools
+	$(GO) vet ./...
+	GO=$(GO) scripts/go-test.sh -short -count=1 -timeout 10m ./...
+
+## test: install what the tests need, then vet and run every test with -race (CI: .ci/run). Both print
+## one line per package the moment it ends (scripts/go-test.sh), a failure with its tests' output.
 test: deps tools
 	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout 30m ./...
+	GO=$(GO) scripts/go-test.sh -race -count=1 -timeout 30m ./...
 
 ## bench: the benchmarks, with their ratios to the peer tools
 bench: deps tools build

@@ -12,7 +12,7 @@ import (
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/bus/bustest"
 	"github.com/godwit/godwit/events/subject"
-	"github.com/godwit/godwit/logtest"
+	"github.com/godwit/godwit/testkit"
 )
 
 // waitFor polls cond every 10ms until it holds, for at most 30 s (a bound
@@ -64,7 +64,7 @@ func TestReconnectsAfterAuthorizationErrors(t *testing.T) {
 	}
 	port, _ := strconv.Atoi(u.Port())
 	inbox, _ := subject.InboxPrefix("vma-1")
-	logs := &logtest.Buffer{}
+	logs := &testkit.Buffer{}
 	c := bustest.Connect(t, first.ClientURL(), bus.ClientConfig{Name: "vma-1", NKeySeed: vma.Seed, InboxPrefix: inbox,
 		ReconnectWait: 10 * time.Millisecond, MaxReconnectWait: 50 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(logs, nil))})

@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/httpserver"
-	"github.com/godwit/godwit/logtest"
 	"github.com/godwit/godwit/problem"
+	"github.com/godwit/godwit/testkit"
 )
 
 // serve runs Serve with cfg on a loopback port until the test ends and
@@ -188,7 +188,7 @@ func TestBodyTimeoutEndsWithTheBody(t *testing.T) {
 // once one of the held connections closes, a new one is served.
 func TestMaxConns(t *testing.T) {
 	t.Parallel()
-	var logs logtest.Buffer
+	var logs testkit.Buffer
 	addr := serve(t, echo, httpserver.Config{MaxConns: 2, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	get := func(c net.Conn, br *bufio.Reader) (*http.Response, error) {
 		_ = c.SetDeadline(time.Now().Add(time.Minute))
@@ -251,7 +251,7 @@ func TestMaxConns(t *testing.T) {
 // gave with SetToken, never the secret.
 func TestAccessLogNamesTheToken(t *testing.T) {
 	t.Parallel()
-	var logs logtest.Buffer
+	var logs testkit.Buffer
 	h := httpserver.LogRequests(slog.New(slog.NewTextHandler(&logs, nil)), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		httpserver.SetToken(r, "ops")
 		w.WriteHeader(http.StatusNoContent)

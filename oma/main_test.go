@@ -16,9 +16,9 @@ import (
 
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
-	"github.com/godwit/godwit/logtest"
 	"github.com/godwit/godwit/oma/appliance"
 	"github.com/godwit/godwit/oma/tokens"
+	"github.com/godwit/godwit/testkit"
 )
 
 func freeAddr(t *testing.T) string {
@@ -35,19 +35,19 @@ func freeAddr(t *testing.T) string {
 type running struct {
 	cancel context.CancelFunc
 	done   chan error
-	logs   *logtest.Buffer
+	logs   *testkit.Buffer
 	api    string
 	nats   string
 }
 
 func startOMA(t *testing.T, dir string, extra ...string) *running {
 	t.Helper()
-	r := &running{done: make(chan error, 1), logs: &logtest.Buffer{}, nats: freeAddr(t)}
+	r := &running{done: make(chan error, 1), logs: &testkit.Buffer{}, nats: freeAddr(t)}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	args := append([]string{"-data", dir, "-nats-addr", r.nats, "-api-addr", "127.0.0.1:0", "-nbd-ports", "20000-20001"}, extra...)
 	go func() { r.done <- run(ctx, args, r.logs) }()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(testkit.Wait(t))
 	re := regexp.MustCompile(`msg="oma ready" api=(\S+)`)
 	for {
 		if m := re.FindStringSubmatch(r.logs.String()); m != nil {
@@ -75,7 +75,7 @@ func (r *running) stop(t *testing.T) {
 		if err != nil {
 			t.Fatalf("run: %v", err)
 		}
-	case <-time.After(30 * time.Second):
+	case <-time.After(testkit.Wait(t)):
 		t.Fatal("oma did not stop")
 	}
 }
@@ -199,7 +199,7 @@ func TestRunAndSubcommands(t *testing.T) {
 }
 
 func TestBadFlagsAndConfig(t *testing.T) {
-	var logs logtest.Buffer
+	var logs testkit.Buffer
 	bad := filepath.Join(t.TempDir(), "bad.json")
 	_ = os.WriteFile(bad, []byte(`{"colour": "red"}`), 0o600)
 	for _, args := range [][]string{

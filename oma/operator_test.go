@@ -13,6 +13,7 @@ import (
 
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/vcsim"
 )
 
@@ -36,7 +37,7 @@ func TestOperatorCommands(t *testing.T) {
 		"password": sim.Password, "datacenter": vcsim.Datacenter}, &inv); code != http.StatusOK {
 		t.Fatalf("discover through the OMA = %d", code)
 	}
-	testbed.Eventually(t, "the OMA's inventory", func() bool {
+	testkit.Eventually(t, "the OMA's inventory", func() bool {
 		var stored struct {
 			VMs []events.VM `json:"vms"`
 		}

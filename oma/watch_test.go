@@ -14,7 +14,7 @@ import (
 
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
-	"github.com/godwit/godwit/logtest"
+	"github.com/godwit/godwit/testkit"
 )
 
 // TestWatchOutlastsAuthorizationErrors: when the OMA's server restarts
@@ -33,7 +33,7 @@ func TestWatchOutlastsAuthorizationErrors(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	out, errs := &logtest.Buffer{}, &logtest.Buffer{}
+	out, errs := &testkit.Buffer{}, &testkit.Buffer{}
 	wait := func(what string, cond func() bool) {
 		t.Helper()
 		for !cond() {

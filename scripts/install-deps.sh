@@ -2,8 +2,9 @@
 # Installs the Debian packages godwit's tests and dev stack need, if missing:
 # nbdkit (NBD exports), libnbd-bin (nbdcopy, nbdinfo), openssh-server (the tunnel),
 # time (/usr/bin/time: peak RSS in scripts/bench-copy.sh), curl and jq (make run's and
-# make demo's walkthrough), iproute2 (ip: the network namespaces of e2e's TestTwoMachines)
-# and openssl (the OMA's certificate in the README's two-machine steps, which it runs).
+# make demo's walkthrough; make test's and make check's per-package lines, scripts/go-test.sh),
+# iproute2 (ip: the network namespaces of e2e's TestTwoMachines) and openssl (the OMA's
+# certificate in the README's two-machine steps, which it runs).
 set -euo pipefail
 
 pkgs=(nbdkit libnbd-bin openssh-server time curl jq iproute2 openssl)

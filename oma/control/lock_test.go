@@ -9,7 +9,7 @@ import (
 
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/oma/control"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 )
 
 // gatedNbdkit writes a wrapper that starts nbdkit at once, except for an
@@ -31,8 +31,8 @@ func gatedNbdkit(t *testing.T, held string) (wrapper, waiting, gate string) {
 // refused at once, and every job gets its own port.
 func TestCreateHoldsNoLockWhileNbdkitStarts(t *testing.T) {
 	t.Parallel()
-	h := &harness{t: t, dir: t.TempDir(), clock: testbed.NewClock()}
-	h.first, h.last = testbed.FreePorts(t, 3)
+	h := &harness{t: t, dir: t.TempDir(), clock: testkit.NewClock()}
+	h.first, h.last = testkit.FreePorts(t, 3)
 	var waiting, gate string
 	h.nbdkit, waiting, gate = gatedNbdkit(t, "vm-1")
 	h.boot()
@@ -54,7 +54,7 @@ func TestCreateHoldsNoLockWhileNbdkitStarts(t *testing.T) {
 		}
 		slow <- created{port: j.Disks[0].Export.Port}
 	}()
-	testbed.Eventually(t, "vm-1's nbdkit starting", func() bool { _, err := os.Stat(waiting); return err == nil })
+	testkit.Eventually(t, "vm-1's nbdkit starting", func() bool { _, err := os.Stat(waiting); return err == nil })
 	// vm-1's job is planned and waits for its nbdkit: a second one is refused at once.
 	if _, err := h.ctl.CreateJob(ctx, control.CreateRequest{VM: events.VMRef{ID: "vm-1"}, ReplicationType: events.ReplicationInitial}); control.KindOf(err) != control.Conflict {
 		t.Errorf("a second job of vm-1 while the first is created = %v, want a conflict", err)

@@ -16,7 +16,7 @@ import (
 	"github.com/godwit/godwit/bus/bustest"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/oma/store"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 )
 
 // putJobs stores jobs of vmaID in state, each with one 1 MiB disk, as
@@ -44,7 +44,7 @@ func (h *harness) putJobs(vmaID, state string, ids ...string) {
 // lifecycle events the JOBS stream holds for the job.
 func (h *harness) transitions(jobID string) uint64 {
 	h.t.Helper()
-	testbed.Eventually(h.t, "the outbox published", func() bool {
+	testkit.Eventually(h.t, "the outbox published", func() bool {
 		p, err := h.st.Outbox()
 		return err == nil && len(p) == 0
 	})
@@ -247,12 +247,12 @@ func TestProgressThroughTheBus(t *testing.T) {
 		}
 	}
 	var cons jetstream.Consumer
-	testbed.Eventually(t, "the OMA's progress consumer, made as Run starts", func() bool {
+	testkit.Eventually(t, "the OMA's progress consumer, made as Run starts", func() bool {
 		var err error
 		cons, err = h.conn.JetStream().Consumer(ctx, bus.StreamProgress, bus.OMADurable)
 		return err == nil
 	})
-	testbed.Eventually(t, "every event settled", func() bool {
+	testkit.Eventually(t, "every event settled", func() bool {
 		info, err := cons.Info(ctx)
 		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
 	})
@@ -292,7 +292,7 @@ func TestProgressRedeliveredAfterAFailedCommit(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var cons jetstream.Consumer
-	testbed.Eventually(t, "the OMA's progress consumer", func() bool {
+	testkit.Eventually(t, "the OMA's progress consumer", func() bool {
 		var err error
 		cons, err = h.conn.JetStream().Consumer(ctx, bus.StreamProgress, bus.OMADurable)
 		return err == nil
@@ -309,13 +309,13 @@ func TestProgressRedeliveredAfterAFailedCommit(t *testing.T) {
 		}
 		ids = append(ids, ev.ID)
 	}
-	testbed.Eventually(t, "a failed delivery", func() bool {
+	testkit.Eventually(t, "a failed delivery", func() bool {
 		info, err := cons.Info(ctx)
 		return err == nil && info.Delivered.Stream == 3 && info.AckFloor.Stream == 0
 	})
 	h.stop()
 	h.start()
-	testbed.Eventually(t, "every event acked", func() bool {
+	testkit.Eventually(t, "every event acked", func() bool {
 		info, err := cons.Info(ctx)
 		return err == nil && info.AckFloor.Stream == 3 && info.NumAckPending == 0 && info.NumPending == 0
 	})
@@ -378,7 +378,7 @@ func TestVerifyingThroughTheBus(t *testing.T) {
 			t.Fatalf("step %d: %v", i, err)
 		}
 		var j store.Job
-		testbed.Eventually(t, "job-v "+s.state+" after step "+strconv.Itoa(i), func() bool {
+		testkit.Eventually(t, "job-v "+s.state+" after step "+strconv.Itoa(i), func() bool {
 			var err error
 			j, err = h.ctl.Job("job-v")
 			return err == nil && j.LastSeq >= uint64(i+1) && j.State == s.state

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/api"
 	"github.com/godwit/godwit/vma/appliance"
 	"github.com/godwit/godwit/vma/tunnel/tunneltest"
@@ -49,7 +50,7 @@ func TestSeedDiscoveryThroughBothAppliances(t *testing.T) {
 	if !found || len(res.VMs) != 13 {
 		t.Fatalf("discovered %d VMs, seed VM found: %v", len(res.VMs), found)
 	}
-	testbed.Eventually(t, "the OMA's inventory", func() bool {
+	testkit.Eventually(t, "the OMA's inventory", func() bool {
 		var inv struct {
 			VMs []struct {
 				ID    string `json:"id"`
@@ -123,8 +124,8 @@ func TestAPIAnswersWhileTheBusIsUnreachable(t *testing.T) {
 					if err != nil {
 						t.Errorf("Run = %v after ctx ended, want nil", err)
 					}
-				case <-time.After(10 * time.Second):
-					t.Error("Run did not return 10 s after ctx ended")
+				case <-time.After(testkit.Wait(t)):
+					t.Error("Run did not return after ctx ended")
 				}
 			}()
 			var health struct {
@@ -135,7 +136,7 @@ func TestAPIAnswersWhileTheBusIsUnreachable(t *testing.T) {
 					LastError string `json:"last_error"`
 				} `json:"tunnel"`
 			}
-			testbed.Eventually(t, "health saying the VMA is starting", func() bool {
+			testkit.Eventually(t, "health saying the VMA is starting", func() bool {
 				addr := v.Addrs().API
 				return addr != "" && testbed.Do(t, http.MethodGet, "http://"+addr+"/api/v1/health", "", nil, &health) == http.StatusServiceUnavailable &&
 					(health.Tunnel == nil || health.Tunnel.LastError != "")
@@ -198,7 +199,7 @@ func TestBusLostForGood(t *testing.T) {
 			Connected bool `json:"connected"`
 		} `json:"bus"`
 	}
-	testbed.Eventually(t, "the VMA's health ok on the new connection", func() bool {
+	testkit.Eventually(t, "the VMA's health ok on the new connection", func() bool {
 		return testbed.Do(t, http.MethodGet, v.URL+"/api/v1/health", "", nil, &h) == http.StatusOK && h.Status == "ok" && h.Bus.Connected
 	})
 	if !strings.Contains(v.Logs.String(), "bus connection lost for good: connecting again") {

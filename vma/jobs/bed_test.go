@@ -21,9 +21,9 @@ import (
 	omaappliance "github.com/godwit/godwit/oma/appliance"
 	"github.com/godwit/godwit/oma/authkeys"
 	"github.com/godwit/godwit/oma/tunnels"
-	"github.com/godwit/godwit/proctest"
 	"github.com/godwit/godwit/secret"
 	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/appliance"
 	"github.com/godwit/godwit/vma/tunnel"
 	"github.com/godwit/godwit/vma/tunnel/tunneltest"
@@ -123,7 +123,7 @@ func newBed(t testing.TB, bc bedConfig) *bed {
 	for _, vm := range res.VMs {
 		b.vms[vm.Name] = vm
 	}
-	testbed.Eventually(t, "the OMA's inventory", func() bool {
+	testkit.Eventually(t, "the OMA's inventory", func() bool {
 		var inv struct {
 			VMs []any `json:"vms"`
 		}
@@ -206,17 +206,18 @@ func (b *bed) get(t testing.TB, id string) job {
 	return j
 }
 
-// wait waits up to a minute for a job to reach a final state, and returns it.
+// wait waits for a job to reach a final state, as long as the test may
+// (testkit.Wait), and returns it.
 func (b *bed) wait(t testing.TB, id string) job {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
+	deadline := time.Now().Add(testkit.Wait(t))
 	for {
 		j := b.get(t, id)
 		if j.State == events.JobCompleted || j.State == events.JobFailed || j.State == events.JobCancelled {
 			return j
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("job %s is still %s after a minute\nOMA:\n%s\nVMA:\n%s", id, j.State, b.o.Logs, b.v.Logs)
+			t.Fatalf("job %s is still %s\nOMA:\n%s\nVMA:\n%s", id, j.State, b.o.Logs, b.v.Logs)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -419,7 +420,7 @@ func (p *proxy) mend() {
 // job (the OMA's nbdkit for its export).
 func assertNothingLeft(t testing.TB, jobID string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(min(testkit.Wait(t), testkit.MaxEventually))
 	for {
 		g, p := engineGoroutines(), processesNaming(jobID)
 		if len(g) == 0 && len(p) == 0 {
@@ -460,7 +461,7 @@ func engineGoroutines() []string {
 // processesNaming returns the command lines of processes that hold s.
 func processesNaming(s string) []string {
 	var found []string
-	for _, p := range proctest.List() {
+	for _, p := range testkit.List() {
 		if line := p.CommandLine(); strings.Contains(line, s) {
 			found = append(found, line)
 		}

@@ -18,7 +18,7 @@ import (
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
 	omaappliance "github.com/godwit/godwit/oma/appliance"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/appliance"
 	"github.com/godwit/godwit/vma/copier"
 	"github.com/godwit/godwit/vma/vcsim"
@@ -33,7 +33,7 @@ func slowly(rate int64) func(*appliance.Config) {
 // waitCopying waits until the OMA shows the job copying with some bytes done.
 func (b *bed) waitCopying(t *testing.T, id string) {
 	t.Helper()
-	testbed.Eventually(t, "job "+id+" copying", func() bool {
+	testkit.Eventually(t, "job "+id+" copying", func() bool {
 		j := b.get(t, id)
 		return j.State == events.JobCopying && j.BytesDone > 0
 	})
@@ -71,7 +71,7 @@ func TestCancelMidCopy(t *testing.T) {
 			t.Log(b.v.Logs, b.o.Logs)
 		}
 	}()
-	testbed.Eventually(t, "the VMA's job cancelled", func() bool { return b.vmaStatus(t, j.JobID).State == "cancelled" })
+	testkit.Eventually(t, "the VMA's job cancelled", func() bool { return b.vmaStatus(t, j.JobID).State == "cancelled" })
 	took := time.Since(start)
 	st := b.vmaStatus(t, j.JobID)
 	if !strings.Contains(st.Error, "cancelled through the OMA API") || !strings.Contains(st.Error, "copy") || st.Snapshot != "" {
@@ -130,7 +130,7 @@ func TestVCenterGoneMidCopy(t *testing.T) {
 		t.Errorf("the failure %q does not say the snapshot is left", got.LastError)
 	}
 	b.proxy.mend()
-	testbed.Eventually(t, "the snapshot removed once vCenter is back", func() bool { return b.vmaStatus(t, j.JobID).Snapshot == "" })
+	testkit.Eventually(t, "the snapshot removed once vCenter is back", func() bool { return b.vmaStatus(t, j.JobID).Snapshot == "" })
 	b.assertNoSnapshot(t, threeDisksPath)
 	assertNothingLeft(t, j.JobID)
 }
@@ -293,7 +293,7 @@ func TestVerificationCatchesAChangedBlock(t *testing.T) {
 	}
 	defer f.Close()
 	var c [1]byte
-	testbed.Eventually(t, "the byte written to the export", func() bool {
+	testkit.Eventually(t, "the byte written to the export", func() bool {
 		_, err := f.ReadAt(c[:], at)
 		return err == nil && c[0] == want
 	})
@@ -335,7 +335,7 @@ func TestOMARestartMidCopy(t *testing.T) {
 	stranger := startBareNATS(t, b.o.NATSURL)
 	refusals := func() int { return strings.Count(b.v.Logs.String(), "authorization violation") }
 	lostExport := func() int { return strings.Count(b.v.Logs.String(), "the export went away") }
-	testbed.Eventually(t, "the VMA refused three times and its exports refused", func() bool {
+	testkit.Eventually(t, "the VMA refused three times and its exports refused", func() bool {
 		return refusals() >= 3 && lostExport() >= 2
 	})
 	stranger()
@@ -392,7 +392,7 @@ func startBareNATS(t *testing.T, natsURL string) func() {
 	defer cancel()
 	var srv *bus.Server
 	// The port was just freed: retry while the old server's socket goes.
-	testbed.Eventually(t, "a bare NATS server on "+natsURL, func() bool {
+	testkit.Eventually(t, "a bare NATS server on "+natsURL, func() bool {
 		srv, err = bus.StartServer(ctx, bus.ServerConfig{StoreDir: t.TempDir(), Port: port})
 		return err == nil
 	})

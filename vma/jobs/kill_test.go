@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/events"
-	"github.com/godwit/godwit/logtest"
 	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/vcsim"
 )
 
@@ -26,7 +26,7 @@ type vmaProcess struct {
 	bin  string
 	args []string
 	url  string
-	logs *logtest.Buffer
+	logs *testkit.Buffer
 	cmd  *exec.Cmd
 	done chan error
 }
@@ -57,7 +57,7 @@ func externalVMA(extra ...string) func(testing.TB, *testbed.OMA, *vcsim.Simulato
 		}
 		addr := l.Addr().String()
 		l.Close()
-		p := &vmaProcess{tb: tb, bin: bin, url: "http://" + addr, logs: &logtest.Buffer{},
+		p := &vmaProcess{tb: tb, bin: bin, url: "http://" + addr, logs: &testkit.Buffer{},
 			args: append([]string{"-data", filepath.Join(dir, "vma"), "-id", "vma-1", "-api-addr", addr, "-nats-url", o.NATSURL,
 				"-nats-seed", seed, "-vcenter-ca", sim.CAFile, "-oma-url", o.URL, "-source", "datastore"}, extra...)}
 		p.start()
@@ -77,7 +77,7 @@ func (p *vmaProcess) start() {
 	}
 	p.done = make(chan error, 1)
 	go func() { p.done <- p.cmd.Wait() }()
-	testbed.Eventually(p.tb, "the VMA process serving", func() bool {
+	testkit.Eventually(p.tb, "the VMA process serving", func() bool {
 		resp, err := http.Get(p.url + "/api/v1/health")
 		if err != nil {
 			return false
@@ -116,6 +116,7 @@ func (p *vmaProcess) stop() {
 // every run after a kill starts its disks where the last checkpoint was,
 // not from zero.
 func TestSIGKILLMidCopyResumes(t *testing.T) {
+	testkit.Long(t)
 	b := newBed(t, bedConfig{external: externalVMA("-rate", "1M", "-checkpoint-interval", "200ms")})
 	rng := rand.New(rand.NewPCG(11, 12))
 	j := b.create(t, threeDisks)
@@ -131,7 +132,7 @@ func TestSIGKILLMidCopyResumes(t *testing.T) {
 			} `json:"disks"`
 		}
 		first := int64(-1)
-		testbed.Eventually(t, fmt.Sprintf("a checkpoint moved before kill %d", kill), func() bool {
+		testkit.Eventually(t, fmt.Sprintf("a checkpoint moved before kill %d", kill), func() bool {
 			b.vmaDo(t, http.MethodGet, "/api/v1/progress/"+j.JobID, nil, &p)
 			if p.State != "running" || p.Phase != events.PhaseCopying || len(p.Disks) == 0 {
 				return false

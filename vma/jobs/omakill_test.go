@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/events"
-	"github.com/godwit/godwit/logtest"
 	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/appliance"
 	"github.com/godwit/godwit/vma/tunnel/tunneltest"
 	"github.com/godwit/godwit/vma/vcsim"
@@ -31,7 +31,7 @@ type omaProcess struct {
 	first, last  int // the NBD port pool
 	dataDir      string
 	token        string
-	logs         *logtest.Buffer
+	logs         *testkit.Buffer
 	cmd          *exec.Cmd
 	done         chan error
 }
@@ -45,9 +45,9 @@ func startOMAProcess(tb testing.TB) *omaProcess {
 		tb.Fatalf("build the oma command: %v\n%s", err, out)
 	}
 	apiPort, natsPort := tunneltest.FreePort(tb), tunneltest.FreePort(tb)
-	first, last := testbed.FreePorts(tb, 4)
+	first, last := testkit.FreePorts(tb, 4)
 	p := &omaProcess{tb: tb, bin: bin, url: fmt.Sprintf("http://127.0.0.1:%d", apiPort), natsURL: fmt.Sprintf("nats://127.0.0.1:%d", natsPort),
-		first: first, last: last, dataDir: filepath.Join(dir, "oma"), logs: &logtest.Buffer{}}
+		first: first, last: last, dataDir: filepath.Join(dir, "oma"), logs: &testkit.Buffer{}}
 	p.args = []string{"-data", p.dataDir, "-api-addr", fmt.Sprintf("127.0.0.1:%d", apiPort), "-api-url", p.url,
 		"-nats-addr", fmt.Sprintf("127.0.0.1:%d", natsPort), "-nbd-ports", fmt.Sprintf("%d-%d", first, last), "-discover-timeout", "20s"}
 	p.start()
@@ -70,7 +70,7 @@ func (p *omaProcess) start() {
 	}
 	p.done = make(chan error, 1)
 	go func() { p.done <- p.cmd.Wait() }()
-	testbed.Eventually(p.tb, "the OMA process serving", func() bool {
+	testkit.Eventually(p.tb, "the OMA process serving", func() bool {
 		resp, err := http.Get(p.url + "/api/v1/health")
 		if err != nil {
 			return false
@@ -131,7 +131,7 @@ func TestOMAKilledMidCopyThroughTheTunnel(t *testing.T) {
 		"ssh_public_key": sshKey}, &cred); code != http.StatusCreated {
 		t.Fatalf("register vma-1 = %d", code)
 	}
-	logs := &logtest.Buffer{}
+	logs := &testkit.Buffer{}
 	cfg := appliance.Config{DataDir: filepath.Join(t.TempDir(), "vma"), ID: "vma-1", APIAddr: "127.0.0.1:0", NATSURL: o.natsURL,
 		NATSSeed: []byte(cred.NKeySeed), OMAURL: o.url, VCenterCAFile: sim.CAFile, VCenterTimeout: 5 * time.Second,
 		DiscoverTimeout: 20 * time.Second, Source: "datastore", ProgressInterval: 50 * time.Millisecond, CheckpointInterval: 200 * time.Millisecond,
@@ -152,7 +152,7 @@ func TestOMAKilledMidCopyThroughTheTunnel(t *testing.T) {
 			t.Errorf("vma run: %v", err)
 		}
 	})
-	testbed.Eventually(t, "vma-1's key at the OMA", func() bool {
+	testkit.Eventually(t, "vma-1's key at the OMA", func() bool {
 		var list struct {
 			VMAs []struct {
 				PublicKey string `json:"public_key"`
@@ -169,7 +169,7 @@ func TestOMAKilledMidCopyThroughTheTunnel(t *testing.T) {
 		"password": sim.Password, "datacenter": vcsim.Datacenter}, &inv); code != http.StatusOK {
 		t.Fatalf("discover through the OMA = %d", code)
 	}
-	testbed.Eventually(t, "the OMA's inventory", func() bool {
+	testkit.Eventually(t, "the OMA's inventory", func() bool {
 		var got struct {
 			VMs []any `json:"vms"`
 		}
@@ -198,7 +198,7 @@ func TestOMAKilledMidCopyThroughTheTunnel(t *testing.T) {
 		}
 		return got
 	}
-	testbed.Eventually(t, "the job copying", func() bool {
+	testkit.Eventually(t, "the job copying", func() bool {
 		got := get()
 		return got.State == events.JobCopying && got.BytesDone > 0
 	})
@@ -206,7 +206,7 @@ func TestOMAKilledMidCopyThroughTheTunnel(t *testing.T) {
 
 	o.kill()
 	refused := regexp.MustCompile(`the export went away[^\n]*Connection refused`)
-	testbed.Eventually(t, "the VMA refused an export by the OMA's sshd, and trying again", func() bool {
+	testkit.Eventually(t, "the VMA refused an export by the OMA's sshd, and trying again", func() bool {
 		return refused.MatchString(logs.String())
 	})
 	o.start()

@@ -14,8 +14,9 @@ import (
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/seal"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/appliance"
+	"github.com/godwit/godwit/vma/copier"
 	"github.com/godwit/godwit/vma/store"
 	"github.com/godwit/godwit/vma/vcsim"
 )
@@ -23,8 +24,13 @@ import (
 // TestQueue: with -max-jobs 4, four jobs run at once and a fifth waits,
 // queued, then runs; all five complete.
 func TestQueue(t *testing.T) {
+	// The jobs crawl until the fifth is queued, so that none ends while
+	// the test starts the others, however slowly a loaded machine lets it
+	// (at 4 MiB/s the first ended before a poll saw it running); then they
+	// run at full speed.
+	crawl := copier.NewLimiter(16<<10, nil)
 	b := newBed(t, bedConfig{ports: 5, vma: func(c *appliance.Config) {
-		slowly(4 << 20)(c)
+		c.Copy.Limiter = crawl
 		c.MaxJobs = 4
 	}})
 	names := []string{"gen-vm-001", "gen-vm-003", "gen-vm-005", "gen-vm-007", "gen-vm-009"}
@@ -35,14 +41,19 @@ func TestQueue(t *testing.T) {
 	for i, id := range ids {
 		b.startFromVMA(t, id, "/"+vcsim.Datacenter+"/vm/"+names[i])
 		if i < 4 {
-			testbed.Eventually(t, id+" running", func() bool { return b.vmaStatus(t, id).State == store.StateRunning })
+			testkit.Eventually(t, id+" running", func() bool { return b.vmaStatus(t, id).State == store.StateRunning })
 		}
 	}
 	fifth := ids[4]
-	testbed.Eventually(t, "the fifth job queued on the VMA", func() bool {
+	testkit.Eventually(t, "the fifth job queued on the VMA", func() bool {
 		st := b.vmaStatus(t, fifth).State
 		if st != store.StateAccepted && st != store.StateQueued {
-			t.Fatalf("the fifth job is %s while four run, want it to wait", st)
+			var others []string
+			for _, id := range ids[:4] {
+				s := b.vmaStatus(t, id)
+				others = append(others, s.State+" "+s.Error)
+			}
+			t.Fatalf("the fifth job is %s while four run (%q), want it to wait", st, others)
 		}
 		return st == store.StateQueued
 	})
@@ -55,7 +66,8 @@ func TestQueue(t *testing.T) {
 	if running < 2 {
 		t.Errorf("%d jobs ran at once when the fifth was queued, want several", running)
 	}
-	testbed.Eventually(t, "the fifth job queued at the OMA", func() bool { return b.get(t, fifth).State == events.JobQueued })
+	testkit.Eventually(t, "the fifth job queued at the OMA", func() bool { return b.get(t, fifth).State == events.JobQueued })
+	crawl.SetRate(0)
 	for i, id := range ids {
 		if got := b.wait(t, id); got.State != events.JobCompleted {
 			t.Errorf("job %s of %s = %s (%s)", id, names[i], got.State, got.LastError)
@@ -85,7 +97,7 @@ func TestProgressEvents(t *testing.T) {
 		} `json:"disks"`
 		RateBytesPerSecond int64 `json:"rate_bytes_per_second"`
 	}
-	testbed.Eventually(t, "a live rate and ETA from the VMA", func() bool {
+	testkit.Eventually(t, "a live rate and ETA from the VMA", func() bool {
 		b.vmaDo(t, http.MethodGet, "/api/v1/progress/"+j.JobID, nil, &live)
 		return live.RateBytesPerSecond > 0 && live.ETASeconds != nil && len(live.Disks) == 3 && live.Percent < 100
 	})
@@ -98,7 +110,7 @@ func TestProgressEvents(t *testing.T) {
 		VerifyRateBytesPerSecond int64   `json:"verify_rate_bytes_per_second"`
 		ETASeconds               *int64  `json:"eta_seconds"`
 	}
-	testbed.Eventually(t, "the VMA verifying, with a rate and an ETA", func() bool {
+	testkit.Eventually(t, "the VMA verifying, with a rate and an ETA", func() bool {
 		b.vmaDo(t, http.MethodGet, "/api/v1/progress/"+j.JobID, nil, &verifying)
 		return verifying.Phase == events.PhaseVerifying && verifying.VerifyRateBytesPerSecond > 0 && verifying.ETASeconds != nil &&
 			verifying.VerifyBytesDone < verifying.VerifyBytesTotal
@@ -114,7 +126,7 @@ func TestProgressEvents(t *testing.T) {
 		VerifyRateBytesPerSecond int64   `json:"verify_rate_bytes_per_second"`
 		ETASeconds               *int64  `json:"eta_seconds"`
 	}
-	testbed.Eventually(t, "the OMA's job verifying, with a rate and an ETA", func() bool {
+	testkit.Eventually(t, "the OMA's job verifying, with a rate and an ETA", func() bool {
 		b.o.Do(http.MethodGet, "/api/v1/replications/"+j.JobID, nil, &oma)
 		return oma.State == events.JobVerifying && oma.VerifyBytesTotal >= 3*diskData && oma.VerifyRateBytesPerSecond > 0 &&
 			oma.ETASeconds != nil && oma.VerifyPercent < 100
@@ -278,7 +290,7 @@ func TestStopAndResume(t *testing.T) {
 	b := newBed(t, bedConfig{vma: slowly(2 << 20)})
 	j := b.create(t, threeDisks)
 	b.startFromOMA(t, j.JobID)
-	testbed.Eventually(t, "a checkpoint moved", func() bool {
+	testkit.Eventually(t, "a checkpoint moved", func() bool {
 		var p struct {
 			Phase string `json:"phase"`
 			Disks []struct {

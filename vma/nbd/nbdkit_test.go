@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/nbd"
 	"github.com/godwit/godwit/vma/nbd/nbdtest"
 )
@@ -325,13 +326,14 @@ func TestKilledServer(t *testing.T) {
 	eventually(t, func() bool { return c.InFlight() >= 16 }) // nbdkit's 16 threads each hold one
 	srv.Kill()
 	killed := time.Now()
+	timeout := time.After(min(testkit.Wait(t), testkit.MaxEventually))
 	for range workers {
 		select {
 		case err := <-errs:
 			if errors.Is(err, nbd.ErrClosed) {
 				t.Errorf("WriteAt = %v, want the dropped connection, not ErrClosed", err)
 			}
-		case <-time.After(time.Second):
+		case <-timeout:
 			t.Fatalf("callers still waiting %v after the kill", time.Since(killed))
 		}
 	}
@@ -342,12 +344,12 @@ func TestKilledServer(t *testing.T) {
 	eventually(t, func() bool { return runtime.NumGoroutine() <= base })
 }
 
-// eventually polls cond for up to 5 s.
+// eventually polls cond as testkit.Eventually does.
 func eventually(t *testing.T, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); {
+	for deadline := time.Now().Add(min(testkit.Wait(t), testkit.MaxEventually)); !cond(); {
 		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 5s")
+			t.Fatal("condition not met")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
