@@ -29,22 +29,10 @@ func TestOperatorCommands(t *testing.T) {
 	t.Cleanup(sim.Close)
 	o := testbed.StartOMA(t, testbed.OMAConfig{})
 	testbed.StartVMA(t, o, testbed.VMAConfig{VCenterCAFile: sim.CAFile})
-	var inv struct {
-		VMs []events.VM `json:"vms"`
-	}
-	if code := o.Do(http.MethodPost, "/api/v1/discover", map[string]any{"vcenter": sim.Host, "username": sim.Username,
-		"password": sim.Password, "datacenter": vcsim.Datacenter}, &inv); code != http.StatusOK {
-		t.Fatalf("discover through the OMA = %d", code)
-	}
-	testbed.Eventually(t, "the OMA's inventory", func() bool {
-		var stored struct {
-			VMs []events.VM `json:"vms"`
-		}
-		o.Do(http.MethodGet, "/api/v1/vms", nil, &stored)
-		return len(stored.VMs) == len(inv.VMs)
-	})
+	vms := o.Discover(map[string]any{"vcenter": sim.Host, "username": sim.Username,
+		"password": sim.Password, "datacenter": vcsim.Datacenter})
 	var vmID, disk string
-	for _, vm := range inv.VMs {
+	for _, vm := range vms {
 		if vm.Name == "PGWINTESTBIOS" {
 			vmID, disk = vm.ID, fmt.Sprintf("disk %d", vm.Disks[0].Key)
 		}
@@ -54,7 +42,7 @@ func TestOperatorCommands(t *testing.T) {
 	}
 	if code := o.Do(http.MethodPost, "/api/v1/replications", map[string]any{"source_vm": map[string]string{"id": vmID},
 		"replication_type": "initial"}, &job); code != http.StatusCreated {
-		t.Fatalf("create a job of %q = %d (inventory %+v)", vmID, code, inv.VMs)
+		t.Fatalf("create a job of %q = %d (inventory %+v)", vmID, code, vms)
 	}
 
 	// Only the OMA's data dir and URL: the token is its initial-token.
