@@ -22,11 +22,7 @@ import (
 // $GODWIT_TOKEN; and each way of getting it wrong is an error that says
 // what to do.
 func TestOperatorCommands(t *testing.T) {
-	sim, err := vcsim.Start(context.Background(), vcsim.Config{VMs: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sim.Close)
+	sim := testbed.StartSim(t, vcsim.Config{VMs: 1})
 	o := testbed.StartOMA(t, testbed.OMAConfig{})
 	testbed.StartVMA(t, o, testbed.VMAConfig{VCenterCAFile: sim.CAFile})
 	vms := o.Discover(map[string]any{"vcenter": sim.Host, "username": sim.Username,

@@ -2,6 +2,7 @@ package testbed
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/logtest"
 	"github.com/godwit/godwit/vma/appliance"
+	"github.com/godwit/godwit/vma/vcsim"
 )
 
 // VMAConfig changes the VMA StartVMA starts.
@@ -223,4 +225,15 @@ func Discover(tb testing.TB, url, token string, body any) []events.VM {
 func (o *OMA) Discover(body any) []events.VM {
 	o.tb.Helper()
 	return Discover(o.tb, o.URL, o.Token, body)
+}
+
+// StartSim starts a simulated vCenter with cfg, closed when the test ends.
+func StartSim(tb testing.TB, cfg vcsim.Config) *vcsim.Simulator {
+	tb.Helper()
+	sim, err := vcsim.Start(context.Background(), cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(sim.Close)
+	return sim
 }

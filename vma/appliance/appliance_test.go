@@ -19,23 +19,11 @@ import (
 	"github.com/godwit/godwit/vma/vcsim"
 )
 
-// startSim starts a simulated vCenter with its default inventory, closed
-// when the test ends.
-func startSim(t *testing.T) *vcsim.Simulator {
-	t.Helper()
-	sim, err := vcsim.Start(context.Background(), vcsim.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sim.Close)
-	return sim
-}
-
 // TestSeedDiscoveryThroughBothAppliances runs the seed's step 1 on the two
 // appliances as their binaries wire them: the VMA's API discovers the
 // simulated vCenter, and the OMA learns the inventory from the result.
 func TestSeedDiscoveryThroughBothAppliances(t *testing.T) {
-	sim := startSim(t)
+	sim := testbed.StartSim(t, vcsim.Config{})
 	o := testbed.StartOMA(t, testbed.OMAConfig{})
 	v := testbed.StartVMA(t, o, testbed.VMAConfig{VCenterCAFile: sim.CAFile})
 
@@ -170,7 +158,7 @@ func TestAPIAnswersWhileTheBusIsUnreachable(t *testing.T) {
 // good all the same (here the test closes it under the VMA), the VMA
 // connects anew and its API works on the new connection.
 func TestBusLostForGood(t *testing.T) {
-	sim := startSim(t)
+	sim := testbed.StartSim(t, vcsim.Config{})
 	conns := make(chan *nats.Conn, 4)
 	grab := func(o *nats.Options) error { // every connection the VMA makes
 		connected := o.ConnectedCB

@@ -77,11 +77,7 @@ func newBed(t testing.TB, bc bedConfig) *bed {
 	if bc.ports == 0 {
 		bc.ports = 4
 	}
-	sim, err := vcsim.Start(context.Background(), bc.sim)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sim.Close)
+	sim := testbed.StartSim(t, bc.sim)
 	b := &bed{sim: sim, vc: sim.Host, vms: map[string]events.VM{}}
 	if bc.proxy {
 		b.proxy = startProxy(t, sim.Host)

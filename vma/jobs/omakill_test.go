@@ -64,11 +64,7 @@ func (p *omaProcess) do(method, path string, body, out any) int {
 // trying, the VMA keeps reconnecting to the bus, and once the OMA is back
 // the job completes byte-exact from its checkpoints.
 func TestOMAKilledMidCopyThroughTheTunnel(t *testing.T) {
-	sim, err := vcsim.Start(context.Background(), vcsim.Config{DiskData: diskData})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sim.Close)
+	sim := testbed.StartSim(t, vcsim.Config{DiskData: diskData})
 	o := startOMAProcess(t)
 	through, sshKey, _ := behindSSHDFor(t, o.natsURL, o.first, o.last, filepath.Join(o.dataDir, "tunnels"))
 	var cred struct {
