@@ -34,6 +34,27 @@ func ctxT(t testing.TB, d time.Duration) context.Context {
 	return ctx
 }
 
+// startWithVMAs starts a server that admits a VMA of its own user for each
+// of ids, connects the OMA and makes each VMA's consumers. It returns the
+// server, the OMA's connection and the VMAs' users, in the order of ids.
+func startWithVMAs(ctx context.Context, t testing.TB, ids ...string) (*bus.Server, *bus.Conn, []bustest.User) {
+	t.Helper()
+	access := bus.Access{VMAs: map[string]string{}}
+	users := make([]bustest.User, len(ids))
+	for i, id := range ids {
+		users[i] = bustest.NewUser(t)
+		access.VMAs[id] = users[i].PublicKey
+	}
+	srv := bustest.StartServer(t, "", access)
+	oma := bustest.ConnectOMA(t, srv)
+	for _, id := range ids {
+		if err := oma.EnsureVMAConsumers(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return srv, oma, users
+}
+
 func progress(vma, job string, seq uint64) *events.Progress {
 	return &events.Progress{JobID: job, VMAID: vma, Seq: seq, Phase: events.PhaseCopying,
 		BytesTotal: 100, BytesDone: int64(seq), Disks: []events.DiskProgress{{Key: 2000, BytesTotal: 100, BytesDone: int64(seq)}}}
@@ -360,15 +381,12 @@ func (p *permissionErrors) sawFor(s string) func() bool {
 
 func TestVMAIsConfinedToItsOwnSubjects(t *testing.T) {
 	t.Parallel()
-	a, b := bustest.NewUser(t), bustest.NewUser(t)
-	srv := bustest.StartServer(t, "", bus.Access{VMAs: map[string]string{"vma-a": a.PublicKey, "vma-b": b.PublicKey}})
-	oma := bustest.ConnectOMA(t, srv)
 	ctx := ctxT(t, 30*time.Second)
-	for _, id := range []string{"vma-a", "vma-b"} {
-		for range 2 { // idempotent
-			if err := oma.EnsureVMAConsumers(ctx, id); err != nil {
-				t.Fatal(err)
-			}
+	srv, oma, users := startWithVMAs(ctx, t, "vma-a", "vma-b")
+	a := users[0]
+	for _, id := range []string{"vma-a", "vma-b"} { // again: idempotent
+		if err := oma.EnsureVMAConsumers(ctx, id); err != nil {
+			t.Fatal(err)
 		}
 	}
 	for _, stream := range []string{bus.StreamCommands, bus.StreamDiscovery} {

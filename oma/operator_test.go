@@ -13,7 +13,6 @@ import (
 
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/testbed"
-	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/vcsim"
 )
 
@@ -23,29 +22,13 @@ import (
 // $GODWIT_TOKEN; and each way of getting it wrong is an error that says
 // what to do.
 func TestOperatorCommands(t *testing.T) {
-	sim, err := vcsim.Start(context.Background(), vcsim.Config{VMs: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sim.Close)
+	sim := testbed.StartSim(t, vcsim.Config{VMs: 1})
 	o := testbed.StartOMA(t, testbed.OMAConfig{})
 	testbed.StartVMA(t, o, testbed.VMAConfig{VCenterCAFile: sim.CAFile})
-	var inv struct {
-		VMs []events.VM `json:"vms"`
-	}
-	if code := o.Do(http.MethodPost, "/api/v1/discover", map[string]any{"vcenter": sim.Host, "username": sim.Username,
-		"password": sim.Password, "datacenter": vcsim.Datacenter}, &inv); code != http.StatusOK {
-		t.Fatalf("discover through the OMA = %d", code)
-	}
-	testkit.Eventually(t, "the OMA's inventory", func() bool {
-		var stored struct {
-			VMs []events.VM `json:"vms"`
-		}
-		o.Do(http.MethodGet, "/api/v1/vms", nil, &stored)
-		return len(stored.VMs) == len(inv.VMs)
-	})
+	vms := o.Discover(map[string]any{"vcenter": sim.Host, "username": sim.Username,
+		"password": sim.Password, "datacenter": vcsim.Datacenter})
 	var vmID, disk string
-	for _, vm := range inv.VMs {
+	for _, vm := range vms {
 		if vm.Name == "PGWINTESTBIOS" {
 			vmID, disk = vm.ID, fmt.Sprintf("disk %d", vm.Disks[0].Key)
 		}
@@ -55,7 +38,7 @@ func TestOperatorCommands(t *testing.T) {
 	}
 	if code := o.Do(http.MethodPost, "/api/v1/replications", map[string]any{"source_vm": map[string]string{"id": vmID},
 		"replication_type": "initial"}, &job); code != http.StatusCreated {
-		t.Fatalf("create a job of %q = %d (inventory %+v)", vmID, code, inv.VMs)
+		t.Fatalf("create a job of %q = %d (inventory %+v)", vmID, code, vms)
 	}
 
 	// Only the OMA's data dir and URL: the token is its initial-token.

@@ -2,6 +2,7 @@ package testbed
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,8 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/appliance"
+	"github.com/godwit/godwit/vma/vcsim"
 )
 
 // VMAConfig changes the VMA StartVMA starts.
@@ -194,4 +197,43 @@ func Do(tb testing.TB, method, url, token string, body, out any) int {
 		}
 	}
 	return resp.StatusCode
+}
+
+// Discover asks the OMA at url (with its token) to discover a vCenter,
+// body being the request (vcenter, username, password, datacenter), fails
+// the test unless it answers 200, and waits until the OMA's inventory lists
+// every VM found. It returns the VMs found.
+func Discover(tb testing.TB, url, token string, body any) []events.VM {
+	tb.Helper()
+	var res struct {
+		VMs []events.VM `json:"vms"`
+	}
+	if code := Do(tb, http.MethodPost, url+"/api/v1/discover", token, body, &res); code != http.StatusOK {
+		tb.Fatalf("discover through the OMA = %d", code)
+	}
+	testkit.Eventually(tb, "the OMA's inventory", func() bool {
+		var inv struct {
+			VMs []any `json:"vms"`
+		}
+		Do(tb, http.MethodGet, url+"/api/v1/vms", token, nil, &inv)
+		return len(inv.VMs) == len(res.VMs)
+	})
+	return res.VMs
+}
+
+// Discover is [Discover] on this OMA.
+func (o *OMA) Discover(body any) []events.VM {
+	o.tb.Helper()
+	return Discover(o.tb, o.URL, o.Token, body)
+}
+
+// StartSim starts a simulated vCenter with cfg, closed when the test ends.
+func StartSim(tb testing.TB, cfg vcsim.Config) *vcsim.Simulator {
+	tb.Helper()
+	sim, err := vcsim.Start(context.Background(), cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(sim.Close)
+	return sim
 }

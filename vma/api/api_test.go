@@ -62,13 +62,7 @@ type stackConfig struct {
 
 func newStackWith(t *testing.T, sc stackConfig) *stack {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	sim, err := vcsim.Start(ctx, sc.sim)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sim.Close)
+	sim := testbed.StartSim(t, sc.sim)
 	o := testbed.StartOMA(t, testbed.OMAConfig{Configure: sc.oma})
 	vc := testbed.VMAConfig{VCenterCAFile: sim.CAFile, Configure: sc.vma}
 	v := testbed.StartVMA(t, o, vc)

@@ -24,13 +24,7 @@ import (
 // appliances as their binaries wire them: the VMA's API discovers the
 // simulated vCenter, and the OMA learns the inventory from the result.
 func TestSeedDiscoveryThroughBothAppliances(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	sim, err := vcsim.Start(ctx, vcsim.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sim.Close()
+	sim := testbed.StartSim(t, vcsim.Config{})
 	o := testbed.StartOMA(t, testbed.OMAConfig{})
 	v := testbed.StartVMA(t, o, testbed.VMAConfig{VCenterCAFile: sim.CAFile})
 
@@ -165,13 +159,7 @@ func TestAPIAnswersWhileTheBusIsUnreachable(t *testing.T) {
 // good all the same (here the test closes it under the VMA), the VMA
 // connects anew and its API works on the new connection.
 func TestBusLostForGood(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	sim, err := vcsim.Start(ctx, vcsim.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sim.Close()
+	sim := testbed.StartSim(t, vcsim.Config{})
 	conns := make(chan *nats.Conn, 4)
 	grab := func(o *nats.Options) error { // every connection the VMA makes
 		connected := o.ConnectedCB

@@ -42,7 +42,7 @@ type bed struct {
 	proxy *proxy // nil without bedConfig.proxy
 	o     *testbed.OMA
 	v     *testbed.VMA     // the VMA in this process; nil with bedConfig.external
-	ext   *vmaProcess      // the VMA as a process of its own, with bedConfig.external
+	ext   *process         // the VMA as a process of its own, with bedConfig.external
 	sshd  *tunneltest.SSHD // the OMA's sshd, with bedConfig.tunnel
 	// vmaURL is the VMA API's base URL.
 	vmaURL string
@@ -59,7 +59,7 @@ type bedConfig struct {
 	vma   func(*appliance.Config)
 	// external, when set, starts the VMA as a process instead of in this
 	// process (vma is then not used).
-	external func(testing.TB, *testbed.OMA, *vcsim.Simulator) *vmaProcess
+	external func(testing.TB, *testbed.OMA, *vcsim.Simulator) *process
 	// tunnel puts the VMA behind a real OpenSSH sshd: it reaches the OMA's
 	// bus and exports only through its SSH tunnel, and the tests reach its
 	// API only through the tunnel's remote forward on the OMA's side.
@@ -77,11 +77,7 @@ func newBed(t testing.TB, bc bedConfig) *bed {
 	if bc.ports == 0 {
 		bc.ports = 4
 	}
-	sim, err := vcsim.Start(context.Background(), bc.sim)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sim.Close)
+	sim := testbed.StartSim(t, bc.sim)
 	b := &bed{sim: sim, vc: sim.Host, vms: map[string]events.VM{}}
 	if bc.proxy {
 		b.proxy = startProxy(t, sim.Host)
@@ -113,23 +109,10 @@ func newBed(t testing.TB, bc bedConfig) *bed {
 			b.vmaURL = fmt.Sprintf("http://127.0.0.1:%d", b.v.APIPort)
 		}
 	}
-	var res struct {
-		VMs []events.VM `json:"vms"`
-	}
-	if code := o.Do(http.MethodPost, "/api/v1/discover", map[string]any{"vcenter": b.vc, "username": sim.Username,
-		"password": sim.Password, "datacenter": vcsim.Datacenter}, &res); code != http.StatusOK {
-		t.Fatalf("discover through the OMA = %d", code)
-	}
-	for _, vm := range res.VMs {
+	for _, vm := range o.Discover(map[string]any{"vcenter": b.vc, "username": sim.Username,
+		"password": sim.Password, "datacenter": vcsim.Datacenter}) {
 		b.vms[vm.Name] = vm
 	}
-	testkit.Eventually(t, "the OMA's inventory", func() bool {
-		var inv struct {
-			VMs []any `json:"vms"`
-		}
-		o.Do(http.MethodGet, "/api/v1/vms", nil, &inv)
-		return len(inv.VMs) == len(res.VMs)
-	})
 	return b
 }
 

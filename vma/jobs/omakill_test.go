@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -24,30 +23,22 @@ import (
 // omaProcess is the oma command running as a process of its own, as it
 // runs in production, so that a test can kill it with SIGKILL.
 type omaProcess struct {
-	tb           testing.TB
-	bin          string
-	args         []string
-	url, natsURL string
-	first, last  int // the NBD port pool
-	dataDir      string
-	token        string
-	logs         *testkit.Buffer
-	cmd          *exec.Cmd
-	done         chan error
+	process
+	natsURL     string
+	first, last int // the NBD port pool
+	dataDir     string
+	token       string
 }
 
 // startOMAProcess builds the oma command and starts it on free ports.
 func startOMAProcess(tb testing.TB) *omaProcess {
 	tb.Helper()
 	dir := tb.TempDir()
-	bin := filepath.Join(dir, "oma-bin")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/godwit/godwit/oma").CombinedOutput(); err != nil {
-		tb.Fatalf("build the oma command: %v\n%s", err, out)
-	}
+	bin := buildCommand(tb, dir, "oma")
 	apiPort, natsPort := tunneltest.FreePort(tb), tunneltest.FreePort(tb)
 	first, last := testkit.FreePorts(tb, 4)
-	p := &omaProcess{tb: tb, bin: bin, url: fmt.Sprintf("http://127.0.0.1:%d", apiPort), natsURL: fmt.Sprintf("nats://127.0.0.1:%d", natsPort),
-		first: first, last: last, dataDir: filepath.Join(dir, "oma"), logs: &testkit.Buffer{}}
+	p := &omaProcess{process: process{tb: tb, what: "the OMA process", bin: bin, url: fmt.Sprintf("http://127.0.0.1:%d", apiPort),
+		logs: &testkit.Buffer{}}, natsURL: fmt.Sprintf("nats://127.0.0.1:%d", natsPort), first: first, last: last, dataDir: filepath.Join(dir, "oma")}
 	p.args = []string{"-data", p.dataDir, "-api-addr", fmt.Sprintf("127.0.0.1:%d", apiPort), "-api-url", p.url,
 		"-nats-addr", fmt.Sprintf("127.0.0.1:%d", natsPort), "-nbd-ports", fmt.Sprintf("%d-%d", first, last), "-discover-timeout", "20s"}
 	p.start()
@@ -58,50 +49,6 @@ func startOMAProcess(tb testing.TB) *omaProcess {
 	}
 	p.token = strings.TrimSpace(string(tok))
 	return p
-}
-
-// start starts the process and waits until its API answers.
-func (p *omaProcess) start() {
-	p.tb.Helper()
-	p.cmd = exec.Command(p.bin, p.args...)
-	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
-	if err := p.cmd.Start(); err != nil {
-		p.tb.Fatal(err)
-	}
-	p.done = make(chan error, 1)
-	go func() { p.done <- p.cmd.Wait() }()
-	testkit.Eventually(p.tb, "the OMA process serving", func() bool {
-		resp, err := http.Get(p.url + "/api/v1/health")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-}
-
-// kill kills the process with SIGKILL: nothing of it runs after, and its
-// nbdkits exit with it (--exit-with-parent).
-func (p *omaProcess) kill() {
-	p.tb.Helper()
-	if err := p.cmd.Process.Kill(); err != nil {
-		p.tb.Fatal(err)
-	}
-	<-p.done
-}
-
-// stop stops the process as an operator does (SIGTERM), or kills it after 30 s.
-func (p *omaProcess) stop() {
-	if p.cmd.ProcessState != nil {
-		return
-	}
-	_ = p.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
 }
 
 // do sends a request to the OMA's API with its token.
@@ -117,11 +64,7 @@ func (p *omaProcess) do(method, path string, body, out any) int {
 // trying, the VMA keeps reconnecting to the bus, and once the OMA is back
 // the job completes byte-exact from its checkpoints.
 func TestOMAKilledMidCopyThroughTheTunnel(t *testing.T) {
-	sim, err := vcsim.Start(context.Background(), vcsim.Config{DiskData: diskData})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sim.Close)
+	sim := testbed.StartSim(t, vcsim.Config{DiskData: diskData})
 	o := startOMAProcess(t)
 	through, sshKey, _ := behindSSHDFor(t, o.natsURL, o.first, o.last, filepath.Join(o.dataDir, "tunnels"))
 	var cred struct {
@@ -162,22 +105,10 @@ func TestOMAKilledMidCopyThroughTheTunnel(t *testing.T) {
 		return len(list.VMAs) == 1 && list.VMAs[0].PublicKey != ""
 	})
 
-	var inv struct {
-		VMs []events.VM `json:"vms"`
-	}
-	if code := o.do(http.MethodPost, "/api/v1/discover", map[string]any{"vcenter": sim.Host, "username": sim.Username,
-		"password": sim.Password, "datacenter": vcsim.Datacenter}, &inv); code != http.StatusOK {
-		t.Fatalf("discover through the OMA = %d", code)
-	}
-	testkit.Eventually(t, "the OMA's inventory", func() bool {
-		var got struct {
-			VMs []any `json:"vms"`
-		}
-		o.do(http.MethodGet, "/api/v1/vms", nil, &got)
-		return len(got.VMs) == len(inv.VMs)
-	})
+	vms := testbed.Discover(t, o.url, o.token, map[string]any{"vcenter": sim.Host, "username": sim.Username,
+		"password": sim.Password, "datacenter": vcsim.Datacenter})
 	var vmID string
-	for _, vm := range inv.VMs {
+	for _, vm := range vms {
 		if vm.Name == threeDisks {
 			vmID = vm.ID
 		}
