@@ -59,15 +59,9 @@ func snapshot(t *testing.T, c *bus.Conn) map[string]streamState {
 // stays, and the OMA still reads its durables.
 func TestVMARepliesNeverReachJetStream(t *testing.T) {
 	t.Parallel()
-	u, other := bustest.NewUser(t), bustest.NewUser(t)
-	srv := bustest.StartServer(t, "", bus.Access{VMAs: map[string]string{"vma-1": u.PublicKey, "vma-2": other.PublicKey}})
-	oma := bustest.ConnectOMA(t, srv)
 	ctx := ctxT(t, 5*time.Minute)
-	for _, id := range []string{"vma-1", "vma-2"} {
-		if err := oma.EnsureVMAConsumers(ctx, id); err != nil {
-			t.Fatal(err)
-		}
-	}
+	srv, oma, users := startWithVMAs(ctx, t, "vma-1", "vma-2")
+	u := users[0]
 	for _, cfg := range bus.StreamConfigs(bus.StreamLimits{}) {
 		if err := oma.EnsureConsumer(ctx, cfg.Name, bus.OMADurable); err != nil {
 			t.Fatal(err)

@@ -152,8 +152,12 @@ func (c *Conn) handleBatch(ctx context.Context, msgs []jetstream.Msg, h BatchHan
 		default:
 			delay := redeliveryDelay(msg)
 			log.Warn("event failed; redelivering", "id", ev.ID, "type", ev.Type, "in", delay, "err", oerr)
+			c.noteFailed(msg)
 			_ = msg.NakWithDelay(delay)
 		}
+	}
+	for _, msg := range acked {
+		c.noteHandled(msg)
 	}
 	c.ackAll(ctx, acked, log)
 }
@@ -174,9 +178,7 @@ func (c *Conn) ackAll(ctx context.Context, msgs []jetstream.Msg, log *slog.Logge
 	defer cancel()
 	if err := msgs[last].DoubleAck(actx); err != nil {
 		log.Warn("ack", "subject", msgs[last].Subject(), "err", err)
-		return
 	}
-	c.noteAcked(msgs[last])
 }
 
 // inProgress calls fn and, until it returns, tells JetStream every beat

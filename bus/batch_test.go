@@ -13,7 +13,7 @@ import (
 	"github.com/godwit/godwit/bus/bustest"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/events/subject"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 )
 
 // TestConsumeBatch: messages waiting when the consumer starts come in
@@ -159,7 +159,7 @@ func TestConsumeBatchAcksWhileStopping(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	testbed.Eventually(t, "three events stored", func() bool { return streamMsgs(t, oma, bus.StreamProgress) == 3 })
+	testkit.Eventually(t, "three events stored", func() bool { return streamMsgs(t, oma, bus.StreamProgress) == 3 })
 	cctx, stop := context.WithCancel(ctx)
 	handled := 0
 	err := oma.ConsumeBatch(cctx, bus.StreamProgress, bus.OMADurable, 0, func(ctx context.Context, batch []bus.Delivery) []error {

@@ -12,7 +12,7 @@ import (
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/bus/bustest"
 	"github.com/godwit/godwit/events"
-	"github.com/godwit/godwit/logtest"
+	"github.com/godwit/godwit/testkit"
 )
 
 // natsCLI runs the real nats CLI (`make test` installs v0.5.0 into ./bin
@@ -92,6 +92,7 @@ func TestNatsCLIObserver(t *testing.T) {
 // (--js-api-prefix) and straight at $JS.API: each is refused and every
 // stream, message and consumer is still there after.
 func TestNatsCLIObserverCannotWrite(t *testing.T) {
+	testkit.Long(t)
 	t.Parallel()
 	obs, vma := bustest.NewUser(t), bustest.NewUser(t)
 	srv := bustest.StartServer(t, "", bus.Access{Observers: []string{obs.PublicKey}, VMAs: map[string]string{"vma-1": vma.PublicKey}})
@@ -222,7 +223,7 @@ func TestNatsCLIObserverReplays(t *testing.T) {
 	}
 	cmd := exec.CommandContext(ctx, bin, "--no-context", "--server", srv.ClientURL(), "--nkey", seed, "sub", "godwit.>", "--count=1")
 	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
-	var out logtest.Buffer
+	var out testkit.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

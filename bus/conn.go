@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -75,7 +76,10 @@ type ClientConfig struct {
 	Dial DialFunc
 	// ReconnectWait is the first delay between reconnect attempts, doubled
 	// on each failed attempt up to MaxReconnectWait, with up to 20% jitter.
-	// Zero values mean 100ms and 5s. Reconnecting never gives up.
+	// Zero values mean 100ms and 5s. Reconnecting never gives up, not even
+	// on authorization errors: a restarted OMA refuses a VMA until it has
+	// loaded its users again, and nats.go would otherwise close the
+	// connection for good after the second refusal.
 	ReconnectWait    time.Duration
 	MaxReconnectWait time.Duration
 	// OnState is called, from one goroutine, on every state change, with
@@ -101,10 +105,54 @@ type Conn struct {
 	source    string
 	now       func() time.Time
 	log       *slog.Logger
+	health    *connHealth
 	confined  bool
 
 	ackedMu sync.Mutex
-	acked   map[string]uint64 // stream/durable: the last stream sequence acked
+	acked   map[string]*handledSeqs // by stream/durable, for a durable created again
+}
+
+// Health is how a connection fares, for health endpoints.
+type Health struct {
+	// State is connected, reconnecting, closed, ... (as Conn.State).
+	State string `json:"state"`
+	// Connected says whether the connection is up now.
+	Connected bool `json:"connected"`
+	// Since is when the connection last came up or went down.
+	Since time.Time `json:"since"`
+	// Reconnects counts the reconnections since Connect.
+	Reconnects uint64 `json:"reconnects"`
+	// LastError is why the connection last dropped or an attempt failed,
+	// such as "nats: authorization violation"; empty when none did.
+	LastError string `json:"last_error,omitempty"`
+	// LastErrorAt is when LastError happened.
+	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
+}
+
+// connHealth is what the connection's handlers record for Health and Lost.
+type connHealth struct {
+	mu        sync.Mutex
+	since     time.Time
+	lastErr   string
+	lastErrAt time.Time
+	closing   atomic.Bool   // Close or Drain was called
+	lost      chan struct{} // closed when the connection closed without them
+	lostOnce  sync.Once
+}
+
+func (h *connHealth) setErr(now time.Time, err error) {
+	if err == nil {
+		return
+	}
+	h.mu.Lock()
+	h.lastErr, h.lastErrAt = err.Error(), now
+	h.mu.Unlock()
+}
+
+func (h *connHealth) moved(now time.Time) {
+	h.mu.Lock()
+	h.since = now
+	h.mu.Unlock()
 }
 
 // Connect connects to url (one or more comma-separated NATS URLs) and
@@ -142,17 +190,26 @@ func connect(ctx context.Context, url string, cfg ClientConfig) (*Conn, error) {
 	if onState == nil {
 		onState = func(State, error) {}
 	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
 	up := make(chan struct{})
 	var once sync.Once
 	var lastMu sync.Mutex
 	var lastErr error // why the latest connection attempt failed
+	health := &connHealth{since: now(), lost: make(chan struct{})}
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
+		// A restarted server that has not loaded this user yet answers
+		// "authorization violation": keep trying, it will.
+		nats.IgnoreAuthErrorAbort(),
 		nats.CustomReconnectDelay(backoff(cfg.ReconnectWait, cfg.MaxReconnectWait)),
 		nats.ConnectHandler(func(*nats.Conn) {
 			once.Do(func() { close(up) })
+			health.moved(now())
 			log.Info("nats connected")
 			onState(Connected, nil)
 		}),
@@ -160,25 +217,41 @@ func connect(ctx context.Context, url string, cfg ClientConfig) (*Conn, error) {
 			lastMu.Lock()
 			lastErr = err
 			lastMu.Unlock()
+			health.setErr(now(), err)
 			log.Debug("nats connection attempt failed", "err", err)
 		}),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
 			if nc.IsClosed() {
 				return // Close, not a drop: ClosedHandler reports it
 			}
+			health.moved(now())
+			health.setErr(now(), err)
 			log.Warn("nats disconnected", "err", err)
 			onState(Disconnected, err)
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) {
+			health.moved(now())
 			log.Info("nats reconnected")
 			onState(Reconnected, nil)
 		}),
-		nats.ClosedHandler(func(*nats.Conn) { onState(Closed, nil) }),
+		nats.ClosedHandler(func(nc *nats.Conn) {
+			health.moved(now())
+			if !health.closing.Load() {
+				health.setErr(now(), nc.LastError())
+				log.Error("nats connection closed for good", "err", nc.LastError())
+				health.lostOnce.Do(func() { close(health.lost) })
+			}
+			onState(Closed, nil)
+		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			if sub != nil {
 				log.Error("nats subscription error", "subject", sub.Subject, "err", err)
 				return
 			}
+			lastMu.Lock()
+			lastErr = err
+			lastMu.Unlock()
+			health.setErr(now(), err)
 			log.Error("nats error", "err", err)
 		}),
 	}
@@ -221,6 +294,7 @@ func connect(ctx context.Context, url string, cfg ClientConfig) (*Conn, error) {
 			last = lastErr
 		}
 		lastMu.Unlock()
+		health.closing.Store(true)
 		nc.Close()
 		if last != nil {
 			return nil, fmt.Errorf("connect %s: %w (last error: %v)", url, ctx.Err(), last)
@@ -232,6 +306,7 @@ func connect(ctx context.Context, url string, cfg ClientConfig) (*Conn, error) {
 		js, err = jetstream.NewWithAPIPrefix(nc, cfg.JSAPIPrefix)
 	}
 	if err != nil {
+		health.closing.Store(true)
 		nc.Close()
 		return nil, fmt.Errorf("connect %s: jetstream: %w", url, err)
 	}
@@ -239,11 +314,7 @@ func connect(ctx context.Context, url string, cfg ClientConfig) (*Conn, error) {
 	if source == "" {
 		source = "/godwit/" + cfg.Name
 	}
-	now := cfg.Now
-	if now == nil {
-		now = time.Now
-	}
-	return &Conn{nc: nc, js: js, validator: v, source: source, now: now, log: log, confined: cfg.Confined}, nil
+	return &Conn{nc: nc, js: js, validator: v, source: source, now: now, log: log, health: health, confined: cfg.Confined}, nil
 }
 
 // backoff doubles the delay from first up to max, adding up to 20% jitter.
@@ -274,8 +345,28 @@ func (c *Conn) MaxPayload() int64 { return c.nc.MaxPayload() }
 // reconnecting, disconnected, closed, ...
 func (c *Conn) State() string { return strings.ToLower(c.nc.Status().String()) }
 
+// Health reports how the connection fares now.
+func (c *Conn) Health() Health {
+	h := c.health
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := Health{State: c.State(), Connected: c.nc.IsConnected(), Since: h.since, Reconnects: c.nc.Stats().Reconnects, LastError: h.lastErr}
+	if h.lastErr != "" {
+		at := h.lastErrAt
+		out.LastErrorAt = &at
+	}
+	return out
+}
+
+// Lost is closed when the connection closed for good although neither
+// Close nor Drain was called: nats.go gave up on it (a server error it
+// does not reconnect after). The connection's subscriptions and consumers
+// are then dead; the owner connects anew and starts them again.
+func (c *Conn) Lost() <-chan struct{} { return c.health.lost }
+
 // Drain lets subscriptions finish what they hold, flushes, and closes.
 func (c *Conn) Drain() error {
+	c.health.closing.Store(true)
 	if err := c.nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		return fmt.Errorf("drain nats connection: %w", err)
 	}
@@ -283,4 +374,7 @@ func (c *Conn) Drain() error {
 }
 
 // Close closes the connection at once.
-func (c *Conn) Close() { c.nc.Close() }
+func (c *Conn) Close() {
+	c.health.closing.Store(true)
+	c.nc.Close()
+}

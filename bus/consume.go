@@ -135,8 +135,21 @@ func (c *Conn) recreate(ctx context.Context, stream string, cfg jetstream.Consum
 	}
 }
 
-// noteAcked records that msg of durable on stream was acked, for recreate.
-func (c *Conn) noteAcked(msg jetstream.Msg) {
+// noteHandled records that msg of a durable was handled, its changes
+// committed, for recreate; its ack is sent next.
+func (c *Conn) noteHandled(msg jetstream.Msg) { c.note(msg, false) }
+
+// noteFailed records that msg of a durable was naked: until it is
+// handled, recreate delivers from it again.
+func (c *Conn) noteFailed(msg jetstream.Msg) { c.note(msg, true) }
+
+// handledSeqs is what a connection handled of one durable.
+type handledSeqs struct {
+	last   uint64              // the highest stream sequence handled
+	failed map[uint64]struct{} // naked, not handled since
+}
+
+func (c *Conn) note(msg jetstream.Msg, failed bool) {
 	md, err := msg.Metadata()
 	if err != nil {
 		return
@@ -145,17 +158,36 @@ func (c *Conn) noteAcked(msg jetstream.Msg) {
 	c.ackedMu.Lock()
 	defer c.ackedMu.Unlock()
 	if c.acked == nil {
-		c.acked = make(map[string]uint64)
+		c.acked = make(map[string]*handledSeqs)
 	}
-	c.acked[key] = max(c.acked[key], md.Sequence.Stream)
+	h := c.acked[key]
+	if h == nil {
+		h = &handledSeqs{failed: map[uint64]struct{}{}}
+		c.acked[key] = h
+	}
+	seq := md.Sequence.Stream
+	if failed {
+		h.failed[seq] = struct{}{}
+		return
+	}
+	delete(h.failed, seq)
+	h.last = max(h.last, seq)
 }
 
-// lastAcked is the stream sequence of the last message of durable on
-// stream this connection acked, 0 when none.
+// lastAcked is the stream sequence up to which every message of durable
+// on stream that this connection was given was handled, 0 when none.
 func (c *Conn) lastAcked(stream, durable string) uint64 {
 	c.ackedMu.Lock()
 	defer c.ackedMu.Unlock()
-	return c.acked[stream+"/"+durable]
+	h := c.acked[stream+"/"+durable]
+	if h == nil {
+		return 0
+	}
+	last := h.last
+	for seq := range h.failed {
+		last = min(last, seq-1)
+	}
+	return last
 }
 
 // progressInterval is how often a running handler's message is reported in
@@ -177,17 +209,17 @@ func (c *Conn) handle(ctx context.Context, msg jetstream.Msg, h Handler, beat ti
 	case err == nil:
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
 		defer cancel()
+		c.noteHandled(msg)
 		if err := msg.DoubleAck(actx); err != nil {
 			log.Warn("ack", "id", ev.ID, "err", err)
-			return
 		}
-		c.noteAcked(msg)
 	case errors.Is(err, ErrPoison):
 		log.Error("terminated poison event", "id", ev.ID, "type", ev.Type, "err", err)
 		_ = msg.TermWithReason(err.Error())
 	default:
 		delay := redeliveryDelay(msg)
 		log.Warn("event failed; redelivering", "id", ev.ID, "type", ev.Type, "in", delay, "err", err)
+		c.noteFailed(msg)
 		_ = msg.NakWithDelay(delay)
 	}
 }

@@ -3,7 +3,9 @@ package bus
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -57,11 +59,34 @@ func (c *Conn) publish(ctx context.Context, ev events.Event, subj string) (*jets
 	msg := &nats.Msg{Subject: subj, Data: raw, Header: nats.Header{}}
 	msg.Header.Set("Content-Type", ContentType)
 	ack, err := c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(ev.ID))
+	// While the server reloads its accounts (a VMA registered), a publish
+	// from a VMA's account may find nobody to store it for a moment, which
+	// comes back as no answer or as an answer that is no PubAck. The
+	// message id makes trying again safe.
+	retryUntil := time.Now().Add(publishRetry)
+	if d, ok := ctx.Deadline(); ok {
+		retryUntil = d
+	}
+	for err != nil && (errors.Is(err, jetstream.ErrInvalidJSAck) || errors.Is(err, jetstream.ErrNoStreamResponse)) &&
+		time.Now().Add(publishRetryWait).Before(retryUntil) {
+		select {
+		case <-ctx.Done():
+		case <-time.After(publishRetryWait):
+		}
+		ack, err = c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(ev.ID))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("publish %s on %s: %w", ev.Type, subj, err)
 	}
 	return ack, nil
 }
+
+// How long, and how often, a publish nobody stored is tried again when
+// ctx has no deadline.
+const (
+	publishRetry     = 5 * time.Second
+	publishRetryWait = 50 * time.Millisecond
+)
 
 // decode returns the payload of ev and the NATS subject it belongs on.
 func decode(ev events.Event) (events.Payload, string, error) {

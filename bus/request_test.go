@@ -13,8 +13,7 @@ import (
 	"github.com/godwit/godwit/bus/bustest"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/events/subject"
-	"github.com/godwit/godwit/logtest"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 )
 
 // jsState is every stream's message count and every consumer's name.
@@ -55,7 +54,7 @@ func TestServeRepliesOnlyIntoTheRequestersInbox(t *testing.T) {
 	t.Parallel()
 	u, other, x := bustest.NewUser(t), bustest.NewUser(t), bustest.NewUser(t)
 	srv := bustest.StartServer(t, "", bus.Access{VMAs: map[string]string{"vma-1": u.PublicKey, "vma-other": other.PublicKey, "vma-1x": x.PublicKey}})
-	var logs logtest.Buffer
+	var logs testkit.Buffer
 	ctx := ctxT(t, 60*time.Second)
 	oma, err := srv.Connect(ctx, bus.ClientConfig{Name: "oma", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
@@ -142,7 +141,7 @@ func TestServeRepliesOnlyIntoTheRequestersInbox(t *testing.T) {
 	if err := adminConn.NATS().Flush(); err != nil {
 		t.Fatal(err)
 	}
-	testbed.Eventually(t, "the admin's requests dropped", func() bool {
+	testkit.Eventually(t, "the admin's requests dropped", func() bool {
 		return strings.Count(logs.String(), "request dropped") >= len(replies)
 	})
 	// The legitimate request is answered; the server delivers the requests

@@ -146,6 +146,26 @@ func (s *Server) options(a Access, bare map[string]bool) (*server.Options, error
 	if err := opts.ProcessConfigString(conf); err != nil {
 		return nil, fmt.Errorf("nats access configuration: %w", err)
 	}
+	if s.opts != nil {
+		// A reload compares the old users with the new ones deeply, through
+		// their accounts, which reach the server's live state: give the new
+		// users the very account objects the old ones had, so that the
+		// comparison stops at the pointer instead of racing with clients.
+		old := map[string]*server.Account{}
+		for _, u := range s.opts.Nkeys {
+			if u.Account != nil {
+				old[u.Account.Name] = u.Account
+			}
+		}
+		for _, u := range opts.Nkeys {
+			if u.Account == nil {
+				continue
+			}
+			if acc, ok := old[u.Account.Name]; ok {
+				u.Account = acc
+			}
+		}
+	}
 	cfg := s.cfg
 	opts.ServerName, opts.Host, opts.Port = cfg.Name, cfg.Host, cfg.Port
 	opts.JetStream, opts.StoreDir, opts.NoSigs = true, cfg.StoreDir, true
@@ -214,6 +234,7 @@ func (s *Server) SetAccess(a Access) error {
 		if err := s.ns.ReloadOptions(opts); err != nil {
 			return fmt.Errorf("set nats access: %w", err)
 		}
+		s.opts = opts
 	}
 	opts, err := s.options(a, nil)
 	if err != nil {

@@ -24,9 +24,8 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/events"
-	"github.com/godwit/godwit/logtest"
-	"github.com/godwit/godwit/proctest"
 	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 )
 
 // TestDemo runs `make run` and `make demo` as a newcomer would, on ports
@@ -36,6 +35,7 @@ import (
 // ready and each job's end; Ctrl-C stops everything; a second `make run`
 // finds the jobs again.
 func TestDemo(t *testing.T) {
+	testkit.Long(t)
 	for _, tool := range []string{"nats", "/usr/sbin/sshd", "ssh-keygen", "nbdkit", "curl", "jq", "numfmt"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s is missing (make test installs what the tests need): %v", tool, err)
@@ -49,7 +49,7 @@ func TestDemo(t *testing.T) {
 	bin := filepath.Join(dir, "bin")
 	build(t, root, bin)
 
-	first, _ := testbed.FreePorts(t, 16)
+	first, _ := testkit.FreePorts(t, 16)
 	port := func(i int) string { return strconv.Itoa(first + i) }
 	env := append(os.Environ(), "BIN="+bin, "DATA="+filepath.Join(dir, "data"), "VAR="+filepath.Join(dir, "var"),
 		"VCSIM_PORT="+port(0), "OMA_PORT="+port(1), "NATS_PORT="+port(2), "SSHD_PORT="+port(3),
@@ -73,7 +73,7 @@ func TestDemo(t *testing.T) {
 	// first message on: nothing is missed however late it subscribes.
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	defer stopWatch()
-	var progress logtest.Buffer
+	var progress testkit.Buffer
 	natsSub := exec.CommandContext(watchCtx, "nats", "--server", dev["NATS_URL"], "--nkey", dev["NATS_OBSERVER_NKEY"],
 		"--js-api-prefix", dev["NATS_OBSERVER_JS_API_PREFIX"], "sub", "--raw", "--all", "--stream", "PROGRESS", "godwit.progress.>")
 	natsSub.Stdout, natsSub.Stderr = &progress, &progress
@@ -113,7 +113,7 @@ func TestDemo(t *testing.T) {
 	}
 
 	// The nats CLI saw both jobs' progress, up to 100%.
-	testbed.Eventually(t, "both jobs at 100% on the nats CLI", func() bool {
+	testkit.Eventually(t, "both jobs at 100% on the nats CLI", func() bool {
 		done := map[string]bool{}
 		for _, ev := range rawEvents(progress.String()) {
 			var p events.Progress
@@ -172,14 +172,14 @@ func build(t *testing.T, root, bin string) {
 // stack is a running scripts/dev-stack.sh.
 type stack struct {
 	cmd  *exec.Cmd
-	out  *logtest.Buffer
+	out  *testkit.Buffer
 	done chan error
 }
 
 // startStack starts make run's script and waits for it to write dev.env.
 func startStack(t *testing.T, root string, env []string, envFile string) *stack {
 	t.Helper()
-	s := &stack{cmd: exec.Command(filepath.Join(root, "scripts", "dev-stack.sh")), out: &logtest.Buffer{}, done: make(chan error, 1)}
+	s := &stack{cmd: exec.Command(filepath.Join(root, "scripts", "dev-stack.sh")), out: &testkit.Buffer{}, done: make(chan error, 1)}
 	s.cmd.Env, s.cmd.Stdout, s.cmd.Stderr = env, s.out, s.out
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := s.cmd.Start(); err != nil {
@@ -189,7 +189,7 @@ func startStack(t *testing.T, root string, env []string, envFile string) *stack 
 	t.Cleanup(func() {
 		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
 	})
-	deadline := time.Now().Add(2 * time.Minute)
+	deadline := time.Now().Add(testkit.Wait(t)) // it builds the binaries first: minutes on a loaded machine
 	for {
 		if _, err := os.Stat(envFile); err == nil {
 			return s
@@ -200,7 +200,7 @@ func startStack(t *testing.T, root string, env []string, envFile string) *stack 
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("make run not up in 2 minutes:\n%s", s.out)
+			t.Fatalf("make run not up:\n%s", s.out)
 		}
 	}
 }
@@ -233,7 +233,7 @@ func (s *stack) interrupt(t *testing.T) {
 // group lists the pid and command line of every process in process group pgid.
 func group(pgid int) []string {
 	var out []string
-	for _, p := range proctest.List() {
+	for _, p := range testkit.List() {
 		if p.PGID == pgid {
 			out = append(out, fmt.Sprintf("%d (parent %d) %s", p.PID, p.PPID, p.CommandLine()))
 		}

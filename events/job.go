@@ -7,13 +7,15 @@ import (
 )
 
 // Job states, as the OMA keeps them. A job moves
-// pending -> queued -> snapshotting -> copying -> finalizing -> completed,
-// or ends failed or cancelled.
+// pending -> queued -> snapshotting -> copying -> verifying -> finalizing ->
+// completed (verifying only when the job reads its copy back), or ends
+// failed or cancelled.
 const (
 	JobPending      = "pending"
 	JobQueued       = "queued"
 	JobSnapshotting = "snapshotting"
 	JobCopying      = "copying"
+	JobVerifying    = "verifying"
 	JobFinalizing   = "finalizing"
 	JobCompleted    = "completed"
 	JobFailed       = "failed"
@@ -22,7 +24,7 @@ const (
 
 // JobStates lists every job state in lifecycle order.
 func JobStates() []string {
-	return []string{JobPending, JobQueued, JobSnapshotting, JobCopying, JobFinalizing,
+	return []string{JobPending, JobQueued, JobSnapshotting, JobCopying, JobVerifying, JobFinalizing,
 		JobCompleted, JobFailed, JobCancelled}
 }
 

@@ -6,7 +6,11 @@ import "github.com/godwit/godwit/events/subject"
 const (
 	PhaseSnapshotting = "snapshotting"
 	PhaseCopying      = "copying"
-	PhaseFinalizing   = "finalizing"
+	// PhaseVerifying follows copying when the job verifies: every disk is
+	// copied and flushed, and what was written is read back from the
+	// exports and checked (Progress.Verify*).
+	PhaseVerifying  = "verifying"
+	PhaseFinalizing = "finalizing"
 )
 
 // Progress reports how far a VMA got with a job. Seq grows with every event
@@ -26,10 +30,17 @@ type Progress struct {
 	AverageRateBytesPerSecond int64 `json:"average_rate_bytes_per_second,omitempty"`
 	// Percent is BytesDone of BytesTotal, 0 to 100.
 	Percent float64 `json:"percent,omitempty"`
-	// ETASeconds is the time the rest will take at the recent rate; nil
-	// when unknown.
-	ETASeconds *int64         `json:"eta_seconds,omitempty"`
-	Disks      []DiskProgress `json:"disks"`
+	// ETASeconds is the time the rest will take at the recent rate (while
+	// verifying, the rest of the verification); nil when unknown.
+	ETASeconds *int64 `json:"eta_seconds,omitempty"`
+	// VerifyBytesTotal is what a job that verifies reads back from its
+	// exports in all (0 until known, and without verification),
+	// VerifyBytesDone what it has read back and checked, and
+	// VerifyRateBytesPerSecond the recent rate of that.
+	VerifyBytesTotal         int64          `json:"verify_bytes_total,omitempty"`
+	VerifyBytesDone          int64          `json:"verify_bytes_done,omitempty"`
+	VerifyRateBytesPerSecond int64          `json:"verify_rate_bytes_per_second,omitempty"`
+	Disks                    []DiskProgress `json:"disks"`
 }
 
 // EventType implements Payload.
@@ -49,6 +60,10 @@ type DiskProgress struct {
 	BytesDone  int64 `json:"bytes_done"`
 	// RateBytesPerSecond is the disk's recent copy rate.
 	RateBytesPerSecond int64 `json:"rate_bytes_per_second,omitempty"`
+	// VerifyBytesTotal and VerifyBytesDone are the disk's share of
+	// Progress.VerifyBytesTotal and VerifyBytesDone.
+	VerifyBytesTotal int64 `json:"verify_bytes_total,omitempty"`
+	VerifyBytesDone  int64 `json:"verify_bytes_done,omitempty"`
 }
 
 // Replication states a VMA reports.

@@ -8,15 +8,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/godwit/godwit/httpserver"
-	"github.com/godwit/godwit/logtest"
+	"github.com/godwit/godwit/httpserver/httpservertest"
 	"github.com/godwit/godwit/problem"
+	"github.com/godwit/godwit/testkit"
 )
 
 // serve runs Serve with cfg on a loopback port until the test ends and
@@ -52,58 +51,15 @@ var decodeHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request
 	w.WriteHeader(http.StatusNoContent)
 })
 
-// trickle writes body to c one byte every interval until it is written or
-// a write fails, and returns how many bytes were written.
-func trickle(c net.Conn, body string, interval time.Duration) <-chan int {
-	sent := make(chan int, 1)
-	go func() {
-		n := 0
-		for ; n < len(body); n++ {
-			if _, err := c.Write([]byte{body[n]}); err != nil {
-				break
-			}
-			time.Sleep(interval)
-		}
-		sent <- n
-	}()
-	return sent
-}
-
-// readAnswer reads one response from br and then expects the server to
-// close the connection; it fails the test after a minute.
-func readAnswer(t *testing.T, c net.Conn, br *bufio.Reader) *http.Response {
-	t.Helper()
-	_ = c.SetReadDeadline(time.Now().Add(time.Minute))
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatalf("read response: %v", err)
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	// Closed: EOF, or a reset when the server closed with the client's
-	// latest bytes unread.
-	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
-		t.Errorf("after the answer: read = %v, want EOF or a reset (the server closes)", err)
-	}
-	return resp
-}
-
 // TestSlowBodyIsCut: a real TCP client trickling its body a byte a second
 // is answered 408 and its connection closed once the body timeout has
 // passed, long before its body would be complete.
 func TestSlowBodyIsCut(t *testing.T) {
 	t.Parallel()
 	addr := serve(t, decodeHandler, httpserver.Config{BodyTimeout: time.Second})
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
 	body := `{"name": "` + strings.Repeat("x", 100) + `"}`
 	start := time.Now()
-	_, _ = io.WriteString(c, "POST /api/v1/tokens HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: "+
-		strconv.Itoa(len(body))+"\r\n\r\n")
-	sent := trickle(c, body, time.Second)
-	resp := readAnswer(t, c, bufio.NewReader(c))
+	resp, sent := httpservertest.PostTrickled(t, addr, "/api/v1/tokens", "", body, time.Second)
 	took := time.Since(start)
 	if resp.StatusCode != http.StatusRequestTimeout || !resp.Close {
 		t.Errorf("answer = %d, Connection: close %v; want 408, close", resp.StatusCode, resp.Close)
@@ -136,7 +92,7 @@ func TestRefusalClosesWithoutReadingTheBody(t *testing.T) {
 	}
 	defer c.Close()
 	_, _ = io.WriteString(c, "POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{")
-	resp := readAnswer(t, c, bufio.NewReader(c))
+	resp := httpservertest.ReadAnswer(t, c, bufio.NewReader(c))
 	if resp.StatusCode != http.StatusUnauthorized || !resp.Close {
 		t.Errorf("answer = %d, Connection: close %v; want 401, close", resp.StatusCode, resp.Close)
 	}
@@ -188,7 +144,7 @@ func TestBodyTimeoutEndsWithTheBody(t *testing.T) {
 // once one of the held connections closes, a new one is served.
 func TestMaxConns(t *testing.T) {
 	t.Parallel()
-	var logs logtest.Buffer
+	var logs testkit.Buffer
 	addr := serve(t, echo, httpserver.Config{MaxConns: 2, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	get := func(c net.Conn, br *bufio.Reader) (*http.Response, error) {
 		_ = c.SetDeadline(time.Now().Add(time.Minute))
@@ -251,7 +207,7 @@ func TestMaxConns(t *testing.T) {
 // gave with SetToken, never the secret.
 func TestAccessLogNamesTheToken(t *testing.T) {
 	t.Parallel()
-	var logs logtest.Buffer
+	var logs testkit.Buffer
 	h := httpserver.LogRequests(slog.New(slog.NewTextHandler(&logs, nil)), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		httpserver.SetToken(r, "ops")
 		w.WriteHeader(http.StatusNoContent)

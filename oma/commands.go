@@ -8,13 +8,16 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.etcd.io/bbolt"
 
 	"github.com/godwit/godwit/flagconf"
 	"github.com/godwit/godwit/oma/appliance"
 	"github.com/godwit/godwit/oma/authkeys"
+	"github.com/godwit/godwit/oma/jobs"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/tokens"
 	"github.com/godwit/godwit/oma/tunnels"
@@ -92,6 +95,10 @@ func vmaAdd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("vma add: %w", err)
 	}
+	pool, perVMA, err := cfg.share()
+	if err != nil {
+		return fmt.Errorf("vma add: %w", err)
+	}
 	if *seedOut != "" {
 		// Refuse an existing file before registering: a VMA registered
 		// without its seed saved would have to be removed again.
@@ -104,14 +111,15 @@ func vmaAdd(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w (on a running OMA use POST /api/v1/vmas)", err)
 	}
 	defer st.Close()
-	cred, err := vmas.Register(st, vmas.Registration{ID: *id, SSHPublicKey: key, APIPort: *apiPort, OMAPorts: own}, time.Now())
+	cred, err := vmas.Register(st, vmas.Registration{ID: *id, SSHPublicKey: key, APIPort: *apiPort, OMAPorts: own, NBDPool: pool, NBDPortsPerVMA: perVMA}, time.Now())
 	if err != nil {
 		return err
 	}
 	env := func(flagName, value string) string { return flagconf.EnvName(flagName) + "=" + value + "\n" }
 	out := fmt.Sprintf("# VMA %s: these are the vma's settings as environment variables.\n", cred.ID) +
 		env("id", cred.ID) + env("nats-url", *natsURL) + env("oma-url", *apiURL) +
-		fmt.Sprintf("# Its API is forwarded to 127.0.0.1:%d on the OMA.\n", cred.APIPort)
+		fmt.Sprintf("# Its API is forwarded to 127.0.0.1:%d on the OMA.\n", cred.APIPort) +
+		fmt.Sprintf("# Its jobs' exports are on the OMA's NBD ports %s, its share of the pool.\n", cred.NBDPorts)
 	if *tunnelURL != "" {
 		dir, err := cfg.socketDir()
 		if err != nil {
@@ -121,7 +129,7 @@ func vmaAdd(args []string, stdout, stderr io.Writer) error {
 			"# and the OMA's host key in the file " + flagconf.EnvName("tunnel-known-hosts") + " names (ssh-keyscan, checked by hand).\n"
 	}
 	if cred.SSHPublicKey != "" {
-		line, err := vmas.AuthorizedKey(fw, store.VMA{ID: cred.ID, SSHPublicKey: cred.SSHPublicKey, APIPort: cred.APIPort})
+		line, err := vmas.AuthorizedKey(fw, store.VMA{ID: cred.ID, SSHPublicKey: cred.SSHPublicKey, APIPort: cred.APIPort, NBDPorts: &cred.NBDPorts})
 		if err != nil {
 			return fmt.Errorf("vma add: VMA %s is registered; its authorized_keys line (oma vma authorized-keys): %w", cred.ID, err)
 		}
@@ -199,6 +207,73 @@ func vmaAuthorizedKeys(args []string, stdout, stderr io.Writer) error {
 	return err
 }
 
+// vmaNBDPorts implements `oma vma nbd-ports -id ID | -all`: it gives a VMA
+// (-all: every VMA registered before shares) a share of the NBD port pool
+// of -nbd-ports-per-vma ports and prints its new authorized_keys line,
+// which replaces the old one in the sshd file.
+func vmaNBDPorts(args []string, stdout, stderr io.Writer) error {
+	var cfg config
+	fs := newFlagSet("oma vma nbd-ports", &cfg, stderr)
+	id := fs.String("id", "", "the VMA to give a new share of the NBD port pool")
+	all := fs.Bool("all", false, "give a share to every VMA that has none (registered before shares: it has the whole pool)")
+	declareForwardFlags(fs, &cfg)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if (*id == "") == !*all {
+		return errors.New("vma nbd-ports: give -id ID or -all")
+	}
+	pool, perVMA, err := cfg.share()
+	if err != nil {
+		return fmt.Errorf("vma nbd-ports: %w", err)
+	}
+	fw, err := cfg.forwards()
+	if err != nil {
+		return fmt.Errorf("vma nbd-ports: %w", err)
+	}
+	st, err := appliance.OpenStore(cfg.dataDir)
+	if err != nil {
+		return fmt.Errorf("%w (stop the OMA first: its jobs' ports change)", err)
+	}
+	defer st.Close()
+	ids := []string{*id}
+	if *all {
+		ids = nil
+		if err := st.View(func(tx *bbolt.Tx) error {
+			vmas, err := store.VMAs(tx)
+			for _, v := range vmas {
+				if v.NBDPorts == nil {
+					ids = append(ids, v.ID)
+				}
+			}
+			return err
+		}); err != nil {
+			return fmt.Errorf("vma nbd-ports: read vmas: %w", err)
+		}
+		slices.Sort(ids)
+	}
+	out := ""
+	for _, id := range ids {
+		v, err := vmas.AssignNBDPorts(st, id, pool, perVMA, jobs.Active)
+		if err != nil {
+			return fmt.Errorf("vma nbd-ports: %w", err)
+		}
+		out += fmt.Sprintf("# VMA %s: NBD ports %s\n", v.ID, v.NBDPorts)
+		line, err := vmas.AuthorizedKey(fw, v)
+		if err != nil {
+			return fmt.Errorf("vma nbd-ports: %w", err)
+		}
+		if line != "" {
+			out += line + "\n"
+		}
+	}
+	if len(ids) > 0 {
+		out += "# Replace these VMAs' lines in the OMA's /etc/godwit/authorized_keys (oma vma authorized-keys prints them all).\n"
+	}
+	_, err = io.WriteString(stdout, out)
+	return err
+}
+
 // writeSecret creates path with mode 0600 and writes secret into it; it
 // never overwrites an existing file.
 func writeSecret(path, secret string) error {
@@ -233,12 +308,32 @@ func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("watch: observer key: %w (-nkey, or -data of the OMA)", err)
 	}
-	nc, err := nats.Connect(*natsURL, opt, nats.Name("oma watch"), nats.MaxReconnects(-1),
-		nats.RetryOnFailedConnect(true), nats.ReconnectWait(time.Second),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { fmt.Fprintln(stderr, "oma watch:", err) }))
-	if err != nil {
-		return fmt.Errorf("watch: connect %s: %w", *natsURL, err)
+	p := jobwatch.NewPrinter(stdout, nil)
+	for {
+		// Never give up reconnecting, not even on authorization errors (an
+		// OMA that restarts refuses clients until it has loaded its users);
+		// should nats.go close the connection for good all the same,
+		// connect anew.
+		lost, gone := context.WithCancel(ctx)
+		nc, err := nats.Connect(*natsURL, opt, nats.Name("oma watch"), nats.MaxReconnects(-1),
+			nats.RetryOnFailedConnect(true), nats.ReconnectWait(time.Second), nats.IgnoreAuthErrorAbort(),
+			nats.ClosedHandler(func(*nats.Conn) { gone() }),
+			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { fmt.Fprintln(stderr, "oma watch:", err) }))
+		if err != nil {
+			gone()
+			return fmt.Errorf("watch: connect %s: %w", *natsURL, err)
+		}
+		err = jobwatch.Run(lost, nc, p)
+		nc.Close()
+		gone()
+		if err != nil || ctx.Err() != nil {
+			return err
+		}
+		fmt.Fprintln(stderr, "oma watch: the connection was closed for good: connecting again:", nc.LastError())
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
 	}
-	defer nc.Close()
-	return jobwatch.Run(ctx, nc, jobwatch.NewPrinter(stdout, nil))
 }

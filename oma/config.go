@@ -16,6 +16,7 @@ import (
 	"github.com/godwit/godwit/oma/appliance"
 	"github.com/godwit/godwit/oma/authkeys"
 	"github.com/godwit/godwit/oma/jobs"
+	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/vmas"
 )
 
@@ -27,6 +28,7 @@ type config struct {
 	natsAddr        string
 	natsMonitorPort int
 	nbdPorts        string
+	nbdPortsPerVMA  int
 	exportAddr      string
 	exportHost      string
 	discoverTimeout time.Duration
@@ -84,6 +86,7 @@ func declareRunFlags(fs *flag.FlagSet, cfg *config) {
 func declareForwardFlags(fs *flag.FlagSet, cfg *config) {
 	fs.StringVar(&cfg.natsAddr, "nats-addr", "127.0.0.1:4222", "NATS listen address (loopback by default)")
 	fs.StringVar(&cfg.nbdPorts, "nbd-ports", "10100-10199", "NBD export port pool, FIRST-LAST")
+	fs.IntVar(&cfg.nbdPortsPerVMA, "nbd-ports-per-vma", vmas.DefaultNBDPortsPerVMA, "ports of the NBD pool each VMA gets at registration: its jobs' exports use only them, its SSH key may open only them (at most the pool)")
 	fs.StringVar(&cfg.exportAddr, "export-addr", "127.0.0.1", "address nbdkit listens on")
 	fs.StringVar(&cfg.exportHost, "export-host", "", "host VMAs are told to reach exports at (default: -export-addr)")
 	fs.IntVar(&cfg.sshdPort, "sshd-port", 0, "port of the OMA's sshd the VMAs tunnel to, which no VMA's API port may take (0: unknown; below 1024 is refused anyway)")
@@ -137,6 +140,18 @@ func (cfg *config) pool() (first, last int, err error) {
 	return first, last, nil
 }
 
+// share returns the NBD port pool and -nbd-ports-per-vma.
+func (cfg *config) share() (store.Ports, int, error) {
+	first, last, err := cfg.pool()
+	if err != nil {
+		return store.Ports{}, 0, err
+	}
+	if cfg.nbdPortsPerVMA < 1 {
+		return store.Ports{}, 0, fmt.Errorf("-nbd-ports-per-vma %d: want 1 or more", cfg.nbdPortsPerVMA)
+	}
+	return store.Ports{First: first, Last: last}, cfg.nbdPortsPerVMA, nil
+}
+
 // forwards returns what a VMA may reach through its SSH connection, as the
 // OMA run with these flags serves it.
 func (cfg *config) forwards() (authkeys.Forwards, error) {
@@ -156,10 +171,11 @@ func parse(fs *flag.FlagSet, args []string) error { return flagconf.Parse(fs, ar
 
 // appliance turns the command line into the appliance's configuration.
 func (cfg *config) appliance() (appliance.Config, error) {
-	firstPort, lastPort, err := cfg.pool()
+	pool, perVMA, err := cfg.share()
 	if err != nil {
 		return appliance.Config{}, err
 	}
+	firstPort, lastPort := pool.First, pool.Last
 	if cfg.streamMaxBytes < 1 || cfg.streamMaxAge <= 0 || cfg.discoverTimeout <= 0 {
 		return appliance.Config{}, fmt.Errorf("-stream-max-bytes, -stream-max-age and -discover-timeout must be positive")
 	}
@@ -190,6 +206,7 @@ func (cfg *config) appliance() (appliance.Config, error) {
 		NATSMonitorPort: cfg.natsMonitorPort,
 		FirstPort:       firstPort,
 		LastPort:        lastPort,
+		NBDPortsPerVMA:  perVMA,
 		SSHDPort:        cfg.sshdPort,
 		ExportAddr:      cfg.exportAddr,
 		ExportHost:      cfg.exportHost,

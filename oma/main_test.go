@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -15,9 +16,9 @@ import (
 
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
-	"github.com/godwit/godwit/logtest"
 	"github.com/godwit/godwit/oma/appliance"
 	"github.com/godwit/godwit/oma/tokens"
+	"github.com/godwit/godwit/testkit"
 )
 
 func freeAddr(t *testing.T) string {
@@ -34,19 +35,19 @@ func freeAddr(t *testing.T) string {
 type running struct {
 	cancel context.CancelFunc
 	done   chan error
-	logs   *logtest.Buffer
+	logs   *testkit.Buffer
 	api    string
 	nats   string
 }
 
 func startOMA(t *testing.T, dir string, extra ...string) *running {
 	t.Helper()
-	r := &running{done: make(chan error, 1), logs: &logtest.Buffer{}, nats: freeAddr(t)}
+	r := &running{done: make(chan error, 1), logs: &testkit.Buffer{}, nats: freeAddr(t)}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	args := append([]string{"-data", dir, "-nats-addr", r.nats, "-api-addr", "127.0.0.1:0", "-nbd-ports", "20000-20001"}, extra...)
 	go func() { r.done <- run(ctx, args, r.logs) }()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(testkit.Wait(t))
 	re := regexp.MustCompile(`msg="oma ready" api=(\S+)`)
 	for {
 		if m := re.FindStringSubmatch(r.logs.String()); m != nil {
@@ -74,7 +75,7 @@ func (r *running) stop(t *testing.T) {
 		if err != nil {
 			t.Fatalf("run: %v", err)
 		}
-	case <-time.After(30 * time.Second):
+	case <-time.After(testkit.Wait(t)):
 		t.Fatal("oma did not stop")
 	}
 }
@@ -198,13 +199,15 @@ func TestRunAndSubcommands(t *testing.T) {
 }
 
 func TestBadFlagsAndConfig(t *testing.T) {
-	var logs logtest.Buffer
+	var logs testkit.Buffer
 	bad := filepath.Join(t.TempDir(), "bad.json")
 	_ = os.WriteFile(bad, []byte(`{"colour": "red"}`), 0o600)
 	for _, args := range [][]string{
 		{"-nats-addr", "nonsense"},
 		{"-nbd-ports", "10199-10100"},
 		{"-nbd-ports", "many"},
+		{"-nbd-ports-per-vma", "0"},
+		{"-nbd-ports-per-vma", "-3"},
 		{"-config", bad},
 		{"-config", "/nonexistent.json"},
 		{"-api-addr", "0.0.0.0:0"},
@@ -269,8 +272,8 @@ func TestCommandLineRefusesWhatItDoesNotKnow(t *testing.T) {
 		want string
 	}{
 		{[]string{"bogus"}, `unknown command "bogus"`},
-		{[]string{"token"}, `unknown command "token"`},
 		{[]string{"token", "delete"}, `unknown command "token delete"`},
+		{[]string{"jobs", "purge", "j1"}, `unknown command "jobs purge"`},
 		{[]string{"vma", "remove", "-id", "x"}, `unknown command "vma remove"`},
 		{[]string{"-data", dir, "stray"}, `unexpected argument "stray"`},
 		{[]string{"token", "create", "-name", "x", "-data", dir, "extra"}, `unexpected argument "extra"`},
@@ -283,7 +286,7 @@ func TestCommandLineRefusesWhatItDoesNotKnow(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("oma %v = %v, want %q", tt.args, err, tt.want)
 		}
-		if strings.HasPrefix(tt.want, "unknown") && (!strings.Contains(err.Error(), "token create") || !strings.Contains(err.Error(), "vma add")) {
+		if strings.HasPrefix(tt.want, "unknown") && tt.args[0] == "bogus" && (!strings.Contains(err.Error(), "token create") || !strings.Contains(err.Error(), "vma add")) {
 			t.Errorf("oma %v = %v: does not name the known commands", tt.args, err)
 		}
 	}
@@ -378,5 +381,75 @@ func TestTokenCreateScope(t *testing.T) {
 	if want := map[string]tokens.Scope{"ops": tokens.Operate, "viewer": tokens.Read, "boss": tokens.Admin}; len(got) != 3 ||
 		got["ops"] != want["ops"] || got["viewer"] != want["viewer"] || got["boss"] != want["boss"] {
 		t.Errorf("tokens = %v, want %v", got, want)
+	}
+}
+
+// TestHelpAndVersion: help is there for every command, on stdout when
+// asked for by name (oma help), on stderr with -h, always exit 0; -version
+// prints the version; a command group without its verb says which verbs
+// it has and exits 1.
+func TestHelpAndVersion(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name           string
+		args           []string
+		want           int
+		stdout, stderr []string
+	}{
+		{"help", []string{"help"}, 0, []string{"oma token create", "oma vma add", "oma jobs show", "oma vms", "-api-addr", "-version"}, nil},
+		{"help on a command", []string{"help", "jobs"}, 0, []string{"oma jobs show", "oma jobs cancel"}, nil},
+		{"help on an unknown command", []string{"help", "bogus"}, 1, nil, []string{`unknown command "bogus"`}},
+		{"token -h", []string{"token", "-h"}, 0, nil, []string{"oma token create"}},
+		{"token help", []string{"token", "help"}, 0, []string{"oma token create"}, nil},
+		{"vma -h", []string{"vma", "-h"}, 0, nil, []string{"oma vma add", "oma vma authorized-keys"}},
+		{"jobs -h", []string{"jobs", "-h"}, 0, nil, []string{"oma jobs show JOB", "oma jobs cancel JOB"}},
+		{"jobs show -h", []string{"jobs", "show", "-h"}, 0, nil, []string{"oma jobs show JOB"}},
+		{"jobs list -h", []string{"jobs", "list", "-h"}, 0, nil, []string{"-api-url", "-token-file", "-state"}},
+		{"vms -h", []string{"vms", "-h"}, 0, nil, []string{"-api-url", "-json"}},
+		{"watch -h", []string{"watch", "-h"}, 0, nil, []string{"-nats-url"}},
+		{"-version", []string{"-version"}, 0, []string{"oma "}, nil},
+		{"version", []string{"version"}, 0, []string{"oma "}, nil},
+		{"token without its verb", []string{"token"}, 1, nil, []string{"oma token needs a command: oma token create"}},
+		{"vma without its verb", []string{"vma"}, 1, nil, []string{"oma vma add, oma vma authorized-keys"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var out, errOut bytes.Buffer
+			code := exitStatus(dispatch(context.Background(), tt.args, &out, &errOut), &errOut)
+			if code != tt.want {
+				t.Errorf("oma %v: exit %d, want %d; stderr %q", tt.args, code, tt.want, errOut.String())
+			}
+			for _, w := range tt.stdout {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("oma %v: stdout %q lacks %q", tt.args, out.String(), w)
+				}
+			}
+			for _, w := range tt.stderr {
+				if !strings.Contains(errOut.String(), w) {
+					t.Errorf("oma %v: stderr %q lacks %q", tt.args, errOut.String(), w)
+				}
+			}
+			if strings.Contains(errOut.String(), "help requested") || strings.Contains(out.String()+errOut.String(), "unknown command") != (tt.name == "help on an unknown command") {
+				t.Errorf("oma %v: stdout %q, stderr %q", tt.args, out.String(), errOut.String())
+			}
+		})
+	}
+}
+
+// TestVersionStamp builds the oma as the Makefile does, with the version
+// stamped in by -ldflags, and runs it: -version prints that stamp.
+func TestVersionStamp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the oma binary")
+	}
+	t.Parallel()
+	bin := filepath.Join(t.TempDir(), "oma")
+	build := exec.Command("go", "build", "-ldflags", "-X github.com/godwit/godwit/version.stamp=v9.9.9-test", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "-version").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "oma v9.9.9-test (go") {
+		t.Errorf("oma -version = %q, %v; want oma v9.9.9-test (go...)", out, err)
 	}
 }

@@ -5,13 +5,18 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"go.etcd.io/bbolt"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/godwit/godwit/oma/appliance"
+	"github.com/godwit/godwit/oma/store"
 )
 
 // testKey is a fixed ed25519 public key, so lines are exact.
@@ -26,17 +31,26 @@ func TestVMAAddSSHKey(t *testing.T) {
 	if err := os.WriteFile(keyFile, []byte(testKey+" root@vma-2\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	pool := []string{"-data", dir, "-nbd-ports", "10100-10102"}
+	pool := []string{"-data", dir, "-nbd-ports", "10100-10111", "-nbd-ports-per-vma", "2"}
+	// Each VMA's line opens NATS and its own share of the pool only.
+	lineOf := func(id string, ports ...int) string {
+		s := `restrict,command="/bin/false",port-forwarding,permitopen="127.0.0.1:4222"`
+		for _, p := range ports {
+			s += fmt.Sprintf(`,permitopen="127.0.0.1:%d"`, p)
+		}
+		return s + " " + testKey + " godwit-vma-" + id
+	}
 	line := func(id string, _ string) string { // the API port is no longer in the line: the OMA holds it
-		return `restrict,command="/bin/false",port-forwarding,permitopen="127.0.0.1:4222",permitopen="127.0.0.1:10100",permitopen="127.0.0.1:10101",permitopen="127.0.0.1:10102" ` +
-			testKey + " godwit-vma-" + id
+		first := map[string]int{"vma-1": 10100, "vma-2": 10102}[id]
+		return lineOf(id, first, first+1)
 	}
 	tests := []struct {
 		name string
 		args []string
 		want []string // lines the output holds
 	}{
-		{"key on the command line", []string{"-id", "vma-1", "-ssh-key", testKey + " root@vma-1"}, []string{line("vma-1", "9081"), "127.0.0.1:9081 on the OMA."}},
+		{"key on the command line", []string{"-id", "vma-1", "-ssh-key", testKey + " root@vma-1"}, []string{line("vma-1", "9081"), "127.0.0.1:9081 on the OMA.",
+			"# Its jobs' exports are on the OMA's NBD ports 10100-10101, its share of the pool."}},
 		{"key in a file gets the next port", []string{"-id", "vma-2", "-ssh-key-file", keyFile}, []string{line("vma-2", "9082")}},
 		{"no key: a port, no line", []string{"-id", "vma-3"}, []string{"127.0.0.1:9083 on the OMA."}},
 		{"a port of its own", []string{"-id", "vma-4", "-api-port", "19500"}, []string{"127.0.0.1:19500 on the OMA."}},
@@ -51,7 +65,7 @@ func TestVMAAddSSHKey(t *testing.T) {
 				t.Errorf("%s: vma add printed no %q:\n%s", tt.name, want, out.String())
 			}
 		}
-		if strings.Count(out.String(), "restrict,") != len(tt.want)-strings.Count(strings.Join(tt.want, "\n"), "on the OMA") {
+		if strings.Count(out.String(), "restrict,") != len(tt.want)-strings.Count(strings.Join(tt.want, "\n"), " the OMA") {
 			t.Errorf("%s: vma add printed:\n%s", tt.name, out.String())
 		}
 	}
@@ -86,13 +100,101 @@ func TestVMAAddSSHKey(t *testing.T) {
 	if out.String() != want {
 		t.Errorf("vma authorized-keys =\n%s\nwant\n%s", out.String(), want)
 	}
-	// The line follows the pool and NATS address the OMA runs with.
+	// The line follows the pool and NATS address the OMA runs with: a
+	// share is cut to the pool.
 	out.Reset()
-	if err := dispatch(context.Background(), []string{"vma", "authorized-keys", "-data", dir, "-nbd-ports", "12000-12000", "-nats-addr", "0.0.0.0:4333"}, &out, &errOut); err != nil {
+	if err := dispatch(context.Background(), []string{"vma", "authorized-keys", "-data", dir, "-nbd-ports", "10101-10199", "-nats-addr", "0.0.0.0:4333"}, &out, &errOut); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), `restrict,command="/bin/false",port-forwarding,permitopen="127.0.0.1:4333",permitopen="127.0.0.1:12000" `+testKey+" godwit-vma-vma-1\n") {
+	if !strings.Contains(out.String(), `restrict,command="/bin/false",port-forwarding,permitopen="127.0.0.1:4333",permitopen="127.0.0.1:10101" `+testKey+" godwit-vma-vma-1\n") {
 		t.Errorf("vma authorized-keys with another pool:\n%s", out.String())
+	}
+	// A share outside the pool gets no line but a comment saying how to
+	// give the VMA a new one, which oma vma nbd-ports does.
+	other := []string{"-data", dir, "-nbd-ports", "12000-12003"}
+	out.Reset()
+	if err := dispatch(context.Background(), append([]string{"vma", "authorized-keys"}, other...), &out, &errOut); err != nil ||
+		!strings.Contains(out.String(), "\n# no line for VMA vma-1: ") || !strings.Contains(out.String(), "oma vma nbd-ports -id vma-1") || strings.Contains(out.String(), "restrict") {
+		t.Errorf("vma authorized-keys with a pool that holds no share = %v:\n%s\nwant comments naming oma vma nbd-ports, no line", err, out.String())
+	}
+	out.Reset()
+	if err := dispatch(context.Background(), append([]string{"vma", "nbd-ports", "-id", "vma-1", "-nbd-ports-per-vma", "3"}, other...), &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	if want := "# VMA vma-1: NBD ports 12000-12002\n" + lineOf("vma-1", 12000, 12001, 12002) + "\n"; !strings.HasPrefix(out.String(), want) {
+		t.Errorf("vma nbd-ports -id vma-1 =\n%s\nwant\n%s", out.String(), want)
+	}
+	if err := dispatch(context.Background(), append([]string{"vma", "nbd-ports", "-id", "vma-2", "-nbd-ports-per-vma", "3"}, other...), &out, &errOut); err == nil ||
+		!strings.Contains(err.Error(), "no 3 free ports") || !strings.Contains(err.Error(), "-nbd-ports-per-vma") {
+		t.Errorf("vma nbd-ports on a full pool = %v, want an error naming the limit", err)
+	}
+}
+
+// TestVMANBDPortsAll: oma vma nbd-ports -all gives a share to every VMA
+// registered before shares (the whole pool) and to no other; registering
+// fails clearly when the pool has no share left.
+func TestVMANBDPortsAll(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	pool := []string{"-data", dir, "-nbd-ports", "10100-10105", "-nbd-ports-per-vma", "2"}
+	for _, id := range []string{"old-1", "new", "old-2"} {
+		if err := dispatch(context.Background(), append([]string{"vma", "add", "-id", id, "-ssh-key", testKey}, pool...), io.Discard, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// old-1 and old-2 as an OMA before shares left them.
+	st, err := appliance.OpenStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = st.Update(func(tx *bbolt.Tx) error {
+		for _, id := range []string{"old-1", "old-2"} {
+			v, err := store.GetVMA(tx, id)
+			if err != nil {
+				return err
+			}
+			v.NBDPorts = nil
+			if err := store.PutVMA(tx, v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if cerr := st.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := dispatch(context.Background(), append([]string{"vma", "authorized-keys"}, pool...), &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(out.String(), "permitopen="); n != 1+6+1+2+1+6 {
+		t.Errorf("before: %d permitopen, want the whole pool for old-1 and old-2, a share for new:\n%s", n, out.String())
+	}
+	out.Reset()
+	if err := dispatch(context.Background(), append([]string{"vma", "nbd-ports", "-all"}, pool...), &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	// new keeps 10102-10103, registered second; old-1 and old-2 get the
+	// lowest free shares, by id.
+	for _, want := range []string{"# VMA old-1: NBD ports 10100-10101\n", "# VMA old-2: NBD ports 10104-10105\n"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("vma nbd-ports -all printed no %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "VMA new") {
+		t.Errorf("vma nbd-ports -all gave new VMA a share again:\n%s", out.String())
+	}
+	err = dispatch(context.Background(), append([]string{"vma", "add", "-id", "one-too-many"}, pool...), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "10100-10105 has no 2 free ports") || !strings.Contains(err.Error(), "widen the pool") {
+		t.Errorf("vma add on a full pool = %v, want an error naming the pool and the limit", err)
+	}
+	for _, args := range [][]string{{}, {"-id", "new", "-all"}} {
+		if err := dispatch(context.Background(), append(append([]string{"vma", "nbd-ports"}, args...), pool...), io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "-id ID or -all") {
+			t.Errorf("vma nbd-ports %v = %v, want an error asking for -id or -all", args, err)
+		}
 	}
 }
 

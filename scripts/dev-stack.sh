@@ -54,6 +54,8 @@ FORWARDS=(-nats-addr "127.0.0.1:$NATS_PORT" -nbd-ports "$NBD_PORTS" -export-host
 say() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*"; }
 die() { echo "dev-stack: $*" >&2; exit 1; }
 
+say "dev stack: state in $DATA, logs in $LOGS; starting vcsim, oma, sshd, vma and oma watch (each says ready below)"
+
 # Refuse to start over another stack: name the port that is taken.
 for port in "$VCSIM_PORT" "$OMA_PORT" "$NATS_PORT" "$VMA_TUNNEL_PORT" "$VMA_PORT" "$SSHD_PORT"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then

@@ -9,7 +9,7 @@
 #
 # It forwards, as the key's authorized_keys line on the OMA allows:
 #   VMA 127.0.0.1:4222          -> OMA 127.0.0.1:4222   NATS
-#   VMA 127.0.0.1:<each port>   -> OMA 127.0.0.1:<port> NBD exports, the whole pool
+#   VMA 127.0.0.1:<each port>   -> OMA 127.0.0.1:<port> NBD exports, the VMA's share
 # and not the VMA's API: the OMA holds the VMA's API port and forwards into a
 # Unix socket only after the VMA there signs a challenge with its key, which
 # ssh cannot do; that port answers 503 while this script is the tunnel.
@@ -23,12 +23,14 @@
 #   KNOWN_HOSTS  known_hosts file holding the OMA's host key (ssh's default
 #                when empty); the host key is always checked, never learned
 #   NATS_PORT    4222
-#   NBD_PORTS    the OMA's -nbd-ports, FIRST-LAST (10100-10199)
+#   NBD_PORTS    the VMA's share of the OMA's NBD port pool, FIRST-LAST
+#                (nbd_ports in GET /api/v1/vmas; 10100-10199, the whole
+#                pool, which sshd narrows to the share)
 #
 # Limits, compared with the in-process tunnel:
-# - The NBD forwards are a static list: every pool port is bound on the VMA's
-#   loopback for as long as ssh runs (they must all be free there), and a
-#   change of the OMA's -nbd-ports means changing NBD_PORTS here too.
+# - The NBD forwards are a static list: every port of NBD_PORTS is bound on
+#   the VMA's loopback for as long as ssh runs (they must all be free there),
+#   and a new share of the VMA means changing NBD_PORTS here too.
 # - The VMA does not know about the tunnel: when ssh dies, its NATS and NBD
 #   connections just drop. NATS reconnects, and a copy retries its export for
 #   -export-retry (10m), so a short outage costs a resume; a longer one fails

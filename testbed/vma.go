@@ -2,6 +2,7 @@ package testbed
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,8 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/godwit/godwit/logtest"
+	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/appliance"
+	"github.com/godwit/godwit/vma/vcsim"
 )
 
 // VMAConfig changes the VMA StartVMA starts.
@@ -50,7 +53,7 @@ type VMA struct {
 	// PublicKey is its X25519 public key.
 	PublicKey string
 	// Logs holds everything the VMA logged.
-	Logs *logtest.Buffer
+	Logs *testkit.Buffer
 
 	run running
 }
@@ -67,7 +70,7 @@ func StartVMA(tb testing.TB, o *OMA, ext VMAConfig) *VMA {
 		NKeySeed string `json:"nkey_seed"`
 		APIPort  int    `json:"api_port"`
 	}
-	apiPort, _ := FreePorts(tb, 1)
+	apiPort, _ := testkit.FreePorts(tb, 1)
 	reg := map[string]any{"id": ext.ID, "api_port": apiPort}
 	if ext.SSHPublicKey != "" {
 		reg["ssh_public_key"] = ext.SSHPublicKey
@@ -75,14 +78,14 @@ func StartVMA(tb testing.TB, o *OMA, ext VMAConfig) *VMA {
 	if code := o.Do(http.MethodPost, "/api/v1/vmas", reg, &cred); code != http.StatusCreated {
 		tb.Fatalf("register %s: POST /api/v1/vmas = %d", ext.ID, code)
 	}
-	v := &VMA{tb: tb, ext: ext, ID: ext.ID, APIPort: cred.APIPort, Dir: tb.TempDir(), Seed: []byte(cred.NKeySeed), Logs: &logtest.Buffer{}}
+	v := &VMA{tb: tb, ext: ext, ID: ext.ID, APIPort: cred.APIPort, Dir: tb.TempDir(), Seed: []byte(cred.NKeySeed), Logs: &testkit.Buffer{}}
 	v.cfg = appliance.Config{
 		DataDir: filepath.Join(v.Dir, "vma"), ID: ext.ID, APIAddr: "127.0.0.1:0", NATSURL: o.NATSURL, NATSSeed: v.Seed,
-		OMAURL: o.URL, VCenterCAFile: ext.VCenterCAFile, VCenterTimeout: 5 * time.Second, DiscoverTimeout: 20 * time.Second,
+		OMAURL: o.URL, VCenterCAFile: ext.VCenterCAFile, DiscoverTimeout: testkit.Wait(tb),
 		Logger: slog.New(slog.NewTextHandler(v.Logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if ext.SSHPublicKey != "" { // the OMA holds the port within a second of the registration
-		Eventually(tb, fmt.Sprintf("the OMA holding %s's API port %d", ext.ID, v.APIPort), func() bool {
+		testkit.Eventually(tb, fmt.Sprintf("the OMA holding %s's API port %d", ext.ID, v.APIPort), func() bool {
 			c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", v.APIPort), time.Second)
 			if err == nil {
 				c.Close()
@@ -100,7 +103,7 @@ func StartVMA(tb testing.TB, o *OMA, ext VMAConfig) *VMA {
 // heartbeat: key itself, or any key when key is "".
 func (o *OMA) WaitForVMAKey(tb testing.TB, id, key string) {
 	tb.Helper()
-	Eventually(tb, id+"'s key at the OMA", func() bool {
+	testkit.Eventually(tb, id+"'s key at the OMA", func() bool {
 		var list struct {
 			VMAs []struct {
 				ID        string `json:"id"`
@@ -194,4 +197,43 @@ func Do(tb testing.TB, method, url, token string, body, out any) int {
 		}
 	}
 	return resp.StatusCode
+}
+
+// Discover asks the OMA at url (with its token) to discover a vCenter,
+// body being the request (vcenter, username, password, datacenter), fails
+// the test unless it answers 200, and waits until the OMA's inventory lists
+// every VM found. It returns the VMs found.
+func Discover(tb testing.TB, url, token string, body any) []events.VM {
+	tb.Helper()
+	var res struct {
+		VMs []events.VM `json:"vms"`
+	}
+	if code := Do(tb, http.MethodPost, url+"/api/v1/discover", token, body, &res); code != http.StatusOK {
+		tb.Fatalf("discover through the OMA = %d", code)
+	}
+	testkit.Eventually(tb, "the OMA's inventory", func() bool {
+		var inv struct {
+			VMs []any `json:"vms"`
+		}
+		Do(tb, http.MethodGet, url+"/api/v1/vms", token, nil, &inv)
+		return len(inv.VMs) == len(res.VMs)
+	})
+	return res.VMs
+}
+
+// Discover is [Discover] on this OMA.
+func (o *OMA) Discover(body any) []events.VM {
+	o.tb.Helper()
+	return Discover(o.tb, o.URL, o.Token, body)
+}
+
+// StartSim starts a simulated vCenter with cfg, closed when the test ends.
+func StartSim(tb testing.TB, cfg vcsim.Config) *vcsim.Simulator {
+	tb.Helper()
+	sim, err := vcsim.Start(context.Background(), cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(sim.Close)
+	return sim
 }

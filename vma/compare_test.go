@@ -3,13 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/nbd/nbdtest"
 )
 
@@ -21,19 +21,7 @@ func TestCompareCommand(t *testing.T) {
 	image := func(name string, size int64, at int64, data string) string {
 		t.Helper()
 		path := filepath.Join(dir, name)
-		f, err := os.Create(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		if err := f.Truncate(size); err != nil {
-			t.Fatal(err)
-		}
-		for off, data := range map[int64]string{0: "boot", at: data} {
-			if _, err := f.WriteAt([]byte(data), off); err != nil {
-				t.Fatal(err)
-			}
-		}
+		testkit.SparseFile(t, path, size, map[int64][]byte{0: []byte("boot"), at: []byte(data)})
 		return path
 	}
 	a := image("a.raw", size, 70<<30, "godwit")

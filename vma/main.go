@@ -6,7 +6,10 @@
 // Usage:
 //
 //	vma [flags]              run the VMA
-//	vma pubkey               print the VMA's X25519 public key (creating its identity on first use)
+//	vma -version             print the version
+//	vma help                 print the usage
+//	vma pubkey [-ssh]        print the VMA's X25519 public key (creating its identity on first use);
+//	                         with -ssh its SSH public key, for oma vma add -ssh-key
 //	vma copy [flags] SRC DST copy an NBD export or a file to another, like nbdcopy
 //	vma compare A B          tell whether two NBD exports or files hold the same bytes (never reading holes)
 //
@@ -30,6 +33,7 @@ import (
 
 	"github.com/godwit/godwit/flagconf"
 	"github.com/godwit/godwit/httpserver"
+	"github.com/godwit/godwit/version"
 	"github.com/godwit/godwit/vma/api"
 	"github.com/godwit/godwit/vma/appliance"
 	"github.com/godwit/godwit/vma/copier"
@@ -59,17 +63,27 @@ func exitStatus(err error, stderr io.Writer) int {
 // subcommands are the vma's commands.
 const subcommands = `Usage:
   vma [flags]               run the VMA
+  vma -version              print the version
+  vma help                  print this
   vma pubkey                print the VMA's X25519 public key (creating its identity on first use)
+  vma pubkey -ssh           print the VMA's SSH public key (made on first use), for oma vma add -ssh-key
   vma copy [flags] SRC DST  copy an NBD export or a file to another, like nbdcopy (vma copy -h)
   vma compare A B           tell whether two NBD exports or files hold the same bytes, never reading holes (vma compare -h)
 `
 
 // dispatch runs the subcommand named by args: flags alone run the VMA.
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && (args[0] == "-version" || args[0] == "--version" || args[0] == "version") {
+		_, err := fmt.Fprintln(stdout, version.Line("vma"))
+		return err
+	}
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		return run(ctx, args, stderr)
 	}
 	switch args[0] {
+	case "help":
+		flags("vma", &config{}, stdout).Usage()
+		return nil
 	case "pubkey":
 		return pubkey(args[1:], stdout, stderr)
 	case "copy":
@@ -77,7 +91,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "compare":
 		return compareCmd(ctx, args[1:], stdout, stderr)
 	}
-	return fmt.Errorf("unknown command %q: the commands are `vma [flags]`, `vma pubkey`, `vma copy` and `vma compare` (vma -h)", args[0])
+	return fmt.Errorf("unknown command %q: the commands are `vma [flags]`, `vma pubkey`, `vma copy` and `vma compare` (vma help)", args[0])
 }
 
 // config is the VMA's command line.

@@ -17,7 +17,7 @@ import (
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/bus/bustest"
 	"github.com/godwit/godwit/events"
-	"github.com/godwit/godwit/logtest"
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/appliance"
 )
 
@@ -56,15 +56,14 @@ func TestRunHeartbeatsAndServes(t *testing.T) {
 	pub, _ := kp.PublicKey()
 	srv := bustest.StartServer(t, "", bus.Access{VMAs: map[string]string{"vma-1": pub}})
 	oma := bustest.ConnectOMA(t, srv)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := testkit.Context(t)
 	if err := oma.EnsureVMAConsumers(ctx, "vma-1"); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	seedFile := filepath.Join(dir, "nats.seed")
 	_ = os.WriteFile(seedFile, seed, 0o600)
-	var logs logtest.Buffer
+	var logs testkit.Buffer
 	rctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
@@ -114,7 +113,7 @@ func TestRunHeartbeatsAndServes(t *testing.T) {
 }
 
 func TestRunNeedsItsSeed(t *testing.T) {
-	var logs logtest.Buffer
+	var logs testkit.Buffer
 	if err := run(context.Background(), []string{"-data", t.TempDir()}, &logs); err == nil || !strings.Contains(err.Error(), "-nats-seed") {
 		t.Errorf("run without -nats-seed = %v", err)
 	}
@@ -162,7 +161,15 @@ func TestExitStatus(t *testing.T) {
 		args        []string
 		want        int
 		usage, said string
-	}{{"help", []string{"-h"}, 0, "Usage:", ""}, {"a subcommand's help", []string{"pubkey", "-h"}, 0, "-ssh", ""}, {"unknown flag", []string{"-bogus"}, 1, "", "vma: "}} {
+	}{
+		{"help", []string{"-h"}, 0, "Usage:", ""},
+		{"help lists pubkey -ssh", []string{"-h"}, 0, "vma pubkey -ssh", ""},
+		{"help by name", []string{"help"}, 0, "vma pubkey -ssh", ""},
+		{"a subcommand's help", []string{"pubkey", "-h"}, 0, "-ssh", ""},
+		{"version", []string{"-version"}, 0, "vma ", ""},
+		{"unknown flag", []string{"-bogus"}, 1, "", "vma: "},
+		{"unknown command", []string{"bogus"}, 1, "", "vma: unknown command"},
+	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
 			code := exitStatus(dispatch(context.Background(), tt.args, &out, &errOut), &errOut)

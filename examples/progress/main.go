@@ -43,7 +43,11 @@ func run(ctx context.Context, url, seedFile string) error {
 	if err != nil {
 		return fmt.Errorf("observer key: %w", err)
 	}
+	// A long-lived subscriber never gives up reconnecting, not even on an
+	// authorization error: an OMA that restarts refuses clients until it
+	// has loaded its users.
 	nc, err := nats.Connect(url, auth, nats.Name("godwit progress example"),
+		nats.MaxReconnects(-1), nats.IgnoreAuthErrorAbort(),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			fmt.Fprintln(os.Stderr, "progress:", err) // such as a permissions violation
 		}))
@@ -73,6 +77,14 @@ func run(ctx context.Context, url, seedFile string) error {
 
 // format makes the line printed for p.
 func format(p events.Progress) string {
+	if p.Phase == events.PhaseVerifying {
+		pct := 0.0
+		if p.VerifyBytesTotal > 0 {
+			pct = float64(1000*p.VerifyBytesDone/p.VerifyBytesTotal) / 10
+		}
+		return fmt.Sprintf("%s %-12s %5.1f%% %s of %s read back at %s/s", p.JobID, p.Phase, pct,
+			iec(p.VerifyBytesDone), iec(p.VerifyBytesTotal), iec(p.VerifyRateBytesPerSecond))
+	}
 	return fmt.Sprintf("%s %-12s %5.1f%% %s of %s at %s/s", p.JobID, p.Phase, p.Percent,
 		iec(p.BytesDone), iec(p.BytesTotal), iec(p.RateBytesPerSecond))
 }

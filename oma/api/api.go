@@ -85,13 +85,15 @@ var (
 )
 
 // Control is what the API runs on: the OMA's parts, and the bus connection
-// and start time its health reports. *control.Control satisfies it.
+// and start time its health reports, and its exports' restarts.
+// *control.Control satisfies it.
 type Control interface {
 	jobManager
 	vmaRegistry
 	inventoryKeeper
 	Bus() *bus.Conn
 	Started() time.Time
+	ExportRestarts() uint64
 }
 
 // API is the OMA REST API.

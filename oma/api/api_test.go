@@ -23,7 +23,7 @@ import (
 	"github.com/godwit/godwit/events/subject"
 	"github.com/godwit/godwit/oma/api"
 	"github.com/godwit/godwit/seal"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 )
 
 type problem = api.Problem
@@ -70,11 +70,15 @@ func TestHealthAndAuth(t *testing.T) {
 			Connected bool `json:"connected"`
 			JetStream bool `json:"jetstream"`
 		} `json:"nats"`
+		Nbdkit *struct {
+			Restarts *uint64 `json:"restarts"`
+		} `json:"nbdkit"`
 	}
 	if code := o.doRaw(http.MethodGet, "/api/v1/health", "Bearer "+o.token, nil, &h); code != http.StatusOK {
 		t.Fatalf("health = %d", code)
 	}
-	if h.Status != "ok" || h.Version == "" || h.UptimeSeconds == nil || !h.NATS.Connected || !h.NATS.JetStream || h.Connected == nil {
+	if h.Status != "ok" || h.Version == "" || h.UptimeSeconds == nil || !h.NATS.Connected || !h.NATS.JetStream || h.Connected == nil ||
+		h.Nbdkit == nil || h.Nbdkit.Restarts == nil || *h.Nbdkit.Restarts != 0 {
 		t.Errorf("health = %+v", h)
 	}
 	o.addVMA("vma-1")
@@ -325,7 +329,7 @@ func TestReplicationLifecycle(t *testing.T) {
 	v.publish(t, prog(5, "copying", 6<<20))
 	v.publish(t, prog(4, "copying", 3<<20))  // late
 	v.publish(t, prog(3, "snapshotting", 1)) // later still
-	testbed.Eventually(t, "copying at 6 MiB", func() bool {
+	testkit.Eventually(t, "copying at 6 MiB", func() bool {
 		o.do("GET", "/api/v1/replications/"+j.JobID, nil, &j)
 		return j.State == "copying" && j.BytesDone == 6<<20
 	})
@@ -336,14 +340,14 @@ func TestReplicationLifecycle(t *testing.T) {
 	}
 	v.publish(t, &events.ReplicationStatus{JobID: j.JobID, VMAID: "vma-1", Seq: 7, State: "completed", BytesTransferred: size0 + size1,
 		Disks: []events.DiskChange{{Key: 2000, ChangeID: "52 3c-1a/10"}, {Key: 2001, ChangeID: "52 3c-1b/11"}}})
-	testbed.Eventually(t, "completed", func() bool {
+	testkit.Eventually(t, "completed", func() bool {
 		o.do("GET", "/api/v1/replications/"+j.JobID, nil, &j)
 		return j.State == "completed"
 	})
 	if j.Disks[0].ChangeID != "52 3c-1a/10" || j.Disks[1].ChangeID != "52 3c-1b/11" || j.BytesDone != size0+size1 {
 		t.Errorf("completed job = %+v", j)
 	}
-	testbed.Eventually(t, "export released", func() bool { return !portOpen(port) })
+	testkit.Eventually(t, "export released", func() bool { return !portOpen(port) })
 	// News after the end changes nothing.
 	v.publish(t, prog(8, "copying", 1))
 	v.publish(t, &events.ReplicationStatus{JobID: j.JobID, VMAID: "vma-1", Seq: 9, State: "failed", Error: &events.Failure{Code: "internal", Message: "late"}})
@@ -353,7 +357,7 @@ func TestReplicationLifecycle(t *testing.T) {
 		t.Errorf("a completed job changed: %+v", j)
 	}
 	want := []string{"created", "pending>queued", "queued>snapshotting", "snapshotting>copying", "copying>completed"}
-	testbed.Eventually(t, "lifecycle events", func() bool { return fmt.Sprint(jobEvents(t, o, j.JobID)) == fmt.Sprint(want) })
+	testkit.Eventually(t, "lifecycle events", func() bool { return fmt.Sprint(jobEvents(t, o, j.JobID)) == fmt.Sprint(want) })
 
 	// An incremental job builds on the change ids, on the same volumes.
 	var inc job

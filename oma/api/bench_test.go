@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/events"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 )
 
 // BenchmarkCreateReplication measures POST /api/v1/replications with 1 and
@@ -103,7 +103,7 @@ func bareNbdkitStart(b *testing.B, dir string) time.Duration {
 		_ = f.Truncate(1 << 30)
 		f.Close()
 	}
-	port, _ := testbed.FreePorts(b, 1)
+	port, _ := testkit.FreePorts(b, 1)
 	var times []time.Duration
 	for range 20 {
 		t0 := time.Now()

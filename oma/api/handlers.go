@@ -9,6 +9,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/oma/fault"
 	"github.com/godwit/godwit/oma/inventory"
 	"github.com/godwit/godwit/oma/jobs"
 	"github.com/godwit/godwit/oma/replicas"
@@ -17,8 +18,9 @@ import (
 	"github.com/godwit/godwit/oma/vmas"
 )
 
-// health answers status and version to anyone; uptime, NATS state and
-// the connected VMAs only with a valid token.
+// health answers status and version to anyone; uptime, NATS state, the
+// connected VMAs and how often an export's nbdkit died and was restarted
+// only with a valid token.
 func (a *API) health(w http.ResponseWriter, r *http.Request) error {
 	conn := a.ctl.Bus()
 	h := map[string]any{"status": "ok", "version": Version}
@@ -35,6 +37,7 @@ func (a *API) health(w http.ResponseWriter, r *http.Request) error {
 	h["uptime_seconds"] = int64(a.now().Sub(a.ctl.Started()).Seconds())
 	h["nats"] = map[string]any{"connected": conn.Connected(), "jetstream": a.server == nil || a.server.JetStreamEnabled()}
 	h["connected_vmas"] = connected
+	h["nbdkit"] = map[string]any{"restarts": a.ctl.ExportRestarts()}
 	return writeJSON(w, http.StatusOK, h)
 }
 
@@ -237,7 +240,7 @@ func (a *API) vmas(w http.ResponseWriter, _ *http.Request) error {
 			on = on || id == v.ID
 		}
 		line, err := vmas.AuthorizedKey(fw, v)
-		if err != nil {
+		if err != nil && fault.KindOf(err) != fault.Unavailable { // Unavailable: its share is outside the pool, no line
 			return err
 		}
 		out = append(out, vmaView{VMA: v, Connected: on, AuthorizedKey: line})
@@ -295,13 +298,22 @@ type jobView struct {
 	Percent            float64           `json:"percent"`
 	RateBytesPerSecond int64             `json:"rate_bytes_per_second"`
 	// AverageRateBytesPerSecond is the rate since the copy began.
-	AverageRateBytesPerSecond int64      `json:"average_rate_bytes_per_second"`
-	ETASeconds                *int64     `json:"eta_seconds"`
-	Disks                     []diskView `json:"disks"`
-	LastError                 string     `json:"last_error,omitempty"`
-	CreatedAt                 time.Time  `json:"created_at"`
-	UpdatedAt                 time.Time  `json:"updated_at"`
-	FinishedAt                *time.Time `json:"finished_at,omitempty"`
+	AverageRateBytesPerSecond int64 `json:"average_rate_bytes_per_second"`
+	// ETASeconds is what the copy still takes at its recent rate; while
+	// verifying, what reading the copy back still takes.
+	ETASeconds *int64 `json:"eta_seconds"`
+	// VerifyBytesTotal is what the VMA reads back from the exports and
+	// checks after copying (0 without verification, or until known),
+	// VerifyBytesDone what it has, VerifyPercent that in percent.
+	VerifyBytesTotal         int64      `json:"verify_bytes_total"`
+	VerifyBytesDone          int64      `json:"verify_bytes_done"`
+	VerifyPercent            float64    `json:"verify_percent"`
+	VerifyRateBytesPerSecond int64      `json:"verify_rate_bytes_per_second"`
+	Disks                    []diskView `json:"disks"`
+	LastError                string     `json:"last_error,omitempty"`
+	CreatedAt                time.Time  `json:"created_at"`
+	UpdatedAt                time.Time  `json:"updated_at"`
+	FinishedAt               *time.Time `json:"finished_at,omitempty"`
 }
 
 type diskView struct {
@@ -315,6 +327,8 @@ type diskView struct {
 	BytesTotal         int64  `json:"bytes_total"`
 	BytesDone          int64  `json:"bytes_done"`
 	RateBytesPerSecond int64  `json:"rate_bytes_per_second"`
+	VerifyBytesTotal   int64  `json:"verify_bytes_total"`
+	VerifyBytesDone    int64  `json:"verify_bytes_done"`
 	ChangeID           string `json:"change_id,omitempty"`
 	BaseChangeID       string `json:"base_change_id,omitempty"`
 	FullCopy           bool   `json:"full_copy,omitempty"`
@@ -336,6 +350,14 @@ func viewOf(j store.Job) jobView {
 		eta := (j.BytesTotal - j.BytesDone + j.RateBytesPerSecond - 1) / j.RateBytesPerSecond
 		v.ETASeconds = &eta
 	}
+	v.VerifyBytesTotal, v.VerifyBytesDone, v.VerifyRateBytesPerSecond = j.VerifyBytesTotal, j.VerifyBytesDone, j.VerifyRateBytesPerSecond
+	if j.VerifyBytesTotal > 0 {
+		v.VerifyPercent = float64(int64(1000*float64(j.VerifyBytesDone)/float64(j.VerifyBytesTotal))) / 10
+	}
+	if j.State == events.JobVerifying && j.VerifyRateBytesPerSecond > 0 && j.VerifyBytesTotal >= j.VerifyBytesDone {
+		eta := (j.VerifyBytesTotal - j.VerifyBytesDone + j.VerifyRateBytesPerSecond - 1) / j.VerifyRateBytesPerSecond
+		v.ETASeconds = &eta
+	}
 	v.Verified = j.State == events.JobCompleted && len(j.Disks) > 0
 	for _, d := range j.Disks {
 		v.Verified = v.Verified && d.Verified
@@ -344,6 +366,7 @@ func viewOf(j store.Job) jobView {
 			NBDURL:     fmt.Sprintf("nbd://%s:%d/%s", d.Export.Host, d.Export.Port, d.Export.Name),
 			VolumePath: d.Volume,
 			BytesTotal: d.BytesTotal, BytesDone: d.BytesDone, RateBytesPerSecond: d.RateBytesPerSecond,
+			VerifyBytesTotal: d.VerifyBytesTotal, VerifyBytesDone: d.VerifyBytesDone,
 			ChangeID: d.ChangeID, BaseChangeID: d.BaseChangeID, FullCopy: d.FullCopy, Verified: d.Verified, Digest: d.Digest,
 		})
 	}

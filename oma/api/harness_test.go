@@ -20,6 +20,7 @@ import (
 	"github.com/godwit/godwit/oma/vmas"
 	"github.com/godwit/godwit/seal"
 	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 )
 
 // omaUnderTest is a whole OMA as the binary runs it (oma/appliance, through
@@ -142,7 +143,7 @@ func (o *omaUnderTest) connectVMA(id, seed string) *vma {
 	}
 	v := &vma{id: id, conn: conn, key: kp}
 	v.publish(o.t, &events.Heartbeat{VMAID: id, Version: "test", PublicKey: seal.EncodeKey(kp.Public), StartedAt: time.Now().UTC()})
-	testbed.Eventually(o.t, "heartbeat applied", func() bool {
+	testkit.Eventually(o.t, "heartbeat applied", func() bool {
 		var list struct {
 			VMAs []struct {
 				ID        string `json:"id"`
@@ -182,7 +183,7 @@ func (v *vma) inventory(t testing.TB, vms ...events.VM) {
 func (o *omaUnderTest) learn(v *vma, vms ...events.VM) {
 	o.t.Helper()
 	v.inventory(o.t, vms...)
-	testbed.Eventually(o.t, "inventory", func() bool {
+	testkit.Eventually(o.t, "inventory", func() bool {
 		var inv struct{ VMs []struct{ ID string } }
 		o.do("GET", "/api/v1/vms", nil, &inv)
 		known := map[string]bool{}

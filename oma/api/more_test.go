@@ -13,7 +13,7 @@ import (
 	"github.com/godwit/godwit/bus/bustest"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/seal"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 )
 
 func TestCancel(t *testing.T) {
@@ -52,7 +52,7 @@ func TestCancel(t *testing.T) {
 	}
 	// A completed job cannot be cancelled.
 	v.publish(t, &events.ReplicationStatus{JobID: j2.JobID, VMAID: "vma-1", Seq: 1, State: "completed", Disks: []events.DiskChange{{Key: 2000, ChangeID: "c/1"}}})
-	testbed.Eventually(t, "completed", func() bool {
+	testkit.Eventually(t, "completed", func() bool {
 		o.do("GET", "/api/v1/replications/"+j2.JobID, nil, &j2)
 		return j2.State == "completed"
 	})
@@ -131,7 +131,7 @@ func TestDiscoverThroughTheOMA(t *testing.T) {
 	if code := o.do("POST", "/api/v1/discover", body, &res); code != 200 || len(res.VMs) != 1 || res.VMs[0].ID != "vm-7" || res.VMAID != "vma-1" {
 		t.Fatalf("discover = %d %+v", code, res)
 	}
-	testbed.Eventually(t, "inventory", func() bool {
+	testkit.Eventually(t, "inventory", func() bool {
 		var inv struct{ VMs []struct{ ID string } }
 		o.do("GET", "/api/v1/vms", nil, &inv)
 		return len(inv.VMs) == 1 && inv.VMs[0].ID == "vm-7"
@@ -194,14 +194,14 @@ func TestEventHandling(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	testbed.Eventually(t, "the good event applied", func() bool {
+	testkit.Eventually(t, "the good event applied", func() bool {
 		o.do("GET", "/api/v1/replications/"+j.JobID, nil, &j)
 		return j.State == "failed"
 	})
 	if j.LastError != "disk read error" || j.BytesDone != 0 {
 		t.Errorf("job = %+v: a rejected event was applied", j)
 	}
-	testbed.Eventually(t, "the consumer acked everything", func() bool {
+	testkit.Eventually(t, "the consumer acked everything", func() bool {
 		info, err := o.conn.JetStream().Consumer(ctx, bus.StreamProgress, bus.OMADurable)
 		if err != nil {
 			return false
@@ -209,7 +209,7 @@ func TestEventHandling(t *testing.T) {
 		ci, err := info.Info(ctx)
 		return err == nil && ci.NumAckPending == 0 && ci.NumPending == 0
 	})
-	testbed.Eventually(t, "one failure event", func() bool {
+	testkit.Eventually(t, "one failure event", func() bool {
 		return strings.Join(jobEvents(t, o, j.JobID), " ") == "created pending>failed"
 	})
 }
@@ -242,12 +242,12 @@ func TestInventoryMerges(t *testing.T) {
 		return strings.Join(out, " ")
 	}
 	publish("", "", a1, a2, b3)
-	testbed.Eventually(t, "full inventory", func() bool { return names() == "vm-1:2 vm-2:2 vm-3:2" })
+	testkit.Eventually(t, "full inventory", func() bool { return names() == "vm-1:2 vm-2:2 vm-3:2" })
 	a1.NumCPU = 8
 	publish("DC-A", "vm-1", a1)
-	testbed.Eventually(t, "vm-1 updated, the rest kept", func() bool { return names() == "vm-1:8 vm-2:2 vm-3:2" })
+	testkit.Eventually(t, "vm-1 updated, the rest kept", func() bool { return names() == "vm-1:8 vm-2:2 vm-3:2" })
 	publish("DC-A", "", a1)
-	testbed.Eventually(t, "vm-2 gone from DC-A, DC-B kept", func() bool { return names() == "vm-1:8 vm-3:2" })
+	testkit.Eventually(t, "vm-2 gone from DC-A, DC-B kept", func() bool { return names() == "vm-1:8 vm-3:2" })
 	publish("", "")
-	testbed.Eventually(t, "all gone", func() bool { return names() == "" })
+	testkit.Eventually(t, "all gone", func() bool { return names() == "" })
 }

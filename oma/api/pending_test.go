@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/oma/appliance"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 )
 
 // TestPendingJobsExpire: a job created and never started expires after
@@ -18,7 +18,7 @@ import (
 // no longer pending).
 func TestPendingJobsExpire(t *testing.T) {
 	t.Parallel()
-	clock := testbed.NewClock()
+	clock := testkit.NewClock()
 	o := newOMA(t, 1, func(c *appliance.Config) { c.Now, c.PendingJobTTL = clock.Now, time.Hour })
 	v := o.addVMA("vma-1")
 	o.learn(v, testVM("vm-1", 1<<20), testVM("vm-2", 1<<20))
@@ -35,14 +35,14 @@ func TestPendingJobsExpire(t *testing.T) {
 	}
 	clock.Add(2 * time.Minute)
 	var got job
-	testbed.Eventually(t, "the pending job expired", func() bool {
+	testkit.Eventually(t, "the pending job expired", func() bool {
 		o.do("GET", "/api/v1/replications/"+j.JobID, nil, &got)
 		return got.State == "cancelled"
 	})
 	if !strings.Contains(got.LastError, "expired") {
 		t.Errorf("expired job's last_error = %q, want it to say expired", got.LastError)
 	}
-	testbed.Eventually(t, "the expiry's event", func() bool {
+	testkit.Eventually(t, "the expiry's event", func() bool {
 		return slices.Contains(jobEvents(t, o, j.JobID), "pending>cancelled")
 	})
 	if code := o.do("POST", "/api/v1/replications", createBody("vm-2", "initial"), nil); code != 201 {

@@ -17,7 +17,7 @@ import (
 	"github.com/godwit/godwit/bus/bustest"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/oma/store"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 )
 
 // replicaJob is a job with the replica fields.
@@ -85,7 +85,7 @@ func (o *omaUnderTest) finish(v *vma, id, state string, changeIDs ...string) {
 		st.Error = &events.Failure{Code: events.FailureInternal, Message: "test"}
 	}
 	v.publish(o.t, st)
-	testbed.Eventually(o.t, id+" "+state, func() bool { return o.get(id).State == state })
+	testkit.Eventually(o.t, id+" "+state, func() bool { return o.get(id).State == state })
 }
 
 // writeExport copies data into an export with nbdcopy.
@@ -131,7 +131,7 @@ func TestInitialJobsNeverTruncateTheReplica(t *testing.T) {
 	good := randomDisk(t, size)
 	writeExport(t, first.Disks[0].NBDURL, good)
 	o.finish(v, first.JobID, events.JobCompleted, "c/1")
-	testbed.Eventually(t, "job.created published", func() bool {
+	testkit.Eventually(t, "job.created published", func() bool {
 		ev := jobEvents(t, o, first.JobID)
 		return len(ev) > 0 && ev[0] == "created"
 	})
@@ -227,7 +227,7 @@ func TestReplicasAreKeyedBySource(t *testing.T) {
 	a.inventory(t, vmA)
 	b.publish(t, &events.DiscoverResult{RequestID: bustest.AskDiscovery(t, b.conn, "vma-2", "vcenter-b.test"), VMAID: "vma-2",
 		VCenter: events.VCenterRef{Host: "vcenter-b.test", Datacenter: "DatabanxDC"}, VMs: []events.VM{vmB}})
-	testbed.Eventually(t, "both inventories", func() bool { return len(o.inventoryVMs()) == 2 })
+	testkit.Eventually(t, "both inventories", func() bool { return len(o.inventoryVMs()) == 2 })
 
 	var p problem
 	if code := o.do("POST", "/api/v1/replications", createBody("vm-100", "initial"), &p); code != 409 || p.Field != "vma_id" ||
@@ -278,7 +278,7 @@ func TestReplicasAreKeyedBySource(t *testing.T) {
 	vmC.UUID = "4204a1b2-0000-0000-0000-00000000000c"
 	a.publish(t, &events.DiscoverResult{RequestID: bustest.AskDiscovery(t, a.conn, "vma-1", "vcenter-c.test"), VMAID: "vma-1",
 		VCenter: events.VCenterRef{Host: "vcenter-c.test", Datacenter: "DatabanxDC"}, VMs: []events.VM{vmC}})
-	testbed.Eventually(t, "a third inventory", func() bool { return len(o.inventoryVMs()) == 3 })
+	testkit.Eventually(t, "a third inventory", func() bool { return len(o.inventoryVMs()) == 3 })
 	o.do("DELETE", "/api/v1/replications/"+ia.JobID, nil, nil)
 	if code := o.do("POST", "/api/v1/replications", withVMA("vma-1", "initial"), &p); code != 409 || p.Field != "vcenter" {
 		t.Errorf("create for a VM in two vCenters of one VMA = %d %+v, want 409 naming vcenter", code, p)
@@ -377,7 +377,7 @@ func TestReplicaFollowsTheInstanceUUID(t *testing.T) {
 	clone := testVM("vm-300", 1<<20)
 	clone.UUID, clone.InstanceUUID = vm.UUID, "5004c3d4-0000-0000-0000-000000000002"
 	v.inventory(t, moved, clone)
-	testbed.Eventually(t, "the new inventory", func() bool {
+	testkit.Eventually(t, "the new inventory", func() bool {
 		ids := map[string]bool{}
 		for _, x := range o.inventoryVMs() {
 			ids[x.ID] = true

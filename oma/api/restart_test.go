@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/godwit/godwit/events"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 )
 
 // TestRestart stops the OMA and starts it again on the same data: jobs,
@@ -27,7 +27,7 @@ func TestRestart(t *testing.T) {
 	o.do("POST", "/api/v1/replications", createBody("vm-2", "initial"), &b)
 	o.do("POST", "/api/v1/replications", createBody("vm-3", "initial"), &c)
 	v.publish(t, &events.Progress{JobID: a.JobID, VMAID: "vma-1", Seq: 1, Phase: "copying", BytesTotal: 1 << 20, BytesDone: 4096, Disks: []events.DiskProgress{}})
-	testbed.Eventually(t, "progress", func() bool {
+	testkit.Eventually(t, "progress", func() bool {
 		o.do("GET", "/api/v1/replications/"+a.JobID, nil, &a)
 		return a.State == "copying"
 	})
@@ -44,7 +44,7 @@ func TestRestart(t *testing.T) {
 	// The VMA comes back with the same credentials and finishes vm-3's job.
 	v = o.connectVMA("vma-1", cred.NKeySeed)
 	v.publish(t, &events.ReplicationStatus{JobID: c.JobID, VMAID: "vma-1", Seq: 1, State: "completed", Disks: []events.DiskChange{{Key: 2000, ChangeID: "x/1"}}})
-	testbed.Eventually(t, "vm-3 completed", func() bool {
+	testkit.Eventually(t, "vm-3 completed", func() bool {
 		o.do("GET", "/api/v1/replications/"+c.JobID, nil, &c)
 		return c.State == "completed"
 	})
@@ -63,7 +63,7 @@ func TestRestart(t *testing.T) {
 	if a2.Disks[0].Export.Port != a.Disks[0].Export.Port || b2.Disks[0].Export.Port != b.Disks[0].Export.Port {
 		t.Error("exports moved to other ports")
 	}
-	testbed.Eventually(t, "vm-3's port released", func() bool { return !portOpen(c.Disks[0].Export.Port) })
+	testkit.Eventually(t, "vm-3's port released", func() bool { return !portOpen(c.Disks[0].Export.Port) })
 	if b, _ := os.ReadFile(b.Disks[0].VolumePath); string(b[:8]) != "migrated" {
 		t.Error("a volume lost its data across the restart")
 	}

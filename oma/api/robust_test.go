@@ -5,7 +5,7 @@ import (
 
 	"github.com/godwit/godwit/bus/bustest"
 	"github.com/godwit/godwit/events"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 )
 
 // TestPagedDiscoveryChangesTheInventoryOnce: the pages of an unfiltered
@@ -47,12 +47,12 @@ func TestPagedDiscoveryChangesTheInventoryOnce(t *testing.T) {
 	// consumer has been through the pages.
 	v.publish(t, &events.DiscoverResult{RequestID: bustest.AskDiscovery(t, v.conn, "vma-1", "other.test"), VMAID: "vma-1",
 		VCenter: events.VCenterRef{Host: "other.test"}, VMs: []events.VM{testVM("vm-marker", 1<<20)}})
-	testbed.Eventually(t, "the marker", func() bool { _, ok := inventory()["vm-marker"]; return ok })
+	testkit.Eventually(t, "the marker", func() bool { _, ok := inventory()["vm-marker"]; return ok })
 	if inv := inventory(); len(inv) != 3 || inv["vm-gone"] == 0 || inv["vm-a"] != 1<<20 {
 		t.Fatalf("inventory before the last page = %v, want it unchanged", inv)
 	}
 	v.publish(t, &pages[len(pages)-1])
-	testbed.Eventually(t, "the whole discovery", func() bool {
+	testkit.Eventually(t, "the whole discovery", func() bool {
 		inv := inventory()
 		return len(inv) == 4 && inv["vm-a"] == 2<<20 && inv["vm-b"] != 0 && inv["vm-c"] != 0 && inv["vm-gone"] == 0
 	})

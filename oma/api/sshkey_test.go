@@ -15,7 +15,7 @@ const sshKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGb5bVb0Hq8GpV0uCkq2cJ3Ytq0w
 
 // TestVMASSHKey registers VMAs with and without an SSH key: each gets the
 // next API port, the answer and the list hold the exact authorized_keys
-// line for the OMA's NATS port and NBD pool, and a bad key is 400 naming
+// line for the OMA's NATS port and the VMA's share of the NBD pool, and a bad key is 400 naming
 // ssh_public_key and registers nothing.
 func TestVMASSHKey(t *testing.T) {
 	t.Parallel()
@@ -24,10 +24,15 @@ func TestVMASSHKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	line := func(id string, _ int) string { // the API port is no longer in the line: the OMA holds it
+	// The API port is no longer in the line (the OMA holds it); the NBD
+	// ports are the VMA's share of the pool: 2 ports each, in the order
+	// of registration.
+	share := map[string]int{"vma-1": 0, "vma-2": 1, "vma-3": 2, "vma-4": 3}
+	line := func(id string, _ int) string {
 		var b strings.Builder
 		fmt.Fprintf(&b, `restrict,command="/bin/false",port-forwarding,permitopen="127.0.0.1:%s"`, u.Port())
-		for p := o.FirstPort; p <= o.LastPort; p++ {
+		first := o.FirstPort + 2*share[id]
+		for p := first; p <= first+1; p++ {
 			fmt.Fprintf(&b, `,permitopen="127.0.0.1:%d"`, p)
 		}
 		fmt.Fprintf(&b, ` %s godwit-vma-%s`, sshKey, id)

@@ -60,6 +60,10 @@ type Config struct {
 	NATSMaxPayload int32
 	// FirstPort and LastPort bound the NBD port pool; zero means 10100-10199.
 	FirstPort, LastPort int
+	// NBDPortsPerVMA is how many ports of the NBD port pool each VMA gets
+	// at registration as its share (its jobs' exports, its SSH key's
+	// forwards); 0 means vmas.DefaultNBDPortsPerVMA, at most the pool.
+	NBDPortsPerVMA int
 	// SSHDPort is the port of the sshd the VMAs tunnel to, when known: no
 	// VMA's API port may take it (nor the API's, NATS's or the pool's). 0:
 	// unknown (ports below 1024, 22 and 443, are refused anyway).
@@ -124,6 +128,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.FirstPort < 1 || cfg.LastPort > 65535 || cfg.FirstPort > cfg.LastPort {
 		return cfg, fmt.Errorf("nbd port pool %d-%d: want 1 <= first <= last <= 65535", cfg.FirstPort, cfg.LastPort)
+	}
+	if cfg.NBDPortsPerVMA < 0 {
+		return cfg, fmt.Errorf("nbd ports per vma %d: want 1 or more (0: %d)", cfg.NBDPortsPerVMA, vmas.DefaultNBDPortsPerVMA)
 	}
 	if cfg.ExportAddr == "" {
 		cfg.ExportAddr = "127.0.0.1"
@@ -328,7 +335,7 @@ func (o *OMA) Run(ctx context.Context) error {
 		DataDir: cfg.DataDir, ExportHost: cfg.ExportHost, APIURL: cfg.APIURL, NATSURL: srv.ClientURL(),
 		DiscoverTimeout: cfg.DiscoverTimeout, AppliedMaxAge: cfg.StreamMaxAge + 24*time.Hour, Now: cfg.Now, Logger: log,
 		OMAPorts:      o.ownPorts(l.Addr(), srv.ClientURL()),
-		PendingJobTTL: cfg.PendingJobTTL, MaxPendingJobs: cfg.MaxPendingJobs,
+		PendingJobTTL: cfg.PendingJobTTL, MaxPendingJobs: cfg.MaxPendingJobs, NBDPortsPerVMA: cfg.NBDPortsPerVMA,
 	}, st, conn, exp, srv)
 	if err := ctl.Restore(ctx); err != nil {
 		return err

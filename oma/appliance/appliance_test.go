@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/oma/appliance"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 )
 
 // TestNewRefusesBadConfig: a configuration Run could not use is refused
@@ -75,7 +75,7 @@ func TestNewAcceptsSafeAPIAddrs(t *testing.T) {
 // has stopped: the ports are free again and the state can be opened.
 func TestRunReportsItsAddrsAndStops(t *testing.T) {
 	dir := t.TempDir()
-	first, last := testbed.FreePorts(t, 2)
+	first, last := testkit.FreePorts(t, 2)
 	o, err := appliance.New(appliance.Config{DataDir: dir, APIAddr: "127.0.0.1:0", NATSAddr: "127.0.0.1:0", FirstPort: first, LastPort: last})
 	if err != nil {
 		t.Fatal(err)
@@ -87,8 +87,8 @@ func TestRunReportsItsAddrsAndStops(t *testing.T) {
 	case <-o.Ready():
 	case err := <-done:
 		t.Fatalf("Run = %v before ready", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("not ready after 30s")
+	case <-time.After(testkit.Wait(t)):
+		t.Fatal("not ready")
 	}
 	addrs := o.Addrs()
 	if !strings.HasPrefix(addrs.NATS, "nats://127.0.0.1:") || strings.HasSuffix(addrs.NATS, ":0") || strings.HasSuffix(addrs.API, ":0") {

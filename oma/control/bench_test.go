@@ -20,7 +20,7 @@ import (
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/schema"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 )
 
 // benchJobs is how many jobs the progress benchmarks run at once.
@@ -247,7 +247,7 @@ func BenchmarkProgressLag(b *testing.B) {
 	jobs := benchJobIDs()
 	h.putJobs("vma-1", events.JobCopying, jobs...)
 	pub := bustest.ConnectOMA(b, h.srv)
-	testbed.Eventually(b, "the OMA's progress consumer", func() bool {
+	testkit.Eventually(b, "the OMA's progress consumer", func() bool {
 		_, err := pub.JetStream().Consumer(context.Background(), bus.StreamProgress, bus.OMADurable)
 		return err == nil
 	})

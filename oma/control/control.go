@@ -53,6 +53,11 @@ type Config struct {
 	// MaxPendingJobs is how many pending jobs one API token may have at
 	// once; one more is refused (fault.Limit). 0 means jobs.DefaultMaxPendingJobs.
 	MaxPendingJobs int
+	// NBDPortsPerVMA is how many ports of the NBD port pool each VMA
+	// registered gets as its share: its jobs' exports are served on them
+	// only, and its authorized_keys line opens only them. 0 means
+	// vmas.DefaultNBDPortsPerVMA; a pool smaller than that is one share.
+	NBDPortsPerVMA int
 	// OMAPorts are the OMA's own ports (API, NATS, sshd, NBD pool): no
 	// VMA's API port may take one.
 	OMAPorts []vmas.PortRange
@@ -73,6 +78,7 @@ type Control struct {
 	cfg     Config
 	store   *store.Store
 	bus     *bus.Conn
+	exports *exports.Manager
 	outbox  *outbox.Outbox
 	log     *slog.Logger
 	started time.Time
@@ -93,7 +99,8 @@ func New(cfg Config, st *store.Store, conn *bus.Conn, exp *exports.Manager, acce
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	vcfg := vmas.Config{NATSURL: cfg.NATSURL, APIURL: cfg.APIURL, ExportHost: cfg.ExportHost, OMAPorts: cfg.OMAPorts, Now: cfg.Now, Logger: log}
+	vcfg := vmas.Config{NATSURL: cfg.NATSURL, APIURL: cfg.APIURL, ExportHost: cfg.ExportHost, OMAPorts: cfg.OMAPorts,
+		NBDPortsPerVMA: cfg.NBDPortsPerVMA, Now: cfg.Now, Logger: log}
 	if exp != nil {
 		vcfg.FirstPort, vcfg.LastPort = exp.Pool()
 	}
@@ -104,7 +111,7 @@ func New(cfg Config, st *store.Store, conn *bus.Conn, exp *exports.Manager, acce
 		Keeper:   inventory.New(inventory.Config{DiscoverTimeout: cfg.DiscoverTimeout, Now: cfg.Now, Logger: log}, st, conn, reg),
 		Manager: jobs.New(jobs.Config{DataDir: cfg.DataDir, ExportHost: cfg.ExportHost, APIURL: cfg.APIURL, CancelGrace: cfg.CancelGrace,
 			PendingJobTTL: cfg.PendingJobTTL, MaxPendingJobs: cfg.MaxPendingJobs, Now: cfg.Now, Logger: log}, st, exp, reg, out),
-		cfg: cfg, store: st, bus: conn, outbox: out, log: log, started: cfg.Now(),
+		cfg: cfg, store: st, bus: conn, exports: exp, outbox: out, log: log, started: cfg.Now(),
 	}
 }
 
@@ -113,6 +120,10 @@ func (c *Control) Started() time.Time { return c.started }
 
 // Bus returns the bus connection.
 func (c *Control) Bus() *bus.Conn { return c.bus }
+
+// ExportRestarts returns how many times an export's nbdkit died and was
+// restarted since the OMA started.
+func (c *Control) ExportRestarts() uint64 { return c.exports.Restarts() }
 
 // Run consumes discover results, progress and status (in batches, one
 // transaction each), heartbeats and tunnel outages, answers export requests, publishes the
@@ -138,6 +149,7 @@ func (c *Control) Run(ctx context.Context) error {
 		{bus.StreamPresence, []string{"godwit.vma.>"}, one(c.ApplyHeartbeat)},
 		{bus.StreamTunnel, nil, one(c.ApplyTunnelOutage)},
 	}
+	c.WarnShares()
 	for _, cons := range consumers {
 		if err := c.bus.EnsureConsumer(ctx, cons.stream, bus.OMADurable, cons.filters...); err != nil {
 			return stopped(ctx, err)

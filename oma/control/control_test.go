@@ -15,7 +15,7 @@ import (
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/vmas"
 	"github.com/godwit/godwit/seal"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 )
 
 // harness is a Control on real parts (embedded NATS, bbolt, nbdkit) with
@@ -23,7 +23,7 @@ import (
 type harness struct {
 	t     testing.TB
 	dir   string
-	clock *testbed.Clock
+	clock *testkit.Clock
 	srv   *bus.Server
 	conn  *bus.Conn
 	st    *store.Store
@@ -42,8 +42,8 @@ type harness struct {
 
 func newHarness(t testing.TB) *harness {
 	t.Helper()
-	h := &harness{t: t, dir: t.TempDir(), clock: testbed.NewClock()}
-	h.first, h.last = testbed.FreePorts(t, 3)
+	h := &harness{t: t, dir: t.TempDir(), clock: testkit.NewClock()}
+	h.first, h.last = testkit.FreePorts(t, 3)
 	h.boot()
 	return h
 }
@@ -155,7 +155,7 @@ func TestHeartbeatUsesTheOMAClock(t *testing.T) {
 			h := newHarness(t)
 			conn, kp := h.vma("vma-1")
 			heartbeat(t, conn, "vma-1", kp, h.clock.Now().Add(tt.skew))
-			testbed.Eventually(t, "heartbeat applied", func() bool {
+			testkit.Eventually(t, "heartbeat applied", func() bool {
 				ids, _ := h.ctl.Connected()
 				return len(ids) == 1
 			})
@@ -165,7 +165,7 @@ func TestHeartbeatUsesTheOMAClock(t *testing.T) {
 			}
 			h.clock.Add(60 * time.Second)
 			heartbeat(t, conn, "vma-1", kp, h.clock.Now().Add(tt.skew)) // one more, later
-			testbed.Eventually(t, "second heartbeat applied", func() bool {
+			testkit.Eventually(t, "second heartbeat applied", func() bool {
 				list, _ := h.ctl.VMAs()
 				return list[0].LastSeen != nil && list[0].LastSeen.Equal(h.clock.Now())
 			})

@@ -16,7 +16,7 @@ import (
 	"github.com/godwit/godwit/oma/jobs"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/vmas"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 )
 
 func testVM(id string, sizes ...int64) events.VM {
@@ -39,7 +39,7 @@ func (h *harness) learn(conn *bus.Conn, vmaID string, vms ...events.VM) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	testbed.Eventually(h.t, "inventory", func() bool {
+	testkit.Eventually(h.t, "inventory", func() bool {
 		inv, _ := h.ctl.Inventory()
 		return len(inv) >= len(vms)
 	})
@@ -63,7 +63,7 @@ func TestStartCommandSurvivesACrash(t *testing.T) {
 	h.learn(conn, "vma-1", testVM("vm-1", 1<<20))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	testbed.Eventually(t, "the VMA's key", func() bool {
+	testkit.Eventually(t, "the VMA's key", func() bool {
 		vmas, _ := h.ctl.VMAs()
 		return len(vmas) == 1 && vmas[0].PublicKey != ""
 	})
@@ -91,7 +91,7 @@ func TestStartCommandSurvivesACrash(t *testing.T) {
 	}
 
 	h.start() // the restarted OMA publishes what its outbox holds
-	testbed.Eventually(t, "the command published", func() bool { return commands(t, h.conn, "vma-1") == 1 })
+	testkit.Eventually(t, "the command published", func() bool { return commands(t, h.conn, "vma-1") == 1 })
 	h.stop()
 	h.start()
 	h.stop()
@@ -140,7 +140,7 @@ func TestCancelKeepsTheExportForTheVMA(t *testing.T) {
 	conn, kp := h.vma("vma-1")
 	heartbeat(t, conn, "vma-1", kp, h.clock.Now())
 	h.learn(conn, "vma-1", testVM("vm-1", 1<<20), testVM("vm-2", 1<<20), testVM("vm-3", 1<<20))
-	testbed.Eventually(t, "the VMA's key", func() bool {
+	testkit.Eventually(t, "the VMA's key", func() bool {
 		vmas, _ := h.ctl.VMAs()
 		return len(vmas) == 1 && vmas[0].PublicKey != ""
 	})
@@ -182,10 +182,10 @@ func TestCancelKeepsTheExportForTheVMA(t *testing.T) {
 		Error: &events.Failure{Code: events.FailureCancelled, Message: "cancelled through the OMA API"}}); err != nil {
 		t.Fatal(err)
 	}
-	testbed.Eventually(t, "the export released once the VMA reported the job stopped", func() bool { return !serving(reported) })
+	testkit.Eventually(t, "the export released once the VMA reported the job stopped", func() bool { return !serving(reported) })
 
 	silent := job("vm-3", true)
-	testbed.Eventually(t, "the export released after the grace period", func() bool { return !serving(silent) })
+	testkit.Eventually(t, "the export released after the grace period", func() bool { return !serving(silent) })
 	if got, _ := h.ctl.Job(silent.ID); got.State != events.JobCancelled {
 		t.Errorf("job = %s, want cancelled", got.State)
 	}
@@ -203,7 +203,7 @@ func TestIncrementalAfterDiskChanges(t *testing.T) {
 	h.learn(conn, "vma-1", vm)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	testbed.Eventually(t, "the VMA's key", func() bool {
+	testkit.Eventually(t, "the VMA's key", func() bool {
 		vmas, _ := h.ctl.VMAs()
 		return len(vmas) == 1 && vmas[0].PublicKey != ""
 	})
@@ -218,7 +218,7 @@ func TestIncrementalAfterDiskChanges(t *testing.T) {
 		Disks: []events.DiskChange{{Key: 2000, ChangeID: "52 aa/1"}, {Key: 2001, ChangeID: "52 bb/1"}}}); err != nil {
 		t.Fatal(err)
 	}
-	testbed.Eventually(t, "the initial job completed", func() bool {
+	testkit.Eventually(t, "the initial job completed", func() bool {
 		j, _ := h.ctl.Job(initial.ID)
 		return j.State == events.JobCompleted
 	})
@@ -226,7 +226,7 @@ func TestIncrementalAfterDiskChanges(t *testing.T) {
 	// Disk 2001 is gone, disk 2002 is new.
 	vm.Disks = []events.Disk{vm.Disks[0], {Key: 2002, Label: "Hard disk 3", CapacityBytes: 3 << 20}}
 	h.learn(conn, "vma-1", vm)
-	testbed.Eventually(t, "the new disk in the inventory", func() bool {
+	testkit.Eventually(t, "the new disk in the inventory", func() bool {
 		inv, _ := h.ctl.Inventory()
 		return len(inv) == 1 && len(inv[0].Disks) == 2 && inv[0].Disks[1].Key == 2002
 	})

@@ -10,7 +10,7 @@ import (
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/oma/fault"
 	"github.com/godwit/godwit/oma/jobs"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 )
 
 // gatedNbdkit writes a wrapper that starts nbdkit at once, except for an
@@ -32,8 +32,8 @@ func gatedNbdkit(t *testing.T, held string) (wrapper, waiting, gate string) {
 // refused at once, and every job gets its own port.
 func TestCreateHoldsNoLockWhileNbdkitStarts(t *testing.T) {
 	t.Parallel()
-	h := &harness{t: t, dir: t.TempDir(), clock: testbed.NewClock()}
-	h.first, h.last = testbed.FreePorts(t, 3)
+	h := &harness{t: t, dir: t.TempDir(), clock: testkit.NewClock()}
+	h.first, h.last = testkit.FreePorts(t, 3)
 	var waiting, gate string
 	h.nbdkit, waiting, gate = gatedNbdkit(t, "vm-1")
 	h.boot()
@@ -55,7 +55,7 @@ func TestCreateHoldsNoLockWhileNbdkitStarts(t *testing.T) {
 		}
 		slow <- created{port: j.Disks[0].Export.Port}
 	}()
-	testbed.Eventually(t, "vm-1's nbdkit starting", func() bool { _, err := os.Stat(waiting); return err == nil })
+	testkit.Eventually(t, "vm-1's nbdkit starting", func() bool { _, err := os.Stat(waiting); return err == nil })
 	// vm-1's job is planned and waits for its nbdkit: a second one is refused at once.
 	if _, err := h.ctl.CreateJob(ctx, jobs.CreateRequest{VM: events.VMRef{ID: "vm-1"}, ReplicationType: events.ReplicationInitial}); fault.KindOf(err) != fault.Conflict {
 		t.Errorf("a second job of vm-1 while the first is created = %v, want a conflict", err)

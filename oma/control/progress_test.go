@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,7 +16,7 @@ import (
 	"github.com/godwit/godwit/bus/bustest"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/oma/store"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 )
 
 // putJobs stores jobs of vmaID in state, each with one 1 MiB disk, as
@@ -42,7 +44,7 @@ func (h *harness) putJobs(vmaID, state string, ids ...string) {
 // lifecycle events the JOBS stream holds for the job.
 func (h *harness) transitions(jobID string) uint64 {
 	h.t.Helper()
-	testbed.Eventually(h.t, "the outbox published", func() bool {
+	testkit.Eventually(h.t, "the outbox published", func() bool {
 		p, err := h.st.Outbox()
 		return err == nil && len(p) == 0
 	})
@@ -75,7 +77,7 @@ func TestApplyProgressBatch(t *testing.T) {
 	poison := errors.New("poison")
 	type want struct {
 		state       string
-		done        int64
+		total, done int64
 		seq         uint64
 		transitions uint64
 	}
@@ -92,7 +94,7 @@ func TestApplyProgressBatch(t *testing.T) {
 			a, b := delivery(t, prog(job, 1, events.PhaseCopying, 10)), delivery(t, prog(job, 2, events.PhaseCopying, 20))
 			return [][]bus.Delivery{{a, a, b, a}, {b, a}}
 		},
-		want: want{state: events.JobCopying, done: 20, seq: 2, transitions: 1},
+		want: want{state: events.JobCopying, total: 1 << 20, done: 20, seq: 2, transitions: 1},
 	}, {
 		name: "out of order in a batch",
 		job:  "job-order",
@@ -103,7 +105,7 @@ func TestApplyProgressBatch(t *testing.T) {
 				delivery(t, prog(job, 2, events.PhaseCopying, 20)),
 			}}
 		},
-		want: want{state: events.JobCopying, done: 30, seq: 3, transitions: 1},
+		want: want{state: events.JobCopying, total: 1 << 20, done: 30, seq: 3, transitions: 1},
 	}, {
 		name: "poison amid good events",
 		job:  "job-poison",
@@ -119,7 +121,7 @@ func TestApplyProgressBatch(t *testing.T) {
 			}}
 		},
 		results: [][]error{{nil, poison, poison, poison, nil}},
-		want:    want{state: events.JobCopying, done: 40, seq: 2, transitions: 2},
+		want:    want{state: events.JobCopying, total: 1 << 20, done: 40, seq: 2, transitions: 2},
 	}, {
 		name: "a final job never changes",
 		job:  "job-final",
@@ -132,7 +134,39 @@ func TestApplyProgressBatch(t *testing.T) {
 					Error: &events.Failure{Code: "internal", Message: "late"}}),
 			}}
 		},
-		want: want{state: events.JobCompleted, done: 1 << 20, seq: 2, transitions: 2},
+		want: want{state: events.JobCompleted, total: 1 << 20, done: 1 << 20, seq: 2, transitions: 2},
+	}, {
+		// A VMA that resumes a job reports it copying before it knows
+		// its figures again, and redoes bytes from its last checkpoint.
+		name: "figures never go back",
+		job:  "job-back",
+		batches: func(job string) [][]bus.Delivery {
+			zero := prog(job, 3, events.PhaseCopying, 0)
+			zero.BytesTotal, zero.Disks = 0, nil
+			return [][]bus.Delivery{
+				{delivery(t, prog(job, 1, events.PhaseCopying, 300))},
+				{delivery(t, prog(job, 2, events.PhaseCopying, 200))},
+				{delivery(t, zero)},
+				{delivery(t, &events.ReplicationStatus{JobID: job, VMAID: "vma-1", Seq: 4, State: events.StatusFailed, BytesTransferred: 250,
+					Error: &events.Failure{Code: "internal", Message: "export gone"}})},
+			}
+		},
+		want: want{state: events.JobFailed, total: 1 << 20, done: 300, seq: 4, transitions: 2},
+	}, {
+		// The last progress events were lost with the bus; the failure's
+		// status, published until the OMA took it, says what was written.
+		name: "a failure reports what was written",
+		job:  "job-failed",
+		batches: func(job string) [][]bus.Delivery {
+			zero := prog(job, 1, events.PhaseCopying, 0)
+			zero.BytesTotal, zero.Disks = 0, nil
+			return [][]bus.Delivery{
+				{delivery(t, zero)},
+				{delivery(t, &events.ReplicationStatus{JobID: job, VMAID: "vma-1", Seq: 7, State: events.StatusFailed, BytesTransferred: 500,
+					Error: &events.Failure{Code: "internal", Message: "export gone"}})},
+			}
+		},
+		want: want{state: events.JobFailed, total: 1 << 20, done: 500, seq: 7, transitions: 2},
 	}}
 	h := newHarness(t)
 	ctx := t.Context()
@@ -165,7 +199,12 @@ func TestApplyProgressBatch(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := want{state: j.State, done: j.BytesDone, seq: j.LastSeq, transitions: h.transitions(tt.job)}
+			got := want{state: j.State, total: j.BytesTotal, done: j.BytesDone, seq: j.LastSeq, transitions: h.transitions(tt.job)}
+			for _, d := range j.Disks {
+				if d.BytesTotal == 0 || d.BytesDone > d.BytesTotal {
+					t.Errorf("disk %d: %d of %d bytes done", d.Key, d.BytesDone, d.BytesTotal)
+				}
+			}
 			if got != tt.want {
 				t.Errorf("job = %+v, want %+v", got, tt.want)
 			}
@@ -208,12 +247,12 @@ func TestProgressThroughTheBus(t *testing.T) {
 		}
 	}
 	var cons jetstream.Consumer
-	testbed.Eventually(t, "the OMA's progress consumer, made as Run starts", func() bool {
+	testkit.Eventually(t, "the OMA's progress consumer, made as Run starts", func() bool {
 		var err error
 		cons, err = h.conn.JetStream().Consumer(ctx, bus.StreamProgress, bus.OMADurable)
 		return err == nil
 	})
-	testbed.Eventually(t, "every event settled", func() bool {
+	testkit.Eventually(t, "every event settled", func() bool {
 		info, err := cons.Info(ctx)
 		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
 	})
@@ -253,7 +292,7 @@ func TestProgressRedeliveredAfterAFailedCommit(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var cons jetstream.Consumer
-	testbed.Eventually(t, "the OMA's progress consumer", func() bool {
+	testkit.Eventually(t, "the OMA's progress consumer", func() bool {
 		var err error
 		cons, err = h.conn.JetStream().Consumer(ctx, bus.StreamProgress, bus.OMADurable)
 		return err == nil
@@ -270,13 +309,13 @@ func TestProgressRedeliveredAfterAFailedCommit(t *testing.T) {
 		}
 		ids = append(ids, ev.ID)
 	}
-	testbed.Eventually(t, "a failed delivery", func() bool {
+	testkit.Eventually(t, "a failed delivery", func() bool {
 		info, err := cons.Info(ctx)
 		return err == nil && info.Delivered.Stream == 3 && info.AckFloor.Stream == 0
 	})
 	h.stop()
 	h.start()
-	testbed.Eventually(t, "every event acked", func() bool {
+	testkit.Eventually(t, "every event acked", func() bool {
 		info, err := cons.Info(ctx)
 		return err == nil && info.AckFloor.Stream == 3 && info.NumAckPending == 0 && info.NumPending == 0
 	})
@@ -300,4 +339,60 @@ func TestProgressRedeliveredAfterAFailedCommit(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestVerifyingThroughTheBus: a job that reads its copy back moves from
+// copying to verifying, and the verifying events' own bytes and rate are
+// the job's, going up to the total while the copied bytes stay at theirs;
+// finalizing and completion follow. Published by a VMA's connection and
+// applied by the running Control, as a VMA's events are.
+func TestVerifyingThroughTheBus(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.putJobs("vma-1", events.JobQueued, "job-v")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const total = 1 << 20
+	verifying := func(seq uint64, done int64) *events.Progress {
+		p := prog("job-v", seq, events.PhaseVerifying, total)
+		p.VerifyBytesTotal, p.VerifyBytesDone, p.VerifyRateBytesPerSecond = total, done, 1<<18
+		p.Disks[0].VerifyBytesTotal, p.Disks[0].VerifyBytesDone = total, done
+		return p
+	}
+	steps := []struct {
+		p         events.Payload
+		state     string
+		done      int64 // the job's verify_bytes_done after it
+		eventRate int64
+	}{
+		{prog("job-v", 1, events.PhaseCopying, total/2), events.JobCopying, 0, 0},
+		{prog("job-v", 2, events.PhaseCopying, total), events.JobCopying, 0, 0},
+		{verifying(3, 0), events.JobVerifying, 0, 1 << 18},
+		{verifying(4, total/4), events.JobVerifying, total / 4, 1 << 18},
+		{verifying(5, total), events.JobVerifying, total, 1 << 18},
+		{&events.ReplicationStatus{JobID: "job-v", VMAID: "vma-1", Seq: 6, State: events.StatusCompleted, BytesTransferred: total,
+			Disks: []events.DiskChange{{Key: 2000, ChangeID: "52 1/1", Verified: true, Digest: "sha256:" + strings.Repeat("0", 64)}}}, events.JobCompleted, total, 0},
+	}
+	for i, s := range steps {
+		if _, err := h.conn.Publish(ctx, s.p); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		var j store.Job
+		testkit.Eventually(t, "job-v "+s.state+" after step "+strconv.Itoa(i), func() bool {
+			var err error
+			j, err = h.ctl.Job("job-v")
+			return err == nil && j.LastSeq >= uint64(i+1) && j.State == s.state
+		})
+		if j.VerifyBytesDone != s.done || j.VerifyRateBytesPerSecond != s.eventRate || j.BytesDone < total/2 {
+			t.Errorf("step %d: %s, %d bytes copied, %d of %d read back at %d/s; want %d read back at %d/s", i, j.State, j.BytesDone,
+				j.VerifyBytesDone, j.VerifyBytesTotal, j.VerifyRateBytesPerSecond, s.done, s.eventRate)
+		}
+		if s.state == events.JobVerifying && (j.BytesDone != total || j.VerifyBytesTotal != total || j.Disks[0].VerifyBytesDone != s.done) {
+			t.Errorf("step %d: verifying job %d of %d copied, %d to read back, disk %+v", i, j.BytesDone, j.BytesTotal, j.VerifyBytesTotal, j.Disks[0])
+		}
+	}
+	// The lifecycle: queued -> copying -> verifying -> completed, one event each.
+	if n := h.transitions("job-v"); n != 3 {
+		t.Errorf("%d lifecycle events, want 3 (copying, verifying, completed)", n)
+	}
 }

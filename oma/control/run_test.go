@@ -10,7 +10,7 @@ import (
 
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/oma/store"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 )
 
 // TestPruneWhileRunning: a running OMA forgets applied event ids, and the
@@ -51,7 +51,7 @@ func TestPruneWhileRunning(t *testing.T) {
 		t.Fatal("pruned before the events were old enough")
 	}
 	h.clock.Add(time.Hour)
-	testbed.Eventually(t, "old event id and page pruned", func() bool { return !applied("old") && pages() == 0 })
+	testkit.Eventually(t, "old event id and page pruned", func() bool { return !applied("old") && pages() == 0 })
 	if !applied("recent") {
 		t.Error("a recent event id was pruned")
 	}

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -48,7 +49,15 @@ type Manager struct {
 
 	mu      sync.Mutex
 	servers map[string]*server // by job id
+
+	restarts atomic.Uint64 // nbdkit processes that died and were restarted
 }
+
+// Restarts returns how many times an nbdkit died while it served and was
+// restarted, since the Manager was made. Debian's nbdkit 1.32 aborts
+// (raw_send_socket: Assertion 'sock >= 0' failed) when a client's
+// connection dies while it answers; see the README's troubleshooting.
+func (m *Manager) Restarts() uint64 { return m.restarts.Load() }
 
 // server is one job's supervised nbdkit.
 type server struct {
@@ -85,7 +94,14 @@ func (m *Manager) Pool() (first, last int) { return m.cfg.FirstPort, m.cfg.LastP
 // Pick returns the lowest port of the pool that is neither leased nor
 // taken by another process, or ErrExhausted.
 func (m *Manager) Pick(leased map[int]bool) (int, error) {
-	for p := m.cfg.FirstPort; p <= m.cfg.LastPort; p++ {
+	return m.PickIn(m.cfg.FirstPort, m.cfg.LastPort, leased)
+}
+
+// PickIn returns the lowest port of first-last that is in the pool, neither
+// leased nor taken by another process, or ErrExhausted: a VMA's jobs take
+// their ports from its share of the pool only.
+func (m *Manager) PickIn(first, last int, leased map[int]bool) (int, error) {
+	for p := max(first, m.cfg.FirstPort); p <= min(last, m.cfg.LastPort); p++ {
 		if leased[p] {
 			continue
 		}
@@ -96,7 +112,7 @@ func (m *Manager) Pick(leased map[int]bool) (int, error) {
 		l.Close()
 		return p, nil
 	}
-	return 0, fmt.Errorf("%w: all of %d-%d are leased or in use", ErrExhausted, m.cfg.FirstPort, m.cfg.LastPort)
+	return 0, fmt.Errorf("%w: all of %d-%d are leased or in use", ErrExhausted, first, last)
 }
 
 // Name returns an export name for prefix with a random 128-bit part
@@ -274,7 +290,8 @@ func (m *Manager) supervise(job string, s *server, p *proc) {
 			m.log.Info("nbdkit stopped", "job", job, "port", s.port)
 			return
 		case err := <-p.exited:
-			m.log.Error("nbdkit died; restarting", "job", job, "port", s.port, "err", err, "stderr", p.stderr.String())
+			n := m.restarts.Add(1)
+			m.log.Error("nbdkit died; restarting", "job", job, "port", s.port, "err", err, "stderr", p.stderr.String(), "restarts", n)
 			for {
 				select {
 				case <-s.stop:

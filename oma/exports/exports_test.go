@@ -19,13 +19,12 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/oma/exports"
-	"github.com/godwit/godwit/proctest"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 )
 
 func TestPickSkipsLeasedAndBusyPorts(t *testing.T) {
 	t.Parallel()
-	first, last := testbed.FreePorts(t, 3)
+	first, last := testkit.FreePorts(t, 3)
 	m := exports.New(exports.Config{FirstPort: first, LastPort: last})
 	busy, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(first+1))
 	if err != nil {
@@ -38,6 +37,33 @@ func TestPickSkipsLeasedAndBusyPorts(t *testing.T) {
 	}
 	if _, err := m.Pick(map[int]bool{first: true, first + 2: true}); !errors.Is(err, exports.ErrExhausted) {
 		t.Errorf("Pick on a full pool = %v, want ErrExhausted", err)
+	}
+}
+
+// TestPickIn: a VMA's jobs take ports of its share only, cut to the pool.
+func TestPickIn(t *testing.T) {
+	t.Parallel()
+	first, last := testkit.FreePorts(t, 6)
+	m := exports.New(exports.Config{FirstPort: first + 1, LastPort: last}) // the pool: first+1 to first+5
+	tests := []struct {
+		name     string
+		from, to int
+		leased   map[int]bool
+		want     int // 0: ErrExhausted
+	}{
+		{"share", first + 3, first + 4, nil, first + 3},
+		{"leased skipped", first + 3, first + 4, map[int]bool{first + 3: true}, first + 4},
+		{"share full", first + 3, first + 4, map[int]bool{first + 3: true, first + 4: true}, 0},
+		{"cut to the pool", first - 5, first + 1, nil, first + 1},
+		{"outside the pool", last + 1, last + 9, nil, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := m.PickIn(tt.from, tt.to, tt.leased)
+			if tt.want == 0 && !errors.Is(err, exports.ErrExhausted) || tt.want != 0 && (err != nil || p != tt.want) {
+				t.Errorf("PickIn(%d, %d, %v) = %d, %v, want %d", tt.from, tt.to, tt.leased, p, err, tt.want)
+			}
+		})
 	}
 }
 
@@ -82,7 +108,7 @@ func TestPrepareMakesSparseVolumesOfExactSize(t *testing.T) {
 // and reads the volume file back; then kills nbdkit and sees it restarted.
 func TestServeWritesLandInTheVolume(t *testing.T) {
 	t.Parallel()
-	first, last := testbed.FreePorts(t, 2)
+	first, last := testkit.FreePorts(t, 2)
 	m := exports.New(exports.Config{FirstPort: first, LastPort: last})
 	t.Cleanup(m.StopAll)
 	dir := t.TempDir()
@@ -142,7 +168,7 @@ func TestServeWritesLandInTheVolume(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testkit.Wait(t))
 	for {
 		if p := nbdkitPidOrZero(port); p != 0 && p != pid {
 			if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {
@@ -154,6 +180,9 @@ func TestServeWritesLandInTheVolume(t *testing.T) {
 			t.Fatal("nbdkit was not restarted")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	if n := m.Restarts(); n != 1 {
+		t.Errorf("Restarts() = %d after one death, want 1", n)
 	}
 	data[0] ^= 0xff
 	_ = os.WriteFile(src, data, 0o600)
@@ -170,7 +199,7 @@ func TestServeWritesLandInTheVolume(t *testing.T) {
 
 func TestServeReportsAFailingNbdkit(t *testing.T) {
 	t.Parallel()
-	first, last := testbed.FreePorts(t, 1)
+	first, last := testkit.FreePorts(t, 1)
 	m := exports.New(exports.Config{FirstPort: first, LastPort: last})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -186,7 +215,7 @@ func TestServeReportsAFailingNbdkit(t *testing.T) {
 // listener for nbdkit and reported success; the NBD handshake does not.
 func TestServeIsReadyOnlyWhenItsExportAnswers(t *testing.T) {
 	t.Parallel()
-	first, last := testbed.FreePorts(t, 1)
+	first, last := testkit.FreePorts(t, 1)
 	m := exports.New(exports.Config{FirstPort: first, LastPort: last, ReadyTimeout: 5 * time.Second})
 	t.Cleanup(m.StopAll)
 	silent := silentListener(t, "127.0.0.1:"+strconv.Itoa(first))
@@ -230,7 +259,7 @@ func silentListener(t *testing.T, addr string) string {
 
 func TestProbe(t *testing.T) {
 	t.Parallel()
-	first, last := testbed.FreePorts(t, 1)
+	first, last := testkit.FreePorts(t, 1)
 	m := exports.New(exports.Config{FirstPort: first, LastPort: last})
 	t.Cleanup(m.StopAll)
 	dir := t.TempDir()
@@ -324,7 +353,7 @@ func nbdkitPid(t *testing.T, port int) int {
 }
 
 func nbdkitPidOrZero(port int) int {
-	for _, p := range proctest.List() {
+	for _, p := range testkit.List() {
 		if len(p.Args) == 0 || filepath.Base(p.Args[0]) != "nbdkit" {
 			continue
 		}

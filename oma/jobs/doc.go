@@ -6,8 +6,9 @@
 //
 // A job follows the state machine of state.go:
 //
-//	pending -> queued -> snapshotting -> copying -> finalizing -> completed
+//	pending -> queued -> snapshotting -> copying -> verifying -> finalizing -> completed
 //
+// (verifying only for a job that reads its copy back; skipping is allowed)
 // with failed and cancelled reachable from every state that is not final.
 // A job only moves forward: a late or repeated event can never take it
 // back, and a final state is never left.

@@ -117,6 +117,7 @@ func (m *Manager) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 		leased  = map[int]bool{}
 		taken   = map[string]bool{}
 		pending int // the token's pending jobs
+		vma     store.VMA
 	)
 	err := m.store.View(func(tx *bbolt.Tx) error {
 		var err error
@@ -124,6 +125,13 @@ func (m *Manager) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 			return err
 		}
 		rid = replicas.ID(loc.VMAID, loc.VCenter, loc.VM)
+		// The VMA's share of the pool; one that is not registered (its
+		// inventory stayed) has none, and so the whole pool, as the VMAs
+		// registered before shares.
+		if vma, err = store.GetVMA(tx, loc.VMAID); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		vma.ID = loc.VMAID
 		all, err := store.Jobs(tx)
 		if err != nil {
 			return err
@@ -186,10 +194,17 @@ func (m *Manager) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 	if err := subject.ValidID(id); err != nil {
 		return store.Job{}, store.Lease{}, nil, fault.Errorf(fault.Invalid, "source_vm.id", "VM id %q cannot make a job id: %v", loc.VM.ID, err)
 	}
-	port, err := m.exports.Pick(leased)
+	first, last := m.exports.Pool()
+	ports, err := vmas.NBDPorts(vma, store.Ports{First: first, Last: last})
+	if err != nil {
+		return store.Job{}, store.Lease{}, nil, err
+	}
+	port, err := m.exports.PickIn(ports.First, ports.Last, leased)
+	if errors.Is(err, exports.ErrExhausted) && vma.NBDPorts == nil {
+		return store.Job{}, store.Lease{}, nil, &fault.Error{Kind: fault.Unavailable, Msg: fmt.Sprintf("every NBD port of the pool %s is in use by an active job: wait for one to end or widen the pool", ports), Err: err}
+	}
 	if errors.Is(err, exports.ErrExhausted) {
-		first, last := m.exports.Pool()
-		return store.Job{}, store.Lease{}, nil, &fault.Error{Kind: fault.Unavailable, Msg: fmt.Sprintf("every NBD port of the pool %d-%d is in use by an active job: wait for one to end or widen the pool", first, last), Err: err}
+		return store.Job{}, store.Lease{}, nil, &fault.Error{Kind: fault.Unavailable, Field: "vma_id", Msg: fmt.Sprintf("every NBD port of VMA %s's share %s of the pool (-nbd-ports-per-vma %d) is in use by an active job: wait for one to end or cancel one", vma.ID, ports, ports.Last-ports.First+1), Err: err}
 	}
 	if err != nil {
 		return store.Job{}, store.Lease{}, nil, err

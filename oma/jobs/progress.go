@@ -159,16 +159,23 @@ type endedJob struct {
 	end ending
 }
 
+// progress applies a progress event. A job's figures never go back: bytes
+// done only grow (a copy that starts again from its last checkpoint redoes
+// bytes), and a total is taken only once known (a VMA that resumes a job
+// reports it copying before it has planned it again, with nothing).
 func (m *Manager) progress(tx *bbolt.Tx, j *store.Job, p *events.Progress) error {
 	if p.Seq > j.LastSeq {
 		j.LastSeq = p.Seq
-		j.BytesTotal, j.BytesDone, j.RateBytesPerSecond = p.BytesTotal, p.BytesDone, p.RateBytesPerSecond
+		total, done := keep(j.BytesTotal, j.BytesDone, p.BytesTotal, p.BytesDone)
+		j.BytesTotal, j.BytesDone, j.RateBytesPerSecond = total, done, p.RateBytesPerSecond
 		j.AverageRateBytesPerSecond = p.AverageRateBytesPerSecond
+		j.VerifyBytesTotal, j.VerifyBytesDone, j.VerifyRateBytesPerSecond = p.VerifyBytesTotal, p.VerifyBytesDone, p.VerifyRateBytesPerSecond
 		for _, dp := range p.Disks {
 			for i := range j.Disks {
-				if j.Disks[i].Key == dp.Key {
-					j.Disks[i].BytesTotal, j.Disks[i].BytesDone = dp.BytesTotal, dp.BytesDone
-					j.Disks[i].RateBytesPerSecond = dp.RateBytesPerSecond
+				if d := &j.Disks[i]; d.Key == dp.Key {
+					d.BytesTotal, d.BytesDone = keep(d.BytesTotal, d.BytesDone, dp.BytesTotal, dp.BytesDone)
+					d.RateBytesPerSecond = dp.RateBytesPerSecond
+					d.VerifyBytesTotal, d.VerifyBytesDone = dp.VerifyBytesTotal, dp.VerifyBytesDone
 				}
 			}
 		}
@@ -182,6 +189,18 @@ func (m *Manager) progress(tx *bbolt.Tx, j *store.Job, p *events.Progress) error
 	return err
 }
 
+// keep returns a job's or disk's figures after a report of newTotal and
+// newDone: the total once known (not zero), done never less than before.
+func keep(total, done, newTotal, newDone int64) (int64, int64) {
+	if newTotal > 0 {
+		total = newTotal
+	}
+	return total, max(done, newDone)
+}
+
+// status applies a replication status event. Its bytes transferred (what
+// the VMA recorded as written) count as done when more than the progress
+// said: the last progress events may have been lost with the bus.
 func (m *Manager) status(tx *bbolt.Tx, j *store.Job, s *events.ReplicationStatus) error {
 	to, err := FromStatus(s.State)
 	if err != nil {
@@ -190,6 +209,7 @@ func (m *Manager) status(tx *bbolt.Tx, j *store.Job, s *events.ReplicationStatus
 	if s.Seq > j.LastSeq {
 		j.LastSeq = s.Seq
 	}
+	j.BytesDone = max(j.BytesDone, s.BytesTransferred)
 	why := ""
 	if s.Error != nil {
 		why = s.Error.Message
@@ -209,7 +229,7 @@ func (m *Manager) status(tx *bbolt.Tx, j *store.Job, s *events.ReplicationStatus
 			}
 		}
 		j.BytesDone = j.BytesTotal
-		j.RateBytesPerSecond = 0
+		j.RateBytesPerSecond, j.VerifyRateBytesPerSecond = 0, 0
 		for i := range j.Disks {
 			j.Disks[i].RateBytesPerSecond = 0
 		}

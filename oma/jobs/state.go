@@ -17,10 +17,12 @@ func rank(state string) int {
 		return 2
 	case events.JobCopying:
 		return 3
-	case events.JobFinalizing:
+	case events.JobVerifying:
 		return 4
-	case events.JobCompleted:
+	case events.JobFinalizing:
 		return 5
+	case events.JobCompleted:
+		return 6
 	}
 	return -1
 }
@@ -75,6 +77,8 @@ func FromPhase(phase string) (string, error) {
 		return events.JobSnapshotting, nil
 	case events.PhaseCopying:
 		return events.JobCopying, nil
+	case events.PhaseVerifying:
+		return events.JobVerifying, nil
 	case events.PhaseFinalizing:
 		return events.JobFinalizing, nil
 	}

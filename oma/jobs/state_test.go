@@ -11,10 +11,11 @@ func TestCanMove(t *testing.T) {
 	t.Parallel()
 	// want lists, for each state, the states it may move to.
 	want := map[string][]string{
-		events.JobPending:      {events.JobQueued, events.JobSnapshotting, events.JobCopying, events.JobFinalizing, events.JobCompleted, events.JobFailed, events.JobCancelled},
-		events.JobQueued:       {events.JobSnapshotting, events.JobCopying, events.JobFinalizing, events.JobCompleted, events.JobFailed, events.JobCancelled},
-		events.JobSnapshotting: {events.JobCopying, events.JobFinalizing, events.JobCompleted, events.JobFailed, events.JobCancelled},
-		events.JobCopying:      {events.JobFinalizing, events.JobCompleted, events.JobFailed, events.JobCancelled},
+		events.JobPending:      {events.JobQueued, events.JobSnapshotting, events.JobCopying, events.JobVerifying, events.JobFinalizing, events.JobCompleted, events.JobFailed, events.JobCancelled},
+		events.JobQueued:       {events.JobSnapshotting, events.JobCopying, events.JobVerifying, events.JobFinalizing, events.JobCompleted, events.JobFailed, events.JobCancelled},
+		events.JobSnapshotting: {events.JobCopying, events.JobVerifying, events.JobFinalizing, events.JobCompleted, events.JobFailed, events.JobCancelled},
+		events.JobCopying:      {events.JobVerifying, events.JobFinalizing, events.JobCompleted, events.JobFailed, events.JobCancelled},
+		events.JobVerifying:    {events.JobFinalizing, events.JobCompleted, events.JobFailed, events.JobCancelled},
 		events.JobFinalizing:   {events.JobCompleted, events.JobFailed, events.JobCancelled},
 		events.JobCompleted:    nil,
 		events.JobFailed:       nil,
@@ -59,6 +60,7 @@ func TestMappings(t *testing.T) {
 		{events.StatusCancelled, events.JobCancelled, jobs.FromStatus},
 		{events.PhaseSnapshotting, events.JobSnapshotting, jobs.FromPhase},
 		{events.PhaseCopying, events.JobCopying, jobs.FromPhase},
+		{events.PhaseVerifying, events.JobVerifying, jobs.FromPhase},
 		{events.PhaseFinalizing, events.JobFinalizing, jobs.FromPhase},
 	}
 	for _, tt := range tests {

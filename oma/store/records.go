@@ -37,6 +37,12 @@ type Job struct {
 	AverageRateBytesPerSecond int64 `json:"average_rate_bytes_per_second,omitempty"`
 	// CreatedBy names the API token that created the job.
 	CreatedBy string `json:"created_by,omitempty"`
+	// VerifyBytesTotal is what the VMA reads back from the exports to
+	// check after copying, VerifyBytesDone what it has, and
+	// VerifyRateBytesPerSecond its recent rate (0 without verification).
+	VerifyBytesTotal         int64 `json:"verify_bytes_total,omitempty"`
+	VerifyBytesDone          int64 `json:"verify_bytes_done,omitempty"`
+	VerifyRateBytesPerSecond int64 `json:"verify_rate_bytes_per_second,omitempty"`
 	// LastSeq is the highest progress or status sequence applied.
 	LastSeq   uint64    `json:"last_seq"`
 	LastError string    `json:"last_error,omitempty"`
@@ -58,6 +64,10 @@ type JobDisk struct {
 	BytesDone  int64  `json:"bytes_done"`
 	// RateBytesPerSecond is the disk's recent copy rate.
 	RateBytesPerSecond int64 `json:"rate_bytes_per_second,omitempty"`
+	// VerifyBytesTotal and VerifyBytesDone are the disk's share of the
+	// job's.
+	VerifyBytesTotal int64 `json:"verify_bytes_total,omitempty"`
+	VerifyBytesDone  int64 `json:"verify_bytes_done,omitempty"`
 	// ChangeID is the CBT change id the disk was copied up to.
 	ChangeID string `json:"change_id,omitempty"`
 	// BaseChangeID is the change id an incremental copy starts from.
@@ -149,12 +159,25 @@ type VMA struct {
 	SSHPublicKey string `json:"ssh_public_key"`
 	// APIPort is the OMA loopback port the VMA's API is forwarded to
 	// (9081, 9082...); 0 for VMAs registered before ports were assigned.
-	APIPort  int        `json:"api_port"`
+	APIPort int `json:"api_port"`
+	// NBDPorts is the VMA's share of the NBD port pool: its jobs' exports
+	// are served on these ports only, and its SSH key may open only them.
+	// nil for VMAs registered before shares: they keep the whole pool.
+	NBDPorts *Ports     `json:"nbd_ports,omitempty"`
 	LastSeen *time.Time `json:"last_seen,omitempty"`
 	// Tunnel sums up the outages of its SSH connection the VMA reported;
 	// nil until the first.
 	Tunnel *TunnelOutages `json:"tunnel,omitempty"`
 }
+
+// Ports is a range of ports, both ends included.
+type Ports struct {
+	First int `json:"first"`
+	Last  int `json:"last"`
+}
+
+// String returns "first-last".
+func (p Ports) String() string { return fmt.Sprintf("%d-%d", p.First, p.Last) }
 
 // TunnelOutages sums up the outages of a VMA's SSH connection.
 type TunnelOutages struct {

@@ -17,11 +17,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/godwit/godwit/logtest"
 	"github.com/godwit/godwit/oma/authkeys"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/tunnels"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/tunnel"
 	"github.com/godwit/godwit/vma/tunnel/tunneltest"
 	"golang.org/x/crypto/ssh"
@@ -141,7 +140,7 @@ func wantDown(t *testing.T, addr, id string) {
 func wantVMA(t *testing.T, addr, id string) {
 	t.Helper()
 	var a answer
-	testbed.Eventually(t, id+" answering through the OMA's port", func() bool {
+	testkit.Eventually(t, id+" answering through the OMA's port", func() bool {
 		a = call(t, addr, `{"vcenter":"vc","password":"secret"}`)
 		return a.status == http.StatusOK
 	})
@@ -169,12 +168,12 @@ func TestProxy(t *testing.T) {
 		lines = append(lines, line)
 	}
 	sshd.Authorize(lines...)
-	first, _ := testbed.FreePorts(t, 2)
+	first, _ := testkit.FreePorts(t, 2)
 	reg := &registry{vmas: []store.VMA{
 		{ID: "vma-1", APIPort: first, SSHPublicKey: tunnel.AuthorizedKey(vma1.key)},
 		{ID: "vma-2", APIPort: first + 1, SSHPublicKey: tunnel.AuthorizedKey(vma2.key)},
 	}}
-	logs := &logtest.Buffer{}
+	logs := &testkit.Buffer{}
 	p, err := tunnels.New(tunnels.Config{Dir: dir, Interval: 50 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(io.MultiWriter(logs, t.Output()), nil))}, reg)
 	if err != nil {
@@ -190,7 +189,7 @@ func TestProxy(t *testing.T) {
 		}
 	})
 	addr1 := fmt.Sprintf("127.0.0.1:%d", first)
-	testbed.Eventually(t, "the OMA holding vma-1's port", func() bool { return p.Addrs()["vma-1"] == addr1 })
+	testkit.Eventually(t, "the OMA holding vma-1's port", func() bool { return p.Addrs()["vma-1"] == addr1 })
 	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("socket dir: %v, %v; want mode 0700", fi, err)
 	}
@@ -227,7 +226,7 @@ func TestProxy(t *testing.T) {
 	})
 	t.Run("stopped", func(t *testing.T) {
 		vma1.down()
-		testbed.Eventually(t, "503 once vma-1 is gone", func() bool {
+		testkit.Eventually(t, "503 once vma-1 is gone", func() bool {
 			a := call(t, addr1, `{}`)
 			return a.status == http.StatusServiceUnavailable
 		})
@@ -237,7 +236,7 @@ func TestProxy(t *testing.T) {
 		// vma-2's key binds vma-1's socket while vma-1 is down: OpenSSH lets it (one user for
 		// all VMAs, no permitlisten for paths). Nothing sent to vma-1's port may reach it.
 		vma2.up(sshd, path1)
-		testbed.Eventually(t, "the OMA finding vma-2's key on vma-1's socket", func() bool {
+		testkit.Eventually(t, "the OMA finding vma-2's key on vma-1's socket", func() bool {
 			return strings.Contains(logs.String(), "held by another key")
 		})
 		for range 3 {
@@ -254,21 +253,21 @@ func TestProxy(t *testing.T) {
 		reg.mu.Lock()
 		reg.vmas = reg.vmas[1:]
 		reg.mu.Unlock()
-		testbed.Eventually(t, "vma-1's port let go", func() bool { _, held := p.Addrs()["vma-1"]; return !held })
+		testkit.Eventually(t, "vma-1's port let go", func() bool { _, held := p.Addrs()["vma-1"]; return !held })
 	})
 }
 
 // TestProxyPortTaken: a port another process holds when the OMA starts is logged, named, and
 // taken as soon as it is free.
 func TestProxyPortTaken(t *testing.T) {
-	first, _ := testbed.FreePorts(t, 1)
+	first, _ := testkit.FreePorts(t, 1)
 	addr := fmt.Sprintf("127.0.0.1:%d", first)
 	squat, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer squat.Close()
-	logs := &logtest.Buffer{}
+	logs := &testkit.Buffer{}
 	p, err := tunnels.New(tunnels.Config{Dir: filepath.Join(t.TempDir(), "tunnels"), Interval: 50 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(logs, nil))}, &registry{vmas: []store.VMA{{ID: "vma-1", APIPort: first}}})
 	if err != nil {
@@ -278,11 +277,11 @@ func TestProxyPortTaken(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	testbed.Eventually(t, "the taken port logged", func() bool {
+	testkit.Eventually(t, "the taken port logged", func() bool {
 		return strings.Contains(logs.String(), "cannot hold a VMA's API port") && strings.Contains(logs.String(), addr)
 	})
 	squat.Close()
-	testbed.Eventually(t, "the port held once free", func() bool { return p.Addrs()["vma-1"] == addr })
+	testkit.Eventually(t, "the port held once free", func() bool { return p.Addrs()["vma-1"] == addr })
 	// A VMA registered without an SSH key has no tunnel: 503 naming it.
 	a := call(t, addr, `{}`)
 	if a.status != http.StatusServiceUnavailable || !strings.Contains(fmt.Sprint(a.body["detail"]), "VMA vma-1 not connected: no SSH key") {

@@ -1,7 +1,3 @@
-// Package vmas registers the VMAs on the OMA and keeps their records: NATS
-// credentials and access, durable consumers, API ports and SSH keys (their
-// authorized_keys lines), heartbeats and tunnel outages. It seals secrets
-// to a VMA's announced key.
 package vmas
 
 import (
@@ -49,6 +45,11 @@ type Config struct {
 	// OMAPorts are the OMA's own ports (API, NATS, sshd, NBD pool): no
 	// VMA's API port may take one.
 	OMAPorts []PortRange
+	// NBDPortsPerVMA is how many ports of the NBD port pool each VMA
+	// registered gets as its share: its jobs' exports are served on them
+	// only, and its authorized_keys line opens only them. 0 means
+	// DefaultNBDPortsPerVMA; a pool smaller than that is one share.
+	NBDPortsPerVMA int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger; nil discards.
@@ -100,6 +101,9 @@ type Credentials struct {
 	// APIPort is the OMA loopback port the VMA's API is forwarded to
 	// through its SSH connection.
 	APIPort int `json:"api_port"`
+	// NBDPorts is the VMA's share of the NBD port pool: its jobs' exports
+	// are on these ports, and its SSH key may open only them.
+	NBDPorts store.Ports `json:"nbd_ports"`
 	// SSHPublicKey is the VMA's SSH key as stored, empty when none was given.
 	SSHPublicKey string `json:"ssh_public_key,omitempty"`
 	// AuthorizedKey is the line for the OMA's sshd authorized_keys file
@@ -121,6 +125,12 @@ type Registration struct {
 	// OMAPorts are the OMA's own ports, which APIPort may not be (nor is
 	// the lowest free one taken among them). AddVMA takes Config.OMAPorts.
 	OMAPorts []PortRange
+	// NBDPool is the NBD port pool; zero means 10100-10199. AddVMA takes
+	// the pool its exports are served from.
+	NBDPool store.Ports
+	// NBDPortsPerVMA is how many ports of NBDPool the VMA's share holds;
+	// 0 means DefaultNBDPortsPerVMA. AddVMA takes Config.NBDPortsPerVMA.
+	NBDPortsPerVMA int
 }
 
 // PortRange is one or more of the OMA's own ports, such as its API's or
@@ -150,9 +160,11 @@ func checkOMAPorts(port int, own []PortRange) error {
 }
 
 // Register creates NATS credentials for a new VMA in st, stores it with
-// its SSH key and the lowest API port no other VMA has (from
-// authkeys.FirstAPIPort), and returns them. It fails with an Invalid error
-// naming id or ssh_public_key, or a Conflict when the id is taken.
+// its SSH key, the lowest API port no other VMA has (from
+// authkeys.FirstAPIPort) and the lowest free share of the NBD port pool
+// (Registration.NBDPortsPerVMA ports), and returns them. It fails with an Invalid
+// error naming id or ssh_public_key, a Conflict when the id is taken, or an
+// Unavailable one when the pool has no share left.
 // AuthorizedKey, NATSURL and OMAURL are left for the caller to fill.
 func Register(st *store.Store, nv Registration, now time.Time) (Credentials, error) {
 	id := nv.ID
@@ -185,7 +197,10 @@ func Register(st *store.Store, nv Registration, now time.Time) (Credentials, err
 	if err != nil {
 		return Credentials{}, fmt.Errorf("create nkey: %w", err)
 	}
-	var apiPort int
+	var (
+		apiPort int
+		share   store.Ports
+	)
 	err = st.Update(func(tx *bbolt.Tx) error {
 		if _, err := store.GetVMA(tx, id); err == nil {
 			return fault.Errorf(fault.Conflict, "id", "VMA %q is already registered", id)
@@ -202,12 +217,15 @@ func Register(st *store.Store, nv Registration, now time.Time) (Credentials, err
 		if err := apiPortFree(vmas, apiPort); err != nil {
 			return err
 		}
-		return store.PutVMA(tx, store.VMA{ID: id, NKey: pub, RegisteredAt: now.UTC(), SSHPublicKey: sshKey, APIPort: apiPort})
+		if share, err = freeShare(vmas, orDefaultPool(nv.NBDPool), nv.NBDPortsPerVMA, ""); err != nil {
+			return err
+		}
+		return store.PutVMA(tx, store.VMA{ID: id, NKey: pub, RegisteredAt: now.UTC(), SSHPublicKey: sshKey, APIPort: apiPort, NBDPorts: &share})
 	})
 	if err != nil {
 		return Credentials{}, err
 	}
-	return Credentials{ID: id, NKeySeed: string(seed), APIPort: apiPort, SSHPublicKey: sshKey}, nil
+	return Credentials{ID: id, NKeySeed: string(seed), APIPort: apiPort, NBDPorts: share, SSHPublicKey: sshKey}, nil
 }
 
 // checkAPIPort refuses an API port asked for that cannot be one: 0 (the
@@ -245,7 +263,8 @@ func freeAPIPort(vmas []store.VMA, own []PortRange) (int, error) {
 }
 
 // AuthorizedKey returns the authorized_keys line of v for the forwards fw,
-// or "" when v has no SSH key.
+// or "" when v has no SSH key. The line opens the NBD ports of v's share
+// of fw's pool only (the whole pool for a VMA registered before shares).
 func AuthorizedKey(fw authkeys.Forwards, v store.VMA) (string, error) {
 	if v.SSHPublicKey == "" {
 		return "", nil
@@ -253,6 +272,11 @@ func AuthorizedKey(fw authkeys.Forwards, v store.VMA) (string, error) {
 	if v.APIPort == 0 {
 		return "", fmt.Errorf("vma %s has an SSH key but no API port", v.ID)
 	}
+	ports, err := NBDPorts(v, orDefaultPool(store.Ports{First: fw.FirstPort, Last: fw.LastPort}))
+	if err != nil {
+		return "", fmt.Errorf("authorized_keys line: %w", err)
+	}
+	fw.FirstPort, fw.LastPort = ports.First, ports.Last
 	return authkeys.Line(fw, v.SSHPublicKey, v.ID)
 }
 
@@ -281,7 +305,8 @@ func (r *Registry) AuthorizedKeys() ([]string, error) {
 }
 
 // AuthorizedKeys returns the authorized_keys lines of every VMA in st that
-// has an SSH key, by VMA id, for the forwards fw.
+// has an SSH key, by VMA id, for the forwards fw. A VMA whose share of the
+// NBD port pool lies outside fw's pool gets a comment saying so instead.
 func AuthorizedKeys(st *store.Store, fw authkeys.Forwards) ([]string, error) {
 	var vmas []store.VMA
 	err := st.View(func(tx *bbolt.Tx) error {
@@ -300,6 +325,11 @@ func authorizedKeys(fw authkeys.Forwards, vmas []store.VMA) ([]string, error) {
 	lines := []string{}
 	for _, v := range vmas {
 		line, err := AuthorizedKey(fw, v)
+		if fault.KindOf(err) == fault.Unavailable {
+			// A share outside the pool: no line, and the others still.
+			lines = append(lines, "# no line for VMA "+v.ID+": "+err.Error())
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -331,7 +361,7 @@ func (r *Registry) AddVMA(ctx context.Context, nv Registration) (Credentials, er
 			return Credentials{}, fault.Errorf(fault.Invalid, "ssh_public_key", "%v", err)
 		}
 	}
-	nv.OMAPorts = r.cfg.OMAPorts
+	nv.OMAPorts, nv.NBDPool, nv.NBDPortsPerVMA = r.cfg.OMAPorts, r.pool(), r.cfg.NBDPortsPerVMA
 	if err := checkAPIPort(nv.APIPort); err != nil {
 		return Credentials{}, err
 	}
@@ -350,14 +380,18 @@ func (r *Registry) AddVMA(ctx context.Context, nv Registration) (Credentials, er
 		case !errors.Is(err, store.ErrNotFound):
 			return err
 		}
-		if nv.APIPort == 0 {
-			return nil
-		}
 		vmas, err := store.VMAs(tx)
 		if err != nil {
 			return err
 		}
-		return apiPortFree(vmas, nv.APIPort)
+		if nv.APIPort != 0 {
+			if err := apiPortFree(vmas, nv.APIPort); err != nil {
+				return err
+			}
+		}
+		// Refused before the VMA's consumers are created.
+		_, err = freeShare(vmas, nv.NBDPool, nv.NBDPortsPerVMA, "")
+		return err
 	})
 	if err != nil {
 		return Credentials{}, err
@@ -376,7 +410,7 @@ func (r *Registry) AddVMA(ctx context.Context, nv Registration) (Credentials, er
 		return Credentials{}, fmt.Errorf("register vma %s: %w", id, err)
 	}
 	cred.NATSURL, cred.OMAURL = r.cfg.NATSURL, r.cfg.APIURL
-	v := store.VMA{ID: cred.ID, SSHPublicKey: cred.SSHPublicKey, APIPort: cred.APIPort}
+	v := store.VMA{ID: cred.ID, SSHPublicKey: cred.SSHPublicKey, APIPort: cred.APIPort, NBDPorts: &cred.NBDPorts}
 	if cred.AuthorizedKey, err = AuthorizedKey(fw, v); err != nil {
 		// Registered already: the line can be had again from the list.
 		r.log.Error("authorized_keys line", "vma", id, "err", err)

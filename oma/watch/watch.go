@@ -1,6 +1,7 @@
 // Package watch turns the bus's job events into one line each for a
-// terminal: a job created, each change of state, and its end with the bytes
-// it moved, how long it took and whether they were verified.
+// terminal: a job created, each change of state (verifying: reading the
+// copy back), and its end with the bytes it moved, how long it took and
+// whether, and in how long, they were verified.
 //
 // Every string that comes from a VMA or vCenter (VM names, ids, states,
 // errors) is written through printable.Quote: a VM named with an escape
@@ -34,10 +35,14 @@ type Printer struct {
 
 // job is what a Printer remembers of a job between its events.
 type job struct {
-	started  time.Time // when it left queued; zero if not seen
-	bytes    int64     // from its completed status
-	disks    int
-	verified int
+	started time.Time // when it left queued; zero if not seen
+	// verifying is when it began reading its copy back, verifyTook how
+	// long that took (until finalizing); zero if not seen.
+	verifying  time.Time
+	verifyTook time.Duration
+	bytes      int64 // from its completed status
+	disks      int
+	verified   int
 }
 
 // NewPrinter returns a Printer writing to out, with times in loc (nil: local time).
@@ -98,6 +103,13 @@ func (p *Printer) stateChanged(e *events.JobStateChanged) error {
 	switch e.To {
 	case events.JobSnapshotting:
 		j.started = e.ChangedAt
+	case events.JobVerifying:
+		j.verifying = e.ChangedAt
+		return p.line(e.ChangedAt, e.JobID, q(e.From)+" -> "+q(e.To)+": every byte copied, reading the copy back")
+	case events.JobFinalizing:
+		if !j.verifying.IsZero() {
+			j.verifyTook = e.ChangedAt.Sub(j.verifying)
+		}
 	case events.JobCompleted:
 		delete(p.jobs, e.JobID)
 		msg := fmt.Sprintf("completed: %s copied", Bytes(j.bytes))
@@ -109,6 +121,8 @@ func (p *Printer) stateChanged(e *events.JobStateChanged) error {
 			}
 		}
 		switch {
+		case j.disks > 0 && j.verified == j.disks && j.verifyTook > 0:
+			msg += fmt.Sprintf(", verified (read back in %s)", roundDuration(j.verifyTook))
 		case j.disks > 0 && j.verified == j.disks:
 			msg += ", verified"
 		case j.disks > 0:
@@ -135,6 +149,15 @@ func (p *Printer) line(at time.Time, jobID, msg string) error {
 
 // q quotes a string from a VMA or vCenter for the terminal.
 func q(s string) string { return printable.Quote(s) }
+
+// roundDuration rounds d to a tenth of a second, or to the millisecond
+// below one second: 1.5s, 340ms.
+func roundDuration(d time.Duration) time.Duration {
+	if d < time.Second {
+		return d.Round(time.Millisecond)
+	}
+	return d.Round(100 * time.Millisecond)
+}
 
 // Bytes formats n in binary units: 512 B, 1.5 KiB, 40.0 GiB.
 func Bytes(n int64) string {

@@ -201,7 +201,9 @@ func (a *API) handle(h func(http.ResponseWriter, *http.Request) error) http.Hand
 }
 
 // health answers status, id and version to anyone; uptime, public key and
-// bus state only with the token, when one is configured.
+// the bus connection (connected or reconnecting, since when, reconnects,
+// the last error such as an authorization violation while the OMA
+// restarts) only with the token, when one is configured.
 func (a *API) health(w http.ResponseWriter, r *http.Request) error {
 	connected := a.conn.Connected()
 	status := "ok"
@@ -212,7 +214,9 @@ func (a *API) health(w http.ResponseWriter, r *http.Request) error {
 	if a.authorized(r) {
 		h["uptime_seconds"] = int64(a.cfg.Now().Sub(a.started).Seconds())
 		h["public_key"] = a.cfg.Identity.PublicKey()
-		h["bus"] = map[string]any{"connected": connected, "state": a.conn.State()}
+		bh := a.conn.Health()
+		h["bus"] = map[string]any{"connected": bh.Connected, "state": bh.State, "since": bh.Since, "reconnects": bh.Reconnects,
+			"last_error": bh.LastError, "last_error_at": bh.LastErrorAt}
 		if a.cfg.Tunnel != nil {
 			ts := a.cfg.Tunnel.State()
 			h["tunnel"] = map[string]any{"connected": ts.Connected, "forwarding": ts.Forwarding, "since": ts.Since, "reconnects": ts.Reconnects,

@@ -12,27 +12,37 @@ import (
 	"github.com/godwit/godwit/events"
 	omaappliance "github.com/godwit/godwit/oma/appliance"
 	"github.com/godwit/godwit/problem"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/appliance"
 	"github.com/godwit/godwit/vma/vcsim"
 )
 
 // wideVMs is how many wide simulated VMs (80-character names, 15 disks, 10
-// NICs) make a discovery larger than the server's 1 MiB max payload.
-const wideVMs = 170
+// NICs, about 6 KiB each) make a discovery of about 250 KB: more than two
+// messages of smallPayload. The simulator builds them in seconds; the 170
+// that exceed the default 1 MiB took 20 s, minutes under -race.
+const (
+	wideVMs      = 40
+	smallPayload = 96 << 10
+)
 
 // TestDiscoverLargerThanMaxPayload discovers a simulated vCenter whose
-// inventory does not fit one NATS message: the VMA pages the result across
-// events, and the VMA API, the OMA's inventory and the OMA-initiated
-// discovery each get every VM.
+// inventory does not fit one NATS message (the server's max payload
+// lowered to smallPayload): the VMA pages the result across events, and
+// the VMA API, the OMA's inventory and the OMA-initiated discovery each get
+// every VM. TestDiscover5013VMs does it past the default 1 MiB.
 func TestDiscoverLargerThanMaxPayload(t *testing.T) {
-	discoverLargerThanMaxPayload(t, stackConfig{sim: vcsim.Config{WideVMs: wideVMs}}, wideVMs+13)
+	discoverLargerThanMaxPayload(t, stackConfig{
+		sim: vcsim.Config{WideVMs: wideVMs},
+		oma: func(c *omaappliance.Config) { c.NATSMaxPayload = smallPayload },
+	}, wideVMs+13)
 }
 
 // TestDiscover5013VMs discovers the benchmark's simulator, 5,000 VMs of
 // govmomi's model and the seed's 13, the same way.
 // Under the race detector one discovery of them takes about a minute.
 func TestDiscover5013VMs(t *testing.T) {
+	testkit.Long(t)
 	const wait = 5 * time.Minute
 	discoverLargerThanMaxPayload(t, stackConfig{
 		sim: vcsim.Config{ModelVMs: 5000},
@@ -67,7 +77,7 @@ func discoverLargerThanMaxPayload(t *testing.T, sc stackConfig, want int) {
 	if pages := bustest.Count(t, s.oma, bus.StreamInventory, "godwit.discover.result.>"); pages < 2 {
 		t.Errorf("the result went in %d messages, want pages", pages)
 	}
-	testbed.Eventually(t, "the OMA's inventory of every VM", func() bool {
+	testkit.Eventually(t, "the OMA's inventory of every VM", func() bool {
 		var inv struct{ VMs []struct{ ID string } }
 		s.o.Do("GET", "/api/v1/vms", nil, &inv)
 		return len(inv.VMs) == want
@@ -101,7 +111,7 @@ func TestDiscoveryThatCannotBePublished(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testbed.Eventually(t, "the request terminated", func() bool {
+	testkit.Eventually(t, "the request terminated", func() bool {
 		info, err := cons.Info(ctx)
 		return err == nil && info.NumAckPending == 0 && info.NumPending == 0 && info.NumRedelivered == 0
 	})

@@ -20,6 +20,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events/subject"
 	"github.com/godwit/godwit/httpserver"
@@ -109,6 +111,10 @@ type Config struct {
 	// from (the OMA holds the VMA's API port and forwards into it); empty
 	// means DefaultTunnelDir/<id>.sock.
 	TunnelListen string
+	// NATSOptions are passed to nats.go for the bus connection after
+	// godwit's own, for example nats.UserCredentials for an external
+	// cluster.
+	NATSOptions []nats.Option
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger receives every part's log; nil discards.
@@ -201,6 +207,11 @@ func (v *VMA) Identity() identity.Identity {
 // Run runs the VMA until ctx ends, then stops the API (draining requests),
 // the worker, the bus connection and the state, in that order. It returns
 // only after everything it started has stopped.
+//
+// The bus connection reconnects forever. Should nats.go close it for good
+// all the same, the VMA connects anew and runs its jobs (which resume from
+// their checkpoints), worker and API handlers on the new connection; the
+// API answers 503 meanwhile, health saying reconnecting.
 func (v *VMA) Run(ctx context.Context) error {
 	cfg := v.cfg
 	id, err := identity.LoadOrCreate(cfg.DataDir, cfg.ID)
@@ -224,7 +235,8 @@ func (v *VMA) Run(ctx context.Context) error {
 		return err
 	}
 	defer stopTunnel()
-	bc := bus.ClientConfig{Name: id.ID, Source: "/godwit/vma/" + id.ID, NKeySeed: cfg.NATSSeed, InboxPrefix: inbox, Confined: true, Logger: log}
+	bc := bus.ClientConfig{Name: id.ID, Source: "/godwit/vma/" + id.ID, NKeySeed: cfg.NATSSeed, InboxPrefix: inbox, Confined: true,
+		Options: cfg.NATSOptions, Logger: log}
 	if tn != nil {
 		bc.Dial = tunnel.Dialer{Tunnel: tn, Context: ctx}.Dial
 	}
@@ -238,7 +250,8 @@ func (v *VMA) Run(ctx context.Context) error {
 	v.addrs, v.id = Addrs{API: l.Addr().String()}, id
 	v.mu.Unlock()
 	front := new(swapHandler)
-	front.set(starting(id.ID, cfg.NATSURL, tn, cfg.API.TokenSHA256 == nil))
+	showTunnel := cfg.API.TokenSHA256 == nil
+	front.set(starting(id.ID, cfg.NATSURL, tn, showTunnel, nil))
 	httpCfg := cfg.API.HTTP
 	if httpCfg.Logger == nil {
 		httpCfg.Logger = log
@@ -251,37 +264,94 @@ func (v *VMA) Run(ctx context.Context) error {
 		apiErr = httpserver.Serve(apiCtx, l, front, httpCfg)
 	}()
 	defer func() { stopAPI(); <-apiDone }()
-
-	log.Info("connecting to the bus", "nats", cfg.NATSURL, "tunnel", cfg.Tunnel != "")
-	conn, err := bus.Connect(ctx, cfg.NATSURL, bc)
-	if err != nil {
-		if ctx.Err() != nil {
-			log.Info("vma stopped before reaching the bus")
-			return nil
-		}
-		return err
+	if tn != nil {
+		// The API also answers on the OMA's side of the remote forward;
+		// the local listener's server is the one whose end stops the VMA.
+		var fwd sync.WaitGroup
+		defer func() { stopAPI(); fwd.Wait() }()
+		fwd.Go(func() {
+			if err := httpserver.Serve(apiCtx, tn.Listener(), front, httpCfg); err != nil && apiCtx.Err() == nil {
+				log.Error("API on the tunnel's remote forward", "err", err)
+			}
+		})
 	}
+
+	s := &session{v: v, cfg: cfg, id: id, log: log, st: st, tn: tn, lost: lost, front: front, apiDone: apiDone}
+	for {
+		log.Info("connecting to the bus", "nats", cfg.NATSURL, "tunnel", cfg.Tunnel != "")
+		conn, err := bus.Connect(ctx, cfg.NATSURL, bc)
+		if err != nil {
+			if ctx.Err() != nil {
+				log.Info("vma stopped before reaching the bus")
+				return nil
+			}
+			return err
+		}
+		err = s.run(ctx, conn)
+		if !errors.Is(err, errBusLost) {
+			stopAPI()
+			<-apiDone
+			if err == nil {
+				err = apiErr
+			}
+			log.Info("vma stopped")
+			return err
+		}
+		// nats.go gave the connection up: everything on it is dead. Jobs
+		// were interrupted as for a stop and resume on the new one.
+		why := conn.Health().LastError
+		log.Error("bus connection lost for good: connecting again", "err", why)
+		front.set(starting(id.ID, cfg.NATSURL, tn, showTunnel, fmt.Errorf("the last connection was closed for good (%s)", why)))
+	}
+}
+
+// errBusLost ends a session whose bus connection nats.go closed for good.
+var errBusLost = errors.New("bus connection closed for good")
+
+// session runs everything that rides on one bus connection: the jobs, the
+// worker, the API's handlers, the tunnel outage reports.
+type session struct {
+	v       *VMA
+	cfg     Config
+	id      identity.Identity
+	log     *slog.Logger
+	st      *store.Store
+	tn      *tunnel.Tunnel
+	lost    *outages
+	front   *swapHandler
+	apiDone <-chan struct{}
+	src     jobs.Source // made on the first run
+	ready   sync.Once
+}
+
+// run runs the session on conn until ctx ends (nil), the API server
+// stops (nil: Run takes its error), the worker fails (its error), or conn
+// is lost (errBusLost). It drains conn before it returns.
+func (s *session) run(ctx context.Context, conn *bus.Conn) error {
+	cfg, id, log, tn := s.cfg, s.id, s.log, s.tn
 	defer func() { _ = conn.Drain() }()
 	if tn != nil {
 		octx, stopOutages := context.WithCancel(ctx)
 		var og sync.WaitGroup
-		og.Go(func() { lost.publish(octx, conn, id.ID, time.Second, log) })
+		og.Go(func() { s.lost.publish(octx, conn, id.ID, time.Second, log) })
 		defer og.Wait()
 		defer stopOutages()
 	}
-
-	src, err := source.New(ctx, cfg.Source, vddk.Config{LibDir: cfg.VDDKLibDir, Logger: log})
-	if err != nil {
-		return err
+	if s.src == nil {
+		src, err := source.New(ctx, cfg.Source, vddk.Config{LibDir: cfg.VDDKLibDir, Logger: log})
+		if err != nil {
+			return err
+		}
+		s.src = src
+		log.Info("disk source", "source", src.Name())
 	}
-	runner, err := jobs.New(conn, st, jobs.Config{Identity: id, Source: src, MaxJobs: cfg.MaxJobs, DiskParallelism: cfg.DiskParallelism,
+	runner, err := jobs.New(conn, s.st, jobs.Config{Identity: id, Source: s.src, MaxJobs: cfg.MaxJobs, DiskParallelism: cfg.DiskParallelism,
 		VCenter: vcenter.Config{CAFile: cfg.VCenterCAFile, Insecure: cfg.VCenterInsecure, Timeout: cfg.VCenterTimeout, Allow: cfg.VCenterAllow},
 		Copy:    cfg.Copy, ProgressInterval: cfg.ProgressInterval, CleanupRetry: cfg.CleanupRetry, CheckpointInterval: cfg.CheckpointInterval,
 		ExportRetry: cfg.ExportRetry, NBD: nbdConfig(tn), Now: cfg.Now, Logger: log})
 	if err != nil {
 		return err
 	}
-	log.Info("disk source", "source", src.Name())
 	w := worker.New(conn, worker.Config{Identity: id, Version: Version, Heartbeat: cfg.Heartbeat,
 		VCenterCAFile: cfg.VCenterCAFile, VCenterInsecure: cfg.VCenterInsecure, VCenterTimeout: cfg.VCenterTimeout,
 		VCenterAllow: cfg.VCenterAllow, Now: cfg.Now, Logger: log})
@@ -307,41 +377,28 @@ func (v *VMA) Run(ctx context.Context) error {
 	if tn != nil {
 		ac.Tunnel = tn
 	}
-	a := api.New(conn, st, runner, ac)
-	front.set(a.Handler())
-	if tn != nil {
-		// The API also answers on the OMA's side of the remote forward;
-		// the local listener's server is the one whose end stops the VMA.
-		var fwd sync.WaitGroup
-		defer fwd.Wait()
-		fwd.Go(func() {
-			if err := a.Serve(apiCtx, tn.Listener()); err != nil && apiCtx.Err() == nil {
-				log.Error("API on the tunnel's remote forward", "err", err)
-			}
-		})
-	}
-	log.Info("vma ready", "api", l.Addr().String(), "public_key", id.PublicKey())
-	close(v.ready)
+	s.front.set(api.New(conn, s.st, runner, ac).Handler())
+	s.ready.Do(func() {
+		log.Info("vma ready", "api", s.v.Addrs().API, "public_key", id.PublicKey())
+		close(s.v.ready)
+	})
 
 	select {
-	case <-apiDone:
-		err = apiErr
+	case <-s.apiDone:
 		stopWorker()
-		if werr := <-workerErr; err == nil {
-			err = werr
-		}
-	case err = <-workerErr:
-		stopAPI()
-		<-apiDone
-		aerr := apiErr
+		return <-workerErr
+	case err := <-workerErr:
 		if ctx.Err() != nil {
-			err = aerr
-		} else {
-			err = fmt.Errorf("worker stopped: %w", err)
+			return nil
 		}
+		return fmt.Errorf("worker stopped: %w", err)
+	case <-conn.Lost():
+		stopWorker()
+		if err := <-workerErr; err != nil {
+			log.Warn("worker on the lost bus connection", "err", err)
+		}
+		return errBusLost
 	}
-	log.Info("vma stopped")
-	return err
 }
 
 // startTunnel starts the SSH tunnel cfg asks for, if any, and returns it

@@ -9,9 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
 	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/api"
 	"github.com/godwit/godwit/vma/appliance"
 	"github.com/godwit/godwit/vma/tunnel/tunneltest"
@@ -22,13 +24,7 @@ import (
 // appliances as their binaries wire them: the VMA's API discovers the
 // simulated vCenter, and the OMA learns the inventory from the result.
 func TestSeedDiscoveryThroughBothAppliances(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	sim, err := vcsim.Start(ctx, vcsim.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sim.Close()
+	sim := testbed.StartSim(t, vcsim.Config{})
 	o := testbed.StartOMA(t, testbed.OMAConfig{})
 	v := testbed.StartVMA(t, o, testbed.VMAConfig{VCenterCAFile: sim.CAFile})
 
@@ -48,7 +44,7 @@ func TestSeedDiscoveryThroughBothAppliances(t *testing.T) {
 	if !found || len(res.VMs) != 13 {
 		t.Fatalf("discovered %d VMs, seed VM found: %v", len(res.VMs), found)
 	}
-	testbed.Eventually(t, "the OMA's inventory", func() bool {
+	testkit.Eventually(t, "the OMA's inventory", func() bool {
 		var inv struct {
 			VMs []struct {
 				ID    string `json:"id"`
@@ -122,8 +118,8 @@ func TestAPIAnswersWhileTheBusIsUnreachable(t *testing.T) {
 					if err != nil {
 						t.Errorf("Run = %v after ctx ended, want nil", err)
 					}
-				case <-time.After(10 * time.Second):
-					t.Error("Run did not return 10 s after ctx ended")
+				case <-time.After(testkit.Wait(t)):
+					t.Error("Run did not return after ctx ended")
 				}
 			}()
 			var health struct {
@@ -134,7 +130,7 @@ func TestAPIAnswersWhileTheBusIsUnreachable(t *testing.T) {
 					LastError string `json:"last_error"`
 				} `json:"tunnel"`
 			}
-			testbed.Eventually(t, "health saying the VMA is starting", func() bool {
+			testkit.Eventually(t, "health saying the VMA is starting", func() bool {
 				addr := v.Addrs().API
 				return addr != "" && testbed.Do(t, http.MethodGet, "http://"+addr+"/api/v1/health", "", nil, &health) == http.StatusServiceUnavailable &&
 					(health.Tunnel == nil || health.Tunnel.LastError != "")
@@ -156,5 +152,52 @@ func TestAPIAnswersWhileTheBusIsUnreachable(t *testing.T) {
 				t.Errorf("GET status while starting = %d %+v, want 503 saying the VMA is starting", code, p)
 			}
 		})
+	}
+}
+
+// TestBusLostForGood: when nats.go closes the VMA's bus connection for
+// good all the same (here the test closes it under the VMA), the VMA
+// connects anew and its API works on the new connection.
+func TestBusLostForGood(t *testing.T) {
+	sim := testbed.StartSim(t, vcsim.Config{})
+	conns := make(chan *nats.Conn, 4)
+	grab := func(o *nats.Options) error { // every connection the VMA makes
+		connected := o.ConnectedCB
+		o.ConnectedCB = func(nc *nats.Conn) {
+			conns <- nc
+			connected(nc)
+		}
+		return nil
+	}
+	o := testbed.StartOMA(t, testbed.OMAConfig{})
+	v := testbed.StartVMA(t, o, testbed.VMAConfig{VCenterCAFile: sim.CAFile, Configure: func(c *appliance.Config) {
+		c.NATSOptions = []nats.Option{grab}
+		c.Heartbeat = 100 * time.Millisecond
+	}})
+	first := <-conns
+	first.Close() // not through the VMA: as nats.go closing it for good
+	select {
+	case <-conns:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the VMA did not connect anew in 30 s\n%s", v.Logs)
+	}
+	var h struct {
+		Status string `json:"status"`
+		Bus    struct {
+			Connected bool `json:"connected"`
+		} `json:"bus"`
+	}
+	testkit.Eventually(t, "the VMA's health ok on the new connection", func() bool {
+		return testbed.Do(t, http.MethodGet, v.URL+"/api/v1/health", "", nil, &h) == http.StatusOK && h.Status == "ok" && h.Bus.Connected
+	})
+	if !strings.Contains(v.Logs.String(), "bus connection lost for good: connecting again") {
+		t.Error("the VMA did not log that it lost its bus connection")
+	}
+	var res struct {
+		VMs []any `json:"vms"`
+	}
+	body := map[string]string{"vcenter": sim.Host, "username": sim.Username, "password": sim.Password, "datacenter": vcsim.Datacenter}
+	if code := testbed.Do(t, http.MethodPost, v.URL+"/api/v1/discover", "", body, &res); code != http.StatusOK || len(res.VMs) == 0 {
+		t.Fatalf("discover on the new connection = %d, %d VMs", code, len(res.VMs))
 	}
 }

@@ -21,9 +21,15 @@ func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // starting is the API while the VMA connects to the OMA's bus: 503 to
 // everything, health saying what the VMA waits for and, when showTunnel
 // (no API token is configured, as the full health would show it), how its
-// tunnel fares.
-func starting(vmaID, natsURL string, tn *tunnel.Tunnel, showTunnel bool) http.Handler {
+// tunnel fares. After a bus connection was lost for good, lost says so and
+// health's status is reconnecting.
+func starting(vmaID, natsURL string, tn *tunnel.Tunnel, showTunnel bool, lost error) http.Handler {
+	status := "starting"
 	wait := fmt.Sprintf("the VMA is starting: connecting to the OMA's bus at %s", natsURL)
+	if lost != nil {
+		status = "reconnecting"
+		wait = fmt.Sprintf("the VMA is reconnecting to the OMA's bus at %s: %v", natsURL, lost)
+	}
 	if tn != nil {
 		wait += " through its SSH tunnel"
 	}
@@ -33,7 +39,7 @@ func starting(vmaID, natsURL string, tn *tunnel.Tunnel, showTunnel bool) http.Ha
 			problem.Write(w, http.StatusServiceUnavailable, "", wait+"; try again shortly")
 			return
 		}
-		h := map[string]any{"status": "starting", "vma_id": vmaID, "version": Version, "detail": wait}
+		h := map[string]any{"status": status, "vma_id": vmaID, "version": Version, "detail": wait}
 		if tn != nil && showTunnel {
 			ts := tn.State()
 			h["tunnel"] = map[string]any{"connected": ts.Connected, "forwarding": ts.Forwarding, "since": ts.Since,

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/copier"
 	"github.com/godwit/godwit/vma/copier/export"
 	"github.com/godwit/godwit/vma/copier/file"
@@ -30,19 +30,11 @@ type put struct {
 // closed with t.
 func sparseImage(t testing.TB, path string, size int64, puts ...put) *file.Source {
 	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
+	pieces := make(map[int64][]byte, len(puts))
 	for _, p := range puts {
-		if _, err := f.WriteAt(p.data, p.off); err != nil {
-			t.Fatal(err)
-		}
+		pieces[p.off] = p.data
 	}
+	testkit.SparseFile(t, path, size, pieces)
 	src, err := file.Open(path)
 	if err != nil {
 		t.Fatal(err)

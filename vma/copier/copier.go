@@ -82,7 +82,8 @@ type Config struct {
 	// ResumeFrom skips every byte below it: a Checkpoint of an earlier run.
 	ResumeFrom int64
 	// Limiter, if not nil, bounds the bytes per second written with
-	// WriteAt (zeros cost nothing). It may be shared and changed meanwhile.
+	// WriteAt, and read back by Verify (zeros cost nothing either way):
+	// both cross the same link. It may be shared and changed meanwhile.
 	Limiter *Limiter
 	// Hash computes Result.Digest (see the package documentation).
 	Hash bool
@@ -148,6 +149,9 @@ type Progress struct {
 	// checked, with Config.Verify, after the copy and its flush: it ends at
 	// the bytes of this run (Total less those below ResumeFrom).
 	Verified int64
+	// VerifyTotal is what Verified ends at: the bytes of this run with
+	// Config.Verify, else 0.
+	VerifyTotal int64
 	// Rate is bytes per second done or verified since the previous report
 	// (while verifying, the rate of verification); AvgRate is bytes done
 	// per second since Copy started. Both count this run only.
@@ -538,8 +542,12 @@ type tracker struct {
 
 func newTracker(cfg Config, total, resumed int64) *tracker {
 	now := cfg.Clock.Now()
-	return &tracker{cfg: cfg, resumed: resumed, start: now, last: now, lastDone: resumed,
+	t := &tracker{cfg: cfg, resumed: resumed, start: now, last: now, lastDone: resumed,
 		p: Progress{Total: total, Done: resumed, Checkpoint: cfg.ResumeFrom}}
+	if cfg.Verify {
+		t.p.VerifyTotal = total - resumed
+	}
+	return t
 }
 
 // report updates the rates and calls Config.Progress if the interval has

@@ -461,6 +461,32 @@ func TestCopyRateLimit(t *testing.T) {
 	}
 }
 
+// TestVerifyRateLimit: reading back crosses the link as writing did, so
+// the Limiter bounds it too: data at 8 MiB/s, then its zeros for free.
+func TestVerifyRateLimit(t *testing.T) {
+	checkNoLeak(t)
+	const req = 1 << 20
+	data := append(randomData(8*req, 11), make([]byte, 8*req)...)
+	for _, verify := range []bool{false, true} {
+		clock := newFakeClock()
+		start := clock.Now()
+		res, err := copier.Copy(t.Context(), &readableDest{memDest: newMemDest(int64(len(data)))}, newMemSource(data),
+			[]copier.Area{{Offset: 0, Length: int64(len(data))}},
+			copier.Config{RequestSize: req, Depth: 4, Limiter: copier.NewLimiter(8*req, clock), Clock: clock, Verify: verify})
+		if err != nil || res.Verified != verify {
+			t.Fatalf("Copy (verify %v) = %v, verified %v", verify, err, res.Verified)
+		}
+		// 8 MiB of data at 8 MiB/s is 1 s to write, 1 s more to read back.
+		want := time.Second
+		if verify {
+			want = 2 * time.Second
+		}
+		if elapsed := clock.Now().Sub(start); elapsed < want-200*time.Millisecond || elapsed > want+200*time.Millisecond {
+			t.Errorf("verify %v: took %v of the limiter's time, want about %v", verify, elapsed, want)
+		}
+	}
+}
+
 func TestLimiter(t *testing.T) {
 	t.Parallel()
 	clock := newFakeClock()

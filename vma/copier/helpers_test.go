@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
-	"os"
 	"runtime"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/copier"
 )
 
@@ -192,34 +192,28 @@ type region struct {
 // hole) and returns its content.
 func writeSparse(t testing.TB, path string, size int64, regions []region) []byte {
 	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
+	pieces := regionPieces(regions)
+	testkit.SparseFile(t, path, size, pieces)
 	want := make([]byte, size)
-	for i, r := range regions {
-		var p []byte
-		switch r.kind {
-		case "data":
-			p = randomData(int(r.n), uint64(i+1))
-			copy(want[r.off:], p)
-		case "zeros":
-			p = make([]byte, r.n)
-		default:
-			continue
-		}
-		if _, err := f.WriteAt(p, r.off); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := f.Sync(); err != nil {
-		t.Fatal(err)
+	for off, p := range pieces {
+		copy(want[off:], p)
 	}
 	return want
+}
+
+// regionPieces returns the bytes of each region that is not a hole, by
+// offset: random data, different for each region, or zeros.
+func regionPieces(regions []region) map[int64][]byte {
+	pieces := make(map[int64][]byte)
+	for i, r := range regions {
+		switch r.kind {
+		case "data":
+			pieces[r.off] = randomData(int(r.n), uint64(i+1))
+		case "zeros":
+			pieces[r.off] = make([]byte, r.n)
+		}
+	}
+	return pieces
 }
 
 // allocated returns the bytes a file has on disk.
@@ -238,7 +232,7 @@ func checkNoLeak(t testing.TB) {
 	t.Helper()
 	before := runtime.NumGoroutine()
 	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
+		deadline := time.Now().Add(min(testkit.Wait(t), time.Minute))
 		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
 			time.Sleep(time.Millisecond)
 		}

@@ -10,12 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/copier"
 )
 
 // A 1 GiB sparse-ish copy with Depth 4 × 1 MiB stays within its buffers
 // and some slack: memory does not grow with the size copied.
 func TestCopyMemoryBounded(t *testing.T) {
+	testkit.Long(t)
 	checkNoLeak(t)
 	const (
 		size  = 1 << 30
@@ -64,26 +66,11 @@ func TestCopyMemoryBounded(t *testing.T) {
 	}
 }
 
-// writeSparseNoKeep is writeSparse for files too big to keep in memory.
+// writeSparseNoKeep is writeSparse for files too big to keep in memory
+// whole: it returns path, not the content.
 func writeSparseNoKeep(t testing.TB, path string, size int64, regions []region) string {
 	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	for i, r := range regions {
-		p := make([]byte, r.n)
-		if r.kind == "data" {
-			p = randomData(int(r.n), uint64(i+1))
-		}
-		if _, err := f.WriteAt(p, r.off); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testkit.SparseFile(t, path, size, regionPieces(regions))
 	return path
 }
 

@@ -252,6 +252,11 @@ func (r *run) checkBlock(dst Source, b vblock, want blockSum, buf []byte, h *blo
 	zero := want == blockSum{}
 	for off, end := b.off, b.off+b.n; off < end; {
 		p := buf[:min(int64(len(buf)), end-off)]
+		if r.cfg.Limiter != nil && !zero {
+			if err := r.cfg.Limiter.Wait(r.ctx, len(p)); err != nil {
+				return false, r.opErr("rate limit", off, err)
+			}
+		}
 		if err := dst.ReadAt(r.ctx, p, off); err != nil {
 			if !zero {
 				h.sum() // reset

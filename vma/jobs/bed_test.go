@@ -21,9 +21,9 @@ import (
 	omaappliance "github.com/godwit/godwit/oma/appliance"
 	"github.com/godwit/godwit/oma/authkeys"
 	"github.com/godwit/godwit/oma/tunnels"
-	"github.com/godwit/godwit/proctest"
 	"github.com/godwit/godwit/secret"
 	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/appliance"
 	"github.com/godwit/godwit/vma/tunnel"
 	"github.com/godwit/godwit/vma/tunnel/tunneltest"
@@ -42,7 +42,7 @@ type bed struct {
 	proxy *proxy // nil without bedConfig.proxy
 	o     *testbed.OMA
 	v     *testbed.VMA     // the VMA in this process; nil with bedConfig.external
-	ext   *vmaProcess      // the VMA as a process of its own, with bedConfig.external
+	ext   *process         // the VMA as a process of its own, with bedConfig.external
 	sshd  *tunneltest.SSHD // the OMA's sshd, with bedConfig.tunnel
 	// vmaURL is the VMA API's base URL.
 	vmaURL string
@@ -59,7 +59,7 @@ type bedConfig struct {
 	vma   func(*appliance.Config)
 	// external, when set, starts the VMA as a process instead of in this
 	// process (vma is then not used).
-	external func(testing.TB, *testbed.OMA, *vcsim.Simulator) *vmaProcess
+	external func(testing.TB, *testbed.OMA, *vcsim.Simulator) *process
 	// tunnel puts the VMA behind a real OpenSSH sshd: it reaches the OMA's
 	// bus and exports only through its SSH tunnel, and the tests reach its
 	// API only through the tunnel's remote forward on the OMA's side.
@@ -77,11 +77,7 @@ func newBed(t testing.TB, bc bedConfig) *bed {
 	if bc.ports == 0 {
 		bc.ports = 4
 	}
-	sim, err := vcsim.Start(context.Background(), bc.sim)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sim.Close)
+	sim := testbed.StartSim(t, bc.sim)
 	b := &bed{sim: sim, vc: sim.Host, vms: map[string]events.VM{}}
 	if bc.proxy {
 		b.proxy = startProxy(t, sim.Host)
@@ -113,23 +109,10 @@ func newBed(t testing.TB, bc bedConfig) *bed {
 			b.vmaURL = fmt.Sprintf("http://127.0.0.1:%d", b.v.APIPort)
 		}
 	}
-	var res struct {
-		VMs []events.VM `json:"vms"`
-	}
-	if code := o.Do(http.MethodPost, "/api/v1/discover", map[string]any{"vcenter": b.vc, "username": sim.Username,
-		"password": sim.Password, "datacenter": vcsim.Datacenter}, &res); code != http.StatusOK {
-		t.Fatalf("discover through the OMA = %d", code)
-	}
-	for _, vm := range res.VMs {
+	for _, vm := range o.Discover(map[string]any{"vcenter": b.vc, "username": sim.Username,
+		"password": sim.Password, "datacenter": vcsim.Datacenter}) {
 		b.vms[vm.Name] = vm
 	}
-	testbed.Eventually(t, "the OMA's inventory", func() bool {
-		var inv struct {
-			VMs []any `json:"vms"`
-		}
-		o.Do(http.MethodGet, "/api/v1/vms", nil, &inv)
-		return len(inv.VMs) == len(res.VMs)
-	})
 	return b
 }
 
@@ -206,17 +189,18 @@ func (b *bed) get(t testing.TB, id string) job {
 	return j
 }
 
-// wait waits up to a minute for a job to reach a final state, and returns it.
+// wait waits for a job to reach a final state, as long as the test may
+// (testkit.Wait), and returns it.
 func (b *bed) wait(t testing.TB, id string) job {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
+	deadline := time.Now().Add(testkit.Wait(t))
 	for {
 		j := b.get(t, id)
 		if j.State == events.JobCompleted || j.State == events.JobFailed || j.State == events.JobCancelled {
 			return j
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("job %s is still %s after a minute\nOMA:\n%s\nVMA:\n%s", id, j.State, b.o.Logs, b.v.Logs)
+			t.Fatalf("job %s is still %s\nOMA:\n%s\nVMA:\n%s", id, j.State, b.o.Logs, b.v.Logs)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -419,7 +403,7 @@ func (p *proxy) mend() {
 // job (the OMA's nbdkit for its export).
 func assertNothingLeft(t testing.TB, jobID string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(min(testkit.Wait(t), testkit.MaxEventually))
 	for {
 		g, p := engineGoroutines(), processesNaming(jobID)
 		if len(g) == 0 && len(p) == 0 {
@@ -460,7 +444,7 @@ func engineGoroutines() []string {
 // processesNaming returns the command lines of processes that hold s.
 func processesNaming(s string) []string {
 	var found []string
-	for _, p := range proctest.List() {
+	for _, p := range testkit.List() {
 		if line := p.CommandLine(); strings.Contains(line, s) {
 			found = append(found, line)
 		}
@@ -475,13 +459,21 @@ func processesNaming(s string) []string {
 // socket in o's tunnel dir, and o holds its API port.
 func behindSSHD(t testing.TB, o *testbed.OMA) (func(*appliance.Config), string, *tunneltest.SSHD) {
 	t.Helper()
+	return behindSSHDFor(t, o.NATSURL, o.FirstPort, o.LastPort, filepath.Join(o.Dir, "tunnels"))
+}
+
+// behindSSHDFor is behindSSHD for an OMA whose NATS is natsURL, whose NBD
+// pool is first-last and whose tunnel dir (the VMAs' API sockets) is
+// tunnelDir.
+func behindSSHDFor(t testing.TB, natsURL string, first, last int, tunnelDir string) (func(*appliance.Config), string, *tunneltest.SSHD) {
+	t.Helper()
 	sshd := tunneltest.StartSSHD(t)
 	keyDir := t.TempDir()
 	key, err := tunnel.LoadOrCreateKey(keyDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	line, err := authkeys.Line(authkeys.Forwards{NATS: strings.TrimPrefix(o.NATSURL, "nats://"), FirstPort: o.FirstPort, LastPort: o.LastPort},
+	line, err := authkeys.Line(authkeys.Forwards{NATS: strings.TrimPrefix(natsURL, "nats://"), FirstPort: first, LastPort: last},
 		tunnel.AuthorizedKey(key), "vma-1")
 	if err != nil {
 		t.Fatal(err)
@@ -500,6 +492,6 @@ func behindSSHD(t testing.TB, o *testbed.OMA) (func(*appliance.Config), string, 
 			t.Fatal(err)
 		}
 		c.Tunnel = "ssh://" + sshd.User + "@" + sshd.Addr
-		c.TunnelKnownHosts, c.TunnelListen = sshd.KnownHosts, tunnels.SocketPath(filepath.Join(o.Dir, "tunnels"), "vma-1")
+		c.TunnelKnownHosts, c.TunnelListen = sshd.KnownHosts, tunnels.SocketPath(tunnelDir, "vma-1")
 	}, tunnel.AuthorizedKey(key), sshd
 }

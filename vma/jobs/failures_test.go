@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,9 +15,10 @@ import (
 
 	"github.com/vmware/govmomi/object"
 
+	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
 	omaappliance "github.com/godwit/godwit/oma/appliance"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/appliance"
 	"github.com/godwit/godwit/vma/copier"
 	"github.com/godwit/godwit/vma/vcsim"
@@ -31,7 +33,7 @@ func slowly(rate int64) func(*appliance.Config) {
 // waitCopying waits until the OMA shows the job copying with some bytes done.
 func (b *bed) waitCopying(t *testing.T, id string) {
 	t.Helper()
-	testbed.Eventually(t, "job "+id+" copying", func() bool {
+	testkit.Eventually(t, "job "+id+" copying", func() bool {
 		j := b.get(t, id)
 		return j.State == events.JobCopying && j.BytesDone > 0
 	})
@@ -69,7 +71,7 @@ func TestCancelMidCopy(t *testing.T) {
 			t.Log(b.v.Logs, b.o.Logs)
 		}
 	}()
-	testbed.Eventually(t, "the VMA's job cancelled", func() bool { return b.vmaStatus(t, j.JobID).State == "cancelled" })
+	testkit.Eventually(t, "the VMA's job cancelled", func() bool { return b.vmaStatus(t, j.JobID).State == "cancelled" })
 	took := time.Since(start)
 	st := b.vmaStatus(t, j.JobID)
 	if !strings.Contains(st.Error, "cancelled through the OMA API") || !strings.Contains(st.Error, "copy") || st.Snapshot != "" {
@@ -128,7 +130,7 @@ func TestVCenterGoneMidCopy(t *testing.T) {
 		t.Errorf("the failure %q does not say the snapshot is left", got.LastError)
 	}
 	b.proxy.mend()
-	testbed.Eventually(t, "the snapshot removed once vCenter is back", func() bool { return b.vmaStatus(t, j.JobID).Snapshot == "" })
+	testkit.Eventually(t, "the snapshot removed once vCenter is back", func() bool { return b.vmaStatus(t, j.JobID).Snapshot == "" })
 	b.assertNoSnapshot(t, threeDisksPath)
 	assertNothingLeft(t, j.JobID)
 }
@@ -291,7 +293,7 @@ func TestVerificationCatchesAChangedBlock(t *testing.T) {
 	}
 	defer f.Close()
 	var c [1]byte
-	testbed.Eventually(t, "the byte written to the export", func() bool {
+	testkit.Eventually(t, "the byte written to the export", func() bool {
 		_, err := f.ReadAt(c[:], at)
 		return err == nil && c[0] == want
 	})
@@ -312,11 +314,16 @@ func TestVerificationCatchesAChangedBlock(t *testing.T) {
 }
 
 // TestOMARestartMidCopy: the OMA stops and starts again while a job
-// copies. The VMA keeps trying the bus and the export, goes on from its
-// last checkpoint, and the job completes byte-exact; the OMA's state and
-// bytes done never go back.
+// copies through the tunnel. While it is down, its NATS port is held by a
+// server that does not know the VMA yet, as a restarted OMA's is before it
+// has loaded its VMAs: the VMA is refused with "authorization violation"
+// again and again (nats.go gave up after two), and re-opening its exports
+// is refused by the OMA's sshd (the copy counted that as fatal). The VMA
+// keeps trying the bus and the export, goes on from its last checkpoint,
+// and the job completes byte-exact; the OMA's state and bytes done never
+// go back.
 func TestOMARestartMidCopy(t *testing.T) {
-	b := newBed(t, bedConfig{vma: func(c *appliance.Config) {
+	b := newBed(t, bedConfig{tunnel: true, vma: func(c *appliance.Config) {
 		slowly(1 << 20)(c)
 		c.CheckpointInterval = 200 * time.Millisecond
 	}})
@@ -324,7 +331,15 @@ func TestOMARestartMidCopy(t *testing.T) {
 	b.startFromOMA(t, j.JobID)
 	b.waitCopying(t, j.JobID)
 	time.Sleep(time.Second)
-	b.o.Restart()
+	b.o.Stop()
+	stranger := startBareNATS(t, b.o.NATSURL)
+	refusals := func() int { return strings.Count(b.v.Logs.String(), "authorization violation") }
+	lostExport := func() int { return strings.Count(b.v.Logs.String(), "the export went away") }
+	testkit.Eventually(t, "the VMA refused three times and its exports refused", func() bool {
+		return refusals() >= 3 && lostExport() >= 2
+	})
+	stranger()
+	b.o.Start()
 
 	rank := map[string]int{}
 	for i, s := range events.JobStates() {
@@ -351,7 +366,41 @@ func TestOMARestartMidCopy(t *testing.T) {
 	}
 	b.assertCopied(t, threeDisksPath, last)
 	b.assertNoSnapshot(t, threeDisksPath)
-	if !strings.Contains(b.v.Logs.String(), "the export went away") {
-		t.Error("the VMA never lost its export: the OMA restart tested nothing")
+	var h struct {
+		Bus struct {
+			Connected  bool   `json:"connected"`
+			Reconnects int    `json:"reconnects"`
+			LastError  string `json:"last_error"`
+		} `json:"bus"`
+	}
+	if code := b.vmaDo(t, http.MethodGet, "/api/v1/health", nil, &h); code != http.StatusOK || !h.Bus.Connected || h.Bus.Reconnects == 0 || h.Bus.LastError == "" {
+		t.Errorf("VMA health after the restart = %d %+v, want connected after a reconnect, with the last error", code, h)
+	}
+}
+
+// startBareNATS starts a NATS server on natsURL's port that knows no VMA,
+// as the OMA's is before it has loaded its VMAs, and returns the function
+// that stops it.
+func startBareNATS(t *testing.T, natsURL string) func() {
+	t.Helper()
+	u, err := url.Parse(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, _ := strconv.Atoi(u.Port())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var srv *bus.Server
+	// The port was just freed: retry while the old server's socket goes.
+	testkit.Eventually(t, "a bare NATS server on "+natsURL, func() bool {
+		srv, err = bus.StartServer(ctx, bus.ServerConfig{StoreDir: t.TempDir(), Port: port})
+		return err == nil
+	})
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Error(err)
+		}
 	}
 }

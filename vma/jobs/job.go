@@ -164,6 +164,9 @@ func (r *Runner) execute(ctx context.Context, t *task) ([]events.DiskChange, err
 	if err != nil {
 		return nil, err
 	}
+	// The disks' figures first: the copying event carries them (a resumed
+	// job's with what its checkpoints hold).
+	t.tracker.setDisks(planned(plans))
 	t.tracker.setPhase(events.PhaseCopying)
 	r.publishProgress(ctx, t, true)
 	pctx, stopProgress := context.WithCancel(ctx)
@@ -232,7 +235,6 @@ func (r *Runner) plan(ctx context.Context, s *vcenter.Session, vm *vcenter.VM, s
 		before = j.Disks
 	}
 	var plans []diskPlan
-	var progress []DiskProgress
 	var disks []store.Disk
 	for _, ad := range alloc.Disks {
 		i := -1
@@ -277,7 +279,6 @@ func (r *Runner) plan(ctx context.Context, s *vcenter.Session, vm *vcenter.VM, s
 			}
 		}
 		plans = append(plans, p)
-		progress = append(progress, DiskProgress{Key: d.Key, BytesTotal: p.total})
 		disks = append(disks, store.Disk{Key: d.Key, Label: d.Label, BytesTotal: p.total, ChangeID: d.ChangeID, Checkpoint: p.resumeFrom})
 	}
 	if _, err := r.st.Update(alloc.JobID, false, func(j *store.Job) error {
@@ -287,6 +288,21 @@ func (r *Runner) plan(ctx context.Context, s *vcenter.Session, vm *vcenter.VM, s
 		return nil, fail("record", 0, err)
 	}
 	return plans, nil
+}
+
+// planned is the progress of each planned disk before it copies: what it
+// copies, and what lies below its checkpoint as done.
+func planned(plans []diskPlan) []DiskProgress {
+	progress := make([]DiskProgress, len(plans))
+	for i, p := range plans {
+		var done int64
+		for _, a := range p.areas {
+			done += min(max(p.resumeFrom-a.Offset, 0), a.Length)
+		}
+		progress[i] = DiskProgress{Key: p.disk.Key, BytesTotal: p.total, BytesDone: done, Checkpoint: p.resumeFrom,
+			Percent: percent(done, p.total)}
+	}
+	return progress
 }
 
 // copyDisks copies every planned disk, DiskParallelism at once. The first
@@ -300,11 +316,6 @@ func (r *Runner) copyDisks(ctx context.Context, t *task, ref DiskRef, plans []di
 		mu    sync.Mutex
 		first error
 	)
-	progress := make([]DiskProgress, len(plans))
-	for i, p := range plans {
-		progress[i] = DiskProgress{Key: p.disk.Key, BytesTotal: p.total}
-	}
-	t.tracker.setDisks(progress)
 	for i := range plans {
 		p := &plans[i]
 		select {
@@ -410,7 +421,9 @@ func (r *Runner) copyOnce(ctx context.Context, t *task, src Disk, p *diskPlan, t
 	// most every ProgressInterval) and the checkpoints.
 	cfg.ProgressInterval = min(r.cfg.ProgressInterval, r.cfg.CheckpointInterval)
 	cfg.Progress = func(cp copier.Progress) {
-		t.tracker.update(key, cp)
+		if t.tracker.update(key, cp) {
+			r.publishProgress(ctx, t, true) // the job is verifying
+		}
 		saver.maybe(ctx, cp.Checkpoint)
 	}
 	start := time.Now()
@@ -433,7 +446,9 @@ func (r *Runner) copyOnce(ctx context.Context, t *task, src Disk, p *diskPlan, t
 
 // exportLost reports whether err says the connection to the export went
 // away (the OMA stopped it or restarted, the network or tunnel dropped),
-// rather than that the export or the source refused something.
+// rather than that the export or the source refused something. Through the
+// tunnel, an export nothing listens on is the OMA's sshd failing to connect
+// for the VMA, which the tunnel reports with the errno it met.
 func exportLost(err error) bool {
 	var ce *copier.Error
 	if errors.As(err, &ce) && (ce.Op == "read" || ce.Op == "extents") {
@@ -445,7 +460,8 @@ func exportLost(err error) bool {
 	}
 	var oe *net.OpError
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
-		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNREFUSED) || errors.As(err, &oe)
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ETIMEDOUT) ||
+		errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH) || errors.As(err, &oe)
 }
 
 // checkpointBytes is how many bytes a disk copies at most between two

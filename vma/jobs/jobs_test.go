@@ -10,7 +10,7 @@ import (
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/problem"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/appliance"
 	"github.com/godwit/godwit/vma/vcsim"
 )
@@ -63,7 +63,7 @@ func TestInitialJob(t *testing.T) {
 				}
 				path = append(path, sc.To)
 			}
-			if want := []string{"queued", "snapshotting", "copying", "finalizing", "completed"}; !slices.Equal(path, want) {
+			if want := []string{"queued", "snapshotting", "copying", "verifying", "finalizing", "completed"}; !slices.Equal(path, want) {
 				t.Errorf("the OMA's job went through %v, want %v", path, want)
 			}
 
@@ -158,6 +158,7 @@ func TestThroughTheTunnel(t *testing.T) {
 // with it, the copy goes on from its last checkpoint, and the job completes
 // byte-exact.
 func TestTunnelCutMidCopy(t *testing.T) {
+	testkit.Long(t)
 	b := newBed(t, bedConfig{tunnel: true, vma: func(c *appliance.Config) {
 		slowly(1 << 20)(c)
 		c.CheckpointInterval = 200 * time.Millisecond
@@ -212,7 +213,7 @@ func TestTunnelCutMidCopy(t *testing.T) {
 		} `json:"tunnel"`
 	}
 	var vma vmaView
-	testbed.Eventually(t, "the outage on the OMA's record of the VMA", func() bool {
+	testkit.Eventually(t, "the outage on the OMA's record of the VMA", func() bool {
 		var list struct {
 			VMAs []vmaView `json:"vmas"`
 		}

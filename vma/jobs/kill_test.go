@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -14,33 +13,18 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/events"
-	"github.com/godwit/godwit/logtest"
 	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/vcsim"
 )
 
-// vmaProcess is the vma command running as a process of its own, as it
-// runs in production, so that a test can kill it with SIGKILL.
-type vmaProcess struct {
-	tb   testing.TB
-	bin  string
-	args []string
-	url  string
-	logs *logtest.Buffer
-	cmd  *exec.Cmd
-	done chan error
-}
-
 // externalVMA returns a bedConfig.external that builds the vma command,
 // registers vma-1 with the OMA and starts it with extra flags.
-func externalVMA(extra ...string) func(testing.TB, *testbed.OMA, *vcsim.Simulator) *vmaProcess {
-	return func(tb testing.TB, o *testbed.OMA, sim *vcsim.Simulator) *vmaProcess {
+func externalVMA(extra ...string) func(testing.TB, *testbed.OMA, *vcsim.Simulator) *process {
+	return func(tb testing.TB, o *testbed.OMA, sim *vcsim.Simulator) *process {
 		tb.Helper()
 		dir := tb.TempDir()
-		bin := filepath.Join(dir, "vma-bin")
-		if out, err := exec.Command("go", "build", "-o", bin, "github.com/godwit/godwit/vma").CombinedOutput(); err != nil {
-			tb.Fatalf("build the vma command: %v\n%s", err, out)
-		}
+		bin := buildCommand(tb, dir, "vma")
 		var cred struct {
 			NKeySeed string `json:"nkey_seed"`
 		}
@@ -57,7 +41,7 @@ func externalVMA(extra ...string) func(testing.TB, *testbed.OMA, *vcsim.Simulato
 		}
 		addr := l.Addr().String()
 		l.Close()
-		p := &vmaProcess{tb: tb, bin: bin, url: "http://" + addr, logs: &logtest.Buffer{},
+		p := &process{tb: tb, what: "the VMA process", bin: bin, url: "http://" + addr, logs: &testkit.Buffer{},
 			args: append([]string{"-data", filepath.Join(dir, "vma"), "-id", "vma-1", "-api-addr", addr, "-nats-url", o.NATSURL,
 				"-nats-seed", seed, "-vcenter-ca", sim.CAFile, "-oma-url", o.URL, "-source", "datastore"}, extra...)}
 		p.start()
@@ -67,55 +51,13 @@ func externalVMA(extra ...string) func(testing.TB, *testbed.OMA, *vcsim.Simulato
 	}
 }
 
-// start starts the process and waits until its API answers.
-func (p *vmaProcess) start() {
-	p.tb.Helper()
-	p.cmd = exec.Command(p.bin, p.args...)
-	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
-	if err := p.cmd.Start(); err != nil {
-		p.tb.Fatal(err)
-	}
-	p.done = make(chan error, 1)
-	go func() { p.done <- p.cmd.Wait() }()
-	testbed.Eventually(p.tb, "the VMA process serving", func() bool {
-		resp, err := http.Get(p.url + "/api/v1/health")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-}
-
-// kill kills the process with SIGKILL: nothing of it runs after.
-func (p *vmaProcess) kill() {
-	p.tb.Helper()
-	if err := p.cmd.Process.Kill(); err != nil {
-		p.tb.Fatal(err)
-	}
-	<-p.done
-}
-
-// stop stops the process as an operator does (SIGTERM), or kills it after 30 s.
-func (p *vmaProcess) stop() {
-	if p.cmd.ProcessState != nil {
-		return
-	}
-	_ = p.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
 // TestSIGKILLMidCopyResumes kills the VMA process with SIGKILL at random
 // points of a copy, three times in one job. Each time it starts again it
 // resumes the job from its checkpoints, and the job completes byte-exact:
 // every run after a kill starts its disks where the last checkpoint was,
 // not from zero.
 func TestSIGKILLMidCopyResumes(t *testing.T) {
+	testkit.Long(t)
 	b := newBed(t, bedConfig{external: externalVMA("-rate", "1M", "-checkpoint-interval", "200ms")})
 	rng := rand.New(rand.NewPCG(11, 12))
 	j := b.create(t, threeDisks)
@@ -131,7 +73,7 @@ func TestSIGKILLMidCopyResumes(t *testing.T) {
 			} `json:"disks"`
 		}
 		first := int64(-1)
-		testbed.Eventually(t, fmt.Sprintf("a checkpoint moved before kill %d", kill), func() bool {
+		testkit.Eventually(t, fmt.Sprintf("a checkpoint moved before kill %d", kill), func() bool {
 			b.vmaDo(t, http.MethodGet, "/api/v1/progress/"+j.JobID, nil, &p)
 			if p.State != "running" || p.Phase != events.PhaseCopying || len(p.Disks) == 0 {
 				return false

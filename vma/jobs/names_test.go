@@ -11,9 +11,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/godwit/godwit/events"
-	"github.com/godwit/godwit/logtest"
 	"github.com/godwit/godwit/oma/watch"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/vcsim"
 )
 
@@ -43,13 +42,13 @@ func TestVMNamedWithEscapes(t *testing.T) {
 	}
 	t.Cleanup(nc.Close)
 	ctx, cancel := context.WithCancel(context.Background())
-	var out logtest.Buffer
+	var out testkit.Buffer
 	done := make(chan error, 1)
 	go func() { done <- watch.Run(ctx, nc, watch.NewPrinter(&out, time.UTC)) }()
 	t.Cleanup(func() { cancel(); <-done })
 	// Run's two subscriptions are made on nc; a flush after them means the
 	// server has them, so no event of the job is missed.
-	testbed.Eventually(t, "oma watch subscribed", func() bool { return nc.NumSubscriptions() == 2 })
+	testkit.Eventually(t, "oma watch subscribed", func() bool { return nc.NumSubscriptions() == 2 })
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +58,7 @@ func TestVMNamedWithEscapes(t *testing.T) {
 	if got := b.wait(t, j.JobID); got.State != events.JobCompleted {
 		t.Fatalf("job %s = %s (%q), want completed", j.JobID, got.State, got.LastError)
 	}
-	testbed.Eventually(t, "oma watch shows the job's end", func() bool {
+	testkit.Eventually(t, "oma watch shows the job's end", func() bool {
 		return strings.Contains(out.String(), "job "+j.JobID+" completed: ")
 	})
 	if want := "job " + j.JobID + " created: " + strconv.Quote(name) + ", initial, 1 disk(s), 1.0 MiB, on vma-1"; !strings.Contains(out.String(), want) {

@@ -14,7 +14,8 @@ type Progress struct {
 	JobID string `json:"job_id"`
 	// State is the VMA's state of the job (store.State*).
 	State string `json:"state"`
-	// Phase is the running job's phase (snapshotting, copying, finalizing).
+	// Phase is the running job's phase (snapshotting, copying, verifying,
+	// finalizing).
 	Phase string `json:"phase,omitempty"`
 	// BytesTotal is what the job copies in all: the disks' areas.
 	BytesTotal int64 `json:"bytes_total"`
@@ -25,9 +26,18 @@ type Progress struct {
 	// rate since the copy began.
 	RateBytesPerSecond        int64 `json:"rate_bytes_per_second"`
 	AverageRateBytesPerSecond int64 `json:"average_rate_bytes_per_second"`
-	// ETASeconds is what the rest takes at the recent rate; nil when unknown.
-	ETASeconds *int64         `json:"eta_seconds"`
-	Disks      []DiskProgress `json:"disks"`
+	// ETASeconds is what the rest takes at the recent rate (while
+	// verifying, the rest of the verification); nil when unknown.
+	ETASeconds *int64 `json:"eta_seconds"`
+	// VerifyBytesTotal is what the job reads back from its exports and
+	// checks after copying (0 until known, and without verification),
+	// VerifyBytesDone what it has, VerifyPercent that in percent and
+	// VerifyRateBytesPerSecond its recent rate.
+	VerifyBytesTotal         int64          `json:"verify_bytes_total"`
+	VerifyBytesDone          int64          `json:"verify_bytes_done"`
+	VerifyPercent            float64        `json:"verify_percent"`
+	VerifyRateBytesPerSecond int64          `json:"verify_rate_bytes_per_second"`
+	Disks                    []DiskProgress `json:"disks"`
 }
 
 // DiskProgress is the progress of one disk of a job.
@@ -40,6 +50,12 @@ type DiskProgress struct {
 	// Checkpoint is the offset below which the disk's areas are written
 	// and acknowledged.
 	Checkpoint int64 `json:"checkpoint"`
+	// VerifyBytesTotal is what the disk's copy reads back (this run's
+	// bytes), VerifyBytesDone what it has, VerifyRateBytesPerSecond the
+	// recent rate of that.
+	VerifyBytesTotal         int64 `json:"verify_bytes_total"`
+	VerifyBytesDone          int64 `json:"verify_bytes_done"`
+	VerifyRateBytesPerSecond int64 `json:"verify_rate_bytes_per_second"`
 }
 
 // tracker gathers the progress of a job's disks, as the copier reports
@@ -73,8 +89,12 @@ func (t *tracker) setDisks(disks []DiskProgress) {
 	t.disks, t.changed = disks, true
 }
 
-// update records a copier's progress for the disk with key.
-func (t *tracker) update(key int32, p copier.Progress) {
+// update records a copier's progress for the disk with key. It returns
+// true when that moved the job to verifying: a copying job whose every
+// disk is copied, with bytes to read back. The job stays verifying from
+// then on, and the caller publishes the change at once, however short the
+// verification.
+func (t *tracker) update(key int32, p copier.Progress) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for i := range t.disks {
@@ -83,13 +103,33 @@ func (t *tracker) update(key int32, p copier.Progress) {
 			// recorded checkpoint (the export came back) redoes bytes.
 			d.BytesTotal, d.BytesDone, d.Checkpoint = p.Total, max(d.BytesDone, p.Done), p.Checkpoint
 			d.RateBytesPerSecond = int64(p.Rate)
+			d.VerifyBytesTotal, d.VerifyBytesDone, d.VerifyRateBytesPerSecond = p.VerifyTotal, p.Verified, 0
 			if p.Done == p.Total {
+				// Copied: the copier's rate is now that of reading back.
 				d.RateBytesPerSecond = 0
+				if p.Verified < p.VerifyTotal {
+					d.VerifyRateBytesPerSecond = int64(p.Rate)
+				}
 			}
 			d.Percent = percent(d.BytesDone, d.BytesTotal)
 			t.changed = true
 		}
 	}
+	if t.phase != events.PhaseCopying {
+		return false
+	}
+	var verify int64
+	for _, d := range t.disks {
+		if d.BytesDone < d.BytesTotal {
+			return false
+		}
+		verify += d.VerifyBytesTotal
+	}
+	if verify == 0 {
+		return false
+	}
+	t.phase = events.PhaseVerifying
+	return true
 }
 
 // snapshot returns the job's progress now, and whether it changed since
@@ -102,8 +142,15 @@ func (t *tracker) snapshot() (Progress, bool) {
 		p.BytesTotal += d.BytesTotal
 		p.BytesDone += d.BytesDone
 		p.RateBytesPerSecond += d.RateBytesPerSecond
+		p.VerifyBytesTotal += d.VerifyBytesTotal
+		p.VerifyBytesDone += d.VerifyBytesDone
+		p.VerifyRateBytesPerSecond += d.VerifyRateBytesPerSecond
 	}
 	p.Percent = percent(p.BytesDone, p.BytesTotal)
+	p.VerifyPercent = percent(p.VerifyBytesDone, p.VerifyBytesTotal)
+	if p.VerifyBytesTotal == 0 {
+		p.VerifyPercent = 0
+	}
 	if p.BytesTotal == 0 && t.phase != events.PhaseFinalizing {
 		p.Percent = 0 // nothing planned yet: not 100% of nothing
 	}
@@ -112,10 +159,19 @@ func (t *tracker) snapshot() (Progress, bool) {
 			p.AverageRateBytesPerSecond = int64(float64(p.BytesDone) / secs)
 		}
 	}
-	if p.RateBytesPerSecond > 0 {
+	switch {
+	case p.Phase == events.PhaseVerifying && p.VerifyRateBytesPerSecond > 0:
+		eta := (p.VerifyBytesTotal - p.VerifyBytesDone + p.VerifyRateBytesPerSecond - 1) / p.VerifyRateBytesPerSecond
+		p.ETASeconds = &eta
+	case p.Phase == events.PhaseVerifying:
+		if p.VerifyBytesDone >= p.VerifyBytesTotal {
+			var zero int64
+			p.ETASeconds = &zero
+		}
+	case p.RateBytesPerSecond > 0:
 		eta := (p.BytesTotal - p.BytesDone + p.RateBytesPerSecond - 1) / p.RateBytesPerSecond
 		p.ETASeconds = &eta
-	} else if p.BytesTotal > 0 && p.BytesDone == p.BytesTotal {
+	case p.BytesTotal > 0 && p.BytesDone == p.BytesTotal:
 		var zero int64
 		p.ETASeconds = &zero
 	}
@@ -136,9 +192,11 @@ func percent(done, total int64) float64 {
 func (p Progress) event(job, vma string, seq uint64) *events.Progress {
 	ev := &events.Progress{JobID: job, VMAID: vma, Seq: seq, Phase: p.Phase, BytesTotal: p.BytesTotal, BytesDone: p.BytesDone,
 		RateBytesPerSecond: p.RateBytesPerSecond, AverageRateBytesPerSecond: p.AverageRateBytesPerSecond,
-		Percent: p.Percent, ETASeconds: p.ETASeconds, Disks: []events.DiskProgress{}}
+		Percent: p.Percent, ETASeconds: p.ETASeconds, VerifyBytesTotal: p.VerifyBytesTotal, VerifyBytesDone: p.VerifyBytesDone,
+		VerifyRateBytesPerSecond: p.VerifyRateBytesPerSecond, Disks: []events.DiskProgress{}}
 	for _, d := range p.Disks {
-		ev.Disks = append(ev.Disks, events.DiskProgress{Key: d.Key, BytesTotal: d.BytesTotal, BytesDone: d.BytesDone, RateBytesPerSecond: d.RateBytesPerSecond})
+		ev.Disks = append(ev.Disks, events.DiskProgress{Key: d.Key, BytesTotal: d.BytesTotal, BytesDone: d.BytesDone, RateBytesPerSecond: d.RateBytesPerSecond,
+			VerifyBytesTotal: d.VerifyBytesTotal, VerifyBytesDone: d.VerifyBytesDone})
 	}
 	return ev
 }

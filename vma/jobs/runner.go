@@ -396,13 +396,17 @@ func storedProgress(j store.Job) Progress {
 		state = store.StateAccepted
 	}
 	p := Progress{JobID: j.JobID, State: state, Phase: j.Phase, BytesTotal: j.BytesTotal, BytesDone: j.BytesDone,
-		Percent: percent(j.BytesDone, j.BytesTotal), Disks: []DiskProgress{}}
+		Percent: percent(j.BytesDone, j.BytesTotal), VerifyBytesTotal: j.VerifyBytesTotal, VerifyBytesDone: j.VerifyBytesDone, Disks: []DiskProgress{}}
+	if j.VerifyBytesTotal > 0 {
+		p.VerifyPercent = percent(j.VerifyBytesDone, j.VerifyBytesTotal)
+	}
 	if j.BytesTotal == 0 && !store.Final(state) {
 		p.Percent = 0
 	}
 	for _, d := range j.Disks {
 		p.Disks = append(p.Disks, DiskProgress{Key: d.Key, BytesTotal: d.BytesTotal, BytesDone: d.BytesDone,
-			Percent: percent(d.BytesDone, d.BytesTotal), Checkpoint: d.Checkpoint})
+			Percent: percent(d.BytesDone, d.BytesTotal), Checkpoint: d.Checkpoint,
+			VerifyBytesTotal: d.VerifyBytesTotal, VerifyBytesDone: d.VerifyBytesDone})
 	}
 	if state != store.StateRunning {
 		p.Phase = ""
@@ -460,11 +464,20 @@ func (r *Runner) publishProgress(ctx context.Context, t *task, force bool) {
 	}
 	j, err := r.st.Update(t.id, false, func(j *store.Job) error {
 		j.Seq++
-		j.Phase, j.BytesTotal, j.BytesDone, j.UpdatedAt = p.Phase, p.BytesTotal, p.BytesDone, r.cfg.Now().UTC()
+		// The figures never go back: a total once known stays until another
+		// is known, and bytes done only grow.
+		j.Phase, j.UpdatedAt = p.Phase, r.cfg.Now().UTC()
+		if p.BytesTotal > 0 {
+			j.BytesTotal = p.BytesTotal
+		}
+		j.BytesDone = max(j.BytesDone, p.BytesDone)
+		j.VerifyBytesTotal, j.VerifyBytesDone = p.VerifyBytesTotal, p.VerifyBytesDone
 		for _, d := range p.Disks {
 			for i := range j.Disks {
 				if j.Disks[i].Key == d.Key {
-					j.Disks[i].BytesTotal, j.Disks[i].BytesDone, j.Disks[i].Checkpoint = d.BytesTotal, d.BytesDone, d.Checkpoint
+					j.Disks[i].BytesTotal, j.Disks[i].Checkpoint = d.BytesTotal, d.Checkpoint
+					j.Disks[i].BytesDone = max(j.Disks[i].BytesDone, d.BytesDone)
+					j.Disks[i].VerifyBytesTotal, j.Disks[i].VerifyBytesDone = d.VerifyBytesTotal, d.VerifyBytesDone
 				}
 			}
 		}

@@ -14,8 +14,9 @@ import (
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/seal"
-	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/appliance"
+	"github.com/godwit/godwit/vma/copier"
 	"github.com/godwit/godwit/vma/store"
 	"github.com/godwit/godwit/vma/vcsim"
 )
@@ -23,8 +24,13 @@ import (
 // TestQueue: with -max-jobs 4, four jobs run at once and a fifth waits,
 // queued, then runs; all five complete.
 func TestQueue(t *testing.T) {
+	// The jobs crawl until the fifth is queued, so that none ends while
+	// the test starts the others, however slowly a loaded machine lets it
+	// (at 4 MiB/s the first ended before a poll saw it running); then they
+	// run at full speed.
+	crawl := copier.NewLimiter(16<<10, nil)
 	b := newBed(t, bedConfig{ports: 5, vma: func(c *appliance.Config) {
-		slowly(4 << 20)(c)
+		c.Copy.Limiter = crawl
 		c.MaxJobs = 4
 	}})
 	names := []string{"gen-vm-001", "gen-vm-003", "gen-vm-005", "gen-vm-007", "gen-vm-009"}
@@ -35,14 +41,19 @@ func TestQueue(t *testing.T) {
 	for i, id := range ids {
 		b.startFromVMA(t, id, "/"+vcsim.Datacenter+"/vm/"+names[i])
 		if i < 4 {
-			testbed.Eventually(t, id+" running", func() bool { return b.vmaStatus(t, id).State == store.StateRunning })
+			testkit.Eventually(t, id+" running", func() bool { return b.vmaStatus(t, id).State == store.StateRunning })
 		}
 	}
 	fifth := ids[4]
-	testbed.Eventually(t, "the fifth job queued on the VMA", func() bool {
+	testkit.Eventually(t, "the fifth job queued on the VMA", func() bool {
 		st := b.vmaStatus(t, fifth).State
 		if st != store.StateAccepted && st != store.StateQueued {
-			t.Fatalf("the fifth job is %s while four run, want it to wait", st)
+			var others []string
+			for _, id := range ids[:4] {
+				s := b.vmaStatus(t, id)
+				others = append(others, s.State+" "+s.Error)
+			}
+			t.Fatalf("the fifth job is %s while four run (%q), want it to wait", st, others)
 		}
 		return st == store.StateQueued
 	})
@@ -55,7 +66,8 @@ func TestQueue(t *testing.T) {
 	if running < 2 {
 		t.Errorf("%d jobs ran at once when the fifth was queued, want several", running)
 	}
-	testbed.Eventually(t, "the fifth job queued at the OMA", func() bool { return b.get(t, fifth).State == events.JobQueued })
+	testkit.Eventually(t, "the fifth job queued at the OMA", func() bool { return b.get(t, fifth).State == events.JobQueued })
+	crawl.SetRate(0)
 	for i, id := range ids {
 		if got := b.wait(t, id); got.State != events.JobCompleted {
 			t.Errorf("job %s of %s = %s (%s)", id, names[i], got.State, got.LastError)
@@ -65,6 +77,9 @@ func TestQueue(t *testing.T) {
 
 // TestProgressEvents: a job's progress events reach the bus at most once
 // per interval within a phase, in order, with every field, ending at 100%.
+// Reading the copy back is the verifying phase, its bytes going up to the
+// total, shown live by the VMA and the OMA (verification is rate limited
+// as the copy is, so it lasts a few intervals).
 func TestProgressEvents(t *testing.T) {
 	const interval = 200 * time.Millisecond
 	b := newBed(t, bedConfig{vma: func(c *appliance.Config) {
@@ -82,9 +97,39 @@ func TestProgressEvents(t *testing.T) {
 		} `json:"disks"`
 		RateBytesPerSecond int64 `json:"rate_bytes_per_second"`
 	}
-	testbed.Eventually(t, "a live rate and ETA from the VMA", func() bool {
+	testkit.Eventually(t, "a live rate and ETA from the VMA", func() bool {
 		b.vmaDo(t, http.MethodGet, "/api/v1/progress/"+j.JobID, nil, &live)
 		return live.RateBytesPerSecond > 0 && live.ETASeconds != nil && len(live.Disks) == 3 && live.Percent < 100
+	})
+	var verifying struct {
+		Phase                    string  `json:"phase"`
+		Percent                  float64 `json:"percent"`
+		BytesTotal               int64   `json:"bytes_total"`
+		VerifyBytesTotal         int64   `json:"verify_bytes_total"`
+		VerifyBytesDone          int64   `json:"verify_bytes_done"`
+		VerifyRateBytesPerSecond int64   `json:"verify_rate_bytes_per_second"`
+		ETASeconds               *int64  `json:"eta_seconds"`
+	}
+	testkit.Eventually(t, "the VMA verifying, with a rate and an ETA", func() bool {
+		b.vmaDo(t, http.MethodGet, "/api/v1/progress/"+j.JobID, nil, &verifying)
+		return verifying.Phase == events.PhaseVerifying && verifying.VerifyRateBytesPerSecond > 0 && verifying.ETASeconds != nil &&
+			verifying.VerifyBytesDone < verifying.VerifyBytesTotal
+	})
+	if verifying.VerifyBytesTotal != verifying.BytesTotal || verifying.Percent != 100 {
+		t.Errorf("VMA verifying %+v: want %d bytes to read back, copied 100%%", verifying, verifying.BytesTotal)
+	}
+	var oma struct {
+		State                    string  `json:"state"`
+		VerifyBytesTotal         int64   `json:"verify_bytes_total"`
+		VerifyBytesDone          int64   `json:"verify_bytes_done"`
+		VerifyPercent            float64 `json:"verify_percent"`
+		VerifyRateBytesPerSecond int64   `json:"verify_rate_bytes_per_second"`
+		ETASeconds               *int64  `json:"eta_seconds"`
+	}
+	testkit.Eventually(t, "the OMA's job verifying, with a rate and an ETA", func() bool {
+		b.o.Do(http.MethodGet, "/api/v1/replications/"+j.JobID, nil, &oma)
+		return oma.State == events.JobVerifying && oma.VerifyBytesTotal >= 3*diskData && oma.VerifyRateBytesPerSecond > 0 &&
+			oma.ETASeconds != nil && oma.VerifyPercent < 100
 	})
 	if got := b.wait(t, j.JobID); got.State != events.JobCompleted {
 		t.Fatalf("job = %s (%s)", got.State, got.LastError)
@@ -102,12 +147,13 @@ func TestProgressEvents(t *testing.T) {
 	if len(ps) < 4 {
 		t.Fatalf("%d progress events, want several", len(ps))
 	}
-	phases := []string{events.PhaseSnapshotting, events.PhaseCopying, events.PhaseFinalizing}
+	phases := []string{events.PhaseSnapshotting, events.PhaseCopying, events.PhaseVerifying, events.PhaseFinalizing}
 	rank := func(ph string) int { return strings.Index(strings.Join(phases, ","), ph) }
 	for i, p := range ps {
 		if i > 0 {
 			prev := ps[i-1]
-			if p.Seq <= prev.Seq || rank(p.Phase) < rank(prev.Phase) || p.BytesDone < prev.BytesDone || p.Percent < prev.Percent {
+			if p.Seq <= prev.Seq || rank(p.Phase) < rank(prev.Phase) || p.BytesDone < prev.BytesDone || p.Percent < prev.Percent ||
+				p.VerifyBytesDone < prev.VerifyBytesDone {
 				t.Errorf("event %d (seq %d, %s, %d done, %.1f%%) after (seq %d, %s, %d done, %.1f%%)", i, p.Seq, p.Phase, p.BytesDone, p.Percent,
 					prev.Seq, prev.Phase, prev.BytesDone, prev.Percent)
 			}
@@ -124,6 +170,24 @@ func TestProgressEvents(t *testing.T) {
 	last := ps[len(ps)-1]
 	if last.Phase != events.PhaseFinalizing || last.Percent != 100 || last.BytesDone != last.BytesTotal || last.BytesTotal < 3*diskData {
 		t.Errorf("last progress = %+v, want finalizing at 100%%", last)
+	}
+	// The verifying phase: after every byte is copied, its own bytes going
+	// up, event by event, to all that was copied.
+	var seen []int64
+	for _, p := range ps {
+		if p.Phase != events.PhaseVerifying {
+			continue
+		}
+		if p.BytesDone != p.BytesTotal || p.VerifyBytesTotal != p.BytesTotal {
+			t.Errorf("verifying event %+v: want every byte copied and all of them to read back", p)
+		}
+		seen = append(seen, p.VerifyBytesDone)
+	}
+	if len(seen) < 2 || seen[0] >= last.VerifyBytesTotal {
+		t.Errorf("verifying events read back %v of %d bytes: want several, going up", seen, last.VerifyBytesTotal)
+	}
+	if last.VerifyBytesDone != last.VerifyBytesTotal || last.VerifyBytesTotal != last.BytesTotal {
+		t.Errorf("last progress read back %d of %d bytes, want all %d", last.VerifyBytesDone, last.VerifyBytesTotal, last.BytesTotal)
 	}
 }
 
@@ -190,6 +254,16 @@ func TestRestartResumesAJob(t *testing.T) {
 	}
 	b.assertCopied(t, threeDisksPath, b.get(t, j.JobID))
 	b.assertNoSnapshot(t, threeDisksPath)
+	// The resumed job never reports itself copying without its figures.
+	for _, ev := range b.events(t, bus.StreamProgress, "godwit.progress.vma-1."+j.JobID) {
+		var p events.Progress
+		if err := ev.Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		if p.Phase == events.PhaseCopying && (p.BytesTotal == 0 || len(p.Disks) == 0) {
+			t.Errorf("progress event seq %d: copying %d of %d bytes, %d disks", p.Seq, p.BytesDone, p.BytesTotal, len(p.Disks))
+		}
+	}
 	if !strings.Contains(b.v.Logs.String(), "resuming a job the VMA did not finish") {
 		t.Error("the VMA did not say it resumed the job")
 	}
@@ -216,7 +290,7 @@ func TestStopAndResume(t *testing.T) {
 	b := newBed(t, bedConfig{vma: slowly(2 << 20)})
 	j := b.create(t, threeDisks)
 	b.startFromOMA(t, j.JobID)
-	testbed.Eventually(t, "a checkpoint moved", func() bool {
+	testkit.Eventually(t, "a checkpoint moved", func() bool {
 		var p struct {
 			Phase string `json:"phase"`
 			Disks []struct {

@@ -333,6 +333,12 @@ func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
 		c.closing.Store(true)
 		c.setErr(ErrClosed)
+		// Requests still in flight (abandoned by their callers) are answered
+		// first: nbdkit 1.32 aborts (raw_send_socket: Assertion `sock >= 0')
+		// when a connection ends, by NBD_CMD_DISC or by closing it, while it
+		// still has replies to send. A server that does not answer within
+		// the grace has its connection closed all the same.
+		c.awaitReplies(c.abandonGrace)
 		// Best effort: a writer stuck on a server that does not read must not hold Close up.
 		t := time.NewTimer(time.Second)
 		select {
@@ -347,6 +353,19 @@ func (c *Client) Close() error {
 	})
 	<-c.readerDone
 	return nil
+}
+
+// awaitReplies waits until no request is in flight, the connection fails,
+// or grace has passed.
+func (c *Client) awaitReplies(grace time.Duration) {
+	deadline := time.Now().Add(grace)
+	for c.InFlight() > 0 && time.Now().Before(deadline) {
+		select {
+		case <-c.readerDone:
+			return // the connection failed: nothing more comes
+		case <-time.After(time.Millisecond):
+		}
+	}
 }
 
 // pieceMax is the largest read or write one request carries.
@@ -441,7 +460,9 @@ func (c *Client) abandon(q *request) {
 }
 
 // send takes a slot, registers q under a new cookie and writes the request. If ctx ends while the
-// request is half written, the connection is failed: the stream cannot be mended.
+// request is being written, the write may go on for c.abandonGrace (the caller abandons the
+// request, whose reply is dropped): breaking the connection with requests in flight makes nbdkit
+// 1.32 abort. A request still half written then fails the connection: the stream cannot be mended.
 func (c *Client) send(ctx context.Context, q *request, data []byte) error {
 	q.done = make(chan struct{})
 	wrap := func(err error) error { return fmt.Errorf("nbd %s at %d: %w", cmdName(q.cmd), q.off, err) }
@@ -480,7 +501,7 @@ func (c *Client) send(ctx context.Context, q *request, data []byte) error {
 	fired.Add(1)
 	stop := context.AfterFunc(ctx, func() {
 		defer fired.Done()
-		c.conn.SetWriteDeadline(time.Unix(1, 0))
+		c.conn.SetWriteDeadline(time.Now().Add(c.abandonGrace))
 	})
 	bufs := net.Buffers{c.header(q.cmd, q.flags, cookie, q.off, q.length)}
 	if len(data) > 0 {

@@ -9,6 +9,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/godwit/godwit/testkit"
 )
 
 // fake is a scripted NBD server for the edge cases nbdkit cannot produce: an old server that does
@@ -296,10 +298,10 @@ func TestCancelMidData(t *testing.T) {
 				if !errors.Is(err, context.Canceled) && err != nil {
 					t.Fatalf("ReadAt = %v, want nil or context.Canceled", err)
 				}
-			case <-time.After(10 * time.Second):
+			case <-time.After(testkit.Wait(t)):
 				t.Fatal("the cancelled ReadAt did not return")
 			}
-			fctx, fcancel := context.WithTimeout(context.Background(), 5*time.Second)
+			fctx, fcancel := context.WithTimeout(context.Background(), testkit.Wait(t))
 			defer fcancel()
 			err = c.Flush(fctx)
 			switch {
@@ -318,7 +320,7 @@ func TestCancelMidData(t *testing.T) {
 // waitClaimed waits until c's reader is reading a reply's data straight into a caller's buffer.
 func waitClaimed(t *testing.T, c *Client) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(min(testkit.Wait(t), testkit.MaxEventually)); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
 		c.mu.Lock()
 		claimed := false
 		for _, q := range c.pending {

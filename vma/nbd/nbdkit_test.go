@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/nbd"
 	"github.com/godwit/godwit/vma/nbd/nbdtest"
 )
@@ -325,13 +326,14 @@ func TestKilledServer(t *testing.T) {
 	eventually(t, func() bool { return c.InFlight() >= 16 }) // nbdkit's 16 threads each hold one
 	srv.Kill()
 	killed := time.Now()
+	timeout := time.After(min(testkit.Wait(t), testkit.MaxEventually))
 	for range workers {
 		select {
 		case err := <-errs:
 			if errors.Is(err, nbd.ErrClosed) {
 				t.Errorf("WriteAt = %v, want the dropped connection, not ErrClosed", err)
 			}
-		case <-time.After(time.Second):
+		case <-timeout:
 			t.Fatalf("callers still waiting %v after the kill", time.Since(killed))
 		}
 	}
@@ -342,13 +344,49 @@ func TestKilledServer(t *testing.T) {
 	eventually(t, func() bool { return runtime.NumGoroutine() <= base })
 }
 
-// eventually polls cond for up to 5 s.
+// eventually polls cond as testkit.Eventually does.
 func eventually(t *testing.T, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); {
+	for deadline := time.Now().Add(min(testkit.Wait(t), testkit.MaxEventually)); !cond(); {
 		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 5s")
+			t.Fatal("condition not met")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestCloseWithRequestsInFlight: Debian's nbdkit 1.32 aborts
+// (connections.c: raw_send_socket: Assertion `sock >= 0' failed) when a
+// connection ends while it still has replies to send. Close, called while
+// requests are in flight (a copy that failed or was cancelled), lets them
+// be answered before it disconnects: the server outlives ten such closes
+// and serves the next connection.
+func TestCloseWithRequestsInFlight(t *testing.T) {
+	t.Parallel()
+	srv := nbdtest.Start(t, "--filter=delay", "memory", "64M", "wdelay=5ms")
+	for round := range 10 {
+		c, err := nbd.Dial(context.Background(), srv.URI, nbd.Config{})
+		if err != nil {
+			t.Fatalf("round %d: dial: %v (nbdkit: %s)", round, err, srv.Stderr())
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		var writers sync.WaitGroup
+		for w := range 32 {
+			writers.Go(func() {
+				p := bytes.Repeat([]byte{1}, 64<<10)
+				for off := int64(w) << 20; ctx.Err() == nil; off = (off + 32<<20) % (64 << 20) {
+					if c.WriteAt(ctx, p, off, false) != nil {
+						return
+					}
+				}
+			})
+		}
+		eventually(t, func() bool { return c.InFlight() >= 16 })
+		cancel() // the callers abandon their requests, as a failed copy's do
+		c.Close()
+		writers.Wait()
+	}
+	if _, err := nbd.Dial(context.Background(), srv.URI, nbd.Config{}); err != nil || strings.Contains(srv.Stderr(), "Assertion") {
+		t.Fatalf("nbdkit after the closes: dial %v\n%s", err, srv.Stderr())
 	}
 }

@@ -75,13 +75,17 @@ type Job struct {
 	// exists.
 	Snapshot string `json:"snapshot,omitempty"`
 	// Seq is the sequence number of the job's last progress or status event.
-	Seq        uint64     `json:"seq"`
-	BytesTotal int64      `json:"bytes_total"`
-	BytesDone  int64      `json:"bytes_done"`
-	Disks      []Disk     `json:"disks,omitempty"`
-	StartedAt  *time.Time `json:"started_at,omitempty"`
-	EndedAt    *time.Time `json:"ended_at,omitempty"`
-	UpdatedAt  time.Time  `json:"updated_at"`
+	Seq        uint64 `json:"seq"`
+	BytesTotal int64  `json:"bytes_total"`
+	BytesDone  int64  `json:"bytes_done"`
+	// VerifyBytesTotal and VerifyBytesDone are what the job reads back to
+	// check after copying, and has (0 without verification).
+	VerifyBytesTotal int64      `json:"verify_bytes_total,omitempty"`
+	VerifyBytesDone  int64      `json:"verify_bytes_done,omitempty"`
+	Disks            []Disk     `json:"disks,omitempty"`
+	StartedAt        *time.Time `json:"started_at,omitempty"`
+	EndedAt          *time.Time `json:"ended_at,omitempty"`
+	UpdatedAt        time.Time  `json:"updated_at"`
 }
 
 // Disk is how far the copy of one disk of a job got.
@@ -93,6 +97,10 @@ type Disk struct {
 	// Checkpoint is the offset below which the disk's areas are written,
 	// acknowledged and flushed (the place a resume starts).
 	Checkpoint int64 `json:"checkpoint"`
+	// VerifyBytesTotal and VerifyBytesDone are the disk's share of the
+	// job's.
+	VerifyBytesTotal int64 `json:"verify_bytes_total,omitempty"`
+	VerifyBytesDone  int64 `json:"verify_bytes_done,omitempty"`
 	// ChangeID is the disk's CBT change id at the job's snapshot.
 	ChangeID string `json:"change_id,omitempty"`
 }

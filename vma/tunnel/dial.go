@@ -14,7 +14,9 @@ import (
 // "127.0.0.1:4222") through the tunnel. While the tunnel is down it waits for it to come back
 // until ctx ends; the error then wraps both ctx.Err() and the last connection error (a
 // *HostKeyError or ErrUnauthorized, for instance). A refusal by the OMA's sshd (a port outside
-// permitopen, nothing listening) wraps an *ssh.OpenChannelError. The connection's deadlines are
+// permitopen, nothing listening) wraps an *ssh.OpenChannelError; when nothing listened or the
+// address was unreachable from the OMA, it also wraps the syscall.Errno the sshd met (such as
+// syscall.ECONNREFUSED), as a direct dial's error does. The connection's deadlines are
 // coarse: one that passes closes it (see deadlineConn). Its signature fits vma/nbd's Config.Dial.
 func (t *Tunnel) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	switch network {
@@ -42,7 +44,7 @@ func (t *Tunnel) DialContext(ctx context.Context, network, addr string) (net.Con
 		}
 		var refused *ssh.OpenChannelError
 		if errors.As(err, &refused) || ctx.Err() != nil {
-			return nil, fmt.Errorf("dial %s through tunnel to %s: %w", addr, t.cfg.Addr, err)
+			return nil, fmt.Errorf("dial %s through tunnel to %s: %w", addr, t.cfg.Addr, channelError(err))
 		}
 		if now, _, _ := t.current(); now == c {
 			return nil, fmt.Errorf("dial %s through tunnel to %s: %w", addr, t.cfg.Addr, err)

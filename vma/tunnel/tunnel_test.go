@@ -16,10 +16,13 @@ import (
 	"testing"
 	"time"
 
+	"log/slog"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/tunnel"
 	"github.com/godwit/godwit/vma/tunnel/tunneltest"
-	"golang.org/x/crypto/ssh"
-	"log/slog"
 )
 
 // rig is an sshd playing the OMA, an echo server behind it, and the VMA's key.
@@ -82,8 +85,8 @@ func run(t testing.TB, cfg tunnel.Config) *tunnel.Tunnel {
 			if err != nil {
 				t.Errorf("Run = %v", err)
 			}
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return 10s after its context ended")
+		case <-time.After(testkit.Wait(t)):
+			t.Error("Run did not return after its context ended")
 		}
 	})
 	return tun
@@ -156,9 +159,11 @@ func dial(t *testing.T, tun *tunnel.Tunnel, addr string) net.Conn {
 	return c
 }
 
-// checkFor polls f until it returns nil or d has passed.
+// checkFor polls f until it returns nil or d has passed, or longer when
+// the test's deadline allows more (as testkit.Eventually).
 func checkFor(t *testing.T, d time.Duration, f func() error) {
 	t.Helper()
+	d = max(d, min(testkit.Wait(t), testkit.MaxEventually))
 	deadline := time.Now().Add(d)
 	for {
 		err := f()
@@ -237,10 +242,11 @@ func TestDeadline(t *testing.T) {
 	r := newRig(t)
 	tun := run(t, r.config(t))
 	c := dial(t, tun, r.echo)
-	c.SetDeadline(time.Now().Add(200 * time.Millisecond))
+	const d = 2 * time.Second // a round trip through sshd on a loaded machine takes less
+	c.SetDeadline(time.Now().Add(d))
 	roundTrip(t, c, "in time")
 	c.SetDeadline(time.Time{})
-	time.Sleep(300 * time.Millisecond) // past the cleared deadline
+	time.Sleep(d + 100*time.Millisecond) // past the cleared deadline
 	roundTrip(t, c, "cleared")
 
 	c = dial(t, tun, r.echo)

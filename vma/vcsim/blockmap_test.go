@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/godwit/godwit/testkit"
 )
 
 // TestBlockMapSparse checks that the block map of a big sparse disk holds
@@ -12,18 +14,12 @@ import (
 func TestBlockMapSparse(t *testing.T) {
 	const capacity = 40 << 30
 	file := filepath.Join(t.TempDir(), "disk-flat.vmdk")
-	f, err := os.Create(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(capacity); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	writeAt(t, file, 0, []byte("first"))
-	writeAt(t, file, 20<<30+ChangeBlock-2, []byte("across"))
-	writeAt(t, file, 30<<30, make([]byte, 3*ChangeBlock)) // zeros, allocated
-	writeAt(t, file, capacity-1, []byte("z"))
+	testkit.SparseFile(t, file, capacity, map[int64][]byte{
+		0:                        []byte("first"),
+		20<<30 + ChangeBlock - 2: []byte("across"),
+		30 << 30:                 make([]byte, 3*ChangeBlock), // zeros, allocated
+		capacity - 1:             []byte("z"),
+	})
 	m, err := readBlockMap(file, capacity, newBlockHasher())
 	if err != nil {
 		t.Fatalf("readBlockMap = %v", err)

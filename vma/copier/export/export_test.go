@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/copier"
 	"github.com/godwit/godwit/vma/copier/export"
 	"github.com/godwit/godwit/vma/nbd"
@@ -25,19 +26,7 @@ func sparseFile(t *testing.T, path string, size int64) []byte {
 	want := make([]byte, size)
 	_, _ = rand.Read(want[:size/4])
 	_, _ = rand.Read(want[size/2 : 3*size/4])
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	for _, off := range []int64{0, size / 2} {
-		if _, err := f.WriteAt(want[off:off+size/4], off); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testkit.SparseFile(t, path, size, map[int64][]byte{0: want[:size/4], size / 2: want[size/2 : 3*size/4]})
 	return want
 }
 

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/copier"
 	"github.com/godwit/godwit/vma/copier/file"
 )
@@ -28,20 +29,8 @@ func allocated(t *testing.T, path string) int64 {
 func TestSourceExtents(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "src")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(8 * mib); err != nil {
-		t.Fatal(err)
-	}
 	data := bytes.Repeat([]byte{7}, mib)
-	for _, off := range []int64{mib, 5 * mib} {
-		if _, err := f.WriteAt(data, off); err != nil {
-			t.Fatal(err)
-		}
-	}
-	f.Close()
+	testkit.SparseFile(t, path, 8*mib, map[int64][]byte{mib: data, 5 * mib: data})
 	src, err := file.Open(path)
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/copier"
 	"github.com/godwit/godwit/vma/copier/file"
 	"github.com/godwit/godwit/vma/source/datastore"
@@ -39,7 +40,7 @@ func TestReadVMDisk(t *testing.T) {
 		capacity/2 + 1<<9: pattern(1, 5),
 	}
 	flat := v.flat(t, backing)
-	fillSparse(t, flat, capacity, pieces)
+	testkit.SparseFile(t, flat, capacity, pieces)
 	d := open(t, v, backing, capacity)
 	if d.Size() != capacity || d.File() != "[LocalDS_0] DC0_H0_VM0/disk1-flat.vmdk" {
 		t.Fatalf("Size, File = %d, %q, want %d, the flat file", d.Size(), d.File(), capacity)

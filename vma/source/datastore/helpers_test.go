@@ -16,6 +16,8 @@ import (
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
+
+	"github.com/godwit/godwit/testkit"
 )
 
 // vcenter is an in-process simulator with a logged-in client.
@@ -126,26 +128,8 @@ func (v *vcenter) makeDisk(t testing.TB, dir, name string, size int64, pieces ma
 	d := fmt.Sprintf("# Disk DescriptorFile\nversion=1\nencoding=\"UTF-8\"\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"vmfs\"\n\n"+
 		"# Extent description\nRW %d VMFS \"%s-flat.vmdk\"\n\n# The Disk Data Base\n#DDB\n\nddb.thinProvisioned = \"1\"\n", size/512, name)
 	backing := v.writeFile(t, dir+"/"+name+".vmdk", []byte(d))
-	fillSparse(t, v.flat(t, backing), size, pieces)
+	testkit.SparseFile(t, v.flat(t, backing), size, pieces)
 	return backing
-}
-
-// fillSparse truncates path to size and writes pieces (offset: data) into it.
-func fillSparse(t testing.TB, path string, size int64, pieces map[int64][]byte) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	for off, p := range pieces {
-		if _, err := f.WriteAt(p, off); err != nil {
-			t.Fatal(err)
-		}
-	}
 }
 
 // pattern returns n bytes that are never all zero and differ by seed.

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/secret"
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/nbd"
 )
 
@@ -41,29 +42,21 @@ func needNbdkit(t *testing.T) {
 func sparseDisk(t *testing.T, size int64, n int, offsets ...int64) (string, []byte) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "disk.img")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
 	want := make([]byte, size)
+	pieces := make(map[int64][]byte, len(offsets))
 	for _, off := range offsets {
 		rand.Read(want[off : off+int64(n)])
-		if _, err := f.WriteAt(want[off:off+int64(n)], off); err != nil {
-			t.Fatal(err)
-		}
+		pieces[off] = want[off : off+int64(n)]
 	}
+	testkit.SparseFile(t, path, size, pieces)
 	return path, want
 }
 
-// settledGoroutines returns the number of goroutines once it stops falling, or
-// after 5 seconds, once it is at most limit.
-func settledGoroutines(limit int) int {
+// settledGoroutines returns the number of goroutines once it is at most
+// limit, or after a minute (less when the test's deadline is nearer).
+func settledGoroutines(t testing.TB, limit int) int {
 	n := runtime.NumGoroutine()
-	for deadline := time.Now().Add(5 * time.Second); n > limit && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(min(testkit.Wait(t), time.Minute)); n > limit && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 		n = runtime.NumGoroutine()
 	}
@@ -288,7 +281,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("socket dir %s still exists after Close: %v", dir, err)
 	}
-	if n := settledGoroutines(before); n > before {
+	if n := settledGoroutines(t, before); n > before {
 		t.Errorf("%d goroutines after Close, %d before", n, before)
 	}
 	if err := d.ReadAt(t.Context(), make([]byte, 4096), 0); !errors.Is(err, nbd.ErrClosed) || errors.Is(err, ErrExited) {
@@ -313,7 +306,7 @@ func TestFailedOpenLeavesNothing(t *testing.T) {
 	if len(after) > len(dirs) {
 		t.Errorf("failed Open left a socket dir: %v", after)
 	}
-	if n := settledGoroutines(before); n > before {
+	if n := settledGoroutines(t, before); n > before {
 		t.Errorf("%d goroutines after a failed Open, %d before", n, before)
 	}
 
@@ -324,7 +317,7 @@ func TestFailedOpenLeavesNothing(t *testing.T) {
 	if _, err := Open(ctx, Config{Plugin: []string{"file", "file=" + path}}); !errors.Is(err, context.Canceled) {
 		t.Errorf("Open(cancelled) = %v, want context.Canceled", err)
 	}
-	if n := settledGoroutines(before); n > before {
+	if n := settledGoroutines(t, before); n > before {
 		t.Errorf("%d goroutines after a cancelled Open, %d before", n, before)
 	}
 }
@@ -354,8 +347,8 @@ func TestNbdkitKilledMidRead(t *testing.T) {
 			t.Errorf("ReadAt after nbdkit was killed = %v, want ErrExited with the signal", err)
 		}
 		t.Logf("read error: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("ReadAt still waits 10 s after nbdkit was killed")
+	case <-time.After(testkit.Wait(t)):
+		t.Fatal("ReadAt still waits after nbdkit was killed")
 	}
 	if err := d.ReadAt(t.Context(), make([]byte, 4096), 0); !errors.Is(err, ErrExited) {
 		t.Errorf("a later ReadAt = %v, want ErrExited", err)

@@ -22,8 +22,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/godwit/godwit/logtest"
-	"github.com/godwit/godwit/proctest"
+	"github.com/godwit/godwit/testkit"
 )
 
 // SSHDPath is where Debian installs the OpenSSH server.
@@ -39,7 +38,7 @@ type SSHD struct {
 
 	t      testing.TB
 	config string
-	log    *logtest.Buffer
+	log    *testkit.Buffer
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 }
@@ -84,7 +83,7 @@ func StartSSHD(t testing.TB) *SSHD {
 		AuthorizedKeys: filepath.Join(dir, "authorized_keys"),
 		t:              t,
 		config:         filepath.Join(dir, "sshd_config"),
-		log:            &logtest.Buffer{},
+		log:            &testkit.Buffer{},
 	}
 	s.WriteKnownHosts(s.HostKey)
 	writeFile(t, s.AuthorizedKeys, nil)
@@ -126,7 +125,7 @@ func (s *SSHD) Start() {
 	s.mu.Lock()
 	s.cmd = cmd
 	s.mu.Unlock()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(min(testkit.Wait(s.t), testkit.MaxEventually))
 	for {
 		c, err := net.DialTimeout("tcp", s.Addr, time.Second)
 		if err == nil {
@@ -134,7 +133,7 @@ func (s *SSHD) Start() {
 			return
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("sshd not listening on %s in 10s: %v\n%s", s.Addr, err, s.log.String())
+			s.t.Fatalf("sshd not listening on %s: %v\n%s", s.Addr, err, s.log.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -169,7 +168,7 @@ func (s *SSHD) SignalSessions(sig syscall.Signal) int {
 		return 0
 	}
 	n := 0
-	for _, p := range proctest.Descendants(cmd.Process.Pid) {
+	for _, p := range testkit.Descendants(cmd.Process.Pid) {
 		if syscall.Kill(p.PID, sig) == nil {
 			n++
 		}

@@ -1,4 +1,4 @@
-package proctest_test
+package testkit_test
 
 import (
 	"os"
@@ -6,7 +6,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/godwit/godwit/proctest"
+	"github.com/godwit/godwit/testkit"
 )
 
 // TestList finds a child of this process by its pid, parent, group and
@@ -19,8 +19,8 @@ func TestList(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	pid := cmd.Process.Pid
-	var got *proctest.Process
-	for _, p := range proctest.List() {
+	var got *testkit.Process
+	for _, p := range testkit.List() {
 		if p.PID == pid {
 			got = &p
 		}
@@ -29,7 +29,7 @@ func TestList(t *testing.T) {
 		t.Fatalf("List() has %+v for the child %d", got, pid)
 	}
 	found := false
-	for _, p := range proctest.Descendants(os.Getpid()) {
+	for _, p := range testkit.Descendants(os.Getpid()) {
 		found = found || p.PID == pid
 	}
 	if !found {

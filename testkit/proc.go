@@ -1,6 +1,4 @@
-// Package proctest reads this machine's processes from /proc, for tests
-// that find a process to kill or check what a component left running.
-package proctest
+package testkit
 
 import (
 	"bytes"

@@ -1,6 +1,4 @@
-// Package logtest collects the log lines of a test, from any goroutine, so
-// that a test can wait for a line or check that no secret was logged.
-package logtest
+package testkit
 
 import (
 	"bytes"
