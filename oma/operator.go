@@ -172,27 +172,18 @@ type jobView struct {
 		Name string `json:"name"`
 		Path string `json:"path"`
 	} `json:"source_vm"`
-	VCenter                   string     `json:"vcenter"`
-	ReplicationType           string     `json:"replication_type"`
-	State                     string     `json:"state"`
-	BaseJobID                 string     `json:"base_job_id"`
-	Verified                  bool       `json:"verified"`
-	Generation                int        `json:"generation"`
-	BytesTotal                int64      `json:"bytes_total"`
-	BytesDone                 int64      `json:"bytes_done"`
-	Percent                   float64    `json:"percent"`
-	RateBytesPerSecond        int64      `json:"rate_bytes_per_second"`
-	AverageRateBytesPerSecond int64      `json:"average_rate_bytes_per_second"`
-	ETASeconds                *int64     `json:"eta_seconds"`
-	VerifyBytesTotal          int64      `json:"verify_bytes_total"`
-	VerifyBytesDone           int64      `json:"verify_bytes_done"`
-	VerifyPercent             float64    `json:"verify_percent"`
-	VerifyRateBytesPerSecond  int64      `json:"verify_rate_bytes_per_second"`
-	LastError                 string     `json:"last_error"`
-	CreatedAt                 time.Time  `json:"created_at"`
-	UpdatedAt                 time.Time  `json:"updated_at"`
-	FinishedAt                *time.Time `json:"finished_at"`
-	Disks                     []struct {
+	VCenter         string `json:"vcenter"`
+	ReplicationType string `json:"replication_type"`
+	State           string `json:"state"`
+	BaseJobID       string `json:"base_job_id"`
+	Verified        bool   `json:"verified"`
+	Generation      int    `json:"generation"`
+	events.Figures
+	LastError  string     `json:"last_error"`
+	CreatedAt  time.Time  `json:"created_at"`
+	UpdatedAt  time.Time  `json:"updated_at"`
+	FinishedAt *time.Time `json:"finished_at"`
+	Disks      []struct {
 		Key        int32  `json:"key"`
 		Label      string `json:"label"`
 		Capacity   int64  `json:"capacity_bytes"`

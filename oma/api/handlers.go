@@ -292,28 +292,13 @@ type jobView struct {
 	Generation int    `json:"generation"`
 	// CurrentReplica is which files hold the VM's last completed copy
 	// (null: none yet); only on a single job.
-	CurrentReplica     *replicas.Replica `json:"current_replica,omitempty"`
-	BytesTotal         int64             `json:"bytes_total"`
-	BytesDone          int64             `json:"bytes_done"`
-	Percent            float64           `json:"percent"`
-	RateBytesPerSecond int64             `json:"rate_bytes_per_second"`
-	// AverageRateBytesPerSecond is the rate since the copy began.
-	AverageRateBytesPerSecond int64 `json:"average_rate_bytes_per_second"`
-	// ETASeconds is what the copy still takes at its recent rate; while
-	// verifying, what reading the copy back still takes.
-	ETASeconds *int64 `json:"eta_seconds"`
-	// VerifyBytesTotal is what the VMA reads back from the exports and
-	// checks after copying (0 without verification, or until known),
-	// VerifyBytesDone what it has, VerifyPercent that in percent.
-	VerifyBytesTotal         int64      `json:"verify_bytes_total"`
-	VerifyBytesDone          int64      `json:"verify_bytes_done"`
-	VerifyPercent            float64    `json:"verify_percent"`
-	VerifyRateBytesPerSecond int64      `json:"verify_rate_bytes_per_second"`
-	Disks                    []diskView `json:"disks"`
-	LastError                string     `json:"last_error,omitempty"`
-	CreatedAt                time.Time  `json:"created_at"`
-	UpdatedAt                time.Time  `json:"updated_at"`
-	FinishedAt               *time.Time `json:"finished_at,omitempty"`
+	CurrentReplica *replicas.Replica `json:"current_replica,omitempty"`
+	events.Figures
+	Disks      []diskView `json:"disks"`
+	LastError  string     `json:"last_error,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	UpdatedAt  time.Time  `json:"updated_at"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
 }
 
 type diskView struct {
@@ -339,8 +324,10 @@ type diskView struct {
 func viewOf(j store.Job) jobView {
 	v := jobView{
 		JobID: j.ID, VMAID: j.VMAID, SourceVM: j.VM, VCenter: j.VCenter, ReplicationType: j.ReplicationType,
-		State: j.State, BaseJobID: j.BaseJobID, RemovedDisks: j.RemovedDisks, ReplicaID: j.ReplicaID, Generation: j.Generation, BytesTotal: j.BytesTotal, BytesDone: j.BytesDone,
-		RateBytesPerSecond: j.RateBytesPerSecond, AverageRateBytesPerSecond: j.AverageRateBytesPerSecond, LastError: j.LastError,
+		State: j.State, BaseJobID: j.BaseJobID, RemovedDisks: j.RemovedDisks, ReplicaID: j.ReplicaID, Generation: j.Generation,
+		Figures: events.Figures{BytesTotal: j.BytesTotal, BytesDone: j.BytesDone,
+			RateBytesPerSecond: j.RateBytesPerSecond, AverageRateBytesPerSecond: j.AverageRateBytesPerSecond},
+		LastError: j.LastError,
 		CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt, FinishedAt: j.FinishedAt,
 	}
 	if j.BytesTotal > 0 {

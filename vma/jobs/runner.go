@@ -395,8 +395,9 @@ func storedProgress(j store.Job) Progress {
 	if state == "" {
 		state = store.StateAccepted
 	}
-	p := Progress{JobID: j.JobID, State: state, Phase: j.Phase, BytesTotal: j.BytesTotal, BytesDone: j.BytesDone,
-		Percent: percent(j.BytesDone, j.BytesTotal), VerifyBytesTotal: j.VerifyBytesTotal, VerifyBytesDone: j.VerifyBytesDone, Disks: []DiskProgress{}}
+	p := Progress{JobID: j.JobID, State: state, Phase: j.Phase, Disks: []DiskProgress{}, Figures: events.Figures{
+		BytesTotal: j.BytesTotal, BytesDone: j.BytesDone, Percent: percent(j.BytesDone, j.BytesTotal),
+		VerifyBytesTotal: j.VerifyBytesTotal, VerifyBytesDone: j.VerifyBytesDone}}
 	if j.VerifyBytesTotal > 0 {
 		p.VerifyPercent = percent(j.VerifyBytesDone, j.VerifyBytesTotal)
 	}
