@@ -2,7 +2,6 @@ package store_test
 
 import (
 	"errors"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -17,11 +16,7 @@ import (
 // so the event is applied when it comes again.
 func TestApplyOnce(t *testing.T) {
 	t.Parallel()
-	st, err := store.Open(filepath.Join(t.TempDir(), "s.db"), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t)
 	now := time.Now()
 	ev := events.Event{ID: "ev-1"}
 	calls := 0
@@ -35,7 +30,7 @@ func TestApplyOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	err = st.Update(func(tx *bbolt.Tx) error {
+	err := st.Update(func(tx *bbolt.Tx) error {
 		other := events.Event{ID: "ev-2"}
 		if err := store.OnceIn(tx, other, now, apply); err != nil {
 			return err

@@ -10,13 +10,20 @@ import (
 	"github.com/godwit/godwit/oma/store"
 )
 
-func TestPruneApplied(t *testing.T) {
-	t.Parallel()
+// openStore opens a store in a new directory, closed when the test ends.
+func openStore(t *testing.T) *store.Store {
+	t.Helper()
 	st, err := store.Open(filepath.Join(t.TempDir(), "s.db"), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
+func TestPruneApplied(t *testing.T) {
+	t.Parallel()
+	st := openStore(t)
 	now := time.Now()
 	_ = st.Update(func(tx *bbolt.Tx) error {
 		_ = store.MarkApplied(tx, "old", now.Add(-40*24*time.Hour))
