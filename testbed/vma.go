@@ -70,12 +70,28 @@ func StartVMA(tb testing.TB, o *OMA, ext VMAConfig) *VMA {
 		NKeySeed string `json:"nkey_seed"`
 		APIPort  int    `json:"api_port"`
 	}
-	apiPort, _ := testkit.FreePorts(tb, 1)
-	reg := map[string]any{"id": ext.ID, "api_port": apiPort}
+	reg := map[string]any{"id": ext.ID}
 	if ext.SSHPublicKey != "" {
 		reg["ssh_public_key"] = ext.SSHPublicKey
 	}
-	if code := o.Do(http.MethodPost, "/api/v1/vmas", reg, &cred); code != http.StatusCreated {
+	// A free port may still be one of the OMA's own (its NBD pool is free
+	// until a job takes it): the OMA refuses those, naming api_port, and
+	// another is tried.
+	for attempt := 0; ; attempt++ {
+		reg["api_port"], _ = testkit.FreePorts(tb, 1)
+		var answer struct {
+			NKeySeed string `json:"nkey_seed"`
+			APIPort  int    `json:"api_port"`
+			Field    string `json:"field"`
+		}
+		code := o.Do(http.MethodPost, "/api/v1/vmas", reg, &answer)
+		if code == http.StatusCreated {
+			cred.NKeySeed, cred.APIPort = answer.NKeySeed, answer.APIPort
+			break
+		}
+		if code == http.StatusConflict && answer.Field == "api_port" && attempt < 20 {
+			continue
+		}
 		tb.Fatalf("register %s: POST /api/v1/vmas = %d", ext.ID, code)
 	}
 	v := &VMA{tb: tb, ext: ext, ID: ext.ID, APIPort: cred.APIPort, Dir: tb.TempDir(), Seed: []byte(cred.NKeySeed), Logs: &testkit.Buffer{}}
