@@ -176,7 +176,10 @@ func (l *lab) machine(name, hosts string) *machine {
 	standIn := `#!/bin/sh
 # systemctl for the two-machine test: the test runs the unit by hand.
 printf '%s\n' "$*" > "$GODWIT_TEST_SYSTEMCTL/req"
-read -r answer < "$GODWIT_TEST_SYSTEMCTL/resp"
+# The FIFO may still hold the writer of the answer before ours: its close
+# reads as an empty line; wait for ours.
+answer=
+while [ -z "$answer" ]; do read -r answer < "$GODWIT_TEST_SYSTEMCTL/resp" || answer=; done
 [ "$answer" = ok ] && exit 0
 echo "systemctl $*: $answer" >&2
 exit 1
