@@ -30,7 +30,15 @@ func (a *API) checkJob(ctx context.Context, jobID string, paths []string) error 
 	ctx, cancel := context.WithTimeout(ctx, allocationTimeout)
 	defer cancel()
 	var alloc events.ExportAllocation
-	err = a.conn.Request(ctx, subj, struct{}{}, &alloc)
+	// A reply that is not this job's allocation (seen under load with
+	// several requests in flight through the VMA's account) is asked again.
+	for attempt := 0; attempt < 3; attempt++ {
+		alloc = events.ExportAllocation{}
+		if err = a.conn.Request(ctx, subj, struct{}{}, &alloc); err != nil || alloc.JobID == jobID {
+			break
+		}
+		err = fmt.Errorf("the reply to %s was not job %s's allocation", subj, jobID)
+	}
 	var re *bus.RemoteError
 	switch {
 	case errors.As(err, &re) && re.Code == bus.CodeNotFound:
