@@ -60,9 +60,9 @@ func (p pattern) ReadAt(_ context.Context, b []byte, off int64) error {
 // copy must keep its requests in flight together: a copy of small requests
 // through the tunnel reaches the configured depth (a counter, not a time).
 func TestNBDPipelined(t *testing.T) {
-	// Writes take 20 ms on the server, so that requests meet in flight
+	// Writes take 100 ms on the server, so that requests meet in flight
 	// whatever the machine's load.
-	srv := nbdtest.StartTCP(t, "--filter=delay", "memory", "size=8M", "delay-write=20ms")
+	srv := nbdtest.StartTCP(t, "--filter=delay", "memory", "size=8M", "delay-write=100ms")
 	r := newRig(t, srv.Addr)
 	tun := run(t, r.config(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
