@@ -190,6 +190,78 @@ func TestPublishRetryIsStoredOnce(t *testing.T) {
 	}
 }
 
+// TestPublishFromAVMADuringReloadsIsStored publishes from a VMA, and asks
+// the OMA for export allocations, while the server reloads its accounts
+// again and again (VMAs registered): a reload takes the VMA's service
+// imports away for a moment. A publish that then has no responders is tried
+// again under its message id until stored, once (by the jetstream package,
+// twice 250 ms apart, then by Publish for up to publishRetry);
+// RequestServed asks again.
+func TestPublishFromAVMADuringReloadsIsStored(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t, 2*time.Minute)
+	srv, oma, users := startWithVMAs(ctx, t, "vma-1")
+	inbox, _ := subject.InboxPrefix("vma-1")
+	vma := bustest.Connect(t, srv.ClientURL(), bus.ClientConfig{Name: "vma-1", NKeySeed: users[0].Seed, InboxPrefix: inbox, Confined: true})
+	stop := make(chan struct{})
+	reloads := make(chan int)
+	go func() {
+		n := 0
+		defer func() { reloads <- n }()
+		for ; ; n++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			access := bus.Access{VMAs: map[string]string{"vma-1": users[0].PublicKey}}
+			if n%2 == 0 { // a new VMA each time: its account is made anew
+				access.VMAs[fmt.Sprintf("vma-x%d", n)] = bustest.NewUser(t).PublicKey
+			}
+			if err := srv.SetAccess(access); err != nil {
+				t.Errorf("reload %d: %v", n, err)
+				return
+			}
+		}
+	}()
+	err := oma.Serve(ctx, "godwit.export.request.*.*", "oma", bus.ExportReplies, func(_ context.Context, subj string, _ []byte) (any, error) {
+		return map[string]string{"subject": subj}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const publishers, each = 4, 100
+	var wg sync.WaitGroup
+	for p := range publishers {
+		wg.Go(func() {
+			for i := range each {
+				subj := fmt.Sprintf("godwit.export.request.vma-1.job-%d-%d", p, i)
+				var got map[string]string
+				if err := vma.RequestServed(ctx, subj, struct{}{}, &got); err != nil || got["subject"] != subj {
+					t.Errorf("request %s: %v, %v", subj, got, err)
+					return
+				}
+			}
+		})
+		wg.Go(func() {
+			for i := range each {
+				if _, err := vma.Publish(ctx, progress("vma-1", fmt.Sprintf("job-%d", p), uint64(i+1))); err != nil {
+					t.Errorf("publish %d of job-%d: %v", i, p, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	if n := <-reloads; n < 2 {
+		t.Fatalf("only %d reloads while publishing", n)
+	}
+	if n := streamMsgs(t, oma, bus.StreamProgress); n != publishers*each {
+		t.Errorf("PROGRESS holds %d messages, want %d", n, publishers*each)
+	}
+}
+
 func TestPublishRejectsInvalidPayload(t *testing.T) {
 	t.Parallel()
 	srv := bustest.StartServer(t, "", bus.Access{})

@@ -53,7 +53,8 @@ func (c *Conn) Discover(ctx context.Context, dr *events.DiscoverRequest) (events
 }
 
 // SubmitDiscover publishes dr without waiting for its result, or, on a
-// confined connection, submits it to the OMA, which publishes it.
+// confined connection, submits it to the OMA, which publishes it (asking
+// again while the OMA does not serve submissions, until ctx ends).
 func (c *Conn) SubmitDiscover(ctx context.Context, dr *events.DiscoverRequest) error {
 	if !c.confined {
 		_, err := c.Publish(ctx, dr)
@@ -75,7 +76,7 @@ func (c *Conn) SubmitDiscover(ctx context.Context, dr *events.DiscoverRequest) e
 		return err
 	}
 	var ok struct{}
-	return c.Request(ctx, subj, json.RawMessage(raw), &ok)
+	return c.RequestServed(ctx, subj, json.RawMessage(raw), &ok)
 }
 
 // CheckSubmission returns the discover request a VMA submitted on subj

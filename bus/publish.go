@@ -60,14 +60,14 @@ func (c *Conn) publish(ctx context.Context, ev events.Event, subj string) (*jets
 	msg.Header.Set("Content-Type", ContentType)
 	ack, err := c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(ev.ID))
 	// While the server reloads its accounts (a VMA registered), a publish
-	// from a VMA's account may find nobody to store it for a moment, which
-	// comes back as no answer or as an answer that is no PubAck. The
-	// message id makes trying again safe.
+	// from a VMA's account may find nobody to store it for a moment: the
+	// service import is gone until the reload ends, and the publish has no
+	// responders. The message id makes trying again safe.
 	retryUntil := time.Now().Add(publishRetry)
 	if d, ok := ctx.Deadline(); ok {
 		retryUntil = d
 	}
-	for err != nil && (errors.Is(err, jetstream.ErrInvalidJSAck) || errors.Is(err, jetstream.ErrNoStreamResponse)) &&
+	for err != nil && errors.Is(err, jetstream.ErrNoStreamResponse) &&
 		time.Now().Add(publishRetryWait).Before(retryUntil) {
 		select {
 		case <-ctx.Done():

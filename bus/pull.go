@@ -38,7 +38,10 @@ type pullRequest struct {
 // nats.go's consumers ask first).
 func (c *Conn) pull(ctx context.Context, stream, durable string, deliver func(jetstream.Msg), log *slog.Logger) error {
 	ch := make(chan *nats.Msg, 16)
-	inbox := c.nc.NewRespInbox()
+	// Not NewRespInbox: a pulled message arrives with its stream subject,
+	// and one under the request inbox would be taken by nats.go for the
+	// answer to the request in flight (see TestPulledMessagesNeverAnswerARequest).
+	inbox := c.nc.NewInbox()
 	sub, err := c.nc.ChanSubscribe(inbox, ch)
 	if err != nil {
 		return fmt.Errorf("consume %s/%s: %w", stream, durable, err)

@@ -59,6 +59,33 @@ func (c *Conn) Request(ctx context.Context, subj string, req, resp any) error {
 	return nil
 }
 
+// RequestServed is Request that asks again, every servedRetryWait, while
+// nobody serves subj, until ctx ends (or DefaultRequestTimeout passes when
+// ctx has no deadline). For requests of a VMA to the OMA: its responder may
+// be starting, and while the server reloads its accounts (a VMA
+// registered) a VMA's service imports are gone for a moment.
+func (c *Conn) RequestServed(ctx context.Context, subj string, req, resp any) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultRequestTimeout)
+		defer cancel()
+	}
+	for {
+		err := c.Request(ctx, subj, req, resp)
+		if !errors.Is(err, ErrNoResponders) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(servedRetryWait):
+		}
+	}
+}
+
+// servedRetryWait is how long RequestServed waits before it asks again.
+const servedRetryWait = 50 * time.Millisecond
+
 // ReplyPrefix returns the prefix under which the reply subject of a request
 // on subj must lie, such as the inbox prefix of the VMA that subj names, or
 // an error when subj names nobody who may get an answer.

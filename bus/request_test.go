@@ -168,3 +168,66 @@ func TestServeRepliesOnlyIntoTheRequestersInbox(t *testing.T) {
 		t.Errorf("logged %d dropped requests, want %d (the admin's):\n%s", n, len(replies), logs.String())
 	}
 }
+
+// TestPulledMessagesNeverAnswerARequest runs a confined VMA that consumes
+// its commands while it asks the OMA one request at a time and publishes
+// events. A pulled message arrives with its stream subject, not its inbox:
+// were the pull's inbox under the connection's request inbox, nats.go would
+// take it for the answer to the one request in flight (a reply "the server
+// rewrote"), so an export request got a command for its allocation and a
+// publish a command for its ack.
+func TestPulledMessagesNeverAnswerARequest(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t, 2*time.Minute)
+	srv, oma, users := startWithVMAs(ctx, t, "vma-1")
+	inbox, _ := subject.InboxPrefix("vma-1")
+	vma := bustest.Connect(t, srv.ClientURL(), bus.ClientConfig{Name: "vma-1", NKeySeed: users[0].Seed, InboxPrefix: inbox, Confined: true})
+	err := oma.Serve(ctx, "godwit.export.request.*.*", "oma", bus.ExportReplies, func(_ context.Context, subj string, _ []byte) (any, error) {
+		time.Sleep(5 * time.Millisecond) // the request stays in flight while commands arrive
+		return map[string]string{"subject": subj}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const commands = 200
+	consumed := make(chan struct{}, commands)
+	cctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		_ = vma.Consume(cctx, bus.StreamCommands, bus.VMADurable("vma-1"), func(context.Context, events.Event, events.Payload) error {
+			consumed <- struct{}{}
+			return nil
+		})
+	}()
+	go func() {
+		for i := range commands {
+			if _, err := oma.Publish(cctx, &events.ReplicateCancel{JobID: fmt.Sprintf("job-%d", i), VMAID: "vma-1"}); err != nil {
+				t.Errorf("publish command %d: %v", i, err)
+				return
+			}
+		}
+	}()
+	for i, n := 0, 0; n < commands; i++ {
+		select {
+		case <-consumed:
+			n++
+			continue
+		case <-ctx.Done():
+			t.Fatalf("%d of %d commands consumed", n, commands)
+		default:
+		}
+		subj := fmt.Sprintf("godwit.export.request.vma-1.job-%d", i)
+		var got map[string]string
+		if err := vma.Request(ctx, subj, struct{}{}, &got); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if got["subject"] != subj {
+			t.Fatalf("request %s answered with %v", subj, got)
+		}
+		// A raw publish, without the retry that hides an answer that is no PubAck.
+		ack, err := vma.JetStream().Publish(ctx, "godwit.progress.vma-1.job-1", []byte("{}"))
+		if err != nil || ack.Stream != bus.StreamProgress {
+			t.Fatalf("publish %d: ack %+v, %v", i, ack, err)
+		}
+	}
+}

@@ -4,7 +4,6 @@ package bustest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -159,14 +158,8 @@ func AskDiscovery(tb testing.TB, conn *bus.Conn, vmaID, vcenter string) string {
 	dr := &events.DiscoverRequest{RequestID: events.NewID(), VMAID: vmaID, VCenter: vcenter, Username: "test", Password: sealed}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for { // the OMA may not serve yet
-		err := conn.SubmitDiscover(ctx, dr)
-		if err == nil {
-			return dr.RequestID
-		}
-		if !errors.Is(err, bus.ErrNoResponders) || ctx.Err() != nil {
-			tb.Fatalf("ask the OMA for a discovery: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := conn.SubmitDiscover(ctx, dr); err != nil { // asked again while the OMA does not serve yet
+		tb.Fatalf("ask the OMA for a discovery: %v", err)
 	}
+	return dr.RequestID
 }

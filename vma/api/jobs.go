@@ -30,14 +30,8 @@ func (a *API) checkJob(ctx context.Context, jobID string, paths []string) error 
 	ctx, cancel := context.WithTimeout(ctx, allocationTimeout)
 	defer cancel()
 	var alloc events.ExportAllocation
-	// A reply that is not this job's allocation (seen under load with
-	// several requests in flight through the VMA's account) is asked again.
-	for attempt := 0; attempt < 3; attempt++ {
-		alloc = events.ExportAllocation{}
-		if err = a.conn.Request(ctx, subj, struct{}{}, &alloc); err != nil || alloc.JobID == jobID {
-			break
-		}
-		err = fmt.Errorf("the reply to %s was not job %s's allocation", subj, jobID)
+	if err = a.conn.RequestServed(ctx, subj, struct{}{}, &alloc); err == nil && alloc.JobID != jobID {
+		err = fmt.Errorf("the reply to %s is not job %s's allocation", subj, jobID)
 	}
 	var re *bus.RemoteError
 	switch {

@@ -113,20 +113,11 @@ func (r *Runner) execute(ctx context.Context, t *task) ([]events.DiskChange, err
 	var alloc events.ExportAllocation
 	actx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
 	subj, err := subject.ExportRequest(r.cfg.Identity.ID, t.id)
-	// A reply that is not this job's allocation (seen under load with
-	// several requests in flight through the VMA's account) is asked again.
-	for attempt := 0; err == nil && attempt < 3; attempt++ {
-		alloc = events.ExportAllocation{}
-		if err = r.conn.Request(actx, subj, struct{}{}, &alloc); err == nil && alloc.JobID == t.id {
-			break
-		}
-		if err == nil {
-			err = fmt.Errorf("the reply to %s was not job %s's allocation", subj, t.id)
-			r.log.Warn("export allocation: a reply for something else; asking again", "job", t.id)
-			if attempt < 2 {
-				err = nil
-			}
-		}
+	if err == nil {
+		err = r.conn.RequestServed(actx, subj, struct{}{}, &alloc)
+	}
+	if err == nil && alloc.JobID != t.id {
+		err = fmt.Errorf("the reply to %s is not job %s's allocation", subj, t.id)
 	}
 	cancel()
 	if err != nil {
