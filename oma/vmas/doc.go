@@ -6,7 +6,8 @@
 //
 // # Files
 //
-// vmas.go registers VMAs, lets them into NATS, writes their authorized_keys
-// lines, applies their heartbeats and tunnel outages, and seals to them;
-// nbdports.go gives each VMA its share of the NBD port pool.
+// vmas.go registers VMAs, lets them into NATS and seals to them;
+// apiports.go picks and checks their API ports; keys.go writes their
+// authorized_keys lines; presence.go applies their heartbeats and tunnel
+// outages; nbdports.go gives each VMA its share of the NBD port pool.
 package vmas

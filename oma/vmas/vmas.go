@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -87,10 +85,6 @@ func New(cfg Config, st *store.Store, conn *bus.Conn, access AccessSetter) *Regi
 	return &Registry{cfg: cfg, store: st, bus: conn, access: access, log: log}
 }
 
-// HeartbeatFresh is how recent a VMA's last heartbeat must be for the VMA
-// to count as connected.
-const HeartbeatFresh = 90 * time.Second
-
 // Credentials is what a new VMA needs to reach the OMA.
 type Credentials struct {
 	ID string `json:"id"`
@@ -131,32 +125,6 @@ type Registration struct {
 	// NBDPortsPerVMA is how many ports of NBDPool the VMA's share holds;
 	// 0 means DefaultNBDPortsPerVMA. AddVMA takes Config.NBDPortsPerVMA.
 	NBDPortsPerVMA int
-}
-
-// PortRange is one or more of the OMA's own ports, such as its API's or
-// its NBD pool, which no VMA's API port may take.
-type PortRange struct {
-	// Name says what listens there: "API", "NATS", "sshd", "NBD port pool".
-	Name        string
-	First, Last int
-}
-
-// String names the range and what listens there, such as "NBD port pool 10100-10199".
-func (r PortRange) String() string {
-	if r.First == r.Last {
-		return fmt.Sprintf("%s port %d", r.Name, r.First)
-	}
-	return fmt.Sprintf("%s %d-%d", r.Name, r.First, r.Last)
-}
-
-// checkOMAPorts refuses port when it is one of the OMA's own.
-func checkOMAPorts(port int, own []PortRange) error {
-	for _, r := range own {
-		if port >= r.First && port <= r.Last {
-			return fault.Errorf(fault.Conflict, "api_port", "API port %d is the OMA's own (its %s): choose another", port, r)
-		}
-	}
-	return nil
 }
 
 // Register creates NATS credentials for a new VMA in st, stores it with
@@ -226,118 +194,6 @@ func Register(st *store.Store, nv Registration, now time.Time) (Credentials, err
 		return Credentials{}, err
 	}
 	return Credentials{ID: id, NKeySeed: string(seed), APIPort: apiPort, NBDPorts: share, SSHPublicKey: sshKey}, nil
-}
-
-// checkAPIPort refuses an API port asked for that cannot be one: 0 (the
-// lowest free one) or 1024-65535.
-func checkAPIPort(port int) error {
-	if port < 0 || port > 65535 || (port > 0 && port < 1024) {
-		return fault.Errorf(fault.Invalid, "api_port", "API port %d: want 1024-65535, or 0 for the lowest free one from %d", port, authkeys.FirstAPIPort)
-	}
-	return nil
-}
-
-// apiPortFree refuses port when a VMA of vmas has it.
-func apiPortFree(vmas []store.VMA, port int) error {
-	for _, v := range vmas {
-		if v.APIPort == port {
-			return fault.Errorf(fault.Conflict, "api_port", "API port %d is VMA %s's", port, v.ID)
-		}
-	}
-	return nil
-}
-
-// freeAPIPort returns the lowest port from authkeys.FirstAPIPort that no
-// VMA of vmas has and that is none of the OMA's own.
-func freeAPIPort(vmas []store.VMA, own []PortRange) (int, error) {
-	taken := map[int]bool{}
-	for _, v := range vmas {
-		taken[v.APIPort] = true
-	}
-	for p := authkeys.FirstAPIPort; p <= 65535; p++ {
-		if !taken[p] && checkOMAPorts(p, own) == nil {
-			return p, nil
-		}
-	}
-	return 0, fault.Errorf(fault.Unavailable, "id", "every API port from %d is taken", authkeys.FirstAPIPort)
-}
-
-// AuthorizedKey returns the authorized_keys line of v for the forwards fw,
-// or "" when v has no SSH key. The line opens the NBD ports of v's share
-// of fw's pool only (the whole pool for a VMA registered before shares).
-func AuthorizedKey(fw authkeys.Forwards, v store.VMA) (string, error) {
-	if v.SSHPublicKey == "" {
-		return "", nil
-	}
-	if v.APIPort == 0 {
-		return "", fmt.Errorf("vma %s has an SSH key but no API port", v.ID)
-	}
-	ports, err := NBDPorts(v, orDefaultPool(store.Ports{First: fw.FirstPort, Last: fw.LastPort}))
-	if err != nil {
-		return "", fmt.Errorf("authorized_keys line: %w", err)
-	}
-	fw.FirstPort, fw.LastPort = ports.First, ports.Last
-	return authkeys.Line(fw, v.SSHPublicKey, v.ID)
-}
-
-// Forwards returns what a VMA may reach through its SSH connection on this
-// OMA: its NATS address, the export host and the NBD port pool.
-func (r *Registry) Forwards() (authkeys.Forwards, error) {
-	u, err := url.Parse(r.cfg.NATSURL)
-	if err != nil {
-		return authkeys.Forwards{}, fmt.Errorf("nats url %q: %w", r.cfg.NATSURL, err)
-	}
-	return authkeys.Forwards{NATS: u.Host, NBDHost: r.cfg.ExportHost, FirstPort: r.cfg.FirstPort, LastPort: r.cfg.LastPort}, nil
-}
-
-// AuthorizedKeys returns the authorized_keys lines of every registered VMA
-// that has an SSH key, by VMA id.
-func (r *Registry) AuthorizedKeys() ([]string, error) {
-	fw, err := r.Forwards()
-	if err != nil {
-		return nil, err
-	}
-	vmas, err := r.VMAs()
-	if err != nil {
-		return nil, err
-	}
-	return authorizedKeys(fw, vmas)
-}
-
-// AuthorizedKeys returns the authorized_keys lines of every VMA in st that
-// has an SSH key, by VMA id, for the forwards fw. A VMA whose share of the
-// NBD port pool lies outside fw's pool gets a comment saying so instead.
-func AuthorizedKeys(st *store.Store, fw authkeys.Forwards) ([]string, error) {
-	var vmas []store.VMA
-	err := st.View(func(tx *bbolt.Tx) error {
-		var err error
-		vmas, err = store.VMAs(tx)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read vmas: %w", err)
-	}
-	return authorizedKeys(fw, vmas)
-}
-
-func authorizedKeys(fw authkeys.Forwards, vmas []store.VMA) ([]string, error) {
-	slices.SortFunc(vmas, func(a, b store.VMA) int { return strings.Compare(a.ID, b.ID) })
-	lines := []string{}
-	for _, v := range vmas {
-		line, err := AuthorizedKey(fw, v)
-		if fault.KindOf(err) == fault.Unavailable {
-			// A share outside the pool: no line, and the others still.
-			lines = append(lines, "# no line for VMA "+v.ID+": "+err.Error())
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if line != "" {
-			lines = append(lines, line)
-		}
-	}
-	return lines, nil
 }
 
 // AddVMA registers a VMA on a running OMA: its durable consumers are
@@ -466,71 +322,6 @@ func (r *Registry) VMAs() ([]store.VMA, error) {
 		return 1
 	})
 	return out, err
-}
-
-// Connected returns the ids of the VMAs whose last heartbeat is fresh.
-func (r *Registry) Connected() ([]string, error) {
-	vmas, err := r.VMAs()
-	if err != nil {
-		return nil, err
-	}
-	ids := []string{}
-	now := r.cfg.Now()
-	for _, v := range vmas {
-		if v.LastSeen != nil && now.Sub(*v.LastSeen) < HeartbeatFresh {
-			ids = append(ids, v.ID)
-		}
-	}
-	return ids, nil
-}
-
-// ApplyHeartbeat records a VMA's presence, version and public key. The
-// VMA was seen when the OMA's clock says, whatever its own clock says.
-func (r *Registry) ApplyHeartbeat(_ context.Context, ev events.Event, p events.Payload) error {
-	h, ok := p.(*events.Heartbeat)
-	if !ok {
-		return fmt.Errorf("%w: %s on the presence consumer", bus.ErrPoison, ev.Type)
-	}
-	return r.applyToVMA(ev, h.VMAID, "heartbeat", func(v *store.VMA) {
-		seen := r.cfg.Now().UTC()
-		v.LastSeen, v.Version, v.PublicKey = &seen, h.Version, h.PublicKey
-	})
-}
-
-// ApplyTunnelOutage adds an outage of a VMA's SSH connection to the VMA's
-// record.
-func (r *Registry) ApplyTunnelOutage(_ context.Context, ev events.Event, p events.Payload) error {
-	o, ok := p.(*events.TunnelOutage)
-	if !ok {
-		return fmt.Errorf("%w: %s on the tunnel consumer", bus.ErrPoison, ev.Type)
-	}
-	return r.applyToVMA(ev, o.VMAID, "tunnel outage", func(v *store.VMA) {
-		if v.Tunnel == nil {
-			v.Tunnel = &store.TunnelOutages{}
-		}
-		v.Tunnel.Count++
-		v.Tunnel.DownSeconds += o.DownSeconds
-		if !o.RestoredAt.Before(v.Tunnel.Last.RestoredAt) {
-			v.Tunnel.Last = *o
-		}
-		r.log.Warn("VMA's SSH connection was down", "vma", o.VMAID, "lost_at", o.LostAt, "down_s", o.DownSeconds, "cause", o.Cause)
-	})
-}
-
-// applyToVMA applies ev once by changing the record of VMA id; an event
-// (named what) of a VMA that is not registered is poison.
-func (r *Registry) applyToVMA(ev events.Event, id, what string, change func(*store.VMA)) error {
-	return r.store.ApplyOnce(ev, r.cfg.Now(), func(tx *bbolt.Tx) error {
-		v, err := store.GetVMA(tx, id)
-		if errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("%w: %s of unregistered VMA %s", bus.ErrPoison, what, id)
-		}
-		if err != nil {
-			return err
-		}
-		change(&v)
-		return store.PutVMA(tx, v)
-	})
 }
 
 // VCenterCredentials are vCenter credentials given for one request; the password
