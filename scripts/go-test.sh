@@ -11,7 +11,7 @@ GO=${GO:-go}
 # the package's line, with the output of the tests that failed when it failed.
 # shellcheck disable=SC2016
 filter='
-def line($e; $word): "\($word)\t\($e.Package)\t\($e.Elapsed // 0)s";
+def line($e; $word): "\($word)\t\($e.Package)\t\(($e.Elapsed // 0) * 1000 | round / 1000)s";
 foreach (inputs | . as $raw | (try fromjson catch {Raw: $raw})) as $e (
   {out: {}, failed: {}, emit: null};
   .emit = null
