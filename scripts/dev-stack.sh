@@ -184,23 +184,24 @@ cat <<EOF
 
 godwit is up. OMA http://localhost:$OMA_PORT, VMA http://localhost:$VMA_TUNNEL_PORT (through the tunnel),
 vCenter https://$VCENTER/sdk, NATS nats://127.0.0.1:$NATS_PORT. Logs: $LOGS/. Ctrl-C stops it all.
-API token (also in $VAR/dev.env, with the rest): $OMA_TOKEN
+The admin API token is OMA_TOKEN in $VAR/dev.env, with the rest (not printed here: terminals get logged).
 
 The seed's four steps, in a second terminal (or: make demo):
 
+  . $VAR/dev.env
   # 1. discover, on the VMA
   curl -s -X POST localhost:$VMA_TUNNEL_PORT/api/v1/discover -H 'Content-Type: application/json' \\
     -d '{"vcenter":"$VCENTER","username":"$VCENTER_USER","password":"$VCENTER_PASSWORD","datacenter":"DatabanxDC"}'
   # 2. create the job on the OMA
-  VM=\$(curl -s -H 'Authorization: Bearer $OMA_TOKEN' localhost:$OMA_PORT/api/v1/vms | jq -r '.vms[] | select(.name=="PGWINTESTBIOS") | .id')
-  JOB=\$(curl -s -H 'Authorization: Bearer $OMA_TOKEN' -H 'Content-Type: application/json' -X POST localhost:$OMA_PORT/api/v1/replications \\
+  VM=\$(curl -s -H "Authorization: Bearer \$OMA_TOKEN" localhost:$OMA_PORT/api/v1/vms | jq -r '.vms[] | select(.name=="PGWINTESTBIOS") | .id')
+  JOB=\$(curl -s -H "Authorization: Bearer \$OMA_TOKEN" -H 'Content-Type: application/json' -X POST localhost:$OMA_PORT/api/v1/replications \\
     -d "{\\"source_vm\\":{\\"id\\":\\"\$VM\\"},\\"replication_type\\":\\"initial\\"}" | jq -r .job_id)
   # 3. start it, on the VMA
   curl -s -X POST localhost:$VMA_TUNNEL_PORT/api/v1/replicate -H 'Content-Type: application/json' \\
     -d "{\\"job_id\\":\\"\$JOB\\",\\"vcenter\\":\\"$VCENTER\\",\\"username\\":\\"$VCENTER_USER\\",\\"password\\":\\"$VCENTER_PASSWORD\\",\\"vm_paths\\":[\\"/DatabanxDC/vm/PGWINTESTBIOS\\"],\\"oma_url\\":\\"http://localhost:$OMA_PORT\\"}"
   # 4. watch it: progress on the VMA, the job on the OMA
   curl -s localhost:$VMA_TUNNEL_PORT/api/v1/progress/\$JOB
-  curl -s -H 'Authorization: Bearer $OMA_TOKEN' localhost:$OMA_PORT/api/v1/replications/\$JOB
+  curl -s -H "Authorization: Bearer \$OMA_TOKEN" localhost:$OMA_PORT/api/v1/replications/\$JOB
 
 The events, with the nats CLI as the read-only observer:
 
