@@ -5,6 +5,7 @@
 package problem
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -88,7 +89,8 @@ func Decode(w http.ResponseWriter, r *http.Request, v any) error {
 	if ct := r.Header.Get("Content-Type"); r.ContentLength != 0 && !IsJSON(ct) {
 		return &Error{Status: http.StatusUnsupportedMediaType, Field: "Content-Type", Detail: fmt.Sprintf("Content-Type %q: send application/json", ct)}
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBody))
+	var read bytes.Buffer // what the decoder read, to find an unknown field's path
+	dec := json.NewDecoder(io.TeeReader(http.MaxBytesReader(w, r.Body, MaxBody), &read))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
 	var (
@@ -110,6 +112,9 @@ func Decode(w http.ResponseWriter, r *http.Request, v any) error {
 		return BadRequest(typeErr.Field, "%s must be a JSON %s, not %s", typeErr.Field, typeErr.Type.Kind(), typeErr.Value)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		if path := unknownField(read.Bytes(), v); path != "" {
+			field = path
+		}
 		return BadRequest(field, "unknown field %q", field)
 	default:
 		return BadRequest("", "malformed JSON: %v", err)

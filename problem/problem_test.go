@@ -74,3 +74,45 @@ func TestDecodeContentType(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodeNamesTheUnknownFieldWithItsPath: an unknown member is named
+// where it stands, as encoding/json names a member of the wrong type.
+func TestDecodeNamesTheUnknownFieldWithItsPath(t *testing.T) {
+	t.Parallel()
+	type Disk struct {
+		Key  int   `json:"key"`
+		Size int64 `json:"size"`
+	}
+	type Base struct {
+		Note string `json:"note"`
+	}
+	type body struct {
+		Base
+		Name   string `json:"name"`
+		Secret string `json:"-"`
+		VM     struct {
+			ID string `json:"id"`
+		} `json:"source_vm"`
+		Disks  []Disk          `json:"disks"`
+		Labels map[string]Disk `json:"labels"`
+		Any    any             `json:"any"`
+	}
+	for _, c := range []struct{ body, field string }{
+		{`{"nmae":"x"}`, "nmae"},
+		{`{"name":"x","source_vm":{"idd":"vm-1"}}`, "source_vm.idd"},
+		{`{"disks":[{"key":1},{"key":2,"sise":3}]}`, "disks[1].sise"},
+		{`{"labels":{"a":{"key":1,"x":2}}}`, "labels.a.x"},
+		{`{"any":{"deep":[{"x":1}]},"name":"x","oops":1}`, "oops"},
+		{`{"NAME":"x","Note":"n","secret":"s"}`, "secret"},
+		{`{"source_vm":{"ID":"vm-1"},"disks":[],"z":{"a":[1,{"b":2}]}}`, "z"},
+	} {
+		r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(c.body))
+		r.Header.Set("Content-Type", "application/json")
+		var v body
+		err := problem.Decode(httptest.NewRecorder(), r, &v)
+		pe, ok := err.(*problem.Error)
+		if !ok || pe.Status != http.StatusBadRequest || pe.Field != c.field || !strings.Contains(pe.Detail, `"`+c.field+`"`) {
+			t.Errorf("Decode(%s) = %#v, want 400 naming %s", c.body, err, c.field)
+		}
+	}
+}

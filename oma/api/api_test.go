@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -121,7 +122,7 @@ func TestCreateReplicationRejectsBadInput(t *testing.T) {
 		{"too big", huge, 413, "", "larger than"},
 		{"trailing", `{"source_vm":{"id":"vm-1"},"replication_type":"initial"} {}`, 400, "", "more than one"},
 		{"unknown field", `{"source_vm":{"id":"vm-1"},"replication_type":"initial","colour":"red"}`, 400, "colour", "unknown field"},
-		{"unknown nested field", `{"source_vm":{"id":"vm-1","os":"x"},"replication_type":"initial"}`, 400, "os", "unknown field"},
+		{"unknown nested field", `{"source_vm":{"id":"vm-1","os":"x"},"replication_type":"initial"}`, 400, "source_vm.os", "unknown field"},
 		{"missing source_vm", `{"replication_type":"initial"}`, 400, "source_vm", "required"},
 		{"missing id", `{"source_vm":{"name":"x"},"replication_type":"initial"}`, 400, "source_vm.id", "required"},
 		{"id wrong type", `{"source_vm":{"id":42},"replication_type":"initial"}`, 400, "source_vm.id", "string"},
@@ -317,6 +318,19 @@ func TestReplicationLifecycle(t *testing.T) {
 	exportSubj, _ := subject.ExportRequest("vma-1", j.JobID)
 	if err := v.conn.Request(ctx, exportSubj, struct{}{}, &alloc); err != nil || len(alloc.Disks) != 2 || alloc.Disks[1].Export.Port != port {
 		t.Fatalf("export allocation = %+v, %v", alloc, err)
+	}
+	// Another VMA asking for this job is answered as for a job that does
+	// not exist, in words the VMA can show as they are.
+	v2 := o.addVMA("vma-2")
+	for job, want := range map[string]string{
+		j.JobID:     fmt.Sprintf("no replication job %q for VMA vma-2", j.JobID),
+		"repl-nope": `no replication job "repl-nope" for VMA vma-2`,
+	} {
+		var re *bus.RemoteError
+		subj, _ := subject.ExportRequest("vma-2", job)
+		if err := v2.conn.Request(ctx, subj, struct{}{}, &alloc); !errors.As(err, &re) || re.Code != bus.CodeNotFound || re.Message != want {
+			t.Errorf("vma-2's export request for %s = %v, want %s %q", job, err, bus.CodeNotFound, want)
+		}
 	}
 
 	// Progress, out of order and repeated.

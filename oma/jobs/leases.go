@@ -13,22 +13,24 @@ import (
 	"github.com/godwit/godwit/oma/store"
 )
 
-// Allocation answers a VMA's export request for one of its jobs.
+// Allocation answers a VMA's export request for one of its jobs. Its
+// errors name no field: the VMA shows their message as it is.
 func (m *Manager) Allocation(_ context.Context, subj string, _ []byte) (any, error) {
 	vmaID, jobID, err := subject.ParseExportRequest(subj)
 	if err != nil {
 		return nil, err
 	}
 	j, err := m.Job(jobID)
+	if fault.KindOf(err) == fault.NotFound || err == nil && j.VMAID != vmaID {
+		// Another VMA's job is said like an unknown one: a VMA learns
+		// nothing of others' jobs.
+		return nil, fault.Errorf(fault.NotFound, "", "no replication job %q for VMA %s", jobID, vmaID)
+	}
 	if err != nil {
 		return nil, err
 	}
-	if j.VMAID != vmaID {
-		// Said like an unknown job: a VMA learns nothing of others' jobs.
-		return nil, fault.Errorf(fault.NotFound, "id", "no replication job %q for VMA %s", jobID, vmaID)
-	}
 	if !Active(j.State) {
-		return nil, fault.Errorf(fault.Conflict, "id", "job %s is %s", jobID, j.State)
+		return nil, fault.Errorf(fault.Conflict, "", "job %s is %s", jobID, j.State)
 	}
 	a := events.ExportAllocation{JobID: j.ID, VM: j.VM, ReplicationType: j.ReplicationType, State: j.State}
 	for _, d := range j.Disks {
