@@ -73,17 +73,6 @@ func TestSeedDiscoveryThroughBothAppliances(t *testing.T) {
 	}
 }
 
-// TestAPIListensOnLoopbackByDefault: a VMA configured without an API
-// address serves on 127.0.0.1:8081, reachable only from its own machine
-// (and, in production, through the tunnel's forward on the OMA).
-func TestAPIListensOnLoopbackByDefault(t *testing.T) {
-	o := testbed.StartOMA(t, testbed.OMAConfig{})
-	v := testbed.StartVMA(t, o, testbed.VMAConfig{Configure: func(c *appliance.Config) { c.APIAddr = "" }})
-	if v.URL != "http://127.0.0.1:8081" {
-		t.Errorf("the VMA API listens at %s, want http://127.0.0.1:8081", v.URL)
-	}
-}
-
 // TestAPIAnswersWhileTheBusIsUnreachable: a VMA whose tunnel cannot be made
 // serves its API at once, answering 503 that it is starting and, unless a
 // token guards the details, how its tunnel fails; it stops cleanly.
