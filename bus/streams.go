@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -33,31 +34,63 @@ func VMADurable(vmaID string) string { return "vma-" + vmaID }
 
 // StreamLimits bound what the streams keep (limits retention). The zero
 // value keeps 30 days, at most 1 GiB per stream, the last 10,000 messages
-// per subject, and drops a publish whose Nats-Msg-Id was seen in the last
-// 2 minutes.
+// per subject (1,000 in the queue streams), and drops a publish whose
+// Nats-Msg-Id was seen in the last 2 minutes.
 //
-// No VMA can make a stream drop another VMA's messages. The streams that
-// queue messages for the VMAs (COMMANDS, DISCOVERY) refuse a publish when
-// full (DiscardNew) instead of dropping their oldest messages, and take
-// messages of at most MaxQueuedMsgSize; each subject there belongs to one
-// VMA, and a subject over MaxMsgsPerSubject drops its own oldest message.
-// So a VMA that floods its own subjects only rolls its own history, and
-// while the stream is full every publish is refused, the flood included,
-// and nothing queued is lost. The other streams keep history for replay:
-// they drop their oldest messages when full. The OMA alerts when a stream
-// passes AlertAt of a limit (see Conn.WatchStreams).
+// No VMA can make a queue stream (COMMANDS, DISCOVERY) drop or refuse
+// another VMA's messages. Each subject there belongs to one VMA, takes
+// messages of at most MaxQueuedMsgSize, and keeps its last
+// QueueMsgsPerSubject: a VMA that floods its own subjects only rolls its
+// own history. So a VMA's share of a queue stream is bounded (QueueShare),
+// and EnsureStreams and EnsureVMAConsumers keep each queue stream's byte
+// limit at least the sum of the shares of the VMAs it has durables for,
+// and the stream can never fill. Were it full all the same (an operator
+// lowered its limit), it would refuse every publish (DiscardNew) and
+// lose nothing queued. The other streams keep history for replay: they
+// drop their oldest messages when full; the OMA, whose durables read
+// them as they come, has applied those by then. The OMA alerts when a
+// stream passes AlertAt of a limit (see Conn.WatchStreams).
 type StreamLimits struct {
 	MaxAge            time.Duration
 	MaxBytes          int64
 	MaxMsgsPerSubject int64
-	Duplicates        time.Duration
+	// QueueMsgsPerSubject is the per-subject limit of the queue streams.
+	QueueMsgsPerSubject int64
+	Duplicates          time.Duration
 	// Replicas is the replica count on a NATS cluster; 0 means 1.
 	Replicas int
 }
 
 // MaxQueuedMsgSize is the largest message the queue streams (COMMANDS,
-// DISCOVERY) take: a command or a discover request is a few KiB.
-const MaxQueuedMsgSize = 64 << 10
+// DISCOVERY) take: a command or a discover request is a few KiB (a job
+// replicates one VM, whose path is at most 4 KiB).
+const MaxQueuedMsgSize = 16 << 10
+
+// queuedMsgOverhead is what the store adds to each message it keeps
+// (subject, headers, sequence and checksum), counted in a VMA's share.
+const queuedMsgOverhead = 1 << 10
+
+// QueueShare is the most that one VMA's subjects can hold in the queue
+// stream cfg: each keeps at most its last MaxMsgsPerSubject messages of at
+// most MaxMsgSize bytes. It is 0 for the other streams.
+func QueueShare(cfg jetstream.StreamConfig) int64 {
+	n := int64(len(vmaQueueSubjects(cfg.Name, "x")))
+	return n * cfg.MaxMsgsPerSubject * (int64(cfg.MaxMsgSize) + queuedMsgOverhead)
+}
+
+// vmaQueueSubjects returns the subjects of VMA id in the queue stream
+// named stream, or none when it is no queue stream.
+func vmaQueueSubjects(stream, id string) []string {
+	switch stream {
+	case StreamCommands:
+		s, _ := subject.VMACommands(id)
+		return s
+	case StreamDiscovery:
+		s, _ := subject.DiscoverRequest(id)
+		return []string{s}
+	}
+	return nil
+}
 
 func (l StreamLimits) withDefaults() StreamLimits {
 	if l.MaxAge == 0 {
@@ -68,6 +101,9 @@ func (l StreamLimits) withDefaults() StreamLimits {
 	}
 	if l.MaxMsgsPerSubject == 0 {
 		l.MaxMsgsPerSubject = 10_000
+	}
+	if l.QueueMsgsPerSubject == 0 {
+		l.QueueMsgsPerSubject = 1_000
 	}
 	if l.Duplicates == 0 {
 		l.Duplicates = 2 * time.Minute
@@ -97,7 +133,7 @@ func StreamConfigs(l StreamLimits) []jetstream.StreamConfig {
 		}
 	}
 	queue := func(cfg jetstream.StreamConfig) jetstream.StreamConfig {
-		cfg.Discard, cfg.MaxMsgSize = jetstream.DiscardNew, MaxQueuedMsgSize
+		cfg.Discard, cfg.MaxMsgSize, cfg.MaxMsgsPerSubject = jetstream.DiscardNew, MaxQueuedMsgSize, l.QueueMsgsPerSubject
 		return cfg
 	}
 	presence := mk(StreamPresence, "godwit VMA heartbeats", subject.AllVMA)
@@ -120,8 +156,18 @@ func StreamConfigs(l StreamLimits) []jetstream.StreamConfig {
 // DISCOVERY held discover results too before INVENTORY did: when the
 // OMA's durable that read them there is found, it is deleted and the old
 // results purged from DISCOVERY (their VMs are in the OMA's inventory).
+//
+// A queue stream's byte limit is raised, when it must be, to the sum of
+// the shares (QueueShare) of the VMAs it has durables for.
 func (c *Conn) EnsureStreams(ctx context.Context, l StreamLimits) error {
 	for _, cfg := range StreamConfigs(l) {
+		if QueueShare(cfg) > 0 {
+			n, err := c.vmaDurables(ctx, cfg.Name)
+			if err != nil {
+				return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
+			}
+			cfg.MaxBytes = max(cfg.MaxBytes, int64(n)*QueueShare(cfg))
+		}
 		if err := retryAPI(ctx, func() error { _, err := c.js.CreateOrUpdateStream(ctx, cfg); return err }); err != nil {
 			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
 		}
@@ -179,19 +225,70 @@ func retryAPI(ctx context.Context, fn func() error) error {
 }
 
 // EnsureVMAConsumers creates the durable consumers a VMA reads: its commands
-// and cancels, and its discover requests. A command published while the VMA
-// is away waits there until it comes back.
+// and its discover requests; and raises the byte limit of these queue
+// streams, when it must, so that it holds the VMA's share too.
 func (c *Conn) EnsureVMAConsumers(ctx context.Context, vmaID string) error {
-	cmds, err := subject.VMACommands(vmaID)
-	if err != nil {
+	if err := subject.ValidID(vmaID); err != nil {
 		return fmt.Errorf("ensure consumers of vma: %w", err)
 	}
-	disc, err := subject.DiscoverRequest(vmaID)
+	for _, stream := range []string{StreamCommands, StreamDiscovery} {
+		if err := c.EnsureConsumer(ctx, stream, VMADurable(vmaID), vmaQueueSubjects(stream, vmaID)...); err != nil {
+			return err
+		}
+		if err := c.makeRoom(ctx, stream); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// makeRoom raises the byte limit of the queue stream named stream to the
+// sum of the shares of the VMAs it has durables for, if it is lower.
+func (c *Conn) makeRoom(ctx context.Context, stream string) error {
+	var s jetstream.Stream
+	if err := retryAPI(ctx, func() (err error) { s, err = c.js.Stream(ctx, stream); return err }); err != nil {
+		return fmt.Errorf("make room in %s: %w", stream, err)
+	}
+	n, err := c.vmaDurables(ctx, stream)
 	if err != nil {
-		return fmt.Errorf("ensure consumers of vma: %w", err)
+		return fmt.Errorf("make room in %s: %w", stream, err)
 	}
-	if err := c.EnsureConsumer(ctx, StreamCommands, VMADurable(vmaID), cmds...); err != nil {
-		return err
+	cfg := s.CachedInfo().Config
+	need := int64(n) * QueueShare(cfg)
+	if cfg.MaxBytes < 0 || cfg.MaxBytes >= need {
+		return nil
 	}
-	return c.EnsureConsumer(ctx, StreamDiscovery, VMADurable(vmaID), disc)
+	cfg.MaxBytes = need
+	if err := retryAPI(ctx, func() error { _, err := c.js.UpdateStream(ctx, cfg); return err }); err != nil {
+		return fmt.Errorf("make room in %s for %d VMAs: %w", stream, n, err)
+	}
+	c.log.Info("queue stream limit raised to hold every VMA's share", "stream", stream, "vmas", n, "max_bytes", need)
+	return nil
+}
+
+// vmaDurables counts the VMAs' durables (VMADurable) on stream; 0 when the
+// stream does not exist yet.
+func (c *Conn) vmaDurables(ctx context.Context, stream string) (int, error) {
+	var n int
+	err := retryAPI(ctx, func() error {
+		s, err := c.js.Stream(ctx, stream)
+		if err != nil {
+			return err
+		}
+		n = 0
+		names := s.ConsumerNames(ctx)
+		for name := range names.Name() {
+			if strings.HasPrefix(name, VMADurable("")) {
+				n++
+			}
+		}
+		return names.Err()
+	})
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("list the consumers of %s: %w", stream, err)
+	}
+	return n, nil
 }

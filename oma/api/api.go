@@ -48,6 +48,9 @@ type Config struct {
 	HTTP httpserver.Config
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+	// VMAPorts, when set, says which VMAs' API ports the OMA cannot hold
+	// (*tunnels.Proxy): health is then degraded.
+	VMAPorts interface{ Unheld() map[string]string }
 }
 
 // Validate reports a configuration Serve would refuse.

@@ -19,12 +19,17 @@ import (
 )
 
 // health answers status and version to anyone; uptime, NATS state, the
-// connected VMAs and how often an export's nbdkit died and was restarted
-// only with a valid token.
+// connected VMAs, how often an export's nbdkit died and was restarted, and
+// the VMAs' API ports another process holds, only with a valid token. It
+// is degraded while NATS is down or a VMA's API port is not held.
 func (a *API) health(w http.ResponseWriter, r *http.Request) error {
 	conn := a.ctl.Bus()
 	h := map[string]any{"status": "ok", "version": Version}
-	if !conn.Connected() {
+	var unheld map[string]string
+	if a.cfg.VMAPorts != nil {
+		unheld = a.cfg.VMAPorts.Unheld()
+	}
+	if !conn.Connected() || len(unheld) > 0 {
 		h["status"] = "degraded"
 	}
 	if !a.authorized(r) {
@@ -38,6 +43,9 @@ func (a *API) health(w http.ResponseWriter, r *http.Request) error {
 	h["nats"] = map[string]any{"connected": conn.Connected(), "jetstream": a.server == nil || a.server.JetStreamEnabled()}
 	h["connected_vmas"] = connected
 	h["nbdkit"] = map[string]any{"restarts": a.ctl.ExportRestarts()}
+	if len(unheld) > 0 {
+		h["vma_api_ports_not_held"] = unheld
+	}
 	return writeJSON(w, http.StatusOK, h)
 }
 

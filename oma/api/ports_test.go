@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/godwit/godwit/oma/appliance"
+	"github.com/godwit/godwit/testkit"
 )
 
 // TestVMAPortIsNoneOfTheOMAs: POST /api/v1/vmas refuses an api_port that
@@ -34,4 +35,55 @@ func TestVMAPortIsNoneOfTheOMAs(t *testing.T) {
 	if o.do(http.MethodGet, "/api/v1/vmas", nil, &list); len(list.VMAs) != 0 {
 		t.Errorf("refused registrations left VMAs: %+v", list.VMAs)
 	}
+}
+
+// TestVMAPortHeldByAnotherProcess: a registration never gets an API port
+// another process holds (it would get what operators send to the VMA), and
+// while a registered VMA's port is held by another process (taken while
+// the OMA was stopped) health is degraded and names it.
+func TestVMAPortHeldByAnotherProcess(t *testing.T) {
+	t.Parallel()
+	o := newOMA(t, 2)
+	ports, _ := testkit.FreePorts(t, 2)
+	squat, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(ports)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer squat.Close()
+	var pr problem
+	if code := o.do(http.MethodPost, "/api/v1/vmas", map[string]any{"id": "vma-x", "api_port": ports}, &pr); code != http.StatusConflict ||
+		pr.Field != "api_port" || !strings.Contains(pr.Detail, "held by another process") {
+		t.Errorf("api_port %d held by another process = %d %+v, want 409 naming api_port", ports, code, pr)
+	}
+
+	free := ports + 1
+	var cred struct {
+		APIPort int `json:"api_port"`
+	}
+	if code := o.do(http.MethodPost, "/api/v1/vmas", map[string]any{"id": "vma-1", "api_port": free}, &cred); code != http.StatusCreated || cred.APIPort != free {
+		t.Fatalf("register vma-1 on port %d = %d %+v", free, code, cred)
+	}
+	o.Stop()
+	squat2, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(free)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer squat2.Close()
+	o.Start()
+	o.sync()
+	type health struct {
+		Status  string            `json:"status"`
+		NotHeld map[string]string `json:"vma_api_ports_not_held"`
+	}
+	testkit.Eventually(t, "health degraded, naming vma-1's port", func() bool {
+		var h health
+		o.do(http.MethodGet, "/api/v1/health", nil, &h)
+		return h.Status == "degraded" && strings.Contains(h.NotHeld["vma-1"], strconv.Itoa(free))
+	})
+	squat2.Close()
+	testkit.Eventually(t, "health ok once the OMA holds the port", func() bool {
+		var h health
+		o.do(http.MethodGet, "/api/v1/health", nil, &h)
+		return h.Status == "ok" && len(h.NotHeld) == 0
+	})
 }

@@ -357,7 +357,9 @@ func (o *OMA) Run(ctx context.Context) error {
 	apiCtx, stopAPI := context.WithCancel(ctx)
 	defer stopAPI()
 	apiErr := make(chan error, 1)
-	go func() { apiErr <- api.New(ctl, st, srv, cfg.API).Serve(apiCtx, l) }()
+	apiCfg := cfg.API
+	apiCfg.VMAPorts = vmaPorts
+	go func() { apiErr <- api.New(ctl, st, srv, apiCfg).Serve(apiCtx, l) }()
 
 	log.Info("oma ready", "api", l.Addr().String(), "nats", srv.ClientURL(),
 		"observer_nkey", observer.path, "admin_nkey", admin.path, "nbd_ports", fmt.Sprintf("%d-%d", cfg.FirstPort, cfg.LastPort),

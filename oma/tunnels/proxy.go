@@ -113,6 +113,21 @@ func (p *Proxy) Addrs() map[string]string {
 	return out
 }
 
+// Unheld returns, by VMA id, why the OMA does not hold a VMA's API port
+// (another process has it, and gets what is sent there); it is empty when
+// every port is held.
+func (p *Proxy) Unheld() map[string]string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[string]string{}
+	for id, pt := range p.ports {
+		if pt.ln == nil && pt.bindErr != "" {
+			out[id] = pt.bindErr
+		}
+	}
+	return out
+}
+
 // Run holds the ports and checks the sockets every Interval until ctx ends, then stops serving
 // (draining requests in flight) and returns nil once every port is closed. A port it cannot
 // bind is logged and tried again each Interval.

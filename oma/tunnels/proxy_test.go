@@ -280,8 +280,14 @@ func TestProxyPortTaken(t *testing.T) {
 	testkit.Eventually(t, "the taken port logged", func() bool {
 		return strings.Contains(logs.String(), "cannot hold a VMA's API port") && strings.Contains(logs.String(), addr)
 	})
+	if why := p.Unheld()["vma-1"]; !strings.Contains(why, "address already in use") {
+		t.Errorf("Unheld()[vma-1] = %q, want the bind error", why)
+	}
 	squat.Close()
 	testkit.Eventually(t, "the port held once free", func() bool { return p.Addrs()["vma-1"] == addr })
+	if u := p.Unheld(); len(u) != 0 {
+		t.Errorf("Unheld() = %v once the port is held", u)
+	}
 	// A VMA registered without an SSH key has no tunnel: 503 naming it.
 	a := call(t, addr, `{}`)
 	if a.status != http.StatusServiceUnavailable || !strings.Contains(fmt.Sprint(a.body["detail"]), "VMA vma-1 not connected: no SSH key") {

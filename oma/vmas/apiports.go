@@ -2,6 +2,8 @@ package vmas
 
 import (
 	"fmt"
+	"net"
+	"strconv"
 
 	"github.com/godwit/godwit/oma/authkeys"
 	"github.com/godwit/godwit/oma/fault"
@@ -54,16 +56,31 @@ func apiPortFree(vmas []store.VMA, port int) error {
 }
 
 // freeAPIPort returns the lowest port from authkeys.FirstAPIPort that no
-// VMA of vmas has and that is none of the OMA's own.
+// VMA of vmas has, that is none of the OMA's own, and that no other
+// process holds now (it would get what operators send to the VMA).
 func freeAPIPort(vmas []store.VMA, own []PortRange) (int, error) {
 	taken := map[int]bool{}
 	for _, v := range vmas {
 		taken[v.APIPort] = true
 	}
 	for p := authkeys.FirstAPIPort; p <= 65535; p++ {
-		if !taken[p] && checkOMAPorts(p, own) == nil {
+		if !taken[p] && checkOMAPorts(p, own) == nil && checkUnheld(p) == nil {
 			return p, nil
 		}
 	}
 	return 0, fault.Errorf(fault.Unavailable, "id", "every API port from %d is taken", authkeys.FirstAPIPort)
+}
+
+// APIPortHost is where the OMA holds the VMAs' API ports (oma/tunnels).
+const APIPortHost = "127.0.0.1"
+
+// checkUnheld refuses port when another process on this machine holds it
+// on APIPortHost: the OMA could not hold it for the VMA, and that process
+// would get what operators send to the VMA.
+func checkUnheld(port int) error {
+	ln, err := net.Listen("tcp", net.JoinHostPort(APIPortHost, strconv.Itoa(port)))
+	if err != nil {
+		return fault.Errorf(fault.Conflict, "api_port", "API port %d is held by another process on the OMA's machine (%v): stop it, or choose another port", port, err)
+	}
+	return ln.Close()
 }

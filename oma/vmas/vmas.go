@@ -128,11 +128,12 @@ type Registration struct {
 }
 
 // Register creates NATS credentials for a new VMA in st, stores it with
-// its SSH key, the lowest API port no other VMA has (from
+// its SSH key, the lowest API port no other VMA or process has (from
 // authkeys.FirstAPIPort) and the lowest free share of the NBD port pool
 // (Registration.NBDPortsPerVMA ports), and returns them. It fails with an Invalid
-// error naming id or ssh_public_key, a Conflict when the id is taken, or an
-// Unavailable one when the pool has no share left.
+// error naming id or ssh_public_key, a Conflict when the id is taken or
+// the API port asked for is another's (a VMA's, the OMA's, or another
+// process's), or an Unavailable one when the pool has no share left.
 // AuthorizedKey, NATSURL and OMAURL are left for the caller to fill.
 func Register(st *store.Store, nv Registration, now time.Time) (Credentials, error) {
 	id := nv.ID
@@ -183,6 +184,9 @@ func Register(st *store.Store, nv Registration, now time.Time) (Credentials, err
 			}
 		}
 		if err := apiPortFree(vmas, apiPort); err != nil {
+			return err
+		}
+		if err := checkUnheld(apiPort); err != nil {
 			return err
 		}
 		if share, err = freeShare(vmas, orDefaultPool(nv.NBDPool), nv.NBDPortsPerVMA, ""); err != nil {
