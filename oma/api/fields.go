@@ -54,7 +54,7 @@ func (a *API) checkCredentials(eventType string, c credentialsRequest, fields ..
 	if err != nil {
 		return err
 	}
-	box, err := seal.Seal(probeKey, []byte(c.Password))
+	box, err := seal.Seal(probeKey, []byte(c.Password.Reveal()))
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/tokens"
 	"github.com/godwit/godwit/oma/vmas"
+	"github.com/godwit/godwit/secret"
 )
 
 // health answers status and version to anyone; uptime, NATS state, the
@@ -134,9 +135,9 @@ func (a *API) cancelReplication(w http.ResponseWriter, r *http.Request) error {
 
 // credentialsRequest holds vCenter credentials.
 type credentialsRequest struct {
-	VCenter  string `json:"vcenter"`
-	Username string `json:"username"`
-	Password string `json:"password"`
+	VCenter  string        `json:"vcenter"`
+	Username string        `json:"username"`
+	Password secret.String `json:"password"`
 }
 
 func (c credentialsRequest) validate(vcenterRequired bool) error {
@@ -145,7 +146,7 @@ func (c credentialsRequest) validate(vcenterRequired bool) error {
 		return badRequest("vcenter", "vcenter is required (host name or address)")
 	case strings.TrimSpace(c.Username) == "":
 		return badRequest("username", "username is required")
-	case c.Password == "":
+	case c.Password.Empty():
 		return badRequest("password", "password is required")
 	}
 	return nil

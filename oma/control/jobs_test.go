@@ -16,6 +16,7 @@ import (
 	"github.com/godwit/godwit/oma/jobs"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/vmas"
+	"github.com/godwit/godwit/secret"
 	"github.com/godwit/godwit/testkit"
 )
 
@@ -81,7 +82,7 @@ func TestStartCommandSurvivesACrash(t *testing.T) {
 	dead := bustest.ConnectOMA(t, h.srv)
 	dead.Close()
 	ctl := control.New(control.Config{DataDir: h.dir, Now: h.clock.Now}, st, dead, exports.New(exports.Config{FirstPort: h.first, LastPort: h.last}), h.srv)
-	started, err := ctl.Start(ctx, j.ID, vmas.VCenterCredentials{Username: "u", Password: "p"}, jobs.StartOptions{})
+	started, err := ctl.Start(ctx, j.ID, vmas.VCenterCredentials{Username: "u", Password: secret.New("p")}, jobs.StartOptions{})
 	if err != nil || started.State != events.JobQueued {
 		t.Fatalf("Start with the bus down = %s, %v; want queued", started.State, err)
 	}
@@ -159,7 +160,7 @@ func TestCancelKeepsTheExportForTheVMA(t *testing.T) {
 			t.Fatal(err)
 		}
 		if start {
-			if _, err := h.ctl.Start(ctx, j.ID, vmas.VCenterCredentials{Username: "u", Password: "p"}, jobs.StartOptions{}); err != nil {
+			if _, err := h.ctl.Start(ctx, j.ID, vmas.VCenterCredentials{Username: "u", Password: secret.New("p")}, jobs.StartOptions{}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -211,7 +212,7 @@ func TestIncrementalAfterDiskChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.ctl.Start(ctx, initial.ID, vmas.VCenterCredentials{Username: "u", Password: "p"}, jobs.StartOptions{}); err != nil {
+	if _, err := h.ctl.Start(ctx, initial.ID, vmas.VCenterCredentials{Username: "u", Password: secret.New("p")}, jobs.StartOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := conn.Publish(ctx, &events.ReplicationStatus{JobID: initial.ID, VMAID: "vma-1", Seq: 1, State: events.StatusCompleted,

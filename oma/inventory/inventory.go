@@ -17,13 +17,14 @@ import (
 	"github.com/godwit/godwit/oma/replicas"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/vmas"
+	"github.com/godwit/godwit/secret"
 )
 
 // registry is what the inventory needs of the VMAs; *vmas.Registry
 // satisfies it.
 type registry interface {
 	VMAs() ([]store.VMA, error)
-	Seal(vmaID, secret string) (events.Sealed, error)
+	Seal(vmaID string, s secret.String) (events.Sealed, error)
 }
 
 var _ registry = (*vmas.Registry)(nil)

@@ -11,6 +11,7 @@ import (
 	"github.com/godwit/godwit/oma/outbox"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/vmas"
+	"github.com/godwit/godwit/secret"
 )
 
 // DefaultPendingJobTTL is how long a job stays pending, unstarted, before
@@ -51,7 +52,7 @@ type Config struct {
 
 // sealer seals a secret to a VMA; *vmas.Registry satisfies it.
 type sealer interface {
-	Seal(vmaID, secret string) (events.Sealed, error)
+	Seal(vmaID string, s secret.String) (events.Sealed, error)
 }
 
 // kicker publishes what changes wrote to the outbox; *outbox.Outbox

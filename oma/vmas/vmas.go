@@ -19,6 +19,7 @@ import (
 	"github.com/godwit/godwit/oma/fault"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/seal"
+	"github.com/godwit/godwit/secret"
 )
 
 // AccessSetter updates who may connect to NATS; *bus.Server implements it.
@@ -333,13 +334,13 @@ func (r *Registry) VMAs() ([]store.VMA, error) {
 type VCenterCredentials struct {
 	VCenter  string
 	Username string
-	Password string
+	Password secret.String
 }
 
 // Seal seals a secret to a registered VMA's announced key. It fails with
 // a NotFound naming vma_id when the VMA is not registered, a Conflict when
 // it has not announced its key yet.
-func (r *Registry) Seal(vmaID, secret string) (events.Sealed, error) {
+func (r *Registry) Seal(vmaID string, s secret.String) (events.Sealed, error) {
 	var v store.VMA
 	err := r.store.View(func(tx *bbolt.Tx) error {
 		var err error
@@ -355,5 +356,5 @@ func (r *Registry) Seal(vmaID, secret string) (events.Sealed, error) {
 	if v.PublicKey == "" {
 		return events.Sealed{}, fault.Errorf(fault.Conflict, "vma_id", "VMA %s has not announced its public key yet (no heartbeat received): start it, or check its connection", vmaID)
 	}
-	return seal.Seal(v.PublicKey, []byte(secret))
+	return seal.Seal(v.PublicKey, []byte(s.Reveal()))
 }
