@@ -21,12 +21,18 @@
 // [Conn.EnsureStreams] creates the streams, all with limits retention (an
 // age and a size cap, [StreamLimits]) and a duplicate window:
 //
-//	DISCOVERY  discover requests and their results (in pages when large)
-//	COMMANDS   replicate commands and cancels, for each VMA
+//	DISCOVERY  discover requests, queued for each VMA
+//	INVENTORY  their results, the VMs each VMA found (in pages when large)
+//	COMMANDS   replicate commands and cancels, queued for each VMA
 //	PROGRESS   progress and replication status from the VMAs
 //	JOBS       the job lifecycle, from the OMA
 //	PRESENCE   VMA heartbeats, the last one per VMA
 //	TUNNEL     outages of the VMAs' SSH connections
+//	ALERTS     the OMA's alerts, such as a stream near its limit
+//
+// The queue streams (DISCOVERY, COMMANDS) hold a bounded share for each
+// VMA ([QueueShare]), so no VMA can make them drop or refuse another's
+// messages; [Conn.WatchStreams] alerts when a stream nears a limit.
 //
 // so that a consumer that was away, an operator's nats CLI or a new
 // service can replay what happened. [Conn.Publish] wraps a payload in an
@@ -57,9 +63,15 @@
 // # Access
 //
 // [Access] lists who may connect besides the OMA, each by NKey public key,
-// and [Server.SetAccess] changes it without a restart. A VMA may publish
-// only on subjects carrying its own id, read only its own consumers and get
-// replies only on its own inbox prefix. An observer reads: it subscribes
+// and [Server.SetAccess] changes it without a restart. The OMA, observers
+// and admins are in account GODWIT, the only one with JetStream. Each VMA
+// is in an account of its own, VMA_<id>, without JetStream, which imports
+// from GODWIT as services only the subjects carrying its id, its export
+// requests and discover submissions, and the pulls and acks of its own
+// durables (read with plain requests: [ClientConfig] Confined). The server
+// rewrites the reply subject of every request across an import, so no
+// reply a VMA picks can reach the JetStream API; it gets replies only on
+// its own inbox prefix. An observer reads: it subscribes
 // to godwit.> live and replays streams only through [ObserverAPIPrefix],
 // whose gate forwards reads and refuses whatever would publish, delete,
 // create a durable or deliver anywhere but its inbox. An admin may do what
