@@ -90,8 +90,7 @@ func TestVMARepliesNeverReachJetStream(t *testing.T) {
 	replies = append(replies, "$JS.API.STREAM.PURGE.X", "$JS.API.CONSUMER.DELETE.X.Y")
 
 	// An ack subject of vma-1's own: a message pulled and left unacked.
-	inbox, _ := subject.InboxPrefix("vma-1")
-	vma := bustest.Connect(t, srv.ClientURL(), bus.ClientConfig{Name: "vma-1", NKeySeed: u.Seed, InboxPrefix: inbox, Confined: true})
+	vma := bustest.ConnectVMA(t, srv.ClientURL(), "vma-1", u.Seed)
 	pulled, err := vma.NATS().Request("$JS.API.CONSUMER.MSG.NEXT."+bus.StreamCommands+"."+bus.VMADurable("vma-1"),
 		[]byte(`{"batch":1,"expires":5000000000}`), 10*time.Second)
 	if err != nil || pulled.Reply == "" {
@@ -171,8 +170,7 @@ func TestVMAAddedToARunningServer(t *testing.T) {
 		if _, err := oma.Publish(ctx, &events.ReplicateCancel{JobID: "job-1", VMAID: id}); err != nil {
 			t.Fatal(err)
 		}
-		inbox, _ := subject.InboxPrefix(id)
-		vma := bustest.Connect(t, srv.ClientURL(), bus.ClientConfig{Name: id, NKeySeed: u.Seed, InboxPrefix: inbox, Confined: true})
+		vma := bustest.ConnectVMA(t, srv.ClientURL(), id, u.Seed)
 		if _, err := vma.Publish(ctx, progress(id, "job-1", 1)); err != nil {
 			t.Fatalf("%s publishes: %v", id, err)
 		}

@@ -201,8 +201,7 @@ func TestPublishFromAVMADuringReloadsIsStored(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t, 2*time.Minute)
 	srv, oma, users := startWithVMAs(ctx, t, "vma-1")
-	inbox, _ := subject.InboxPrefix("vma-1")
-	vma := bustest.Connect(t, srv.ClientURL(), bus.ClientConfig{Name: "vma-1", NKeySeed: users[0].Seed, InboxPrefix: inbox, Confined: true})
+	vma := bustest.ConnectVMA(t, srv.ClientURL(), "vma-1", users[0].Seed)
 	stop := make(chan struct{})
 	reloads := make(chan int)
 	go func() {
@@ -368,8 +367,7 @@ func TestRequestReply(t *testing.T) {
 	u := bustest.NewUser(t)
 	srv := bustest.StartServer(t, "", bus.Access{VMAs: map[string]string{"vma-1": u.PublicKey}})
 	oma := bustest.ConnectOMA(t, srv)
-	inbox, _ := subject.InboxPrefix("vma-1")
-	vma := bustest.Connect(t, srv.ClientURL(), bus.ClientConfig{Name: "vma-1", NKeySeed: u.Seed, InboxPrefix: inbox, Confined: true})
+	vma := bustest.ConnectVMA(t, srv.ClientURL(), "vma-1", u.Seed)
 	ctx := ctxT(t, 10*time.Second)
 	type req struct{ N int }
 	type resp struct{ Double int }

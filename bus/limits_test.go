@@ -10,7 +10,6 @@ import (
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/bus/bustest"
 	"github.com/godwit/godwit/events"
-	"github.com/godwit/godwit/events/subject"
 )
 
 // TestAFloodingVMACannotEvictAnothersCommands has vma-1 flood the subjects
@@ -45,8 +44,7 @@ func TestAFloodingVMACannotEvictAnothersCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	inbox, _ := subject.InboxPrefix("vma-1")
-	vma1 := bustest.Connect(t, srv.ClientURL(), bus.ClientConfig{Name: "vma-1", NKeySeed: u1.Seed, InboxPrefix: inbox, Confined: true})
+	vma1 := bustest.ConnectVMA(t, srv.ClientURL(), "vma-1", u1.Seed)
 	js := vma1.JetStream()
 	if _, err := js.Publish(ctx, "godwit.replicate.cancel.vma-1", bytes.Repeat([]byte("x"), bus.MaxQueuedMsgSize+1)); err == nil {
 		t.Error("a message over MaxQueuedMsgSize was taken")
@@ -66,8 +64,7 @@ func TestAFloodingVMACannotEvictAnothersCommands(t *testing.T) {
 		t.Fatalf("the OMA cannot queue a command for vma-2 after vma-1's flood: %v", err)
 	}
 
-	inbox2, _ := subject.InboxPrefix("vma-2")
-	vma2 := bustest.Connect(t, srv.ClientURL(), bus.ClientConfig{Name: "vma-2", NKeySeed: u2.Seed, InboxPrefix: inbox2, Confined: true})
+	vma2 := bustest.ConnectVMA(t, srv.ClientURL(), "vma-2", u2.Seed)
 	got := make(chan string, 2)
 	cctx, stop := context.WithCancel(ctx)
 	defer stop()

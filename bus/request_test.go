@@ -89,13 +89,13 @@ func TestServeRepliesOnlyIntoTheRequestersInbox(t *testing.T) {
 
 	// Another VMA's inbox, and one that only starts like vma-1's.
 	otherInbox, _ := subject.InboxPrefix("vma-other")
-	otherConn := bustest.Connect(t, srv.ClientURL(), bus.ClientConfig{Name: "vma-other", NKeySeed: other.Seed, InboxPrefix: otherInbox, Confined: true})
+	otherConn := bustest.ConnectVMA(t, srv.ClientURL(), "vma-other", other.Seed)
 	spied, err := otherConn.NATS().SubscribeSync(otherInbox + ".>")
 	if err != nil {
 		t.Fatal(err)
 	}
 	xInbox, _ := subject.InboxPrefix("vma-1x")
-	xConn := bustest.Connect(t, srv.ClientURL(), bus.ClientConfig{Name: "vma-1x", NKeySeed: x.Seed, InboxPrefix: xInbox, Confined: true})
+	xConn := bustest.ConnectVMA(t, srv.ClientURL(), "vma-1x", x.Seed)
 	spiedX, err := xConn.NATS().SubscribeSync(xInbox + ".>")
 	if err != nil {
 		t.Fatal(err)
@@ -121,8 +121,7 @@ func TestServeRepliesOnlyIntoTheRequestersInbox(t *testing.T) {
 			t.Fatalf("nats pub --reply %s: %v\n%s", reply, err, out)
 		}
 	}
-	inbox, _ := subject.InboxPrefix("vma-1")
-	vma := bustest.Connect(t, srv.ClientURL(), bus.ClientConfig{Name: "vma-1", NKeySeed: u.Seed, InboxPrefix: inbox, Confined: true})
+	vma := bustest.ConnectVMA(t, srv.ClientURL(), "vma-1", u.Seed)
 	for _, reply := range replies { // and with a VMA's own connection
 		if err := vma.NATS().PublishRequest("godwit.export.request.vma-1.job-1", reply, []byte("{}")); err != nil {
 			t.Fatal(err)
@@ -180,8 +179,7 @@ func TestPulledMessagesNeverAnswerARequest(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t, 2*time.Minute)
 	srv, oma, users := startWithVMAs(ctx, t, "vma-1")
-	inbox, _ := subject.InboxPrefix("vma-1")
-	vma := bustest.Connect(t, srv.ClientURL(), bus.ClientConfig{Name: "vma-1", NKeySeed: users[0].Seed, InboxPrefix: inbox, Confined: true})
+	vma := bustest.ConnectVMA(t, srv.ClientURL(), "vma-1", users[0].Seed)
 	err := oma.Serve(ctx, "godwit.export.request.*.*", "oma", bus.ExportReplies, func(_ context.Context, subj string, _ []byte) (any, error) {
 		time.Sleep(5 * time.Millisecond) // the request stays in flight while commands arrive
 		return map[string]string{"subject": subj}, nil

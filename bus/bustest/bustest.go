@@ -15,6 +15,7 @@ import (
 
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/events/subject"
 	"github.com/godwit/godwit/seal"
 )
 
@@ -68,6 +69,17 @@ func Connect(tb testing.TB, url string, cfg bus.ClientConfig) *bus.Conn {
 	}
 	tb.Cleanup(c.Close)
 	return c
+}
+
+// ConnectVMA connects to url as VMA id, as a VMA does: with seed, its own
+// inbox prefix and confined to its account; closed when the test ends.
+func ConnectVMA(tb testing.TB, url, id string, seed []byte) *bus.Conn {
+	tb.Helper()
+	inbox, err := subject.InboxPrefix(id)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return Connect(tb, url, bus.ClientConfig{Name: id, Source: "/godwit/vma/" + id, NKeySeed: seed, InboxPrefix: inbox, Confined: true})
 }
 
 // User is a new NKey user.

@@ -15,7 +15,6 @@ import (
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/bus/bustest"
 	"github.com/godwit/godwit/events"
-	"github.com/godwit/godwit/events/subject"
 	"github.com/godwit/godwit/oma/appliance"
 	"github.com/godwit/godwit/oma/vmas"
 	"github.com/godwit/godwit/seal"
@@ -135,8 +134,7 @@ func (o *omaUnderTest) addVMA(id string) *vma {
 
 func (o *omaUnderTest) connectVMA(id, seed string) *vma {
 	o.t.Helper()
-	inbox, _ := subject.InboxPrefix(id)
-	conn := bustest.Connect(o.t, o.NATSURL, bus.ClientConfig{Name: id, Source: "/godwit/vma/" + id, NKeySeed: []byte(seed), InboxPrefix: inbox, Confined: true})
+	conn := bustest.ConnectVMA(o.t, o.NATSURL, id, []byte(seed))
 	kp, err := seal.NewKeyPair()
 	if err != nil {
 		o.t.Fatal(err)

@@ -9,7 +9,6 @@ import (
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/bus/bustest"
 	"github.com/godwit/godwit/events"
-	"github.com/godwit/godwit/events/subject"
 	"github.com/godwit/godwit/oma/control"
 	"github.com/godwit/godwit/oma/exports"
 	"github.com/godwit/godwit/oma/store"
@@ -111,9 +110,7 @@ func (h *harness) vma(id string) (*bus.Conn, seal.KeyPair) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	inbox, _ := subject.InboxPrefix(id)
-	conn := bustest.Connect(h.t, h.srv.ClientURL(), bus.ClientConfig{Name: id, Source: "/godwit/vma/" + id,
-		NKeySeed: []byte(cred.NKeySeed), InboxPrefix: inbox, Confined: true})
+	conn := bustest.ConnectVMA(h.t, h.srv.ClientURL(), id, []byte(cred.NKeySeed))
 	kp, err := seal.NewKeyPair()
 	if err != nil {
 		h.t.Fatal(err)
