@@ -323,6 +323,7 @@ func TestVerificationCatchesAChangedBlock(t *testing.T) {
 // and the job completes byte-exact; the OMA's state and bytes done never
 // go back.
 func TestOMARestartMidCopy(t *testing.T) {
+	testkit.Long(t) // about 30 s
 	b := newBed(t, bedConfig{tunnel: true, vma: func(c *appliance.Config) {
 		slowly(1 << 20)(c)
 		c.CheckpointInterval = 200 * time.Millisecond

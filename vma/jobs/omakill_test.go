@@ -64,6 +64,7 @@ func (p *omaProcess) do(method, path string, body, out any) int {
 // trying, the VMA keeps reconnecting to the bus, and once the OMA is back
 // the job completes byte-exact from its checkpoints.
 func TestOMAKilledMidCopyThroughTheTunnel(t *testing.T) {
+	testkit.Long(t) // about 25 s
 	sim := testbed.StartSim(t, vcsim.Config{DiskData: diskData})
 	o := startOMAProcess(t)
 	through, sshKey, _ := behindSSHDFor(t, o.natsURL, o.first, o.last, filepath.Join(o.dataDir, "tunnels"))
