@@ -224,6 +224,11 @@ func TestCleanup(t *testing.T) {
 		t.Fatalf("cleanup of a running job = %d %+v, want it cancelled", code, c)
 	}
 	b.assertNoSnapshot(t, threeDisksPath)
+	// The OMA learns of the cancel from the VMA's status: only then may the
+	// VM have a new job.
+	if got := b.wait(t, running.JobID); got.State != events.JobCancelled {
+		t.Fatalf("job on the OMA = %s, want cancelled", got.State)
+	}
 
 	left := b.create(t, threeDisks)
 	b.startFromOMA(t, left.JobID)
