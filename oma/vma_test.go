@@ -9,6 +9,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -16,6 +19,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/godwit/godwit/oma/appliance"
+	"github.com/godwit/godwit/oma/authkeys"
 	"github.com/godwit/godwit/oma/store"
 )
 
@@ -49,16 +53,36 @@ func TestVMAAddSSHKey(t *testing.T) {
 		args []string
 		want []string // lines the output holds
 	}{
-		{"key on the command line", []string{"-id", "vma-1", "-ssh-key", testKey + " root@vma-1"}, []string{line("vma-1", "9081"), "127.0.0.1:9081 on the OMA.",
+		{"key on the command line", []string{"-id", "vma-1", "-ssh-key", testKey + " root@vma-1"}, []string{line("vma-1", "9081"), " on the OMA.",
 			"# Its jobs' exports are on the OMA's NBD ports 10100-10101, its share of the pool."}},
 		{"key in a file gets the next port", []string{"-id", "vma-2", "-ssh-key-file", keyFile}, []string{line("vma-2", "9082")}},
-		{"no key: a port, no line", []string{"-id", "vma-3"}, []string{"127.0.0.1:9083 on the OMA."}},
+		{"no key: a port, no line", []string{"-id", "vma-3"}, []string{" on the OMA."}},
 		{"a port of its own", []string{"-id", "vma-4", "-api-port", "19500"}, []string{"127.0.0.1:19500 on the OMA."}},
+	}
+	// Each VMA without a port of its own gets the lowest free one from
+	// 9081: free of VMAs, and of other processes (other tests hold some).
+	apiPort := regexp.MustCompile(`forwarded to 127\.0\.0\.1:(\d+) on the OMA\.`)
+	last := authkeys.FirstAPIPort - 1
+	nextPort := func(name, out string) {
+		t.Helper()
+		m := apiPort.FindStringSubmatch(out)
+		if m == nil {
+			t.Errorf("%s: vma add printed no API port:\n%s", name, out)
+			return
+		}
+		if p, _ := strconv.Atoi(m[1]); p <= last {
+			t.Errorf("%s: API port %d, want one after %d", name, p, last)
+		} else {
+			last = p
+		}
 	}
 	for _, tt := range tests { // in order: the ports depend on it
 		var out, errOut bytes.Buffer
 		if err := dispatch(context.Background(), append(append([]string{"vma", "add"}, tt.args...), pool...), &out, &errOut); err != nil {
 			t.Fatalf("%s: vma add = %v", tt.name, err)
+		}
+		if !slices.Contains(tt.args, "-api-port") {
+			nextPort(tt.name, out.String())
 		}
 		for _, want := range tt.want {
 			if !strings.Contains(out.String(), want+"\n") {
@@ -74,9 +98,10 @@ func TestVMAAddSSHKey(t *testing.T) {
 	if err := dispatch(context.Background(), append([]string{"vma", "add", "-id", "vma-6", "-tunnel", "ssh://godwit-oma@oma.example.com:22"}, pool...), &tout, &terr); err != nil {
 		t.Fatal(err)
 	}
+	nextPort("vma add -tunnel", tout.String())
 	// The API is forwarded on a socket in the OMA's tunnel dir; the OMA holds the port.
 	for _, want := range []string{"GODWIT_TUNNEL=ssh://godwit-oma@oma.example.com:22\n", "GODWIT_TUNNEL_LISTEN=" + filepath.Join(dir, "tunnels", "vma-6.sock") + "\n",
-		"127.0.0.1:9084 on the OMA", "GODWIT_TUNNEL_KNOWN_HOSTS"} {
+		"GODWIT_TUNNEL_KNOWN_HOSTS"} {
 		if !strings.Contains(tout.String(), want) {
 			t.Errorf("vma add -tunnel printed no %q:\n%s", want, tout.String())
 		}
@@ -257,7 +282,12 @@ func TestVMAAddRefusesTheOMAsPorts(t *testing.T) {
 	if err := dispatch(context.Background(), append([]string{"vma", "add", "-id", "vma-1"}, own...), &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), "127.0.0.1:9091 on the OMA.") {
+	// 9091 or, when another process holds it, a later one.
+	m := regexp.MustCompile(`forwarded to 127\.0\.0\.1:(\d+) on the OMA\.`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("vma add printed no API port:\n%s", out.String())
+	}
+	if p, _ := strconv.Atoi(m[1]); p < 9091 {
 		t.Errorf("vma add took a port of the OMA's own:\n%s", out.String())
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/godwit/godwit/oma/authkeys"
 	"github.com/godwit/godwit/oma/vmas"
 )
 
@@ -61,20 +62,25 @@ func TestVMASSHKey(t *testing.T) {
 		t.Fatalf("refused registrations registered %v", ids)
 	}
 
+	// The VMAs without a port of their own get the lowest free ones from
+	// 9081, in the order of registration: free of VMAs, and of other
+	// processes (other tests' OMAs hold some).
 	good := []struct {
 		id, key  string
-		wantPort int
+		ownPort  int
 		wantLine bool
 	}{
-		{"vma-1", sshKey + " root@vma-1", 9081, true},
-		{"vma-2", sshKey, 9082, true},
-		{"vma-3", "", 9083, false},
+		{"vma-1", sshKey + " root@vma-1", 0, true},
+		{"vma-2", sshKey, 0, true},
+		{"vma-3", "", 0, false},
 		{"vma-4", sshKey, 19500, true},
 	}
+	ports := map[string]int{}
+	last := authkeys.FirstAPIPort - 1
 	for _, tt := range good {
 		body := map[string]any{"id": tt.id}
-		if tt.wantPort == 19500 {
-			body["api_port"] = 19500
+		if tt.ownPort != 0 {
+			body["api_port"] = tt.ownPort
 		}
 		if tt.key != "" {
 			body["ssh_public_key"] = tt.key
@@ -85,17 +91,22 @@ func TestVMASSHKey(t *testing.T) {
 		}
 		want := ""
 		if tt.wantLine {
-			want = line(tt.id, tt.wantPort)
+			want = line(tt.id, cred.APIPort)
 		}
-		if cred.APIPort != tt.wantPort || cred.AuthorizedKey != want || cred.NKeySeed == "" {
-			t.Errorf("POST /api/v1/vmas %s = port %d, line\n%s\nwant port %d, line\n%s", tt.id, cred.APIPort, cred.AuthorizedKey, tt.wantPort, want)
+		portOK := cred.APIPort == tt.ownPort
+		if tt.ownPort == 0 {
+			portOK, last = cred.APIPort > last, cred.APIPort
+		}
+		ports[tt.id] = cred.APIPort
+		if !portOK || cred.AuthorizedKey != want || cred.NKeySeed == "" {
+			t.Errorf("POST /api/v1/vmas %s = port %d, line\n%s\nwant port %d (0: the next free), line\n%s", tt.id, cred.APIPort, cred.AuthorizedKey, tt.ownPort, want)
 		}
 	}
 
 	for _, tt := range []struct {
 		port any
 		code int
-	}{{19500, http.StatusConflict}, {9081, http.StatusConflict}, {80, http.StatusBadRequest}, {70000, http.StatusBadRequest}, {"9090", http.StatusBadRequest}} {
+	}{{19500, http.StatusConflict}, {ports["vma-1"], http.StatusConflict}, {80, http.StatusBadRequest}, {70000, http.StatusBadRequest}, {"9090", http.StatusBadRequest}} {
 		var p problem
 		if code := o.do(http.MethodPost, "/api/v1/vmas", map[string]any{"id": "vma-5", "api_port": tt.port}, &p); code != tt.code || p.Field != "api_port" {
 			t.Errorf("POST /api/v1/vmas with api_port %v = %d %+v, want %d naming api_port", tt.port, code, p, tt.code)
@@ -117,14 +128,14 @@ func TestVMASSHKey(t *testing.T) {
 		v := list.VMAs[i]
 		want := ""
 		if tt.wantLine {
-			want = line(tt.id, tt.wantPort)
+			want = line(tt.id, ports[tt.id])
 		}
 		wantKey := ""
 		if tt.key != "" {
 			wantKey = sshKey
 		}
-		if v.ID != tt.id || v.APIPort != tt.wantPort || v.SSHPublicKey != wantKey || v.AuthorizedKey != want {
-			t.Errorf("GET /api/v1/vmas [%d] = %+v, want %s port %d key %q line %q", i, v, tt.id, tt.wantPort, wantKey, want)
+		if v.ID != tt.id || v.APIPort != ports[tt.id] || v.SSHPublicKey != wantKey || v.AuthorizedKey != want {
+			t.Errorf("GET /api/v1/vmas [%d] = %+v, want %s port %d key %q line %q", i, v, tt.id, ports[tt.id], wantKey, want)
 		}
 	}
 }
