@@ -103,7 +103,7 @@ type config struct {
 	tunnelInsecure                                              bool
 	vcenterInsecure                                             bool
 	heartbeat, discoverTimeout, checkpointInterval, exportRetry time.Duration
-	maxJobs, diskParallelism                                    int
+	maxJobs, diskParallelism, nbdConnections                    int
 	apiBodyTimeout                                              time.Duration
 	apiMaxConns                                                 int
 }
@@ -167,6 +167,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.discoverTimeout, "discover-timeout", 60*time.Second, "how long POST /api/v1/discover waits")
 	fs.IntVar(&cfg.maxJobs, "max-jobs", jobs.DefaultMaxJobs, "replication jobs that run at once; the rest wait in order")
 	fs.IntVar(&cfg.diskParallelism, "disk-parallelism", jobs.DefaultDiskParallelism, "disks of a job copied at once")
+	fs.IntVar(&cfg.nbdConnections, "nbd-connections", 1, "NBD connections (SSH channels through the tunnel) each disk's copy opens to its export: more fill a long link")
 	fs.StringVar(&cfg.source, "source", source.Auto, "disk transport: auto (vddk when installed, else datastore), datastore or vddk")
 	fs.StringVar(&cfg.vddkLibDir, "vddk-libdir", "", "VMware VDDK directory (holding lib64/libvixDiskLib.so) for the vddk transport")
 	fs.DurationVar(&cfg.checkpointInterval, "checkpoint-interval", jobs.DefaultCheckpointInterval, "most time between two recorded checkpoints of a copying disk (also every 64 MiB): what a crash can cost")
@@ -211,7 +212,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		NATSSeed: []byte(strings.TrimSpace(string(seed))), OMAURL: cfg.omaURL,
 		VCenterCAFile: cfg.vcenterCA, VCenterInsecure: cfg.vcenterInsecure,
 		Heartbeat: cfg.heartbeat, DiscoverTimeout: cfg.discoverTimeout,
-		MaxJobs: cfg.maxJobs, DiskParallelism: cfg.diskParallelism, Source: cfg.source, VDDKLibDir: cfg.vddkLibDir, Copy: copyCfg,
+		MaxJobs: cfg.maxJobs, DiskParallelism: cfg.diskParallelism, NBDConnections: cfg.nbdConnections, Source: cfg.source, VDDKLibDir: cfg.vddkLibDir, Copy: copyCfg,
 		CheckpointInterval: cfg.checkpointInterval, ExportRetry: cfg.exportRetry,
 		Tunnel: cfg.tunnelURL, TunnelKnownHosts: cfg.tunnelKnownHosts, TunnelInsecure: cfg.tunnelInsecure, TunnelListen: cfg.tunnelListen,
 		Logger: slog.New(slog.NewTextHandler(stderr, nil)),

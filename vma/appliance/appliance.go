@@ -77,6 +77,10 @@ type Config struct {
 	MaxJobs int
 	// DiskParallelism is how many disks of a job copy at once; 0 means 2.
 	DiskParallelism int
+	// NBDConnections is how many NBD connections (each an SSH channel
+	// through the tunnel) a disk's copy opens to its export, when the
+	// export allows several; 0 means 1.
+	NBDConnections int
 	// Source is the disk transport: auto (vddk when installed, else
 	// datastore), datastore or vddk; empty means auto.
 	Source string
@@ -156,8 +160,8 @@ func (cfg Config) withDefaults() (Config, error) {
 	default:
 		return cfg, fmt.Errorf("vma: source %q: want auto, datastore or vddk (-source)", cfg.Source)
 	}
-	if cfg.MaxJobs < 0 || cfg.DiskParallelism < 0 {
-		return cfg, fmt.Errorf("vma: max jobs %d and disk parallelism %d must not be negative", cfg.MaxJobs, cfg.DiskParallelism)
+	if cfg.MaxJobs < 0 || cfg.DiskParallelism < 0 || cfg.NBDConnections < 0 {
+		return cfg, fmt.Errorf("vma: max jobs %d, disk parallelism %d and NBD connections %d must not be negative", cfg.MaxJobs, cfg.DiskParallelism, cfg.NBDConnections)
 	}
 	return cfg, nil
 }
@@ -345,7 +349,7 @@ func (s *session) run(ctx context.Context, conn *bus.Conn) error {
 		s.src = src
 		log.Info("disk source", "source", src.Name())
 	}
-	runner, err := jobs.New(conn, s.st, jobs.Config{Identity: id, Source: s.src, MaxJobs: cfg.MaxJobs, DiskParallelism: cfg.DiskParallelism,
+	runner, err := jobs.New(conn, s.st, jobs.Config{Identity: id, Source: s.src, MaxJobs: cfg.MaxJobs, DiskParallelism: cfg.DiskParallelism, Connections: cfg.NBDConnections,
 		VCenter: vcenter.Config{CAFile: cfg.VCenterCAFile, Insecure: cfg.VCenterInsecure, Timeout: cfg.VCenterTimeout, Allow: cfg.VCenterAllow},
 		Copy:    cfg.Copy, ProgressInterval: cfg.ProgressInterval, CleanupRetry: cfg.CleanupRetry, CheckpointInterval: cfg.CheckpointInterval,
 		ExportRetry: cfg.ExportRetry, NBD: nbdConfig(tn), Now: cfg.Now, Logger: log})

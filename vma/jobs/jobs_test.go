@@ -153,6 +153,36 @@ func TestThroughTheTunnel(t *testing.T) {
 	}
 }
 
+// TestSeveralNBDConnectionsThroughTheTunnel copies each disk over four NBD
+// connections (-nbd-connections), each an SSH channel of its own: while the
+// job copies, the tunnel's health counts them besides the bus's; the job
+// completes byte-exact and verified, and the channels are closed after it.
+func TestSeveralNBDConnectionsThroughTheTunnel(t *testing.T) {
+	b := newBed(t, bedConfig{tunnel: true, vma: func(c *appliance.Config) {
+		slowly(2 << 20)(c) // copying long enough to be seen
+		c.NBDConnections = 4
+	}})
+	channels := func() int {
+		var h struct {
+			Tunnel struct {
+				Channels int `json:"channels"`
+			} `json:"tunnel"`
+		}
+		b.vmaDo(t, http.MethodGet, "/api/v1/health", nil, &h)
+		return h.Tunnel.Channels
+	}
+	before := channels()
+	j := b.create(t, threeDisks)
+	b.startFromVMA(t, j.JobID, threeDisksPath)
+	testkit.Eventually(t, "four more channels for a disk's copy", func() bool { return channels() >= before+4 })
+	got := b.wait(t, j.JobID)
+	if got.State != events.JobCompleted || !got.Verified {
+		t.Fatalf("job over four connections a disk = %s (%s), verified %v", got.State, got.LastError, got.Verified)
+	}
+	b.assertCopied(t, threeDisksPath, got)
+	testkit.Eventually(t, "the copies' channels closed", func() bool { return channels() == before })
+}
+
 // TestTunnelCutMidCopy kills the VMA's sshd session while a job copies
 // through the tunnel. The tunnel comes back, the bus and the remote forward
 // with it, the copy goes on from its last checkpoint, and the job completes

@@ -18,6 +18,8 @@ type deadlineConn struct {
 	mu      sync.Mutex
 	timers  [2]*time.Timer // read, write
 	expired atomic.Bool
+	closed  sync.Once
+	onClose func() // called once, by the first Close; nil: nothing
 }
 
 var _ net.Conn = (*deadlineConn)(nil)
@@ -55,6 +57,9 @@ func (c *deadlineConn) Close() error {
 		}
 	}
 	c.mu.Unlock()
+	if c.onClose != nil {
+		c.closed.Do(c.onClose)
+	}
 	return c.Conn.Close()
 }
 

@@ -40,7 +40,8 @@ func (t *Tunnel) DialContext(ctx context.Context, network, addr string) (net.Con
 		}
 		conn, err := c.DialContext(ctx, network, addr)
 		if err == nil {
-			return &deadlineConn{Conn: conn}, nil
+			t.channels.Add(1)
+			return &deadlineConn{Conn: conn, onClose: func() { t.channels.Add(-1) }}, nil
 		}
 		var refused *ssh.OpenChannelError
 		if errors.As(err, &refused) || ctx.Err() != nil {

@@ -24,6 +24,9 @@ type State struct {
 	BytesIn    int64     // bytes read from the OMA's sshd, SSH framing included, all connections
 	BytesOut   int64     // bytes written to it
 	LastError  string    // the last connection error, empty if none yet
+	// Channels is how many connections DialContext opened that are not
+	// closed yet: the bus's, and one per NBD connection of the copies.
+	Channels int
 }
 
 // Outage is one loss of an established connection, reported once it is
@@ -41,6 +44,7 @@ type Tunnel struct {
 	cfg       Config
 	log       *slog.Logger
 	client    *ssh.ClientConfig
+	channels  atomic.Int64 // open connections DialContext made
 	bytesIn   atomic.Int64
 	bytesOut  atomic.Int64
 	forward   *listener
@@ -284,7 +288,7 @@ func (t *Tunnel) State() State {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := State{Connected: t.connected, Forwarding: t.forward.up.Load(), Since: t.since, Reconnects: max(t.connects-1, 0),
-		BytesIn: t.bytesIn.Load(), BytesOut: t.bytesOut.Load()}
+		BytesIn: t.bytesIn.Load(), BytesOut: t.bytesOut.Load(), Channels: int(t.channels.Load())}
 	if t.lastErr != nil {
 		s.LastError = t.lastErr.Error()
 	}

@@ -221,7 +221,14 @@ func TestDial(t *testing.T) {
 		t.Fatalf("Dialer.Dial = %v", err)
 	}
 	roundTrip(t, c, "hello nats")
+	if n := tun.State().Channels; n != 2 {
+		t.Errorf("State().Channels = %d with two connections open, want 2", n)
+	}
 	c.Close()
+	c.Close() // counted once
+	if n := tun.State().Channels; n != 1 {
+		t.Errorf("State().Channels = %d after one was closed (twice), want 1", n)
+	}
 
 	other := startEcho(t) // listening, but outside permitopen
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
