@@ -249,7 +249,7 @@ func (c *Conn) makeRoom(ctx context.Context, stream string) error {
 	if err := retryAPI(ctx, func() (err error) { s, err = c.js.Stream(ctx, stream); return err }); err != nil {
 		return fmt.Errorf("make room in %s: %w", stream, err)
 	}
-	n, err := c.vmaDurables(ctx, stream)
+	n, err := c.countVMADurables(ctx, s)
 	if err != nil {
 		return fmt.Errorf("make room in %s: %w", stream, err)
 	}
@@ -266,15 +266,24 @@ func (c *Conn) makeRoom(ctx context.Context, stream string) error {
 	return nil
 }
 
-// vmaDurables counts the VMAs' durables (VMADurable) on stream; 0 when the
-// stream does not exist yet.
+// vmaDurables counts the VMAs' durables (VMADurable) on the stream named
+// stream; 0 when the stream does not exist yet.
 func (c *Conn) vmaDurables(ctx context.Context, stream string) (int, error) {
+	var s jetstream.Stream
+	err := retryAPI(ctx, func() (err error) { s, err = c.js.Stream(ctx, stream); return err })
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("list the consumers of %s: %w", stream, err)
+	}
+	return c.countVMADurables(ctx, s)
+}
+
+// countVMADurables counts the VMAs' durables (VMADurable) on s.
+func (c *Conn) countVMADurables(ctx context.Context, s jetstream.Stream) (int, error) {
 	var n int
 	err := retryAPI(ctx, func() error {
-		s, err := c.js.Stream(ctx, stream)
-		if err != nil {
-			return err
-		}
 		n = 0
 		names := s.ConsumerNames(ctx)
 		for name := range names.Name() {
@@ -284,11 +293,8 @@ func (c *Conn) vmaDurables(ctx context.Context, stream string) (int, error) {
 		}
 		return names.Err()
 	})
-	switch {
-	case errors.Is(err, jetstream.ErrStreamNotFound):
-		return 0, nil
-	case err != nil:
-		return 0, fmt.Errorf("list the consumers of %s: %w", stream, err)
+	if err != nil {
+		return 0, fmt.Errorf("list the consumers of %s: %w", s.CachedInfo().Config.Name, err)
 	}
 	return n, nil
 }
