@@ -399,7 +399,8 @@ func (r *Runner) copyDisk(ctx context.Context, t *task, ref DiskRef, p *diskPlan
 func (r *Runner) copyOnce(ctx context.Context, t *task, src Disk, p *diskPlan, typ string, saver *checkpointSaver) (copier.Result, string, error) {
 	key := p.disk.Key
 	uri := fmt.Sprintf("nbd://%s:%d/%s", p.export.Host, p.export.Port, p.export.Name)
-	dst, err := export.Open(ctx, uri, r.cfg.Connections, r.cfg.NBD)
+	pp := r.pipe()
+	dst, err := export.Open(ctx, uri, pp.connections, r.cfg.NBD)
 	if err != nil {
 		return copier.Result{}, "open export", fmt.Errorf("%s:%d: %w", p.export.Host, p.export.Port, err)
 	}
@@ -407,8 +408,8 @@ func (r *Runner) copyOnce(ctx context.Context, t *task, src Disk, p *diskPlan, t
 	if dst.Size() < p.disk.CapacityBytes {
 		return copier.Result{}, "open export", fmt.Errorf("the export holds %d bytes, the disk %d", dst.Size(), p.disk.CapacityBytes)
 	}
-	saver.dst = dst
 	cfg := r.cfg.Copy
+	cfg.Depth = pp.depth
 	// An initial job writes a new, empty generation. An incremental one
 	// writes over the last copy: a disk it copies whole first has every
 	// stretch outside its data zeroed.
@@ -427,23 +428,25 @@ func (r *Runner) copyOnce(ctx context.Context, t *task, src Disk, p *diskPlan, t
 		if t.tracker.update(key, cp) {
 			r.publishProgress(ctx, t, true) // the job is verifying
 		}
-		saver.maybe(ctx, cp.Checkpoint)
+		saver.maybe(cp.Checkpoint)
 	}
 	start := time.Now()
+	stop := saver.start(ctx, dst)
 	res, err := copier.Copy(ctx, dst, src, p.areas, cfg)
+	stop()
 	if err != nil {
 		if errors.Is(context.Cause(ctx), errStopping) {
 			// Interrupted: what is below the checkpoint is written; make it
 			// durable and record it for the resume.
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			saver.save(fctx, res.Checkpoint)
+			saver.save(fctx, dst, res.Checkpoint)
 			cancel()
 		}
 		return res, "copy", err
 	}
 	saver.record(res.Checkpoint) // Copy flushed
 	r.log.Info("disk copied", "job", t.id, "disk", key, "bytes", res.Total, "zero", res.Zero, "from", cfg.ResumeFrom,
-		"verified", res.Verified, "took", time.Since(start))
+		"verified", res.Verified, "connections", dst.Connections(), "depth", cfg.Depth, "took", time.Since(start))
 	return res, "", nil
 }
 
@@ -473,31 +476,68 @@ const checkpointBytes = 64 << 20
 
 // checkpointSaver records a disk's checkpoint in bbolt as the copy goes,
 // after flushing the export, so that every byte below a recorded
-// checkpoint is durable on the OMA.
+// checkpoint is durable on the OMA. The flush and the record happen on
+// their own goroutine (start), never on the copier's: on a long link a
+// flush costs at least a round trip, and the copy goes on meanwhile.
 type checkpointSaver struct {
-	r     *Runner
-	job   string
-	disk  int32
-	dst   copier.Destination
-	saved int64     // the last checkpoint recorded
-	at    time.Time // when
+	r      *Runner
+	job    string
+	disk   int32
+	saved  int64      // the last checkpoint recorded; read it only after stop
+	posted int64      // the last checkpoint handed to the flusher
+	at     time.Time  // when posted
+	next   chan int64 // the flusher's mailbox: the newest checkpoint only
 }
 
-// maybe saves checkpoint when it is checkpointBytes past the last one or
-// Config.CheckpointInterval later.
-func (c *checkpointSaver) maybe(ctx context.Context, checkpoint int64) {
-	if checkpoint > c.saved && (checkpoint-c.saved >= checkpointBytes || time.Since(c.at) >= c.r.cfg.CheckpointInterval) {
-		c.save(ctx, checkpoint)
+// start starts flushing dst and recording the checkpoints maybe posts,
+// until the returned stop is called; stop returns once the flusher is done.
+// Call it once per copy attempt, with no other flusher running.
+func (c *checkpointSaver) start(ctx context.Context, dst copier.Destination) (stop func()) {
+	c.next = make(chan int64, 1)
+	c.posted = c.saved
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for cp := range c.next {
+			c.save(ctx, dst, cp)
+		}
+	}()
+	return func() {
+		close(c.next)
+		<-done
 	}
 }
 
-// save flushes the export, then records checkpoint.
-func (c *checkpointSaver) save(ctx context.Context, checkpoint int64) {
+// maybe posts checkpoint to the flusher when it is checkpointBytes past
+// the last one posted or Config.CheckpointInterval later. A checkpoint the
+// flusher has not taken yet is replaced by the newer one.
+func (c *checkpointSaver) maybe(checkpoint int64) {
+	if checkpoint <= c.posted || (checkpoint-c.posted < checkpointBytes && time.Since(c.at) < c.r.cfg.CheckpointInterval) {
+		return
+	}
+	c.posted, c.at = checkpoint, time.Now()
+	for {
+		select {
+		case c.next <- checkpoint:
+			return
+		default:
+		}
+		select {
+		case <-c.next: // older, not taken yet: replaced
+		default:
+		}
+	}
+}
+
+// save flushes dst, then records checkpoint.
+func (c *checkpointSaver) save(ctx context.Context, dst copier.Destination, checkpoint int64) {
 	if checkpoint <= c.saved {
 		return
 	}
-	if err := c.dst.Flush(ctx); err != nil {
-		c.r.log.Warn("flush for a checkpoint", "job", c.job, "disk", c.disk, "err", err)
+	if err := dst.Flush(ctx); err != nil {
+		if ctx.Err() == nil {
+			c.r.log.Warn("flush for a checkpoint", "job", c.job, "disk", c.disk, "err", err)
+		}
 		return
 	}
 	c.record(checkpoint)

@@ -50,9 +50,20 @@ func Open(ctx context.Context, uri string, conns int, cfg nbd.Config) (*Endpoint
 	return e, nil
 }
 
-// conn picks the connection for the next request.
+// conn picks the connection for the next request: the one with the fewest
+// requests in flight, taking turns among equals. A connection that moves
+// slower than the others (a channel waiting for its window) gets fewer.
 func (e *Endpoint) conn() *nbd.Client {
-	return e.conns[(e.next.Add(1)-1)%uint64(len(e.conns))]
+	n := uint64(len(e.conns))
+	first := (e.next.Add(1) - 1) % n
+	best, least := e.conns[first], -1
+	for i := range n {
+		c := e.conns[(first+i)%n]
+		if f := c.InFlight(); least < 0 || f < least {
+			best, least = c, f
+		}
+	}
+	return best
 }
 
 // Connections returns how many connections the endpoint uses.
