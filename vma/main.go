@@ -98,7 +98,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 type config struct {
 	dataDir, id, apiAddr, natsURL, natsSeed, omaURL, vcenterCA  string
 	allowOrigins, tokenFile, vcenterAllow                       string
-	source, vddkLibDir, rate                                    string
+	source, vddkLibDir, rate, linkRate                          string
 	tunnelURL, tunnelKnownHosts, tunnelListen                   string
 	tunnelInsecure                                              bool
 	vcenterInsecure                                             bool
@@ -167,7 +167,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.discoverTimeout, "discover-timeout", 60*time.Second, "how long POST /api/v1/discover waits")
 	fs.IntVar(&cfg.maxJobs, "max-jobs", jobs.DefaultMaxJobs, "replication jobs that run at once; the rest wait in order")
 	fs.IntVar(&cfg.diskParallelism, "disk-parallelism", jobs.DefaultDiskParallelism, "disks of a job copied at once")
-	fs.IntVar(&cfg.nbdConnections, "nbd-connections", 1, "NBD connections (SSH channels through the tunnel) each disk's copy opens to its export: more fill a long link")
+	fs.IntVar(&cfg.nbdConnections, "nbd-connections", 0, "NBD connections (SSH channels through the tunnel) each disk's copy opens to its export: more fill a long link; 0 chooses them from the tunnel's measured RTT and -link-rate")
+	fs.StringVar(&cfg.linkRate, "link-rate", "125M", "bytes per second the link to the OMA carries (K, M, G suffixes; 125M is about 1 Gbit/s): sizes -nbd-connections 0")
 	fs.StringVar(&cfg.source, "source", source.Auto, "disk transport: auto (vddk when installed, else datastore), datastore or vddk")
 	fs.StringVar(&cfg.vddkLibDir, "vddk-libdir", "", "VMware VDDK directory (holding lib64/libvixDiskLib.so) for the vddk transport")
 	fs.DurationVar(&cfg.checkpointInterval, "checkpoint-interval", jobs.DefaultCheckpointInterval, "most time between two recorded checkpoints of a copying disk (also every 64 MiB): what a crash can cost")
@@ -195,6 +196,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		copyCfg.Limiter = copier.NewLimiter(r, nil)
 	}
+	linkRate, err := parseSize(cfg.linkRate)
+	if err != nil || linkRate <= 0 {
+		return fmt.Errorf("-link-rate %q: want bytes per second, such as 125M for about 1 Gbit/s", cfg.linkRate)
+	}
 	if cfg.apiBodyTimeout <= 0 || cfg.apiMaxConns < 1 {
 		return errors.New("-api-body-timeout and -api-max-conns must be positive")
 	}
@@ -212,7 +217,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		NATSSeed: []byte(strings.TrimSpace(string(seed))), OMAURL: cfg.omaURL,
 		VCenterCAFile: cfg.vcenterCA, VCenterInsecure: cfg.vcenterInsecure,
 		Heartbeat: cfg.heartbeat, DiscoverTimeout: cfg.discoverTimeout,
-		MaxJobs: cfg.maxJobs, DiskParallelism: cfg.diskParallelism, NBDConnections: cfg.nbdConnections, Source: cfg.source, VDDKLibDir: cfg.vddkLibDir, Copy: copyCfg,
+		MaxJobs: cfg.maxJobs, DiskParallelism: cfg.diskParallelism, NBDConnections: cfg.nbdConnections, LinkRate: linkRate, Source: cfg.source, VDDKLibDir: cfg.vddkLibDir, Copy: copyCfg,
 		CheckpointInterval: cfg.checkpointInterval, ExportRetry: cfg.exportRetry,
 		Tunnel: cfg.tunnelURL, TunnelKnownHosts: cfg.tunnelKnownHosts, TunnelInsecure: cfg.tunnelInsecure, TunnelListen: cfg.tunnelListen,
 		Logger: slog.New(slog.NewTextHandler(stderr, nil)),

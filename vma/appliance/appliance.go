@@ -79,8 +79,12 @@ type Config struct {
 	DiskParallelism int
 	// NBDConnections is how many NBD connections (each an SSH channel
 	// through the tunnel) a disk's copy opens to its export, when the
-	// export allows several; 0 means 1.
+	// export allows several; 0 chooses them per disk from the tunnel's
+	// measured RTT and LinkRate (1 without a tunnel).
 	NBDConnections int
+	// LinkRate is the bytes per second the link to the OMA carries; it
+	// sizes NBDConnections 0. 0 means jobs.DefaultLinkRate.
+	LinkRate int64
 	// Source is the disk transport: auto (vddk when installed, else
 	// datastore), datastore or vddk; empty means auto.
 	Source string
@@ -160,8 +164,8 @@ func (cfg Config) withDefaults() (Config, error) {
 	default:
 		return cfg, fmt.Errorf("vma: source %q: want auto, datastore or vddk (-source)", cfg.Source)
 	}
-	if cfg.MaxJobs < 0 || cfg.DiskParallelism < 0 || cfg.NBDConnections < 0 {
-		return cfg, fmt.Errorf("vma: max jobs %d, disk parallelism %d and NBD connections %d must not be negative", cfg.MaxJobs, cfg.DiskParallelism, cfg.NBDConnections)
+	if cfg.MaxJobs < 0 || cfg.DiskParallelism < 0 || cfg.NBDConnections < 0 || cfg.LinkRate < 0 {
+		return cfg, fmt.Errorf("vma: max jobs %d, disk parallelism %d, NBD connections %d and link rate %d must not be negative", cfg.MaxJobs, cfg.DiskParallelism, cfg.NBDConnections, cfg.LinkRate)
 	}
 	return cfg, nil
 }
@@ -349,7 +353,7 @@ func (s *session) run(ctx context.Context, conn *bus.Conn) error {
 		s.src = src
 		log.Info("disk source", "source", src.Name())
 	}
-	runner, err := jobs.New(conn, s.st, jobs.Config{Identity: id, Source: s.src, MaxJobs: cfg.MaxJobs, DiskParallelism: cfg.DiskParallelism, Connections: cfg.NBDConnections,
+	runner, err := jobs.New(conn, s.st, jobs.Config{Identity: id, Source: s.src, MaxJobs: cfg.MaxJobs, DiskParallelism: cfg.DiskParallelism, Connections: cfg.NBDConnections, LinkRate: cfg.LinkRate,
 		VCenter: vcenter.Config{CAFile: cfg.VCenterCAFile, Insecure: cfg.VCenterInsecure, Timeout: cfg.VCenterTimeout, Allow: cfg.VCenterAllow},
 		Copy:    cfg.Copy, ProgressInterval: cfg.ProgressInterval, CleanupRetry: cfg.CleanupRetry, CheckpointInterval: cfg.CheckpointInterval,
 		ExportRetry: cfg.ExportRetry, NBD: nbdConfig(tn), Now: cfg.Now, Logger: log})

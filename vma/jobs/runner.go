@@ -77,8 +77,16 @@ type Config struct {
 	// Runner's.
 	Copy copier.Config
 	// Connections is how many NBD connections each disk's export gets
-	// when the server allows several; 0 means 1.
+	// when the server allows several (each is an SSH channel through the
+	// tunnel). 0 chooses them per disk from the Link's RTT and LinkRate,
+	// with the requests in flight (Copy.Depth raised to cover the
+	// bandwidth-delay product); without a Link, 0 means 1.
 	Connections int
+	// Link measures the path to the exports (the tunnel); nil when none.
+	Link Link
+	// LinkRate is the rate in bytes per second the path to the exports is
+	// expected to carry; 0 means DefaultLinkRate.
+	LinkRate int64
 	// NBD configures the connections to the OMA's exports (the tunnel
 	// gives the dialer).
 	NBD nbd.Config
@@ -111,8 +119,8 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Source == nil {
 		return cfg, errors.New("jobs: no disk source")
 	}
-	if cfg.MaxJobs < 0 || cfg.DiskParallelism < 0 || cfg.Connections < 0 {
-		return cfg, fmt.Errorf("jobs: negative max jobs (%d), disk parallelism (%d) or connections (%d)", cfg.MaxJobs, cfg.DiskParallelism, cfg.Connections)
+	if cfg.MaxJobs < 0 || cfg.DiskParallelism < 0 || cfg.Connections < 0 || cfg.LinkRate < 0 {
+		return cfg, fmt.Errorf("jobs: negative max jobs (%d), disk parallelism (%d), connections (%d) or link rate (%d)", cfg.MaxJobs, cfg.DiskParallelism, cfg.Connections, cfg.LinkRate)
 	}
 	if cfg.MaxJobs == 0 {
 		cfg.MaxJobs = DefaultMaxJobs
@@ -120,8 +128,11 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.DiskParallelism == 0 {
 		cfg.DiskParallelism = DefaultDiskParallelism
 	}
-	if cfg.Connections == 0 {
+	if cfg.Connections == 0 && cfg.Link == nil {
 		cfg.Connections = 1
+	}
+	if cfg.LinkRate == 0 {
+		cfg.LinkRate = DefaultLinkRate
 	}
 	if cfg.ProgressInterval == 0 {
 		cfg.ProgressInterval = DefaultProgressInterval

@@ -1,0 +1,72 @@
+package jobs
+
+import (
+	"math"
+	"time"
+
+	"github.com/godwit/godwit/vma/copier"
+)
+
+// Link is what a Runner learns of the network path to the OMA's exports
+// (the tunnel measures it).
+type Link interface {
+	// MinRTT returns the least round-trip time measured on the path, or 0
+	// while none is known.
+	MinRTT() time.Duration
+}
+
+const (
+	// DefaultLinkRate is Config.LinkRate's default: 1 Gbit/s, in bytes per
+	// second.
+	DefaultLinkRate = 125_000_000
+	// channelWindow is what one NBD connection moves per round trip through
+	// the tunnel: one SSH channel's window (OpenSSH's sshd offers 2 MiB).
+	channelWindow = 2 << 20
+	// unknownRTTConnections is how many connections a disk opens while the
+	// link's RTT is not known yet.
+	unknownRTTConnections = 4
+	// maxAutoConnections bounds the connections chosen from the RTT.
+	maxAutoConnections = 16
+	// maxAutoDepth bounds the requests in flight chosen from the RTT.
+	maxAutoDepth = 64
+)
+
+// pipe is how one disk's copy fills the link: its NBD connections and the
+// requests it keeps in flight.
+type pipe struct {
+	connections int
+	depth       int
+}
+
+// pipeFor sizes a disk's copy for a link of rate bytes per second and the
+// given round-trip time: enough connections that their channel windows
+// cover the bandwidth-delay product with a quarter to spare, and enough
+// requests in flight (of requestSize bytes, at least depth) to cover it
+// half again. An unknown RTT (0) gives unknownRTTConnections.
+func pipeFor(rate int64, rtt time.Duration, depth, requestSize int) pipe {
+	if depth == 0 {
+		depth = copier.DefaultDepth
+	}
+	if requestSize == 0 {
+		requestSize = copier.DefaultRequestSize
+	}
+	if rtt <= 0 {
+		return pipe{connections: unknownRTTConnections, depth: depth}
+	}
+	bdp := float64(rate) * rtt.Seconds()
+	conns := int(math.Ceil(1.25 * bdp / channelWindow))
+	d := int(math.Ceil(1.5 * bdp / float64(requestSize)))
+	return pipe{
+		connections: min(max(conns, 1), maxAutoConnections),
+		depth:       max(depth, min(d, maxAutoDepth)),
+	}
+}
+
+// pipe returns how the next disk's copy fills the link: Config.Connections
+// and Copy.Depth as configured, or chosen from the Link's RTT.
+func (r *Runner) pipe() pipe {
+	if r.cfg.Connections > 0 {
+		return pipe{connections: r.cfg.Connections, depth: r.cfg.Copy.Depth}
+	}
+	return pipeFor(r.cfg.LinkRate, r.cfg.Link.MinRTT(), r.cfg.Copy.Depth, r.cfg.Copy.RequestSize)
+}
