@@ -3,12 +3,14 @@ package tunnel
 import (
 	"context"
 	"errors"
+	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 )
 
 // One TCP connection over a long link carries only so much: about 27 MB/s
@@ -41,6 +43,7 @@ type link struct {
 	bytesIn, bytesOut atomic.Int64
 	mu                sync.Mutex
 	local             string
+	raw               net.Conn    // the TCP connection under the last connection made
 	client            *ssh.Client // data connections only; nil while down
 	connected         bool
 	since             time.Time
@@ -48,11 +51,18 @@ type link struct {
 	lastErr           error
 }
 
-// setLocal records the VMA's end of the link's TCP connection.
-func (l *link) setLocal(addr string) {
+// setRaw records the link's new TCP connection.
+func (l *link) setRaw(raw net.Conn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.local = addr
+	l.raw, l.local = raw, raw.LocalAddr().String()
+}
+
+// tcp returns the link's last TCP connection.
+func (l *link) tcp() net.Conn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.raw
 }
 
 // set publishes c as the data connection's client.
@@ -159,9 +169,12 @@ func (t *Tunnel) runPool(ctx context.Context) {
 	}
 	n := t.cfg.Connections
 	if n == 0 {
-		rtt := probeRTT(c)
+		rtt := probeRTT(c) // a few round trips: the kernel's figure, if any, is then one of them at least
+		if kernel, ok := kernelMinRTT(t.primary.tcp()); ok {
+			rtt = kernel // not inflated by the scheduling of sshd or of this process
+		}
 		n = autoConnections(rtt)
-		t.log.Info("ssh connections chosen from the round trip time", "rtt", rtt.Round(100*time.Microsecond), "connections", n)
+		t.log.Info("ssh connections chosen from the round trip time", "rtt", rtt.Round(time.Microsecond), "connections", n)
 	}
 	if n <= 1 {
 		return
@@ -296,6 +309,28 @@ func probeRTT(c *ssh.Client) time.Duration {
 		}
 	}
 	return best
+}
+
+// kernelMinRTT is the shortest round trip time the kernel saw on conn
+// (TCP_INFO's tcpi_min_rtt); false when conn is no TCP connection or has
+// none.
+func kernelMinRTT(conn net.Conn) (time.Duration, bool) {
+	tc, ok := conn.(*net.TCPConn)
+	if !ok {
+		return 0, false
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var info *unix.TCPInfo
+	var gerr error
+	if err := rc.Control(func(fd uintptr) {
+		info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	}); err != nil || gerr != nil || info.Min_rtt == 0 {
+		return 0, false
+	}
+	return time.Duration(info.Min_rtt) * time.Microsecond, true
 }
 
 // autoConnections is how many SSH connections the tunnel keeps when

@@ -155,7 +155,7 @@ func (t *Tunnel) connect(ctx context.Context, l *link) (*ssh.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial ssh %s: %w", t.cfg.Addr, err)
 	}
-	l.setLocal(raw.LocalAddr().String())
+	l.setRaw(raw)
 	conn := &countConn{Conn: &countConn{Conn: raw, in: &l.bytesIn, out: &l.bytesOut}, in: &t.bytesIn, out: &t.bytesOut}
 	stop := context.AfterFunc(ctx, func() { raw.Close() })
 	c, chans, reqs, err := ssh.NewClientConn(conn, t.cfg.Addr, t.client)
