@@ -1,14 +1,19 @@
 package tunnel_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/copier"
 	"github.com/godwit/godwit/vma/copier/export"
 	"github.com/godwit/godwit/vma/nbd"
@@ -119,4 +124,63 @@ func TestDataConnectionsCarryNBD(t *testing.T) {
 			t.Fatalf("the export differs from the source in the MiB at %d", off)
 		}
 	}
+}
+
+// TestDataConnectionLossKeepsThePrimary: killing the sshd process of one
+// data connection breaks only the channels on it. The other data
+// connection's channel and the bus on the primary go on, the lost
+// connection is made again, and the primary never dropped: no outage.
+func TestDataConnectionLossKeepsThePrimary(t *testing.T) {
+	natsAddr := startNATS(t)
+	r := newRig(t, natsAddr)
+	cfg := r.config(t)
+	cfg.Connections, cfg.PrimaryAddrs = 3, []string{natsAddr}
+	var outages atomic.Int32
+	cfg.OnRestore = func(tunnel.Outage) { outages.Add(1) }
+	tun := run(t, cfg)
+	checkFor(t, 10*time.Second, func() error {
+		for i, c := range tun.State().Connections {
+			if !c.Connected {
+				return fmt.Errorf("connection %d down", i)
+			}
+		}
+		if n := len(tun.State().Connections); n != 3 {
+			return fmt.Errorf("%d connections, want 3", n)
+		}
+		return nil
+	})
+	nc, err := nats.Connect("nats://"+natsAddr, nats.SetCustomDialer(tunnel.Dialer{Tunnel: tun, Timeout: 5 * time.Second}))
+	if err != nil {
+		t.Fatalf("nats connect through the tunnel: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	first, second := dial(t, tun, r.echo), dial(t, tun, r.echo)
+	roundTrip(t, first, "first")
+	roundTrip(t, second, "second")
+	s := tun.State()
+	if s.Connections[1].Channels != 1 || s.Connections[2].Channels != 1 {
+		t.Fatalf("connections %+v: want one echo channel on each data connection", s.Connections)
+	}
+	if n, err := r.sshd.KillConnection(s.Connections[1].LocalAddr); err != nil || n == 0 {
+		t.Fatalf("kill the sshd of data connection 1 (%s): %d killed, %v", s.Connections[1].LocalAddr, n, err)
+	}
+	first.SetReadDeadline(time.Now().Add(testkit.Wait(t)))
+	if _, err := bufio.NewReader(first).ReadString('\n'); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read from the killed connection's channel = %v, want it closed", err)
+	}
+	roundTrip(t, second, "still here")
+	if _, err := nc.Request("nobody", nil, time.Second); err != nats.ErrNoResponders {
+		t.Errorf("the bus after a data connection was lost: %v, want no responders (the request went through)", err)
+	}
+	checkFor(t, 10*time.Second, func() error {
+		c := tun.State().Connections[1]
+		if !c.Connected || c.Reconnects != 1 {
+			return fmt.Errorf("data connection 1 = %+v, want made again", c)
+		}
+		return nil
+	})
+	if s := tun.State(); s.Reconnects != 0 || s.Connections[0].Reconnects != 0 || outages.Load() != 0 {
+		t.Errorf("the primary reconnected %d times, %d outages: want none", s.Reconnects, outages.Load())
+	}
+	roundTrip(t, dial(t, tun, r.echo), "again")
 }
