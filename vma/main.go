@@ -103,7 +103,7 @@ type config struct {
 	tunnelInsecure                                              bool
 	vcenterInsecure                                             bool
 	heartbeat, discoverTimeout, checkpointInterval, exportRetry time.Duration
-	maxJobs, diskParallelism, nbdConnections                    int
+	maxJobs, diskParallelism, nbdConnections, tunnelConnections int
 	apiBodyTimeout                                              time.Duration
 	apiMaxConns                                                 int
 }
@@ -175,6 +175,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.exportRetry, "export-retry", jobs.DefaultExportRetry, "how long a copy keeps trying to reach an export that went away (the OMA restarts) before the job fails")
 	fs.StringVar(&cfg.tunnelURL, "tunnel", "", "ssh://user@oma[:port]: reach the OMA only through one SSH connection to its sshd (bus, exports, and the API forwarded back); empty: direct")
 	fs.StringVar(&cfg.tunnelKnownHosts, "tunnel-known-hosts", "", "known_hosts file with the OMA's SSH host key")
+	fs.IntVar(&cfg.tunnelConnections, "tunnel-connections", 0, fmt.Sprintf("SSH connections to the OMA's sshd (its one port, the same key): one for the bus and the API, the rest carry the copies' NBD channels; 0: chosen from the round trip time (1 on a LAN, up to 5 on a long link), at most %d", tunnel.MaxConnections))
 	fs.BoolVar(&cfg.tunnelInsecure, "tunnel-insecure", false, "accept any SSH host key (development only)")
 	fs.StringVar(&cfg.tunnelListen, "tunnel-listen", "", "Unix socket on the OMA that the tunnel forwards to the VMA API; the OMA holds the API port (9081...) and forwards into it (default: "+appliance.DefaultTunnelDir+"/<id>.sock, as oma vma add -tunnel prints)")
 	fs.StringVar(&cfg.rate, "rate", "", "bandwidth limit of all jobs' copies together, bytes per second (K, M, G suffixes); empty: none")
@@ -220,7 +221,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		MaxJobs: cfg.maxJobs, DiskParallelism: cfg.diskParallelism, NBDConnections: cfg.nbdConnections, LinkRate: linkRate, Source: cfg.source, VDDKLibDir: cfg.vddkLibDir, Copy: copyCfg,
 		CheckpointInterval: cfg.checkpointInterval, ExportRetry: cfg.exportRetry,
 		Tunnel: cfg.tunnelURL, TunnelKnownHosts: cfg.tunnelKnownHosts, TunnelInsecure: cfg.tunnelInsecure, TunnelListen: cfg.tunnelListen,
-		Logger: slog.New(slog.NewTextHandler(stderr, nil)),
+		TunnelConnections: cfg.tunnelConnections,
+		Logger:            slog.New(slog.NewTextHandler(stderr, nil)),
 	})
 	if err != nil {
 		return err

@@ -220,7 +220,8 @@ func (a *API) health(w http.ResponseWriter, r *http.Request) error {
 		if a.cfg.Tunnel != nil {
 			ts := a.cfg.Tunnel.State()
 			h["tunnel"] = map[string]any{"connected": ts.Connected, "forwarding": ts.Forwarding, "since": ts.Since, "reconnects": ts.Reconnects,
-				"bytes_in": ts.BytesIn, "bytes_out": ts.BytesOut, "channels": ts.Channels, "last_error": ts.LastError}
+				"bytes_in": ts.BytesIn, "bytes_out": ts.BytesOut, "channels": ts.Channels, "last_error": ts.LastError,
+				"connections": ts.Connections}
 		}
 	}
 	return problem.WriteJSON(w, http.StatusOK, h)

@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -115,6 +116,11 @@ type Config struct {
 	TunnelKnownHosts string
 	// TunnelInsecure accepts any host key (development only).
 	TunnelInsecure bool
+	// TunnelConnections is how many SSH connections the tunnel keeps to
+	// the OMA's sshd (its port, the same key): the primary one for the bus
+	// and the API's forward, the rest carrying the copies' NBD channels; 0
+	// means chosen from the round trip time (tunnel.Config.Connections).
+	TunnelConnections int
 	// TunnelListen is the Unix socket on the OMA the VMA API is forwarded
 	// from (the OMA holds the VMA's API port and forwards into it); empty
 	// means DefaultTunnelDir/<id>.sock.
@@ -163,6 +169,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	case "", source.Auto, source.Datastore, source.VDDK:
 	default:
 		return cfg, fmt.Errorf("vma: source %q: want auto, datastore or vddk (-source)", cfg.Source)
+	}
+	if cfg.TunnelConnections < 0 || cfg.TunnelConnections > tunnel.MaxConnections {
+		return cfg, fmt.Errorf("vma: tunnel connections %d: want 0 (chosen from the round trip time) to %d", cfg.TunnelConnections, tunnel.MaxConnections)
 	}
 	if cfg.MaxJobs < 0 || cfg.DiskParallelism < 0 || cfg.NBDConnections < 0 || cfg.LinkRate < 0 {
 		return cfg, fmt.Errorf("vma: max jobs %d, disk parallelism %d, NBD connections %d and link rate %d must not be negative", cfg.MaxJobs, cfg.DiskParallelism, cfg.NBDConnections, cfg.LinkRate)
@@ -436,7 +445,8 @@ func startTunnel(cfg Config, vmaID string, onRestore func(tunnel.Outage), log *s
 		listen = DefaultTunnelDir + "/" + vmaID + ".sock"
 	}
 	tn, err := tunnel.New(tunnel.Config{Addr: addr, User: u.User.Username(), Key: key, KnownHosts: cfg.TunnelKnownHosts,
-		InsecureIgnoreHostKey: cfg.TunnelInsecure, RemoteListen: listen, OnRestore: onRestore, Logger: log.With("tunnel", addr)})
+		InsecureIgnoreHostKey: cfg.TunnelInsecure, RemoteListen: listen, OnRestore: onRestore, Logger: log.With("tunnel", addr),
+		Connections: cfg.TunnelConnections, PrimaryAddrs: natsAddrs(cfg.NATSURL)})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -449,6 +459,25 @@ func startTunnel(cfg Config, vmaID string, onRestore func(tunnel.Outage), log *s
 		}
 	}()
 	return tn, func() { cancel(); <-done }, nil
+}
+
+// natsAddrs are the host:port addresses of the NATS URLs in urls (comma
+// separated, as nats.go takes them): the bus's dials, which stay on the
+// tunnel's primary connection.
+func natsAddrs(urls string) []string {
+	var out []string
+	for _, s := range strings.Split(urls, ",") {
+		u, err := url.Parse(strings.TrimSpace(s))
+		if err != nil || u.Host == "" {
+			continue
+		}
+		port := u.Port()
+		if port == "" {
+			port = "4222"
+		}
+		out = append(out, net.JoinHostPort(u.Hostname(), port))
+	}
+	return out
 }
 
 // nbdConfig is how jobs reach the OMA's exports: through the tunnel when

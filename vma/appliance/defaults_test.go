@@ -1,8 +1,12 @@
 package appliance
 
 import (
+	"fmt"
 	"net"
+	"strings"
 	"testing"
+
+	"github.com/godwit/godwit/vma/tunnel"
 )
 
 // TestAPIListensOnLoopbackByDefault: a VMA configured without an API
@@ -21,5 +25,35 @@ func TestAPIListensOnLoopbackByDefault(t *testing.T) {
 	}
 	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() || port != "8081" {
 		t.Errorf("the VMA API listens at %s by default, want 127.0.0.1:8081", cfg.APIAddr)
+	}
+}
+
+// TestNATSAddrsStayOnThePrimary: the bus's addresses, as nats.go dials
+// them, are what the tunnel keeps on its primary connection.
+func TestNATSAddrsStayOnThePrimary(t *testing.T) {
+	tests := []struct {
+		urls string
+		want string
+	}{
+		{"nats://127.0.0.1:4222", "[127.0.0.1:4222]"},
+		{"nats://127.0.0.1", "[127.0.0.1:4222]"},
+		{"nats://127.0.0.1:4222, nats://[::1]:4223", "[127.0.0.1:4222 [::1]:4223]"},
+		{"", "[]"},
+	}
+	for _, tt := range tests {
+		if got := fmt.Sprint(natsAddrs(tt.urls)); got != tt.want {
+			t.Errorf("natsAddrs(%q) = %s, want %s", tt.urls, got, tt.want)
+		}
+	}
+}
+
+// TestTunnelConnectionsChecked: a negative count or one above the
+// tunnel's maximum is refused, naming the setting.
+func TestTunnelConnectionsChecked(t *testing.T) {
+	for _, n := range []int{-1, tunnel.MaxConnections + 1} {
+		_, err := Config{DataDir: t.TempDir(), NATSSeed: []byte("seed"), TunnelConnections: n}.withDefaults()
+		if err == nil || !strings.Contains(err.Error(), "tunnel connections") {
+			t.Errorf("TunnelConnections %d: %v, want an error naming tunnel connections", n, err)
+		}
 	}
 }

@@ -11,6 +11,9 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
+// MaxConnections is the most SSH connections a tunnel keeps (Config.Connections).
+const MaxConnections = 8
+
 // MaxSocketPath is the longest Unix socket path Linux binds (sun_path less its terminating NUL).
 const MaxSocketPath = 107
 
@@ -46,6 +49,19 @@ type Config struct {
 	// port itself and forwards into it (a TCP port could be taken by any local user while the
 	// tunnel is down; the socket's directory is the OMA user's alone).
 	RemoteListen string
+	// Connections is how many SSH connections to the OMA's sshd the tunnel keeps, all with
+	// the same key to the same port: the primary one (the bus, the remote forward, the
+	// keepalives whose loss is an outage) and Connections-1 data connections, which carry
+	// the dials to addresses outside PrimaryAddrs (the NBD exports). One TCP connection over
+	// a long link carries only so much; several fill it. A data connection that drops breaks
+	// only its own channels and is made again, with no outage. 0: chosen when the primary
+	// first connects, from its round trip time (1 below 5 ms, 5 at 100 ms: see
+	// autoConnections); 1: the primary alone. At most MaxConnections.
+	Connections int
+	// PrimaryAddrs are the addresses (host:port as passed to DialContext) whose channels
+	// always go on the primary connection: the bus's, such as "127.0.0.1:4222", so that it
+	// shares its TCP connection with no bulk copy and does not see a data connection drop.
+	PrimaryAddrs []string
 	// OnRestore, when set, is called from Run each time a connection
 	// that was lost is made again, with the outage; it must not block.
 	// Failures to make the first connection are not outages.
@@ -75,6 +91,9 @@ func (c Config) withDefaults() (Config, error) {
 		if len(c.RemoteListen) > MaxSocketPath {
 			return c, fmt.Errorf("tunnel remote listen %q: %d bytes, a Unix socket path has at most %d", c.RemoteListen, len(c.RemoteListen), MaxSocketPath)
 		}
+	}
+	if c.Connections < 0 || c.Connections > MaxConnections {
+		return c, fmt.Errorf("tunnel connections %d: want 0 (chosen from the round trip time) to %d", c.Connections, MaxConnections)
 	}
 	if c.Keepalive <= 0 {
 		c.Keepalive = 15 * time.Second

@@ -18,6 +18,8 @@ import (
 // address was unreachable from the OMA, it also wraps the syscall.Errno the sshd met (such as
 // syscall.ECONNREFUSED), as a direct dial's error does. The connection's deadlines are
 // coarse: one that passes closes it (see deadlineConn). Its signature fits vma/nbd's Config.Dial.
+// With data connections (Config.Connections), a dial to an address outside Config.PrimaryAddrs
+// opens its channel on the up data connection with the fewest channels, else on the primary.
 func (t *Tunnel) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	switch network {
 	case "tcp", "tcp4", "tcp6":
@@ -25,7 +27,7 @@ func (t *Tunnel) DialContext(ctx context.Context, network, addr string) (net.Con
 		return nil, fmt.Errorf("dial %s %s through tunnel: unsupported network", network, addr)
 	}
 	for {
-		c, up, lastErr := t.current()
+		l, c, up, lastErr, reserved := t.route(addr)
 		if c == nil {
 			select {
 			case <-up:
@@ -41,11 +43,25 @@ func (t *Tunnel) DialContext(ctx context.Context, network, addr string) (net.Con
 		conn, err := c.DialContext(ctx, network, addr)
 		if err == nil {
 			t.channels.Add(1)
-			return &deadlineConn{Conn: conn, onClose: func() { t.channels.Add(-1) }}, nil
+			if !reserved {
+				l.channels.Add(1)
+			}
+			return &deadlineConn{Conn: conn, onClose: func() { t.channels.Add(-1); l.channels.Add(-1) }}, nil
+		}
+		if reserved {
+			l.channels.Add(-1)
 		}
 		var refused *ssh.OpenChannelError
 		if errors.As(err, &refused) || ctx.Err() != nil {
 			return nil, fmt.Errorf("dial %s through tunnel to %s: %w", addr, t.cfg.Addr, channelError(err))
+		}
+		if l != &t.primary {
+			// The data connection is broken: no more channels on it
+			// (its loop reconnects); try another one, or the primary.
+			if l.drop(c) {
+				c.Close()
+			}
+			continue
 		}
 		if now, _, _ := t.current(); now == c {
 			return nil, fmt.Errorf("dial %s through tunnel to %s: %w", addr, t.cfg.Addr, err)

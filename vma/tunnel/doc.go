@@ -1,5 +1,6 @@
-// Package tunnel is the VMA's single SSH connection to the OMA's stock OpenSSH sshd, held in
-// process, over which everything between VMA and OMA rides.
+// Package tunnel is the VMA's SSH connection to the OMA's stock OpenSSH sshd, held in
+// process, over which everything between VMA and OMA rides; on a long link, a few more to the
+// same sshd carry the bulk.
 //
 // # Connection
 //
@@ -13,6 +14,15 @@
 // [Tunnel.DialContext] opens a direct-tcpip channel (ssh -L) to an address on the OMA side, such
 // as NATS on 127.0.0.1:4222 or an NBD export; while the tunnel is down it waits for it to come
 // back, bounded by its context. [Dialer] adapts it to nats.go's SetCustomDialer.
+//
+// # Several connections
+//
+// One TCP connection over a long link carries only so much. With Config.Connections above 1
+// (or 0, chosen from the round trip time), the tunnel also keeps data connections to the same
+// sshd with the same key, started once the primary is up, each with its keepalives and its
+// reconnect loop (pool.go). Dials to Config.PrimaryAddrs (the bus) stay on the primary; the
+// others open their channel on the up data connection with the fewest channels. Losing a data
+// connection breaks only its channels: it is no outage. [Tunnel.State] lists each connection.
 //
 // # The reverse forward
 //

@@ -27,6 +27,9 @@ type State struct {
 	// Channels is how many connections DialContext opened that are not
 	// closed yet: the bus's, and one per NBD connection of the copies.
 	Channels int
+	// Connections are the tunnel's SSH connections: the primary first,
+	// then the data connections (Config.Connections), once chosen.
+	Connections []ConnState
 }
 
 // Outage is one loss of an established connection, reported once it is
@@ -48,6 +51,8 @@ type Tunnel struct {
 	bytesIn   atomic.Int64
 	bytesOut  atomic.Int64
 	forward   *listener
+	primary   link // the primary connection's counters
+	pool      pool // the data connections
 	running   atomic.Bool
 	mu        sync.Mutex
 	conn      *ssh.Client   // nil while down
@@ -95,10 +100,13 @@ func (t *Tunnel) Run(ctx context.Context) error {
 		return errors.New("tunnel: Run called twice")
 	}
 	defer t.running.Store(false)
+	var pooled sync.WaitGroup
+	defer pooled.Wait()
+	pooled.Go(func() { t.runPool(ctx) })
 	wait := t.cfg.ReconnectWait
 	var lost *Outage // the outage under way, nil while up or before the first connection
 	for ctx.Err() == nil {
-		c, err := t.connect(ctx)
+		c, err := t.connect(ctx, &t.primary)
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -137,8 +145,9 @@ func (t *Tunnel) Run(ctx context.Context) error {
 	return nil
 }
 
-// connect dials the OMA's sshd and runs the SSH handshake, cut short by ctx.
-func (t *Tunnel) connect(ctx context.Context) (*ssh.Client, error) {
+// connect dials the OMA's sshd and runs the SSH handshake, cut short by ctx; l counts the
+// connection's bytes.
+func (t *Tunnel) connect(ctx context.Context, l *link) (*ssh.Client, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.DialTimeout)
 	defer cancel()
 	var d net.Dialer
@@ -146,7 +155,8 @@ func (t *Tunnel) connect(ctx context.Context) (*ssh.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial ssh %s: %w", t.cfg.Addr, err)
 	}
-	conn := &countConn{Conn: raw, in: &t.bytesIn, out: &t.bytesOut}
+	l.setRaw(raw)
+	conn := &countConn{Conn: &countConn{Conn: raw, in: &l.bytesIn, out: &l.bytesOut}, in: &t.bytesIn, out: &t.bytesOut}
 	stop := context.AfterFunc(ctx, func() { raw.Close() })
 	c, chans, reqs, err := ssh.NewClientConn(conn, t.cfg.Addr, t.client)
 	if !stop() {
@@ -187,6 +197,7 @@ func (t *Tunnel) serve(ctx context.Context, c *ssh.Client) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	var kaErr error
+	wg.Go(func() { t.setup(ctx, c) })
 	wg.Go(func() { kaErr = t.keepalive(ctx, c) })
 	wg.Go(func() { t.forward.serve(ctx, c, t.log, t.cfg.ReconnectWait, t.cfg.MaxReconnectWait) })
 	done := make(chan error, 1)
@@ -292,6 +303,9 @@ func (t *Tunnel) State() State {
 	if t.lastErr != nil {
 		s.LastError = t.lastErr.Error()
 	}
+	primary := t.primary.state()
+	primary.Primary, primary.Connected, primary.Since, primary.Reconnects, primary.LastError = true, s.Connected, s.Since, s.Reconnects, s.LastError
+	s.Connections = append([]ConnState{primary}, t.pool.states()...)
 	return s
 }
 

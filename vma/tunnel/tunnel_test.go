@@ -609,6 +609,8 @@ func TestNewChecksConfig(t *testing.T) {
 		{"tcp remote listen", func(c *tunnel.Config) { c.RemoteListen = "127.0.0.1:9081" }},
 		{"relative socket", func(c *tunnel.Config) { c.RemoteListen = "tunnels/vma-1.sock" }},
 		{"long socket path", func(c *tunnel.Config) { c.RemoteListen = "/" + strings.Repeat("d", tunnel.MaxSocketPath) }},
+		{"negative connections", func(c *tunnel.Config) { c.Connections = -1 }},
+		{"too many connections", func(c *tunnel.Config) { c.Connections = tunnel.MaxConnections + 1 }},
 	}
 	if _, err := tunnel.New(good); err != nil {
 		t.Fatalf("New(good) = %v", err)
