@@ -557,7 +557,7 @@ func (c *checkpointSaver) record(checkpoint int64) {
 		c.r.log.Warn("record a checkpoint", "job", c.job, "disk", c.disk, "err", err)
 		return
 	}
-	c.saved, c.at = checkpoint, time.Now()
+	c.saved = checkpoint
 }
 
 // snapshot returns the job's snapshot: the one an interrupted run of the
