@@ -98,6 +98,10 @@ type Config struct {
 	// When it answers ErrNoHasher for the first blocks, Copy reads back
 	// instead, if the destination is a Source.
 	Hasher Hasher
+	// HashBatch is the most blocks asked of Hasher in one call; 0 (or
+	// more than blockdigest.MaxBlocks) means blockdigest.MaxBlocks. Fewer
+	// make Progress.Verified move in smaller steps.
+	HashBatch int
 	// Progress, if not nil, is called with the progress at most every
 	// ProgressInterval (when a request completes) and once at the end after
 	// the flush. Calls come from one goroutine, one at a time; a slow

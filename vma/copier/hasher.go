@@ -31,12 +31,15 @@ type batch struct {
 	bytes  int64
 }
 
-// batches cuts g's blocks into batches of at most blockdigest.MaxBlocks
-// blocks and blockdigest.MaxBytes bytes.
-func (g *digests) batches() []batch {
+// batches cuts g's blocks into batches of at most size (at most
+// blockdigest.MaxBlocks) blocks and blockdigest.MaxBytes bytes.
+func (g *digests) batches(size int) []batch {
+	if size <= 0 || size > blockdigest.MaxBlocks {
+		size = blockdigest.MaxBlocks
+	}
 	var out []batch
 	forBlocks(g.ranges, g.block, func(i int, off, n int64) bool {
-		if len(out) == 0 || len(out[len(out)-1].blocks) == blockdigest.MaxBlocks || out[len(out)-1].bytes+n > blockdigest.MaxBytes {
+		if len(out) == 0 || len(out[len(out)-1].blocks) == size || out[len(out)-1].bytes+n > blockdigest.MaxBytes {
 			out = append(out, batch{i: i})
 		}
 		b := &out[len(out)-1]
@@ -63,8 +66,8 @@ func (r *run) verifyAll(back Source, g *digests, t *tracker) error {
 	return r.verify(back, g, t)
 }
 
-// verifyHashed asks the Hasher for the digests of g's blocks, a batch at a
-// time with hashersInFlight batches in flight, and compares them in offset
+// verifyHashed asks the Hasher for the digests of g's blocks, a batch
+// (Config.HashBatch) at a time with hashersInFlight batches in flight, and compares them in offset
 // order. It returns nil when all match, the *VerifyError of the first block
 // that does not, ErrNoHasher (wrapped) when the first batch found nobody to
 // answer, an *Error of op "verify digests", or ctx's cause.
@@ -73,7 +76,7 @@ func (r *run) verifyHashed(g *digests, t *tracker) error {
 		sums []blockdigest.Sum
 		err  error
 	}
-	batches := g.batches()
+	batches := g.batches(r.cfg.HashBatch)
 	answers := make([]chan answer, len(batches))
 	for i := range answers {
 		answers[i] = make(chan answer, 1)
