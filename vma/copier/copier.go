@@ -157,8 +157,8 @@ type Progress struct {
 	Checkpoint int64
 	// Verified is the number of bytes checked on the destination (read
 	// back, or hashed by Config.Hasher), with Config.Verify, after the copy
-	// and its flush: it ends at
-	// the bytes of this run (Total less those below ResumeFrom).
+	// and its flush: it ends at the bytes of this run (Total less those
+	// below ResumeFrom).
 	Verified int64
 	// VerifyTotal is what Verified ends at: the bytes of this run with
 	// Config.Verify, else 0.
@@ -260,9 +260,10 @@ func Copy(ctx context.Context, dst Destination, src Source, areas []Area, cfg Co
 		if back, ok = dst.(Source); !ok && cfg.Hasher == nil {
 			return Result{}, fmt.Errorf("%w: verify: destination %T cannot be read back (no ReadAt) and there is no Hasher", ErrConfig, dst)
 		}
-		if back != nil && back.Size() < prevEnd {
-			n := back.Size()
-			return Result{}, fmt.Errorf("%w: verify: destination holds %d bytes, the areas end at %d", ErrConfig, n, prevEnd)
+		if back != nil {
+			if n := back.Size(); n < prevEnd {
+				return Result{}, fmt.Errorf("%w: verify: destination holds %d bytes, the areas end at %d", ErrConfig, n, prevEnd)
+			}
 		}
 	}
 
