@@ -189,8 +189,11 @@ func (cfg *config) appliance() (appliance.Config, error) {
 	if cfg.bodyTimeout <= 0 || cfg.maxConns < 1 {
 		return appliance.Config{}, fmt.Errorf("-api-body-timeout and -api-max-conns must be positive")
 	}
-	if cfg.verifyParallel < 1 || cfg.verifyRate < 0 {
-		return appliance.Config{}, fmt.Errorf("-verify-parallel %d, -verify-rate %d: want at least 1 and 0 or more", cfg.verifyParallel, cfg.verifyRate)
+	if cfg.verifyParallel < 1 {
+		return appliance.Config{}, fmt.Errorf("-verify-parallel %d: want at least 1", cfg.verifyParallel)
+	}
+	if cfg.verifyRate < 0 {
+		return appliance.Config{}, fmt.Errorf("-verify-rate %d: want 0 (no bound) or bytes per second", cfg.verifyRate)
 	}
 	if cfg.pendingJobTTL <= 0 || cfg.maxPendingJobs < 1 {
 		return appliance.Config{}, fmt.Errorf("-pending-job-ttl and -max-pending-jobs must be positive")
