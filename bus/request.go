@@ -91,41 +91,56 @@ const servedRetryWait = 50 * time.Millisecond
 // an error when subj names nobody who may get an answer.
 type ReplyPrefix func(subj string) (string, error)
 
+// ServeOption changes how Serve answers.
+type ServeOption func(*serveOptions)
+
+type serveOptions struct{ workers int }
+
+// Workers lets Serve answer up to n requests at once, each in its own
+// goroutine, so that one slow answer does not hold the others back; n < 2
+// means one at a time, in order (the default).
+func Workers(n int) ServeOption { return func(o *serveOptions) { o.workers = n } }
+
 // Serve answers requests on subj (which may hold wildcards) with h, in
 // queue group queue so that several responders share the load. It returns
-// once the subscription is in place; it stops when ctx ends.
+// once the subscription is in place; it stops when ctx ends. Requests are
+// answered one at a time unless an option says otherwise.
 //
 // The requester chooses the reply subject, and the answer is published
 // with this connection's rights, so Serve answers only into
 // replies(msg.Subject) + ".>": a request whose reply lies anywhere else (a
 // JetStream API subject, another VMA's inbox) is logged and dropped, and h
 // is not called.
-func (c *Conn) Serve(ctx context.Context, subj, queue string, replies ReplyPrefix, h Responder) error {
+func (c *Conn) Serve(ctx context.Context, subj, queue string, replies ReplyPrefix, h Responder, opts ...ServeOption) error {
 	if replies == nil {
 		return fmt.Errorf("serve %s: no reply prefix", subj)
+	}
+	var o serveOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	var slots chan struct{} // with Workers: one per answer under way
+	if o.workers > 1 {
+		slots = make(chan struct{}, o.workers)
 	}
 	sub, err := c.nc.QueueSubscribe(subj, queue, func(msg *nats.Msg) {
 		if err := replyAllowed(msg, replies); err != nil {
 			c.log.Warn("request dropped", "subject", msg.Subject, "reply", msg.Reply, "err", err)
 			return
 		}
-		reply := nats.NewMsg(msg.Reply)
-		resp, err := h(ctx, msg.Subject, msg.Data)
-		if err == nil {
-			reply.Data, err = json.Marshal(resp)
+		if slots == nil {
+			c.answer(ctx, msg, h)
+			return
 		}
-		if err != nil {
-			c.log.Warn("request failed", "subject", msg.Subject, "err", err)
-			reply.Data = nil
-			reply.Header.Set(errorHeader, err.Error())
-			var coded Coded
-			if errors.As(err, &coded) && coded.RemoteCode() != "" {
-				reply.Header.Set(codeHeader, coded.RemoteCode())
-			}
+		select {
+		case slots <- struct{}{}: // waits, holding the next requests, while n answers are under way
+		case <-ctx.Done():
+			return
 		}
-		if err := msg.RespondMsg(reply); err != nil {
-			c.log.Warn("reply", "subject", msg.Subject, "err", err)
-		}
+		go func() {
+			defer func() { <-slots }()
+			c.answer(ctx, msg, h)
+		}()
 	})
 	if err != nil {
 		return fmt.Errorf("serve %s: %w", subj, err)
@@ -137,6 +152,27 @@ func (c *Conn) Serve(ctx context.Context, subj, queue string, replies ReplyPrefi
 	// No goroutine waits for ctx: the drain is started when ctx ends.
 	context.AfterFunc(ctx, func() { _ = sub.Drain() })
 	return nil
+}
+
+// answer calls h with the request msg and sends its reply or error.
+func (c *Conn) answer(ctx context.Context, msg *nats.Msg, h Responder) {
+	reply := nats.NewMsg(msg.Reply)
+	resp, err := h(ctx, msg.Subject, msg.Data)
+	if err == nil {
+		reply.Data, err = json.Marshal(resp)
+	}
+	if err != nil {
+		c.log.Warn("request failed", "subject", msg.Subject, "err", err)
+		reply.Data = nil
+		reply.Header.Set(errorHeader, err.Error())
+		var coded Coded
+		if errors.As(err, &coded) && coded.RemoteCode() != "" {
+			reply.Header.Set(codeHeader, coded.RemoteCode())
+		}
+	}
+	if err := msg.RespondMsg(reply); err != nil {
+		c.log.Warn("reply", "subject", msg.Subject, "err", err)
+	}
 }
 
 // serviceReplyPrefix begins the reply subjects the server makes for a
@@ -170,6 +206,17 @@ func replyAllowed(msg *nats.Msg, replies ReplyPrefix) error {
 // subject names, so that only that VMA gets the answer.
 func ExportReplies(subj string) (string, error) {
 	vmaID, _, err := subject.ParseExportRequest(subj)
+	if err != nil {
+		return "", err
+	}
+	return subject.InboxPrefix(vmaID)
+}
+
+// VerifyReplies is the ReplyPrefix of verify requests
+// (godwit.verify.request.<vma>.<job>): the inbox prefix of the VMA the
+// subject names, as for ExportReplies.
+func VerifyReplies(subj string) (string, error) {
+	vmaID, _, err := subject.ParseVerifyRequest(subj)
 	if err != nil {
 		return "", err
 	}

@@ -229,3 +229,60 @@ func TestPulledMessagesNeverAnswerARequest(t *testing.T) {
 		}
 	}
 }
+
+// TestServeWorkers: a VMA's verify request reaches the OMA through its
+// account's import, and with Workers(2) a request that takes long does not
+// hold back the next one (another VMA's, in production); without the
+// option, the second waits for the first.
+func TestServeWorkers(t *testing.T) {
+	t.Parallel()
+	u := bustest.NewUser(t)
+	srv := bustest.StartServer(t, "", bus.Access{VMAs: map[string]string{"vma-1": u.PublicKey}})
+	ctx := ctxT(t, 60*time.Second)
+	for _, workers := range []int{2, 1} {
+		oma, err := srv.Connect(ctx, bus.ClientConfig{Name: fmt.Sprintf("oma-%d", workers)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		release, started := make(chan struct{}), make(chan struct{}, 1)
+		sctx, stop := context.WithCancel(ctx)
+		err = oma.Serve(sctx, subject.AllVerify, "oma", bus.VerifyReplies, func(ctx context.Context, subj string, _ []byte) (any, error) {
+			if strings.HasSuffix(subj, ".slow") {
+				started <- struct{}{}
+				select {
+				case <-release:
+				case <-ctx.Done():
+				}
+			}
+			return map[string]string{"subject": subj}, nil
+		}, bus.Workers(workers))
+		if err != nil {
+			t.Fatal(err)
+		}
+		vma := bustest.ConnectVMA(t, srv.ClientURL(), "vma-1", u.Seed)
+		slow, _ := subject.VerifyRequest("vma-1", "slow")
+		fast, _ := subject.VerifyRequest("vma-1", "fast")
+		slowDone := make(chan error, 1)
+		go func() {
+			var resp map[string]string
+			slowDone <- vma.RequestServed(ctx, slow, struct{}{}, &resp)
+		}()
+		<-started
+		var resp map[string]string
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err = vma.RequestServed(rctx, fast, struct{}{}, &resp)
+		cancel()
+		switch {
+		case workers > 1 && (err != nil || resp["subject"] != fast):
+			t.Errorf("Workers(%d): the fast request while the slow one is held = %v, %v; want answered", workers, resp, err)
+		case workers == 1 && err == nil:
+			t.Errorf("one at a time: the fast request was answered while the slow one was held")
+		}
+		close(release)
+		if err := <-slowDone; err != nil {
+			t.Errorf("Workers(%d): the slow request = %v", workers, err)
+		}
+		stop()
+		oma.Close()
+	}
+}

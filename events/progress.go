@@ -7,8 +7,9 @@ const (
 	PhaseSnapshotting = "snapshotting"
 	PhaseCopying      = "copying"
 	// PhaseVerifying follows copying when the job verifies: every disk is
-	// copied and flushed, and what was written is read back from the
-	// exports and checked (Progress.Verify*).
+	// copied and flushed, and what was written is checked: the OMA hashes
+	// its volumes and the VMA compares (or, from an OMA that does not,
+	// the VMA reads it back from the exports) (Progress.Verify*).
 	PhaseVerifying  = "verifying"
 	PhaseFinalizing = "finalizing"
 )
@@ -33,9 +34,9 @@ type Progress struct {
 	// ETASeconds is the time the rest will take at the recent rate (while
 	// verifying, the rest of the verification); nil when unknown.
 	ETASeconds *int64 `json:"eta_seconds,omitempty"`
-	// VerifyBytesTotal is what a job that verifies reads back from its
-	// exports in all (0 until known, and without verification),
-	// VerifyBytesDone what it has read back and checked, and
+	// VerifyBytesTotal is what a job that verifies checks on the OMA in
+	// all (0 until known, and without verification), VerifyBytesDone
+	// what it has checked, and
 	// VerifyRateBytesPerSecond the recent rate of that.
 	VerifyBytesTotal         int64          `json:"verify_bytes_total,omitempty"`
 	VerifyBytesDone          int64          `json:"verify_bytes_done,omitempty"`
@@ -107,8 +108,8 @@ type DiskChange struct {
 	// FullCopy says the disk was copied whole in an incremental job: it
 	// is new, or its base change id was refused (on_cbt_reset full).
 	FullCopy bool `json:"full_copy,omitempty"`
-	// Verified says every area written was read back from the export and
-	// matched what was read from the source; Digest is the SHA-256 of
+	// Verified says every area written was checked on the OMA (hashed
+	// there, or read back) and matched what was read from the source; Digest is the SHA-256 of
 	// those areas' bytes in offset order ("sha256:<hex>").
 	Verified bool   `json:"verified,omitempty"`
 	Digest   string `json:"digest,omitempty"`

@@ -41,6 +41,8 @@ type config struct {
 	sshdPort        int
 	pendingJobTTL   time.Duration
 	maxPendingJobs  int
+	verifyParallel  int
+	verifyRate      int64
 	bodyTimeout     time.Duration
 	maxConns        int
 	tunnelDir       string
@@ -76,6 +78,8 @@ func declareRunFlags(fs *flag.FlagSet, cfg *config) {
 	fs.DurationVar(&cfg.discoverTimeout, "discover-timeout", 60*time.Second, "how long POST /api/v1/discover waits for a VMA")
 	fs.DurationVar(&cfg.pendingJobTTL, "pending-job-ttl", jobs.DefaultPendingJobTTL, "how long a job may stay pending (created, never started) before it expires and its NBD port is released")
 	fs.IntVar(&cfg.maxPendingJobs, "max-pending-jobs", jobs.DefaultMaxPendingJobs, "pending jobs one API token may have at once; one more is refused (429)")
+	fs.IntVar(&cfg.verifyParallel, "verify-parallel", jobs.DefaultVerifyParallel, "verify requests of VMAs hashed at once (each reads a volume)")
+	fs.Int64Var(&cfg.verifyRate, "verify-rate", 0, "bytes per second read from the volumes to answer verify requests, over all of them; 0: no bound")
 	fs.DurationVar(&cfg.streamMaxAge, "stream-max-age", 30*24*time.Hour, "how long streams keep events")
 	fs.Int64Var(&cfg.streamMaxBytes, "stream-max-bytes", 1<<30, "bytes each stream keeps at most")
 }
@@ -185,6 +189,12 @@ func (cfg *config) appliance() (appliance.Config, error) {
 	if cfg.bodyTimeout <= 0 || cfg.maxConns < 1 {
 		return appliance.Config{}, fmt.Errorf("-api-body-timeout and -api-max-conns must be positive")
 	}
+	if cfg.verifyParallel < 1 {
+		return appliance.Config{}, fmt.Errorf("-verify-parallel %d: want at least 1", cfg.verifyParallel)
+	}
+	if cfg.verifyRate < 0 {
+		return appliance.Config{}, fmt.Errorf("-verify-rate %d: want 0 (no bound) or bytes per second", cfg.verifyRate)
+	}
 	if cfg.pendingJobTTL <= 0 || cfg.maxPendingJobs < 1 {
 		return appliance.Config{}, fmt.Errorf("-pending-job-ttl and -max-pending-jobs must be positive")
 	}
@@ -214,6 +224,8 @@ func (cfg *config) appliance() (appliance.Config, error) {
 		DiscoverTimeout: cfg.discoverTimeout,
 		PendingJobTTL:   cfg.pendingJobTTL,
 		MaxPendingJobs:  cfg.maxPendingJobs,
+		VerifyParallel:  cfg.verifyParallel,
+		VerifyRate:      cfg.verifyRate,
 		StreamMaxAge:    cfg.streamMaxAge,
 		StreamMaxBytes:  cfg.streamMaxBytes,
 	}, nil

@@ -214,6 +214,8 @@ func TestBadFlagsAndConfig(t *testing.T) {
 		{"-api-addr", ":0"},
 		{"-api-body-timeout", "0s"},
 		{"-api-max-conns", "0"},
+		{"-verify-parallel", "0"},
+		{"-verify-rate", "-1"},
 	} {
 		if err := run(context.Background(), append(args, "-data", t.TempDir()), &logs); err == nil {
 			t.Errorf("run(%v) succeeded", args)

@@ -201,7 +201,7 @@ type jobView struct {
 func (j jobView) progress() string {
 	switch {
 	case j.State == events.JobVerifying:
-		return fmt.Sprintf("%.1f %% of %s read back", j.VerifyPercent, jobwatch.Bytes(j.VerifyBytesTotal))
+		return fmt.Sprintf("%.1f %% of %s checked", j.VerifyPercent, jobwatch.Bytes(j.VerifyBytesTotal))
 	case j.BytesTotal == 0:
 		return "-"
 	case j.BytesDone == j.BytesTotal:
@@ -344,7 +344,7 @@ func printJob(w io.Writer, j jobView) error {
 				v += fmt.Sprintf(", %s to go", time.Duration(*j.ETASeconds)*time.Second)
 			}
 		}
-		row("read back", "%s", v)
+		row("checked", "%s", v)
 	}
 	if j.State == events.JobCompleted {
 		row("verified", "%t", j.Verified)

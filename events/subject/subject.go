@@ -26,6 +26,7 @@ const (
 	heartbeat        = Root + ".vma.heartbeat"
 	tunnel           = Root + ".tunnel"
 	exportRequest    = Root + ".export.request"
+	verifyRequest    = Root + ".verify.request"
 	alert            = Root + ".alert"
 )
 
@@ -44,6 +45,7 @@ const (
 	AllVMA             = Root + ".vma.>"
 	AllTunnel          = tunnel + ".>"
 	AllExport          = exportRequest + ".>"
+	AllVerify          = verifyRequest + ".>"
 	All                = Root + ".>"
 )
 
@@ -164,19 +166,38 @@ func ExportRequest(vmaID, jobID string) (string, error) {
 // wrapping ErrNotSubject when subj has another form, or ErrInvalidID when an
 // id is not one that ExportRequest accepts.
 func ParseExportRequest(subj string) (vmaID, jobID string, err error) {
-	rest, ok := strings.CutPrefix(subj, exportRequest+".")
+	return parseVMAJob(subj, exportRequest, "export request")
+}
+
+// VerifyRequest is godwit.verify.request.<vma>.<job>: a VMA asks the OMA,
+// request/reply, for the digests of blocks of one of a job's volumes.
+func VerifyRequest(vmaID, jobID string) (string, error) {
+	return join(verifyRequest, vma(vmaID), job(jobID))
+}
+
+// ParseVerifyRequest returns the VMA and job ids of a verify request
+// subject, godwit.verify.request.<vma>.<job>. It fails as
+// ParseExportRequest does.
+func ParseVerifyRequest(subj string) (vmaID, jobID string, err error) {
+	return parseVMAJob(subj, verifyRequest, "verify request")
+}
+
+// parseVMAJob returns the ids of subj, prefix.<vma>.<job>; what names the
+// request in errors.
+func parseVMAJob(subj, prefix, what string) (vmaID, jobID string, err error) {
+	rest, ok := strings.CutPrefix(subj, prefix+".")
 	if !ok {
-		return "", "", fmt.Errorf("%w: %q is not %s.<vma>.<job>", ErrNotSubject, subj, exportRequest)
+		return "", "", fmt.Errorf("%w: %q is not %s.<vma>.<job>", ErrNotSubject, subj, prefix)
 	}
 	vmaID, jobID, ok = strings.Cut(rest, ".")
 	if !ok {
-		return "", "", fmt.Errorf("%w: %q is not %s.<vma>.<job>", ErrNotSubject, subj, exportRequest)
+		return "", "", fmt.Errorf("%w: %q is not %s.<vma>.<job>", ErrNotSubject, subj, prefix)
 	}
 	if err := ValidID(vmaID); err != nil {
-		return "", "", fmt.Errorf("export request %q: vma id: %w", subj, err)
+		return "", "", fmt.Errorf("%s %q: vma id: %w", what, subj, err)
 	}
 	if err := ValidID(jobID); err != nil { // refuses a dot: no extra token
-		return "", "", fmt.Errorf("export request %q: job id: %w", subj, err)
+		return "", "", fmt.Errorf("%s %q: job id: %w", what, subj, err)
 	}
 	return vmaID, jobID, nil
 }
@@ -196,6 +217,7 @@ func VMAPublish(vmaID string) ([]string, error) {
 		heartbeat + "." + vmaID,
 		tunnel + "." + vmaID,
 		exportRequest + "." + vmaID + ".*",
+		verifyRequest + "." + vmaID + ".*",
 	}, nil
 }
 

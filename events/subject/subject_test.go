@@ -62,6 +62,7 @@ func builders() map[string]func(ids ...string) (string, error) {
 		"Heartbeat":        func(ids ...string) (string, error) { return subject.Heartbeat(ids[0]) },
 		"Tunnel":           func(ids ...string) (string, error) { return subject.Tunnel(ids[0]) },
 		"ExportRequest":    func(ids ...string) (string, error) { return subject.ExportRequest(ids[0], ids[1]) },
+		"VerifyRequest":    func(ids ...string) (string, error) { return subject.VerifyRequest(ids[0], ids[1]) },
 		"StreamAlert":      func(ids ...string) (string, error) { return subject.StreamAlert(ids[0]) },
 		"DiscoverSubmit":   func(ids ...string) (string, error) { return subject.DiscoverSubmit(ids[0]) },
 	}
@@ -81,6 +82,7 @@ func TestBuilders(t *testing.T) {
 		"Heartbeat":        "godwit.vma.heartbeat.vma-1",
 		"Tunnel":           "godwit.tunnel.vma-1",
 		"ExportRequest":    "godwit.export.request.vma-1.id-2",
+		"VerifyRequest":    "godwit.verify.request.vma-1.id-2",
 		"StreamAlert":      "godwit.alert.stream.vma-1",
 		"DiscoverSubmit":   "godwit.discover.submit.vma-1",
 	}
@@ -188,5 +190,32 @@ func TestParseExportRequest(t *testing.T) {
 	}
 	if vma, job, err := subject.ParseExportRequest(subj); err != nil || vma != "vma_2" || job != "job-9" {
 		t.Errorf("ParseExportRequest(%q) = %q, %q, %v, want vma_2, job-9", subj, vma, job, err)
+	}
+}
+
+// TestParseVerifyRequest: a verify request subject parses back to its ids;
+// one of another form or with a hostile id does not.
+func TestParseVerifyRequest(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		subj     string
+		vma, job string
+		wantErr  error
+	}{
+		{"built", "godwit.verify.request.vma-1.repl-vm-1-2", "vma-1", "repl-vm-1-2", nil},
+		{"no job", "godwit.verify.request.vma-1", "", "", subject.ErrNotSubject},
+		{"extra token", "godwit.verify.request.vma-1.job.x", "", "", subject.ErrInvalidID},
+		{"wildcard vma", "godwit.verify.request.*.job", "", "", subject.ErrInvalidID},
+		{"export request", "godwit.export.request.vma-1.job", "", "", subject.ErrNotSubject},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			vma, job, err := subject.ParseVerifyRequest(tt.subj)
+			if !errors.Is(err, tt.wantErr) || (tt.wantErr != nil) != (err != nil) || vma != tt.vma || job != tt.job {
+				t.Errorf("ParseVerifyRequest(%q) = %q, %q, %v, want %q, %q, %v", tt.subj, vma, job, err, tt.vma, tt.job, tt.wantErr)
+			}
+		})
 	}
 }

@@ -82,7 +82,7 @@ func format(p events.Progress) string {
 		if p.VerifyBytesTotal > 0 {
 			pct = float64(1000*p.VerifyBytesDone/p.VerifyBytesTotal) / 10
 		}
-		return fmt.Sprintf("%s %-12s %5.1f%% %s of %s read back at %s/s", p.JobID, p.Phase, pct,
+		return fmt.Sprintf("%s %-12s %5.1f%% %s of %s checked at %s/s", p.JobID, p.Phase, pct,
 			iec(p.VerifyBytesDone), iec(p.VerifyBytesTotal), iec(p.VerifyRateBytesPerSecond))
 	}
 	return fmt.Sprintf("%s %-12s %5.1f%% %s of %s at %s/s", p.JobID, p.Phase, p.Percent,

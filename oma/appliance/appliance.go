@@ -26,10 +26,12 @@ import (
 	"github.com/godwit/godwit/oma/api"
 	"github.com/godwit/godwit/oma/control"
 	"github.com/godwit/godwit/oma/exports"
+	"github.com/godwit/godwit/oma/jobs"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/tokens"
 	"github.com/godwit/godwit/oma/tunnels"
 	"github.com/godwit/godwit/oma/vmas"
+	"github.com/godwit/godwit/vma/copier"
 )
 
 // Config configures an OMA. Only DataDir is required; the zero value of
@@ -88,6 +90,15 @@ type Config struct {
 	// MaxPendingJobs is how many pending jobs one API token may have; 0
 	// means jobs.DefaultMaxPendingJobs.
 	MaxPendingJobs int
+	// VerifyParallel is how many VMAs' verify requests are hashed at once;
+	// 0 means jobs.DefaultVerifyParallel.
+	VerifyParallel int
+	// VerifyRate bounds the bytes per second read from the volumes to
+	// answer verify requests, to spare the disks; 0 means no bound.
+	VerifyRate int64
+	// VerifyLimiter, when set, is that bound instead of VerifyRate. (Tests
+	// hold the OMA's verification with it.)
+	VerifyLimiter jobs.Limiter
 	// StreamMaxAge and StreamMaxBytes limit what each stream keeps; zero
 	// means 30 days and 1 GiB.
 	StreamMaxAge   time.Duration
@@ -336,6 +347,7 @@ func (o *OMA) Run(ctx context.Context) error {
 		DiscoverTimeout: cfg.DiscoverTimeout, AppliedMaxAge: cfg.StreamMaxAge + 24*time.Hour, Now: cfg.Now, Logger: log,
 		OMAPorts:      o.ownPorts(l.Addr(), srv.ClientURL()),
 		PendingJobTTL: cfg.PendingJobTTL, MaxPendingJobs: cfg.MaxPendingJobs, NBDPortsPerVMA: cfg.NBDPortsPerVMA,
+		VerifyParallel: cfg.VerifyParallel, VerifyLimiter: verifyLimiter(cfg),
 	}, st, conn, exp, srv)
 	if err := ctl.Restore(ctx); err != nil {
 		return err
@@ -433,5 +445,17 @@ func initialToken(st *store.Store, path string, now time.Time, log *slog.Logger)
 		return fmt.Errorf("write initial token: %w", err)
 	}
 	log.Info("created the initial API token", "file", path)
+	return nil
+}
+
+// verifyLimiter is the bound of cfg on reading volumes for verify requests,
+// nil for none.
+func verifyLimiter(cfg Config) jobs.Limiter {
+	switch {
+	case cfg.VerifyLimiter != nil:
+		return cfg.VerifyLimiter
+	case cfg.VerifyRate > 0:
+		return copier.NewLimiter(cfg.VerifyRate, nil)
+	}
 	return nil
 }

@@ -53,6 +53,12 @@ type Config struct {
 	// MaxPendingJobs is how many pending jobs one API token may have at
 	// once; one more is refused (fault.Limit). 0 means jobs.DefaultMaxPendingJobs.
 	MaxPendingJobs int
+	// VerifyParallel is how many verify requests are hashed at once; 0
+	// means jobs.DefaultVerifyParallel.
+	VerifyParallel int
+	// VerifyLimiter, if not nil, bounds the bytes per second read from the
+	// volumes to answer verify requests.
+	VerifyLimiter jobs.Limiter
 	// NBDPortsPerVMA is how many ports of the NBD port pool each VMA
 	// registered gets as its share: its jobs' exports are served on them
 	// only, and its authorized_keys line opens only them. 0 means
@@ -110,7 +116,8 @@ func New(cfg Config, st *store.Store, conn *bus.Conn, exp *exports.Manager, acce
 		Registry: reg,
 		Keeper:   inventory.New(inventory.Config{DiscoverTimeout: cfg.DiscoverTimeout, Now: cfg.Now, Logger: log}, st, conn, reg),
 		Manager: jobs.New(jobs.Config{DataDir: cfg.DataDir, ExportHost: cfg.ExportHost, APIURL: cfg.APIURL, CancelGrace: cfg.CancelGrace,
-			PendingJobTTL: cfg.PendingJobTTL, MaxPendingJobs: cfg.MaxPendingJobs, Now: cfg.Now, Logger: log}, st, exp, reg, out),
+			PendingJobTTL: cfg.PendingJobTTL, MaxPendingJobs: cfg.MaxPendingJobs, VerifyParallel: cfg.VerifyParallel,
+			VerifyLimiter: cfg.VerifyLimiter, Now: cfg.Now, Logger: log}, st, exp, reg, out),
 		cfg: cfg, store: st, bus: conn, exports: exp, outbox: out, log: log, started: cfg.Now(),
 	}
 }
@@ -126,7 +133,7 @@ func (c *Control) Bus() *bus.Conn { return c.bus }
 func (c *Control) ExportRestarts() uint64 { return c.exports.Restarts() }
 
 // Run consumes discover results, progress and status (in batches, one
-// transaction each), heartbeats and tunnel outages, answers export requests, publishes the
+// transaction each), heartbeats and tunnel outages, answers export and verify requests, publishes the
 // outbox and prunes the ids of old events, until ctx ends. It returns only after everything it started has
 // stopped; nil when ctx ended.
 func (c *Control) Run(ctx context.Context) error {
@@ -158,6 +165,12 @@ func (c *Control) Run(ctx context.Context) error {
 	if err := c.bus.Serve(ctx, subject.AllExport, "oma", bus.ExportReplies, c.Allocation); err != nil {
 		return stopped(ctx, err)
 	}
+	// Verify requests are answered several at once: a long hash waits only
+	// for the hashing slots (Config.VerifyParallel), and a refusal is
+	// answered at once.
+	if err := c.bus.Serve(ctx, subject.AllVerify, "oma", bus.VerifyReplies, c.Verify, bus.Workers(verifyWorkers)); err != nil {
+		return stopped(ctx, err)
+	}
 	if err := c.bus.Serve(ctx, subject.AllDiscoverSubmit, "oma", bus.SubmitReplies, c.SubmitDiscover); err != nil {
 		return stopped(ctx, err)
 	}
@@ -180,6 +193,9 @@ func (c *Control) Run(ctx context.Context) error {
 	}
 	return stopped(ctx, first)
 }
+
+// verifyWorkers is how many verify requests Run answers at once.
+const verifyWorkers = 16
 
 // stopped returns err, or nil when it came from ctx ending.
 func stopped(ctx context.Context, err error) error {

@@ -44,6 +44,12 @@ type Config struct {
 	// MaxPendingJobs is how many pending jobs one API token may have at
 	// once; one more is refused (fault.Limit). 0 means DefaultMaxPendingJobs.
 	MaxPendingJobs int
+	// VerifyParallel is how many verify requests are hashed at once, over
+	// all VMAs; 0 means DefaultVerifyParallel.
+	VerifyParallel int
+	// VerifyLimiter, if not nil, bounds the bytes per second read from the
+	// volumes to answer verify requests, to spare the disks.
+	VerifyLimiter Limiter
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger; nil discards.
@@ -82,6 +88,8 @@ type Manager struct {
 	mu       sync.Mutex // guards creating, the jobs being created; never held across I/O but bbolt reads
 	creating map[string]reservation
 
+	hashing chan struct{} // one slot per verify request being hashed
+
 	releaseMu sync.Mutex             // guards releasing and runDone
 	releasing map[string]*time.Timer // exports of cancelled jobs, by job id, released when the timer fires
 	runDone   bool                   // StopReleases was called: no timer is started
@@ -105,6 +113,9 @@ func New(cfg Config, st *store.Store, exp *exports.Manager, reg sealer, out kick
 	if cfg.CancelGrace == 0 {
 		cfg.CancelGrace = 30 * time.Second
 	}
+	if cfg.VerifyParallel <= 0 {
+		cfg.VerifyParallel = DefaultVerifyParallel
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -113,7 +124,7 @@ func New(cfg Config, st *store.Store, exp *exports.Manager, reg sealer, out kick
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Manager{cfg: cfg, store: st, exports: exp, vmas: reg, outbox: out, log: log,
-		creating: map[string]reservation{}, releasing: map[string]*time.Timer{}}
+		creating: map[string]reservation{}, hashing: make(chan struct{}, cfg.VerifyParallel), releasing: map[string]*time.Timer{}}
 }
 
 // newEvent wraps a lifecycle payload in an envelope from the OMA.

@@ -105,7 +105,7 @@ func (p *Printer) stateChanged(e *events.JobStateChanged) error {
 		j.started = e.ChangedAt
 	case events.JobVerifying:
 		j.verifying = e.ChangedAt
-		return p.line(e.ChangedAt, e.JobID, q(e.From)+" -> "+q(e.To)+": every byte copied, reading the copy back")
+		return p.line(e.ChangedAt, e.JobID, q(e.From)+" -> "+q(e.To)+": every byte copied, checking the copy")
 	case events.JobFinalizing:
 		if !j.verifying.IsZero() {
 			j.verifyTook = e.ChangedAt.Sub(j.verifying)
@@ -122,7 +122,7 @@ func (p *Printer) stateChanged(e *events.JobStateChanged) error {
 		}
 		switch {
 		case j.disks > 0 && j.verified == j.disks && j.verifyTook > 0:
-			msg += fmt.Sprintf(", verified (read back in %s)", roundDuration(j.verifyTook))
+			msg += fmt.Sprintf(", verified (checked in %s)", roundDuration(j.verifyTook))
 		case j.disks > 0 && j.verified == j.disks:
 			msg += ", verified"
 		case j.disks > 0:

@@ -63,7 +63,7 @@ func TestPrinter(t *testing.T) {
 			"09:14:06 job j1 copying -> finalizing",
 			"09:14:07 job j1 completed: 300.0 MiB copied in 3s (100.0 MiB/s), verified",
 		}},
-		{"reading the copy back", []events.Payload{
+		{"checking the copy", []events.Payload{
 			state("j1", "queued", "snapshotting", 0, ""),
 			state("j1", "snapshotting", "copying", time.Second, ""),
 			state("j1", "copying", "verifying", 3*time.Second, ""),
@@ -73,9 +73,9 @@ func TestPrinter(t *testing.T) {
 		}, []string{
 			"09:14:03 job j1 queued -> snapshotting",
 			"09:14:04 job j1 snapshotting -> copying",
-			"09:14:06 job j1 copying -> verifying: every byte copied, reading the copy back",
+			"09:14:06 job j1 copying -> verifying: every byte copied, checking the copy",
 			"09:14:06 job j1 verifying -> finalizing",
-			"09:14:08 job j1 completed: 300.0 MiB copied in 5s (60.0 MiB/s), verified (read back in 340ms)",
+			"09:14:08 job j1 completed: 300.0 MiB copied in 5s (60.0 MiB/s), verified (checked in 340ms)",
 		}},
 		{"one disk unverified", []events.Payload{
 			state("j1", "queued", "snapshotting", 0, ""),

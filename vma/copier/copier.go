@@ -87,11 +87,21 @@ type Config struct {
 	Limiter *Limiter
 	// Hash computes Result.Digest (see the package documentation).
 	Hash bool
-	// Verify reads every byte this run copied back from the destination
-	// after the flush and checks it against what was read from the source
-	// (see the package documentation); it implies Hash. The destination
-	// must then implement Source too, or Copy returns an ErrConfig.
+	// Verify checks every byte this run copied, after the flush, against
+	// what was read from the source (see the package documentation); it
+	// implies Hash. It asks Hasher for the destination's digests when
+	// Hasher is set, else reads the bytes back: the destination must then
+	// implement Source too, or Copy returns an ErrConfig.
 	Verify bool
+	// Hasher, if not nil, computes the digests of the destination's blocks
+	// where it lies, for Verify: nothing is read back through the link.
+	// When it answers ErrNoHasher for the first blocks, Copy reads back
+	// instead, if the destination is a Source.
+	Hasher Hasher
+	// HashBatch is the most blocks asked of Hasher in one call; 0 (or
+	// more than blockdigest.MaxBlocks) means blockdigest.MaxBlocks. Fewer
+	// make Progress.Verified move in smaller steps.
+	HashBatch int
 	// Progress, if not nil, is called with the progress at most every
 	// ProgressInterval (when a request completes) and once at the end after
 	// the flush. Calls come from one goroutine, one at a time; a slow
@@ -145,9 +155,10 @@ type Progress struct {
 	// durable until the destination is flushed: only the Checkpoint of a
 	// Copy that returned nil is.
 	Checkpoint int64
-	// Verified is the number of bytes read back from the destination and
-	// checked, with Config.Verify, after the copy and its flush: it ends at
-	// the bytes of this run (Total less those below ResumeFrom).
+	// Verified is the number of bytes checked on the destination (read
+	// back, or hashed by Config.Hasher), with Config.Verify, after the copy
+	// and its flush: it ends at the bytes of this run (Total less those
+	// below ResumeFrom).
 	Verified int64
 	// VerifyTotal is what Verified ends at: the bytes of this run with
 	// Config.Verify, else 0.
@@ -168,9 +179,11 @@ type Result struct {
 	// order (see the package documentation); nil without Config.Hash or
 	// Config.Verify, or when Copy failed.
 	Digest []byte
-	// Verified says every byte copied in this run was read back from the
+	// Verified says every byte copied in this run was checked on the
 	// destination and matched: only with Config.Verify and a nil error.
 	Verified bool
+	// Hashed says Config.Hasher verified it: nothing was read back.
+	Hashed bool
 }
 
 // chunk is one request: [off, off+n) of the source; zero when the source's
@@ -205,6 +218,8 @@ type run struct {
 
 	errOnce sync.Once
 	err     error
+	// hashed says Config.Hasher gave the destination's digests.
+	hashed bool
 }
 
 // Copy copies the areas of src to the same offsets of dst, then flushes
@@ -239,14 +254,23 @@ func Copy(ctx context.Context, dst Destination, src Source, areas []Area, cfg Co
 			ranges = append(ranges, Area{Offset: from, Length: a.End() - from})
 		}
 	}
-	var back Source // the destination read back, with Verify
+	var back Source // the destination read back, with Verify (without a Hasher, or when it fails)
 	if cfg.Verify {
 		var ok bool
-		if back, ok = dst.(Source); !ok {
-			return Result{}, fmt.Errorf("%w: verify: destination %T cannot be read back (no ReadAt)", ErrConfig, dst)
+		if back, ok = dst.(Source); !ok && cfg.Hasher == nil {
+			return Result{}, fmt.Errorf("%w: verify: destination %T cannot be read back (no ReadAt) and there is no Hasher", ErrConfig, dst)
 		}
-		if n := back.Size(); n < prevEnd {
-			return Result{}, fmt.Errorf("%w: verify: destination holds %d bytes, the areas end at %d", ErrConfig, n, prevEnd)
+		if back != nil {
+			if n := back.Size(); n < prevEnd {
+				return Result{}, fmt.Errorf("%w: verify: destination holds %d bytes, the areas end at %d", ErrConfig, n, prevEnd)
+			}
+		}
+	}
+
+	var dig *digests
+	if cfg.Verify {
+		if dig, err = newDigests(ranges, verifyBlockSize(cfg.RequestSize)); err != nil {
+			return Result{}, fmt.Errorf("copy: verify: %w", err)
 		}
 	}
 
@@ -273,12 +297,8 @@ func Copy(ctx context.Context, dst Destination, src Source, areas []Area, cfg Co
 
 	t := newTracker(cfg, total, resumed)
 	var sum hash.Hash
-	var dig *digests
 	if r.inOrder {
 		sum = sha256.New()
-	}
-	if cfg.Verify {
-		dig = newDigests(ranges, verifyBlockSize(cfg.RequestSize))
 	}
 	pending := make(map[int64]done)
 	var next int64
@@ -326,7 +346,7 @@ func Copy(ctx context.Context, dst Destination, src Source, areas []Area, cfg Co
 		if len(dig.sums) != cap(dig.sums) {
 			r.err = fmt.Errorf("copy: verify: %d block digests of %d", len(dig.sums), cap(dig.sums))
 		} else {
-			r.err = r.verify(back, dig, t)
+			r.err = r.verifyAll(back, dig, t)
 		}
 	}
 	res := Result{Progress: t.p}
@@ -339,6 +359,7 @@ func Copy(ctx context.Context, dst Destination, src Source, areas []Area, cfg Co
 	t.report(true)
 	res.Progress = t.p
 	res.Verified = cfg.Verify
+	res.Hashed = cfg.Verify && r.hashed
 	if sum != nil {
 		res.Digest = sum.Sum(nil)
 	}

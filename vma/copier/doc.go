@@ -44,28 +44,38 @@
 //
 // # Verify
 //
-// With Config.Verify, Copy reads back from the destination, after the
-// flush, every byte it copied in this run and checks it against what it
-// read from the source; Result.Verified says all matched. The destination
-// must then also be a Source (ReadAt), or Copy refuses with ErrConfig
-// before touching anything.
+// With Config.Verify, Copy checks, after the flush, every byte it copied in
+// this run against what it read from the source; Result.Verified says all
+// matched.
 //
 // Nothing is buffered for it: the ranges copied are cut into blocks, from
 // the start of each, of the smallest multiple of RequestSize that is at
 // least 1 MiB, and while copying the collector keeps one 16-byte digest per
-// block (two 64-bit hash/maphash sums under seeds drawn for this Copy; a
-// block of zeros is marked as such). That is 32 MiB for 2 TiB. Reading
-// back is pipelined as the copy is: Depth blocks in flight, each read in
-// chunks of at most RequestSize into the copy's buffers. A block of zeros
-// must read back as zeros, whether it was written with WriteZeroes or
-// skipped with TargetIsZero: a target that was not in fact zero fails.
-// Progress.Verified counts the bytes read back.
+// block (a blockdigest.Sum: HMAC-SHA-256 under a key drawn for this Copy,
+// truncated; a block of zeros has the zero Sum). That is 32 MiB for 2 TiB.
+//
+// With Config.Hasher (the job runner's asks the OMA over the bus), the
+// destination's digests are computed where it lies: Copy sends the key and
+// the blocks, at most blockdigest.MaxBlocks (and MaxBytes) a call, two
+// calls in flight, and compares the answers in offset order. Nothing is
+// read back; Result.Hashed says so. A Hasher that answers ErrNoHasher for
+// the first blocks (an OMA that does not serve verify requests) leaves the
+// check to the read-back below.
+//
+// Without a Hasher the destination must also be a Source (ReadAt), or Copy
+// refuses with ErrConfig before touching anything, and is read back:
+// pipelined as the copy is, Depth blocks in flight, each read in chunks of
+// at most RequestSize into the copy's buffers, through the Limiter. Either
+// way a block of zeros must read as zeros, whether it was written with
+// WriteZeroes or skipped with TargetIsZero: a target that was not in fact
+// zero fails. Progress.Verified counts the bytes checked.
 //
 // A block that differs fails the copy with a *VerifyError naming the first
 // such block in offset order ("verify: bytes at offset N (+len) differ
 // from the source"), which matches ErrMismatch; the Result's Checkpoint is
 // then that block's offset, below which everything matched. A read that
-// fails is not a mismatch: it is an *Error with Op "verify read".
+// fails is not a mismatch: it is an *Error with Op "verify read" (or
+// "verify digests", a Hasher's error).
 //
 // Only this run's bytes are verified, as only they are in the Digest: the
 // bytes below ResumeFrom were copied, and verified or not, by an earlier

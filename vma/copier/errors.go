@@ -12,7 +12,7 @@ var ErrConfig = errors.New("bad copy arguments")
 // Error is an error of one request of a copy: which operation, at which
 // offset of the source (and destination), and why.
 type Error struct {
-	Op     string // "read", "write", "write zeroes", "extents" or "verify read"
+	Op     string // "read", "write", "write zeroes", "extents", "verify read" or "verify digests"
 	Offset int64
 	Err    error
 }
@@ -44,3 +44,8 @@ func (e *VerifyError) Error() string {
 
 // Is reports whether target is ErrMismatch.
 func (e *VerifyError) Is(target error) bool { return target == ErrMismatch }
+
+// ErrNoHasher is returned (wrapped) by a Hasher when nobody can compute the
+// destination's digests: with it for the first blocks, Copy verifies by
+// reading back instead.
+var ErrNoHasher = errors.New("no hasher answers")

@@ -2,56 +2,16 @@ package copier
 
 import (
 	"context"
-	"hash/maphash"
 	"sync"
 	"sync/atomic"
+
+	"github.com/godwit/godwit/blockdigest"
 )
 
 // minVerifyBlock is the least size of a verification block: a block is
 // the smallest multiple of RequestSize that reaches it, so the digests
 // take at most 16 bytes per MiB copied whatever RequestSize is.
 const minVerifyBlock = 1 << 20
-
-// blockSum is the digest of one verification block: two 64-bit maphash
-// sums of its bytes under two seeds drawn for the copy, or zero for a
-// block that is all zeros. It is kept in memory only, for the life of one
-// Copy.
-type blockSum [2]uint64
-
-// blockHash computes blockSums from bytes written in any pieces.
-type blockHash struct{ h [2]maphash.Hash }
-
-func newBlockHash(seeds [2]maphash.Seed) *blockHash {
-	b := &blockHash{}
-	b.h[0].SetSeed(seeds[0])
-	b.h[1].SetSeed(seeds[1])
-	return b
-}
-
-func (b *blockHash) write(p []byte) {
-	b.h[0].Write(p)
-	b.h[1].Write(p)
-}
-
-func (b *blockHash) writeZeros(n int64) {
-	for n > 0 {
-		k := min(n, int64(len(zeroBlock)))
-		b.write(zeroBlock[:k])
-		n -= k
-	}
-}
-
-// sum returns the digest of the bytes written and resets b. A digest of
-// data is never the zero blockSum, which means zeros.
-func (b *blockHash) sum() blockSum {
-	s := blockSum{b.h[0].Sum64(), b.h[1].Sum64()}
-	b.h[0].Reset()
-	b.h[1].Reset()
-	if s == (blockSum{}) {
-		s[1] = 1
-	}
-	return s
-}
 
 // verifyBlockSize returns the size of a verification block for chunks of
 // at most req bytes.
@@ -75,54 +35,47 @@ func forBlocks(ranges []Area, size int64, fn func(i int, off, n int64) bool) {
 	}
 }
 
-// digests computes the blockSum of every verification block of ranges
-// from the chunks of a copy, fed to add in offset order (the collector
-// does, as the checkpoint passes them). A chunk may span blocks and a
-// block may take several chunks (extents cut chunks anywhere).
+// digests computes the blockdigest.Sum of every verification block of
+// ranges from the chunks of a copy, fed to add in offset order (the
+// collector does, as the checkpoint passes them). A chunk may span blocks
+// and a block may take several chunks (extents cut chunks anywhere).
 type digests struct {
 	ranges     []Area
 	block      int64
-	seeds      [2]maphash.Seed
-	hash       *blockHash
-	sums       []blockSum
+	key        []byte // drawn for this Copy
+	hash       *blockdigest.Hash
+	sums       []blockdigest.Sum
 	ri         int   // the range of the current block
 	start, end int64 // the current block; end <= an offset not yet in one
-	zeros      int64 // zero bytes at the start of the block, not hashed yet
-	data       bool  // the block has data: it is being hashed
 }
 
-func newDigests(ranges []Area, block int64) *digests {
+func newDigests(ranges []Area, block int64) (*digests, error) {
 	n := 0
 	forBlocks(ranges, block, func(int, int64, int64) bool { n++; return true })
-	seeds := [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
-	return &digests{ranges: ranges, block: block, seeds: seeds, hash: newBlockHash(seeds),
-		sums: make([]blockSum, 0, n)}
+	key, err := blockdigest.NewKey()
+	if err != nil {
+		return nil, err
+	}
+	return &digests{ranges: ranges, block: block, key: key, hash: blockdigest.New(key),
+		sums: make([]blockdigest.Sum, 0, n)}, nil
 }
 
 // add takes the chunk [off, off+n): its bytes p, or zeros when p is nil.
-// Zeros are hashed only once a block turns out to hold data.
 func (g *digests) add(off, n int64, p []byte) {
 	for n > 0 {
 		if off >= g.end {
 			g.begin(off)
 		}
 		k := min(n, g.end-off)
-		switch {
-		case p == nil && !g.data:
-			g.zeros += k
-		case p == nil:
-			g.hash.writeZeros(k)
-		default:
-			if !g.data {
-				g.hash.writeZeros(g.zeros)
-				g.zeros, g.data = 0, true
-			}
-			g.hash.write(p[:k])
+		if p == nil {
+			g.hash.WriteZeros(k)
+		} else {
+			g.hash.Write(p[:k])
 			p = p[k:]
 		}
 		off, n = off+k, n-k
 		if off == g.end {
-			g.finish()
+			g.sums = append(g.sums, g.hash.Sum())
 		}
 	}
 }
@@ -135,16 +88,6 @@ func (g *digests) begin(off int64) {
 	r := g.ranges[g.ri]
 	g.start = r.Offset + (off-r.Offset)/g.block*g.block
 	g.end = min(g.start+g.block, r.End())
-}
-
-// finish records the current block's digest.
-func (g *digests) finish() {
-	var s blockSum
-	if g.data {
-		s = g.hash.sum()
-	}
-	g.sums = append(g.sums, s)
-	g.zeros, g.data = 0, false
 }
 
 // vblock is one verification block: the i-th, [off, off+n).
@@ -231,7 +174,7 @@ func (r *run) verifyWork(dst Source, g *digests, jobs <-chan vblock, results cha
 	if buf == nil {
 		buf = make([]byte, r.cfg.RequestSize)
 	}
-	h := newBlockHash(g.seeds)
+	h := blockdigest.New(g.key)
 	for b := range jobs {
 		if r.ctx.Err() != nil {
 			continue
@@ -246,10 +189,11 @@ func (r *run) verifyWork(dst Source, g *digests, jobs <-chan vblock, results cha
 }
 
 // checkBlock reads block b of dst into buf, a chunk at a time, and
-// reports whether it matches want: all zeros for the zero blockSum, else
-// the same digest.
-func (r *run) checkBlock(dst Source, b vblock, want blockSum, buf []byte, h *blockHash) (bool, error) {
-	zero := want == blockSum{}
+// reports whether it matches want: all zeros for the zero Sum, else the
+// same digest.
+func (r *run) checkBlock(dst Source, b vblock, want blockdigest.Sum, buf []byte, h *blockdigest.Hash) (bool, error) {
+	zero := want.IsZero()
+	defer h.Reset()
 	for off, end := b.off, b.off+b.n; off < end; {
 		p := buf[:min(int64(len(buf)), end-off)]
 		if r.cfg.Limiter != nil && !zero {
@@ -258,18 +202,15 @@ func (r *run) checkBlock(dst Source, b vblock, want blockSum, buf []byte, h *blo
 			}
 		}
 		if err := dst.ReadAt(r.ctx, p, off); err != nil {
-			if !zero {
-				h.sum() // reset
-			}
 			return false, r.opErr("verify read", off, err)
 		}
 		if zero && !IsZero(p) {
 			return false, nil
 		}
 		if !zero {
-			h.write(p)
+			h.Write(p)
 		}
 		off += int64(len(p))
 	}
-	return zero || h.sum() == want, nil
+	return zero || h.Sum() == want, nil
 }

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -254,15 +255,11 @@ func TestCleanup(t *testing.T) {
 
 // TestVerificationCatchesAChangedBlock: a block of an export changes behind
 // the copier's back after it was written and flushed (the test writes into
-// the OMA's volume while nbdkit's delay filter holds the read-back): the
-// job fails, naming the disk and the offset of the block.
+// the OMA's volume while the OMA's verify limiter holds the hashing until
+// it has): the job fails, naming the disk and the offset of the block.
 func TestVerificationCatchesAChangedBlock(t *testing.T) {
-	wrapper := filepath.Join(t.TempDir(), "nbdkit")
-	script := "#!/bin/sh\nexec nbdkit --filter=delay \"$@\" delay-read=5\n"
-	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	b := newBed(t, bedConfig{oma: func(c *omaappliance.Config) { c.Nbdkit = wrapper }})
+	gate := &verifyGate{open: make(chan struct{})}
+	b := newBed(t, bedConfig{oma: func(c *omaappliance.Config) { c.VerifyLimiter = gate }})
 	j := b.create(t, threeDisks)
 	first := j.Disks[0]
 	b.startFromOMA(t, j.JobID)
@@ -290,8 +287,8 @@ func TestVerificationCatchesAChangedBlock(t *testing.T) {
 		i++
 	}
 	at, want := ext[0][0]+int64(i), data[i]
-	// Once the copy wrote it (the read-back is held 5 s by the delay
-	// filter), change it behind the copier's back.
+	// Once the copy wrote it (the OMA's hashing waits at the gate), change
+	// it behind the copier's back, then let the OMA hash.
 	f, err := os.OpenFile(first.VolumePath, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -306,6 +303,7 @@ func TestVerificationCatchesAChangedBlock(t *testing.T) {
 	if _, err := f.WriteAt(c[:], at); err != nil {
 		t.Fatal(err)
 	}
+	close(gate.open)
 	got := b.wait(t, j.JobID)
 	m := regexp.MustCompile(fmt.Sprintf(`disk %d: .*verify: bytes at offset (\d+) \(\+(\d+)\)`, first.Key)).FindStringSubmatch(got.LastError)
 	if got.State != events.JobFailed || m == nil {
@@ -315,6 +313,26 @@ func TestVerificationCatchesAChangedBlock(t *testing.T) {
 	n, _ := strconv.ParseInt(m[2], 10, 64)
 	if at < off || at >= off+n {
 		t.Errorf("the failure names [%d, +%d), the changed byte is at %d", off, n, at)
+	}
+	if !gate.waited.Load() {
+		t.Error("the OMA never hashed: the job was not verified by the OMA")
+	}
+}
+
+// verifyGate is the OMA's verify limiter of a test: every read of a volume
+// to answer a verify request waits until open is closed.
+type verifyGate struct {
+	open   chan struct{}
+	waited atomic.Bool
+}
+
+func (g *verifyGate) Wait(ctx context.Context, _ int) error {
+	g.waited.Store(true)
+	select {
+	case <-g.open:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

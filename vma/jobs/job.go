@@ -421,6 +421,11 @@ func (r *Runner) copyOnce(ctx context.Context, t *task, src Disk, p *diskPlan, t
 	}
 	cfg.ResumeFrom, cfg.Hash = saver.saved, false
 	cfg.Verify = t.cmd.Verify == nil || *t.cmd.Verify
+	if cfg.Verify && cfg.Hasher == nil { // the OMA hashes its volume: nothing read back
+		if cfg.Hasher, err = r.hasher(t, key); err != nil {
+			return copier.Result{}, "copy", err
+		}
+	}
 	// The copier reports often enough for both the events (published at
 	// most every ProgressInterval) and the checkpoints.
 	cfg.ProgressInterval = min(r.cfg.ProgressInterval, r.cfg.CheckpointInterval)
@@ -446,7 +451,7 @@ func (r *Runner) copyOnce(ctx context.Context, t *task, src Disk, p *diskPlan, t
 	}
 	saver.record(res.Checkpoint) // Copy flushed
 	r.log.Info("disk copied", "job", t.id, "disk", key, "bytes", res.Total, "zero", res.Zero, "from", cfg.ResumeFrom,
-		"verified", res.Verified, "connections", dst.Connections(), "depth", cfg.Depth, "took", time.Since(start))
+		"verified", res.Verified, "verified_by_oma", res.Hashed, "connections", dst.Connections(), "depth", cfg.Depth, "took", time.Since(start))
 	return res, "", nil
 }
 

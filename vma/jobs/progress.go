@@ -72,7 +72,7 @@ func (t *tracker) setDisks(disks []DiskProgress) {
 
 // update records a copier's progress for the disk with key. It returns
 // true when that moved the job to verifying: a copying job whose every
-// disk is copied, with bytes to read back. The job stays verifying from
+// disk is copied, with bytes to check. The job stays verifying from
 // then on, and the caller publishes the change at once, however short the
 // verification.
 func (t *tracker) update(key int32, p copier.Progress) bool {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
+	omaappliance "github.com/godwit/godwit/oma/appliance"
 	"github.com/godwit/godwit/seal"
 	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/appliance"
@@ -80,15 +81,17 @@ func TestQueue(t *testing.T) {
 
 // TestProgressEvents: a job's progress events reach the bus at most once
 // per interval within a phase, in order, with every field, ending at 100%.
-// Reading the copy back is the verifying phase, its bytes going up to the
-// total, shown live by the VMA and the OMA (verification is rate limited
-// as the copy is, so it lasts a few intervals).
+// Checking the copy is the verifying phase, its bytes going up to the
+// total, shown live by the VMA and the OMA (the OMA's hashing is rate
+// limited as the copy is, one block a request, so it lasts a few
+// intervals).
 func TestProgressEvents(t *testing.T) {
 	const interval = 200 * time.Millisecond
 	b := newBed(t, bedConfig{vma: func(c *appliance.Config) {
 		slowly(2 << 20)(c)
+		c.Copy.HashBatch = 1
 		c.ProgressInterval = interval
-	}})
+	}, oma: func(c *omaappliance.Config) { c.VerifyRate = 2 << 20 }})
 	j := b.create(t, threeDisks)
 	b.startFromOMA(t, j.JobID)
 	b.waitCopying(t, j.JobID)
