@@ -62,6 +62,20 @@ type Config struct {
 	// always go on the primary connection: the bus's, such as "127.0.0.1:4222", so that it
 	// shares its TCP connection with no bulk copy and does not see a data connection drop.
 	PrimaryAddrs []string
+	// NoSession turns off the session command that makes an OpenSSH sshd
+	// before 10.1 set TCP_NODELAY (see State.NoDelay): one session per
+	// connection, whose command the key's forced /bin/false replaces.
+	NoSession bool
+	// SocketBuffer, when positive, sets the TCP connection's SO_SNDBUF and
+	// SO_RCVBUF to this many bytes (the kernel doubles it, capped at
+	// net.core.wmem_max and rmem_max) and turns the kernel's autotuning off;
+	// 0: autotuning up to net.ipv4.tcp_wmem's and tcp_rmem's maximum,
+	// usually better (README: Long links).
+	SocketBuffer int
+	// LinkRate is the rate of the link to the OMA in bytes per second, for
+	// the one-time check that the socket buffers hold two round trips of it;
+	// 0: DefaultLinkRate.
+	LinkRate int64
 	// OnRestore, when set, is called from Run each time a connection
 	// that was lost is made again, with the outage; it must not block.
 	// Failures to make the first connection are not outages.

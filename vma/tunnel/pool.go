@@ -32,6 +32,7 @@ type ConnState struct {
 	BytesIn    int64     `json:"bytes_in"`             // bytes read from the sshd, SSH framing included
 	BytesOut   int64     `json:"bytes_out"`            // bytes written to it
 	LocalAddr  string    `json:"local_addr,omitempty"` // the VMA's end of its TCP connection, the last one made
+	NoDelay    string    `json:"no_delay,omitempty"`   // how sshd came to set TCP_NODELAY on it: see State.NoDelay
 	LastError  string    `json:"last_error,omitempty"` // why it was last lost or not made
 }
 
@@ -49,6 +50,7 @@ type link struct {
 	since             time.Time
 	connects          int
 	lastErr           error
+	noDelay           string // the session command's outcome: State.NoDelay
 }
 
 // setRaw records the link's new TCP connection.
@@ -96,7 +98,7 @@ func (l *link) state() ConnState {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s := ConnState{Connected: l.connected, Since: l.since, Reconnects: max(l.connects-1, 0), Channels: int(l.channels.Load()),
-		BytesIn: l.bytesIn.Load(), BytesOut: l.bytesOut.Load(), LocalAddr: l.local}
+		BytesIn: l.bytesIn.Load(), BytesOut: l.bytesOut.Load(), LocalAddr: l.local, NoDelay: l.noDelay}
 	if l.lastErr != nil {
 		s.LastError = l.lastErr.Error()
 	}
@@ -252,12 +254,12 @@ func (t *Tunnel) runData(ctx context.Context, l *link) {
 // and keeps it alive until it drops or ctx ends; it closes c and returns
 // once its goroutines have stopped.
 func (t *Tunnel) serveData(ctx context.Context, c *ssh.Client, l *link) error {
-	t.setup(ctx, c)
 	l.set(c)
 	t.log.Info("ssh data connection up", "conn", l.index, "local", c.LocalAddr().String())
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	var kaErr error
+	wg.Go(func() { t.setup(ctx, c, l) })
 	wg.Go(func() { kaErr = t.keepalive(ctx, c) })
 	done := make(chan error, 1)
 	go func() { done <- c.Wait() }()
@@ -285,14 +287,12 @@ func (t *Tunnel) serveData(ctx context.Context, c *ssh.Client, l *link) error {
 }
 
 // setup is the one place where every SSH connection of the tunnel, the
-// primary and each data connection, is set up once its handshake is done:
-// a data connection is published only after it returns, the primary runs
-// it alongside its forward. It must return when ctx ends.
-//
-// SETUP HOOK: per-connection setup (such as noDelay, the session command
-// that makes OpenSSH 9.2's sshd set TCP_NODELAY) goes here.
-func (t *Tunnel) setup(ctx context.Context, c *ssh.Client) {
-	_, _ = ctx, c
+// primary and each data connection, is set up once its handshake is done,
+// beside the connection's channels (they never wait for it). It must return
+// when ctx ends. It runs the session command that makes an OpenSSH sshd
+// before 10.1 set TCP_NODELAY (runNoDelay) and records the outcome on l.
+func (t *Tunnel) setup(ctx context.Context, c *ssh.Client, l *link) {
+	t.runNoDelay(ctx, c, l)
 }
 
 // probeRTT times a few keepalive requests on c, before any bulk data

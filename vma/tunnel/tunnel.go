@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,6 +29,27 @@ type State struct {
 	// Connections are the tunnel's SSH connections: the primary first,
 	// then the data connections (Config.Connections), once chosen.
 	Connections []ConnState
+	// NoDelay says how the OMA's sshd came to set TCP_NODELAY on the primary
+	// connection (each connection's is in Connections): "session" (the session
+	// command ran), "server default" (OpenSSH 10.1+), "pending", "off"
+	// (Config.NoSession), "not OpenSSH", or "failed: ...".
+	NoDelay string
+	// RTT is TCP's smoothed round-trip time on the primary connection,
+	// queueing included; MinRTT the least it measured (the link's own);
+	// KeepaliveRTT the last keepalive's round trip through SSH. Zero while
+	// unknown.
+	RTT, MinRTT, KeepaliveRTT time.Duration
+	// DeliveryRate is TCP's estimate (primary connection) of the rate it delivers, bytes/s;
+	// SndCwnd its congestion window in segments.
+	DeliveryRate float64
+	SndCwnd      int
+	// SndbufLimited and RwndLimited are the shares (0-1) of the last
+	// second's sending time that the VMA's send buffer and the OMA's receive
+	// window held the connection back: which end's buffer is the ceiling.
+	SndbufLimited, RwndLimited float64
+	// BytesInPerSec and BytesOutPerSec are BytesIn and BytesOut per second,
+	// smoothed over a few seconds.
+	BytesInPerSec, BytesOutPerSec float64
 }
 
 // Outage is one loss of an established connection, reported once it is
@@ -61,6 +81,7 @@ type Tunnel struct {
 	since     time.Time
 	connects  int
 	lastErr   error
+	measured  measures // the link as the primary connection sees it: measure.go
 }
 
 // New checks cfg and returns a Tunnel that connects once Run is called.
@@ -150,8 +171,7 @@ func (t *Tunnel) Run(ctx context.Context) error {
 func (t *Tunnel) connect(ctx context.Context, l *link) (*ssh.Client, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.DialTimeout)
 	defer cancel()
-	var d net.Dialer
-	raw, err := d.DialContext(ctx, "tcp", t.cfg.Addr)
+	raw, err := t.dialer().DialContext(ctx, "tcp", t.cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial ssh %s: %w", t.cfg.Addr, err)
 	}
@@ -197,9 +217,10 @@ func (t *Tunnel) serve(ctx context.Context, c *ssh.Client) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	var kaErr error
-	wg.Go(func() { t.setup(ctx, c) })
+	wg.Go(func() { t.setup(ctx, c, &t.primary) })
 	wg.Go(func() { kaErr = t.keepalive(ctx, c) })
 	wg.Go(func() { t.forward.serve(ctx, c, t.log, t.cfg.ReconnectWait, t.cfg.MaxReconnectWait) })
+	wg.Go(func() { t.sample(ctx) })
 	done := make(chan error, 1)
 	go func() { done <- c.Wait() }()
 	var err error
@@ -238,7 +259,11 @@ func (t *Tunnel) keepalive(ctx context.Context, c *ssh.Client) error {
 		}
 		answered := make(chan error, 1)
 		go func() {
+			sent := time.Now()
 			_, _, err := c.SendRequest("keepalive@openssh.com", true, nil)
+			if now, _, _ := t.current(); err == nil && now == c {
+				t.measured.setKeepalive(time.Since(sent))
+			}
 			answered <- err
 		}()
 		timer := time.NewTimer(t.cfg.Keepalive)
@@ -306,6 +331,8 @@ func (t *Tunnel) State() State {
 	primary := t.primary.state()
 	primary.Primary, primary.Connected, primary.Since, primary.Reconnects, primary.LastError = true, s.Connected, s.Since, s.Reconnects, s.LastError
 	s.Connections = append([]ConnState{primary}, t.pool.states()...)
+	s.NoDelay = primary.NoDelay
+	t.measured.fill(&s)
 	return s
 }
 

@@ -159,7 +159,10 @@ func (s *SSHD) KillSessions() int { return s.SignalSessions(syscall.SIGKILL) }
 
 // SignalSessions sends sig to the sshd processes serving connections: SIGSTOP makes the OMA
 // look dead to its clients without closing anything, SIGCONT wakes it. It returns how many
-// processes it signalled.
+// processes it signalled. The commands their sessions run (the tunnel's one forced /bin/false
+// per connection, through the user's shell and its rc files) are left to end on their own: a
+// shell killed midway may leave a lock behind (pyenv's rehash in root's .bashrc does) that
+// holds up every later session.
 func (s *SSHD) SignalSessions(sig syscall.Signal) int {
 	s.mu.Lock()
 	cmd := s.cmd
@@ -169,6 +172,9 @@ func (s *SSHD) SignalSessions(sig syscall.Signal) int {
 	}
 	n := 0
 	for _, p := range testkit.Descendants(cmd.Process.Pid) {
+		if !strings.HasPrefix(p.CommandLine(), "sshd") { // sshd: user@notty, sshd-session: ...
+			continue
+		}
 		if syscall.Kill(p.PID, sig) == nil {
 			n++
 		}
