@@ -76,13 +76,15 @@ func (t *Tunnel) checkBuffers(sock syscall.Conn, minRTT time.Duration) {
 		}
 		wmem, err := sysctlInt("net/ipv4/tcp_wmem", 2)
 		if err != nil {
-			log.Debug("socket buffer check", "err", err)
+			log.Warn("socket buffer check", "err", err)
 			return
 		}
+		log = log.With("net.ipv4.tcp_wmem_max", wmem)
 		if int64(wmem) < want {
-			log.Warn("net.ipv4.tcp_wmem's maximum is smaller than two round trips of the link: the tunnel runs below the link's rate; raise it here and net.ipv4.tcp_rmem's on the OMA (README: Long links, scripts/sysctl-godwit.conf)",
-				"net.ipv4.tcp_wmem_max", wmem)
+			log.Warn("tunnel socket buffers too small: net.ipv4.tcp_wmem's maximum is smaller than two round trips of the link: the tunnel runs below the link's rate; raise it here and net.ipv4.tcp_rmem's on the OMA (README: Long links, scripts/sysctl-godwit.conf)")
+			return
 		}
+		log.Info("tunnel socket buffers autotuned, up to two round trips of the link or more")
 	})
 }
 
