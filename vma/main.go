@@ -99,8 +99,8 @@ type config struct {
 	dataDir, id, apiAddr, natsURL, natsSeed, omaURL, vcenterCA  string
 	allowOrigins, tokenFile, vcenterAllow                       string
 	source, vddkLibDir, rate, linkRate                          string
-	tunnelURL, tunnelKnownHosts, tunnelListen                   string
-	tunnelInsecure                                              bool
+	tunnelURL, tunnelKnownHosts, tunnelListen, tunnelSockbuf    string
+	tunnelInsecure, tunnelNoSession                             bool
 	vcenterInsecure                                             bool
 	heartbeat, discoverTimeout, checkpointInterval, exportRetry time.Duration
 	maxJobs, diskParallelism, nbdConnections, tunnelConnections int
@@ -177,6 +177,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.tunnelKnownHosts, "tunnel-known-hosts", "", "known_hosts file with the OMA's SSH host key")
 	fs.IntVar(&cfg.tunnelConnections, "tunnel-connections", 0, fmt.Sprintf("SSH connections to the OMA's sshd (its one port, the same key): one for the bus and the API, the rest carry the copies' NBD channels; 0: chosen from the round trip time (1 on a LAN, up to 5 on a long link), at most %d", tunnel.MaxConnections))
 	fs.BoolVar(&cfg.tunnelInsecure, "tunnel-insecure", false, "accept any SSH host key (development only)")
+	fs.StringVar(&cfg.tunnelSockbuf, "tunnel-sockbuf", "", "set the tunnel's TCP socket buffers to this many bytes (K, M, G suffixes; the kernel caps them at net.core.wmem_max/rmem_max) and turn the kernel's autotuning off; empty: autotuning up to net.ipv4.tcp_wmem's maximum, usually better (README: Long links)")
+	fs.BoolVar(&cfg.tunnelNoSession, "tunnel-no-session", false, "do not run the one session command per SSH connection (the key's forced /bin/false) that makes an OpenSSH sshd before 10.1 set TCP_NODELAY")
 	fs.StringVar(&cfg.tunnelListen, "tunnel-listen", "", "Unix socket on the OMA that the tunnel forwards to the VMA API; the OMA holds the API port (9081...) and forwards into it (default: "+appliance.DefaultTunnelDir+"/<id>.sock, as oma vma add -tunnel prints)")
 	fs.StringVar(&cfg.rate, "rate", "", "bandwidth limit of all jobs' copies together, bytes per second (K, M, G suffixes); empty: none")
 	if err := flagconf.Parse(fs, args); err != nil {
@@ -201,6 +203,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil || linkRate <= 0 {
 		return fmt.Errorf("-link-rate %q: want bytes per second, such as 125M for about 1 Gbit/s", cfg.linkRate)
 	}
+	var sockbuf int64
+	if cfg.tunnelSockbuf != "" {
+		if sockbuf, err = parseSize(cfg.tunnelSockbuf); err != nil || sockbuf < 0 || sockbuf > 1<<30 {
+			return fmt.Errorf("-tunnel-sockbuf %q: want bytes up to 1G, such as 32M", cfg.tunnelSockbuf)
+		}
+	}
 	if cfg.apiBodyTimeout <= 0 || cfg.apiMaxConns < 1 {
 		return errors.New("-api-body-timeout and -api-max-conns must be positive")
 	}
@@ -221,8 +229,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		MaxJobs: cfg.maxJobs, DiskParallelism: cfg.diskParallelism, NBDConnections: cfg.nbdConnections, LinkRate: linkRate, Source: cfg.source, VDDKLibDir: cfg.vddkLibDir, Copy: copyCfg,
 		CheckpointInterval: cfg.checkpointInterval, ExportRetry: cfg.exportRetry,
 		Tunnel: cfg.tunnelURL, TunnelKnownHosts: cfg.tunnelKnownHosts, TunnelInsecure: cfg.tunnelInsecure, TunnelListen: cfg.tunnelListen,
-		TunnelConnections: cfg.tunnelConnections,
-		Logger:            slog.New(slog.NewTextHandler(stderr, nil)),
+		TunnelConnections: cfg.tunnelConnections, TunnelSocketBuffer: int(sockbuf), TunnelNoSession: cfg.tunnelNoSession,
+		Logger: slog.New(slog.NewTextHandler(stderr, nil)),
 	})
 	if err != nil {
 		return err

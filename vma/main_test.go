@@ -134,6 +134,8 @@ func TestCommandLineRefusesWhatItDoesNotKnow(t *testing.T) {
 		{[]string{"-data", dir, "-nats-seed", "x", "stray"}, `unexpected argument "stray"`},
 		{[]string{"pubkey", "-data", dir, "extra"}, `unexpected argument "extra"`},
 		{[]string{"-data", dir, "-nats-seed", seedFile, "-rate", "fast"}, `-rate "fast"`},
+		{[]string{"-data", dir, "-nats-seed", seedFile, "-tunnel-sockbuf", "big"}, `-tunnel-sockbuf "big"`},
+		{[]string{"-data", dir, "-nats-seed", seedFile, "-tunnel-sockbuf", "2G"}, `-tunnel-sockbuf "2G"`},
 		{[]string{"-data", dir, "-nats-seed", seedFile, "-source", "tape"}, `source "tape"`},
 		{[]string{"-data", dir, "-nats-seed", seedFile, "-max-jobs", "-1"}, `max jobs -1`},
 		{[]string{"-data", dir, "-nats-seed", seedFile, "-tunnel", "oma:22"}, `want ssh://user@host`},

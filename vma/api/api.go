@@ -221,11 +221,18 @@ func (a *API) health(w http.ResponseWriter, r *http.Request) error {
 			ts := a.cfg.Tunnel.State()
 			h["tunnel"] = map[string]any{"connected": ts.Connected, "forwarding": ts.Forwarding, "since": ts.Since, "reconnects": ts.Reconnects,
 				"bytes_in": ts.BytesIn, "bytes_out": ts.BytesOut, "channels": ts.Channels, "last_error": ts.LastError,
-				"connections": ts.Connections}
+				"connections": ts.Connections,
+				"rtt_ms":      ms(ts.RTT), "min_rtt_ms": ms(ts.MinRTT), "keepalive_rtt_ms": ms(ts.KeepaliveRTT),
+				"bytes_out_per_second": int64(ts.BytesOutPerSec), "bytes_in_per_second": int64(ts.BytesInPerSec),
+				"delivery_rate_bytes_per_second": int64(ts.DeliveryRate), "snd_cwnd": ts.SndCwnd,
+				"sndbuf_limited": ts.SndbufLimited, "rwnd_limited": ts.RwndLimited, "no_delay": ts.NoDelay}
 		}
 	}
 	return problem.WriteJSON(w, http.StatusOK, h)
 }
+
+// ms is d in milliseconds, to the microsecond.
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // credentials are the vCenter fields of a request.
 type credentials struct {

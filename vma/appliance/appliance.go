@@ -125,6 +125,14 @@ type Config struct {
 	// from (the OMA holds the VMA's API port and forwards into it); empty
 	// means DefaultTunnelDir/<id>.sock.
 	TunnelListen string
+	// TunnelSocketBuffer, when positive, sets the tunnel's TCP socket
+	// buffers to this many bytes (tunnel.Config.SocketBuffer); 0: the
+	// kernel's autotuning, usually better.
+	TunnelSocketBuffer int
+	// TunnelNoSession turns off the tunnel's one session command per
+	// connection that makes an OpenSSH sshd before 10.1 set TCP_NODELAY
+	// (tunnel.Config.NoSession).
+	TunnelNoSession bool
 	// NATSOptions are passed to nats.go for the bus connection after
 	// godwit's own, for example nats.UserCredentials for an external
 	// cluster.
@@ -446,7 +454,8 @@ func startTunnel(cfg Config, vmaID string, onRestore func(tunnel.Outage), log *s
 	}
 	tn, err := tunnel.New(tunnel.Config{Addr: addr, User: u.User.Username(), Key: key, KnownHosts: cfg.TunnelKnownHosts,
 		InsecureIgnoreHostKey: cfg.TunnelInsecure, RemoteListen: listen, OnRestore: onRestore, Logger: log.With("tunnel", addr),
-		Connections: cfg.TunnelConnections, PrimaryAddrs: natsAddrs(cfg.NATSURL)})
+		Connections: cfg.TunnelConnections, PrimaryAddrs: natsAddrs(cfg.NATSURL),
+		SocketBuffer: cfg.TunnelSocketBuffer, NoSession: cfg.TunnelNoSession, LinkRate: cfg.LinkRate})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -43,7 +43,8 @@ func starting(vmaID, natsURL string, tn *tunnel.Tunnel, showTunnel bool, lost er
 		if tn != nil && showTunnel {
 			ts := tn.State()
 			h["tunnel"] = map[string]any{"connected": ts.Connected, "forwarding": ts.Forwarding, "since": ts.Since,
-				"reconnects": ts.Reconnects, "last_error": ts.LastError}
+				"reconnects": ts.Reconnects, "last_error": ts.LastError, "rtt_ms": float64(ts.RTT.Microseconds()) / 1000,
+				"min_rtt_ms": float64(ts.MinRTT.Microseconds()) / 1000, "no_delay": ts.NoDelay}
 		}
 		_ = problem.WriteJSON(w, http.StatusServiceUnavailable, h)
 	})
