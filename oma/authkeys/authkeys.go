@@ -77,7 +77,9 @@ func PublicKey(s string) (string, error) {
 // one remote forward is its API on a Unix socket (OpenSSH has no
 // permitlisten for those; the OMA checks the VMA's key on the socket, and
 // sshd's PermitListen none refuses TCP ones, see scripts/sshd-godwit.conf).
-// The comment is godwit-vma-<id>.
+// The comment is godwit-vma-<id>. Its command="/bin/false" is what runs
+// for the one session command the VMA asks for per connection (to make an
+// OpenSSH sshd before 10.1 set TCP_NODELAY; see vma/tunnel's noDelay).
 func Line(fw Forwards, key, id string) (string, error) {
 	pub, err := PublicKey(key)
 	if err != nil {

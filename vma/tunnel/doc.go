@@ -9,6 +9,17 @@
 // keepalive@openssh.com requests to notice a dead peer, and reconnects with backoff until its
 // context ends.
 //
+// # Long links
+//
+// After each connection is up, the tunnel runs one session command (the key's forced /bin/false
+// runs instead): OpenSSH sshd before 10.1 sets TCP_NODELAY only then, and without it the
+// channel windows wait behind Nagle's algorithm (Config.NoSession turns it off). Every
+// SampleInterval it reads its TCP connection's TCP_INFO and byte counters: [State] shows the
+// round trips, rates and which end's buffer held it back, and [Tunnel.MinRTT] tells the link's
+// round trip to who sizes the copies' connections. Once the round trip is known it logs whether
+// the send buffer holds two round trips of the link (Config.LinkRate); Config.SocketBuffer sets
+// the buffers instead of the kernel's autotuning.
+//
 // # Dialling the OMA
 //
 // [Tunnel.DialContext] opens a direct-tcpip channel (ssh -L) to an address on the OMA side, such
