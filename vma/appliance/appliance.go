@@ -373,7 +373,7 @@ func (s *session) run(ctx context.Context, conn *bus.Conn) error {
 	runner, err := jobs.New(conn, s.st, jobs.Config{Identity: id, Source: s.src, MaxJobs: cfg.MaxJobs, DiskParallelism: cfg.DiskParallelism, Connections: cfg.NBDConnections, LinkRate: cfg.LinkRate,
 		VCenter: vcenter.Config{CAFile: cfg.VCenterCAFile, Insecure: cfg.VCenterInsecure, Timeout: cfg.VCenterTimeout, Allow: cfg.VCenterAllow},
 		Copy:    cfg.Copy, ProgressInterval: cfg.ProgressInterval, CleanupRetry: cfg.CleanupRetry, CheckpointInterval: cfg.CheckpointInterval,
-		ExportRetry: cfg.ExportRetry, NBD: nbdConfig(tn), Now: cfg.Now, Logger: log})
+		ExportRetry: cfg.ExportRetry, NBD: nbdConfig(tn), Link: linkOf(tn), Now: cfg.Now, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -487,6 +487,16 @@ func natsAddrs(urls string) []string {
 		out = append(out, net.JoinHostPort(u.Hostname(), port))
 	}
 	return out
+}
+
+// linkOf is what jobs learn of the link to the exports: the tunnel's
+// measured round trip, which sizes each disk's NBD connections; nil
+// without a tunnel.
+func linkOf(tn *tunnel.Tunnel) jobs.Link {
+	if tn == nil {
+		return nil
+	}
+	return tn
 }
 
 // nbdConfig is how jobs reach the OMA's exports: through the tunnel when
