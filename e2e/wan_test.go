@@ -396,8 +396,8 @@ func writeFile(b *testing.B, path, data string, mode os.FileMode) {
 // wanResult is one link's figures.
 type wanResult struct {
 	jobMBs, copyMBs, peerMBs float64
-	hwm             int64 // the VMA's VmHWM, bytes
-	channels        int   // most tunnel channels seen open during the job
+	hwm                      int64 // the VMA's VmHWM, bytes
+	channels                 int   // most tunnel channels seen open during the job
 }
 
 // measure runs the link, the VMA over it, then the job and nbdcopy, in
