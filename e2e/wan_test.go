@@ -370,9 +370,27 @@ func sshdConfig(b *testing.B, dir, hostKey string) string {
 	return strings.Join(lines, "\n") + "\n"
 }
 
-// removeStaleWAN removes the directories of earlier runs that were killed
-// before their cleanup (their namespaces go with removeStaleNetns).
+// removeStaleWAN ends the wanlink processes and removes the directories of
+// earlier runs that were killed before their cleanup (their namespaces and
+// what ran in them go with removeStaleNetns; wanlink runs outside them).
 func removeStaleWAN(b *testing.B) {
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, f := range cmdlines {
+		data, err := os.ReadFile(f)
+		args := strings.Split(string(data), "\x00")
+		if err != nil || len(args) < 3 || filepath.Base(args[0]) != "wanlink" || args[1] != "-tun" {
+			continue
+		}
+		_, rest, _ := strings.Cut(args[2], netnsPrefix+"wanoma-")
+		owner, _, _ := strings.Cut(rest, ":")
+		if n, err := strconv.Atoi(owner); err != nil || syscall.Kill(n, 0) == nil {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(f))); err == nil {
+			b.Logf("ending the stale wanlink %d of run %s", pid, owner)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 	dirs, _ := filepath.Glob("/dev/shm/godwit-wan-*")
 	for _, dir := range dirs {
 		pid, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(dir), "godwit-wan-"), "-")
@@ -615,8 +633,12 @@ type proc struct {
 }
 
 // stop sends the process's group SIGTERM and waits for it, SIGKILL after
-// 15 s. Stopping it again does nothing.
+// 15 s. Stopping it again does nothing: once it is reaped its pid, which
+// is also its group's id, may be another process's (pids wrap at 32768 here).
 func (p *proc) stop() {
+	if p.exited() {
+		return
+	}
 	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
 	select {
 	case <-p.done:
