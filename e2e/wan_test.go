@@ -518,6 +518,21 @@ func (w *wan) job(b *testing.B) (mbs, copyMBs float64, channels int, tunnel json
 		if w.vmID == "" {
 			b.Fatalf("discovery found no %s: %+v", wanVM, disc)
 		}
+		// The answer comes from the VMA; the inventory takes it from the bus.
+		w.waitFor(b, "the VM in the OMA's inventory", func() error {
+			var inv struct {
+				VMs []struct{ ID string }
+			}
+			if err := w.call(w.omaHTTP, "GET", omaURL+"/vms", nil, &inv); err != nil {
+				return err
+			}
+			for _, vm := range inv.VMs {
+				if vm.ID == w.vmID {
+					return nil
+				}
+			}
+			return fmt.Errorf("no %s among %d VMs", w.vmID, len(inv.VMs))
+		})
 	}
 	var job struct {
 		JobID string `json:"job_id"`
