@@ -7,12 +7,14 @@ export PATH := $(BIN):/usr/local/go/bin:$(PATH)
 GO ?= go
 NATSCLI_VERSION := v0.5.0
 DATA ?= $(CURDIR)/data
+# WANLINK is the link emulator's source (its own module, read-only): bench-wan builds it with go build -C.
+WANLINK ?= ../shared/tools/wanlink
 # VERSION is what oma, vma and vcsim -version print; without git, the
 # binaries fall back to the VCS revision the go command records.
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null)
 LDFLAGS := -X github.com/godwit/godwit/version.stamp=$(VERSION)
 
-.PHONY: run demo check test bench build deps tools
+.PHONY: run demo check test bench bench-wan build deps tools
 
 ## run: build and start the dev stack: simulated vCenter, OMA (:8082), sshd, VMA (localhost:9081 through the tunnel)
 # The first run takes minutes (packages, the nats CLI and the binaries
@@ -70,3 +72,11 @@ bench: deps tools build
 	$(GO) test -run '^$$' -bench CopyThroughSSH -benchtime 3x ./vma/tunnel
 	$(GO) test -run '^$$' -bench NATSRoundTrip -benchtime 3x ./vma/tunnel
 	BIN=$(BIN) scripts/bench-copy.sh 5
+
+## bench-wan: as root, a real job (verification on) vs nbdcopy over ssh -L across emulated WAN links (wanlink
+## between two network namespaces): 1 Gbit/s 20 ms, 1 Gbit/s 100 ms, 100 Mbit/s 80 ms; minutes. GODWIT_BENCH_DISK
+## (1G), GODWIT_BENCH_NBD_CONNECTIONS, GODWIT_BENCH_VMA_FLAGS tune it; BENCH_WAN=WAN/100ms runs one link
+BENCH_WAN ?= WAN
+bench-wan: deps build
+	$(GO) build -C $(WANLINK) -o $(BIN)/wanlink .
+	$(GO) test -run '^$$' -bench '$(BENCH_WAN)' -benchtime 1x -timeout 60m ./e2e

@@ -68,7 +68,7 @@ func newLab(t *testing.T) *lab {
 // removeStaleNetns deletes the network namespaces named by netnsPrefix
 // whose test binary is gone (killed before its cleanup), with the
 // processes left in them, and those runs' directories.
-func removeStaleNetns(t *testing.T) {
+func removeStaleNetns(t testing.TB) {
 	out, err := exec.Command("ip", "netns", "list").Output()
 	if err != nil {
 		return
@@ -661,7 +661,7 @@ func (m *machine) stop() {
 }
 
 // mustRun runs a command on this machine and fails the test if it fails.
-func mustRun(t *testing.T, argv ...string) {
+func mustRun(t testing.TB, argv ...string) {
 	t.Helper()
 	if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
 		t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
@@ -669,7 +669,7 @@ func mustRun(t *testing.T, argv ...string) {
 }
 
 // run runs a cleanup command, reporting a failure without stopping.
-func run(t *testing.T, argv ...string) {
+func run(t testing.TB, argv ...string) {
 	t.Helper()
 	if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
 		t.Errorf("%s: %v\n%s", strings.Join(argv, " "), err, out)
