@@ -20,17 +20,9 @@ func (m *Manager) Allocation(_ context.Context, subj string, _ []byte) (any, err
 	if err != nil {
 		return nil, err
 	}
-	j, err := m.Job(jobID)
-	if fault.KindOf(err) == fault.NotFound || err == nil && j.VMAID != vmaID {
-		// Another VMA's job is said like an unknown one: a VMA learns
-		// nothing of others' jobs.
-		return nil, fault.Errorf(fault.NotFound, "", "no replication job %q for VMA %s", jobID, vmaID)
-	}
+	j, err := m.activeJobOf(vmaID, jobID)
 	if err != nil {
 		return nil, err
-	}
-	if !Active(j.State) {
-		return nil, fault.Errorf(fault.Conflict, "", "job %s is %s", jobID, j.State)
 	}
 	a := events.ExportAllocation{JobID: j.ID, VM: j.VM, ReplicationType: j.ReplicationType, State: j.State}
 	for _, d := range j.Disks {
@@ -85,4 +77,21 @@ func (m *Manager) release(jobID string) {
 	if err != nil {
 		m.log.Error("release lease", "job", jobID, "err", err)
 	}
+}
+
+// activeJobOf returns job jobID when it is VMA vmaID's and active. Another
+// VMA's job is said like an unknown one: a VMA learns nothing of others'
+// jobs.
+func (m *Manager) activeJobOf(vmaID, jobID string) (store.Job, error) {
+	j, err := m.Job(jobID)
+	if fault.KindOf(err) == fault.NotFound || err == nil && j.VMAID != vmaID {
+		return store.Job{}, fault.Errorf(fault.NotFound, "", "no replication job %q for VMA %s", jobID, vmaID)
+	}
+	if err != nil {
+		return store.Job{}, err
+	}
+	if !Active(j.State) {
+		return store.Job{}, fault.Errorf(fault.Conflict, "", "job %s is %s", jobID, j.State)
+	}
+	return j, nil
 }

@@ -42,15 +42,9 @@ func (m *Manager) Verify(ctx context.Context, subj string, data []byte) (any, er
 	if err != nil {
 		return nil, err
 	}
-	j, err := m.Job(jobID)
-	if fault.KindOf(err) == fault.NotFound || err == nil && j.VMAID != vmaID {
-		return nil, fault.Errorf(fault.NotFound, "", "no replication job %q for VMA %s", jobID, vmaID)
-	}
+	j, err := m.activeJobOf(vmaID, jobID)
 	if err != nil {
 		return nil, err
-	}
-	if !Active(j.State) {
-		return nil, fault.Errorf(fault.Conflict, "", "job %s is %s", jobID, j.State)
 	}
 	var req events.VerifyRequest
 	if err := json.Unmarshal(data, &req); err != nil {
