@@ -2,7 +2,6 @@ package tunnel
 
 import (
 	"context"
-	"errors"
 	"net"
 	"slices"
 	"sync"
@@ -256,34 +255,7 @@ func (t *Tunnel) runData(ctx context.Context, l *link) {
 func (t *Tunnel) serveData(ctx context.Context, c *ssh.Client, l *link) error {
 	l.set(c)
 	t.log.Info("ssh data connection up", "conn", l.index, "local", c.LocalAddr().String())
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	var kaErr error
-	wg.Go(func() { t.setup(ctx, c, l) })
-	wg.Go(func() { kaErr = t.keepalive(ctx, c) })
-	done := make(chan error, 1)
-	go func() { done <- c.Wait() }()
-	var err error
-	waited := false
-	select {
-	case err = <-done:
-		waited = true
-	case <-ctx.Done():
-	}
-	cancel()
-	l.drop(c)
-	c.Close()
-	wg.Wait()
-	if !waited {
-		err = <-done
-	}
-	if kaErr != nil {
-		err = kaErr
-	}
-	if err == nil {
-		err = errors.New("connection closed")
-	}
-	return err
+	return t.hold(ctx, c, l, func() { l.drop(c) })
 }
 
 // setup is the one place where every SSH connection of the tunnel, the

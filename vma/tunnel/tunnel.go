@@ -214,13 +214,24 @@ func (t *Tunnel) serve(ctx context.Context, c *ssh.Client) error {
 	if t.cfg.InsecureIgnoreHostKey {
 		t.log.Warn("SSH HOST KEY NOT CHECKED: InsecureIgnoreHostKey is for development only; anyone on the path can read and change this tunnel")
 	}
+	return t.hold(ctx, c, &t.primary, t.clearConn,
+		func(ctx context.Context) { t.forward.serve(ctx, c, t.log, t.cfg.ReconnectWait, t.cfg.MaxReconnectWait) },
+		t.sample)
+}
+
+// hold keeps the connection c of l up: it sets it up, keeps it alive and
+// runs each of also beside it, until c drops or ctx ends. Then it calls
+// drop (no new channel may take c), closes c and returns why c ended, once
+// every goroutine has stopped.
+func (t *Tunnel) hold(ctx context.Context, c *ssh.Client, l *link, drop func(), also ...func(context.Context)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	var kaErr error
-	wg.Go(func() { t.setup(ctx, c, &t.primary) })
+	wg.Go(func() { t.setup(ctx, c, l) })
 	wg.Go(func() { kaErr = t.keepalive(ctx, c) })
-	wg.Go(func() { t.forward.serve(ctx, c, t.log, t.cfg.ReconnectWait, t.cfg.MaxReconnectWait) })
-	wg.Go(func() { t.sample(ctx) })
+	for _, f := range also {
+		wg.Go(func() { f(ctx) })
+	}
 	done := make(chan error, 1)
 	go func() { done <- c.Wait() }()
 	var err error
@@ -231,7 +242,7 @@ func (t *Tunnel) serve(ctx context.Context, c *ssh.Client) error {
 	case <-ctx.Done():
 	}
 	cancel()
-	t.clearConn()
+	drop()
 	c.Close()
 	wg.Wait()
 	if !waited {
