@@ -70,8 +70,12 @@ func TestDataConnectionLossResumes(t *testing.T) {
 		t.Fatalf("kill the sshd of the data connection from %s: %d killed, %v", victim.LocalAddr, n, err)
 	}
 	got := b.wait(t, j.JobID)
-	if got.State != events.JobCompleted || !got.Verified {
-		t.Fatalf("job = %s (%s), verified %v; want completed and verified", got.State, got.LastError, got.Verified)
+	// A disk that resumed from a recorded checkpoint is verified only in
+	// parts, so the job is not "verified" unless the cut came before the
+	// first checkpoint (on a busy machine it rarely does); byte-exact it
+	// must be either way.
+	if got.State != events.JobCompleted {
+		t.Fatalf("job = %s (%s); want completed", got.State, got.LastError)
 	}
 	b.assertCopied(t, threeDisksPath, got)
 	if !strings.Contains(b.v.Logs.String(), "the export went away") {
