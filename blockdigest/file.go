@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"syscall"
 )
@@ -53,6 +54,12 @@ type fileReader struct {
 	holes bool // f answers SEEK_DATA/SEEK_HOLE
 	h     *Hash
 	buf   []byte
+	// seen is what the last seeks found: from seen.at on, no data before
+	// seen.data, and data in [seen.data, seen.hole) (both math.MaxInt64 when
+	// there is no data after seen.at). On tmpfs SEEK_HOLE walks every page
+	// up to the hole, the end of a file with no holes: seeking again for
+	// each block made hashing quadratic in the file's size.
+	seen struct{ at, data, hole int64 }
 }
 
 // block hashes b into r.h: its holes as zeros, its data read.
@@ -80,9 +87,14 @@ func (r *fileReader) nextData(off, end int64) (data, hole int64, err error) {
 	if !r.holes {
 		return off, end, nil
 	}
+	if s := r.seen; s.hole > 0 && off >= s.at && off < s.hole {
+		data = max(off, s.data)
+		return min(data, end), min(s.hole, end), nil
+	}
 	data, err = r.f.Seek(off, seekData)
 	switch {
 	case errors.Is(err, syscall.ENXIO): // no data from off to the end of the file
+		r.seen.at, r.seen.data, r.seen.hole = off, math.MaxInt64, math.MaxInt64
 		return end, end, nil
 	case errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.EOPNOTSUPP): // no hole support
 		r.holes = false
@@ -90,14 +102,12 @@ func (r *fileReader) nextData(off, end int64) (data, hole int64, err error) {
 	case err != nil:
 		return 0, 0, fmt.Errorf("seek data at %d: %w", off, err)
 	}
-	if data >= end {
-		return end, end, nil
-	}
 	hole, err = r.f.Seek(data, seekHole)
 	if err != nil {
 		return 0, 0, fmt.Errorf("seek hole at %d: %w", data, err)
 	}
-	return data, min(hole, end), nil
+	r.seen.at, r.seen.data, r.seen.hole = off, data, hole
+	return min(data, end), min(hole, end), nil
 }
 
 // read hashes the bytes [off, end) of the file, a buffer at a time.
