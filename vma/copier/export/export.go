@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 
 	"github.com/godwit/godwit/vma/copier"
@@ -29,23 +30,39 @@ var (
 
 // Open connects to the export at uri (nbd:// or nbd+unix://) with up to
 // conns connections: one when the server does not offer multi-conn or
-// conns < 2.
-func Open(ctx context.Context, uri string, conns int, cfg nbd.Config) (*Endpoint, error) {
-	first, err := nbd.Dial(ctx, uri, cfg)
+// conns < 2. The connections are opened at once, not one after the other:
+// over a long link each handshake takes several round trips. When the
+// first says the server does not offer multi-conn, the others are closed.
+func Open(ctx context.Context, uri string, conns int, cfg nbd.Config) (e *Endpoint, err error) {
+	conns = max(conns, 1)
+	clients := make([]*nbd.Client, conns)
+	errs := make([]error, conns)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Go(func() { clients[i], errs[i] = nbd.Dial(ctx, uri, cfg) })
+	}
+	wg.Wait()
+	e = &Endpoint{}
+	for i, c := range clients {
+		if c != nil {
+			e.conns = append(e.conns, c)
+		}
+		if errs[i] != nil && err == nil {
+			err = errs[i]
+			if i > 0 {
+				err = fmt.Errorf("connection %d of %d: %w", i+1, conns, err)
+			}
+		}
+	}
 	if err != nil {
+		e.Close()
 		return nil, err
 	}
-	e := &Endpoint{conns: []*nbd.Client{first}}
-	if !first.CanMultiConn() {
-		conns = 1
-	}
-	for len(e.conns) < conns {
-		c, err := nbd.Dial(ctx, uri, cfg)
-		if err != nil {
-			e.Close()
-			return nil, fmt.Errorf("connection %d of %d: %w", len(e.conns)+1, conns, err)
+	if !e.conns[0].CanMultiConn() {
+		for _, c := range e.conns[1:] {
+			c.Close()
 		}
-		e.conns = append(e.conns, c)
+		e.conns = e.conns[:1]
 	}
 	return e, nil
 }

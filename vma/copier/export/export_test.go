@@ -5,9 +5,12 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -86,6 +89,53 @@ func TestCopyBetweenExports(t *testing.T) {
 	}
 	if p := out.PeakInFlight(); p < 4 {
 		t.Errorf("peak requests in flight on the target = %d, want several (depth 8)", p)
+	}
+}
+
+// TestOpenDialsAtOnce: Open's connections are dialled together (over a
+// long link each handshake costs round trips): every dial waits until all
+// of them have started, which never happens when they go one after the
+// other. Against an export without multi-conn, the extra ones are closed.
+func TestOpenDialsAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "disk.raw")
+	sparseFile(t, path, 1<<20)
+	multi := nbdtest.Start(t, "--filter=multi-conn", "file", path, "multi-conn-mode=plugin")
+	single := nbdtest.Start(t, "-r", "--filter=multi-conn", "file", path, "multi-conn-mode=disable")
+	const conns = 6
+	for _, tt := range []struct {
+		name, uri string
+		want      int
+	}{{"multi-conn", multi.URI, conns}, {"no multi-conn", single.URI, 1}} {
+		t.Run(tt.name, func(t *testing.T) {
+			// Generous: a dial only waits this long when the others never start.
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			var started sync.WaitGroup
+			started.Add(conns)
+			dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+				started.Done()
+				all := make(chan struct{})
+				go func() { started.Wait(); close(all) }()
+				select {
+				case <-all:
+				case <-ctx.Done():
+					return nil, fmt.Errorf("the other dials did not start: %w", ctx.Err())
+				}
+				return (&net.Dialer{}).DialContext(ctx, network, addr)
+			}
+			e, err := export.Open(ctx, tt.uri, conns, nbd.Config{Dial: dial})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer e.Close()
+			if e.Connections() != tt.want {
+				t.Errorf("connections = %d, want %d", e.Connections(), tt.want)
+			}
+			if e.Size() != 1<<20 {
+				t.Errorf("size = %d", e.Size())
+			}
+		})
 	}
 }
 
