@@ -149,13 +149,19 @@ func (e *Endpoint) PeakInFlight() int {
 	return n
 }
 
-// Close closes every connection.
+// Close closes every connection, all at once: each waits for its
+// server's end, a round trip through the tunnel.
 func (e *Endpoint) Close() error {
-	var first error
-	for _, c := range e.conns {
-		if err := c.Close(); err != nil && first == nil {
-			first = err
+	errs := make([]error, len(e.conns))
+	var wg sync.WaitGroup
+	for i, c := range e.conns {
+		wg.Go(func() { errs[i] = c.Close() })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
 		}
 	}
-	return first
+	return nil
 }

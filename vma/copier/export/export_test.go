@@ -92,11 +92,12 @@ func TestCopyBetweenExports(t *testing.T) {
 	}
 }
 
-// TestOpenDialsAtOnce: Open's connections are dialled together (over a
-// long link each handshake costs round trips): every dial waits until all
+// TestOpenAndCloseAtOnce: Open's connections are dialled together, and
+// Close closes them together (over a long link each handshake costs round
+// trips, and each close one): every dial, and every close, waits until all
 // of them have started, which never happens when they go one after the
 // other. Against an export without multi-conn, the extra ones are closed.
-func TestOpenDialsAtOnce(t *testing.T) {
+func TestOpenAndCloseAtOnce(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "disk.raw")
 	sparseFile(t, path, 1<<20)
@@ -108,35 +109,96 @@ func TestOpenDialsAtOnce(t *testing.T) {
 		want      int
 	}{{"multi-conn", multi.URI, conns}, {"no multi-conn", single.URI, 1}} {
 		t.Run(tt.name, func(t *testing.T) {
-			// Generous: a dial only waits this long when the others never start.
+			// Generous: a dial or close only waits this long when the others never start.
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			var started sync.WaitGroup
-			started.Add(conns)
+			dials := newBarrier(ctx, conns)
+			var closes *barrier // those of the connections Open keeps; it closes the others itself
+			if tt.want > 1 {
+				closes = newBarrier(ctx, tt.want)
+			}
 			dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-				started.Done()
-				all := make(chan struct{})
-				go func() { started.Wait(); close(all) }()
-				select {
-				case <-all:
-				case <-ctx.Done():
-					return nil, fmt.Errorf("the other dials did not start: %w", ctx.Err())
+				if err := dials.wait(); err != nil {
+					return nil, fmt.Errorf("dial: %w", err)
 				}
-				return (&net.Dialer{}).DialContext(ctx, network, addr)
+				c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+				if err != nil {
+					return nil, err
+				}
+				return &closeWaiter{Conn: c, closes: closes}, nil
 			}
 			e, err := export.Open(ctx, tt.uri, conns, nbd.Config{Dial: dial})
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer e.Close()
 			if e.Connections() != tt.want {
 				t.Errorf("connections = %d, want %d", e.Connections(), tt.want)
 			}
 			if e.Size() != 1<<20 {
 				t.Errorf("size = %d", e.Size())
 			}
+			e.Close()
+			if closes != nil {
+				if err := closes.err(); err != nil {
+					t.Errorf("close: %v", err)
+				}
+			}
 		})
 	}
+}
+
+// barrier lets n callers of wait through once all n have come, or fails
+// them when ctx ends first.
+type barrier struct {
+	ctx    context.Context
+	all    chan struct{}
+	mu     sync.Mutex
+	left   int
+	failed error
+}
+
+func newBarrier(ctx context.Context, n int) *barrier {
+	return &barrier{ctx: ctx, all: make(chan struct{}), left: n}
+}
+
+func (b *barrier) wait() error {
+	b.mu.Lock()
+	if b.left--; b.left == 0 {
+		close(b.all)
+	}
+	b.mu.Unlock()
+	select {
+	case <-b.all:
+		return nil
+	case <-b.ctx.Done():
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		b.failed = fmt.Errorf("the others did not start: %w", b.ctx.Err())
+		return b.failed
+	}
+}
+
+func (b *barrier) err() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.failed
+}
+
+// closeWaiter is a connection whose Close waits at closes first, when
+// there is that barrier.
+type closeWaiter struct {
+	net.Conn
+	closes *barrier
+	once   sync.Once
+}
+
+func (c *closeWaiter) Close() error {
+	c.once.Do(func() {
+		if c.closes != nil {
+			_ = c.closes.wait()
+		}
+	})
+	return c.Conn.Close()
 }
 
 // TestExtentsAndErrors: extents start where asked, and a write error names
