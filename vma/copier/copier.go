@@ -87,20 +87,22 @@ type Config struct {
 	Limiter *Limiter
 	// Hash computes Result.Digest (see the package documentation).
 	Hash bool
-	// Verify checks every byte this run copied, after the flush, against
-	// what was read from the source (see the package documentation); it
-	// implies Hash. It asks Hasher for the destination's digests when
-	// Hasher is set, else reads the bytes back: the destination must then
-	// implement Source too, or Copy returns an ErrConfig.
+	// Verify checks every byte this run copied against what was read from
+	// the source (see the package documentation); it implies Hash. It asks
+	// Hasher for the destination's digests when Hasher is set, while the
+	// copy goes on, else reads the bytes back after the flush: the
+	// destination must then implement Source too, or Copy returns an
+	// ErrConfig.
 	Verify bool
 	// Hasher, if not nil, computes the digests of the destination's blocks
 	// where it lies, for Verify: nothing is read back through the link.
 	// When it answers ErrNoHasher for the first blocks, Copy reads back
 	// instead, if the destination is a Source.
 	Hasher Hasher
-	// HashBatch is the most blocks asked of Hasher in one call; 0 (or
-	// more than blockdigest.MaxBlocks) means blockdigest.MaxBlocks. Fewer
-	// make Progress.Verified move in smaller steps.
+	// HashBatch is the most blocks asked of Hasher in one call; 0 means
+	// 64, more than blockdigest.MaxBlocks means that. The last batch is
+	// asked for after the copy: fewer blocks make that wait shorter and
+	// Progress.Verified move in smaller steps.
 	HashBatch int
 	// Progress, if not nil, is called with the progress at most every
 	// ProgressInterval (when a request completes) and once at the end after
@@ -155,10 +157,10 @@ type Progress struct {
 	// durable until the destination is flushed: only the Checkpoint of a
 	// Copy that returned nil is.
 	Checkpoint int64
-	// Verified is the number of bytes checked on the destination (read
-	// back, or hashed by Config.Hasher), with Config.Verify, after the copy
-	// and its flush: it ends at the bytes of this run (Total less those
-	// below ResumeFrom).
+	// Verified is the number of bytes checked on the destination, with
+	// Config.Verify: hashed by Config.Hasher as the copy goes, or read back
+	// after the copy and its flush. It ends at the bytes of this run (Total
+	// less those below ResumeFrom).
 	Verified int64
 	// VerifyTotal is what Verified ends at: the bytes of this run with
 	// Config.Verify, else 0.
@@ -296,6 +298,11 @@ func Copy(ctx context.Context, dst Destination, src Source, areas []Area, cfg Co
 	}()
 
 	t := newTracker(cfg, total, resumed)
+	var hv *hashed // the Hasher's check, as the copy goes
+	if dig != nil && cfg.Hasher != nil {
+		hv = r.startHashed(dig)
+		defer hv.stop()
+	}
 	var sum hash.Hash
 	if r.inOrder {
 		sum = sha256.New()
@@ -324,11 +331,17 @@ func Copy(ctx context.Context, dst Destination, src Source, areas []Area, cfg Co
 					p = d.buf[:d.n]
 				}
 				dig.add(d.off, d.n, p)
+				if hv != nil {
+					hv.advance(len(dig.sums))
+				}
 			}
 			if d.buf != nil {
 				r.bufs <- d.buf
 			}
 			t.p.Checkpoint = d.off + d.n
+		}
+		if hv != nil {
+			t.p.Verified = hv.checked.Load()
 		}
 		t.report(false)
 	}
@@ -346,7 +359,7 @@ func Copy(ctx context.Context, dst Destination, src Source, areas []Area, cfg Co
 		if len(dig.sums) != cap(dig.sums) {
 			r.err = fmt.Errorf("copy: verify: %d block digests of %d", len(dig.sums), cap(dig.sums))
 		} else {
-			r.err = r.verifyAll(back, dig, t)
+			r.err = r.verifyAll(back, dig, t, hv)
 		}
 	}
 	res := Result{Progress: t.p}
@@ -554,11 +567,12 @@ func (r *run) zero(c chunk) (done, error) {
 
 // tracker computes Progress and calls Config.Progress.
 type tracker struct {
-	cfg         Config
-	resumed     int64
-	start, last time.Time
-	lastDone    int64 // Done+Verified at the last report
-	p           Progress
+	cfg          Config
+	resumed      int64
+	start, last  time.Time
+	lastDone     int64 // Done at the last report
+	lastVerified int64 // Verified at the last report
+	p            Progress
 }
 
 func newTracker(cfg Config, total, resumed int64) *tracker {
@@ -581,12 +595,18 @@ func (t *tracker) report(final bool) {
 	}
 	t.p.Elapsed = now.Sub(t.start)
 	if since > 0 {
-		t.p.Rate = float64(t.p.Done+t.p.Verified-t.lastDone) / since.Seconds()
+		// While copying, the copy's rate (a Hasher verifies meanwhile);
+		// once copied, the verification's.
+		if t.p.Done < t.p.Total || t.p.VerifyTotal == 0 {
+			t.p.Rate = float64(t.p.Done-t.lastDone) / since.Seconds()
+		} else {
+			t.p.Rate = float64(t.p.Done+t.p.Verified-t.lastDone-t.lastVerified) / since.Seconds()
+		}
 	}
 	if t.p.Elapsed > 0 {
 		t.p.AvgRate = float64(t.p.Done-t.resumed) / t.p.Elapsed.Seconds()
 	}
-	t.last, t.lastDone = now, t.p.Done+t.p.Verified
+	t.last, t.lastDone, t.lastVerified = now, t.p.Done, t.p.Verified
 	if t.cfg.Progress != nil {
 		t.cfg.Progress(t.p)
 	}

@@ -44,9 +44,8 @@
 //
 // # Verify
 //
-// With Config.Verify, Copy checks, after the flush, every byte it copied in
-// this run against what it read from the source; Result.Verified says all
-// matched.
+// With Config.Verify, Copy checks every byte it copied in this run against
+// what it read from the source; Result.Verified says all matched.
 //
 // Nothing is buffered for it: the ranges copied are cut into blocks, from
 // the start of each, of the smallest multiple of RequestSize that is at
@@ -55,12 +54,15 @@
 // truncated; a block of zeros has the zero Sum). That is 32 MiB for 2 TiB.
 //
 // With Config.Hasher (the job runner's asks the OMA over the bus), the
-// destination's digests are computed where it lies: Copy sends the key and
-// the blocks, at most blockdigest.MaxBlocks (and MaxBytes) a call, two
-// calls in flight, and compares the answers in offset order. Nothing is
-// read back; Result.Hashed says so. A Hasher that answers ErrNoHasher for
-// the first blocks (an OMA that does not serve verify requests) leaves the
-// check to the read-back below.
+// destination's digests are computed where it lies, while the copy goes
+// on: as soon as every block of a batch (Config.HashBatch blocks, 64 by
+// default, at most blockdigest.MaxBlocks and MaxBytes) is written and
+// acknowledged, Copy sends the key and the blocks, two calls in flight,
+// and compares the answers in offset order; only the last batch waits for
+// the end of the copy. A mismatch stops the copy at once. Nothing is read
+// back; Result.Hashed says so. A Hasher that answers ErrNoHasher for the
+// first blocks (an OMA that does not serve verify requests) leaves the
+// check to the read-back below, after the flush.
 //
 // Without a Hasher the destination must also be a Source (ReadAt), or Copy
 // refuses with ErrConfig before touching anything, and is read back:

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/godwit/godwit/blockdigest"
 )
@@ -50,11 +51,155 @@ func (g *digests) batches(size int) []batch {
 	return out
 }
 
-// verifyAll verifies the destination: with the Hasher when there is one,
-// else, or when the Hasher has nobody to answer it, by reading back.
-func (r *run) verifyAll(back Source, g *digests, t *tracker) error {
-	if r.cfg.Hasher != nil {
-		err := r.verifyHashed(g, t)
+// streamBatch is the most blocks of a batch when Config.HashBatch is 0:
+// the last batch is asked for after the copy, so a small one keeps that
+// wait short.
+const streamBatch = 64
+
+// hashed verifies a copy's blocks with the Hasher while the copy goes on:
+// a batch is asked for as soon as the collector has the digests of all its
+// blocks, that is once every byte of it was written and acknowledged (the
+// destination holds it), hashersInFlight batches in flight, and the
+// answers are compared in offset order.
+type hashed struct {
+	r       *run
+	batches []batch
+	sums    []blockdigest.Sum // the collector's, up to cap: read only below ready
+	key     []byte
+	ready   atomic.Int64  // how many blocks have their digest in sums
+	wake    chan struct{} // ready moved
+	checked atomic.Int64  // bytes compared and matched
+	moved   chan struct{} // checked moved
+	result  chan error    // the outcome, once
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// startHashed starts verifying g's blocks with the Hasher as the collector
+// adds their digests (call advance after each). Call stop before Copy
+// returns.
+func (r *run) startHashed(g *digests) *hashed {
+	size := r.cfg.HashBatch
+	if size <= 0 {
+		size = streamBatch
+	}
+	h := &hashed{r: r, batches: g.batches(size), sums: g.sums[:cap(g.sums)], key: g.key,
+		wake: make(chan struct{}, 1), moved: make(chan struct{}, 1), result: make(chan error, 1)}
+	var ctx context.Context
+	ctx, h.cancel = context.WithCancel(r.ctx)
+	h.wg.Go(func() { h.result <- h.run(ctx) })
+	return h
+}
+
+// advance says the first n blocks have their digests in sums.
+func (h *hashed) advance(n int) {
+	h.ready.Store(int64(n))
+	select {
+	case h.wake <- struct{}{}:
+	default:
+	}
+}
+
+// stop ends the verification, if it has not ended, and waits for it.
+func (h *hashed) stop() {
+	h.cancel()
+	h.wg.Wait()
+}
+
+// run asks for the batches and compares the answers. It returns nil when
+// all match, the *VerifyError of the first block that does not, ErrNoHasher
+// (wrapped) when the first batch found nobody to answer, an *Error of op
+// "verify digests", or ctx's cause. A mismatch or an error fails the copy
+// at once (ErrNoHasher does not: the copy goes on and is read back).
+func (h *hashed) run(ctx context.Context) error {
+	type answer struct {
+		sums []blockdigest.Sum
+		err  error
+	}
+	answers := make([]chan answer, len(h.batches))
+	for i := range answers {
+		answers[i] = make(chan answer, 1)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	slots := make(chan struct{}, hashersInFlight)
+	wg.Go(func() {
+		for i, b := range h.batches {
+			for h.ready.Load() < int64(b.i+len(b.blocks)) {
+				select {
+				case <-h.wake:
+				case <-ctx.Done():
+					return
+				}
+			}
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			wg.Go(func() {
+				defer func() { <-slots }()
+				sums, err := h.r.cfg.Hasher.Digests(ctx, h.key, b.blocks)
+				answers[i] <- answer{sums: sums, err: err}
+			})
+		}
+	})
+	for i, b := range h.batches {
+		var a answer
+		select {
+		case a = <-answers[i]:
+		case <-ctx.Done():
+			return context.Cause(h.r.ctx)
+		}
+		off := b.blocks[0].Offset
+		var err error
+		switch {
+		case i == 0 && errors.Is(a.err, ErrNoHasher):
+			return a.err
+		case a.err != nil:
+			err = h.r.opErr("verify digests", off, a.err)
+		case len(a.sums) != len(b.blocks):
+			err = h.r.opErr("verify digests", off, fmt.Errorf("%d digests for %d blocks", len(a.sums), len(b.blocks)))
+		}
+		for k, s := range a.sums {
+			if err == nil && s != h.sums[b.i+k] {
+				err = &VerifyError{Offset: b.blocks[k].Offset, Length: b.blocks[k].Length}
+			}
+		}
+		if err != nil {
+			h.r.cancel(err) // the copy's workers end with it as the cause
+			return err
+		}
+		h.checked.Add(b.bytes)
+		select {
+		case h.moved <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// verifyAll finishes the destination's verification: it waits for the
+// Hasher's, if one was started (hv), reporting its progress; without one,
+// or when the Hasher had nobody to answer, it reads the destination back.
+func (r *run) verifyAll(back Source, g *digests, t *tracker, hv *hashed) error {
+	if hv != nil {
+		var err error
+	wait:
+		for {
+			select {
+			case <-hv.moved:
+				t.p.Verified = hv.checked.Load()
+				t.report(false)
+			case err = <-hv.result:
+				break wait
+			}
+		}
+		t.p.Verified = hv.checked.Load()
 		if !errors.Is(err, ErrNoHasher) {
 			r.hashed = err == nil
 			return err
@@ -64,67 +209,4 @@ func (r *run) verifyAll(back Source, g *digests, t *tracker) error {
 		}
 	}
 	return r.verify(back, g, t)
-}
-
-// verifyHashed asks the Hasher for the digests of g's blocks, a batch
-// (Config.HashBatch) at a time with hashersInFlight batches in flight, and compares them in offset
-// order. It returns nil when all match, the *VerifyError of the first block
-// that does not, ErrNoHasher (wrapped) when the first batch found nobody to
-// answer, an *Error of op "verify digests", or ctx's cause.
-func (r *run) verifyHashed(g *digests, t *tracker) error {
-	type answer struct {
-		sums []blockdigest.Sum
-		err  error
-	}
-	batches := g.batches(r.cfg.HashBatch)
-	answers := make([]chan answer, len(batches))
-	for i := range answers {
-		answers[i] = make(chan answer, 1)
-	}
-	ctx, cancel := context.WithCancel(r.ctx)
-	var wg sync.WaitGroup
-	defer func() {
-		cancel()
-		wg.Wait()
-	}()
-	slots := make(chan struct{}, hashersInFlight)
-	wg.Go(func() {
-		for i, b := range batches {
-			select {
-			case slots <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
-			wg.Go(func() {
-				defer func() { <-slots }()
-				sums, err := r.cfg.Hasher.Digests(ctx, g.key, b.blocks)
-				answers[i] <- answer{sums: sums, err: err}
-			})
-		}
-	})
-	for i, b := range batches {
-		var a answer
-		select {
-		case a = <-answers[i]:
-		case <-r.ctx.Done():
-			return context.Cause(r.ctx)
-		}
-		off := b.blocks[0].Offset
-		switch {
-		case i == 0 && errors.Is(a.err, ErrNoHasher):
-			return a.err
-		case a.err != nil:
-			return r.opErr("verify digests", off, a.err)
-		case len(a.sums) != len(b.blocks):
-			return r.opErr("verify digests", off, fmt.Errorf("%d digests for %d blocks", len(a.sums), len(b.blocks)))
-		}
-		for k, s := range a.sums {
-			if s != g.sums[b.i+k] {
-				return &VerifyError{Offset: b.blocks[k].Offset, Length: b.blocks[k].Length}
-			}
-		}
-		t.p.Verified += b.bytes
-		t.report(false)
-	}
-	return nil
 }
