@@ -65,6 +65,12 @@ const (
 	wanEnvVMAFlags = "GODWIT_BENCH_VMA_FLAGS"
 	// wanEnvNBDConnections, when set, is passed as vma -nbd-connections.
 	wanEnvNBDConnections = "GODWIT_BENCH_NBD_CONNECTIONS"
+	// wanEnvPeer, when "off", skips nbdcopy (exploring the job alone: its
+	// ratio is then not reported).
+	wanEnvPeer = "GODWIT_BENCH_NBDCOPY"
+	// wanEnvLogs, when set, is a directory the processes' logs are copied
+	// into before the bench removes its own.
+	wanEnvLogs = "GODWIT_BENCH_LOGS"
 	// wanEnvBin is the directory of oma, vma and wanlink (default ../bin).
 	wanEnvBin = "GODWIT_BENCH_BIN"
 	// wanEnvVCSim makes the test binary the VMA side's vCenter (see
@@ -196,8 +202,10 @@ func BenchmarkWAN(b *testing.B) {
 				b.ReportMetric(r.jobMBs, "job-MB/s")
 				b.ReportMetric(100*r.jobMBs*1e6/l.bytesPerSec, "link-%")
 				b.ReportMetric(r.copyMBs, "copy-MB/s")
-				b.ReportMetric(r.peerMBs, "nbdcopy-MB/s")
-				b.ReportMetric(r.jobMBs/r.peerMBs, "ratio")
+				if r.peerMBs > 0 {
+					b.ReportMetric(r.peerMBs, "nbdcopy-MB/s")
+					b.ReportMetric(r.jobMBs/r.peerMBs, "ratio")
+				}
 				b.ReportMetric(float64(r.hwm)/(1<<20), "vma-VmHWM-MiB")
 				b.ReportMetric(float64(r.channels), "channels")
 				// The tunnel's own measures, where the VMA's health has them.
@@ -272,6 +280,11 @@ func newWAN(b *testing.B) *wan {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() {
+		if keep := os.Getenv(wanEnvLogs); keep != "" {
+			if out, err := exec.Command("cp", "-r", filepath.Join(dir, "logs"), keep).CombinedOutput(); err != nil {
+				b.Errorf("keep the logs in %s: %v: %s", keep, err, out)
+			}
+		}
 		if err := os.RemoveAll(dir); err != nil {
 			b.Errorf("remove %s: %v", dir, err)
 		}
@@ -448,10 +461,13 @@ func (w *wan) measure(b *testing.B, rate string, delay time.Duration, jobFirst b
 	defer vma.stop()
 	var r wanResult
 	b.StartTimer()
-	if jobFirst {
+	switch {
+	case os.Getenv(wanEnvPeer) == "off":
+		r.jobMBs, r.copyMBs, r.channels, r.tunnel = w.job(b)
+	case jobFirst:
 		r.jobMBs, r.copyMBs, r.channels, r.tunnel = w.job(b)
 		r.peerMBs = w.nbdcopy(b)
-	} else {
+	default:
 		r.peerMBs = w.nbdcopy(b)
 		r.jobMBs, r.copyMBs, r.channels, r.tunnel = w.job(b)
 	}
@@ -547,10 +563,11 @@ func (w *wan) job(b *testing.B) (mbs, copyMBs float64, channels int, tunnel json
 		b.Fatal(err)
 	}
 	type view struct {
-		State           string `json:"state"`
-		BytesDone       int64  `json:"bytes_done"`
-		VerifyBytesDone int64  `json:"verify_bytes_done"`
-		LastError       string `json:"last_error"`
+		State           string     `json:"state"`
+		BytesDone       int64      `json:"bytes_done"`
+		VerifyBytesDone int64      `json:"verify_bytes_done"`
+		LastError       string     `json:"last_error"`
+		FinishedAt      *time.Time `json:"finished_at"`
 		Disks           []struct {
 			VolumePath string `json:"volume_path"`
 		} `json:"disks"`
@@ -584,6 +601,9 @@ func (w *wan) job(b *testing.B) (mbs, copyMBs float64, channels int, tunnel json
 		time.Sleep(500 * time.Millisecond)
 	}
 	elapsed := time.Since(start)
+	if v.FinishedAt != nil { // the OMA's own time, not that of the poll that saw it
+		elapsed = v.FinishedAt.Sub(start)
+	}
 	if v.State != "completed" {
 		b.Fatalf("job %s %s: %s", job.JobID, v.State, v.LastError)
 	}
