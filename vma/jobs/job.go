@@ -399,7 +399,8 @@ func (r *Runner) copyDisk(ctx context.Context, t *task, ref DiskRef, p *diskPlan
 func (r *Runner) copyOnce(ctx context.Context, t *task, src Disk, p *diskPlan, typ string, saver *checkpointSaver) (copier.Result, string, error) {
 	key := p.disk.Key
 	uri := fmt.Sprintf("nbd://%s:%d/%s", p.export.Host, p.export.Port, p.export.Name)
-	pp := r.pipe()
+	pp := r.pipe(int(r.copies.Add(1)))
+	defer r.copies.Add(-1)
 	dst, err := export.Open(ctx, uri, pp.connections, r.cfg.NBD)
 	if err != nil {
 		return copier.Result{}, "open export", fmt.Errorf("%s:%d: %w", p.export.Host, p.export.Port, err)

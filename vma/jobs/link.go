@@ -68,11 +68,15 @@ func pipeFor(rate int64, rtt time.Duration, depth, requestSize int) pipe {
 	}
 }
 
-// pipe returns how the next disk's copy fills the link: Config.Connections
-// and Copy.Depth as configured, or chosen from the Link's RTT.
-func (r *Runner) pipe() pipe {
+// pipe returns how the next disk's copy fills the link, with copies disk
+// copies (this one included) under way on the runner: Config.Connections
+// and Copy.Depth as configured, or chosen from the Link's RTT for an equal
+// share of Config.LinkRate, so that several disks at once do not open
+// several links' worth of channels and buffers between them. A copy keeps
+// what it got when it started.
+func (r *Runner) pipe(copies int) pipe {
 	if r.cfg.Connections > 0 {
 		return pipe{connections: r.cfg.Connections, depth: r.cfg.Copy.Depth}
 	}
-	return pipeFor(r.cfg.LinkRate, r.cfg.Link.MinRTT(), r.cfg.Copy.Depth, r.cfg.Copy.RequestSize)
+	return pipeFor(r.cfg.LinkRate/int64(max(copies, 1)), r.cfg.Link.MinRTT(), r.cfg.Copy.Depth, r.cfg.Copy.RequestSize)
 }

@@ -29,3 +29,32 @@ func TestPipeFor(t *testing.T) {
 		})
 	}
 }
+
+// fixedRTT is a Link whose minimum RTT is known.
+type fixedRTT time.Duration
+
+func (f fixedRTT) MinRTT() time.Duration { return time.Duration(f) }
+
+// TestPipeShared: disk copies under way at once share the link rate, so
+// their connections add up to about one link's worth; configured
+// connections stay as they are.
+func TestPipeShared(t *testing.T) {
+	r := &Runner{cfg: Config{Link: fixedRTT(100 * time.Millisecond), LinkRate: DefaultLinkRate}}
+	for _, tc := range []struct {
+		copies int
+		want   pipe
+	}{
+		{1, pipe{connections: 15, depth: 18}},
+		{2, pipe{connections: 8, depth: 16}},
+		{4, pipe{connections: 4, depth: 16}},
+		{16, pipe{connections: 1, depth: 16}},
+	} {
+		if got := r.pipe(tc.copies); got != tc.want {
+			t.Errorf("pipe(%d) = %+v, want %+v", tc.copies, got, tc.want)
+		}
+	}
+	r.cfg.Connections = 6
+	if got := r.pipe(4); got.connections != 6 {
+		t.Errorf("with -nbd-connections 6, pipe(4) = %+v", got)
+	}
+}

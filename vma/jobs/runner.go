@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/godwit/godwit/bus"
@@ -175,6 +176,8 @@ type Runner struct {
 	running map[string]*task // by job id
 	wake    chan struct{}    // a slot or a task may be free
 	wg      sync.WaitGroup   // running tasks
+
+	copies atomic.Int32 // disk copies under way, over all jobs: they share the link (pipe)
 }
 
 // task is one job the runner holds, queued or running.
