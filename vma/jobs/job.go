@@ -123,6 +123,9 @@ func (r *Runner) execute(ctx context.Context, t *task) ([]events.DiskChange, err
 	if err != nil {
 		return nil, fail("export allocation", 0, err)
 	}
+	// The first disks' exports open while vCenter takes the snapshot.
+	early := r.openEarly(ctx, alloc)
+	defer early.close()
 
 	vc := r.cfg.VCenter
 	vc.Host, vc.Username = t.cmd.VCenter, t.cmd.Username
@@ -166,6 +169,9 @@ func (r *Runner) execute(ctx context.Context, t *task) ([]events.DiskChange, err
 	plans, err := r.plan(ctx, s, vm, snap, alloc, t.cmd.OnCBTReset, resumed)
 	if err != nil {
 		return nil, err
+	}
+	for i := range plans {
+		plans[i].early = early
 	}
 	// The disks' figures first: the copying event carries them (a resumed
 	// job's with what its checkpoints hold).
@@ -218,6 +224,9 @@ type diskPlan struct {
 	full bool
 	// resumeFrom is the checkpoint an interrupted run of the job left.
 	resumeFrom int64
+	// early holds the exports opened while the snapshot was taken: the
+	// disk's first copy attempt takes its own, if there.
+	early *earlyExports
 	// verified and digest are the copy's outcome (see copyDisk).
 	verified bool
 	digest   string
@@ -398,12 +407,14 @@ func (r *Runner) copyDisk(ctx context.Context, t *task, ref DiskRef, p *diskPlan
 // checkpoint on. It returns the step that failed with the error.
 func (r *Runner) copyOnce(ctx context.Context, t *task, src Disk, p *diskPlan, typ string, saver *checkpointSaver) (copier.Result, string, error) {
 	key := p.disk.Key
-	uri := fmt.Sprintf("nbd://%s:%d/%s", p.export.Host, p.export.Port, p.export.Name)
 	pp := r.pipe(int(r.copies.Add(1)))
 	defer r.copies.Add(-1)
-	dst, err := export.Open(ctx, uri, pp.connections, r.cfg.NBD)
-	if err != nil {
-		return copier.Result{}, "open export", fmt.Errorf("%s:%d: %w", p.export.Host, p.export.Port, err)
+	dst := p.early.take(key).endpoint() // the first attempt's; a later one opens the export anew
+	var err error
+	if dst == nil {
+		if dst, err = export.Open(ctx, exportURI(p.export), pp.connections, r.cfg.NBD); err != nil {
+			return copier.Result{}, "open export", fmt.Errorf("%s:%d: %w", p.export.Host, p.export.Port, err)
+		}
 	}
 	defer dst.Close()
 	if dst.Size() < p.disk.CapacityBytes {
@@ -658,4 +669,85 @@ func zeroGaps(ctx context.Context, dst copier.Destination, areas []copier.Area, 
 		off = a.End()
 	}
 	return zero(off, size)
+}
+
+// exportURI is the NBD URI of an allocated export.
+func exportURI(e events.Export) string {
+	return fmt.Sprintf("nbd://%s:%d/%s", e.Host, e.Port, e.Name)
+}
+
+// earlyExport is an export being opened ahead of its disk's copy.
+type earlyExport struct {
+	done chan struct{} // closed once opened or failed
+	ep   *export.Endpoint
+	err  error
+}
+
+// endpoint waits for the export (the job's context bounds its opening)
+// and returns it, or nil when it could not be opened (the copy opens it
+// itself, and reports that error) or e is nil.
+func (e *earlyExport) endpoint() *export.Endpoint {
+	if e == nil {
+		return nil
+	}
+	<-e.done
+	return e.ep
+}
+
+// earlyExports are the exports a job opens while it takes its snapshot.
+type earlyExports struct {
+	mu    sync.Mutex
+	byKey map[int32]*earlyExport // not taken yet
+}
+
+// openEarly starts opening the exports of the disks of alloc that copy
+// first (Config.DiskParallelism of them, in the allocation's order, which
+// is the copy's): over a long link each NBD connection's handshake takes
+// round trips, which then pass while vCenter takes the snapshot. Each is
+// sized as copyOnce would size it with the disks copying then.
+func (r *Runner) openEarly(ctx context.Context, alloc events.ExportAllocation) *earlyExports {
+	es := &earlyExports{byKey: make(map[int32]*earlyExport)}
+	for k, d := range alloc.Disks {
+		if k == r.cfg.DiskParallelism {
+			break
+		}
+		e := &earlyExport{done: make(chan struct{})}
+		es.byKey[d.Key] = e
+		conns := r.pipe(int(r.copies.Load()) + k + 1).connections
+		go func() {
+			defer close(e.done)
+			e.ep, e.err = export.Open(ctx, exportURI(d.Export), conns, r.cfg.NBD)
+			if e.err != nil && ctx.Err() == nil {
+				r.log.Info("opening the export ahead of the copy failed: the copy opens it", "job", alloc.JobID, "disk", d.Key, "err", redact(e.err, d.Export.Name))
+			}
+		}()
+	}
+	return es
+}
+
+// take hands the early export of disk key to its copy, which closes it:
+// nil when there is none (left, or es is nil).
+func (es *earlyExports) take(key int32) *earlyExport {
+	if es == nil {
+		return nil
+	}
+	es.mu.Lock()
+	defer es.mu.Unlock()
+	e := es.byKey[key]
+	delete(es.byKey, key)
+	return e
+}
+
+// close closes the exports no copy took, once opened.
+func (es *earlyExports) close() {
+	es.mu.Lock()
+	left := es.byKey
+	es.byKey = nil
+	es.mu.Unlock()
+	for _, e := range left {
+		<-e.done
+		if e.ep != nil {
+			e.ep.Close()
+		}
+	}
 }

@@ -82,16 +82,16 @@ func TestQueue(t *testing.T) {
 // TestProgressEvents: a job's progress events reach the bus at most once
 // per interval within a phase, in order, with every field, ending at 100%.
 // Checking the copy is the verifying phase, its bytes going up to the
-// total, shown live by the VMA and the OMA (the OMA's hashing is rate
-// limited as the copy is, one block a request, so it lasts a few
-// intervals).
+// total, shown live by the VMA and the OMA (the OMA hashes while the copy
+// goes on, one block a request, rate limited to half the copy's rate, so
+// what is left to check when the copy ends lasts a few intervals).
 func TestProgressEvents(t *testing.T) {
 	const interval = 200 * time.Millisecond
 	b := newBed(t, bedConfig{vma: func(c *appliance.Config) {
 		slowly(2 << 20)(c)
 		c.Copy.HashBatch = 1
 		c.ProgressInterval = interval
-	}, oma: func(c *omaappliance.Config) { c.VerifyRate = 2 << 20 }})
+	}, oma: func(c *omaappliance.Config) { c.VerifyRate = 1 << 20 }})
 	j := b.create(t, threeDisks)
 	b.startFromOMA(t, j.JobID)
 	b.waitCopying(t, j.JobID)
