@@ -28,6 +28,12 @@ const (
 	// 8 connections (1.25 windows per round trip) carried 88-93 MB/s, 16
 	// (2.5) 105-117, the link's most.
 	windowCycles = 2.5
+	// flightBDPs is how many bandwidth-delay products of requests a disk
+	// keeps in flight (at least the copier's depth). More only queues in
+	// the link: at 100 ms on 1 Gbit/s 1.5 of them kept a standing queue, so
+	// BBR never saw the link's own round trip again and drained it every
+	// 10 s (ProbeRTT), and 3 overflowed it; 1.15 made neither.
+	flightBDPs = 1.15
 	// unknownRTTConnections is how many connections a disk opens while the
 	// link's RTT is not known yet.
 	unknownRTTConnections = 4
@@ -47,7 +53,7 @@ type pipe struct {
 // pipeFor sizes a disk's copy for a link of rate bytes per second and the
 // given round-trip time: enough connections that their channel windows
 // cover windowCycles bandwidth-delay products, and enough requests in
-// flight (of requestSize bytes, at least depth) to cover it half again.
+// flight (of requestSize bytes, at least depth) to cover flightBDPs of them.
 // An unknown RTT (0) gives unknownRTTConnections.
 func pipeFor(rate int64, rtt time.Duration, depth, requestSize int) pipe {
 	if depth == 0 {
@@ -61,7 +67,7 @@ func pipeFor(rate int64, rtt time.Duration, depth, requestSize int) pipe {
 	}
 	bdp := float64(rate) * rtt.Seconds()
 	conns := int(math.Ceil(windowCycles * bdp / channelWindow))
-	d := int(math.Ceil(1.5 * bdp / float64(requestSize)))
+	d := int(math.Ceil(flightBDPs * bdp / float64(requestSize)))
 	return pipe{
 		connections: min(max(conns, 1), maxAutoConnections),
 		depth:       max(depth, min(d, maxAutoDepth)),
