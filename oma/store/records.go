@@ -245,3 +245,47 @@ func DeleteToken(tx *bbolt.Tx, name string) error {
 func HasToken(tx *bbolt.Tx, name string) bool {
 	return tx.Bucket(bucketTokens).Get([]byte(name)) != nil
 }
+
+// VCenter is a registered vCenter. Its password is kept only sealed under
+// the OMA's at-rest key (package oma/atrest), never in the clear.
+type VCenter struct {
+	Name     string `json:"name"`
+	Host     string `json:"host"`
+	Username string `json:"username"`
+	// PasswordSealed is the password as atrest.Key.Seal returned it.
+	PasswordSealed []byte   `json:"password_sealed"`
+	Datacenters    []string `json:"datacenters,omitempty"`
+	// CAPEM or Thumbprint pin the vCenter's certificate; neither: the
+	// VMA's trust store.
+	CAPEM      string `json:"ca_pem,omitempty"`
+	Thumbprint string `json:"thumbprint,omitempty"`
+	// VMAs may use it: those that proved access, unless set.
+	VMAs      []string  `json:"vmas,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+	// PasswordAt is when the password was last set (created or rotated).
+	PasswordAt time.Time `json:"password_at"`
+}
+
+// PutVCenter stores v under its name.
+func PutVCenter(tx *bbolt.Tx, v VCenter) error { return put(tx, bucketVCenters, v.Name, v) }
+
+// GetVCenter reads a vCenter; ErrNotFound when there is none.
+func GetVCenter(tx *bbolt.Tx, name string) (VCenter, error) {
+	var v VCenter
+	return v, get(tx, bucketVCenters, name, &v)
+}
+
+// VCenters returns every registered vCenter, by name.
+func VCenters(tx *bbolt.Tx) ([]VCenter, error) {
+	var out []VCenter
+	return out, each(tx, bucketVCenters, func(v VCenter) error { out = append(out, v); return nil })
+}
+
+// DeleteVCenter removes a vCenter; ErrNotFound when there is none.
+func DeleteVCenter(tx *bbolt.Tx, name string) error {
+	if tx.Bucket(bucketVCenters).Get([]byte(name)) == nil {
+		return fmt.Errorf("%s %q: %w", bucketVCenters, name, ErrNotFound)
+	}
+	return tx.Bucket(bucketVCenters).Delete([]byte(name))
+}

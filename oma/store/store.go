@@ -18,10 +18,11 @@ var (
 	bucketVMAs      = []byte("vmas")
 	bucketTokens    = []byte("tokens")
 	bucketApplied   = []byte("applied")
+	bucketVCenters  = []byte("vcenters")
 )
 
 func buckets() [][]byte {
-	return [][]byte{bucketJobs, bucketInventory, bucketLeases, bucketVMAs, bucketTokens, bucketApplied, bucketOutbox, bucketPages, bucketRequests}
+	return [][]byte{bucketJobs, bucketInventory, bucketLeases, bucketVMAs, bucketTokens, bucketApplied, bucketOutbox, bucketPages, bucketRequests, bucketVCenters}
 }
 
 // ErrNotFound is returned when a record does not exist.
