@@ -53,16 +53,10 @@ var (
 	ErrUnreachable = errors.New("no connected VMA could reach the vCenter")
 )
 
-// Spec is a vCenter to register.
+// Spec is a vCenter to register: its name and its credentials.
 type Spec struct {
-	Name        string
-	Host        string
-	Username    string
-	Password    secret.String
-	Datacenters []string
-	CAPEM       string
-	Thumbprint  string
-	VMAs        []string
+	Name string
+	Credentials
 }
 
 // View is a registered vCenter as reads show it: no password.
@@ -138,11 +132,6 @@ func (s Spec) check() error {
 	return nil
 }
 
-func (s Spec) credentials() Credentials {
-	return Credentials{Host: s.Host, Username: s.Username, Password: s.Password, Datacenters: s.Datacenters,
-		CAPEM: s.CAPEM, Thumbprint: s.Thumbprint, VMAs: s.VMAs}
-}
-
 // prove asks the Prover, and turns its refusals into faults naming the
 // field a person must fix.
 func (r *Registry) prove(ctx context.Context, c Credentials) ([]string, error) {
@@ -169,7 +158,7 @@ func (r *Registry) Create(ctx context.Context, s Spec) (View, error) {
 	if _, err := r.Get(s.Name); err == nil {
 		return View{}, fault.Errorf(fault.Conflict, "name", "a vCenter named %q is registered already", s.Name)
 	}
-	proved, err := r.prove(ctx, s.credentials())
+	proved, err := r.prove(ctx, s.Credentials)
 	if err != nil {
 		return View{}, err
 	}

@@ -63,8 +63,8 @@ func newRegistry(t *testing.T, prover vcenters.Prover) (*vcenters.Registry, stri
 }
 
 func good() vcenters.Spec {
-	return vcenters.Spec{Name: "prod-vc1", Host: "vc1.example.com", Username: "administrator@vsphere.local",
-		Password: secret.New(password)}
+	return vcenters.Spec{Name: "prod-vc1", Credentials: vcenters.Credentials{Host: "vc1.example.com",
+		Username: "administrator@vsphere.local", Password: secret.New(password)}}
 }
 
 // wantFault checks err is a fault of kind about field.
