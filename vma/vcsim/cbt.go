@@ -36,6 +36,8 @@ type cbtHook struct {
 	window   int64
 	maxAreas int
 	tracking *tracking
+	// beforeSnapshot is Config.BeforeSnapshot.
+	beforeSnapshot func(vm string)
 
 	mu   sync.Mutex
 	refs map[cbtKey]int // calls in flight per session registry and VM
@@ -50,6 +52,13 @@ type cbtKey struct {
 // QueryChangedDiskAreas, keep is how many change ids each disk remembers.
 func newCBTHook(window int64, maxAreas, keep int) *cbtHook {
 	return &cbtHook{window: window, maxAreas: maxAreas, tracking: newTracking(keep), refs: make(map[cbtKey]int)}
+}
+
+// before calls Config.BeforeSnapshot for vm, if set.
+func (h *cbtHook) before(vm *simulator.VirtualMachine) {
+	if h.beforeSnapshot != nil {
+		h.beforeSnapshot(vm.Name)
+	}
 }
 
 // hooked reports whether cbtVM answers the VM method name.
@@ -133,6 +142,7 @@ func (w *cbtVM) QueryChangedDiskAreas(ctx *simulator.Context, req *types.QueryCh
 // own CreateSnapshotExTask, not the hooked one.
 func (w *cbtVM) CreateSnapshotTask(ctx *simulator.Context, req *types.CreateSnapshot_Task) soap.HasFault {
 	defer w.hook.release(ctx, w.Self)
+	w.hook.before(w.VirtualMachine)
 	if msg, fault := w.hook.tracking.snapshot(ctx, w.VirtualMachine); fault != nil {
 		return &methods.CreateSnapshot_TaskBody{Fault_: simulator.Fault(msg, fault)}
 	}
@@ -143,6 +153,7 @@ func (w *cbtVM) CreateSnapshotTask(ctx *simulator.Context, req *types.CreateSnap
 // CreateSnapshotTask is.
 func (w *cbtVM) CreateSnapshotExTask(ctx *simulator.Context, req *types.CreateSnapshotEx_Task) soap.HasFault {
 	defer w.hook.release(ctx, w.Self)
+	w.hook.before(w.VirtualMachine)
 	if msg, fault := w.hook.tracking.snapshot(ctx, w.VirtualMachine); fault != nil {
 		return &methods.CreateSnapshotEx_TaskBody{Fault_: simulator.Fault(msg, fault)}
 	}

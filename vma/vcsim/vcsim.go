@@ -74,6 +74,10 @@ type Config struct {
 	// Extra adds VMs of the caller's shape in the datacenter's vm folder,
 	// their disks with DiskData bytes of content like the others.
 	Extra []VM
+	// BeforeSnapshot, if not nil, is called with the VM's name as a
+	// snapshot is asked for, before it is taken; the call waits for it.
+	// Tests use it to look at what a client does meanwhile.
+	BeforeSnapshot func(vm string)
 }
 
 // VM is the shape of a VM that Config.Extra adds.
@@ -163,7 +167,9 @@ func Start(ctx context.Context, cfg Config) (*Simulator, error) {
 	if err := model.Create(); err != nil {
 		return nil, fmt.Errorf("create simulator model: %w", err)
 	}
-	model.Map().Handler = newCBTHook(cfg.ChangedAreasWindow, cfg.ChangedAreasMax, cfg.ChangeIDs).handle
+	hook := newCBTHook(cfg.ChangedAreasWindow, cfg.ChangedAreasMax, cfg.ChangeIDs)
+	hook.beforeSnapshot = cfg.BeforeSnapshot
+	model.Map().Handler = hook.handle
 	model.Service.TLS = new(tls.Config)
 	model.Service.Listen = &url.URL{Host: cfg.Addr, User: url.UserPassword(cfg.Username, cfg.Password)}
 	server := model.Service.NewServer()
