@@ -68,8 +68,9 @@ const (
 	// wanEnvPeer, when "off", skips nbdcopy (exploring the job alone: its
 	// ratio is then not reported).
 	wanEnvPeer = "GODWIT_BENCH_NBDCOPY"
-	// wanEnvLogs, when set, is a directory the processes' logs are copied
-	// into before the bench removes its own.
+	// wanEnvLogs, when set, is a directory (made if missing; the logs must
+	// not be in it yet) the processes' logs are copied into before the
+	// bench removes its own.
 	wanEnvLogs = "GODWIT_BENCH_LOGS"
 	// wanEnvBin is the directory of oma, vma and wanlink (default ../bin).
 	wanEnvBin = "GODWIT_BENCH_BIN"
@@ -281,8 +282,8 @@ func newWAN(b *testing.B) *wan {
 	}
 	b.Cleanup(func() {
 		if keep := os.Getenv(wanEnvLogs); keep != "" {
-			if out, err := exec.Command("cp", "-r", filepath.Join(dir, "logs"), keep).CombinedOutput(); err != nil {
-				b.Errorf("keep the logs in %s: %v: %s", keep, err, out)
+			if err := os.CopyFS(keep, os.DirFS(filepath.Join(dir, "logs"))); err != nil {
+				b.Errorf("keep the logs in %s: %v", keep, err)
 			}
 		}
 		if err := os.RemoveAll(dir); err != nil {

@@ -680,7 +680,6 @@ func exportURI(e events.Export) string {
 type earlyExport struct {
 	done chan struct{} // closed once opened or failed
 	ep   *export.Endpoint
-	err  error
 }
 
 // endpoint waits for the export (the job's context bounds its opening)
@@ -716,10 +715,11 @@ func (r *Runner) openEarly(ctx context.Context, alloc events.ExportAllocation) *
 		conns := r.pipe(int(r.copies.Load()) + k + 1).connections
 		go func() {
 			defer close(e.done)
-			e.ep, e.err = export.Open(ctx, exportURI(d.Export), conns, r.cfg.NBD)
-			if e.err != nil && ctx.Err() == nil {
-				r.log.Info("opening the export ahead of the copy failed: the copy opens it", "job", alloc.JobID, "disk", d.Key, "err", redact(e.err, d.Export.Name))
+			ep, err := export.Open(ctx, exportURI(d.Export), conns, r.cfg.NBD)
+			if err != nil && ctx.Err() == nil {
+				r.log.Info("opening the export ahead of the copy failed: the copy opens it", "job", alloc.JobID, "disk", d.Key, "err", redact(err, d.Export.Name))
 			}
+			e.ep = ep
 		}()
 	}
 	return es
