@@ -1,0 +1,155 @@
+package schedule
+
+import (
+	"fmt"
+	"time"
+)
+
+// Spec is a sync schedule as the API takes it (JSON). Exactly one of
+// Interval and Cron is set; Window is optional.
+type Spec struct {
+	// Interval is a Go duration such as "4h", "90m" or "5s".
+	Interval string `json:"interval,omitempty"`
+	// Cron has five fields: minute hour day-of-month month day-of-week.
+	Cron string `json:"cron,omitempty"`
+	// Window limits syncs to a daily span of wall-clock time; nil allows
+	// any time.
+	Window *Window `json:"window,omitempty"`
+}
+
+// Schedule is a parsed Spec. It is immutable and safe for concurrent use.
+type Schedule struct {
+	interval time.Duration // > 0 for an interval schedule
+	cron     *cron         // non-nil for a cron schedule
+	expr     string        // the cron expression as given
+	window   *window       // nil: any time
+	loc      *time.Location
+}
+
+// horizon is how far Next looks ahead. A cron expression that Parse takes
+// fires within it: the rarest, such as "0 0 29 2 SUN" (February 29 on a
+// Sunday), fire every few decades.
+const horizon = 100 // years
+
+// Parse checks s and returns its Schedule. An interval below minInterval
+// is refused (minInterval <= 0 sets no minimum); minInterval does not apply
+// to cron expressions. Every error is a *FieldError naming the JSON field
+// at fault.
+func Parse(s Spec, minInterval time.Duration) (*Schedule, error) {
+	sch := &Schedule{loc: time.UTC}
+	if s.Window != nil {
+		w, err := parseWindow(*s.Window)
+		if err != nil {
+			return nil, err
+		}
+		sch.window, sch.loc = w, w.loc
+	}
+	switch {
+	case s.Interval == "" && s.Cron == "":
+		return nil, fieldError("sync", `needs an interval (such as "4h") or a cron expression (such as "0 */4 * * *")`)
+	case s.Interval != "" && s.Cron != "":
+		return nil, fieldError("sync", "has both an interval and a cron expression; keep one of them")
+	case s.Interval != "":
+		d, err := parseInterval(s.Interval, minInterval)
+		if err != nil {
+			return nil, fieldError("sync.interval", err.Error())
+		}
+		sch.interval = d
+	default:
+		c, err := parseCron(s.Cron)
+		if err != nil {
+			return nil, fieldError("sync.cron", err.Error())
+		}
+		if sch.window != nil && !c.firesWithin(sch.window) {
+			return nil, fieldError("sync.cron", fmt.Sprintf(
+				"%q never fires inside the window %s: none of the hours and minutes it names falls in it; change the hours, or widen the window", s.Cron, sch.window))
+		}
+		sch.cron, sch.expr = c, s.Cron
+	}
+	return sch, nil
+}
+
+// Validate returns the error Parse(s, minInterval) would: nil or a
+// *FieldError.
+func (s Spec) Validate(minInterval time.Duration) error {
+	_, err := Parse(s, minInterval)
+	return err
+}
+
+// parseInterval parses a Go duration that is positive and at least min.
+func parseInterval(s string, min time.Duration) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration; want a number and a unit (h, m or s), such as \"4h\" or \"90m\"", s)
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("%q is not positive; want a duration such as \"4h\"", s)
+	}
+	if min > 0 && d < min {
+		return 0, fmt.Errorf("%q is below the minimum of %v; use a longer interval (the OMA's -min-sync-interval flag sets the minimum)", s, min)
+	}
+	return d, nil
+}
+
+// Next returns the first due time strictly after t that lies inside the
+// window, if there is one, in t's location.
+//
+// For an interval that is t plus the interval, moved to the window's next
+// opening when it falls outside the window. For a cron expression it is
+// the first minute after t that the expression names, read on the wall
+// clock of the window's zone (UTC without one), and inside the window.
+// Next returns the zero Time only if nothing is due in the next 100 years,
+// which Parse rules out.
+func (s *Schedule) Next(t time.Time) time.Time {
+	if s.cron == nil {
+		due := t.Add(s.interval)
+		if s.window != nil {
+			due = s.window.next(due)
+		}
+		return due
+	}
+	wall := wallClock(t.In(s.loc)).Truncate(time.Minute).Add(time.Minute)
+	limit := wall.AddDate(horizon, 0, 0)
+	for {
+		w, ok := s.cron.nextWall(wall, limit)
+		if !ok {
+			return time.Time{}
+		}
+		due := instant(w, s.loc)
+		switch {
+		case !due.After(t): // a repeated wall-clock time, first seen before t
+			wall = w.Add(time.Minute)
+		case s.window == nil || s.window.within(due):
+			return due.In(t.Location())
+		case s.window.containsMinute(w.Hour()*60 + w.Minute()):
+			wall = w.Add(time.Minute) // skipped by a zone change to a time outside
+		default:
+			wall = nextStartWall(w, s.window.start)
+		}
+	}
+}
+
+// Within reports whether t is inside the window: at or after its start and
+// before its end on the wall clock of its zone. Without a window it is
+// always true.
+func (s *Schedule) Within(t time.Time) bool {
+	return s.window == nil || s.window.within(t)
+}
+
+// String describes the schedule, such as "every 4h0m0s inside 22:00-06:00
+// Europe/Berlin" or `cron "0 */4 * * *" in UTC`.
+func (s *Schedule) String() string {
+	var what string
+	if s.cron != nil {
+		what = fmt.Sprintf("cron %q", s.expr)
+		if s.window == nil {
+			return what + " in UTC"
+		}
+	} else {
+		what = "every " + s.interval.String()
+		if s.window == nil {
+			return what
+		}
+	}
+	return what + " inside " + s.window.String()
+}
