@@ -29,8 +29,10 @@
 //
 // A window is a daily span of wall-clock time, start inclusive and end
 // exclusive, in its zone (UTC if none). An end before its start wraps
-// midnight: 22:00-06:00 is the night. An end equal to its start is an
-// error; a schedule with no window may sync at any time.
+// midnight: 22:00-06:00 is the night. An end equal to its start is the
+// whole day: 00:00-00:00 in Europe/Berlin lets a cron expression read
+// Berlin's clock without limiting when it fires. A schedule with no window
+// may sync at any time.
 //
 // # Daylight saving time
 //

@@ -76,8 +76,9 @@ func (s Spec) Validate(minInterval time.Duration) error {
 	return err
 }
 
-// parseInterval parses a Go duration that is positive and at least min.
-func parseInterval(s string, min time.Duration) (time.Duration, error) {
+// parseInterval parses a Go duration that is positive and at least minimum
+// (if minimum > 0).
+func parseInterval(s string, minimum time.Duration) (time.Duration, error) {
 	d, err := time.ParseDuration(s)
 	if err != nil {
 		return 0, fmt.Errorf("%q is not a duration; want a number and a unit (h, m or s), such as \"4h\" or \"90m\"", s)
@@ -85,8 +86,8 @@ func parseInterval(s string, min time.Duration) (time.Duration, error) {
 	if d <= 0 {
 		return 0, fmt.Errorf("%q is not positive; want a duration such as \"4h\"", s)
 	}
-	if min > 0 && d < min {
-		return 0, fmt.Errorf("%q is below the minimum of %v; use a longer interval (the OMA's -min-sync-interval flag sets the minimum)", s, min)
+	if minimum > 0 && d < minimum {
+		return 0, fmt.Errorf("%q is below the minimum of %v; use a longer interval (the OMA's -min-sync-interval flag sets the minimum)", s, minimum)
 	}
 	return d, nil
 }
@@ -137,19 +138,20 @@ func (s *Schedule) Within(t time.Time) bool {
 }
 
 // String describes the schedule, such as "every 4h0m0s inside 22:00-06:00
-// Europe/Berlin" or `cron "0 */4 * * *" in UTC`.
+// Europe/Berlin", `cron "0 */4 * * *" in UTC` or `cron "0 2 * * *" in
+// Europe/Berlin inside 22:00-06:00`.
 func (s *Schedule) String() string {
 	var what string
 	if s.cron != nil {
-		what = fmt.Sprintf("cron %q", s.expr)
-		if s.window == nil {
-			return what + " in UTC"
-		}
-	} else {
-		what = "every " + s.interval.String()
-		if s.window == nil {
+		what = fmt.Sprintf("cron %q in %s", s.expr, s.loc)
+		if s.window == nil || s.window.allDay() {
 			return what
 		}
+		return what + " inside " + s.window.span()
+	}
+	what = "every " + s.interval.String()
+	if s.window == nil || s.window.allDay() {
+		return what
 	}
 	return what + " inside " + s.window.String()
 }

@@ -9,7 +9,9 @@ import (
 
 // Window is a daily span of wall-clock time in which syncs may run, as the
 // API takes it. Start and End are "HH:MM" (24h); an End before Start wraps
-// midnight. TZ is an IANA zone name; "" is UTC.
+// midnight, and an End equal to Start is the whole day (which gives a cron
+// expression a zone without limiting it). TZ is an IANA zone name; "" is
+// UTC.
 type Window struct {
 	Start string `json:"start"`
 	End   string `json:"end"`
@@ -35,10 +37,6 @@ func parseWindow(w Window) (*window, error) {
 	end, err := parseClock(w.End)
 	if err != nil {
 		return nil, fieldError("sync.window.end", err.Error())
-	}
-	if start == end {
-		return nil, fieldError("sync.window.end", fmt.Sprintf(
-			"%q equals the start, so the window would be empty; pick a different end (an end before the start wraps midnight), or leave the window out to sync at any time", w.End))
 	}
 	loc, tz, err := loadZone(w.TZ)
 	if err != nil {
@@ -90,14 +88,23 @@ func loadZone(tz string) (*time.Location, string, error) {
 	return loc, tz, nil
 }
 
-// String returns the window as "22:00-06:00 Europe/Berlin".
-func (w *window) String() string {
-	return fmt.Sprintf("%02d:%02d-%02d:%02d %s", w.start/60, w.start%60, w.end/60, w.end%60, w.tz)
+// allDay reports whether the window is the whole day.
+func (w *window) allDay() bool { return w.start == w.end }
+
+// span returns the window's times as "22:00-06:00".
+func (w *window) span() string {
+	return fmt.Sprintf("%02d:%02d-%02d:%02d", w.start/60, w.start%60, w.end/60, w.end%60)
 }
+
+// String returns the window as "22:00-06:00 Europe/Berlin".
+func (w *window) String() string { return w.span() + " " + w.tz }
 
 // containsMinute reports whether the wall-clock minute m (after midnight)
 // is inside the window.
 func (w *window) containsMinute(m int) bool {
+	if w.allDay() {
+		return true
+	}
 	if w.start < w.end {
 		return w.start <= m && m < w.end
 	}
@@ -106,6 +113,9 @@ func (w *window) containsMinute(m int) bool {
 
 // within reports whether t's wall clock in the window's zone is inside it.
 func (w *window) within(t time.Time) bool {
+	if w.allDay() {
+		return true
+	}
 	lt := t.In(w.loc)
 	return w.containsMinute(lt.Hour()*60 + lt.Minute())
 }
