@@ -23,12 +23,12 @@ type Schedule struct {
 	cron     *cron         // non-nil for a cron schedule
 	expr     string        // the cron expression as given
 	window   *window       // nil: any time
-	loc      *time.Location
+	loc      *time.Location // the zone whose wall clock the cron expression reads
 }
 
 // horizon is how far Next looks ahead. A cron expression that Parse takes
-// fires within it: the rarest, such as "0 0 29 2 SUN" (February 29 on a
-// Sunday), fire every few decades.
+// fires within it: the rarest, such as "0 0 29 2 */7" (February 29 when
+// it is a Sunday), fire every few decades.
 const horizon = 100 // years
 
 // Parse checks s and returns its Schedule. An interval below minInterval
