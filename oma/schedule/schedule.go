@@ -19,10 +19,10 @@ type Spec struct {
 
 // Schedule is a parsed Spec. It is immutable and safe for concurrent use.
 type Schedule struct {
-	interval time.Duration // > 0 for an interval schedule
-	cron     *cron         // non-nil for a cron schedule
-	expr     string        // the cron expression as given
-	window   *window       // nil: any time
+	interval time.Duration  // > 0 for an interval schedule
+	cron     *cron          // non-nil for a cron schedule
+	expr     string         // the cron expression as given
+	window   *window        // nil: any time
 	loc      *time.Location // the zone whose wall clock the cron expression reads
 }
 
