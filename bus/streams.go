@@ -23,6 +23,7 @@ const (
 	StreamPresence  = "PRESENCE"  // VMA heartbeats, the last one per VMA
 	StreamTunnel    = "TUNNEL"    // outages of the VMAs' SSH connections
 	StreamAlerts    = "ALERTS"    // the OMA's alerts, such as a stream near its limit
+	StreamPlans     = "PLANS"     // migration plans: created, changed, VM states, syncs
 )
 
 // OMADurable is the name of the OMA's durable consumer on every stream it reads.
@@ -147,6 +148,7 @@ func StreamConfigs(l StreamLimits) []jetstream.StreamConfig {
 		presence,
 		mk(StreamTunnel, "godwit VMA SSH connection outages", subject.AllTunnel),
 		mk(StreamAlerts, "godwit OMA alerts", subject.AllAlert),
+		mk(StreamPlans, "godwit migration plans", subject.AllPlans),
 	}
 }
 

@@ -110,6 +110,9 @@ type VM struct {
 	// Firmware is bios or efi.
 	Firmware   string    `json:"firmware"`
 	CBTEnabled bool      `json:"cbt_enabled"`
+	HardwareVersion int `json:"hardware_version"`
+	Snapshots int `json:"snapshots,omitempty"`
+	SnapshotDepth int `json:"snapshot_depth,omitempty"`
 	Disks      []Disk    `json:"disks"`
 	Networks   []Network `json:"networks"`
 }
@@ -126,6 +129,8 @@ type Disk struct {
 	Thin       bool   `json:"thin"`
 	Controller string `json:"controller"`
 	UnitNumber int32  `json:"unit_number"`
+	Mode string `json:"mode,omitempty"`
+	RDM bool `json:"rdm,omitempty"`
 }
 
 // Network is one network adapter of a VM.

@@ -2,17 +2,22 @@ package events
 
 // Event types, each versioned. A breaking change to a payload is a new type.
 const (
-	TypeDiscoverRequest   = "io.godwit.discover.request.v1"
-	TypeDiscoverResult    = "io.godwit.discover.result.v1"
-	TypeReplicateCommand  = "io.godwit.replicate.command.v1"
-	TypeReplicateCancel   = "io.godwit.replicate.cancel.v1"
-	TypeProgress          = "io.godwit.progress.v1"
-	TypeReplicationStatus = "io.godwit.replication.status.v1"
-	TypeJobCreated        = "io.godwit.job.created.v1"
-	TypeJobStateChanged   = "io.godwit.job.state.v1"
-	TypeHeartbeat         = "io.godwit.vma.heartbeat.v1"
-	TypeTunnelOutage      = "io.godwit.tunnel.outage.v1"
-	TypeStreamAlert       = "io.godwit.alert.stream.v1"
+	TypeDiscoverRequest    = "io.godwit.discover.request.v1"
+	TypeDiscoverResult     = "io.godwit.discover.result.v1"
+	TypeReplicateCommand   = "io.godwit.replicate.command.v1"
+	TypeReplicateCancel    = "io.godwit.replicate.cancel.v1"
+	TypeProgress           = "io.godwit.progress.v1"
+	TypeReplicationStatus  = "io.godwit.replication.status.v1"
+	TypeJobCreated         = "io.godwit.job.created.v1"
+	TypeJobStateChanged    = "io.godwit.job.state.v1"
+	TypeHeartbeat          = "io.godwit.vma.heartbeat.v1"
+	TypeTunnelOutage       = "io.godwit.tunnel.outage.v1"
+	TypeStreamAlert        = "io.godwit.alert.stream.v1"
+	TypePlanCreated        = "io.godwit.plan.created.v1"
+	TypePlanChanged        = "io.godwit.plan.changed.v1"
+	TypePlanVMStateChanged = "io.godwit.plan.vm.state.v1"
+	TypePlanSyncScheduled  = "io.godwit.plan.sync.scheduled.v1"
+	TypePlanSyncDone       = "io.godwit.plan.sync.done.v1"
 )
 
 // Types lists every event type, in a fixed order.
@@ -21,6 +26,7 @@ func Types() []string {
 		TypeDiscoverRequest, TypeDiscoverResult, TypeReplicateCommand, TypeReplicateCancel,
 		TypeProgress, TypeReplicationStatus, TypeJobCreated, TypeJobStateChanged, TypeHeartbeat,
 		TypeTunnelOutage, TypeStreamAlert,
+		TypePlanCreated, TypePlanChanged, TypePlanVMStateChanged, TypePlanSyncScheduled, TypePlanSyncDone,
 	}
 }
 
@@ -50,6 +56,16 @@ func NewPayload(eventType string) (Payload, bool) {
 		return new(TunnelOutage), true
 	case TypeStreamAlert:
 		return new(StreamAlert), true
+	case TypePlanCreated:
+		return new(PlanCreated), true
+	case TypePlanChanged:
+		return new(PlanChanged), true
+	case TypePlanVMStateChanged:
+		return new(PlanVMStateChanged), true
+	case TypePlanSyncScheduled:
+		return new(PlanSyncScheduled), true
+	case TypePlanSyncDone:
+		return new(PlanSyncDone), true
 	}
 	return nil, false
 }

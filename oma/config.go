@@ -16,6 +16,7 @@ import (
 	"github.com/godwit/godwit/oma/appliance"
 	"github.com/godwit/godwit/oma/authkeys"
 	"github.com/godwit/godwit/oma/jobs"
+	"github.com/godwit/godwit/oma/plans"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/vmas"
 )
@@ -46,6 +47,8 @@ type config struct {
 	bodyTimeout     time.Duration
 	maxConns        int
 	tunnelDir       string
+	secretKey       string
+	minSyncInterval time.Duration
 }
 
 // newFlagSet declares the flags every oma command has; its usage lists the
@@ -80,6 +83,8 @@ func declareRunFlags(fs *flag.FlagSet, cfg *config) {
 	fs.IntVar(&cfg.maxPendingJobs, "max-pending-jobs", jobs.DefaultMaxPendingJobs, "pending jobs one API token may have at once; one more is refused (429)")
 	fs.IntVar(&cfg.verifyParallel, "verify-parallel", jobs.DefaultVerifyParallel, "verify requests of VMAs hashed at once (each reads a volume)")
 	fs.Int64Var(&cfg.verifyRate, "verify-rate", 0, "bytes per second read from the volumes to answer verify requests, over all of them; 0: no bound")
+	fs.StringVar(&cfg.secretKey, "secret-key", "", "file of the key that encrypts the registered vCenters' passwords at rest (mode 0600, created on first start; default: <data>/at-rest.key); keep it out of backups of state.db")
+	fs.DurationVar(&cfg.minSyncInterval, "min-sync-interval", plans.DefaultMinSyncInterval, "shortest interval a plan's sync schedule may have")
 	fs.DurationVar(&cfg.streamMaxAge, "stream-max-age", 30*24*time.Hour, "how long streams keep events")
 	fs.Int64Var(&cfg.streamMaxBytes, "stream-max-bytes", 1<<30, "bytes each stream keeps at most")
 }
@@ -195,6 +200,9 @@ func (cfg *config) appliance() (appliance.Config, error) {
 	if cfg.verifyRate < 0 {
 		return appliance.Config{}, fmt.Errorf("-verify-rate %d: want 0 (no bound) or bytes per second", cfg.verifyRate)
 	}
+	if cfg.minSyncInterval <= 0 {
+		return appliance.Config{}, fmt.Errorf("-min-sync-interval %s: want a positive duration", cfg.minSyncInterval)
+	}
 	if cfg.pendingJobTTL <= 0 || cfg.maxPendingJobs < 1 {
 		return appliance.Config{}, fmt.Errorf("-pending-job-ttl and -max-pending-jobs must be positive")
 	}
@@ -228,5 +236,7 @@ func (cfg *config) appliance() (appliance.Config, error) {
 		VerifyRate:      cfg.verifyRate,
 		StreamMaxAge:    cfg.streamMaxAge,
 		StreamMaxBytes:  cfg.streamMaxBytes,
+		AtRestKeyFile:   cfg.secretKey,
+		MinSyncInterval: cfg.minSyncInterval,
 	}, nil
 }

@@ -28,6 +28,11 @@ const (
 	exportRequest    = Root + ".export.request"
 	verifyRequest    = Root + ".verify.request"
 	alert            = Root + ".alert"
+	planCreated      = Root + ".plan.created"
+	planChanged      = Root + ".plan.changed"
+	planVM           = Root + ".plan.vm"
+	planScheduled    = Root + ".plan.scheduled"
+	planSynced       = Root + ".plan.synced"
 )
 
 // Wildcard filters over every VMA, used by streams and subscribers.
@@ -46,6 +51,7 @@ const (
 	AllTunnel          = tunnel + ".>"
 	AllExport          = exportRequest + ".>"
 	AllVerify          = verifyRequest + ".>"
+	AllPlans           = Root + ".plan.>"
 	All                = Root + ".>"
 )
 
@@ -95,6 +101,24 @@ type namedID struct{ name, value string }
 func vma(id string) namedID     { return namedID{"vma id", id} }
 func job(id string) namedID     { return namedID{"job id", id} }
 func request(id string) namedID { return namedID{"request id", id} }
+func plan(name string) namedID  { return namedID{"plan name", name} }
+func vm(id string) namedID      { return namedID{"vm id", id} }
+
+// PlanCreated is godwit.plan.created.<plan>: a migration plan was created.
+func PlanCreated(name string) (string, error) { return join(planCreated, plan(name)) }
+
+// PlanChanged is godwit.plan.changed.<plan>: a plan was changed, paused,
+// resumed or deleted.
+func PlanChanged(name string) (string, error) { return join(planChanged, plan(name)) }
+
+// PlanVM is godwit.plan.vm.<plan>.<vm>: a VM of a plan changed state.
+func PlanVM(name, vmID string) (string, error) { return join(planVM, plan(name), vm(vmID)) }
+
+// PlanScheduled is godwit.plan.scheduled.<plan>: a plan's sync is due.
+func PlanScheduled(name string) (string, error) { return join(planScheduled, plan(name)) }
+
+// PlanSynced is godwit.plan.synced.<plan>.<vm>: a plan's VM completed a copy.
+func PlanSynced(name, vmID string) (string, error) { return join(planSynced, plan(name), vm(vmID)) }
 
 // DiscoverRequest is godwit.discover.request.<vma>: discovery asked of one VMA.
 func DiscoverRequest(vmaID string) (string, error) { return join(discoverRequest, vma(vmaID)) }

@@ -25,9 +25,11 @@ import (
 	"github.com/godwit/godwit/oma/authkeys"
 	"github.com/godwit/godwit/oma/inventory"
 	"github.com/godwit/godwit/oma/jobs"
+	"github.com/godwit/godwit/oma/plans"
 	"github.com/godwit/godwit/oma/replicas"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/tokens"
+	"github.com/godwit/godwit/oma/vcenters"
 	"github.com/godwit/godwit/oma/vmas"
 	"github.com/godwit/godwit/schema"
 )
@@ -95,6 +97,10 @@ type Control interface {
 	vmaRegistry
 	inventoryKeeper
 	Bus() *bus.Conn
+	// VCenters are the registered vCenters.
+	VCenters() *vcenters.Registry
+	// Plans are the migration plans.
+	Plans() *plans.Manager
 	Started() time.Time
 	ExportRestarts() uint64
 }
@@ -159,6 +165,21 @@ func (a *API) Handler() http.Handler {
 	route(http.MethodPost, "/tokens", tokens.Admin, a.createToken)
 	route(http.MethodGet, "/tokens", tokens.Admin, a.listTokens)
 	route(http.MethodDelete, "/tokens/{name}", tokens.Admin, a.revokeToken)
+	route(http.MethodPost, "/vcenters", tokens.Admin, a.createVCenter)
+	route(http.MethodGet, "/vcenters", tokens.Read, a.listVCenters)
+	route(http.MethodGet, "/vcenters/{name}", tokens.Read, a.getVCenter)
+	route(http.MethodPut, "/vcenters/{name}", tokens.Admin, a.rotateVCenter)
+	route(http.MethodDelete, "/vcenters/{name}", tokens.Admin, a.deleteVCenter)
+	route(http.MethodPost, "/plans", tokens.Operate, a.createPlan)
+	route(http.MethodGet, "/plans", tokens.Read, a.listPlans)
+	route(http.MethodGet, "/plans/{name}", tokens.Read, a.getPlan)
+	route(http.MethodPatch, "/plans/{name}", tokens.Operate, a.patchPlan)
+	route(http.MethodDelete, "/plans/{name}", tokens.Operate, a.deletePlan)
+	route(http.MethodGet, "/plans/{name}/preflight", tokens.Operate, a.preflightPlan)
+	route(http.MethodPost, "/plans/{name}/pause", tokens.Operate, a.planAction(pausePlan))
+	route(http.MethodPost, "/plans/{name}/resume", tokens.Operate, a.planAction(resumePlan))
+	route(http.MethodPost, "/plans/{name}/sync", tokens.Operate, a.planAction(syncPlan))
+	route(http.MethodPost, "/plans/{name}/vms/{vm}/retry", tokens.Operate, a.planAction(retryPlanVM))
 	return httpserver.Guard(a.cfg.AllowOrigins, r)
 }
 

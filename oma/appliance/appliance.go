@@ -24,6 +24,7 @@ import (
 
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/oma/api"
+	"github.com/godwit/godwit/oma/atrest"
 	"github.com/godwit/godwit/oma/control"
 	"github.com/godwit/godwit/oma/exports"
 	"github.com/godwit/godwit/oma/jobs"
@@ -99,6 +100,15 @@ type Config struct {
 	// VerifyLimiter, when set, is that bound instead of VerifyRate. (Tests
 	// hold the OMA's verification with it.)
 	VerifyLimiter jobs.Limiter
+	// AtRestKeyFile holds the key that seals the registered vCenters'
+	// passwords (mode 0600, created on first start); empty means
+	// DataDir/at-rest.key.
+	AtRestKeyFile string
+	// MinSyncInterval is the shortest interval of a plan's schedule; 0
+	// means plans.DefaultMinSyncInterval (a minute).
+	MinSyncInterval time.Duration
+	// PlanPoll is how often the plans' schedules tick; 0 means a second.
+	PlanPoll time.Duration
 	// StreamMaxAge and StreamMaxBytes limit what each stream keeps; zero
 	// means 30 days and 1 GiB.
 	StreamMaxAge   time.Duration
@@ -287,6 +297,14 @@ func (o *OMA) Run(ctx context.Context) error {
 	if err := initialToken(st, files.InitialToken, cfg.Now(), log); err != nil {
 		return err
 	}
+	keyFile := cfg.AtRestKeyFile
+	if keyFile == "" {
+		keyFile = filepath.Join(cfg.DataDir, "at-rest.key")
+	}
+	atRestKey, err := atrest.Load(keyFile)
+	if err != nil {
+		return err
+	}
 	observer, err := loadOrCreateUser(files.Observer)
 	if err != nil {
 		return err
@@ -348,6 +366,7 @@ func (o *OMA) Run(ctx context.Context) error {
 		OMAPorts:      o.ownPorts(l.Addr(), srv.ClientURL()),
 		PendingJobTTL: cfg.PendingJobTTL, MaxPendingJobs: cfg.MaxPendingJobs, NBDPortsPerVMA: cfg.NBDPortsPerVMA,
 		VerifyParallel: cfg.VerifyParallel, VerifyLimiter: verifyLimiter(cfg),
+		AtRestKey: atRestKey, MinSyncInterval: cfg.MinSyncInterval, PlanPoll: cfg.PlanPoll,
 	}, st, conn, exp, srv)
 	if err := ctl.Restore(ctx); err != nil {
 		return err

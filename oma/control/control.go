@@ -8,11 +8,14 @@ import (
 
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events/subject"
+	"github.com/godwit/godwit/oma/atrest"
 	"github.com/godwit/godwit/oma/exports"
 	"github.com/godwit/godwit/oma/inventory"
 	"github.com/godwit/godwit/oma/jobs"
 	"github.com/godwit/godwit/oma/outbox"
+	"github.com/godwit/godwit/oma/plans"
 	"github.com/godwit/godwit/oma/store"
+	"github.com/godwit/godwit/oma/vcenters"
 	"github.com/godwit/godwit/oma/vmas"
 )
 
@@ -67,6 +70,14 @@ type Config struct {
 	// OMAPorts are the OMA's own ports (API, NATS, sshd, NBD pool): no
 	// VMA's API port may take one.
 	OMAPorts []vmas.PortRange
+	// AtRestKey seals the registered vCenters' passwords in the store;
+	// nil: registering a vCenter fails.
+	AtRestKey *atrest.Key
+	// MinSyncInterval is the shortest interval of a plan's schedule; 0
+	// means plans.DefaultMinSyncInterval.
+	MinSyncInterval time.Duration
+	// PlanPoll is how often the plans' schedules tick; 0 means a second.
+	PlanPoll time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger; nil discards.
@@ -80,6 +91,9 @@ type Control struct {
 	*vmas.Registry
 	*inventory.Keeper
 	*jobs.Manager
+
+	vcenters *vcenters.Registry
+	plans    *plans.Manager
 
 	cfg     Config
 	store   *store.Store
@@ -112,7 +126,7 @@ func New(cfg Config, st *store.Store, conn *bus.Conn, exp *exports.Manager, acce
 	}
 	reg := vmas.New(vcfg, st, conn, access)
 	out := outbox.New(st, conn, log)
-	return &Control{
+	c := &Control{
 		Registry: reg,
 		Keeper:   inventory.New(inventory.Config{DiscoverTimeout: cfg.DiscoverTimeout, Now: cfg.Now, Logger: log}, st, conn, reg),
 		Manager: jobs.New(jobs.Config{DataDir: cfg.DataDir, ExportHost: cfg.ExportHost, APIURL: cfg.APIURL, CancelGrace: cfg.CancelGrace,
@@ -120,7 +134,17 @@ func New(cfg Config, st *store.Store, conn *bus.Conn, exp *exports.Manager, acce
 			VerifyLimiter: cfg.VerifyLimiter, Now: cfg.Now, Logger: log}, st, exp, reg, out),
 		cfg: cfg, store: st, bus: conn, exports: exp, outbox: out, log: log, started: cfg.Now(),
 	}
+	c.vcenters = vcenters.New(st, cfg.AtRestKey, vcenters.DiscoveryProver{D: c, Timeout: cfg.DiscoverTimeout}, cfg.Now)
+	c.plans = plans.New(plans.Config{MinSyncInterval: cfg.MinSyncInterval, Poll: cfg.PlanPoll, DataDir: cfg.DataDir,
+		Now: cfg.Now, Logger: log.With("part", "plans")}, st, c.Manager, c.vcenters, c, out)
+	return c
 }
+
+// VCenters returns the registered vCenters.
+func (c *Control) VCenters() *vcenters.Registry { return c.vcenters }
+
+// Plans returns the migration plans.
+func (c *Control) Plans() *plans.Manager { return c.plans }
 
 // Started returns when the Control was made.
 func (c *Control) Started() time.Time { return c.started }
@@ -181,6 +205,7 @@ func (c *Control) Run(ctx context.Context) error {
 	wg.Go(func() { c.pruneLoop(ctx) })
 	wg.Go(func() { _ = c.bus.WatchStreams(ctx, c.cfg.StreamWatch) })
 	wg.Go(func() { c.RunExpiry(ctx) })
+	wg.Go(func() { _ = c.plans.Run(ctx) })
 	errs := make(chan error, len(consumers))
 	for _, cons := range consumers {
 		wg.Go(func() { errs <- cons.consume(ctx, cons.stream) })

@@ -19,10 +19,12 @@ var (
 	bucketTokens    = []byte("tokens")
 	bucketApplied   = []byte("applied")
 	bucketVCenters  = []byte("vcenters")
+	bucketPlans     = []byte("plans")
+	bucketPlanVMs   = []byte("planvms")
 )
 
 func buckets() [][]byte {
-	return [][]byte{bucketJobs, bucketInventory, bucketLeases, bucketVMAs, bucketTokens, bucketApplied, bucketOutbox, bucketPages, bucketRequests, bucketVCenters}
+	return [][]byte{bucketJobs, bucketInventory, bucketLeases, bucketVMAs, bucketTokens, bucketApplied, bucketOutbox, bucketPages, bucketRequests, bucketVCenters, bucketPlans, bucketPlanVMs}
 }
 
 // ErrNotFound is returned when a record does not exist.

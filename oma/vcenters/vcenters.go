@@ -141,6 +141,8 @@ func (r *Registry) prove(ctx context.Context, c Credentials) ([]string, error) {
 		return nil, fault.Errorf(fault.Invalid, "password", "vCenter %s refused user %q with this password: %v", c.Host, c.Username, err)
 	case errors.Is(err, ErrUnreachable):
 		return nil, fault.Errorf(fault.Invalid, "host", "%s: %v", c.Host, err)
+	case fault.KindOf(err) != 0:
+		return nil, err
 	case err != nil:
 		return nil, fmt.Errorf("prove the credentials of %s: %w", c.Host, err)
 	case len(vmas) == 0:
@@ -152,6 +154,9 @@ func (r *Registry) prove(ctx context.Context, c Credentials) ([]string, error) {
 // Create proves s's credentials and registers it. The name must be free
 // (a Conflict fault otherwise); VMAs defaults to those that proved access.
 func (r *Registry) Create(ctx context.Context, s Spec) (View, error) {
+	if r.key == nil {
+		return View{}, fault.Errorf(fault.Unavailable, "", "this OMA has no at-rest key to seal vCenter passwords with")
+	}
 	if err := s.check(); err != nil {
 		return View{}, err
 	}

@@ -1,9 +1,7 @@
 package jobs_test
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,7 +11,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -246,89 +243,11 @@ func (b *bed) assertNoSnapshot(t testing.TB, path string) {
 	}
 }
 
-// sameDisk compares a sparse source file with a target: every data extent
-// of the source equal, and whatever else the target holds zero.
-func sameDisk(srcPath, dstPath string) error {
-	src, err := os.Open(srcPath)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	dst, err := os.Open(dstPath)
-	if err != nil {
-		return err
-	}
-	defer dst.Close()
-	srcData, err := dataExtents(src)
-	if err != nil {
-		return err
-	}
-	if len(srcData) == 0 {
-		return errors.New("the source disk holds no data: nothing was tested")
-	}
-	for _, e := range srcData {
-		a, b := make([]byte, e[1]-e[0]), make([]byte, e[1]-e[0])
-		if _, err := src.ReadAt(a, e[0]); err != nil {
-			return err
-		}
-		if _, err := dst.ReadAt(b, e[0]); err != nil && !errors.Is(err, io.EOF) {
-			return err
-		}
-		if !bytes.Equal(a, b) {
-			return fmt.Errorf("bytes [%d, %d) differ", e[0], e[1])
-		}
-	}
-	dstData, err := dataExtents(dst)
-	if err != nil {
-		return err
-	}
-	for _, e := range dstData {
-		for off := e[0]; off < e[1]; {
-			n := min(e[1]-off, 1<<20)
-			buf := make([]byte, n)
-			if _, err := dst.ReadAt(buf, off); err != nil {
-				return err
-			}
-			for i, c := range buf {
-				if c != 0 && !inside(srcData, off+int64(i)) {
-					return fmt.Errorf("byte %d is %#x where the source has a hole", off+int64(i), c)
-				}
-			}
-			off += n
-		}
-	}
-	return nil
-}
+// sameDisk is testkit.SameDisk.
+func sameDisk(srcPath, dstPath string) error { return testkit.SameDisk(srcPath, dstPath) }
 
-// dataExtents lists the [start, end) data extents of f (SEEK_DATA/SEEK_HOLE).
-func dataExtents(f *os.File) ([][2]int64, error) {
-	const seekData, seekHole = 3, 4
-	var out [][2]int64
-	for off := int64(0); ; {
-		start, err := f.Seek(off, seekData)
-		if errors.Is(err, syscall.ENXIO) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		end, err := f.Seek(start, seekHole)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, [2]int64{start, end})
-		off = end
-	}
-}
-
-func inside(extents [][2]int64, off int64) bool {
-	for _, e := range extents {
-		if off >= e[0] && off < e[1] {
-			return true
-		}
-	}
-	return false
-}
+// dataExtents is testkit.DataExtents.
+func dataExtents(f *os.File) ([][2]int64, error) { return testkit.DataExtents(f) }
 
 // proxy forwards TCP connections to a target until cut: then it closes
 // every connection and refuses new ones, until mended.

@@ -1,0 +1,197 @@
+package api
+
+import (
+	"net/http"
+
+	"github.com/gorilla/mux"
+
+	"github.com/godwit/godwit/oma/plans"
+	"github.com/godwit/godwit/oma/store"
+	"github.com/godwit/godwit/oma/vcenters"
+	"github.com/godwit/godwit/secret"
+)
+
+// vcenterRequest is the body of POST /api/v1/vcenters.
+type vcenterRequest struct {
+	Name        string        `json:"name"`
+	Host        string        `json:"host"`
+	Username    string        `json:"username"`
+	Password    secret.String `json:"password"`
+	Datacenters []string      `json:"datacenters"`
+	CAPEM       string        `json:"ca_pem"`
+	Thumbprint  string        `json:"thumbprint"`
+	VMAs        []string      `json:"vmas"`
+}
+
+func (a *API) createVCenter(w http.ResponseWriter, r *http.Request) error {
+	var req vcenterRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	v, err := a.ctl.VCenters().Create(r.Context(), vcenters.Spec{Name: req.Name, Credentials: vcenters.Credentials{
+		Host: req.Host, Username: req.Username, Password: req.Password, Datacenters: req.Datacenters,
+		CAPEM: req.CAPEM, Thumbprint: req.Thumbprint, VMAs: req.VMAs}})
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/api/v1/vcenters/"+v.Name)
+	return writeJSON(w, http.StatusCreated, v)
+}
+
+func (a *API) listVCenters(w http.ResponseWriter, _ *http.Request) error {
+	list, err := a.ctl.VCenters().List()
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"vcenters": nonNil(list)})
+}
+
+func (a *API) getVCenter(w http.ResponseWriter, r *http.Request) error {
+	v, err := a.ctl.VCenters().Get(mux.Vars(r)["name"])
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, v)
+}
+
+func (a *API) rotateVCenter(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Password secret.String `json:"password"`
+	}
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	v, err := a.ctl.VCenters().Rotate(r.Context(), mux.Vars(r)["name"], req.Password)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, v)
+}
+
+func (a *API) deleteVCenter(w http.ResponseWriter, r *http.Request) error {
+	if err := a.ctl.VCenters().Delete(mux.Vars(r)["name"], plans.UsesVCenter); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// planRequest is the body of POST /api/v1/plans.
+type planRequest struct {
+	Name       string         `json:"name"`
+	VCenter    string         `json:"vcenter"`
+	VMs        []string       `json:"vms"`
+	Waves      [][]string     `json:"waves"`
+	Sync       store.PlanSync `json:"sync"`
+	Verify     *bool          `json:"verify"`
+	OnCBTReset string         `json:"on_cbt_reset"`
+	Force      bool           `json:"force"`
+}
+
+func (a *API) createPlan(w http.ResponseWriter, r *http.Request) error {
+	var req planRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	v, err := a.ctl.Plans().Create(r.Context(), plans.Spec{Name: req.Name, VCenter: req.VCenter, VMs: req.VMs, Waves: req.Waves,
+		Sync: req.Sync, Verify: req.Verify, OnCBTReset: req.OnCBTReset, Force: req.Force, Token: holderOf(r).Name})
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/api/v1/plans/"+v.Name)
+	return writeJSON(w, http.StatusCreated, v)
+}
+
+func (a *API) listPlans(w http.ResponseWriter, r *http.Request) error {
+	list, err := a.ctl.Plans().List(r.Context())
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"plans": list})
+}
+
+func (a *API) getPlan(w http.ResponseWriter, r *http.Request) error {
+	v, err := a.ctl.Plans().Get(r.Context(), mux.Vars(r)["name"])
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, v)
+}
+
+// planPatch is the body of PATCH /api/v1/plans/{name}.
+type planPatch struct {
+	AddVMs    []string        `json:"add_vms"`
+	RemoveVMs []string        `json:"remove_vms"`
+	Sync      *store.PlanSync `json:"sync"`
+	Waves     [][]string      `json:"waves"`
+}
+
+func (a *API) patchPlan(w http.ResponseWriter, r *http.Request) error {
+	var req planPatch
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if req.AddVMs == nil && req.RemoveVMs == nil && req.Sync == nil && req.Waves == nil {
+		return badRequest("", "nothing to change: give add_vms, remove_vms, sync or waves")
+	}
+	v, err := a.ctl.Plans().Update(r.Context(), mux.Vars(r)["name"], plans.Patch{AddVMs: req.AddVMs, RemoveVMs: req.RemoveVMs, Sync: req.Sync, Waves: req.Waves})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, v)
+}
+
+// planAction is a POST on a plan without a body: pause, resume, sync.
+func (a *API) planAction(act func(*API, *http.Request, string) (plans.View, error)) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if err := noBody(w, r); err != nil {
+			return err
+		}
+		v, err := act(a, r, mux.Vars(r)["name"])
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, v)
+	}
+}
+
+func pausePlan(a *API, r *http.Request, name string) (plans.View, error) {
+	return a.ctl.Plans().SetPaused(r.Context(), name, true)
+}
+
+func resumePlan(a *API, r *http.Request, name string) (plans.View, error) {
+	return a.ctl.Plans().SetPaused(r.Context(), name, false)
+}
+
+func syncPlan(a *API, r *http.Request, name string) (plans.View, error) {
+	return a.ctl.Plans().SyncNow(r.Context(), name)
+}
+
+func retryPlanVM(a *API, r *http.Request, name string) (plans.View, error) {
+	return a.ctl.Plans().Retry(r.Context(), name, mux.Vars(r)["vm"])
+}
+
+func (a *API) deletePlan(w http.ResponseWriter, r *http.Request) error {
+	if err := a.ctl.Plans().Delete(r.Context(), mux.Vars(r)["name"]); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (a *API) preflightPlan(w http.ResponseWriter, r *http.Request) error {
+	rep, err := a.ctl.Plans().Preflight(r.Context(), mux.Vars(r)["name"])
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, rep)
+}
+
+// noBody refuses a request body other than none, {} or null.
+func noBody(w http.ResponseWriter, r *http.Request) error {
+	if r.ContentLength == 0 {
+		return nil
+	}
+	var v struct{}
+	return decode(w, r, &v)
+}
