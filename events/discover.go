@@ -108,13 +108,21 @@ type VM struct {
 	NumCPU     int    `json:"num_cpu"`
 	MemoryMB   int    `json:"memory_mb"`
 	// Firmware is bios or efi.
-	Firmware   string    `json:"firmware"`
-	CBTEnabled bool      `json:"cbt_enabled"`
+	Firmware   string `json:"firmware"`
+	CBTEnabled bool   `json:"cbt_enabled"`
+	// HardwareVersion is the virtual hardware version, 13 for
+	// config.version "vmx-13"; 0 when unknown.
 	HardwareVersion int `json:"hardware_version"`
-	Snapshots int `json:"snapshots,omitempty"`
-	SnapshotDepth int `json:"snapshot_depth,omitempty"`
-	Disks      []Disk    `json:"disks"`
-	Networks   []Network `json:"networks"`
+	// Snapshots is how many snapshots the VM has: every node of its
+	// snapshot tree. SnapshotDepth is how many snapshots the current one
+	// stands on, itself included: the length of the chain from its root
+	// to the current snapshot (each a delta disk level the VM runs on).
+	// Without a current snapshot it is the tree's greatest depth. Both are
+	// 0, and omitted, without snapshots.
+	Snapshots     int       `json:"snapshots,omitempty"`
+	SnapshotDepth int       `json:"snapshot_depth,omitempty"`
+	Disks         []Disk    `json:"disks"`
+	Networks      []Network `json:"networks"`
 }
 
 // Disk is one virtual disk of a VM.
@@ -129,7 +137,13 @@ type Disk struct {
 	Thin       bool   `json:"thin"`
 	Controller string `json:"controller"`
 	UnitNumber int32  `json:"unit_number"`
+	// Mode is the backing's disk mode, such as persistent,
+	// independent_persistent or independent_nonpersistent (vSphere's
+	// VirtualDiskMode); "", and omitted, when the backing has none.
 	Mode string `json:"mode,omitempty"`
+	// RDM is true for a raw disk: a raw device mapping
+	// (VirtualDiskRawDiskMappingVer1BackingInfo) or a raw disk backing
+	// (VirtualDiskRawDiskVer2BackingInfo, PartitionedRawDiskVer2).
 	RDM bool `json:"rdm,omitempty"`
 }
 

@@ -228,6 +228,16 @@ func TestBrokenPayloadsNameTheField(t *testing.T) {
 			vm := m["vms"].([]any)[0].(map[string]any)
 			delete(vm["networks"].([]any)[0].(map[string]any), "mac_address")
 		}, "$.vms[0].networks[0].mac_address"},
+		{"missing hardware version", events.TypeDiscoverResult, func(m map[string]any) {
+			delete(m["vms"].([]any)[0].(map[string]any), "hardware_version")
+		}, "$.vms[0].hardware_version"},
+		{"negative snapshots", events.TypeDiscoverResult, func(m map[string]any) {
+			m["vms"].([]any)[0].(map[string]any)["snapshots"] = -1
+		}, "$.vms[0].snapshots"},
+		{"rdm is a string", events.TypeDiscoverResult, func(m map[string]any) {
+			vm := m["vms"].([]any)[0].(map[string]any)
+			vm["disks"].([]any)[1].(map[string]any)["rdm"] = "yes"
+		}, "$.vms[0].disks[1].rdm"},
 		{"power state", events.TypeDiscoverResult, func(m map[string]any) {
 			m["vms"].([]any)[0].(map[string]any)["power_state"] = "on"
 		}, "$.vms[0].power_state"},

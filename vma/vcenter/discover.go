@@ -20,7 +20,7 @@ import (
 // vmProperties are the only VM properties discovery asks for.
 func vmProperties() []string {
 	return []string{"name", "parent", "runtime.powerState", "config.uuid", "config.instanceUuid", "config.guestId", "config.hardware.numCPU",
-		"config.hardware.memoryMB", "config.firmware", "config.changeTrackingEnabled", "config.hardware.device"}
+		"config.hardware.memoryMB", "config.firmware", "config.changeTrackingEnabled", "config.hardware.device", "config.version", "snapshot"}
 }
 
 // Discover lists the VMs of datacenter (every datacenter when "") whose
@@ -184,6 +184,8 @@ func toVM(mvm mo.VirtualMachine, dc, path string, names map[types.ManagedObjectR
 	if c.ChangeTrackingEnabled != nil {
 		vm.CBTEnabled = *c.ChangeTrackingEnabled
 	}
+	vm.HardwareVersion = hardwareVersion(c.Version)
+	vm.Snapshots, vm.SnapshotDepth = snapshotCounts(mvm.Snapshot)
 	devices := object.VirtualDeviceList(c.Hardware.Device)
 	for _, d := range devices {
 		switch dev := d.(type) {
@@ -225,10 +227,77 @@ func toDisk(d *types.VirtualDisk, devices object.VirtualDeviceList, names map[ty
 			}
 		}
 	}
-	if b, ok := d.Backing.(*types.VirtualDiskFlatVer2BackingInfo); ok && b.ThinProvisioned != nil {
-		disk.Thin = *b.ThinProvisioned
+	switch b := d.Backing.(type) {
+	case *types.VirtualDiskFlatVer2BackingInfo:
+		disk.Mode = b.DiskMode
+		if b.ThinProvisioned != nil {
+			disk.Thin = *b.ThinProvisioned
+		}
+	case *types.VirtualDiskFlatVer1BackingInfo:
+		disk.Mode = b.DiskMode
+	case *types.VirtualDiskSeSparseBackingInfo:
+		disk.Mode = b.DiskMode
+	case *types.VirtualDiskSparseVer1BackingInfo:
+		disk.Mode = b.DiskMode
+	case *types.VirtualDiskSparseVer2BackingInfo:
+		disk.Mode = b.DiskMode
+	case *types.VirtualDiskLocalPMemBackingInfo:
+		disk.Mode = b.DiskMode
+	case *types.VirtualDiskRawDiskMappingVer1BackingInfo:
+		// The file is the mapping's descriptor, on a datastore; the
+		// capacity is the LUN's, reported by the device.
+		disk.Mode, disk.RDM = b.DiskMode, true
+	case types.BaseVirtualDiskRawDiskVer2BackingInfo: // and PartitionedRawDiskVer2
+		// A raw disk has no file backing and no disk mode: its
+		// descriptor stands for the file.
+		disk.RDM = true
+		if disk.File == "" {
+			disk.File = b.GetVirtualDiskRawDiskVer2BackingInfo().DescriptorFileName
+			var p object.DatastorePath
+			if p.FromString(disk.File) {
+				disk.Datastore = p.Datastore
+			}
+		}
 	}
 	return disk
+}
+
+// hardwareVersion is the number of a config.version such as "vmx-13"; 0
+// when it is empty or not of that shape.
+func hardwareVersion(version string) int {
+	v, err := types.ParseHardwareVersion(version)
+	if err != nil {
+		return 0
+	}
+	return int(v)
+}
+
+// snapshotCounts counts the snapshots of a VM's snapshot tree and the
+// depth of its current snapshot: how many snapshots the chain from a root
+// to it holds, the current one included (see events.VM). Without a current
+// snapshot in the tree, the depth is the tree's greatest. Both are 0 when
+// info is nil or holds no snapshot.
+func snapshotCounts(info *types.VirtualMachineSnapshotInfo) (count, depth int) {
+	if info == nil {
+		return 0, 0
+	}
+	maxDepth, currentDepth := 0, 0
+	var walk func(trees []types.VirtualMachineSnapshotTree, level int)
+	walk = func(trees []types.VirtualMachineSnapshotTree, level int) {
+		for _, t := range trees {
+			count++
+			maxDepth = max(maxDepth, level)
+			if info.CurrentSnapshot != nil && t.Snapshot == *info.CurrentSnapshot {
+				currentDepth = level
+			}
+			walk(t.ChildSnapshotList, level+1)
+		}
+	}
+	walk(info.RootSnapshotList, 1)
+	if currentDepth == 0 {
+		return count, maxDepth
+	}
+	return count, currentDepth
 }
 
 func toNetwork(d types.BaseVirtualDevice, card *types.VirtualEthernetCard, names map[types.ManagedObjectReference]string) events.Network {

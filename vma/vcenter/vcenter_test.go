@@ -3,6 +3,7 @@ package vcenter_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -64,12 +65,13 @@ func TestDiscoverReturnsEveryField(t *testing.T) {
 	}
 	if !strings.HasPrefix(seed.ID, "vm-") || seed.Path != "/DatabanxDC/vm/PGWINTESTBIOS" || seed.Datacenter != "DatabanxDC" ||
 		len(seed.UUID) != 36 || len(seed.InstanceUUID) != 36 || seed.InstanceUUID == seed.UUID || seed.PowerState != "poweredOn" || seed.GuestOS != "windows2019srv_64Guest" ||
-		seed.NumCPU != 4 || seed.MemoryMB != 8192 || seed.Firmware != "bios" || !seed.CBTEnabled {
+		seed.NumCPU != 4 || seed.MemoryMB != 8192 || seed.Firmware != "bios" || !seed.CBTEnabled ||
+		seed.HardwareVersion != vcsim.DefaultHardwareVersion || seed.Snapshots != 0 || seed.SnapshotDepth != 0 {
 		t.Errorf("seed VM = %+v", seed)
 	}
 	wantDisks := []events.Disk{
-		{Label: "Hard disk 1", CapacityBytes: 40 << 30, Datastore: "LocalDS_0", File: "[LocalDS_0] PGWINTESTBIOS/PGWINTESTBIOS_0.vmdk", Thin: true, Controller: "SCSI controller 0", UnitNumber: 0},
-		{Label: "Hard disk 2", CapacityBytes: 100 << 30, Datastore: "LocalDS_0", File: "[LocalDS_0] PGWINTESTBIOS/PGWINTESTBIOS_1.vmdk", Thin: false, Controller: "SCSI controller 0", UnitNumber: 1},
+		{Label: "Hard disk 1", CapacityBytes: 40 << 30, Datastore: "LocalDS_0", File: "[LocalDS_0] PGWINTESTBIOS/PGWINTESTBIOS_0.vmdk", Thin: true, Controller: "SCSI controller 0", UnitNumber: 0, Mode: "persistent"},
+		{Label: "Hard disk 2", CapacityBytes: 100 << 30, Datastore: "LocalDS_0", File: "[LocalDS_0] PGWINTESTBIOS/PGWINTESTBIOS_1.vmdk", Thin: false, Controller: "SCSI controller 0", UnitNumber: 1, Mode: "persistent"},
 	}
 	if len(seed.Disks) != 2 {
 		t.Fatalf("seed disks = %+v", seed.Disks)
@@ -104,6 +106,74 @@ func TestDiscoverReturnsEveryField(t *testing.T) {
 	off, _ := byName(vms, "gen-vm-001")
 	if off.PowerState != "poweredOff" {
 		t.Errorf("gen-vm-001 power = %s", off.PowerState)
+	}
+}
+
+// TestDiscoverHardwareSnapshotsAndDiskModes discovers VMs made with each of
+// vcsim.VM's options and checks the facts a preflight needs: the hardware
+// version, the snapshots and each disk's mode and whether it is raw.
+func TestDiscoverHardwareSnapshotsAndDiskModes(t *testing.T) {
+	const gib = int64(1) << 30
+	sim, err := vcsim.Start(context.Background(), vcsim.Config{VMs: 1, Extra: []vcsim.VM{
+		{Name: "facts-plain", Disks: []int64{gib}},
+		{Name: "facts-hw4", Disks: []int64{gib}, HardwareVersion: 4},
+		{Name: "facts-snapshots", Disks: []int64{gib}, Snapshots: 2, CBT: true, On: true},
+		{Name: "facts-independent", Disks: []int64{gib, 2 * gib}, IndependentDisks: []int{1}},
+		{Name: "facts-rdm", Disks: []int64{gib, 2 * gib, 3 * gib}, RDMDisks: []int{1, 2}, IndependentDisks: []int{2}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sim.Close)
+	_, vms, err := login(t, sim).Discover(context.Background(), vcsim.Datacenter, "facts-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type disk struct {
+		mode string
+		rdm  bool
+	}
+	persistent := disk{mode: "persistent"}
+	tests := []struct {
+		name            string
+		hardwareVersion int
+		snapshots       int
+		snapshotDepth   int
+		disks           []disk
+	}{
+		{"facts-plain", vcsim.DefaultHardwareVersion, 0, 0, []disk{persistent}},
+		{"facts-hw4", 4, 0, 0, []disk{persistent}},
+		{"facts-snapshots", vcsim.DefaultHardwareVersion, 2, 2, []disk{persistent}},
+		{"facts-independent", vcsim.DefaultHardwareVersion, 0, 0, []disk{persistent, {mode: "independent_persistent"}}},
+		{"facts-rdm", vcsim.DefaultHardwareVersion, 0, 0, []disk{persistent, {"persistent", true}, {"independent_persistent", true}}},
+	}
+	if len(vms) != len(tests) {
+		t.Fatalf("Discover found %d VMs, want %d", len(vms), len(tests))
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			vm, ok := byName(vms, tt.name)
+			if !ok {
+				t.Fatalf("no VM %s", tt.name)
+			}
+			if vm.HardwareVersion != tt.hardwareVersion || vm.Snapshots != tt.snapshots || vm.SnapshotDepth != tt.snapshotDepth {
+				t.Errorf("%s: hardware_version %d, snapshots %d, snapshot_depth %d; want %d, %d, %d", tt.name,
+					vm.HardwareVersion, vm.Snapshots, vm.SnapshotDepth, tt.hardwareVersion, tt.snapshots, tt.snapshotDepth)
+			}
+			if len(vm.Disks) != len(tt.disks) {
+				t.Fatalf("%s: disks = %+v, want %d", tt.name, vm.Disks, len(tt.disks))
+			}
+			for i, d := range vm.Disks {
+				if got := (disk{d.Mode, d.RDM}); got != tt.disks[i] {
+					t.Errorf("%s disk %d: mode %q, rdm %v; want %q, %v", tt.name, i, d.Mode, d.RDM, tt.disks[i].mode, tt.disks[i].rdm)
+				}
+				// Raw or not, a disk reports its capacity and file.
+				wantFile := fmt.Sprintf("[LocalDS_0] %s/%s_%d.vmdk", tt.name, tt.name, i)
+				if d.CapacityBytes != int64(i+1)*gib || d.File != wantFile || d.Datastore != "LocalDS_0" {
+					t.Errorf("%s disk %d = %+v, want file %s on LocalDS_0", tt.name, i, d, wantFile)
+				}
+			}
+		})
 	}
 }
 

@@ -16,7 +16,10 @@
 // (pseudo-random, with one allocated block of zeros) and at its very end
 // (DiskPattern); the rest are holes. Started again on the same directory,
 // the simulator attaches the disks it finds there, with their content, at
-// the same paths.
+// the same paths. A VM of Config.Extra may have independent disks and raw
+// device mappings (VM.IndependentDisks, VM.RDMDisks): a mapping is a
+// descriptor and a flat file like any disk, its backing a
+// VirtualDiskRawDiskMappingVer1BackingInfo with a made-up LUN.
 //
 // # Change tracking
 //

@@ -2,6 +2,7 @@ package vcsim
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -87,7 +88,32 @@ type VM struct {
 	Disks []int64
 	// CBT turns change tracking on; On powers it on.
 	CBT, On bool
+	// HardwareVersion is its virtual hardware version: 4 makes
+	// config.version "vmx-04". 0 means the simulator's default,
+	// DefaultHardwareVersion.
+	HardwareVersion int
+	// Snapshots is how many snapshots it is created with, a chain: each
+	// one the child of the one before, the last one current. They are
+	// taken through CreateSnapshot_Task, after the disks get their content
+	// and the VM is powered on (if On), as a client takes them: with CBT,
+	// each moves the disks' change ids, and Config.BeforeSnapshot is
+	// called for each.
+	Snapshots int
+	// IndependentDisks are indexes into Disks of the disks whose mode is
+	// independent_persistent; the others are persistent.
+	IndependentDisks []int
+	// RDMDisks are indexes into Disks of the disks that are raw device
+	// mappings (VirtualDiskRawDiskMappingVer1BackingInfo, virtual
+	// compatibility mode) instead of flat files. The simulator keeps a
+	// mapping's descriptor and a flat file, which holds the LUN's content
+	// like a flat disk's, but it does not track its changes (no changeId).
+	RDMDisks []int
 }
+
+// DefaultHardwareVersion is the hardware version of the simulator's VMs
+// when VM.HardwareVersion is 0: govmomi's simulator's, config.version
+// "vmx-13".
+const DefaultHardwareVersion = 13
 
 // Shape of a wide VM (Config.WideVMs).
 const (
@@ -277,8 +303,19 @@ func populate(ctx context.Context, c *vim25.Client, cfg Config) (string, error) 
 		specs = append(specs, s)
 	}
 	for _, x := range cfg.Extra {
-		specs = append(specs, vmSpec{name: x.Name, folder: folders.VmFolder, guest: "otherLinux64Guest", firmware: "bios",
-			cpus: 2, memMB: 2048, disks: x.Disks, nets: []object.NetworkReference{vmNet}, on: x.On, cbt: x.CBT, data: cfg.DiskData})
+		s := vmSpec{name: x.Name, folder: folders.VmFolder, guest: "otherLinux64Guest", firmware: "bios",
+			cpus: 2, memMB: 2048, disks: x.Disks, nets: []object.NetworkReference{vmNet}, on: x.On, cbt: x.CBT, data: cfg.DiskData,
+			hwVersion: x.HardwareVersion, snapshots: x.Snapshots}
+		if s.independent, err = diskIndexes(x.IndependentDisks, len(x.Disks)); err != nil {
+			return "", fmt.Errorf("VM %s: IndependentDisks: %w", x.Name, err)
+		}
+		if s.rdm, err = diskIndexes(x.RDMDisks, len(x.Disks)); err != nil {
+			return "", fmt.Errorf("VM %s: RDMDisks: %w", x.Name, err)
+		}
+		if x.HardwareVersion < 0 || x.Snapshots < 0 {
+			return "", fmt.Errorf("VM %s: negative HardwareVersion or Snapshots", x.Name)
+		}
+		specs = append(specs, s)
 	}
 	// These first, one at a time, so that they get the same morefs each time.
 	for _, s := range specs {
@@ -375,6 +412,26 @@ type vmSpec struct {
 	on, cbt  bool
 	// data is how many bytes of content new disks get (fillDisk).
 	data int64
+	// hwVersion is the hardware version, 0 for the simulator's default.
+	hwVersion int
+	// snapshots is how many snapshots to take, a chain.
+	snapshots int
+	// independent and rdm hold the indexes of the disks that are
+	// independent_persistent and raw device mappings.
+	independent, rdm map[int]bool
+}
+
+// diskIndexes checks that indexes are indexes into n disks and returns
+// them as a set.
+func diskIndexes(indexes []int, n int) (map[int]bool, error) {
+	set := make(map[int]bool, len(indexes))
+	for _, i := range indexes {
+		if i < 0 || i >= n {
+			return nil, fmt.Errorf("disk index %d out of range [0, %d)", i, n)
+		}
+		set[i] = true
+	}
+	return set, nil
 }
 
 // disksPerController is how many disks a SCSI controller takes: units 0
@@ -413,6 +470,12 @@ func createVM(ctx context.Context, s vmSpec, pool *object.ResourcePool, ds *obje
 		disk.CapacityInBytes = size
 		backing := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
 		backing.ThinProvisioned = types.NewBool(i%2 == 0)
+		if s.independent[i] {
+			backing.DiskMode = string(types.VirtualDiskModeIndependent_persistent)
+		}
+		if s.rdm[i] {
+			disk.Backing = rdmBacking(backing, s.name, i)
+		}
 		if _, err := os.Stat(filepath.Join(dsDir, rel)); err == nil {
 			existing[disk] = true
 		} else if !errors.Is(err, os.ErrNotExist) {
@@ -453,6 +516,9 @@ func createVM(ctx context.Context, s vmSpec, pool *object.ResourcePool, ds *obje
 		DeviceChange:          change,
 		ChangeTrackingEnabled: types.NewBool(s.cbt),
 	}
+	if s.hwVersion > 0 {
+		spec.Version = fmt.Sprintf("vmx-%02d", s.hwVersion)
+	}
 	task, err := s.folder.CreateVM(ctx, spec, pool, nil)
 	if err != nil {
 		return err
@@ -467,9 +533,32 @@ func createVM(ctx context.Context, s vmSpec, pool *object.ResourcePool, ds *obje
 	}
 	if s.on {
 		task, err := vm.PowerOn(ctx)
-		return wait(ctx, task, err)
+		if err := wait(ctx, task, err); err != nil {
+			return err
+		}
+	}
+	for i := range s.snapshots {
+		task, err := vm.CreateSnapshot(ctx, fmt.Sprintf("vcsim-%d", i+1), "made by vcsim.VM.Snapshots", false, false)
+		if err := wait(ctx, task, err); err != nil {
+			return fmt.Errorf("snapshot %d: %w", i+1, err)
+		}
 	}
 	return nil
+}
+
+// rdmBacking turns the flat backing of disk i of VM vm into a raw device
+// mapping's, in virtual compatibility mode, with the same file (the
+// mapping's descriptor) and disk mode, and a made-up LUN.
+func rdmBacking(flat *types.VirtualDiskFlatVer2BackingInfo, vm string, i int) *types.VirtualDiskRawDiskMappingVer1BackingInfo {
+	sum := sha256.Sum256(fmt.Appendf(nil, "godwit vcsim rdm\x00%s\x00%d", vm, i))
+	lun := fmt.Sprintf("%x", sum[:16])
+	return &types.VirtualDiskRawDiskMappingVer1BackingInfo{
+		VirtualDeviceFileBackingInfo: flat.VirtualDeviceFileBackingInfo,
+		LunUuid:                      "0200000000" + lun + "566972747561",
+		DeviceName:                   "/vmfs/devices/disks/naa." + lun,
+		CompatibilityMode:            string(types.VirtualDiskCompatibilityModeVirtualMode),
+		DiskMode:                     flat.DiskMode,
+	}
 }
 
 // wait waits for a task.

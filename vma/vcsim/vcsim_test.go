@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/url"
 	"os"
@@ -504,5 +505,116 @@ func TestSnapshotsAndPower(t *testing.T) {
 	}
 	if err := power(seed, seed.PowerOn); err != nil {
 		t.Errorf("power on: %v", err)
+	}
+}
+
+// TestExtraVMOptions checks what VM's options make, as the simulator
+// reports it: the hardware version, a chain of snapshots taken through
+// CreateSnapshot_Task (with change ids, as a client's would have), each
+// disk's mode and backing, and a raw device mapping's content.
+func TestExtraVMOptions(t *testing.T) {
+	var mu sync.Mutex
+	var asked []string
+	sim := start(t, Config{
+		BeforeSnapshot: func(vm string) { mu.Lock(); asked = append(asked, vm); mu.Unlock() },
+		Extra: []VM{
+			{Name: "plain", Disks: []int64{1 << 30}},
+			{Name: "hw4", Disks: []int64{1 << 30}, HardwareVersion: 4},
+			{Name: "snapped", Disks: []int64{1 << 30, 2 << 30}, Snapshots: 3, CBT: true, On: true},
+			{Name: "modes", Disks: []int64{1 << 30, 2 << 30, 3 << 30}, IndependentDisks: []int{1, 2}, RDMDisks: []int{2}},
+		},
+	})
+	c := login(t, sim)
+	ctx := t.Context()
+	props := func(name string) mo.VirtualMachine {
+		t.Helper()
+		vm := findVM(t, c, "/"+Datacenter+"/vm/"+name)
+		var o mo.VirtualMachine
+		if err := vm.Properties(ctx, vm.Reference(), []string{"config.version", "config.hardware.device", "snapshot", "runtime.powerState"}, &o); err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+
+	for _, tt := range []struct{ vm, version string }{{"plain", "vmx-13"}, {"hw4", "vmx-04"}, {"modes", "vmx-13"}} {
+		if o := props(tt.vm); o.Config.Version != tt.version || o.Snapshot != nil {
+			t.Errorf("%s: config.version %q, snapshot %+v; want %q, none", tt.vm, o.Config.Version, o.Snapshot, tt.version)
+		}
+	}
+	if DefaultHardwareVersion != 13 {
+		t.Errorf("DefaultHardwareVersion = %d, want the simulator's 13", DefaultHardwareVersion)
+	}
+
+	// snapped: vcsim-1 <- vcsim-2 <- vcsim-3 (current), taken powered on,
+	// each moving the disks' change ids.
+	o := props("snapped")
+	if o.Config.Version != "vmx-13" || o.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn || o.Snapshot == nil || o.Snapshot.CurrentSnapshot == nil {
+		t.Fatalf("snapped: config.version %q, power %s, snapshot %+v", o.Config.Version, o.Runtime.PowerState, o.Snapshot)
+	}
+	tree := o.Snapshot.RootSnapshotList
+	for i := range 3 {
+		if len(tree) != 1 || tree[0].Name != fmt.Sprintf("vcsim-%d", i+1) {
+			t.Fatalf("snapped: level %d of the snapshot tree = %+v, want one vcsim-%d", i+1, tree, i+1)
+		}
+		if i == 2 && tree[0].Snapshot != *o.Snapshot.CurrentSnapshot {
+			t.Errorf("snapped: current snapshot %v, want the last, %v", *o.Snapshot.CurrentSnapshot, tree[0].Snapshot)
+		}
+		snapDisks := snapshotDisks(t, findVM(t, c, "/"+Datacenter+"/vm/snapped"), tree[0].Snapshot)
+		for _, id := range changeIDs(t, snapDisks) {
+			if !changeIDPattern.MatchString(id) || !strings.HasSuffix(id, fmt.Sprintf("/%d", i+1)) {
+				t.Errorf("snapped: snapshot %d changeId %q, want <uuid>/%d", i+1, id, i+1)
+			}
+		}
+		tree = tree[0].ChildSnapshotList
+	}
+	if len(tree) != 0 {
+		t.Errorf("snapped: a fourth level %+v", tree)
+	}
+	mu.Lock()
+	if strings.Join(asked, ",") != "snapped,snapped,snapped" {
+		t.Errorf("BeforeSnapshot called for %v, want snapped three times", asked)
+	}
+	mu.Unlock()
+
+	// modes: persistent flat, independent flat, independent RDM.
+	var got []string
+	for _, d := range object.VirtualDeviceList(props("modes").Config.Hardware.Device).SelectByType((*types.VirtualDisk)(nil)) {
+		switch b := d.(*types.VirtualDisk).Backing.(type) {
+		case *types.VirtualDiskFlatVer2BackingInfo:
+			got = append(got, "flat "+b.DiskMode)
+		case *types.VirtualDiskRawDiskMappingVer1BackingInfo:
+			got = append(got, "rdm "+b.DiskMode+" "+b.CompatibilityMode)
+			if !strings.HasPrefix(b.DeviceName, "/vmfs/devices/disks/naa.") || b.LunUuid == "" || b.FileName != "[LocalDS_0] modes/modes_2.vmdk" {
+				t.Errorf("modes: RDM backing %+v", b)
+			}
+			file, err := sim.DiskFile(ctx, "/"+Datacenter+"/vm/modes", d.GetVirtualDevice().Key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st, err := os.Stat(file); err != nil || st.Size() != 3<<30 {
+				t.Errorf("modes: RDM flat file %v, %v; want 3 GiB", st, err)
+			}
+		default:
+			got = append(got, "other")
+		}
+	}
+	want := "flat persistent,flat independent_persistent,rdm independent_persistent virtualMode"
+	if strings.Join(got, ",") != want {
+		t.Errorf("modes: disks %v, want %s", got, want)
+	}
+}
+
+// TestExtraVMOptionsRefused: disk indexes outside Disks are refused.
+func TestExtraVMOptionsRefused(t *testing.T) {
+	for _, x := range []VM{
+		{Name: "bad", Disks: []int64{1 << 30}, IndependentDisks: []int{1}},
+		{Name: "bad", Disks: []int64{1 << 30}, RDMDisks: []int{-1}},
+		{Name: "bad", Disks: []int64{1 << 30}, Snapshots: -1},
+	} {
+		sim, err := Start(t.Context(), Config{VMs: 1, DiskData: -1, Extra: []VM{x}})
+		if err == nil {
+			sim.Close()
+			t.Errorf("Start with Extra %+v succeeded, want an error", x)
+		}
 	}
 }
