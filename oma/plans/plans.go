@@ -216,7 +216,6 @@ func (m *Manager) Create(ctx context.Context, s Spec) (View, error) {
 	p.Waves = waveLists(vms)
 
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	err = m.store.Update(func(tx *bbolt.Tx) error {
 		if _, err := store.GetPlan(tx, s.Name); err == nil {
 			return fault.Errorf(fault.Conflict, "name", "a plan named %q exists already", s.Name)
@@ -236,6 +235,7 @@ func (m *Manager) Create(ctx context.Context, s Spec) (View, error) {
 		}
 		return m.emit(tx, created)
 	})
+	m.mu.Unlock()
 	if err != nil {
 		return View{}, err
 	}

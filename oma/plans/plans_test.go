@@ -94,6 +94,11 @@ func newBed(t *testing.T, n int, extra ...vcsim.VM) *bed {
 		c.MinSyncInterval, c.PlanPoll = time.Second, 200*time.Millisecond
 	}})
 	b.vma = testbed.StartVMA(t, b.oma, testbed.VMAConfig{VCenterCAFile: b.sim.CAFile})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("OMA log:\n%s\nVMA log:\n%s", b.oma.Logs, b.vma.Logs)
+		}
+	})
 	var vc struct {
 		VMAs   []string `json:"vmas"`
 		Detail string   `json:"detail"`
@@ -128,9 +133,9 @@ func (b *bed) job(id string) jobView {
 
 // guestWrite writes 64 KiB of fresh bytes into the first disk of the VM at
 // path, at an offset of its own for each round.
-func (b *bed) guestWrite(path string, round int) {
+func (b *bed) guestWrite(path string, key int32, round int) {
 	b.t.Helper()
-	file, err := b.sim.DiskFile(context.Background(), path, 2000)
+	file, err := b.sim.DiskFile(context.Background(), path, key)
 	if err != nil {
 		b.t.Fatal(err)
 	}
@@ -215,9 +220,10 @@ func TestPlanWavesAndScheduledSyncs(t *testing.T) {
 		Replications []jobView `json:"replications"`
 	}
 	b.oma.Do(http.MethodGet, "/api/v1/replications", nil, &jobs)
-	waveOf := map[string]int{}
+	waveOf, diskOf := map[string]int{}, map[string]int32{}
 	for _, vm := range p.VMs {
 		waveOf[vm.ID] = vm.Wave
+		diskOf[vm.Path] = b.job(vm.LastSync.Job).Disks[0].Key
 	}
 	initials := 0
 	for _, j := range jobs.Replications {
@@ -252,7 +258,7 @@ func TestPlanWavesAndScheduledSyncs(t *testing.T) {
 		}
 		wrote := time.Now()
 		for _, path := range b.paths {
-			b.guestWrite(path, round)
+			b.guestWrite(path, diskOf[path], round)
 		}
 		testkit.Eventually(t, fmt.Sprintf("round %d: a sync of every VM after its guest wrote", round), func() bool {
 			p := b.plan("weekend-1")
