@@ -3,6 +3,7 @@ package api
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -164,10 +165,17 @@ func (a *API) startReplication(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	if err := req.validate(false); err != nil {
+	if err := checkOnCBTReset(req.OnCBTReset); err != nil {
 		return err
 	}
-	if err := checkOnCBTReset(req.OnCBTReset); err != nil {
+	if req.Username == "" && req.Password.Empty() {
+		cred, err := a.registeredCredentials(mux.Vars(r)["id"], req.VCenter)
+		if err != nil {
+			return err
+		}
+		req.credentialsRequest = cred
+	}
+	if err := req.validate(false); err != nil {
 		return err
 	}
 	if err := a.checkCredentials(events.TypeReplicateCommand, req.credentialsRequest, optional("vcenter", req.VCenter)); err != nil {
@@ -179,6 +187,36 @@ func (a *API) startReplication(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return writeJSON(w, http.StatusAccepted, viewFor(r, j))
+}
+
+// registeredCredentials are the credentials of the registered vCenter a
+// start request without username and password means: the one named
+// vcenter, else the one whose host is the job's and whose VMAs include
+// the job's VMA. A 400 naming password when there is none.
+func (a *API) registeredCredentials(jobID, vcenter string) (credentialsRequest, error) {
+	j, err := a.ctl.Job(jobID)
+	if err != nil {
+		return credentialsRequest{}, err
+	}
+	list, err := a.ctl.VCenters().List()
+	if err != nil {
+		return credentialsRequest{}, err
+	}
+	for _, v := range list {
+		mine := v.Host == j.VCenter && slices.Contains(v.VMAs, j.VMAID)
+		if vcenter == v.Name && !mine {
+			return credentialsRequest{}, badRequest("vcenter", "registered vCenter %q (%s, VMAs %s) is not where job %s's VM was found (%s through VMA %s)",
+				v.Name, v.Host, strings.Join(v.VMAs, ", "), j.ID, j.VCenter, j.VMAID)
+		}
+		if mine && (vcenter == "" || vcenter == v.Name) {
+			pw, err := a.ctl.VCenters().Password(v.Name)
+			if err != nil {
+				return credentialsRequest{}, err
+			}
+			return credentialsRequest{VCenter: v.Host, Username: v.Username, Password: pw}, nil
+		}
+	}
+	return credentialsRequest{}, badRequest("password", "password is required: no registered vCenter of host %s lets VMA %s use it (register it with POST /api/v1/vcenters, or send username and password)", j.VCenter, j.VMAID)
 }
 
 // discoverRequest is the body of POST /api/v1/discover.
