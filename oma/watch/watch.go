@@ -1,14 +1,16 @@
-// Package watch turns the bus's job events into one line each for a
-// terminal: a job created, each change of state (verifying: reading the
-// copy back), and its end with the bytes it moved, how long it took and
-// whether, and in how long, they were verified.
+// Package watch turns the bus's job and plan events into one line each
+// for a terminal: a job created, each change of state (verifying: reading
+// the copy back), and its end with the bytes it moved, how long it took and
+// whether, and in how long, they were verified; a plan created or changed,
+// its syncs scheduled, its VMs' states and their completed syncs.
 //
 // Every string that comes from a VMA or vCenter (VM names, ids, states,
 // errors) is written through printable.Quote: a VM named with an escape
 // sequence shows as "web\x1b[2J01" and cannot act on the terminal.
 //
-// It reads only what the observer may: live subscriptions to godwit.job.>
-// and godwit.status.>, so it changes nothing and needs no JetStream access.
+// It reads only what the observer may: live subscriptions to godwit.job.>,
+// godwit.status.> and godwit.plan.>, so it changes nothing and needs no
+// JetStream access.
 package watch
 
 import (
@@ -85,8 +87,72 @@ func (p *Printer) Handle(ev events.Event) error {
 		return nil
 	case *events.JobStateChanged:
 		return p.stateChanged(e)
+	case *events.PlanCreated:
+		waves := map[int]bool{}
+		for _, vm := range e.VMs {
+			waves[vm.Wave] = true
+		}
+		return p.planLine(e.CreatedAt, e.Plan, fmt.Sprintf("created: %d VM(s) of %s in %d wave(s), %s, first sync due %s",
+			len(e.VMs), q(e.VCenter), len(waves), q(scheduleText(e.Sync)), e.NextDue.In(p.loc).Format("15:04:05")))
+	case *events.PlanChanged:
+		msg := "changed: " + q(e.Change)
+		switch e.Change {
+		case events.PlanChangeVMs:
+			msg = fmt.Sprintf("changed: %d VM(s) added, %d removed", len(e.Added), len(e.Removed))
+		case events.PlanChangeSchedule:
+			if e.Sync != nil {
+				msg = "changed: schedule " + q(scheduleText(*e.Sync))
+			}
+		case events.PlanChangePaused, events.PlanChangeResumed, events.PlanChangeDeleted:
+			msg = q(e.Change)
+		}
+		if e.NextDue != nil && e.Change != events.PlanChangeDeleted && e.Change != events.PlanChangePaused {
+			msg += ", next sync due " + e.NextDue.In(p.loc).Format("15:04:05")
+		}
+		return p.planLine(e.ChangedAt, e.Plan, msg)
+	case *events.PlanSyncScheduled:
+		return p.planLine(e.At, e.Plan, fmt.Sprintf("sync %d (%s): %d VM(s) due, next due %s",
+			e.Sync, q(e.Reason), e.DueVMs, e.NextDue.In(p.loc).Format("15:04:05")))
+	case *events.PlanVMStateChanged:
+		msg := fmt.Sprintf("vm %s %s -> %s", q(e.Name), q(e.From), q(e.To))
+		if e.Job != "" {
+			msg += " (job " + q(e.Job) + ")"
+		}
+		if e.Error != "" {
+			msg += ": " + q(e.Error)
+		}
+		return p.planLine(e.ChangedAt, e.Plan, msg)
+	case *events.PlanSyncDone:
+		msg := fmt.Sprintf("vm %s synced: %s, %s copied in %s", q(e.Name), q(e.ReplicationType), Bytes(e.BytesChanged),
+			roundDuration(time.Duration(e.DurationSeconds*float64(time.Second))))
+		if e.Verified {
+			msg += ", verified"
+		}
+		return p.planLine(e.FinishedAt, e.Plan, msg)
 	}
 	return nil
+}
+
+// scheduleText says a plan's schedule in a few words.
+func scheduleText(s events.PlanSchedule) string {
+	out := "cron " + s.Cron
+	if s.Interval != "" {
+		out = "every " + s.Interval
+	}
+	if s.Window != nil {
+		out += " inside " + s.Window.Start + "-" + s.Window.End
+		if s.Window.TZ != "" {
+			out += " " + s.Window.TZ
+		}
+	}
+	return out
+}
+
+// planLine writes one line for the plan named plan. msg's parts from
+// outside must already be quoted.
+func (p *Printer) planLine(at time.Time, plan, msg string) error {
+	_, err := fmt.Fprintf(p.out, "%s plan %s %s\n", at.In(p.loc).Format("15:04:05"), q(plan), msg)
+	return err
 }
 
 func (p *Printer) job(id string) *job {
@@ -180,7 +246,7 @@ func Bytes(n int64) string {
 // writer and skipped.
 func Run(ctx context.Context, nc *nats.Conn, p *Printer) error {
 	msgs := make(chan *nats.Msg, 1024)
-	for _, subj := range []string{subject.AllJobs, subject.AllStatus} {
+	for _, subj := range []string{subject.AllJobs, subject.AllStatus, subject.AllPlans} {
 		sub, err := nc.ChanSubscribe(subj, msgs)
 		if err != nil {
 			return fmt.Errorf("watch: subscribe %s: %w", subj, err)

@@ -92,6 +92,24 @@ func TestPrinter(t *testing.T) {
 		{"failed with its reason", []events.Payload{
 			state("j1", "copying", "failed", 0, "copy: disk 2000: EIO"),
 		}, []string{"09:14:03 job j1 failed: copy: disk 2000: EIO"}},
+		{"a plan", []events.Payload{
+			&events.PlanCreated{Plan: "weekend-1", VCenter: "prod-vc1", CreatedAt: t0, NextDue: t0.Add(5 * time.Second),
+				Sync: events.PlanSchedule{Interval: "4h", Window: &events.PlanWindow{Start: "22:00", End: "06:00", TZ: "Europe/Berlin"}},
+				VMs: []events.PlanVMRef{{ID: "vm-1", Name: "db1", Wave: 0}, {ID: "vm-2", Name: "web1", Wave: 1}}},
+			&events.PlanSyncScheduled{Plan: "weekend-1", Reason: events.SyncReasonMissed, Sync: 3, DueVMs: 2, At: t0.Add(time.Second), NextDue: t0.Add(time.Hour)},
+			&events.PlanVMStateChanged{Plan: "weekend-1", VMID: "vm-1", Name: "db1", From: "synced", To: "syncing", Job: "j2", ChangedAt: t0.Add(2 * time.Second)},
+			&events.PlanSyncDone{Plan: "weekend-1", VMID: "vm-1", Name: "db1", Job: "j2", ReplicationType: "incremental", BytesChanged: 64 << 20,
+				DurationSeconds: 2.04, Verified: true, FinishedAt: t0.Add(4 * time.Second)},
+			&events.PlanVMStateChanged{Plan: "weekend-1", VMID: "vm-2", Name: "web\x1b[2J1", From: "syncing", To: "paused", Job: "j3", Error: "3 syncs failed", ChangedAt: t0.Add(5 * time.Second)},
+			&events.PlanChanged{Plan: "weekend-1", Change: events.PlanChangePaused, ChangedAt: t0.Add(6 * time.Second)},
+		}, []string{
+			"09:14:03 plan weekend-1 created: 2 VM(s) of prod-vc1 in 2 wave(s), every 4h inside 22:00-06:00 Europe/Berlin, first sync due 09:14:08",
+			"09:14:04 plan weekend-1 sync 3 (missed): 2 VM(s) due, next due 10:14:03",
+			"09:14:05 plan weekend-1 vm db1 synced -> syncing (job j2)",
+			"09:14:07 plan weekend-1 vm db1 synced: incremental, 64.0 MiB copied in 2s, verified",
+			`09:14:08 plan weekend-1 vm "web\x1b[2J1" syncing -> paused (job j3): 3 syncs failed`,
+			"09:14:09 plan weekend-1 paused",
+		}},
 		{"progress and heartbeats make no line", []events.Payload{
 			&events.Progress{JobID: "j1", VMAID: "vma-1", Seq: 1, Phase: events.PhaseCopying},
 			&events.Heartbeat{VMAID: "vma-1", Version: "t", PublicKey: "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=", StartedAt: t0},
