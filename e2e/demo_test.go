@@ -100,6 +100,9 @@ func TestDemo(t *testing.T) {
 	if !strings.Contains(string(out), "both verified, every disk equal to its source") {
 		t.Error("make demo did not end with both cycles verified")
 	}
+	if !regexp.MustCompile(`plan demo: 3 VMs, [0-9]+ scheduled syncs, every replica equal to its source`).Match(out) {
+		t.Error("make demo did not end with the plan's replicas equal to their sources")
+	}
 
 	// The bytes: each job as the OMA has it, the incremental far smaller.
 	initialView, incrementalView := job(t, dev, initial), job(t, dev, incremental)
@@ -130,12 +133,14 @@ func TestDemo(t *testing.T) {
 	// last lines come after the API already says completed.
 	testkit.Eventually(t, "oma watch printing both jobs completed", func() bool {
 		term := stack.out.String()
-		return strings.Contains(term, "job "+initial+" completed: ") && strings.Contains(term, "job "+incremental+" completed: ")
+		return strings.Contains(term, "job "+initial+" completed: ") && strings.Contains(term, "job "+incremental+" completed: ") &&
+			strings.Contains(term, "plan demo sync 2 (schedule)")
 	})
 	term := stack.out.String()
 	for _, want := range []string{"vcsim ready:", "oma   ready:", "sshd  ready:", "vma   ready:", "API token",
 		"job " + initial + " created: PGWINTESTBIOS, initial", "job " + initial + " completed: ",
-		"job " + incremental + " completed: ", "nats --nkey"} {
+		"job " + incremental + " completed: ", "nats --nkey", "plan demo created: 3 VM(s) of dev in 2 wave(s), every 10s",
+		"plan demo sync 1 (schedule)", "synced: incremental"} {
 		if !strings.Contains(term, want) {
 			t.Errorf("the terminal of make run has no %q:\n%s", want, term)
 		}

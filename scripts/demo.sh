@@ -3,7 +3,10 @@
 # the README gives them (discover on the VMA, create the job on the OMA, start it on the VMA, watch it),
 # then each target compared with its source disk and the figures; then it writes into the simulated
 # guest's disks, runs an incremental cycle started from the OMA's /start, compares again and says how
-# many bytes moved against the full cycle. It exits non-zero at the first thing that is not so.
+# many bytes moved against the full cycle. Last, a migration plan: the vCenter registered once on the
+# OMA, three VMs replicated on a schedule (every $PLAN_INTERVAL, the dev stack's -min-sync-interval is
+# 5s), until each has had two scheduled syncs, every replica compared with its source.
+# It exits non-zero at the first thing that is not so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VAR=${VAR:-$PWD/var}
@@ -15,6 +18,7 @@ fi
 . "$VAR/dev.env"
 AUTH="Authorization: Bearer $OMA_TOKEN"
 MiB=$((1 << 20))
+PLAN_INTERVAL=${PLAN_INTERVAL:-10s}
 
 step() { printf '\n== %s\n' "$*"; }
 # quote: what came from the APIs (VM names and paths from vCenter, errors from a VMA) reaches the terminal
@@ -166,7 +170,60 @@ compare_job "$JOB2"
 incr_bytes=$(curl -sS -H "$AUTH" "$OMA_URL/api/v1/replications/$JOB2" | jq -r .bytes_done)
 incremental=$(figures "$JOB2" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')")
 
+step "a migration plan: register the vCenter once, on the OMA (the password proved through the VMA, then kept sealed)"
+if curl -sSf -o /dev/null -H "$AUTH" "$OMA_URL/api/v1/vcenters/dev" 2>/dev/null; then
+  echo "   vCenter dev is registered already"
+else
+  out=$(call -H "$AUTH" -H 'Content-Type: application/json' -X POST "$OMA_URL/api/v1/vcenters" \
+    -d "{\"name\":\"dev\",\"host\":\"$VCENTER\",\"username\":\"$VCENTER_USER\",\"password\":\"$VCENTER_PASSWORD\",\"datacenters\":[\"$VCENTER_DATACENTER\"]}")
+  echo
+  echo "   $(jq -c '{name, host, username, vmas}' <<<"$out")" | quote
+fi
+# A plan of the last run holds these VMs: a VM is in one plan only.
+curl -sS -o /dev/null -H "$AUTH" -X DELETE "$OMA_URL/api/v1/plans/demo" || true
+mapfile -t PLAN_VMS < <(jq -r --arg seed "$VM_NAME" '[.vms[] | select(.name != $seed)] | sort_by(.path) | .[:3][] | .path' <<<"$VMS")
+[ "${#PLAN_VMS[@]}" = 3 ] || fail "the inventory has fewer than three VMs besides $VM_NAME"
+
+step "create plan demo: ${PLAN_VMS[*]}, in two waves, a sync every $PLAN_INTERVAL"
+out=$(call -H "$AUTH" -H 'Content-Type: application/json' -X POST "$OMA_URL/api/v1/plans" \
+  -d "$(jq -n --arg i "$PLAN_INTERVAL" --args '{name: "demo", vcenter: "dev", vms: $ARGS.positional,
+        waves: [$ARGS.positional[:1], $ARGS.positional[1:]], sync: {interval: $i}}' "${PLAN_VMS[@]}")")
+echo
+echo "   preflight: $(jq -c '.preflight | {status, errors, warnings}' <<<"$out"), next sync due $(jq -r .next_due <<<"$out")" | quote
+[ "$(jq -r .preflight.errors <<<"$out")" = 0 ] || fail "the preflight found errors: $(jq -c '[.preflight.vms[].checks[] | select(.status == "error")]' <<<"$out")"
+
+step "the plan runs: initial copies wave by wave, then two scheduled syncs each (GET $OMA_URL/api/v1/plans/demo)"
+last=""
+for _ in $(seq 1200); do
+  plan=$(curl -sS -H "$AUTH" "$OMA_URL/api/v1/plans/demo") || fail "GET plan demo"
+  line="syncs $(jq -r .syncs <<<"$plan"), $(jq -c '.counts | with_entries(select(.value > 0))' <<<"$plan")"
+  if [ "$line" != "$last" ]; then
+    printf '   %s  %s\n' "$(date +%H:%M:%S)" "$line" | quote
+    last=$line
+  fi
+  [ "$(jq '[.vms[] | select(.state == "failed" or .state == "paused")] | length' <<<"$plan")" = 0 ] ||
+    fail "a VM of plan demo failed: $(jq -c '[.vms[] | select(.last_error) | {name, last_error}]' <<<"$plan")"
+  # Two scheduled syncs after the initial copy: three completed copies each.
+  [ "$(jq '[.vms[] | select(.syncs >= 3 and .state == "synced")] | length' <<<"$plan")" = 3 ] && break
+  sleep 0.5
+done
+[ "$(jq '[.vms[] | select(.syncs >= 3)] | length' <<<"$plan")" = 3 ] || fail "plan demo did not sync every VM twice in 10 minutes"
+for j in $(jq -r '.vms[].last_sync.job' <<<"$plan"); do
+  view=$(curl -sS -H "$AUTH" "$OMA_URL/api/v1/replications/$j")
+  while read -r key vol file; do
+    file=${file#\[*\] }
+    src="$VCSIM_DATASTORE/${file%.vmdk}-flat.vmdk"
+    show vma compare "$src" "$vol"
+    "$GODWIT_BIN/vma" compare "$src" "$vol" 2>&1 | quote || fail "plan demo: disk $key of $j differs from its source"
+  done < <(jq -r --argjson inv "$VMS" --arg vm "$(jq -r .source_vm.id <<<"$view")" \
+    '.disks[] as $d | ($inv.vms[] | select(.id == $vm) | .disks[] | select(.key == $d.key) | .file) as $f | "\($d.key) \($d.volume_path) \($f)"' <<<"$view")
+done
+echo "   plan demo: $(jq -c '{syncs, next_due, bytes_copied, vms: [.vms[] | {name, state, syncs, last: .last_sync | {type, bytes_changed, verified}}]}' <<<"$plan")" | quote
+curl -sS -o /dev/null -H "$AUTH" -X POST "$OMA_URL/api/v1/plans/demo/pause"
+echo "   plan demo paused (POST /api/v1/plans/demo/resume starts its syncs again)"
+
 step "done"
 echo "   initial cycle     $JOB: $initial"
 echo "   incremental cycle $JOB2: $incremental"
 echo "   the incremental moved $(human "$incr_bytes") against $(human "$initial_bytes") for the full cycle ($(awk -v a="$incr_bytes" -v b="$initial_bytes" 'BEGIN { printf "%.0f", 100 * a / b }')%); both verified, every disk equal to its source"
+echo "   plan demo: 3 VMs, $(jq -r .syncs <<<"$plan") scheduled syncs, every replica equal to its source"

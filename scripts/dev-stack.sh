@@ -137,7 +137,8 @@ tcp() { (exec 3<>"/dev/tcp/127.0.0.1/$1"); }
 
 rm -f "$DATA/vcsim/ca.pem"
 start vcsim "$BIN/vcsim" -addr "$VCENTER" -ca-out "$DATA/vcsim/ca.pem" -datastore "$DATA/vcsim/datastore"
-start oma "$BIN/oma" -data "$DATA/oma" -api-addr "127.0.0.1:$OMA_PORT" "${FORWARDS[@]}"
+# -min-sync-interval 5s: make demo's plan syncs every 10 s (the OMA's default minimum is a minute).
+start oma "$BIN/oma" -data "$DATA/oma" -api-addr "127.0.0.1:$OMA_PORT" -min-sync-interval 5s "${FORWARDS[@]}"
 start sshd /usr/sbin/sshd -D -e -f "$DATA/sshd/sshd_config"
 ready vcsim "https://$VCENTER/sdk ($VCENTER_USER / $VCENTER_PASSWORD)" test -s "$DATA/vcsim/ca.pem"
 ready oma "http://localhost:$OMA_PORT (NATS nats://127.0.0.1:$NATS_PORT, exports on $NBD_PORTS)" \
