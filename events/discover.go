@@ -111,8 +111,8 @@ type VM struct {
 	Firmware   string `json:"firmware"`
 	CBTEnabled bool   `json:"cbt_enabled"`
 	// HardwareVersion is the virtual hardware version, 13 for
-	// config.version "vmx-13"; 0 when unknown.
-	HardwareVersion int `json:"hardware_version"`
+	// config.version "vmx-13"; 0 (absent) when unknown.
+	HardwareVersion int `json:"hardware_version,omitempty"`
 	// Snapshots is how many snapshots the VM has: every node of its
 	// snapshot tree. SnapshotDepth is how many snapshots the current one
 	// stands on, itself included: the length of the chain from its root

@@ -228,8 +228,8 @@ func TestBrokenPayloadsNameTheField(t *testing.T) {
 			vm := m["vms"].([]any)[0].(map[string]any)
 			delete(vm["networks"].([]any)[0].(map[string]any), "mac_address")
 		}, "$.vms[0].networks[0].mac_address"},
-		{"missing hardware version", events.TypeDiscoverResult, func(m map[string]any) {
-			delete(m["vms"].([]any)[0].(map[string]any), "hardware_version")
+		{"hardware version zero (absent when unknown)", events.TypeDiscoverResult, func(m map[string]any) {
+			m["vms"].([]any)[0].(map[string]any)["hardware_version"] = 0
 		}, "$.vms[0].hardware_version"},
 		{"negative snapshots", events.TypeDiscoverResult, func(m map[string]any) {
 			m["vms"].([]any)[0].(map[string]any)["snapshots"] = -1
