@@ -210,6 +210,7 @@ func (m *Manager) status(tx *bbolt.Tx, j *store.Job, s *events.ReplicationStatus
 		j.LastSeq = s.Seq
 	}
 	j.BytesDone = max(j.BytesDone, s.BytesTransferred)
+	j.BytesWritten = max(j.BytesWritten, s.BytesTransferred)
 	why := ""
 	if s.Error != nil {
 		why = s.Error.Message

@@ -224,7 +224,7 @@ func (m *Manager) observe(tx *bbolt.Tx, vm *store.PlanVM, now time.Time) (bool, 
 
 // synced records vm's completed job j.
 func (m *Manager) synced(tx *bbolt.Tx, vm *store.PlanVM, j store.Job, now time.Time) error {
-	done := store.PlanSyncDone{Job: j.ID, Type: j.ReplicationType, BytesChanged: j.BytesDone, Verified: len(j.Disks) > 0}
+	done := store.PlanSyncDone{Job: j.ID, Type: j.ReplicationType, BytesChanged: j.BytesWritten, Verified: len(j.Disks) > 0}
 	for _, d := range j.Disks {
 		done.Verified = done.Verified && d.Verified
 	}
@@ -234,7 +234,7 @@ func (m *Manager) synced(tx *bbolt.Tx, vm *store.PlanVM, j store.Job, now time.T
 	}
 	done.DurationSeconds = done.FinishedAt.Sub(j.CreatedAt).Seconds()
 	vm.LastSync, vm.Failures, vm.LastError, vm.Syncs = &done, 0, "", vm.Syncs+1
-	vm.BytesCopied += j.BytesDone
+	vm.BytesCopied += j.BytesWritten
 	if err := m.move(tx, vm, events.PlanVMSynced, j.ID, "", now); err != nil {
 		return err
 	}

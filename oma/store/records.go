@@ -29,10 +29,14 @@ type Job struct {
 	BaseJobID string `json:"base_job_id,omitempty"`
 	// RemovedDisks are the keys of the base's disks the VM no longer has:
 	// an incremental job leaves their volumes as the base wrote them.
-	RemovedDisks       []int32 `json:"removed_disks,omitempty"`
-	BytesTotal         int64   `json:"bytes_total"`
-	BytesDone          int64   `json:"bytes_done"`
-	RateBytesPerSecond int64   `json:"rate_bytes_per_second"`
+	RemovedDisks []int32 `json:"removed_disks,omitempty"`
+	BytesTotal   int64   `json:"bytes_total"`
+	BytesDone    int64   `json:"bytes_done"`
+	// BytesWritten is what the VMA says it wrote into the exports (its
+	// status's bytes_transferred): for an incremental job, the changed
+	// bytes, where BytesDone counts a disk without changes as done.
+	BytesWritten       int64 `json:"bytes_written,omitempty"`
+	RateBytesPerSecond int64 `json:"rate_bytes_per_second"`
 	// AverageRateBytesPerSecond is the rate since the copy began.
 	AverageRateBytesPerSecond int64 `json:"average_rate_bytes_per_second,omitempty"`
 	// CreatedBy names the API token that created the job.

@@ -95,7 +95,7 @@ func TestPrinter(t *testing.T) {
 		{"a plan", []events.Payload{
 			&events.PlanCreated{Plan: "weekend-1", VCenter: "prod-vc1", CreatedAt: t0, NextDue: t0.Add(5 * time.Second),
 				Sync: events.PlanSchedule{Interval: "4h", Window: &events.PlanWindow{Start: "22:00", End: "06:00", TZ: "Europe/Berlin"}},
-				VMs: []events.PlanVMRef{{ID: "vm-1", Name: "db1", Wave: 0}, {ID: "vm-2", Name: "web1", Wave: 1}}},
+				VMs:  []events.PlanVMRef{{ID: "vm-1", Name: "db1", Wave: 0}, {ID: "vm-2", Name: "web1", Wave: 1}}},
 			&events.PlanSyncScheduled{Plan: "weekend-1", Reason: events.SyncReasonMissed, Sync: 3, DueVMs: 2, At: t0.Add(time.Second), NextDue: t0.Add(time.Hour)},
 			&events.PlanVMStateChanged{Plan: "weekend-1", VMID: "vm-1", Name: "db1", From: "synced", To: "syncing", Job: "j2", ChangedAt: t0.Add(2 * time.Second)},
 			&events.PlanSyncDone{Plan: "weekend-1", VMID: "vm-1", Name: "db1", Job: "j2", ReplicationType: "incremental", BytesChanged: 64 << 20,
