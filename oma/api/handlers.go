@@ -341,11 +341,14 @@ type jobView struct {
 	// (null: none yet); only on a single job.
 	CurrentReplica *replicas.Replica `json:"current_replica,omitempty"`
 	events.Figures
-	Disks      []diskView `json:"disks"`
-	LastError  string     `json:"last_error,omitempty"`
-	CreatedAt  time.Time  `json:"created_at"`
-	UpdatedAt  time.Time  `json:"updated_at"`
-	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	// BytesWritten is what the VMA wrote into the exports (for an
+	// incremental job, the changed bytes), once it reported an end.
+	BytesWritten int64      `json:"bytes_written"`
+	Disks        []diskView `json:"disks"`
+	LastError    string     `json:"last_error,omitempty"`
+	CreatedAt    time.Time  `json:"created_at"`
+	UpdatedAt    time.Time  `json:"updated_at"`
+	FinishedAt   *time.Time `json:"finished_at,omitempty"`
 }
 
 type diskView struct {
@@ -374,7 +377,7 @@ func viewOf(j store.Job) jobView {
 		State: j.State, BaseJobID: j.BaseJobID, RemovedDisks: j.RemovedDisks, ReplicaID: j.ReplicaID, Generation: j.Generation,
 		Figures: events.Figures{BytesTotal: j.BytesTotal, BytesDone: j.BytesDone,
 			RateBytesPerSecond: j.RateBytesPerSecond, AverageRateBytesPerSecond: j.AverageRateBytesPerSecond},
-		LastError: j.LastError,
+		LastError: j.LastError, BytesWritten: j.BytesWritten,
 		CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt, FinishedAt: j.FinishedAt,
 	}
 	if j.BytesTotal > 0 {
