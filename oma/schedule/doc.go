@@ -23,7 +23,9 @@
 // matter), and 0 or 7 for Sunday. As in Vixie cron, when neither
 // day-of-month nor day-of-week starts with *, a day matching either one is
 // due; otherwise it must match both. It is evaluated on the wall clock of
-// the window's time zone, or of UTC without a window or zone.
+// the window's time zone, or of UTC without a window or zone. Like an
+// interval, it may not fire more often than the minimum Parse is given:
+// two firings closer than that within a week are refused.
 //
 // # Windows
 //

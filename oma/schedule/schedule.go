@@ -32,8 +32,9 @@ type Schedule struct {
 const horizon = 100 // years
 
 // Parse checks s and returns its Schedule. An interval below minInterval
-// is refused (minInterval <= 0 sets no minimum); minInterval does not apply
-// to cron expressions. Every error is a *FieldError naming the JSON field
+// is refused (minInterval <= 0 sets no minimum), and so is a cron
+// expression that fires twice within less than minInterval in a week.
+// Every error is a *FieldError naming the JSON field
 // at fault.
 func Parse(s Spec, minInterval time.Duration) (*Schedule, error) {
 	sch := &Schedule{loc: time.UTC}
@@ -65,8 +66,37 @@ func Parse(s Spec, minInterval time.Duration) (*Schedule, error) {
 				"%q never fires inside the window %s: none of the hours and minutes it names falls in it; change the hours, or widen the window", s.Cron, sch.window))
 		}
 		sch.cron, sch.expr = c, s.Cron
+		if gap, at := sch.shortestGap(minInterval); gap > 0 {
+			return nil, fieldError("sync.cron", fmt.Sprintf(
+				"%q fires %s apart (at %s), below the shortest interval allowed, %s (the OMA's -min-sync-interval sets it)",
+				s.Cron, gap, at.Format("Mon 15:04 MST"), minInterval))
+		}
 	}
 	return sch, nil
+}
+
+// shortestGap looks at a cron schedule's firings over a week (at most
+// 2,000 of them) for two closer than minInterval: it returns the first
+// such gap and when it ends, or 0 when there is none. A cron expression
+// fires at most once a minute, so a minimum of a minute or less needs no
+// look.
+func (s *Schedule) shortestGap(minInterval time.Duration) (time.Duration, time.Time) {
+	if minInterval <= time.Minute {
+		return 0, time.Time{}
+	}
+	start := time.Date(2026, 1, 5, 0, 0, 0, 0, s.loc) // a Monday
+	prev := s.Next(start)
+	for range 2000 {
+		if prev.IsZero() || prev.Sub(start) > 8*24*time.Hour {
+			break
+		}
+		next := s.Next(prev)
+		if !next.IsZero() && next.Sub(prev) < minInterval {
+			return next.Sub(prev), next
+		}
+		prev = next
+	}
+	return 0, time.Time{}
 }
 
 // Validate returns the error Parse(s, minInterval) would: nil or a

@@ -25,6 +25,8 @@ func TestParseErrors(t *testing.T) {
 		{"interval zero", Spec{Interval: "0s"}, 0, "sync.interval", []string{"not positive"}},
 		{"interval negative", Spec{Interval: "-1h"}, 0, "sync.interval", []string{"not positive"}},
 		{"interval below minimum", Spec{Interval: "1m"}, 5 * time.Minute, "sync.interval", []string{"minimum of 5m0s", "-min-sync-interval"}},
+		{"cron below minimum", Spec{Cron: "*/5 * * * *"}, 15 * time.Minute, "sync.cron", []string{"fires 5m0s apart", "-min-sync-interval"}},
+		{"cron below minimum once a week", Spec{Cron: "0,30 6 * * MON"}, time.Hour, "sync.cron", []string{"fires 30m0s apart", "Mon 06:30"}},
 		{"cron four fields", Spec{Cron: "0 * * *"}, 0, "sync.cron", []string{"4 fields", "want 5"}},
 		{"cron six fields", Spec{Cron: "0 0 * * * *"}, 0, "sync.cron", []string{"6 fields"}},
 		{"cron minute 60", Spec{Cron: "60 * * * *"}, 0, "sync.cron", []string{"minute field (1st of 5)", "60 is out of range 0-59"}},
@@ -87,7 +89,9 @@ func TestParseAccepts(t *testing.T) {
 		{"interval at minimum", Spec{Interval: "5m"}, 5 * time.Minute},
 		{"interval no minimum", Spec{Interval: "5s"}, 0},
 		{"interval compound", Spec{Interval: "1h30m"}, time.Hour},
-		{"cron every minute", Spec{Cron: "* * * * *"}, time.Hour}, // the minimum bounds intervals only
+		{"cron every minute at the default minimum", Spec{Cron: "* * * * *"}, time.Minute},
+		{"cron every four hours, minimum an hour", Spec{Cron: "0 */4 * * *"}, time.Hour},
+		{"cron twice a day, 15m minimum", Spec{Cron: "0 6,18 * * *"}, 15 * time.Minute},
 		{"cron extra spaces", Spec{Cron: " 0  */4 * * * "}, 0},
 		{"cron leap day", Spec{Cron: "0 0 29 2 *"}, 0},
 		{"cron 31st or a weekday", Spec{Cron: "0 0 31 2 MON"}, 0}, // either day field suffices
