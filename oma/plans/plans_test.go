@@ -44,6 +44,7 @@ type planView struct {
 		CurrentJob string     `json:"current_job"`
 		NextSync   *time.Time `json:"next_sync"`
 		Syncs      int        `json:"syncs"`
+		Failures   int        `json:"failures"`
 		LastError  string     `json:"last_error"`
 		LastSync   *struct {
 			Job          string  `json:"job"`
