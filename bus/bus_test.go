@@ -132,8 +132,8 @@ func TestEnsureStreamsIsIdempotent(t *testing.T) {
 	for name := range oma.JetStream().StreamNames(ctx).Name() {
 		names = append(names, name)
 	}
-	if want := len(bus.StreamConfigs(limits)); len(names) != want || want != 8 {
-		t.Errorf("streams = %v, want the 8 of StreamConfigs", names)
+	if want := len(bus.StreamConfigs(limits)); len(names) != want || want != 9 {
+		t.Errorf("streams = %v, want the 9 of StreamConfigs", names)
 	}
 	for _, want := range bus.StreamConfigs(limits) {
 		s, err := oma.JetStream().Stream(ctx, want.Name)

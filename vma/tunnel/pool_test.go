@@ -95,10 +95,18 @@ func TestDataConnectionsCarryNBD(t *testing.T) {
 	if sent := s.Connections[0].BytesOut - before; sent > size/8 {
 		t.Errorf("the primary sent %d bytes during the copy of %d: the copy went over it", sent, size)
 	}
+	// Both data connections carry part of the copy, together all of it;
+	// how evenly depends on which channel the copier's writers find free
+	// first, which a busy machine skews.
+	var data int64
 	for i, c := range s.Connections[1:] {
-		if c.BytesOut < size/4 {
+		if c.BytesOut < size/64 {
 			t.Errorf("data connection %d sent %d bytes, want a share of the %d copied", i+1, c.BytesOut, size)
 		}
+		data += c.BytesOut
+	}
+	if data < size {
+		t.Errorf("the data connections sent %d bytes, less than the %d copied", data, size)
 	}
 	dst.Close()
 	checkFor(t, 10*time.Second, func() error {
