@@ -193,9 +193,19 @@ echo "   preflight: $(jq -c '.preflight | {status, errors, warnings}' <<<"$out")
 [ "$(jq -r .preflight.errors <<<"$out")" = 0 ] || fail "the preflight found errors: $(jq -c '[.preflight.vms[].checks[] | select(.status == "error")]' <<<"$out")"
 
 step "the plan runs: initial copies wave by wave, then two scheduled syncs each (GET $OMA_URL/api/v1/plans/demo)"
-last=""
+last="" wrote=""
 for _ in $(seq 1200); do
   plan=$(curl -sS -H "$AUTH" "$OMA_URL/api/v1/plans/demo") || fail "GET plan demo"
+  # Once every VM has its initial copy, their guests write 1 MiB each: the next sync copies it.
+  if [ -z "$wrote" ] && [ "$(jq '[.vms[] | select(.syncs >= 1)] | length' <<<"$plan")" = 3 ]; then
+    for path in "${PLAN_VMS[@]}"; do
+      file=$(jq -r --arg p "$path" '.vms[] | select(.path == $p) | .disks[0].file' <<<"$VMS")
+      file=${file#\[*\] }
+      show dd if=/dev/urandom of="$VCSIM_DATASTORE/${file%.vmdk}-flat.vmdk" bs=1M count=1 seek=1 conv=notrunc
+      dd if=/dev/urandom of="$VCSIM_DATASTORE/${file%.vmdk}-flat.vmdk" bs=1M count=1 seek=1 conv=notrunc status=none
+    done
+    wrote=yes
+  fi
   line="syncs $(jq -r .syncs <<<"$plan"), $(jq -c '.counts | with_entries(select(.value > 0))' <<<"$plan")"
   if [ "$line" != "$last" ]; then
     printf '   %s  %s\n' "$(date +%H:%M:%S)" "$line" | quote

@@ -235,11 +235,12 @@ func (m *Manager) synced(tx *bbolt.Tx, vm *store.PlanVM, j store.Job, now time.T
 	done.DurationSeconds = done.FinishedAt.Sub(j.CreatedAt).Seconds()
 	vm.LastSync, vm.Failures, vm.LastError, vm.Syncs = &done, 0, "", vm.Syncs+1
 	vm.BytesCopied += j.BytesWritten
-	if err := m.move(tx, vm, events.PlanVMSynced, j.ID, "", now); err != nil {
+	err := m.emit(tx, &events.PlanSyncDone{Plan: vm.Plan, VMID: vm.Key, Name: vm.Name, Job: j.ID, ReplicationType: j.ReplicationType,
+		BytesChanged: done.BytesChanged, DurationSeconds: done.DurationSeconds, Verified: done.Verified, FinishedAt: done.FinishedAt})
+	if err != nil {
 		return err
 	}
-	return m.emit(tx, &events.PlanSyncDone{Plan: vm.Plan, VMID: vm.Key, Name: vm.Name, Job: j.ID, ReplicationType: j.ReplicationType,
-		BytesChanged: done.BytesChanged, DurationSeconds: done.DurationSeconds, Verified: done.Verified, FinishedAt: done.FinishedAt})
+	return m.move(tx, vm, events.PlanVMSynced, j.ID, "", now)
 }
 
 // failed records a failed sync of vm: failed, or paused at the
