@@ -1,7 +1,9 @@
 package appliance_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"os"
@@ -99,7 +101,7 @@ func TestRunReportsItsAddrsAndStops(t *testing.T) {
 		t.Fatalf("health = %v, %v", resp, err)
 	}
 	resp.Body.Close()
-	for _, f := range []string{o.Files().InitialToken, o.Files().Observer, o.Files().Admin, filepath.Join(dir, "state.db")} {
+	for _, f := range []string{o.Files().InitialToken, o.Files().Observer, o.Files().Admin, filepath.Join(dir, "state.db"), filepath.Join(dir, "at-rest.key")} {
 		if fi, err := os.Stat(f); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s: %v, want mode 0600", f, err)
 		}
@@ -121,4 +123,53 @@ func TestRunReportsItsAddrsAndStops(t *testing.T) {
 		t.Fatalf("the state is still held after Run returned: %v", err)
 	}
 	st.Close()
+}
+
+// TestAtRestKeyFile: the key that seals the vCenters' passwords is made on
+// first start where AtRestKeyFile says, mode 0600, kept across starts; one
+// others may read stops the OMA before it serves.
+func TestAtRestKeyFile(t *testing.T) {
+	dir, keys := t.TempDir(), t.TempDir()
+	key := filepath.Join(keys, "godwit.key")
+	run := func() error {
+		first, last := testkit.FreePorts(t, 2)
+		o, err := appliance.New(appliance.Config{DataDir: dir, APIAddr: "127.0.0.1:0", NATSAddr: "127.0.0.1:0", FirstPort: first, LastPort: last, AtRestKeyFile: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- o.Run(ctx) }()
+		select {
+		case <-o.Ready():
+			cancel()
+			return <-done
+		case err := <-done:
+			return err
+		}
+	}
+	if err := run(); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(key)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("%s: %v, want a key of mode 0600", key, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "at-rest.key")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a key in the data dir too: %v", err)
+	}
+	made, _ := os.ReadFile(key)
+	if err := run(); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := os.ReadFile(key); !bytes.Equal(made, again) {
+		t.Error("a second start changed the key: the stored passwords could not be opened")
+	}
+	if err := os.Chmod(key, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Errorf("a key others may read: Run = %v, want a refusal saying chmod 600", err)
+	}
 }
