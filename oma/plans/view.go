@@ -113,9 +113,12 @@ func (m *Manager) view(p store.Plan, vms []store.PlanVM) View {
 	for _, s := range events.PlanVMStates() {
 		v.Counts[s] = 0
 	}
+	now := m.cfg.Now().UTC()
 	sched, err := m.parseSchedule(p.Sync)
+	closed := false // outside the schedule's window: nothing starts
 	if err == nil {
 		v.Schedule = sched.String()
+		closed = !sched.Within(now)
 	}
 	switch {
 	case p.Paused:
@@ -136,10 +139,14 @@ func (m *Manager) view(p store.Plan, vms []store.PlanVM) View {
 		if busy(vm.State) {
 			vv.CurrentJob = vm.Job
 		}
+		startsNow := vm.Due || (vm.State == events.PlanVMPending && vm.Wave <= open)
 		switch {
 		case p.Paused || vm.Paused || busy(vm.State):
-		case vm.Due || (vm.State == events.PlanVMPending && vm.Wave <= open):
-			now := m.cfg.Now().UTC()
+		case startsNow && closed:
+			if vv.Waiting == "" {
+				vv.Waiting = "outside the schedule's window (" + v.Schedule + "): it starts when the window opens"
+			}
+		case startsNow:
 			vv.NextSync = &now
 		case vm.State == events.PlanVMSynced || vm.State == events.PlanVMFailed:
 			next := p.NextDue
