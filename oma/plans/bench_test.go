@@ -171,12 +171,13 @@ type tickBed struct {
 
 // newTickBed makes the plan "bench" through the API (force: its preflight
 // finds too little room for 1,000 new 10 GiB replicas), stops the OMA and
-// the VMA, and records in the OMA's state what 1,000 completed initial
-// copies leave there: per VM a completed, verified initial job with its
-// volume (a sparse file of the disk's size), and the VM synced. Copying
-// 1,000 disks for real would take the benchmark hours and measure the
-// copies, not the tick.
-func newTickBed(b *testing.B) *tickBed {
+// the VMA, and records in the OMA's state what syncs completed copies of
+// each VM, an hour apart, leave there: per VM an initial job, then
+// syncs-1 incremental ones, each completed and verified, with the
+// replica's volume (a sparse file of the disk's size), and the VM synced.
+// Copying 1,000 disks for real would take the benchmark hours and measure
+// the copies, not the tick.
+func newTickBed(b *testing.B, syncs int) *tickBed {
 	b.Helper()
 	bb := newBigBed(b)
 	bb.createPlan(b, "bench", true)
@@ -212,36 +213,52 @@ func newTickBed(b *testing.B) *tickBed {
 			return fmt.Errorf("plan bench has %d VMs, want %d", len(vms), benchVMs)
 		}
 		for _, vm := range vms {
-			j := store.Job{ID: fmt.Sprintf("repl-%s-%d", vm.Key, copied.Add(-time.Minute).Unix()), VMAID: vm.VMAID, VCenter: vm.Host,
-				VM: events.VMRef{ID: vm.Key, Name: vm.Name, Path: vm.Path, InstanceUUID: vm.InstanceUUID}, ReplicationType: events.ReplicationInitial,
-				State: events.JobCompleted, ReplicaID: vm.ReplicaID, Generation: 1, CreatedBy: "plan:bench",
-				CreatedAt: copied.Add(-time.Minute), UpdatedAt: copied, FinishedAt: &copied}
 			ds := disks[vm.VMAID+"\x00"+vm.Key]
 			if len(ds) == 0 {
 				return fmt.Errorf("VM %s has no disks in the inventory", vm.Key)
 			}
-			for _, d := range ds {
-				vol := replicas.VolumePath(tb.dir, vm.ReplicaID, d.Key, 1)
-				if err := os.MkdirAll(filepath.Dir(vol), 0o700); err != nil {
+			var j store.Job
+			for k := range syncs {
+				done := copied.Add(-time.Duration(syncs-1-k) * time.Hour)
+				base := j.ID
+				j = store.Job{ID: fmt.Sprintf("repl-%s-%d", vm.Key, done.Add(-time.Minute).Unix()), VMAID: vm.VMAID, VCenter: vm.Host,
+					VM: events.VMRef{ID: vm.Key, Name: vm.Name, Path: vm.Path, InstanceUUID: vm.InstanceUUID}, ReplicationType: events.ReplicationInitial,
+					State: events.JobCompleted, ReplicaID: vm.ReplicaID, Generation: 1, BaseJobID: base, CreatedBy: "plan:bench",
+					CreatedAt: done.Add(-time.Minute), UpdatedAt: done, FinishedAt: &done}
+				if k > 0 {
+					j.ReplicationType = events.ReplicationIncremental
+				}
+				for _, d := range ds {
+					vol := replicas.VolumePath(tb.dir, vm.ReplicaID, d.Key, 1)
+					if k == 0 {
+						if err := os.MkdirAll(filepath.Dir(vol), 0o700); err != nil {
+							return err
+						}
+						if err := os.WriteFile(vol, nil, 0o600); err != nil {
+							return err
+						}
+						if err := os.Truncate(vol, d.CapacityBytes); err != nil {
+							return err
+						}
+					}
+					jd := store.JobDisk{Key: d.Key, Label: d.Label, CapacityBytes: d.CapacityBytes,
+						Export: events.Export{Host: "127.0.0.1", Port: tb.first}, Volume: vol, BytesTotal: d.CapacityBytes, BytesDone: d.CapacityBytes,
+						ChangeID: fmt.Sprintf("52 3c 8e 1f 0a 6d 4b 27-9e 55 1a 3f 7c 0b 2d 81/%d", k+1), Verified: true}
+					if k > 0 {
+						jd.BaseChangeID = fmt.Sprintf("52 3c 8e 1f 0a 6d 4b 27-9e 55 1a 3f 7c 0b 2d 81/%d", k)
+						jd.BytesTotal, jd.BytesDone = 64<<20, 64<<20
+					}
+					j.Disks = append(j.Disks, jd)
+					j.BytesTotal += jd.BytesTotal
+				}
+				j.BytesDone = j.BytesTotal
+				if err := store.PutJob(tx, j); err != nil {
 					return err
 				}
-				if err := os.WriteFile(vol, nil, 0o600); err != nil {
-					return err
-				}
-				if err := os.Truncate(vol, d.CapacityBytes); err != nil {
-					return err
-				}
-				j.Disks = append(j.Disks, store.JobDisk{Key: d.Key, Label: d.Label, CapacityBytes: d.CapacityBytes,
-					Export: events.Export{Host: "127.0.0.1", Port: tb.first}, Volume: vol, BytesTotal: d.CapacityBytes, BytesDone: d.CapacityBytes,
-					ChangeID: "52 3c 8e 1f 0a 6d 4b 27-9e 55 1a 3f 7c 0b 2d 81/1", Verified: true})
-				j.BytesTotal += d.CapacityBytes
+				vm.BytesCopied += j.BytesDone
 			}
-			j.BytesDone = j.BytesTotal
-			if err := store.PutJob(tx, j); err != nil {
-				return err
-			}
-			vm.State, vm.Job, vm.Syncs, vm.BytesCopied, vm.UpdatedAt = events.PlanVMSynced, j.ID, 1, j.BytesDone, copied
-			vm.LastSync = &store.PlanSyncDone{Job: j.ID, Type: events.ReplicationInitial, FinishedAt: copied,
+			vm.State, vm.Job, vm.Syncs, vm.UpdatedAt = events.PlanVMSynced, j.ID, syncs, copied
+			vm.LastSync = &store.PlanSyncDone{Job: j.ID, Type: j.ReplicationType, FinishedAt: copied,
 				BytesChanged: j.BytesDone, DurationSeconds: 60, Verified: true}
 			if err := store.PutPlanVM(tx, vm); err != nil {
 				return err
@@ -416,10 +433,18 @@ func (tb *tickBed) tick(b *testing.B, db []byte) tickResult {
 // publishing. Each iteration starts from the same state: the tick with
 // the plan's window closed (it marks 1,000 VMs due and starts nothing)
 // and the tick with no window (it also creates and queues 16 jobs); the
-// difference, over the jobs, is ms/job.
+// difference, over the jobs, is ms/job. The plan's VMs have one completed
+// copy each (syncs=1: 1,000 jobs in the OMA), or ten (syncs=10: 10,000
+// jobs, as after ten syncs: the OMA keeps every job).
 func BenchmarkScheduleTick1000(b *testing.B) {
 	testkit.Long(b)
-	tb := newTickBed(b)
+	for _, syncs := range []int{1, 10} {
+		b.Run(fmt.Sprintf("syncs=%d", syncs), func(b *testing.B) { benchmarkTick(b, syncs) })
+	}
+}
+
+func benchmarkTick(b *testing.B, syncs int) {
+	tb := newTickBed(b, syncs)
 	var tick, mark time.Duration
 	jobs := 0
 	b.ResetTimer()
