@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"net/http"
 	"os"
@@ -364,4 +365,32 @@ func toJSON(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(data)
+}
+
+// TestPreflightManyNames: a plan whose VMs' names together are longer
+// than a discover request's filter may be (4,096 bytes) still gets a
+// rediscovery in its preflight: every VM's vma check is ok.
+func TestPreflightManyNames(t *testing.T) {
+	var extra []vcsim.VM
+	var vms []string
+	for i := range 52 { // 52 names of 80 characters and their commas: 4,211 bytes
+		name := fmt.Sprintf("long-%02d-%s", i, strings.Repeat("x", 72))
+		extra = append(extra, vcsim.VM{Name: name, Disks: []int64{1 << 20}, CBT: true})
+		vms = append(vms, "/"+vcsim.Datacenter+"/vm/"+name)
+	}
+	b := newBed(t, 0, extra...)
+	if code := b.oma.Do(http.MethodPost, "/api/v1/plans", map[string]any{"name": "wide", "vcenter": "sim", "vms": vms, "sync": map[string]any{"interval": "1h"}}, nil); code != http.StatusCreated {
+		t.Fatalf("POST /api/v1/plans = %d", code)
+	}
+	var rep preflightReport
+	if code := b.oma.Do(http.MethodGet, "/api/v1/plans/wide/preflight", nil, &rep); code != http.StatusOK || len(rep.VMs) != len(vms) {
+		t.Fatalf("GET preflight = %d with %d VMs, want 200 with %d", code, len(rep.VMs), len(vms))
+	}
+	for _, vm := range rep.VMs {
+		for _, c := range vm.Checks {
+			if c.Check == "vma" && c.Status != "ok" {
+				t.Fatalf("%s: vma check %s: %s", vm.Path, c.Status, c.Message)
+			}
+		}
+	}
 }

@@ -75,6 +75,12 @@ func worse(a, b string) string {
 	return a
 }
 
+// maxFilter is the longest name filter a discover request may carry (the
+// schema's optionalText): the preflight of a plan whose VMs' names add up
+// to more discovers the whole vCenter instead, which the VMA retrieves in
+// one call anyway and filters afterwards.
+const maxFilter = 4096
+
 // Preflight checks the plan named name before (and while) it copies:
 // each VM's change tracking, snapshots and disks as a fresh discovery
 // through its VMA reports them, that VMA's login to the vCenter, the VM's
@@ -121,7 +127,11 @@ func (m *Manager) Preflight(ctx context.Context, name string) (Report, error) {
 		case !slices.Contains(connected, vma):
 			login[vma] = Check{"vma", Error, fmt.Sprintf("VMA %s is not connected: start it, or check its SSH tunnel (GET /api/v1/vmas)", vma)}
 		default:
-			err := m.discoverWith(ctx, vc, vma, strings.Join(slices.Compact(slices.Sorted(slices.Values(names))), ","))
+			filter := strings.Join(slices.Compact(slices.Sorted(slices.Values(names))), ",")
+			if len(filter) > maxFilter {
+				filter = "" // too many names for one request: discover every VM, one retrieve all the same
+			}
+			err := m.discoverWith(ctx, vc, vma, filter)
 			switch fault.KindOf(err) {
 			case 0:
 				if err == nil {
