@@ -36,6 +36,13 @@ type CreateRequest struct {
 	// Token names the API token that asks: it may have at most
 	// Config.MaxPendingJobs pending jobs.
 	Token string
+	// StartNow says the caller starts the job as soon as it is created (a
+	// plan does): it is not counted against Token's pending jobs, which
+	// spares reading every job.
+	StartNow bool
+	// Located, when set, is the VM as the caller found it in the
+	// inventory, in place of a lookup by VM, VMAID and VCenter.
+	Located *inventory.Located
 }
 
 // CreateJob creates a job for a VM of the inventory: it allocates a port,
@@ -118,10 +125,14 @@ func (m *Manager) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 		taken   = map[string]bool{}
 		pending int // the token's pending jobs
 		vma     store.VMA
+		now     = m.cfg.Now().UTC()
+		id      string
 	)
 	err := m.store.View(func(tx *bbolt.Tx) error {
 		var err error
-		if loc, err = inventory.Find(tx, inventory.Ref{VMID: req.VM.ID, VMAID: req.VMAID, VCenter: req.VCenter}); err != nil {
+		if req.Located != nil {
+			loc = *req.Located
+		} else if loc, err = inventory.Find(tx, inventory.Ref{VMID: req.VM.ID, VMAID: req.VMAID, VCenter: req.VCenter}); err != nil {
 			return err
 		}
 		rid = replicas.ID(loc.VMAID, loc.VCenter, loc.VM)
@@ -132,15 +143,19 @@ func (m *Manager) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 			return err
 		}
 		vma.ID = loc.VMAID
-		all, err := store.Jobs(tx)
+		if !req.StartNow {
+			if pending, err = pendingOf(tx, req.Token); err != nil {
+				return err
+			}
+		}
+		// The replica's jobs, which the store indexes by replica (and, for
+		// jobs from before replica ids, by VM id).
+		mine, err := store.JobsOf(tx, rid, loc.VM.ID)
 		if err != nil {
 			return err
 		}
-		for _, j := range all {
+		for _, j := range mine {
 			taken[j.ID] = true
-			if j.State == events.JobPending && j.CreatedBy == req.Token {
-				pending++
-			}
 			if !replicas.Belongs(j, rid, loc.VMAID, loc.VCenter, loc.VM.ID) {
 				continue
 			}
@@ -159,6 +174,10 @@ func (m *Manager) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 		for _, l := range leases {
 			leased[l.Port] = true
 		}
+		id = jobID(loc.VM.ID, now, func(id string) bool {
+			_, creating := m.creating[id]
+			return taken[id] || creating || store.HasJob(tx, id)
+		})
 		return nil
 	})
 	if err != nil {
@@ -168,12 +187,12 @@ func (m *Manager) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 		if r.replica == rid {
 			return store.Job{}, store.Lease{}, nil, fault.Errorf(fault.Conflict, "source_vm.id", "VM %s already has a job %s being created: wait for it", req.VM.ID, id)
 		}
-		taken[id], leased[r.port] = true, true
+		leased[r.port] = true
 		if r.token == req.Token {
 			pending++
 		}
 	}
-	if pending >= m.cfg.MaxPendingJobs {
+	if !req.StartNow && pending >= m.cfg.MaxPendingJobs {
 		return store.Job{}, store.Lease{}, nil, fault.Errorf(fault.Limit, "", "token %q has %d pending jobs, the most one token may have (-max-pending-jobs %d): start or cancel one first (pending jobs expire after %s)",
 			req.Token, pending, m.cfg.MaxPendingJobs, m.cfg.PendingJobTTL)
 	}
@@ -189,8 +208,6 @@ func (m *Manager) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 		return store.Job{}, store.Lease{}, nil, fault.Errorf(fault.Conflict, "source_vm.id", "VM %s has no disks in the inventory", req.VM.ID)
 	}
 
-	now := m.cfg.Now().UTC()
-	id := jobID(loc.VM.ID, now, taken)
 	if err := subject.ValidID(id); err != nil {
 		return store.Job{}, store.Lease{}, nil, fault.Errorf(fault.Invalid, "source_vm.id", "VM id %q cannot make a job id: %v", loc.VM.ID, err)
 	}
@@ -258,12 +275,24 @@ func (m *Manager) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 
 // jobID names a VM's job created at now: repl-<vm>-<unix seconds>, with
 // -2, -3... added when jobs of the VM were created in the same second.
-func jobID(vmID string, now time.Time, taken map[string]bool) string {
+func jobID(vmID string, now time.Time, taken func(string) bool) string {
 	id := fmt.Sprintf("repl-%s-%d", vmID, now.Unix())
-	for n := 2; taken[id]; n++ {
+	for n := 2; taken(id); n++ {
 		id = fmt.Sprintf("repl-%s-%d-%d", vmID, now.Unix(), n)
 	}
 	return id
+}
+
+// pendingOf counts the pending jobs created by token.
+func pendingOf(tx *bbolt.Tx, token string) (int, error) {
+	n := 0
+	all, err := store.Jobs(tx)
+	for _, j := range all {
+		if j.State == events.JobPending && j.CreatedBy == token {
+			n++
+		}
+	}
+	return n, err
 }
 
 // baseDisk returns disk key of job j.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/oma/fault"
+	"github.com/godwit/godwit/oma/inventory"
 	"github.com/godwit/godwit/oma/jobs"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/vmas"
@@ -277,6 +278,20 @@ func (m *Manager) startJobs(ctx context.Context, starts []start) error {
 		id, typ string
 		err     error
 	}
+	// The VMs as discovered, read once for every job of the tick.
+	found := map[string]*inventory.Located{}
+	err := m.store.View(func(tx *bbolt.Tx) error {
+		invs, err := store.Inventories(tx)
+		for _, inv := range invs {
+			for _, vm := range inv.Result.VMs {
+				found[inv.VMAID+"\x00"+inv.Result.VCenter.Host+"\x00"+vm.ID] = &inventory.Located{VM: vm, VMAID: inv.VMAID, VCenter: inv.Result.VCenter.Host}
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
 	var made []created
 	for _, s := range starts {
 		c := created{start: s, id: s.job}
@@ -285,13 +300,13 @@ func (m *Manager) startJobs(ctx context.Context, starts []start) error {
 			if s.vm.LastSync != nil {
 				c.typ = events.ReplicationIncremental
 			}
-			c.id, c.err = m.createJob(ctx, s.plan, s.vm, c.typ)
+			c.id, c.err = m.createJob(ctx, s.plan, s.vm, c.typ, found[s.vm.VMAID+"\x00"+s.vm.Host+"\x00"+s.vm.Key])
 		}
 		made = append(made, c)
 	}
 	now := m.cfg.Now().UTC()
 	var run []created
-	err := m.store.Update(func(tx *bbolt.Tx) error {
+	err = m.store.Update(func(tx *bbolt.Tx) error {
 		for _, c := range made {
 			vm, err := store.GetPlanVM(tx, c.plan.Name, c.vm.Key)
 			if errors.Is(err, store.ErrNotFound) {
@@ -368,17 +383,17 @@ func (m *Manager) startJobs(ctx context.Context, starts []start) error {
 
 // createJob creates a job of type typ for vm, or returns the plan's own
 // active job of vm that a crash left behind.
-func (m *Manager) createJob(ctx context.Context, p store.Plan, vm store.PlanVM, typ string) (string, error) {
+func (m *Manager) createJob(ctx context.Context, p store.Plan, vm store.PlanVM, typ string, loc *inventory.Located) (string, error) {
 	j, err := m.jobs.CreateJob(ctx, jobs.CreateRequest{
 		VM:              events.VMRef{ID: vm.Key, Name: vm.Name, Path: vm.Path, InstanceUUID: vm.InstanceUUID},
-		ReplicationType: typ, VMAID: vm.VMAID, VCenter: vm.Host, Token: jobToken(p.Name),
+		ReplicationType: typ, VMAID: vm.VMAID, VCenter: vm.Host, Token: jobToken(p.Name), StartNow: true, Located: loc,
 	})
 	if err == nil {
 		return j.ID, nil
 	}
 	var fe *fault.Error
 	if typ == events.ReplicationIncremental && errors.As(err, &fe) && fe.Kind == fault.Conflict && fe.Field == "replication_type" {
-		return m.createJob(ctx, p, vm, events.ReplicationInitial) // its replica has no completed copy any more
+		return m.createJob(ctx, p, vm, events.ReplicationInitial, loc) // its replica has no completed copy any more
 	}
 	if fault.KindOf(err) != fault.Conflict {
 		return "", err

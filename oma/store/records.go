@@ -1,7 +1,10 @@
 package store
 
 import (
+	"bytes"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -84,8 +87,72 @@ type JobDisk struct {
 	Digest   string `json:"digest,omitempty"`
 }
 
-// PutJob stores j.
-func PutJob(tx *bbolt.Tx, j Job) error { return put(tx, bucketJobs, j.ID, j) }
+// PutJob stores j, and indexes it by its replica and by its VM's id
+// (JobsOf).
+func PutJob(tx *bbolt.Tx, j Job) error {
+	if err := put(tx, bucketJobs, j.ID, j); err != nil {
+		return err
+	}
+	return indexJob(tx, j)
+}
+
+// indexJob adds j to the index of the jobs: under its VM's id, and under
+// its replica's id when it has one.
+func indexJob(tx *bbolt.Tx, j Job) error {
+	b := tx.Bucket(bucketJobsByVM)
+	if err := b.Put([]byte(jobIndexKey("vm", j.VM.ID, j.ID)), []byte{}); err != nil {
+		return err
+	}
+	if j.ReplicaID == "" {
+		return nil
+	}
+	return b.Put([]byte(jobIndexKey("replica", j.ReplicaID, j.ID)), []byte{})
+}
+
+func jobIndexKey(kind, value, jobID string) string { return kind + "\x00" + value + "\x00" + jobID }
+
+// JobsOf returns the jobs of the replica replicaID and those whose VM has
+// the id vmID (in any vCenter), each once, by id, through the index PutJob
+// keeps: without reading the others.
+func JobsOf(tx *bbolt.Tx, replicaID, vmID string) ([]Job, error) {
+	ids := map[string]bool{}
+	for _, prefix := range []string{jobIndexKey("replica", replicaID, ""), jobIndexKey("vm", vmID, "")} {
+		c := tx.Bucket(bucketJobsByVM).Cursor()
+		for k, _ := c.Seek([]byte(prefix)); k != nil && bytes.HasPrefix(k, []byte(prefix)); k, _ = c.Next() {
+			ids[string(k[len(prefix):])] = true
+		}
+	}
+	out := make([]Job, 0, len(ids))
+	for _, id := range slices.Sorted(maps.Keys(ids)) {
+		j, err := GetJob(tx, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, j)
+	}
+	return out, nil
+}
+
+// HasJob reports whether a job with id exists.
+func HasJob(tx *bbolt.Tx, id string) bool { return tx.Bucket(bucketJobs).Get([]byte(id)) != nil }
+
+// indexJobsByVM builds the index of the jobs (by VM and by replica) when
+// it is empty and there are jobs: a state database from before the index.
+func indexJobsByVM(tx *bbolt.Tx) error {
+	if k, _ := tx.Bucket(bucketJobsByVM).Cursor().First(); k != nil {
+		return nil
+	}
+	jobs, err := Jobs(tx)
+	if err != nil {
+		return err
+	}
+	for _, j := range jobs {
+		if err := indexJob(tx, j); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // GetJob reads a job; ErrNotFound when there is none.
 func GetJob(tx *bbolt.Tx, id string) (Job, error) {

@@ -21,10 +21,13 @@ var (
 	bucketVCenters  = []byte("vcenters")
 	bucketPlans     = []byte("plans")
 	bucketPlanVMs   = []byte("planvms")
+	// bucketJobsByVM indexes the jobs by their VM's id and by their
+	// replica: vm|replica \x00 <id> \x00 <job id>.
+	bucketJobsByVM = []byte("jobsbyvm")
 )
 
 func buckets() [][]byte {
-	return [][]byte{bucketJobs, bucketInventory, bucketLeases, bucketVMAs, bucketTokens, bucketApplied, bucketOutbox, bucketPages, bucketRequests, bucketVCenters, bucketPlans, bucketPlanVMs}
+	return [][]byte{bucketJobs, bucketInventory, bucketLeases, bucketVMAs, bucketTokens, bucketApplied, bucketOutbox, bucketPages, bucketRequests, bucketVCenters, bucketPlans, bucketPlanVMs, bucketJobsByVM}
 }
 
 // ErrNotFound is returned when a record does not exist.
@@ -60,6 +63,10 @@ func Open(path string, wait time.Duration) (*Store, error) {
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if err := db.Update(indexJobsByVM); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open %s: index the jobs by VM: %w", path, err)
 	}
 	return &Store{db: db}, nil
 }
