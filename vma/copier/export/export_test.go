@@ -57,7 +57,10 @@ func TestCopyBetweenExports(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := nbdtest.Start(t, "-r", "--filter=multi-conn", "file", filepath.Join(dir, "src.raw"), "multi-conn-mode=disable")
-	dst := nbdtest.Start(t, "--filter=multi-conn", "file", dstPath, "multi-conn-mode=plugin")
+	// Each write to the target takes 20 ms (nbdkit's delay filter), so that
+	// the copier's requests pile up on its connections however fast or
+	// busy the machine is.
+	dst := nbdtest.Start(t, "--filter=multi-conn", "--filter=delay", "file", dstPath, "multi-conn-mode=plugin", "wdelay=20ms")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	in, err := export.Open(ctx, src.URI, 2, nbd.Config{})
