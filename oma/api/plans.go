@@ -5,8 +5,8 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/oma/plans"
-	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/vcenters"
 	"github.com/godwit/godwit/secret"
 )
@@ -78,14 +78,14 @@ func (a *API) deleteVCenter(w http.ResponseWriter, r *http.Request) error {
 
 // planRequest is the body of POST /api/v1/plans.
 type planRequest struct {
-	Name       string         `json:"name"`
-	VCenter    string         `json:"vcenter"`
-	VMs        []string       `json:"vms"`
-	Waves      [][]string     `json:"waves"`
-	Sync       store.PlanSync `json:"sync"`
-	Verify     *bool          `json:"verify"`
-	OnCBTReset string         `json:"on_cbt_reset"`
-	Force      bool           `json:"force"`
+	Name       string              `json:"name"`
+	VCenter    string              `json:"vcenter"`
+	VMs        []string            `json:"vms"`
+	Waves      [][]string          `json:"waves"`
+	Sync       events.PlanSchedule `json:"sync"`
+	Verify     *bool               `json:"verify"`
+	OnCBTReset string              `json:"on_cbt_reset"`
+	Force      bool                `json:"force"`
 }
 
 func (a *API) createPlan(w http.ResponseWriter, r *http.Request) error {
@@ -120,10 +120,10 @@ func (a *API) getPlan(w http.ResponseWriter, r *http.Request) error {
 
 // planPatch is the body of PATCH /api/v1/plans/{name}.
 type planPatch struct {
-	AddVMs    []string        `json:"add_vms"`
-	RemoveVMs []string        `json:"remove_vms"`
-	Sync      *store.PlanSync `json:"sync"`
-	Waves     [][]string      `json:"waves"`
+	AddVMs    []string             `json:"add_vms"`
+	RemoveVMs []string             `json:"remove_vms"`
+	Sync      *events.PlanSchedule `json:"sync"`
+	Waves     [][]string           `json:"waves"`
 }
 
 func (a *API) patchPlan(w http.ResponseWriter, r *http.Request) error {

@@ -272,11 +272,11 @@ func newTickBed(b *testing.B, syncs int) *tickBed {
 		return store.PutPlan(tx, p)
 	})
 	if err == nil {
-		tb.open, err = tb.snapshot(st, store.PlanSync{Interval: "1h"})
+		tb.open, err = tb.snapshot(st, events.PlanSchedule{Interval: "1h"})
 	}
 	if err == nil {
 		w := closedWindow(tb.due)
-		tb.closed, err = tb.snapshot(st, store.PlanSync{Interval: "1h", Window: &store.PlanWindow{Start: w["start"].(string), End: w["end"].(string), TZ: "UTC"}})
+		tb.closed, err = tb.snapshot(st, events.PlanSchedule{Interval: "1h", Window: &events.PlanWindow{Start: w["start"].(string), End: w["end"].(string), TZ: "UTC"}})
 	}
 	if cerr := st.Close(); err == nil {
 		err = cerr
@@ -289,7 +289,7 @@ func newTickBed(b *testing.B, syncs int) *tickBed {
 
 // snapshot sets the plan's schedule to sync and returns the database's
 // bytes as committed.
-func (tb *tickBed) snapshot(st *store.Store, sync store.PlanSync) ([]byte, error) {
+func (tb *tickBed) snapshot(st *store.Store, sync events.PlanSchedule) ([]byte, error) {
 	err := st.Update(func(tx *bbolt.Tx) error {
 		p, err := store.GetPlan(tx, "bench")
 		if err != nil {

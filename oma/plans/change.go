@@ -20,7 +20,7 @@ type Patch struct {
 	// RemoveVMs names VMs to remove (id, path or name): their running
 	// jobs are cancelled, their replicas kept.
 	RemoveVMs []string
-	Sync      *store.PlanSync
+	Sync      *events.PlanSchedule
 	// Waves, when set, replace the waves: VMs (path or id) wave by wave;
 	// VMs in none come last.
 	Waves [][]string
@@ -65,7 +65,7 @@ func (m *Manager) Update(ctx context.Context, name string, ch Patch) (View, erro
 		now := m.cfg.Now().UTC()
 		var removed []string
 		for i, n := range ch.RemoveVMs {
-			k := slices.IndexFunc(vms, func(vm store.PlanVM) bool { return vm.Key == n || vm.Path == n || vm.Name == n })
+			k := indexOf(vms, n)
 			if k < 0 {
 				return fault.Errorf(fault.Invalid, fmt.Sprintf("remove_vms[%d]", i), "remove_vms[%d] %q is not a VM of plan %s", i, n, name)
 			}
@@ -128,7 +128,7 @@ func (m *Manager) Update(ctx context.Context, name string, ch Patch) (View, erro
 			}
 		}
 		if ch.Sync != nil {
-			s := eventSchedule(p.Sync)
+			s := p.Sync
 			if err := m.emit(tx, &events.PlanChanged{Plan: name, Change: events.PlanChangeSchedule, Sync: &s, NextDue: &next, ChangedAt: now}); err != nil {
 				return err
 			}
@@ -154,6 +154,12 @@ func (m *Manager) Update(ctx context.Context, name string, ch Patch) (View, erro
 	}
 	m.Kick()
 	return m.Get(ctx, name)
+}
+
+// indexOf returns the index in vms of the VM named n (its id, path or
+// name), -1 when there is none.
+func indexOf(vms []store.PlanVM, n string) int {
+	return slices.IndexFunc(vms, func(vm store.PlanVM) bool { return vm.Key == n || vm.Path == n || vm.Name == n })
 }
 
 // lastWave returns the highest wave of vms, -1 when there are none.
@@ -277,7 +283,7 @@ func (m *Manager) Retry(ctx context.Context, name, vm string) (View, error) {
 		if err != nil {
 			return err
 		}
-		k := slices.IndexFunc(vms, func(v store.PlanVM) bool { return v.Key == vm || v.Path == vm || v.Name == vm })
+		k := indexOf(vms, vm)
 		if k < 0 {
 			return fault.Errorf(fault.NotFound, "vm", "plan %s has no VM %q", name, vm)
 		}

@@ -135,7 +135,7 @@ type Spec struct {
 	// Waves, optional, list VMs (as named in VMs) wave by wave; VMs in
 	// no wave come in a last wave of their own.
 	Waves      [][]string
-	Sync       store.PlanSync
+	Sync       events.PlanSchedule
 	Verify     *bool
 	OnCBTReset string
 	// Force lets the plan copy while its preflight finds errors.
@@ -145,7 +145,7 @@ type Spec struct {
 }
 
 // parseSchedule checks a plan's schedule, naming the field at fault.
-func (m *Manager) parseSchedule(s store.PlanSync) (*schedule.Schedule, error) {
+func (m *Manager) parseSchedule(s events.PlanSchedule) (*schedule.Schedule, error) {
 	spec := schedule.Spec{Interval: s.Interval, Cron: s.Cron}
 	if s.Window != nil {
 		spec.Window = &schedule.Window{Start: s.Window.Start, End: s.Window.End, TZ: s.Window.TZ}
@@ -226,7 +226,7 @@ func (m *Manager) Create(ctx context.Context, s Spec) (View, error) {
 		if err := store.PutPlan(tx, p); err != nil {
 			return err
 		}
-		created := &events.PlanCreated{Plan: p.Name, VCenter: p.VCenter, Sync: eventSchedule(p.Sync), NextDue: p.NextDue, CreatedAt: now}
+		created := &events.PlanCreated{Plan: p.Name, VCenter: p.VCenter, Sync: p.Sync, NextDue: p.NextDue, CreatedAt: now}
 		for _, vm := range vms {
 			if err := store.PutPlanVM(tx, vm); err != nil {
 				return err
@@ -410,14 +410,6 @@ func planVM(plan string, f located, wave int, now time.Time) store.PlanVM {
 
 func vmRef(vm store.PlanVM) events.PlanVMRef {
 	return events.PlanVMRef{ID: vm.Key, Name: vm.Name, Path: vm.Path, InstanceUUID: vm.InstanceUUID, Wave: vm.Wave}
-}
-
-func eventSchedule(s store.PlanSync) events.PlanSchedule {
-	out := events.PlanSchedule{Interval: s.Interval, Cron: s.Cron}
-	if s.Window != nil {
-		out.Window = &events.PlanWindow{Start: s.Window.Start, End: s.Window.End, TZ: s.Window.TZ}
-	}
-	return out
 }
 
 // sameVM reports whether a and b are the same source VM.

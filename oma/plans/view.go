@@ -12,9 +12,9 @@ import (
 
 // View is a plan as the API shows it.
 type View struct {
-	Name    string         `json:"name"`
-	VCenter string         `json:"vcenter"`
-	Sync    store.PlanSync `json:"sync"`
+	Name    string              `json:"name"`
+	VCenter string              `json:"vcenter"`
+	Sync    events.PlanSchedule `json:"sync"`
 	// Schedule says the schedule in words.
 	Schedule   string     `json:"schedule"`
 	Waves      [][]string `json:"waves"`

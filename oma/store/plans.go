@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+
+	"github.com/godwit/godwit/events"
 )
 
 // Plan is a migration plan: VMs of one registered vCenter, replicated on a
@@ -15,8 +17,8 @@ type Plan struct {
 	Name    string `json:"name"`
 	VCenter string `json:"vcenter"`
 	// Waves lists the plan's VMs (PlanVM.Key) wave by wave.
-	Waves [][]string `json:"waves"`
-	Sync  PlanSync   `json:"sync"`
+	Waves [][]string          `json:"waves"`
+	Sync  events.PlanSchedule `json:"sync"`
 	// Verify, when false, skips the read-back verification; nil verifies.
 	Verify     *bool  `json:"verify,omitempty"`
 	OnCBTReset string `json:"on_cbt_reset,omitempty"`
@@ -35,21 +37,6 @@ type Plan struct {
 	CreatedBy  string     `json:"created_by"`
 	CreatedAt  time.Time  `json:"created_at"`
 	UpdatedAt  time.Time  `json:"updated_at"`
-}
-
-// PlanSync is a plan's schedule as given: one of Interval and Cron, and
-// an optional window.
-type PlanSync struct {
-	Interval string      `json:"interval,omitempty"`
-	Cron     string      `json:"cron,omitempty"`
-	Window   *PlanWindow `json:"window,omitempty"`
-}
-
-// PlanWindow is the daily time window syncs run in.
-type PlanWindow struct {
-	Start string `json:"start"`
-	End   string `json:"end"`
-	TZ    string `json:"tz,omitempty"`
 }
 
 // PlanVM is one VM of a plan and where its replication stands.
