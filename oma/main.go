@@ -22,6 +22,7 @@
 //	                                     $GODWIT_TOKEN, -token-file, or make-run.token or
 //	                                     initial-token in -data
 //	oma vms                              the running OMA's VM inventory, the same way
+//	oma plans [list|show NAME|preflight NAME]  its migration plans, the same way
 //
 // Every flag can also come from an environment variable (GODWIT_ and the
 // flag name in upper case with '-' as '_', such as GODWIT_API_ADDR) or from
@@ -79,6 +80,9 @@ const subcommands = `Usage:
   oma jobs show JOB                    show one job: state, bytes, verification, disks
   oma jobs cancel JOB                  cancel a job
   oma vms                              list the VM inventory (discovered VMs) of the running OMA
+  oma plans [list]                     list the migration plans: VMs by state, schedule, next sync
+  oma plans show NAME                  show a plan: its VMs' states, last and next syncs, errors
+  oma plans preflight NAME             run a plan's preflight and print what is not ok
 `
 
 // verbsOf returns the verbs of a command that takes one, false for any
@@ -92,6 +96,8 @@ func verbsOf(command string) ([]string, bool) {
 		return []string{"", "add", "authorized-keys", "nbd-ports"}, true
 	case "jobs":
 		return []string{"list", "list", "show", "cancel"}, true
+	case "plans":
+		return []string{"list", "list", "show", "preflight"}, true
 	}
 	return nil, false
 }
@@ -173,8 +179,10 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return jobsCmd(ctx, args[1], args[2:], stdout, stderr)
 	case "vms":
 		return vmsCmd(ctx, args[1:], stdout, stderr)
+	case "plans":
+		return plansCmd(ctx, args[1], args[2:], stdout, stderr)
 	}
-	return fmt.Errorf("unknown command %q: the commands are `oma [flags]`, `oma token create`, `oma vma add`, `oma vma authorized-keys`, `oma vma nbd-ports`, `oma watch`, `oma jobs` and `oma vms` (oma help)", verb)
+	return fmt.Errorf("unknown command %q: the commands are `oma [flags]`, `oma token create`, `oma vma add`, `oma vma authorized-keys`, `oma vma nbd-ports`, `oma watch`, `oma jobs`, `oma vms` and `oma plans` (oma help)", verb)
 }
 
 // help implements `oma help [COMMAND]`: the usage on stdout.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -41,6 +42,22 @@ func TestOperatorCommands(t *testing.T) {
 		t.Fatalf("create a job of %q = %d (inventory %+v)", vmID, code, vms)
 	}
 
+	// A plan of the other VM.
+	var other string
+	for _, vm := range vms {
+		if vm.Name != "PGWINTESTBIOS" {
+			other = vm.Path
+		}
+	}
+	if code := o.Do(http.MethodPost, "/api/v1/vcenters", map[string]any{"name": "sim", "host": sim.Host, "username": sim.Username,
+		"password": sim.Password}, nil); code != http.StatusCreated {
+		t.Fatalf("register the vCenter = %d", code)
+	}
+	if code := o.Do(http.MethodPost, "/api/v1/plans", map[string]any{"name": "wave-1", "vcenter": "sim", "vms": []string{other},
+		"sync": map[string]any{"interval": "1h"}}, nil); code != http.StatusCreated {
+		t.Fatalf("create a plan = %d", code)
+	}
+
 	// Only the OMA's data dir and URL: the token is its initial-token.
 	at := []string{"-data", o.Dir, "-api-url", o.URL}
 	oma := func(t *testing.T, args ...string) (string, error) {
@@ -61,6 +78,9 @@ func TestOperatorCommands(t *testing.T) {
 		{"the jobs with list", with("jobs", "list", "-state", "pending"), []string{job.JobID}},
 		{"no job in a state", with("jobs", "list", "-state", "copying"), []string{"no jobs"}},
 		{"one job", append([]string{"jobs", "show", job.JobID}, at...), []string{"job ", job.JobID, "state", "pending", "PGWINTESTBIOS", disk}},
+		{"the plans", with("plans"), []string{"PLAN", "NEXT DUE", "wave-1", "sim", "every 1h0m0s"}},
+		{"one plan", append([]string{"plans", "show", "wave-1"}, at...), []string{"plan", "wave-1", "schedule", "0 error(s)", path.Base(other)}},
+		{"a plan's preflight", append([]string{"plans", "preflight", "wave-1"}, at...), []string{"plan wave-1:", "0 error(s)"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			out, err := oma(t, tt.args...)
@@ -76,7 +96,7 @@ func TestOperatorCommands(t *testing.T) {
 	}
 	out, err := oma(t, append([]string{"jobs", "show", job.JobID, "-json"}, at...)...)
 	if testing.Verbose() {
-		for _, args := range [][]string{with("vms"), with("jobs"), append([]string{"jobs", "show", job.JobID}, at...)} {
+		for _, args := range [][]string{with("vms"), with("jobs"), append([]string{"jobs", "show", job.JobID}, at...), with("plans"), append([]string{"plans", "show", "wave-1"}, at...)} {
 			text, _ := oma(t, args...)
 			t.Logf("oma %s:\n%s", args[0], text)
 		}
