@@ -91,7 +91,7 @@ func New(st *store.Store, key *atrest.Key, prover Prover, now func() time.Time) 
 }
 
 var (
-	validName  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+	validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 	// validThumb is a SHA-1 (20 bytes) or SHA-256 (32 bytes) fingerprint,
 	// as the events' schemas want it.
 	validThumb = regexp.MustCompile(`^([0-9A-Fa-f]{2}:){19}[0-9A-Fa-f]{2}$|^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$`)
