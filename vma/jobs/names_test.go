@@ -46,9 +46,10 @@ func TestVMNamedWithEscapes(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- watch.Run(ctx, nc, watch.NewPrinter(&out, time.UTC)) }()
 	t.Cleanup(func() { cancel(); <-done })
-	// Run's two subscriptions are made on nc; a flush after them means the
-	// server has them, so no event of the job is missed.
-	testkit.Eventually(t, "oma watch subscribed", func() bool { return nc.NumSubscriptions() == 2 })
+	// Run's three subscriptions (jobs, status, plans) are made on nc; a
+	// flush after them means the server has them, so no event of the job
+	// is missed.
+	testkit.Eventually(t, "oma watch subscribed", func() bool { return nc.NumSubscriptions() == 3 })
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
