@@ -13,11 +13,15 @@ import (
 )
 
 // trust makes tc, the TLS config of a login's connections, trust what cfg
-// says. cfg.CAFile (through set, soap.Client.SetRootCAs) replaces the
-// system's roots as before; cfg.CAPEM adds its certificates to those, in
-// memory only; cfg.Thumbprint accepts only a certificate with that
-// fingerprint, whatever its chain, even when cfg.Insecure. Errors wrap
-// ErrTrust for a CAPEM or Thumbprint that cannot be used.
+// says. cfg.CAFile, loaded by setRootCAs (the soap client's SetRootCAs),
+// replaces the system's roots as before; cfg.CAPEM adds its certificates
+// to those, in memory only; cfg.Thumbprint accepts only a certificate with
+// that fingerprint, whatever its chain, even when cfg.Insecure. Errors
+// wrap ErrTrust for a CAPEM or Thumbprint that cannot be used.
+//
+// govmomi's own soap.Client.SetThumbprint is not used: it takes SHA-1 and
+// SHA-256 but checks the thumbprint only when the usual verification
+// fails, so a certificate the CA file trusts would pass any pin.
 func (cfg Config) trust(tc *tls.Config, setRootCAs func(file string) error) error {
 	if cfg.CAPEM != "" && cfg.Thumbprint != "" {
 		return fmt.Errorf("%w: give a CA certificate or a thumbprint, not both", ErrTrust)
