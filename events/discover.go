@@ -18,6 +18,13 @@ type DiscoverRequest struct {
 	Datacenter string `json:"datacenter,omitempty"`
 	// Filter is a comma-separated list of case-insensitive name matches.
 	Filter string `json:"filter,omitempty"`
+	// CAPEM and Thumbprint pin vCenter's certificate for this login, on
+	// top of the VMA's own trust; at most one is set. CAPEM holds PEM CA
+	// certificates the VMA trusts besides its own. Thumbprint is the
+	// SHA-1 or SHA-256 fingerprint of vCenter's certificate as
+	// colon-separated hex pairs: the certificate must have it.
+	CAPEM      string `json:"ca_pem,omitempty"`
+	Thumbprint string `json:"thumbprint,omitempty"`
 }
 
 // EventType implements Payload.

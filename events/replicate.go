@@ -30,6 +30,10 @@ type ReplicateCommand struct {
 	// Verify, when set to false, skips reading the written areas back;
 	// nil means verify.
 	Verify *bool `json:"verify,omitempty"`
+	// CAPEM and Thumbprint pin vCenter's certificate for the job's
+	// logins, as in DiscoverRequest.
+	CAPEM      string `json:"ca_pem,omitempty"`
+	Thumbprint string `json:"thumbprint,omitempty"`
 }
 
 // What an incremental job does when vCenter refuses a base change id.

@@ -216,6 +216,16 @@ func TestBrokenPayloadsNameTheField(t *testing.T) {
 		{"sealed wrong scheme", events.TypeDiscoverRequest, func(m map[string]any) {
 			m["password"].(map[string]any)["scheme"] = "rot13"
 		}, "$.password.scheme"},
+		{"thumbprint neither sha-1 nor sha-256", events.TypeDiscoverRequest, func(m map[string]any) {
+			m["thumbprint"] = "AB:CD:EF"
+		}, "$.thumbprint"},
+		{"thumbprint without colons", events.TypeReplicateCommand, func(m map[string]any) {
+			m["thumbprint"] = strings.Repeat("ab", 20)
+		}, "$.thumbprint"},
+		{"ca pem without a certificate", events.TypeReplicateCommand, func(m map[string]any) { m["ca_pem"] = "trust me" }, "$.ca_pem"},
+		{"ca pem too large", events.TypeDiscoverRequest, func(m map[string]any) {
+			m["ca_pem"] = "-----BEGIN CERTIFICATE-----\n" + strings.Repeat("A", 64<<10)
+		}, "$.ca_pem"},
 		{"no vm paths", events.TypeReplicateCommand, func(m map[string]any) { m["vm_paths"] = []any{} }, "$.vm_paths"},
 		{"relative vm path", events.TypeReplicateCommand, func(m map[string]any) { m["vm_paths"] = []any{"vm/x"} }, "$.vm_paths[0]"},
 		{"unknown replication type", events.TypeReplicateCommand, func(m map[string]any) { m["replication_type"] = "full" }, "$.replication_type"},

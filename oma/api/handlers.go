@@ -139,6 +139,9 @@ type credentialsRequest struct {
 	VCenter  string        `json:"vcenter"`
 	Username string        `json:"username"`
 	Password secret.String `json:"password"`
+	// CAPEM and Thumbprint come only from a registered vCenter.
+	CAPEM      string `json:"-"`
+	Thumbprint string `json:"-"`
 }
 
 func (c credentialsRequest) validate(vcenterRequired bool) error {
@@ -213,7 +216,7 @@ func (a *API) registeredCredentials(jobID, vcenter string) (credentialsRequest, 
 			if err != nil {
 				return credentialsRequest{}, err
 			}
-			return credentialsRequest{VCenter: v.Host, Username: v.Username, Password: pw}, nil
+			return credentialsRequest{VCenter: v.Host, Username: v.Username, Password: pw, CAPEM: v.CAPEM, Thumbprint: v.Thumbprint}, nil
 		}
 	}
 	return credentialsRequest{}, badRequest("password", "password is required: no registered vCenter of host %s lets VMA %s use it (register it with POST /api/v1/vcenters, or send username and password)", j.VCenter, j.VMAID)

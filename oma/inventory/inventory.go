@@ -96,7 +96,7 @@ func (k *Keeper) Discover(ctx context.Context, req DiscoverRequest) (events.Disc
 	}
 	dr := &events.DiscoverRequest{
 		RequestID: events.NewID(), VMAID: req.VMAID, VCenter: req.Cred.VCenter, Username: req.Cred.Username,
-		Password: sealed, Datacenter: req.Datacenter, Filter: req.Filter,
+		Password: sealed, Datacenter: req.Datacenter, Filter: req.Filter, CAPEM: req.Cred.CAPEM, Thumbprint: req.Cred.Thumbprint,
 	}
 	timeout := req.Timeout
 	if timeout == 0 {

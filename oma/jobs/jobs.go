@@ -405,7 +405,7 @@ func (m *Manager) Start(ctx context.Context, id string, cred vmas.VCenterCredent
 	cmd, err := m.newEvent(&events.ReplicateCommand{
 		JobID: j.ID, VMAID: j.VMAID, VCenter: cred.VCenter, Username: cred.Username, Password: sealed,
 		VMPaths: []string{j.VM.Path}, OMAURL: m.cfg.APIURL, ReplicationType: j.ReplicationType,
-		OnCBTReset: opts.OnCBTReset, Verify: opts.Verify,
+		OnCBTReset: opts.OnCBTReset, Verify: opts.Verify, CAPEM: cred.CAPEM, Thumbprint: cred.Thumbprint,
 	})
 	if err != nil {
 		return j, err

@@ -327,7 +327,7 @@ func (m *Manager) discoverWith(ctx context.Context, vc vcenters.View, vma, filte
 		dc = vc.Datacenters[0]
 	}
 	_, err = m.inv.Discover(ctx, inventory.DiscoverRequest{VMAID: vma, Datacenter: dc, Filter: filter,
-		Cred: vmas.VCenterCredentials{VCenter: vc.Host, Username: vc.Username, Password: pw}})
+		Cred: vmas.VCenterCredentials{VCenter: vc.Host, Username: vc.Username, Password: pw, CAPEM: vc.CAPEM, Thumbprint: vc.Thumbprint}})
 	return err
 }
 

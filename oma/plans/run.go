@@ -425,7 +425,7 @@ func (m *Manager) startJob(ctx context.Context, p store.Plan, id string) error {
 	if err != nil {
 		return err
 	}
-	_, err = m.jobs.Start(ctx, id, vmas.VCenterCredentials{VCenter: vc.Host, Username: vc.Username, Password: pw},
+	_, err = m.jobs.Start(ctx, id, vmas.VCenterCredentials{VCenter: vc.Host, Username: vc.Username, Password: pw, CAPEM: vc.CAPEM, Thumbprint: vc.Thumbprint},
 		jobs.StartOptions{OnCBTReset: p.OnCBTReset, Verify: p.Verify})
 	if fault.KindOf(err) == fault.Conflict {
 		return nil // started meanwhile

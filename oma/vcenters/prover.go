@@ -77,7 +77,7 @@ func (p DiscoveryProver) Prove(ctx context.Context, c Credentials) ([]string, er
 		go func() {
 			defer wg.Done()
 			_, err := p.D.Discover(ctx, inventory.DiscoverRequest{VMAID: id, Datacenter: dc, Timeout: timeout,
-				Cred: vmas.VCenterCredentials{VCenter: c.Host, Username: c.Username, Password: c.Password}})
+				Cred: vmas.VCenterCredentials{VCenter: c.Host, Username: c.Username, Password: c.Password, CAPEM: c.CAPEM, Thumbprint: c.Thumbprint}})
 			mu.Lock()
 			defer mu.Unlock()
 			switch fault.KindOf(err) {

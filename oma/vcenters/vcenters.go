@@ -91,9 +91,15 @@ func New(st *store.Store, key *atrest.Key, prover Prover, now func() time.Time) 
 }
 
 var (
-	validName  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
-	validThumb = regexp.MustCompile(`^([0-9A-Fa-f]{2}:){19,31}[0-9A-Fa-f]{2}$`)
+	validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+	// validThumb is a SHA-1 (20 bytes) or SHA-256 (32 bytes) fingerprint,
+	// as the events' schemas want it.
+	validThumb = regexp.MustCompile(`^([0-9A-Fa-f]{2}:){19}[0-9A-Fa-f]{2}$|^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$`)
 )
+
+// maxCAPEM bounds a vCenter's CA PEM: it travels in every discover request
+// and replicate command, whose schemas take at most 64 KiB.
+const maxCAPEM = 64 << 10
 
 // context is what a vCenter's sealed password is bound to.
 func sealContext(name string) string { return "vcenter:" + name }
@@ -111,6 +117,8 @@ func (s Spec) check() error {
 		return fault.Errorf(fault.Invalid, "password", "password is required")
 	case s.CAPEM != "" && s.Thumbprint != "":
 		return fault.Errorf(fault.Invalid, "thumbprint", "give ca_pem or thumbprint, not both")
+	case len(s.CAPEM) > maxCAPEM:
+		return fault.Errorf(fault.Invalid, "ca_pem", "ca_pem has %d bytes: at most %d", len(s.CAPEM), maxCAPEM)
 	case s.CAPEM != "" && !strings.Contains(s.CAPEM, "-----BEGIN CERTIFICATE-----"):
 		return fault.Errorf(fault.Invalid, "ca_pem", "ca_pem holds no PEM certificate")
 	case s.Thumbprint != "" && !validThumb.MatchString(s.Thumbprint):

@@ -99,7 +99,9 @@ func TestCreateRefusesBadInput(t *testing.T) {
 		{"thumbprint", func(s *vcenters.Spec) {
 			s.CAPEM, s.Thumbprint = "-----BEGIN CERTIFICATE-----\n", "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01"
 		}},
+		{"thumbprint", func(s *vcenters.Spec) { s.Thumbprint = strings.Repeat("AB:", 24) + "AB" }}, // 25 bytes: neither SHA-1 nor SHA-256
 		{"ca_pem", func(s *vcenters.Spec) { s.CAPEM = "hello" }},
+		{"ca_pem", func(s *vcenters.Spec) { s.CAPEM = "-----BEGIN CERTIFICATE-----\n" + strings.Repeat("A", 64<<10) }},
 		{"datacenters[1]", func(s *vcenters.Spec) { s.Datacenters = []string{"DC0", " "} }},
 		{"vmas[0]", func(s *vcenters.Spec) { s.VMAs = []string{""} }},
 	} {

@@ -335,6 +335,10 @@ type VCenterCredentials struct {
 	VCenter  string
 	Username string
 	Password secret.String
+	// CAPEM or Thumbprint, when set, pin vCenter's certificate for the
+	// VMA's login (see events.DiscoverRequest): no secrets.
+	CAPEM      string
+	Thumbprint string
 }
 
 // Seal seals a secret to a registered VMA's announced key. It fails with

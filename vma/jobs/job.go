@@ -128,7 +128,7 @@ func (r *Runner) execute(ctx context.Context, t *task) ([]events.DiskChange, err
 	defer early.close()
 
 	vc := r.cfg.VCenter
-	vc.Host, vc.Username = t.cmd.VCenter, t.cmd.Username
+	vc.Host, vc.Username, vc.CAPEM, vc.Thumbprint = t.cmd.VCenter, t.cmd.Username, t.cmd.CAPEM, t.cmd.Thumbprint
 	s, err := vcenter.LoginSealed(ctx, vc, r.cfg.Identity.Key, t.cmd.Password)
 	if err != nil {
 		return nil, fail("login", 0, err)

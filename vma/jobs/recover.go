@@ -45,7 +45,7 @@ func (r *Runner) recoverJobs(ctx context.Context) error {
 	})
 	for _, j := range resume {
 		cmd := &events.ReplicateCommand{JobID: j.JobID, VMAID: r.cfg.Identity.ID, VCenter: j.VCenter, Username: j.Username,
-			Password: *j.Password, VMPaths: j.VMPaths, OnCBTReset: j.OnCBTReset, Verify: j.Verify}
+			Password: *j.Password, VMPaths: j.VMPaths, OnCBTReset: j.OnCBTReset, Verify: j.Verify, CAPEM: j.CAPEM, Thumbprint: j.Thumbprint}
 		r.queue = append(r.queue, &task{id: j.JobID, cmd: cmd, resume: true, tracker: newTracker(r.cfg.Now), done: make(chan struct{})})
 		r.log.Info("resuming a job the VMA did not finish", "job", j.JobID, "state", j.State, "phase", j.Phase)
 	}
@@ -103,7 +103,7 @@ func (r *Runner) cleanSnapshots(ctx context.Context, id string) ([]string, error
 		return removed, fmt.Errorf("job %s is %s: cancel it first", id, j.State)
 	}
 	vc := r.cfg.VCenter
-	vc.Host, vc.Username = j.VCenter, j.Username
+	vc.Host, vc.Username, vc.CAPEM, vc.Thumbprint = j.VCenter, j.Username, j.CAPEM, j.Thumbprint
 	s, err := vcenter.LoginSealed(ctx, vc, r.cfg.Identity.Key, *j.Password)
 	if err != nil {
 		return removed, fmt.Errorf("clean up job %s: %w", id, err)

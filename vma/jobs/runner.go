@@ -273,7 +273,7 @@ func (r *Runner) accept(ctx context.Context, c *events.ReplicateCommand) error {
 		}
 		sealed := c.Password
 		j.State, j.VCenter, j.Username, j.Password, j.VMPaths = store.StateQueued, c.VCenter, c.Username, &sealed, c.VMPaths
-		j.OnCBTReset, j.Verify = c.OnCBTReset, c.Verify
+		j.OnCBTReset, j.Verify, j.CAPEM, j.Thumbprint = c.OnCBTReset, c.Verify, c.CAPEM, c.Thumbprint
 		if j.AcceptedAt.IsZero() {
 			j.AcceptedAt = now
 		}

@@ -69,6 +69,11 @@ type Job struct {
 	// restarted VMA resumes the job as it was asked.
 	OnCBTReset string `json:"on_cbt_reset,omitempty"`
 	Verify     *bool  `json:"verify,omitempty"`
+	// CAPEM and Thumbprint are the command's pin of vCenter's certificate
+	// (no secret), kept so that a restarted VMA logs in to resume or
+	// clean up the job as it was asked.
+	CAPEM      string `json:"ca_pem,omitempty"`
+	Thumbprint string `json:"thumbprint,omitempty"`
 	// VMRef is the VM's managed object id, once found.
 	VMRef string `json:"vm_ref,omitempty"`
 	// Snapshot is the managed object id of the job's snapshot while it

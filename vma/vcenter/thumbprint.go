@@ -6,12 +6,12 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
-	"strings"
 )
 
 // Thumbprint returns the SHA-1 fingerprint of the certificate vCenter
 // presents, as VDDK wants it ("AB:CD:..."), read over a TLS connection
-// with the session's own trust (its CA file, or none when insecure).
+// with the session's own trust (its CA file and the request's pin, or none
+// when insecure).
 func (s *Session) Thumbprint(ctx context.Context) (string, error) {
 	u := s.Client.URL()
 	host := u.Host
@@ -33,9 +33,5 @@ func (s *Session) Thumbprint(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("%w: %s presented no certificate", ErrUnreachable, host)
 	}
 	sum := sha1.Sum(certs[0].Raw)
-	parts := make([]string, len(sum))
-	for i, b := range sum {
-		parts[i] = fmt.Sprintf("%02X", b)
-	}
-	return strings.Join(parts, ":"), nil
+	return hexPairs(sum[:]), nil
 }

@@ -41,6 +41,10 @@ var (
 	// ErrSealed: a sealed password does not open with the VMA's key (it
 	// was sealed to another key, or tampered with).
 	ErrSealed = errors.New("the password is not sealed to this VMA's key")
+	// ErrTrust: a request's CA PEM or thumbprint cannot be used (no
+	// certificate in the PEM, a thumbprint that is not a SHA-1 or SHA-256
+	// fingerprint, or both given).
+	ErrTrust = errors.New("invalid vCenter certificate pin")
 )
 
 // Config says how to reach a vCenter.
@@ -52,8 +56,17 @@ type Config struct {
 	Password secret.String
 	// CAFile trusts the certificates in this PEM file besides the system's.
 	CAFile string
-	// Insecure skips certificate verification (development only).
+	// Insecure skips certificate verification (development only); a
+	// Thumbprint is still checked.
 	Insecure bool
+	// CAPEM, from the request, trusts the PEM CA certificates it holds
+	// for this login besides CAFile's (the system's without CAFile).
+	CAPEM string
+	// Thumbprint, from the request, pins vCenter's certificate: its SHA-1
+	// or SHA-256 fingerprint as colon-separated hex pairs. Only a
+	// certificate with it is accepted, whoever signed it. At most one of
+	// CAPEM and Thumbprint is set.
+	Thumbprint string
 	// Timeout bounds connecting and logging in; 0 means 15s.
 	Timeout time.Duration
 	// Allow lists the vCenters that may be logged in to; empty: any.
@@ -61,8 +74,9 @@ type Config struct {
 }
 
 // FailureCode classifies err for a failure event: one of the events.Failure*
-// codes (auth, unreachable, not found, invalid for ErrNotAllowed and
-// ErrSealed, else internal).
+// codes (auth, unreachable, not found, invalid for ErrNotAllowed, ErrSealed
+// and ErrTrust, else internal). A certificate that is not trusted, or not
+// the pinned one, is unreachable.
 func FailureCode(err error) string {
 	switch {
 	case errors.Is(err, ErrAuth):
@@ -71,7 +85,7 @@ func FailureCode(err error) string {
 		return events.FailureUnreachable
 	case errors.Is(err, ErrNotFound):
 		return events.FailureNotFound
-	case errors.Is(err, ErrNotAllowed), errors.Is(err, ErrSealed):
+	case errors.Is(err, ErrNotAllowed), errors.Is(err, ErrSealed), errors.Is(err, ErrTrust):
 		return events.FailureInvalid
 	}
 	return events.FailureInternal
@@ -85,7 +99,8 @@ type Session struct {
 }
 
 // Login connects to vCenter and logs in. Errors wrap ErrAuth,
-// ErrUnreachable, or ErrNotAllowed when cfg.Allow does not permit the host
+// ErrUnreachable (for a certificate not trusted or not the pinned one
+// too), ErrTrust, or ErrNotAllowed when cfg.Allow does not permit the host
 // (then no connection is made); the password never appears in them.
 func Login(ctx context.Context, cfg Config) (*Session, error) {
 	if !cfg.Allow.Permits(cfg.Host) {
@@ -99,10 +114,8 @@ func Login(ctx context.Context, cfg Config) (*Session, error) {
 	defer cancel()
 	u := &url.URL{Scheme: "https", Host: cfg.Host, Path: vim25.Path}
 	sc := soap.NewClient(u, cfg.Insecure)
-	if cfg.CAFile != "" {
-		if err := sc.SetRootCAs(cfg.CAFile); err != nil {
-			return nil, fmt.Errorf("vCenter CA file %s: %w", cfg.CAFile, err)
-		}
+	if err := cfg.trust(sc.DefaultTransport().TLSClientConfig, sc.SetRootCAs); err != nil {
+		return nil, err
 	}
 	c, err := vim25.NewClient(ctx, sc)
 	if err != nil {

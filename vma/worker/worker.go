@@ -146,7 +146,8 @@ func permanent(err error) bool {
 
 func (w *Worker) query(ctx context.Context, req *events.DiscoverRequest) ([]events.VM, *events.Failure) {
 	s, err := vcenter.LoginSealed(ctx, vcenter.Config{Host: req.VCenter, Username: req.Username,
-		CAFile: w.cfg.VCenterCAFile, Insecure: w.cfg.VCenterInsecure, Timeout: w.cfg.VCenterTimeout, Allow: w.cfg.VCenterAllow},
+		CAFile: w.cfg.VCenterCAFile, Insecure: w.cfg.VCenterInsecure, CAPEM: req.CAPEM, Thumbprint: req.Thumbprint,
+		Timeout: w.cfg.VCenterTimeout, Allow: w.cfg.VCenterAllow},
 		w.cfg.Identity.Key, req.Password)
 	if err != nil {
 		return nil, failure(err)
