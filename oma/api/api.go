@@ -168,7 +168,7 @@ func (a *API) Handler() http.Handler {
 	route(http.MethodPost, "/vcenters", tokens.Admin, a.createVCenter)
 	route(http.MethodGet, "/vcenters", tokens.Read, a.listVCenters)
 	route(http.MethodGet, "/vcenters/{name}", tokens.Read, a.getVCenter)
-	route(http.MethodPut, "/vcenters/{name}", tokens.Admin, a.rotateVCenter)
+	route(http.MethodPut, "/vcenters/{name}", tokens.Admin, a.updateVCenter)
 	route(http.MethodDelete, "/vcenters/{name}", tokens.Admin, a.deleteVCenter)
 	route(http.MethodPost, "/plans", tokens.Operate, a.createPlan)
 	route(http.MethodGet, "/plans", tokens.Read, a.listPlans)

@@ -54,14 +54,15 @@ func (a *API) getVCenter(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, v)
 }
 
-func (a *API) rotateVCenter(w http.ResponseWriter, r *http.Request) error {
+func (a *API) updateVCenter(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
 		Password secret.String `json:"password"`
+		VMAs     []string      `json:"vmas"`
 	}
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	v, err := a.ctl.VCenters().Rotate(r.Context(), mux.Vars(r)["name"], req.Password)
+	v, err := a.ctl.VCenters().Update(r.Context(), mux.Vars(r)["name"], req.Password, req.VMAs)
 	if err != nil {
 		return err
 	}

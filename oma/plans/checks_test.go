@@ -126,6 +126,27 @@ func TestVCenterCredentials(t *testing.T) {
 		t.Errorf("PUT the right password = %d, password_set_at %s -> %s", code, before.PasswordAt, after.PasswordAt)
 	}
 
+	// The VMAs that may use it change the same way: proved through them.
+	for _, c := range []struct {
+		body   map[string]any
+		status int
+		field  string
+	}{
+		{map[string]any{"vmas": []string{"vma-gone"}}, http.StatusBadRequest, "host"},
+		{map[string]any{"vmas": []string{}}, http.StatusBadRequest, "vmas"},
+		{map[string]any{"vmas": []string{b.vma.ID, b.vma.ID}}, http.StatusBadRequest, "vmas[1]"},
+		{map[string]any{}, http.StatusBadRequest, ""},
+	} {
+		var p problem
+		if code := o.Do(http.MethodPut, "/api/v1/vcenters/sim", c.body, &p); code != c.status || p.Field != c.field {
+			t.Errorf("PUT %v = %d naming %q (%s), want %d naming %q", c.body, code, p.Field, p.Detail, c.status, c.field)
+		}
+	}
+	var vc vcenterView
+	if code := o.Do(http.MethodPut, "/api/v1/vcenters/sim", map[string]any{"vmas": []string{b.vma.ID}}, &vc); code != http.StatusOK || len(vc.VMAs) != 1 || vc.VMAs[0] != b.vma.ID {
+		t.Errorf("PUT vmas = %d, %+v", code, vc)
+	}
+
 	// A job starts with the registered password: no credentials in the request.
 	var job jobView
 	if code := o.Do(http.MethodPost, "/api/v1/replications", map[string]any{"source_vm": map[string]any{"id": vmID(t, b, b.paths[0])}, "replication_type": "initial"}, &job); code != http.StatusCreated {

@@ -202,18 +202,48 @@ func (r *Registry) Rotate(ctx context.Context, name string, password secret.Stri
 	if password.Reveal() == "" {
 		return View{}, fault.Errorf(fault.Invalid, "password", "password is required")
 	}
+	return r.Update(ctx, name, password, nil)
+}
+
+// Update changes the password and the VMAs of the vCenter named name: an
+// empty password keeps the stored one, nil vmas the list. The credentials
+// are proved first, through the new list: at least one of its VMAs must
+// log in (the others may be offline). Nothing changes when it is refused.
+func (r *Registry) Update(ctx context.Context, name string, password secret.String, vmas []string) (View, error) {
+	if password.Reveal() == "" && vmas == nil {
+		return View{}, fault.Errorf(fault.Invalid, "", "nothing to change: give password or vmas")
+	}
+	if vmas != nil && len(vmas) == 0 {
+		return View{}, fault.Errorf(fault.Invalid, "vmas", "vmas is empty: name the VMAs that may use the vCenter")
+	}
+	for i, v := range vmas {
+		if strings.TrimSpace(v) == "" || slices.Contains(vmas[:i], v) {
+			return View{}, fault.Errorf(fault.Invalid, fmt.Sprintf("vmas[%d]", i), "vmas[%d] %q is empty or named twice", i, v)
+		}
+	}
 	v, err := r.get(name)
 	if err != nil {
 		return View{}, err
 	}
-	c := Credentials{Host: v.Host, Username: v.Username, Password: password, Datacenters: v.Datacenters, CAPEM: v.CAPEM,
+	pw := password
+	if pw.Reveal() == "" {
+		if pw, err = r.key.Open(v.PasswordSealed, sealContext(name)); err != nil {
+			return View{}, err
+		}
+	}
+	c := Credentials{Host: v.Host, Username: v.Username, Password: pw, Datacenters: v.Datacenters, CAPEM: v.CAPEM,
 		Thumbprint: v.Thumbprint, VMAs: v.VMAs}
+	if vmas != nil {
+		c.VMAs = vmas
+	}
 	if _, err := r.prove(ctx, c); err != nil {
 		return View{}, err
 	}
-	sealed, err := r.key.Seal(password, sealContext(name))
-	if err != nil {
-		return View{}, err
+	var sealed []byte
+	if password.Reveal() != "" {
+		if sealed, err = r.key.Seal(password, sealContext(name)); err != nil {
+			return View{}, err
+		}
 	}
 	err = r.st.Update(func(tx *bbolt.Tx) error {
 		cur, err := store.GetVCenter(tx, name)
@@ -221,7 +251,13 @@ func (r *Registry) Rotate(ctx context.Context, name string, password secret.Stri
 			return notFound(name, err)
 		}
 		now := r.now().UTC()
-		cur.PasswordSealed, cur.UpdatedAt, cur.PasswordAt = sealed, now, now
+		cur.UpdatedAt = now
+		if sealed != nil {
+			cur.PasswordSealed, cur.PasswordAt = sealed, now
+		}
+		if vmas != nil {
+			cur.VMAs = vmas
+		}
 		v = cur
 		return store.PutVCenter(tx, cur)
 	})
