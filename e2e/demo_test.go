@@ -132,6 +132,16 @@ func TestDemo(t *testing.T) {
 	})
 	stopWatch()
 
+	// The observer reads the plan's events back with the nats CLI, as the
+	// README shows: the last sync scheduled of plan demo, its second.
+	get := exec.Command("nats", "--server", dev["NATS_URL"], "--nkey", dev["NATS_OBSERVER_NKEY"], "--js-api-prefix", dev["NATS_OBSERVER_JS_API_PREFIX"],
+		"stream", "get", "PLANS", "--last-for", "godwit.plan.scheduled.demo")
+	last, err := get.CombinedOutput()
+	var scheduled events.PlanSyncScheduled
+	if evs := rawEvents(string(last)); err != nil || len(evs) != 1 || evs[0].Decode(&scheduled) != nil || scheduled.Plan != "demo" || scheduled.Sync < 2 {
+		t.Errorf("nats stream get PLANS --last-for godwit.plan.scheduled.demo = %v:\n%s", err, last)
+	}
+
 	// The terminal: each component ready, then one line per job event.
 	// oma watch prints from the bus on its own time: on a busy machine its
 	// last lines come after the API already says completed.
