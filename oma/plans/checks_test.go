@@ -173,6 +173,13 @@ func TestVCenterCredentials(t *testing.T) {
 		t.Errorf("DELETE an unused vCenter = %d", code)
 	}
 
+	// Nor on a command line: the OMA's nbdkits, the VMA's, anything running.
+	for _, p := range testkit.List() {
+		if strings.Contains(p.CommandLine(), b.sim.Password) {
+			t.Errorf("process %d has the password on its command line: %s", p.PID, p.CommandLine())
+		}
+	}
+
 	// The password is nowhere in the clear: not in state.db (sealed there
 	// while it was registered), the streams, the key file, or the logs.
 	b.vma.Stop()
