@@ -173,8 +173,9 @@ func TestVCenterCredentials(t *testing.T) {
 		t.Errorf("DELETE an unused vCenter = %d", code)
 	}
 
-	// Nor on a command line: the OMA's nbdkits, the VMA's, anything running.
-	for _, p := range testkit.List() {
+	// Nor on a command line: the OMA's and the VMA's children (nbdkit...),
+	// and the test process itself.
+	for _, p := range append(testkit.Descendants(os.Getpid()), testkit.Process{PID: os.Getpid(), Args: os.Args}) {
 		if strings.Contains(p.CommandLine(), b.sim.Password) {
 			t.Errorf("process %d has the password on its command line: %s", p.PID, p.CommandLine())
 		}
