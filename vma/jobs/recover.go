@@ -46,7 +46,7 @@ func (r *Runner) recoverJobs(ctx context.Context) error {
 	for _, j := range resume {
 		cmd := &events.ReplicateCommand{JobID: j.JobID, VMAID: r.cfg.Identity.ID, VCenter: j.VCenter, Username: j.Username,
 			Password: *j.Password, VMPaths: j.VMPaths, OnCBTReset: j.OnCBTReset, Verify: j.Verify, CAPEM: j.CAPEM, Thumbprint: j.Thumbprint}
-		r.mu.Lock() // the heartbeat reads the queue's length meanwhile (Load)
+		r.mu.Lock() // the queue is the runner's, under its lock
 		r.queue = append(r.queue, &task{id: j.JobID, cmd: cmd, resume: true, tracker: newTracker(r.cfg.Now), done: make(chan struct{})})
 		r.mu.Unlock()
 		r.log.Info("resuming a job the VMA did not finish", "job", j.JobID, "state", j.State, "phase", j.Phase)
