@@ -44,7 +44,12 @@ func TestVMAPortIsNoneOfTheOMAs(t *testing.T) {
 func TestVMAPortHeldByAnotherProcess(t *testing.T) {
 	t.Parallel()
 	o := newOMA(t, 2)
+	// Two free ports outside the OMA's NBD pool, which is free until
+	// used, and which the OMA refuses as its own.
 	ports, _ := testkit.FreePorts(t, 2)
+	for ports+1 >= o.FirstPort && ports <= o.LastPort {
+		ports, _ = testkit.FreePorts(t, 2)
+	}
 	squat, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(ports)))
 	if err != nil {
 		t.Fatal(err)
