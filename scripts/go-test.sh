@@ -7,28 +7,29 @@
 set -euo pipefail
 GO=${GO:-go}
 
-# foreach keeps, per package, the output lines of each test until the package ends; then it prints
-# the package's line, with the output of the tests that failed when it failed.
+# foreach keeps, per package, the output lines of each test until the test passes or is skipped (then
+# they are dropped); when the package ends it prints the package's line and, when it failed, the
+# output still kept: the tests that failed and the tests that never ended (a panic, a test binary
+# killed or exited in the middle of one), with the package's own output.
 # shellcheck disable=SC2016
 filter='
 def line($e; $word): "\($word)\t\($e.Package)\t\(($e.Elapsed // 0) * 1000 | round / 1000)s";
 foreach (inputs | . as $raw | (try fromjson catch {Raw: $raw})) as $e (
-  {out: {}, failed: {}, emit: null};
+  {out: {}, emit: null};
   .emit = null
   | if $e.Raw != null then .emit = $e.Raw
     elif $e.Action == "build-output" then .emit = ($e.Output | rtrimstr("\n"))
     elif $e.Action == "output" then .out[$e.Package][$e.Test // ""] += [$e.Output]
-    elif $e.Action == "fail" and $e.Test != null then .failed[$e.Package][$e.Test] = true
+    elif ($e.Action == "pass" or $e.Action == "skip") and $e.Test != null then del(.out[$e.Package][$e.Test])
     elif ($e.Action == "pass" or $e.Action == "fail" or $e.Action == "skip") and $e.Test == null then
       (.out[$e.Package] // {}) as $out
-      | (.failed[$e.Package] // {}) as $failed
       | .emit = if $e.Action == "fail" then
             ([$out[""] // [] | .[] | select(. == "FAIL\n" or startswith("ok ") or startswith("FAIL\t") | not)]
-             + [$failed | keys[] as $t | $out[$t] // [] | .[]] | join("")) as $why
+             + [$out | keys[] | select(. != "") as $t | $out[$t][]] | join("")) as $why
             | $why + line($e; "FAIL")
           elif $e.Action == "pass" then line($e; "ok  ")
           else "?   \t\($e.Package)\t[no test files]" end
-      | del(.out[$e.Package], .failed[$e.Package])
+      | del(.out[$e.Package])
     else . end;
   .emit // empty)'
 
