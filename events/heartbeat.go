@@ -15,6 +15,19 @@ type Heartbeat struct {
 	PublicKey     string    `json:"public_key"`
 	StartedAt     time.Time `json:"started_at"`
 	UptimeSeconds int64     `json:"uptime_seconds"`
+	// Load is what the VMA is doing as it sends the heartbeat; absent
+	// from VMAs older than it.
+	Load *VMALoad `json:"load,omitempty"`
+}
+
+// VMALoad is a VMA's capacity and what it holds: the jobs it runs at
+// most at once (-max-jobs), runs and queues, and the bytes per second its
+// copies write now.
+type VMALoad struct {
+	MaxJobs        int   `json:"max_jobs"`
+	Running        int   `json:"running"`
+	Queued         int   `json:"queued"`
+	BytesPerSecond int64 `json:"bytes_per_second"`
 }
 
 // EventType implements Payload.

@@ -236,6 +236,9 @@ type VMA struct {
 	// nil for VMAs registered before shares: they keep the whole pool.
 	NBDPorts *Ports     `json:"nbd_ports,omitempty"`
 	LastSeen *time.Time `json:"last_seen,omitempty"`
+	// Load is what the VMA said it was doing in its last heartbeat:
+	// capacity, running, queued, bytes per second.
+	Load *events.VMALoad `json:"load,omitempty"`
 	// Tunnel sums up the outages of its SSH connection the VMA reported;
 	// nil until the first.
 	Tunnel *TunnelOutages `json:"tunnel,omitempty"`

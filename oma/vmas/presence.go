@@ -42,7 +42,7 @@ func (r *Registry) ApplyHeartbeat(_ context.Context, ev events.Event, p events.P
 	}
 	return r.applyToVMA(ev, h.VMAID, "heartbeat", func(v *store.VMA) {
 		seen := r.cfg.Now().UTC()
-		v.LastSeen, v.Version, v.PublicKey = &seen, h.Version, h.PublicKey
+		v.LastSeen, v.Version, v.PublicKey, v.Load = &seen, h.Version, h.PublicKey, h.Load
 	})
 }
 

@@ -379,7 +379,7 @@ func (s *session) run(ctx context.Context, conn *bus.Conn) error {
 	}
 	w := worker.New(conn, worker.Config{Identity: id, Version: Version, Heartbeat: cfg.Heartbeat,
 		VCenterCAFile: cfg.VCenterCAFile, VCenterInsecure: cfg.VCenterInsecure, VCenterTimeout: cfg.VCenterTimeout,
-		VCenterAllow: cfg.VCenterAllow, Now: cfg.Now, Logger: log})
+		VCenterAllow: cfg.VCenterAllow, Load: runner.Load, Now: cfg.Now, Logger: log})
 	wctx, stopWorker := context.WithCancel(ctx)
 	defer stopWorker()
 	workerErr := make(chan error, 1)

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
+	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/testbed"
 	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/api"
@@ -189,4 +191,56 @@ func TestBusLostForGood(t *testing.T) {
 	if code := testbed.Do(t, http.MethodPost, v.URL+"/api/v1/discover", "", body, &res); code != http.StatusOK || len(res.VMs) == 0 {
 		t.Fatalf("discover on the new connection = %d, %d VMs", code, len(res.VMs))
 	}
+}
+
+// TestHeartbeatCarriesLoad: the VMA's heartbeat says its capacity, the
+// jobs it runs and queues, and the OMA shows it on GET /api/v1/vmas: a
+// job held at its snapshot runs, and when it ends, none does.
+func TestHeartbeatCarriesLoad(t *testing.T) {
+	hold := make(chan struct{})
+	var release sync.Once
+	free := func() { release.Do(func() { close(hold) }) }
+	t.Cleanup(free)
+	sim := testbed.StartSim(t, vcsim.Config{VMs: 1, BeforeSnapshot: func(string) { <-hold }})
+	o := testbed.StartOMA(t, testbed.OMAConfig{})
+	testbed.StartVMA(t, o, testbed.VMAConfig{VCenterCAFile: sim.CAFile, Configure: func(c *appliance.Config) {
+		c.MaxJobs, c.Heartbeat = 3, 100*time.Millisecond
+	}})
+	load := func() events.VMALoad {
+		var list struct {
+			VMAs []struct {
+				Load *events.VMALoad `json:"load"`
+			} `json:"vmas"`
+		}
+		if o.Do(http.MethodGet, "/api/v1/vmas", nil, &list); len(list.VMAs) != 1 || list.VMAs[0].Load == nil {
+			return events.VMALoad{}
+		}
+		return *list.VMAs[0].Load
+	}
+	testkit.Eventually(t, "the VMA's capacity at the OMA", func() bool { return load() == events.VMALoad{MaxJobs: 3} })
+
+	vms := o.Discover(map[string]any{"vcenter": sim.Host, "username": sim.Username, "password": sim.Password, "datacenter": vcsim.Datacenter})
+	var vmID string
+	for _, vm := range vms {
+		if vm.Name == vcsim.SeedVM {
+			vmID = vm.ID
+		}
+	}
+	var job struct {
+		JobID string `json:"job_id"`
+		State string `json:"state"`
+	}
+	if code := o.Do(http.MethodPost, "/api/v1/replications", map[string]any{"source_vm": map[string]string{"id": vmID}, "replication_type": "initial"}, &job); code != http.StatusCreated {
+		t.Fatalf("create = %d", code)
+	}
+	if code := o.Do(http.MethodPost, "/api/v1/replications/"+job.JobID+"/start", map[string]any{"username": sim.Username, "password": sim.Password}, nil); code != http.StatusAccepted {
+		t.Fatalf("start = %d", code)
+	}
+	testkit.Eventually(t, "one job running, held at its snapshot", func() bool { return load() == events.VMALoad{MaxJobs: 3, Running: 1} })
+	free()
+	testkit.Eventually(t, "the job completed", func() bool {
+		o.Do(http.MethodGet, "/api/v1/replications/"+job.JobID, nil, &job)
+		return job.State == events.JobCompleted
+	})
+	testkit.Eventually(t, "no job running", func() bool { return load() == events.VMALoad{MaxJobs: 3} })
 }

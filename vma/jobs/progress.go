@@ -113,6 +113,17 @@ func (t *tracker) update(key int32, p copier.Progress) bool {
 	return true
 }
 
+// rate returns the bytes per second the job's copies write now.
+func (t *tracker) rate() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var r int64
+	for _, d := range t.disks {
+		r += d.RateBytesPerSecond
+	}
+	return r
+}
+
 // snapshot returns the job's progress now, and whether it changed since
 // the last snapshot.
 func (t *tracker) snapshot() (Progress, bool) {

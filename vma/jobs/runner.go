@@ -300,6 +300,18 @@ func (r *Runner) accept(ctx context.Context, c *events.ReplicateCommand) error {
 	return nil
 }
 
+// Load says what the runner is doing: its capacity, the jobs it runs and
+// queues, and the bytes per second their copies write now.
+func (r *Runner) Load() events.VMALoad {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l := events.VMALoad{MaxJobs: r.cfg.MaxJobs, Running: len(r.running), Queued: len(r.queue)}
+	for _, t := range r.running {
+		l.BytesPerSecond += t.tracker.rate()
+	}
+	return l
+}
+
 func (r *Runner) poke() {
 	select {
 	case r.wake <- struct{}{}:

@@ -34,8 +34,10 @@ type Config struct {
 	VCenterTimeout time.Duration
 	// VCenterAllow lists the only vCenters the worker logs in to; empty: any.
 	VCenterAllow vcenter.AllowList
-	Now          func() time.Time
-	Logger       *slog.Logger
+	// Load, when set, says what the VMA is doing, for each heartbeat.
+	Load   func() events.VMALoad
+	Now    func() time.Time
+	Logger *slog.Logger
 }
 
 // Worker runs the VMA's consumers.
@@ -75,10 +77,15 @@ func (w *Worker) heartbeats(ctx context.Context) {
 	defer t.Stop()
 	for {
 		now := w.cfg.Now()
-		_, err := w.conn.Publish(ctx, &events.Heartbeat{
+		hb := &events.Heartbeat{
 			VMAID: w.cfg.Identity.ID, Version: w.cfg.Version, PublicKey: w.cfg.Identity.PublicKey(),
 			StartedAt: w.started.UTC(), UptimeSeconds: int64(now.Sub(w.started).Seconds()),
-		})
+		}
+		if w.cfg.Load != nil {
+			load := w.cfg.Load()
+			hb.Load = &load
+		}
+		_, err := w.conn.Publish(ctx, hb)
 		if err != nil && ctx.Err() == nil {
 			w.log.Warn("heartbeat", "err", err)
 		}
