@@ -72,6 +72,7 @@ const (
 	PlanChangeVMs      = "vms"      // VMs added or removed
 	PlanChangeSchedule = "schedule" // schedule or window
 	PlanChangeWaves    = "waves"
+	PlanChangeLimits   = "limits" // max_concurrent
 	PlanChangePaused   = "paused"
 	PlanChangeResumed  = "resumed"
 	PlanChangeDeleted  = "deleted"
@@ -84,6 +85,9 @@ type PlanChanged struct {
 	Added   []PlanVMRef   `json:"added,omitempty"`
 	Removed []string      `json:"removed,omitempty"`
 	Sync    *PlanSchedule `json:"sync,omitempty"`
+	// MaxConcurrent is the plan's new limits.max_concurrent (0: the
+	// OMA's default), for a limits change.
+	MaxConcurrent int `json:"max_concurrent,omitempty"`
 	// NextDue is when the next scheduled sync is due (not for deleted).
 	NextDue   *time.Time `json:"next_due,omitempty"`
 	ChangedAt time.Time  `json:"changed_at"`

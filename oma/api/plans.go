@@ -7,6 +7,7 @@ import (
 
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/oma/plans"
+	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/vcenters"
 	"github.com/godwit/godwit/secret"
 )
@@ -86,6 +87,7 @@ type planRequest struct {
 	Sync       events.PlanSchedule `json:"sync"`
 	Verify     *bool               `json:"verify"`
 	OnCBTReset string              `json:"on_cbt_reset"`
+	Limits     store.PlanLimits    `json:"limits"`
 	Force      bool                `json:"force"`
 }
 
@@ -95,7 +97,7 @@ func (a *API) createPlan(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	v, err := a.ctl.Plans().Create(r.Context(), plans.Spec{Name: req.Name, VCenter: req.VCenter, VMs: req.VMs, Waves: req.Waves,
-		Sync: req.Sync, Verify: req.Verify, OnCBTReset: req.OnCBTReset, Force: req.Force, Token: holderOf(r).Name})
+		Sync: req.Sync, Verify: req.Verify, OnCBTReset: req.OnCBTReset, Limits: req.Limits, Force: req.Force, Token: holderOf(r).Name})
 	if err != nil {
 		return err
 	}
@@ -125,6 +127,7 @@ type planPatch struct {
 	RemoveVMs []string             `json:"remove_vms"`
 	Sync      *events.PlanSchedule `json:"sync"`
 	Waves     [][]string           `json:"waves"`
+	Limits    *store.PlanLimits    `json:"limits"`
 }
 
 func (a *API) patchPlan(w http.ResponseWriter, r *http.Request) error {
@@ -132,10 +135,10 @@ func (a *API) patchPlan(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	if req.AddVMs == nil && req.RemoveVMs == nil && req.Sync == nil && req.Waves == nil {
-		return badRequest("", "nothing to change: give add_vms, remove_vms, sync or waves")
+	if req.AddVMs == nil && req.RemoveVMs == nil && req.Sync == nil && req.Waves == nil && req.Limits == nil {
+		return badRequest("", "nothing to change: give add_vms, remove_vms, sync, waves or limits")
 	}
-	v, err := a.ctl.Plans().Update(r.Context(), mux.Vars(r)["name"], plans.Patch{AddVMs: req.AddVMs, RemoveVMs: req.RemoveVMs, Sync: req.Sync, Waves: req.Waves})
+	v, err := a.ctl.Plans().Update(r.Context(), mux.Vars(r)["name"], plans.Patch{AddVMs: req.AddVMs, RemoveVMs: req.RemoveVMs, Sync: req.Sync, Waves: req.Waves, Limits: req.Limits})
 	if err != nil {
 		return err
 	}

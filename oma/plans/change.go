@@ -24,6 +24,8 @@ type Patch struct {
 	// Waves, when set, replace the waves: VMs (path or id) wave by wave;
 	// VMs in none come last.
 	Waves [][]string
+	// Limits, when set, replace the plan's limits.
+	Limits *store.PlanLimits
 }
 
 // Update applies ch to the plan named name and runs its preflight again.
@@ -32,6 +34,11 @@ func (m *Manager) Update(ctx context.Context, name string, ch Patch) (View, erro
 	cur, err := m.Get(ctx, name)
 	if err != nil {
 		return View{}, err
+	}
+	if ch.Limits != nil {
+		if err := checkLimits(*ch.Limits); err != nil {
+			return View{}, err
+		}
 	}
 	var sched string
 	if ch.Sync != nil {
@@ -109,6 +116,9 @@ func (m *Manager) Update(ctx context.Context, name string, ch Patch) (View, erro
 			}
 		}
 		p.Waves, p.UpdatedAt = waveLists(vms), now
+		if ch.Limits != nil {
+			p.Limits = *ch.Limits
+		}
 		if ch.Sync != nil {
 			p.Sync = *ch.Sync
 			s, _ := m.parseSchedule(p.Sync)
@@ -134,7 +144,12 @@ func (m *Manager) Update(ctx context.Context, name string, ch Patch) (View, erro
 			}
 		}
 		if ch.Waves != nil {
-			return m.emit(tx, &events.PlanChanged{Plan: name, Change: events.PlanChangeWaves, NextDue: &next, ChangedAt: now})
+			if err := m.emit(tx, &events.PlanChanged{Plan: name, Change: events.PlanChangeWaves, NextDue: &next, ChangedAt: now}); err != nil {
+				return err
+			}
+		}
+		if ch.Limits != nil {
+			return m.emit(tx, &events.PlanChanged{Plan: name, Change: events.PlanChangeLimits, MaxConcurrent: p.Limits.MaxConcurrent, NextDue: &next, ChangedAt: now})
 		}
 		return nil
 	})

@@ -2,6 +2,7 @@ package plans_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"os"
@@ -9,9 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/find"
 
+	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/testkit"
 )
@@ -201,4 +204,96 @@ func (b *bed) planLastJob(plan, path string) string {
 	}
 	b.t.Fatalf("%s of plan %s has no completed sync", path, plan)
 	return ""
+}
+
+// vmStates reads the plan's VM state changes from the PLANS stream, in
+// the order the OMA made them.
+func (b *bed) vmStates(plan string) []events.PlanVMStateChanged {
+	b.t.Helper()
+	ctx := testkit.Context(b.t)
+	c, err := b.oma.Admin.JetStream().OrderedConsumer(ctx, bus.StreamPlans, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"godwit.plan.vm." + plan + ".>"}})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	var out []events.PlanVMStateChanged
+	for {
+		batch, err := c.FetchNoWait(100)
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		n := 0
+		for msg := range batch.Messages() {
+			n++
+			var ev struct {
+				Data events.PlanVMStateChanged `json:"data"`
+			}
+			if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+				b.t.Fatal(err)
+			}
+			out = append(out, ev.Data)
+		}
+		if n == 0 {
+			return out
+		}
+	}
+}
+
+// mostBusy returns the most VMs that had a job at once, by the events.
+func mostBusy(states []events.PlanVMStateChanged) int {
+	busy, most := map[string]bool{}, 0
+	for _, s := range states {
+		busy[s.VMID] = s.To == events.PlanVMCopying || s.To == events.PlanVMSyncing
+		n := 0
+		for _, b := range busy {
+			if b {
+				n++
+			}
+		}
+		most = max(most, n)
+	}
+	return most
+}
+
+// TestPlanMaxConcurrent: a plan's limits.max_concurrent bounds its jobs at
+// any moment, as its events show; PATCH changes it while it runs.
+func TestPlanMaxConcurrent(t *testing.T) {
+	testkit.Long(t)
+	b := newBed(t, 4)
+	var prob problem
+	if code := b.oma.Do(http.MethodPost, "/api/v1/plans", map[string]any{"name": "p", "vcenter": "sim", "vms": b.paths,
+		"sync": map[string]any{"interval": "1h"}, "limits": map[string]any{"max_concurrent": -1}}, &prob); code != http.StatusBadRequest || prob.Field != "limits.max_concurrent" {
+		t.Errorf("max_concurrent -1 = %d naming %q, want 400 naming limits.max_concurrent", code, prob.Field)
+	}
+	var p planView
+	if code := b.oma.Do(http.MethodPost, "/api/v1/plans", map[string]any{"name": "p", "vcenter": "sim", "vms": b.paths,
+		"sync": map[string]any{"interval": "1h"}, "limits": map[string]any{"max_concurrent": 1}}, &p); code != http.StatusCreated {
+		t.Fatalf("POST /api/v1/plans = %d", code)
+	}
+	all := func(syncs int) func() bool {
+		return func() bool {
+			for _, vm := range b.plan("p").VMs {
+				if vm.State != events.PlanVMSynced || vm.Syncs < syncs {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	testkit.Eventually(t, "every VM's initial copy", all(1))
+	if n := mostBusy(b.vmStates("p")); n != 1 {
+		t.Errorf("%d VMs copied at once, want 1 (max_concurrent 1)", n)
+	}
+
+	var raw struct {
+		MaxConcurrent int `json:"max_concurrent"`
+	}
+	if code := b.oma.Do(http.MethodPatch, "/api/v1/plans/p", map[string]any{"limits": map[string]any{"max_concurrent": 2}}, &raw); code != http.StatusOK || raw.MaxConcurrent != 2 {
+		t.Fatalf("PATCH limits = %d, max_concurrent %d", code, raw.MaxConcurrent)
+	}
+	before := len(b.vmStates("p"))
+	b.oma.Do(http.MethodPost, "/api/v1/plans/p/sync", nil, nil)
+	testkit.Eventually(t, "every VM's second copy", all(2))
+	if n := mostBusy(b.vmStates("p")[before:]); n != 2 {
+		t.Errorf("%d VMs synced at once, want 2 (max_concurrent 2, 4 due)", n)
+	}
 }

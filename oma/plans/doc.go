@@ -28,7 +28,8 @@
 // Last it starts jobs, inside the schedule's window only: initial copies
 // of pending VMs whose wave is open (every VM of the waves before it has
 // a completed copy), and incrementals (initial when there is no replica
-// yet) of due VMs, at most Config.MaxActive jobs per plan at once. A job
+// yet) of due VMs, at most the plan's limits.max_concurrent (else
+// Config.MaxActive) jobs of a plan at once. A job
 // is started with the vCenter's registered password, sealed to its VMA as
 // /start does.
 //

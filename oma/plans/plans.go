@@ -138,6 +138,8 @@ type Spec struct {
 	Sync       events.PlanSchedule
 	Verify     *bool
 	OnCBTReset string
+	// Limits bound its jobs: MaxConcurrent at once (0: Config.MaxActive).
+	Limits store.PlanLimits
 	// Force lets the plan copy while its preflight finds errors.
 	Force bool
 	// Token names who creates it.
@@ -187,6 +189,9 @@ func (m *Manager) Create(ctx context.Context, s Spec) (View, error) {
 	if err := checkOnCBTReset(s.OnCBTReset); err != nil {
 		return View{}, err
 	}
+	if err := checkLimits(s.Limits); err != nil {
+		return View{}, err
+	}
 	sched, err := m.parseSchedule(s.Sync)
 	if err != nil {
 		return View{}, err
@@ -208,7 +213,7 @@ func (m *Manager) Create(ctx context.Context, s Spec) (View, error) {
 	}
 	now := m.cfg.Now().UTC()
 	p := store.Plan{Name: s.Name, VCenter: s.VCenter, Sync: s.Sync, Verify: s.Verify, OnCBTReset: s.OnCBTReset,
-		Force: s.Force, NextDue: sched.Next(now), CreatedBy: s.Token, CreatedAt: now, UpdatedAt: now}
+		Limits: s.Limits, Force: s.Force, NextDue: sched.Next(now), CreatedBy: s.Token, CreatedAt: now, UpdatedAt: now}
 	var vms []store.PlanVM
 	for i, f := range found {
 		vms = append(vms, planVM(s.Name, f, waveOf[i], now))
@@ -440,6 +445,27 @@ func inOtherPlan(tx *bbolt.Tx, plan string, vms []store.PlanVM, field string) er
 		}
 	}
 	return nil
+}
+
+// MaxConcurrentLimit is the most jobs of a plan limits.max_concurrent may
+// allow at once.
+const MaxConcurrentLimit = 1000
+
+// checkLimits checks a plan's limits, naming the field at fault.
+func checkLimits(l store.PlanLimits) error {
+	if l.MaxConcurrent < 0 || l.MaxConcurrent > MaxConcurrentLimit {
+		return fault.Errorf(fault.Invalid, "limits.max_concurrent", "limits.max_concurrent %d: want 1 to %d jobs at once (0 or absent: the OMA's default, %d)",
+			l.MaxConcurrent, MaxConcurrentLimit, DefaultMaxActive)
+	}
+	return nil
+}
+
+// maxActive is how many jobs of p run at once.
+func (m *Manager) maxActive(p store.Plan) int {
+	if p.Limits.MaxConcurrent > 0 {
+		return p.Limits.MaxConcurrent
+	}
+	return m.cfg.MaxActive
 }
 
 // checkOnCBTReset checks the on_cbt_reset field of a plan.

@@ -147,7 +147,8 @@ func markDue(vm *store.PlanVM, now time.Time) bool {
 }
 
 // startable picks the VMs of p whose jobs may start now, in wave and key
-// order, at most MaxActive running at once.
+// order, at most the plan's limits.max_concurrent (else Config.MaxActive)
+// running at once.
 func (m *Manager) startable(p store.Plan, vms []store.PlanVM) []start {
 	active, open := 0, openWave(vms)
 	for _, vm := range vms {
@@ -163,7 +164,7 @@ func (m *Manager) startable(p store.Plan, vms []store.PlanVM) []start {
 	})
 	var out []start
 	for _, vm := range vms {
-		if active >= m.cfg.MaxActive {
+		if active >= m.maxActive(p) {
 			break
 		}
 		initial := vm.State == events.PlanVMPending && vm.Wave <= open

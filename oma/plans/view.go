@@ -21,7 +21,11 @@ type View struct {
 	Verify     *bool      `json:"verify,omitempty"`
 	OnCBTReset string     `json:"on_cbt_reset,omitempty"`
 	Force      bool       `json:"force"`
-	Paused     bool       `json:"paused"`
+	// Limits are the plan's; MaxConcurrent is what applies (its limit or
+	// the OMA's default).
+	Limits        store.PlanLimits `json:"limits"`
+	MaxConcurrent int              `json:"max_concurrent"`
+	Paused        bool             `json:"paused"`
 	// Blocked says why the plan does not copy, when it does not.
 	Blocked    string         `json:"blocked,omitempty"`
 	NextDue    time.Time      `json:"next_due"`
@@ -104,7 +108,7 @@ func (m *Manager) List(_ context.Context) ([]View, error) {
 
 func (m *Manager) view(p store.Plan, vms []store.PlanVM) View {
 	v := View{Name: p.Name, VCenter: p.VCenter, Sync: p.Sync, Waves: p.Waves, Verify: p.Verify, OnCBTReset: p.OnCBTReset,
-		Force: p.Force, Paused: p.Paused, NextDue: p.NextDue, Syncs: p.Syncs, LastSyncAt: p.LastSyncAt,
+		Force: p.Force, Limits: p.Limits, MaxConcurrent: m.maxActive(p), Paused: p.Paused, NextDue: p.NextDue, Syncs: p.Syncs, LastSyncAt: p.LastSyncAt,
 		Counts: map[string]int{}, PreflightErrors: p.PreflightErrors, PreflightAt: p.PreflightAt, VMs: []VMView{},
 		CreatedBy: p.CreatedBy, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt}
 	if v.Waves == nil {

@@ -22,6 +22,8 @@ type Plan struct {
 	// Verify, when false, skips the read-back verification; nil verifies.
 	Verify     *bool  `json:"verify,omitempty"`
 	OnCBTReset string `json:"on_cbt_reset,omitempty"`
+	// Limits bound the plan's jobs.
+	Limits PlanLimits `json:"limits"`
 	// Force lets the plan copy while its preflight finds errors.
 	Force  bool `json:"force,omitempty"`
 	Paused bool `json:"paused,omitempty"`
@@ -37,6 +39,13 @@ type Plan struct {
 	CreatedBy  string     `json:"created_by"`
 	CreatedAt  time.Time  `json:"created_at"`
 	UpdatedAt  time.Time  `json:"updated_at"`
+}
+
+// PlanLimits bound a plan's jobs.
+type PlanLimits struct {
+	// MaxConcurrent is how many of its jobs run at once; 0 means the
+	// OMA's default (plans.DefaultMaxActive).
+	MaxConcurrent int `json:"max_concurrent,omitempty"`
 }
 
 // PlanVM is one VM of a plan and where its replication stands.
