@@ -2,7 +2,6 @@ package plans_test
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"net/url"
 	"os"
@@ -10,11 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/find"
 
-	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/testkit"
 )
@@ -210,32 +207,7 @@ func (b *bed) planLastJob(plan, path string) string {
 // the order the OMA made them.
 func (b *bed) vmStates(plan string) []events.PlanVMStateChanged {
 	b.t.Helper()
-	ctx := testkit.Context(b.t)
-	c, err := b.oma.Admin.JetStream().OrderedConsumer(ctx, bus.StreamPlans, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"godwit.plan.vm." + plan + ".>"}})
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	var out []events.PlanVMStateChanged
-	for {
-		batch, err := c.FetchNoWait(100)
-		if err != nil {
-			b.t.Fatal(err)
-		}
-		n := 0
-		for msg := range batch.Messages() {
-			n++
-			var ev struct {
-				Data events.PlanVMStateChanged `json:"data"`
-			}
-			if err := json.Unmarshal(msg.Data(), &ev); err != nil {
-				b.t.Fatal(err)
-			}
-			out = append(out, ev.Data)
-		}
-		if n == 0 {
-			return out
-		}
-	}
+	return planEvents[events.PlanVMStateChanged](b, "godwit.plan.vm."+plan+".>")
 }
 
 // mostBusy returns the most VMs that had a job at once, by the events.

@@ -154,16 +154,16 @@ func (b *bed) guestWrite(path string, key int32, round int) {
 	}
 }
 
-// scheduled reads the plan's sync-scheduled events from the PLANS stream.
-func (b *bed) scheduled(plan string) []events.PlanSyncScheduled {
+// planEvents reads the payloads of the PLANS stream's events on subject
+// (a filter), in the order the OMA published them.
+func planEvents[T any](b *bed, subject string) []T {
 	b.t.Helper()
 	ctx := testkit.Context(b.t)
-	js := b.oma.Admin.JetStream()
-	c, err := js.OrderedConsumer(ctx, bus.StreamPlans, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"godwit.plan.scheduled." + plan}})
+	c, err := b.oma.Admin.JetStream().OrderedConsumer(ctx, bus.StreamPlans, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	var out []events.PlanSyncScheduled
+	var out []T
 	for {
 		batch, err := c.FetchNoWait(100)
 		if err != nil {
@@ -173,7 +173,7 @@ func (b *bed) scheduled(plan string) []events.PlanSyncScheduled {
 		for msg := range batch.Messages() {
 			n++
 			var ev struct {
-				Data events.PlanSyncScheduled `json:"data"`
+				Data T `json:"data"`
 			}
 			if err := json.Unmarshal(msg.Data(), &ev); err != nil {
 				b.t.Fatal(err)
@@ -184,6 +184,12 @@ func (b *bed) scheduled(plan string) []events.PlanSyncScheduled {
 			return out
 		}
 	}
+}
+
+// scheduled reads the plan's sync-scheduled events from the PLANS stream.
+func (b *bed) scheduled(plan string) []events.PlanSyncScheduled {
+	b.t.Helper()
+	return planEvents[events.PlanSyncScheduled](b, "godwit.plan.scheduled."+plan)
 }
 
 // TestPlanWavesAndScheduledSyncs runs a plan of 12 VMs in two waves with a
