@@ -109,6 +109,9 @@ type VM struct {
 	// within a vCenter where morefs and BIOS UUIDs may repeat; empty when
 	// the VMA did not report it.
 	InstanceUUID string `json:"instance_uuid,omitempty"`
+	// ESXiHost names the ESXi host the VM runs on (runtime.host); empty,
+	// and omitted, when the VMA did not report it.
+	ESXiHost string `json:"esxi_host,omitempty"`
 	// PowerState is poweredOn, poweredOff or suspended.
 	PowerState string `json:"power_state"`
 	GuestOS    string `json:"guest_os"`

@@ -20,7 +20,7 @@ import (
 // vmProperties are the only VM properties discovery asks for.
 func vmProperties() []string {
 	return []string{"name", "parent", "runtime.powerState", "config.uuid", "config.instanceUuid", "config.guestId", "config.hardware.numCPU",
-		"config.hardware.memoryMB", "config.firmware", "config.changeTrackingEnabled", "config.hardware.device", "config.version", "snapshot"}
+		"config.hardware.memoryMB", "config.firmware", "config.changeTrackingEnabled", "config.hardware.device", "config.version", "snapshot", "runtime.host"}
 }
 
 // Discover lists the VMs of datacenter (every datacenter when "") whose
@@ -96,7 +96,7 @@ func matcher(filter string) func(string) bool {
 func (s *Session) datacenterVMs(ctx context.Context, dc *object.Datacenter) ([]events.VM, error) {
 	dcName := dc.Name()
 	m := view.NewManager(s.Client)
-	v, err := m.CreateContainerView(ctx, dc.Reference(), []string{"VirtualMachine", "Folder", "Network", "Datastore"}, true)
+	v, err := m.CreateContainerView(ctx, dc.Reference(), []string{"VirtualMachine", "Folder", "Network", "Datastore", "HostSystem"}, true)
 	if err != nil {
 		return nil, fmt.Errorf("datacenter %s: create view: %w", dcName, err)
 	}
@@ -105,7 +105,8 @@ func (s *Session) datacenterVMs(ctx context.Context, dc *object.Datacenter) ([]e
 	err = v.Retrieve(ctx, []string{"VirtualMachine"}, vmProperties(), &content,
 		types.PropertySpec{Type: "Folder", PathSet: []string{"name", "parent"}},
 		types.PropertySpec{Type: "Network", PathSet: []string{"name"}},
-		types.PropertySpec{Type: "Datastore", PathSet: []string{"name"}})
+		types.PropertySpec{Type: "Datastore", PathSet: []string{"name"}},
+		types.PropertySpec{Type: "HostSystem", PathSet: []string{"name"}})
 	if err != nil {
 		return nil, fmt.Errorf("datacenter %s: retrieve: %w", dcName, err)
 	}
@@ -114,7 +115,7 @@ func (s *Session) datacenterVMs(ctx context.Context, dc *object.Datacenter) ([]e
 		parent types.ManagedObjectReference
 	}
 	folders := map[types.ManagedObjectReference]folder{}
-	names := map[types.ManagedObjectReference]string{} // networks and datastores
+	names := map[types.ManagedObjectReference]string{} // networks, datastores and ESXi hosts
 	var vmContent []types.ObjectContent
 	for _, oc := range content {
 		switch oc.Obj.Type {
@@ -131,7 +132,7 @@ func (s *Session) datacenterVMs(ctx context.Context, dc *object.Datacenter) ([]e
 				}
 			}
 			folders[oc.Obj] = f
-		default: // networks of every kind, datastores
+		default: // networks of every kind, datastores, ESXi hosts
 			for _, p := range oc.PropSet {
 				if p.Name == "name" {
 					names[oc.Obj], _ = p.Val.(string)
@@ -172,6 +173,9 @@ func (s *Session) datacenterVMs(ctx context.Context, dc *object.Datacenter) ([]e
 func toVM(mvm mo.VirtualMachine, dc, path string, names map[types.ManagedObjectReference]string) events.VM {
 	vm := events.VM{ID: mvm.Self.Value, Name: mvm.Name, Path: path, Datacenter: dc, PowerState: string(mvm.Runtime.PowerState),
 		Firmware: "bios", Disks: []events.Disk{}, Networks: []events.Network{}}
+	if h := mvm.Runtime.Host; h != nil {
+		vm.ESXiHost = names[*h]
+	}
 	c := mvm.Config
 	if c == nil {
 		return vm // not yet configured (being created): no hardware to report

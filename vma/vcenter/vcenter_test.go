@@ -110,15 +110,16 @@ func TestDiscoverReturnsEveryField(t *testing.T) {
 }
 
 // TestDiscoverHardwareSnapshotsAndDiskModes discovers VMs made with each of
-// vcsim.VM's options and checks the facts a preflight needs: the hardware
-// version, the snapshots and each disk's mode and whether it is raw.
+// vcsim.VM's options and checks the facts a preflight and the OMA's queue
+// need: the hardware version, the snapshots, each disk's mode and whether
+// it is raw, and the ESXi host the VM runs on.
 func TestDiscoverHardwareSnapshotsAndDiskModes(t *testing.T) {
 	const gib = int64(1) << 30
-	sim, err := vcsim.Start(context.Background(), vcsim.Config{VMs: 1, Extra: []vcsim.VM{
+	sim, err := vcsim.Start(context.Background(), vcsim.Config{VMs: 1, Hosts: 3, Extra: []vcsim.VM{
 		{Name: "facts-plain", Disks: []int64{gib}},
-		{Name: "facts-hw4", Disks: []int64{gib}, HardwareVersion: 4},
-		{Name: "facts-snapshots", Disks: []int64{gib}, Snapshots: 2, CBT: true, On: true},
-		{Name: "facts-independent", Disks: []int64{gib, 2 * gib}, IndependentDisks: []int{1}},
+		{Name: "facts-hw4", Disks: []int64{gib}, HardwareVersion: 4, Host: 1},
+		{Name: "facts-snapshots", Disks: []int64{gib}, Snapshots: 2, CBT: true, On: true, Host: 2},
+		{Name: "facts-independent", Disks: []int64{gib, 2 * gib}, IndependentDisks: []int{1}, Host: 2},
 		{Name: "facts-rdm", Disks: []int64{gib, 2 * gib, 3 * gib}, RDMDisks: []int{1, 2}, IndependentDisks: []int{2}},
 	}})
 	if err != nil {
@@ -140,12 +141,13 @@ func TestDiscoverHardwareSnapshotsAndDiskModes(t *testing.T) {
 		snapshots       int
 		snapshotDepth   int
 		disks           []disk
+		host            string
 	}{
-		{"facts-plain", vcsim.DefaultHardwareVersion, 0, 0, []disk{persistent}},
-		{"facts-hw4", 4, 0, 0, []disk{persistent}},
-		{"facts-snapshots", vcsim.DefaultHardwareVersion, 2, 2, []disk{persistent}},
-		{"facts-independent", vcsim.DefaultHardwareVersion, 0, 0, []disk{persistent, {mode: "independent_persistent"}}},
-		{"facts-rdm", vcsim.DefaultHardwareVersion, 0, 0, []disk{persistent, {"persistent", true}, {"independent_persistent", true}}},
+		{"facts-plain", vcsim.DefaultHardwareVersion, 0, 0, []disk{persistent}, "DC0_C0_H0"},
+		{"facts-hw4", 4, 0, 0, []disk{persistent}, "DC0_C0_H1"},
+		{"facts-snapshots", vcsim.DefaultHardwareVersion, 2, 2, []disk{persistent}, "DC0_C0_H2"},
+		{"facts-independent", vcsim.DefaultHardwareVersion, 0, 0, []disk{persistent, {mode: "independent_persistent"}}, "DC0_C0_H2"},
+		{"facts-rdm", vcsim.DefaultHardwareVersion, 0, 0, []disk{persistent, {"persistent", true}, {"independent_persistent", true}}, "DC0_C0_H0"},
 	}
 	if len(vms) != len(tests) {
 		t.Fatalf("Discover found %d VMs, want %d", len(vms), len(tests))
@@ -155,6 +157,9 @@ func TestDiscoverHardwareSnapshotsAndDiskModes(t *testing.T) {
 			vm, ok := byName(vms, tt.name)
 			if !ok {
 				t.Fatalf("no VM %s", tt.name)
+			}
+			if vm.ESXiHost != tt.host {
+				t.Errorf("%s: esxi_host %q, want %q", tt.name, vm.ESXiHost, tt.host)
 			}
 			if vm.HardwareVersion != tt.hardwareVersion || vm.Snapshots != tt.snapshots || vm.SnapshotDepth != tt.snapshotDepth {
 				t.Errorf("%s: hardware_version %d, snapshots %d, snapshot_depth %d; want %d, %d, %d", tt.name,

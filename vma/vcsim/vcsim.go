@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -72,6 +73,10 @@ type Config struct {
 	// older ones are refused like those from before a reset. 0 means
 	// DefaultChangeIDs.
 	ChangeIDs int
+	// Hosts is how many ESXi hosts the datacenter's one cluster has (named
+	// DC0_C0_H0, DC0_C0_H1...); 0 means 1. The seed, generated and model
+	// VMs run on the first; an Extra VM on the one its Host says.
+	Hosts int
 	// Extra adds VMs of the caller's shape in the datacenter's vm folder,
 	// their disks with DiskData bytes of content like the others.
 	Extra []VM
@@ -92,6 +97,8 @@ type VM struct {
 	// config.version "vmx-04". 0 means the simulator's default,
 	// DefaultHardwareVersion.
 	HardwareVersion int
+	// Host is the index of the ESXi host it runs on, among Config.Hosts.
+	Host int
 	// Snapshots is how many snapshots it is created with, a chain: each
 	// one the child of the one before, the last one current. They are
 	// taken through CreateSnapshot_Task, after the disks get their content
@@ -184,7 +191,10 @@ func Start(ctx context.Context, cfg Config) (*Simulator, error) {
 		l.Close()
 	}
 	model := simulator.VPX()
-	model.Datacenter, model.Cluster, model.ClusterHost, model.Host = 1, 1, 1, 0
+	if cfg.Hosts <= 0 {
+		cfg.Hosts = 1
+	}
+	model.Datacenter, model.Cluster, model.ClusterHost, model.Host = 1, 1, cfg.Hosts, 0
 	model.Machine = 0 // populate makes cfg.ModelVMs, many at once
 	model.Portgroup = 1
 	if cfg.Datastore != "" {
@@ -259,6 +269,11 @@ func populate(ctx context.Context, c *vim25.Client, cfg Config) (string, error) 
 	if err != nil {
 		return "", err
 	}
+	hosts, err := finder.HostSystemList(ctx, "*")
+	if err != nil {
+		return "", fmt.Errorf("list hosts: %w", err)
+	}
+	slices.SortFunc(hosts, func(a, b *object.HostSystem) int { return strings.Compare(a.Name(), b.Name()) })
 	if cfg.Datastore != "" {
 		if err := createDatastore(ctx, finder, cfg.Datastore); err != nil {
 			return "", fmt.Errorf("create datastore on %s: %w", cfg.Datastore, err)
@@ -315,10 +330,17 @@ func populate(ctx context.Context, c *vim25.Client, cfg Config) (string, error) 
 		if x.HardwareVersion < 0 || x.Snapshots < 0 {
 			return "", fmt.Errorf("VM %s: negative HardwareVersion or Snapshots", x.Name)
 		}
+		if x.Host < 0 || x.Host >= len(hosts) {
+			return "", fmt.Errorf("VM %s: Host %d out of range [0, %d)", x.Name, x.Host, len(hosts))
+		}
+		s.host = hosts[x.Host]
 		specs = append(specs, s)
 	}
 	// These first, one at a time, so that they get the same morefs each time.
 	for _, s := range specs {
+		if s.host == nil {
+			s.host = hosts[0]
+		}
 		if err := createVM(ctx, s, pool, ds, dsDir); err != nil {
 			return "", fmt.Errorf("create VM %s: %w", s.name, err)
 		}
@@ -338,6 +360,9 @@ func populate(ctx context.Context, c *vim25.Client, cfg Config) (string, error) 
 	for i := range cfg.ModelVMs {
 		specs = append(specs, vmSpec{name: fmt.Sprintf("model-vm-%04d", i+1), folder: folders.VmFolder, guest: "otherGuest",
 			firmware: "bios", cpus: 1, memMB: 32, disks: []int64{10 * gib}, nets: []object.NetworkReference{vmNet}, on: true, data: -1})
+	}
+	for i := range specs {
+		specs[i].host = hosts[0]
 	}
 	// The simulator answers a task's end on a 20 ms tick: one at a time,
 	// 5,000 VMs took minutes. Made createWorkers at a time, in any order.
@@ -410,6 +435,9 @@ type vmSpec struct {
 	disks    []int64
 	nets     []object.NetworkReference
 	on, cbt  bool
+	// host is the ESXi host it runs on (the simulator would pick one at
+	// random for nil).
+	host *object.HostSystem
 	// data is how many bytes of content new disks get (fillDisk).
 	data int64
 	// hwVersion is the hardware version, 0 for the simulator's default.
@@ -519,7 +547,7 @@ func createVM(ctx context.Context, s vmSpec, pool *object.ResourcePool, ds *obje
 	if s.hwVersion > 0 {
 		spec.Version = fmt.Sprintf("vmx-%02d", s.hwVersion)
 	}
-	task, err := s.folder.CreateVM(ctx, spec, pool, nil)
+	task, err := s.folder.CreateVM(ctx, spec, pool, s.host)
 	if err != nil {
 		return err
 	}
