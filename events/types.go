@@ -18,6 +18,8 @@ const (
 	TypePlanVMStateChanged = "io.godwit.plan.vm.state.v1"
 	TypePlanSyncScheduled  = "io.godwit.plan.sync.scheduled.v1"
 	TypePlanSyncDone       = "io.godwit.plan.sync.done.v1"
+	TypeQueueQueued        = "io.godwit.queue.queued.v1"
+	TypeQueueDispatched    = "io.godwit.queue.dispatched.v1"
 )
 
 // Types lists every event type, in a fixed order.
@@ -27,6 +29,7 @@ func Types() []string {
 		TypeProgress, TypeReplicationStatus, TypeJobCreated, TypeJobStateChanged, TypeHeartbeat,
 		TypeTunnelOutage, TypeStreamAlert,
 		TypePlanCreated, TypePlanChanged, TypePlanVMStateChanged, TypePlanSyncScheduled, TypePlanSyncDone,
+		TypeQueueQueued, TypeQueueDispatched,
 	}
 }
 
@@ -66,6 +69,10 @@ func NewPayload(eventType string) (Payload, bool) {
 		return new(PlanSyncScheduled), true
 	case TypePlanSyncDone:
 		return new(PlanSyncDone), true
+	case TypeQueueQueued:
+		return new(QueueQueued), true
+	case TypeQueueDispatched:
+		return new(QueueDispatched), true
 	}
 	return nil, false
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/godwit/godwit/oma/authkeys"
 	"github.com/godwit/godwit/oma/jobs"
 	"github.com/godwit/godwit/oma/plans"
+	"github.com/godwit/godwit/oma/queue"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/vmas"
 )
@@ -49,6 +50,7 @@ type config struct {
 	tunnelDir       string
 	secretKey       string
 	minSyncInterval time.Duration
+	vmaTimeout      time.Duration
 }
 
 // newFlagSet declares the flags every oma command has; its usage lists the
@@ -85,6 +87,7 @@ func declareRunFlags(fs *flag.FlagSet, cfg *config) {
 	fs.Int64Var(&cfg.verifyRate, "verify-rate", 0, "bytes per second read from the volumes to answer verify requests, over all of them; 0: no bound")
 	fs.StringVar(&cfg.secretKey, "secret-key", "", "file of the key that encrypts the registered vCenters' passwords at rest (mode 0600, created on first start; default: <data>/at-rest.key); keep it out of backups of state.db")
 	fs.DurationVar(&cfg.minSyncInterval, "min-sync-interval", plans.DefaultMinSyncInterval, "shortest interval a plan's sync schedule may have")
+	fs.DurationVar(&cfg.vmaTimeout, "vma-heartbeat-timeout", queue.DefaultHeartbeatTimeout, "how long after its last heartbeat a VMA gets no more jobs from the queue (VMAs beat every 10s)")
 	fs.DurationVar(&cfg.streamMaxAge, "stream-max-age", 30*24*time.Hour, "how long streams keep events")
 	fs.Int64Var(&cfg.streamMaxBytes, "stream-max-bytes", 1<<30, "bytes each stream keeps at most")
 }
@@ -203,6 +206,9 @@ func (cfg *config) appliance() (appliance.Config, error) {
 	if cfg.minSyncInterval <= 0 {
 		return appliance.Config{}, fmt.Errorf("-min-sync-interval %s: want a positive duration", cfg.minSyncInterval)
 	}
+	if cfg.vmaTimeout <= 0 {
+		return appliance.Config{}, fmt.Errorf("-vma-heartbeat-timeout %s: want a positive duration", cfg.vmaTimeout)
+	}
 	if cfg.pendingJobTTL <= 0 || cfg.maxPendingJobs < 1 {
 		return appliance.Config{}, fmt.Errorf("-pending-job-ttl and -max-pending-jobs must be positive")
 	}
@@ -237,6 +243,6 @@ func (cfg *config) appliance() (appliance.Config, error) {
 		StreamMaxAge:    cfg.streamMaxAge,
 		StreamMaxBytes:  cfg.streamMaxBytes,
 		AtRestKeyFile:   cfg.secretKey,
-		MinSyncInterval: cfg.minSyncInterval,
+		MinSyncInterval: cfg.minSyncInterval, HeartbeatTimeout: cfg.vmaTimeout,
 	}, nil
 }

@@ -163,7 +163,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.omaURL, "oma-url", "http://localhost:8082", "the OMA API URL")
 	fs.StringVar(&cfg.vcenterCA, "vcenter-ca", "", "PEM file of CA certificates to trust for vCenter, besides the system's")
 	fs.BoolVar(&cfg.vcenterInsecure, "vcenter-insecure", false, "skip vCenter certificate verification (development only)")
-	fs.DurationVar(&cfg.heartbeat, "heartbeat", 30*time.Second, "heartbeat period")
+	fs.DurationVar(&cfg.heartbeat, "heartbeat", 10*time.Second, "heartbeat period: well under the OMA's -vma-heartbeat-timeout (30s), after which it gives this VMA no more jobs")
 	fs.DurationVar(&cfg.discoverTimeout, "discover-timeout", 60*time.Second, "how long POST /api/v1/discover waits")
 	fs.IntVar(&cfg.maxJobs, "max-jobs", jobs.DefaultMaxJobs, "replication jobs that run at once; the rest wait in order")
 	fs.IntVar(&cfg.diskParallelism, "disk-parallelism", jobs.DefaultDiskParallelism, "disks of a job copied at once")

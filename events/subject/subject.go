@@ -23,6 +23,7 @@ const (
 	status           = Root + ".status"
 	jobCreated       = Root + ".job.created"
 	jobState         = Root + ".job.state"
+	jobQueue         = Root + ".job.queue"
 	heartbeat        = Root + ".vma.heartbeat"
 	tunnel           = Root + ".tunnel"
 	exportRequest    = Root + ".export.request"
@@ -166,6 +167,11 @@ func JobCreated(vmaID, jobID string) (string, error) {
 
 // JobState is godwit.job.state.<vma>.<job>: a job moved from one state to another.
 func JobState(vmaID, jobID string) (string, error) { return join(jobState, vma(vmaID), job(jobID)) }
+
+// JobQueue is godwit.job.queue.<vma>.<job>: the OMA's queue took a job in
+// or dispatched it. It is in the JOBS stream, in order with the job's state
+// changes.
+func JobQueue(vmaID, jobID string) (string, error) { return join(jobQueue, vma(vmaID), job(jobID)) }
 
 // Heartbeat is godwit.vma.heartbeat.<vma>: a VMA's periodic presence.
 func Heartbeat(vmaID string) (string, error) { return join(heartbeat, vma(vmaID)) }

@@ -26,6 +26,7 @@ import (
 	"github.com/godwit/godwit/oma/inventory"
 	"github.com/godwit/godwit/oma/jobs"
 	"github.com/godwit/godwit/oma/plans"
+	"github.com/godwit/godwit/oma/queue"
 	"github.com/godwit/godwit/oma/replicas"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/tokens"
@@ -101,6 +102,8 @@ type Control interface {
 	VCenters() *vcenters.Registry
 	// Plans are the migration plans.
 	Plans() *plans.Manager
+	// Queue is the OMA's queue of started jobs.
+	Queue() *queue.Queue
 	Started() time.Time
 	ExportRestarts() uint64
 }
@@ -158,6 +161,7 @@ func (a *API) Handler() http.Handler {
 	route(http.MethodGet, "/replications/{id}", tokens.Read, a.getReplication)
 	route(http.MethodDelete, "/replications/{id}", tokens.Operate, a.cancelReplication)
 	route(http.MethodPost, "/replications/{id}/start", tokens.Operate, a.startReplication)
+	route(http.MethodGet, "/queue", tokens.Read, a.listQueue)
 	route(http.MethodPost, "/discover", tokens.Operate, a.discover)
 	route(http.MethodGet, "/vms", tokens.Read, a.vms)
 	route(http.MethodGet, "/vmas", tokens.Read, a.vmas)

@@ -109,7 +109,7 @@ func (a *API) listReplications(w http.ResponseWriter, r *http.Request) error {
 	}
 	out := make([]jobView, 0, len(list))
 	for _, j := range list {
-		out = append(out, viewFor(r, j))
+		out = append(out, a.view(r, j))
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"replications": out})
 }
@@ -131,7 +131,7 @@ func (a *API) cancelReplication(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, viewFor(r, j))
+	return writeJSON(w, http.StatusOK, a.view(r, j))
 }
 
 // credentialsRequest holds vCenter credentials.
@@ -161,6 +161,9 @@ type startRequest struct {
 	credentialsRequest
 	OnCBTReset string `json:"on_cbt_reset"`
 	Verify     *bool  `json:"verify"`
+	// Priority orders the job in the OMA's queue: higher first, 0 by
+	// default.
+	Priority int `json:"priority"`
 }
 
 func (a *API) startReplication(w http.ResponseWriter, r *http.Request) error {
@@ -169,6 +172,9 @@ func (a *API) startReplication(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if err := checkOnCBTReset(req.OnCBTReset); err != nil {
+		return err
+	}
+	if err := checkPriority("priority", req.Priority); err != nil {
 		return err
 	}
 	if req.Username == "" && req.Password.Empty() {
@@ -185,11 +191,11 @@ func (a *API) startReplication(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	j, err := a.ctl.Start(r.Context(), mux.Vars(r)["id"], vmas.VCenterCredentials(req.credentialsRequest),
-		jobs.StartOptions{OnCBTReset: req.OnCBTReset, Verify: req.Verify})
+		jobs.StartOptions{OnCBTReset: req.OnCBTReset, Verify: req.Verify, Priority: req.Priority})
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusAccepted, viewFor(r, j))
+	return writeJSON(w, http.StatusAccepted, a.view(r, j))
 }
 
 // registeredCredentials are the credentials of the registered vCenter a
@@ -349,7 +355,17 @@ type jobView struct {
 	BytesWritten int64      `json:"bytes_written"`
 	Disks        []diskView `json:"disks"`
 	LastError    string     `json:"last_error,omitempty"`
-	CreatedAt    time.Time  `json:"created_at"`
+	// ESXiHost and Datastores are where the source was, Plan the plan
+	// the job syncs a VM of, Priority its place in the queue's order.
+	ESXiHost   string   `json:"esxi_host,omitempty"`
+	Datastores []string `json:"datastores,omitempty"`
+	Plan       string   `json:"plan,omitempty"`
+	Priority   int      `json:"priority"`
+	// Queue says, while the job waits in the OMA's queue, its place and
+	// what it waits for; DispatchedAt is when the queue sent it to its VMA.
+	Queue        *queueStatus `json:"queue,omitempty"`
+	DispatchedAt *time.Time   `json:"dispatched_at,omitempty"`
+	CreatedAt    time.Time    `json:"created_at"`
 	UpdatedAt    time.Time  `json:"updated_at"`
 	FinishedAt   *time.Time `json:"finished_at,omitempty"`
 }
@@ -380,7 +396,8 @@ func viewOf(j store.Job) jobView {
 		State: j.State, BaseJobID: j.BaseJobID, RemovedDisks: j.RemovedDisks, ReplicaID: j.ReplicaID, Generation: j.Generation,
 		Figures: events.Figures{BytesTotal: j.BytesTotal, BytesDone: j.BytesDone,
 			RateBytesPerSecond: j.RateBytesPerSecond, AverageRateBytesPerSecond: j.AverageRateBytesPerSecond},
-		LastError: j.LastError, BytesWritten: j.BytesWritten,
+		LastError: j.LastError, BytesWritten: j.BytesWritten, ESXiHost: j.ESXiHost, Datastores: j.Datastores,
+		Plan: j.Plan, Priority: j.Priority, DispatchedAt: j.DispatchedAt,
 		CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt, FinishedAt: j.FinishedAt,
 	}
 	if j.BytesTotal > 0 {
@@ -428,9 +445,9 @@ func viewFor(r *http.Request, j store.Job) jobView {
 	return v
 }
 
-// viewWithReplica is viewFor(r, j) with the current replica of j's VM.
+// viewWithReplica is a.view(r, j) with the current replica of j's VM.
 func (a *API) viewWithReplica(r *http.Request, j store.Job) (jobView, error) {
-	v := viewFor(r, j)
+	v := a.view(r, j)
 	rep, err := a.ctl.CurrentReplica(j)
 	v.CurrentReplica = rep
 	return v, err

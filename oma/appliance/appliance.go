@@ -109,6 +109,9 @@ type Config struct {
 	MinSyncInterval time.Duration
 	// PlanPoll is how often the plans' schedules tick; 0 means a second.
 	PlanPoll time.Duration
+	// HeartbeatTimeout is how long after its last heartbeat a VMA gets no
+	// more jobs from the queue; 0 means queue.DefaultHeartbeatTimeout.
+	HeartbeatTimeout time.Duration
 	// StreamMaxAge and StreamMaxBytes limit what each stream keeps; zero
 	// means 30 days and 1 GiB.
 	StreamMaxAge   time.Duration
@@ -366,7 +369,7 @@ func (o *OMA) Run(ctx context.Context) error {
 		OMAPorts:      o.ownPorts(l.Addr(), srv.ClientURL()),
 		PendingJobTTL: cfg.PendingJobTTL, MaxPendingJobs: cfg.MaxPendingJobs, NBDPortsPerVMA: cfg.NBDPortsPerVMA,
 		VerifyParallel: cfg.VerifyParallel, VerifyLimiter: verifyLimiter(cfg),
-		AtRestKey: atRestKey, MinSyncInterval: cfg.MinSyncInterval, PlanPoll: cfg.PlanPoll,
+		AtRestKey: atRestKey, MinSyncInterval: cfg.MinSyncInterval, PlanPoll: cfg.PlanPoll, HeartbeatTimeout: cfg.HeartbeatTimeout,
 	}, st, conn, exp, srv)
 	if err := ctl.Restore(ctx); err != nil {
 		return err

@@ -14,6 +14,7 @@ import (
 	"github.com/godwit/godwit/oma/jobs"
 	"github.com/godwit/godwit/oma/outbox"
 	"github.com/godwit/godwit/oma/plans"
+	"github.com/godwit/godwit/oma/queue"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/vcenters"
 	"github.com/godwit/godwit/oma/vmas"
@@ -78,6 +79,9 @@ type Config struct {
 	MinSyncInterval time.Duration
 	// PlanPoll is how often the plans' schedules tick; 0 means a second.
 	PlanPoll time.Duration
+	// HeartbeatTimeout is how long after its last heartbeat a VMA gets no
+	// more jobs from the queue; 0 means queue.DefaultHeartbeatTimeout.
+	HeartbeatTimeout time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger; nil discards.
@@ -94,6 +98,7 @@ type Control struct {
 
 	vcenters *vcenters.Registry
 	plans    *plans.Manager
+	queue    *queue.Queue
 
 	cfg     Config
 	store   *store.Store
@@ -126,13 +131,15 @@ func New(cfg Config, st *store.Store, conn *bus.Conn, exp *exports.Manager, acce
 	}
 	reg := vmas.New(vcfg, st, conn, access)
 	out := outbox.New(st, conn, log)
+	q := queue.New(queue.Config{Source: "/godwit/oma", HeartbeatTimeout: cfg.HeartbeatTimeout, Now: cfg.Now,
+		Logger: log.With("part", "queue")}, st, out)
 	c := &Control{
 		Registry: reg,
 		Keeper:   inventory.New(inventory.Config{DiscoverTimeout: cfg.DiscoverTimeout, Now: cfg.Now, Logger: log}, st, conn, reg),
 		Manager: jobs.New(jobs.Config{DataDir: cfg.DataDir, ExportHost: cfg.ExportHost, APIURL: cfg.APIURL, CancelGrace: cfg.CancelGrace,
 			PendingJobTTL: cfg.PendingJobTTL, MaxPendingJobs: cfg.MaxPendingJobs, VerifyParallel: cfg.VerifyParallel,
-			VerifyLimiter: cfg.VerifyLimiter, Now: cfg.Now, Logger: log}, st, exp, reg, out),
-		cfg: cfg, store: st, bus: conn, exports: exp, outbox: out, log: log, started: cfg.Now(),
+			VerifyLimiter: cfg.VerifyLimiter, Queue: q, Now: cfg.Now, Logger: log}, st, exp, reg, out),
+		queue: q, cfg: cfg, store: st, bus: conn, exports: exp, outbox: out, log: log, started: cfg.Now(),
 	}
 	c.vcenters = vcenters.New(st, cfg.AtRestKey, vcenters.DiscoveryProver{D: c, Timeout: cfg.DiscoverTimeout}, cfg.Now)
 	c.plans = plans.New(plans.Config{MinSyncInterval: cfg.MinSyncInterval, Poll: cfg.PlanPoll, DataDir: cfg.DataDir,
@@ -142,6 +149,9 @@ func New(cfg Config, st *store.Store, conn *bus.Conn, exp *exports.Manager, acce
 
 // VCenters returns the registered vCenters.
 func (c *Control) VCenters() *vcenters.Registry { return c.vcenters }
+
+// Queue returns the OMA's queue of started jobs.
+func (c *Control) Queue() *queue.Queue { return c.queue }
 
 // Plans returns the migration plans.
 func (c *Control) Plans() *plans.Manager { return c.plans }
@@ -206,6 +216,11 @@ func (c *Control) Run(ctx context.Context) error {
 	wg.Go(func() { _ = c.bus.WatchStreams(ctx, c.cfg.StreamWatch) })
 	wg.Go(func() { c.RunExpiry(ctx) })
 	wg.Go(func() { _ = c.plans.Run(ctx) })
+	wg.Go(func() {
+		if err := c.queue.Run(ctx); err != nil {
+			c.log.Error("the queue stopped", "err", err)
+		}
+	})
 	errs := make(chan error, len(consumers))
 	for _, cons := range consumers {
 		wg.Go(func() { errs <- cons.consume(ctx, cons.stream) })

@@ -231,7 +231,12 @@ func (m *Manager) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 		ID: id, VMAID: loc.VMAID, VCenter: loc.VCenter, ReplicaID: rid, Generation: gen,
 		VM:              events.VMRef{ID: loc.VM.ID, Name: loc.VM.Name, Path: loc.VM.Path, InstanceUUID: loc.VM.InstanceUUID},
 		ReplicationType: req.ReplicationType, State: events.JobPending, CreatedBy: req.Token,
-		CreatedAt: now, UpdatedAt: now,
+		CreatedAt: now, UpdatedAt: now, ESXiHost: loc.VM.ESXiHost,
+	}
+	for _, d := range loc.VM.Disks {
+		if d.Datastore != "" && !slices.Contains(job.Datastores, d.Datastore) {
+			job.Datastores = append(job.Datastores, d.Datastore)
+		}
 	}
 	lease := store.Lease{JobID: id, Port: port, Dir: m.exportDir(id)}
 	var vols []exports.Volume
@@ -366,6 +371,9 @@ func (m *Manager) transition(tx *bbolt.Tx, j *store.Job, to, why string) (bool, 
 	}
 	if Final(to) {
 		j.FinishedAt = &now
+		if err := m.cfg.Queue.Remove(tx, j.ID); err != nil {
+			return false, err
+		}
 	}
 	return true, store.Enqueue(tx, ev)
 }
@@ -379,12 +387,19 @@ type StartOptions struct {
 	// Verify, when false, skips reading the written areas back; nil
 	// verifies.
 	Verify *bool
+	// Plan names the plan the job syncs a VM of, "" for none: the
+	// queue counts the job against the plan's limits and orders it by the
+	// plan's priority.
+	Plan string
+	// Priority orders a job of no plan in the queue: higher first.
+	Priority int
 }
 
-// Start queues a pending job: it moves the job to queued and writes the
-// replicate command for its VMA, with the password sealed to the VMA's
-// key and opts, to the outbox in one transaction. The command is then
-// published with its event id as Nats-Msg-Id, now or, when the bus is
+// Start queues a pending job: it moves the job to queued and puts it in the
+// OMA's queue with the replicate command for its VMA (the password sealed
+// to the VMA's key, and opts) in one transaction. The queue writes the
+// command to the outbox when a slot is free under every limit, which
+// publishes it with its event id as Nats-Msg-Id, now or, when the bus is
 // down, as soon as it is back: a crash can neither lose it nor send it
 // twice.
 func (m *Manager) Start(ctx context.Context, id string, cred vmas.VCenterCredentials, opts StartOptions) (store.Job, error) {
@@ -402,12 +417,12 @@ func (m *Manager) Start(ctx context.Context, id string, cred vmas.VCenterCredent
 	if err != nil {
 		return j, err
 	}
-	cmd, err := m.newEvent(&events.ReplicateCommand{
+	cmd := events.ReplicateCommand{
 		JobID: j.ID, VMAID: j.VMAID, VCenter: cred.VCenter, Username: cred.Username, Password: sealed,
 		VMPaths: []string{j.VM.Path}, OMAURL: m.cfg.APIURL, ReplicationType: j.ReplicationType,
 		OnCBTReset: opts.OnCBTReset, Verify: opts.Verify, CAPEM: cred.CAPEM, Thumbprint: cred.Thumbprint,
-	})
-	if err != nil {
+	}
+	if _, err := m.newEvent(&cmd); err != nil { // checks that it makes an event
 		return j, err
 	}
 	err = m.store.Update(func(tx *bbolt.Tx) error {
@@ -421,7 +436,12 @@ func (m *Manager) Start(ctx context.Context, id string, cred vmas.VCenterCredent
 		if _, err := m.transition(tx, &cur, events.JobQueued, ""); err != nil {
 			return err
 		}
-		if err := store.Enqueue(tx, cmd); err != nil {
+		cur.Plan, cur.Priority = opts.Plan, opts.Priority
+		err = m.cfg.Queue.Enqueue(tx, store.QueueEntry{
+			JobID: cur.ID, VMAID: cur.VMAID, ReplicationType: cur.ReplicationType, Plan: opts.Plan, Priority: opts.Priority,
+			VCenter: cur.VCenter, ESXiHost: cur.ESXiHost, Datastores: cur.Datastores, QueuedAt: cur.UpdatedAt, Command: cmd,
+		})
+		if err != nil {
 			return err
 		}
 		j = cur
@@ -434,9 +454,10 @@ func (m *Manager) Start(ctx context.Context, id string, cred vmas.VCenterCredent
 	return j, nil
 }
 
-// Cancel cancels an active job: it moves the job to cancelled and writes
-// the cancel for the VMA to the outbox in one transaction, then releases
-// the job's export: at once when the job was pending, else when its VMA
+// Cancel cancels an active job: it moves the job to cancelled, out of the
+// queue, and, unless it waited in the queue, writes the cancel for its VMA
+// to the outbox, in one transaction; then it releases the job's export: at
+// once when the job was pending or waiting in the queue, else when its VMA
 // reports that it stopped, or after Config.CancelGrace. Cancelling a
 // cancelled job is a no-op.
 func (m *Manager) Cancel(ctx context.Context, id string) (store.Job, error) {
@@ -448,7 +469,7 @@ func (m *Manager) Cancel(ctx context.Context, id string) (store.Job, error) {
 	if err != nil {
 		return j, err
 	}
-	moved, started := false, false
+	moved, started, waiting := false, false, false
 	err = m.store.Update(func(tx *bbolt.Tx) error {
 		cur, err := store.GetJob(tx, id)
 		if err != nil {
@@ -458,15 +479,25 @@ func (m *Manager) Cancel(ctx context.Context, id string) (store.Job, error) {
 		if cur.State == events.JobCancelled {
 			return nil
 		}
-		started = cur.State != events.JobPending
+		// A job waiting in the queue never reached its VMA: it ends here.
+		// Any other may run on its VMA (a pending one too, started by
+		// the VMA's own /replicate), which is told to cancel it.
+		_, qerr := store.GetQueued(tx, id)
+		if qerr != nil && !errors.Is(qerr, store.ErrNotFound) {
+			return qerr
+		}
+		waiting = qerr == nil
+		started = cur.State != events.JobPending && !waiting
 		if Final(cur.State) {
 			return fault.Errorf(fault.Conflict, "id", "job %s is %s: only an active job can be cancelled", id, cur.State)
 		}
 		if moved, err = m.transition(tx, &cur, events.JobCancelled, "cancelled through the OMA API"); err != nil || !moved {
 			return err
 		}
-		if err := store.Enqueue(tx, cancel); err != nil {
-			return err
+		if !waiting {
+			if err := store.Enqueue(tx, cancel); err != nil {
+				return err
+			}
 		}
 		j = cur
 		return store.PutJob(tx, cur)

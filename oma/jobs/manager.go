@@ -2,6 +2,8 @@ package jobs
 
 import (
 	"context"
+
+	"go.etcd.io/bbolt"
 	"log/slog"
 	"sync"
 	"time"
@@ -9,6 +11,7 @@ import (
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/oma/exports"
 	"github.com/godwit/godwit/oma/outbox"
+	"github.com/godwit/godwit/oma/queue"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/vmas"
 	"github.com/godwit/godwit/secret"
@@ -50,10 +53,24 @@ type Config struct {
 	// VerifyLimiter, if not nil, bounds the bytes per second read from the
 	// volumes to answer verify requests, to spare the disks.
 	VerifyLimiter Limiter
+	// Queue is the OMA's queue: Start puts a job in it, which dispatches
+	// the job's command when a slot is free; a job that ends leaves it.
+	// Required.
+	Queue Queue
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger; nil discards.
 	Logger *slog.Logger
+}
+
+// Queue is where started jobs wait for a slot; *queue.Queue satisfies it.
+type Queue interface {
+	// Enqueue puts e into the queue in tx.
+	Enqueue(tx *bbolt.Tx, e store.QueueEntry) error
+	// Remove takes job id out of the queue in tx, as it ends.
+	Remove(tx *bbolt.Tx, id string) error
+	// Adopt counts a job its VMA started on its own as running, in tx.
+	Adopt(tx *bbolt.Tx, e store.QueueEntry) error
 }
 
 // sealer seals a secret to a VMA; *vmas.Registry satisfies it.
@@ -73,6 +90,7 @@ type kicker interface {
 var (
 	_ sealer = (*vmas.Registry)(nil)
 	_ kicker = (*outbox.Outbox)(nil)
+	_ Queue  = (*queue.Queue)(nil)
 )
 
 // Manager creates, starts and cancels jobs, serves their exports, and

@@ -185,8 +185,25 @@ func (m *Manager) progress(tx *bbolt.Tx, j *store.Job, p *events.Progress) error
 	if err != nil {
 		return fmt.Errorf("%w: %v", bus.ErrPoison, err)
 	}
-	_, err = m.transition(tx, j, to, "")
-	return err
+	from := j.State
+	moved, err := m.transition(tx, j, to, "")
+	if err != nil || !moved {
+		return err
+	}
+	return m.adopt(tx, j, from)
+}
+
+// adopt counts job j, which just moved from state from, in the queue as
+// running when its VMA started it on its own (the VMA's /replicate): it
+// moved out of pending without the OMA starting it.
+func (m *Manager) adopt(tx *bbolt.Tx, j *store.Job, from string) error {
+	if from != events.JobPending || Final(j.State) {
+		return nil
+	}
+	now := m.cfg.Now().UTC()
+	j.DispatchedAt = &now
+	return m.cfg.Queue.Adopt(tx, store.QueueEntry{JobID: j.ID, VMAID: j.VMAID, ReplicationType: j.ReplicationType,
+		VCenter: j.VCenter, ESXiHost: j.ESXiHost, Datastores: j.Datastores, QueuedAt: now, DispatchedAt: &now})
 }
 
 // keep returns a job's or disk's figures after a report of newTotal and
@@ -215,8 +232,12 @@ func (m *Manager) status(tx *bbolt.Tx, j *store.Job, s *events.ReplicationStatus
 	if s.Error != nil {
 		why = s.Error.Message
 	}
+	from := j.State
 	moved, err := m.transition(tx, j, to, why)
 	if err != nil || !moved {
+		return err
+	}
+	if err := m.adopt(tx, j, from); err != nil {
 		return err
 	}
 	if to == events.JobCompleted {

@@ -17,6 +17,7 @@ import (
 	"github.com/godwit/godwit/oma/fault"
 	"github.com/godwit/godwit/oma/inventory"
 	"github.com/godwit/godwit/oma/jobs"
+	"github.com/godwit/godwit/oma/queue"
 	"github.com/godwit/godwit/oma/replicas"
 	"github.com/godwit/godwit/oma/schedule"
 	"github.com/godwit/godwit/oma/store"
@@ -31,7 +32,7 @@ const DefaultMinSyncInterval = time.Minute
 
 // DefaultMaxActive is how many jobs of one plan run at once when
 // Config.MaxActive is zero.
-const DefaultMaxActive = 16
+const DefaultMaxActive = queue.DefaultPlanMax
 
 // MaxFailures is how many failed syncs in a row pause a VM.
 const MaxFailures = 3

@@ -427,7 +427,7 @@ func (m *Manager) startJob(ctx context.Context, p store.Plan, id string) error {
 		return err
 	}
 	_, err = m.jobs.Start(ctx, id, vmas.VCenterCredentials{VCenter: vc.Host, Username: vc.Username, Password: pw, CAPEM: vc.CAPEM, Thumbprint: vc.Thumbprint},
-		jobs.StartOptions{OnCBTReset: p.OnCBTReset, Verify: p.Verify})
+		jobs.StartOptions{OnCBTReset: p.OnCBTReset, Verify: p.Verify, Plan: p.Name, Priority: p.Priority})
 	if fault.KindOf(err) == fault.Conflict {
 		return nil // started meanwhile
 	}

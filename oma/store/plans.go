@@ -24,6 +24,8 @@ type Plan struct {
 	OnCBTReset string `json:"on_cbt_reset,omitempty"`
 	// Limits bound the plan's jobs.
 	Limits PlanLimits `json:"limits"`
+	// Priority orders the plan's jobs in the OMA's queue: higher first.
+	Priority int `json:"priority,omitempty"`
 	// Force lets the plan copy while its preflight finds errors.
 	Force  bool `json:"force,omitempty"`
 	Paused bool `json:"paused,omitempty"`
@@ -46,6 +48,11 @@ type PlanLimits struct {
 	// MaxConcurrent is how many of its jobs run at once; 0 means the
 	// OMA's default (plans.DefaultMaxActive).
 	MaxConcurrent int `json:"max_concurrent,omitempty"`
+	// ESXiHost and Datastore, when set, bound how many jobs read from one
+	// ESXi host or datastore at once while one of the plan's jobs does,
+	// below the vCenter's limits.
+	ESXiHost  int `json:"esxi_host,omitempty"`
+	Datastore int `json:"datastore,omitempty"`
 }
 
 // PlanVM is one VM of a plan and where its replication stands.

@@ -57,6 +57,16 @@ type Job struct {
 	UpdatedAt time.Time `json:"updated_at"`
 	// FinishedAt is set when the job reaches a final state.
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	// ESXiHost and Datastores are where the source VM ran and its disks
+	// were when the job was created: what the queue's limits count.
+	ESXiHost   string   `json:"esxi_host,omitempty"`
+	Datastores []string `json:"datastores,omitempty"`
+	// Plan names the plan the job syncs a VM of; Priority orders the
+	// OMA's queue (a plan's jobs have the plan's).
+	Plan     string `json:"plan,omitempty"`
+	Priority int    `json:"priority,omitempty"`
+	// DispatchedAt is when the OMA's queue sent the job to its VMA.
+	DispatchedAt *time.Time `json:"dispatched_at,omitempty"`
 }
 
 // JobDisk is one disk of a job: its export, volume and progress.
@@ -334,11 +344,23 @@ type VCenter struct {
 	CAPEM      string `json:"ca_pem,omitempty"`
 	Thumbprint string `json:"thumbprint,omitempty"`
 	// VMAs may use it: those that proved access, unless set.
-	VMAs      []string  `json:"vmas,omitempty"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
+	VMAs []string `json:"vmas,omitempty"`
+	// Limits bound the jobs that read from it at once; a zero field is
+	// the OMA queue's default.
+	Limits    SourceLimits `json:"limits"`
+	CreatedAt time.Time    `json:"created_at"`
+	UpdatedAt time.Time    `json:"updated_at"`
 	// PasswordAt is when the password was last set (created or rotated).
 	PasswordAt time.Time `json:"password_at"`
+}
+
+// SourceLimits bound how many jobs read from one source at once: from the
+// whole vCenter, from one of its ESXi hosts, from one of its datastores. A
+// zero field is not set.
+type SourceLimits struct {
+	VCenter   int `json:"vcenter,omitempty"`
+	ESXiHost  int `json:"esxi_host,omitempty"`
+	Datastore int `json:"datastore,omitempty"`
 }
 
 // PutVCenter stores v under its name.

@@ -70,7 +70,7 @@ type Config struct {
 	VCenterAllow []string
 	// VCenterTimeout bounds connecting and logging in to vCenter; 0 means 15s.
 	VCenterTimeout time.Duration
-	// Heartbeat is the heartbeat period; 0 means 30s.
+	// Heartbeat is the heartbeat period; 0 means 10s.
 	Heartbeat time.Duration
 	// DiscoverTimeout bounds a discovery through the API; 0 means 60s.
 	DiscoverTimeout time.Duration

@@ -25,7 +25,7 @@ type Config struct {
 	Identity identity.Identity
 	// Version is announced in heartbeats.
 	Version string
-	// Heartbeat is the heartbeat period; 0 means 30s.
+	// Heartbeat is the heartbeat period; 0 means 10s.
 	Heartbeat time.Duration
 	// VCenterCAFile and VCenterInsecure say how to trust vCenter's certificate.
 	VCenterCAFile   string
@@ -51,7 +51,7 @@ type Worker struct {
 // New returns a Worker publishing and consuming through conn.
 func New(conn *bus.Conn, cfg Config) *Worker {
 	if cfg.Heartbeat == 0 {
-		cfg.Heartbeat = 30 * time.Second
+		cfg.Heartbeat = 10 * time.Second
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

@@ -1,0 +1,217 @@
+package queue
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/godwit/godwit/oma/store"
+)
+
+// vmaSlots is what a VMA may take: its capacity, or why it takes nothing.
+type vmaSlots struct {
+	capacity int
+	// down says why the VMA takes no job ("" when it is connected).
+	down string
+}
+
+// planRules are what a plan adds to its jobs: a bound on how many run,
+// tighter source limits, a priority.
+type planRules struct {
+	limits   store.PlanLimits
+	priority int
+}
+
+// rules are every limit that applies in one pass.
+type rules struct {
+	vmas     map[string]vmaSlots
+	vcenters map[string]store.SourceLimits // by vCenter host, zero fields filled with the defaults
+	plans    map[string]planRules
+	defaults store.SourceLimits
+	// planMax is a plan's MaxConcurrent when it sets none.
+	planMax int
+}
+
+// source returns the limits of the vCenter at host for a job of plan.
+func (r *rules) source(host, plan string) store.SourceLimits {
+	l, ok := r.vcenters[host]
+	if !ok {
+		l = r.defaults
+	}
+	if p, ok := r.plans[plan]; ok {
+		if p.limits.ESXiHost > 0 {
+			l.ESXiHost = min(l.ESXiHost, p.limits.ESXiHost)
+		}
+		if p.limits.Datastore > 0 {
+			l.Datastore = min(l.Datastore, p.limits.Datastore)
+		}
+	}
+	return l
+}
+
+// priority is the priority of e: its plan's, else its own.
+func (r *rules) priority(e *store.QueueEntry) int {
+	if p, ok := r.plans[e.Plan]; ok && e.Plan != "" {
+		return p.priority
+	}
+	return e.Priority
+}
+
+// counts counts the jobs running under each limit: per VMA, vCenter, ESXi
+// host, datastore, plan, and per turn (plan and kind).
+type counts map[string]int
+
+func vmaKey(id string) string        { return "vma\x00" + id }
+func vcenterKey(host string) string  { return "vc\x00" + host }
+func hostKey(vc, host string) string { return "host\x00" + vc + "\x00" + host }
+func dsKey(vc, ds string) string     { return "ds\x00" + vc + "\x00" + ds }
+func planKey(plan string) string     { return "plan\x00" + plan }
+func turnKey(e *store.QueueEntry) string {
+	return "turn\x00" + e.Plan + "\x00" + e.ReplicationType
+}
+
+// add counts e as running (n = 1) or no longer (n = -1).
+func (c counts) add(e *store.QueueEntry, n int) {
+	c[vmaKey(e.VMAID)] += n
+	c[vcenterKey(e.VCenter)] += n
+	if e.ESXiHost != "" {
+		c[hostKey(e.VCenter, e.ESXiHost)] += n
+	}
+	for _, ds := range e.Datastores {
+		c[dsKey(e.VCenter, ds)] += n
+	}
+	if e.Plan != "" {
+		c[planKey(e.Plan)] += n
+	}
+	c[turnKey(e)] += n
+}
+
+// blocked says which limit keeps e from running now, "" when none does:
+// the first full one of its VMA, vCenter, ESXi host, datastores and plan.
+func (r *rules) blocked(c counts, e *store.QueueEntry) string {
+	v, ok := r.vmas[e.VMAID]
+	switch {
+	case !ok:
+		return fmt.Sprintf("vma %s: not registered", e.VMAID)
+	case v.down != "":
+		return fmt.Sprintf("vma %s: %s", e.VMAID, v.down)
+	case c[vmaKey(e.VMAID)] >= v.capacity:
+		return fmt.Sprintf("vma %s: %d of %d running", e.VMAID, c[vmaKey(e.VMAID)], v.capacity)
+	}
+	l := r.source(e.VCenter, e.Plan)
+	if n := c[vcenterKey(e.VCenter)]; n >= l.VCenter {
+		return fmt.Sprintf("vcenter %s: %d of %d running", e.VCenter, n, l.VCenter)
+	}
+	if e.ESXiHost != "" {
+		if n := c[hostKey(e.VCenter, e.ESXiHost)]; n >= l.ESXiHost {
+			return fmt.Sprintf("esxi host %s: %d of %d running", e.ESXiHost, n, l.ESXiHost)
+		}
+	}
+	for _, ds := range e.Datastores {
+		if n := c[dsKey(e.VCenter, ds)]; n >= l.Datastore {
+			return fmt.Sprintf("datastore %s: %d of %d running", ds, n, l.Datastore)
+		}
+	}
+	if e.Plan != "" {
+		max := r.planMax
+		if p, ok := r.plans[e.Plan]; ok && p.limits.MaxConcurrent > 0 {
+			max = p.limits.MaxConcurrent
+		}
+		if n := c[planKey(e.Plan)]; n >= max {
+			return fmt.Sprintf("plan %s: %d of %d running", e.Plan, n, max)
+		}
+	}
+	return ""
+}
+
+// Decision is what one pass decided for a waiting job.
+type Decision struct {
+	// Position is the job's place in the queue's order, from 1.
+	Position int
+	// WaitingFor names the limit that keeps it waiting; "" when it is
+	// dispatched.
+	WaitingFor string
+}
+
+// decide orders the waiting jobs and picks those that run now under
+// every limit, given the running ones. The order: higher priority first;
+// among equal priorities, turns take each a job in rotation, a turn being
+// a plan's initial copies, a plan's incrementals, or the jobs of no plan
+// of one kind: the turn with the fewest jobs running goes first, ties to
+// its oldest job. So plans share the slots, and a plan's incrementals keep
+// half its slots while its initial copies wait, and the other way round.
+// decide returns the dispatched jobs in order and every waiting job's
+// decision.
+func decide(waiting, running []*store.QueueEntry, r *rules) ([]*store.QueueEntry, map[string]Decision) {
+	c := counts{}
+	for _, e := range running {
+		c.add(e, 1)
+	}
+	// The turns, each oldest first.
+	type turn struct {
+		key   string
+		prio  int
+		queue []*store.QueueEntry
+	}
+	byKey := map[string]*turn{}
+	var turns []*turn
+	for _, e := range waiting {
+		k := turnKey(e)
+		p := r.priority(e)
+		k2 := fmt.Sprintf("%s\x00%d", k, p)
+		t, ok := byKey[k2]
+		if !ok {
+			t = &turn{key: k, prio: p}
+			byKey[k2] = t
+			turns = append(turns, t)
+		}
+		t.queue = append(t.queue, e)
+	}
+	for _, t := range turns {
+		slices.SortFunc(t.queue, func(a, b *store.QueueEntry) int {
+			return cmp.Or(a.QueuedAt.Compare(b.QueuedAt), cmp.Compare(a.JobID, b.JobID))
+		})
+	}
+	var out []*store.QueueEntry
+	decisions := make(map[string]Decision, len(waiting))
+	for pos := 1; ; pos++ {
+		var next *turn
+		for _, t := range turns {
+			if len(t.queue) == 0 {
+				continue
+			}
+			if next == nil || before(t.prio, c[t.key], t.queue[0].QueuedAt, next.prio, c[next.key], next.queue[0].QueuedAt) {
+				next = t
+			}
+		}
+		if next == nil {
+			return out, decisions
+		}
+		e := next.queue[0]
+		next.queue = next.queue[1:]
+		why := r.blocked(c, e)
+		decisions[e.JobID] = Decision{Position: pos, WaitingFor: why}
+		if why == "" {
+			c.add(e, 1)
+			out = append(out, e)
+		} else {
+			// A job that waits does not hold its turn's place: the turn
+			// goes on as if it ran, so that one blocked job (its host
+			// full) does not put its turn first again and again.
+			c[next.key]++
+		}
+	}
+}
+
+// before reports whether a turn (priority, jobs running, oldest job) goes
+// before another.
+func before(prio, running int, oldest time.Time, prio2, running2 int, oldest2 time.Time) bool {
+	if prio != prio2 {
+		return prio > prio2
+	}
+	if running != running2 {
+		return running < running2
+	}
+	return oldest.Before(oldest2)
+}

@@ -1,0 +1,493 @@
+// Package queue is the OMA's one queue of replication jobs. Every started
+// job waits here, stored in bbolt, until a slot is free under every limit
+// that applies to it: its VMA's capacity (announced in its heartbeats), the
+// source's vCenter, ESXi host and datastores, and its plan. Then the queue
+// dispatches it: the replicate command goes to the VMA through the outbox,
+// in the transaction that records the dispatch. A job holds its slots from
+// its dispatch until it ends.
+//
+// The queue keeps the waiting and running entries in memory as well (the
+// store is the truth after a restart) and decides in passes: one after
+// every change that may free or need a slot, and one every second.
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/oma/store"
+)
+
+// Defaults of the limits.
+const (
+	// DefaultVMACapacity is a VMA's capacity when its heartbeats do not
+	// announce one.
+	DefaultVMACapacity = 4
+	// DefaultPlanMax is how many jobs of a plan run at once when the plan
+	// sets no limits.max_concurrent.
+	DefaultPlanMax = 16
+	// DefaultHeartbeatTimeout is how long after its last heartbeat a VMA
+	// gets no more jobs.
+	DefaultHeartbeatTimeout = 30 * time.Second
+)
+
+// DefaultSourceLimits bound the jobs reading from one vCenter, ESXi host
+// and datastore at once, where the vCenter sets no limits of its own.
+var DefaultSourceLimits = store.SourceLimits{VCenter: 16, ESXiHost: 4, Datastore: 4}
+
+// Config configures a Queue.
+type Config struct {
+	// Source is the source of the events the queue writes, such as
+	// /godwit/oma.
+	Source string
+	// HeartbeatTimeout is how long after its last heartbeat a VMA gets no
+	// more jobs; 0 means DefaultHeartbeatTimeout.
+	HeartbeatTimeout time.Duration
+	// Interval is the longest time between two passes; 0 means 1s.
+	Interval time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// kicker publishes what the queue wrote to the outbox; *outbox.Outbox
+// satisfies it.
+type kicker interface{ Kick() }
+
+// Queue is the OMA's queue of started jobs. It is safe for concurrent use.
+type Queue struct {
+	cfg    Config
+	store  *store.Store
+	outbox kicker
+	log    *slog.Logger
+	kick   chan struct{}
+	passMu sync.Mutex // one pass at a time
+
+	mu        sync.Mutex
+	waiting   map[string]*store.QueueEntry // by job id, without their commands
+	running   map[string]*store.QueueEntry
+	decisions map[string]Decision // of the waiting jobs, from the last pass
+	announced map[string]bool     // waiting jobs whose queued event is written
+}
+
+// New returns the queue of the jobs in st; it publishes through out. Run
+// loads what the store holds.
+func New(cfg Config, st *store.Store, out kicker) *Queue {
+	if cfg.HeartbeatTimeout <= 0 {
+		cfg.HeartbeatTimeout = DefaultHeartbeatTimeout
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Queue{cfg: cfg, store: st, outbox: out, log: log, kick: make(chan struct{}, 1),
+		waiting: map[string]*store.QueueEntry{}, running: map[string]*store.QueueEntry{},
+		decisions: map[string]Decision{}, announced: map[string]bool{}}
+}
+
+// load reads the waiting and running entries from the store.
+func (q *Queue) load() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	err := q.store.View(func(tx *bbolt.Tx) error {
+		waiting, err := store.Queued(tx)
+		if err != nil {
+			return err
+		}
+		for _, e := range waiting {
+			q.waiting[e.JobID] = light(e)
+			q.announced[e.JobID] = true // before the restart, or dispatched at the first pass
+		}
+		running, err := store.Running(tx)
+		for _, e := range running {
+			q.running[e.JobID] = light(e)
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("load the queue: %w", err)
+	}
+	return nil
+}
+
+// light returns e without its command, as the queue keeps it in memory.
+func light(e store.QueueEntry) *store.QueueEntry {
+	e.Command = events.ReplicateCommand{}
+	return &e
+}
+
+// Enqueue puts e into the queue in tx, as waiting; the queue takes it up
+// when tx commits.
+func (q *Queue) Enqueue(tx *bbolt.Tx, e store.QueueEntry) error {
+	if err := store.PutQueued(tx, e); err != nil {
+		return fmt.Errorf("queue job %s: %w", e.JobID, err)
+	}
+	tx.OnCommit(func() {
+		q.mu.Lock()
+		q.waiting[e.JobID] = light(e)
+		q.mu.Unlock()
+		q.Kick()
+	})
+	return nil
+}
+
+// Adopt counts e, a job its VMA started without the queue (the VMA's own
+// /replicate), as running from when tx commits: it holds its slots like a
+// dispatched job until it ends.
+func (q *Queue) Adopt(tx *bbolt.Tx, e store.QueueEntry) error {
+	if err := store.PutRunning(tx, e); err != nil {
+		return fmt.Errorf("adopt job %s: %w", e.JobID, err)
+	}
+	tx.OnCommit(func() {
+		q.mu.Lock()
+		q.running[e.JobID] = light(e)
+		q.mu.Unlock()
+	})
+	return nil
+}
+
+// Remove takes job id out of the queue in tx, waiting or running, as its
+// job ends; its slots are free when tx commits.
+func (q *Queue) Remove(tx *bbolt.Tx, id string) error {
+	was, err := store.Dequeue(tx, id)
+	if err != nil {
+		return fmt.Errorf("dequeue job %s: %w", id, err)
+	}
+	if was {
+		tx.OnCommit(func() {
+			q.mu.Lock()
+			delete(q.waiting, id)
+			delete(q.running, id)
+			delete(q.decisions, id)
+			delete(q.announced, id)
+			q.mu.Unlock()
+			q.Kick()
+		})
+	}
+	return nil
+}
+
+// Kick asks for a pass soon, without waiting.
+func (q *Queue) Kick() {
+	select {
+	case q.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run loads the queue from the store, then makes passes until ctx ends:
+// after every Kick, and every Config.Interval.
+func (q *Queue) Run(ctx context.Context) error {
+	if err := q.load(); err != nil {
+		return err
+	}
+	t := time.NewTicker(q.cfg.Interval)
+	defer t.Stop()
+	for {
+		if err := q.Pass(ctx); err != nil && ctx.Err() == nil {
+			q.log.Warn("queue pass", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-q.kick:
+		case <-t.C:
+		}
+	}
+}
+
+// Waiting is a job waiting in the queue, as the API shows it.
+type Waiting struct {
+	JobID           string    `json:"job_id"`
+	VMAID           string    `json:"vma_id"`
+	ReplicationType string    `json:"replication_type"`
+	Plan            string    `json:"plan,omitempty"`
+	Priority        int       `json:"priority"`
+	VCenter         string    `json:"vcenter"`
+	ESXiHost        string    `json:"esxi_host,omitempty"`
+	Datastores      []string  `json:"datastores,omitempty"`
+	QueuedAt        time.Time `json:"queued_at"`
+	// Position is the job's place in the queue's order, from 1; 0 until
+	// the queue's first pass since it was queued.
+	Position int `json:"position"`
+	// WaitingFor names the limit that keeps it waiting.
+	WaitingFor string `json:"waiting_for"`
+}
+
+// List returns the waiting jobs in the queue's order.
+func (q *Queue) List() []Waiting {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := make([]Waiting, 0, len(q.waiting))
+	for _, e := range q.waiting {
+		out = append(out, q.waitingLocked(e))
+	}
+	slices.SortFunc(out, func(a, b Waiting) int {
+		// The ones the last pass did not see (position 0) last, oldest first.
+		if (a.Position == 0) != (b.Position == 0) {
+			if a.Position == 0 {
+				return 1
+			}
+			return -1
+		}
+		if a.Position != b.Position {
+			return a.Position - b.Position
+		}
+		return a.QueuedAt.Compare(b.QueuedAt)
+	})
+	return out
+}
+
+// Status returns job id as it waits in the queue; false when it does not
+// wait (not started, dispatched or ended).
+func (q *Queue) Status(id string) (Waiting, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	e, ok := q.waiting[id]
+	if !ok {
+		return Waiting{}, false
+	}
+	return q.waitingLocked(e), true
+}
+
+func (q *Queue) waitingLocked(e *store.QueueEntry) Waiting {
+	d := q.decisions[e.JobID]
+	return Waiting{JobID: e.JobID, VMAID: e.VMAID, ReplicationType: e.ReplicationType, Plan: e.Plan, Priority: e.Priority,
+		VCenter: e.VCenter, ESXiHost: e.ESXiHost, Datastores: e.Datastores, QueuedAt: e.QueuedAt,
+		Position: d.Position, WaitingFor: d.WaitingFor}
+}
+
+// Running returns how many dispatched jobs of each VMA have not ended.
+func (q *Queue) Running() map[string]int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := map[string]int{}
+	for _, e := range q.running {
+		out[e.VMAID]++
+	}
+	return out
+}
+
+// Pass decides once: it dispatches every waiting job a slot is free for,
+// in the queue's order, and records why the others wait.
+func (q *Queue) Pass(ctx context.Context) error {
+	q.passMu.Lock()
+	defer q.passMu.Unlock()
+	now := q.cfg.Now().UTC()
+	var r *rules
+	err := q.store.View(func(tx *bbolt.Tx) error {
+		var err error
+		r, err = q.rules(tx, now)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	q.mu.Lock()
+	waiting := make([]*store.QueueEntry, 0, len(q.waiting))
+	for _, e := range q.waiting {
+		waiting = append(waiting, e)
+	}
+	running := make([]*store.QueueEntry, 0, len(q.running))
+	for _, e := range q.running {
+		running = append(running, e)
+	}
+	q.mu.Unlock()
+	dispatch, decisions := decide(waiting, running, r)
+
+	// What to write: the dispatches, and a queued event for each job the
+	// queue sees waiting for the first time.
+	var fresh []string
+	q.mu.Lock()
+	for id, d := range decisions {
+		if d.WaitingFor != "" && !q.announced[id] {
+			fresh = append(fresh, id)
+		}
+	}
+	q.mu.Unlock()
+	if len(dispatch) == 0 && len(fresh) == 0 {
+		q.setDecisions(decisions, nil, nil)
+		return ctx.Err()
+	}
+	var sent []*store.QueueEntry
+	err = q.store.Update(func(tx *bbolt.Tx) error {
+		sent = sent[:0]
+		for _, e := range dispatch {
+			ok, err := q.dispatch(tx, e.JobID, decisions[e.JobID].Position, now)
+			if err != nil {
+				return err
+			}
+			if ok {
+				sent = append(sent, e)
+			}
+		}
+		for _, id := range fresh {
+			e, err := store.GetQueued(tx, id)
+			if errors.Is(err, store.ErrNotFound) {
+				continue // dispatched or ended meanwhile
+			}
+			if err != nil {
+				return err
+			}
+			d := decisions[id]
+			if err := q.event(tx, &events.QueueQueued{JobID: id, VMAID: e.VMAID, Plan: e.Plan, Priority: e.Priority,
+				Position: d.Position, WaitingFor: d.WaitingFor, QueuedAt: e.QueuedAt}, now); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("dispatch: %w", err)
+	}
+	q.setDecisions(decisions, sent, fresh)
+	if len(sent) > 0 || len(fresh) > 0 {
+		q.outbox.Kick()
+	}
+	for _, e := range sent {
+		q.log.Info("job dispatched", "job", e.JobID, "vma", e.VMAID, "waited", now.Sub(e.QueuedAt).Round(time.Millisecond))
+	}
+	return nil
+}
+
+// setDecisions records a pass's decisions and moves the jobs it sent to
+// the running ones.
+func (q *Queue) setDecisions(decisions map[string]Decision, sent []*store.QueueEntry, announced []string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for id, d := range decisions {
+		if _, ok := q.waiting[id]; ok {
+			q.decisions[id] = d
+		}
+	}
+	for _, id := range announced {
+		if _, ok := q.waiting[id]; ok {
+			q.announced[id] = true
+		}
+	}
+	for _, e := range sent {
+		if _, ok := q.waiting[e.JobID]; !ok {
+			continue // ended meanwhile: Remove ran after the dispatch committed
+		}
+		delete(q.waiting, e.JobID)
+		delete(q.decisions, e.JobID)
+		delete(q.announced, e.JobID)
+		q.running[e.JobID] = e
+	}
+}
+
+// dispatch sends waiting job id to its VMA in tx: the job records the
+// dispatch, the entry moves to the running ones, and the replicate command
+// and a dispatched event go to the outbox. It does nothing (false) when
+// the job no longer waits.
+func (q *Queue) dispatch(tx *bbolt.Tx, id string, position int, now time.Time) (bool, error) {
+	e, err := store.GetQueued(tx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	j, err := store.GetJob(tx, id)
+	if err != nil {
+		return false, err
+	}
+	if j.State != events.JobQueued || j.DispatchedAt != nil {
+		_, err := store.Dequeue(tx, id) // ended without being removed: not ours to send
+		return false, err
+	}
+	j.DispatchedAt, e.DispatchedAt = &now, &now
+	cmd := e.Command
+	e.Command = events.ReplicateCommand{} // sent: the sealed password is kept no longer
+	if err := store.PutJob(tx, j); err != nil {
+		return false, err
+	}
+	if err := store.PutRunning(tx, e); err != nil {
+		return false, err
+	}
+	ev, err := events.New(q.cfg.Source, &cmd, now)
+	if err != nil {
+		return false, fmt.Errorf("command of job %s: %w", id, err)
+	}
+	if err := store.Enqueue(tx, ev); err != nil {
+		return false, err
+	}
+	return true, q.event(tx, &events.QueueDispatched{JobID: id, VMAID: e.VMAID, Plan: e.Plan, Position: position,
+		WaitedSeconds: now.Sub(e.QueuedAt).Seconds(), DispatchedAt: now}, now)
+}
+
+// event writes a queue event to the outbox in tx.
+func (q *Queue) event(tx *bbolt.Tx, p events.Payload, now time.Time) error {
+	ev, err := events.New(q.cfg.Source, p, now)
+	if err != nil {
+		return err
+	}
+	return store.Enqueue(tx, ev)
+}
+
+// rules reads every limit that applies now from tx.
+func (q *Queue) rules(tx *bbolt.Tx, now time.Time) (*rules, error) {
+	r := &rules{vmas: map[string]vmaSlots{}, vcenters: map[string]store.SourceLimits{}, plans: map[string]planRules{},
+		defaults: DefaultSourceLimits, planMax: DefaultPlanMax}
+	vmas, err := store.VMAs(tx)
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range vmas {
+		s := vmaSlots{capacity: DefaultVMACapacity}
+		if v.Load != nil && v.Load.MaxJobs > 0 {
+			s.capacity = v.Load.MaxJobs
+		}
+		switch {
+		case v.LastSeen == nil:
+			s.down = "no heartbeat yet"
+		case now.Sub(*v.LastSeen) > q.cfg.HeartbeatTimeout:
+			s.down = fmt.Sprintf("no heartbeat for %s", now.Sub(*v.LastSeen).Round(time.Second))
+		}
+		r.vmas[v.ID] = s
+	}
+	vcs, err := store.VCenters(tx)
+	if err != nil {
+		return nil, err
+	}
+	for _, vc := range vcs {
+		r.vcenters[vc.Host] = fill(vc.Limits, DefaultSourceLimits)
+	}
+	plans, err := store.Plans(tx)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range plans {
+		r.plans[p.Name] = planRules{limits: p.Limits, priority: p.Priority}
+	}
+	return r, nil
+}
+
+// fill returns l with its zero fields set from d.
+func fill(l, d store.SourceLimits) store.SourceLimits {
+	if l.VCenter <= 0 {
+		l.VCenter = d.VCenter
+	}
+	if l.ESXiHost <= 0 {
+		l.ESXiHost = d.ESXiHost
+	}
+	if l.Datastore <= 0 {
+		l.Datastore = d.Datastore
+	}
+	return l
+}

@@ -1,0 +1,89 @@
+package store
+
+import (
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/godwit/godwit/events"
+)
+
+// Bucket names of the OMA's queue.
+var (
+	// bucketQueue holds the started jobs that wait for a slot, by job id.
+	bucketQueue = []byte("queue")
+	// bucketRunning holds the jobs dispatched to their VMA and not ended,
+	// by job id: what the queue's limits count.
+	bucketRunning = []byte("running")
+)
+
+// QueueEntry is a started job in the OMA's queue: waiting for a slot under
+// every limit that applies to it, or dispatched to its VMA and not ended.
+// It names what the limits count the job against.
+type QueueEntry struct {
+	JobID           string `json:"job_id"`
+	VMAID           string `json:"vma_id"`
+	ReplicationType string `json:"replication_type"`
+	// Plan names the plan the job syncs a VM of; "" for a job of its own.
+	Plan string `json:"plan,omitempty"`
+	// Priority orders the queue: higher first. A plan's jobs have the
+	// plan's.
+	Priority int `json:"priority,omitempty"`
+	// VCenter is the source vCenter's host, ESXiHost the ESXi host the VM
+	// runs on ("" when unknown), Datastores those of its disks.
+	VCenter    string    `json:"vcenter"`
+	ESXiHost   string    `json:"esxi_host,omitempty"`
+	Datastores []string  `json:"datastores,omitempty"`
+	QueuedAt   time.Time `json:"queued_at"`
+	// Command is the replicate command published when the job is
+	// dispatched; its password is sealed to the VMA.
+	Command events.ReplicateCommand `json:"command"`
+	// DispatchedAt is when the command was written to the outbox.
+	DispatchedAt *time.Time `json:"dispatched_at,omitempty"`
+}
+
+// PutQueued stores e as waiting in the queue.
+func PutQueued(tx *bbolt.Tx, e QueueEntry) error { return put(tx, bucketQueue, e.JobID, e) }
+
+// GetQueued returns the waiting entry of job id; ErrNotFound when the job
+// does not wait (dispatched, ended or never queued).
+func GetQueued(tx *bbolt.Tx, id string) (QueueEntry, error) {
+	var e QueueEntry
+	return e, get(tx, bucketQueue, id, &e)
+}
+
+// Queued returns every waiting entry, by job id.
+func Queued(tx *bbolt.Tx) ([]QueueEntry, error) {
+	var out []QueueEntry
+	return out, each(tx, bucketQueue, func(e QueueEntry) error { out = append(out, e); return nil })
+}
+
+// PutRunning stores e as dispatched and removes it from the waiting ones.
+func PutRunning(tx *bbolt.Tx, e QueueEntry) error {
+	if err := tx.Bucket(bucketQueue).Delete([]byte(e.JobID)); err != nil {
+		return err
+	}
+	return put(tx, bucketRunning, e.JobID, e)
+}
+
+// Running returns every dispatched entry whose job has not ended, by job id.
+func Running(tx *bbolt.Tx) ([]QueueEntry, error) {
+	var out []QueueEntry
+	return out, each(tx, bucketRunning, func(e QueueEntry) error { out = append(out, e); return nil })
+}
+
+// Dequeue removes job id from the queue, waiting or dispatched; it reports
+// whether it was there.
+func Dequeue(tx *bbolt.Tx, id string) (bool, error) {
+	was := false
+	for _, b := range [][]byte{bucketQueue, bucketRunning} {
+		bk := tx.Bucket(b)
+		if bk.Get([]byte(id)) != nil {
+			was = true
+			if err := bk.Delete([]byte(id)); err != nil {
+				return false, err
+			}
+		}
+	}
+	return was, nil
+}
