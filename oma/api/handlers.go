@@ -366,8 +366,8 @@ type jobView struct {
 	Queue        *queueStatus `json:"queue,omitempty"`
 	DispatchedAt *time.Time   `json:"dispatched_at,omitempty"`
 	CreatedAt    time.Time    `json:"created_at"`
-	UpdatedAt    time.Time  `json:"updated_at"`
-	FinishedAt   *time.Time `json:"finished_at,omitempty"`
+	UpdatedAt    time.Time    `json:"updated_at"`
+	FinishedAt   *time.Time   `json:"finished_at,omitempty"`
 }
 
 type diskView struct {
