@@ -72,7 +72,8 @@ const (
 	PlanChangeVMs      = "vms"      // VMs added or removed
 	PlanChangeSchedule = "schedule" // schedule or window
 	PlanChangeWaves    = "waves"
-	PlanChangeLimits   = "limits" // max_concurrent
+	PlanChangeLimits   = "limits" // max_concurrent, esxi_host, datastore
+	PlanChangePriority = "priority"
 	PlanChangePaused   = "paused"
 	PlanChangeResumed  = "resumed"
 	PlanChangeDeleted  = "deleted"
@@ -88,6 +89,13 @@ type PlanChanged struct {
 	// MaxConcurrent is the plan's new limits.max_concurrent (0: the
 	// OMA's default), for a limits change.
 	MaxConcurrent int `json:"max_concurrent,omitempty"`
+	// ESXiHost and Datastore are the plan's new source limits (0: none
+	// of its own), for a limits change.
+	ESXiHost  int `json:"esxi_host,omitempty"`
+	Datastore int `json:"datastore,omitempty"`
+	// Priority is the plan's new priority in the OMA's queue, for a
+	// priority change.
+	Priority int `json:"priority,omitempty"`
 	// NextDue is when the next scheduled sync is due (not for deleted).
 	NextDue   *time.Time `json:"next_due,omitempty"`
 	ChangedAt time.Time  `json:"changed_at"`

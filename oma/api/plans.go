@@ -22,6 +22,8 @@ type vcenterRequest struct {
 	CAPEM       string        `json:"ca_pem"`
 	Thumbprint  string        `json:"thumbprint"`
 	VMAs        []string      `json:"vmas"`
+	// Limits bound the jobs reading from the vCenter at once.
+	Limits store.SourceLimits `json:"limits"`
 }
 
 func (a *API) createVCenter(w http.ResponseWriter, r *http.Request) error {
@@ -31,7 +33,7 @@ func (a *API) createVCenter(w http.ResponseWriter, r *http.Request) error {
 	}
 	v, err := a.ctl.VCenters().Create(r.Context(), vcenters.Spec{Name: req.Name, Credentials: vcenters.Credentials{
 		Host: req.Host, Username: req.Username, Password: req.Password, Datacenters: req.Datacenters,
-		CAPEM: req.CAPEM, Thumbprint: req.Thumbprint, VMAs: req.VMAs}})
+		CAPEM: req.CAPEM, Thumbprint: req.Thumbprint, VMAs: req.VMAs}, Limits: req.Limits})
 	if err != nil {
 		return err
 	}
@@ -57,13 +59,14 @@ func (a *API) getVCenter(w http.ResponseWriter, r *http.Request) error {
 
 func (a *API) updateVCenter(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
-		Password secret.String `json:"password"`
-		VMAs     []string      `json:"vmas"`
+		Password secret.String       `json:"password"`
+		VMAs     []string            `json:"vmas"`
+		Limits   *store.SourceLimits `json:"limits"`
 	}
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	v, err := a.ctl.VCenters().Update(r.Context(), mux.Vars(r)["name"], req.Password, req.VMAs)
+	v, err := a.ctl.VCenters().Update(r.Context(), mux.Vars(r)["name"], vcenters.Change{Password: req.Password, VMAs: req.VMAs, Limits: req.Limits})
 	if err != nil {
 		return err
 	}
@@ -88,6 +91,7 @@ type planRequest struct {
 	Verify     *bool               `json:"verify"`
 	OnCBTReset string              `json:"on_cbt_reset"`
 	Limits     store.PlanLimits    `json:"limits"`
+	Priority   int                 `json:"priority"`
 	Force      bool                `json:"force"`
 }
 
@@ -97,7 +101,7 @@ func (a *API) createPlan(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	v, err := a.ctl.Plans().Create(r.Context(), plans.Spec{Name: req.Name, VCenter: req.VCenter, VMs: req.VMs, Waves: req.Waves,
-		Sync: req.Sync, Verify: req.Verify, OnCBTReset: req.OnCBTReset, Limits: req.Limits, Force: req.Force, Token: holderOf(r).Name})
+		Sync: req.Sync, Verify: req.Verify, OnCBTReset: req.OnCBTReset, Limits: req.Limits, Priority: req.Priority, Force: req.Force, Token: holderOf(r).Name})
 	if err != nil {
 		return err
 	}
@@ -128,6 +132,7 @@ type planPatch struct {
 	Sync      *events.PlanSchedule `json:"sync"`
 	Waves     [][]string           `json:"waves"`
 	Limits    *store.PlanLimits    `json:"limits"`
+	Priority  *int                 `json:"priority"`
 }
 
 func (a *API) patchPlan(w http.ResponseWriter, r *http.Request) error {
@@ -135,10 +140,11 @@ func (a *API) patchPlan(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	if req.AddVMs == nil && req.RemoveVMs == nil && req.Sync == nil && req.Waves == nil && req.Limits == nil {
-		return badRequest("", "nothing to change: give add_vms, remove_vms, sync, waves or limits")
+	if req.AddVMs == nil && req.RemoveVMs == nil && req.Sync == nil && req.Waves == nil && req.Limits == nil && req.Priority == nil {
+		return badRequest("", "nothing to change: give add_vms, remove_vms, sync, waves, limits or priority")
 	}
-	v, err := a.ctl.Plans().Update(r.Context(), mux.Vars(r)["name"], plans.Patch{AddVMs: req.AddVMs, RemoveVMs: req.RemoveVMs, Sync: req.Sync, Waves: req.Waves, Limits: req.Limits})
+	v, err := a.ctl.Plans().Update(r.Context(), mux.Vars(r)["name"], plans.Patch{AddVMs: req.AddVMs, RemoveVMs: req.RemoveVMs,
+		Sync: req.Sync, Waves: req.Waves, Limits: req.Limits, Priority: req.Priority})
 	if err != nil {
 		return err
 	}

@@ -26,6 +26,8 @@ type Patch struct {
 	Waves [][]string
 	// Limits, when set, replace the plan's limits.
 	Limits *store.PlanLimits
+	// Priority, when set, replaces the plan's priority in the OMA's queue.
+	Priority *int
 }
 
 // Update applies ch to the plan named name and runs its preflight again.
@@ -37,6 +39,11 @@ func (m *Manager) Update(ctx context.Context, name string, ch Patch) (View, erro
 	}
 	if ch.Limits != nil {
 		if err := checkLimits(*ch.Limits); err != nil {
+			return View{}, err
+		}
+	}
+	if ch.Priority != nil {
+		if err := checkPriority(*ch.Priority); err != nil {
 			return View{}, err
 		}
 	}
@@ -119,6 +126,9 @@ func (m *Manager) Update(ctx context.Context, name string, ch Patch) (View, erro
 		if ch.Limits != nil {
 			p.Limits = *ch.Limits
 		}
+		if ch.Priority != nil {
+			p.Priority = *ch.Priority
+		}
 		if ch.Sync != nil {
 			p.Sync = *ch.Sync
 			s, _ := m.parseSchedule(p.Sync)
@@ -148,8 +158,14 @@ func (m *Manager) Update(ctx context.Context, name string, ch Patch) (View, erro
 				return err
 			}
 		}
+		if ch.Priority != nil {
+			if err := m.emit(tx, &events.PlanChanged{Plan: name, Change: events.PlanChangePriority, Priority: p.Priority, NextDue: &next, ChangedAt: now}); err != nil {
+				return err
+			}
+		}
 		if ch.Limits != nil {
-			return m.emit(tx, &events.PlanChanged{Plan: name, Change: events.PlanChangeLimits, MaxConcurrent: p.Limits.MaxConcurrent, NextDue: &next, ChangedAt: now})
+			return m.emit(tx, &events.PlanChanged{Plan: name, Change: events.PlanChangeLimits, MaxConcurrent: p.Limits.MaxConcurrent,
+				ESXiHost: p.Limits.ESXiHost, Datastore: p.Limits.Datastore, NextDue: &next, ChangedAt: now})
 		}
 		return nil
 	})

@@ -139,8 +139,12 @@ type Spec struct {
 	Sync       events.PlanSchedule
 	Verify     *bool
 	OnCBTReset string
-	// Limits bound its jobs: MaxConcurrent at once (0: Config.MaxActive).
+	// Limits bound its jobs: MaxConcurrent at once (0: Config.MaxActive),
+	// and, when set, at most ESXiHost and Datastore jobs reading from one
+	// ESXi host or datastore while one of its jobs does.
 	Limits store.PlanLimits
+	// Priority orders its jobs in the OMA's queue: higher first.
+	Priority int
 	// Force lets the plan copy while its preflight finds errors.
 	Force bool
 	// Token names who creates it.
@@ -193,6 +197,9 @@ func (m *Manager) Create(ctx context.Context, s Spec) (View, error) {
 	if err := checkLimits(s.Limits); err != nil {
 		return View{}, err
 	}
+	if err := checkPriority(s.Priority); err != nil {
+		return View{}, err
+	}
 	sched, err := m.parseSchedule(s.Sync)
 	if err != nil {
 		return View{}, err
@@ -214,7 +221,7 @@ func (m *Manager) Create(ctx context.Context, s Spec) (View, error) {
 	}
 	now := m.cfg.Now().UTC()
 	p := store.Plan{Name: s.Name, VCenter: s.VCenter, Sync: s.Sync, Verify: s.Verify, OnCBTReset: s.OnCBTReset,
-		Limits: s.Limits, Force: s.Force, NextDue: sched.Next(now), CreatedBy: s.Token, CreatedAt: now, UpdatedAt: now}
+		Limits: s.Limits, Priority: s.Priority, Force: s.Force, NextDue: sched.Next(now), CreatedBy: s.Token, CreatedAt: now, UpdatedAt: now}
 	var vms []store.PlanVM
 	for i, f := range found {
 		vms = append(vms, planVM(s.Name, f, waveOf[i], now))
@@ -457,6 +464,20 @@ func checkLimits(l store.PlanLimits) error {
 	if l.MaxConcurrent < 0 || l.MaxConcurrent > MaxConcurrentLimit {
 		return fault.Errorf(fault.Invalid, "limits.max_concurrent", "limits.max_concurrent %d: want 1 to %d jobs at once (0 or absent: the OMA's default, %d)",
 			l.MaxConcurrent, MaxConcurrentLimit, DefaultMaxActive)
+	}
+	return vcenters.CheckLimits("limits", store.SourceLimits{ESXiHost: l.ESXiHost, Datastore: l.Datastore})
+}
+
+// Bounds of a plan's priority.
+const (
+	MinPriority = -1000
+	MaxPriority = 1000
+)
+
+// checkPriority checks a plan's priority.
+func checkPriority(p int) error {
+	if p < MinPriority || p > MaxPriority {
+		return fault.Errorf(fault.Invalid, "priority", "priority %d: want %d to %d (higher goes first in the OMA's queue, 0 by default)", p, MinPriority, MaxPriority)
 	}
 	return nil
 }

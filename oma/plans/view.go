@@ -23,9 +23,11 @@ type View struct {
 	Force      bool       `json:"force"`
 	// Limits are the plan's; MaxConcurrent is what applies (its limit or
 	// the OMA's default).
-	Limits        store.PlanLimits `json:"limits"`
-	MaxConcurrent int              `json:"max_concurrent"`
-	Paused        bool             `json:"paused"`
+	Limits store.PlanLimits `json:"limits"`
+	// Priority orders the plan's jobs in the OMA's queue.
+	Priority      int  `json:"priority"`
+	MaxConcurrent int  `json:"max_concurrent"`
+	Paused        bool `json:"paused"`
 	// Blocked says why the plan does not copy, when it does not.
 	Blocked    string         `json:"blocked,omitempty"`
 	NextDue    time.Time      `json:"next_due"`
@@ -108,7 +110,7 @@ func (m *Manager) List(_ context.Context) ([]View, error) {
 
 func (m *Manager) view(p store.Plan, vms []store.PlanVM) View {
 	v := View{Name: p.Name, VCenter: p.VCenter, Sync: p.Sync, Waves: p.Waves, Verify: p.Verify, OnCBTReset: p.OnCBTReset,
-		Force: p.Force, Limits: p.Limits, MaxConcurrent: m.maxActive(p), Paused: p.Paused, NextDue: p.NextDue, Syncs: p.Syncs, LastSyncAt: p.LastSyncAt,
+		Force: p.Force, Limits: p.Limits, Priority: p.Priority, MaxConcurrent: m.maxActive(p), Paused: p.Paused, NextDue: p.NextDue, Syncs: p.Syncs, LastSyncAt: p.LastSyncAt,
 		Counts: map[string]int{}, PreflightErrors: p.PreflightErrors, PreflightAt: p.PreflightAt, VMs: []VMView{},
 		CreatedBy: p.CreatedBy, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt}
 	if v.Waves == nil {

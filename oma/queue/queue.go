@@ -466,7 +466,7 @@ func (q *Queue) rules(tx *bbolt.Tx, now time.Time) (*rules, error) {
 		return nil, err
 	}
 	for _, vc := range vcs {
-		r.vcenters[vc.Host] = fill(vc.Limits, DefaultSourceLimits)
+		r.vcenters[vc.Host] = Fill(vc.Limits, DefaultSourceLimits)
 	}
 	plans, err := store.Plans(tx)
 	if err != nil {
@@ -478,8 +478,8 @@ func (q *Queue) rules(tx *bbolt.Tx, now time.Time) (*rules, error) {
 	return r, nil
 }
 
-// fill returns l with its zero fields set from d.
-func fill(l, d store.SourceLimits) store.SourceLimits {
+// Fill returns l with its zero fields set from d.
+func Fill(l, d store.SourceLimits) store.SourceLimits {
 	if l.VCenter <= 0 {
 		l.VCenter = d.VCenter
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/godwit/godwit/oma/atrest"
 	"github.com/godwit/godwit/oma/fault"
+	"github.com/godwit/godwit/oma/queue"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/secret"
 )
@@ -57,20 +58,26 @@ var (
 type Spec struct {
 	Name string
 	Credentials
+	// Limits bound the jobs reading from the vCenter at once; zero fields
+	// are the queue's defaults.
+	Limits store.SourceLimits
 }
 
 // View is a registered vCenter as reads show it: no password.
 type View struct {
-	Name        string    `json:"name"`
-	Host        string    `json:"host"`
-	Username    string    `json:"username"`
-	Datacenters []string  `json:"datacenters,omitempty"`
-	CAPEM       string    `json:"ca_pem,omitempty"`
-	Thumbprint  string    `json:"thumbprint,omitempty"`
-	VMAs        []string  `json:"vmas"`
-	CreatedAt   time.Time `json:"created_at"`
-	UpdatedAt   time.Time `json:"updated_at"`
-	PasswordAt  time.Time `json:"password_set_at"`
+	Name        string   `json:"name"`
+	Host        string   `json:"host"`
+	Username    string   `json:"username"`
+	Datacenters []string `json:"datacenters,omitempty"`
+	CAPEM       string   `json:"ca_pem,omitempty"`
+	Thumbprint  string   `json:"thumbprint,omitempty"`
+	VMAs        []string `json:"vmas"`
+	// Limits are the limits in force: those set, the queue's defaults for
+	// the others.
+	Limits     store.SourceLimits `json:"limits"`
+	CreatedAt  time.Time          `json:"created_at"`
+	UpdatedAt  time.Time          `json:"updated_at"`
+	PasswordAt time.Time          `json:"password_set_at"`
 }
 
 // Registry keeps the registered vCenters in the OMA's store.
@@ -168,6 +175,9 @@ func (r *Registry) Create(ctx context.Context, s Spec) (View, error) {
 	if err := s.check(); err != nil {
 		return View{}, err
 	}
+	if err := CheckLimits("limits", s.Limits); err != nil {
+		return View{}, err
+	}
 	if _, err := r.Get(s.Name); err == nil {
 		return View{}, fault.Errorf(fault.Conflict, "name", "a vCenter named %q is registered already", s.Name)
 	}
@@ -181,7 +191,7 @@ func (r *Registry) Create(ctx context.Context, s Spec) (View, error) {
 	}
 	now := r.now().UTC()
 	v := store.VCenter{Name: s.Name, Host: s.Host, Username: s.Username, PasswordSealed: sealed, Datacenters: s.Datacenters,
-		CAPEM: s.CAPEM, Thumbprint: s.Thumbprint, VMAs: s.VMAs, CreatedAt: now, UpdatedAt: now, PasswordAt: now}
+		CAPEM: s.CAPEM, Thumbprint: s.Thumbprint, VMAs: s.VMAs, Limits: s.Limits, CreatedAt: now, UpdatedAt: now, PasswordAt: now}
 	if len(v.VMAs) == 0 {
 		v.VMAs = slices.Sorted(slices.Values(proved))
 	}
@@ -202,16 +212,29 @@ func (r *Registry) Rotate(ctx context.Context, name string, password secret.Stri
 	if password.Reveal() == "" {
 		return View{}, fault.Errorf(fault.Invalid, "password", "password is required")
 	}
-	return r.Update(ctx, name, password, nil)
+	return r.Update(ctx, name, Change{Password: password})
 }
 
-// Update changes the password and the VMAs of the vCenter named name: an
-// empty password keeps the stored one, nil vmas the list. The credentials
-// are proved first, through the new list: at least one of its VMAs must
-// log in (the others may be offline). Nothing changes when it is refused.
-func (r *Registry) Update(ctx context.Context, name string, password secret.String, vmas []string) (View, error) {
-	if password.Reveal() == "" && vmas == nil {
-		return View{}, fault.Errorf(fault.Invalid, "", "nothing to change: give password or vmas")
+// Change is what Update changes: a zero field keeps what is stored.
+type Change struct {
+	Password secret.String
+	VMAs     []string
+	Limits   *store.SourceLimits
+}
+
+// Update changes the password, the VMAs and the limits of the vCenter
+// named name. A new password or list of VMAs is proved first, through the
+// new list: at least one of its VMAs must log in (the others may be
+// offline). Nothing changes when it is refused or a field is wrong.
+func (r *Registry) Update(ctx context.Context, name string, ch Change) (View, error) {
+	password, vmas := ch.Password, ch.VMAs
+	if password.Reveal() == "" && vmas == nil && ch.Limits == nil {
+		return View{}, fault.Errorf(fault.Invalid, "", "nothing to change: give password, vmas or limits")
+	}
+	if ch.Limits != nil {
+		if err := CheckLimits("limits", *ch.Limits); err != nil {
+			return View{}, err
+		}
 	}
 	if vmas != nil && len(vmas) == 0 {
 		return View{}, fault.Errorf(fault.Invalid, "vmas", "vmas is empty: name the VMAs that may use the vCenter")
@@ -236,8 +259,10 @@ func (r *Registry) Update(ctx context.Context, name string, password secret.Stri
 	if vmas != nil {
 		c.VMAs = vmas
 	}
-	if _, err := r.prove(ctx, c); err != nil {
-		return View{}, err
+	if password.Reveal() != "" || vmas != nil {
+		if _, err := r.prove(ctx, c); err != nil {
+			return View{}, err
+		}
 	}
 	var sealed []byte
 	if password.Reveal() != "" {
@@ -257,6 +282,9 @@ func (r *Registry) Update(ctx context.Context, name string, password secret.Stri
 		}
 		if vmas != nil {
 			cur.VMAs = vmas
+		}
+		if ch.Limits != nil {
+			cur.Limits = *ch.Limits
 		}
 		v = cur
 		return store.PutVCenter(tx, cur)
@@ -339,6 +367,24 @@ func notFound(name string, err error) error {
 
 func view(v store.VCenter) View {
 	return View{Name: v.Name, Host: v.Host, Username: v.Username, Datacenters: v.Datacenters, CAPEM: v.CAPEM,
-		Thumbprint: v.Thumbprint, VMAs: append([]string{}, v.VMAs...), CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt,
-		PasswordAt: v.PasswordAt}
+		Thumbprint: v.Thumbprint, VMAs: append([]string{}, v.VMAs...), Limits: queue.Fill(v.Limits, queue.DefaultSourceLimits),
+		CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt, PasswordAt: v.PasswordAt}
+}
+
+// MaxLimit is the largest limit a vCenter, ESXi host or datastore may
+// have.
+const MaxLimit = 1000
+
+// CheckLimits checks source limits, naming the first wrong field under
+// prefix (such as "limits"): each 0 (the default) or 1 to MaxLimit.
+func CheckLimits(prefix string, l store.SourceLimits) error {
+	for _, f := range []struct {
+		name string
+		n    int
+	}{{"vcenter", l.VCenter}, {"esxi_host", l.ESXiHost}, {"datastore", l.Datastore}} {
+		if f.n < 0 || f.n > MaxLimit {
+			return fault.Errorf(fault.Invalid, prefix+"."+f.name, "%s.%s must be from 1 to %d jobs at once (0 or absent: the default), not %d", prefix, f.name, MaxLimit, f.n)
+		}
+	}
+	return nil
 }
