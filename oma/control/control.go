@@ -138,7 +138,7 @@ func New(cfg Config, st *store.Store, conn *bus.Conn, exp *exports.Manager, acce
 		Keeper:   inventory.New(inventory.Config{DiscoverTimeout: cfg.DiscoverTimeout, Now: cfg.Now, Logger: log}, st, conn, reg),
 		Manager: jobs.New(jobs.Config{DataDir: cfg.DataDir, ExportHost: cfg.ExportHost, APIURL: cfg.APIURL, CancelGrace: cfg.CancelGrace,
 			PendingJobTTL: cfg.PendingJobTTL, MaxPendingJobs: cfg.MaxPendingJobs, VerifyParallel: cfg.VerifyParallel,
-			VerifyLimiter: cfg.VerifyLimiter, Queue: q, Now: cfg.Now, Logger: log}, st, exp, reg, out),
+			VerifyLimiter: cfg.VerifyLimiter, Queue: q, HeartbeatTimeout: cfg.HeartbeatTimeout, Now: cfg.Now, Logger: log}, st, exp, reg, out),
 		queue: q, cfg: cfg, store: st, bus: conn, exports: exp, outbox: out, log: log, started: cfg.Now(),
 	}
 	c.vcenters = vcenters.New(st, cfg.AtRestKey, vcenters.DiscoveryProver{D: c, Timeout: cfg.DiscoverTimeout}, cfg.Now)

@@ -30,20 +30,9 @@ type Ref struct {
 // vCenter when given. VM ids repeat across vCenters: when several VMs
 // match, the caller must say which (a Conflict naming vma_id or vcenter).
 func Find(tx *bbolt.Tx, req Ref) (Located, error) {
-	invs, err := store.Inventories(tx)
+	found, err := FindAll(tx, req)
 	if err != nil {
 		return Located{}, err
-	}
-	var found []Located
-	for _, inv := range invs {
-		if req.VMAID != "" && inv.VMAID != req.VMAID || req.VCenter != "" && inv.Result.VCenter.Host != req.VCenter {
-			continue
-		}
-		for _, vm := range inv.Result.VMs {
-			if vm.ID == req.VMID {
-				found = append(found, Located{VM: vm, VMAID: inv.VMAID, VCenter: inv.Result.VCenter.Host})
-			}
-		}
 	}
 	switch {
 	case len(found) == 1:
@@ -64,4 +53,25 @@ func Find(tx *bbolt.Tx, req Ref) (Located, error) {
 		where = fmt.Sprintf("the inventory of VMA %q, vCenter %q", req.VMAID, req.VCenter)
 	}
 	return Located{}, fault.Errorf(fault.NotFound, "source_vm.id", "VM %s is not in %s: discover it first (POST /api/v1/discover, or the VMA's POST /api/v1/discover)", req.VMID, where)
+}
+
+// FindAll returns every VM of the inventory with req's id, narrowed to a
+// VMA and a vCenter when given: one per VMA and vCenter that found it.
+func FindAll(tx *bbolt.Tx, req Ref) ([]Located, error) {
+	invs, err := store.Inventories(tx)
+	if err != nil {
+		return nil, err
+	}
+	var found []Located
+	for _, inv := range invs {
+		if req.VMAID != "" && inv.VMAID != req.VMAID || req.VCenter != "" && inv.Result.VCenter.Host != req.VCenter {
+			continue
+		}
+		for _, vm := range inv.Result.VMs {
+			if vm.ID == req.VMID {
+				found = append(found, Located{VM: vm, VMAID: inv.VMAID, VCenter: inv.Result.VCenter.Host})
+			}
+		}
+	}
+	return found, nil
 }

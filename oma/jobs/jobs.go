@@ -132,7 +132,7 @@ func (m *Manager) planJob(req CreateRequest) (store.Job, store.Lease, []exports.
 		var err error
 		if req.Located != nil {
 			loc = *req.Located
-		} else if loc, err = inventory.Find(tx, inventory.Ref{VMID: req.VM.ID, VMAID: req.VMAID, VCenter: req.VCenter}); err != nil {
+		} else if loc, err = m.locate(tx, req); err != nil {
 			return err
 		}
 		rid = replicas.ID(loc.VMAID, loc.VCenter, loc.VM)

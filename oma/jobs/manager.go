@@ -53,6 +53,10 @@ type Config struct {
 	// VerifyLimiter, if not nil, bounds the bytes per second read from the
 	// volumes to answer verify requests, to spare the disks.
 	VerifyLimiter Limiter
+	// HeartbeatTimeout is how long after its last heartbeat a VMA counts
+	// as gone: a job is not given to it when several VMAs could take it.
+	// 0 means queue.DefaultHeartbeatTimeout.
+	HeartbeatTimeout time.Duration
 	// Queue is the OMA's queue: Start puts a job in it, which dispatches
 	// the job's command when a slot is free; a job that ends leaves it.
 	// Required.
@@ -71,6 +75,8 @@ type Queue interface {
 	Remove(tx *bbolt.Tx, id string) error
 	// Adopt counts a job its VMA started on its own as running, in tx.
 	Adopt(tx *bbolt.Tx, e store.QueueEntry) error
+	// PerVMA counts each VMA's jobs in the queue, waiting or running.
+	PerVMA() map[string]int
 }
 
 // sealer seals a secret to a VMA; *vmas.Registry satisfies it.
@@ -136,6 +142,9 @@ func New(cfg Config, st *store.Store, exp *exports.Manager, reg sealer, out kick
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.HeartbeatTimeout <= 0 {
+		cfg.HeartbeatTimeout = queue.DefaultHeartbeatTimeout
 	}
 	log := cfg.Logger
 	if log == nil {

@@ -272,6 +272,21 @@ func (q *Queue) waitingLocked(e *store.QueueEntry) Waiting {
 		Position: d.Position, WaitingFor: d.WaitingFor}
 }
 
+// PerVMA counts each VMA's jobs in the queue: waiting, or dispatched and
+// not ended.
+func (q *Queue) PerVMA() map[string]int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := map[string]int{}
+	for _, e := range q.waiting {
+		out[e.VMAID]++
+	}
+	for _, e := range q.running {
+		out[e.VMAID]++
+	}
+	return out
+}
+
 // Running returns how many dispatched jobs of each VMA have not ended.
 func (q *Queue) Running() map[string]int {
 	q.mu.Lock()

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -98,8 +99,10 @@ func TestQueueLimitsThreeVMAs(t *testing.T) {
 		paths = append(paths, "/"+vcsim.Datacenter+"/vm/"+name)
 	}
 	// Each snapshot takes a moment, so that jobs overlap and the limits bind.
+	var snapshotTakes atomic.Int64
+	snapshotTakes.Store(int64(300 * time.Millisecond))
 	sim := testbed.StartSim(t, vcsim.Config{VMs: 1, Hosts: hosts, Extra: extra, DiskData: 1 << 20,
-		BeforeSnapshot: func(string) { time.Sleep(300 * time.Millisecond) }})
+		BeforeSnapshot: func(string) { time.Sleep(time.Duration(snapshotTakes.Load())) }})
 	o := testbed.StartOMA(t, testbed.OMAConfig{Ports: 24, Configure: func(c *appliance.Config) {}})
 	var vmaIDs []string
 	var logs []*testkit.Buffer
@@ -267,5 +270,40 @@ func TestQueueLimitsThreeVMAs(t *testing.T) {
 		if host[id] == host[last] {
 			t.Errorf("job %s of host %s was dispatched before the higher-priority %s", id, host[id], last)
 		}
+	}
+
+	// A job that names no VMA goes to a VMA allowed for the vCenter, the
+	// one with the most free capacity: vma-2 and vma-3 are allowed and
+	// idle, so vma-2 (by id); while its job runs, vma-3 has more room.
+	snapshotTakes.Store(int64(3 * time.Second)) // the first job holds its slot meanwhile
+	if code := o.Do(http.MethodPut, "/api/v1/vcenters/sim", map[string]any{"vmas": []string{"vma-2", "vma-3"}}, &vc); code != http.StatusOK {
+		t.Fatalf("PUT vmas = %d: %s", code, vc.Detail)
+	}
+	// An incremental needs the VMA that holds the VM's copy: vma-1, not
+	// allowed any more.
+	var p struct {
+		Field  string `json:"field"`
+		Detail string `json:"detail"`
+	}
+	if code := o.Do(http.MethodPost, "/api/v1/replications", map[string]any{"source_vm": map[string]string{"id": vms[0].ID},
+		"replication_type": "incremental"}, &p); code != http.StatusConflict || p.Field != "vma_id" || !strings.Contains(p.Detail, "vma-1: not allowed") {
+		t.Errorf("an incremental with no VMA named, its copy on a VMA not allowed = %d %+v, want 409 naming vma_id", code, p)
+	}
+	// A VMA named must be allowed.
+	if code := o.Do(http.MethodPost, "/api/v1/replications", map[string]any{"source_vm": map[string]string{"id": vms[0].ID},
+		"replication_type": "initial", "vma_id": "vma-1"}, &p); code != http.StatusBadRequest || p.Field != "vma_id" {
+		t.Errorf("a job for a VMA not allowed for the vCenter = %d %+v, want 400 naming vma_id", code, p)
+	}
+	var first, second jobView
+	if code := o.Do(http.MethodPost, "/api/v1/replications", map[string]any{"source_vm": map[string]string{"id": vms[0].ID},
+		"replication_type": "initial"}, &first); code != http.StatusCreated || first.VMAID != "vma-2" {
+		t.Fatalf("create with no VMA named = %d, VMA %q; want vma-2", code, first.VMAID)
+	}
+	if code := o.Do(http.MethodPost, "/api/v1/replications/"+first.JobID+"/start", map[string]any{}, &first); code != http.StatusAccepted {
+		t.Fatalf("start = %d", code)
+	}
+	if code := o.Do(http.MethodPost, "/api/v1/replications", map[string]any{"source_vm": map[string]string{"id": vms[1].ID},
+		"replication_type": "initial"}, &second); code != http.StatusCreated || second.VMAID != "vma-3" {
+		t.Fatalf("create with no VMA named while vma-2 runs a job = %d, VMA %q; want vma-3", code, second.VMAID)
 	}
 }
