@@ -103,3 +103,61 @@ func decode(ev events.Event) (events.Payload, string, error) {
 	}
 	return p, subj, nil
 }
+
+// PublishEvents publishes evs in order without waiting for each ack
+// (JetStream stores the messages of one connection in the order sent),
+// each with Nats-Msg-Id set to its ID, then waits for the acks. It returns
+// how many of the first events are acknowledged, in a row: those after a
+// failure may or may not be stored, and publishing them again is harmless.
+// Without a deadline on ctx it waits 5s for the acks.
+func (c *Conn) PublishEvents(ctx context.Context, evs []events.Event) (int, error) {
+	futures := make([]jetstream.PubAckFuture, 0, len(evs))
+	var failed error
+	for _, ev := range evs {
+		_, subj, err := decode(ev)
+		if err != nil {
+			failed = fmt.Errorf("publish %s: %w", ev.Type, err)
+			break
+		}
+		raw, err := json.Marshal(ev)
+		if err != nil {
+			failed = fmt.Errorf("publish %s: encode: %w", ev.Type, err)
+			break
+		}
+		if err := c.validator.CheckEvent(raw); err != nil {
+			failed = fmt.Errorf("publish %s: %w", ev.Type, err)
+			break
+		}
+		msg := &nats.Msg{Subject: subj, Data: raw, Header: nats.Header{}}
+		msg.Header.Set("Content-Type", ContentType)
+		f, err := c.js.PublishMsgAsync(msg, jetstream.WithMsgID(ev.ID))
+		if err != nil {
+			failed = fmt.Errorf("publish %s on %s: %w", ev.Type, subj, err)
+			break
+		}
+		futures = append(futures, f)
+	}
+	wait := time.After(publishRetry)
+	if d, ok := ctx.Deadline(); ok {
+		wait = time.After(time.Until(d))
+	}
+	for i, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			if errors.Is(err, jetstream.ErrNoStreamResponse) {
+				// Nobody stored it (an account reload): the sync publish
+				// tries again.
+				if _, err := c.PublishEvent(ctx, evs[i]); err == nil {
+					continue
+				}
+			}
+			return i, fmt.Errorf("publish %s: %w", evs[i].Type, err)
+		case <-ctx.Done():
+			return i, ctx.Err()
+		case <-wait:
+			return i, fmt.Errorf("publish %s: no ack in time", evs[i].Type)
+		}
+	}
+	return len(futures), failed
+}

@@ -10,15 +10,16 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/oma/store"
 )
 
-// publisher publishes one event; *bus.Conn satisfies it.
+// publisher publishes events in order; *bus.Conn satisfies it.
 type publisher interface {
-	PublishEvent(ctx context.Context, ev events.Event) (*jetstream.PubAck, error)
+	// PublishEvents publishes evs in order and returns how many of the
+	// first are acknowledged.
+	PublishEvents(ctx context.Context, evs []events.Event) (int, error)
 }
 
 // Outbox publishes what waits in a store's outbox. It is safe for
@@ -66,25 +67,37 @@ func (o *Outbox) Run(ctx context.Context) {
 	}
 }
 
-// Flush publishes what waits in the outbox. Nats-Msg-Id makes a repeat of
-// an event that was published but not removed harmless. It returns the
-// first failure; what was not published stays for the next flush.
+// sentBatch is how many published events one transaction removes from
+// the outbox: a commit per event would cost more than the publishes.
+const sentBatch = 256
+
+// Flush publishes what waits in the outbox, in order (the streams keep the
+// order of the changes), sentBatch events at a time without waiting for
+// each ack, and removes what was acknowledged, a batch a transaction. Nats-Msg-Id makes a repeat of an event that was published
+// but not removed (a crash in between) harmless. It returns the first
+// failure; what was not published stays for the next flush.
 func (o *Outbox) Flush(ctx context.Context) error {
 	o.flushMu.Lock()
 	defer o.flushMu.Unlock()
-	pending, err := o.store.Outbox()
-	if err != nil {
-		return err
-	}
-	for _, p := range pending {
-		if _, err := o.bus.PublishEvent(ctx, p.Event); err != nil {
+	for {
+		batch, err := o.store.OutboxFirst(sentBatch)
+		if err != nil || len(batch) == 0 {
 			return err
 		}
-		if err := o.store.Sent(p); err != nil {
+		evs := make([]events.Event, len(batch))
+		for i, p := range batch {
+			evs[i] = p.Event
+		}
+		n, err := o.bus.PublishEvents(ctx, evs)
+		if n > 0 {
+			if serr := o.store.Sent(batch[:n]...); serr != nil {
+				return serr
+			}
+		}
+		if err != nil {
 			return err
 		}
 	}
-	return nil
 }
 
 // PublishSoon publishes the outbox now; what fails stays for Run.

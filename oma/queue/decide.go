@@ -87,30 +87,48 @@ func (c counts) add(e *store.QueueEntry, n int) {
 	c[turnKey(e)] += n
 }
 
-// blocked says which limit keeps e from running now, "" when none does:
-// the first full one of its VMA, vCenter, ESXi host, datastores and plan.
-func (r *rules) blocked(c counts, e *store.QueueEntry) string {
+// limitHit names the limit that keeps a job waiting: what it bounds
+// ("vma", "vcenter", "esxi host", "datastore", "plan"), which one, and how
+// many of how many run. A VMA that takes no job says why in down.
+type limitHit struct {
+	what, name string
+	n, limit   int
+	down       string
+}
+
+// String is the hit as a job's waiting_for says it.
+func (h limitHit) String() string {
+	if h.down != "" {
+		return fmt.Sprintf("%s %s: %s", h.what, h.name, h.down)
+	}
+	return fmt.Sprintf("%s %s: %d of %d running", h.what, h.name, h.n, h.limit)
+}
+
+// blocked says which limit keeps e from running now, false when none
+// does: the first full one of its VMA, vCenter, ESXi host, datastores and
+// plan.
+func (r *rules) blocked(c counts, e *store.QueueEntry) (limitHit, bool) {
 	v, ok := r.vmas[e.VMAID]
 	switch {
 	case !ok:
-		return fmt.Sprintf("vma %s: not registered", e.VMAID)
+		return limitHit{what: "vma", name: e.VMAID, down: "not registered"}, true
 	case v.down != "":
-		return fmt.Sprintf("vma %s: %s", e.VMAID, v.down)
+		return limitHit{what: "vma", name: e.VMAID, down: v.down}, true
 	case c[vmaKey(e.VMAID)] >= v.capacity:
-		return fmt.Sprintf("vma %s: %d of %d running", e.VMAID, c[vmaKey(e.VMAID)], v.capacity)
+		return limitHit{"vma", e.VMAID, c[vmaKey(e.VMAID)], v.capacity, ""}, true
 	}
 	l := r.source(e.VCenter, e.Plan)
 	if n := c[vcenterKey(e.VCenter)]; n >= l.VCenter {
-		return fmt.Sprintf("vcenter %s: %d of %d running", e.VCenter, n, l.VCenter)
+		return limitHit{"vcenter", e.VCenter, n, l.VCenter, ""}, true
 	}
 	if e.ESXiHost != "" {
 		if n := c[hostKey(e.VCenter, e.ESXiHost)]; n >= l.ESXiHost {
-			return fmt.Sprintf("esxi host %s: %d of %d running", e.ESXiHost, n, l.ESXiHost)
+			return limitHit{"esxi host", e.ESXiHost, n, l.ESXiHost, ""}, true
 		}
 	}
 	for _, ds := range e.Datastores {
 		if n := c[dsKey(e.VCenter, ds)]; n >= l.Datastore {
-			return fmt.Sprintf("datastore %s: %d of %d running", ds, n, l.Datastore)
+			return limitHit{"datastore", ds, n, l.Datastore, ""}, true
 		}
 	}
 	if e.Plan != "" {
@@ -119,10 +137,10 @@ func (r *rules) blocked(c counts, e *store.QueueEntry) string {
 			max = p.limits.MaxConcurrent
 		}
 		if n := c[planKey(e.Plan)]; n >= max {
-			return fmt.Sprintf("plan %s: %d of %d running", e.Plan, n, max)
+			return limitHit{"plan", e.Plan, n, max, ""}, true
 		}
 	}
-	return ""
+	return limitHit{}, false
 }
 
 // Decision is what one pass decided for a waiting job.
@@ -141,12 +159,19 @@ type Decision struct {
 // of one kind: the turn with the fewest jobs running goes first, ties to
 // its oldest job. So plans share the slots, and a plan's incrementals keep
 // half its slots while its initial copies wait, and the other way round.
-// decide returns the dispatched jobs in order and every waiting job's
-// decision.
-func decide(waiting, running []*store.QueueEntry, r *rules) ([]*store.QueueEntry, map[string]Decision) {
+// decide returns the dispatched jobs in order and the decisions of the
+// waiting jobs it went through: every one when full, else only as far as
+// a VMA has a free slot (the rest cannot run before a slot frees).
+func decide(waiting, running []*store.QueueEntry, r *rules, full bool) ([]*store.QueueEntry, map[string]Decision) {
 	c := counts{}
 	for _, e := range running {
 		c.add(e, 1)
+	}
+	free := 0 // free slots over the VMAs that take jobs
+	for id, v := range r.vmas {
+		if v.down == "" {
+			free += max(0, v.capacity-c[vmaKey(id)])
+		}
 	}
 	// The turns, each oldest first.
 	type turn struct {
@@ -175,6 +200,7 @@ func decide(waiting, running []*store.QueueEntry, r *rules) ([]*store.QueueEntry
 	}
 	var out []*store.QueueEntry
 	decisions := make(map[string]Decision, len(waiting))
+	texts := map[limitHit]string{}
 	for pos := 1; ; pos++ {
 		var next *turn
 		for _, t := range turns {
@@ -185,16 +211,25 @@ func decide(waiting, running []*store.QueueEntry, r *rules) ([]*store.QueueEntry
 				next = t
 			}
 		}
-		if next == nil {
+		if next == nil || free == 0 && !full {
 			return out, decisions
 		}
 		e := next.queue[0]
 		next.queue = next.queue[1:]
-		why := r.blocked(c, e)
+		why := ""
+		if hit, ok := r.blocked(c, e); ok {
+			// Many jobs wait for the same few limits: each text is
+			// made once.
+			if why, ok = texts[hit]; !ok {
+				why = hit.String()
+				texts[hit] = why
+			}
+		}
 		decisions[e.JobID] = Decision{Position: pos, WaitingFor: why}
 		if why == "" {
 			c.add(e, 1)
 			out = append(out, e)
+			free--
 		} else {
 			// A job that waits does not hold its turn's place: the turn
 			// goes on as if it ran, so that one blocked job (its host

@@ -115,7 +115,7 @@ func TestDecideLimits(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, decisions := decide(tt.waiting, tt.running, tt.rules())
+			got, decisions := decide(tt.waiting, tt.running, tt.rules(), true)
 			if !slices.Equal(ids(got), tt.dispatch) {
 				t.Errorf("dispatched %v, want %v", ids(got), tt.dispatch)
 			}
@@ -150,7 +150,7 @@ func TestDecideOrder(t *testing.T) {
 	waiting = append(waiting, job("urgent-0", "b", "h", "urgent", incr, 20))
 	// "big" already runs 1 initial copy.
 	running := []*store.QueueEntry{job("big-init-running", "a", "h", "big", initial, -1)}
-	got, _ := decide(waiting, running, r)
+	got, _ := decide(waiting, running, r, true)
 	want := []string{
 		"urgent-0",                   // the highest priority, though queued last
 		"small-init-0", "big-incr-0", // the turns with nothing running, oldest first: small's copies, big's incrementals
@@ -172,7 +172,7 @@ func TestDecideBlockedTurnDoesNotHoldOthers(t *testing.T) {
 		job("p-1", "a", "h1", "p", initial, 1), job("p-2", "a", "h1", "p", initial, 2), job("p-3", "a", "h2", "p", initial, 3),
 		job("q-1", "b", "h1", "q", initial, 4), job("q-2", "b", "h3", "q", initial, 5),
 	}
-	got, d := decide(waiting, nil, r)
+	got, d := decide(waiting, nil, r, true)
 	if want := []string{"p-1", "q-2", "p-3"}; !slices.Equal(ids(got), want) {
 		t.Errorf("dispatched %v, want %v", ids(got), want)
 	}

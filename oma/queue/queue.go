@@ -191,22 +191,26 @@ func (q *Queue) Kick() {
 }
 
 // Run loads the queue from the store, then makes passes until ctx ends:
-// after every Kick, and every Config.Interval.
+// after every Kick, and a full one (every waiting job's position and
+// reason brought up to date) every Config.Interval.
 func (q *Queue) Run(ctx context.Context) error {
 	if err := q.load(); err != nil {
 		return err
 	}
 	t := time.NewTicker(q.cfg.Interval)
 	defer t.Stop()
+	full := true
 	for {
-		if err := q.Pass(ctx); err != nil && ctx.Err() == nil {
+		if err := q.Pass(ctx, full); err != nil && ctx.Err() == nil {
 			q.log.Warn("queue pass", "err", err)
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-q.kick:
+			full = false
 		case <-t.C:
+			full = true
 		}
 	}
 }
@@ -299,8 +303,9 @@ func (q *Queue) Running() map[string]int {
 }
 
 // Pass decides once: it dispatches every waiting job a slot is free for,
-// in the queue's order, and records why the others wait.
-func (q *Queue) Pass(ctx context.Context) error {
+// in the queue's order, and records why the others wait: all of them when
+// full, else those it went through before the VMAs' slots ran out.
+func (q *Queue) Pass(ctx context.Context, full bool) error {
 	q.passMu.Lock()
 	defer q.passMu.Unlock()
 	now := q.cfg.Now().UTC()
@@ -323,7 +328,7 @@ func (q *Queue) Pass(ctx context.Context) error {
 		running = append(running, e)
 	}
 	q.mu.Unlock()
-	dispatch, decisions := decide(waiting, running, r)
+	dispatch, decisions := decide(waiting, running, r, full)
 
 	// What to write: the dispatches, and a queued event for each job the
 	// queue sees waiting for the first time.

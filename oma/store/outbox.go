@@ -37,30 +37,41 @@ type Pending struct {
 }
 
 // Outbox returns the events waiting to be published, oldest first.
-func (s *Store) Outbox() ([]Pending, error) {
+func (s *Store) Outbox() ([]Pending, error) { return s.OutboxFirst(0) }
+
+// OutboxFirst returns the n oldest events waiting to be published (all of
+// them when n is 0), oldest first.
+func (s *Store) OutboxFirst(n int) ([]Pending, error) {
 	var out []Pending
 	err := s.db.View(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketOutbox)
 		if b == nil {
 			return nil
 		}
-		return b.ForEach(func(k, v []byte) error {
+		c := b.Cursor()
+		for k, v := c.First(); k != nil && (n == 0 || len(out) < n); k, v = c.Next() {
 			var ev events.Event
 			if err := json.Unmarshal(v, &ev); err != nil {
 				return fmt.Errorf("outbox: decode: %w", err)
 			}
 			out = append(out, Pending{key: append([]byte(nil), k...), Event: ev})
-			return nil
-		})
+		}
+		return nil
 	})
 	return out, err
 }
 
-// Sent removes a published event from the outbox.
-func (s *Store) Sent(p Pending) error {
+// Sent removes published events from the outbox, in one transaction.
+func (s *Store) Sent(ps ...Pending) error {
 	return s.db.Update(func(tx *bbolt.Tx) error {
-		if b := tx.Bucket(bucketOutbox); b != nil {
-			return b.Delete(p.key)
+		b := tx.Bucket(bucketOutbox)
+		if b == nil {
+			return nil
+		}
+		for _, p := range ps {
+			if err := b.Delete(p.key); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
