@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/oma/store"
 )
