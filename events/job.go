@@ -9,7 +9,10 @@ import (
 // Job states, as the OMA keeps them. A job moves
 // pending -> queued -> snapshotting -> copying -> verifying -> finalizing ->
 // completed (verifying only when the job reads its copy back), or ends
-// failed or cancelled.
+// failed or cancelled. A queued or running job may be paused (stopped at a
+// checkpoint, its snapshot kept) and resumed (queued again); a pause
+// longer than the OMA's -pause-snapshot-max ends it paused-expired, its
+// snapshot removed.
 const (
 	JobPending      = "pending"
 	JobQueued       = "queued"
@@ -20,12 +23,16 @@ const (
 	JobCompleted    = "completed"
 	JobFailed       = "failed"
 	JobCancelled    = "cancelled"
+	JobPaused       = "paused"
+	// JobPausedExpired: paused too long; its snapshot was removed, and
+	// its VM's next copy starts from the last completed one.
+	JobPausedExpired = "paused-expired"
 )
 
 // JobStates lists every job state in lifecycle order.
 func JobStates() []string {
 	return []string{JobPending, JobQueued, JobSnapshotting, JobCopying, JobVerifying, JobFinalizing,
-		JobCompleted, JobFailed, JobCancelled}
+		JobCompleted, JobFailed, JobCancelled, JobPaused, JobPausedExpired}
 }
 
 // JobCreated announces a job the OMA created, with its exports.

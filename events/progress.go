@@ -74,6 +74,9 @@ const (
 	StatusCompleted = "completed"
 	StatusFailed    = "failed"
 	StatusCancelled = "cancelled"
+	// StatusPaused: the job stopped at a checkpoint, its snapshot kept; a
+	// replicate command for it resumes it.
+	StatusPaused = "paused"
 )
 
 // ReplicationStatus is a VMA's report of a job's state. A completed status

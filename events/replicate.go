@@ -66,3 +66,22 @@ func (c *ReplicateCancel) NATSSubject() (string, error) { return subject.Replica
 
 // EventSubject implements Payload: the job id.
 func (c *ReplicateCancel) EventSubject() string { return c.JobID }
+
+// ReplicatePause tells a VMA to stop a job at a checkpoint and keep its
+// snapshot: the job ends paused until a replicate command for it resumes
+// it. It travels on the cancel subject: both stop a job, and the VMA's
+// command consumer takes them in order.
+type ReplicatePause struct {
+	JobID  string `json:"job_id"`
+	VMAID  string `json:"vma_id"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// EventType implements Payload.
+func (*ReplicatePause) EventType() string { return TypeReplicatePause }
+
+// NATSSubject implements Payload.
+func (c *ReplicatePause) NATSSubject() (string, error) { return subject.ReplicateCancel(c.VMAID) }
+
+// EventSubject implements Payload: the job id.
+func (c *ReplicatePause) EventSubject() string { return c.JobID }

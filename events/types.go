@@ -6,6 +6,7 @@ const (
 	TypeDiscoverResult     = "io.godwit.discover.result.v1"
 	TypeReplicateCommand   = "io.godwit.replicate.command.v1"
 	TypeReplicateCancel    = "io.godwit.replicate.cancel.v1"
+	TypeReplicatePause     = "io.godwit.replicate.pause.v1"
 	TypeProgress           = "io.godwit.progress.v1"
 	TypeReplicationStatus  = "io.godwit.replication.status.v1"
 	TypeJobCreated         = "io.godwit.job.created.v1"
@@ -29,7 +30,7 @@ func Types() []string {
 		TypeProgress, TypeReplicationStatus, TypeJobCreated, TypeJobStateChanged, TypeHeartbeat,
 		TypeTunnelOutage, TypeStreamAlert,
 		TypePlanCreated, TypePlanChanged, TypePlanVMStateChanged, TypePlanSyncScheduled, TypePlanSyncDone,
-		TypeQueueQueued, TypeQueueDispatched,
+		TypeQueueQueued, TypeQueueDispatched, TypeReplicatePause,
 	}
 }
 
@@ -73,6 +74,8 @@ func NewPayload(eventType string) (Payload, bool) {
 		return new(QueueQueued), true
 	case TypeQueueDispatched:
 		return new(QueueDispatched), true
+	case TypeReplicatePause:
+		return new(ReplicatePause), true
 	}
 	return nil, false
 }

@@ -51,6 +51,7 @@ type config struct {
 	secretKey       string
 	minSyncInterval time.Duration
 	vmaTimeout      time.Duration
+	pauseMax        time.Duration
 }
 
 // newFlagSet declares the flags every oma command has; its usage lists the
@@ -87,6 +88,7 @@ func declareRunFlags(fs *flag.FlagSet, cfg *config) {
 	fs.Int64Var(&cfg.verifyRate, "verify-rate", 0, "bytes per second read from the volumes to answer verify requests, over all of them; 0: no bound")
 	fs.StringVar(&cfg.secretKey, "secret-key", "", "file of the key that encrypts the registered vCenters' passwords at rest (mode 0600, created on first start; default: <data>/at-rest.key); keep it out of backups of state.db")
 	fs.DurationVar(&cfg.minSyncInterval, "min-sync-interval", plans.DefaultMinSyncInterval, "shortest interval a plan's sync schedule may have")
+	fs.DurationVar(&cfg.pauseMax, "pause-snapshot-max", jobs.DefaultPauseSnapshotMax, "how long a job may stay paused with its VMware snapshot; then it ends paused-expired and the snapshot is removed")
 	fs.DurationVar(&cfg.vmaTimeout, "vma-heartbeat-timeout", queue.DefaultHeartbeatTimeout, "how long after its last heartbeat a VMA gets no more jobs from the queue (VMAs beat every 10s)")
 	fs.DurationVar(&cfg.streamMaxAge, "stream-max-age", 30*24*time.Hour, "how long streams keep events")
 	fs.Int64Var(&cfg.streamMaxBytes, "stream-max-bytes", 1<<30, "bytes each stream keeps at most")
@@ -206,6 +208,9 @@ func (cfg *config) appliance() (appliance.Config, error) {
 	if cfg.minSyncInterval <= 0 {
 		return appliance.Config{}, fmt.Errorf("-min-sync-interval %s: want a positive duration", cfg.minSyncInterval)
 	}
+	if cfg.pauseMax <= 0 {
+		return appliance.Config{}, fmt.Errorf("-pause-snapshot-max %s: want a positive duration", cfg.pauseMax)
+	}
 	if cfg.vmaTimeout <= 0 {
 		return appliance.Config{}, fmt.Errorf("-vma-heartbeat-timeout %s: want a positive duration", cfg.vmaTimeout)
 	}
@@ -243,6 +248,6 @@ func (cfg *config) appliance() (appliance.Config, error) {
 		StreamMaxAge:    cfg.streamMaxAge,
 		StreamMaxBytes:  cfg.streamMaxBytes,
 		AtRestKeyFile:   cfg.secretKey,
-		MinSyncInterval: cfg.minSyncInterval, HeartbeatTimeout: cfg.vmaTimeout,
+		MinSyncInterval: cfg.minSyncInterval, HeartbeatTimeout: cfg.vmaTimeout, PauseSnapshotMax: cfg.pauseMax,
 	}, nil
 }

@@ -205,7 +205,7 @@ func TestBrokenPayloadsNameTheField(t *testing.T) {
 		{"disk key is a string", events.TypeProgress, func(m map[string]any) {
 			m["disks"].([]any)[0].(map[string]any)["key"] = "2000"
 		}, "$.disks[0].key"},
-		{"unknown replication state", events.TypeReplicationStatus, func(m map[string]any) { m["state"] = "paused" }, "$.state"},
+		{"unknown replication state", events.TypeReplicationStatus, func(m map[string]any) { m["state"] = "dozing" }, "$.state"},
 		{"change id empty", events.TypeReplicationStatus, func(m map[string]any) {
 			m["disks"].([]any)[0].(map[string]any)["change_id"] = ""
 		}, "$.disks[0].change_id"},

@@ -66,6 +66,8 @@ type jobManager interface {
 	Job(id string) (store.Job, error)
 	Start(ctx context.Context, id string, cred vmas.VCenterCredentials, opts jobs.StartOptions) (store.Job, error)
 	Cancel(ctx context.Context, id string) (store.Job, error)
+	Pause(ctx context.Context, id, reason string) (store.Job, error)
+	Resume(ctx context.Context, id string) (store.Job, error)
 	CurrentReplica(j store.Job) (*replicas.Replica, error)
 }
 
@@ -161,6 +163,8 @@ func (a *API) Handler() http.Handler {
 	route(http.MethodGet, "/replications/{id}", tokens.Read, a.getReplication)
 	route(http.MethodDelete, "/replications/{id}", tokens.Operate, a.cancelReplication)
 	route(http.MethodPost, "/replications/{id}/start", tokens.Operate, a.startReplication)
+	route(http.MethodPost, "/replications/{id}/pause", tokens.Operate, a.pauseReplication)
+	route(http.MethodPost, "/replications/{id}/resume", tokens.Operate, a.resumeReplication)
 	route(http.MethodGet, "/queue", tokens.Read, a.listQueue)
 	route(http.MethodPost, "/discover", tokens.Operate, a.discover)
 	route(http.MethodGet, "/vms", tokens.Read, a.vms)

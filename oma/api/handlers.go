@@ -365,9 +365,13 @@ type jobView struct {
 	// what it waits for; DispatchedAt is when the queue sent it to its VMA.
 	Queue        *queueStatus `json:"queue,omitempty"`
 	DispatchedAt *time.Time   `json:"dispatched_at,omitempty"`
-	CreatedAt    time.Time    `json:"created_at"`
-	UpdatedAt    time.Time    `json:"updated_at"`
-	FinishedAt   *time.Time   `json:"finished_at,omitempty"`
+	// PauseRequestedAt is when a pause was asked of its VMA (until it
+	// pauses), PausedAt when it paused.
+	PauseRequestedAt *time.Time `json:"pause_requested_at,omitempty"`
+	PausedAt         *time.Time `json:"paused_at,omitempty"`
+	CreatedAt        time.Time  `json:"created_at"`
+	UpdatedAt        time.Time  `json:"updated_at"`
+	FinishedAt       *time.Time `json:"finished_at,omitempty"`
 }
 
 type diskView struct {
@@ -397,7 +401,7 @@ func viewOf(j store.Job) jobView {
 		Figures: events.Figures{BytesTotal: j.BytesTotal, BytesDone: j.BytesDone,
 			RateBytesPerSecond: j.RateBytesPerSecond, AverageRateBytesPerSecond: j.AverageRateBytesPerSecond},
 		LastError: j.LastError, BytesWritten: j.BytesWritten, ESXiHost: j.ESXiHost, Datastores: j.Datastores,
-		Plan: j.Plan, Priority: j.Priority, DispatchedAt: j.DispatchedAt,
+		Plan: j.Plan, Priority: j.Priority, DispatchedAt: j.DispatchedAt, PauseRequestedAt: j.PauseRequestedAt, PausedAt: j.PausedAt,
 		CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt, FinishedAt: j.FinishedAt,
 	}
 	if j.BytesTotal > 0 {

@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/gorilla/mux"
+
 	"github.com/godwit/godwit/oma/queue"
 	"github.com/godwit/godwit/oma/store"
 )
@@ -51,4 +53,20 @@ type queueList struct {
 func (a *API) listQueue(w http.ResponseWriter, _ *http.Request) error {
 	q := a.ctl.Queue()
 	return writeJSON(w, http.StatusOK, queueList{Jobs: q.List(), Running: q.Running(), At: a.now().UTC()})
+}
+
+func (a *API) pauseReplication(w http.ResponseWriter, r *http.Request) error {
+	j, err := a.ctl.Pause(r.Context(), mux.Vars(r)["id"], "")
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusAccepted, a.view(r, j))
+}
+
+func (a *API) resumeReplication(w http.ResponseWriter, r *http.Request) error {
+	j, err := a.ctl.Resume(r.Context(), mux.Vars(r)["id"])
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusAccepted, a.view(r, j))
 }

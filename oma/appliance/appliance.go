@@ -112,6 +112,9 @@ type Config struct {
 	// HeartbeatTimeout is how long after its last heartbeat a VMA gets no
 	// more jobs from the queue; 0 means queue.DefaultHeartbeatTimeout.
 	HeartbeatTimeout time.Duration
+	// PauseSnapshotMax is how long a job may stay paused with its
+	// snapshot; 0 means jobs.DefaultPauseSnapshotMax.
+	PauseSnapshotMax time.Duration
 	// StreamMaxAge and StreamMaxBytes limit what each stream keeps; zero
 	// means 30 days and 1 GiB.
 	StreamMaxAge   time.Duration
@@ -369,7 +372,7 @@ func (o *OMA) Run(ctx context.Context) error {
 		OMAPorts:      o.ownPorts(l.Addr(), srv.ClientURL()),
 		PendingJobTTL: cfg.PendingJobTTL, MaxPendingJobs: cfg.MaxPendingJobs, NBDPortsPerVMA: cfg.NBDPortsPerVMA,
 		VerifyParallel: cfg.VerifyParallel, VerifyLimiter: verifyLimiter(cfg),
-		AtRestKey: atRestKey, MinSyncInterval: cfg.MinSyncInterval, PlanPoll: cfg.PlanPoll, HeartbeatTimeout: cfg.HeartbeatTimeout,
+		AtRestKey: atRestKey, MinSyncInterval: cfg.MinSyncInterval, PlanPoll: cfg.PlanPoll, HeartbeatTimeout: cfg.HeartbeatTimeout, PauseSnapshotMax: cfg.PauseSnapshotMax,
 	}, st, conn, exp, srv)
 	if err := ctl.Restore(ctx); err != nil {
 		return err

@@ -82,6 +82,9 @@ type Config struct {
 	// HeartbeatTimeout is how long after its last heartbeat a VMA gets no
 	// more jobs from the queue; 0 means queue.DefaultHeartbeatTimeout.
 	HeartbeatTimeout time.Duration
+	// PauseSnapshotMax is how long a job may stay paused with its
+	// snapshot; 0 means jobs.DefaultPauseSnapshotMax.
+	PauseSnapshotMax time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger; nil discards.
@@ -138,7 +141,7 @@ func New(cfg Config, st *store.Store, conn *bus.Conn, exp *exports.Manager, acce
 		Keeper:   inventory.New(inventory.Config{DiscoverTimeout: cfg.DiscoverTimeout, Now: cfg.Now, Logger: log}, st, conn, reg),
 		Manager: jobs.New(jobs.Config{DataDir: cfg.DataDir, ExportHost: cfg.ExportHost, APIURL: cfg.APIURL, CancelGrace: cfg.CancelGrace,
 			PendingJobTTL: cfg.PendingJobTTL, MaxPendingJobs: cfg.MaxPendingJobs, VerifyParallel: cfg.VerifyParallel,
-			VerifyLimiter: cfg.VerifyLimiter, Queue: q, HeartbeatTimeout: cfg.HeartbeatTimeout, Now: cfg.Now, Logger: log}, st, exp, reg, out),
+			VerifyLimiter: cfg.VerifyLimiter, Queue: q, HeartbeatTimeout: cfg.HeartbeatTimeout, PauseSnapshotMax: cfg.PauseSnapshotMax, Now: cfg.Now, Logger: log}, st, exp, reg, out),
 		queue: q, cfg: cfg, store: st, bus: conn, exports: exp, outbox: out, log: log, started: cfg.Now(),
 	}
 	c.vcenters = vcenters.New(st, cfg.AtRestKey, vcenters.DiscoveryProver{D: c, Timeout: cfg.DiscoverTimeout}, cfg.Now)

@@ -11,12 +11,12 @@ import (
 	"github.com/godwit/godwit/oma/store"
 )
 
-// RunExpiry expires the jobs pending longer than Config.PendingJobTTL,
-// until ctx ends. It looks every second (by the wall clock) whether the
+// RunExpiry expires the jobs pending longer than Config.PendingJobTTL, and
+// those paused longer than Config.PauseSnapshotMax, until ctx ends. It looks every second (by the wall clock) whether the
 // next expiry is due by Now, and reads the jobs only then: at once, then
 // at the earliest time a pending job can expire.
 func (m *Manager) RunExpiry(ctx context.Context) {
-	t := time.NewTicker(max(min(m.cfg.PendingJobTTL/60, time.Second), time.Millisecond))
+	t := time.NewTicker(max(min(m.cfg.PendingJobTTL/60, m.cfg.PauseSnapshotMax/60, time.Second), time.Millisecond))
 	defer t.Stop()
 	var next time.Time // zero: look at once
 	for {
@@ -26,7 +26,14 @@ func (m *Manager) RunExpiry(ctx context.Context) {
 				m.log.Warn("expire pending jobs; retrying", "err", err)
 				due = now.Add(time.Second)
 			}
+			paused, err := m.expirePaused(ctx, now)
+			if err != nil {
+				m.log.Warn("expire paused jobs; retrying", "err", err)
+			}
 			next = due
+			if paused.Before(due) {
+				next = paused
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -375,6 +375,13 @@ func (m *Manager) transition(tx *bbolt.Tx, j *store.Job, to, why string) (bool, 
 			return false, err
 		}
 	}
+	j.PauseRequestedAt = nil
+	if to == events.JobPaused {
+		j.PausedAt = &now
+		if err := m.cfg.Queue.Park(tx, j.ID); err != nil {
+			return false, err
+		}
+	}
 	return true, store.Enqueue(tx, ev)
 }
 

@@ -21,6 +21,9 @@ import (
 // it expires, when Config.PendingJobTTL is zero.
 const DefaultPendingJobTTL = 24 * time.Hour
 
+// DefaultPauseSnapshotMax is Config.PauseSnapshotMax's default.
+const DefaultPauseSnapshotMax = time.Hour
+
 // DefaultMaxPendingJobs is how many pending jobs one token may have when
 // Config.MaxPendingJobs is zero.
 const DefaultMaxPendingJobs = 20
@@ -53,6 +56,11 @@ type Config struct {
 	// VerifyLimiter, if not nil, bounds the bytes per second read from the
 	// volumes to answer verify requests, to spare the disks.
 	VerifyLimiter Limiter
+	// PauseSnapshotMax is the longest a job stays paused with its snapshot
+	// kept (VMware snapshots must not live long): then it ends
+	// paused-expired and its VMA removes the snapshot. 0 means
+	// DefaultPauseSnapshotMax.
+	PauseSnapshotMax time.Duration
 	// HeartbeatTimeout is how long after its last heartbeat a VMA counts
 	// as gone: a job is not given to it when several VMAs could take it.
 	// 0 means queue.DefaultHeartbeatTimeout.
@@ -77,6 +85,10 @@ type Queue interface {
 	Adopt(tx *bbolt.Tx, e store.QueueEntry) error
 	// PerVMA counts each VMA's jobs in the queue, waiting or running.
 	PerVMA() map[string]int
+	// Park moves job id out of the queue's slots in tx as it pauses.
+	Park(tx *bbolt.Tx, id string) error
+	// Unpark puts paused job id back in the queue in tx.
+	Unpark(tx *bbolt.Tx, id string) error
 }
 
 // sealer seals a secret to a VMA; *vmas.Registry satisfies it.
@@ -145,6 +157,9 @@ func New(cfg Config, st *store.Store, exp *exports.Manager, reg sealer, out kick
 	}
 	if cfg.HeartbeatTimeout <= 0 {
 		cfg.HeartbeatTimeout = queue.DefaultHeartbeatTimeout
+	}
+	if cfg.PauseSnapshotMax <= 0 {
+		cfg.PauseSnapshotMax = DefaultPauseSnapshotMax
 	}
 	log := cfg.Logger
 	if log == nil {

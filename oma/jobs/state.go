@@ -29,12 +29,19 @@ func rank(state string) int {
 
 // Valid reports whether state is a job state.
 func Valid(state string) bool {
-	return rank(state) >= 0 || state == events.JobFailed || state == events.JobCancelled
+	return rank(state) >= 0 || state == events.JobFailed || state == events.JobCancelled ||
+		state == events.JobPaused || state == events.JobPausedExpired
 }
 
 // Final reports whether a job in state can never change again.
 func Final(state string) bool {
-	return state == events.JobCompleted || state == events.JobFailed || state == events.JobCancelled
+	return state == events.JobCompleted || state == events.JobFailed || state == events.JobCancelled || state == events.JobPausedExpired
+}
+
+// Pausable reports whether a job in state can be paused: it is queued, or
+// running on its VMA short of finalizing (removing its snapshot).
+func Pausable(state string) bool {
+	return rank(state) >= rank(events.JobQueued) && rank(state) < rank(events.JobFinalizing)
 }
 
 // Active reports whether a job in state holds its VM and its export.
@@ -43,12 +50,24 @@ func Active(state string) bool { return Valid(state) && !Final(state) }
 // CanMove reports whether a job may move from one state to another: forward
 // along the main line (skipping is allowed), or to failed or cancelled from
 // any state that is not final. Staying put is not a move.
+//
+// A job moves to paused only when queued or running, out of paused only to
+// queued (resumed), paused-expired, failed or cancelled, and to
+// paused-expired only from paused: a report that was on its way when the
+// job paused does not move it on.
 func CanMove(from, to string) bool {
 	if !Valid(from) || !Valid(to) || Final(from) || from == to {
 		return false
 	}
-	if to == events.JobFailed || to == events.JobCancelled {
+	switch {
+	case to == events.JobFailed || to == events.JobCancelled:
 		return true
+	case to == events.JobPaused:
+		return Pausable(from)
+	case from == events.JobPaused:
+		return to == events.JobQueued || to == events.JobPausedExpired
+	case to == events.JobPausedExpired:
+		return false
 	}
 	return rank(to) > rank(from)
 }
@@ -66,6 +85,8 @@ func FromStatus(status string) (string, error) {
 		return events.JobFailed, nil
 	case events.StatusCancelled:
 		return events.JobCancelled, nil
+	case events.StatusPaused:
+		return events.JobPaused, nil
 	}
 	return "", fmt.Errorf("unknown replication status %q", status)
 }

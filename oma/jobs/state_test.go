@@ -11,15 +11,17 @@ func TestCanMove(t *testing.T) {
 	t.Parallel()
 	// want lists, for each state, the states it may move to.
 	want := map[string][]string{
-		events.JobPending:      {events.JobQueued, events.JobSnapshotting, events.JobCopying, events.JobVerifying, events.JobFinalizing, events.JobCompleted, events.JobFailed, events.JobCancelled},
-		events.JobQueued:       {events.JobSnapshotting, events.JobCopying, events.JobVerifying, events.JobFinalizing, events.JobCompleted, events.JobFailed, events.JobCancelled},
-		events.JobSnapshotting: {events.JobCopying, events.JobVerifying, events.JobFinalizing, events.JobCompleted, events.JobFailed, events.JobCancelled},
-		events.JobCopying:      {events.JobVerifying, events.JobFinalizing, events.JobCompleted, events.JobFailed, events.JobCancelled},
-		events.JobVerifying:    {events.JobFinalizing, events.JobCompleted, events.JobFailed, events.JobCancelled},
-		events.JobFinalizing:   {events.JobCompleted, events.JobFailed, events.JobCancelled},
-		events.JobCompleted:    nil,
-		events.JobFailed:       nil,
-		events.JobCancelled:    nil,
+		events.JobPending:       {events.JobQueued, events.JobSnapshotting, events.JobCopying, events.JobVerifying, events.JobFinalizing, events.JobCompleted, events.JobFailed, events.JobCancelled},
+		events.JobQueued:        {events.JobSnapshotting, events.JobCopying, events.JobVerifying, events.JobFinalizing, events.JobCompleted, events.JobFailed, events.JobCancelled, events.JobPaused},
+		events.JobSnapshotting:  {events.JobCopying, events.JobVerifying, events.JobFinalizing, events.JobCompleted, events.JobFailed, events.JobCancelled, events.JobPaused},
+		events.JobCopying:       {events.JobVerifying, events.JobFinalizing, events.JobCompleted, events.JobFailed, events.JobCancelled, events.JobPaused},
+		events.JobVerifying:     {events.JobFinalizing, events.JobCompleted, events.JobFailed, events.JobCancelled, events.JobPaused},
+		events.JobFinalizing:    {events.JobCompleted, events.JobFailed, events.JobCancelled},
+		events.JobCompleted:     nil,
+		events.JobFailed:        nil,
+		events.JobCancelled:     nil,
+		events.JobPaused:        {events.JobQueued, events.JobPausedExpired, events.JobFailed, events.JobCancelled},
+		events.JobPausedExpired: nil,
 	}
 	for _, from := range events.JobStates() {
 		allowed := map[string]bool{}
@@ -37,7 +39,7 @@ func TestCanMove(t *testing.T) {
 func TestFinalAndActive(t *testing.T) {
 	t.Parallel()
 	for _, s := range events.JobStates() {
-		final := s == events.JobCompleted || s == events.JobFailed || s == events.JobCancelled
+		final := s == events.JobCompleted || s == events.JobFailed || s == events.JobCancelled || s == events.JobPausedExpired
 		if jobs.Final(s) != final || jobs.Active(s) == final {
 			t.Errorf("%s: Final = %v, Active = %v", s, jobs.Final(s), jobs.Active(s))
 		}
@@ -58,6 +60,7 @@ func TestMappings(t *testing.T) {
 		{events.StatusCompleted, events.JobCompleted, jobs.FromStatus},
 		{events.StatusFailed, events.JobFailed, jobs.FromStatus},
 		{events.StatusCancelled, events.JobCancelled, jobs.FromStatus},
+		{events.StatusPaused, events.JobPaused, jobs.FromStatus},
 		{events.PhaseSnapshotting, events.JobSnapshotting, jobs.FromPhase},
 		{events.PhaseCopying, events.JobCopying, jobs.FromPhase},
 		{events.PhaseVerifying, events.JobVerifying, jobs.FromPhase},
@@ -68,8 +71,8 @@ func TestMappings(t *testing.T) {
 			t.Errorf("map(%s) = %q, %v, want %q", tt.in, got, err, tt.want)
 		}
 	}
-	if _, err := jobs.FromStatus("paused"); err == nil {
-		t.Error("FromStatus(paused) succeeded")
+	if _, err := jobs.FromStatus("dozing"); err == nil {
+		t.Error("FromStatus(dozing) succeeded")
 	}
 	if _, err := jobs.FromPhase("dreaming"); err == nil {
 		t.Error("FromPhase(dreaming) succeeded")

@@ -9,6 +9,7 @@ import (
 
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/oma/fault"
+	"github.com/godwit/godwit/oma/jobs"
 	"github.com/godwit/godwit/oma/store"
 )
 
@@ -258,6 +259,7 @@ func (m *Manager) SetPaused(ctx context.Context, name string, paused bool) (View
 		return View{}, err
 	}
 	m.outbox.Kick()
+	m.pauseJobs(ctx, name, paused)
 	if !paused {
 		if _, err := m.Preflight(ctx, name); err != nil {
 			return View{}, err
@@ -265,6 +267,36 @@ func (m *Manager) SetPaused(ctx context.Context, name string, paused bool) (View
 		m.Kick()
 	}
 	return m.Get(ctx, name)
+}
+
+// pauseJobs pauses the running jobs of the plan named name, or resumes
+// its paused ones. A job that cannot (it ended meanwhile) is left as it
+// is.
+func (m *Manager) pauseJobs(ctx context.Context, name string, pause bool) {
+	var ids []string
+	_ = m.store.View(func(tx *bbolt.Tx) error {
+		vms, err := store.PlanVMs(tx, name)
+		for _, vm := range vms {
+			if vm.Job == "" || !busy(vm.State) {
+				continue
+			}
+			if j, err := store.GetJob(tx, vm.Job); err == nil && (pause && jobs.Pausable(j.State) || !pause && j.State == events.JobPaused) {
+				ids = append(ids, j.ID)
+			}
+		}
+		return err
+	})
+	for _, id := range ids {
+		var err error
+		if pause {
+			_, err = m.jobs.Pause(ctx, id, "its plan "+name+" was paused")
+		} else {
+			_, err = m.jobs.Resume(ctx, id)
+		}
+		if err != nil {
+			m.log.Warn("pause or resume a plan's job", "plan", name, "job", id, "pause", pause, "err", err)
+		}
+	}
 }
 
 // SyncNow makes every synced or failed VM of the plan named name due at

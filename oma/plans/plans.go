@@ -60,6 +60,8 @@ type Jobs interface {
 	CreateJob(ctx context.Context, req jobs.CreateRequest) (store.Job, error)
 	Start(ctx context.Context, id string, cred vmas.VCenterCredentials, opts jobs.StartOptions) (store.Job, error)
 	Cancel(ctx context.Context, id string) (store.Job, error)
+	Pause(ctx context.Context, id, reason string) (store.Job, error)
+	Resume(ctx context.Context, id string) (store.Job, error)
 }
 
 // VCenters is what plans ask of the registered vCenters;

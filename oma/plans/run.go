@@ -214,6 +214,14 @@ func (m *Manager) observe(tx *bbolt.Tx, vm *store.PlanVM, now time.Time) (bool, 
 		return false, j.ID, nil
 	case events.JobCompleted:
 		return true, "", m.synced(tx, vm, j, now)
+	case events.JobPausedExpired:
+		// Not a failure: its next copy starts from its last completed one.
+		to := events.PlanVMPending
+		if vm.LastSync != nil {
+			to = events.PlanVMSynced
+		}
+		vm.LastError = j.LastError
+		return true, "", m.move(tx, vm, to, j.ID, j.LastError, now)
 	case events.JobFailed, events.JobCancelled:
 		why := j.LastError
 		if why == "" {

@@ -161,6 +161,45 @@ func (q *Queue) Adopt(tx *bbolt.Tx, e store.QueueEntry) error {
 	return nil
 }
 
+// Park moves job id out of the waiting or running ones in tx, as it
+// pauses: it holds no slot until Unpark; its command is kept for then.
+func (q *Queue) Park(tx *bbolt.Tx, id string) error {
+	if _, err := store.Park(tx, id); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("park job %s: %w", id, err)
+	}
+	q.forget(tx, id)
+	return nil
+}
+
+// Unpark puts paused job id back in the queue in tx, waiting from now; an
+// error wrapping store.ErrNotFound when the queue kept no command for it.
+func (q *Queue) Unpark(tx *bbolt.Tx, id string) error {
+	e, err := store.Unpark(tx, id, q.cfg.Now().UTC())
+	if err != nil {
+		return fmt.Errorf("resume job %s: %w", id, err)
+	}
+	tx.OnCommit(func() {
+		q.mu.Lock()
+		q.waiting[id] = light(e)
+		q.mu.Unlock()
+		q.Kick()
+	})
+	return nil
+}
+
+// forget drops job id from memory when tx commits, and asks for a pass.
+func (q *Queue) forget(tx *bbolt.Tx, id string) {
+	tx.OnCommit(func() {
+		q.mu.Lock()
+		delete(q.waiting, id)
+		delete(q.running, id)
+		delete(q.decisions, id)
+		delete(q.announced, id)
+		q.mu.Unlock()
+		q.Kick()
+	})
+}
+
 // Remove takes job id out of the queue in tx, waiting or running, as its
 // job ends; its slots are free when tx commits.
 func (q *Queue) Remove(tx *bbolt.Tx, id string) error {
@@ -169,15 +208,7 @@ func (q *Queue) Remove(tx *bbolt.Tx, id string) error {
 		return fmt.Errorf("dequeue job %s: %w", id, err)
 	}
 	if was {
-		tx.OnCommit(func() {
-			q.mu.Lock()
-			delete(q.waiting, id)
-			delete(q.running, id)
-			delete(q.decisions, id)
-			delete(q.announced, id)
-			q.mu.Unlock()
-			q.Kick()
-		})
+		q.forget(tx, id)
 	}
 	return nil
 }
@@ -427,13 +458,12 @@ func (q *Queue) dispatch(tx *bbolt.Tx, id string, position int, now time.Time) (
 	if err != nil {
 		return false, err
 	}
-	if j.State != events.JobQueued || j.DispatchedAt != nil {
-		_, err := store.Dequeue(tx, id) // ended without being removed: not ours to send
+	if j.State != events.JobQueued {
+		_, err := store.Dequeue(tx, id) // moved on without being removed: not ours to send
 		return false, err
 	}
 	j.DispatchedAt, e.DispatchedAt = &now, &now
-	cmd := e.Command
-	e.Command = events.ReplicateCommand{} // sent: the sealed password is kept no longer
+	cmd := e.Command // kept with the entry until the job ends: a resume sends it again
 	if err := store.PutJob(tx, j); err != nil {
 		return false, err
 	}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -15,6 +16,9 @@ var (
 	// bucketRunning holds the jobs dispatched to their VMA and not ended,
 	// by job id: what the queue's limits count.
 	bucketRunning = []byte("running")
+	// bucketPaused holds the paused jobs, by job id, with their commands
+	// for the resume.
+	bucketPaused = []byte("paused")
 )
 
 // QueueEntry is a started job in the OMA's queue: waiting for a slot under
@@ -36,7 +40,8 @@ type QueueEntry struct {
 	Datastores []string  `json:"datastores,omitempty"`
 	QueuedAt   time.Time `json:"queued_at"`
 	// Command is the replicate command published when the job is
-	// dispatched; its password is sealed to the VMA.
+	// dispatched (again when it resumes); its password is sealed to the
+	// VMA.
 	Command events.ReplicateCommand `json:"command"`
 	// DispatchedAt is when the command was written to the outbox.
 	DispatchedAt *time.Time `json:"dispatched_at,omitempty"`
@@ -72,11 +77,42 @@ func Running(tx *bbolt.Tx) ([]QueueEntry, error) {
 	return out, each(tx, bucketRunning, func(e QueueEntry) error { out = append(out, e); return nil })
 }
 
-// Dequeue removes job id from the queue, waiting or dispatched; it reports
-// whether it was there.
+// Park moves job id, waiting or running, to the paused ones; ErrNotFound
+// when it is neither.
+func Park(tx *bbolt.Tx, id string) (QueueEntry, error) {
+	var e QueueEntry
+	err := get(tx, bucketQueue, id, &e)
+	if errors.Is(err, ErrNotFound) {
+		err = get(tx, bucketRunning, id, &e)
+	}
+	if err != nil {
+		return e, err
+	}
+	if _, err := Dequeue(tx, id); err != nil {
+		return e, err
+	}
+	return e, put(tx, bucketPaused, id, e)
+}
+
+// Unpark moves paused job id back to the waiting ones, queued at; it
+// returns the entry, ErrNotFound when the job is not paused in the queue.
+func Unpark(tx *bbolt.Tx, id string, at time.Time) (QueueEntry, error) {
+	var e QueueEntry
+	if err := get(tx, bucketPaused, id, &e); err != nil {
+		return e, err
+	}
+	if err := tx.Bucket(bucketPaused).Delete([]byte(id)); err != nil {
+		return e, err
+	}
+	e.QueuedAt, e.DispatchedAt = at, nil
+	return e, PutQueued(tx, e)
+}
+
+// Dequeue removes job id from the queue, waiting, dispatched or paused; it
+// reports whether it was there.
 func Dequeue(tx *bbolt.Tx, id string) (bool, error) {
 	was := false
-	for _, b := range [][]byte{bucketQueue, bucketRunning} {
+	for _, b := range [][]byte{bucketQueue, bucketRunning, bucketPaused} {
 		bk := tx.Bucket(b)
 		if bk.Get([]byte(id)) != nil {
 			was = true

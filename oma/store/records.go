@@ -67,6 +67,10 @@ type Job struct {
 	Priority int    `json:"priority,omitempty"`
 	// DispatchedAt is when the OMA's queue sent the job to its VMA.
 	DispatchedAt *time.Time `json:"dispatched_at,omitempty"`
+	// PauseRequestedAt is when a pause was asked of the job's VMA, until
+	// it pauses or resumes; PausedAt when it paused.
+	PauseRequestedAt *time.Time `json:"pause_requested_at,omitempty"`
+	PausedAt         *time.Time `json:"paused_at,omitempty"`
 }
 
 // JobDisk is one disk of a job: its export, volume and progress.

@@ -49,6 +49,11 @@ func (r *Runner) run(ctx context.Context, t *task) {
 	log := r.log.With("job", t.id)
 	log.Info("job starting", "vm_paths", t.cmd.VMPaths)
 	changes, err := r.execute(ctx, t)
+	var paused *Paused
+	if err != nil && errors.As(context.Cause(ctx), &paused) {
+		r.paused(ctx, t, fmt.Sprintf("%s (%s)", paused.Reason, stepOf(err)))
+		return
+	}
 	if err != nil && errors.Is(context.Cause(ctx), errStopping) {
 		log.Info("job interrupted: it resumes when the VMA starts again", "during", stepOf(err))
 		return
@@ -452,7 +457,7 @@ func (r *Runner) copyOnce(ctx context.Context, t *task, src Disk, p *diskPlan, t
 	res, err := copier.Copy(ctx, dst, src, p.areas, cfg)
 	stop()
 	if err != nil {
-		if errors.Is(context.Cause(ctx), errStopping) {
+		if interrupted(ctx) {
 			// Interrupted: what is below the checkpoint is written; make it
 			// durable and record it for the resume.
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -630,7 +635,7 @@ func (e *redacted) Unwrap() error { return e.err }
 // removeSnapshot removes the job's snapshot when the job ends on any path,
 // unless removeSnapshotNow did; it runs even when ctx was cancelled.
 func (r *Runner) removeSnapshot(ctx context.Context, t *task, s *vcenter.Session, ref types.ManagedObjectReference) {
-	if errors.Is(context.Cause(ctx), errStopping) {
+	if interrupted(ctx) {
 		return // kept for the resume
 	}
 	if err := r.removeSnapshotNow(ctx, t, s, ref); err != nil {

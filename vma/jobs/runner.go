@@ -213,6 +213,21 @@ func (c *Cancelled) Error() string { return "cancelled: " + c.Reason }
 // errStopping is the cause of a job's context when the VMA stops.
 var errStopping = errors.New("the VMA stopped")
 
+// Paused is the cause of a job's context when it was paused.
+type Paused struct{ Reason string }
+
+// Error implements error.
+func (p *Paused) Error() string { return "paused: " + p.Reason }
+
+// interrupted reports whether the job whose context is ctx was stopped to
+// go on later: the VMA stops, or the job was paused. Its snapshot and
+// checkpoints are kept.
+func interrupted(ctx context.Context) bool {
+	cause := context.Cause(ctx)
+	var p *Paused
+	return errors.Is(cause, errStopping) || errors.As(cause, &p)
+}
+
 // Run queues again the jobs a previous run left unfinished (they resume),
 // then consumes replicate and cancel commands and runs jobs until ctx
 // ends. Then it interrupts every running job (each flushes its exports and
@@ -251,6 +266,9 @@ func (r *Runner) handle(ctx context.Context, _ events.Event, p events.Payload) e
 	case *events.ReplicateCancel:
 		r.Cancel(ctx, c.JobID, c.Reason)
 		return nil
+	case *events.ReplicatePause:
+		r.Pause(ctx, c.JobID, c.Reason)
+		return nil
 	}
 	return fmt.Errorf("%w: %s on the commands consumer", bus.ErrPoison, p.EventType())
 }
@@ -265,12 +283,13 @@ func (r *Runner) accept(ctx context.Context, c *events.ReplicateCommand) error {
 		return nil
 	}
 	now := r.cfg.Now().UTC()
-	dup := false
+	dup, resume := false, false
 	j, err := r.st.Update(c.JobID, true, func(j *store.Job) error {
 		if store.Final(j.State) || j.State == store.StateRunning {
 			dup = true
 			return nil
 		}
+		resume = j.State == store.StatePaused // it goes on from its snapshot and checkpoints
 		sealed := c.Password
 		j.State, j.VCenter, j.Username, j.Password, j.VMPaths = store.StateQueued, c.VCenter, c.Username, &sealed, c.VMPaths
 		j.OnCBTReset, j.Verify, j.CAPEM, j.Thumbprint = c.OnCBTReset, c.Verify, c.CAPEM, c.Thumbprint
@@ -287,7 +306,7 @@ func (r *Runner) accept(ctx context.Context, c *events.ReplicateCommand) error {
 		r.log.Info("replicate command for a job this VMA already ran: ignored", "job", c.JobID, "state", j.State)
 		return nil
 	}
-	t := &task{id: c.JobID, cmd: c, tracker: newTracker(r.cfg.Now), done: make(chan struct{})}
+	t := &task{id: c.JobID, cmd: c, resume: resume, tracker: newTracker(r.cfg.Now), done: make(chan struct{})}
 	if err := r.publishStatus(ctx, t, events.StatusAccepted, nil, nil); err != nil {
 		return err
 	}
@@ -366,6 +385,13 @@ func (r *Runner) Cancel(ctx context.Context, id, reason string) bool {
 	i := slices.IndexFunc(r.queue, func(t *task) bool { return t.id == id })
 	if i < 0 {
 		r.mu.Unlock()
+		// A paused job ends here; its snapshot is removed in the
+		// background, as an ended job's left behind.
+		if j, err := r.st.Get(id); err == nil && j.State == store.StatePaused {
+			r.finish(ctx, &task{id: id}, store.StateCancelled, events.FailureCancelled, "paused: "+reason)
+			r.wg.Go(func() { r.retryCleanup(r.runCtx, id) })
+			return true
+		}
 		return false
 	}
 	t := r.queue[i]
@@ -374,6 +400,53 @@ func (r *Runner) Cancel(ctx context.Context, id, reason string) bool {
 	r.finish(ctx, t, store.StateCancelled, events.FailureCancelled, "queued: "+reason)
 	close(t.done)
 	return true
+}
+
+// Pause stops the job with id at a checkpoint and keeps its snapshot and
+// credentials: a running job once its disks' checkpoints are durable, a
+// queued one at once. It ends paused (a paused status) until a replicate
+// command for it resumes it. It reports whether the job was queued or
+// running.
+func (r *Runner) Pause(ctx context.Context, id, reason string) bool {
+	if reason == "" {
+		reason = "paused"
+	}
+	r.mu.Lock()
+	if t := r.running[id]; t != nil {
+		r.mu.Unlock()
+		t.cancel(&Paused{Reason: reason})
+		r.log.Info("pausing job", "job", id, "reason", reason)
+		return true
+	}
+	i := slices.IndexFunc(r.queue, func(t *task) bool { return t.id == id })
+	if i < 0 {
+		r.mu.Unlock()
+		return false
+	}
+	t := r.queue[i]
+	r.queue = slices.Delete(r.queue, i, i+1)
+	r.mu.Unlock()
+	r.paused(ctx, t, reason)
+	close(t.done)
+	return true
+}
+
+// paused records that job t stopped to go on later and says so to the
+// OMA.
+func (r *Runner) paused(ctx context.Context, t *task, reason string) {
+	now := r.cfg.Now().UTC()
+	if _, err := r.st.Update(t.id, false, func(j *store.Job) error {
+		j.State, j.UpdatedAt = store.StatePaused, now
+		return nil
+	}); err != nil {
+		r.log.Error("record a job paused", "job", t.id, "err", err)
+	}
+	r.log.Info("job paused", "job", t.id, "reason", reason)
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := r.publishStatus(pctx, t, events.StatusPaused, nil, &events.Failure{Code: events.FailureCancelled, Message: "paused: " + reason}); err != nil {
+		r.log.Error("publish a job paused", "job", t.id, "err", err)
+	}
 }
 
 // Wait waits until the job with id, if the runner holds it, has ended.

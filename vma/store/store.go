@@ -34,6 +34,9 @@ const (
 	// StateQueued: the runner has it and waits for a free slot (-max-jobs).
 	StateQueued    = "queued"
 	StateRunning   = "running"
+	// StatePaused: stopped at a checkpoint on the OMA's word, its snapshot
+	// and sealed credentials kept; a replicate command for it resumes it.
+	StatePaused    = "paused"
 	StateCompleted = "completed"
 	StateFailed    = "failed"
 	StateCancelled = "cancelled"

@@ -1,0 +1,164 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/oma/fault"
+	"github.com/godwit/godwit/oma/store"
+)
+
+// Pause pauses job id: a job waiting in the queue pauses at once; one its
+// VMA holds is told to stop at a checkpoint and keep its snapshot, and is
+// paused when the VMA says so (pause_requested_at meanwhile). A paused job
+// holds no slot of the queue. Pausing a paused job is a no-op; any job but
+// a queued or running one is a Conflict.
+func (m *Manager) Pause(ctx context.Context, id, reason string) (store.Job, error) {
+	if reason == "" {
+		reason = "paused through the OMA API"
+	}
+	var j store.Job
+	err := m.store.Update(func(tx *bbolt.Tx) error {
+		cur, err := store.GetJob(tx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return fault.Errorf(fault.NotFound, "id", "no job %s", id)
+		}
+		if err != nil {
+			return err
+		}
+		j = cur
+		if cur.State == events.JobPaused {
+			return nil
+		}
+		if !Pausable(cur.State) {
+			return fault.Errorf(fault.Conflict, "id", "job %s is %s: only a queued or running job can be paused", id, cur.State)
+		}
+		if _, qerr := store.GetQueued(tx, id); qerr == nil {
+			if _, err := m.transition(tx, &cur, events.JobPaused, reason); err != nil {
+				return err
+			}
+		} else {
+			if !errors.Is(qerr, store.ErrNotFound) {
+				return qerr
+			}
+			pause, err := m.newEvent(&events.ReplicatePause{JobID: id, VMAID: cur.VMAID, Reason: reason})
+			if err != nil {
+				return err
+			}
+			if err := store.Enqueue(tx, pause); err != nil {
+				return err
+			}
+			now := m.cfg.Now().UTC()
+			cur.PauseRequestedAt = &now
+		}
+		j = cur
+		return store.PutJob(tx, cur)
+	})
+	if err != nil {
+		return j, err
+	}
+	m.outbox.PublishSoon(ctx)
+	return j, nil
+}
+
+// Resume puts paused job id back in the queue: dispatched again, its VMA
+// goes on from its snapshot and checkpoints. Only a paused job can be
+// resumed (a Conflict otherwise).
+func (m *Manager) Resume(ctx context.Context, id string) (store.Job, error) {
+	var j store.Job
+	err := m.store.Update(func(tx *bbolt.Tx) error {
+		cur, err := store.GetJob(tx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return fault.Errorf(fault.NotFound, "id", "no job %s", id)
+		}
+		if err != nil {
+			return err
+		}
+		j = cur
+		if cur.State != events.JobPaused {
+			return fault.Errorf(fault.Conflict, "id", "job %s is %s: only a paused job can be resumed", id, cur.State)
+		}
+		if err := m.cfg.Queue.Unpark(tx, id); errors.Is(err, store.ErrNotFound) {
+			return fault.Errorf(fault.Conflict, "id", "job %s kept no command to resume with: cancel it and start a new one", id)
+		} else if err != nil {
+			return err
+		}
+		if _, err := m.transition(tx, &cur, events.JobQueued, ""); err != nil {
+			return err
+		}
+		cur.PausedAt = nil
+		j = cur
+		return store.PutJob(tx, cur)
+	})
+	if err != nil {
+		return j, err
+	}
+	m.outbox.Kick()
+	return j, nil
+}
+
+// expirePaused ends every job paused since Config.PauseSnapshotMax before
+// now paused-expired: its VMA, if it holds the job, is told to end it and
+// remove its snapshot; its export is released. It returns when the next
+// paused job can expire.
+func (m *Manager) expirePaused(ctx context.Context, now time.Time) (time.Time, error) {
+	limit := m.cfg.PauseSnapshotMax
+	next := now.Add(limit)
+	var due []string
+	err := m.store.View(func(tx *bbolt.Tx) error {
+		all, err := store.Jobs(tx)
+		for _, j := range all {
+			if j.State != events.JobPaused || j.PausedAt == nil {
+				continue
+			}
+			if at := j.PausedAt.Add(limit); !at.After(now) {
+				due = append(due, j.ID)
+			} else if at.Before(next) {
+				next = at
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return now.Add(time.Second), err
+	}
+	why := fmt.Sprintf("paused longer than -pause-snapshot-max %s: its snapshot is removed; the VM's next copy starts from its last completed one", limit)
+	for _, id := range due {
+		expired := false
+		err := m.store.Update(func(tx *bbolt.Tx) error {
+			j, err := store.GetJob(tx, id)
+			if err != nil {
+				return err
+			}
+			if expired, err = m.transition(tx, &j, events.JobPausedExpired, why); err != nil || !expired {
+				return err
+			}
+			if j.DispatchedAt != nil { // its VMA holds it, paused
+				cancel, err := m.newEvent(&events.ReplicateCancel{JobID: j.ID, VMAID: j.VMAID, Reason: why})
+				if err != nil {
+					return err
+				}
+				if err := store.Enqueue(tx, cancel); err != nil {
+					return err
+				}
+			}
+			return store.PutJob(tx, j)
+		})
+		if err != nil {
+			return now.Add(time.Second), err
+		}
+		if expired {
+			m.log.Warn("paused job expired", "job", id, "paused_for", limit)
+			m.release(id)
+		}
+	}
+	if len(due) > 0 {
+		m.outbox.PublishSoon(ctx)
+	}
+	return next, nil
+}
