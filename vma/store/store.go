@@ -32,8 +32,8 @@ const (
 	// command yet.
 	StateAccepted = "accepted"
 	// StateQueued: the runner has it and waits for a free slot (-max-jobs).
-	StateQueued    = "queued"
-	StateRunning   = "running"
+	StateQueued  = "queued"
+	StateRunning = "running"
 	// StatePaused: stopped at a checkpoint on the OMA's word, its snapshot
 	// and sealed credentials kept; a replicate command for it resumes it.
 	StatePaused    = "paused"
