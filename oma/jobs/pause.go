@@ -91,7 +91,7 @@ func (m *Manager) Resume(ctx context.Context, id string) (store.Job, error) {
 		if _, err := m.transition(tx, &cur, events.JobQueued, ""); err != nil {
 			return err
 		}
-		cur.PausedAt = nil
+		cur.PausedAt, cur.LastError = nil, "" // the pause's reason is no error of the job
 		j = cur
 		return store.PutJob(tx, cur)
 	})

@@ -55,9 +55,9 @@ func NewPrinter(out io.Writer, loc *time.Location) *Printer {
 	return &Printer{out: out, loc: loc, jobs: map[string]*job{}}
 }
 
-// Handle writes the line ev makes, if any: JobCreated and JobStateChanged
-// make one; a ReplicationStatus is remembered for the job's last line.
-// Events of other types are ignored.
+// Handle writes the line ev makes, if any: JobCreated, JobStateChanged,
+// the queue's and the plans' events make one; a ReplicationStatus is
+// remembered for the job's last line. Events of other types are ignored.
 func (p *Printer) Handle(ev events.Event) error {
 	pl, ok := events.NewPayload(ev.Type)
 	if !ok {
@@ -87,6 +87,11 @@ func (p *Printer) Handle(ev events.Event) error {
 		return nil
 	case *events.JobStateChanged:
 		return p.stateChanged(e)
+	case *events.QueueQueued:
+		return p.line(e.QueuedAt, e.JobID, fmt.Sprintf("waiting in the queue at %d: %s", e.Position, q(e.WaitingFor)))
+	case *events.QueueDispatched:
+		return p.line(e.DispatchedAt, e.JobID, fmt.Sprintf("dispatched to %s after %s in the queue",
+			q(e.VMAID), time.Duration(e.WaitedSeconds*float64(time.Second)).Round(time.Second)))
 	case *events.PlanCreated:
 		waves := map[int]bool{}
 		for _, vm := range e.VMs {
@@ -195,9 +200,15 @@ func (p *Printer) stateChanged(e *events.JobStateChanged) error {
 			msg += fmt.Sprintf(", %d of %d disks verified", j.verified, j.disks)
 		}
 		return p.line(e.ChangedAt, e.JobID, msg)
-	case events.JobFailed, events.JobCancelled:
+	case events.JobFailed, events.JobCancelled, events.JobPausedExpired:
 		delete(p.jobs, e.JobID)
 		msg := q(e.To)
+		if e.Error != "" {
+			msg += ": " + q(e.Error)
+		}
+		return p.line(e.ChangedAt, e.JobID, msg)
+	case events.JobPaused:
+		msg := q(e.From) + " -> " + q(e.To)
 		if e.Error != "" {
 			msg += ": " + q(e.Error)
 		}

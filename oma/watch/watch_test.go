@@ -89,6 +89,17 @@ func TestPrinter(t *testing.T) {
 			status(true),
 			state("j1", "finalizing", "completed", 0, ""),
 		}, []string{"09:14:03 job j1 completed: 300.0 MiB copied, verified"}},
+		{"waiting in the queue, then paused and resumed", []events.Payload{
+			&events.QueueQueued{JobID: "j1", VMAID: "vma-1", Position: 3, WaitingFor: "esxi host esx-21: 4 of 4 running", QueuedAt: t0},
+			&events.QueueDispatched{JobID: "j1", VMAID: "vma-1", Position: 1, WaitedSeconds: 42.4, DispatchedAt: t0.Add(42 * time.Second)},
+			state("j1", "copying", "paused", 50*time.Second, "paused through the OMA API"),
+			state("j1", "paused", "queued", 60*time.Second, ""),
+		}, []string{
+			"09:14:03 job j1 waiting in the queue at 3: esxi host esx-21: 4 of 4 running",
+			"09:14:45 job j1 dispatched to vma-1 after 42s in the queue",
+			"09:14:53 job j1 copying -> paused: paused through the OMA API",
+			"09:15:03 job j1 paused -> queued",
+		}},
 		{"failed with its reason", []events.Payload{
 			state("j1", "copying", "failed", 0, "copy: disk 2000: EIO"),
 		}, []string{"09:14:03 job j1 failed: copy: disk 2000: EIO"}},
