@@ -172,7 +172,7 @@ func TestCreateReplicationRejectsBadInput(t *testing.T) {
 		path, body, field string
 		status            int
 	}{
-		{"/api/v1/replications?state=paused", "", "state", 400},
+		{"/api/v1/replications?state=dozing", "", "state", 400},
 		{"/api/v1/replications?colour=red", "", "colour", 400},
 		{"/api/v1/replications/nope", "", "id", 404},
 	} {

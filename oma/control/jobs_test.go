@@ -163,6 +163,11 @@ func TestCancelKeepsTheExportForTheVMA(t *testing.T) {
 			if _, err := h.ctl.Start(ctx, j.ID, vmas.VCenterCredentials{Username: "u", Password: secret.New("p")}, jobs.StartOptions{}); err != nil {
 				t.Fatal(err)
 			}
+			// Sent to its VMA by the queue: from then on the VMA may write.
+			testkit.Eventually(t, "the job dispatched", func() bool {
+				cur, err := h.ctl.Job(j.ID)
+				return err == nil && cur.DispatchedAt != nil
+			})
 		}
 		if _, err := h.ctl.Cancel(ctx, j.ID); err != nil {
 			t.Fatal(err)

@@ -124,6 +124,23 @@ func (s *Session) CreateSnapshot(ctx context.Context, vm *VM, name, description 
 	if err != nil {
 		return nil, fmt.Errorf("create snapshot %s of %s: %w", name, vm.Path, err)
 	}
+	if info == nil {
+		// govmomi answers so when the task went away before the wait saw
+		// it end (seen with the simulator under load): whether the
+		// snapshot was taken, the VM's snapshot tree says.
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("create snapshot %s of %s: %w", name, vm.Path, err)
+		}
+		all, err := s.Snapshots(ctx, vm, name)
+		if err != nil {
+			return nil, fmt.Errorf("create snapshot %s of %s: the task ended with no result, and: %w", name, vm.Path, err)
+		}
+		found := slices.DeleteFunc(all, func(f SnapshotRef) bool { return f.Name != name })
+		if len(found) != 1 {
+			return nil, fmt.Errorf("create snapshot %s of %s: the task ended with no result, and the VM has %d snapshots of that name", name, vm.Path, len(found))
+		}
+		return s.OpenSnapshot(ctx, found[0])
+	}
 	ref, ok := info.Result.(types.ManagedObjectReference)
 	if !ok {
 		return nil, fmt.Errorf("create snapshot %s of %s: the task returned %T, not a snapshot", name, vm.Path, info.Result)
