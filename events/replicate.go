@@ -34,6 +34,9 @@ type ReplicateCommand struct {
 	// logins, as in DiscoverRequest.
 	CAPEM      string `json:"ca_pem,omitempty"`
 	Thumbprint string `json:"thumbprint,omitempty"`
+	// RateBytesPerSecond is the job's bandwidth limit from its start (0,
+	// and omitted: none); ReplicateRate changes it.
+	RateBytesPerSecond int64 `json:"rate_bytes_per_second,omitempty"`
 }
 
 // What an incremental job does when vCenter refuses a base change id.
@@ -85,3 +88,23 @@ func (c *ReplicatePause) NATSSubject() (string, error) { return subject.Replicat
 
 // EventSubject implements Payload: the job id.
 func (c *ReplicatePause) EventSubject() string { return c.JobID }
+
+// ReplicateRate sets the bandwidth limit of a job its VMA holds, at once:
+// the OMA's share of the limits that apply to it (its own, its plan's,
+// its VMA's, the global one). It travels on the cancel subject, the VMA's
+// control subject for jobs it holds.
+type ReplicateRate struct {
+	JobID string `json:"job_id"`
+	VMAID string `json:"vma_id"`
+	// BytesPerSecond is the job's limit; 0 means none.
+	BytesPerSecond int64 `json:"bytes_per_second"`
+}
+
+// EventType implements Payload.
+func (*ReplicateRate) EventType() string { return TypeReplicateRate }
+
+// NATSSubject implements Payload.
+func (c *ReplicateRate) NATSSubject() (string, error) { return subject.ReplicateCancel(c.VMAID) }
+
+// EventSubject implements Payload: the job id.
+func (c *ReplicateRate) EventSubject() string { return c.JobID }

@@ -7,6 +7,7 @@ const (
 	TypeReplicateCommand   = "io.godwit.replicate.command.v1"
 	TypeReplicateCancel    = "io.godwit.replicate.cancel.v1"
 	TypeReplicatePause     = "io.godwit.replicate.pause.v1"
+	TypeReplicateRate      = "io.godwit.replicate.rate.v1"
 	TypeProgress           = "io.godwit.progress.v1"
 	TypeReplicationStatus  = "io.godwit.replication.status.v1"
 	TypeJobCreated         = "io.godwit.job.created.v1"
@@ -30,7 +31,7 @@ func Types() []string {
 		TypeProgress, TypeReplicationStatus, TypeJobCreated, TypeJobStateChanged, TypeHeartbeat,
 		TypeTunnelOutage, TypeStreamAlert,
 		TypePlanCreated, TypePlanChanged, TypePlanVMStateChanged, TypePlanSyncScheduled, TypePlanSyncDone,
-		TypeQueueQueued, TypeQueueDispatched, TypeReplicatePause,
+		TypeQueueQueued, TypeQueueDispatched, TypeReplicatePause, TypeReplicateRate,
 	}
 }
 
@@ -76,6 +77,8 @@ func NewPayload(eventType string) (Payload, bool) {
 		return new(QueueDispatched), true
 	case TypeReplicatePause:
 		return new(ReplicatePause), true
+	case TypeReplicateRate:
+		return new(ReplicateRate), true
 	}
 	return nil, false
 }

@@ -68,6 +68,7 @@ type jobManager interface {
 	Cancel(ctx context.Context, id string) (store.Job, error)
 	Pause(ctx context.Context, id, reason string) (store.Job, error)
 	Resume(ctx context.Context, id string) (store.Job, error)
+	SetRate(ctx context.Context, id string, rate int64) (store.Job, error)
 	CurrentReplica(j store.Job) (*replicas.Replica, error)
 }
 
@@ -77,6 +78,7 @@ type vmaRegistry interface {
 	VMAs() ([]store.VMA, error)
 	Connected() ([]string, error)
 	Forwards() (authkeys.Forwards, error)
+	SetVMARate(id string, rate int64) (store.VMA, error)
 }
 
 // inventoryKeeper is what the API asks of the inventory; *inventory.Keeper
@@ -163,6 +165,10 @@ func (a *API) Handler() http.Handler {
 	route(http.MethodGet, "/replications/{id}", tokens.Read, a.getReplication)
 	route(http.MethodDelete, "/replications/{id}", tokens.Operate, a.cancelReplication)
 	route(http.MethodPost, "/replications/{id}/start", tokens.Operate, a.startReplication)
+	route(http.MethodPatch, "/replications/{id}", tokens.Operate, a.patchReplication)
+	route(http.MethodPatch, "/vmas/{id}", tokens.Operate, a.patchVMA)
+	route(http.MethodGet, "/limits", tokens.Read, a.getLimits)
+	route(http.MethodPatch, "/limits", tokens.Operate, a.patchLimits)
 	route(http.MethodPost, "/replications/{id}/pause", tokens.Operate, a.pauseReplication)
 	route(http.MethodPost, "/replications/{id}/resume", tokens.Operate, a.resumeReplication)
 	route(http.MethodGet, "/queue", tokens.Read, a.listQueue)

@@ -369,9 +369,11 @@ type jobView struct {
 	// pauses), PausedAt when it paused.
 	PauseRequestedAt *time.Time `json:"pause_requested_at,omitempty"`
 	PausedAt         *time.Time `json:"paused_at,omitempty"`
-	CreatedAt        time.Time  `json:"created_at"`
-	UpdatedAt        time.Time  `json:"updated_at"`
-	FinishedAt       *time.Time `json:"finished_at,omitempty"`
+	// RateLimit is the job's own bandwidth limit (0: none).
+	RateLimit  int64      `json:"rate_limit"`
+	CreatedAt  time.Time  `json:"created_at"`
+	UpdatedAt  time.Time  `json:"updated_at"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
 }
 
 type diskView struct {
@@ -401,7 +403,7 @@ func viewOf(j store.Job) jobView {
 		Figures: events.Figures{BytesTotal: j.BytesTotal, BytesDone: j.BytesDone,
 			RateBytesPerSecond: j.RateBytesPerSecond, AverageRateBytesPerSecond: j.AverageRateBytesPerSecond},
 		LastError: j.LastError, BytesWritten: j.BytesWritten, ESXiHost: j.ESXiHost, Datastores: j.Datastores,
-		Plan: j.Plan, Priority: j.Priority, DispatchedAt: j.DispatchedAt, PauseRequestedAt: j.PauseRequestedAt, PausedAt: j.PausedAt,
+		Plan: j.Plan, Priority: j.Priority, DispatchedAt: j.DispatchedAt, PauseRequestedAt: j.PauseRequestedAt, PausedAt: j.PausedAt, RateLimit: j.RateLimit,
 		CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt, FinishedAt: j.FinishedAt,
 	}
 	if j.BytesTotal > 0 {

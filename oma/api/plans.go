@@ -133,6 +133,7 @@ type planPatch struct {
 	Waves     [][]string           `json:"waves"`
 	Limits    *store.PlanLimits    `json:"limits"`
 	Priority  *int                 `json:"priority"`
+	Rate      *int64               `json:"rate"`
 }
 
 func (a *API) patchPlan(w http.ResponseWriter, r *http.Request) error {
@@ -140,14 +141,15 @@ func (a *API) patchPlan(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	if req.AddVMs == nil && req.RemoveVMs == nil && req.Sync == nil && req.Waves == nil && req.Limits == nil && req.Priority == nil {
-		return badRequest("", "nothing to change: give add_vms, remove_vms, sync, waves, limits or priority")
+	if req.AddVMs == nil && req.RemoveVMs == nil && req.Sync == nil && req.Waves == nil && req.Limits == nil && req.Priority == nil && req.Rate == nil {
+		return badRequest("", "nothing to change: give add_vms, remove_vms, sync, waves, limits, priority or rate")
 	}
 	v, err := a.ctl.Plans().Update(r.Context(), mux.Vars(r)["name"], plans.Patch{AddVMs: req.AddVMs, RemoveVMs: req.RemoveVMs,
-		Sync: req.Sync, Waves: req.Waves, Limits: req.Limits, Priority: req.Priority})
+		Sync: req.Sync, Waves: req.Waves, Limits: req.Limits, Priority: req.Priority, Rate: req.Rate})
 	if err != nil {
 		return err
 	}
+	a.ctl.Queue().Kick()
 	return writeJSON(w, http.StatusOK, v)
 }
 

@@ -5,7 +5,9 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+	"go.etcd.io/bbolt"
 
+	"github.com/godwit/godwit/oma/jobs"
 	"github.com/godwit/godwit/oma/queue"
 	"github.com/godwit/godwit/oma/store"
 )
@@ -69,4 +71,88 @@ func (a *API) resumeReplication(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return writeJSON(w, http.StatusAccepted, a.view(r, j))
+}
+
+// rateRequest is the body of the PATCH requests that set a bandwidth
+// limit.
+type rateRequest struct {
+	// Rate is bytes per second; 0 removes the limit.
+	Rate *int64 `json:"rate"`
+}
+
+// decodeRate reads a rateRequest and checks its rate.
+func decodeRate(w http.ResponseWriter, r *http.Request) (int64, error) {
+	var req rateRequest
+	if err := decode(w, r, &req); err != nil {
+		return 0, err
+	}
+	if req.Rate == nil {
+		return 0, badRequest("rate", "rate is required: bytes per second, 0 for no limit")
+	}
+	return *req.Rate, jobs.CheckRate("rate", *req.Rate)
+}
+
+func (a *API) patchReplication(w http.ResponseWriter, r *http.Request) error {
+	rate, err := decodeRate(w, r)
+	if err != nil {
+		return err
+	}
+	j, err := a.ctl.SetRate(r.Context(), mux.Vars(r)["id"], rate)
+	if err != nil {
+		return err
+	}
+	a.ctl.Queue().Kick()
+	return writeJSON(w, http.StatusOK, a.view(r, j))
+}
+
+func (a *API) patchVMA(w http.ResponseWriter, r *http.Request) error {
+	rate, err := decodeRate(w, r)
+	if err != nil {
+		return err
+	}
+	v, err := a.ctl.SetVMARate(mux.Vars(r)["id"], rate)
+	if err != nil {
+		return err
+	}
+	a.ctl.Queue().Kick()
+	return writeJSON(w, http.StatusOK, map[string]any{"id": v.ID, "rate_limit": v.RateLimit})
+}
+
+// limits is the answer of GET and PATCH /api/v1/limits.
+type limits struct {
+	// Rate bounds the bytes per second of every job together; 0: none.
+	Rate int64 `json:"rate"`
+}
+
+func (a *API) getLimits(w http.ResponseWriter, _ *http.Request) error {
+	var s store.Settings
+	err := a.store.View(func(tx *bbolt.Tx) error {
+		var err error
+		s, err = store.GetSettings(tx)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, limits{Rate: s.RateLimit})
+}
+
+func (a *API) patchLimits(w http.ResponseWriter, r *http.Request) error {
+	rate, err := decodeRate(w, r)
+	if err != nil {
+		return err
+	}
+	err = a.store.Update(func(tx *bbolt.Tx) error {
+		s, err := store.GetSettings(tx)
+		if err != nil {
+			return err
+		}
+		s.RateLimit = rate
+		return store.PutSettings(tx, s)
+	})
+	if err != nil {
+		return err
+	}
+	a.ctl.Queue().Kick()
+	return writeJSON(w, http.StatusOK, limits{Rate: rate})
 }

@@ -445,7 +445,7 @@ func (m *Manager) Start(ctx context.Context, id string, cred vmas.VCenterCredent
 		}
 		cur.Plan, cur.Priority = opts.Plan, opts.Priority
 		err = m.cfg.Queue.Enqueue(tx, store.QueueEntry{
-			JobID: cur.ID, VMAID: cur.VMAID, ReplicationType: cur.ReplicationType, Plan: opts.Plan, Priority: opts.Priority,
+			JobID: cur.ID, VMAID: cur.VMAID, ReplicationType: cur.ReplicationType, Plan: opts.Plan, Priority: opts.Priority, RateLimit: cur.RateLimit,
 			VCenter: cur.VCenter, ESXiHost: cur.ESXiHost, Datastores: cur.Datastores, QueuedAt: cur.UpdatedAt, Command: cmd,
 		})
 		if err != nil {

@@ -89,6 +89,8 @@ type Queue interface {
 	Park(tx *bbolt.Tx, id string) error
 	// Unpark puts paused job id back in the queue in tx.
 	Unpark(tx *bbolt.Tx, id string) error
+	// SetRate sets job id's own bandwidth limit in the queue in tx.
+	SetRate(tx *bbolt.Tx, id string, rate int64) (bool, error)
 }
 
 // sealer seals a secret to a VMA; *vmas.Registry satisfies it.

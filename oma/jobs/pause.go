@@ -162,3 +162,48 @@ func (m *Manager) expirePaused(ctx context.Context, now time.Time) (time.Time, e
 	}
 	return next, nil
 }
+
+// Bounds of a bandwidth limit, bytes per second: 0 is none.
+const (
+	MinRate int64 = 64 << 10
+	MaxRate int64 = 100_000_000_000
+)
+
+// CheckRate checks a bandwidth limit named field: 0 (none) or MinRate to
+// MaxRate bytes per second.
+func CheckRate(field string, rate int64) error {
+	if rate != 0 && (rate < MinRate || rate > MaxRate) {
+		return fault.Errorf(fault.Invalid, field, "%s %d: want 0 (no limit) or %d to %d bytes per second", field, rate, MinRate, MaxRate)
+	}
+	return nil
+}
+
+// SetRate sets job id's own bandwidth limit (bytes per second, 0: none): a
+// running job's copies obey it within a second, through the queue's next
+// pass and a rate command to its VMA. The job must not have ended.
+func (m *Manager) SetRate(ctx context.Context, id string, rate int64) (store.Job, error) {
+	if err := CheckRate("rate", rate); err != nil {
+		return store.Job{}, err
+	}
+	var j store.Job
+	err := m.store.Update(func(tx *bbolt.Tx) error {
+		cur, err := store.GetJob(tx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return fault.Errorf(fault.NotFound, "id", "no job %s", id)
+		}
+		if err != nil {
+			return err
+		}
+		j = cur
+		if Final(cur.State) {
+			return fault.Errorf(fault.Conflict, "id", "job %s is %s: its rate cannot change", id, cur.State)
+		}
+		if _, err := m.cfg.Queue.SetRate(tx, id, rate); err != nil {
+			return err
+		}
+		cur.RateLimit, cur.UpdatedAt = rate, m.cfg.Now().UTC()
+		j = cur
+		return store.PutJob(tx, cur)
+	})
+	return j, err
+}

@@ -29,6 +29,9 @@ type Patch struct {
 	Limits *store.PlanLimits
 	// Priority, when set, replaces the plan's priority in the OMA's queue.
 	Priority *int
+	// Rate, when set, replaces the bandwidth limit of all the plan's jobs
+	// together (bytes per second, 0: none).
+	Rate *int64
 }
 
 // Update applies ch to the plan named name and runs its preflight again.
@@ -45,6 +48,11 @@ func (m *Manager) Update(ctx context.Context, name string, ch Patch) (View, erro
 	}
 	if ch.Priority != nil {
 		if err := checkPriority(*ch.Priority); err != nil {
+			return View{}, err
+		}
+	}
+	if ch.Rate != nil {
+		if err := jobs.CheckRate("rate", *ch.Rate); err != nil {
 			return View{}, err
 		}
 	}
@@ -129,6 +137,9 @@ func (m *Manager) Update(ctx context.Context, name string, ch Patch) (View, erro
 		}
 		if ch.Priority != nil {
 			p.Priority = *ch.Priority
+		}
+		if ch.Rate != nil {
+			p.RateLimit = *ch.Rate
 		}
 		if ch.Sync != nil {
 			p.Sync = *ch.Sync

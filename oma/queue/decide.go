@@ -31,6 +31,44 @@ type rules struct {
 	defaults store.SourceLimits
 	// planMax is a plan's MaxConcurrent when it sets none.
 	planMax int
+	// The bandwidth limits, bytes per second (0: none): of every job
+	// together, of a VMA's, of a plan's.
+	globalRate int64
+	vmaRates   map[string]int64
+	planRates  map[string]int64
+}
+
+// rates returns each running job's bandwidth limit: the lowest of its own
+// and of its share of each limit over several jobs (its plan's, its VMA's,
+// the global one), shared evenly between the jobs under it; 0 where none
+// applies.
+func (r *rules) rates(running []*store.QueueEntry) map[string]int64 {
+	perVMA, perPlan := map[string]int64{}, map[string]int64{}
+	for _, e := range running {
+		perVMA[e.VMAID]++
+		if e.Plan != "" {
+			perPlan[e.Plan]++
+		}
+	}
+	out := make(map[string]int64, len(running))
+	for _, e := range running {
+		lim := int64(0)
+		share := func(total, n int64) {
+			if total > 0 {
+				if s := max(total/max(n, 1), 1); lim == 0 || s < lim {
+					lim = s
+				}
+			}
+		}
+		share(e.RateLimit, 1)
+		if e.Plan != "" {
+			share(r.planRates[e.Plan], perPlan[e.Plan])
+		}
+		share(r.vmaRates[e.VMAID], perVMA[e.VMAID])
+		share(r.globalRate, int64(len(running)))
+		out[e.JobID] = lim
+	}
+	return out
 }
 
 // source returns the limits of the vCenter at host for a job of plan.

@@ -77,7 +77,19 @@ type Queue struct {
 	running   map[string]*store.QueueEntry
 	decisions map[string]Decision // of the waiting jobs, from the last pass
 	announced map[string]bool     // waiting jobs whose queued event is written
+	sent      map[string]sentRate // running jobs' rates as last told their VMAs
 }
+
+// sentRate is a rate told a VMA, and when.
+type sentRate struct {
+	rate int64
+	at   time.Time
+}
+
+// rateRepeat is how often a running job's limit is told its VMA again,
+// for a VMA that restarted (it forgets the rates) and one that missed a
+// change.
+const rateRepeat = 30 * time.Second
 
 // New returns the queue of the jobs in st; it publishes through out. Run
 // loads what the store holds.
@@ -97,7 +109,7 @@ func New(cfg Config, st *store.Store, out kicker) *Queue {
 	}
 	return &Queue{cfg: cfg, store: st, outbox: out, log: log, kick: make(chan struct{}, 1),
 		waiting: map[string]*store.QueueEntry{}, running: map[string]*store.QueueEntry{},
-		decisions: map[string]Decision{}, announced: map[string]bool{}}
+		decisions: map[string]Decision{}, announced: map[string]bool{}, sent: map[string]sentRate{}}
 }
 
 // load reads the waiting and running entries from the store.
@@ -195,9 +207,33 @@ func (q *Queue) forget(tx *bbolt.Tx, id string) {
 		delete(q.running, id)
 		delete(q.decisions, id)
 		delete(q.announced, id)
+		delete(q.sent, id)
 		q.mu.Unlock()
 		q.Kick()
 	})
+}
+
+// SetRate sets job id's own bandwidth limit in its queue entry in tx, and
+// in memory when tx commits; the next pass tells its VMA. It reports
+// whether the job is in the queue.
+func (q *Queue) SetRate(tx *bbolt.Tx, id string, rate int64) (bool, error) {
+	ok, err := store.SetQueueRate(tx, id, rate)
+	if err != nil || !ok {
+		return ok, err
+	}
+	tx.OnCommit(func() {
+		q.mu.Lock()
+		for _, m := range []map[string]*store.QueueEntry{q.waiting, q.running} {
+			if e, ok := m[id]; ok {
+				c := *e
+				c.RateLimit = rate
+				m[id] = &c
+			}
+		}
+		q.mu.Unlock()
+		q.Kick()
+	})
+	return true, nil
 }
 
 // Remove takes job id out of the queue in tx, waiting or running, as its
@@ -360,26 +396,39 @@ func (q *Queue) Pass(ctx context.Context, full bool) error {
 	}
 	q.mu.Unlock()
 	dispatch, decisions := decide(waiting, running, r, full)
+	rates := r.rates(append(running, dispatch...))
 
-	// What to write: the dispatches, and a queued event for each job the
-	// queue sees waiting for the first time.
+	// What to write: the dispatches, a queued event for each job the queue
+	// sees waiting for the first time, and the running jobs' new rates.
 	var fresh []string
+	var tell []*store.QueueEntry
 	q.mu.Lock()
 	for id, d := range decisions {
 		if d.WaitingFor != "" && !q.announced[id] {
 			fresh = append(fresh, id)
 		}
 	}
+	for _, e := range running {
+		s, ok := q.sent[e.JobID]
+		if !ok || s.rate != rates[e.JobID] || full && s.rate > 0 && now.Sub(s.at) >= rateRepeat {
+			tell = append(tell, e)
+		}
+	}
 	q.mu.Unlock()
-	if len(dispatch) == 0 && len(fresh) == 0 {
+	if len(dispatch) == 0 && len(fresh) == 0 && len(tell) == 0 {
 		q.setDecisions(decisions, nil, nil)
 		return ctx.Err()
 	}
 	var sent []*store.QueueEntry
 	err = q.store.Update(func(tx *bbolt.Tx) error {
 		sent = sent[:0]
+		for _, e := range tell {
+			if err := q.event(tx, &events.ReplicateRate{JobID: e.JobID, VMAID: e.VMAID, BytesPerSecond: rates[e.JobID]}, now); err != nil {
+				return err
+			}
+		}
 		for _, e := range dispatch {
-			ok, err := q.dispatch(tx, e.JobID, decisions[e.JobID].Position, now)
+			ok, err := q.dispatch(tx, e.JobID, decisions[e.JobID].Position, rates[e.JobID], now)
 			if err != nil {
 				return err
 			}
@@ -407,9 +456,19 @@ func (q *Queue) Pass(ctx context.Context, full bool) error {
 		return fmt.Errorf("dispatch: %w", err)
 	}
 	q.setDecisions(decisions, sent, fresh)
-	if len(sent) > 0 || len(fresh) > 0 {
-		q.outbox.Kick()
+	q.mu.Lock()
+	for _, e := range tell {
+		if _, ok := q.running[e.JobID]; ok {
+			q.sent[e.JobID] = sentRate{rates[e.JobID], now}
+		}
 	}
+	for _, e := range sent {
+		if _, ok := q.running[e.JobID]; ok {
+			q.sent[e.JobID] = sentRate{rates[e.JobID], now}
+		}
+	}
+	q.mu.Unlock()
+	q.outbox.Kick()
 	for _, e := range sent {
 		q.log.Info("job dispatched", "job", e.JobID, "vma", e.VMAID, "waited", now.Sub(e.QueuedAt).Round(time.Millisecond))
 	}
@@ -446,7 +505,7 @@ func (q *Queue) setDecisions(decisions map[string]Decision, sent []*store.QueueE
 // dispatch, the entry moves to the running ones, and the replicate command
 // and a dispatched event go to the outbox. It does nothing (false) when
 // the job no longer waits.
-func (q *Queue) dispatch(tx *bbolt.Tx, id string, position int, now time.Time) (bool, error) {
+func (q *Queue) dispatch(tx *bbolt.Tx, id string, position int, rate int64, now time.Time) (bool, error) {
 	e, err := store.GetQueued(tx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return false, nil
@@ -464,6 +523,7 @@ func (q *Queue) dispatch(tx *bbolt.Tx, id string, position int, now time.Time) (
 	}
 	j.DispatchedAt, e.DispatchedAt = &now, &now
 	cmd := e.Command // kept with the entry until the job ends: a resume sends it again
+	cmd.RateBytesPerSecond = rate
 	if err := store.PutJob(tx, j); err != nil {
 		return false, err
 	}
@@ -498,7 +558,13 @@ func (q *Queue) rules(tx *bbolt.Tx, now time.Time) (*rules, error) {
 	if err != nil {
 		return nil, err
 	}
+	settings, err := store.GetSettings(tx)
+	if err != nil {
+		return nil, err
+	}
+	r.globalRate, r.vmaRates, r.planRates = settings.RateLimit, map[string]int64{}, map[string]int64{}
 	for _, v := range vmas {
+		r.vmaRates[v.ID] = v.RateLimit
 		s := vmaSlots{capacity: DefaultVMACapacity}
 		if v.Load != nil && v.Load.MaxJobs > 0 {
 			s.capacity = v.Load.MaxJobs
@@ -524,6 +590,7 @@ func (q *Queue) rules(tx *bbolt.Tx, now time.Time) (*rules, error) {
 	}
 	for _, p := range plans {
 		r.plans[p.Name] = planRules{limits: p.Limits, priority: p.Priority}
+		r.planRates[p.Name] = p.RateLimit
 	}
 	return r, nil
 }

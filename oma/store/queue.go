@@ -39,6 +39,9 @@ type QueueEntry struct {
 	ESXiHost   string    `json:"esxi_host,omitempty"`
 	Datastores []string  `json:"datastores,omitempty"`
 	QueuedAt   time.Time `json:"queued_at"`
+	// RateLimit is the job's own bandwidth limit (bytes per second, 0:
+	// none).
+	RateLimit int64 `json:"rate_limit,omitempty"`
 	// Command is the replicate command published when the job is
 	// dispatched (again when it resumes); its password is sealed to the
 	// VMA.
@@ -122,4 +125,43 @@ func Dequeue(tx *bbolt.Tx, id string) (bool, error) {
 		}
 	}
 	return was, nil
+}
+
+// bucketSettings holds the OMA's settings that the API changes.
+var bucketSettings = []byte("settings")
+
+// Settings are the OMA-wide settings the API changes.
+type Settings struct {
+	// RateLimit bounds the bytes per second of every job together; 0:
+	// none.
+	RateLimit int64 `json:"rate_limit,omitempty"`
+}
+
+// GetSettings reads the settings; zero when never set.
+func GetSettings(tx *bbolt.Tx) (Settings, error) {
+	var s Settings
+	err := get(tx, bucketSettings, "settings", &s)
+	if errors.Is(err, ErrNotFound) {
+		return Settings{}, nil
+	}
+	return s, err
+}
+
+// PutSettings stores the settings.
+func PutSettings(tx *bbolt.Tx, s Settings) error { return put(tx, bucketSettings, "settings", s) }
+
+// SetQueueRate sets the rate limit of job id's entry, waiting, running or
+// paused; it reports whether the job has one.
+func SetQueueRate(tx *bbolt.Tx, id string, rate int64) (bool, error) {
+	for _, b := range [][]byte{bucketQueue, bucketRunning, bucketPaused} {
+		var e QueueEntry
+		if err := get(tx, b, id, &e); errors.Is(err, ErrNotFound) {
+			continue
+		} else if err != nil {
+			return false, err
+		}
+		e.RateLimit = rate
+		return true, put(tx, b, id, e)
+	}
+	return false, nil
 }

@@ -67,6 +67,9 @@ type Job struct {
 	Priority int    `json:"priority,omitempty"`
 	// DispatchedAt is when the OMA's queue sent the job to its VMA.
 	DispatchedAt *time.Time `json:"dispatched_at,omitempty"`
+	// RateLimit is the job's own bandwidth limit, bytes per second; 0:
+	// none.
+	RateLimit int64 `json:"rate_limit,omitempty"`
 	// PauseRequestedAt is when a pause was asked of the job's VMA, until
 	// it pauses or resumes; PausedAt when it paused.
 	PauseRequestedAt *time.Time `json:"pause_requested_at,omitempty"`
@@ -250,6 +253,9 @@ type VMA struct {
 	// nil for VMAs registered before shares: they keep the whole pool.
 	NBDPorts *Ports     `json:"nbd_ports,omitempty"`
 	LastSeen *time.Time `json:"last_seen,omitempty"`
+	// RateLimit bounds the bytes per second of all its jobs together; 0:
+	// none.
+	RateLimit int64 `json:"rate_limit,omitempty"`
 	// Load is what the VMA said it was doing in its last heartbeat:
 	// capacity, running, queued, bytes per second.
 	Load *events.VMALoad `json:"load,omitempty"`

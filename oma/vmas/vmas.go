@@ -362,3 +362,22 @@ func (r *Registry) Seal(vmaID string, s secret.String) (events.Sealed, error) {
 	}
 	return seal.Seal(v.PublicKey, []byte(s.Reveal()))
 }
+
+// SetVMARate sets the bandwidth limit of all of VMA id's jobs together,
+// bytes per second (0: none); the queue shares it between them.
+func (r *Registry) SetVMARate(id string, rate int64) (store.VMA, error) {
+	var v store.VMA
+	err := r.store.Update(func(tx *bbolt.Tx) error {
+		cur, err := store.GetVMA(tx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return fault.Errorf(fault.NotFound, "id", "VMA %q is not registered", id)
+		}
+		if err != nil {
+			return err
+		}
+		cur.RateLimit = rate
+		v = cur
+		return store.PutVMA(tx, cur)
+	})
+	return v, err
+}

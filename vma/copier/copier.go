@@ -85,6 +85,9 @@ type Config struct {
 	// WriteAt, and read back by Verify (zeros cost nothing either way):
 	// both cross the same link. It may be shared and changed meanwhile.
 	Limiter *Limiter
+	// JobLimiter, if not nil, bounds them as well: a second bucket, such
+	// as the job's own limit under a limit shared by every job.
+	JobLimiter *Limiter
 	// Hash computes Result.Digest (see the package documentation).
 	Hash bool
 	// Verify checks every byte this run copied against what was read from
@@ -541,10 +544,8 @@ func (r *run) copyChunk(c chunk, buf []byte) (done, error) {
 	if IsZero(p) {
 		return r.zero(c)
 	}
-	if r.cfg.Limiter != nil {
-		if err := r.cfg.Limiter.Wait(r.ctx, len(p)); err != nil {
-			return done{}, r.opErr("rate limit", c.off, err)
-		}
+	if err := r.limit(len(p)); err != nil {
+		return done{}, r.opErr("rate limit", c.off, err)
 	}
 	if err := r.dst.WriteAt(r.ctx, p, c.off); err != nil {
 		return done{}, r.opErr("write", c.off, err)
@@ -610,4 +611,17 @@ func (t *tracker) report(final bool) {
 	if t.cfg.Progress != nil {
 		t.cfg.Progress(t.p)
 	}
+}
+
+// limit waits until n bytes may cross the link under the Limiter and the
+// JobLimiter.
+func (r *run) limit(n int) error {
+	for _, l := range []*Limiter{r.cfg.JobLimiter, r.cfg.Limiter} {
+		if l != nil {
+			if err := l.Wait(r.ctx, n); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -196,8 +196,8 @@ func (r *run) checkBlock(dst Source, b vblock, want blockdigest.Sum, buf []byte,
 	defer h.Reset()
 	for off, end := b.off, b.off+b.n; off < end; {
 		p := buf[:min(int64(len(buf)), end-off)]
-		if r.cfg.Limiter != nil && !zero {
-			if err := r.cfg.Limiter.Wait(r.ctx, len(p)); err != nil {
+		if !zero {
+			if err := r.limit(len(p)); err != nil {
 				return false, r.opErr("rate limit", off, err)
 			}
 		}

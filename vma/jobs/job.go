@@ -426,6 +426,7 @@ func (r *Runner) copyOnce(ctx context.Context, t *task, src Disk, p *diskPlan, t
 		return copier.Result{}, "open export", fmt.Errorf("the export holds %d bytes, the disk %d", dst.Size(), p.disk.CapacityBytes)
 	}
 	cfg := r.cfg.Copy
+	cfg.JobLimiter = t.limiter
 	cfg.Depth = pp.depth
 	// An initial job writes a new, empty generation. An incremental one
 	// writes over the last copy: a disk it copies whole first has every

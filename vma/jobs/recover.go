@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/vma/copier"
 	"github.com/godwit/godwit/vma/store"
 	"github.com/godwit/godwit/vma/vcenter"
 )
@@ -47,7 +48,9 @@ func (r *Runner) recoverJobs(ctx context.Context) error {
 		cmd := &events.ReplicateCommand{JobID: j.JobID, VMAID: r.cfg.Identity.ID, VCenter: j.VCenter, Username: j.Username,
 			Password: *j.Password, VMPaths: j.VMPaths, OnCBTReset: j.OnCBTReset, Verify: j.Verify, CAPEM: j.CAPEM, Thumbprint: j.Thumbprint}
 		r.mu.Lock() // the queue is the runner's, under its lock
-		r.queue = append(r.queue, &task{id: j.JobID, cmd: cmd, resume: true, tracker: newTracker(r.cfg.Now), done: make(chan struct{})})
+		// Unlimited until the OMA says its rate again: it does so for the
+		// running jobs of a VMA that comes back.
+		r.queue = append(r.queue, &task{id: j.JobID, cmd: cmd, resume: true, tracker: newTracker(r.cfg.Now), limiter: copier.NewLimiter(0, nil), done: make(chan struct{})})
 		r.mu.Unlock()
 		r.log.Info("resuming a job the VMA did not finish", "job", j.JobID, "state", j.State, "phase", j.Phase)
 	}

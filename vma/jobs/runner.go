@@ -188,6 +188,9 @@ type task struct {
 	// goes on from its snapshot and checkpoints when the snapshot is there.
 	resume  bool
 	tracker *tracker
+	// limiter is the job's own bandwidth limit, which the OMA sets and
+	// changes; under the VMA's own (-rate).
+	limiter *copier.Limiter
 	cancel  context.CancelCauseFunc // set when it runs
 	done    chan struct{}           // closed when it has ended
 	pubMu   sync.Mutex              // orders the job's events
@@ -269,6 +272,9 @@ func (r *Runner) handle(ctx context.Context, _ events.Event, p events.Payload) e
 	case *events.ReplicatePause:
 		r.Pause(ctx, c.JobID, c.Reason)
 		return nil
+	case *events.ReplicateRate:
+		r.SetRate(c.JobID, c.BytesPerSecond)
+		return nil
 	}
 	return fmt.Errorf("%w: %s on the commands consumer", bus.ErrPoison, p.EventType())
 }
@@ -306,7 +312,7 @@ func (r *Runner) accept(ctx context.Context, c *events.ReplicateCommand) error {
 		r.log.Info("replicate command for a job this VMA already ran: ignored", "job", c.JobID, "state", j.State)
 		return nil
 	}
-	t := &task{id: c.JobID, cmd: c, resume: resume, tracker: newTracker(r.cfg.Now), done: make(chan struct{})}
+	t := &task{id: c.JobID, cmd: c, resume: resume, tracker: newTracker(r.cfg.Now), limiter: copier.NewLimiter(c.RateBytesPerSecond, nil), done: make(chan struct{})}
 	if err := r.publishStatus(ctx, t, events.StatusAccepted, nil, nil); err != nil {
 		return err
 	}
@@ -399,6 +405,26 @@ func (r *Runner) Cancel(ctx context.Context, id, reason string) bool {
 	r.mu.Unlock()
 	r.finish(ctx, t, store.StateCancelled, events.FailureCancelled, "queued: "+reason)
 	close(t.done)
+	return true
+}
+
+// SetRate changes the bandwidth limit of the job with id, queued or
+// running, at once (0: none of its own). It reports whether the runner
+// holds the job.
+func (r *Runner) SetRate(id string, bytesPerSecond int64) bool {
+	r.mu.Lock()
+	t := r.running[id]
+	if t == nil {
+		if i := slices.IndexFunc(r.queue, func(t *task) bool { return t.id == id }); i >= 0 {
+			t = r.queue[i]
+		}
+	}
+	r.mu.Unlock()
+	if t == nil {
+		return false
+	}
+	t.limiter.SetRate(bytesPerSecond)
+	r.log.Info("job rate", "job", id, "bytes_per_second", bytesPerSecond)
 	return true
 }
 
