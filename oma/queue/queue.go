@@ -410,7 +410,10 @@ func (q *Queue) Pass(ctx context.Context, full bool) error {
 	}
 	for _, e := range running {
 		s, ok := q.sent[e.JobID]
-		if !ok || s.rate != rates[e.JobID] || full && s.rate > 0 && now.Sub(s.at) >= rateRepeat {
+		// The repeats go only to a VMA that is there: they would pile
+		// up in a gone VMA's command queue, which keeps so many.
+		repeat := full && s.rate > 0 && now.Sub(s.at) >= rateRepeat && r.vmas[e.VMAID].down == ""
+		if !ok || s.rate != rates[e.JobID] || repeat {
 			tell = append(tell, e)
 		}
 	}
