@@ -22,42 +22,28 @@ func (m *Manager) Pause(ctx context.Context, id, reason string) (store.Job, erro
 	if reason == "" {
 		reason = "paused through the OMA API"
 	}
-	var j store.Job
-	err := m.store.Update(func(tx *bbolt.Tx) error {
-		cur, err := store.GetJob(tx, id)
-		if errors.Is(err, store.ErrNotFound) {
-			return fault.Errorf(fault.NotFound, "id", "no job %s", id)
-		}
-		if err != nil {
-			return err
-		}
-		j = cur
+	j, err := m.updateJob(id, func(tx *bbolt.Tx, cur *store.Job) error {
 		if cur.State == events.JobPaused {
-			return nil
+			return errUnchanged
 		}
 		if !Pausable(cur.State) {
 			return fault.Errorf(fault.Conflict, "id", "job %s is %s: only a queued or running job can be paused", id, cur.State)
 		}
-		if _, qerr := store.GetQueued(tx, id); qerr == nil {
-			if _, err := m.transition(tx, &cur, events.JobPaused, reason); err != nil {
-				return err
-			}
-		} else {
-			if !errors.Is(qerr, store.ErrNotFound) {
-				return qerr
-			}
-			pause, err := m.newEvent(&events.ReplicatePause{JobID: id, VMAID: cur.VMAID, Reason: reason})
-			if err != nil {
-				return err
-			}
-			if err := store.Enqueue(tx, pause); err != nil {
-				return err
-			}
-			now := m.cfg.Now().UTC()
-			cur.PauseRequestedAt = &now
+		_, qerr := store.GetQueued(tx, id)
+		switch {
+		case qerr == nil: // waiting in the queue: its VMA never got it
+			_, err := m.transition(tx, cur, events.JobPaused, reason)
+			return err
+		case !errors.Is(qerr, store.ErrNotFound):
+			return qerr
 		}
-		j = cur
-		return store.PutJob(tx, cur)
+		pause, err := m.newEvent(&events.ReplicatePause{JobID: id, VMAID: cur.VMAID, Reason: reason})
+		if err != nil {
+			return err
+		}
+		now := m.cfg.Now().UTC()
+		cur.PauseRequestedAt = &now
+		return store.Enqueue(tx, pause)
 	})
 	if err != nil {
 		return j, err
@@ -70,16 +56,7 @@ func (m *Manager) Pause(ctx context.Context, id, reason string) (store.Job, erro
 // goes on from its snapshot and checkpoints. Only a paused job can be
 // resumed (a Conflict otherwise).
 func (m *Manager) Resume(ctx context.Context, id string) (store.Job, error) {
-	var j store.Job
-	err := m.store.Update(func(tx *bbolt.Tx) error {
-		cur, err := store.GetJob(tx, id)
-		if errors.Is(err, store.ErrNotFound) {
-			return fault.Errorf(fault.NotFound, "id", "no job %s", id)
-		}
-		if err != nil {
-			return err
-		}
-		j = cur
+	j, err := m.updateJob(id, func(tx *bbolt.Tx, cur *store.Job) error {
 		if cur.State != events.JobPaused {
 			return fault.Errorf(fault.Conflict, "id", "job %s is %s: only a paused job can be resumed", id, cur.State)
 		}
@@ -88,12 +65,11 @@ func (m *Manager) Resume(ctx context.Context, id string) (store.Job, error) {
 		} else if err != nil {
 			return err
 		}
-		if _, err := m.transition(tx, &cur, events.JobQueued, ""); err != nil {
+		if _, err := m.transition(tx, cur, events.JobQueued, ""); err != nil {
 			return err
 		}
 		cur.PausedAt, cur.LastError = nil, "" // the pause's reason is no error of the job
-		j = cur
-		return store.PutJob(tx, cur)
+		return nil
 	})
 	if err != nil {
 		return j, err
@@ -185,6 +161,25 @@ func (m *Manager) SetRate(ctx context.Context, id string, rate int64) (store.Job
 	if err := CheckRate("rate", rate); err != nil {
 		return store.Job{}, err
 	}
+	return m.updateJob(id, func(tx *bbolt.Tx, cur *store.Job) error {
+		if Final(cur.State) {
+			return fault.Errorf(fault.Conflict, "id", "job %s is %s: its rate cannot change", id, cur.State)
+		}
+		if _, err := m.cfg.Queue.SetRate(tx, id, rate); err != nil {
+			return err
+		}
+		cur.RateLimit, cur.UpdatedAt = rate, m.cfg.Now().UTC()
+		return nil
+	})
+}
+
+// errUnchanged tells updateJob that change left the job as it was.
+var errUnchanged = errors.New("unchanged")
+
+// updateJob changes job id with change in one transaction and stores it;
+// it returns the job as stored at the end (as it was when change failed
+// or returned errUnchanged). A job that does not exist is a NotFound.
+func (m *Manager) updateJob(id string, change func(tx *bbolt.Tx, j *store.Job) error) (store.Job, error) {
 	var j store.Job
 	err := m.store.Update(func(tx *bbolt.Tx) error {
 		cur, err := store.GetJob(tx, id)
@@ -195,15 +190,14 @@ func (m *Manager) SetRate(ctx context.Context, id string, rate int64) (store.Job
 			return err
 		}
 		j = cur
-		if Final(cur.State) {
-			return fault.Errorf(fault.Conflict, "id", "job %s is %s: its rate cannot change", id, cur.State)
-		}
-		if _, err := m.cfg.Queue.SetRate(tx, id, rate); err != nil {
+		if err := change(tx, &cur); err != nil {
 			return err
 		}
-		cur.RateLimit, cur.UpdatedAt = rate, m.cfg.Now().UTC()
 		j = cur
 		return store.PutJob(tx, cur)
 	})
+	if errors.Is(err, errUnchanged) {
+		err = nil
+	}
 	return j, err
 }
