@@ -374,37 +374,50 @@ func (r *Runner) dispatch(ctx, jobsCtx context.Context) {
 	}
 }
 
+// held finds the job with id among those the runner holds: a running
+// one (running true), or a queued one, which take removes from the queue;
+// nil when it holds none.
+func (r *Runner) held(id string, take bool) (t *task, running bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if t := r.running[id]; t != nil {
+		return t, true
+	}
+	i := slices.IndexFunc(r.queue, func(t *task) bool { return t.id == id })
+	if i < 0 {
+		return nil, false
+	}
+	t = r.queue[i]
+	if take {
+		r.queue = slices.Delete(r.queue, i, i+1)
+	}
+	return t, false
+}
+
 // Cancel stops the job with id: a queued job ends cancelled at once, a
 // running one is told to stop and ends cancelled once its snapshot is
-// removed. It reports whether the job was queued or running.
+// removed, a paused one ends cancelled and its snapshot is removed in the
+// background. It reports whether the job was queued, running or paused.
 func (r *Runner) Cancel(ctx context.Context, id, reason string) bool {
 	if reason == "" {
 		reason = "cancelled"
 	}
-	r.mu.Lock()
-	if t := r.running[id]; t != nil {
-		r.mu.Unlock()
+	t, running := r.held(id, true)
+	switch {
+	case running:
 		t.cancel(&Cancelled{Reason: reason})
 		r.log.Info("cancelling job", "job", id, "reason", reason)
-		return true
-	}
-	i := slices.IndexFunc(r.queue, func(t *task) bool { return t.id == id })
-	if i < 0 {
-		r.mu.Unlock()
-		// A paused job ends here; its snapshot is removed in the
-		// background, as an ended job's left behind.
-		if j, err := r.st.Get(id); err == nil && j.State == store.StatePaused {
-			r.finish(ctx, &task{id: id}, store.StateCancelled, events.FailureCancelled, "paused: "+reason)
-			r.wg.Go(func() { r.retryCleanup(r.runCtx, id) })
-			return true
+	case t != nil:
+		r.finish(ctx, t, store.StateCancelled, events.FailureCancelled, "queued: "+reason)
+		close(t.done)
+	default:
+		j, err := r.st.Get(id)
+		if err != nil || j.State != store.StatePaused {
+			return false
 		}
-		return false
+		r.finish(ctx, &task{id: id}, store.StateCancelled, events.FailureCancelled, "paused: "+reason)
+		r.wg.Go(func() { r.retryCleanup(r.runCtx, id) })
 	}
-	t := r.queue[i]
-	r.queue = slices.Delete(r.queue, i, i+1)
-	r.mu.Unlock()
-	r.finish(ctx, t, store.StateCancelled, events.FailureCancelled, "queued: "+reason)
-	close(t.done)
 	return true
 }
 
@@ -412,14 +425,7 @@ func (r *Runner) Cancel(ctx context.Context, id, reason string) bool {
 // running, at once (0: none of its own). It reports whether the runner
 // holds the job.
 func (r *Runner) SetRate(id string, bytesPerSecond int64) bool {
-	r.mu.Lock()
-	t := r.running[id]
-	if t == nil {
-		if i := slices.IndexFunc(r.queue, func(t *task) bool { return t.id == id }); i >= 0 {
-			t = r.queue[i]
-		}
-	}
-	r.mu.Unlock()
+	t, _ := r.held(id, false)
 	if t == nil {
 		return false
 	}
@@ -437,23 +443,17 @@ func (r *Runner) Pause(ctx context.Context, id, reason string) bool {
 	if reason == "" {
 		reason = "paused"
 	}
-	r.mu.Lock()
-	if t := r.running[id]; t != nil {
-		r.mu.Unlock()
+	t, running := r.held(id, true)
+	switch {
+	case running:
 		t.cancel(&Paused{Reason: reason})
 		r.log.Info("pausing job", "job", id, "reason", reason)
-		return true
-	}
-	i := slices.IndexFunc(r.queue, func(t *task) bool { return t.id == id })
-	if i < 0 {
-		r.mu.Unlock()
+	case t != nil:
+		r.paused(ctx, t, reason)
+		close(t.done)
+	default:
 		return false
 	}
-	t := r.queue[i]
-	r.queue = slices.Delete(r.queue, i, i+1)
-	r.mu.Unlock()
-	r.paused(ctx, t, reason)
-	close(t.done)
 	return true
 }
 
