@@ -79,6 +79,9 @@ const subcommands = `Usage:
   oma jobs [list] [-state S] [-vm ID]  list the jobs of the running OMA (its API; oma jobs -h)
   oma jobs show JOB                    show one job: state, bytes, verification, disks
   oma jobs cancel JOB                  cancel a job
+  oma jobs pause JOB                   pause a job at a checkpoint, its snapshot kept
+  oma jobs resume JOB                  resume a paused job from its checkpoints
+  oma jobs rate JOB -rate 50M          set a job's bandwidth limit (K, M, G; 0: none), while it runs
   oma vms                              list the VM inventory (discovered VMs) of the running OMA
   oma plans [list]                     list the migration plans: VMs by state, schedule, next sync
   oma plans show NAME                  show a plan: its VMs' states, last and next syncs, errors
@@ -95,7 +98,7 @@ func verbsOf(command string) ([]string, bool) {
 	case "vma":
 		return []string{"", "add", "authorized-keys", "nbd-ports"}, true
 	case "jobs":
-		return []string{"list", "list", "show", "cancel"}, true
+		return []string{"list", "list", "show", "cancel", "pause", "resume", "rate"}, true
 	case "plans":
 		return []string{"list", "list", "show", "preflight"}, true
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/godwit/godwit/bytesize"
 	"github.com/godwit/godwit/events"
 	jobwatch "github.com/godwit/godwit/oma/watch"
 	"github.com/godwit/godwit/printable"
@@ -115,14 +117,30 @@ func (of *operatorFlags) findToken() (string, error) {
 // out (raw, when out is *json.RawMessage). Any other answer is an error
 // saying what the OMA said.
 func (c *apiClient) call(ctx context.Context, method, path string, out any) error {
+	return c.callWith(ctx, method, path, nil, out)
+}
+
+// callWith is call with a JSON body (none when body is nil).
+func (c *apiClient) callWith(ctx context.Context, method, path string, body, out any) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, nil)
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", method, path, err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	req.Header.Set("Accept", "application/json")
@@ -131,7 +149,7 @@ func (c *apiClient) call(ctx context.Context, method, path string, out any) erro
 		return fmt.Errorf("cannot reach the OMA's API at %s: %w (is the OMA running? -api-url or $GODWIT_API_URL names it)", c.base, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return fmt.Errorf("%s %s: read the answer: %w", method, path, err)
 	}
@@ -140,8 +158,8 @@ func (c *apiClient) call(ctx context.Context, method, path string, out any) erro
 			Detail string `json:"detail"`
 			Field  string `json:"field"`
 		}
-		msg := strings.TrimSpace(string(body))
-		if json.Unmarshal(body, &p) == nil && p.Detail != "" {
+		msg := strings.TrimSpace(string(answer))
+		if json.Unmarshal(answer, &p) == nil && p.Detail != "" {
 			msg = p.Detail
 		}
 		msg = printable.Quote(msg)
@@ -154,10 +172,10 @@ func (c *apiClient) call(ctx context.Context, method, path string, out any) erro
 		return fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, msg)
 	}
 	if raw, ok := out.(*json.RawMessage); ok {
-		*raw = body
+		*raw = answer
 		return nil
 	}
-	if err := json.Unmarshal(body, out); err != nil {
+	if err := json.Unmarshal(answer, out); err != nil {
 		return fmt.Errorf("%s %s: the answer is not what this oma understands: %w", method, path, err)
 	}
 	return nil
@@ -179,7 +197,13 @@ type jobView struct {
 	Verified        bool   `json:"verified"`
 	Generation      int    `json:"generation"`
 	events.Figures
-	LastError  string     `json:"last_error"`
+	LastError        string     `json:"last_error"`
+	RateLimit        int64      `json:"rate_limit"`
+	PauseRequestedAt *time.Time `json:"pause_requested_at"`
+	Queue            *struct {
+		Position   int    `json:"position"`
+		WaitingFor string `json:"waiting_for"`
+	} `json:"queue"`
 	CreatedAt  time.Time  `json:"created_at"`
 	UpdatedAt  time.Time  `json:"updated_at"`
 	FinishedAt *time.Time `json:"finished_at"`
@@ -225,13 +249,27 @@ func jobsCmd(ctx context.Context, verb string, args []string, stdout, stderr io.
 		id, args = args[0], args[1:]
 	}
 	fs := newOperatorFlagSet("oma jobs "+verb, &of, stderr)
-	var state, vm string
-	if verb == "list" {
+	var state, vm, rate string
+	switch verb {
+	case "list":
 		fs.StringVar(&state, "state", "", "only the jobs in this state (pending, copying, completed, ...)")
 		fs.StringVar(&vm, "vm", "", "only the jobs of this VM id")
+	case "rate":
+		fs.StringVar(&rate, "rate", "", "the job's bandwidth limit in bytes per second, with K, M or G (powers of 1024); 0: none (required)")
 	}
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	var bytesPerSecond int64
+	if verb == "rate" {
+		if rate == "" {
+			return errors.New("oma jobs rate needs -rate: bytes per second such as 50M, or 0 for no limit")
+		}
+		n, err := bytesize.Parse(rate)
+		if err != nil {
+			return fmt.Errorf("jobs rate: -rate: %w", err)
+		}
+		bytesPerSecond = n
 	}
 	c, err := of.client()
 	if err != nil {
@@ -276,6 +314,32 @@ func jobsCmd(ctx context.Context, verb string, args []string, stdout, stderr io.
 			_, err := fmt.Fprintf(stdout, "job %s: %s\n", printable.Quote(j.JobID), j.State)
 			return err
 		})
+	case "pause", "resume":
+		return c.show(ctx, http.MethodPost, "/api/v1/replications/"+url.PathEscape(id)+"/"+verb, of.json, stdout, func(body []byte) error {
+			var j jobView
+			if err := json.Unmarshal(body, &j); err != nil {
+				return err
+			}
+			state := j.State
+			if verb == "pause" && j.PauseRequestedAt != nil {
+				state += ", pausing: its VMA stops it at a checkpoint"
+			}
+			_, err := fmt.Fprintf(stdout, "job %s: %s\n", printable.Quote(j.JobID), state)
+			return err
+		})
+	case "rate":
+		return c.showWith(ctx, http.MethodPatch, "/api/v1/replications/"+url.PathEscape(id), map[string]int64{"rate": bytesPerSecond}, of.json, stdout, func(body []byte) error {
+			var j jobView
+			if err := json.Unmarshal(body, &j); err != nil {
+				return err
+			}
+			limit := "none"
+			if j.RateLimit > 0 {
+				limit = jobwatch.Bytes(j.RateLimit) + "/s"
+			}
+			_, err := fmt.Fprintf(stdout, "job %s: %s, rate limit %s\n", printable.Quote(j.JobID), j.State, limit)
+			return err
+		})
 	}
 	return fmt.Errorf("unknown command %q", "jobs "+verb)
 }
@@ -283,8 +347,13 @@ func jobsCmd(ctx context.Context, verb string, args []string, stdout, stderr io.
 // show calls the API and prints its answer: indented JSON with asJSON,
 // else as text.
 func (c *apiClient) show(ctx context.Context, method, path string, asJSON bool, stdout io.Writer, text func([]byte) error) error {
+	return c.showWith(ctx, method, path, nil, asJSON, stdout, text)
+}
+
+// showWith is show with a JSON body (none when body is nil).
+func (c *apiClient) showWith(ctx context.Context, method, path string, body any, asJSON bool, stdout io.Writer, text func([]byte) error) error {
 	var raw json.RawMessage
-	if err := c.call(ctx, method, path, &raw); err != nil {
+	if err := c.callWith(ctx, method, path, body, &raw); err != nil {
 		return err
 	}
 	if asJSON {
@@ -328,6 +397,12 @@ func printJob(w io.Writer, j jobView) error {
 	}
 	row("type", "%s", typ)
 	row("state", "%s", j.State)
+	if j.Queue != nil {
+		row("queue", "%d in line, waiting for %s", j.Queue.Position, printable.Quote(j.Queue.WaitingFor))
+	}
+	if j.RateLimit > 0 {
+		row("rate limit", "%s/s", jobwatch.Bytes(j.RateLimit))
+	}
 	copied := fmt.Sprintf("%s of %s (%.1f %%)", jobwatch.Bytes(j.BytesDone), jobwatch.Bytes(j.BytesTotal), j.Percent)
 	if j.RateBytesPerSecond > 0 && j.State != events.JobVerifying {
 		copied += fmt.Sprintf(" at %s/s", jobwatch.Bytes(j.RateBytesPerSecond))

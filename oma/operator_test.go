@@ -168,6 +168,32 @@ func TestOperatorCommands(t *testing.T) {
 		}
 	})
 
+	// A rate limit with K, M or G; a pending job can be neither paused nor
+	// resumed.
+	if out, err := oma(t, append([]string{"jobs", "rate", job.JobID, "-rate", "50M"}, at...)...); err != nil || out != "job "+job.JobID+": pending, rate limit 50.0 MiB/s\n" {
+		t.Errorf("oma jobs rate -rate 50M = %v, %q", err, out)
+	}
+	var limited struct {
+		RateLimit int64 `json:"rate_limit"`
+	}
+	if o.Do(http.MethodGet, "/api/v1/replications/"+job.JobID, nil, &limited); limited.RateLimit != 50<<20 {
+		t.Errorf("after oma jobs rate the job's limit is %d", limited.RateLimit)
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"jobs", "rate", job.JobID, "-rate", "50MB"}, "-rate: not a byte count"},
+		{[]string{"jobs", "rate", job.JobID}, "needs -rate"},
+		{[]string{"jobs", "rate", job.JobID, "-rate", "1K"}, "400"},
+		{[]string{"jobs", "pause", job.JobID}, "409"},
+		{[]string{"jobs", "resume", job.JobID}, "409"},
+	} {
+		if out, err := oma(t, append(tt.args, at...)...); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("oma %v = %v, %q; want an error saying %q", tt.args, err, out, tt.want)
+		}
+	}
+
 	// Cancel: the job ends cancelled; again changes nothing; an unknown job is a 404.
 	if out, err := oma(t, append([]string{"jobs", "cancel", job.JobID}, at...)...); err != nil || out != "job "+job.JobID+": cancelled\n" {
 		t.Errorf("oma jobs cancel = %v, %q", err, out)

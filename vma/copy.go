@@ -8,10 +8,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/godwit/godwit/bytesize"
 	"github.com/godwit/godwit/vma/copier"
 	"github.com/godwit/godwit/vma/copier/export"
 	"github.com/godwit/godwit/vma/copier/file"
@@ -70,7 +70,7 @@ func copyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if !cfg.flush {
 		return errors.New("copy: -flush=false: a copy is done only once the target flushed it")
 	}
-	size, err := parseSize(cfg.requestSize)
+	size, err := bytesize.Parse(cfg.requestSize)
 	if err != nil || size < 512 || size > copier.MaxRequestSize {
 		return fmt.Errorf("copy: -request-size %q: want 512 to %d bytes", cfg.requestSize, copier.MaxRequestSize)
 	}
@@ -79,7 +79,7 @@ func copyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	cc := copier.Config{Depth: cfg.requests, RequestSize: int(size), TargetIsZero: cfg.targetIsZero, Verify: cfg.verify}
 	if cfg.rate != "" {
-		r, err := parseSize(cfg.rate)
+		r, err := bytesize.Parse(cfg.rate)
 		if err != nil || r < 1 {
 			return fmt.Errorf("copy: -rate %q: want bytes per second, such as 100M", cfg.rate)
 		}
@@ -191,28 +191,6 @@ func progressPrinter(w io.Writer) func(copier.Progress) {
 		bar := strings.Repeat("#", int(pct*width/100)) + strings.Repeat(".", width-int(pct*width/100))
 		fmt.Fprintf(w, "\r%s [%s] %5.1f%% %8.1f MB/s", what, bar, pct, p.Rate/1e6)
 	}
-}
-
-// parseSize reads a byte count with an optional K, M or G suffix (powers
-// of 1024).
-func parseSize(s string) (int64, error) {
-	mult := int64(1)
-	switch {
-	case strings.HasSuffix(s, "K"), strings.HasSuffix(s, "k"):
-		mult = 1 << 10
-	case strings.HasSuffix(s, "M"):
-		mult = 1 << 20
-	case strings.HasSuffix(s, "G"):
-		mult = 1 << 30
-	}
-	if mult > 1 {
-		s = s[:len(s)-1]
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("not a byte count: %q", s)
-	}
-	return n * mult, nil
 }
 
 // parseInterleaved parses flags that may come before, between or after

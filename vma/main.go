@@ -31,6 +31,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/godwit/godwit/bytesize"
 	"github.com/godwit/godwit/flagconf"
 	"github.com/godwit/godwit/httpserver"
 	"github.com/godwit/godwit/version"
@@ -193,19 +194,19 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	var copyCfg copier.Config
 	if cfg.rate != "" {
-		r, err := parseSize(cfg.rate)
+		r, err := bytesize.Parse(cfg.rate)
 		if err != nil || r <= 0 {
 			return fmt.Errorf("-rate %q: want bytes per second, such as 100M", cfg.rate)
 		}
 		copyCfg.Limiter = copier.NewLimiter(r, nil)
 	}
-	linkRate, err := parseSize(cfg.linkRate)
+	linkRate, err := bytesize.Parse(cfg.linkRate)
 	if err != nil || linkRate <= 0 {
 		return fmt.Errorf("-link-rate %q: want bytes per second, such as 125M for about 1 Gbit/s", cfg.linkRate)
 	}
 	var sockbuf int64
 	if cfg.tunnelSockbuf != "" {
-		if sockbuf, err = parseSize(cfg.tunnelSockbuf); err != nil || sockbuf < 0 || sockbuf > 1<<30 {
+		if sockbuf, err = bytesize.Parse(cfg.tunnelSockbuf); err != nil || sockbuf < 0 || sockbuf > 1<<30 {
 			return fmt.Errorf("-tunnel-sockbuf %q: want bytes up to 1G, such as 32M", cfg.tunnelSockbuf)
 		}
 	}
