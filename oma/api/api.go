@@ -78,7 +78,7 @@ type vmaRegistry interface {
 	VMAs() ([]store.VMA, error)
 	Connected() ([]string, error)
 	Forwards() (authkeys.Forwards, error)
-	SetVMARate(id string, rate int64) (store.VMA, error)
+	SetVMARate(id string, ch store.RateChange) (store.VMA, error)
 }
 
 // inventoryKeeper is what the API asks of the inventory; *inventory.Keeper

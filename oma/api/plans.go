@@ -127,13 +127,14 @@ func (a *API) getPlan(w http.ResponseWriter, r *http.Request) error {
 
 // planPatch is the body of PATCH /api/v1/plans/{name}.
 type planPatch struct {
-	AddVMs    []string             `json:"add_vms"`
-	RemoveVMs []string             `json:"remove_vms"`
-	Sync      *events.PlanSchedule `json:"sync"`
-	Waves     [][]string           `json:"waves"`
-	Limits    *store.PlanLimits    `json:"limits"`
-	Priority  *int                 `json:"priority"`
-	Rate      *int64               `json:"rate"`
+	AddVMs      []string             `json:"add_vms"`
+	RemoveVMs   []string             `json:"remove_vms"`
+	Sync        *events.PlanSchedule `json:"sync"`
+	Waves       [][]string           `json:"waves"`
+	Limits      *store.PlanLimits    `json:"limits"`
+	Priority    *int                 `json:"priority"`
+	Rate        *int64               `json:"rate"`
+	RateWindows *[]store.RateWindow  `json:"rate_windows"`
 }
 
 func (a *API) patchPlan(w http.ResponseWriter, r *http.Request) error {
@@ -141,11 +142,12 @@ func (a *API) patchPlan(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	if req.AddVMs == nil && req.RemoveVMs == nil && req.Sync == nil && req.Waves == nil && req.Limits == nil && req.Priority == nil && req.Rate == nil {
-		return badRequest("", "nothing to change: give add_vms, remove_vms, sync, waves, limits, priority or rate")
+	if req.AddVMs == nil && req.RemoveVMs == nil && req.Sync == nil && req.Waves == nil && req.Limits == nil && req.Priority == nil && req.Rate == nil && req.RateWindows == nil {
+		return badRequest("", "nothing to change: give add_vms, remove_vms, sync, waves, limits, priority, rate or rate_windows")
 	}
 	v, err := a.ctl.Plans().Update(r.Context(), mux.Vars(r)["name"], plans.Patch{AddVMs: req.AddVMs, RemoveVMs: req.RemoveVMs,
-		Sync: req.Sync, Waves: req.Waves, Limits: req.Limits, Priority: req.Priority, Rate: req.Rate})
+		Sync: req.Sync, Waves: req.Waves, Limits: req.Limits, Priority: req.Priority,
+		Rate: store.RateChange{Rate: req.Rate, Windows: req.RateWindows}})
 	if err != nil {
 		return err
 	}

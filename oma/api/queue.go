@@ -74,30 +74,48 @@ func (a *API) resumeReplication(w http.ResponseWriter, r *http.Request) error {
 }
 
 // rateRequest is the body of the PATCH requests that set a bandwidth
-// limit.
+// limit: rate, bytes per second (0 removes it), and, but for a job's,
+// rate_windows, limits for times of day that replace it then.
 type rateRequest struct {
-	// Rate is bytes per second; 0 removes the limit.
-	Rate *int64 `json:"rate"`
+	Rate        *int64              `json:"rate"`
+	RateWindows *[]store.RateWindow `json:"rate_windows"`
 }
 
-// decodeRate reads a rateRequest and checks its rate.
-func decodeRate(w http.ResponseWriter, r *http.Request) (int64, error) {
+// decodeRate reads a rateRequest and checks it; windows says whether
+// rate_windows may be given.
+func decodeRate(w http.ResponseWriter, r *http.Request, windows bool) (store.RateChange, error) {
 	var req rateRequest
 	if err := decode(w, r, &req); err != nil {
-		return 0, err
+		return store.RateChange{}, err
 	}
-	if req.Rate == nil {
-		return 0, badRequest("rate", "rate is required: bytes per second, 0 for no limit")
+	ch := store.RateChange{Rate: req.Rate, Windows: req.RateWindows}
+	switch {
+	case ch.Windows != nil && !windows:
+		return ch, badRequest("rate_windows", "a job has no rate_windows: give its rate alone")
+	case ch.Empty() && windows:
+		return ch, badRequest("rate", "rate or rate_windows is required: bytes per second, 0 for no limit")
+	case ch.Empty():
+		return ch, badRequest("rate", "rate is required: bytes per second, 0 for no limit")
 	}
-	return *req.Rate, jobs.CheckRate("rate", *req.Rate)
+	if ch.Rate != nil {
+		if err := jobs.CheckRate("rate", *ch.Rate); err != nil {
+			return ch, err
+		}
+	}
+	if ch.Windows != nil {
+		if err := jobs.CheckRateWindows("rate_windows", *ch.Windows); err != nil {
+			return ch, err
+		}
+	}
+	return ch, nil
 }
 
 func (a *API) patchReplication(w http.ResponseWriter, r *http.Request) error {
-	rate, err := decodeRate(w, r)
+	ch, err := decodeRate(w, r, false)
 	if err != nil {
 		return err
 	}
-	j, err := a.ctl.SetRate(r.Context(), mux.Vars(r)["id"], rate)
+	j, err := a.ctl.SetRate(r.Context(), mux.Vars(r)["id"], *ch.Rate)
 	if err != nil {
 		return err
 	}
@@ -106,22 +124,24 @@ func (a *API) patchReplication(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) patchVMA(w http.ResponseWriter, r *http.Request) error {
-	rate, err := decodeRate(w, r)
+	ch, err := decodeRate(w, r, true)
 	if err != nil {
 		return err
 	}
-	v, err := a.ctl.SetVMARate(mux.Vars(r)["id"], rate)
+	v, err := a.ctl.SetVMARate(mux.Vars(r)["id"], ch)
 	if err != nil {
 		return err
 	}
 	a.ctl.Queue().Kick()
-	return writeJSON(w, http.StatusOK, map[string]any{"id": v.ID, "rate_limit": v.RateLimit})
+	return writeJSON(w, http.StatusOK, map[string]any{"id": v.ID, "rate": v.RateLimit, "rate_windows": nonNil(v.RateWindows)})
 }
 
 // limits is the answer of GET and PATCH /api/v1/limits.
 type limits struct {
 	// Rate bounds the bytes per second of every job together; 0: none.
 	Rate int64 `json:"rate"`
+	// RateWindows replace it at their times of day.
+	RateWindows []store.RateWindow `json:"rate_windows"`
 }
 
 func (a *API) getLimits(w http.ResponseWriter, _ *http.Request) error {
@@ -134,25 +154,25 @@ func (a *API) getLimits(w http.ResponseWriter, _ *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, limits{Rate: s.RateLimit})
+	return writeJSON(w, http.StatusOK, limits{Rate: s.RateLimit, RateWindows: nonNil(s.RateWindows)})
 }
 
 func (a *API) patchLimits(w http.ResponseWriter, r *http.Request) error {
-	rate, err := decodeRate(w, r)
+	ch, err := decodeRate(w, r, true)
 	if err != nil {
 		return err
 	}
+	var s store.Settings
 	err = a.store.Update(func(tx *bbolt.Tx) error {
-		s, err := store.GetSettings(tx)
-		if err != nil {
+		if s, err = store.GetSettings(tx); err != nil {
 			return err
 		}
-		s.RateLimit = rate
+		ch.Apply(&s.RateLimit, &s.RateWindows)
 		return store.PutSettings(tx, s)
 	})
 	if err != nil {
 		return err
 	}
 	a.ctl.Queue().Kick()
-	return writeJSON(w, http.StatusOK, limits{Rate: rate})
+	return writeJSON(w, http.StatusOK, limits{Rate: s.RateLimit, RateWindows: nonNil(s.RateWindows)})
 }

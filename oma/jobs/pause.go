@@ -10,6 +10,7 @@ import (
 
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/oma/fault"
+	"github.com/godwit/godwit/oma/schedule"
 	"github.com/godwit/godwit/oma/store"
 )
 
@@ -150,6 +151,25 @@ const (
 func CheckRate(field string, rate int64) error {
 	if rate != 0 && (rate < MinRate || rate > MaxRate) {
 		return fault.Errorf(fault.Invalid, field, "%s %d: want 0 (no limit) or %d to %d bytes per second", field, rate, MinRate, MaxRate)
+	}
+	return nil
+}
+
+// CheckRateWindows checks bandwidth limits for times of day, naming the
+// wrong field under prefix (such as "windows": "windows[1].start").
+func CheckRateWindows(prefix string, ws []store.RateWindow) error {
+	for i, w := range ws {
+		at := fmt.Sprintf("%s[%d]", prefix, i)
+		if _, err := schedule.Within(schedule.Window{Start: w.Start, End: w.End, TZ: w.TZ}, time.Now(), at); err != nil {
+			var fe *schedule.FieldError
+			if errors.As(err, &fe) {
+				return fault.Errorf(fault.Invalid, fe.Field, "%s", fe.Msg)
+			}
+			return fault.Errorf(fault.Invalid, at, "%v", err)
+		}
+		if err := CheckRate(at+".rate", w.Rate); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -29,9 +29,9 @@ type Patch struct {
 	Limits *store.PlanLimits
 	// Priority, when set, replaces the plan's priority in the OMA's queue.
 	Priority *int
-	// Rate, when set, replaces the bandwidth limit of all the plan's jobs
-	// together (bytes per second, 0: none).
-	Rate *int64
+	// Rate changes the bandwidth limit of all the plan's jobs together
+	// (bytes per second, 0: none) and its windows.
+	Rate store.RateChange
 }
 
 // Update applies ch to the plan named name and runs its preflight again.
@@ -51,8 +51,13 @@ func (m *Manager) Update(ctx context.Context, name string, ch Patch) (View, erro
 			return View{}, err
 		}
 	}
-	if ch.Rate != nil {
-		if err := jobs.CheckRate("rate", *ch.Rate); err != nil {
+	if ch.Rate.Rate != nil {
+		if err := jobs.CheckRate("rate", *ch.Rate.Rate); err != nil {
+			return View{}, err
+		}
+	}
+	if ch.Rate.Windows != nil {
+		if err := jobs.CheckRateWindows("rate_windows", *ch.Rate.Windows); err != nil {
 			return View{}, err
 		}
 	}
@@ -138,9 +143,7 @@ func (m *Manager) Update(ctx context.Context, name string, ch Patch) (View, erro
 		if ch.Priority != nil {
 			p.Priority = *ch.Priority
 		}
-		if ch.Rate != nil {
-			p.RateLimit = *ch.Rate
-		}
+		ch.Rate.Apply(&p.RateLimit, &p.RateWindows)
 		if ch.Sync != nil {
 			p.Sync = *ch.Sync
 			s, _ := m.parseSchedule(p.Sync)

@@ -28,9 +28,10 @@ type View struct {
 	Priority int `json:"priority"`
 	// RateLimit bounds the bytes per second of its jobs together (0:
 	// none).
-	RateLimit     int64 `json:"rate_limit"`
-	MaxConcurrent int   `json:"max_concurrent"`
-	Paused        bool  `json:"paused"`
+	RateLimit     int64              `json:"rate_limit"`
+	RateWindows   []store.RateWindow `json:"rate_windows,omitempty"`
+	MaxConcurrent int                `json:"max_concurrent"`
+	Paused        bool               `json:"paused"`
 	// Blocked says why the plan does not copy, when it does not.
 	Blocked    string         `json:"blocked,omitempty"`
 	NextDue    time.Time      `json:"next_due"`
@@ -113,7 +114,7 @@ func (m *Manager) List(_ context.Context) ([]View, error) {
 
 func (m *Manager) view(p store.Plan, vms []store.PlanVM) View {
 	v := View{Name: p.Name, VCenter: p.VCenter, Sync: p.Sync, Waves: p.Waves, Verify: p.Verify, OnCBTReset: p.OnCBTReset,
-		Force: p.Force, Limits: p.Limits, Priority: p.Priority, RateLimit: p.RateLimit, MaxConcurrent: m.maxActive(p), Paused: p.Paused, NextDue: p.NextDue, Syncs: p.Syncs, LastSyncAt: p.LastSyncAt,
+		Force: p.Force, Limits: p.Limits, Priority: p.Priority, RateLimit: p.RateLimit, RateWindows: p.RateWindows, MaxConcurrent: m.maxActive(p), Paused: p.Paused, NextDue: p.NextDue, Syncs: p.Syncs, LastSyncAt: p.LastSyncAt,
 		Counts: map[string]int{}, PreflightErrors: p.PreflightErrors, PreflightAt: p.PreflightAt, VMs: []VMView{},
 		CreatedBy: p.CreatedBy, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt}
 	if v.Waves == nil {

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/godwit/godwit/oma/schedule"
 	"github.com/godwit/godwit/oma/store"
 )
 
@@ -287,4 +288,16 @@ func before(prio, running int, oldest time.Time, prio2, running2 int, oldest2 ti
 		return running < running2
 	}
 	return oldest.Before(oldest2)
+}
+
+// RateAt is the limit of base and its windows at now: the rate of the
+// first window now falls in, else base. A window that does not parse
+// (none is stored so) is skipped.
+func RateAt(base int64, ws []store.RateWindow, now time.Time) int64 {
+	for _, w := range ws {
+		if in, err := schedule.Within(schedule.Window{Start: w.Start, End: w.End, TZ: w.TZ}, now, ""); err == nil && in {
+			return w.Rate
+		}
+	}
+	return base
 }

@@ -182,3 +182,62 @@ func TestDecideBlockedTurnDoesNotHoldOthers(t *testing.T) {
 		}
 	}
 }
+
+func TestRateAt(t *testing.T) {
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	windows := []store.RateWindow{
+		{Start: "08:00", End: "20:00", TZ: "Europe/Berlin", Rate: 50 << 20},
+		{Start: "22:00", End: "06:00", Rate: 10 << 20}, // UTC, over midnight
+	}
+	tests := []struct {
+		at   time.Time
+		want int64
+	}{
+		{time.Date(2026, 12, 4, 10, 0, 0, 0, berlin), 50 << 20},
+		{time.Date(2026, 12, 4, 20, 0, 0, 0, berlin), 0}, // the end is outside
+		{time.Date(2026, 12, 4, 23, 30, 0, 0, time.UTC), 10 << 20},
+		{time.Date(2026, 12, 5, 5, 59, 0, 0, time.UTC), 10 << 20},
+		{time.Date(2026, 7, 4, 6, 30, 0, 0, time.UTC), 50 << 20}, // 08:30 in Berlin's summer
+	}
+	for _, tt := range tests {
+		if got := RateAt(0, windows, tt.at); got != tt.want {
+			t.Errorf("RateAt(%s) = %d, want %d", tt.at, got, tt.want)
+		}
+	}
+	if got := RateAt(7, nil, t0); got != 7 {
+		t.Errorf("RateAt without windows = %d, want the base 7", got)
+	}
+}
+
+// TestRates: each running job gets the lowest of its own limit and its
+// even share of its plan's, its VMA's and the global limit.
+func TestRates(t *testing.T) {
+	r := twoVMAs(4)
+	r.vmaRates = map[string]int64{"a": 300}
+	r.planRates = map[string]int64{"p": 1000}
+	r.globalRate = 2000
+	own := job("own", "b", "h1", "", initial, 1)
+	own.RateLimit = 50
+	running := []*store.QueueEntry{
+		job("a1", "a", "h1", "", initial, 1), job("a2", "a", "h1", "p", initial, 2), job("a3", "a", "h1", "p", initial, 3),
+		job("b1", "b", "h1", "p", initial, 4), own,
+	}
+	got := r.rates(running)
+	want := map[string]int64{
+		"a1": 100, "a2": 100, "a3": 100, // VMA a's 300 over its 3 jobs
+		"b1":  333, // plan p's 1,000 over 3, under the global 2,000 over 5
+		"own": 50,  // its own
+	}
+	for id, w := range want {
+		if got[id] != w {
+			t.Errorf("job %s gets %d B/s, want %d", id, got[id], w)
+		}
+	}
+	r.globalRate, r.vmaRates, r.planRates = 0, nil, nil
+	if got := r.rates(running[:1]); got["a1"] != 0 {
+		t.Errorf("without limits a job gets %d, want 0 (none)", got["a1"])
+	}
+}

@@ -565,9 +565,9 @@ func (q *Queue) rules(tx *bbolt.Tx, now time.Time) (*rules, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.globalRate, r.vmaRates, r.planRates = settings.RateLimit, map[string]int64{}, map[string]int64{}
+	r.globalRate, r.vmaRates, r.planRates = RateAt(settings.RateLimit, settings.RateWindows, now), map[string]int64{}, map[string]int64{}
 	for _, v := range vmas {
-		r.vmaRates[v.ID] = v.RateLimit
+		r.vmaRates[v.ID] = RateAt(v.RateLimit, v.RateWindows, now)
 		s := vmaSlots{capacity: DefaultVMACapacity}
 		if v.Load != nil && v.Load.MaxJobs > 0 {
 			s.capacity = v.Load.MaxJobs
@@ -593,7 +593,7 @@ func (q *Queue) rules(tx *bbolt.Tx, now time.Time) (*rules, error) {
 	}
 	for _, p := range plans {
 		r.plans[p.Name] = planRules{limits: p.Limits, priority: p.Priority}
-		r.planRates[p.Name] = p.RateLimit
+		r.planRates[p.Name] = RateAt(p.RateLimit, p.RateWindows, now)
 	}
 	return r, nil
 }

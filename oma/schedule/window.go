@@ -1,6 +1,7 @@
 package schedule
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -184,4 +185,20 @@ func instant(wall time.Time, loc *time.Location) time.Time {
 		return e
 	}
 	return c
+}
+
+// Within reports whether t falls inside the daily window w, on its zone's
+// wall clock. A w that does not parse is an error naming its field under
+// prefix (such as "windows[0]").
+func Within(w Window, t time.Time, prefix string) (bool, error) {
+	pw, err := parseWindow(w)
+	var fe *FieldError
+	if errors.As(err, &fe) {
+		fe.Field = prefix + strings.TrimPrefix(fe.Field, "sync.window")
+		return false, fe
+	}
+	if err != nil {
+		return false, err
+	}
+	return pw.within(t), nil
 }

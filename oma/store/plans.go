@@ -27,8 +27,9 @@ type Plan struct {
 	// Priority orders the plan's jobs in the OMA's queue: higher first.
 	Priority int `json:"priority,omitempty"`
 	// RateLimit bounds the bytes per second of all its jobs together; 0:
-	// none.
-	RateLimit int64 `json:"rate_limit,omitempty"`
+	// none. RateWindows replace it at their times of day.
+	RateLimit   int64        `json:"rate_limit,omitempty"`
+	RateWindows []RateWindow `json:"rate_windows,omitempty"`
 	// Force lets the plan copy while its preflight finds errors.
 	Force  bool `json:"force,omitempty"`
 	Paused bool `json:"paused,omitempty"`

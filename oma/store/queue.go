@@ -133,8 +133,19 @@ var bucketSettings = []byte("settings")
 // Settings are the OMA-wide settings the API changes.
 type Settings struct {
 	// RateLimit bounds the bytes per second of every job together; 0:
-	// none.
-	RateLimit int64 `json:"rate_limit,omitempty"`
+	// none. RateWindows replace it at their times of day.
+	RateLimit   int64        `json:"rate_limit,omitempty"`
+	RateWindows []RateWindow `json:"rate_windows,omitempty"`
+}
+
+// RateWindow is a bandwidth limit for a daily span of wall-clock time:
+// Start to End ("HH:MM", wrapping midnight when End is before Start) in
+// the zone TZ ("" is UTC). Rate is bytes per second, 0: none.
+type RateWindow struct {
+	Start string `json:"start"`
+	End   string `json:"end"`
+	TZ    string `json:"tz,omitempty"`
+	Rate  int64  `json:"rate"`
 }
 
 // GetSettings reads the settings; zero when never set.
@@ -164,4 +175,24 @@ func SetQueueRate(tx *bbolt.Tx, id string, rate int64) (bool, error) {
 		return true, put(tx, b, id, e)
 	}
 	return false, nil
+}
+
+// RateChange changes a bandwidth limit and its windows: a nil field keeps
+// what is set.
+type RateChange struct {
+	Rate    *int64
+	Windows *[]RateWindow
+}
+
+// Empty reports whether c changes nothing.
+func (c RateChange) Empty() bool { return c.Rate == nil && c.Windows == nil }
+
+// Apply makes c's changes to a limit and its windows.
+func (c RateChange) Apply(rate *int64, windows *[]RateWindow) {
+	if c.Rate != nil {
+		*rate = *c.Rate
+	}
+	if c.Windows != nil {
+		*windows = *c.Windows
+	}
 }

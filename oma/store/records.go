@@ -254,8 +254,9 @@ type VMA struct {
 	NBDPorts *Ports     `json:"nbd_ports,omitempty"`
 	LastSeen *time.Time `json:"last_seen,omitempty"`
 	// RateLimit bounds the bytes per second of all its jobs together; 0:
-	// none.
-	RateLimit int64 `json:"rate_limit,omitempty"`
+	// none. RateWindows replace it at their times of day.
+	RateLimit   int64        `json:"rate_limit,omitempty"`
+	RateWindows []RateWindow `json:"rate_windows,omitempty"`
 	// Load is what the VMA said it was doing in its last heartbeat:
 	// capacity, running, queued, bytes per second.
 	Load *events.VMALoad `json:"load,omitempty"`

@@ -363,9 +363,9 @@ func (r *Registry) Seal(vmaID string, s secret.String) (events.Sealed, error) {
 	return seal.Seal(v.PublicKey, []byte(s.Reveal()))
 }
 
-// SetVMARate sets the bandwidth limit of all of VMA id's jobs together,
-// bytes per second (0: none); the queue shares it between them.
-func (r *Registry) SetVMARate(id string, rate int64) (store.VMA, error) {
+// SetVMARate changes the bandwidth limit of all of VMA id's jobs together
+// and its windows; the queue shares it between them.
+func (r *Registry) SetVMARate(id string, ch store.RateChange) (store.VMA, error) {
 	var v store.VMA
 	err := r.store.Update(func(tx *bbolt.Tx) error {
 		cur, err := store.GetVMA(tx, id)
@@ -375,7 +375,7 @@ func (r *Registry) SetVMARate(id string, rate int64) (store.VMA, error) {
 		if err != nil {
 			return err
 		}
-		cur.RateLimit = rate
+		ch.Apply(&cur.RateLimit, &cur.RateWindows)
 		v = cur
 		return store.PutVMA(tx, cur)
 	})

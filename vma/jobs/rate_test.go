@@ -95,9 +95,32 @@ func TestRateLimitsWhileRunning(t *testing.T) {
 	patch("/api/v1/limits", 10, http.StatusBadRequest)
 	patch("/api/v1/vmas/nope", mib, http.StatusNotFound)
 	var l struct {
-		Rate int64 `json:"rate"`
+		Rate        int64 `json:"rate"`
+		RateWindows []struct {
+			Start string `json:"start"`
+			Rate  int64  `json:"rate"`
+		} `json:"rate_windows"`
 	}
 	if b.o.Do(http.MethodGet, "/api/v1/limits", nil, &l); l.Rate != 0 {
 		t.Errorf("a refused global limit was kept: %d", l.Rate)
+	}
+	for _, bad := range []struct {
+		window map[string]any
+		field  string
+	}{
+		{map[string]any{"start": "25:00", "end": "06:00", "rate": mib}, "rate_windows[0].start"},
+		{map[string]any{"start": "08:00", "end": "20:00", "tz": "Mars/Olympus", "rate": mib}, "rate_windows[0].tz"},
+		{map[string]any{"start": "08:00", "end": "20:00", "rate": 10}, "rate_windows[0].rate"},
+	} {
+		var p struct {
+			Field string `json:"field"`
+		}
+		if code := b.o.Do(http.MethodPatch, "/api/v1/limits", map[string]any{"rate_windows": []any{bad.window}}, &p); code != http.StatusBadRequest || p.Field != bad.field {
+			t.Errorf("PATCH /api/v1/limits with %v = %d naming %q, want 400 naming %q", bad.window, code, p.Field, bad.field)
+		}
+	}
+	if code := b.o.Do(http.MethodPatch, "/api/v1/limits", map[string]any{"rate_windows": []any{
+		map[string]any{"start": "08:00", "end": "20:00", "tz": "Europe/Berlin", "rate": 50 * mib}}}, &l); code != http.StatusOK || len(l.RateWindows) != 1 || l.RateWindows[0].Rate != 50*mib {
+		t.Errorf("PATCH a daytime limit = %d %+v", code, l)
 	}
 }
