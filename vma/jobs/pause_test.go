@@ -41,6 +41,7 @@ func TestPauseAndResume(t *testing.T) {
 			c.MaxJobs = 1
 			c.CheckpointInterval = 200 * time.Millisecond
 			c.Copy.Limiter = copier.NewLimiter(1<<20, nil) // 9 MiB of data: about 9 s
+			c.Copy.RequestSize = 64 << 10                  // checkpoints move in small steps
 		},
 	})
 	get := func(id string) pausedJob {
@@ -61,9 +62,20 @@ func TestPauseAndResume(t *testing.T) {
 	}
 	j := b.create(t, threeDisks)
 	b.startFromOMA(t, j.JobID)
-	testkit.Eventually(t, "the copy under way", func() bool {
-		g := get(j.JobID)
-		return g.State == events.JobCopying && g.BytesDone > 1<<20
+	// Under way, with a checkpoint recorded: the pause must keep it.
+	testkit.Eventually(t, "a checkpoint of the copy", func() bool {
+		var p struct {
+			Disks []struct {
+				Checkpoint int64 `json:"checkpoint"`
+			} `json:"disks"`
+		}
+		b.vmaDo(t, http.MethodGet, "/api/v1/progress/"+j.JobID, nil, &p)
+		for _, d := range p.Disks {
+			if d.Checkpoint > 0 {
+				return get(j.JobID).State == events.JobCopying
+			}
+		}
+		return false
 	})
 
 	// A second job waits in the OMA's queue: the VMA takes one at a time.
