@@ -51,3 +51,52 @@ func (q *QueueDispatched) NATSSubject() (string, error) { return subject.JobQueu
 
 // EventSubject implements Payload: the job id.
 func (q *QueueDispatched) EventSubject() string { return q.JobID }
+
+// Objects whose limits a QueueLimits event changes.
+const (
+	LimitsGlobal  = "global"
+	LimitsVMA     = "vma"
+	LimitsVCenter = "vcenter"
+	LimitsPlan    = "plan"
+	LimitsJob     = "job"
+)
+
+// QueueLimits announces a change to limits the OMA's queue applies: the
+// global, a VMA's, a plan's or a job's bandwidth limit, or a vCenter's
+// source limits. (A plan's limits of jobs at once change with its
+// plan.changed events.)
+type QueueLimits struct {
+	// Object is LimitsGlobal, LimitsVMA, LimitsVCenter, LimitsPlan or LimitsJob;
+	// Name names it ("all" for the global limits).
+	Object string `json:"object"`
+	Name   string `json:"name"`
+	// Rate is the bandwidth limit in bytes per second (0: none), and
+	// RateWindows the limits for times of day, for a bandwidth change.
+	Rate        *int64       `json:"rate,omitempty"`
+	RateWindows []RateWindow `json:"rate_windows,omitempty"`
+	// VCenter, ESXiHost and Datastore are a vCenter's limits of jobs at
+	// once, for a vCenter's change.
+	VCenter   int       `json:"vcenter,omitempty"`
+	ESXiHost  int       `json:"esxi_host,omitempty"`
+	Datastore int       `json:"datastore,omitempty"`
+	ChangedAt time.Time `json:"changed_at"`
+}
+
+// RateWindow is a bandwidth limit for a daily span of wall-clock time:
+// Start to End ("HH:MM", wrapping midnight when End is before Start) in
+// the zone TZ ("" is UTC). Rate is bytes per second, 0: none.
+type RateWindow struct {
+	Start string `json:"start"`
+	End   string `json:"end"`
+	TZ    string `json:"tz,omitempty"`
+	Rate  int64  `json:"rate"`
+}
+
+// EventType implements Payload.
+func (*QueueLimits) EventType() string { return TypeQueueLimits }
+
+// NATSSubject implements Payload.
+func (q *QueueLimits) NATSSubject() (string, error) { return subject.JobLimits(q.Object) }
+
+// EventSubject implements Payload: the object and its name.
+func (q *QueueLimits) EventSubject() string { return q.Object + "/" + q.Name }

@@ -22,6 +22,7 @@ const (
 	TypePlanSyncDone       = "io.godwit.plan.sync.done.v1"
 	TypeQueueQueued        = "io.godwit.queue.queued.v1"
 	TypeQueueDispatched    = "io.godwit.queue.dispatched.v1"
+	TypeQueueLimits        = "io.godwit.queue.limits.v1"
 )
 
 // Types lists every event type, in a fixed order.
@@ -31,7 +32,7 @@ func Types() []string {
 		TypeProgress, TypeReplicationStatus, TypeJobCreated, TypeJobStateChanged, TypeHeartbeat,
 		TypeTunnelOutage, TypeStreamAlert,
 		TypePlanCreated, TypePlanChanged, TypePlanVMStateChanged, TypePlanSyncScheduled, TypePlanSyncDone,
-		TypeQueueQueued, TypeQueueDispatched, TypeReplicatePause, TypeReplicateRate,
+		TypeQueueQueued, TypeQueueDispatched, TypeReplicatePause, TypeReplicateRate, TypeQueueLimits,
 	}
 }
 
@@ -79,6 +80,8 @@ func NewPayload(eventType string) (Payload, bool) {
 		return new(ReplicatePause), true
 	case TypeReplicateRate:
 		return new(ReplicateRate), true
+	case TypeQueueLimits:
+		return new(QueueLimits), true
 	}
 	return nil, false
 }

@@ -24,6 +24,7 @@ const (
 	jobCreated       = Root + ".job.created"
 	jobState         = Root + ".job.state"
 	jobQueue         = Root + ".job.queue"
+	jobLimits        = Root + ".job.limits"
 	heartbeat        = Root + ".vma.heartbeat"
 	tunnel           = Root + ".tunnel"
 	exportRequest    = Root + ".export.request"
@@ -172,6 +173,11 @@ func JobState(vmaID, jobID string) (string, error) { return join(jobState, vma(v
 // or dispatched it. It is in the JOBS stream, in order with the job's state
 // changes.
 func JobQueue(vmaID, jobID string) (string, error) { return join(jobQueue, vma(vmaID), job(jobID)) }
+
+// JobLimits is godwit.job.limits.<object>: limits the OMA's queue applies
+// changed (object: global, vma, vcenter, job; the event names which one).
+// It is in the JOBS stream, in order with what they bound.
+func JobLimits(object string) (string, error) { return join(jobLimits, namedID{"object", object}) }
 
 // Heartbeat is godwit.vma.heartbeat.<vma>: a VMA's periodic presence.
 func Heartbeat(vmaID string) (string, error) { return join(heartbeat, vma(vmaID)) }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+	"go.etcd.io/bbolt"
 
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
@@ -78,7 +79,7 @@ type vmaRegistry interface {
 	VMAs() ([]store.VMA, error)
 	Connected() ([]string, error)
 	Forwards() (authkeys.Forwards, error)
-	SetVMARate(id string, ch store.RateChange) (store.VMA, error)
+	SetVMARate(id string, ch store.RateChange, also func(*bbolt.Tx, store.VMA) error) (store.VMA, error)
 }
 
 // inventoryKeeper is what the API asks of the inventory; *inventory.Keeper

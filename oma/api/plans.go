@@ -4,9 +4,11 @@ import (
 	"net/http"
 
 	"github.com/gorilla/mux"
+	"go.etcd.io/bbolt"
 
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/oma/plans"
+	"github.com/godwit/godwit/oma/queue"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/vcenters"
 	"github.com/godwit/godwit/secret"
@@ -66,7 +68,15 @@ func (a *API) updateVCenter(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	v, err := a.ctl.VCenters().Update(r.Context(), mux.Vars(r)["name"], vcenters.Change{Password: req.Password, VMAs: req.VMAs, Limits: req.Limits})
+	ch := vcenters.Change{Password: req.Password, VMAs: req.VMAs, Limits: req.Limits}
+	if req.Limits != nil {
+		ch.Also = func(tx *bbolt.Tx, v store.VCenter) error {
+			l := queue.Fill(v.Limits, queue.DefaultSourceLimits)
+			return a.ctl.Queue().LimitsChanged(tx, &events.QueueLimits{Object: events.LimitsVCenter, Name: v.Name,
+				VCenter: l.VCenter, ESXiHost: l.ESXiHost, Datastore: l.Datastore})
+		}
+	}
+	v, err := a.ctl.VCenters().Update(r.Context(), mux.Vars(r)["name"], ch)
 	if err != nil {
 		return err
 	}

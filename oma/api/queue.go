@@ -7,6 +7,7 @@ import (
 	"github.com/gorilla/mux"
 	"go.etcd.io/bbolt"
 
+	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/oma/jobs"
 	"github.com/godwit/godwit/oma/queue"
 	"github.com/godwit/godwit/oma/store"
@@ -128,11 +129,12 @@ func (a *API) patchVMA(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	v, err := a.ctl.SetVMARate(mux.Vars(r)["id"], ch)
+	v, err := a.ctl.SetVMARate(mux.Vars(r)["id"], ch, func(tx *bbolt.Tx, v store.VMA) error {
+		return a.ctl.Queue().LimitsChanged(tx, &events.QueueLimits{Object: events.LimitsVMA, Name: v.ID, Rate: &v.RateLimit, RateWindows: v.RateWindows})
+	})
 	if err != nil {
 		return err
 	}
-	a.ctl.Queue().Kick()
 	return writeJSON(w, http.StatusOK, map[string]any{"id": v.ID, "rate": v.RateLimit, "rate_windows": nonNil(v.RateWindows)})
 }
 
@@ -168,11 +170,13 @@ func (a *API) patchLimits(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		ch.Apply(&s.RateLimit, &s.RateWindows)
-		return store.PutSettings(tx, s)
+		if err := store.PutSettings(tx, s); err != nil {
+			return err
+		}
+		return a.ctl.Queue().LimitsChanged(tx, &events.QueueLimits{Object: events.LimitsGlobal, Name: "all", Rate: &s.RateLimit, RateWindows: s.RateWindows})
 	})
 	if err != nil {
 		return err
 	}
-	a.ctl.Queue().Kick()
 	return writeJSON(w, http.StatusOK, limits{Rate: s.RateLimit, RateWindows: nonNil(s.RateWindows)})
 }

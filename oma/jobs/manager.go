@@ -91,6 +91,8 @@ type Queue interface {
 	Unpark(tx *bbolt.Tx, id string) error
 	// SetRate sets job id's own bandwidth limit in the queue in tx.
 	SetRate(tx *bbolt.Tx, id string, rate int64) (bool, error)
+	// LimitsChanged writes the event of a limits change in tx.
+	LimitsChanged(tx *bbolt.Tx, p *events.QueueLimits) error
 }
 
 // sealer seals a secret to a VMA; *vmas.Registry satisfies it.

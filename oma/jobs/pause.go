@@ -189,7 +189,7 @@ func (m *Manager) SetRate(ctx context.Context, id string, rate int64) (store.Job
 			return err
 		}
 		cur.RateLimit, cur.UpdatedAt = rate, m.cfg.Now().UTC()
-		return nil
+		return m.cfg.Queue.LimitsChanged(tx, &events.QueueLimits{Object: events.LimitsJob, Name: id, Rate: &rate})
 	})
 }
 

@@ -173,6 +173,11 @@ func (m *Manager) Update(ctx context.Context, name string, ch Patch) (View, erro
 				return err
 			}
 		}
+		if !ch.Rate.Empty() {
+			if err := m.emit(tx, &events.QueueLimits{Object: events.LimitsPlan, Name: name, Rate: &p.RateLimit, RateWindows: p.RateWindows, ChangedAt: now}); err != nil {
+				return err
+			}
+		}
 		if ch.Priority != nil {
 			if err := m.emit(tx, &events.PlanChanged{Plan: name, Change: events.PlanChangePriority, Priority: p.Priority, NextDue: &next, ChangedAt: now}); err != nil {
 				return err

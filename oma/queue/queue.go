@@ -249,6 +249,21 @@ func (q *Queue) Remove(tx *bbolt.Tx, id string) error {
 	return nil
 }
 
+// LimitsChanged writes p, a change to limits the queue applies, to the
+// outbox in tx, the transaction that makes the change; when tx commits it
+// is published and the queue makes a pass under the new limits.
+func (q *Queue) LimitsChanged(tx *bbolt.Tx, p *events.QueueLimits) error {
+	p.ChangedAt = q.cfg.Now().UTC()
+	if err := q.event(tx, p, p.ChangedAt); err != nil {
+		return fmt.Errorf("limits event: %w", err)
+	}
+	tx.OnCommit(func() {
+		q.outbox.Kick()
+		q.Kick()
+	})
+	return nil
+}
+
 // Kick asks for a pass soon, without waiting.
 func (q *Queue) Kick() {
 	select {

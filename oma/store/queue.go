@@ -138,15 +138,9 @@ type Settings struct {
 	RateWindows []RateWindow `json:"rate_windows,omitempty"`
 }
 
-// RateWindow is a bandwidth limit for a daily span of wall-clock time:
-// Start to End ("HH:MM", wrapping midnight when End is before Start) in
-// the zone TZ ("" is UTC). Rate is bytes per second, 0: none.
-type RateWindow struct {
-	Start string `json:"start"`
-	End   string `json:"end"`
-	TZ    string `json:"tz,omitempty"`
-	Rate  int64  `json:"rate"`
-}
+// RateWindow is a bandwidth limit for a daily span of wall-clock time, as
+// events carry it.
+type RateWindow = events.RateWindow
 
 // GetSettings reads the settings; zero when never set.
 func GetSettings(tx *bbolt.Tx) (Settings, error) {

@@ -220,6 +220,9 @@ type Change struct {
 	Password secret.String
 	VMAs     []string
 	Limits   *store.SourceLimits
+	// Also, when not nil, runs in the transaction that stores the change,
+	// with the vCenter as changed.
+	Also func(*bbolt.Tx, store.VCenter) error
 }
 
 // Update changes the password, the VMAs and the limits of the vCenter
@@ -287,6 +290,11 @@ func (r *Registry) Update(ctx context.Context, name string, ch Change) (View, er
 			cur.Limits = *ch.Limits
 		}
 		v = cur
+		if ch.Also != nil {
+			if err := ch.Also(tx, cur); err != nil {
+				return err
+			}
+		}
 		return store.PutVCenter(tx, cur)
 	})
 	if err != nil {

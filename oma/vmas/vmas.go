@@ -364,8 +364,9 @@ func (r *Registry) Seal(vmaID string, s secret.String) (events.Sealed, error) {
 }
 
 // SetVMARate changes the bandwidth limit of all of VMA id's jobs together
-// and its windows; the queue shares it between them.
-func (r *Registry) SetVMARate(id string, ch store.RateChange) (store.VMA, error) {
+// and its windows; the queue shares it between them. also, when not nil,
+// runs in the transaction, with the VMA as changed.
+func (r *Registry) SetVMARate(id string, ch store.RateChange, also func(*bbolt.Tx, store.VMA) error) (store.VMA, error) {
 	var v store.VMA
 	err := r.store.Update(func(tx *bbolt.Tx) error {
 		cur, err := store.GetVMA(tx, id)
@@ -377,6 +378,11 @@ func (r *Registry) SetVMARate(id string, ch store.RateChange) (store.VMA, error)
 		}
 		ch.Apply(&cur.RateLimit, &cur.RateWindows)
 		v = cur
+		if also != nil {
+			if err := also(tx, cur); err != nil {
+				return err
+			}
+		}
 		return store.PutVMA(tx, cur)
 	})
 	return v, err

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/godwit/godwit/bus"
+	"github.com/godwit/godwit/bus/bustest"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/appliance"
@@ -122,5 +124,10 @@ func TestRateLimitsWhileRunning(t *testing.T) {
 	if code := b.o.Do(http.MethodPatch, "/api/v1/limits", map[string]any{"rate_windows": []any{
 		map[string]any{"start": "08:00", "end": "20:00", "tz": "Europe/Berlin", "rate": 50 * mib}}}, &l); code != http.StatusOK || len(l.RateWindows) != 1 || l.RateWindows[0].Rate != 50*mib {
 		t.Errorf("PATCH a daytime limit = %d %+v", code, l)
+	}
+
+	// Every change was an event, and no refusal was.
+	for filter, want := range map[string]uint64{"godwit.job.limits.job": 3, "godwit.job.limits.vma": 2, "godwit.job.limits.global": 1} {
+		testkit.Eventually(t, "the limits events on "+filter, func() bool { return bustest.Count(t, b.o.Admin, bus.StreamJobs, filter) == want })
 	}
 }
