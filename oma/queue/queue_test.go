@@ -80,6 +80,23 @@ func jobEvents(t *testing.T, o *testbed.OMA) []jobEvent {
 	}
 }
 
+// completed reports whether every job of ids completed; a job that failed
+// or was cancelled fails the test.
+func completed(t *testing.T, o *testbed.OMA, ids []string) bool {
+	t.Helper()
+	for _, id := range ids {
+		var j jobView
+		o.Do(http.MethodGet, "/api/v1/replications/"+id, nil, &j)
+		if j.State == events.JobFailed || j.State == events.JobCancelled {
+			t.Fatalf("job %s %s", id, j.State)
+		}
+		if j.State != events.JobCompleted {
+			return false
+		}
+	}
+	return true
+}
+
 // TestQueueLimitsThreeVMAs: 20 VMs on 3 ESXi hosts, their jobs spread over
 // 3 VMAs, a vCenter limit of 2 jobs per ESXi host (and 20 per datastore:
 // the VMs share one, whose default limit, 4, would bind first). Replayed
@@ -198,17 +215,7 @@ func TestQueueLimitsThreeVMAs(t *testing.T) {
 				sawWaiting = true
 			}
 		}
-		for _, id := range ids {
-			var j jobView
-			o.Do(http.MethodGet, "/api/v1/replications/"+id, nil, &j)
-			if j.State == events.JobFailed || j.State == events.JobCancelled {
-				t.Fatalf("job %s %s", id, j.State)
-			}
-			if j.State != events.JobCompleted {
-				return false
-			}
-		}
-		return true
+		return completed(t, o, ids)
 	})
 	if !sawWaiting {
 		t.Error("GET /api/v1/queue never showed a job waiting for its ESXi host")

@@ -90,19 +90,7 @@ func TestQueueSurvivesRestart(t *testing.T) {
 	if after.Jobs[0].JobID != before.Jobs[0].JobID && after.Jobs[0].JobID != before.Jobs[1].JobID {
 		t.Errorf("after the restart %s waits first; before it, %s and %s waited", after.Jobs[0].JobID, before.Jobs[0].JobID, before.Jobs[1].JobID)
 	}
-	testkit.Eventually(t, "every job completed", func() bool {
-		for _, id := range ids {
-			var j jobView
-			o.Do(http.MethodGet, "/api/v1/replications/"+id, nil, &j)
-			if j.State == events.JobFailed || j.State == events.JobCancelled {
-				t.Fatalf("job %s %s", id, j.State)
-			}
-			if j.State != events.JobCompleted {
-				return false
-			}
-		}
-		return true
-	})
+	testkit.Eventually(t, "every job completed", func() bool { return completed(t, o, ids) })
 	dispatched := map[string]int{}
 	for _, ev := range jobEvents(t, o) {
 		if ev.Type == events.TypeQueueDispatched {
