@@ -82,11 +82,7 @@ func (m *Manager) Update(ctx context.Context, name string, ch Patch) (View, erro
 	var cancel []string
 	m.mu.Lock()
 	err = m.store.Update(func(tx *bbolt.Tx) error {
-		p, err := store.GetPlan(tx, name)
-		if err != nil {
-			return notFound(name, err)
-		}
-		vms, err := store.PlanVMs(tx, name)
+		p, vms, err := planAndVMs(tx, name)
 		if err != nil {
 			return err
 		}
@@ -323,11 +319,7 @@ func (m *Manager) pauseJobs(ctx context.Context, name string, pause bool) {
 func (m *Manager) SyncNow(ctx context.Context, name string) (View, error) {
 	m.mu.Lock()
 	err := m.store.Update(func(tx *bbolt.Tx) error {
-		p, err := store.GetPlan(tx, name)
-		if err != nil {
-			return notFound(name, err)
-		}
-		vms, err := store.PlanVMs(tx, name)
+		p, vms, err := planAndVMs(tx, name)
 		if err != nil {
 			return err
 		}
@@ -358,10 +350,7 @@ func (m *Manager) SyncNow(ctx context.Context, name string) (View, error) {
 func (m *Manager) Retry(ctx context.Context, name, vm string) (View, error) {
 	m.mu.Lock()
 	err := m.store.Update(func(tx *bbolt.Tx) error {
-		if _, err := store.GetPlan(tx, name); err != nil {
-			return notFound(name, err)
-		}
-		vms, err := store.PlanVMs(tx, name)
+		_, vms, err := planAndVMs(tx, name)
 		if err != nil {
 			return err
 		}
@@ -417,4 +406,15 @@ func (m *Manager) Delete(ctx context.Context, name string) error {
 	m.cancelJobs(ctx, cancel)
 	m.log.Info("plan deleted", "plan", name, "jobs_cancelled", len(cancel))
 	return nil
+}
+
+// planAndVMs reads the plan named name and its VMs in tx; a NotFound when
+// there is no such plan.
+func planAndVMs(tx *bbolt.Tx, name string) (store.Plan, []store.PlanVM, error) {
+	p, err := store.GetPlan(tx, name)
+	if err != nil {
+		return p, nil, notFound(name, err)
+	}
+	vms, err := store.PlanVMs(tx, name)
+	return p, vms, err
 }
