@@ -234,19 +234,29 @@ func (j jobView) progress() string {
 	return fmt.Sprintf("%.1f %% of %s", j.Percent, jobwatch.Bytes(j.BytesTotal))
 }
 
+// operand takes the object `oma command verb OBJECT [flags]` names from
+// the front of args (what it is, and its placeholder in the usage); -h
+// there prints the command's usage.
+func operand(command, verb, what, placeholder string, args []string, stderr io.Writer) (string, []string, error) {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		if len(args) > 0 && isHelp(args[0]) {
+			fmt.Fprint(stderr, usageOf(command))
+			return "", nil, flag.ErrHelp
+		}
+		return "", nil, fmt.Errorf("oma %s %s needs %s: oma %s %s %s [flags]", command, verb, what, command, verb, placeholder)
+	}
+	return args[0], args[1:], nil
+}
+
 // jobsCmd implements `oma jobs list|show|cancel`.
 func jobsCmd(ctx context.Context, verb string, args []string, stdout, stderr io.Writer) error {
 	var of operatorFlags
 	var id string
 	if verb != "list" {
-		if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-			if len(args) > 0 && isHelp(args[0]) {
-				fmt.Fprint(stderr, usageOf("jobs"))
-				return flag.ErrHelp
-			}
-			return fmt.Errorf("oma jobs %s needs the job's id: oma jobs %s JOB [flags]", verb, verb)
+		var err error
+		if id, args, err = operand("jobs", verb, "the job's id", "JOB", args, stderr); err != nil {
+			return err
 		}
-		id, args = args[0], args[1:]
 	}
 	fs := newOperatorFlagSet("oma jobs "+verb, &of, stderr)
 	var state, vm, rate string

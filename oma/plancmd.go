@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,14 +21,10 @@ func plansCmd(ctx context.Context, verb string, args []string, stdout, stderr io
 	var of operatorFlags
 	var name string
 	if verb != "list" {
-		if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-			if len(args) > 0 && isHelp(args[0]) {
-				fmt.Fprint(stderr, usageOf("plans"))
-				return flag.ErrHelp
-			}
-			return fmt.Errorf("oma plans %s needs the plan's name: oma plans %s NAME [flags]", verb, verb)
+		var err error
+		if name, args, err = operand("plans", verb, "the plan's name", "NAME", args, stderr); err != nil {
+			return err
 		}
-		name, args = args[0], args[1:]
 	}
 	fs := newOperatorFlagSet("oma plans "+verb, &of, stderr)
 	if err := parse(fs, args); err != nil {
