@@ -65,6 +65,10 @@ type DiskProgress struct {
 	// Progress.VerifyBytesTotal and VerifyBytesDone.
 	VerifyBytesTotal int64 `json:"verify_bytes_total,omitempty"`
 	VerifyBytesDone  int64 `json:"verify_bytes_done,omitempty"`
+	// Checkpoint is the offset below which the disk's areas are written
+	// and flushed on the export, durable: a copy of the disk that starts
+	// again may start from it. 0, and omitted, until the first.
+	Checkpoint int64 `json:"checkpoint,omitempty"`
 }
 
 // Replication states a VMA reports.

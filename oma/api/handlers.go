@@ -387,13 +387,16 @@ type diskView struct {
 	BytesTotal         int64  `json:"bytes_total"`
 	BytesDone          int64  `json:"bytes_done"`
 	RateBytesPerSecond int64  `json:"rate_bytes_per_second"`
-	VerifyBytesTotal   int64  `json:"verify_bytes_total"`
-	VerifyBytesDone    int64  `json:"verify_bytes_done"`
-	ChangeID           string `json:"change_id,omitempty"`
-	BaseChangeID       string `json:"base_change_id,omitempty"`
-	FullCopy           bool   `json:"full_copy,omitempty"`
-	Verified           bool   `json:"verified"`
-	Digest             string `json:"digest,omitempty"`
+	// Checkpoint is the offset below which the disk is durable on the
+	// OMA, as its VMA last reported.
+	Checkpoint       int64  `json:"checkpoint"`
+	VerifyBytesTotal int64  `json:"verify_bytes_total"`
+	VerifyBytesDone  int64  `json:"verify_bytes_done"`
+	ChangeID         string `json:"change_id,omitempty"`
+	BaseChangeID     string `json:"base_change_id,omitempty"`
+	FullCopy         bool   `json:"full_copy,omitempty"`
+	Verified         bool   `json:"verified"`
+	Digest           string `json:"digest,omitempty"`
 }
 
 func viewOf(j store.Job) jobView {
@@ -428,7 +431,7 @@ func viewOf(j store.Job) jobView {
 			Key: d.Key, Label: d.Label, CapacityBytes: d.CapacityBytes, Export: d.Export,
 			NBDURL:     fmt.Sprintf("nbd://%s:%d/%s", d.Export.Host, d.Export.Port, d.Export.Name),
 			VolumePath: d.Volume,
-			BytesTotal: d.BytesTotal, BytesDone: d.BytesDone, RateBytesPerSecond: d.RateBytesPerSecond,
+			BytesTotal: d.BytesTotal, BytesDone: d.BytesDone, RateBytesPerSecond: d.RateBytesPerSecond, Checkpoint: d.Checkpoint,
 			VerifyBytesTotal: d.VerifyBytesTotal, VerifyBytesDone: d.VerifyBytesDone,
 			ChangeID: d.ChangeID, BaseChangeID: d.BaseChangeID, FullCopy: d.FullCopy, Verified: d.Verified, Digest: d.Digest,
 		})

@@ -175,6 +175,7 @@ func (m *Manager) progress(tx *bbolt.Tx, j *store.Job, p *events.Progress) error
 				if d := &j.Disks[i]; d.Key == dp.Key {
 					d.BytesTotal, d.BytesDone = keep(d.BytesTotal, d.BytesDone, dp.BytesTotal, dp.BytesDone)
 					d.RateBytesPerSecond = dp.RateBytesPerSecond
+					d.Checkpoint = max(d.Checkpoint, dp.Checkpoint)
 					d.VerifyBytesTotal, d.VerifyBytesDone = dp.VerifyBytesTotal, dp.VerifyBytesDone
 				}
 			}

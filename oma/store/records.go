@@ -88,6 +88,9 @@ type JobDisk struct {
 	BytesDone  int64  `json:"bytes_done"`
 	// RateBytesPerSecond is the disk's recent copy rate.
 	RateBytesPerSecond int64 `json:"rate_bytes_per_second,omitempty"`
+	// Checkpoint is the last durable checkpoint the VMA reported: the
+	// offset below which the disk's areas are written and flushed.
+	Checkpoint int64 `json:"checkpoint,omitempty"`
 	// VerifyBytesTotal and VerifyBytesDone are the disk's share of the
 	// job's.
 	VerifyBytesTotal int64 `json:"verify_bytes_total,omitempty"`

@@ -316,7 +316,7 @@ func planned(plans []diskPlan) []DiskProgress {
 		for _, a := range p.areas {
 			done += min(max(p.resumeFrom-a.Offset, 0), a.Length)
 		}
-		progress[i] = DiskProgress{Key: p.disk.Key, BytesTotal: p.total, BytesDone: done, Checkpoint: p.resumeFrom,
+		progress[i] = DiskProgress{Key: p.disk.Key, BytesTotal: p.total, BytesDone: done, Checkpoint: p.resumeFrom, Durable: p.resumeFrom,
 			Percent: percent(done, p.total)}
 	}
 	return progress
@@ -376,7 +376,7 @@ func (r *Runner) copyDisk(ctx context.Context, t *task, ref DiskRef, p *diskPlan
 	if p.resumeFrom > 0 {
 		r.log.Info("resuming disk", "job", t.id, "disk", key, "from", p.resumeFrom)
 	}
-	saver := checkpointSaver{r: r, job: t.id, disk: key, saved: p.resumeFrom, at: time.Now()}
+	saver := checkpointSaver{r: r, job: t.id, disk: key, tracker: t.tracker, saved: p.resumeFrom, at: time.Now()}
 	whole := p.resumeFrom == 0 // copied in one go, so verified as a whole
 	var lostSince time.Time    // when the export was lost, while retrying
 	for delay := time.Second; ; delay = min(2*delay, 30*time.Second) {
@@ -503,13 +503,14 @@ const checkpointBytes = 64 << 20
 // their own goroutine (start), never on the copier's: on a long link a
 // flush costs at least a round trip, and the copy goes on meanwhile.
 type checkpointSaver struct {
-	r      *Runner
-	job    string
-	disk   int32
-	saved  int64      // the last checkpoint recorded; read it only after stop
-	posted int64      // the last checkpoint handed to the flusher
-	at     time.Time  // when posted
-	next   chan int64 // the flusher's mailbox: the newest checkpoint only
+	r       *Runner
+	job     string
+	disk    int32
+	tracker *tracker   // told each checkpoint recorded: the progress events carry it
+	saved   int64      // the last checkpoint recorded; read it only after stop
+	posted  int64      // the last checkpoint handed to the flusher
+	at      time.Time  // when posted
+	next    chan int64 // the flusher's mailbox: the newest checkpoint only
 }
 
 // start starts flushing dst and recording the checkpoints maybe posts,
@@ -581,6 +582,9 @@ func (c *checkpointSaver) record(checkpoint int64) {
 		return
 	}
 	c.saved = checkpoint
+	if c.tracker != nil {
+		c.tracker.durable(c.disk, checkpoint)
+	}
 }
 
 // snapshot returns the job's snapshot: the one an interrupted run of the

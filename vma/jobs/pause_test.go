@@ -25,6 +25,10 @@ type pausedJob struct {
 	Queue            *struct {
 		WaitingFor string `json:"waiting_for"`
 	} `json:"queue"`
+	Disks []struct {
+		Key        int32 `json:"key"`
+		Checkpoint int64 `json:"checkpoint"`
+	} `json:"disks"`
 }
 
 // TestPauseAndResume: a job paused mid-copy stops at a checkpoint (no
@@ -62,17 +66,13 @@ func TestPauseAndResume(t *testing.T) {
 	}
 	j := b.create(t, threeDisks)
 	b.startFromOMA(t, j.JobID)
-	// Under way, with a checkpoint recorded: the pause must keep it.
-	testkit.Eventually(t, "a checkpoint of the copy", func() bool {
-		var p struct {
-			Disks []struct {
-				Checkpoint int64 `json:"checkpoint"`
-			} `json:"disks"`
-		}
-		b.vmaDo(t, http.MethodGet, "/api/v1/progress/"+j.JobID, nil, &p)
-		for _, d := range p.Disks {
+	// Under way, with a durable checkpoint the VMA reported to the OMA:
+	// the pause must keep it.
+	testkit.Eventually(t, "a durable checkpoint on the OMA", func() bool {
+		g := get(j.JobID)
+		for _, d := range g.Disks {
 			if d.Checkpoint > 0 {
-				return get(j.JobID).State == events.JobCopying
+				return g.State == events.JobCopying
 			}
 		}
 		return false
@@ -94,7 +94,8 @@ func TestPauseAndResume(t *testing.T) {
 		t.Errorf("pause a running job: %+v, want pause_requested_at", p)
 	}
 	testkit.Eventually(t, "the job paused", func() bool { return get(j.JobID).State == events.JobPaused })
-	at := get(j.JobID).BytesDone
+	pausedAt := get(j.JobID)
+	at := pausedAt.BytesDone
 	time.Sleep(1500 * time.Millisecond)
 	if p := get(j.JobID); p.BytesDone != at || p.State != events.JobPaused {
 		t.Errorf("while paused: %d bytes done, then %d (%s)", at, p.BytesDone, p.State)
@@ -119,10 +120,20 @@ func TestPauseAndResume(t *testing.T) {
 	}
 	b.assertCopied(t, threeDisksPath, done)
 	b.assertNoSnapshot(t, threeDisksPath)
+	// Each disk resumed from its checkpoint, at or past the one the OMA
+	// was told (a progress event may not carry the last one).
 	var resumed int64
-	for _, m := range regexp.MustCompile(`msg="resuming disk" [^\n]*?job=`+regexp.QuoteMeta(j.JobID)+` [^\n]*?from=(\d+)`).FindAllStringSubmatch(b.v.Logs.String(), -1) {
-		n, _ := strconv.ParseInt(m[1], 10, 64)
+	from := map[int32]int64{}
+	for _, m := range regexp.MustCompile(`msg="resuming disk" [^\n]*?job=`+regexp.QuoteMeta(j.JobID)+` disk=(\d+) from=(\d+)`).FindAllStringSubmatch(b.v.Logs.String(), -1) {
+		key, _ := strconv.ParseInt(m[1], 10, 32)
+		n, _ := strconv.ParseInt(m[2], 10, 64)
+		from[int32(key)] = n
 		resumed += n
+	}
+	for _, d := range pausedAt.Disks {
+		if d.Checkpoint > from[d.Key] {
+			t.Errorf("disk %d: the OMA recorded checkpoint %d, past the %d the VMA resumed from", d.Key, d.Checkpoint, from[d.Key])
+		}
 	}
 	if resumed == 0 {
 		var lines []string

@@ -29,8 +29,10 @@ type DiskProgress struct {
 	Percent            float64 `json:"percent"`
 	RateBytesPerSecond int64   `json:"rate_bytes_per_second"`
 	// Checkpoint is the offset below which the disk's areas are written
-	// and acknowledged.
+	// and acknowledged; Durable the one below which they are also flushed
+	// and recorded (the resume's).
 	Checkpoint int64 `json:"checkpoint"`
+	Durable    int64 `json:"durable_checkpoint"`
 	// VerifyBytesTotal is what the disk's copy reads back (this run's
 	// bytes), VerifyBytesDone what it has, VerifyRateBytesPerSecond the
 	// recent rate of that.
@@ -113,6 +115,17 @@ func (t *tracker) update(key int32, p copier.Progress) bool {
 	return true
 }
 
+// durable records that the disk with key is durable below checkpoint.
+func (t *tracker) durable(key int32, checkpoint int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i := range t.disks {
+		if d := &t.disks[i]; d.Key == key && checkpoint > d.Durable {
+			d.Durable, t.changed = checkpoint, true
+		}
+	}
+}
+
 // rate returns the bytes per second the job's copies write now.
 func (t *tracker) rate() int64 {
 	t.mu.Lock()
@@ -188,7 +201,7 @@ func (p Progress) event(job, vma string, seq uint64) *events.Progress {
 		VerifyRateBytesPerSecond: p.VerifyRateBytesPerSecond, Disks: []events.DiskProgress{}}
 	for _, d := range p.Disks {
 		ev.Disks = append(ev.Disks, events.DiskProgress{Key: d.Key, BytesTotal: d.BytesTotal, BytesDone: d.BytesDone, RateBytesPerSecond: d.RateBytesPerSecond,
-			VerifyBytesTotal: d.VerifyBytesTotal, VerifyBytesDone: d.VerifyBytesDone})
+			VerifyBytesTotal: d.VerifyBytesTotal, VerifyBytesDone: d.VerifyBytesDone, Checkpoint: d.Durable})
 	}
 	return ev
 }
