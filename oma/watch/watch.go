@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -92,6 +93,8 @@ func (p *Printer) Handle(ev events.Event) error {
 	case *events.QueueDispatched:
 		return p.line(e.DispatchedAt, e.JobID, fmt.Sprintf("dispatched to %s after %s in the queue",
 			q(e.VMAID), time.Duration(e.WaitedSeconds*float64(time.Second)).Round(time.Second)))
+	case *events.QueueLimits:
+		return p.limitsLine(e)
 	case *events.PlanCreated:
 		waves := map[int]bool{}
 		for _, vm := range e.VMs {
@@ -157,6 +160,34 @@ func scheduleText(s events.PlanSchedule) string {
 // outside must already be quoted.
 func (p *Printer) planLine(at time.Time, plan, msg string) error {
 	_, err := fmt.Fprintf(p.out, "%s plan %s %s\n", at.In(p.loc).Format("15:04:05"), q(plan), msg)
+	return err
+}
+
+// limitsLine writes the line of a change to the queue's limits.
+func (p *Printer) limitsLine(e *events.QueueLimits) error {
+	var parts []string
+	if e.Rate != nil {
+		rate := "no rate limit"
+		if *e.Rate > 0 {
+			rate = "rate " + Bytes(*e.Rate) + "/s"
+		}
+		parts = append(parts, rate)
+	}
+	for _, w := range e.RateWindows {
+		rate := "none"
+		if w.Rate > 0 {
+			rate = Bytes(w.Rate) + "/s"
+		}
+		tz := w.TZ
+		if tz == "" {
+			tz = "UTC"
+		}
+		parts = append(parts, fmt.Sprintf("%s-%s %s: %s", q(w.Start), q(w.End), q(tz), rate))
+	}
+	if e.VCenter > 0 {
+		parts = append(parts, fmt.Sprintf("%d jobs at once, %d per ESXi host, %d per datastore", e.VCenter, e.ESXiHost, e.Datastore))
+	}
+	_, err := fmt.Fprintf(p.out, "%s limits %s %s: %s\n", e.ChangedAt.In(p.loc).Format("15:04:05"), q(e.Object), q(e.Name), strings.Join(parts, ", "))
 	return err
 }
 

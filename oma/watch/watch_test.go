@@ -100,6 +100,16 @@ func TestPrinter(t *testing.T) {
 			"09:14:53 job j1 copying -> paused: paused through the OMA API",
 			"09:15:03 job j1 paused -> queued",
 		}},
+		{"limits changed", []events.Payload{
+			&events.QueueLimits{Object: events.LimitsVMA, Name: "vma-1", Rate: ptr(int64(100 << 20)),
+				RateWindows: []events.RateWindow{{Start: "08:00", End: "20:00", TZ: "Europe/Berlin", Rate: 50 << 20}}, ChangedAt: t0},
+			&events.QueueLimits{Object: events.LimitsGlobal, Name: "all", Rate: ptr(int64(0)), ChangedAt: t0},
+			&events.QueueLimits{Object: events.LimitsVCenter, Name: "prod-vc1", VCenter: 16, ESXiHost: 2, Datastore: 4, ChangedAt: t0},
+		}, []string{
+			"09:14:03 limits vma vma-1: rate 100.0 MiB/s, 08:00-20:00 Europe/Berlin: 50.0 MiB/s",
+			"09:14:03 limits global all: no rate limit",
+			"09:14:03 limits vcenter prod-vc1: 16 jobs at once, 2 per ESXi host, 4 per datastore",
+		}},
 		{"failed with its reason", []events.Payload{
 			state("j1", "copying", "failed", 0, "copy: disk 2000: EIO"),
 		}, []string{"09:14:03 job j1 failed: copy: disk 2000: EIO"}},
@@ -210,3 +220,5 @@ func TestRun(t *testing.T) {
 		t.Errorf("Run = %v after ctx ended, want nil", err)
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
