@@ -98,8 +98,9 @@ func (m *Manager) chooseVMA(tx *bbolt.Tx, found []inventory.Located, typ string)
 			why = append(why, f.VMAID+": not registered")
 			continue
 		}
-		if v.LastSeen == nil || now.Sub(*v.LastSeen) > m.cfg.HeartbeatTimeout {
-			why = append(why, f.VMAID+": not connected")
+		capacity, down := queue.VMASlots(v, now, m.cfg.HeartbeatTimeout)
+		if down != "" {
+			why = append(why, f.VMAID+": "+down)
 			continue
 		}
 		if typ == events.ReplicationIncremental {
@@ -112,14 +113,10 @@ func (m *Manager) chooseVMA(tx *bbolt.Tx, found []inventory.Located, typ string)
 				continue
 			}
 		}
-		c := candidate{loc: f, free: queue.DefaultVMACapacity}
+		c := candidate{loc: f, free: capacity - inQueue[f.VMAID]}
 		if v.Load != nil {
-			if v.Load.MaxJobs > 0 {
-				c.free = v.Load.MaxJobs
-			}
 			c.bps = v.Load.BytesPerSecond
 		}
-		c.free -= inQueue[f.VMAID]
 		cands = append(cands, c)
 	}
 	if len(cands) == 0 {

@@ -568,6 +568,23 @@ func (q *Queue) event(tx *bbolt.Tx, p events.Payload, now time.Time) error {
 	return store.Enqueue(tx, ev)
 }
 
+// VMASlots returns how many jobs VMA v takes at once (its heartbeat's
+// max_jobs, else DefaultVMACapacity) and, when it takes none now, why: no
+// heartbeat, or none for longer than timeout.
+func VMASlots(v store.VMA, now time.Time, timeout time.Duration) (capacity int, down string) {
+	capacity = DefaultVMACapacity
+	if v.Load != nil && v.Load.MaxJobs > 0 {
+		capacity = v.Load.MaxJobs
+	}
+	switch {
+	case v.LastSeen == nil:
+		down = "no heartbeat yet"
+	case now.Sub(*v.LastSeen) > timeout:
+		down = fmt.Sprintf("no heartbeat for %s", now.Sub(*v.LastSeen).Round(time.Second))
+	}
+	return capacity, down
+}
+
 // rules reads every limit that applies now from tx.
 func (q *Queue) rules(tx *bbolt.Tx, now time.Time) (*rules, error) {
 	r := &rules{vmas: map[string]vmaSlots{}, vcenters: map[string]store.SourceLimits{}, plans: map[string]planRules{},
@@ -583,17 +600,8 @@ func (q *Queue) rules(tx *bbolt.Tx, now time.Time) (*rules, error) {
 	r.globalRate, r.vmaRates, r.planRates = RateAt(settings.RateLimit, settings.RateWindows, now), map[string]int64{}, map[string]int64{}
 	for _, v := range vmas {
 		r.vmaRates[v.ID] = RateAt(v.RateLimit, v.RateWindows, now)
-		s := vmaSlots{capacity: DefaultVMACapacity}
-		if v.Load != nil && v.Load.MaxJobs > 0 {
-			s.capacity = v.Load.MaxJobs
-		}
-		switch {
-		case v.LastSeen == nil:
-			s.down = "no heartbeat yet"
-		case now.Sub(*v.LastSeen) > q.cfg.HeartbeatTimeout:
-			s.down = fmt.Sprintf("no heartbeat for %s", now.Sub(*v.LastSeen).Round(time.Second))
-		}
-		r.vmas[v.ID] = s
+		capacity, down := VMASlots(v, now, q.cfg.HeartbeatTimeout)
+		r.vmas[v.ID] = vmaSlots{capacity: capacity, down: down}
 	}
 	vcs, err := store.VCenters(tx)
 	if err != nil {
