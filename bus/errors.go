@@ -25,6 +25,7 @@ type RemoteError struct {
 const (
 	CodeNotFound = "not_found" // what the request names does not exist
 	CodeConflict = "conflict"  // it clashes with the current state
+	CodeMoved    = "moved"     // the job is another VMA's now: the asker must let it go
 )
 
 // Coded is implemented by a Responder's error that classifies itself for

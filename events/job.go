@@ -110,6 +110,15 @@ type ExportAllocation struct {
 	ReplicationType string          `json:"replication_type"`
 	State           string          `json:"state"`
 	Disks           []AllocatedDisk `json:"disks"`
+	// Attempt counts the VMAs the job was given to: 1 for the first; more
+	// after the OMA moved it to another VMA (its export names are new each
+	// time, and the earlier ones are no longer served).
+	Attempt int `json:"attempt,omitempty"`
+	// Snapshot, for a job moved while it ran, is the snapshot its disks'
+	// checkpoints belong to: the new VMA goes on from the checkpoints when
+	// the VM still has that snapshot (named SnapshotPrefix plus the job
+	// id), else it takes a new one and copies from zero.
+	Snapshot string `json:"snapshot,omitempty"`
 }
 
 // AllocatedDisk is one disk of an ExportAllocation.
@@ -120,4 +129,9 @@ type AllocatedDisk struct {
 	Export        Export `json:"export"`
 	// BaseChangeID is where an incremental copy starts ("" for initial).
 	BaseChangeID string `json:"base_change_id,omitempty"`
+	// Checkpoint, with Snapshot, is where a moved job's disk goes on from:
+	// below it the areas are written and flushed, out of PlannedBytes to
+	// copy in all (a plan of another size is another plan: copy whole).
+	Checkpoint   int64 `json:"checkpoint,omitempty"`
+	PlannedBytes int64 `json:"planned_bytes,omitempty"`
 }

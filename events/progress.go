@@ -42,6 +42,11 @@ type Progress struct {
 	VerifyBytesDone          int64          `json:"verify_bytes_done,omitempty"`
 	VerifyRateBytesPerSecond int64          `json:"verify_rate_bytes_per_second,omitempty"`
 	Disks                    []DiskProgress `json:"disks"`
+	// Snapshot is the VMware snapshot (its managed object id) the job
+	// copies from, once taken: the disks' checkpoints are offsets of what
+	// was copied from it, and only a copy from the same snapshot may
+	// start from them.
+	Snapshot string `json:"snapshot,omitempty"`
 }
 
 // EventType implements Payload.

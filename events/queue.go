@@ -52,6 +52,46 @@ func (q *QueueDispatched) NATSSubject() (string, error) { return subject.JobQueu
 // EventSubject implements Payload: the job id.
 func (q *QueueDispatched) EventSubject() string { return q.JobID }
 
+// QueueMoved announces that the OMA's queue gave a job to another VMA,
+// because its own stopped beating: a job still waiting at once, a running
+// one after a grace period (a takeover). The job's export names changed;
+// the old VMA's are no longer served.
+type QueueMoved struct {
+	JobID string `json:"job_id"`
+	// VMAID is the VMA the job goes to now, FromVMA the one it left.
+	VMAID   string `json:"vma_id"`
+	FromVMA string `json:"from_vma"`
+	Plan    string `json:"plan,omitempty"`
+	// Attempt counts the VMAs the job was given to, 2 after the first move.
+	Attempt int `json:"attempt"`
+	// Running says the job had been dispatched to FromVMA: a takeover.
+	Running bool `json:"running"`
+	// Reason says why, such as "vma-1: no heartbeat for 2m31s".
+	Reason string `json:"reason"`
+	// Snapshot and Disks are what a takeover resumes from: the snapshot
+	// the checkpoints belong to, and each disk's checkpoint.
+	Snapshot string           `json:"snapshot,omitempty"`
+	Disks    []DiskCheckpoint `json:"disks,omitempty"`
+	MovedAt  time.Time        `json:"moved_at"`
+}
+
+// DiskCheckpoint is a disk's durable checkpoint, out of the bytes its plan
+// copies.
+type DiskCheckpoint struct {
+	Key          int32 `json:"key"`
+	Checkpoint   int64 `json:"checkpoint"`
+	PlannedBytes int64 `json:"planned_bytes"`
+}
+
+// EventType implements Payload.
+func (*QueueMoved) EventType() string { return TypeQueueMoved }
+
+// NATSSubject implements Payload: the new VMA's queue subject of the job.
+func (q *QueueMoved) NATSSubject() (string, error) { return subject.JobQueue(q.VMAID, q.JobID) }
+
+// EventSubject implements Payload: the job id.
+func (q *QueueMoved) EventSubject() string { return q.JobID }
+
 // Objects whose limits a QueueLimits event changes.
 const (
 	LimitsGlobal  = "global"

@@ -23,6 +23,7 @@ const (
 	TypeQueueQueued        = "io.godwit.queue.queued.v1"
 	TypeQueueDispatched    = "io.godwit.queue.dispatched.v1"
 	TypeQueueLimits        = "io.godwit.queue.limits.v1"
+	TypeQueueMoved         = "io.godwit.queue.moved.v1"
 )
 
 // Types lists every event type, in a fixed order.
@@ -32,7 +33,7 @@ func Types() []string {
 		TypeProgress, TypeReplicationStatus, TypeJobCreated, TypeJobStateChanged, TypeHeartbeat,
 		TypeTunnelOutage, TypeStreamAlert,
 		TypePlanCreated, TypePlanChanged, TypePlanVMStateChanged, TypePlanSyncScheduled, TypePlanSyncDone,
-		TypeQueueQueued, TypeQueueDispatched, TypeReplicatePause, TypeReplicateRate, TypeQueueLimits,
+		TypeQueueQueued, TypeQueueDispatched, TypeReplicatePause, TypeReplicateRate, TypeQueueLimits, TypeQueueMoved,
 	}
 }
 
@@ -82,6 +83,8 @@ func NewPayload(eventType string) (Payload, bool) {
 		return new(ReplicateRate), true
 	case TypeQueueLimits:
 		return new(QueueLimits), true
+	case TypeQueueMoved:
+		return new(QueueMoved), true
 	}
 	return nil, false
 }

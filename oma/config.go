@@ -51,6 +51,7 @@ type config struct {
 	secretKey       string
 	minSyncInterval time.Duration
 	vmaTimeout      time.Duration
+	takeoverGrace   time.Duration
 	pauseMax        time.Duration
 }
 
@@ -89,7 +90,8 @@ func declareRunFlags(fs *flag.FlagSet, cfg *config) {
 	fs.StringVar(&cfg.secretKey, "secret-key", "", "file of the key that encrypts the registered vCenters' passwords at rest (mode 0600, created on first start; default: <data>/at-rest.key); keep it out of backups of state.db")
 	fs.DurationVar(&cfg.minSyncInterval, "min-sync-interval", plans.DefaultMinSyncInterval, "shortest interval a plan's sync schedule may have")
 	fs.DurationVar(&cfg.pauseMax, "pause-snapshot-max", jobs.DefaultPauseSnapshotMax, "how long a job may stay paused with its VMware snapshot; then it ends paused-expired and the snapshot is removed")
-	fs.DurationVar(&cfg.vmaTimeout, "vma-heartbeat-timeout", queue.DefaultHeartbeatTimeout, "how long after its last heartbeat a VMA gets no more jobs from the queue (VMAs beat every 10s)")
+	fs.DurationVar(&cfg.vmaTimeout, "vma-heartbeat-timeout", queue.DefaultHeartbeatTimeout, "how long after its last heartbeat a VMA gets no more jobs from the queue, and its waiting jobs go to another VMA (VMAs beat every 10s)")
+	fs.DurationVar(&cfg.takeoverGrace, "vma-takeover-grace", jobs.DefaultTakeoverGrace, "how long after -vma-heartbeat-timeout a gone VMA's running jobs wait before another VMA takes them over from their checkpoints")
 	fs.DurationVar(&cfg.streamMaxAge, "stream-max-age", 30*24*time.Hour, "how long streams keep events")
 	fs.Int64Var(&cfg.streamMaxBytes, "stream-max-bytes", 1<<30, "bytes each stream keeps at most")
 }
@@ -248,6 +250,6 @@ func (cfg *config) appliance() (appliance.Config, error) {
 		StreamMaxAge:    cfg.streamMaxAge,
 		StreamMaxBytes:  cfg.streamMaxBytes,
 		AtRestKeyFile:   cfg.secretKey,
-		MinSyncInterval: cfg.minSyncInterval, HeartbeatTimeout: cfg.vmaTimeout, PauseSnapshotMax: cfg.pauseMax,
+		MinSyncInterval: cfg.minSyncInterval, HeartbeatTimeout: cfg.vmaTimeout, PauseSnapshotMax: cfg.pauseMax, TakeoverGrace: cfg.takeoverGrace,
 	}, nil
 }

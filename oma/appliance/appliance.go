@@ -115,6 +115,10 @@ type Config struct {
 	// PauseSnapshotMax is how long a job may stay paused with its
 	// snapshot; 0 means jobs.DefaultPauseSnapshotMax.
 	PauseSnapshotMax time.Duration
+	// TakeoverGrace is how long a running job's VMA may be gone, after
+	// HeartbeatTimeout, before another VMA takes the job over; 0 means
+	// jobs.DefaultTakeoverGrace.
+	TakeoverGrace time.Duration
 	// StreamMaxAge and StreamMaxBytes limit what each stream keeps; zero
 	// means 30 days and 1 GiB.
 	StreamMaxAge   time.Duration
@@ -373,6 +377,7 @@ func (o *OMA) Run(ctx context.Context) error {
 		PendingJobTTL: cfg.PendingJobTTL, MaxPendingJobs: cfg.MaxPendingJobs, NBDPortsPerVMA: cfg.NBDPortsPerVMA,
 		VerifyParallel: cfg.VerifyParallel, VerifyLimiter: verifyLimiter(cfg),
 		AtRestKey: atRestKey, MinSyncInterval: cfg.MinSyncInterval, PlanPoll: cfg.PlanPoll, HeartbeatTimeout: cfg.HeartbeatTimeout, PauseSnapshotMax: cfg.PauseSnapshotMax,
+		TakeoverGrace: cfg.TakeoverGrace,
 	}, st, conn, exp, srv)
 	if err := ctl.Restore(ctx); err != nil {
 		return err

@@ -85,6 +85,10 @@ type Config struct {
 	// PauseSnapshotMax is how long a job may stay paused with its
 	// snapshot; 0 means jobs.DefaultPauseSnapshotMax.
 	PauseSnapshotMax time.Duration
+	// TakeoverGrace is how long a running job's VMA may be gone, after
+	// HeartbeatTimeout, before another VMA takes the job over; 0 means
+	// jobs.DefaultTakeoverGrace.
+	TakeoverGrace time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger; nil discards.
@@ -141,7 +145,8 @@ func New(cfg Config, st *store.Store, conn *bus.Conn, exp *exports.Manager, acce
 		Keeper:   inventory.New(inventory.Config{DiscoverTimeout: cfg.DiscoverTimeout, Now: cfg.Now, Logger: log}, st, conn, reg),
 		Manager: jobs.New(jobs.Config{DataDir: cfg.DataDir, ExportHost: cfg.ExportHost, APIURL: cfg.APIURL, CancelGrace: cfg.CancelGrace,
 			PendingJobTTL: cfg.PendingJobTTL, MaxPendingJobs: cfg.MaxPendingJobs, VerifyParallel: cfg.VerifyParallel,
-			VerifyLimiter: cfg.VerifyLimiter, Queue: q, HeartbeatTimeout: cfg.HeartbeatTimeout, PauseSnapshotMax: cfg.PauseSnapshotMax, Now: cfg.Now, Logger: log}, st, exp, reg, out),
+			VerifyLimiter: cfg.VerifyLimiter, Queue: q, HeartbeatTimeout: cfg.HeartbeatTimeout, PauseSnapshotMax: cfg.PauseSnapshotMax,
+			TakeoverGrace: cfg.TakeoverGrace, AtRest: atRest(cfg.AtRestKey), Now: cfg.Now, Logger: log}, st, exp, reg, out),
 		queue: q, cfg: cfg, store: st, bus: conn, exports: exp, outbox: out, log: log, started: cfg.Now(),
 	}
 	c.vcenters = vcenters.New(st, cfg.AtRestKey, vcenters.DiscoveryProver{D: c, Timeout: cfg.DiscoverTimeout}, cfg.Now)
@@ -218,6 +223,7 @@ func (c *Control) Run(ctx context.Context) error {
 	wg.Go(func() { c.pruneLoop(ctx) })
 	wg.Go(func() { _ = c.bus.WatchStreams(ctx, c.cfg.StreamWatch) })
 	wg.Go(func() { c.RunExpiry(ctx) })
+	wg.Go(func() { c.RunFailover(ctx) })
 	wg.Go(func() { _ = c.plans.Run(ctx) })
 	wg.Go(func() {
 		if err := c.queue.Run(ctx); err != nil {
@@ -246,4 +252,12 @@ func stopped(ctx context.Context, err error) error {
 		return nil
 	}
 	return err
+}
+
+// atRest is k as the jobs' at-rest sealer: none when k is nil.
+func atRest(k *atrest.Key) jobs.AtRest {
+	if k == nil {
+		return nil
+	}
+	return k
 }

@@ -432,6 +432,10 @@ func (m *Manager) Start(ctx context.Context, id string, cred vmas.VCenterCredent
 	if _, err := m.newEvent(&cmd); err != nil { // checks that it makes an event
 		return j, err
 	}
+	kept, err := m.keepPassword(id, cred.Password)
+	if err != nil {
+		return j, err
+	}
 	err = m.store.Update(func(tx *bbolt.Tx) error {
 		cur, err := store.GetJob(tx, id)
 		if err != nil {
@@ -447,6 +451,7 @@ func (m *Manager) Start(ctx context.Context, id string, cred vmas.VCenterCredent
 		err = m.cfg.Queue.Enqueue(tx, store.QueueEntry{
 			JobID: cur.ID, VMAID: cur.VMAID, ReplicationType: cur.ReplicationType, Plan: opts.Plan, Priority: opts.Priority, RateLimit: cur.RateLimit,
 			VCenter: cur.VCenter, ESXiHost: cur.ESXiHost, Datastores: cur.Datastores, QueuedAt: cur.UpdatedAt, Command: cmd,
+			PasswordAtRest: kept,
 		})
 		if err != nil {
 			return err

@@ -24,9 +24,14 @@ func (m *Manager) Allocation(_ context.Context, subj string, _ []byte) (any, err
 	if err != nil {
 		return nil, err
 	}
-	a := events.ExportAllocation{JobID: j.ID, VM: j.VM, ReplicationType: j.ReplicationType, State: j.State}
+	a := events.ExportAllocation{JobID: j.ID, VM: j.VM, ReplicationType: j.ReplicationType, State: j.State,
+		Attempt: max(j.Attempt, 1), Snapshot: j.Snapshot}
 	for _, d := range j.Disks {
-		a.Disks = append(a.Disks, events.AllocatedDisk{Key: d.Key, Label: d.Label, CapacityBytes: d.CapacityBytes, Export: d.Export, BaseChangeID: d.BaseChangeID})
+		ad := events.AllocatedDisk{Key: d.Key, Label: d.Label, CapacityBytes: d.CapacityBytes, Export: d.Export, BaseChangeID: d.BaseChangeID}
+		if j.Snapshot != "" {
+			ad.Checkpoint, ad.PlannedBytes = d.Checkpoint, d.BytesTotal
+		}
+		a.Disks = append(a.Disks, ad)
 	}
 	return a, nil
 }
@@ -84,6 +89,11 @@ func (m *Manager) release(jobID string) {
 // jobs.
 func (m *Manager) activeJobOf(vmaID, jobID string) (store.Job, error) {
 	j, err := m.Job(jobID)
+	if err == nil && j.VMAID != vmaID {
+		if moved := movedFrom(j, vmaID); moved != nil {
+			return store.Job{}, moved
+		}
+	}
 	if fault.KindOf(err) == fault.NotFound || err == nil && j.VMAID != vmaID {
 		return store.Job{}, fault.Errorf(fault.NotFound, "", "no replication job %q for VMA %s", jobID, vmaID)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/oma/atrest"
 	"github.com/godwit/godwit/oma/exports"
 	"github.com/godwit/godwit/oma/outbox"
 	"github.com/godwit/godwit/oma/queue"
@@ -65,6 +66,13 @@ type Config struct {
 	// as gone: a job is not given to it when several VMAs could take it.
 	// 0 means queue.DefaultHeartbeatTimeout.
 	HeartbeatTimeout time.Duration
+	// TakeoverGrace is how long a dispatched job's VMA may be gone (after
+	// HeartbeatTimeout) before another VMA takes the job over; 0 means
+	// DefaultTakeoverGrace.
+	TakeoverGrace time.Duration
+	// AtRest keeps the password of each started job sealed at rest, so
+	// that a job can move to another VMA; nil: jobs do not move.
+	AtRest AtRest
 	// Queue is the OMA's queue: Start puts a job in it, which dispatches
 	// the job's command when a slot is free; a job that ends leaves it.
 	// Required.
@@ -91,8 +99,16 @@ type Queue interface {
 	Unpark(tx *bbolt.Tx, id string) error
 	// SetRate sets job id's own bandwidth limit in the queue in tx.
 	SetRate(tx *bbolt.Tx, id string, rate int64) (bool, error)
+	// Requeue puts a job moved to another VMA back in the queue in tx.
+	Requeue(tx *bbolt.Tx, e store.QueueEntry) error
 	// LimitsChanged writes the event of a limits change in tx.
 	LimitsChanged(tx *bbolt.Tx, p *events.QueueLimits) error
+}
+
+// AtRest seals secrets at rest; *atrest.Key satisfies it.
+type AtRest interface {
+	Seal(plain secret.String, context string) ([]byte, error)
+	Open(sealed []byte, context string) (secret.String, error)
 }
 
 // sealer seals a secret to a VMA; *vmas.Registry satisfies it.
@@ -113,6 +129,7 @@ var (
 	_ sealer = (*vmas.Registry)(nil)
 	_ kicker = (*outbox.Outbox)(nil)
 	_ Queue  = (*queue.Queue)(nil)
+	_ AtRest = (*atrest.Key)(nil)
 )
 
 // Manager creates, starts and cancels jobs, serves their exports, and
@@ -161,6 +178,9 @@ func New(cfg Config, st *store.Store, exp *exports.Manager, reg sealer, out kick
 	}
 	if cfg.HeartbeatTimeout <= 0 {
 		cfg.HeartbeatTimeout = queue.DefaultHeartbeatTimeout
+	}
+	if cfg.TakeoverGrace <= 0 {
+		cfg.TakeoverGrace = DefaultTakeoverGrace
 	}
 	if cfg.PauseSnapshotMax <= 0 {
 		cfg.PauseSnapshotMax = DefaultPauseSnapshotMax

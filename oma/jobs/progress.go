@@ -166,6 +166,16 @@ type endedJob struct {
 func (m *Manager) progress(tx *bbolt.Tx, j *store.Job, p *events.Progress) error {
 	if p.Seq > j.LastSeq {
 		j.LastSeq = p.Seq
+		// Checkpoints only grow within a snapshot; a copy from another
+		// snapshot (the first was lost) starts again, figures and all.
+		fresh := p.Snapshot != "" && p.Snapshot != j.Snapshot
+		again := fresh && j.Snapshot != ""
+		if fresh {
+			j.Snapshot = p.Snapshot
+		}
+		if again {
+			j.BytesDone = 0
+		}
 		total, done := keep(j.BytesTotal, j.BytesDone, p.BytesTotal, p.BytesDone)
 		j.BytesTotal, j.BytesDone, j.RateBytesPerSecond = total, done, p.RateBytesPerSecond
 		j.AverageRateBytesPerSecond = p.AverageRateBytesPerSecond
@@ -173,9 +183,15 @@ func (m *Manager) progress(tx *bbolt.Tx, j *store.Job, p *events.Progress) error
 		for _, dp := range p.Disks {
 			for i := range j.Disks {
 				if d := &j.Disks[i]; d.Key == dp.Key {
+					if again {
+						d.BytesDone = 0
+					}
 					d.BytesTotal, d.BytesDone = keep(d.BytesTotal, d.BytesDone, dp.BytesTotal, dp.BytesDone)
 					d.RateBytesPerSecond = dp.RateBytesPerSecond
 					d.Checkpoint = max(d.Checkpoint, dp.Checkpoint)
+					if fresh {
+						d.Checkpoint = dp.Checkpoint
+					}
 					d.VerifyBytesTotal, d.VerifyBytesDone = dp.VerifyBytesTotal, dp.VerifyBytesDone
 				}
 			}

@@ -199,6 +199,26 @@ func (q *Queue) Unpark(tx *bbolt.Tx, id string) error {
 	return nil
 }
 
+// Requeue puts e, dispatched or waiting, back in the queue as waiting in
+// tx: a job moved to another VMA, whose command e carries. Its slots on
+// the old VMA are free, and a pass follows, when tx commits.
+func (q *Queue) Requeue(tx *bbolt.Tx, e store.QueueEntry) error {
+	if err := store.Requeue(tx, e); err != nil {
+		return fmt.Errorf("queue job %s again: %w", e.JobID, err)
+	}
+	tx.OnCommit(func() {
+		q.mu.Lock()
+		delete(q.running, e.JobID)
+		delete(q.decisions, e.JobID)
+		delete(q.announced, e.JobID)
+		delete(q.sent, e.JobID)
+		q.waiting[e.JobID] = light(e)
+		q.mu.Unlock()
+		q.Kick()
+	})
+	return nil
+}
+
 // forget drops job id from memory when tx commits, and asks for a pass.
 func (q *Queue) forget(tx *bbolt.Tx, id string) {
 	tx.OnCommit(func() {

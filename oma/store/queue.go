@@ -46,6 +46,10 @@ type QueueEntry struct {
 	// dispatched (again when it resumes); its password is sealed to the
 	// VMA.
 	Command events.ReplicateCommand `json:"command"`
+	// PasswordAtRest is the command's password sealed with the OMA's
+	// at-rest key (bound to the job id), so that it can be sealed again to
+	// another VMA when the job moves; nil for a job queued without it.
+	PasswordAtRest []byte `json:"password_at_rest,omitempty"`
 	// DispatchedAt is when the command was written to the outbox.
 	DispatchedAt *time.Time `json:"dispatched_at,omitempty"`
 }
@@ -109,6 +113,14 @@ func Unpark(tx *bbolt.Tx, id string, at time.Time) (QueueEntry, error) {
 	}
 	e.QueuedAt, e.DispatchedAt = at, nil
 	return e, PutQueued(tx, e)
+}
+
+// Requeue stores e as waiting again, no longer dispatched or paused.
+func Requeue(tx *bbolt.Tx, e QueueEntry) error {
+	if _, err := Dequeue(tx, e.JobID); err != nil {
+		return err
+	}
+	return PutQueued(tx, e)
 }
 
 // Dequeue removes job id from the queue, waiting, dispatched or paused; it

@@ -74,6 +74,27 @@ type Job struct {
 	// it pauses or resumes; PausedAt when it paused.
 	PauseRequestedAt *time.Time `json:"pause_requested_at,omitempty"`
 	PausedAt         *time.Time `json:"paused_at,omitempty"`
+	// Attempt counts the VMAs the job was given to: 0 or 1 for the first,
+	// one more each time the OMA moved it to another VMA (Moves).
+	Attempt int `json:"attempt,omitempty"`
+	// Snapshot is the VMware snapshot the VMA copies from, as its progress
+	// said: the disks' checkpoints are offsets of what was copied from it.
+	Snapshot string `json:"snapshot,omitempty"`
+	// Moves are the job's moves from one VMA to another, oldest first.
+	Moves []JobMove `json:"moves,omitempty"`
+}
+
+// JobMove is a job's move to another VMA whose heartbeat was missing.
+type JobMove struct {
+	At   time.Time `json:"at"`
+	From string    `json:"from_vma"`
+	To   string    `json:"to_vma"`
+	// Running says the job had been dispatched: a takeover, which goes on
+	// from Disks' checkpoints in Snapshot when the VM still has it.
+	Running  bool                    `json:"running"`
+	Reason   string                  `json:"reason"`
+	Snapshot string                  `json:"snapshot,omitempty"`
+	Disks    []events.DiskCheckpoint `json:"disks,omitempty"`
 }
 
 // JobDisk is one disk of a job: its export, volume and progress.
@@ -197,6 +218,12 @@ type Lease struct {
 
 // PutLease stores l.
 func PutLease(tx *bbolt.Tx, l Lease) error { return put(tx, bucketLeases, l.JobID, l) }
+
+// GetLease returns the lease of job id; ErrNotFound when it has none.
+func GetLease(tx *bbolt.Tx, id string) (Lease, error) {
+	var l Lease
+	return l, get(tx, bucketLeases, id, &l)
+}
 
 // DeleteLease removes the lease of a job.
 func DeleteLease(tx *bbolt.Tx, jobID string) error {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/vmware/govmomi/vim25/types"
 
+	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/events/subject"
 	"github.com/godwit/godwit/vma/copier"
@@ -56,6 +57,13 @@ func (r *Runner) run(ctx context.Context, t *task) {
 	}
 	if err != nil && errors.Is(context.Cause(ctx), errStopping) {
 		log.Info("job interrupted: it resumes when the VMA starts again", "during", stepOf(err))
+		return
+	}
+	if why, moved := movedError(err); moved || t.moved.Load() != nil {
+		if w := t.moved.Load(); w != nil {
+			why = *w
+		}
+		r.letGo(t.id, why)
 		return
 	}
 	left := ""
@@ -158,7 +166,7 @@ func (r *Runner) execute(ctx context.Context, t *task) ([]events.DiskChange, err
 		r.log.Info("changed block tracking enabled", "job", t.id, "vm", path)
 	}
 
-	snap, resumed, err := r.snapshot(ctx, t, s, vm)
+	snap, resumed, err := r.snapshot(ctx, t, s, vm, alloc)
 	removed := false
 	if snap != nil {
 		defer func() {
@@ -170,6 +178,7 @@ func (r *Runner) execute(ctx context.Context, t *task) ([]events.DiskChange, err
 	if err != nil {
 		return nil, fail("snapshot", 0, err)
 	}
+	t.tracker.setSnapshot(snap.Ref.Value)
 
 	plans, err := r.plan(ctx, s, vm, snap, alloc, t.cmd.OnCBTReset, resumed)
 	if err != nil {
@@ -250,6 +259,11 @@ func (r *Runner) plan(ctx context.Context, s *vcenter.Session, vm *vcenter.VM, s
 			return nil, fail("record", 0, err)
 		}
 		before = j.Disks
+		if len(before) == 0 { // another VMA's run: as the OMA recorded it
+			for _, ad := range alloc.Disks {
+				before = append(before, store.Disk{Key: ad.Key, BytesTotal: ad.PlannedBytes, Checkpoint: ad.Checkpoint})
+			}
+		}
 	}
 	var plans []diskPlan
 	var disks []store.Disk
@@ -393,6 +407,10 @@ func (r *Runner) copyDisk(ctx context.Context, t *task, ref DiskRef, p *diskPlan
 		}
 		if lostSince.IsZero() {
 			lostSince = time.Now()
+		}
+		if why, moved := r.movedAway(ctx, t.id); moved { // its export was revoked: not a passing loss
+			t.moved.Store(&why)
+			return fail(step, key, fmt.Errorf("the OMA moved the job to another VMA: %s", why))
 		}
 		if time.Since(lostSince) >= r.cfg.ExportRetry {
 			return fail(step, key, fmt.Errorf("the export is gone for %s (-export-retry): %w", r.cfg.ExportRetry.Round(time.Second), redact(err, p.export.Name)))
@@ -590,13 +608,22 @@ func (c *checkpointSaver) record(checkpoint int64) {
 // snapshot returns the job's snapshot: the one an interrupted run of the
 // job took, when it resumes and the snapshot is still there (resumed
 // true), else a new one, recorded.
-func (r *Runner) snapshot(ctx context.Context, t *task, s *vcenter.Session, vm *vcenter.VM) (*vcenter.Snapshot, bool, error) {
+func (r *Runner) snapshot(ctx context.Context, t *task, s *vcenter.Session, vm *vcenter.VM, alloc events.ExportAllocation) (*vcenter.Snapshot, bool, error) {
 	name := SnapshotPrefix + t.id
-	if t.resume {
-		j, err := r.st.Get(t.id)
-		if err != nil {
+	j, err := r.st.Get(t.id)
+	if err != nil {
+		return nil, false, err
+	}
+	if !t.resume && j.Snapshot == "" && alloc.Snapshot != "" {
+		// A job another VMA ran: its snapshot, if the VM still has it,
+		// and the checkpoints the OMA recorded (plan reads them).
+		j.Snapshot, t.resume = alloc.Snapshot, true
+		if _, err := r.st.Update(t.id, false, func(sj *store.Job) error { sj.Snapshot, sj.Disks = alloc.Snapshot, nil; return nil }); err != nil {
 			return nil, false, err
 		}
+		r.log.Info("taking over a job another VMA ran", "job", t.id, "attempt", alloc.Attempt, "snapshot", alloc.Snapshot)
+	}
+	if t.resume {
 		if j.Snapshot != "" {
 			found, err := s.Snapshots(ctx, vm, name)
 			if err != nil {
@@ -642,6 +669,10 @@ func (e *redacted) Unwrap() error { return e.err }
 func (r *Runner) removeSnapshot(ctx context.Context, t *task, s *vcenter.Session, ref types.ManagedObjectReference) {
 	if interrupted(ctx) {
 		return // kept for the resume
+	}
+	if why, moved := r.movedAway(ctx, t.id); moved {
+		t.moved.Store(&why)
+		return // another VMA goes on from it
 	}
 	if err := r.removeSnapshotNow(ctx, t, s, ref); err != nil {
 		r.log.Error("remove snapshot", "job", t.id, "snapshot", ref.Value, "err", err)
@@ -760,4 +791,48 @@ func (es *earlyExports) close() {
 			e.ep.Close()
 		}
 	}
+}
+
+// movedError reports whether err is the OMA's refusal of a job it moved to
+// another VMA, and its message.
+func movedError(err error) (string, bool) {
+	var re *bus.RemoteError
+	if errors.As(err, &re) && re.Code == bus.CodeMoved {
+		return re.Message, true
+	}
+	return "", false
+}
+
+// movedAway asks the OMA whether it moved job id to another VMA (whose
+// attempt goes on from the job's snapshot): the job's export request is
+// refused so. An OMA that does not answer soon says no.
+func (r *Runner) movedAway(ctx context.Context, id string) (string, bool) {
+	subj, err := subject.ExportRequest(r.cfg.Identity.ID, id)
+	if err != nil {
+		return "", false
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(r.cfg.RequestTimeout, 5*time.Second))
+	defer cancel()
+	var alloc events.ExportAllocation
+	return movedError(r.conn.Request(ctx, subj, struct{}{}, &alloc))
+}
+
+// letGo ends this VMA's attempt at job id, which the OMA moved to another
+// VMA: recorded cancelled, with neither its snapshot (the other VMA copies
+// from it) nor its credentials kept, and nothing reported (the job is not
+// this VMA's to report on).
+func (r *Runner) letGo(id, why string) {
+	now := r.cfg.Now().UTC()
+	_, err := r.st.Update(id, false, func(j *store.Job) error {
+		if !store.Final(j.State) {
+			j.State, j.EndedAt = store.StateCancelled, &now
+		}
+		j.Error, j.UpdatedAt = "moved to another VMA by the OMA: "+why, now
+		j.Snapshot, j.Password = "", nil
+		return nil
+	})
+	if err != nil {
+		r.log.Error("record a job the OMA moved away", "job", id, "err", err)
+	}
+	r.log.Warn("the OMA moved the job to another VMA: this attempt ends, its snapshot is left to the other", "job", id, "why", why)
 }

@@ -19,6 +19,8 @@ type Progress struct {
 	Phase string `json:"phase,omitempty"`
 	events.Figures
 	Disks []DiskProgress `json:"disks"`
+	// Snapshot is the VMware snapshot the job copies from, once taken.
+	Snapshot string `json:"snapshot,omitempty"`
 }
 
 // DiskProgress is the progress of one disk of a job.
@@ -50,7 +52,8 @@ type tracker struct {
 	phase   string
 	start   time.Time // when the copy began; zero before
 	disks   []DiskProgress
-	changed bool // since the last snapshot taken for publishing
+	snap    string // the VMware snapshot copied from
+	changed bool   // since the last snapshot taken for publishing
 }
 
 func newTracker(now func() time.Time) *tracker { return &tracker{now: now} }
@@ -63,6 +66,13 @@ func (t *tracker) setPhase(phase string) {
 	if phase == events.PhaseCopying && t.start.IsZero() {
 		t.start = t.now()
 	}
+}
+
+// setSnapshot records the VMware snapshot the job copies from.
+func (t *tracker) setSnapshot(ref string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.snap, t.changed = ref, true
 }
 
 // setDisks sets what each disk will copy.
@@ -142,7 +152,7 @@ func (t *tracker) rate() int64 {
 func (t *tracker) snapshot() (Progress, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	p := Progress{Phase: t.phase, Disks: append([]DiskProgress(nil), t.disks...)}
+	p := Progress{Phase: t.phase, Disks: append([]DiskProgress(nil), t.disks...), Snapshot: t.snap}
 	for _, d := range t.disks {
 		p.BytesTotal += d.BytesTotal
 		p.BytesDone += d.BytesDone
@@ -198,7 +208,7 @@ func (p Progress) event(job, vma string, seq uint64) *events.Progress {
 	ev := &events.Progress{JobID: job, VMAID: vma, Seq: seq, Phase: p.Phase, BytesTotal: p.BytesTotal, BytesDone: p.BytesDone,
 		RateBytesPerSecond: p.RateBytesPerSecond, AverageRateBytesPerSecond: p.AverageRateBytesPerSecond,
 		Percent: p.Percent, ETASeconds: p.ETASeconds, VerifyBytesTotal: p.VerifyBytesTotal, VerifyBytesDone: p.VerifyBytesDone,
-		VerifyRateBytesPerSecond: p.VerifyRateBytesPerSecond, Disks: []events.DiskProgress{}}
+		VerifyRateBytesPerSecond: p.VerifyRateBytesPerSecond, Disks: []events.DiskProgress{}, Snapshot: p.Snapshot}
 	for _, d := range p.Disks {
 		ev.Disks = append(ev.Disks, events.DiskProgress{Key: d.Key, BytesTotal: d.BytesTotal, BytesDone: d.BytesDone, RateBytesPerSecond: d.RateBytesPerSecond,
 			VerifyBytesTotal: d.VerifyBytesTotal, VerifyBytesDone: d.VerifyBytesDone, Checkpoint: d.Durable})

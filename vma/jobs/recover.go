@@ -107,6 +107,10 @@ func (r *Runner) cleanSnapshots(ctx context.Context, id string) ([]string, error
 	if !store.Final(j.State) {
 		return removed, fmt.Errorf("job %s is %s: cancel it first", id, j.State)
 	}
+	if why, moved := r.movedAway(ctx, id); moved {
+		r.letGo(id, why) // its snapshot is the other VMA's now
+		return removed, nil
+	}
 	vc := r.cfg.VCenter
 	vc.Host, vc.Username, vc.CAPEM, vc.Thumbprint = j.VCenter, j.Username, j.CAPEM, j.Thumbprint
 	s, err := vcenter.LoginSealed(ctx, vc, r.cfg.Identity.Key, *j.Password)

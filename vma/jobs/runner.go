@@ -196,6 +196,9 @@ type task struct {
 	pubMu   sync.Mutex              // orders the job's events
 	// lastProgress is when the last progress event went out (under pubMu).
 	lastProgress time.Time
+	// moved, when set, says why the OMA moved the job to another VMA:
+	// the run learnt it as it ended.
+	moved atomic.Pointer[string]
 }
 
 // New returns a Runner that consumes through conn and keeps its jobs in st.
