@@ -370,10 +370,16 @@ type jobView struct {
 	PauseRequestedAt *time.Time `json:"pause_requested_at,omitempty"`
 	PausedAt         *time.Time `json:"paused_at,omitempty"`
 	// RateLimit is the job's own bandwidth limit (0: none).
-	RateLimit  int64      `json:"rate_limit"`
-	CreatedAt  time.Time  `json:"created_at"`
-	UpdatedAt  time.Time  `json:"updated_at"`
-	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	RateLimit int64 `json:"rate_limit"`
+	// Attempt counts the VMAs the job was given to (1, or more after
+	// moves); Moves are its moves from a gone VMA to another; Snapshot is
+	// the VMware snapshot its VMA copies from.
+	Attempt    int             `json:"attempt"`
+	Moves      []store.JobMove `json:"moves,omitempty"`
+	Snapshot   string          `json:"snapshot,omitempty"`
+	CreatedAt  time.Time       `json:"created_at"`
+	UpdatedAt  time.Time       `json:"updated_at"`
+	FinishedAt *time.Time      `json:"finished_at,omitempty"`
 }
 
 type diskView struct {
@@ -407,7 +413,7 @@ func viewOf(j store.Job) jobView {
 			RateBytesPerSecond: j.RateBytesPerSecond, AverageRateBytesPerSecond: j.AverageRateBytesPerSecond},
 		LastError: j.LastError, BytesWritten: j.BytesWritten, ESXiHost: j.ESXiHost, Datastores: j.Datastores,
 		Plan: j.Plan, Priority: j.Priority, DispatchedAt: j.DispatchedAt, PauseRequestedAt: j.PauseRequestedAt, PausedAt: j.PausedAt, RateLimit: j.RateLimit,
-		CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt, FinishedAt: j.FinishedAt,
+		Attempt: max(j.Attempt, 1), Moves: j.Moves, Snapshot: j.Snapshot, CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt, FinishedAt: j.FinishedAt,
 	}
 	if j.BytesTotal > 0 {
 		v.Percent = float64(int64(1000*float64(j.BytesDone)/float64(j.BytesTotal))) / 10

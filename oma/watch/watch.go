@@ -93,6 +93,12 @@ func (p *Printer) Handle(ev events.Event) error {
 	case *events.QueueDispatched:
 		return p.line(e.DispatchedAt, e.JobID, fmt.Sprintf("dispatched to %s after %s in the queue",
 			q(e.VMAID), time.Duration(e.WaitedSeconds*float64(time.Second)).Round(time.Second)))
+	case *events.QueueMoved:
+		what := "waiting job moved"
+		if e.Running {
+			what = "taken over"
+		}
+		return p.line(e.MovedAt, e.JobID, fmt.Sprintf("%s from %s to %s (attempt %d): %s", what, q(e.FromVMA), q(e.VMAID), e.Attempt, q(e.Reason)))
 	case *events.QueueLimits:
 		return p.limitsLine(e)
 	case *events.PlanCreated:

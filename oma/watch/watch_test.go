@@ -100,6 +100,13 @@ func TestPrinter(t *testing.T) {
 			"09:14:53 job j1 copying -> paused: paused through the OMA API",
 			"09:15:03 job j1 paused -> queued",
 		}},
+		{"moved from a gone VMA", []events.Payload{
+			&events.QueueMoved{JobID: "j1", VMAID: "vma-2", FromVMA: "vma-1", Attempt: 2, Reason: "vma-1: no heartbeat for 30s", MovedAt: t0},
+			&events.QueueMoved{JobID: "j2", VMAID: "vma-2", FromVMA: "vma-1", Attempt: 2, Running: true, Reason: "vma-1: no heartbeat for 2m30s", MovedAt: t0},
+		}, []string{
+			"09:14:03 job j1 waiting job moved from vma-1 to vma-2 (attempt 2): vma-1: no heartbeat for 30s",
+			"09:14:03 job j2 taken over from vma-1 to vma-2 (attempt 2): vma-1: no heartbeat for 2m30s",
+		}},
 		{"limits changed", []events.Payload{
 			&events.QueueLimits{Object: events.LimitsVMA, Name: "vma-1", Rate: ptr(int64(100 << 20)),
 				RateWindows: []events.RateWindow{{Start: "08:00", End: "20:00", TZ: "Europe/Berlin", Rate: 50 << 20}}, ChangedAt: t0},

@@ -1,0 +1,327 @@
+package jobs_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/godwit/godwit/bus"
+	"github.com/godwit/godwit/bus/bustest"
+	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/events/subject"
+	omaappliance "github.com/godwit/godwit/oma/appliance"
+	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
+	"github.com/godwit/godwit/vma/appliance"
+	"github.com/godwit/godwit/vma/copier"
+	"github.com/godwit/godwit/vma/nbd"
+	"github.com/godwit/godwit/vma/vcsim"
+)
+
+// movedJob is the OMA's view of a job with its move fields.
+type movedJob struct {
+	job
+	VMAID   string `json:"vma_id"`
+	Attempt int    `json:"attempt"`
+	Moves   []struct {
+		From    string `json:"from_vma"`
+		To      string `json:"to_vma"`
+		Running bool   `json:"running"`
+		Reason  string `json:"reason"`
+	} `json:"moves"`
+}
+
+// progressOf returns job id's progress events, oldest first.
+func progressOf(t *testing.T, o *testbed.OMA, id string) []events.Progress {
+	t.Helper()
+	ctx := testkit.Context(t)
+	c, err := o.Admin.JetStream().OrderedConsumer(ctx, bus.StreamProgress, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject.AllProgress}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []events.Progress
+	for {
+		batch, err := c.FetchNoWait(500)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for msg := range batch.Messages() {
+			n++
+			var ev struct {
+				Type string          `json:"type"`
+				Data json.RawMessage `json:"data"`
+			}
+			if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+				t.Fatal(err)
+			}
+			var p events.Progress
+			if ev.Type != events.TypeProgress || json.Unmarshal(ev.Data, &p) != nil || p.JobID != id {
+				continue
+			}
+			out = append(out, p)
+		}
+		if n == 0 {
+			return out
+		}
+	}
+}
+
+// TestVMAFailover: two VMAs that both found the VMs; vma-1 runs a copy
+// and holds a second job waiting in the OMA's queue, then dies mid-copy.
+// After -vma-heartbeat-timeout the waiting job goes to vma-2; after the
+// takeover grace the running one does too, and vma-2 goes on from the
+// checkpoints the OMA recorded, in the same snapshot: the job completes
+// byte-exact, vma-2 copying no more than what vma-1 had left plus one
+// checkpoint interval. vma-1's exports are revoked (nbdkit no longer
+// serves them); back, its requests about the job are refused as moved, it
+// lets the job go without touching the snapshot, and it gets new work.
+func TestVMAFailover(t *testing.T) {
+	testkit.Long(t)
+	const (
+		rate       = 1 << 20 // vma-1's bandwidth: 9 MiB take about 9 s
+		checkpoint = 200 * time.Millisecond
+		request    = 64 << 10
+	)
+	beats := func(c *appliance.Config) {
+		c.Heartbeat = 200 * time.Millisecond
+		c.CheckpointInterval = checkpoint
+		c.Copy.RequestSize = request
+	}
+	b := newBed(t, bedConfig{
+		ports: 8,
+		oma: func(c *omaappliance.Config) {
+			c.HeartbeatTimeout = 4 * time.Second
+			c.TakeoverGrace = 2 * time.Second
+		},
+		vma: func(c *appliance.Config) {
+			beats(c)
+			c.MaxJobs = 1
+			c.Copy.Limiter = copier.NewLimiter(rate, nil)
+		},
+	})
+	testbed.StartVMA(t, b.o, testbed.VMAConfig{ID: "vma-2", VCenterCAFile: b.sim.CAFile, Configure: func(c *appliance.Config) {
+		c.Source = "datastore"
+		c.ProgressInterval = 50 * time.Millisecond
+		beats(c)
+	}})
+	var found struct {
+		VMs []events.VM `json:"vms"`
+	}
+	if code := b.o.Do(http.MethodPost, "/api/v1/discover", map[string]any{"vcenter": b.vc, "username": b.sim.Username,
+		"password": b.sim.Password, "datacenter": vcsim.Datacenter, "vma_id": "vma-2"}, &found); code != http.StatusOK || len(found.VMs) != len(b.vms) {
+		t.Fatalf("discover through vma-2 = %d, %d VMs", code, len(found.VMs))
+	}
+	testkit.Eventually(t, "vma-2's VMs in the OMA's inventory", func() bool {
+		var inv struct {
+			VMs []struct {
+				VMAID string `json:"vma_id"`
+			} `json:"vms"`
+		}
+		b.o.Do(http.MethodGet, "/api/v1/vms", nil, &inv)
+		n := 0
+		for _, vm := range inv.VMs {
+			if vm.VMAID == "vma-2" {
+				n++
+			}
+		}
+		return n == len(b.vms)
+	})
+
+	create := func(name, vma string) movedJob {
+		t.Helper()
+		var j struct {
+			movedJob
+			Detail string `json:"detail"`
+		}
+		if code := b.o.Do(http.MethodPost, "/api/v1/replications", map[string]any{"source_vm": map[string]string{"id": b.vms[name].ID},
+			"replication_type": "initial", "vma_id": vma}, &j); code != http.StatusCreated {
+			t.Fatalf("create a job of %s on %s = %d: %s", name, vma, code, j.Detail)
+		}
+		b.startFromOMA(t, j.JobID)
+		return j.movedJob
+	}
+	get := func(id string) movedJob {
+		t.Helper()
+		var j movedJob
+		if code := b.o.Do(http.MethodGet, "/api/v1/replications/"+id, nil, &j); code != http.StatusOK {
+			t.Fatalf("GET %s = %d", id, code)
+		}
+		return j
+	}
+	running := create(threeDisks, "vma-1")
+	testkit.Eventually(t, "the copy under way, with durable checkpoints", func() bool {
+		j := get(running.JobID)
+		return j.State == events.JobCopying && j.BytesTotal > 0 && j.BytesDone > j.BytesTotal/4
+	})
+	waiting := create("gen-vm-001", "vma-1") // vma-1 takes one job at a time
+
+	// vma-1's own view of the running job's exports, as it asked for them.
+	asV1 := bustest.ConnectVMA(t, b.o.NATSURL, "vma-1", b.v.Seed)
+	exportReq, err := subject.ExportRequest("vma-1", running.JobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var old events.ExportAllocation
+	if err := asV1.Request(testkit.Context(t), exportReq, struct{}{}, &old); err != nil {
+		t.Fatalf("vma-1's export request: %v", err)
+	}
+
+	b.v.Stop() // dies mid-copy: its snapshot stays, its record says running
+	killed := time.Now()
+
+	testkit.Eventually(t, "the waiting job moved to vma-2 and completed", func() bool {
+		j := get(waiting.JobID)
+		return j.VMAID == "vma-2" && j.State == events.JobCompleted
+	})
+	done := b.wait(t, running.JobID)
+	if done.State != events.JobCompleted {
+		t.Fatalf("the job taken over = %s (%s)", done.State, done.LastError)
+	}
+	b.assertCopied(t, threeDisksPath, done)
+	b.assertCopied(t, "/"+vcsim.Datacenter+"/vm/gen-vm-001", b.get(t, waiting.JobID))
+
+	moved := get(running.JobID)
+	if moved.VMAID != "vma-2" || moved.Attempt != 2 || len(moved.Moves) != 1 || !moved.Moves[0].Running ||
+		moved.Moves[0].From != "vma-1" || !strings.Contains(moved.Moves[0].Reason, "vma-1: no heartbeat for") {
+		t.Errorf("the job taken over: vma %s, attempt %d, moves %+v", moved.VMAID, moved.Attempt, moved.Moves)
+	}
+	if w := get(waiting.JobID); len(w.Moves) != 1 || w.Moves[0].Running {
+		t.Errorf("the waiting job's moves: %+v, want one, not running", w.Moves)
+	}
+
+	// The moves are events, and the takeover came after the grace.
+	var takeover *events.QueueMoved
+	for _, ev := range jobsStream(t, b.o) {
+		if ev.Type != events.TypeQueueMoved {
+			continue
+		}
+		var m events.QueueMoved
+		if err := json.Unmarshal(ev.Data, &m); err != nil {
+			t.Fatal(err)
+		}
+		if m.JobID == running.JobID {
+			takeover = &m
+		}
+	}
+	if takeover == nil || takeover.FromVMA != "vma-1" || takeover.VMAID != "vma-2" || takeover.Snapshot == "" || len(takeover.Disks) != 3 {
+		t.Fatalf("the takeover event: %+v", takeover)
+	}
+	if after := takeover.MovedAt.Sub(killed); after < 6*time.Second {
+		t.Errorf("taken over %s after vma-1 died: before the heartbeat timeout and grace (6s)", after)
+	}
+
+	// vma-2 went on from the checkpoints: it copied no more than what
+	// vma-1 had left when it died, plus one checkpoint interval of bytes
+	// (and a request per disk, the checkpoints' granularity).
+	var v1Done, v2First, v2Last int64 = 0, -1, 0
+	var total int64
+	for _, p := range progressOf(t, b.o, running.JobID) {
+		switch {
+		case p.VMAID == "vma-1":
+			v1Done = max(v1Done, p.BytesDone)
+		case p.VMAID == "vma-2" && p.BytesTotal > 0:
+			if v2First < 0 && p.Phase == events.PhaseCopying {
+				v2First = p.BytesDone
+				if p.Snapshot != takeover.Snapshot {
+					t.Errorf("vma-2 copied from snapshot %s, not the job's %s", p.Snapshot, takeover.Snapshot)
+				}
+			}
+			v2Last, total = max(v2Last, p.BytesDone), p.BytesTotal
+		}
+	}
+	if v2First < 0 {
+		t.Fatal("no copying progress from vma-2")
+	}
+	copied := v2Last - v2First
+	allowance := int64(rate*checkpoint.Seconds()) + 3*request
+	t.Logf("taken over %s after vma-1 died; vma-1 had copied %d of %d bytes, vma-2 went on from %d and copied %d (bound: %d left + %d)",
+		takeover.MovedAt.Sub(killed).Round(10*time.Millisecond), v1Done, total, v2First, copied, total-v1Done, allowance)
+	if left := total - v1Done; copied > left+allowance || v2Last != total {
+		t.Errorf("vma-2 copied %d bytes (to %d of %d); vma-1 had %d left: more than that plus %d", copied, v2Last, total, left, allowance)
+	}
+	if v2First == 0 {
+		t.Error("vma-2 copied the job from zero, not from its checkpoints")
+	}
+
+	// vma-1's exports are revoked: nbdkit no longer serves its names.
+	for _, d := range old.Disks {
+		uri := fmt.Sprintf("nbd://%s:%d/%s", d.Export.Host, d.Export.Port, d.Export.Name)
+		if c, err := nbd.Dial(testkit.Context(t), uri, nbd.Config{}); err == nil {
+			c.Close()
+			t.Errorf("disk %d: vma-1's old export is still served", d.Key)
+		}
+	}
+	// Its requests about the job are refused as moved.
+	var again events.ExportAllocation
+	var re *bus.RemoteError
+	if err := asV1.Request(testkit.Context(t), exportReq, struct{}{}, &again); !errors.As(err, &re) || re.Code != bus.CodeMoved {
+		t.Errorf("vma-1's export request after the takeover: %v, want refused as moved", err)
+	}
+
+	// vma-1 comes back: it resumes the job it held, is refused, lets it go
+	// (reporting nothing, leaving the snapshot), and gets new work.
+	b.v.Start()
+	b.vmaURL = b.v.URL
+	testkit.Eventually(t, "vma-1 letting the job go", func() bool {
+		var st struct {
+			State string `json:"state"`
+			Error string `json:"error"`
+		}
+		b.vmaDo(t, http.MethodGet, "/api/v1/status/"+running.JobID, nil, &st)
+		return st.State == "cancelled" && strings.Contains(st.Error, "moved to another VMA")
+	})
+	if j := get(running.JobID); j.State != events.JobCompleted || j.VMAID != "vma-2" {
+		t.Errorf("after vma-1 came back the job is %s on %s", j.State, j.VMAID)
+	}
+	b.assertNoSnapshot(t, threeDisksPath)
+	next := create("gen-vm-002", "vma-1")
+	if j := b.wait(t, next.JobID); j.State != events.JobCompleted {
+		t.Errorf("new work for vma-1 = %s (%s)", j.State, j.LastError)
+	}
+}
+
+// jobsStream returns every event of the JOBS stream, oldest first.
+func jobsStream(t *testing.T, o *testbed.OMA) []struct {
+	Type string
+	Data json.RawMessage
+} {
+	t.Helper()
+	ctx := testkit.Context(t)
+	c, err := o.Admin.JetStream().OrderedConsumer(ctx, bus.StreamJobs, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject.AllJobs}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type event = struct {
+		Type string
+		Data json.RawMessage
+	}
+	var out []event
+	for {
+		batch, err := c.FetchNoWait(500)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for msg := range batch.Messages() {
+			n++
+			var ev struct {
+				Type string          `json:"type"`
+				Data json.RawMessage `json:"data"`
+			}
+			if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, event{ev.Type, ev.Data})
+		}
+		if n == 0 {
+			return out
+		}
+	}
+}
