@@ -212,6 +212,17 @@ func ExportReplies(subj string) (string, error) {
 	return subject.InboxPrefix(vmaID)
 }
 
+// StartReplies is the ReplyPrefix of start requests
+// (godwit.start.request.<vma>.<job>): the inbox prefix of the VMA the
+// subject names, as for ExportReplies.
+func StartReplies(subj string) (string, error) {
+	vmaID, _, err := subject.ParseStartRequest(subj)
+	if err != nil {
+		return "", err
+	}
+	return subject.InboxPrefix(vmaID)
+}
+
 // VerifyReplies is the ReplyPrefix of verify requests
 // (godwit.verify.request.<vma>.<job>): the inbox prefix of the VMA the
 // subject names, as for ExportReplies.

@@ -29,6 +29,7 @@ const (
 	tunnel           = Root + ".tunnel"
 	exportRequest    = Root + ".export.request"
 	verifyRequest    = Root + ".verify.request"
+	startRequest     = Root + ".start.request"
 	alert            = Root + ".alert"
 	planCreated      = Root + ".plan.created"
 	planChanged      = Root + ".plan.changed"
@@ -53,6 +54,7 @@ const (
 	AllTunnel          = tunnel + ".>"
 	AllExport          = exportRequest + ".>"
 	AllVerify          = verifyRequest + ".>"
+	AllStart           = startRequest + ".>"
 	AllPlans           = Root + ".plan.>"
 	All                = Root + ".>"
 )
@@ -218,6 +220,20 @@ func ParseVerifyRequest(subj string) (vmaID, jobID string, err error) {
 	return parseVMAJob(subj, verifyRequest, "verify request")
 }
 
+// StartRequest is godwit.start.request.<vma>.<job>: a VMA asks the OMA,
+// request/reply, to queue a job its API was asked to start (the VMA's
+// POST /api/v1/replicate), with the job's replicate command.
+func StartRequest(vmaID, jobID string) (string, error) {
+	return join(startRequest, vma(vmaID), job(jobID))
+}
+
+// ParseStartRequest returns the VMA and job ids of a start request
+// subject, godwit.start.request.<vma>.<job>. It fails as
+// ParseExportRequest does.
+func ParseStartRequest(subj string) (vmaID, jobID string, err error) {
+	return parseVMAJob(subj, startRequest, "start request")
+}
+
 // parseVMAJob returns the ids of subj, prefix.<vma>.<job>; what names the
 // request in errors.
 func parseVMAJob(subj, prefix, what string) (vmaID, jobID string, err error) {
@@ -254,6 +270,7 @@ func VMAPublish(vmaID string) ([]string, error) {
 		tunnel + "." + vmaID,
 		exportRequest + "." + vmaID + ".*",
 		verifyRequest + "." + vmaID + ".*",
+		startRequest + "." + vmaID + ".*",
 	}, nil
 }
 

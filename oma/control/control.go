@@ -207,6 +207,9 @@ func (c *Control) Run(ctx context.Context) error {
 	if err := c.bus.Serve(ctx, subject.AllExport, "oma", bus.ExportReplies, c.Allocation); err != nil {
 		return stopped(ctx, err)
 	}
+	if err := c.bus.Serve(ctx, subject.AllStart, "oma", bus.StartReplies, c.StartFromVMA); err != nil {
+		return stopped(ctx, err)
+	}
 	// Verify requests are answered several at once: a long hash waits only
 	// for the hashing slots (Config.VerifyParallel), and a refusal is
 	// answered at once.

@@ -99,6 +99,11 @@ type Queue interface {
 	Unpark(tx *bbolt.Tx, id string) error
 	// SetRate sets job id's own bandwidth limit in the queue in tx.
 	SetRate(tx *bbolt.Tx, id string, rate int64) (bool, error)
+	// Hold runs update holding the queue's passes off when it can (held),
+	// so that update may DispatchIn.
+	Hold(update func(held bool) error) error
+	// DispatchIn dispatches in tx what the jobs ended in tx freed.
+	DispatchIn(tx *bbolt.Tx, ended []string) error
 	// Requeue puts a job moved to another VMA back in the queue in tx.
 	Requeue(tx *bbolt.Tx, e store.QueueEntry) error
 	// LimitsChanged writes the event of a limits change in tx.

@@ -23,18 +23,29 @@ import (
 // that ended are released after the commit.
 func (m *Manager) ApplyProgress(ctx context.Context, batch []bus.Delivery) []error {
 	var ends []endedJob
-	err := m.store.Update(func(tx *bbolt.Tx) error {
-		ends = ends[:0]
-		for _, d := range batch {
-			end, err := m.progressOnce(tx, d.Event, d.Payload)
-			if err != nil {
-				return err
+	// The jobs that end free their slots: the queue dispatches the next in
+	// the same transaction when it can.
+	err := m.cfg.Queue.Hold(func(held bool) error {
+		return m.store.Update(func(tx *bbolt.Tx) error {
+			ends = ends[:0]
+			var freed []string
+			for _, d := range batch {
+				end, err := m.progressOnce(tx, d.Event, d.Payload)
+				if err != nil {
+					return err
+				}
+				if end != goesOn {
+					ends = append(ends, endedJob{jobOf(d.Payload), end})
+				}
+				if end == ended {
+					freed = append(freed, jobOf(d.Payload))
+				}
 			}
-			if end != goesOn {
-				ends = append(ends, endedJob{jobOf(d.Payload), end})
+			if held && len(freed) > 0 {
+				return m.cfg.Queue.DispatchIn(tx, freed)
 			}
-		}
-		return nil
+			return nil
+		})
 	})
 	switch {
 	case err == nil:

@@ -28,8 +28,13 @@ type Outbox struct {
 	bus   publisher
 	log   *slog.Logger
 
-	flushMu sync.Mutex // serializes flushes
+	flushMu sync.Mutex    // serializes flushes
+	last    store.Pending // the last event published, under flushMu
 	wake    chan struct{}
+
+	sentMu   sync.Mutex
+	sent     []store.Pending // published, to remove from the store
+	sentWake chan struct{}
 }
 
 // New returns an Outbox publishing st's outbox on conn. A nil log discards.
@@ -37,7 +42,7 @@ func New(st *store.Store, conn publisher, log *slog.Logger) *Outbox {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Outbox{store: st, bus: conn, log: log, wake: make(chan struct{}, 1)}
+	return &Outbox{store: st, bus: conn, log: log, wake: make(chan struct{}, 1), sentWake: make(chan struct{}, 1)}
 }
 
 // Kick asks Run to publish the outbox soon, without waiting for it.
@@ -49,10 +54,14 @@ func (o *Outbox) Kick() {
 }
 
 // Run publishes the outbox when kicked, and every 2 seconds for events
-// whose publish failed (the bus was down), until ctx ends.
+// whose publish failed (the bus was down), until ctx ends. Beside it, it
+// removes what was published from the store.
 func (o *Outbox) Run(ctx context.Context) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { o.removeSent(ctx) })
 	for {
 		select {
 		case <-ctx.Done():
@@ -66,20 +75,23 @@ func (o *Outbox) Run(ctx context.Context) {
 	}
 }
 
-// sentBatch is how many published events one transaction removes from
-// the outbox: a commit per event would cost more than the publishes.
+// sentBatch is how many events one flush publishes at once, without
+// waiting for each ack.
 const sentBatch = 256
 
 // Flush publishes what waits in the outbox, in order (the streams keep the
 // order of the changes), sentBatch events at a time without waiting for
-// each ack, and removes what was acknowledged, a batch a transaction. Nats-Msg-Id makes a repeat of an event that was published
-// but not removed (a crash in between) harmless. It returns the first
-// failure; what was not published stays for the next flush.
+// each ack. What was acknowledged is removed from the store beside it
+// (Run), so that the next events go out without waiting for a commit: the
+// flush goes on after the last event it published. Nats-Msg-Id makes a
+// repeat of an event that was published but not removed (a crash in
+// between) harmless. It returns the first failure; what was not published
+// stays for the next flush.
 func (o *Outbox) Flush(ctx context.Context) error {
 	o.flushMu.Lock()
 	defer o.flushMu.Unlock()
 	for {
-		batch, err := o.store.OutboxFirst(sentBatch)
+		batch, err := o.store.OutboxAfter(o.last, sentBatch)
 		if err != nil || len(batch) == 0 {
 			return err
 		}
@@ -89,12 +101,41 @@ func (o *Outbox) Flush(ctx context.Context) error {
 		}
 		n, err := o.bus.PublishEvents(ctx, evs)
 		if n > 0 {
-			if serr := o.store.Sent(batch[:n]...); serr != nil {
-				return serr
+			o.last = batch[n-1]
+			o.sentMu.Lock()
+			o.sent = append(o.sent, batch[:n]...)
+			o.sentMu.Unlock()
+			select {
+			case o.sentWake <- struct{}{}:
+			default:
 			}
 		}
 		if err != nil {
 			return err
+		}
+	}
+}
+
+// removeSent removes the published events from the store, all that
+// gathered in one transaction, until ctx ends; then once more.
+func (o *Outbox) removeSent(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+		case <-o.sentWake:
+		}
+		o.sentMu.Lock()
+		sent := o.sent
+		o.sent = nil
+		o.sentMu.Unlock()
+		if len(sent) > 0 {
+			if err := o.store.Sent(sent...); err != nil {
+				// Published: a restart publishes them again, harmlessly.
+				o.log.Warn("remove published events from the outbox", "events", len(sent), "err", err)
+			}
+		}
+		if ctx.Err() != nil {
+			return
 		}
 	}
 }

@@ -218,27 +218,29 @@ func decide(waiting, running []*store.QueueEntry, r *rules, full bool) ([]*store
 		prio  int
 		queue []*store.QueueEntry
 	}
-	byKey := map[string]*turn{}
+	type turnID struct {
+		plan, kind string
+		prio       int
+	}
+	byKey := map[turnID]*turn{}
 	var turns []*turn
-	for _, e := range waiting {
-		k := turnKey(e)
+	if !slices.IsSortedFunc(waiting, byAge) { // the queue keeps them so
+		waiting = slices.Clone(waiting)
+		slices.SortFunc(waiting, byAge)
+	}
+	for _, e := range waiting { // each turn oldest first, as waiting is
 		p := r.priority(e)
-		k2 := fmt.Sprintf("%s\x00%d", k, p)
-		t, ok := byKey[k2]
+		id := turnID{e.Plan, e.ReplicationType, p}
+		t, ok := byKey[id]
 		if !ok {
-			t = &turn{key: k, prio: p}
-			byKey[k2] = t
+			t = &turn{key: turnKey(e), prio: p}
+			byKey[id] = t
 			turns = append(turns, t)
 		}
 		t.queue = append(t.queue, e)
 	}
-	for _, t := range turns {
-		slices.SortFunc(t.queue, func(a, b *store.QueueEntry) int {
-			return cmp.Or(a.QueuedAt.Compare(b.QueuedAt), cmp.Compare(a.JobID, b.JobID))
-		})
-	}
 	var out []*store.QueueEntry
-	decisions := make(map[string]Decision, len(waiting))
+	decisions := make(map[string]Decision, min(len(waiting), 256))
 	texts := map[limitHit]string{}
 	for pos := 1; ; pos++ {
 		var next *turn
@@ -276,6 +278,11 @@ func decide(waiting, running []*store.QueueEntry, r *rules, full bool) ([]*store
 			c[next.key]++
 		}
 	}
+}
+
+// byAge orders waiting entries oldest first, then by job id.
+func byAge(a, b *store.QueueEntry) int {
+	return cmp.Or(a.QueuedAt.Compare(b.QueuedAt), cmp.Compare(a.JobID, b.JobID))
 }
 
 // before reports whether a turn (priority, jobs running, oldest job) goes

@@ -72,12 +72,16 @@ type Queue struct {
 	kick   chan struct{}
 	passMu sync.Mutex // one pass at a time
 
-	mu        sync.Mutex
-	waiting   map[string]*store.QueueEntry // by job id, without their commands
-	running   map[string]*store.QueueEntry
-	decisions map[string]Decision // of the waiting jobs, from the last pass
-	announced map[string]bool     // waiting jobs whose queued event is written
-	sent      map[string]sentRate // running jobs' rates as last told their VMAs
+	mu      sync.Mutex
+	waiting map[string]*store.QueueEntry // by job id, without their commands
+	// order holds the waiting entries oldest first (and some gone since,
+	// which are not in waiting any more); sorted again when dirty.
+	order      []*store.QueueEntry
+	orderDirty bool
+	running    map[string]*store.QueueEntry
+	decisions  map[string]Decision // of the waiting jobs, from the last pass
+	announced  map[string]bool     // waiting jobs whose queued event is written
+	sent       map[string]sentRate // running jobs' rates as last told their VMAs
 }
 
 // sentRate is a rate told a VMA, and when.
@@ -122,7 +126,7 @@ func (q *Queue) load() error {
 			return err
 		}
 		for _, e := range waiting {
-			q.waiting[e.JobID] = light(e)
+			q.setWaiting(light(e))
 			q.announced[e.JobID] = true // before the restart, or dispatched at the first pass
 		}
 		running, err := store.Running(tx)
@@ -135,6 +139,34 @@ func (q *Queue) load() error {
 		return fmt.Errorf("load the queue: %w", err)
 	}
 	return nil
+}
+
+// setWaiting puts e among the waiting entries, under q.mu.
+func (q *Queue) setWaiting(e *store.QueueEntry) {
+	q.waiting[e.JobID] = e
+	q.orderDirty = true
+}
+
+// waitingInOrder returns the waiting entries oldest first, under q.mu.
+func (q *Queue) waitingInOrder() []*store.QueueEntry {
+	if q.orderDirty {
+		q.order = q.order[:0]
+		for _, e := range q.waiting {
+			q.order = append(q.order, e)
+		}
+		slices.SortFunc(q.order, byAge)
+		q.orderDirty = false
+	}
+	waiting := make([]*store.QueueEntry, 0, len(q.waiting))
+	for _, e := range q.order {
+		if q.waiting[e.JobID] == e {
+			waiting = append(waiting, e)
+		}
+	}
+	if len(q.order) > 2*len(waiting)+64 { // drop the gone ones now and then
+		q.order = append(q.order[:0], waiting...)
+	}
+	return waiting
 }
 
 // light returns e without its command, as the queue keeps it in memory.
@@ -151,7 +183,7 @@ func (q *Queue) Enqueue(tx *bbolt.Tx, e store.QueueEntry) error {
 	}
 	tx.OnCommit(func() {
 		q.mu.Lock()
-		q.waiting[e.JobID] = light(e)
+		q.setWaiting(light(e))
 		q.mu.Unlock()
 		q.Kick()
 	})
@@ -192,7 +224,7 @@ func (q *Queue) Unpark(tx *bbolt.Tx, id string) error {
 	}
 	tx.OnCommit(func() {
 		q.mu.Lock()
-		q.waiting[id] = light(e)
+		q.setWaiting(light(e))
 		q.mu.Unlock()
 		q.Kick()
 	})
@@ -212,7 +244,7 @@ func (q *Queue) Requeue(tx *bbolt.Tx, e store.QueueEntry) error {
 		delete(q.decisions, e.JobID)
 		delete(q.announced, e.JobID)
 		delete(q.sent, e.JobID)
-		q.waiting[e.JobID] = light(e)
+		q.setWaiting(light(e))
 		q.mu.Unlock()
 		q.Kick()
 	})
@@ -249,6 +281,7 @@ func (q *Queue) SetRate(tx *bbolt.Tx, id string, rate int64) (bool, error) {
 				c.RateLimit = rate
 				m[id] = &c
 			}
+			q.orderDirty = true
 		}
 		q.mu.Unlock()
 		q.Kick()
@@ -420,27 +453,90 @@ func (q *Queue) Pass(ctx context.Context, full bool) error {
 	if err != nil {
 		return err
 	}
-	q.mu.Lock()
-	waiting := make([]*store.QueueEntry, 0, len(q.waiting))
-	for _, e := range q.waiting {
-		waiting = append(waiting, e)
+	p := q.plan(r, full, nil, now)
+	if p.empty() {
+		q.setDecisions(p.decisions, nil, nil)
+		return ctx.Err()
 	}
+	err = q.store.Update(func(tx *bbolt.Tx) error { return q.write(tx, p) })
+	if err != nil {
+		return fmt.Errorf("dispatch: %w", err)
+	}
+	q.done(p)
+	return nil
+}
+
+// Hold runs update, the transaction of a change that frees slots (jobs
+// that end), holding the queue's pass lock when no pass holds it, so that
+// update can dispatch in its own transaction (DispatchIn): the next jobs'
+// commands commit with the ends that freed their slots. held says whether
+// it could; without, the ends' commit kicks a pass as ever.
+func (q *Queue) Hold(update func(held bool) error) error {
+	if !q.passMu.TryLock() {
+		return update(false)
+	}
+	defer q.passMu.Unlock()
+	return update(true)
+}
+
+// DispatchIn makes a fast pass within tx, the transaction of Hold's update
+// that ended the jobs ended (Remove was called for them in tx): it
+// dispatches what their slots and any other free ones allow, in tx, and
+// takes it up when tx commits.
+func (q *Queue) DispatchIn(tx *bbolt.Tx, ended []string) error {
+	now := q.cfg.Now().UTC()
+	r, err := q.rules(tx, now)
+	if err != nil {
+		return err
+	}
+	p := q.plan(r, false, ended, now)
+	if p.empty() {
+		return nil
+	}
+	if err := q.write(tx, p); err != nil {
+		return fmt.Errorf("dispatch: %w", err)
+	}
+	tx.OnCommit(func() { q.done(p) })
+	return nil
+}
+
+// passPlan is what a pass decided: the dispatches, the decisions, the
+// queued events to write and the rates to tell.
+type passPlan struct {
+	now       time.Time
+	dispatch  []*store.QueueEntry
+	decisions map[string]Decision
+	rates     map[string]int64
+	fresh     []string
+	tell      []*store.QueueEntry
+	sent      []*store.QueueEntry // filled by write
+}
+
+func (p *passPlan) empty() bool { return len(p.dispatch) == 0 && len(p.fresh) == 0 && len(p.tell) == 0 }
+
+// plan decides a pass over the jobs in memory under r, leaving out the
+// running jobs gone (ended in the transaction at hand).
+func (q *Queue) plan(r *rules, full bool, gone []string, now time.Time) *passPlan {
+	q.mu.Lock()
+	waiting := q.waitingInOrder()
 	running := make([]*store.QueueEntry, 0, len(q.running))
 	for _, e := range q.running {
-		running = append(running, e)
+		if !slices.Contains(gone, e.JobID) {
+			running = append(running, e)
+		}
 	}
 	q.mu.Unlock()
-	dispatch, decisions := decide(waiting, running, r, full)
-	rates := r.rates(append(running, dispatch...))
+	p := &passPlan{now: now}
+	p.dispatch, p.decisions = decide(waiting, running, r, full)
+	p.rates = r.rates(append(running, p.dispatch...))
 
 	// What to write: the dispatches, a queued event for each job the queue
 	// sees waiting for the first time, and the running jobs' new rates.
-	var fresh []string
-	var tell []*store.QueueEntry
 	q.mu.Lock()
-	for id, d := range decisions {
+	defer q.mu.Unlock()
+	for id, d := range p.decisions {
 		if d.WaitingFor != "" && !q.announced[id] {
-			fresh = append(fresh, id)
+			p.fresh = append(p.fresh, id)
 		}
 	}
 	for _, e := range running {
@@ -448,69 +544,61 @@ func (q *Queue) Pass(ctx context.Context, full bool) error {
 		// The repeats go only to a VMA that is there: they would pile
 		// up in a gone VMA's command queue, which keeps so many.
 		repeat := full && s.rate > 0 && now.Sub(s.at) >= rateRepeat && r.vmas[e.VMAID].down == ""
-		if !ok || s.rate != rates[e.JobID] || repeat {
-			tell = append(tell, e)
+		if !ok || s.rate != p.rates[e.JobID] || repeat {
+			p.tell = append(p.tell, e)
 		}
 	}
-	q.mu.Unlock()
-	if len(dispatch) == 0 && len(fresh) == 0 && len(tell) == 0 {
-		q.setDecisions(decisions, nil, nil)
-		return ctx.Err()
+	return p
+}
+
+// write writes plan p in tx: the rates, the dispatches, the queued events.
+func (q *Queue) write(tx *bbolt.Tx, p *passPlan) error {
+	p.sent = p.sent[:0]
+	for _, e := range p.tell {
+		if err := q.event(tx, &events.ReplicateRate{JobID: e.JobID, VMAID: e.VMAID, BytesPerSecond: p.rates[e.JobID]}, p.now); err != nil {
+			return err
+		}
 	}
-	var sent []*store.QueueEntry
-	err = q.store.Update(func(tx *bbolt.Tx) error {
-		sent = sent[:0]
-		for _, e := range tell {
-			if err := q.event(tx, &events.ReplicateRate{JobID: e.JobID, VMAID: e.VMAID, BytesPerSecond: rates[e.JobID]}, now); err != nil {
-				return err
-			}
+	for _, e := range p.dispatch {
+		ok, err := q.dispatch(tx, e.JobID, p.decisions[e.JobID].Position, p.rates[e.JobID], p.now)
+		if err != nil {
+			return err
 		}
-		for _, e := range dispatch {
-			ok, err := q.dispatch(tx, e.JobID, decisions[e.JobID].Position, rates[e.JobID], now)
-			if err != nil {
-				return err
-			}
-			if ok {
-				sent = append(sent, e)
-			}
+		if ok {
+			p.sent = append(p.sent, e)
 		}
-		for _, id := range fresh {
-			e, err := store.GetQueued(tx, id)
-			if errors.Is(err, store.ErrNotFound) {
-				continue // dispatched or ended meanwhile
-			}
-			if err != nil {
-				return err
-			}
-			d := decisions[id]
-			if err := q.event(tx, &events.QueueQueued{JobID: id, VMAID: e.VMAID, Plan: e.Plan, Priority: e.Priority,
-				Position: d.Position, WaitingFor: d.WaitingFor, QueuedAt: e.QueuedAt}, now); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("dispatch: %w", err)
 	}
-	q.setDecisions(decisions, sent, fresh)
+	for _, id := range p.fresh {
+		e, err := store.GetQueued(tx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // dispatched or ended meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		d := p.decisions[id]
+		if err := q.event(tx, &events.QueueQueued{JobID: id, VMAID: e.VMAID, Plan: e.Plan, Priority: e.Priority,
+			Position: d.Position, WaitingFor: d.WaitingFor, QueuedAt: e.QueuedAt}, p.now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// done takes up plan p once written and committed.
+func (q *Queue) done(p *passPlan) {
+	q.setDecisions(p.decisions, p.sent, p.fresh)
 	q.mu.Lock()
-	for _, e := range tell {
+	for _, e := range append(p.tell, p.sent...) {
 		if _, ok := q.running[e.JobID]; ok {
-			q.sent[e.JobID] = sentRate{rates[e.JobID], now}
-		}
-	}
-	for _, e := range sent {
-		if _, ok := q.running[e.JobID]; ok {
-			q.sent[e.JobID] = sentRate{rates[e.JobID], now}
+			q.sent[e.JobID] = sentRate{p.rates[e.JobID], p.now}
 		}
 	}
 	q.mu.Unlock()
 	q.outbox.Kick()
-	for _, e := range sent {
-		q.log.Info("job dispatched", "job", e.JobID, "vma", e.VMAID, "waited", now.Sub(e.QueuedAt).Round(time.Millisecond))
+	for _, e := range p.sent {
+		q.log.Info("job dispatched", "job", e.JobID, "vma", e.VMAID, "waited", p.now.Sub(e.QueuedAt).Round(time.Millisecond))
 	}
-	return nil
 }
 
 // setDecisions records a pass's decisions and moves the jobs it sent to

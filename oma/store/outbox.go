@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -41,7 +42,12 @@ func (s *Store) Outbox() ([]Pending, error) { return s.OutboxFirst(0) }
 
 // OutboxFirst returns the n oldest events waiting to be published (all of
 // them when n is 0), oldest first.
-func (s *Store) OutboxFirst(n int) ([]Pending, error) {
+func (s *Store) OutboxFirst(n int) ([]Pending, error) { return s.OutboxAfter(Pending{}, n) }
+
+// OutboxAfter returns the n oldest events waiting to be published after
+// p (all of them when n is 0; from the first when p is the zero Pending),
+// oldest first: those written after p, as p was published.
+func (s *Store) OutboxAfter(p Pending, n int) ([]Pending, error) {
 	var out []Pending
 	err := s.db.View(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketOutbox)
@@ -49,7 +55,13 @@ func (s *Store) OutboxFirst(n int) ([]Pending, error) {
 			return nil
 		}
 		c := b.Cursor()
-		for k, v := c.First(); k != nil && (n == 0 || len(out) < n); k, v = c.Next() {
+		k, v := c.First()
+		if p.key != nil {
+			if k, v = c.Seek(p.key); k != nil && bytes.Equal(k, p.key) {
+				k, v = c.Next()
+			}
+		}
+		for ; k != nil && (n == 0 || len(out) < n); k, v = c.Next() {
 			var ev events.Event
 			if err := json.Unmarshal(v, &ev); err != nil {
 				return fmt.Errorf("outbox: decode: %w", err)

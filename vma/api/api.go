@@ -416,12 +416,37 @@ func (a *API) replicate(w http.ResponseWriter, r *http.Request) error {
 	if !isNew && !slices.Equal(job.VMPaths, req.VMPaths) {
 		return &problem.Error{Status: http.StatusConflict, Field: "job_id", Detail: fmt.Sprintf("job %s was accepted for other VMs (%s)", req.JobID, strings.Join(job.VMPaths, ", "))}
 	}
-	// A repeated request publishes under the first request's event id, so
-	// JetStream stores the command once, and a request whose publish failed
-	// (or crashed) can simply be retried.
-	ev.ID = job.EventID
-	if _, err := a.conn.PublishEvent(r.Context(), ev); err != nil {
-		return &problem.Error{Status: http.StatusServiceUnavailable, Detail: "the bus is not reachable: " + err.Error()}
+	// The job waits in the OMA's one queue, like any other: the OMA sends
+	// the command back when a slot is free under every limit. A repeated
+	// request is answered with the job's state, and queues nothing more.
+	state, err := a.startOnOMA(r.Context(), cmd)
+	if err != nil {
+		return err
 	}
-	return problem.WriteJSON(w, http.StatusAccepted, map[string]string{"job_id": req.JobID, "status": events.StatusAccepted})
+	return problem.WriteJSON(w, http.StatusAccepted, map[string]string{"job_id": req.JobID, "status": events.StatusAccepted, "state": state})
+}
+
+// startOnOMA asks the OMA to queue cmd's job, and returns the job's state
+// on the OMA.
+func (a *API) startOnOMA(ctx context.Context, cmd *events.ReplicateCommand) (string, error) {
+	subj, err := subject.StartRequest(a.cfg.Identity.ID, cmd.JobID)
+	if err != nil {
+		return "", problem.BadRequest("job_id", "job_id: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, allocationTimeout)
+	defer cancel()
+	var reply struct {
+		State string `json:"state"`
+	}
+	err = a.conn.RequestServed(ctx, subj, cmd, &reply)
+	var re *bus.RemoteError
+	switch {
+	case errors.As(err, &re) && re.Code == bus.CodeNotFound:
+		return "", &problem.Error{Status: http.StatusNotFound, Field: "job_id", Detail: fmt.Sprintf("the OMA has no job %s for VMA %s: create it with POST /api/v1/replications on the OMA", cmd.JobID, a.cfg.Identity.ID)}
+	case errors.As(err, &re) && (re.Code == bus.CodeConflict || re.Code == bus.CodeMoved):
+		return "", &problem.Error{Status: http.StatusConflict, Field: "job_id", Detail: "the OMA refuses to start it: " + re.Message}
+	case err != nil:
+		return "", &problem.Error{Status: http.StatusServiceUnavailable, Detail: "the OMA did not queue job " + cmd.JobID + ": " + err.Error()}
+	}
+	return reply.State, nil
 }

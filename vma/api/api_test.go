@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/bus"
+	"github.com/godwit/godwit/bus/bustest"
 	"github.com/godwit/godwit/events"
 	omaappliance "github.com/godwit/godwit/oma/appliance"
 	"github.com/godwit/godwit/problem"
@@ -223,8 +224,9 @@ func TestBadRequests(t *testing.T) {
 	assertStreamEmpty(t, s, bus.StreamCommands)
 }
 
-// TestReplicatePublishesOneSealedCommand: one request, one command, with a
-// password only this VMA's key opens; a repeated request stores nothing more.
+// TestReplicatePublishesOneSealedCommand: one request queues the job in the
+// OMA's queue, which sends one command back, with a password only this
+// VMA's key opens; a repeated request queues nothing more.
 func TestReplicatePublishesOneSealedCommand(t *testing.T) {
 	s := newStack(t)
 	jobID := s.createJob(t, "PGWINTESTBIOS")
@@ -236,15 +238,23 @@ func TestReplicatePublishesOneSealedCommand(t *testing.T) {
 			t.Fatalf("replicate = %d %v", code, out)
 		}
 	}
+	// The job waits in the OMA's queue, which sends the command back to
+	// the VMA: once.
+	if out["state"] != "queued" {
+		t.Errorf("replicate answered state %q, want queued (in the OMA's queue)", out["state"])
+	}
+	testkit.Eventually(t, "the OMA's queue sending the command", func() bool {
+		return bustest.Count(t, s.oma, bus.StreamCommands, "godwit.replicate.command.vma-1") > 0
+	})
+	time.Sleep(time.Second) // a full pass of the queue
+	if n := bustest.Count(t, s.oma, bus.StreamCommands, "godwit.replicate.command.vma-1"); n != 1 {
+		t.Fatalf("commands stream holds %d commands, want 1", n)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	str, err := s.oma.JetStream().Stream(ctx, bus.StreamCommands)
 	if err != nil {
 		t.Fatal(err)
-	}
-	info, _ := str.Info(ctx)
-	if info.State.Msgs != 1 {
-		t.Fatalf("commands stream holds %d messages, want 1", info.State.Msgs)
 	}
 	m, err := str.GetLastMsgForSubject(ctx, "godwit.replicate.command.vma-1")
 	if err != nil {
