@@ -132,7 +132,7 @@ func New(cfg Config, st *store.Store, conn *bus.Conn, exp *exports.Manager, acce
 		log = slog.New(slog.DiscardHandler)
 	}
 	vcfg := vmas.Config{NATSURL: cfg.NATSURL, APIURL: cfg.APIURL, ExportHost: cfg.ExportHost, OMAPorts: cfg.OMAPorts,
-		NBDPortsPerVMA: cfg.NBDPortsPerVMA, Now: cfg.Now, Logger: log}
+		NBDPortsPerVMA: cfg.NBDPortsPerVMA, HeartbeatTimeout: cfg.HeartbeatTimeout, Now: cfg.Now, Logger: log}
 	if exp != nil {
 		vcfg.FirstPort, vcfg.LastPort = exp.Pool()
 	}

@@ -13,9 +13,10 @@ import (
 	"github.com/godwit/godwit/oma/store"
 )
 
-// HeartbeatFresh is how recent a VMA's last heartbeat must be for the VMA
-// to count as connected.
-const HeartbeatFresh = 90 * time.Second
+// HeartbeatFresh is Config.HeartbeatTimeout's default: how recent a VMA's
+// last heartbeat must be for the VMA to count as connected (the OMA's
+// queue gives it jobs as long, with the same default).
+const HeartbeatFresh = 30 * time.Second
 
 // Connected returns the ids of the VMAs whose last heartbeat is fresh.
 func (r *Registry) Connected() ([]string, error) {
@@ -26,7 +27,7 @@ func (r *Registry) Connected() ([]string, error) {
 	ids := []string{}
 	now := r.cfg.Now()
 	for _, v := range vmas {
-		if v.LastSeen != nil && now.Sub(*v.LastSeen) < HeartbeatFresh {
+		if v.LastSeen != nil && now.Sub(*v.LastSeen) <= r.cfg.HeartbeatTimeout {
 			ids = append(ids, v.ID)
 		}
 	}

@@ -49,6 +49,9 @@ type Config struct {
 	// only, and its authorized_keys line opens only them. 0 means
 	// DefaultNBDPortsPerVMA; a pool smaller than that is one share.
 	NBDPortsPerVMA int
+	// HeartbeatTimeout is how long after its last heartbeat a VMA counts
+	// as connected; 0 means HeartbeatFresh.
+	HeartbeatTimeout time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger; nil discards.
@@ -78,6 +81,9 @@ func New(cfg Config, st *store.Store, conn *bus.Conn, access AccessSetter) *Regi
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.HeartbeatTimeout <= 0 {
+		cfg.HeartbeatTimeout = HeartbeatFresh
 	}
 	log := cfg.Logger
 	if log == nil {
