@@ -13,6 +13,7 @@ import (
 	"github.com/godwit/godwit/oma/fault"
 	"github.com/godwit/godwit/oma/inventory"
 	"github.com/godwit/godwit/oma/jobs"
+	"github.com/godwit/godwit/oma/queue"
 	"github.com/godwit/godwit/oma/replicas"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/tokens"
@@ -286,9 +287,18 @@ func (a *API) vmas(w http.ResponseWriter, _ *http.Request) error {
 	type vmaView struct {
 		store.VMA
 		Connected bool `json:"connected"`
+		// Capacity is how many jobs it takes at once (its heartbeat's
+		// max_jobs); Running its jobs the OMA's queue dispatched that
+		// have not ended, Queued those waiting for it in the queue;
+		// BytesPerSecond what its copies write now.
+		Capacity       int   `json:"capacity"`
+		Running        int   `json:"running"`
+		Queued         int   `json:"queued"`
+		BytesPerSecond int64 `json:"bytes_per_second"`
 		// AuthorizedKey is the VMA's line for the sshd authorized_keys file.
 		AuthorizedKey string `json:"authorized_key,omitempty"`
 	}
+	running, inQueue := a.ctl.Queue().Running(), a.ctl.Queue().PerVMA()
 	out := make([]vmaView, 0, len(list))
 	for _, v := range list {
 		on := false
@@ -299,7 +309,12 @@ func (a *API) vmas(w http.ResponseWriter, _ *http.Request) error {
 		if err != nil && fault.KindOf(err) != fault.Unavailable { // Unavailable: its share is outside the pool, no line
 			return err
 		}
-		out = append(out, vmaView{VMA: v, Connected: on, AuthorizedKey: line})
+		vv := vmaView{VMA: v, Connected: on, AuthorizedKey: line, Running: running[v.ID], Queued: inQueue[v.ID] - running[v.ID]}
+		vv.Capacity = queue.Capacity(v)
+		if v.Load != nil {
+			vv.BytesPerSecond = v.Load.BytesPerSecond
+		}
+		out = append(out, vv)
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"vmas": out})
 }

@@ -676,14 +676,20 @@ func (q *Queue) event(tx *bbolt.Tx, p events.Payload, now time.Time) error {
 	return store.Enqueue(tx, ev)
 }
 
+// Capacity returns how many jobs VMA v takes at once: its heartbeat's
+// max_jobs, else DefaultVMACapacity.
+func Capacity(v store.VMA) int {
+	if v.Load != nil && v.Load.MaxJobs > 0 {
+		return v.Load.MaxJobs
+	}
+	return DefaultVMACapacity
+}
+
 // VMASlots returns how many jobs VMA v takes at once (its heartbeat's
 // max_jobs, else DefaultVMACapacity) and, when it takes none now, why: no
 // heartbeat, or none for longer than timeout.
 func VMASlots(v store.VMA, now time.Time, timeout time.Duration) (capacity int, down string) {
-	capacity = DefaultVMACapacity
-	if v.Load != nil && v.Load.MaxJobs > 0 {
-		capacity = v.Load.MaxJobs
-	}
+	capacity = Capacity(v)
 	switch {
 	case v.LastSeen == nil:
 		down = "no heartbeat yet"

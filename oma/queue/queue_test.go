@@ -208,7 +208,23 @@ func TestQueueLimitsThreeVMAs(t *testing.T) {
 		} `json:"jobs"`
 	}
 	sawWaiting := false
+	var vmaList struct {
+		VMAs []struct {
+			ID       string `json:"id"`
+			Capacity int    `json:"capacity"`
+			Running  int    `json:"running"`
+			Queued   int    `json:"queued"`
+		} `json:"vmas"`
+	}
+	busiest, queuedSeen := 0, 0 // the most jobs GET /api/v1/vmas showed one VMA running, waiting
 	testkit.Eventually(t, "every job completed", func() bool {
+		o.Do(http.MethodGet, "/api/v1/vmas", nil, &vmaList)
+		for _, v := range vmaList.VMAs {
+			if v.Capacity != 4 || v.Running > v.Capacity {
+				t.Errorf("GET /api/v1/vmas: %s has capacity %d and runs %d", v.ID, v.Capacity, v.Running)
+			}
+			busiest, queuedSeen = max(busiest, v.Running), max(queuedSeen, v.Queued)
+		}
 		o.Do(http.MethodGet, "/api/v1/queue", nil, &q)
 		for _, w := range q.Jobs {
 			if strings.HasPrefix(w.WaitingFor, "esxi host DC0_C0_H") && strings.HasSuffix(w.WaitingFor, fmt.Sprintf(": %d of %d running", hostLimit, hostLimit)) && w.Position > 0 {
@@ -219,6 +235,9 @@ func TestQueueLimitsThreeVMAs(t *testing.T) {
 	})
 	if !sawWaiting {
 		t.Error("GET /api/v1/queue never showed a job waiting for its ESXi host")
+	}
+	if busiest == 0 || queuedSeen == 0 {
+		t.Errorf("GET /api/v1/vmas never showed a VMA running (%d) or with jobs waiting for it (%d)", busiest, queuedSeen)
 	}
 
 	// Replay: the running jobs per host and per VMA at every moment.
