@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -238,6 +239,12 @@ func TestReplicatePublishesOneSealedCommand(t *testing.T) {
 			t.Fatalf("replicate = %d %v", code, out)
 		}
 	}
+	elsewhere := maps.Clone(body)
+	elsewhere["vm_paths"] = []string{"/DatabanxDC/vm/other"}
+	var p problem.Problem
+	if code := s.post(t, "/api/v1/replicate", elsewhere, &p); code != 409 || p.Field != "vm_paths" {
+		t.Errorf("same job, other VMs = %d %+v", code, p)
+	}
 	// The job waits in the OMA's queue, which sends the command back to
 	// the VMA: once.
 	if out["state"] != "queued" {
@@ -274,11 +281,6 @@ func TestReplicatePublishesOneSealedCommand(t *testing.T) {
 	other, _ := seal.NewKeyPair()
 	if _, err := seal.Open(other, cmd.Password); err == nil {
 		t.Error("another key opens the password")
-	}
-	body["vm_paths"] = []string{"/DatabanxDC/vm/other"}
-	var p problem.Problem
-	if code := s.post(t, "/api/v1/replicate", body, &p); code != 409 || p.Field != "vm_paths" {
-		t.Errorf("same job, other VMs = %d %+v", code, p)
 	}
 	assertSecretNowhere(t, s, "Sup3r-s3cret")
 }
