@@ -97,7 +97,7 @@ func TestVMAFailover(t *testing.T) {
 	b := newBed(t, bedConfig{
 		ports: 8,
 		oma: func(c *omaappliance.Config) {
-			c.HeartbeatTimeout = 4 * time.Second
+			c.HeartbeatTimeout = 5 * time.Second // 25 beats: a busy machine does not miss so many
 			c.TakeoverGrace = 2 * time.Second
 		},
 		vma: func(c *appliance.Config) {
@@ -213,13 +213,15 @@ func TestVMAFailover(t *testing.T) {
 	if takeover == nil || takeover.FromVMA != "vma-1" || takeover.VMAID != "vma-2" || takeover.Snapshot == "" || len(takeover.Disks) != 3 {
 		t.Fatalf("the takeover event: %+v", takeover)
 	}
-	if after := takeover.MovedAt.Sub(killed); after < 6*time.Second {
-		t.Errorf("taken over %s after vma-1 died: before the heartbeat timeout and grace (6s)", after)
+	if after := takeover.MovedAt.Sub(killed); after < 7*time.Second {
+		t.Errorf("taken over %s after vma-1 died: before the heartbeat timeout and grace (7s)", after)
 	}
 
 	// vma-2 went on from the checkpoints: it copied no more than what
 	// vma-1 had left when it died, plus one checkpoint interval of bytes
-	// (and a request per disk, the checkpoints' granularity).
+	// (and a request per disk, the checkpoints' granularity), with as much
+	// again for a checkpoint late on a busy machine: a copy from zero
+	// would be megabytes over.
 	var v1Done, v2First, v2Last int64 = 0, -1, 0
 	var total int64
 	for _, p := range progressOf(t, b.o, running.JobID) {
@@ -240,7 +242,7 @@ func TestVMAFailover(t *testing.T) {
 		t.Fatal("no copying progress from vma-2")
 	}
 	copied := v2Last - v2First
-	allowance := int64(rate*checkpoint.Seconds()) + 3*request
+	allowance := 2 * (int64(rate*checkpoint.Seconds()) + 3*request)
 	t.Logf("taken over %s after vma-1 died; vma-1 had copied %d of %d bytes, vma-2 went on from %d and copied %d (bound: %d left + %d)",
 		takeover.MovedAt.Sub(killed).Round(10*time.Millisecond), v1Done, total, v2First, copied, total-v1Done, allowance)
 	if left := total - v1Done; copied > left+allowance || v2Last != total {
