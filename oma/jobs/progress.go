@@ -24,8 +24,9 @@ import (
 func (m *Manager) ApplyProgress(ctx context.Context, batch []bus.Delivery) []error {
 	var ends []endedJob
 	// The jobs that end free their slots: the queue dispatches the next in
-	// the same transaction when it can.
-	err := m.cfg.Queue.Hold(func(held bool) error {
+	// the same transaction when it can. A dispatch that fails leaves it to
+	// the queue's own pass: the progress is applied without it.
+	apply := func(dispatch bool) error {
 		return m.store.Update(func(tx *bbolt.Tx) error {
 			ends = ends[:0]
 			var freed []string
@@ -41,12 +42,19 @@ func (m *Manager) ApplyProgress(ctx context.Context, batch []bus.Delivery) []err
 					freed = append(freed, jobOf(d.Payload))
 				}
 			}
-			if held && len(freed) > 0 {
-				return m.cfg.Queue.DispatchIn(tx, freed)
+			if dispatch && len(freed) > 0 {
+				if err := m.cfg.Queue.DispatchIn(tx, freed); err != nil {
+					return fmt.Errorf("%w: %w", errDispatchIn, err)
+				}
 			}
 			return nil
 		})
-	})
+	}
+	err := m.cfg.Queue.Hold(apply)
+	if errors.Is(err, errDispatchIn) {
+		m.log.Error("dispatch as jobs end: left to the queue's pass", "err", err)
+		err = apply(false)
+	}
 	switch {
 	case err == nil:
 		m.released(ends)
@@ -94,6 +102,9 @@ func (m *Manager) released(ends []endedJob) {
 	}
 	m.outbox.Kick()
 }
+
+// errDispatchIn marks a failed dispatch within a progress transaction.
+var errDispatchIn = errors.New("dispatch in the progress transaction")
 
 // jobOf returns the job a progress or status event is about.
 func jobOf(p events.Payload) string {
