@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -106,7 +108,7 @@ func TestVMAFailover(t *testing.T) {
 			c.Copy.Limiter = copier.NewLimiter(rate, nil)
 		},
 	})
-	testbed.StartVMA(t, b.o, testbed.VMAConfig{ID: "vma-2", VCenterCAFile: b.sim.CAFile, Configure: func(c *appliance.Config) {
+	v2 := testbed.StartVMA(t, b.o, testbed.VMAConfig{ID: "vma-2", VCenterCAFile: b.sim.CAFile, Configure: func(c *appliance.Config) {
 		c.Source = "datastore"
 		c.ProgressInterval = 50 * time.Millisecond
 		beats(c)
@@ -158,7 +160,7 @@ func TestVMAFailover(t *testing.T) {
 	running := create(threeDisks, "vma-1")
 	testkit.Eventually(t, "the copy under way, with durable checkpoints", func() bool {
 		j := get(running.JobID)
-		return j.State == events.JobCopying && j.BytesTotal > 0 && j.BytesDone > j.BytesTotal/4
+		return j.State == events.JobCopying && j.BytesTotal > 0 && j.BytesDone > 2*j.BytesTotal/5
 	})
 	waiting := create("gen-vm-001", "vma-1") // vma-1 takes one job at a time
 
@@ -217,16 +219,33 @@ func TestVMAFailover(t *testing.T) {
 		t.Errorf("taken over %s after vma-1 died: before the heartbeat timeout and grace (7s)", after)
 	}
 
-	// vma-2 went on from the checkpoints: it copied no more than what
-	// vma-1 had left when it died, plus one checkpoint interval of bytes
-	// (and a request per disk, the checkpoints' granularity), with as much
-	// again for a checkpoint late on a busy machine: a copy from zero
-	// would be megabytes over.
-	var v1Done, v2First, v2Last int64 = 0, -1, 0
-	var total int64
+	// vma-2 went on from the checkpoints vma-1 last reported, as the OMA
+	// recorded them (none lost on the way), in the same snapshot; so it
+	// copied no more than what vma-1 had left when it died plus one
+	// checkpoint interval: the bytes vma-1 copied between two durable
+	// checkpoints, as its progress shows (with a request per disk of
+	// granularity; twice that, for a late checkpoint on a busy machine).
+	var v1Done, v2First, v2Last, total, interval int64 = 0, -1, 0, 0, 0
+	var v1Last events.Progress
+	var lastAdvance int64 // vma-1's bytes done when its checkpoints last moved
+	sum := func(p events.Progress) (n int64) {
+		for _, d := range p.Disks {
+			n += d.Checkpoint
+		}
+		return n
+	}
 	for _, p := range progressOf(t, b.o, running.JobID) {
 		switch {
 		case p.VMAID == "vma-1":
+			if sum(p) > sum(v1Last) {
+				if lastAdvance > 0 {
+					interval = max(interval, p.BytesDone-lastAdvance)
+				}
+				lastAdvance = p.BytesDone
+			}
+			if p.Seq > v1Last.Seq {
+				v1Last = p
+			}
 			v1Done = max(v1Done, p.BytesDone)
 		case p.VMAID == "vma-2" && p.BytesTotal > 0:
 			if v2First < 0 && p.Phase == events.PhaseCopying {
@@ -241,10 +260,26 @@ func TestVMAFailover(t *testing.T) {
 	if v2First < 0 {
 		t.Fatal("no copying progress from vma-2")
 	}
+	resumed := map[int32]int64{}
+	for _, m := range regexp.MustCompile(`msg="resuming disk" [^\n]*?job=`+regexp.QuoteMeta(running.JobID)+` disk=(\d+) from=(\d+)`).FindAllStringSubmatch(v2.Logs.String(), -1) {
+		key, _ := strconv.ParseInt(m[1], 10, 32)
+		resumed[int32(key)], _ = strconv.ParseInt(m[2], 10, 64)
+	}
+	for _, d := range takeover.Disks {
+		var reported int64
+		for _, ld := range v1Last.Disks {
+			if ld.Key == d.Key {
+				reported = ld.Checkpoint
+			}
+		}
+		if d.Checkpoint != reported || resumed[d.Key] != d.Checkpoint {
+			t.Errorf("disk %d: vma-1 last reported checkpoint %d, the OMA handed over %d, vma-2 resumed from %d", d.Key, reported, d.Checkpoint, resumed[d.Key])
+		}
+	}
 	copied := v2Last - v2First
-	allowance := 2 * (int64(rate*checkpoint.Seconds()) + 3*request)
-	t.Logf("taken over %s after vma-1 died; vma-1 had copied %d of %d bytes, vma-2 went on from %d and copied %d (bound: %d left + %d)",
-		takeover.MovedAt.Sub(killed).Round(10*time.Millisecond), v1Done, total, v2First, copied, total-v1Done, allowance)
+	allowance := 2 * (max(interval, int64(rate*checkpoint.Seconds())) + 3*request)
+	t.Logf("taken over %s after vma-1 died; vma-1 had copied %d of %d bytes (checkpoints every %d bytes at most), vma-2 went on from %d and copied %d (bound: %d left + %d)",
+		takeover.MovedAt.Sub(killed).Round(10*time.Millisecond), v1Done, total, interval, v2First, copied, total-v1Done, allowance)
 	if left := total - v1Done; copied > left+allowance || v2Last != total {
 		t.Errorf("vma-2 copied %d bytes (to %d of %d); vma-1 had %d left: more than that plus %d", copied, v2Last, total, left, allowance)
 	}
