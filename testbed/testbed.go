@@ -7,12 +7,15 @@ package testbed
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/oma/appliance"
@@ -167,5 +170,44 @@ func (r *running) stop(tb testing.TB, what string) {
 		}
 	case <-time.After(testkit.Wait(tb)):
 		tb.Errorf("%s did not stop", what)
+	}
+}
+
+// StreamEvent is one event read back from a stream: its type and payload.
+type StreamEvent struct {
+	Type string
+	Data json.RawMessage
+}
+
+// StreamEvents reads every event of stream on subjects matching filter,
+// oldest first, through the admin connection.
+func (o *OMA) StreamEvents(tb testing.TB, stream, filter string) []StreamEvent {
+	tb.Helper()
+	ctx := testkit.Context(tb)
+	c, err := o.Admin.JetStream().OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var out []StreamEvent
+	for {
+		batch, err := c.FetchNoWait(500)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		n := 0
+		for msg := range batch.Messages() {
+			n++
+			var ev struct {
+				Type string          `json:"type"`
+				Data json.RawMessage `json:"data"`
+			}
+			if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+				tb.Fatal(err)
+			}
+			out = append(out, StreamEvent{ev.Type, ev.Data})
+		}
+		if n == 0 {
+			return out
+		}
 	}
 }

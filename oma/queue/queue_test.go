@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/events/subject"
@@ -47,37 +45,15 @@ type jobEvent struct {
 // jobEvents reads the whole JOBS stream, in order.
 func jobEvents(t *testing.T, o *testbed.OMA) []jobEvent {
 	t.Helper()
-	ctx := testkit.Context(t)
-	c, err := o.Admin.JetStream().OrderedConsumer(ctx, bus.StreamJobs, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject.AllJobs}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []jobEvent
-	for {
-		batch, err := c.FetchNoWait(500)
-		if err != nil {
+	for _, ev := range o.StreamEvents(t, bus.StreamJobs, subject.AllJobs) {
+		je := jobEvent{Type: ev.Type}
+		if err := json.Unmarshal(ev.Data, &je.Data); err != nil {
 			t.Fatal(err)
 		}
-		n := 0
-		for msg := range batch.Messages() {
-			n++
-			var ev struct {
-				Type string          `json:"type"`
-				Data json.RawMessage `json:"data"`
-			}
-			if err := json.Unmarshal(msg.Data(), &ev); err != nil {
-				t.Fatal(err)
-			}
-			je := jobEvent{Type: ev.Type}
-			if err := json.Unmarshal(ev.Data, &je.Data); err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, je)
-		}
-		if n == 0 {
-			return out
-		}
+		out = append(out, je)
 	}
+	return out
 }
 
 // completed reports whether every job of ids completed; a job that failed

@@ -177,9 +177,12 @@ func (b *bed) vmaDo(t testing.TB, method, path string, body, out any) int {
 }
 
 // get returns the OMA's view of a job.
-func (b *bed) get(t testing.TB, id string) job {
+func (b *bed) get(t testing.TB, id string) job { return getAs[job](t, b, id) }
+
+// getAs returns the OMA's view of a job, decoded into a T.
+func getAs[T any](t testing.TB, b *bed, id string) T {
 	t.Helper()
-	var j job
+	var j T
 	if code := b.o.Do(http.MethodGet, "/api/v1/replications/"+id, nil, &j); code != http.StatusOK {
 		t.Fatalf("GET job %s = %d", id, code)
 	}

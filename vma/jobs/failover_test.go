@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/bus/bustest"
 	"github.com/godwit/godwit/events"
@@ -42,37 +40,14 @@ type movedJob struct {
 // progressOf returns job id's progress events, oldest first.
 func progressOf(t *testing.T, o *testbed.OMA, id string) []events.Progress {
 	t.Helper()
-	ctx := testkit.Context(t)
-	c, err := o.Admin.JetStream().OrderedConsumer(ctx, bus.StreamProgress, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject.AllProgress}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []events.Progress
-	for {
-		batch, err := c.FetchNoWait(500)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		for msg := range batch.Messages() {
-			n++
-			var ev struct {
-				Type string          `json:"type"`
-				Data json.RawMessage `json:"data"`
-			}
-			if err := json.Unmarshal(msg.Data(), &ev); err != nil {
-				t.Fatal(err)
-			}
-			var p events.Progress
-			if ev.Type != events.TypeProgress || json.Unmarshal(ev.Data, &p) != nil || p.JobID != id {
-				continue
-			}
+	for _, ev := range o.StreamEvents(t, bus.StreamProgress, subject.AllProgress) {
+		var p events.Progress
+		if ev.Type == events.TypeProgress && json.Unmarshal(ev.Data, &p) == nil && p.JobID == id {
 			out = append(out, p)
 		}
-		if n == 0 {
-			return out
-		}
 	}
+	return out
 }
 
 // TestVMAFailover: two VMAs that both found the VMs; vma-1 runs a copy
@@ -149,14 +124,7 @@ func TestVMAFailover(t *testing.T) {
 		b.startFromOMA(t, j.JobID)
 		return j.movedJob
 	}
-	get := func(id string) movedJob {
-		t.Helper()
-		var j movedJob
-		if code := b.o.Do(http.MethodGet, "/api/v1/replications/"+id, nil, &j); code != http.StatusOK {
-			t.Fatalf("GET %s = %d", id, code)
-		}
-		return j
-	}
+	get := func(id string) movedJob { t.Helper(); return getAs[movedJob](t, b, id) }
 	running := create(threeDisks, "vma-1")
 	testkit.Eventually(t, "the copy under way, with durable checkpoints", func() bool {
 		j := get(running.JobID)
@@ -200,7 +168,7 @@ func TestVMAFailover(t *testing.T) {
 
 	// The moves are events, and the takeover came after the grace.
 	var takeover *events.QueueMoved
-	for _, ev := range jobsStream(t, b.o) {
+	for _, ev := range b.o.StreamEvents(t, bus.StreamJobs, subject.AllJobs) {
 		if ev.Type != events.TypeQueueMoved {
 			continue
 		}
@@ -321,44 +289,5 @@ func TestVMAFailover(t *testing.T) {
 	next := create("gen-vm-002", "vma-1")
 	if j := b.wait(t, next.JobID); j.State != events.JobCompleted {
 		t.Errorf("new work for vma-1 = %s (%s)", j.State, j.LastError)
-	}
-}
-
-// jobsStream returns every event of the JOBS stream, oldest first.
-func jobsStream(t *testing.T, o *testbed.OMA) []struct {
-	Type string
-	Data json.RawMessage
-} {
-	t.Helper()
-	ctx := testkit.Context(t)
-	c, err := o.Admin.JetStream().OrderedConsumer(ctx, bus.StreamJobs, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject.AllJobs}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	type event = struct {
-		Type string
-		Data json.RawMessage
-	}
-	var out []event
-	for {
-		batch, err := c.FetchNoWait(500)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		for msg := range batch.Messages() {
-			n++
-			var ev struct {
-				Type string          `json:"type"`
-				Data json.RawMessage `json:"data"`
-			}
-			if err := json.Unmarshal(msg.Data(), &ev); err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, event{ev.Type, ev.Data})
-		}
-		if n == 0 {
-			return out
-		}
 	}
 }

@@ -48,14 +48,7 @@ func TestPauseAndResume(t *testing.T) {
 			c.Copy.RequestSize = 64 << 10                  // checkpoints move in small steps
 		},
 	})
-	get := func(id string) pausedJob {
-		t.Helper()
-		var j pausedJob
-		if code := b.o.Do(http.MethodGet, "/api/v1/replications/"+id, nil, &j); code != http.StatusOK {
-			t.Fatalf("GET %s = %d", id, code)
-		}
-		return j
-	}
+	get := func(id string) pausedJob { t.Helper(); return getAs[pausedJob](t, b, id) }
 	do := func(id, action string, want int) pausedJob {
 		t.Helper()
 		var j pausedJob
