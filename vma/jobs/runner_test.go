@@ -22,13 +22,14 @@ import (
 	"github.com/godwit/godwit/vma/vcsim"
 )
 
-// TestQueue: with -max-jobs 4, four jobs run at once and a fifth waits,
-// queued, then runs; all five complete.
+// TestQueue: with -max-jobs 4, four jobs started through the VMA's API run
+// at once and a fifth waits in the OMA's queue, which knows the VMA's
+// capacity from its heartbeat (the VMA holds only what the OMA sent it),
+// then runs; all five complete.
 func TestQueue(t *testing.T) {
-	// The jobs crawl until the fifth is queued, so that none ends while
-	// the test starts the others, however slowly a loaded machine lets it
-	// (at 4 MiB/s the first ended before a poll saw it running); then they
-	// run at full speed.
+	// The jobs crawl until the fifth waits, so that none ends while the
+	// test starts the others, however slowly a loaded machine lets it;
+	// then they run at full speed.
 	crawl := copier.NewLimiter(16<<10, nil)
 	b := newBed(t, bedConfig{ports: 5, vma: func(c *appliance.Config) {
 		c.Copy.Limiter = crawl
@@ -46,17 +47,25 @@ func TestQueue(t *testing.T) {
 		}
 	}
 	fifth := ids[4]
-	testkit.Eventually(t, "the fifth job queued on the VMA", func() bool {
-		st := b.vmaStatus(t, fifth).State
-		if st != store.StateAccepted && st != store.StateQueued {
+	testkit.Eventually(t, "the fifth job waiting in the OMA's queue for the VMA", func() bool {
+		var j struct {
+			State string `json:"state"`
+			Queue *struct {
+				WaitingFor string `json:"waiting_for"`
+			} `json:"queue"`
+		}
+		if code := b.o.Do(http.MethodGet, "/api/v1/replications/"+fifth, nil, &j); code != http.StatusOK {
+			t.Fatalf("GET %s = %d", fifth, code)
+		}
+		if st := b.vmaStatus(t, fifth).State; st != store.StateAccepted {
 			var others []string
 			for _, id := range ids[:4] {
 				s := b.vmaStatus(t, id)
 				others = append(others, s.State+" "+s.Error)
 			}
-			t.Fatalf("the fifth job is %s while four run (%q), want it to wait", st, others)
+			t.Fatalf("the fifth job is %s on the VMA while four run (%q), want it to wait in the OMA's queue", st, others)
 		}
-		return st == store.StateQueued
+		return j.State == events.JobQueued && j.Queue != nil && j.Queue.WaitingFor == "vma vma-1: 4 of 4 running"
 	})
 	running := 0
 	for _, id := range ids[:4] {
@@ -64,13 +73,9 @@ func TestQueue(t *testing.T) {
 			running++
 		}
 	}
-	if running < 2 {
-		t.Errorf("%d jobs ran at once when the fifth was queued, want several", running)
+	if running != 4 {
+		t.Errorf("%d jobs ran at once while the fifth waited, want 4", running)
 	}
-	// The OMA learns the queue from the VMA's status: the fifth leaves
-	// pending. (Queued or later: should one of the four fail on a loaded
-	// machine, the fifth starts at once, and the last check says why.)
-	testkit.Eventually(t, "the fifth job queued at the OMA", func() bool { return b.get(t, fifth).State != events.JobPending })
 	crawl.SetRate(0)
 	for i, id := range ids {
 		if got := b.wait(t, id); got.State != events.JobCompleted {
