@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -71,6 +72,9 @@ type Queue struct {
 	log    *slog.Logger
 	kick   chan struct{}
 	passMu sync.Mutex // one pass at a time
+	// passedIn is set while a transaction under Hold made its pass
+	// (DispatchIn): what it frees needs no pass of its own.
+	passedIn atomic.Bool
 
 	mu      sync.Mutex
 	waiting map[string]*store.QueueEntry // by job id, without their commands
@@ -261,7 +265,9 @@ func (q *Queue) forget(tx *bbolt.Tx, id string) {
 		delete(q.announced, id)
 		delete(q.sent, id)
 		q.mu.Unlock()
-		q.Kick()
+		if !q.passedIn.Load() { // DispatchIn made the pass in this transaction
+			q.Kick()
+		}
 	})
 }
 
@@ -476,6 +482,7 @@ func (q *Queue) Hold(update func(held bool) error) error {
 		return update(false)
 	}
 	defer q.passMu.Unlock()
+	defer q.passedIn.Store(false)
 	return update(true)
 }
 
@@ -489,6 +496,7 @@ func (q *Queue) DispatchIn(tx *bbolt.Tx, ended []string) error {
 	if err != nil {
 		return err
 	}
+	q.passedIn.Store(true)
 	p := q.plan(r, false, ended, now)
 	if p.empty() {
 		return nil
@@ -559,13 +567,22 @@ func (q *Queue) write(tx *bbolt.Tx, p *passPlan) error {
 			return err
 		}
 	}
+	// The commands first, then their dispatched events: the VMAs get
+	// their work without waiting for the events' publish.
+	var announce []events.Payload
 	for _, e := range p.dispatch {
-		ok, err := q.dispatch(tx, e.JobID, p.decisions[e.JobID].Position, p.rates[e.JobID], p.now)
+		ev, err := q.dispatch(tx, e.JobID, p.decisions[e.JobID].Position, p.rates[e.JobID], p.now)
 		if err != nil {
 			return err
 		}
-		if ok {
+		if ev != nil {
 			p.sent = append(p.sent, e)
+			announce = append(announce, ev)
+		}
+	}
+	for _, ev := range announce {
+		if err := q.event(tx, ev, p.now); err != nil {
+			return err
 		}
 	}
 	for _, id := range p.fresh {
@@ -629,42 +646,42 @@ func (q *Queue) setDecisions(decisions map[string]Decision, sent []*store.QueueE
 
 // dispatch sends waiting job id to its VMA in tx: the job records the
 // dispatch, the entry moves to the running ones, and the replicate command
-// and a dispatched event go to the outbox. It does nothing (false) when
-// the job no longer waits.
-func (q *Queue) dispatch(tx *bbolt.Tx, id string, position int, rate int64, now time.Time) (bool, error) {
+// goes to the outbox. It returns the dispatched event to write after it,
+// or nil when the job no longer waits.
+func (q *Queue) dispatch(tx *bbolt.Tx, id string, position int, rate int64, now time.Time) (*events.QueueDispatched, error) {
 	e, err := store.GetQueued(tx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return false, nil
+		return nil, nil
 	}
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	j, err := store.GetJob(tx, id)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	if j.State != events.JobQueued {
 		_, err := store.Dequeue(tx, id) // moved on without being removed: not ours to send
-		return false, err
+		return nil, err
 	}
 	j.DispatchedAt, e.DispatchedAt = &now, &now
 	cmd := e.Command // kept with the entry until the job ends: a resume sends it again
 	cmd.RateBytesPerSecond = rate
 	if err := store.PutJob(tx, j); err != nil {
-		return false, err
+		return nil, err
 	}
 	if err := store.PutRunning(tx, e); err != nil {
-		return false, err
+		return nil, err
 	}
 	ev, err := events.New(q.cfg.Source, &cmd, now)
 	if err != nil {
-		return false, fmt.Errorf("command of job %s: %w", id, err)
+		return nil, fmt.Errorf("command of job %s: %w", id, err)
 	}
 	if err := store.Enqueue(tx, ev); err != nil {
-		return false, err
+		return nil, err
 	}
-	return true, q.event(tx, &events.QueueDispatched{JobID: id, VMAID: e.VMAID, Plan: e.Plan, Position: position,
-		WaitedSeconds: now.Sub(e.QueuedAt).Seconds(), DispatchedAt: now}, now)
+	return &events.QueueDispatched{JobID: id, VMAID: e.VMAID, Plan: e.Plan, Position: position,
+		WaitedSeconds: now.Sub(e.QueuedAt).Seconds(), DispatchedAt: now}, nil
 }
 
 // event writes a queue event to the outbox in tx.
