@@ -249,13 +249,16 @@ func (m *Manager) RunFailover(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	told := map[string]string{} // job -> why it could not move, as last logged
+	// A VMA's silence counts from the OMA's start at the earliest: while
+	// the OMA was down it heard nobody.
+	started := m.cfg.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if err := m.failover(ctx, told); err != nil && ctx.Err() == nil {
+		if err := m.failover(ctx, told, started); err != nil && ctx.Err() == nil {
 			m.log.Error("move the jobs of gone VMAs", "err", err)
 		}
 	}
@@ -266,8 +269,9 @@ type move struct {
 	job, from, to, reason string
 }
 
-// failover moves, once, every job whose VMA is gone long enough.
-func (m *Manager) failover(ctx context.Context, told map[string]string) error {
+// failover moves, once, every job whose VMA is gone long enough: silent
+// since its last heartbeat, or since started when that is later.
+func (m *Manager) failover(ctx context.Context, told map[string]string, started time.Time) error {
 	now := m.cfg.Now()
 	var moves []move
 	stuck := map[string]string{}
@@ -278,8 +282,11 @@ func (m *Manager) failover(ctx context.Context, told map[string]string) error {
 		}
 		gone := map[string]time.Duration{} // VMA -> how long without a heartbeat
 		for _, v := range all {
-			if v.LastSeen != nil && now.Sub(*v.LastSeen) > m.cfg.HeartbeatTimeout {
-				gone[v.ID] = now.Sub(*v.LastSeen)
+			if v.LastSeen == nil {
+				continue // never seen: none of its jobs ran
+			}
+			if silent := now.Sub(later(*v.LastSeen, started)); silent > m.cfg.HeartbeatTimeout {
+				gone[v.ID] = silent
 			}
 		}
 		if len(gone) == 0 {
@@ -370,4 +377,12 @@ func (m *Manager) keepPassword(id string, password secret.String) ([]byte, error
 		return nil, fmt.Errorf("keep job %s's password: %w", id, err)
 	}
 	return sealed, nil
+}
+
+// later returns the later of a and b.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
