@@ -66,64 +66,8 @@ func TestVMAFailover(t *testing.T) {
 		checkpoint = 200 * time.Millisecond
 		request    = 64 << 10
 	)
-	beats := func(c *appliance.Config) {
-		c.Heartbeat = 200 * time.Millisecond
-		c.CheckpointInterval = checkpoint
-		c.Copy.RequestSize = request
-	}
-	b := newBed(t, bedConfig{
-		ports: 8,
-		oma: func(c *omaappliance.Config) {
-			c.HeartbeatTimeout = 5 * time.Second // 25 beats: a busy machine does not miss so many
-			c.TakeoverGrace = 2 * time.Second
-		},
-		vma: func(c *appliance.Config) {
-			beats(c)
-			c.MaxJobs = 1
-			c.Copy.Limiter = copier.NewLimiter(rate, nil)
-		},
-	})
-	v2 := testbed.StartVMA(t, b.o, testbed.VMAConfig{ID: "vma-2", VCenterCAFile: b.sim.CAFile, Configure: func(c *appliance.Config) {
-		c.Source = "datastore"
-		c.ProgressInterval = 50 * time.Millisecond
-		beats(c)
-	}})
-	var found struct {
-		VMs []events.VM `json:"vms"`
-	}
-	if code := b.o.Do(http.MethodPost, "/api/v1/discover", map[string]any{"vcenter": b.vc, "username": b.sim.Username,
-		"password": b.sim.Password, "datacenter": vcsim.Datacenter, "vma_id": "vma-2"}, &found); code != http.StatusOK || len(found.VMs) != len(b.vms) {
-		t.Fatalf("discover through vma-2 = %d, %d VMs", code, len(found.VMs))
-	}
-	testkit.Eventually(t, "vma-2's VMs in the OMA's inventory", func() bool {
-		var inv struct {
-			VMs []struct {
-				VMAID string `json:"vma_id"`
-			} `json:"vms"`
-		}
-		b.o.Do(http.MethodGet, "/api/v1/vms", nil, &inv)
-		n := 0
-		for _, vm := range inv.VMs {
-			if vm.VMAID == "vma-2" {
-				n++
-			}
-		}
-		return n == len(b.vms)
-	})
-
-	create := func(name, vma string) movedJob {
-		t.Helper()
-		var j struct {
-			movedJob
-			Detail string `json:"detail"`
-		}
-		if code := b.o.Do(http.MethodPost, "/api/v1/replications", map[string]any{"source_vm": map[string]string{"id": b.vms[name].ID},
-			"replication_type": "initial", "vma_id": vma}, &j); code != http.StatusCreated {
-			t.Fatalf("create a job of %s on %s = %d: %s", name, vma, code, j.Detail)
-		}
-		b.startFromOMA(t, j.JobID)
-		return j.movedJob
-	}
+	b, v2 := twoVMAs(t, rate, checkpoint, request, 200*time.Millisecond)
+	create := func(name, vma string) movedJob { t.Helper(); return createOn(t, b, name, vma) }
 	get := func(id string) movedJob { t.Helper(); return getAs[movedJob](t, b, id) }
 	running := create(threeDisks, "vma-1")
 	testkit.Eventually(t, "the copy under way, with durable checkpoints", func() bool {
@@ -290,5 +234,110 @@ func TestVMAFailover(t *testing.T) {
 	next := create("gen-vm-002", "vma-1")
 	if j := b.wait(t, next.JobID); j.State != events.JobCompleted {
 		t.Errorf("new work for vma-1 = %s (%s)", j.State, j.LastError)
+	}
+}
+
+// twoVMAs starts a bed whose vma-1 copies at rate (one job at a time) and
+// a second VMA, vma-2, that found the same VMs; heartbeats every beat,
+// gone after 5 s, taken over 2 s later.
+func twoVMAs(t *testing.T, rate int64, checkpoint time.Duration, request int, beat time.Duration) (*bed, *testbed.VMA) {
+	t.Helper()
+	beats := func(c *appliance.Config) {
+		c.Heartbeat = beat
+		c.CheckpointInterval = checkpoint
+		c.Copy.RequestSize = request
+	}
+	b := newBed(t, bedConfig{
+		ports: 8,
+		oma: func(c *omaappliance.Config) {
+			c.HeartbeatTimeout = 5 * time.Second // 25 beats: a busy machine does not miss so many
+			c.TakeoverGrace = 2 * time.Second
+		},
+		vma: func(c *appliance.Config) {
+			beats(c)
+			c.MaxJobs = 1
+			c.Copy.Limiter = copier.NewLimiter(rate, nil)
+		},
+	})
+	v2 := testbed.StartVMA(t, b.o, testbed.VMAConfig{ID: "vma-2", VCenterCAFile: b.sim.CAFile, Configure: func(c *appliance.Config) {
+		c.Source = "datastore"
+		c.ProgressInterval = 50 * time.Millisecond
+		beats(c)
+	}})
+	var found struct {
+		VMs []events.VM `json:"vms"`
+	}
+	if code := b.o.Do(http.MethodPost, "/api/v1/discover", map[string]any{"vcenter": b.vc, "username": b.sim.Username,
+		"password": b.sim.Password, "datacenter": vcsim.Datacenter, "vma_id": "vma-2"}, &found); code != http.StatusOK || len(found.VMs) != len(b.vms) {
+		t.Fatalf("discover through vma-2 = %d, %d VMs", code, len(found.VMs))
+	}
+	testkit.Eventually(t, "vma-2's VMs in the OMA's inventory", func() bool {
+		var inv struct {
+			VMs []struct {
+				VMAID string `json:"vma_id"`
+			} `json:"vms"`
+		}
+		b.o.Do(http.MethodGet, "/api/v1/vms", nil, &inv)
+		n := 0
+		for _, vm := range inv.VMs {
+			if vm.VMAID == "vma-2" {
+				n++
+			}
+		}
+		return n == len(b.vms)
+	})
+	return b, v2
+}
+
+// createOn creates and starts an initial job of the VM called name on vma.
+func createOn(t *testing.T, b *bed, name, vma string) movedJob {
+	t.Helper()
+	var j struct {
+		movedJob
+		Detail string `json:"detail"`
+	}
+	if code := b.o.Do(http.MethodPost, "/api/v1/replications", map[string]any{"source_vm": map[string]string{"id": b.vms[name].ID},
+		"replication_type": "initial", "vma_id": vma}, &j); code != http.StatusCreated {
+		t.Fatalf("create a job of %s on %s = %d: %s", name, vma, code, j.Detail)
+	}
+	b.startFromOMA(t, j.JobID)
+	return j.movedJob
+}
+
+// TestNoMovesAfterOMARestart: an OMA that was down longer than the
+// heartbeat timeout and grace moves nothing when it starts: the heartbeats
+// its VMAs sent meanwhile (every 2 s here) arrive as they reconnect, and
+// a VMA's silence counts from the OMA's start at the earliest. vma-1's
+// running and waiting jobs stay on it and complete.
+func TestNoMovesAfterOMARestart(t *testing.T) {
+	testkit.Long(t)
+	b, _ := twoVMAs(t, 1<<20, 200*time.Millisecond, 64<<10, 2*time.Second)
+	running := createOn(t, b, threeDisks, "vma-1")
+	testkit.Eventually(t, "the copy under way", func() bool { return getAs[movedJob](t, b, running.JobID).State == events.JobCopying })
+	waiting := createOn(t, b, "gen-vm-001", "vma-1")
+	testkit.Eventually(t, "the second job waiting for vma-1", func() bool {
+		j := getAs[struct {
+			Queue *struct {
+				WaitingFor string `json:"waiting_for"`
+			} `json:"queue"`
+		}](t, b, waiting.JobID)
+		return j.Queue != nil && j.Queue.WaitingFor == "vma vma-1: 1 of 1 running"
+	})
+	b.o.Stop()
+	time.Sleep(8 * time.Second) // past the timeout and the grace
+	b.o.Start()
+	time.Sleep(3 * time.Second) // three failover checks
+	for _, id := range []string{running.JobID, waiting.JobID} {
+		if j := getAs[movedJob](t, b, id); j.VMAID != "vma-1" || len(j.Moves) != 0 {
+			t.Errorf("job %s after the OMA's restart: on %s, moves %+v; want it left on vma-1", id, j.VMAID, j.Moves)
+		}
+	}
+	for _, id := range []string{running.JobID, waiting.JobID} {
+		if j := b.wait(t, id); j.State != events.JobCompleted {
+			t.Errorf("job %s = %s (%s)", id, j.State, j.LastError)
+		}
+		if j := getAs[movedJob](t, b, id); j.Attempt != 1 || j.VMAID != "vma-1" {
+			t.Errorf("job %s completed on %s, attempt %d", id, j.VMAID, j.Attempt)
+		}
 	}
 }
