@@ -36,7 +36,7 @@ build:
 
 ## deps: install the Debian packages (apt-get) the tests and the stack use
 deps:
-	@echo "make deps: checking the Debian packages (nbdkit, libnbd-bin, openssh-server, time, curl, jq); apt-get installs those missing"
+	@echo "make deps: checking the Debian packages (nbdkit, libnbd-bin, openssh-server, qemu, a kernel, grub, ...); apt-get installs those missing"
 	@scripts/install-deps.sh
 
 ## tools: install the nats CLI into ./bin
