@@ -3,6 +3,7 @@ package bus
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -46,6 +47,11 @@ type Access struct {
 	Observers []string
 	// Admins are the public keys of users with full access.
 	Admins []string
+}
+
+// equal reports whether a and b grant the same access.
+func (a Access) equal(b Access) bool {
+	return maps.Equal(a.VMAs, b.VMAs) && slices.Equal(a.Observers, b.Observers) && slices.Equal(a.Admins, b.Admins)
 }
 
 // The server configuration Access is written into, in the JSON form that

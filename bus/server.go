@@ -220,6 +220,9 @@ func moveGlobalStore(dir string, log *slog.Logger) error {
 func (s *Server) SetAccess(a Access) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if a.equal(s.access) {
+		return nil // no reload: nats-server's races with connecting clients
+	}
 	bare := map[string]bool{}
 	for id := range a.VMAs {
 		if _, ok := s.access.VMAs[id]; !ok {

@@ -22,6 +22,8 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/bbolt"
+
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/oma/api"
 	"github.com/godwit/godwit/oma/atrest"
@@ -327,13 +329,28 @@ func (o *OMA) Run(ctx context.Context) error {
 	if natsPort == 0 {
 		natsPort = -1 // bus: a free port
 	}
+	// The registered VMAs are let in from the start: a reload of the
+	// server's access while clients connect races inside nats-server
+	// (2.15: its authorization check reads a connecting client's options
+	// as they are written), and VMAs reconnect as soon as it listens.
+	access := bus.Access{Observers: []string{observer.publicKey}, Admins: []string{admin.publicKey}, VMAs: map[string]string{}}
+	err = st.View(func(tx *bbolt.Tx) error {
+		vmas, err := store.VMAs(tx)
+		for _, v := range vmas {
+			access.VMAs[v.ID] = v.NKey
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("registered VMAs: %w", err)
+	}
 	srv, err := bus.StartServer(ctx, bus.ServerConfig{
 		StoreDir:    filepath.Join(cfg.DataDir, "jetstream"),
 		Host:        natsHost,
 		Port:        natsPort,
 		MonitorPort: cfg.NATSMonitorPort,
 		MaxPayload:  cfg.NATSMaxPayload,
-		Access:      bus.Access{Observers: []string{observer.publicKey}, Admins: []string{admin.publicKey}},
+		Access:      access,
 		Logger:      log.WithGroup("nats"),
 	})
 	if err != nil {
