@@ -5,7 +5,8 @@
 # make demo's walkthrough; make test's and make check's per-package lines, scripts/go-test.sh),
 # iproute2 (ip: the network namespaces of e2e's TestTwoMachines) and openssl (the OMA's
 # certificate in the README's two-machine steps, which it runs); for the boot checks of
-# cutover (oma/bootcheck), its overlays (qemu-utils: qemu-img) and the test guests
+# cutover (oma/bootcheck), its overlays (qemu-utils: qemu-img), its conversion (virt-v2v,
+# libguestfs-tools) and the test guests
 # (testbed/guests): qemu-system-x86, a kernel
 # (linux-image-amd64), grub-pc-bin, fdisk (sfdisk), cpio and kmod (modprobe), and Debian's
 # static busybox unpacked (not installed: it would replace the system's busybox) into
@@ -13,7 +14,7 @@
 set -euo pipefail
 
 pkgs=(nbdkit libnbd-bin openssh-server time curl jq iproute2 openssl
-  qemu-system-x86 qemu-utils linux-image-amd64 grub-pc-bin fdisk cpio kmod)
+  qemu-system-x86 qemu-utils linux-image-amd64 grub-pc-bin fdisk cpio kmod virt-v2v libguestfs-tools)
 busybox_dir=/var/cache/godwit/busybox-static
 
 sudo=""
