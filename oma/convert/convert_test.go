@@ -2,14 +2,12 @@ package convert_test
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/oma/convert"
-	"github.com/godwit/godwit/testbed"
 	"github.com/godwit/godwit/testkit"
 )
 
@@ -19,17 +17,9 @@ import (
 // under the overlay as it was.
 func TestConvertRefusesWithItsReason(t *testing.T) {
 	testkit.Long(t)
-	dir := t.TempDir()
-	replica := filepath.Join(dir, "disk-2000.g1.raw")
-	if out, err := exec.Command("cp", "--sparse=always", testbed.BusyboxGuest(t, testbed.GuestBoots), replica).CombinedOutput(); err != nil {
-		t.Fatalf("copy the guest: %v %s", err, out)
-	}
+	dir, replica, overlay := replicaWithOverlay(t)
 	before := sum(t, replica)
 	ctx := testkit.Context(t)
-	overlay := filepath.Join(dir, "disk-2000.overlay.qcow2")
-	if err := convert.Overlay(ctx, "", replica, overlay); err != nil {
-		t.Fatal(err)
-	}
 	vm := events.VM{ID: "vm-7", Name: "bbguest", NumCPU: 1, MemoryMB: 512, Firmware: "bios",
 		Disks: []events.Disk{{Key: 2000, Label: "Hard disk 1", Controller: "SCSI controller 0"}}}
 	domain, err := convert.SourceDomain(vm, []convert.DiskFile{{Key: 2000, Path: overlay, Format: "qcow2"}})

@@ -31,22 +31,30 @@ func sum(t *testing.T, path string) [32]byte {
 	return [32]byte(h.Sum(nil))
 }
 
+// replicaWithOverlay copies the busybox guest into a replica's volume in a
+// new directory and puts an overlay over it; it returns the three.
+func replicaWithOverlay(t *testing.T) (dir, replica, overlay string) {
+	t.Helper()
+	dir = t.TempDir()
+	replica = filepath.Join(dir, "disk-2000.g1.raw")
+	if out, err := exec.Command("cp", "--sparse=always", testbed.BusyboxGuest(t, testbed.GuestBoots), replica).CombinedOutput(); err != nil {
+		t.Fatalf("copy the guest: %v %s", err, out)
+	}
+	overlay = filepath.Join(dir, "disk-2000.overlay.qcow2")
+	if err := convert.Overlay(testkit.Context(t), "", replica, overlay); err != nil {
+		t.Fatal(err)
+	}
+	return dir, replica, overlay
+}
+
 // TestOverlayLeavesTheReplica: writes through an overlay land in the
 // overlay; the replica (a guest disk that boots) keeps every byte, and the
 // guest boots from the overlay.
 func TestOverlayLeavesTheReplica(t *testing.T) {
 	testkit.Long(t)
-	dir := t.TempDir()
-	replica := filepath.Join(dir, "disk-2000.g1.raw")
-	if out, err := exec.Command("cp", "--sparse=always", testbed.BusyboxGuest(t, testbed.GuestBoots), replica).CombinedOutput(); err != nil {
-		t.Fatalf("copy the guest: %v %s", err, out)
-	}
+	dir, replica, overlay := replicaWithOverlay(t)
 	before := sum(t, replica)
-	overlay := filepath.Join(dir, "disk-2000.overlay.qcow2")
 	ctx := testkit.Context(t)
-	if err := convert.Overlay(ctx, "", replica, overlay); err != nil {
-		t.Fatal(err)
-	}
 	if file, format, err := convert.Backing(ctx, "", overlay); err != nil || file != replica || format != "raw" {
 		t.Errorf("the overlay is backed by %q (%s, %v), want %s (raw)", file, format, err, replica)
 	}
