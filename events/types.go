@@ -24,6 +24,10 @@ const (
 	TypeQueueDispatched    = "io.godwit.queue.dispatched.v1"
 	TypeQueueLimits        = "io.godwit.queue.limits.v1"
 	TypeQueueMoved         = "io.godwit.queue.moved.v1"
+	TypePowerCommand       = "io.godwit.power.command.v1"
+	TypePowerReport        = "io.godwit.power.report.v1"
+	TypeCutoverState       = "io.godwit.cutover.state.v1"
+	TypeCutoverDone        = "io.godwit.cutover.done.v1"
 )
 
 // Types lists every event type, in a fixed order.
@@ -34,6 +38,7 @@ func Types() []string {
 		TypeTunnelOutage, TypeStreamAlert,
 		TypePlanCreated, TypePlanChanged, TypePlanVMStateChanged, TypePlanSyncScheduled, TypePlanSyncDone,
 		TypeQueueQueued, TypeQueueDispatched, TypeReplicatePause, TypeReplicateRate, TypeQueueLimits, TypeQueueMoved,
+		TypePowerCommand, TypePowerReport, TypeCutoverState, TypeCutoverDone,
 	}
 }
 
@@ -85,6 +90,14 @@ func NewPayload(eventType string) (Payload, bool) {
 		return new(QueueLimits), true
 	case TypeQueueMoved:
 		return new(QueueMoved), true
+	case TypePowerCommand:
+		return new(PowerCommand), true
+	case TypePowerReport:
+		return new(PowerReport), true
+	case TypeCutoverState:
+		return new(CutoverStateChanged), true
+	case TypeCutoverDone:
+		return new(CutoverDone), true
 	}
 	return nil, false
 }

@@ -25,6 +25,7 @@ const (
 	jobState         = Root + ".job.state"
 	jobQueue         = Root + ".job.queue"
 	jobLimits        = Root + ".job.limits"
+	cutover          = Root + ".job.cutover"
 	heartbeat        = Root + ".vma.heartbeat"
 	tunnel           = Root + ".tunnel"
 	exportRequest    = Root + ".export.request"
@@ -180,6 +181,10 @@ func JobQueue(vmaID, jobID string) (string, error) { return join(jobQueue, vma(v
 // changed (object: global, vma, vcenter, job; the event names which one).
 // It is in the JOBS stream, in order with what they bound.
 func JobLimits(object string) (string, error) { return join(jobLimits, namedID{"object", object}) }
+
+// Cutover is godwit.job.cutover.<vm>: the steps of a VM's cutover, in
+// the JOBS stream with the jobs of its final sync.
+func Cutover(vmID string) (string, error) { return join(cutover, vm(vmID)) }
 
 // Heartbeat is godwit.vma.heartbeat.<vma>: a VMA's periodic presence.
 func Heartbeat(vmaID string) (string, error) { return join(heartbeat, vma(vmaID)) }
