@@ -30,6 +30,38 @@ type DiskFile struct {
 // MAC addresses and models. Every disk of vm needs a file; a file for no
 // disk of vm is an error.
 func SourceDomain(vm events.VM, files []DiskFile) ([]byte, error) {
+	return domainXML(vm, files, false)
+}
+
+// TargetDomain returns the libvirt domain XML of vm converted for KVM,
+// with its disks at files: as SourceDomain, but every disk on virtio (vda,
+// vdb, ... in the source's controller order, the boot disk first) and
+// every network adapter a virtio one with its MAC address.
+func TargetDomain(vm events.VM, files []DiskFile) ([]byte, error) {
+	return domainXML(vm, files, true)
+}
+
+// DiskOrder returns vm's disks in controller order (IDE, SATA, SCSI,
+// NVMe; by controller number, then unit): the first is the one BIOS boots.
+func DiskOrder(vm events.VM) []events.Disk {
+	disks := slices.Clone(vm.Disks)
+	slices.SortStableFunc(disks, func(a, b events.Disk) int {
+		ka, na := controller(a.Controller)
+		kb, nb := controller(b.Controller)
+		return cmp.Or(cmp.Compare(ka, kb), cmp.Compare(na, nb), cmp.Compare(a.UnitNumber, b.UnitNumber))
+	})
+	return disks
+}
+
+// SourceBus returns the libvirt bus of the controller a disk of the source
+// is on (ide, sata or scsi).
+func SourceBus(d events.Disk) string {
+	kind, _ := controller(d.Controller)
+	return busOf[kind].bus
+}
+
+// domainXML is SourceDomain, or TargetDomain when converted.
+func domainXML(vm events.VM, files []DiskFile, converted bool) ([]byte, error) {
 	byKey := map[int32]DiskFile{}
 	for _, f := range files {
 		if !slices.ContainsFunc(vm.Disks, func(d events.Disk) bool { return d.Key == f.Key }) {
@@ -46,20 +78,17 @@ func SourceDomain(vm events.VM, files []DiskFile) ([]byte, error) {
 	if vm.Firmware == "efi" {
 		d.OS.Firmware = "efi"
 	}
-	disks := slices.Clone(vm.Disks)
-	slices.SortStableFunc(disks, func(a, b events.Disk) int {
-		ka, na := controller(a.Controller)
-		kb, nb := controller(b.Controller)
-		return cmp.Or(cmp.Compare(ka, kb), cmp.Compare(na, nb), cmp.Compare(a.UnitNumber, b.UnitNumber))
-	})
 	counts := map[string]int{}
-	for _, vd := range disks {
+	for _, vd := range DiskOrder(vm) {
 		f, ok := byKey[vd.Key]
 		if !ok {
 			return nil, fmt.Errorf("domain of %s: no file for disk %d (%s)", vm.Name, vd.Key, vd.Label)
 		}
 		kind, _ := controller(vd.Controller)
 		bus, prefix := busOf[kind].bus, busOf[kind].prefix
+		if converted {
+			bus, prefix = "virtio", "vd"
+		}
 		dev := prefix + driveLetters(counts[prefix])
 		counts[prefix]++
 		d.Devices.Disks = append(d.Devices.Disks, disk{Type: "file", Device: "disk",
@@ -69,6 +98,9 @@ func SourceDomain(vm events.VM, files []DiskFile) ([]byte, error) {
 		d.Devices.Interfaces = append(d.Devices.Interfaces, iface{Type: "network",
 			MAC: &mac{Address: strings.ToLower(n.MACAddress)}, Source: &netSource{Network: n.Network},
 			Model: &model{Type: nicModel(n.AdapterType)}})
+		if converted {
+			d.Devices.Interfaces[len(d.Devices.Interfaces)-1].Model.Type = "virtio"
+		}
 	}
 	out, err := xml.MarshalIndent(d, "", "  ")
 	if err != nil {

@@ -127,6 +127,8 @@ func (m *Manager) progressOnce(tx *bbolt.Tx, ev events.Event, p events.Payload) 
 		jobID, vmaID = v.JobID, v.VMAID
 	case *events.ReplicationStatus:
 		jobID, vmaID = v.JobID, v.VMAID
+	case *events.PowerReport:
+		return goesOn, store.OnceIn(tx, ev, m.cfg.Now(), func(tx *bbolt.Tx) error { return powerReport(tx, ev, v) })
 	default:
 		return goesOn, fmt.Errorf("%w: %s on the progress consumer", bus.ErrPoison, ev.Type)
 	}
@@ -296,4 +298,25 @@ func (m *Manager) status(tx *bbolt.Tx, j *store.Job, s *events.ReplicationStatus
 		}
 	}
 	return nil
+}
+
+// powerReport records a VMA's report of a power command the OMA sent it,
+// for the cutover that waits for it. A report of a command never sent, or
+// sent to another VMA, is poison; a second report of one is ignored.
+func powerReport(tx *bbolt.Tx, ev events.Event, r *events.PowerReport) error {
+	req, err := store.GetPowerRequest(tx, r.RequestID)
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("%w: %s for unknown power request %s", bus.ErrPoison, ev.Type, r.RequestID)
+	}
+	if err != nil {
+		return err
+	}
+	if req.VMAID != r.VMAID {
+		return fmt.Errorf("%w: %s for power request %s from VMA %s, not the one asked", bus.ErrPoison, ev.Type, r.RequestID, r.VMAID)
+	}
+	if req.Report != nil {
+		return nil
+	}
+	req.Report = r
+	return store.PutPowerRequest(tx, req)
 }

@@ -139,7 +139,7 @@ func (m *Manager) tickPlan(tx *bbolt.Tx, p store.Plan, now time.Time) ([]start, 
 // markDue marks vm due for a scheduled sync: a synced or failed VM that is
 // not paused; true when it changed.
 func markDue(vm *store.PlanVM, now time.Time) bool {
-	if vm.Paused || vm.Due || (vm.State != events.PlanVMSynced && vm.State != events.PlanVMFailed) {
+	if vm.Paused || vm.Due || vm.Cutover != "" || (vm.State != events.PlanVMSynced && vm.State != events.PlanVMFailed) {
 		return false
 	}
 	vm.Due, vm.UpdatedAt = true, now
@@ -169,7 +169,7 @@ func (m *Manager) startable(p store.Plan, vms []store.PlanVM) []start {
 		}
 		initial := vm.State == events.PlanVMPending && vm.Wave <= open
 		again := vm.Due && !vm.Paused && (vm.State == events.PlanVMSynced || vm.State == events.PlanVMFailed)
-		if initial || again {
+		if (initial || again) && vm.Cutover == "" { // a cutover runs its own syncs
 			out = append(out, start{plan: p, vm: vm})
 			active++
 		}

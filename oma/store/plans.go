@@ -90,8 +90,11 @@ type PlanVM struct {
 	LastSync    *PlanSyncDone `json:"last_sync,omitempty"`
 	Syncs       int           `json:"syncs"`
 	// BytesCopied adds up the bytes its completed copies wrote.
-	BytesCopied int64     `json:"bytes_copied"`
-	UpdatedAt   time.Time `json:"updated_at"`
+	BytesCopied int64 `json:"bytes_copied"`
+	// Cutover is the state of its cutover while one is under way or
+	// waits for commit (then committed): no sync starts meanwhile.
+	Cutover   string    `json:"cutover,omitempty"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // PlanSyncDone is a VM's last completed copy.

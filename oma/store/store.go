@@ -27,7 +27,7 @@ var (
 )
 
 func buckets() [][]byte {
-	return [][]byte{bucketJobs, bucketInventory, bucketLeases, bucketVMAs, bucketTokens, bucketApplied, bucketOutbox, bucketPages, bucketRequests, bucketVCenters, bucketPlans, bucketPlanVMs, bucketJobsByVM, bucketQueue, bucketRunning, bucketPaused, bucketSettings}
+	return [][]byte{bucketJobs, bucketInventory, bucketLeases, bucketVMAs, bucketTokens, bucketApplied, bucketOutbox, bucketPages, bucketRequests, bucketVCenters, bucketPlans, bucketPlanVMs, bucketJobsByVM, bucketQueue, bucketRunning, bucketPaused, bucketSettings, bucketCutovers, bucketPowerRequests}
 }
 
 // ErrNotFound is returned when a record does not exist.

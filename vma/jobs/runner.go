@@ -176,6 +176,9 @@ type Runner struct {
 	running map[string]*task // by job id
 	wake    chan struct{}    // a slot or a task may be free
 	wg      sync.WaitGroup   // running tasks
+	// powering holds the power commands under way, by request id: a
+	// redelivered one is not run twice at once.
+	powering map[string]bool
 
 	copies atomic.Int32 // disk copies under way, over all jobs: they share the link (pipe)
 }
@@ -207,7 +210,7 @@ func New(conn *bus.Conn, st *store.Store, cfg Config) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Runner{cfg: cfg, conn: conn, st: st, log: cfg.Logger, running: map[string]*task{}, wake: make(chan struct{}, 1)}, nil
+	return &Runner{cfg: cfg, conn: conn, st: st, log: cfg.Logger, running: map[string]*task{}, powering: map[string]bool{}, wake: make(chan struct{}, 1)}, nil
 }
 
 // Cancelled is the cause of a job's context when it was cancelled.
@@ -277,6 +280,9 @@ func (r *Runner) handle(ctx context.Context, _ events.Event, p events.Payload) e
 		return nil
 	case *events.ReplicateRate:
 		r.SetRate(c.JobID, c.BytesPerSecond)
+		return nil
+	case *events.PowerCommand:
+		r.startPower(c)
 		return nil
 	}
 	return fmt.Errorf("%w: %s on the commands consumer", bus.ErrPoison, p.EventType())

@@ -38,6 +38,8 @@ type cbtHook struct {
 	tracking *tracking
 	// beforeSnapshot is Config.BeforeSnapshot.
 	beforeSnapshot func(vm string)
+	// guestShutdown is Config.GuestShutdown.
+	guestShutdown func(vm string) bool
 
 	mu   sync.Mutex
 	refs map[cbtKey]int // calls in flight per session registry and VM
@@ -64,7 +66,7 @@ func (h *cbtHook) before(vm *simulator.VirtualMachine) {
 // hooked reports whether cbtVM answers the VM method name.
 func hooked(name string) bool {
 	switch name {
-	case "QueryChangedDiskAreas", "CreateSnapshot_Task", "CreateSnapshotEx_Task", "ReconfigVM_Task":
+	case "QueryChangedDiskAreas", "CreateSnapshot_Task", "CreateSnapshotEx_Task", "ReconfigVM_Task", "ShutdownGuest":
 		return true
 	}
 	return false
@@ -171,6 +173,18 @@ func (w *cbtVM) ReconfigVMTask(ctx *simulator.Context, req *types.ReconfigVM_Tas
 		w.hook.tracking.reset(ctx, w.VirtualMachine)
 	}
 	return w.VirtualMachine.ReconfigVMTask(ctx, req)
+}
+
+// ShutdownGuest is vSphere's method of that name: the simulator's, unless
+// Config.GuestShutdown says the guest ignores it, as a hung guest (or one
+// that asks its user first) does: then the call succeeds and the VM stays
+// on.
+func (w *cbtVM) ShutdownGuest(ctx *simulator.Context, req *types.ShutdownGuest) soap.HasFault {
+	defer w.hook.release(ctx, w.Self)
+	if w.hook.guestShutdown == nil || w.hook.guestShutdown(w.Name) || w.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn {
+		return w.VirtualMachine.ShutdownGuest(ctx, req)
+	}
+	return &methods.ShutdownGuestBody{Res: new(types.ShutdownGuestResponse)}
 }
 
 // changedAreas checks the request and reads the disk's allocated areas

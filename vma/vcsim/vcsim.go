@@ -84,6 +84,10 @@ type Config struct {
 	// snapshot is asked for, before it is taken; the call waits for it.
 	// Tests use it to look at what a client does meanwhile.
 	BeforeSnapshot func(vm string)
+	// GuestShutdown, if not nil, is asked with the VM's name when its
+	// guest is asked to shut down (ShutdownGuest): false makes the guest
+	// ignore it, as a hung guest does, and the VM stays on.
+	GuestShutdown func(vm string) bool
 }
 
 // VM is the shape of a VM that Config.Extra adds.
@@ -205,6 +209,7 @@ func Start(ctx context.Context, cfg Config) (*Simulator, error) {
 	}
 	hook := newCBTHook(cfg.ChangedAreasWindow, cfg.ChangedAreasMax, cfg.ChangeIDs)
 	hook.beforeSnapshot = cfg.BeforeSnapshot
+	hook.guestShutdown = cfg.GuestShutdown
 	model.Map().Handler = hook.handle
 	model.Service.TLS = new(tls.Config)
 	model.Service.Listen = &url.URL{Host: cfg.Addr, User: url.UserPassword(cfg.Username, cfg.Password)}
