@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/godwit/godwit/oma/api"
 	"github.com/godwit/godwit/oma/appliance"
 	"github.com/godwit/godwit/oma/authkeys"
+	"github.com/godwit/godwit/oma/cutover"
 	"github.com/godwit/godwit/oma/jobs"
 	"github.com/godwit/godwit/oma/plans"
 	"github.com/godwit/godwit/oma/queue"
@@ -52,6 +54,9 @@ type config struct {
 	minSyncInterval time.Duration
 	vmaTimeout      time.Duration
 	takeoverGrace   time.Duration
+	targetDir       string
+	accel           string
+	bootTimeout     time.Duration
 	pauseMax        time.Duration
 }
 
@@ -91,6 +96,9 @@ func declareRunFlags(fs *flag.FlagSet, cfg *config) {
 	fs.DurationVar(&cfg.minSyncInterval, "min-sync-interval", plans.DefaultMinSyncInterval, "shortest interval a plan's sync schedule may have")
 	fs.DurationVar(&cfg.pauseMax, "pause-snapshot-max", jobs.DefaultPauseSnapshotMax, "how long a job may stay paused with its VMware snapshot; then it ends paused-expired and the snapshot is removed")
 	fs.DurationVar(&cfg.vmaTimeout, "vma-heartbeat-timeout", queue.DefaultHeartbeatTimeout, "how long after its last heartbeat a VMA gets no more jobs from the queue, and its waiting jobs go to another VMA (VMAs beat every 10s)")
+	fs.StringVar(&cfg.targetDir, "cutover-target-dir", "", "where a cutover writes the converted disks, domain XML and CloudStack commands when it names no target_dir: <dir>/<vm name>-<vm id> (default <data>/target)")
+	fs.StringVar(&cfg.accel, "accel", "", "how cutover conversions and boot checks run guests: kvm or tcg (default: probed once with a real tiny boot under KVM, else tcg)")
+	fs.DurationVar(&cfg.bootTimeout, "boot-check-timeout", 0, "how long a cutover's boot check waits for the login prompt (default 10m under TCG, 3m under KVM)")
 	fs.DurationVar(&cfg.takeoverGrace, "vma-takeover-grace", jobs.DefaultTakeoverGrace, "how long after -vma-heartbeat-timeout a gone VMA's running jobs wait before another VMA takes them over from their checkpoints")
 	fs.DurationVar(&cfg.streamMaxAge, "stream-max-age", 30*24*time.Hour, "how long streams keep events")
 	fs.Int64Var(&cfg.streamMaxBytes, "stream-max-bytes", 1<<30, "bytes each stream keeps at most")
@@ -251,5 +259,6 @@ func (cfg *config) appliance() (appliance.Config, error) {
 		StreamMaxBytes:  cfg.streamMaxBytes,
 		AtRestKeyFile:   cfg.secretKey,
 		MinSyncInterval: cfg.minSyncInterval, HeartbeatTimeout: cfg.vmaTimeout, PauseSnapshotMax: cfg.pauseMax, TakeoverGrace: cfg.takeoverGrace,
+		Cutover: cutover.Config{TargetDir: cfg.targetDir, Accel: cfg.accel, BootTimeout: cfg.bootTimeout, VirtioWin: os.Getenv("VIRTIO_WIN")},
 	}, nil
 }

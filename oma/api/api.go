@@ -26,6 +26,7 @@ import (
 	"github.com/godwit/godwit/oma/authkeys"
 	"github.com/godwit/godwit/oma/inventory"
 	"github.com/godwit/godwit/oma/jobs"
+	"github.com/godwit/godwit/oma/cutover"
 	"github.com/godwit/godwit/oma/plans"
 	"github.com/godwit/godwit/oma/queue"
 	"github.com/godwit/godwit/oma/replicas"
@@ -109,6 +110,8 @@ type Control interface {
 	Plans() *plans.Manager
 	// Queue is the OMA's queue of started jobs.
 	Queue() *queue.Queue
+	// Cutovers are the VMs' cutovers.
+	Cutovers() *cutover.Manager
 	Started() time.Time
 	ExportRestarts() uint64
 }
@@ -195,6 +198,7 @@ func (a *API) Handler() http.Handler {
 	route(http.MethodPost, "/plans/{name}/resume", tokens.Operate, a.planAction(resumePlan))
 	route(http.MethodPost, "/plans/{name}/sync", tokens.Operate, a.planAction(syncPlan))
 	route(http.MethodPost, "/plans/{name}/vms/{vm}/retry", tokens.Operate, a.planAction(retryPlanVM))
+	a.routeCutovers(route)
 	return httpserver.Guard(a.cfg.AllowOrigins, r)
 }
 

@@ -132,6 +132,7 @@ func (a *API) getPlan(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	a.withPredictions(&v)
 	return writeJSON(w, http.StatusOK, v)
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/godwit/godwit/oma/api"
 	"github.com/godwit/godwit/oma/atrest"
 	"github.com/godwit/godwit/oma/control"
+	"github.com/godwit/godwit/oma/cutover"
 	"github.com/godwit/godwit/oma/exports"
 	"github.com/godwit/godwit/oma/jobs"
 	"github.com/godwit/godwit/oma/store"
@@ -121,6 +122,8 @@ type Config struct {
 	// HeartbeatTimeout, before another VMA takes the job over; 0 means
 	// jobs.DefaultTakeoverGrace.
 	TakeoverGrace time.Duration
+	// Cutover configures the cutovers (its DataDir is DataDir).
+	Cutover cutover.Config
 	// StreamMaxAge and StreamMaxBytes limit what each stream keeps; zero
 	// means 30 days and 1 GiB.
 	StreamMaxAge   time.Duration
@@ -394,7 +397,7 @@ func (o *OMA) Run(ctx context.Context) error {
 		PendingJobTTL: cfg.PendingJobTTL, MaxPendingJobs: cfg.MaxPendingJobs, NBDPortsPerVMA: cfg.NBDPortsPerVMA,
 		VerifyParallel: cfg.VerifyParallel, VerifyLimiter: verifyLimiter(cfg),
 		AtRestKey: atRestKey, MinSyncInterval: cfg.MinSyncInterval, PlanPoll: cfg.PlanPoll, HeartbeatTimeout: cfg.HeartbeatTimeout, PauseSnapshotMax: cfg.PauseSnapshotMax,
-		TakeoverGrace: cfg.TakeoverGrace,
+		TakeoverGrace: cfg.TakeoverGrace, Cutover: cfg.Cutover,
 	}, st, conn, exp, srv)
 	if err := ctl.Restore(ctx); err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events/subject"
 	"github.com/godwit/godwit/oma/atrest"
+	"github.com/godwit/godwit/oma/cutover"
 	"github.com/godwit/godwit/oma/exports"
 	"github.com/godwit/godwit/oma/inventory"
 	"github.com/godwit/godwit/oma/jobs"
@@ -89,6 +90,8 @@ type Config struct {
 	// HeartbeatTimeout, before another VMA takes the job over; 0 means
 	// jobs.DefaultTakeoverGrace.
 	TakeoverGrace time.Duration
+	// Cutover configures the cutovers; its DataDir is DataDir.
+	Cutover cutover.Config
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger; nil discards.
@@ -106,6 +109,7 @@ type Control struct {
 	vcenters *vcenters.Registry
 	plans    *plans.Manager
 	queue    *queue.Queue
+	cutovers *cutover.Manager
 
 	cfg     Config
 	store   *store.Store
@@ -152,8 +156,14 @@ func New(cfg Config, st *store.Store, conn *bus.Conn, exp *exports.Manager, acce
 	c.vcenters = vcenters.New(st, cfg.AtRestKey, vcenters.DiscoveryProver{D: c, Timeout: cfg.DiscoverTimeout}, cfg.Now)
 	c.plans = plans.New(plans.Config{MinSyncInterval: cfg.MinSyncInterval, Poll: cfg.PlanPoll, DataDir: cfg.DataDir,
 		Now: cfg.Now, Logger: log.With("part", "plans")}, st, c.Manager, c.vcenters, c, out)
+	ccfg := cfg.Cutover
+	ccfg.DataDir, ccfg.Now, ccfg.Logger = cfg.DataDir, cfg.Now, log.With("part", "cutover")
+	c.cutovers = cutover.New(ccfg, st, c.Manager, c.vcenters, reg, out)
 	return c
 }
+
+// Cutovers returns the cutovers.
+func (c *Control) Cutovers() *cutover.Manager { return c.cutovers }
 
 // VCenters returns the registered vCenters.
 func (c *Control) VCenters() *vcenters.Registry { return c.vcenters }
@@ -228,6 +238,11 @@ func (c *Control) Run(ctx context.Context) error {
 	wg.Go(func() { c.RunExpiry(ctx) })
 	wg.Go(func() { c.RunFailover(ctx) })
 	wg.Go(func() { _ = c.plans.Run(ctx) })
+	wg.Go(func() {
+		if err := c.cutovers.Run(ctx); err != nil {
+			c.log.Error("the cutovers stopped", "err", err)
+		}
+	})
 	wg.Go(func() {
 		if err := c.queue.Run(ctx); err != nil {
 			c.log.Error("the queue stopped", "err", err)

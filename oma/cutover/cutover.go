@@ -275,6 +275,68 @@ func safeName(s string) string {
 func (m *Manager) Start(ctx context.Context, r Request) (store.Cutover, error) {
 	var c store.Cutover
 	err := m.store.Update(func(tx *bbolt.Tx) error {
+		var err error
+		c, err = m.startIn(tx, r)
+		return err
+	})
+	m.outbox.Kick()
+	if err != nil {
+		return store.Cutover{}, err
+	}
+	m.log.Info("cutover started", "cutover", c.ID, "vm", c.VM.ID, "state", c.State, "when", c.Options.When)
+	m.drive(c.Key)
+	return c, nil
+}
+
+// StartPlan starts the cutovers of plan's VMs (those named in vms, by id,
+// or all), each as r asks, in one transaction: when one is refused, none
+// starts.
+func (m *Manager) StartPlan(ctx context.Context, plan string, vms []string, r Request) ([]store.Cutover, error) {
+	var out []store.Cutover
+	err := m.store.Update(func(tx *bbolt.Tx) error {
+		if _, err := store.GetPlan(tx, plan); errors.Is(err, store.ErrNotFound) {
+			return fault.Errorf(fault.NotFound, "name", "no plan named %q", plan)
+		} else if err != nil {
+			return err
+		}
+		all, err := store.PlanVMs(tx, plan)
+		if err != nil {
+			return err
+		}
+		for i, id := range vms {
+			if !slices.ContainsFunc(all, func(vm store.PlanVM) bool { return vm.Key == id }) {
+				return fault.Errorf(fault.NotFound, fmt.Sprintf("vms[%d]", i), "VM %s is not in plan %s", id, plan)
+			}
+		}
+		for _, vm := range all {
+			if len(vms) > 0 && !slices.Contains(vms, vm.Key) {
+				continue
+			}
+			vr := r
+			vr.Plan, vr.VM = plan, inventory.Ref{VMID: vm.Key, VMAID: vm.VMAID, VCenter: vm.Host}
+			c, err := m.startIn(tx, vr)
+			if err != nil {
+				return fmt.Errorf("VM %s: %w", vm.Key, err)
+			}
+			out = append(out, c)
+		}
+		return nil
+	})
+	m.outbox.Kick()
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range out {
+		m.log.Info("cutover started", "cutover", c.ID, "vm", c.VM.ID, "plan", plan, "state", c.State, "when", c.Options.When)
+		m.drive(c.Key)
+	}
+	return out, nil
+}
+
+// startIn is Start inside tx.
+func (m *Manager) startIn(tx *bbolt.Tx, r Request) (store.Cutover, error) {
+	var c store.Cutover
+	err := func() error {
 		loc, err := inventory.Find(tx, r.VM)
 		if err != nil {
 			return err
@@ -343,14 +405,8 @@ func (m *Manager) Start(ctx context.Context, r Request) (store.Cutover, error) {
 			}
 		}
 		return m.move(tx, &c, to, "")
-	})
-	m.outbox.Kick()
-	if err != nil {
-		return store.Cutover{}, err
-	}
-	m.log.Info("cutover started", "cutover", c.ID, "vm", c.VM.ID, "state", c.State, "when", c.Options.When)
-	m.drive(c.Key)
-	return c, nil
+	}()
+	return c, err
 }
 
 // planVMOf returns the plan VM whose replica is key, and its plan; nil

@@ -144,3 +144,18 @@ func predict(tx *bbolt.Tx, c store.Cutover, kvm bool) (Prediction, error) {
 	d.Total = d.PowerOff + d.FinalSync + d.Conversion + d.Export + d.BootCheck
 	return p, nil
 }
+
+// PredictVM predicts the downtime of a cutover of the VM whose replica is
+// key: with its cutover's options when it has one, else the defaults.
+func (m *Manager) PredictVM(key string, vm events.VMRef) (Prediction, error) {
+	var p Prediction
+	err := m.store.View(func(tx *bbolt.Tx) error {
+		c, err := store.GetCutover(tx, key)
+		if err != nil {
+			c = store.Cutover{Key: key, VM: vm, Options: store.CutoverOptions{PowerOff: events.PowerOffGuestThenHard, Convert: true, BootCheck: true}}
+		}
+		p, err = predict(tx, c, m.cfg.Accel == bootcheck.AccelKVM)
+		return err
+	})
+	return p, err
+}

@@ -75,6 +75,11 @@ type VMView struct {
 	LastError   string     `json:"last_error,omitempty"`
 	FailedJob   string     `json:"failed_job,omitempty"`
 	PauseReason string     `json:"pause_reason,omitempty"`
+	// Cutover is its cutover's state while one is under way or done.
+	Cutover string `json:"cutover,omitempty"`
+	// PredictedDowntimeSeconds is its cutover's downtime as predicted now
+	// (see cutover.Predict), updated after every sync.
+	PredictedDowntimeSeconds *float64 `json:"predicted_downtime_seconds,omitempty"`
 }
 
 // Get returns the plan named name; a NotFound fault when there is none.
@@ -145,7 +150,7 @@ func (m *Manager) view(p store.Plan, vms []store.PlanVM) View {
 		vv := VMView{ID: vm.Key, Name: vm.Name, Path: vm.Path, InstanceUUID: vm.InstanceUUID, VMAID: vm.VMAID, Wave: vm.Wave,
 			State: vm.State, LastJob: vm.Job, LastSync: vm.LastSync, Due: vm.Due, Waiting: vm.Waiting, Replica: vm.ReplicaID,
 			Syncs: vm.Syncs, BytesCopied: vm.BytesCopied, Failures: vm.Failures, LastError: vm.LastError,
-			FailedJob: vm.FailedJob, PauseReason: vm.PauseReason}
+			FailedJob: vm.FailedJob, PauseReason: vm.PauseReason, Cutover: vm.Cutover}
 		if busy(vm.State) {
 			vv.CurrentJob = vm.Job
 		}
