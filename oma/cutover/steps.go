@@ -111,7 +111,7 @@ func (m *Manager) converting(ctx context.Context, c store.Cutover) error {
 	return m.advance(c, func(tx *bbolt.Tx, c *store.Cutover) error {
 		c.ConversionLog = res.Log
 		if err != nil {
-			return m.move(tx, c, events.CutoverFailed, "conversion: "+err.Error()+" (virt-v2v's output: "+res.Log+"; the replica is untouched: cut over again to retry on new overlays)")
+			return m.move(tx, c, events.CutoverFailed, err.Error()+" (virt-v2v's output: "+res.Log+"; the replica is untouched: cut over again to retry on new overlays)")
 		}
 		c.Converted, c.Measured.Conversion = true, m.since(*c)
 		return m.move(tx, c, events.CutoverExporting, "")

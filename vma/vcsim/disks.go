@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/url"
 	"os"
@@ -210,4 +212,53 @@ func (s *Simulator) DiskFile(ctx context.Context, vmPath string, key int32) (str
 		return "", fmt.Errorf("disk file: %s: %w", vmPath, err)
 	}
 	return file, nil
+}
+
+// imageDisk writes the raw image into the first disk of vm, sparsely: the
+// image's runs of zeros are not written.
+func imageDisk(ctx context.Context, vm *object.VirtualMachine, dsDir, image string) error {
+	var o mo.VirtualMachine
+	if err := vm.Properties(ctx, vm.Reference(), []string{"config.hardware.device"}, &o); err != nil {
+		return fmt.Errorf("read devices: %w", err)
+	}
+	disks := object.VirtualDeviceList(o.Config.Hardware.Device).SelectByType((*types.VirtualDisk)(nil))
+	if len(disks) == 0 {
+		return fmt.Errorf("image %s: the VM has no disk", image)
+	}
+	disk := disks[0].(*types.VirtualDisk)
+	file, err := diskFlatFile(disk, dsDir)
+	if err != nil {
+		return err
+	}
+	src, err := os.Open(image)
+	if err != nil {
+		return fmt.Errorf("image: %w", err)
+	}
+	defer src.Close()
+	if st, err := src.Stat(); err != nil {
+		return fmt.Errorf("image: %w", err)
+	} else if st.Size() > disk.CapacityInBytes {
+		return fmt.Errorf("image %s (%d bytes) is larger than disk %d (%d bytes)", image, st.Size(), disk.Key, disk.CapacityInBytes)
+	}
+	dst, err := os.OpenFile(file, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("image: %w", err)
+	}
+	defer dst.Close()
+	buf := make([]byte, 1<<20)
+	for off := int64(0); ; {
+		n, err := io.ReadFull(src, buf)
+		if n > 0 && !bytes.Equal(buf[:n], make([]byte, n)) {
+			if _, werr := dst.WriteAt(buf[:n], off); werr != nil {
+				return fmt.Errorf("image into %s: %w", file, werr)
+			}
+		}
+		off += int64(n)
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return dst.Close()
+		}
+		if err != nil {
+			return fmt.Errorf("image %s: %w", image, err)
+		}
+	}
 }

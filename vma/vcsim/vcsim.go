@@ -119,6 +119,10 @@ type VM struct {
 	// mapping's descriptor and a flat file, which holds the LUN's content
 	// like a flat disk's, but it does not track its changes (no changeId).
 	RDMDisks []int
+	// Image, if set, is a raw disk image (such as a test guest that
+	// boots) whose bytes become its first disk's content, in place of
+	// Config.DiskData's; the disk must be at least as large.
+	Image string
 }
 
 // DefaultHardwareVersion is the hardware version of the simulator's VMs
@@ -325,7 +329,7 @@ func populate(ctx context.Context, c *vim25.Client, cfg Config) (string, error) 
 	for _, x := range cfg.Extra {
 		s := vmSpec{name: x.Name, folder: folders.VmFolder, guest: "otherLinux64Guest", firmware: "bios",
 			cpus: 2, memMB: 2048, disks: x.Disks, nets: []object.NetworkReference{vmNet}, on: x.On, cbt: x.CBT, data: cfg.DiskData,
-			hwVersion: x.HardwareVersion, snapshots: x.Snapshots}
+			hwVersion: x.HardwareVersion, snapshots: x.Snapshots, image: x.Image}
 		if s.independent, err = diskIndexes(x.IndependentDisks, len(x.Disks)); err != nil {
 			return "", fmt.Errorf("VM %s: IndependentDisks: %w", x.Name, err)
 		}
@@ -452,6 +456,8 @@ type vmSpec struct {
 	// independent and rdm hold the indexes of the disks that are
 	// independent_persistent and raw device mappings.
 	independent, rdm map[int]bool
+	// image is VM.Image.
+	image string
 }
 
 // diskIndexes checks that indexes are indexes into n disks and returns
@@ -563,6 +569,11 @@ func createVM(ctx context.Context, s vmSpec, pool *object.ResourcePool, ds *obje
 	vm := object.NewVirtualMachine(task.Client(), info.Result.(types.ManagedObjectReference))
 	if err := fillDisks(ctx, vm, s.name, dsDir, s.data); err != nil {
 		return err
+	}
+	if s.image != "" {
+		if err := imageDisk(ctx, vm, dsDir, s.image); err != nil {
+			return err
+		}
 	}
 	if s.on {
 		task, err := vm.PowerOn(ctx)

@@ -1,0 +1,479 @@
+package cutover_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/oma/appliance"
+	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
+	"github.com/godwit/godwit/vma/vcsim"
+)
+
+// cutoverView is GET /api/v1/vms/{id}/cutover as the tests read it.
+type cutoverView struct {
+	ID          string          `json:"id"`
+	State       string          `json:"state"`
+	FailedStep  string          `json:"failed_step"`
+	Error       string          `json:"error"`
+	Attempt     int             `json:"attempt"`
+	PowerBefore string          `json:"power_before"`
+	PowerMethod string          `json:"power_method"`
+	FinalJob    string          `json:"final_job"`
+	Converted   bool            `json:"converted"`
+	Measured    events.Downtime `json:"measured"`
+	Predicted   *events.Downtime
+	Passes      []struct {
+		Job              string  `json:"job"`
+		BytesChanged     int64   `json:"bytes_changed"`
+		PredictedSeconds float64 `json:"predicted_seconds"`
+	} `json:"passes"`
+	Boot *struct {
+		Passed  bool    `json:"passed"`
+		Accel   string  `json:"accel"`
+		Seconds float64 `json:"seconds"`
+		Reason  string  `json:"reason"`
+	} `json:"boot"`
+	Target *struct {
+		Dir   string `json:"dir"`
+		Disks []struct {
+			Key    int32  `json:"key"`
+			Path   string `json:"path"`
+			Format string `json:"format"`
+			Root   bool   `json:"root"`
+		} `json:"disks"`
+		DomainXML  string   `json:"domain_xml"`
+		CloudStack []string `json:"cloudstack"`
+	} `json:"target"`
+	Prediction *struct {
+		Downtime events.Downtime   `json:"downtime"`
+		Basis    map[string]string `json:"basis"`
+	} `json:"prediction"`
+	Detail string `json:"detail"`
+	Field  string `json:"field"`
+}
+
+// bed is an OMA, a VMA and a simulated vCenter registered as "sim", with
+// the VMs of a plan "cut" copied once.
+type bed struct {
+	t   *testing.T
+	sim *vcsim.Simulator
+	oma *testbed.OMA
+	vma *testbed.VMA
+	ids map[string]string // VM name to id
+}
+
+// Disk size of the guests' VMs: the 64 MiB image and 16 MiB past it,
+// outside its partition, where a test writes as the guest would.
+const (
+	guestDisk  = 80 << 20
+	guestWrite = 70 << 20
+)
+
+func newBed(t *testing.T, vms []vcsim.VM, ignoreShutdown ...string) *bed {
+	t.Helper()
+	b := &bed{t: t, ids: map[string]string{}}
+	b.sim = testbed.StartSim(t, vcsim.Config{VMs: 1, Extra: vms, DiskData: -1,
+		GuestShutdown: func(vm string) bool { return !slices.Contains(ignoreShutdown, vm) }})
+	b.oma = testbed.StartOMA(t, testbed.OMAConfig{Ports: 12, Configure: func(c *appliance.Config) {
+		c.MinSyncInterval, c.PlanPoll = time.Second, 200*time.Millisecond
+		c.Cutover.Accel = "tcg" // KVM does not run guests on these machines (GUESTS.md); bootcheck's own test probes it
+		c.Cutover.Poll = 100 * time.Millisecond
+	}})
+	b.vma = testbed.StartVMA(t, b.oma, testbed.VMAConfig{VCenterCAFile: b.sim.CAFile})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("OMA log:\n%s\nVMA log:\n%s", b.oma.Logs, b.vma.Logs)
+		}
+	})
+	var vc struct {
+		Detail string `json:"detail"`
+	}
+	if code := b.oma.Do(http.MethodPost, "/api/v1/vcenters", map[string]any{"name": "sim", "host": b.sim.Host,
+		"username": b.sim.Username, "password": b.sim.Password, "datacenters": []string{vcsim.Datacenter}}, &vc); code != http.StatusCreated {
+		t.Fatalf("POST /api/v1/vcenters = %d: %s", code, vc.Detail)
+	}
+	var paths []string
+	for _, vm := range vms {
+		paths = append(paths, "/"+vcsim.Datacenter+"/vm/"+vm.Name)
+	}
+	var p struct {
+		VMs []struct {
+			ID    string `json:"id"`
+			Name  string `json:"name"`
+			State string `json:"state"`
+		} `json:"vms"`
+		Detail string `json:"detail"`
+	}
+	if code := b.oma.Do(http.MethodPost, "/api/v1/plans", map[string]any{"name": "cut", "vcenter": "sim", "vms": paths,
+		"sync": map[string]any{"interval": "1h"}}, &p); code != http.StatusCreated {
+		t.Fatalf("POST /api/v1/plans = %d: %s", code, p.Detail)
+	}
+	b.waitFor("the plan's initial copies", func() bool {
+		b.oma.Do(http.MethodGet, "/api/v1/plans/cut", nil, &p)
+		for _, vm := range p.VMs {
+			if vm.State != events.PlanVMSynced {
+				return false
+			}
+		}
+		return true
+	})
+	for _, vm := range p.VMs {
+		b.ids[vm.Name] = vm.ID
+	}
+	return b
+}
+
+// waitFor polls cond every 200 ms until it holds, as long as the test may wait.
+func (b *bed) waitFor(what string, cond func() bool) {
+	b.t.Helper()
+	deadline := time.Now().Add(testkit.Wait(b.t))
+	for !cond() {
+		if time.Now().After(deadline) {
+			b.t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// cutover asks for the cutover of VM name and returns the status code and answer.
+func (b *bed) cutover(name string, body map[string]any) (int, cutoverView) {
+	b.t.Helper()
+	var c cutoverView
+	code := b.oma.Do(http.MethodPost, "/api/v1/vms/"+b.ids[name]+"/cutover", body, &c)
+	return code, c
+}
+
+// get returns VM name's cutover.
+func (b *bed) get(name string) cutoverView {
+	b.t.Helper()
+	var c cutoverView
+	if code := b.oma.Do(http.MethodGet, "/api/v1/vms/"+b.ids[name]+"/cutover", nil, &c); code != http.StatusOK {
+		b.t.Fatalf("GET cutover of %s = %d: %s", name, code, c.Detail)
+	}
+	return c
+}
+
+// await waits until VM name's cutover is in one of the states at rest and
+// returns it.
+func (b *bed) await(name string) cutoverView {
+	b.t.Helper()
+	var c cutoverView
+	b.waitFor("the cutover of "+name+" to come to rest", func() bool {
+		c = b.get(name)
+		switch c.State {
+		case events.CutoverCutOver, events.CutoverFailed, events.CutoverRolledBack, events.CutoverCommitted, events.CutoverBudgetUnmet:
+			return true
+		}
+		return false
+	})
+	return c
+}
+
+// power returns the power state of VM name, as the VMA discovers it.
+func (b *bed) power(name string) string {
+	b.t.Helper()
+	for _, vm := range b.oma.Discover(map[string]any{"vcenter": b.sim.Host, "username": b.sim.Username, "password": b.sim.Password}) {
+		if vm.Name == name {
+			return vm.PowerState
+		}
+	}
+	b.t.Fatalf("VM %s not discovered", name)
+	return ""
+}
+
+// jobCount counts the jobs of VM name.
+func (b *bed) jobCount(name string) int {
+	b.t.Helper()
+	var list struct {
+		Replications []struct {
+			SourceVM struct {
+				ID string `json:"id"`
+			} `json:"source_vm"`
+		} `json:"replications"`
+	}
+	if code := b.oma.Do(http.MethodGet, "/api/v1/replications", nil, &list); code != http.StatusOK {
+		b.t.Fatalf("GET /api/v1/replications = %d", code)
+	}
+	n := 0
+	for _, r := range list.Replications {
+		if r.SourceVM.ID == b.ids[name] {
+			n++
+		}
+	}
+	return n
+}
+
+// volume returns the replica file of the first disk that job wrote.
+func (b *bed) volume(job string) string {
+	b.t.Helper()
+	var j struct {
+		Type  string `json:"replication_type"`
+		Disks []struct {
+			VolumePath string `json:"volume_path"`
+		} `json:"disks"`
+	}
+	if code := b.oma.Do(http.MethodGet, "/api/v1/replications/"+job, nil, &j); code != http.StatusOK || len(j.Disks) == 0 {
+		b.t.Fatalf("GET /api/v1/replications/%s = %d, %d disks", job, code, len(j.Disks))
+	}
+	return j.Disks[0].VolumePath
+}
+
+// write writes n bytes of fresh data at off into the first disk of VM name.
+func (b *bed) write(name string, off int64, n int, seed byte) {
+	b.t.Helper()
+	f, err := os.OpenFile(b.sourceFile(name), os.O_WRONLY, 0)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, n)
+	for i := range buf {
+		buf[i] = byte(i*13) ^ seed
+	}
+	if _, err := f.WriteAt(buf, off); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
+// sourceFile returns the flat file of VM name's first disk.
+func (b *bed) sourceFile(name string) string {
+	b.t.Helper()
+	var key int32
+	for _, vm := range b.oma.Discover(map[string]any{"vcenter": b.sim.Host, "username": b.sim.Username, "password": b.sim.Password}) {
+		if vm.Name == name && len(vm.Disks) > 0 {
+			key = vm.Disks[0].Key
+		}
+	}
+	file, err := b.sim.DiskFile(context.Background(), "/"+vcsim.Datacenter+"/vm/"+name, key)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return file
+}
+
+func hashFile(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// hashPrefix hashes the first n bytes of path.
+func hashPrefix(t *testing.T, path string, n int64) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, io.LimitReader(f, n)); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// qemuInfo returns qemu-img info's format and backing file of path.
+func qemuInfo(t *testing.T, path string) string {
+	t.Helper()
+	out, err := exec.Command("qemu-img", "info", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("qemu-img info %s: %v\n%s", path, err, out)
+	}
+	return string(out)
+}
+
+// TestCutoverBusyboxGuest cuts over a guest that really boots (a busybox
+// disk with its own GRUB, served by the simulator as the VM's disk) as
+// make test can: the source is shut down through its guest, the final
+// sync copies what the guest wrote last, virt-v2v refuses the guest with
+// its own reason and the replica is untouched; cut over again without
+// conversion, on new overlays and without a new copy, the target disk
+// boots to its login prompt; the downtime is measured by part; a rollback
+// powers the source back on and the next sync is incremental.
+func TestCutoverBusyboxGuest(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a guest under TCG and runs virt-v2v: minutes")
+	}
+	img := testbed.BusyboxGuest(t, testbed.GuestBoots)
+	b := newBed(t, []vcsim.VM{{Name: "bbguest", Disks: []int64{guestDisk}, CBT: true, On: true, Image: img}})
+	target := filepath.Join(t.TempDir(), "target")
+
+	// Bad input changes nothing.
+	for _, bad := range []struct {
+		body  map[string]any
+		field string
+	}{
+		{map[string]any{"when": "later"}, "when"},
+		{map[string]any{"when": "at"}, "at"},
+		{map[string]any{"when": "budget"}, "downtime_budget_seconds"},
+		{map[string]any{"power_off": "pull"}, "power_off"},
+		{map[string]any{"format": "vmdk"}, "format"},
+		{map[string]any{"target_dir": "relative/dir"}, "target_dir"},
+		{map[string]any{"boot_prompt": "("}, "boot_prompt"},
+		{map[string]any{"vms": []string{"x"}}, "vms"},
+	} {
+		if code, c := b.cutover("bbguest", bad.body); code != http.StatusBadRequest || c.Field != bad.field {
+			t.Errorf("cutover %v = %d naming %q (%s), want 400 naming %q", bad.body, code, c.Field, c.Detail, bad.field)
+		}
+	}
+	if code := b.oma.Do(http.MethodGet, "/api/v1/vms/"+b.ids["bbguest"]+"/cutover", nil, nil); code != http.StatusNotFound {
+		t.Fatalf("GET cutover before any = %d, want 404", code)
+	}
+
+	// The guest writes after its last sync: the final sync must carry it.
+	b.write("bbguest", guestWrite, 1<<20, 7)
+	jobsBefore := b.jobCount("bbguest")
+	code, c := b.cutover("bbguest", map[string]any{"power_off": "guest-then-hard", "shutdown_timeout_seconds": 60, "target_dir": target})
+	if code != http.StatusAccepted {
+		t.Fatalf("cutover = %d: %s", code, c.Detail)
+	}
+	if code, again := b.cutover("bbguest", nil); code != http.StatusConflict {
+		t.Errorf("a second cutover while one runs = %d (%s), want 409", code, again.Detail)
+	}
+	c = b.await("bbguest")
+	if c.State != events.CutoverFailed || c.FailedStep != events.CutoverConverting || !strings.Contains(c.Error, "inspection could not detect the source guest") {
+		t.Fatalf("the busybox guest's cutover: %s at %s (%s), want failed at converting with virt-v2v's reason", c.State, c.FailedStep, c.Error)
+	}
+	t.Logf("conversion refused as expected: %s", c.Error)
+	if c.PowerBefore != events.PowerStateOn || c.PowerMethod != events.PowerMethodGuest {
+		t.Errorf("power: before %s, method %s; want poweredOn, guest", c.PowerBefore, c.PowerMethod)
+	}
+	if p := b.power("bbguest"); p != events.PowerStateOff {
+		t.Errorf("the source is %s after its cutover's power-off, want poweredOff", p)
+	}
+	if c.FinalJob == "" || b.jobCount("bbguest") != jobsBefore+1 {
+		t.Fatalf("final job %q, jobs %d then %d: want one final sync", c.FinalJob, jobsBefore, b.jobCount("bbguest"))
+	}
+	replica := b.volume(c.FinalJob)
+	src := b.sourceFile("bbguest")
+	replicaHash := hashFile(t, replica)
+	if replicaHash != hashFile(t, src) {
+		t.Fatal("after the final sync the replica differs from the source disk")
+	}
+
+	// Again without conversion: new overlays, no new copy, a boot that passes.
+	code, c = b.cutover("bbguest", map[string]any{"convert": false, "target_dir": target})
+	if code != http.StatusAccepted || c.State != events.CutoverConverting {
+		t.Fatalf("cutover again = %d, state %s: %s", code, c.State, c.Detail)
+	}
+	c = b.await("bbguest")
+	if c.State != events.CutoverCutOver {
+		t.Fatalf("cutover without conversion: %s at %s: %s", c.State, c.FailedStep, c.Error)
+	}
+	if n := b.jobCount("bbguest"); n != jobsBefore+1 {
+		t.Errorf("jobs after the retry: %d, want %d: a retry must not copy again", n, jobsBefore+1)
+	}
+	if c.Attempt != 2 || c.Converted {
+		t.Errorf("attempt %d, converted %v; want the second attempt, unconverted", c.Attempt, c.Converted)
+	}
+	if c.Boot == nil || !c.Boot.Passed || c.Boot.Accel != "tcg" || c.Boot.Seconds <= 0 {
+		t.Fatalf("boot check: %+v", c.Boot)
+	}
+	if hashFile(t, replica) != replicaHash {
+		t.Error("the conversion, export or boot check changed the replica")
+	}
+	m := c.Measured
+	if m.PowerOff <= 0 || m.FinalSync <= 0 || m.Export <= 0 || m.BootCheck <= 0 || m.Total < m.PowerOff+m.FinalSync+m.Export+m.BootCheck-1 {
+		t.Errorf("measured downtime %+v: every part > 0 and the total at least their sum", m)
+	}
+	if c.Predicted == nil || c.Predicted.Total <= 0 {
+		t.Errorf("no prediction recorded before the power-off: %+v", c.Predicted)
+	}
+	t.Logf("downtime measured %+v; predicted %+v", m, c.Predicted)
+	if c.Target == nil || len(c.Target.Disks) != 1 || !c.Target.Disks[0].Root || c.Target.Disks[0].Format != "qcow2" {
+		t.Fatalf("target: %+v", c.Target)
+	}
+	info := qemuInfo(t, c.Target.Disks[0].Path)
+	if !strings.Contains(info, "file format: qcow2") || strings.Contains(info, "backing file") {
+		t.Errorf("the target disk is not a standalone qcow2:\n%s", info)
+	}
+	if len(c.Target.CloudStack) == 0 || !strings.Contains(c.Target.CloudStack[0], "importsource=shared") ||
+		!strings.Contains(c.Target.CloudStack[0], filepath.Base(c.Target.Disks[0].Path)) {
+		t.Errorf("CloudStack commands: %q", c.Target.CloudStack)
+	}
+	if xml, err := os.ReadFile(c.Target.DomainXML); err != nil || !strings.Contains(string(xml), c.Target.Disks[0].Path) {
+		t.Errorf("domain XML %s: %v\n%s", c.Target.DomainXML, err, xml)
+	}
+	var console []byte
+	resp, err := http.NewRequest(http.MethodGet, b.oma.URL+"/api/v1/vms/"+b.ids["bbguest"]+"/cutover/console", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Header.Set("Authorization", "Bearer "+b.oma.Token)
+	if r, err := http.DefaultClient.Do(resp); err != nil {
+		t.Fatal(err)
+	} else {
+		console, _ = io.ReadAll(r.Body)
+		r.Body.Close()
+		if r.StatusCode != http.StatusOK || !strings.Contains(string(console), "bbguest login:") {
+			t.Errorf("GET console = %d:\n%s", r.StatusCode, console)
+		}
+	}
+
+	// Rollback: the source back on, the copy gone, syncs incremental again.
+	var rb cutoverView
+	if code := b.oma.Do(http.MethodPost, "/api/v1/vms/"+b.ids["bbguest"]+"/cutover/rollback", nil, &rb); code != http.StatusAccepted {
+		t.Fatalf("rollback = %d: %s", code, rb.Detail)
+	}
+	if c = b.await("bbguest"); c.State != events.CutoverRolledBack {
+		t.Fatalf("rollback: %s (%s)", c.State, c.Error)
+	}
+	if p := b.power("bbguest"); p != events.PowerStateOn {
+		t.Errorf("the source is %s after the rollback, want poweredOn as before", p)
+	}
+	if _, err := os.Stat(c.Target.Disks[0].Path); !os.IsNotExist(err) {
+		t.Errorf("the target disk is still there after the rollback: %v", err)
+	}
+	if code := b.oma.Do(http.MethodPost, "/api/v1/vms/"+b.ids["bbguest"]+"/cutover/commit", nil, nil); code != http.StatusConflict {
+		t.Errorf("commit after a rollback = %d, want 409", code)
+	}
+	b.write("bbguest", guestWrite+(2<<20), 64<<10, 9)
+	if code := b.oma.Do(http.MethodPost, "/api/v1/plans/cut/sync", nil, nil); code != http.StatusOK && code != http.StatusAccepted {
+		t.Fatalf("POST /api/v1/plans/cut/sync = %d", code)
+	}
+	var last struct {
+		Type         string `json:"replication_type"`
+		State        string `json:"state"`
+		BytesWritten int64  `json:"bytes_written"`
+	}
+	b.waitFor("the sync after the rollback", func() bool {
+		var p struct {
+			VMs []struct {
+				LastSync *struct {
+					Job string `json:"job"`
+				} `json:"last_sync"`
+			} `json:"vms"`
+		}
+		b.oma.Do(http.MethodGet, "/api/v1/plans/cut", nil, &p)
+		if len(p.VMs) == 0 || p.VMs[0].LastSync == nil || p.VMs[0].LastSync.Job == c.FinalJob || b.jobCount("bbguest") < jobsBefore+2 {
+			return false
+		}
+		return b.oma.Do(http.MethodGet, "/api/v1/replications/"+p.VMs[0].LastSync.Job, nil, &last) == http.StatusOK
+	})
+	if last.Type != events.ReplicationIncremental || last.BytesWritten > 1<<20 {
+		t.Errorf("the sync after the rollback: %s, %d bytes; want incremental, about 64 KiB", last.Type, last.BytesWritten)
+	}
+	if hashFile(t, b.volume(c.FinalJob)) != hashFile(t, src) {
+		t.Error("after the sync that followed the rollback the replica differs from the source")
+	}
+}
