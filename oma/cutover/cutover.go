@@ -358,7 +358,7 @@ func (m *Manager) startIn(tx *bbolt.Tx, r Request) (store.Cutover, error) {
 		case errors.Is(err, store.ErrNotFound):
 		case err != nil:
 			return err
-		case prev.State == events.CutoverFailed && prev.FinalJob != "" && prev.PowerBefore != "":
+		case prev.State == events.CutoverFailed && prev.FinalJob != "" && prev.PoweredOffAt != nil:
 			// The source is off and the replica current: retry the conversion.
 			prev.Options.Convert, prev.Options.BootCheck, prev.Options.BootPrompt = o.Convert, o.BootCheck, o.BootPrompt
 			prev.Options.TargetDir, prev.Options.Format = o.TargetDir, o.Format
@@ -371,7 +371,7 @@ func (m *Manager) startIn(tx *bbolt.Tx, r Request) (store.Cutover, error) {
 			return m.move(tx, &c, events.CutoverPoweringOff, "")
 		case prev.State != events.CutoverRolledBack && prev.State != events.CutoverFailed:
 			return fault.Errorf(fault.Conflict, "vm", "VM %s has a cutover in state %s: roll it back or wait for it", loc.VM.ID, prev.State)
-		case prev.State == events.CutoverFailed && prev.PowerBefore != "":
+		case prev.State == events.CutoverFailed && prev.PoweredOffAt != nil:
 			return fault.Errorf(fault.Conflict, "vm", "VM %s's last cutover failed after its source was powered off (%s): roll it back first (POST .../cutover/rollback)", loc.VM.ID, prev.Error)
 		}
 		jobsOf, err := store.JobsOf(tx, key, loc.VM.ID)
@@ -382,15 +382,10 @@ func (m *Manager) startIn(tx *bbolt.Tx, r Request) (store.Cutover, error) {
 			return fault.Errorf(fault.Conflict, "vm", "VM %s has no completed copy: replicate it first (a plan's sync, or POST /api/v1/replications)", loc.VM.ID)
 		}
 		now := m.cfg.Now().UTC()
-		n := 1
-		if err == nil {
-			n = prev.Attempt + 1
-		}
-		c = store.Cutover{ID: fmt.Sprintf("%s-c%d", loc.VM.ID, n), Key: key, VM: events.VMRef{ID: loc.VM.ID, Name: loc.VM.Name, Path: loc.VM.Path, InstanceUUID: loc.VM.InstanceUUID},
-			VMAID: loc.VMAID, VCenter: loc.VCenter, Plan: plan, Options: o, Attempt: n - 1, CreatedBy: r.Token, CreatedAt: now, UpdatedAt: now}
-		if prev.Attempt >= n {
-			c.Attempt = prev.Attempt
-		}
+		// prev is the zero Cutover when the VM had none.
+		c = store.Cutover{ID: fmt.Sprintf("%s-c%d", loc.VM.ID, prev.Number+1), Number: prev.Number + 1, Key: key,
+			VM:    events.VMRef{ID: loc.VM.ID, Name: loc.VM.Name, Path: loc.VM.Path, InstanceUUID: loc.VM.InstanceUUID},
+			VMAID: loc.VMAID, VCenter: loc.VCenter, Plan: plan, Options: o, Attempt: prev.Attempt, CreatedBy: r.Token, CreatedAt: now, UpdatedAt: now}
 		to := events.CutoverPoweringOff
 		switch o.When {
 		case "at":

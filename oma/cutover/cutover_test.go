@@ -477,3 +477,146 @@ func TestCutoverBusyboxGuest(t *testing.T) {
 		t.Error("after the sync that followed the rollback the replica differs from the source")
 	}
 }
+
+// TestCutoverStopsWithReasons: a guest whose kernel panics fails its boot
+// check with the console's reason and is retried without a new copy; a
+// guest that ignores its shutdown stops a guest-only cutover with the
+// reason and is powered off hard when allowed; a Windows guest is refused
+// conversion without virtio-win; a plan's budget cutover converges on a
+// quiet VM and gives up, saying why, on a VM written to all along; a plan's
+// cutover is committed through the plan.
+func TestCutoverStopsWithReasons(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a guest under TCG: minutes")
+	}
+	img := testbed.BusyboxGuest(t, testbed.GuestPanics)
+	b := newBed(t, []vcsim.VM{
+		{Name: "bbpanic", Disks: []int64{guestDisk}, CBT: true, On: true, Image: img},
+		{Name: "hung", Disks: []int64{16 << 20}, CBT: true, On: true},
+		{Name: "quiet", Disks: []int64{16 << 20}, CBT: true, On: true},
+		{Name: "busy", Disks: []int64{32 << 20}, CBT: true, On: true},
+		{Name: "win", Disks: []int64{16 << 20}, CBT: true, On: true, GuestID: "windows2019srv_64Guest"},
+	}, "hung")
+
+	if code, c := b.cutover("win", nil); code != http.StatusConflict || c.Field != "convert" || !strings.Contains(c.Detail, "virtio-win") {
+		t.Errorf("cutover of a Windows guest = %d naming %q: %s; want 409 naming convert, about virtio-win", code, c.Field, c.Detail)
+	}
+
+	// A kernel panic fails the boot check with the console's reason.
+	jobs := b.jobCount("bbpanic")
+	if code, c := b.cutover("bbpanic", map[string]any{"convert": false}); code != http.StatusAccepted {
+		t.Fatalf("cutover of bbpanic = %d: %s", code, c.Detail)
+	}
+	c := b.await("bbpanic")
+	if c.State != events.CutoverFailed || c.FailedStep != events.CutoverBootCheck || !strings.Contains(c.Error, "Kernel panic") {
+		t.Fatalf("bbpanic: %s at %s: %s; want failed at boot_check with the panic", c.State, c.FailedStep, c.Error)
+	}
+	if code, again := b.cutover("bbpanic", map[string]any{"convert": false}); code != http.StatusAccepted || again.State != events.CutoverConverting {
+		t.Fatalf("retry of bbpanic = %d, %s: %s", code, again.State, again.Detail)
+	}
+	if c = b.await("bbpanic"); c.State != events.CutoverFailed || c.FailedStep != events.CutoverBootCheck || c.Attempt != 2 {
+		t.Errorf("bbpanic's retry: %s at %s, attempt %d", c.State, c.FailedStep, c.Attempt)
+	}
+	if n := b.jobCount("bbpanic"); n != jobs+1 {
+		t.Errorf("bbpanic has %d jobs after a cutover and a retry, want %d: one final sync", n, jobs+1)
+	}
+
+	// A guest that ignores its shutdown.
+	if code, c := b.cutover("hung", map[string]any{"power_off": "guest", "shutdown_timeout_seconds": 2}); code != http.StatusAccepted {
+		t.Fatalf("cutover of hung = %d: %s", code, c.Detail)
+	}
+	if c = b.await("hung"); c.State != events.CutoverFailed || c.FailedStep != events.CutoverPoweringOff || !strings.Contains(c.Error, "did not shut down within 2s") {
+		t.Fatalf("hung, guest only: %s at %s: %s", c.State, c.FailedStep, c.Error)
+	}
+	if p := b.power("hung"); p != events.PowerStateOn {
+		t.Errorf("hung is %s after a refused power-off, want poweredOn", p)
+	}
+	var p struct {
+		VMs []struct {
+			ID        string   `json:"id"`
+			Cutover   string   `json:"cutover"`
+			Predicted *float64 `json:"predicted_downtime_seconds"`
+		} `json:"vms"`
+	}
+	if code, c := b.cutover("hung", map[string]any{"power_off": "guest-then-hard", "shutdown_timeout_seconds": 2, "convert": false, "boot_check": false}); code != http.StatusAccepted {
+		t.Fatalf("cutover of hung, then hard = %d: %s", code, c.Detail)
+	}
+	if c = b.await("hung"); c.State != events.CutoverCutOver || c.PowerMethod != events.PowerMethodHard || c.Boot != nil {
+		t.Fatalf("hung, then hard: %s (%s), method %s", c.State, c.Error, c.PowerMethod)
+	}
+	if p := b.power("hung"); p != events.PowerStateOff {
+		t.Errorf("hung is %s after a hard power-off, want poweredOff", p)
+	}
+	var cs struct {
+		Cutovers []cutoverView `json:"cutovers"`
+	}
+	if code := b.oma.Do(http.MethodPost, "/api/v1/plans/cut/cutover/commit", map[string]any{"vms": []string{b.ids["hung"]}}, &cs); code != http.StatusAccepted ||
+		len(cs.Cutovers) != 1 || cs.Cutovers[0].State != events.CutoverCommitted {
+		t.Fatalf("commit through the plan = %d: %+v", code, cs)
+	}
+
+	// The plan predicts every synced VM's downtime.
+	b.oma.Do(http.MethodGet, "/api/v1/plans/cut", nil, &p)
+	for _, vm := range p.VMs {
+		if vm.ID == b.ids["hung"] && vm.Cutover != events.CutoverCommitted {
+			t.Errorf("the plan shows hung's cutover as %q, want committed", vm.Cutover)
+		}
+		if vm.ID == b.ids["quiet"] && (vm.Predicted == nil || *vm.Predicted <= 0) {
+			t.Errorf("the plan predicts no downtime for quiet: %v", vm.Predicted)
+		}
+	}
+
+	// Budget: quiet converges; busy, written to all along, gives up.
+	stop := make(chan struct{})
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			b.write("busy", int64(i%8)*(4<<20), 2<<20, byte(i))
+		}
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+			<-wrote
+		}
+	})
+	for _, tc := range []struct {
+		vm     string
+		budget float64
+		want   string
+	}{
+		{"quiet", 3600, events.CutoverCutOver},
+		{"busy", 0.001, events.CutoverBudgetUnmet},
+	} {
+		if code := b.oma.Do(http.MethodPost, "/api/v1/plans/cut/cutover", map[string]any{"vms": []string{b.ids[tc.vm]}, "when": "budget",
+			"downtime_budget_seconds": tc.budget, "max_passes": 3, "power_off": "hard", "convert": false, "boot_check": false}, &cs); code != http.StatusAccepted {
+			t.Fatalf("budget cutover of %s = %d", tc.vm, code)
+		}
+		c := b.await(tc.vm)
+		if c.State != tc.want {
+			t.Fatalf("budget cutover of %s: %s (%s), want %s", tc.vm, c.State, c.Error, tc.want)
+		}
+		t.Logf("%s: %d passes %+v; %s", tc.vm, len(c.Passes), c.Passes, c.Error)
+		switch tc.want {
+		case events.CutoverCutOver:
+			if len(c.Passes) == 0 || c.Passes[len(c.Passes)-1].PredictedSeconds > tc.budget {
+				t.Errorf("quiet converged with passes %+v", c.Passes)
+			}
+		case events.CutoverBudgetUnmet:
+			if len(c.Passes) != 3 || !strings.Contains(c.Error, "after 3 syncs") || c.PowerBefore != "" {
+				t.Errorf("busy gave up after passes %+v, saying %q, power before %q: want 3 passes, the reason, the source untouched", c.Passes, c.Error, c.PowerBefore)
+			}
+			if p := b.power("busy"); p != events.PowerStateOn {
+				t.Errorf("busy is %s after its budget was not met, want poweredOn", p)
+			}
+		}
+	}
+}

@@ -477,7 +477,7 @@ func (m *Manager) syncing(ctx context.Context, c store.Cutover) error {
 		case last.PredictedSeconds <= c.Options.BudgetSeconds:
 			return m.advance(c, func(tx *bbolt.Tx, c *store.Cutover) error { return m.move(tx, c, events.CutoverPoweringOff, "") })
 		case n >= c.Options.MaxPasses:
-			why := fmt.Sprintf("after %d syncs the predicted downtime is still %.0f s, over the budget of %.0f s: the last sync copied %d bytes in %.1f s",
+			why := fmt.Sprintf("after %d syncs the predicted downtime is still %.1f s, over the budget of %.1f s: the last sync copied %d bytes in %.1f s",
 				n, last.PredictedSeconds, c.Options.BudgetSeconds, last.BytesChanged, last.Seconds)
 			if n > 1 && last.BytesChanged >= c.Passes[n-2].BytesChanged {
 				why += fmt.Sprintf(", no less than the sync before (%d bytes): the guest writes as fast as the copy goes", c.Passes[n-2].BytesChanged)

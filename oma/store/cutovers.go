@@ -79,7 +79,9 @@ type CutoverTargetDisk struct {
 // rolled-back one.
 type Cutover struct {
 	// ID names it in events: the VM id and the cutover's number.
-	ID      string         `json:"id"`
+	ID string `json:"id"`
+	// Number counts the VM's cutovers, from 1.
+	Number  int            `json:"number"`
 	Key     string         `json:"key"`
 	VM      events.VMRef   `json:"vm"`
 	VMAID   string         `json:"vma_id"`

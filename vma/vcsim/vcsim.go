@@ -119,6 +119,9 @@ type VM struct {
 	// mapping's descriptor and a flat file, which holds the LUN's content
 	// like a flat disk's, but it does not track its changes (no changeId).
 	RDMDisks []int
+	// GuestID is its guest OS as vSphere names it (config.guestId); ""
+	// means otherLinux64Guest.
+	GuestID string
 	// Image, if set, is a raw disk image (such as a test guest that
 	// boots) whose bytes become its first disk's content, in place of
 	// Config.DiskData's; the disk must be at least as large.
@@ -330,6 +333,9 @@ func populate(ctx context.Context, c *vim25.Client, cfg Config) (string, error) 
 		s := vmSpec{name: x.Name, folder: folders.VmFolder, guest: "otherLinux64Guest", firmware: "bios",
 			cpus: 2, memMB: 2048, disks: x.Disks, nets: []object.NetworkReference{vmNet}, on: x.On, cbt: x.CBT, data: cfg.DiskData,
 			hwVersion: x.HardwareVersion, snapshots: x.Snapshots, image: x.Image}
+		if x.GuestID != "" {
+			s.guest = x.GuestID
+		}
 		if s.independent, err = diskIndexes(x.IndependentDisks, len(x.Disks)); err != nil {
 			return "", fmt.Errorf("VM %s: IndependentDisks: %w", x.Name, err)
 		}
