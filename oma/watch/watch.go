@@ -2,7 +2,8 @@
 // for a terminal: a job created, each change of state (verifying: reading
 // the copy back), and its end with the bytes it moved, how long it took and
 // whether, and in how long, they were verified; a plan created or changed,
-// its syncs scheduled, its VMs' states and their completed syncs.
+// its syncs scheduled, its VMs' states and their completed syncs; a
+// cutover's steps, its downtime, and the source's power-off and power-on.
 //
 // Every string that comes from a VMA or vCenter (VM names, ids, states,
 // errors) is written through printable.Quote: a VM named with an escape
@@ -136,6 +137,28 @@ func (p *Printer) Handle(ev events.Event) error {
 			msg += ": " + q(e.Error)
 		}
 		return p.planLine(e.ChangedAt, e.Plan, msg)
+	case *events.CutoverStateChanged:
+		msg := fmt.Sprintf("vm %s %s -> %s", q(e.Name), q(e.From), q(e.To))
+		if e.Job != "" && (e.To == events.CutoverConverting || e.To == events.CutoverFailed) {
+			msg += " (final sync " + q(e.Job) + ")"
+		}
+		if e.Error != "" {
+			msg += ": " + q(e.Error)
+		}
+		return p.cutoverLine(e.ChangedAt, e.Cutover, msg)
+	case *events.CutoverDone:
+		d := e.Measured
+		msg := fmt.Sprintf("vm %s cut over: downtime %s (power-off %s, final sync %s of %s, conversion %s, export %s, boot check %s), predicted %s; disks in %s",
+			q(e.Name), secs(d.Total), secs(d.PowerOff), secs(d.FinalSync), Bytes(e.FinalSyncBytes), secs(d.Conversion), secs(d.Export),
+			secs(d.BootCheck), secs(e.PredictedSeconds), q(e.TargetDir))
+		return p.cutoverLine(e.DoneAt, e.Cutover, msg)
+	case *events.PowerReport:
+		msg := fmt.Sprintf("%s vm %s: %s -> %s (%s) in %s", q(e.Action), q(e.VMID), q(e.StateBefore), q(e.StateAfter), q(e.Method), secs(e.Seconds))
+		if e.Error != nil {
+			msg = fmt.Sprintf("%s vm %s failed after %s: %s", q(e.Action), q(e.VMID), secs(e.Seconds), q(e.Error.Message))
+		}
+		_, err := fmt.Fprintf(p.out, "%s power %s %s\n", e.DoneAt.In(p.loc).Format("15:04:05"), q(e.RequestID), msg)
+		return err
 	case *events.PlanSyncDone:
 		msg := fmt.Sprintf("vm %s synced: %s, %s copied in %s", q(e.Name), q(e.ReplicationType), Bytes(e.BytesChanged),
 			roundDuration(time.Duration(e.DurationSeconds*float64(time.Second))))
@@ -146,6 +169,16 @@ func (p *Printer) Handle(ev events.Event) error {
 	}
 	return nil
 }
+
+// cutoverLine writes one line for cutover id. msg's parts from outside
+// must already be quoted.
+func (p *Printer) cutoverLine(at time.Time, id, msg string) error {
+	_, err := fmt.Fprintf(p.out, "%s cutover %s %s\n", at.In(p.loc).Format("15:04:05"), q(id), msg)
+	return err
+}
+
+// secs says a number of seconds as a duration, rounded.
+func secs(s float64) string { return roundDuration(time.Duration(s * float64(time.Second))).String() }
 
 // scheduleText says a plan's schedule in a few words.
 func scheduleText(s events.PlanSchedule) string {
