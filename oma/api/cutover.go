@@ -96,6 +96,18 @@ func (a *API) cutoverConsole(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	_, err = w.Write(b)
+	return err
+}
+
+func (a *API) cutoverScreenshot(w http.ResponseWriter, r *http.Request) error {
+	b, err := a.ctl.Cutovers().Screenshot(vmRef(r))
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "image/png")
 	w.WriteHeader(http.StatusOK)
 	_, err = w.Write(b)
 	return err
@@ -201,6 +213,7 @@ func (a *API) routeCutovers(route func(method, path string, need tokens.Scope, h
 	route(http.MethodPost, "/vms/{id}/cutover", tokens.Operate, a.startVMCutover)
 	route(http.MethodGet, "/vms/{id}/cutover", tokens.Read, a.getVMCutover)
 	route(http.MethodGet, "/vms/{id}/cutover/console", tokens.Read, a.cutoverConsole)
+	route(http.MethodGet, "/vms/{id}/cutover/screenshot", tokens.Read, a.cutoverScreenshot)
 	route(http.MethodPost, "/vms/{id}/cutover/rollback", tokens.Operate, a.vmCutoverAction(true))
 	route(http.MethodPost, "/vms/{id}/cutover/commit", tokens.Operate, a.vmCutoverAction(false))
 	route(http.MethodPost, "/plans/{name}/cutover", tokens.Operate, a.startPlanCutover)

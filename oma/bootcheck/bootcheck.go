@@ -14,7 +14,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -70,6 +72,10 @@ type Config struct {
 	Timeout time.Duration
 	// Prompt is what a booted guest prints; nil means DefaultPrompt.
 	Prompt *regexp.Regexp
+	// Screendump, when set, is where a PNG of the guest's screen is
+	// written when the check times out: what a guest without a serial
+	// console showed. The guest then gets a VGA display.
+	Screendump string
 }
 
 // Result is how a boot check ended.
@@ -85,6 +91,8 @@ type Result struct {
 	Reason string `json:"reason,omitempty"`
 	// Console is the guest's serial console (its last MiB).
 	Console []byte `json:"-"`
+	// Screendump is the PNG of the screen taken at the timeout, if any.
+	Screendump string `json:"screendump,omitempty"`
 }
 
 // Run boots disks under cfg until the prompt appears, a failure shows on
@@ -115,7 +123,17 @@ func Run(ctx context.Context, cfg Config, disks []Disk) (Result, error) {
 		}
 		args = append(args, da...)
 	}
-	res, err := boot(ctx, cfg.Qemu, args, cfg.Timeout, cfg.Prompt)
+	var qmp string
+	if cfg.Screendump != "" {
+		dir, err := os.MkdirTemp("", "bootcheck-qmp-")
+		if err != nil {
+			return Result{}, fmt.Errorf("boot check: %w", err)
+		}
+		defer os.RemoveAll(dir)
+		qmp = filepath.Join(dir, "qmp.sock")
+		args = append(args, "-device", "VGA", "-qmp", "unix:"+qmp+",server=on,wait=off")
+	}
+	res, err := boot(ctx, cfg.Qemu, args, cfg.Timeout, cfg.Prompt, qmp, cfg.Screendump)
 	res.Accel = cfg.Accel
 	return res, err
 }
@@ -169,9 +187,12 @@ func driveArgs(i int, d Disk) ([]string, error) {
 }
 
 // boot runs qemu with args and watches its serial console (its stdout).
-func boot(ctx context.Context, qemu string, args []string, timeout time.Duration, prompt *regexp.Regexp) (Result, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+func boot(ctx context.Context, qemu string, args []string, timeout time.Duration, prompt *regexp.Regexp, qmp, shot string) (Result, error) {
+	parent := ctx
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
 	cmd := exec.CommandContext(ctx, qemu, args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -200,13 +221,23 @@ func boot(ctx context.Context, qemu string, args []string, timeout time.Duration
 		}
 		cancel()
 		<-exited
+	case <-timer.C:
+		res.Seconds = time.Since(start).Seconds()
+		res.Reason = fmt.Sprintf("no prompt within %s", timeout)
+		if qmp != "" {
+			if err := screendump(parent, qmp, shot); err != nil {
+				res.Reason += " (" + err.Error() + ")"
+			} else {
+				res.Screendump = shot
+			}
+		}
+		cancel()
+		<-exited
 	case err := <-exited:
 		res.Seconds = time.Since(start).Seconds()
 		switch {
-		case ctx.Err() != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded):
-			res.Reason = fmt.Sprintf("no prompt within %s", timeout)
-		case ctx.Err() != nil:
-			return res, fmt.Errorf("boot check: %w", ctx.Err())
+		case parent.Err() != nil:
+			return res, fmt.Errorf("boot check: %w", parent.Err())
 		default:
 			res.Reason = fmt.Sprintf("qemu exited (%v) before the prompt", err)
 			if msg := strings.TrimSpace(stderr.String()); msg != "" {

@@ -1,6 +1,9 @@
 package bootcheck_test
 
 import (
+	"image/png"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -99,5 +102,42 @@ func TestProbeKVM(t *testing.T) {
 		[]bootcheck.Disk{{Path: testbed.BusyboxGuest(t, testbed.GuestBoots)}})
 	if err != nil || !res.Passed {
 		t.Errorf("the probe said KVM works, but a guest did not boot under it: %v %s", err, res.Reason)
+	}
+}
+
+// TestScreendumpAtTimeout: a boot check that times out keeps a PNG of the
+// guest's screen, taken through QMP, for a guest whose serial console says
+// nothing useful; a check that passes takes none.
+func TestScreendumpAtTimeout(t *testing.T) {
+	testkit.Long(t)
+	boots := testbed.BusyboxGuest(t, testbed.GuestBoots)
+	shot := filepath.Join(t.TempDir(), "screen.png")
+	res, err := bootcheck.Run(testkit.Context(t), bootcheck.Config{Prompt: regexp.MustCompile(`never-printed`), Timeout: 4 * time.Second, Screendump: shot},
+		[]bootcheck.Disk{{Path: boots}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Passed || res.Screendump != shot || !strings.Contains(res.Reason, "no prompt within 4s") {
+		t.Fatalf("result %+v: want a timeout with a screendump at %s", res, shot)
+	}
+	f, err := os.Open(shot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("the screendump is not a PNG: %v", err)
+	}
+	if b := img.Bounds(); b.Dx() < 320 || b.Dy() < 200 {
+		t.Errorf("screendump of %v, want a screen", b)
+	}
+	other := filepath.Join(t.TempDir(), "none.png")
+	res, err = bootcheck.Run(testkit.Context(t), bootcheck.Config{Screendump: other}, []bootcheck.Disk{{Path: boots}})
+	if err != nil || !res.Passed || res.Screendump != "" {
+		t.Fatalf("a passing check: %+v, %v; want passed without a screendump", res, err)
+	}
+	if _, err := os.Stat(other); !os.IsNotExist(err) {
+		t.Errorf("a passing check wrote a screendump: %v", err)
 	}
 }

@@ -28,7 +28,7 @@ func ProbeKVM(ctx context.Context, qemu, kernel string, timeout time.Duration) (
 	}
 	args := []string{"-accel", AccelKVM, "-m", "256", "-smp", "1", "-nodefaults", "-display", "none", "-no-reboot",
 		"-nic", "none", "-serial", "stdio", "-monitor", "none", "-kernel", kernel, "-append", "console=ttyS0 panic=-1"}
-	res, err := boot(ctx, qemu, args, timeout, kernelRan)
+	res, err := boot(ctx, qemu, args, timeout, kernelRan, "", "")
 	switch {
 	case err != nil:
 		return false, err.Error()

@@ -510,6 +510,23 @@ func (m *Manager) Console(ref inventory.Ref) ([]byte, error) {
 	return b, nil
 }
 
+// Screenshot returns the PNG of the screen its last boot check took at
+// its timeout.
+func (m *Manager) Screenshot(ref inventory.Ref) ([]byte, error) {
+	c, err := m.Get(ref)
+	if err != nil {
+		return nil, err
+	}
+	if c.Boot == nil || c.Boot.Screenshot == "" {
+		return nil, fault.Errorf(fault.NotFound, "id", "VM %s's cutover has no screenshot: one is taken when a boot check times out", ref.VMID)
+	}
+	b, err := os.ReadFile(c.Boot.Screenshot)
+	if err != nil {
+		return nil, fmt.Errorf("screenshot of cutover %s: %w", c.ID, err)
+	}
+	return b, nil
+}
+
 // Commit ends the VM's migration after its cutover: the overlays go, the
 // target directory stays, and the source is left as it is (off).
 func (m *Manager) Commit(ctx context.Context, ref inventory.Ref) (store.Cutover, error) {

@@ -226,7 +226,8 @@ func (m *Manager) bootCheck(ctx context.Context, c store.Cutover) error {
 		}
 		disks = append(disks, bootcheck.Disk{Path: d.Path, Format: d.Format, Bus: bus})
 	}
-	cfg := bootcheck.Config{Qemu: m.cfg.Qemu, Accel: m.accel(), MemoryMiB: min(max(vm.MemoryMB, 256), 2048), Timeout: m.cfg.BootTimeout}
+	cfg := bootcheck.Config{Qemu: m.cfg.Qemu, Accel: m.accel(), MemoryMiB: min(max(vm.MemoryMB, 256), 2048), Timeout: m.cfg.BootTimeout,
+		Screendump: filepath.Join(c.Dir, "screen.png")}
 	if c.Options.BootPrompt != "" {
 		cfg.Prompt = regexp.MustCompile(c.Options.BootPrompt) // checked by options
 	}
@@ -244,7 +245,7 @@ func (m *Manager) bootCheck(ctx context.Context, c store.Cutover) error {
 		return werr
 	}
 	return m.advance(c, func(tx *bbolt.Tx, c *store.Cutover) error {
-		c.Boot = &store.CutoverBoot{Passed: res.Passed, Accel: res.Accel, Seconds: res.Seconds, Reason: res.Reason, Console: console}
+		c.Boot = &store.CutoverBoot{Passed: res.Passed, Accel: res.Accel, Seconds: res.Seconds, Reason: res.Reason, Console: console, Screenshot: res.Screendump}
 		if !res.Passed {
 			return m.move(tx, c, events.CutoverFailed, "boot check: "+res.Reason)
 		}

@@ -53,6 +53,8 @@ type CutoverBoot struct {
 	Reason  string  `json:"reason,omitempty"`
 	// Console is the file that holds the serial console's output.
 	Console string `json:"console"`
+	// Screenshot is a PNG of the screen at a timeout, if one was taken.
+	Screenshot string `json:"screenshot,omitempty"`
 }
 
 // CutoverTarget is what a cutover wrote for the target cloud.
