@@ -74,6 +74,7 @@ const (
 	PlanChangeWaves    = "waves"
 	PlanChangeLimits   = "limits" // max_concurrent, esxi_host, datastore
 	PlanChangePriority = "priority"
+	PlanChangeCutover  = "cutover" // target_dir, boot_prompt
 	PlanChangePaused   = "paused"
 	PlanChangeResumed  = "resumed"
 	PlanChangeDeleted  = "deleted"

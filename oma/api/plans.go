@@ -103,6 +103,7 @@ type planRequest struct {
 	Limits     store.PlanLimits    `json:"limits"`
 	Priority   int                 `json:"priority"`
 	Force      bool                `json:"force"`
+	Cutover    store.PlanCutover   `json:"cutover"`
 }
 
 func (a *API) createPlan(w http.ResponseWriter, r *http.Request) error {
@@ -111,7 +112,7 @@ func (a *API) createPlan(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	v, err := a.ctl.Plans().Create(r.Context(), plans.Spec{Name: req.Name, VCenter: req.VCenter, VMs: req.VMs, Waves: req.Waves,
-		Sync: req.Sync, Verify: req.Verify, OnCBTReset: req.OnCBTReset, Limits: req.Limits, Priority: req.Priority, Force: req.Force, Token: holderOf(r).Name})
+		Sync: req.Sync, Verify: req.Verify, OnCBTReset: req.OnCBTReset, Limits: req.Limits, Priority: req.Priority, Force: req.Force, Cutover: req.Cutover, Token: holderOf(r).Name})
 	if err != nil {
 		return err
 	}
@@ -146,6 +147,7 @@ type planPatch struct {
 	Priority    *int                 `json:"priority"`
 	Rate        *int64               `json:"rate"`
 	RateWindows *[]store.RateWindow  `json:"rate_windows"`
+	Cutover     *store.PlanCutover   `json:"cutover"`
 }
 
 func (a *API) patchPlan(w http.ResponseWriter, r *http.Request) error {
@@ -153,11 +155,11 @@ func (a *API) patchPlan(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	if req.AddVMs == nil && req.RemoveVMs == nil && req.Sync == nil && req.Waves == nil && req.Limits == nil && req.Priority == nil && req.Rate == nil && req.RateWindows == nil {
-		return badRequest("", "nothing to change: give add_vms, remove_vms, sync, waves, limits, priority, rate or rate_windows")
+	if req.AddVMs == nil && req.RemoveVMs == nil && req.Sync == nil && req.Waves == nil && req.Limits == nil && req.Priority == nil && req.Rate == nil && req.RateWindows == nil && req.Cutover == nil {
+		return badRequest("", "nothing to change: give add_vms, remove_vms, sync, waves, limits, priority, rate, rate_windows or cutover")
 	}
 	v, err := a.ctl.Plans().Update(r.Context(), mux.Vars(r)["name"], plans.Patch{AddVMs: req.AddVMs, RemoveVMs: req.RemoveVMs,
-		Sync: req.Sync, Waves: req.Waves, Limits: req.Limits, Priority: req.Priority,
+		Sync: req.Sync, Waves: req.Waves, Limits: req.Limits, Priority: req.Priority, Cutover: req.Cutover,
 		Rate: store.RateChange{Rate: req.Rate, Windows: req.RateWindows}})
 	if err != nil {
 		return err

@@ -154,7 +154,7 @@ func New(cfg Config, st *store.Store, conn *bus.Conn, exp *exports.Manager, acce
 		queue: q, cfg: cfg, store: st, bus: conn, exports: exp, outbox: out, log: log, started: cfg.Now(),
 	}
 	c.vcenters = vcenters.New(st, cfg.AtRestKey, vcenters.DiscoveryProver{D: c, Timeout: cfg.DiscoverTimeout}, cfg.Now)
-	c.plans = plans.New(plans.Config{MinSyncInterval: cfg.MinSyncInterval, Poll: cfg.PlanPoll, DataDir: cfg.DataDir,
+	c.plans = plans.New(plans.Config{MinSyncInterval: cfg.MinSyncInterval, Poll: cfg.PlanPoll, DataDir: cfg.DataDir, VirtioWin: cfg.Cutover.VirtioWin,
 		Now: cfg.Now, Logger: log.With("part", "plans")}, st, c.Manager, c.vcenters, c, out)
 	ccfg := cfg.Cutover
 	ccfg.DataDir, ccfg.Now, ccfg.Logger = cfg.DataDir, cfg.Now, log.With("part", "cutover")

@@ -18,8 +18,15 @@ import (
 func cloudStackCommands(vm events.VM, t store.CutoverTarget) []string {
 	var out []string
 	name := safeName(vm.Name)
+	root := t.Root
+	if root == "" {
+		root = t.Dir
+	}
 	for _, d := range t.Disks {
-		file := filepath.Base(d.Path)
+		file, err := filepath.Rel(root, d.Path)
+		if err != nil || strings.HasPrefix(file, "..") {
+			file = filepath.Base(d.Path)
+		}
 		if d.Root {
 			nics := make([]string, 0, len(vm.Networks))
 			for i, n := range vm.Networks {
@@ -27,7 +34,7 @@ func cloudStackCommands(vm events.VM, t store.CutoverTarget) []string {
 					i, i, i, n.Network, strings.ToLower(n.MACAddress)))
 			}
 			cmd := fmt.Sprintf("cmk import vm name=%s displayname=%q importsource=shared hypervisor=kvm zoneid=<zone id> clusterid=<cluster id> storageid=<primary storage id of %s> diskpath=%s serviceofferingid=<offering with %d CPUs and %d MiB>",
-				name, vm.Name, t.Dir, file, max(vm.NumCPU, 1), vm.MemoryMB)
+				name, vm.Name, root, file, max(vm.NumCPU, 1), vm.MemoryMB)
 			if len(nics) > 0 {
 				cmd += " " + strings.Join(nics, " ")
 			}
@@ -35,7 +42,7 @@ func cloudStackCommands(vm events.VM, t store.CutoverTarget) []string {
 			continue
 		}
 		out = append(out,
-			fmt.Sprintf("cmk import volume name=%s-disk-%d storageid=<primary storage id of %s> path=%s diskofferingid=<disk offering id>", name, d.Key, t.Dir, file),
+			fmt.Sprintf("cmk import volume name=%s-disk-%d storageid=<primary storage id of %s> path=%s diskofferingid=<disk offering id>", name, d.Key, root, file),
 			fmt.Sprintf("cmk attach volume id=<id of volume %s-disk-%d> virtualmachineid=<id of vm %s>", name, d.Key, name))
 	}
 	return out

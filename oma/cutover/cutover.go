@@ -187,7 +187,10 @@ type Request struct {
 
 // options checks r and returns the options it asks for, naming the field
 // at fault.
-func (m *Manager) options(r Request, vm events.VM) (store.CutoverOptions, error) {
+func (m *Manager) options(r Request, vm events.VM, pc store.PlanCutover) (store.CutoverOptions, error) {
+	if r.BootPrompt == "" {
+		r.BootPrompt = pc.BootPrompt
+	}
 	o := store.CutoverOptions{When: r.When, At: r.At, BudgetSeconds: r.BudgetSeconds, MaxPasses: r.MaxPasses,
 		PowerOff: r.PowerOff, ShutdownTimeout: r.ShutdownTimeout, Convert: r.Convert == nil || *r.Convert,
 		BootCheck: r.BootCheck == nil || *r.BootCheck, BootPrompt: r.BootPrompt, TargetDir: r.TargetDir, Format: r.Format}
@@ -240,7 +243,11 @@ func (m *Manager) options(r Request, vm events.VM) (store.CutoverOptions, error)
 		return o, fault.Errorf(fault.Invalid, "format", "format must be qcow2 or raw, not %q", o.Format)
 	}
 	if o.TargetDir == "" {
-		o.TargetDir = filepath.Join(m.cfg.TargetDir, safeName(vm.Name)+"-"+vm.ID)
+		o.TargetRoot = pc.TargetDir
+		if o.TargetRoot == "" {
+			o.TargetRoot = m.cfg.TargetDir
+		}
+		o.TargetDir = filepath.Join(o.TargetRoot, safeName(vm.Name)+"-"+vm.ID)
 	}
 	if !filepath.IsAbs(o.TargetDir) {
 		return o, fault.Errorf(fault.Invalid, "target_dir", "target_dir must be an absolute path, not %q", o.TargetDir)
@@ -341,12 +348,20 @@ func (m *Manager) startIn(tx *bbolt.Tx, r Request) (store.Cutover, error) {
 		if err != nil {
 			return err
 		}
-		o, err := m.options(r, loc.VM)
+		key := replicas.ID(loc.VMAID, loc.VCenter, loc.VM)
+		pvm, plan, err := planVMOf(tx, key)
 		if err != nil {
 			return err
 		}
-		key := replicas.ID(loc.VMAID, loc.VCenter, loc.VM)
-		pvm, plan, err := planVMOf(tx, key)
+		var pc store.PlanCutover
+		if plan != "" {
+			p, err := store.GetPlan(tx, plan)
+			if err != nil {
+				return err
+			}
+			pc = p.Cutover
+		}
+		o, err := m.options(r, loc.VM, pc)
 		if err != nil {
 			return err
 		}

@@ -544,6 +544,14 @@ func TestCutoverStopsWithReasons(t *testing.T) {
 			Predicted *float64 `json:"predicted_downtime_seconds"`
 		} `json:"vms"`
 	}
+	pool := filepath.Join(t.TempDir(), "primary")
+	var patch cutoverView
+	if code := b.oma.Do(http.MethodPatch, "/api/v1/plans/cut", map[string]any{"cutover": map[string]any{"target_dir": "primary"}}, &patch); code != http.StatusBadRequest || patch.Field != "cutover.target_dir" {
+		t.Errorf("PATCH a relative target_dir = %d naming %q, want 400 naming cutover.target_dir", code, patch.Field)
+	}
+	if code := b.oma.Do(http.MethodPatch, "/api/v1/plans/cut", map[string]any{"cutover": map[string]any{"target_dir": pool}}, &patch); code != http.StatusOK {
+		t.Fatalf("PATCH the plan's target_dir = %d: %s", code, patch.Detail)
+	}
 	if code, c := b.cutover("hung", map[string]any{"power_off": "guest-then-hard", "shutdown_timeout_seconds": 2, "convert": false, "boot_check": false}); code != http.StatusAccepted {
 		t.Fatalf("cutover of hung, then hard = %d: %s", code, c.Detail)
 	}
@@ -552,6 +560,10 @@ func TestCutoverStopsWithReasons(t *testing.T) {
 	}
 	if p := b.power("hung"); p != events.PowerStateOff {
 		t.Errorf("hung is %s after a hard power-off, want poweredOff", p)
+	}
+	if dir := filepath.Join(pool, "hung-"+b.ids["hung"]); c.Target == nil || c.Target.Dir != dir || len(c.Target.Disks) != 1 ||
+		!strings.Contains(c.Target.CloudStack[0], "diskpath=hung-"+b.ids["hung"]+"/"+filepath.Base(c.Target.Disks[0].Path)) {
+		t.Errorf("hung's target in the plan's target_dir %s: %+v", pool, c.Target)
 	}
 	var cs struct {
 		Cutovers []cutoverView `json:"cutovers"`

@@ -162,7 +162,7 @@ func (m *Manager) exporting(ctx context.Context, c store.Cutover) error {
 	if err := os.MkdirAll(o.TargetDir, 0o750); err != nil {
 		return fmt.Errorf("target directory: %w", err)
 	}
-	t := &store.CutoverTarget{Dir: o.TargetDir}
+	t := &store.CutoverTarget{Dir: o.TargetDir, Root: o.TargetRoot}
 	var files []convert.DiskFile
 	for i, d := range convert.DiskOrder(vm) {
 		src := filepath.Join(c.Dir, fmt.Sprintf("disk-%d.qcow2", d.Key))

@@ -29,6 +29,8 @@ type Patch struct {
 	Limits *store.PlanLimits
 	// Priority, when set, replaces the plan's priority in the OMA's queue.
 	Priority *int
+	// Cutover, when set, replaces its settings for its VMs' cutovers.
+	Cutover *store.PlanCutover
 	// Rate changes the bandwidth limit of all the plan's jobs together
 	// (bytes per second, 0: none) and its windows.
 	Rate store.RateChange
@@ -43,6 +45,11 @@ func (m *Manager) Update(ctx context.Context, name string, ch Patch) (View, erro
 	}
 	if ch.Limits != nil {
 		if err := checkLimits(*ch.Limits); err != nil {
+			return View{}, err
+		}
+	}
+	if ch.Cutover != nil {
+		if err := checkCutover(*ch.Cutover); err != nil {
 			return View{}, err
 		}
 	}
@@ -139,6 +146,9 @@ func (m *Manager) Update(ctx context.Context, name string, ch Patch) (View, erro
 		if ch.Priority != nil {
 			p.Priority = *ch.Priority
 		}
+		if ch.Cutover != nil {
+			p.Cutover = *ch.Cutover
+		}
 		ch.Rate.Apply(&p.RateLimit, &p.RateWindows)
 		if ch.Sync != nil {
 			p.Sync = *ch.Sync
@@ -176,6 +186,11 @@ func (m *Manager) Update(ctx context.Context, name string, ch Patch) (View, erro
 		}
 		if ch.Priority != nil {
 			if err := m.emit(tx, &events.PlanChanged{Plan: name, Change: events.PlanChangePriority, Priority: p.Priority, NextDue: &next, ChangedAt: now}); err != nil {
+				return err
+			}
+		}
+		if ch.Cutover != nil {
+			if err := m.emit(tx, &events.PlanChanged{Plan: name, Change: events.PlanChangeCutover, NextDue: &next, ChangedAt: now}); err != nil {
 				return err
 			}
 		}

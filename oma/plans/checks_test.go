@@ -231,7 +231,8 @@ type preflightReport struct {
 
 // TestPreflightFindsProblems: the preflight finds, on the simulator's VMs,
 // a hardware version without change tracking, existing snapshots, an
-// independent and a raw-mapped disk; a plan with errors does not copy,
+// independent and a raw-mapped disk, a Windows guest that cannot be
+// converted without virtio-win; a plan with errors does not copy,
 // a clean plan copies, and a VM in another plan is refused.
 func TestPreflightFindsProblems(t *testing.T) {
 	mb := int64(8 << 20)
@@ -240,6 +241,7 @@ func TestPreflightFindsProblems(t *testing.T) {
 		vcsim.VM{Name: "snapped", Disks: []int64{mb}, CBT: true, Snapshots: 2},
 		vcsim.VM{Name: "independent", Disks: []int64{mb, mb}, CBT: true, IndependentDisks: []int{1}},
 		vcsim.VM{Name: "rdm", Disks: []int64{mb, mb}, CBT: true, RDMDisks: []int{1}},
+		vcsim.VM{Name: "windows", Disks: []int64{mb}, CBT: true, GuestID: "windows2019srv_64Guest"},
 	)
 	path := func(name string) string { return "/" + vcsim.Datacenter + "/vm/" + name }
 	want := map[string]struct{ check, status, says string }{
@@ -247,6 +249,7 @@ func TestPreflightFindsProblems(t *testing.T) {
 		path("snapped"):     {"snapshots", "warning", "2 snapshot(s), a chain 2 deep"},
 		path("independent"): {"disks", "error", "independent_persistent"},
 		path("rdm"):         {"disks", "error", "raw device mapping"},
+		path("windows"):     {"conversion", "warning", "virtio-win"},
 	}
 	var vms []string
 	for p := range want {
@@ -297,8 +300,8 @@ func TestPreflightFindsProblems(t *testing.T) {
 		t.Fatalf("a clean plan = %d, preflight %+v, blocked %q", code, clean.Preflight, clean.Blocked)
 	}
 	testkit.Eventually(t, "the clean plan's VM synced", func() bool { return b.plan("clean").Counts[events.PlanVMSynced] == 1 })
-	if risky := b.plan("risky"); risky.Counts[events.PlanVMPending] != 4 {
-		t.Errorf("the blocked plan's VMs = %v, want 4 pending", risky.Counts)
+	if risky := b.plan("risky"); risky.Counts[events.PlanVMPending] != len(want) {
+		t.Errorf("the blocked plan's VMs = %v, want %d pending", risky.Counts, len(want))
 	}
 	var jobs struct {
 		Replications []jobView `json:"replications"`

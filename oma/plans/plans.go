@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -49,6 +51,9 @@ type Config struct {
 	Poll time.Duration
 	// DataDir holds the volumes; preflight checks the room there.
 	DataDir string
+	// VirtioWin is where the virtio-win drivers are (VIRTIO_WIN), for the
+	// preflight of Windows guests.
+	VirtioWin string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger; nil discards.
@@ -147,6 +152,8 @@ type Spec struct {
 	Limits store.PlanLimits
 	// Priority orders its jobs in the OMA's queue: higher first.
 	Priority int
+	// Cutover holds its settings for its VMs' cutovers.
+	Cutover store.PlanCutover
 	// Force lets the plan copy while its preflight finds errors.
 	Force bool
 	// Token names who creates it.
@@ -202,6 +209,9 @@ func (m *Manager) Create(ctx context.Context, s Spec) (View, error) {
 	if err := checkPriority(s.Priority); err != nil {
 		return View{}, err
 	}
+	if err := checkCutover(s.Cutover); err != nil {
+		return View{}, err
+	}
 	sched, err := m.parseSchedule(s.Sync)
 	if err != nil {
 		return View{}, err
@@ -223,7 +233,7 @@ func (m *Manager) Create(ctx context.Context, s Spec) (View, error) {
 	}
 	now := m.cfg.Now().UTC()
 	p := store.Plan{Name: s.Name, VCenter: s.VCenter, Sync: s.Sync, Verify: s.Verify, OnCBTReset: s.OnCBTReset,
-		Limits: s.Limits, Priority: s.Priority, Force: s.Force, NextDue: sched.Next(now), CreatedBy: s.Token, CreatedAt: now, UpdatedAt: now}
+		Limits: s.Limits, Priority: s.Priority, Force: s.Force, Cutover: s.Cutover, NextDue: sched.Next(now), CreatedBy: s.Token, CreatedAt: now, UpdatedAt: now}
 	var vms []store.PlanVM
 	for i, f := range found {
 		vms = append(vms, planVM(s.Name, f, waveOf[i], now))
@@ -475,6 +485,17 @@ const (
 	MinPriority = -1000
 	MaxPriority = 1000
 )
+
+// checkCutover checks a plan's cutover settings, naming the field at fault.
+func checkCutover(c store.PlanCutover) error {
+	if c.TargetDir != "" && !filepath.IsAbs(c.TargetDir) {
+		return fault.Errorf(fault.Invalid, "cutover.target_dir", "cutover.target_dir must be an absolute path, not %q", c.TargetDir)
+	}
+	if _, err := regexp.Compile(c.BootPrompt); err != nil {
+		return fault.Errorf(fault.Invalid, "cutover.boot_prompt", "cutover.boot_prompt is not a regular expression: %v", err)
+	}
+	return nil
+}
 
 // checkPriority checks a plan's priority.
 func checkPriority(p int) error {

@@ -169,7 +169,7 @@ func (m *Manager) Preflight(ctx context.Context, name string) (Report, error) {
 		if !ok {
 			add(Check{"inventory", Error, fmt.Sprintf("VM %s (%s) is no longer in vCenter %s as VMA %s discovers it: remove it from the plan (PATCH remove_vms)", vm.Key, vm.Path, vc.Host, vm.VMAID)})
 		} else {
-			for _, c := range vmChecks(found.VM) {
+			for _, c := range vmChecks(found.VM, m.cfg.VirtioWin) {
 				add(c)
 			}
 			if vm.LastSync == nil {
@@ -252,9 +252,18 @@ func findVM(inv []inventory.VM, vm store.PlanVM) (inventory.VM, bool) {
 const MinCBTHardwareVersion = 7
 
 // vmChecks checks what a discovery says of a VM: change tracking,
-// snapshots, and disks that cannot be snapshotted.
-func vmChecks(vm events.VM) []Check {
+// snapshots, disks that cannot be snapshotted, and whether its guest can
+// be converted (a Windows guest needs virtio-win, at virtioWin).
+func vmChecks(vm events.VM, virtioWin string) []Check {
 	var out []Check
+	switch {
+	case !strings.Contains(strings.ToLower(vm.GuestOS), "win"):
+		out = append(out, Check{"conversion", OK, fmt.Sprintf("guest %s: virt-v2v converts it at cutover", vm.GuestOS)})
+	case virtioWin == "":
+		out = append(out, Check{"conversion", Warning, fmt.Sprintf("Windows guest (%s): its conversion needs the virtio-win drivers, which Debian does not package; set VIRTIO_WIN on the OMA to where they are, or its cutover is refused unless convert is false", vm.GuestOS)})
+	default:
+		out = append(out, Check{"conversion", OK, fmt.Sprintf("Windows guest (%s): converted with the virtio-win drivers at %s", vm.GuestOS, virtioWin)})
+	}
 	switch {
 	case vm.CBTEnabled:
 		out = append(out, Check{"cbt", OK, "changed block tracking is on"})

@@ -26,6 +26,8 @@ type View struct {
 	Limits store.PlanLimits `json:"limits"`
 	// Priority orders the plan's jobs in the OMA's queue.
 	Priority int `json:"priority"`
+	// Cutover holds its settings for its VMs' cutovers.
+	Cutover store.PlanCutover `json:"cutover"`
 	// RateLimit bounds the bytes per second of its jobs together (0:
 	// none).
 	RateLimit     int64              `json:"rate_limit"`
@@ -119,7 +121,7 @@ func (m *Manager) List(_ context.Context) ([]View, error) {
 
 func (m *Manager) view(p store.Plan, vms []store.PlanVM) View {
 	v := View{Name: p.Name, VCenter: p.VCenter, Sync: p.Sync, Waves: p.Waves, Verify: p.Verify, OnCBTReset: p.OnCBTReset,
-		Force: p.Force, Limits: p.Limits, Priority: p.Priority, RateLimit: p.RateLimit, RateWindows: p.RateWindows, MaxConcurrent: m.maxActive(p), Paused: p.Paused, NextDue: p.NextDue, Syncs: p.Syncs, LastSyncAt: p.LastSyncAt,
+		Force: p.Force, Limits: p.Limits, Priority: p.Priority, Cutover: p.Cutover, RateLimit: p.RateLimit, RateWindows: p.RateWindows, MaxConcurrent: m.maxActive(p), Paused: p.Paused, NextDue: p.NextDue, Syncs: p.Syncs, LastSyncAt: p.LastSyncAt,
 		Counts: map[string]int{}, PreflightErrors: p.PreflightErrors, PreflightAt: p.PreflightAt, VMs: []VMView{},
 		CreatedBy: p.CreatedBy, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt}
 	if v.Waves == nil {

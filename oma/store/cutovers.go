@@ -33,6 +33,10 @@ type CutoverOptions struct {
 	BootPrompt string `json:"boot_prompt,omitempty"`
 	// TargetDir is where the converted disks and the domain XML go.
 	TargetDir string `json:"target_dir"`
+	// TargetRoot, when set, is the storage TargetDir is in (the plan's
+	// target_dir, or the OMA's -cutover-target-dir): CloudStack's disk
+	// paths are relative to it.
+	TargetRoot string `json:"target_root,omitempty"`
 	// Format of the target disks: qcow2 or raw.
 	Format string `json:"format"`
 }
@@ -59,7 +63,9 @@ type CutoverBoot struct {
 
 // CutoverTarget is what a cutover wrote for the target cloud.
 type CutoverTarget struct {
-	Dir       string              `json:"dir"`
+	Dir string `json:"dir"`
+	// Root is the storage Dir is in, which CloudStack's paths are relative to.
+	Root      string              `json:"root,omitempty"`
 	Disks     []CutoverTargetDisk `json:"disks"`
 	DomainXML string              `json:"domain_xml"`
 	// CloudStack are the commands that import the disks into CloudStack.

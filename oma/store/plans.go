@@ -30,6 +30,8 @@ type Plan struct {
 	// none. RateWindows replace it at their times of day.
 	RateLimit   int64        `json:"rate_limit,omitempty"`
 	RateWindows []RateWindow `json:"rate_windows,omitempty"`
+	// Cutover holds the plan's settings for its VMs' cutovers.
+	Cutover PlanCutover `json:"cutover"`
 	// Force lets the plan copy while its preflight finds errors.
 	Force  bool `json:"force,omitempty"`
 	Paused bool `json:"paused,omitempty"`
@@ -45,6 +47,17 @@ type Plan struct {
 	CreatedBy  string     `json:"created_by"`
 	CreatedAt  time.Time  `json:"created_at"`
 	UpdatedAt  time.Time  `json:"updated_at"`
+}
+
+// PlanCutover is how a plan's VMs are cut over, unless a cutover request
+// says otherwise.
+type PlanCutover struct {
+	// TargetDir is where converted disks go, such as a CloudStack primary
+	// storage pool mounted on the OMA: each VM's in <TargetDir>/<name>-<id>.
+	TargetDir string `json:"target_dir,omitempty"`
+	// BootPrompt is the regular expression a boot check waits for; "":
+	// a login prompt.
+	BootPrompt string `json:"boot_prompt,omitempty"`
 }
 
 // PlanLimits bound a plan's jobs.
