@@ -20,6 +20,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -194,6 +195,8 @@ func boot(ctx context.Context, qemu string, args []string, timeout time.Duration
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	cmd := exec.CommandContext(ctx, qemu, args...)
+	// A guest must not outlive the OMA that watches it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()

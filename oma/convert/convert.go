@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -49,6 +50,9 @@ func Convert(ctx context.Context, opts Options, domain []byte, dir string) (Resu
 	}
 	res := Result{Log: filepath.Join(dir, "virt-v2v.log")}
 	cmd := exec.CommandContext(ctx, bin, "-i", "libvirtxml", xmlPath)
+	// virt-v2v must not outlive the OMA that waits for it; SIGTERM lets
+	// it stop its own appliance.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	cmd.Env = append(os.Environ(), "LIBGUESTFS_BACKEND=direct")
 	if !opts.KVM {
 		cmd.Env = append(cmd.Env, "LIBGUESTFS_BACKEND_SETTINGS=force_tcg")

@@ -482,6 +482,36 @@ func TestCutoverBusyboxGuest(t *testing.T) {
 	if hashFile(t, b.volume(c.FinalJob)) != hashFile(t, src) {
 		t.Error("after the sync that followed the rollback the replica differs from the source")
 	}
+
+	// A new cutover goes on across an OMA restart in its boot check, and
+	// is committed: the overlays go, the target stays, the source stays off.
+	code, c = b.cutover("bbguest", map[string]any{"convert": false, "target_dir": target})
+	if code != http.StatusAccepted || c.ID != b.ids["bbguest"]+"-c2" {
+		t.Fatalf("a second cutover = %d, id %q: %s", code, c.ID, c.Detail)
+	}
+	b.waitFor("the boot check", func() bool { c = b.get("bbguest"); return c.State == events.CutoverBootCheck || c.State == events.CutoverCutOver })
+	if c.State != events.CutoverBootCheck {
+		t.Fatalf("the second cutover went past its boot check before the restart: %s", c.State)
+	}
+	b.oma.Restart()
+	if c = b.await("bbguest"); c.State != events.CutoverCutOver || c.Boot == nil || !c.Boot.Passed {
+		t.Fatalf("after an OMA restart in the boot check: %s (%s)", c.State, c.Error)
+	}
+	if code := b.oma.Do(http.MethodPost, "/api/v1/vms/"+b.ids["bbguest"]+"/cutover/commit", nil, &c); code != http.StatusAccepted || c.State != events.CutoverCommitted {
+		t.Fatalf("commit = %d, %s: %s", code, c.State, c.Detail)
+	}
+	if _, err := os.Stat(c.Target.Disks[0].Path); err != nil {
+		t.Errorf("the target disk is gone after the commit: %v", err)
+	}
+	if _, err := os.Stat(filepath.Dir(c.Target.Disks[0].Path)); err != nil {
+		t.Error(err)
+	}
+	if p := b.power("bbguest"); p != events.PowerStateOff {
+		t.Errorf("the source is %s after the commit, want poweredOff", p)
+	}
+	if code, again := b.cutover("bbguest", nil); code != http.StatusConflict {
+		t.Errorf("a cutover after the commit = %d (%s), want 409", code, again.Detail)
+	}
 }
 
 // TestCutoverStopsWithReasons: a guest whose kernel panics fails its boot
