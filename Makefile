@@ -14,7 +14,7 @@ WANLINK ?= ../shared/tools/wanlink
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null)
 LDFLAGS := -X github.com/godwit/godwit/version.stamp=$(VERSION)
 
-.PHONY: run demo check test bench bench-wan build deps tools
+.PHONY: run demo check test test-guest bench bench-wan build deps tools
 
 ## run: build and start the dev stack: simulated vCenter, OMA (:8082), sshd, VMA (localhost:9081 through the tunnel)
 # The first run takes minutes (packages, the nats CLI and the binaries
@@ -57,6 +57,11 @@ check: deps tools
 test: deps tools
 	$(GO) vet ./...
 	GO=$(GO) scripts/go-test.sh -race -count=1 -timeout 30m ./...
+
+## test-guest: the whole cutover of a real Debian 12 guest (built with mmdebstrap, cached in /var/tmp/godwit-guests):
+## virt-v2v-in-place and boot checks under TCG, 6-15 min; as root. make test runs the same path on a busybox guest.
+test-guest: deps
+	bash -o pipefail -c "GODWIT_TEST_GUEST=1 $(GO) test -count=1 -timeout 60m -run TestCutoverDebianGuest -v ./oma/cutover | tee test-guest.log"
 
 ## bench: the benchmarks, with their ratios to the peer tools
 bench: deps tools build

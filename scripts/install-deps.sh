@@ -8,13 +8,14 @@
 # cutover (oma/bootcheck), its overlays (qemu-utils: qemu-img), its conversion (virt-v2v,
 # libguestfs-tools) and the test guests
 # (testbed/guests): qemu-system-x86, a kernel
-# (linux-image-amd64), grub-pc-bin, fdisk (sfdisk), cpio and kmod (modprobe), and Debian's
+# (linux-image-amd64), grub-pc-bin, fdisk (sfdisk), cpio, kmod (modprobe), mmdebstrap (the
+# Debian guest of make test-guest), and Debian's
 # static busybox unpacked (not installed: it would replace the system's busybox) into
 # /var/cache/godwit/busybox-static.
 set -euo pipefail
 
 pkgs=(nbdkit libnbd-bin openssh-server time curl jq iproute2 openssl
-  qemu-system-x86 qemu-utils linux-image-amd64 grub-pc-bin fdisk cpio kmod virt-v2v libguestfs-tools)
+  qemu-system-x86 qemu-utils linux-image-amd64 grub-pc-bin fdisk cpio kmod virt-v2v libguestfs-tools mmdebstrap)
 busybox_dir=/var/cache/godwit/busybox-static
 
 sudo=""

@@ -2,9 +2,9 @@ package cutover_test
 
 import (
 	"context"
-	"encoding/json"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"io"
 	"net/http"
 	"os"
@@ -32,6 +32,7 @@ type cutoverView struct {
 	PowerBefore string          `json:"power_before"`
 	PowerMethod string          `json:"power_method"`
 	FinalJob    string          `json:"final_job"`
+	FinalBytes  int64           `json:"final_sync_bytes"`
 	Converted   bool            `json:"converted"`
 	Measured    events.Downtime `json:"measured"`
 	Predicted   *events.Downtime
@@ -248,6 +249,42 @@ func (b *bed) write(name string, off int64, n int, seed byte) {
 	}
 }
 
+// syncedJob is a job as GET /api/v1/replications lists it.
+type syncedJob struct {
+	JobID        string `json:"job_id"`
+	Type         string `json:"replication_type"`
+	State        string `json:"state"`
+	BytesWritten int64  `json:"bytes_written"`
+	SourceVM     struct {
+		ID string `json:"id"`
+	} `json:"source_vm"`
+}
+
+// syncAfter waits for a completed incremental job of VM name other than
+// the one named not (and those before it) and returns it.
+func (b *bed) syncAfter(name, not string) syncedJob {
+	b.t.Helper()
+	var last syncedJob
+	b.waitFor("a sync of "+name+" after "+not, func() bool {
+		var list struct {
+			Replications []json.RawMessage `json:"replications"`
+		}
+		b.oma.Do(http.MethodGet, "/api/v1/replications", nil, &list)
+		for _, raw := range list.Replications {
+			var j syncedJob
+			if err := json.Unmarshal(raw, &j); err != nil {
+				b.t.Fatal(err)
+			}
+			if j.SourceVM.ID == b.ids[name] && j.JobID != not && j.JobID > not && j.Type == events.ReplicationIncremental && j.State == events.JobCompleted {
+				last = j
+				return true
+			}
+		}
+		return false
+	})
+	return last
+}
+
 // sourceFile returns the flat file of VM name's first disk.
 func (b *bed) sourceFile(name string) string {
 	b.t.Helper()
@@ -452,30 +489,7 @@ func TestCutoverBusyboxGuest(t *testing.T) {
 	if code := b.oma.Do(http.MethodPost, "/api/v1/plans/cut/sync", nil, nil); code != http.StatusOK && code != http.StatusAccepted {
 		t.Fatalf("POST /api/v1/plans/cut/sync = %d", code)
 	}
-	var last struct {
-		JobID        string `json:"job_id"`
-		Type         string `json:"replication_type"`
-		State        string `json:"state"`
-		BytesWritten int64  `json:"bytes_written"`
-		SourceVM     struct {
-			ID string `json:"id"`
-		} `json:"source_vm"`
-	}
-	b.waitFor("the sync after the rollback", func() bool {
-		var list struct {
-			Replications []json.RawMessage `json:"replications"`
-		}
-		b.oma.Do(http.MethodGet, "/api/v1/replications", nil, &list)
-		for _, raw := range list.Replications {
-			if err := json.Unmarshal(raw, &last); err != nil {
-				t.Fatal(err)
-			}
-			if last.SourceVM.ID == b.ids["bbguest"] && last.JobID != c.FinalJob && last.Type == events.ReplicationIncremental && last.State == events.JobCompleted {
-				return true
-			}
-		}
-		return false
-	})
+	last := b.syncAfter("bbguest", c.FinalJob)
 	if last.BytesWritten == 0 || last.BytesWritten > 1<<20 {
 		t.Errorf("the sync after the rollback wrote %d bytes; want about 64 KiB: an incremental from the final sync's change ids", last.BytesWritten)
 	}
@@ -489,7 +503,10 @@ func TestCutoverBusyboxGuest(t *testing.T) {
 	if code != http.StatusAccepted || c.ID != b.ids["bbguest"]+"-c2" {
 		t.Fatalf("a second cutover = %d, id %q: %s", code, c.ID, c.Detail)
 	}
-	b.waitFor("the boot check", func() bool { c = b.get("bbguest"); return c.State == events.CutoverBootCheck || c.State == events.CutoverCutOver })
+	b.waitFor("the boot check", func() bool {
+		c = b.get("bbguest")
+		return c.State == events.CutoverBootCheck || c.State == events.CutoverCutOver
+	})
 	if c.State != events.CutoverBootCheck {
 		t.Fatalf("the second cutover went past its boot check before the restart: %s", c.State)
 	}
