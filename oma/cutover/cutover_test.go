@@ -349,9 +349,7 @@ func qemuInfo(t *testing.T, path string) string {
 // boots to its login prompt; the downtime is measured by part; a rollback
 // powers the source back on and the next sync is incremental.
 func TestCutoverBusyboxGuest(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots a guest under TCG and runs virt-v2v: minutes")
-	}
+	testkit.Long(t)
 	img := testbed.BusyboxGuest(t, testbed.GuestBoots)
 	b := newBed(t, []vcsim.VM{{Name: "bbguest", Disks: []int64{guestDisk}, CBT: true, On: true, Image: img}})
 	target := filepath.Join(t.TempDir(), "target")
@@ -539,9 +537,7 @@ func TestCutoverBusyboxGuest(t *testing.T) {
 // quiet VM and gives up, saying why, on a VM written to all along; a plan's
 // cutover is committed through the plan.
 func TestCutoverStopsWithReasons(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots a guest under TCG: minutes")
-	}
+	testkit.Long(t)
 	img := testbed.BusyboxGuest(t, testbed.GuestPanics)
 	b := newBed(t, []vcsim.VM{
 		{Name: "bbpanic", Disks: []int64{guestDisk}, CBT: true, On: true, Image: img},
