@@ -71,6 +71,7 @@ bench: deps tools build
 	$(GO) test -run '^$$' -bench ProgressLag -benchtime 5000x -count 3 ./oma/control
 	$(GO) test -run '^$$' -bench 'CreatePlan1000|ScheduleTick1000' -benchtime 3x -timeout 30m ./oma/plans
 	$(GO) test -run '^$$' -bench 'Dispatch' -benchtime 1x -count 3 -timeout 30m ./oma/queue
+	$(GO) test -run '^$$' -bench CutoverDowntime -benchtime 3x -timeout 30m ./oma/cutover
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m ./vma/vcenter
 	$(GO) test -run '^$$' -bench . -count 3 ./vma/copier
 	$(GO) test -run '^$$' -bench Read -benchtime 3x ./vma/source/datastore

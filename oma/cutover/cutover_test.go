@@ -69,11 +69,12 @@ type cutoverView struct {
 // bed is an OMA, a VMA and a simulated vCenter registered as "sim", with
 // the VMs of a plan "cut" copied once.
 type bed struct {
-	t   *testing.T
-	sim *vcsim.Simulator
-	oma *testbed.OMA
-	vma *testbed.VMA
-	ids map[string]string // VM name to id
+	t     testing.TB
+	sim   *vcsim.Simulator
+	oma   *testbed.OMA
+	vma   *testbed.VMA
+	ids   map[string]string // VM name to id
+	files map[string]string // VM name to its first disk's flat file
 }
 
 // Disk size of the guests' VMs: the 64 MiB image and 16 MiB past it,
@@ -83,15 +84,24 @@ const (
 	guestWrite = 70 << 20
 )
 
-func newBed(t *testing.T, vms []vcsim.VM, ignoreShutdown ...string) *bed {
+func newBed(t testing.TB, vms []vcsim.VM, ignoreShutdown ...string) *bed {
 	t.Helper()
-	b := &bed{t: t, ids: map[string]string{}}
+	return newBedWith(t, vms, nil, ignoreShutdown...)
+}
+
+// newBedWith is newBed with the OMA's configuration changed by configure.
+func newBedWith(t testing.TB, vms []vcsim.VM, configure func(*appliance.Config), ignoreShutdown ...string) *bed {
+	t.Helper()
+	b := &bed{t: t, ids: map[string]string{}, files: map[string]string{}}
 	b.sim = testbed.StartSim(t, vcsim.Config{VMs: 1, Extra: vms, DiskData: -1,
 		GuestShutdown: func(vm string) bool { return !slices.Contains(ignoreShutdown, vm) }})
 	b.oma = testbed.StartOMA(t, testbed.OMAConfig{Ports: 12, Configure: func(c *appliance.Config) {
 		c.MinSyncInterval, c.PlanPoll = time.Second, 200*time.Millisecond
 		c.Cutover.Accel = "tcg" // KVM does not run guests on these machines (GUESTS.md); bootcheck's own test probes it
 		c.Cutover.Poll = 100 * time.Millisecond
+		if configure != nil {
+			configure(c)
+		}
 	}})
 	b.vma = testbed.StartVMA(t, b.oma, testbed.VMAConfig{VCenterCAFile: b.sim.CAFile})
 	t.Cleanup(func() {
@@ -288,6 +298,9 @@ func (b *bed) syncAfter(name, not string) syncedJob {
 // sourceFile returns the flat file of VM name's first disk.
 func (b *bed) sourceFile(name string) string {
 	b.t.Helper()
+	if f, ok := b.files[name]; ok {
+		return f
+	}
 	var key int32
 	for _, vm := range b.oma.Discover(map[string]any{"vcenter": b.sim.Host, "username": b.sim.Username, "password": b.sim.Password}) {
 		if vm.Name == name && len(vm.Disks) > 0 {
@@ -298,10 +311,11 @@ func (b *bed) sourceFile(name string) string {
 	if err != nil {
 		b.t.Fatal(err)
 	}
+	b.files[name] = file
 	return file
 }
 
-func hashFile(t *testing.T, path string) string {
+func hashFile(t testing.TB, path string) string {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -315,23 +329,8 @@ func hashFile(t *testing.T, path string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// hashPrefix hashes the first n bytes of path.
-func hashPrefix(t *testing.T, path string, n int64) string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, io.LimitReader(f, n)); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
-
 // qemuInfo returns qemu-img info's format and backing file of path.
-func qemuInfo(t *testing.T, path string) string {
+func qemuInfo(t testing.TB, path string) string {
 	t.Helper()
 	out, err := exec.Command("qemu-img", "info", path).CombinedOutput()
 	if err != nil {

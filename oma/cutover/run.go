@@ -387,6 +387,21 @@ func (m *Manager) finalSync(ctx context.Context, c store.Cutover) error {
 // rollingBack powers the source back on when it was on, and discards the
 // converted copy.
 func (m *Manager) rollingBack(ctx context.Context, c store.Cutover) error {
+	if c.PowerRequest == c.ID+"-off" {
+		// Rolled back while the power-off was under way: its report says
+		// what to restore.
+		rep, err := m.awaitPower(ctx, c, time.Duration(c.Options.ShutdownTimeout)*time.Second)
+		if err != nil {
+			return err
+		}
+		if err := m.advance(c, func(tx *bbolt.Tx, cur *store.Cutover) error {
+			cur.PowerBefore, cur.PowerMethod, cur.PowerRequest = rep.StateBefore, rep.Method, ""
+			c = *cur
+			return store.PutCutover(tx, *cur)
+		}); err != nil {
+			return err
+		}
+	}
 	if c.PowerBefore == events.PowerStateOn || c.PowerBefore == events.PowerStateSuspended {
 		if c.PowerRequest == "" || c.PowerRequest != c.ID+"-on" {
 			cred, err := m.credentials(c)
