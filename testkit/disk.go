@@ -2,11 +2,14 @@ package testkit
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"syscall"
+	"testing"
 )
 
 // SameDisk compares a sparse source file with a target: every data extent
@@ -91,4 +94,20 @@ func inside(extents [][2]int64, off int64) bool {
 		}
 	}
 	return false
+}
+
+// FileSum returns the SHA-256 of the file at path, in hex: a file's bytes
+// compared before and after, such as a replica's around a conversion.
+func FileSum(tb testing.TB, path string) string {
+	tb.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.CopyBuffer(h, f, make([]byte, 1<<20)); err != nil {
+		tb.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }

@@ -18,7 +18,7 @@ import (
 func TestConvertRefusesWithItsReason(t *testing.T) {
 	testkit.Long(t)
 	dir, replica, overlay := replicaWithOverlay(t)
-	before := sum(t, replica)
+	before := testkit.FileSum(t, replica)
 	ctx := testkit.Context(t)
 	vm := events.VM{ID: "vm-7", Name: "bbguest", NumCPU: 1, MemoryMB: 512, Firmware: "bios",
 		Disks: []events.Disk{{Key: 2000, Label: "Hard disk 1", Controller: "SCSI controller 0"}}}
@@ -34,7 +34,7 @@ func TestConvertRefusesWithItsReason(t *testing.T) {
 	if log, rerr := os.ReadFile(res.Log); rerr != nil || !strings.Contains(string(log), "Inspecting the source") {
 		t.Errorf("virt-v2v's output kept: %v\n%s", rerr, log)
 	}
-	if sum(t, replica) != before {
+	if testkit.FileSum(t, replica) != before {
 		t.Error("the replica changed under a conversion")
 	}
 }

@@ -1,9 +1,6 @@
 package convert_test
 
 import (
-	"crypto/sha256"
-	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -16,20 +13,6 @@ import (
 	"github.com/godwit/godwit/testkit"
 )
 
-// sum hashes a file's bytes.
-func sum(t *testing.T, path string) [32]byte {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return [32]byte(h.Sum(nil))
-}
 
 // replicaWithOverlay copies the busybox guest into a replica's volume in a
 // new directory and puts an overlay over it; it returns the three.
@@ -53,7 +36,7 @@ func replicaWithOverlay(t *testing.T) (dir, replica, overlay string) {
 func TestOverlayLeavesTheReplica(t *testing.T) {
 	testkit.Long(t)
 	dir, replica, overlay := replicaWithOverlay(t)
-	before := sum(t, replica)
+	before := testkit.FileSum(t, replica)
 	ctx := testkit.Context(t)
 	if file, format, err := convert.Backing(ctx, "", overlay); err != nil || file != replica || format != "raw" {
 		t.Errorf("the overlay is backed by %q (%s, %v), want %s (raw)", file, format, err, replica)
@@ -70,7 +53,7 @@ func TestOverlayLeavesTheReplica(t *testing.T) {
 	if err != nil || !res.Passed {
 		t.Errorf("the overlay does not boot: %v %s", err, res.Reason)
 	}
-	if sum(t, replica) != before {
+	if testkit.FileSum(t, replica) != before {
 		t.Error("the replica changed under its overlay")
 	}
 	if out, err := exec.Command("qemu-io", "-f", "qcow2", "-r", "-c", "read -P 0xab 62M 64k", overlay).CombinedOutput(); err != nil || strings.Contains(string(out), "Pattern verification failed") {

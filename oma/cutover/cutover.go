@@ -511,33 +511,27 @@ func (m *Manager) List() ([]store.Cutover, error) {
 
 // Console returns the serial console of the cutover's last boot check.
 func (m *Manager) Console(ref inventory.Ref) ([]byte, error) {
-	c, err := m.Get(ref)
-	if err != nil {
-		return nil, err
-	}
-	if c.Boot == nil || c.Boot.Console == "" {
-		return nil, fault.Errorf(fault.NotFound, "id", "VM %s's cutover has no boot check yet (state %s)", ref.VMID, c.State)
-	}
-	b, err := os.ReadFile(c.Boot.Console)
-	if err != nil {
-		return nil, fmt.Errorf("console of cutover %s: %w", c.ID, err)
-	}
-	return b, nil
+	return m.bootFile(ref, "console", func(b *store.CutoverBoot) string { return b.Console })
 }
 
 // Screenshot returns the PNG of the screen its last boot check took at
-// its timeout.
+// its timeout (none when the check did not time out).
 func (m *Manager) Screenshot(ref inventory.Ref) ([]byte, error) {
+	return m.bootFile(ref, "screenshot", func(b *store.CutoverBoot) string { return b.Screenshot })
+}
+
+// bootFile returns the file pick names of the VM's last boot check.
+func (m *Manager) bootFile(ref inventory.Ref, what string, pick func(*store.CutoverBoot) string) ([]byte, error) {
 	c, err := m.Get(ref)
 	if err != nil {
 		return nil, err
 	}
-	if c.Boot == nil || c.Boot.Screenshot == "" {
-		return nil, fault.Errorf(fault.NotFound, "id", "VM %s's cutover has no screenshot: one is taken when a boot check times out", ref.VMID)
+	if c.Boot == nil || pick(c.Boot) == "" {
+		return nil, fault.Errorf(fault.NotFound, "id", "VM %s's cutover (%s) has no %s: its boot check has not run, or took none", ref.VMID, c.State, what)
 	}
-	b, err := os.ReadFile(c.Boot.Screenshot)
+	b, err := os.ReadFile(pick(c.Boot))
 	if err != nil {
-		return nil, fmt.Errorf("screenshot of cutover %s: %w", c.ID, err)
+		return nil, fmt.Errorf("%s of cutover %s: %w", what, c.ID, err)
 	}
 	return b, nil
 }

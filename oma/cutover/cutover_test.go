@@ -2,8 +2,6 @@ package cutover_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -315,20 +313,6 @@ func (b *bed) sourceFile(name string) string {
 	return file
 }
 
-func hashFile(t testing.TB, path string) string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
-
 // qemuInfo returns qemu-img info's format and backing file of path.
 func qemuInfo(t testing.TB, path string) string {
 	t.Helper()
@@ -401,8 +385,8 @@ func TestCutoverBusyboxGuest(t *testing.T) {
 	}
 	replica := b.volume(c.FinalJob)
 	src := b.sourceFile("bbguest")
-	replicaHash := hashFile(t, replica)
-	if replicaHash != hashFile(t, src) {
+	replicaHash := testkit.FileSum(t, replica)
+	if replicaHash != testkit.FileSum(t, src) {
 		t.Fatal("after the final sync the replica differs from the source disk")
 	}
 
@@ -424,7 +408,7 @@ func TestCutoverBusyboxGuest(t *testing.T) {
 	if c.Boot == nil || !c.Boot.Passed || c.Boot.Accel != "tcg" || c.Boot.Seconds <= 0 {
 		t.Fatalf("boot check: %+v", c.Boot)
 	}
-	if hashFile(t, replica) != replicaHash {
+	if testkit.FileSum(t, replica) != replicaHash {
 		t.Error("the conversion, export or boot check changed the replica")
 	}
 	m := c.Measured
@@ -490,7 +474,7 @@ func TestCutoverBusyboxGuest(t *testing.T) {
 	if last.BytesWritten == 0 || last.BytesWritten > 1<<20 {
 		t.Errorf("the sync after the rollback wrote %d bytes; want about 64 KiB: an incremental from the final sync's change ids", last.BytesWritten)
 	}
-	if hashFile(t, b.volume(c.FinalJob)) != hashFile(t, src) {
+	if testkit.FileSum(t, b.volume(c.FinalJob)) != testkit.FileSum(t, src) {
 		t.Error("after the sync that followed the rollback the replica differs from the source")
 	}
 

@@ -48,13 +48,13 @@ func TestCutoverDebianGuest(t *testing.T) {
 	})
 	if c.FinalJob != "" {
 		replica = b.volume(c.FinalJob)
-		replicaHash = hashFile(t, replica)
+		replicaHash = testkit.FileSum(t, replica)
 	}
 	c = b.await("vmguest")
 	if c.State != events.CutoverCutOver || !c.Converted || c.Boot == nil || !c.Boot.Passed {
 		t.Fatalf("the Debian guest's cutover: %s at %s: %s (boot %+v)", c.State, c.FailedStep, c.Error, c.Boot)
 	}
-	if replica == "" || hashFile(t, replica) != replicaHash || replicaHash != hashFile(t, b.sourceFile("vmguest")) {
+	if replica == "" || testkit.FileSum(t, replica) != replicaHash || replicaHash != testkit.FileSum(t, b.sourceFile("vmguest")) {
 		t.Error("the replica is not the source's bytes, unchanged by the conversion")
 	}
 	m := c.Measured
