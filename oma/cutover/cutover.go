@@ -485,16 +485,23 @@ func (m *Manager) move(tx *bbolt.Tx, c *store.Cutover, to, why string) error {
 func (m *Manager) Get(ref inventory.Ref) (store.Cutover, error) {
 	var c store.Cutover
 	err := m.store.View(func(tx *bbolt.Tx) error {
-		loc, err := inventory.Find(tx, ref)
-		if err != nil {
-			return err
-		}
-		c, err = store.GetCutover(tx, replicas.ID(loc.VMAID, loc.VCenter, loc.VM))
-		if errors.Is(err, store.ErrNotFound) {
-			return fault.Errorf(fault.NotFound, "id", "VM %s has no cutover", ref.VMID)
-		}
+		var err error
+		c, err = cutoverOf(tx, ref)
 		return err
 	})
+	return c, err
+}
+
+// cutoverOf returns the cutover of the VM ref names, inside tx.
+func cutoverOf(tx *bbolt.Tx, ref inventory.Ref) (store.Cutover, error) {
+	loc, err := inventory.Find(tx, ref)
+	if err != nil {
+		return store.Cutover{}, err
+	}
+	c, err := store.GetCutover(tx, replicas.ID(loc.VMAID, loc.VCenter, loc.VM))
+	if errors.Is(err, store.ErrNotFound) {
+		return c, fault.Errorf(fault.NotFound, "id", "VM %s has no cutover", ref.VMID)
+	}
 	return c, err
 }
 
@@ -553,15 +560,8 @@ func (m *Manager) Rollback(ctx context.Context, ref inventory.Ref) (store.Cutove
 func (m *Manager) finish(_ context.Context, ref inventory.Ref, to string) (store.Cutover, error) {
 	var c store.Cutover
 	err := m.store.Update(func(tx *bbolt.Tx) error {
-		loc, err := inventory.Find(tx, ref)
-		if err != nil {
-			return err
-		}
-		c, err = store.GetCutover(tx, replicas.ID(loc.VMAID, loc.VCenter, loc.VM))
-		if errors.Is(err, store.ErrNotFound) {
-			return fault.Errorf(fault.NotFound, "id", "VM %s has no cutover", ref.VMID)
-		}
-		if err != nil {
+		var err error
+		if c, err = cutoverOf(tx, ref); err != nil {
 			return err
 		}
 		switch {
