@@ -109,9 +109,15 @@ func printPlan(w io.Writer, p plans.View) error {
 	row("preflight", "%d error(s), at %s", p.PreflightErrors, p.PreflightAt.Local().Format(time.DateTime))
 	tw.Flush()
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nVM\tWAVE\tSTATE\tJOB\tLAST SYNC\tNEXT SYNC\tNOTE")
+	fmt.Fprintln(tw, "\nVM\tWAVE\tSTATE\tJOB\tLAST SYNC\tNEXT SYNC\tCUTOVER\tDOWNTIME\tNOTE")
 	for _, vm := range p.VMs {
-		job, last, next, note := "-", "-", "-", ""
+		job, last, next, cut, down, note := "-", "-", "-", "-", "-", ""
+		if vm.Cutover != "" {
+			cut = printable.Quote(vm.Cutover)
+		}
+		if vm.PredictedDowntimeSeconds != nil {
+			down = "~" + time.Duration(*vm.PredictedDowntimeSeconds*float64(time.Second)).Round(time.Second).String()
+		}
 		if vm.CurrentJob != "" {
 			job = printable.Quote(vm.CurrentJob)
 		}
@@ -130,7 +136,7 @@ func printPlan(w io.Writer, p plans.View) error {
 		case vm.Waiting != "":
 			note = vm.Waiting
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", printable.Quote(vm.Name), vm.Wave, vm.State, job, last, next, printable.Quote(note))
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", printable.Quote(vm.Name), vm.Wave, vm.State, job, last, next, cut, down, printable.Quote(note))
 	}
 	return tw.Flush()
 }

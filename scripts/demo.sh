@@ -232,8 +232,39 @@ echo "   plan demo: $(jq -c '{syncs, next_due, bytes_copied, vms: [.vms[] | {nam
 curl -sS -o /dev/null -H "$AUTH" -X POST "$OMA_URL/api/v1/plans/demo/pause"
 echo "   plan demo paused (POST /api/v1/plans/demo/resume starts its syncs again)"
 
+CUT_ID=$(jq -r '.vms[0].id' <<<"$plan")
+CUT_NAME=$(jq -r '.vms[0].name' <<<"$plan")
+step "cut over $CUT_NAME: its source powered off, a final sync, its disks written to the target directory (POST /api/v1/vms/$CUT_ID/cutover)"
+echo "   the simulator's disks hold no guest that boots, so this cutover neither converts nor boot-checks (convert, boot_check false);"
+echo "   make test and make test-guest run both on guests that boot"
+echo "   predicted downtime: $(jq -r '.vms[0].predicted_downtime_seconds' <<<"$plan") s"
+out=$(call -H "$AUTH" -H 'Content-Type: application/json' -X POST "$OMA_URL/api/v1/vms/$CUT_ID/cutover" \
+  -d '{"power_off": "guest-then-hard", "convert": false, "boot_check": false}')
+for _ in $(seq 1 300); do
+  cut=$(curl -sS -H "$AUTH" "$OMA_URL/api/v1/vms/$CUT_ID/cutover") || fail "GET the cutover"
+  case $(jq -r .state <<<"$cut") in
+    cut_over) break ;;
+    failed) fail "the cutover of $CUT_NAME failed: $(jq -r '.failed_step + ": " + .error' <<<"$cut")" ;;
+  esac
+  sleep 0.5
+done
+[ "$(jq -r .state <<<"$cut")" = cut_over ] || fail "the cutover of $CUT_NAME did not end in 150 s: $(jq -r .state <<<"$cut")"
+echo "   $(jq -c '{state, power_before, power_method, final_job, final_sync_bytes, measured}' <<<"$cut")" | quote
+echo "   target: $(jq -r '.target.dir' <<<"$cut"): $(jq -r '[.target.disks[].path | split("/") | last] | join(", ")' <<<"$cut"), $(jq -r '.target.domain_xml | split("/") | last' <<<"$cut"), cloudstack.txt" | quote
+echo "   $(jq -r '.target.cloudstack[0]' <<<"$cut")" | quote
+step "roll it back: the source powered on again, the target's disks removed (POST /api/v1/vms/$CUT_ID/cutover/rollback)"
+call -H "$AUTH" -X POST "$OMA_URL/api/v1/vms/$CUT_ID/cutover/rollback" >/dev/null
+for _ in $(seq 1 120); do
+  cut=$(curl -sS -H "$AUTH" "$OMA_URL/api/v1/vms/$CUT_ID/cutover") || fail "GET the cutover"
+  [ "$(jq -r .state <<<"$cut")" = rolled_back ] && break
+  sleep 0.5
+done
+[ "$(jq -r .state <<<"$cut")" = rolled_back ] || fail "the rollback of $CUT_NAME did not end in 60 s: $(jq -r '.state + " " + .error' <<<"$cut")"
+echo "   $CUT_NAME: $(jq -r .state <<<"$cut"), its source $(jq -r .power_before <<<"$cut") again; plan demo syncs it again when resumed"
+
 step "done"
 echo "   initial cycle     $JOB: $initial"
 echo "   incremental cycle $JOB2: $incremental"
 echo "   the incremental moved $(human "$incr_bytes") against $(human "$initial_bytes") for the full cycle ($(awk -v a="$incr_bytes" -v b="$initial_bytes" 'BEGIN { printf "%.0f", 100 * a / b }')%); both verified, every disk equal to its source"
 echo "   plan demo: 3 VMs, $(jq -r .syncs <<<"$plan") scheduled syncs, every replica equal to its source"
+echo "   cutover of $CUT_NAME: $(jq -c .measured <<<"$cut" | sed 's/"//g') seconds, rolled back"
