@@ -237,7 +237,7 @@ CUT_NAME=$(jq -r '.vms[0].name' <<<"$plan")
 step "cut over $CUT_NAME: its source powered off, a final sync, its disks written to the target directory (POST /api/v1/vms/$CUT_ID/cutover)"
 echo "   the simulator's disks hold no guest that boots, so this cutover neither converts nor boot-checks (convert, boot_check false);"
 echo "   make test and make test-guest run both on guests that boot"
-echo "   predicted downtime: $(jq -r '.vms[0].predicted_downtime_seconds' <<<"$plan") s"
+echo "   predicted downtime: $(jq -r '.vms[0].predicted_downtime_seconds | round' <<<"$plan") s (with a conversion and a boot check, as a cutover does by default)"
 out=$(call -H "$AUTH" -H 'Content-Type: application/json' -X POST "$OMA_URL/api/v1/vms/$CUT_ID/cutover" \
   -d '{"power_off": "guest-then-hard", "convert": false, "boot_check": false}')
 for _ in $(seq 1 300); do

@@ -285,14 +285,14 @@ func (m *Manager) cutOver(tx *bbolt.Tx, c *store.Cutover) error {
 	if c.Target != nil {
 		done.TargetDir = c.Target.Dir
 	}
+	if err := m.move(tx, c, events.CutoverCutOver, ""); err != nil {
+		return err
+	}
 	ev, err := events.New("/godwit/oma", done, now)
 	if err != nil {
 		return err
 	}
-	if err := store.Enqueue(tx, ev); err != nil {
-		return err
-	}
 	m.log.Info("cut over", "cutover", c.ID, "downtime", d.Total, "power_off", d.PowerOff, "final_sync", d.FinalSync,
 		"conversion", d.Conversion, "export", d.Export, "boot_check", d.BootCheck, "predicted", done.PredictedSeconds)
-	return m.move(tx, c, events.CutoverCutOver, "")
+	return store.Enqueue(tx, ev)
 }

@@ -139,6 +139,9 @@ func (p *Printer) Handle(ev events.Event) error {
 		return p.planLine(e.ChangedAt, e.Plan, msg)
 	case *events.CutoverStateChanged:
 		msg := fmt.Sprintf("vm %s %s -> %s", q(e.Name), q(e.From), q(e.To))
+		if e.From == "" {
+			msg = fmt.Sprintf("vm %s started: %s", q(e.Name), q(e.To))
+		}
 		if e.Job != "" && (e.To == events.CutoverConverting || e.To == events.CutoverFailed) {
 			msg += " (final sync " + q(e.Job) + ")"
 		}

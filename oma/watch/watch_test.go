@@ -141,6 +141,7 @@ func TestPrinter(t *testing.T) {
 		{"a cutover", []events.Payload{
 			&events.PowerReport{RequestID: "vm-1-c1-off", VMAID: "vma-1", VMID: "vm-1", Action: events.PowerOff, StateBefore: events.PowerStateOn,
 				StateAfter: events.PowerStateOff, Method: events.PowerMethodGuest, Seconds: 21.4, DoneAt: t0},
+			&events.CutoverStateChanged{Cutover: "vm-1-c1", VMID: "vm-1", Name: "db1", Plan: "weekend-1", To: "powering_off", ChangedAt: t0},
 			&events.CutoverStateChanged{Cutover: "vm-1-c1", VMID: "vm-1", Name: "db1", Plan: "weekend-1", From: "final_sync", To: "converting", Job: "j9", ChangedAt: t0.Add(time.Second)},
 			&events.CutoverStateChanged{Cutover: "vm-1-c1", VMID: "vm-1", Name: "db1", From: "boot_check", To: "failed", Error: "boot check: Kernel panic", ChangedAt: t0.Add(2 * time.Second)},
 			&events.CutoverDone{Cutover: "vm-1-c1", VMID: "vm-1", Name: "db1", Measured: events.Downtime{PowerOff: 21.4, FinalSync: 7.9, Conversion: 231, Export: 6.2, BootCheck: 74.5, Total: 341},
@@ -149,6 +150,7 @@ func TestPrinter(t *testing.T) {
 				GuestTimedOut: true, Seconds: 300.2, DoneAt: t0.Add(4 * time.Second), Error: &events.Failure{Code: events.FailureInvalid, Message: "the guest did not shut down within 5m0s"}},
 		}, []string{
 			"09:14:03 power vm-1-c1-off off vm vm-1: poweredOn -> poweredOff (guest) in 21.4s",
+			"09:14:03 cutover vm-1-c1 vm db1 started: powering_off",
 			"09:14:04 cutover vm-1-c1 vm db1 final_sync -> converting (final sync j9)",
 			"09:14:05 cutover vm-1-c1 vm db1 boot_check -> failed: boot check: Kernel panic",
 			"09:14:06 cutover vm-1-c1 vm db1 cut over: downtime 5m41s (power-off 21.4s, final sync 7.9s of 100.0 MiB, conversion 3m51s, export 6.2s, boot check 1m14.5s), predicted 5m56s; disks in /mnt/primary/db1",
