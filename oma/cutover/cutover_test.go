@@ -30,6 +30,7 @@ type cutoverView struct {
 	PowerBefore string          `json:"power_before"`
 	PowerMethod string          `json:"power_method"`
 	FinalJob    string          `json:"final_job"`
+	DownSince   *time.Time      `json:"down_since"`
 	FinalBytes  int64           `json:"final_sync_bytes"`
 	Converted   bool            `json:"converted"`
 	Measured    events.Downtime `json:"measured"`
@@ -532,6 +533,24 @@ func TestCutoverStopsWithReasons(t *testing.T) {
 
 	if code, c := b.cutover("win", nil); code != http.StatusConflict || c.Field != "convert" || !strings.Contains(c.Detail, "virtio-win") {
 		t.Errorf("cutover of a Windows guest = %d naming %q: %s; want 409 naming convert, about virtio-win", code, c.Field, c.Detail)
+	}
+	// A plan's cutover naming a VM not in it starts none.
+	var refused cutoverView
+	if code := b.oma.Do(http.MethodPost, "/api/v1/plans/cut/cutover", map[string]any{"vms": []string{b.ids["quiet"], "vm-none"}}, &refused); code != http.StatusNotFound || refused.Field != "vms[1]" {
+		t.Errorf("plan cutover with an unknown VM = %d naming %q, want 404 naming vms[1]", code, refused.Field)
+	}
+	if code := b.oma.Do(http.MethodGet, "/api/v1/vms/"+b.ids["quiet"]+"/cutover", nil, nil); code != http.StatusNotFound {
+		t.Errorf("a refused plan cutover started quiet's: GET = %d", code)
+	}
+	// when: at waits for its time, then cuts over.
+	at := time.Now().Add(3 * time.Second).UTC()
+	if code, c := b.cutover("win", map[string]any{"when": "at", "at": at, "convert": false, "boot_check": false, "power_off": "hard"}); code != http.StatusAccepted || c.State != events.CutoverScheduled {
+		t.Fatalf("cutover at %s = %d, %s: %s", at, code, c.State, c.Detail)
+	}
+	if c := b.await("win"); c.State != events.CutoverCutOver || c.PowerMethod != events.PowerMethodHard {
+		t.Fatalf("the scheduled cutover: %s (%s), method %s", c.State, c.Error, c.PowerMethod)
+	} else if c.DownSince == nil || c.DownSince.Before(at) {
+		t.Errorf("the scheduled cutover powered the source off at %v, before its time %s", c.DownSince, at)
 	}
 
 	// A kernel panic fails the boot check with the console's reason.
