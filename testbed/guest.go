@@ -22,6 +22,9 @@ const (
 	GuestBoots = "boots"
 	// GuestPanics gets as far as its kernel, whose init exits: a panic.
 	GuestPanics = "panics"
+	// GuestEFI boots as GuestBoots does, under UEFI firmware (OVMF): GPT,
+	// GRUB's EFI image in an EFI system partition.
+	GuestEFI = "efi"
 )
 
 // BusyboxGuest returns a small disk image (raw, 64 MiB, about 19 MB
@@ -47,8 +50,11 @@ func BusyboxGuest(tb testing.TB, kind string) string {
 	return cachedGuest(tb, "busybox-"+kind, []string{"busybox-disk.sh", "grub-embed.sh"}, fmt.Sprint(kernels, kind), func(here, out string) *exec.Cmd {
 		cmd := exec.Command(filepath.Join(here, "busybox-disk.sh"), out)
 		cmd.Env = append(os.Environ(), "BUSYBOX="+bb)
-		if kind == GuestPanics {
+		switch kind {
+		case GuestPanics:
 			cmd.Env = append(cmd.Env, "GUEST_PANIC=1")
+		case GuestEFI:
+			cmd.Env = append(cmd.Env, "GUEST_EFI=1")
 		}
 		return cmd
 	})

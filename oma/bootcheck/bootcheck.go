@@ -73,6 +73,9 @@ type Config struct {
 	Timeout time.Duration
 	// Prompt is what a booted guest prints; nil means DefaultPrompt.
 	Prompt *regexp.Regexp
+	// Firmware is bios ("") or efi: UEFI guests boot with OVMF (Debian's
+	// ovmf package), from a copy of its variable store.
+	Firmware string
 	// Screendump, when set, is where a PNG of the guest's screen is
 	// written when the check times out: what a guest without a serial
 	// console showed. The guest then gets a VGA display.
@@ -124,6 +127,18 @@ func Run(ctx context.Context, cfg Config, disks []Disk) (Result, error) {
 		}
 		args = append(args, da...)
 	}
+	switch cfg.Firmware {
+	case "", "bios":
+	case "efi":
+		fw, err := ovmfArgs()
+		if err != nil {
+			return Result{}, err
+		}
+		defer os.Remove(fw.vars)
+		args = append(args, fw.args...)
+	default:
+		return Result{}, fmt.Errorf("boot check: firmware %q is not bios or efi", cfg.Firmware)
+	}
 	var qmp string
 	if cfg.Screendump != "" {
 		dir, err := os.MkdirTemp("", "bootcheck-qmp-")
@@ -137,6 +152,50 @@ func Run(ctx context.Context, cfg Config, disks []Disk) (Result, error) {
 	res, err := boot(ctx, cfg.Qemu, args, cfg.Timeout, cfg.Prompt, qmp, cfg.Screendump)
 	res.Accel = cfg.Accel
 	return res, err
+}
+
+// OVMF's firmware and the template of its variable store, as Debian's
+// ovmf package installs them (the 4 MiB builds first).
+var ovmfFiles = [][2]string{
+	{"/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"},
+	{"/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"},
+}
+
+// ovmf is qemu's arguments for a UEFI boot, and the copy of the variable
+// store they use, to remove after the boot.
+type ovmf struct {
+	args []string
+	vars string
+}
+
+// ovmfArgs makes the arguments that boot a guest with OVMF, its variables
+// in a fresh copy of the template.
+func ovmfArgs() (ovmf, error) {
+	for _, f := range ovmfFiles {
+		if _, err := os.Stat(f[0]); err != nil {
+			continue
+		}
+		tmpl, err := os.ReadFile(f[1])
+		if err != nil {
+			return ovmf{}, fmt.Errorf("boot check: OVMF variables: %w", err)
+		}
+		vars, err := os.CreateTemp("", "bootcheck-vars-*.fd")
+		if err != nil {
+			return ovmf{}, fmt.Errorf("boot check: %w", err)
+		}
+		_, err = vars.Write(tmpl)
+		if cerr := vars.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			os.Remove(vars.Name())
+			return ovmf{}, fmt.Errorf("boot check: OVMF variables: %w", err)
+		}
+		return ovmf{vars: vars.Name(), args: []string{
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + f[0],
+			"-drive", "if=pflash,format=raw,unit=1,file=" + vars.Name()}}, nil
+	}
+	return ovmf{}, fmt.Errorf("boot check: a UEFI guest needs OVMF (Debian's ovmf package: %s)", ovmfFiles[0][0])
 }
 
 // withDefaults fills cfg's zero fields.

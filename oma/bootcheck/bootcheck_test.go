@@ -16,13 +16,15 @@ import (
 
 // TestBootChecks boots real disks under TCG, through their own MBR, GRUB,
 // kernel and initramfs: a guest that gets to its login prompt passes, on
-// every bus; one whose kernel panics fails with the panic and the last
+// every bus, and under UEFI (OVMF) for a UEFI disk, which BIOS cannot
+// boot; one whose kernel panics fails with the panic and the last
 // console lines; one that never shows the prompt asked for fails at the
 // timeout.
 func TestBootChecks(t *testing.T) {
 	testkit.Long(t)
 	boots := testbed.BusyboxGuest(t, testbed.GuestBoots)
 	panics := testbed.BusyboxGuest(t, testbed.GuestPanics)
+	efi := testbed.BusyboxGuest(t, testbed.GuestEFI)
 	tests := []struct {
 		name   string
 		cfg    bootcheck.Config
@@ -33,6 +35,8 @@ func TestBootChecks(t *testing.T) {
 		{"login prompt on virtio", bootcheck.Config{}, bootcheck.Disk{Path: boots}, true, ""},
 		{"login prompt on sata", bootcheck.Config{}, bootcheck.Disk{Path: boots, Bus: "sata"}, true, ""},
 		{"kernel panic", bootcheck.Config{}, bootcheck.Disk{Path: panics}, false, `the console showed "Kernel panic"`},
+		{"UEFI guest under OVMF", bootcheck.Config{Firmware: "efi"}, bootcheck.Disk{Path: efi}, true, ""},
+		{"UEFI guest without UEFI firmware", bootcheck.Config{Timeout: 20 * time.Second}, bootcheck.Disk{Path: efi}, false, "no prompt within 20s"},
 		{"another prompt never shows", bootcheck.Config{Prompt: regexp.MustCompile(`never-printed`), Timeout: 3 * time.Second},
 			bootcheck.Disk{Path: boots}, false, "no prompt within 3s"},
 	}

@@ -523,8 +523,10 @@ func TestCutoverBusyboxGuest(t *testing.T) {
 func TestCutoverStopsWithReasons(t *testing.T) {
 	testkit.Long(t)
 	img := testbed.BusyboxGuest(t, testbed.GuestPanics)
+	efi := testbed.BusyboxGuest(t, testbed.GuestEFI)
 	b := newBed(t, []vcsim.VM{
 		{Name: "bbpanic", Disks: []int64{guestDisk}, CBT: true, On: true, Image: img},
+		{Name: "bbefi", Disks: []int64{guestDisk}, CBT: true, On: true, Image: efi, Firmware: "efi"},
 		{Name: "hung", Disks: []int64{16 << 20}, CBT: true, On: true},
 		{Name: "quiet", Disks: []int64{16 << 20}, CBT: true, On: true},
 		{Name: "busy", Disks: []int64{32 << 20}, CBT: true, On: true},
@@ -553,6 +555,11 @@ func TestCutoverStopsWithReasons(t *testing.T) {
 		t.Errorf("the scheduled cutover powered the source off at %v, before its time %s", c.DownSince, at)
 	}
 
+	// A UEFI guest boots its check under UEFI firmware.
+	if code, c := b.cutover("bbefi", map[string]any{"convert": false}); code != http.StatusAccepted {
+		t.Fatalf("cutover of bbefi = %d: %s", code, c.Detail)
+	}
+
 	// A kernel panic fails the boot check with the console's reason.
 	jobs := b.jobCount("bbpanic")
 	if code, c := b.cutover("bbpanic", map[string]any{"convert": false}); code != http.StatusAccepted {
@@ -570,6 +577,10 @@ func TestCutoverStopsWithReasons(t *testing.T) {
 	}
 	if n := b.jobCount("bbpanic"); n != jobs+1 {
 		t.Errorf("bbpanic has %d jobs after a cutover and a retry, want %d: one final sync", n, jobs+1)
+	}
+
+	if c := b.await("bbefi"); c.State != events.CutoverCutOver || c.Boot == nil || !c.Boot.Passed {
+		t.Errorf("the UEFI guest's cutover: %s (%s), boot %+v", c.State, c.Error, c.Boot)
 	}
 
 	// A guest that ignores its shutdown.

@@ -227,7 +227,7 @@ func (m *Manager) bootCheck(ctx context.Context, c store.Cutover) error {
 		disks = append(disks, bootcheck.Disk{Path: d.Path, Format: d.Format, Bus: bus})
 	}
 	cfg := bootcheck.Config{Qemu: m.cfg.Qemu, Accel: m.accel(), MemoryMiB: min(max(vm.MemoryMB, 256), 2048), Timeout: m.cfg.BootTimeout,
-		Screendump: filepath.Join(c.Dir, "screen.png")}
+		Screendump: filepath.Join(c.Dir, "screen.png"), Firmware: vm.Firmware}
 	if c.Options.BootPrompt != "" {
 		cfg.Prompt = regexp.MustCompile(c.Options.BootPrompt) // checked by options
 	}

@@ -5,8 +5,9 @@
 # a busybox root with a getty on ttyS0 ("bbguest login:"). virt-v2v cannot
 # convert it (no package database): it is for the copy and boot paths.
 # BUSYBOX names a static busybox. GUEST_PANIC=1 makes a disk whose
-# initramfs exits: the kernel panics ("Attempted to kill init"). From
-# ../shared/GUESTS.md.
+# initramfs exits: the kernel panics ("Attempted to kill init"). GUEST_EFI=1
+# makes a UEFI disk: GPT, an EFI system partition with GRUB's EFI image, for
+# OVMF. From ../shared/GUESTS.md.
 set -euo pipefail
 out=$1 size=${2:-64}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -64,6 +65,20 @@ initrd /boot/initrd.img
 boot
 G
 rm -f "$out"; truncate -s "${size}M" "$out"
+if [ "${GUEST_EFI:-}" = 1 ]; then
+  # UEFI: GPT, a 16 MiB EFI system partition holding GRUB as EFI/BOOT/BOOTX64.EFI
+  # (the removable-media path firmware boots without a boot entry), the root after it.
+  mkdir -p "$r/boot/grub/x86_64-efi"
+  cp /usr/lib/grub/x86_64-efi/*.mod /usr/lib/grub/x86_64-efi/*.lst "$r/boot/grub/x86_64-efi/"
+  printf 'label: gpt\nstart=2048, size=32768, type=U\nstart=34816, size=%d, type=L\n' $(( (size-18)*2048 )) | sfdisk -q "$out"
+  mke2fs -q -F -t ext4 -U "$uuid" -L root -d "$r" -E offset=$((34816*512)) "$out" $((size-18))M
+  grub-mkimage -O x86_64-efi -o "$w/BOOTX64.EFI" -p '(hd0,gpt2)/boot/grub' part_gpt ext2 search search_fs_uuid serial
+  mkfs.vfat -C "$w/esp.img" 16384 >/dev/null
+  mmd -i "$w/esp.img" ::/EFI ::/EFI/BOOT
+  mcopy -i "$w/esp.img" "$w/BOOTX64.EFI" ::/EFI/BOOT/BOOTX64.EFI
+  dd if="$w/esp.img" of="$out" bs=512 seek=2048 conv=notrunc status=none
+  exit 0
+fi
 printf 'label: dos\nstart=2048, type=83, bootable\n' | sfdisk -q "$out"
 mke2fs -q -F -t ext4 -U "$uuid" -L root -d "$r" -E offset=1048576 "$out" $((size-1))M
 "$here/grub-embed.sh" "$out" '(hd0,msdos1)/boot/grub'

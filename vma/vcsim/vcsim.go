@@ -122,6 +122,8 @@ type VM struct {
 	// GuestID is its guest OS as vSphere names it (config.guestId); ""
 	// means otherLinux64Guest.
 	GuestID string
+	// Firmware is bios ("") or efi.
+	Firmware string
 	// Image, if set, is a raw disk image (such as a test guest that
 	// boots) whose bytes become its first disk's content, in place of
 	// Config.DiskData's; the disk must be at least as large.
@@ -335,6 +337,9 @@ func populate(ctx context.Context, c *vim25.Client, cfg Config) (string, error) 
 			hwVersion: x.HardwareVersion, snapshots: x.Snapshots, image: x.Image}
 		if x.GuestID != "" {
 			s.guest = x.GuestID
+		}
+		if x.Firmware != "" {
+			s.firmware = x.Firmware
 		}
 		if s.independent, err = diskIndexes(x.IndependentDisks, len(x.Disks)); err != nil {
 			return "", fmt.Errorf("VM %s: IndependentDisks: %w", x.Name, err)
