@@ -60,6 +60,10 @@ type PowerCommand struct {
 	TimeoutSeconds int    `json:"timeout_seconds,omitempty"`
 	CAPEM          string `json:"ca_pem,omitempty"`
 	Thumbprint     string `json:"thumbprint,omitempty"`
+	// NotAfter is when the command goes stale: a VMA that gets it later
+	// (it was disconnected meanwhile, and the OMA gave up waiting) refuses
+	// it, so that a source is never powered off long after its cutover.
+	NotAfter time.Time `json:"not_after"`
 }
 
 // EventType implements Payload.

@@ -694,3 +694,32 @@ func TestCutoverStopsWithReasons(t *testing.T) {
 		}
 	}
 }
+
+// TestPowerCommandGoesStale: a power-off whose VMA is gone past the
+// command's deadline fails the cutover with the reason, and the VMA, back,
+// refuses the stale command: the source stays on; the cutover rolls back.
+func TestPowerCommandGoesStale(t *testing.T) {
+	testkit.Long(t)
+	b := newBedWith(t, []vcsim.VM{{Name: "away", Disks: []int64{16 << 20}, CBT: true, On: true}}, func(c *appliance.Config) {
+		c.Cutover.PowerSlack = 2 * time.Second
+	})
+	b.vma.Stop()
+	if code, c := b.cutover("away", map[string]any{"power_off": "hard", "shutdown_timeout_seconds": 1}); code != http.StatusAccepted {
+		t.Fatalf("cutover = %d: %s", code, c.Detail)
+	}
+	c := b.await("away")
+	if c.State != events.CutoverFailed || c.FailedStep != events.CutoverPoweringOff || !strings.Contains(c.Error, "did not report power command") {
+		t.Fatalf("cutover with its VMA gone: %s at %s: %s", c.State, c.FailedStep, c.Error)
+	}
+	b.vma.Start()
+	b.waitFor("the VMA's refusal of the stale command", func() bool { return strings.Contains(b.vma.Logs.String(), "after its deadline") })
+	if p := b.power("away"); p != events.PowerStateOn {
+		t.Fatalf("the source is %s: the VMA carried out a stale power-off", p)
+	}
+	if code := b.oma.Do(http.MethodPost, "/api/v1/vms/"+b.ids["away"]+"/cutover/rollback", nil, &c); code != http.StatusAccepted {
+		t.Fatalf("rollback = %d: %s", code, c.Detail)
+	}
+	if c = b.await("away"); c.State != events.CutoverRolledBack {
+		t.Fatalf("rollback: %s (%s)", c.State, c.Error)
+	}
+}

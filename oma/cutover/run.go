@@ -288,7 +288,8 @@ func (m *Manager) poweringOff(ctx context.Context, c store.Cutover) error {
 			return err
 		}
 		cmd := &events.PowerCommand{RequestID: c.ID + "-off", VMAID: c.VMAID, VCenter: cred.VCenter, Username: cred.Username, Password: sealed,
-			VM: c.VM, Action: events.PowerOff, Mode: c.Options.PowerOff, TimeoutSeconds: c.Options.ShutdownTimeout, CAPEM: cred.CAPEM, Thumbprint: cred.Thumbprint}
+			VM: c.VM, Action: events.PowerOff, Mode: c.Options.PowerOff, TimeoutSeconds: c.Options.ShutdownTimeout, CAPEM: cred.CAPEM, Thumbprint: cred.Thumbprint,
+			NotAfter: m.cfg.Now().Add(m.cfg.PowerSlack).UTC()}
 		err = m.advance(c, func(tx *bbolt.Tx, cur *store.Cutover) error {
 			if err := m.sendPower(tx, *cur, cmd); err != nil {
 				return err
@@ -333,7 +334,8 @@ func (m *Manager) sendPower(tx *bbolt.Tx, c store.Cutover, cmd *events.PowerComm
 }
 
 // awaitPower waits for the report of c's power request, at most timeout
-// plus Config.PowerSlack after it was sent.
+// plus Config.PowerSlack after it was sent: a VMA refuses the command
+// after PowerSlack (its NotAfter), and acts within timeout.
 func (m *Manager) awaitPower(ctx context.Context, c store.Cutover, timeout time.Duration) (*events.PowerReport, error) {
 	for {
 		var req store.PowerRequest
@@ -349,7 +351,7 @@ func (m *Manager) awaitPower(ctx context.Context, c store.Cutover, timeout time.
 			return req.Report, nil
 		}
 		if m.cfg.Now().Sub(req.SentAt) > timeout+m.cfg.PowerSlack {
-			return nil, fmt.Errorf("VMA %s did not report power command %s within %s: is it connected? (roll back, or cut over again once it is)", c.VMAID, c.PowerRequest, timeout+m.cfg.PowerSlack)
+			return nil, &staleError{fmt.Sprintf("VMA %s did not report power command %s within %s: is it connected? (roll back, or cut over again once it is; the VMA refuses the command from now on)", c.VMAID, c.PowerRequest, timeout+m.cfg.PowerSlack)}
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -357,6 +359,11 @@ func (m *Manager) awaitPower(ctx context.Context, c store.Cutover, timeout time.
 		m.wait(ctx)
 	}
 }
+
+// staleError says a power command was never reported in time.
+type staleError struct{ msg string }
+
+func (e *staleError) Error() string { return e.msg }
 
 // finalSync runs the last incremental sync, verified, with the source
 // off; its job removes its snapshot as it ends.
@@ -389,9 +396,15 @@ func (m *Manager) finalSync(ctx context.Context, c store.Cutover) error {
 func (m *Manager) rollingBack(ctx context.Context, c store.Cutover) error {
 	if c.PowerRequest == c.ID+"-off" {
 		// Rolled back while the power-off was under way: its report says
-		// what to restore.
+		// what to restore. One that never came (the VMA was gone past the
+		// command's deadline, after which it refuses it) did nothing.
 		rep, err := m.awaitPower(ctx, c, time.Duration(c.Options.ShutdownTimeout)*time.Second)
-		if err != nil {
+		var stale *staleError
+		switch {
+		case errors.As(err, &stale):
+			m.log.Warn("rollback: the power-off was never reported; the VMA refuses it from now on", "cutover", c.ID, "err", err)
+			rep = &events.PowerReport{}
+		case err != nil:
 			return err
 		}
 		if err := m.advance(c, func(tx *bbolt.Tx, cur *store.Cutover) error {
@@ -413,7 +426,7 @@ func (m *Manager) rollingBack(ctx context.Context, c store.Cutover) error {
 				return err
 			}
 			cmd := &events.PowerCommand{RequestID: c.ID + "-on", VMAID: c.VMAID, VCenter: cred.VCenter, Username: cred.Username, Password: sealed,
-				VM: c.VM, Action: events.PowerOn, CAPEM: cred.CAPEM, Thumbprint: cred.Thumbprint}
+				VM: c.VM, Action: events.PowerOn, CAPEM: cred.CAPEM, Thumbprint: cred.Thumbprint, NotAfter: m.cfg.Now().Add(m.cfg.PowerSlack).UTC()}
 			if err := m.advance(c, func(tx *bbolt.Tx, cur *store.Cutover) error {
 				if _, err := store.GetPowerRequest(tx, cmd.RequestID); err == nil {
 					return fault.Errorf(fault.Conflict, "", "power command %s was sent already", cmd.RequestID)

@@ -43,7 +43,13 @@ func (r *Runner) power(ctx context.Context, c *events.PowerCommand) {
 	start := r.cfg.Now()
 	rep := &events.PowerReport{RequestID: c.RequestID, VMAID: r.cfg.Identity.ID, VMID: c.VM.ID, Action: c.Action}
 	log := r.log.With("request", c.RequestID, "vm", c.VM.Path, "action", c.Action, "mode", c.Mode)
-	err := r.powerVM(ctx, c, rep)
+	var err error
+	if now := r.cfg.Now(); now.After(c.NotAfter) {
+		err = fmt.Errorf("%w: the command arrived at %s, after its deadline %s: the OMA no longer waits for it", errInvalid,
+			now.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339))
+	} else {
+		err = r.powerVM(ctx, c, rep)
+	}
 	rep.Seconds = r.cfg.Now().Sub(start).Seconds()
 	rep.DoneAt = r.cfg.Now().UTC()
 	if err != nil {
