@@ -119,6 +119,7 @@ type Manager struct {
 	cancels map[string]context.CancelFunc
 	wg      sync.WaitGroup
 	runCtx  context.Context
+	stopped bool // Run has ended
 	kick    chan struct{}
 	// heavy runs one conversion or boot check at a time: under TCG each
 	// takes a core, and two would double each other's downtime.

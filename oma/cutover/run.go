@@ -48,6 +48,9 @@ func (m *Manager) Run(ctx context.Context) error {
 		}
 	}
 	<-ctx.Done()
+	m.mu.Lock()
+	m.stopped = true // no driver starts after this
+	m.mu.Unlock()
 	m.wg.Wait()
 	return nil
 }
@@ -57,8 +60,8 @@ func (m *Manager) Run(ctx context.Context) error {
 func (m *Manager) drive(key string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.runCtx == nil {
-		return // Run picks it up
+	if m.runCtx == nil || m.stopped {
+		return // Run picks it up (when the OMA runs again)
 	}
 	if m.driving[key] {
 		m.again[key] = true
