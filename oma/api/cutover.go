@@ -185,9 +185,17 @@ func (a *API) planCutoverAction(rollback bool) func(http.ResponseWriter, *http.R
 	}
 }
 
-// withPredictions adds each VM's predicted cutover downtime to a plan's view.
+// withPredictions adds each VM's predicted cutover downtime to a plan's
+// view, and the measured one next to it once it is cut over.
 func (a *API) withPredictions(v *plans.View) {
 	for i, vm := range v.VMs {
+		if vm.Cutover != "" {
+			c, err := a.ctl.Cutovers().Get(inventory.Ref{VMID: vm.ID, VMAID: vm.VMAID})
+			if err == nil && c.Measured.Total > 0 {
+				secs := c.Measured.Total
+				v.VMs[i].MeasuredDowntimeSeconds = &secs
+			}
+		}
 		if vm.LastSync == nil {
 			continue
 		}

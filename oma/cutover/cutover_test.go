@@ -598,6 +598,7 @@ func TestCutoverStopsWithReasons(t *testing.T) {
 			ID        string   `json:"id"`
 			Cutover   string   `json:"cutover"`
 			Predicted *float64 `json:"predicted_downtime_seconds"`
+			Measured  *float64 `json:"measured_downtime_seconds"`
 		} `json:"vms"`
 	}
 	pool := filepath.Join(t.TempDir(), "primary")
@@ -632,8 +633,8 @@ func TestCutoverStopsWithReasons(t *testing.T) {
 	// The plan predicts every synced VM's downtime.
 	b.oma.Do(http.MethodGet, "/api/v1/plans/cut", nil, &p)
 	for _, vm := range p.VMs {
-		if vm.ID == b.ids["hung"] && vm.Cutover != events.CutoverCommitted {
-			t.Errorf("the plan shows hung's cutover as %q, want committed", vm.Cutover)
+		if vm.ID == b.ids["hung"] && (vm.Cutover != events.CutoverCommitted || vm.Measured == nil || *vm.Measured <= 0) {
+			t.Errorf("the plan shows hung's cutover as %q, measured %v; want committed, with its downtime", vm.Cutover, vm.Measured)
 		}
 		if vm.ID == b.ids["quiet"] && (vm.Predicted == nil || *vm.Predicted <= 0) {
 			t.Errorf("the plan predicts no downtime for quiet: %v", vm.Predicted)

@@ -82,6 +82,9 @@ type VMView struct {
 	// PredictedDowntimeSeconds is its cutover's downtime as predicted now
 	// (see cutover.Predict), updated after every sync.
 	PredictedDowntimeSeconds *float64 `json:"predicted_downtime_seconds,omitempty"`
+	// MeasuredDowntimeSeconds is its cutover's downtime as measured, once
+	// it is cut over.
+	MeasuredDowntimeSeconds *float64 `json:"measured_downtime_seconds,omitempty"`
 }
 
 // Get returns the plan named name; a NotFound fault when there is none.
