@@ -366,6 +366,7 @@ func (m *Manager) awaitPower(ctx context.Context, c store.Cutover, timeout time.
 // staleError says a power command was never reported in time.
 type staleError struct{ msg string }
 
+// Error implements error.
 func (e *staleError) Error() string { return e.msg }
 
 // finalSync runs the last incremental sync, verified, with the source
