@@ -56,6 +56,9 @@ type Config struct {
 	// VMAPorts, when set, says which VMAs' API ports the OMA cannot hold
 	// (*tunnels.Proxy): health is then degraded.
 	VMAPorts interface{ Unheld() map[string]string }
+	// Metrics, when set, serves GET /metrics (Prometheus's text format)
+	// to a token of scope read.
+	Metrics http.Handler
 }
 
 // Validate reports a configuration Serve would refuse.
@@ -156,6 +159,9 @@ func (a *API) Handler() http.Handler {
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusMethodNotAllowed, "", r.Method+" is not allowed on "+r.URL.Path)
 	})
+	if a.cfg.Metrics != nil {
+		r.Handle("/metrics", a.auth(a.need(tokens.Read, a.cfg.Metrics))).Methods(http.MethodGet)
+	}
 	v1 := r.PathPrefix("/api/v1").Subrouter()
 	v1.Handle("/health", a.handle(a.health)).Methods(http.MethodGet)
 

@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.etcd.io/bbolt"
 
 	"github.com/godwit/godwit/bus"
@@ -31,10 +32,12 @@ import (
 	"github.com/godwit/godwit/oma/cutover"
 	"github.com/godwit/godwit/oma/exports"
 	"github.com/godwit/godwit/oma/jobs"
+	"github.com/godwit/godwit/oma/metrics"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/tokens"
 	"github.com/godwit/godwit/oma/tunnels"
 	"github.com/godwit/godwit/oma/vmas"
+	"github.com/godwit/godwit/version"
 	"github.com/godwit/godwit/vma/copier"
 )
 
@@ -421,6 +424,10 @@ func (o *OMA) Run(ctx context.Context) error {
 	apiErr := make(chan error, 1)
 	apiCfg := cfg.API
 	apiCfg.VMAPorts = vmaPorts
+	if apiCfg.Metrics == nil {
+		reg := metrics.Registry(metrics.New(st, metrics.Config{Version: version.String(), HeartbeatTimeout: cfg.HeartbeatTimeout}))
+		apiCfg.Metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)})
+	}
 	go func() { apiErr <- api.New(ctl, st, srv, apiCfg).Serve(apiCtx, l) }()
 
 	log.Info("oma ready", "api", l.Addr().String(), "nats", srv.ClientURL(),

@@ -1,0 +1,168 @@
+package metrics_test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/testbed"
+	"github.com/godwit/godwit/testkit"
+	vmaappliance "github.com/godwit/godwit/vma/appliance"
+	"github.com/godwit/godwit/vma/copier"
+	"github.com/godwit/godwit/vma/vcsim"
+)
+
+// scrape returns GET /metrics's samples by their line's name and labels,
+// as Prometheus's text format writes them (labels sorted by name).
+func scrape(t *testing.T, o *testbed.OMA, token string) (int, map[string]float64) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, o.URL+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	if resp.StatusCode != http.StatusOK {
+		return resp.StatusCode, out
+	}
+	sc := bufio.NewScanner(io.LimitReader(resp.Body, 16<<20))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			t.Fatalf("sample %q: %v", line, err)
+		}
+		out[line[:i]] = v
+	}
+	return resp.StatusCode, out
+}
+
+// TestMetricsFollowAJob scrapes the OMA during a real job (OMA, VMA,
+// simulator, nbdkit) and after it, and checks the figures against the job
+// as the API shows it; then again after an OMA restart, which must not
+// reset them.
+func TestMetricsFollowAJob(t *testing.T) {
+	testkit.Long(t)
+	sim := testbed.StartSim(t, vcsim.Config{VMs: 1, DiskData: 4 << 20})
+	o := testbed.StartOMA(t, testbed.OMAConfig{Ports: 4})
+	crawl := copier.NewLimiter(256<<10, nil)
+	testbed.StartVMA(t, o, testbed.VMAConfig{VCenterCAFile: sim.CAFile, Configure: func(c *vmaappliance.Config) { c.Copy.Limiter = crawl }})
+	if code, _ := scrape(t, o, ""); code != http.StatusUnauthorized {
+		t.Fatalf("GET /metrics without a token = %d, want 401", code)
+	}
+	vms := o.Discover(map[string]any{"vcenter": sim.Host, "username": sim.Username, "password": sim.Password})
+	var vm events.VM
+	for _, v := range vms {
+		if len(v.Disks) > 0 && !strings.HasPrefix(v.Name, "wide") {
+			vm = v
+			break
+		}
+	}
+	var job struct {
+		JobID        string `json:"job_id"`
+		State        string `json:"state"`
+		BytesWritten int64  `json:"bytes_written"`
+		Detail       string `json:"detail"`
+	}
+	if code := o.Do(http.MethodPost, "/api/v1/replications", map[string]any{"source_vm": map[string]any{"id": vm.ID}, "replication_type": "initial"}, &job); code != http.StatusCreated {
+		t.Fatalf("create = %d: %s", code, job.Detail)
+	}
+	if code := o.Do(http.MethodPost, "/api/v1/replications/"+job.JobID+"/start", map[string]any{"username": sim.Username, "password": sim.Password}, &job); code != http.StatusAccepted {
+		t.Fatalf("start = %d: %s", code, job.Detail)
+	}
+	bytesKey := fmt.Sprintf(`godwit_copy_bytes_total{kind="initial",vma="vma-1"}`)
+	var last string
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("last seen during the copy: %s", last)
+		}
+	})
+	// During the copy: one job copying, its bytes as far as the OMA knows them.
+	testkit.Eventually(t, "a scrape during the copy", func() bool {
+		_, m := scrape(t, o, o.Token)
+		o.Do(http.MethodGet, "/api/v1/replications/"+job.JobID, nil, &job)
+		if last == "" || !strings.HasPrefix(last, "job "+job.State) {
+			t.Logf("%s job %s, %d bytes; metrics: copying %v, bytes %v", time.Now().Format("15:04:05.000"), job.State, job.BytesWritten, m[`godwit_jobs{state="copying"}`], m[bytesKey])
+		}
+		last = fmt.Sprintf("job %s, %d bytes; metrics: copying %v, bytes %v", job.State, job.BytesWritten, m[`godwit_jobs{state="copying"}`], m[bytesKey])
+		return job.State == events.JobCopying && m[`godwit_jobs{state="copying"}`] == 1 && m[bytesKey] > 0
+	})
+	t.Logf("during the copy: %s", last)
+	crawl.SetRate(0)
+	testkit.Eventually(t, "the job completed", func() bool {
+		o.Do(http.MethodGet, "/api/v1/replications/"+job.JobID, nil, &job)
+		return job.State == events.JobCompleted
+	})
+	check := func(when string) {
+		t.Helper()
+		code, m := scrape(t, o, o.Token)
+		if code != http.StatusOK {
+			t.Fatalf("%s: GET /metrics = %d", when, code)
+		}
+		want := map[string]float64{
+			bytesKey:                                                           float64(job.BytesWritten),
+			`godwit_jobs{state="completed"}`:                                   1,
+			`godwit_jobs{state="copying"}`:                                     0,
+			`godwit_jobs_finished_total{result="completed"}`:                   1,
+			`godwit_jobs_finished_total{result="failed"}`:                      0,
+			`godwit_job_duration_seconds_count{kind="initial"}`:                1,
+			`godwit_job_duration_seconds_count{kind="incremental"}`:            0,
+			`godwit_vma_connected{vma="vma-1"}`:                                1,
+			`godwit_bandwidth_limit_bytes_per_second{name="",object="global"}`: 0,
+		}
+		for k, v := range want {
+			if got, ok := m[k]; !ok || got != v {
+				t.Errorf("%s: %s = %v (present %v), want %v", when, k, got, ok, v)
+			}
+		}
+		if m[`godwit_job_duration_seconds_sum{kind="initial"}`] <= 0 {
+			t.Errorf("%s: the job's duration is not summed", when)
+		}
+		if m[`godwit_build_info{goversion="`+runtimeVersion(m)+`",version="`+versionOf(m)+`"}`] != 1 {
+			t.Errorf("%s: no godwit_build_info", when)
+		}
+	}
+	if job.BytesWritten < 4<<20 {
+		t.Fatalf("the job wrote %d bytes, want at least the disks' 4 MiB", job.BytesWritten)
+	}
+	check("after the job")
+	o.Restart()
+	check("after an OMA restart")
+}
+
+// runtimeVersion and versionOf find godwit_build_info's labels in m.
+func runtimeVersion(m map[string]float64) string { return label(m, "godwit_build_info{", "goversion") }
+func versionOf(m map[string]float64) string      { return label(m, "godwit_build_info{", "version") }
+
+func label(m map[string]float64, prefix, name string) string {
+	for k := range m {
+		if !strings.HasPrefix(k, prefix) {
+			continue
+		}
+		i := strings.Index(k, name+`="`)
+		if i < 0 || (i > 0 && k[i-1] != '{' && k[i-1] != ',') {
+			continue
+		}
+		rest := k[i+len(name)+2:]
+		return rest[:strings.IndexByte(rest, '"')]
+	}
+	return ""
+}
