@@ -54,7 +54,7 @@ func New(st *store.Store, cfg Config) *Collector {
 		cfg.Now = time.Now
 	}
 	return &Collector{cfg: cfg, st: st,
-		copyBytes:    prometheus.NewDesc("godwit_copy_bytes_total", "Bytes the VMAs wrote into the OMA's exports, by VMA and job kind (initial or incremental).", []string{"vma", "kind"}, nil),
+		copyBytes:    prometheus.NewDesc("godwit_copy_bytes_total", "Bytes the VMAs copied into the OMA's exports, by VMA and job kind (initial or incremental): each job's progress while it runs.", []string{"vma", "kind"}, nil),
 		jobs:         prometheus.NewDesc("godwit_jobs", "Jobs by state.", []string{"state"}, nil),
 		finished:     prometheus.NewDesc("godwit_jobs_finished_total", "Jobs that ended, by result.", []string{"result"}, nil),
 		jobDuration:  prometheus.NewDesc("godwit_job_duration_seconds", "How long completed jobs took, from creation to completion, by kind.", []string{"kind"}, nil),
@@ -146,7 +146,7 @@ func (c *Collector) collectJobs(ch chan<- prometheus.Metric, jobs []store.Job) {
 	durations := map[string][]float64{}
 	var changed []float64
 	for _, j := range jobs {
-		bytes[vk{j.VMAID, j.ReplicationType}] += float64(j.BytesWritten)
+		bytes[vk{j.VMAID, j.ReplicationType}] += float64(copied(j))
 		states[j.State]++
 		if j.State == events.JobCompleted && j.FinishedAt != nil {
 			durations[j.ReplicationType] = append(durations[j.ReplicationType], j.FinishedAt.Sub(j.CreatedAt).Seconds())
@@ -169,6 +169,11 @@ func (c *Collector) collectJobs(ch chan<- prometheus.Metric, jobs []store.Job) {
 	}
 	ch <- histogram(c.syncBytes, bytesBuckets, changed)
 }
+
+// copied is what job j has written: its progress while it runs, what its
+// VMA reported at its end, whichever is more, so that the counter never
+// goes back as a job ends.
+func copied(j store.Job) int64 { return max(j.BytesDone, j.BytesWritten) }
 
 // collectCutovers sends the cutovers' figures.
 func (c *Collector) collectCutovers(ch chan<- prometheus.Metric, cuts []store.Cutover) {
