@@ -66,7 +66,7 @@ func TestVMAFailover(t *testing.T) {
 		checkpoint = 200 * time.Millisecond
 		request    = 64 << 10
 	)
-	b, v2 := twoVMAs(t, rate, checkpoint, request, 200*time.Millisecond)
+	b, v2 := twoVMAs(t, rate, checkpoint, request, 200*time.Millisecond, 5*time.Second)
 	create := func(name, vma string) movedJob { t.Helper(); return createOn(t, b, name, vma) }
 	get := func(id string) movedJob { t.Helper(); return getAs[movedJob](t, b, id) }
 	running := create(threeDisks, "vma-1")
@@ -238,9 +238,9 @@ func TestVMAFailover(t *testing.T) {
 }
 
 // twoVMAs starts a bed whose vma-1 copies at rate (one job at a time) and
-// a second VMA, vma-2, that found the same VMs; heartbeats every beat,
-// gone after 5 s, taken over 2 s later.
-func twoVMAs(t *testing.T, rate int64, checkpoint time.Duration, request int, beat time.Duration) (*bed, *testbed.VMA) {
+// a second VMA, vma-2, that found the same VMs; heartbeats every beat, a
+// VMA gone after timeout without one, its running jobs taken over 2 s later.
+func twoVMAs(t *testing.T, rate int64, checkpoint time.Duration, request int, beat, timeout time.Duration) (*bed, *testbed.VMA) {
 	t.Helper()
 	beats := func(c *appliance.Config) {
 		c.Heartbeat = beat
@@ -250,7 +250,7 @@ func twoVMAs(t *testing.T, rate int64, checkpoint time.Duration, request int, be
 	b := newBed(t, bedConfig{
 		ports: 8,
 		oma: func(c *omaappliance.Config) {
-			c.HeartbeatTimeout = 5 * time.Second // 25 beats: a busy machine does not miss so many
+			c.HeartbeatTimeout = timeout // many beats: a busy machine does not miss so many
 			c.TakeoverGrace = 2 * time.Second
 		},
 		vma: func(c *appliance.Config) {
@@ -311,7 +311,11 @@ func createOn(t *testing.T, b *bed, name, vma string) movedJob {
 // running and waiting jobs stay on it and complete.
 func TestNoMovesAfterOMARestart(t *testing.T) {
 	testkit.Long(t)
-	b, _ := twoVMAs(t, 1<<20, 200*time.Millisecond, 64<<10, 2*time.Second)
+	// A heartbeat timeout of 5 beats: with 2.5 beats (5 s), vma-1 took
+	// longer to reconnect and beat to the restarted OMA on a loaded CI
+	// machine, and one of its jobs moved after the first check, as the
+	// OMA should move it then.
+	b, _ := twoVMAs(t, 1<<20, 200*time.Millisecond, 64<<10, 2*time.Second, 10*time.Second)
 	running := createOn(t, b, threeDisks, "vma-1")
 	testkit.Eventually(t, "the copy under way", func() bool { return getAs[movedJob](t, b, running.JobID).State == events.JobCopying })
 	waiting := createOn(t, b, "gen-vm-001", "vma-1")
@@ -324,7 +328,7 @@ func TestNoMovesAfterOMARestart(t *testing.T) {
 		return j.Queue != nil && j.Queue.WaitingFor == "vma vma-1: 1 of 1 running"
 	})
 	b.o.Stop()
-	time.Sleep(8 * time.Second) // past the timeout and the grace
+	time.Sleep(13 * time.Second) // past the timeout and the grace
 	b.o.Start()
 	time.Sleep(3 * time.Second) // three failover checks
 	for _, id := range []string{running.JobID, waiting.JobID} {
