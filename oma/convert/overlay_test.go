@@ -13,7 +13,6 @@ import (
 	"github.com/godwit/godwit/testkit"
 )
 
-
 // replicaWithOverlay copies the busybox guest into a replica's volume in a
 // new directory and puts an overlay over it; it returns the three.
 func replicaWithOverlay(t *testing.T) (dir, replica, overlay string) {

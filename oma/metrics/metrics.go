@@ -31,8 +31,8 @@ type Config struct {
 
 // Buckets of the histograms.
 var (
-	durationBuckets = prometheus.ExponentialBuckets(1, 4, 10)      // 1 s to 73 h
-	bytesBuckets    = prometheus.ExponentialBuckets(1<<20, 4, 10)  // 1 MiB to 256 GiB
+	durationBuckets = prometheus.ExponentialBuckets(1, 4, 10)     // 1 s to 73 h
+	bytesBuckets    = prometheus.ExponentialBuckets(1<<20, 4, 10) // 1 MiB to 256 GiB
 	downtimeBuckets = []float64{10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200}
 )
 
