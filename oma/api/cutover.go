@@ -188,21 +188,27 @@ func (a *API) planCutoverAction(rollback bool) func(http.ResponseWriter, *http.R
 // withPredictions adds each VM's predicted cutover downtime to a plan's
 // view, and the measured one next to it once it is cut over.
 func (a *API) withPredictions(v *plans.View) {
-	for i, vm := range v.VMs {
-		if vm.Cutover != "" {
-			c, err := a.ctl.Cutovers().Get(inventory.Ref{VMID: vm.ID, VMAID: vm.VMAID})
-			if err == nil && c.Measured.Total > 0 {
-				secs := c.Measured.Total
-				v.VMs[i].MeasuredDowntimeSeconds = &secs
-			}
+	synced := map[string]events.VMRef{}
+	for _, vm := range v.VMs {
+		if vm.LastSync != nil || vm.Cutover != "" {
+			synced[vm.Replica] = events.VMRef{ID: vm.ID, Name: vm.Name, Path: vm.Path, InstanceUUID: vm.InstanceUUID}
 		}
-		if vm.LastSync == nil {
+	}
+	downs, err := a.ctl.Cutovers().DowntimesOf(synced)
+	if err != nil {
+		a.log.Warn("predict the downtimes of a plan's VMs", "plan", v.Name, "err", err)
+		return
+	}
+	for i, vm := range v.VMs {
+		d, ok := downs[vm.Replica]
+		if !ok {
 			continue
 		}
-		p, err := a.ctl.Cutovers().PredictVM(vm.Replica, events.VMRef{ID: vm.ID, Name: vm.Name, Path: vm.Path, InstanceUUID: vm.InstanceUUID})
-		if err == nil {
-			secs := p.Downtime.Total
-			v.VMs[i].PredictedDowntimeSeconds = &secs
+		if vm.LastSync != nil {
+			v.VMs[i].PredictedDowntimeSeconds = &d.Predicted
+		}
+		if vm.Cutover != "" && d.Measured > 0 {
+			v.VMs[i].MeasuredDowntimeSeconds = &d.Measured
 		}
 	}
 }

@@ -45,14 +45,15 @@ func (m *Manager) Predict(c store.Cutover) (Prediction, error) {
 	var p Prediction
 	err := m.store.View(func(tx *bbolt.Tx) error {
 		var err error
-		p, err = predict(tx, c, m.cfg.Accel == bootcheck.AccelKVM)
+		p, err = predict(tx, c, m.cfg.Accel == bootcheck.AccelKVM, nil)
 		return err
 	})
 	return p, err
 }
 
-// predict is Predict inside tx.
-func predict(tx *bbolt.Tx, c store.Cutover, kvm bool) (Prediction, error) {
+// predict is Predict inside tx. cutovers are every cutover, when the
+// caller read them already; nil reads them.
+func predict(tx *bbolt.Tx, c store.Cutover, kvm bool, cutovers []store.Cutover) (Prediction, error) {
 	p := Prediction{Basis: map[string]string{}}
 	all, err := store.JobsOf(tx, c.Key, c.VM.ID)
 	if err != nil {
@@ -82,9 +83,10 @@ func predict(tx *bbolt.Tx, c store.Cutover, kvm bool) (Prediction, error) {
 		p.Downtime.FinalSync = fixed + copySecs
 		p.Basis["final_sync"] = fmt.Sprintf("measured: the last sync's %d bytes at %.0f bytes/s, plus its %.1f s of snapshot and checks", last.BytesWritten, rate, fixed)
 	}
-	cutovers, err := store.Cutovers(tx)
-	if err != nil {
-		return p, err
+	if cutovers == nil {
+		if cutovers, err = store.Cutovers(tx); err != nil {
+			return p, err
+		}
 	}
 	// The measured cutovers, this VM's last.
 	var measured []store.Cutover
@@ -145,17 +147,38 @@ func predict(tx *bbolt.Tx, c store.Cutover, kvm bool) (Prediction, error) {
 	return p, nil
 }
 
-// PredictVM predicts the downtime of a cutover of the VM whose replica is
-// key: with its cutover's options when it has one, else the defaults.
-func (m *Manager) PredictVM(key string, vm events.VMRef) (Prediction, error) {
-	var p Prediction
+// Downtimes are a VM's cutover downtimes, in seconds: predicted now, and
+// measured once it cut over (0 before).
+type Downtimes struct {
+	Predicted, Measured float64
+}
+
+// DowntimesOf returns the Downtimes of the VMs whose replicas key vms
+// (replica key to VM), read in one transaction: a cutover's prediction
+// with its options when it has one, else with the defaults.
+func (m *Manager) DowntimesOf(vms map[string]events.VMRef) (map[string]Downtimes, error) {
+	out := make(map[string]Downtimes, len(vms))
 	err := m.store.View(func(tx *bbolt.Tx) error {
-		c, err := store.GetCutover(tx, key)
+		all, err := store.Cutovers(tx)
 		if err != nil {
-			c = store.Cutover{Key: key, VM: vm, Options: store.CutoverOptions{PowerOff: events.PowerOffGuestThenHard, Convert: true, BootCheck: true}}
+			return err
 		}
-		p, err = predict(tx, c, m.cfg.Accel == bootcheck.AccelKVM)
-		return err
+		byKey := make(map[string]store.Cutover, len(all))
+		for _, c := range all {
+			byKey[c.Key] = c
+		}
+		for key, vm := range vms {
+			c, ok := byKey[key]
+			if !ok {
+				c = store.Cutover{Key: key, VM: vm, Options: store.CutoverOptions{PowerOff: events.PowerOffGuestThenHard, Convert: true, BootCheck: true}}
+			}
+			p, err := predict(tx, c, m.cfg.Accel == bootcheck.AccelKVM, all)
+			if err != nil {
+				return err
+			}
+			out[key] = Downtimes{Predicted: p.Downtime.Total, Measured: c.Measured.Total}
+		}
+		return nil
 	})
-	return p, err
+	return out, err
 }

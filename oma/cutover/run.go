@@ -282,17 +282,10 @@ func (m *Manager) poweringOff(ctx context.Context, c store.Cutover) error {
 		if err != nil {
 			return err
 		}
-		cred, err := m.credentials(c)
+		cmd, err := m.powerCommand(c, events.PowerOff)
 		if err != nil {
 			return err
 		}
-		sealed, err := m.sealer.Seal(c.VMAID, cred.Password)
-		if err != nil {
-			return err
-		}
-		cmd := &events.PowerCommand{RequestID: c.ID + "-off", VMAID: c.VMAID, VCenter: cred.VCenter, Username: cred.Username, Password: sealed,
-			VM: c.VM, Action: events.PowerOff, Mode: c.Options.PowerOff, TimeoutSeconds: c.Options.ShutdownTimeout, CAPEM: cred.CAPEM, Thumbprint: cred.Thumbprint,
-			NotAfter: m.cfg.Now().Add(m.cfg.PowerSlack).UTC()}
 		err = m.advance(c, func(tx *bbolt.Tx, cur *store.Cutover) error {
 			if err := m.sendPower(tx, *cur, cmd); err != nil {
 				return err
@@ -320,6 +313,26 @@ func (m *Manager) poweringOff(ctx context.Context, c store.Cutover) error {
 		c.Measured.PowerOff = m.since(*c)
 		return m.move(tx, c, events.CutoverFinalSync, "")
 	})
+}
+
+// powerCommand is the command that powers c's source off or on (action),
+// the vCenter password sealed to c's VMA; it is named after c and action.
+// A VMA refuses it after Config.PowerSlack.
+func (m *Manager) powerCommand(c store.Cutover, action string) (*events.PowerCommand, error) {
+	cred, err := m.credentials(c)
+	if err != nil {
+		return nil, err
+	}
+	sealed, err := m.sealer.Seal(c.VMAID, cred.Password)
+	if err != nil {
+		return nil, err
+	}
+	cmd := &events.PowerCommand{RequestID: c.ID + "-" + action, VMAID: c.VMAID, VCenter: cred.VCenter, Username: cred.Username, Password: sealed,
+		VM: c.VM, Action: action, CAPEM: cred.CAPEM, Thumbprint: cred.Thumbprint, NotAfter: m.cfg.Now().Add(m.cfg.PowerSlack).UTC()}
+	if action == events.PowerOff {
+		cmd.Mode, cmd.TimeoutSeconds = c.Options.PowerOff, c.Options.ShutdownTimeout
+	}
+	return cmd, nil
 }
 
 // sendPower records the power command cmd as awaited and writes it to
@@ -398,7 +411,7 @@ func (m *Manager) finalSync(ctx context.Context, c store.Cutover) error {
 // rollingBack powers the source back on when it was on, and discards the
 // converted copy.
 func (m *Manager) rollingBack(ctx context.Context, c store.Cutover) error {
-	if c.PowerRequest == c.ID+"-off" {
+	if c.PowerRequest == c.ID+"-"+events.PowerOff {
 		// Rolled back while the power-off was under way: its report says
 		// what to restore. One that never came (the VMA was gone past the
 		// command's deadline, after which it refuses it) did nothing.
@@ -420,17 +433,11 @@ func (m *Manager) rollingBack(ctx context.Context, c store.Cutover) error {
 		}
 	}
 	if c.PowerBefore == events.PowerStateOn || c.PowerBefore == events.PowerStateSuspended {
-		if c.PowerRequest == "" || c.PowerRequest != c.ID+"-on" {
-			cred, err := m.credentials(c)
+		if c.PowerRequest != c.ID+"-"+events.PowerOn {
+			cmd, err := m.powerCommand(c, events.PowerOn)
 			if err != nil {
 				return err
 			}
-			sealed, err := m.sealer.Seal(c.VMAID, cred.Password)
-			if err != nil {
-				return err
-			}
-			cmd := &events.PowerCommand{RequestID: c.ID + "-on", VMAID: c.VMAID, VCenter: cred.VCenter, Username: cred.Username, Password: sealed,
-				VM: c.VM, Action: events.PowerOn, CAPEM: cred.CAPEM, Thumbprint: cred.Thumbprint, NotAfter: m.cfg.Now().Add(m.cfg.PowerSlack).UTC()}
 			if err := m.advance(c, func(tx *bbolt.Tx, cur *store.Cutover) error {
 				if _, err := store.GetPowerRequest(tx, cmd.RequestID); err == nil {
 					return fault.Errorf(fault.Conflict, "", "power command %s was sent already", cmd.RequestID)
