@@ -65,6 +65,10 @@ func TestTokenScopes(t *testing.T) {
 		{"POST", "/api/v1/replications/x/start", tokens.Operate}, {"POST", "/api/v1/discover", tokens.Operate},
 		{"POST", "/api/v1/vmas", tokens.Admin}, {"POST", "/api/v1/tokens", tokens.Admin},
 		{"GET", "/api/v1/tokens", tokens.Admin}, {"DELETE", "/api/v1/tokens/nope", tokens.Admin},
+		{"GET", "/api/v1/vms/x/cutover", tokens.Read}, {"GET", "/api/v1/vms/x/cutover/console", tokens.Read},
+		{"POST", "/api/v1/vms/x/cutover", tokens.Operate}, {"POST", "/api/v1/vms/x/cutover/rollback", tokens.Operate},
+		{"POST", "/api/v1/vms/x/cutover/commit", tokens.Operate}, {"POST", "/api/v1/plans/x/cutover", tokens.Operate},
+		{"POST", "/api/v1/plans/x/cutover/rollback", tokens.Operate},
 	} {
 		for _, have := range tokens.Scopes {
 			var body []byte
