@@ -94,6 +94,11 @@ type ClientConfig struct {
 	Now func() time.Time
 	// Logger receives connection events; nil discards them.
 	Logger *slog.Logger
+	// OnHandled, when set, is called as each message of a durable
+	// consumer is handled, its changes committed, with its stream and the
+	// time the server stored it: what an apply-lag metric needs. It is
+	// called from the consumers' goroutines and must be quick.
+	OnHandled func(stream string, stored time.Time)
 }
 
 // Conn is a connection to NATS with JetStream, publishing and consuming
@@ -107,6 +112,7 @@ type Conn struct {
 	log       *slog.Logger
 	health    *connHealth
 	confined  bool
+	onHandled func(stream string, stored time.Time)
 
 	ackedMu sync.Mutex
 	acked   map[string]*handledSeqs // by stream/durable, for a durable created again
@@ -314,7 +320,7 @@ func connect(ctx context.Context, url string, cfg ClientConfig) (*Conn, error) {
 	if source == "" {
 		source = "/godwit/" + cfg.Name
 	}
-	return &Conn{nc: nc, js: js, validator: v, source: source, now: now, log: log, health: health, confined: cfg.Confined}, nil
+	return &Conn{nc: nc, js: js, validator: v, source: source, now: now, log: log, health: health, confined: cfg.Confined, onHandled: cfg.OnHandled}, nil
 }
 
 // backoff doubles the delay from first up to max, adding up to 20% jitter.

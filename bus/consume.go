@@ -154,6 +154,9 @@ func (c *Conn) note(msg jetstream.Msg, failed bool) {
 	if err != nil {
 		return
 	}
+	if !failed && c.onHandled != nil {
+		c.onHandled(md.Stream, md.Timestamp)
+	}
 	key := md.Stream + "/" + md.Consumer
 	c.ackedMu.Lock()
 	defer c.ackedMu.Unlock()

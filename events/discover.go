@@ -84,6 +84,9 @@ const (
 	FailureInvalid     = "invalid_request" // the request cannot be carried out as asked
 	FailureInternal    = "internal"        // anything else
 	FailureCancelled   = "cancelled"       // the work was cancelled
+	// FailureMismatch: the verification found an export that differs from
+	// the source (a ReplicationStatus only).
+	FailureMismatch = "verify_mismatch"
 )
 
 // Failure says why a request failed, in a form a REST API can map to a status.

@@ -98,6 +98,11 @@ type ReplicationStatus struct {
 	State string `json:"state"`
 	// BytesTransferred is what was written to the OMA's exports.
 	BytesTransferred int64 `json:"bytes_transferred"`
+	// ZeroBytes is the part of BytesTransferred that read as zeros: never
+	// read from the source (its extents said so) or found zero, and
+	// skipped or written as zeroes, not as data. It counts the disks
+	// copied to their end; a run cut off before that counts nothing.
+	ZeroBytes int64 `json:"zero_bytes,omitempty"`
 	// Disks carries the per-disk change ids (set when completed).
 	Disks []DiskChange `json:"disks,omitempty"`
 	// Error is set when State is failed or cancelled.

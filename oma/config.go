@@ -28,6 +28,7 @@ import (
 type config struct {
 	dataDir         string
 	apiAddr         string
+	metricsAddr     string
 	apiURL          string
 	natsAddr        string
 	natsMonitorPort int
@@ -86,6 +87,7 @@ func declareRunFlags(fs *flag.FlagSet, cfg *config) {
 	fs.DurationVar(&cfg.bodyTimeout, "api-body-timeout", httpserver.DefaultBodyTimeout, "how long a request body may take to arrive; a slower one is cut (408)")
 	fs.IntVar(&cfg.maxConns, "api-max-conns", httpserver.DefaultMaxConns, "API connections held at once; one more is answered 503")
 	declareForwardFlags(fs, cfg)
+	fs.StringVar(&cfg.metricsAddr, "metrics-addr", "", "a second listen address serving GET /metrics without a token, for Prometheus (such as 127.0.0.1:9108); the API serves it to a read token either way")
 	fs.IntVar(&cfg.natsMonitorPort, "nats-monitor-port", 0, "NATS HTTP monitoring port on the NATS host; 0 turns it off")
 	fs.DurationVar(&cfg.discoverTimeout, "discover-timeout", 60*time.Second, "how long POST /api/v1/discover waits for a VMA")
 	fs.DurationVar(&cfg.pendingJobTTL, "pending-job-ttl", jobs.DefaultPendingJobTTL, "how long a job may stay pending (created, never started) before it expires and its NBD port is released")
@@ -125,7 +127,11 @@ func (cfg *config) ownPorts() ([]vmas.PortRange, error) {
 		return nil, err
 	}
 	var own []vmas.PortRange
-	for _, a := range []struct{ name, addr string }{{"API", cfg.apiAddr}, {"NATS", cfg.natsAddr}} {
+	addrs := []struct{ name, addr string }{{"API", cfg.apiAddr}, {"NATS", cfg.natsAddr}}
+	if cfg.metricsAddr != "" {
+		addrs = append(addrs, struct{ name, addr string }{"metrics", cfg.metricsAddr})
+	}
+	for _, a := range addrs {
 		_, p, err := net.SplitHostPort(a.addr)
 		if err != nil {
 			return nil, fmt.Errorf("%s address %q: %w", a.name, a.addr, err)
@@ -239,6 +245,7 @@ func (cfg *config) appliance() (appliance.Config, error) {
 		DataDir:         cfg.dataDir,
 		API:             ac,
 		APIAddr:         cfg.apiAddr,
+		MetricsAddr:     cfg.metricsAddr,
 		APIInsecureHTTP: cfg.insecureHTTP,
 		APIURL:          cfg.apiURL,
 		NATSAddr:        cfg.natsAddr,

@@ -47,6 +47,9 @@ type OMA struct {
 	URL string
 	// NATSURL is the embedded NATS server's client URL.
 	NATSURL string
+	// MetricsURL is the base URL of the metrics listener (such as
+	// http://127.0.0.1:41235), when the configuration sets one.
+	MetricsURL string
 	// FirstPort and LastPort bound its NBD port pool.
 	FirstPort, LastPort int
 	// Token is the initial API token the OMA created.
@@ -93,7 +96,10 @@ func (o *OMA) Start() {
 	}
 	o.run.start(tb, "oma", a.Run, a.Ready(), o.Logs)
 	addrs := a.Addrs()
-	o.URL, o.NATSURL = "http://"+addrs.API, addrs.NATS
+	o.URL, o.NATSURL, o.MetricsURL = "http://"+addrs.API, addrs.NATS, ""
+	if addrs.Metrics != "" {
+		o.MetricsURL = "http://" + addrs.Metrics
+	}
 	if cfg.API.HTTP.TLSCertFile != "" {
 		o.URL = "https://" + addrs.API
 	}

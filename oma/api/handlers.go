@@ -367,9 +367,14 @@ type jobView struct {
 	events.Figures
 	// BytesWritten is what the VMA wrote into the exports (for an
 	// incremental job, the changed bytes), once it reported an end.
-	BytesWritten int64      `json:"bytes_written"`
-	Disks        []diskView `json:"disks"`
-	LastError    string     `json:"last_error,omitempty"`
+	BytesWritten int64 `json:"bytes_written"`
+	// ZeroBytes is the part of BytesWritten that read as zeros (skipped,
+	// or written as zeroes rather than data).
+	ZeroBytes int64      `json:"zero_bytes"`
+	Disks     []diskView `json:"disks"`
+	LastError string     `json:"last_error,omitempty"`
+	// ErrorCode is the code of the VMA's failure, such as verify_mismatch.
+	ErrorCode string `json:"error_code,omitempty"`
 	// ESXiHost and Datastores are where the source was, Plan the plan
 	// the job syncs a VM of, Priority its place in the queue's order.
 	ESXiHost   string   `json:"esxi_host,omitempty"`
@@ -426,7 +431,7 @@ func viewOf(j store.Job) jobView {
 		State: j.State, BaseJobID: j.BaseJobID, RemovedDisks: j.RemovedDisks, ReplicaID: j.ReplicaID, Generation: j.Generation,
 		Figures: events.Figures{BytesTotal: j.BytesTotal, BytesDone: j.BytesDone,
 			RateBytesPerSecond: j.RateBytesPerSecond, AverageRateBytesPerSecond: j.AverageRateBytesPerSecond},
-		LastError: j.LastError, BytesWritten: j.BytesWritten, ESXiHost: j.ESXiHost, Datastores: j.Datastores,
+		LastError: j.LastError, ErrorCode: j.ErrorCode, BytesWritten: j.BytesWritten, ZeroBytes: j.ZeroBytes, ESXiHost: j.ESXiHost, Datastores: j.Datastores,
 		Plan: j.Plan, Priority: j.Priority, DispatchedAt: j.DispatchedAt, PauseRequestedAt: j.PauseRequestedAt, PausedAt: j.PausedAt, RateLimit: j.RateLimit,
 		Attempt: max(j.Attempt, 1), Moves: j.Moves, Snapshot: j.Snapshot, CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt, FinishedAt: j.FinishedAt,
 	}

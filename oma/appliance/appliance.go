@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -26,6 +27,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/godwit/godwit/bus"
+	"github.com/godwit/godwit/httpserver"
 	"github.com/godwit/godwit/oma/api"
 	"github.com/godwit/godwit/oma/atrest"
 	"github.com/godwit/godwit/oma/control"
@@ -60,6 +62,10 @@ type Config struct {
 	// API configures the REST API: the browser origins it allows, TLS, the
 	// idle timeout. Its Logger and Now are the OMA's.
 	API api.Config
+	// MetricsAddr, when set, is a second listen address that serves GET
+	// /metrics without a token, for a Prometheus on a management network;
+	// the API serves it too, to a token of scope read.
+	MetricsAddr string
 	// NATSAddr is the NATS listen address; empty means 127.0.0.1:4222 and
 	// a port 0 picks a free one.
 	NATSAddr string
@@ -238,6 +244,8 @@ type Addrs struct {
 	NATS string
 	// NATSMonitor is the monitoring URL, or "" when it is off.
 	NATSMonitor string
+	// Metrics is the address of the metrics listener, or "" without one.
+	Metrics string
 }
 
 // Files are the credentials an OMA keeps in its data dir, each mode 0600.
@@ -369,7 +377,8 @@ func (o *OMA) Run(ctx context.Context) error {
 			log.Error("shut down nats", "err", err)
 		}
 	}()
-	conn, err := srv.Connect(ctx, bus.ClientConfig{Name: "oma", Source: "/godwit/oma", Logger: log})
+	lag := metrics.NewApplyLag(cfg.Now)
+	conn, err := srv.Connect(ctx, bus.ClientConfig{Name: "oma", Source: "/godwit/oma", Logger: log, OnHandled: lag.Observe})
 	if err != nil {
 		return err
 	}
@@ -389,8 +398,18 @@ func (o *OMA) Run(ctx context.Context) error {
 		return fmt.Errorf("listen %s: %w", cfg.APIAddr, err)
 	}
 	defer l.Close() // Serve closes it too; this is for a failed start
+	var ml net.Listener
+	if cfg.MetricsAddr != "" {
+		if ml, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			return fmt.Errorf("listen %s (-metrics-addr): %w", cfg.MetricsAddr, err)
+		}
+		defer ml.Close()
+	}
 	o.mu.Lock()
 	o.addrs = Addrs{API: l.Addr().String(), NATS: srv.ClientURL(), NATSMonitor: srv.MonitorURL()}
+	if ml != nil {
+		o.addrs.Metrics = ml.Addr().String()
+	}
 	o.mu.Unlock()
 
 	ctl := control.New(control.Config{
@@ -425,10 +444,22 @@ func (o *OMA) Run(ctx context.Context) error {
 	apiCfg := cfg.API
 	apiCfg.VMAPorts = vmaPorts
 	if apiCfg.Metrics == nil {
-		reg := metrics.Registry(metrics.New(st, metrics.Config{Version: version.String(), HeartbeatTimeout: cfg.HeartbeatTimeout}))
+		reg := metrics.Registry(metrics.New(st, metrics.Config{Version: version.String(), HeartbeatTimeout: cfg.HeartbeatTimeout}), lag)
 		apiCfg.Metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)})
 	}
 	go func() { apiErr <- api.New(ctl, st, srv, apiCfg).Serve(apiCtx, l) }()
+	if ml != nil {
+		metricsDone := make(chan struct{})
+		go func() {
+			defer close(metricsDone)
+			only := http.NewServeMux()
+			only.Handle("GET /metrics", apiCfg.Metrics)
+			if err := httpserver.Serve(apiCtx, ml, only, httpserver.Config{}); err != nil {
+				log.Error("metrics listener failed", "addr", ml.Addr().String(), "err", err)
+			}
+		}()
+		defer func() { stopAPI(); <-metricsDone }()
+	}
 
 	log.Info("oma ready", "api", l.Addr().String(), "nats", srv.ClientURL(),
 		"observer_nkey", observer.path, "admin_nkey", admin.path, "nbd_ports", fmt.Sprintf("%d-%d", cfg.FirstPort, cfg.LastPort),

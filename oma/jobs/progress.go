@@ -269,6 +269,7 @@ func (m *Manager) status(tx *bbolt.Tx, j *store.Job, s *events.ReplicationStatus
 	}
 	j.BytesDone = max(j.BytesDone, s.BytesTransferred)
 	j.BytesWritten = max(j.BytesWritten, s.BytesTransferred)
+	j.ZeroBytes = max(j.ZeroBytes, s.ZeroBytes)
 	why := ""
 	if s.Error != nil {
 		why = s.Error.Message
@@ -277,6 +278,9 @@ func (m *Manager) status(tx *bbolt.Tx, j *store.Job, s *events.ReplicationStatus
 	moved, err := m.transition(tx, j, to, why)
 	if err != nil || !moved {
 		return err
+	}
+	if s.Error != nil {
+		j.ErrorCode = s.Error.Code
 	}
 	if err := m.adopt(tx, j, from); err != nil {
 		return err

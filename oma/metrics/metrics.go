@@ -41,8 +41,8 @@ type Collector struct {
 	cfg Config
 	st  *store.Store
 
-	copyBytes, jobs, finished, jobDuration, syncBytes      *prometheus.Desc
-	cutovers, downtime, limit, vmaConnected, outages, info *prometheus.Desc
+	copyBytes, zeroBytes, jobs, finished, mismatches, jobDuration, syncBytes *prometheus.Desc
+	cutovers, downtime, limit, vmaConnected, outages, applied, info          *prometheus.Desc
 }
 
 // New returns the Collector of st.
@@ -55,7 +55,10 @@ func New(st *store.Store, cfg Config) *Collector {
 	}
 	return &Collector{cfg: cfg, st: st,
 		copyBytes:    prometheus.NewDesc("godwit_copy_bytes_total", "Bytes the VMAs copied into the OMA's exports, by VMA and job kind (initial or incremental): each job's progress while it runs.", []string{"vma", "kind"}, nil),
+		zeroBytes:    prometheus.NewDesc("godwit_copy_zero_bytes_total", "Of godwit_copy_bytes_total, the bytes that read as zeros: skipped or written as zeroes, never sent as data (counted as each disk's copy ends).", []string{"vma", "kind"}, nil),
 		jobs:         prometheus.NewDesc("godwit_jobs", "Jobs by state.", []string{"state"}, nil),
+		mismatches:   prometheus.NewDesc("godwit_verify_mismatches_total", "Jobs whose verification found an export that differs from the source, by VMA.", []string{"vma"}, nil),
+		applied:      prometheus.NewDesc("godwit_events_applied_total", "Events the OMA applied to its state, by CloudEvents type (each once, however often delivered).", []string{"type"}, nil),
 		finished:     prometheus.NewDesc("godwit_jobs_finished_total", "Jobs that ended, by result.", []string{"result"}, nil),
 		jobDuration:  prometheus.NewDesc("godwit_job_duration_seconds", "How long completed jobs took, from creation to completion, by kind.", []string{"kind"}, nil),
 		syncBytes:    prometheus.NewDesc("godwit_sync_changed_bytes", "Bytes each completed incremental job copied: what changed since the sync before.", nil, nil),
@@ -68,18 +71,45 @@ func New(st *store.Store, cfg Config) *Collector {
 	}
 }
 
-// Registry returns a registry with c, and Go's runtime and process
+// Registry returns a registry with c, lag, and Go's runtime and process
 // collectors.
-func Registry(c *Collector) *prometheus.Registry {
+func Registry(c *Collector, lag *ApplyLag) *prometheus.Registry {
 	r := prometheus.NewRegistry()
-	r.MustRegister(c, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	r.MustRegister(c, lag.h, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return r
+}
+
+// ApplyLag measures how long events waited in their stream until the OMA
+// had applied them (godwit_event_apply_lag_seconds{stream}): from the
+// time the server stored an event to its commit. It is kept in memory
+// (lag is now, not history), and is safe for concurrent use.
+type ApplyLag struct {
+	h   *prometheus.HistogramVec
+	now func() time.Time
+}
+
+// NewApplyLag returns an ApplyLag on the clock now (nil: time.Now).
+func NewApplyLag(now func() time.Time) *ApplyLag {
+	if now == nil {
+		now = time.Now
+	}
+	return &ApplyLag{now: now, h: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "godwit_event_apply_lag_seconds",
+		Help:    "From an event's storing in its stream to its being applied by the OMA, by stream (since the OMA started).",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12), // 1 ms to 24 s
+	}, []string{"stream"})}
+}
+
+// Observe records an event of stream, stored at stored, applied now; it
+// fits bus.ClientConfig.OnHandled.
+func (l *ApplyLag) Observe(stream string, stored time.Time) {
+	l.h.WithLabelValues(stream).Observe(max(l.now().Sub(stored), 0).Seconds())
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.copyBytes, c.jobs, c.finished, c.jobDuration, c.syncBytes, c.cutovers, c.downtime,
-		c.limit, c.vmaConnected, c.outages, c.info} {
+	for _, d := range []*prometheus.Desc{c.copyBytes, c.zeroBytes, c.jobs, c.finished, c.mismatches, c.jobDuration, c.syncBytes,
+		c.cutovers, c.downtime, c.limit, c.vmaConnected, c.outages, c.applied, c.info} {
 		ch <- d
 	}
 }
@@ -105,6 +135,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			return err
 		}
 		c.collectCutovers(ch, cuts)
+		for typ, n := range store.ApplyCounts(tx) {
+			ch <- prometheus.MustNewConstMetric(c.applied, prometheus.CounterValue, float64(n), typ)
+		}
 		vmas, err := store.VMAs(tx)
 		if err != nil {
 			return err
@@ -138,7 +171,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 // collectJobs sends the jobs' figures.
 func (c *Collector) collectJobs(ch chan<- prometheus.Metric, jobs []store.Job) {
 	type vk struct{ vma, kind string }
-	bytes := map[vk]float64{}
+	bytes, zero := map[vk]float64{}, map[vk]float64{}
+	mismatches := map[string]float64{}
 	states := map[string]float64{}
 	for _, s := range jobStates {
 		states[s] = 0
@@ -147,6 +181,13 @@ func (c *Collector) collectJobs(ch chan<- prometheus.Metric, jobs []store.Job) {
 	var changed []float64
 	for _, j := range jobs {
 		bytes[vk{j.VMAID, j.ReplicationType}] += float64(copied(j))
+		zero[vk{j.VMAID, j.ReplicationType}] += float64(j.ZeroBytes)
+		if _, ok := mismatches[j.VMAID]; !ok {
+			mismatches[j.VMAID] = 0
+		}
+		if j.ErrorCode == events.FailureMismatch {
+			mismatches[j.VMAID]++
+		}
 		states[j.State]++
 		if j.State == events.JobCompleted && j.FinishedAt != nil {
 			durations[j.ReplicationType] = append(durations[j.ReplicationType], j.FinishedAt.Sub(j.CreatedAt).Seconds())
@@ -157,6 +198,10 @@ func (c *Collector) collectJobs(ch chan<- prometheus.Metric, jobs []store.Job) {
 	}
 	for k, v := range bytes {
 		ch <- prometheus.MustNewConstMetric(c.copyBytes, prometheus.CounterValue, v, k.vma, k.kind)
+		ch <- prometheus.MustNewConstMetric(c.zeroBytes, prometheus.CounterValue, zero[k], k.vma, k.kind)
+	}
+	for vma, n := range mismatches {
+		ch <- prometheus.MustNewConstMetric(c.mismatches, prometheus.CounterValue, n, vma)
 	}
 	for s, n := range states {
 		ch <- prometheus.MustNewConstMetric(c.jobs, prometheus.GaugeValue, n, s)

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"fmt"
 	"time"
 
@@ -26,7 +27,36 @@ func OnceIn(tx *bbolt.Tx, ev events.Event, now time.Time, apply func(tx *bbolt.T
 	if err := apply(tx); err != nil {
 		return err
 	}
+	if err := countApplied(tx, ev.Type); err != nil {
+		return err
+	}
 	return MarkApplied(tx, ev.ID, now)
+}
+
+// countApplied counts one more event of type typ applied.
+func countApplied(tx *bbolt.Tx, typ string) error {
+	if typ == "" {
+		typ = "unknown" // bbolt takes no empty key; events carry a type
+	}
+	b := tx.Bucket(bucketApplyCounts)
+	var n uint64
+	if v := b.Get([]byte(typ)); len(v) == 8 {
+		n = binary.BigEndian.Uint64(v)
+	}
+	return b.Put([]byte(typ), binary.BigEndian.AppendUint64(nil, n+1))
+}
+
+// ApplyCounts returns how many events of each type were applied, since
+// the store was made: what OnceIn applied.
+func ApplyCounts(tx *bbolt.Tx) map[string]uint64 {
+	out := map[string]uint64{}
+	_ = tx.Bucket(bucketApplyCounts).ForEach(func(k, v []byte) error {
+		if len(v) == 8 {
+			out[string(k)] = binary.BigEndian.Uint64(v)
+		}
+		return nil
+	})
+	return out
 }
 
 // Applied reports whether the event id was applied before.

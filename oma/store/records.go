@@ -38,7 +38,10 @@ type Job struct {
 	// BytesWritten is what the VMA says it wrote into the exports (its
 	// status's bytes_transferred): for an incremental job, the changed
 	// bytes, where BytesDone counts a disk without changes as done.
-	BytesWritten       int64 `json:"bytes_written,omitempty"`
+	BytesWritten int64 `json:"bytes_written,omitempty"`
+	// ZeroBytes is the part of BytesWritten that read as zeros (skipped
+	// or written as zeroes), as the VMA's status said.
+	ZeroBytes          int64 `json:"zero_bytes,omitempty"`
 	RateBytesPerSecond int64 `json:"rate_bytes_per_second"`
 	// AverageRateBytesPerSecond is the rate since the copy began.
 	AverageRateBytesPerSecond int64 `json:"average_rate_bytes_per_second,omitempty"`
@@ -51,8 +54,11 @@ type Job struct {
 	VerifyBytesDone          int64 `json:"verify_bytes_done,omitempty"`
 	VerifyRateBytesPerSecond int64 `json:"verify_rate_bytes_per_second,omitempty"`
 	// LastSeq is the highest progress or status sequence applied.
-	LastSeq   uint64    `json:"last_seq"`
-	LastError string    `json:"last_error,omitempty"`
+	LastSeq   uint64 `json:"last_seq"`
+	LastError string `json:"last_error,omitempty"`
+	// ErrorCode is the code of the VMA's failure (events.Failure*), when
+	// it reported one.
+	ErrorCode string    `json:"error_code,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 	// FinishedAt is set when the job reaches a final state.

@@ -24,10 +24,13 @@ var (
 	// bucketJobsByVM indexes the jobs by their VM's id and by their
 	// replica: vm|replica \x00 <id> \x00 <job id>.
 	bucketJobsByVM = []byte("jobsbyvm")
+	// bucketApplyCounts counts the events applied, by type: type ->
+	// uint64, big-endian.
+	bucketApplyCounts = []byte("applycounts")
 )
 
 func buckets() [][]byte {
-	return [][]byte{bucketJobs, bucketInventory, bucketLeases, bucketVMAs, bucketTokens, bucketApplied, bucketOutbox, bucketPages, bucketRequests, bucketVCenters, bucketPlans, bucketPlanVMs, bucketJobsByVM, bucketQueue, bucketRunning, bucketPaused, bucketSettings, bucketCutovers, bucketPowerRequests}
+	return [][]byte{bucketJobs, bucketInventory, bucketLeases, bucketVMAs, bucketTokens, bucketApplied, bucketOutbox, bucketPages, bucketRequests, bucketVCenters, bucketPlans, bucketPlanVMs, bucketJobsByVM, bucketQueue, bucketRunning, bucketPaused, bucketSettings, bucketCutovers, bucketPowerRequests, bucketApplyCounts}
 }
 
 // ErrNotFound is returned when a record does not exist.

@@ -42,7 +42,31 @@ func (e *stepError) Unwrap() error { return e.err }
 
 // fail wraps err as the failure of step.
 func fail(step string, disk int32, err error) error {
-	return &stepError{step: step, disk: disk, code: vcenter.FailureCode(err), err: err}
+	return &stepError{step: step, disk: disk, code: failureCode(err), err: err}
+}
+
+// failureCode is the events.Failure code of err: a verification's
+// mismatch, else what vCenter's errors map to.
+func failureCode(err error) string {
+	if errors.Is(err, copier.ErrMismatch) {
+		return events.FailureMismatch
+	}
+	return vcenter.FailureCode(err)
+}
+
+// recordZero records the zero bytes the run that finished disk key found.
+func (r *Runner) recordZero(id string, key int32, zero int64) {
+	_, err := r.st.Update(id, false, func(j *store.Job) error {
+		for i := range j.Disks {
+			if j.Disks[i].Key == key {
+				j.Disks[i].ZeroBytes = zero
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		r.log.Warn("record a disk's zero bytes", "job", id, "disk", key, "err", err)
+	}
 }
 
 // run runs the job t until it ends, and records and reports how it ended.
@@ -157,7 +181,10 @@ func (r *Runner) execute(ctx context.Context, t *task) ([]events.DiskChange, err
 		return nil, fail("find VM", 0, fmt.Errorf("%w: %s now names VM %s (instance UUID %s), not the job's VM %s (instance UUID %s)",
 			vcenter.ErrNotFound, path, vm.Ref.Value, vm.InstanceUUID, alloc.VM.ID, alloc.VM.InstanceUUID))
 	}
-	if _, err := r.st.Update(t.id, false, func(j *store.Job) error { j.VMRef = vm.Ref.Value; return nil }); err != nil {
+	if _, err := r.st.Update(t.id, false, func(j *store.Job) error {
+		j.VMRef, j.ReplicationType = vm.Ref.Value, alloc.ReplicationType
+		return nil
+	}); err != nil {
 		return nil, fail("record", 0, err)
 	}
 	if enabled, err := s.EnableCBT(ctx, vm); err != nil {
@@ -401,6 +428,7 @@ func (r *Runner) copyDisk(ctx context.Context, t *task, ref DiskRef, p *diskPlan
 			if res.Digest != nil && whole {
 				p.digest = fmt.Sprintf("sha256:%x", res.Digest)
 			}
+			r.recordZero(t.id, key, res.Zero)
 			return nil
 		case ctx.Err() != nil || !exportLost(err):
 			return fail(step, key, redact(err, p.export.Name))

@@ -573,11 +573,12 @@ func (r *Runner) publishStatus(ctx context.Context, t *task, state string, disks
 	if err != nil {
 		return err
 	}
-	var done int64
+	var done, zero int64
 	for _, d := range j.Disks {
-		done += d.BytesDone
+		done, zero = done+d.BytesDone, zero+d.ZeroBytes
 	}
-	st := &events.ReplicationStatus{JobID: t.id, VMAID: r.cfg.Identity.ID, Seq: j.Seq, State: state, BytesTransferred: done, Disks: disks, Error: failure}
+	st := &events.ReplicationStatus{JobID: t.id, VMAID: r.cfg.Identity.ID, Seq: j.Seq, State: state, BytesTransferred: done, ZeroBytes: min(zero, done),
+		Disks: disks, Error: failure}
 	if _, err := r.conn.Publish(ctx, st); err != nil {
 		return fmt.Errorf("publish %s status of job %s: %w", state, t.id, err)
 	}
@@ -634,7 +635,7 @@ func (r *Runner) publishProgress(ctx context.Context, t *task, force bool) {
 func (r *Runner) finish(ctx context.Context, t *task, state, code, why string, disks ...events.DiskChange) {
 	now := r.cfg.Now().UTC()
 	_, err := r.st.Update(t.id, false, func(j *store.Job) error {
-		j.State, j.Error, j.EndedAt, j.UpdatedAt = state, why, &now, now
+		j.State, j.Error, j.ErrorCode, j.EndedAt, j.UpdatedAt = state, why, code, &now, now
 		// A job this run held removed its snapshot on its way out; one
 		// ended after a restart may have one that was never recorded.
 		if j.Snapshot == "" && (t.cmd != nil || j.VMRef == "") {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 	"github.com/godwit/godwit/events/subject"
 	"github.com/godwit/godwit/testkit"
 	"github.com/godwit/godwit/vma/copier"
+	"github.com/godwit/godwit/vma/vcenter"
 )
 
 // TestBusHasher: the VMA's Hasher sends the key and blocks to whoever
@@ -67,6 +69,27 @@ func TestBusHasher(t *testing.T) {
 		answer.Store(&bad)
 		if _, err := h.Digests(ctx, key, blocks); err == nil || errors.Is(err, copier.ErrNoHasher) {
 			t.Errorf("Digests answered %x = %v, want an error", bad.Sums, err)
+		}
+	}
+}
+
+// TestFailureCodes: a step that failed on a verification's mismatch is
+// reported as verify_mismatch (the OMA counts those), and vCenter's
+// errors keep their codes.
+func TestFailureCodes(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"mismatch", &copier.VerifyError{Offset: 4096}, events.FailureMismatch},
+		{"wrapped mismatch", fmt.Errorf("copy: %w", &copier.VerifyError{}), events.FailureMismatch},
+		{"not found", fmt.Errorf("find VM: %w", vcenter.ErrNotFound), events.FailureNotFound},
+		{"other", errors.New("disk full"), events.FailureInternal},
+	} {
+		var se *stepError
+		if err := fail("copy", 2000, tc.err); !errors.As(err, &se) || se.code != tc.want {
+			t.Errorf("%s: fail(%v) has code %q, want %q", tc.name, tc.err, se.code, tc.want)
 		}
 	}
 }

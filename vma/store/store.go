@@ -60,9 +60,14 @@ type Job struct {
 	Phase string `json:"phase,omitempty"`
 	// Error says why a job failed or was cancelled: the step, the disk,
 	// the cause.
-	Error    string `json:"error,omitempty"`
-	VCenter  string `json:"vcenter,omitempty"`
-	Username string `json:"username,omitempty"`
+	Error string `json:"error,omitempty"`
+	// ErrorCode is the events.Failure code of Error.
+	ErrorCode string `json:"error_code,omitempty"`
+	// ReplicationType is the job's kind (events.Replication*), once the
+	// OMA allocated its exports.
+	ReplicationType string `json:"replication_type,omitempty"`
+	VCenter         string `json:"vcenter,omitempty"`
+	Username        string `json:"username,omitempty"`
 	// Password is the vCenter password sealed to this VMA's key (as in the
 	// command), kept while the job is not final so that a restarted VMA
 	// can log in to clean up; never in plaintext, and wiped when the job
@@ -111,6 +116,9 @@ type Disk struct {
 	VerifyBytesDone  int64 `json:"verify_bytes_done,omitempty"`
 	// ChangeID is the disk's CBT change id at the job's snapshot.
 	ChangeID string `json:"change_id,omitempty"`
+	// ZeroBytes is what the run that copied the disk to its end found
+	// zero (skipped, or written as zeroes); 0 until then.
+	ZeroBytes int64 `json:"zero_bytes,omitempty"`
 }
 
 // Open opens the database at path, waiting at most wait for a lock.
