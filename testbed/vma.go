@@ -45,6 +45,9 @@ type VMA struct {
 	Dir string
 	// URL is its REST API's base URL.
 	URL string
+	// MetricsURL is the base URL of its metrics listener, when the
+	// configuration sets one.
+	MetricsURL string
 	// APIPort is the port the OMA holds for its API on 127.0.0.1 and
 	// forwards into its tunnel (a free one, not 9081: tests run side by side).
 	APIPort int
@@ -149,7 +152,10 @@ func (v *VMA) Start() {
 		tb.Fatal(err)
 	}
 	v.run.start(tb, "vma", a.Run, a.Ready(), v.Logs)
-	v.URL = "http://" + a.Addrs().API
+	v.URL, v.MetricsURL = "http://"+a.Addrs().API, ""
+	if m := a.Addrs().Metrics; m != "" {
+		v.MetricsURL = "http://" + m
+	}
 	v.PublicKey = a.Identity().PublicKey()
 	v.cfg.APIAddr = a.Addrs().API // the same address after a restart
 }

@@ -98,6 +98,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // config is the VMA's command line.
 type config struct {
 	dataDir, id, apiAddr, natsURL, natsSeed, omaURL, vcenterCA  string
+	metricsAddr                                                 string
 	allowOrigins, tokenFile, vcenterAllow                       string
 	source, vddkLibDir, rate, linkRate                          string
 	tunnelURL, tunnelKnownHosts, tunnelListen, tunnelSockbuf    string
@@ -154,6 +155,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	var cfg config
 	fs := flags("vma", &cfg, stderr)
 	fs.StringVar(&cfg.apiAddr, "api-addr", api.DefaultAddr, "REST API listen address (loopback: the OMA reaches it through the tunnel)")
+	fs.StringVar(&cfg.metricsAddr, "metrics-addr", "", "a second listen address serving GET /metrics without a token, for Prometheus (such as 127.0.0.1:9109); the API serves it to its token either way")
 	fs.StringVar(&cfg.allowOrigins, "api-allow-origin", "", "comma-separated browser origins (scheme://host[:port]) allowed to call the API besides its own")
 	fs.StringVar(&cfg.tokenFile, "api-token-file", "", "file holding the bearer token every API endpoint but health needs (default: no token)")
 	fs.DurationVar(&cfg.apiBodyTimeout, "api-body-timeout", httpserver.DefaultBodyTimeout, "how long a request body may take to arrive; a slower one is cut (408)")
@@ -223,7 +225,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	v, err := appliance.New(appliance.Config{
 		API: ac, VCenterAllow: flagconf.List(cfg.vcenterAllow),
-		DataDir: cfg.dataDir, ID: cfg.id, APIAddr: cfg.apiAddr, NATSURL: cfg.natsURL,
+		DataDir: cfg.dataDir, ID: cfg.id, APIAddr: cfg.apiAddr, MetricsAddr: cfg.metricsAddr, NATSURL: cfg.natsURL,
 		NATSSeed: []byte(strings.TrimSpace(string(seed))), OMAURL: cfg.omaURL,
 		VCenterCAFile: cfg.vcenterCA, VCenterInsecure: cfg.vcenterInsecure,
 		Heartbeat: cfg.heartbeat, DiscoverTimeout: cfg.discoverTimeout,

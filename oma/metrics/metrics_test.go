@@ -66,7 +66,9 @@ func TestMetricsFollowAJob(t *testing.T) {
 	sim := testbed.StartSim(t, vcsim.Config{VMs: 1, DiskData: 4 << 20})
 	o := testbed.StartOMA(t, testbed.OMAConfig{Ports: 4, Configure: func(c *appliance.Config) { c.MetricsAddr = "127.0.0.1:0" }})
 	crawl := copier.NewLimiter(1<<20, nil)
-	testbed.StartVMA(t, o, testbed.VMAConfig{VCenterCAFile: sim.CAFile, Configure: func(c *vmaappliance.Config) { c.Copy.Limiter = crawl }})
+	v := testbed.StartVMA(t, o, testbed.VMAConfig{VCenterCAFile: sim.CAFile, Configure: func(c *vmaappliance.Config) {
+		c.Copy.Limiter, c.MetricsAddr = crawl, "127.0.0.1:0"
+	}})
 	if code, _ := scrape(t, o.URL, ""); code != http.StatusUnauthorized {
 		t.Fatalf("GET /metrics without a token = %d, want 401", code)
 	}
@@ -197,6 +199,28 @@ func TestMetricsFollowAJob(t *testing.T) {
 		t.Fatalf("the incremental job: %s, %d bytes written, %d zero; want completed with the MiB of zeros", incr.State, incr.BytesWritten, incr.ZeroBytes)
 	}
 	check("after the jobs")
+	// The VMA's own figures, from its store, on its API and its metrics
+	// listener, agree with the OMA's.
+	for _, base := range []string{v.URL, v.MetricsURL} {
+		code, m := scrape(t, base, "")
+		if code != http.StatusOK {
+			t.Fatalf("GET %s/metrics = %d", base, code)
+		}
+		want := map[string]float64{
+			`godwit_copy_bytes_total{kind="initial",vma="vma-1"}`:          float64(job.BytesWritten),
+			`godwit_copy_bytes_total{kind="incremental",vma="vma-1"}`:      float64(incr.BytesWritten),
+			`godwit_copy_zero_bytes_total{kind="incremental",vma="vma-1"}`: 1 << 20,
+			`godwit_vma_jobs{state="completed",vma="vma-1"}`:               2,
+			`godwit_vma_jobs_finished_total{result="failed",vma="vma-1"}`:  0,
+			`godwit_verify_mismatches_total{vma="vma-1"}`:                  0,
+			`godwit_vma_bus_connected{vma="vma-1"}`:                        1,
+		}
+		for k, want := range want {
+			if got, ok := m[k]; !ok || got != want {
+				t.Errorf("VMA %s: %s = %v (present %v), want %v", base, k, got, ok, want)
+			}
+		}
+	}
 	// The apply lag is measured as events are applied (in memory).
 	if _, m := scrape(t, o.URL, o.Token); m[`godwit_event_apply_lag_seconds_count{stream="PROGRESS"}`] < 2 {
 		t.Errorf("godwit_event_apply_lag_seconds_count{stream=\"PROGRESS\"} = %v, want at least the 2 progress events", m[`godwit_event_apply_lag_seconds_count{stream="PROGRESS"}`])

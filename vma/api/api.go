@@ -74,6 +74,9 @@ type Config struct {
 	// Tunnel, when the VMA reaches the OMA through one, tells its state
 	// for health; nil: no tunnel.
 	Tunnel interface{ State() tunnel.State }
+	// Metrics, when set, serves GET /metrics (Prometheus's text format)
+	// to the bearer token.
+	Metrics http.Handler
 }
 
 // Jobs is what the API asks about the jobs the VMA runs (jobs.Runner).
@@ -144,6 +147,9 @@ func (a *API) Handler() http.Handler {
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, http.StatusMethodNotAllowed, "", r.Method+" is not allowed on "+r.URL.Path)
 	})
+	if a.cfg.Metrics != nil {
+		r.Handle("/metrics", a.auth(a.cfg.Metrics)).Methods(http.MethodGet)
+	}
 	v1 := r.PathPrefix("/api/v1").Subrouter()
 	v1.Handle("/health", a.handle(a.health)).Methods(http.MethodGet)
 	authed := v1.NewRoute().Subrouter()

@@ -462,6 +462,13 @@ func TestToken(t *testing.T) {
 			}
 		}
 	}
+	// GET /metrics needs the token too.
+	if code := s.send(t, "GET", "/metrics", nil, "", nil); code != 401 {
+		t.Errorf("GET /metrics without the token = %d, want 401", code)
+	}
+	if code := s.send(t, "GET", "/metrics", map[string]string{"Authorization": "Bearer vma-s3cret-token"}, "", nil); code != 200 {
+		t.Errorf("GET /metrics with the token = %d, want 200", code)
+	}
 	var h map[string]any
 	if code := s.send(t, "GET", "/api/v1/health", nil, "", &h); code != 200 || len(h) != 3 || h["vma_id"] != "vma-1" || h["status"] != "ok" || h["version"] != appliance.Version {
 		t.Errorf("health without the token = %d %v, want only status, vma_id, version", code, h)

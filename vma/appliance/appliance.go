@@ -15,13 +15,16 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events/subject"
@@ -30,6 +33,7 @@ import (
 	"github.com/godwit/godwit/vma/copier"
 	"github.com/godwit/godwit/vma/identity"
 	"github.com/godwit/godwit/vma/jobs"
+	"github.com/godwit/godwit/vma/metrics"
 	"github.com/godwit/godwit/vma/nbd"
 	"github.com/godwit/godwit/vma/source"
 	"github.com/godwit/godwit/vma/source/vddk"
@@ -52,6 +56,10 @@ type Config struct {
 	// APIAddr is the REST API's listen address; empty means 127.0.0.1:8081
 	// (api.DefaultAddr) and a port 0 picks a free one.
 	APIAddr string
+	// MetricsAddr, when set, is a second listen address that serves GET
+	// /metrics without a token, for a Prometheus on a management network;
+	// the API serves it too, to its bearer token.
+	MetricsAddr string
 	// API configures the REST API: its bearer token, the browser origins
 	// it allows, its HTTP server. Its identity, version, timeouts, clock,
 	// logger and vCenter allow list are the VMA's.
@@ -191,6 +199,8 @@ func (cfg Config) withDefaults() (Config, error) {
 type Addrs struct {
 	// API is the REST API's address, such as 127.0.0.1:8081.
 	API string
+	// Metrics is the metrics listener's address, or "" without one.
+	Metrics string
 }
 
 // VMA is one VMA appliance. Run it once.
@@ -271,8 +281,19 @@ func (v *VMA) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.APIAddr, err)
 	}
+	var ml net.Listener
+	if cfg.MetricsAddr != "" {
+		if ml, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			l.Close()
+			return fmt.Errorf("listen %s (-metrics-addr): %w", cfg.MetricsAddr, err)
+		}
+		defer ml.Close()
+	}
 	v.mu.Lock()
 	v.addrs, v.id = Addrs{API: l.Addr().String()}, id
+	if ml != nil {
+		v.addrs.Metrics = ml.Addr().String()
+	}
 	v.mu.Unlock()
 	front := new(swapHandler)
 	showTunnel := cfg.API.TokenSHA256 == nil
@@ -302,6 +323,25 @@ func (v *VMA) Run(ctx context.Context) error {
 	}
 
 	s := &session{v: v, cfg: cfg, id: id, log: log, st: st, tn: tn, lost: lost, front: front, apiDone: apiDone}
+	mc := metrics.Config{VMA: id.ID, Version: Version, Connected: func() bool {
+		c := s.conn.Load()
+		return c != nil && c.Connected()
+	}}
+	if tn != nil {
+		mc.Tunnel = tn
+	}
+	s.metrics = promhttp.HandlerFor(metrics.Registry(metrics.New(st, mc)), promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)})
+	if ml != nil {
+		only := http.NewServeMux()
+		only.Handle("GET /metrics", s.metrics)
+		var mg sync.WaitGroup
+		defer func() { stopAPI(); mg.Wait() }()
+		mg.Go(func() {
+			if err := httpserver.Serve(apiCtx, ml, only, httpserver.Config{}); err != nil {
+				log.Error("metrics listener failed", "addr", ml.Addr().String(), "err", err)
+			}
+		})
+	}
 	for {
 		log.Info("connecting to the bus", "nats", cfg.NATSURL, "tunnel", cfg.Tunnel != "")
 		conn, err := bus.Connect(ctx, cfg.NATSURL, bc)
@@ -346,6 +386,10 @@ type session struct {
 	front   *swapHandler
 	apiDone <-chan struct{}
 	src     jobs.Source // made on the first run
+	// conn is the session's bus connection while it runs; metrics serves
+	// GET /metrics.
+	conn    atomic.Pointer[bus.Conn]
+	metrics http.Handler
 	ready   sync.Once
 }
 
@@ -354,6 +398,7 @@ type session struct {
 // is lost (errBusLost). It drains conn before it returns.
 func (s *session) run(ctx context.Context, conn *bus.Conn) error {
 	cfg, id, log, tn := s.cfg, s.id, s.log, s.tn
+	s.conn.Store(conn)
 	defer func() { _ = conn.Drain() }()
 	if tn != nil {
 		octx, stopOutages := context.WithCancel(ctx)
@@ -399,6 +444,9 @@ func (s *session) run(ctx context.Context, conn *bus.Conn) error {
 	ac := cfg.API
 	ac.Identity, ac.Version, ac.DiscoverTimeout, ac.Now, ac.Logger = id, Version, cfg.DiscoverTimeout, cfg.Now, log
 	ac.VCenterAllow = cfg.VCenterAllow
+	if ac.Metrics == nil {
+		ac.Metrics = s.metrics
+	}
 	if tn != nil {
 		ac.Tunnel = tn
 	}
