@@ -35,7 +35,7 @@ type Collector struct {
 	cfg Config
 	st  *store.Store
 
-	copyBytes, zeroBytes, jobs, finished, mismatches *prometheus.Desc
+	copyBytes, zeroBytes, jobs, finished, mismatches    *prometheus.Desc
 	busUp, tunnelUp, reconnects, tunnelBytes, rtt, info *prometheus.Desc
 }
 
