@@ -131,6 +131,8 @@ type API struct {
 
 	// validator compiles the event schemas on first use.
 	validator func() (*schema.Validator, error)
+	// document builds the OpenAPI document on first use.
+	document func() ([]byte, error)
 }
 
 // New returns the API over ctl configured by cfg. server may be nil when
@@ -147,11 +149,16 @@ func New(ctl Control, st *store.Store, server *bus.Server, cfg Config) *API {
 		cfg.Now = time.Now
 	}
 	return &API{cfg: cfg, ctl: ctl, store: st, server: server, log: log, now: cfg.Now,
-		tokens: tokens.NewTracker(st, tokens.TrackerConfig{Now: cfg.Now}), validator: sync.OnceValues(schema.New)}
+		tokens: tokens.NewTracker(st, tokens.TrackerConfig{Now: cfg.Now}), validator: sync.OnceValues(schema.New), document: sync.OnceValues(OpenAPI)}
 }
 
-// Handler returns the HTTP handler of the API.
-func (a *API) Handler() http.Handler {
+// Handler returns the HTTP handler of the API: its routes, behind the
+// same-origin guard.
+func (a *API) Handler() http.Handler { return httpserver.Guard(a.cfg.AllowOrigins, a.Router()) }
+
+// Router returns the API's routes, unguarded: what Handler serves, for a
+// test to compare with the OpenAPI document.
+func (a *API) Router() *mux.Router {
 	r := mux.NewRouter()
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, "", "no such endpoint: "+r.Method+" "+r.URL.Path)
@@ -164,6 +171,7 @@ func (a *API) Handler() http.Handler {
 	}
 	v1 := r.PathPrefix("/api/v1").Subrouter()
 	v1.Handle("/health", a.handle(a.health)).Methods(http.MethodGet)
+	v1.Handle("/openapi.json", a.handle(a.openAPI)).Methods(http.MethodGet)
 
 	authed := v1.NewRoute().Subrouter()
 	authed.Use(a.auth)
@@ -205,7 +213,7 @@ func (a *API) Handler() http.Handler {
 	route(http.MethodPost, "/plans/{name}/sync", tokens.Operate, a.planAction(syncPlan))
 	route(http.MethodPost, "/plans/{name}/vms/{vm}/retry", tokens.Operate, a.planAction(retryPlanVM))
 	a.routeCutovers(route)
-	return httpserver.Guard(a.cfg.AllowOrigins, r)
+	return r
 }
 
 // handle adapts a handler that returns an error: the error becomes a problem.

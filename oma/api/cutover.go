@@ -144,16 +144,14 @@ func (a *API) startPlanCutover(w http.ResponseWriter, r *http.Request) error {
 	for _, c := range list {
 		out = append(out, a.cutoverView(c))
 	}
-	return writeJSON(w, http.StatusAccepted, map[string]any{"cutovers": out})
+	return writeJSON(w, http.StatusAccepted, cutoverList{Cutovers: out})
 }
 
 // planCutoverAction is POST /api/v1/plans/{name}/cutover/{rollback,commit}:
 // for the plan's VMs named in vms, or all those with a cutover.
 func (a *API) planCutoverAction(rollback bool) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		var req struct {
-			VMs []string `json:"vms"`
-		}
+		var req vmsRequest
 		if err := decode(w, r, &req); err != nil {
 			return err
 		}
@@ -181,7 +179,7 @@ func (a *API) planCutoverAction(rollback bool) func(http.ResponseWriter, *http.R
 			}
 			out = append(out, a.cutoverView(c))
 		}
-		return writeJSON(w, http.StatusAccepted, map[string]any{"cutovers": out})
+		return writeJSON(w, http.StatusAccepted, cutoverList{Cutovers: out})
 	}
 }
 

@@ -27,13 +27,13 @@ import (
 // is degraded while NATS is down or a VMA's API port is not held.
 func (a *API) health(w http.ResponseWriter, r *http.Request) error {
 	conn := a.ctl.Bus()
-	h := map[string]any{"status": "ok", "version": Version}
+	h := healthAnswer{Status: "ok", Version: Version}
 	var unheld map[string]string
 	if a.cfg.VMAPorts != nil {
 		unheld = a.cfg.VMAPorts.Unheld()
 	}
 	if !conn.Connected() || len(unheld) > 0 {
-		h["status"] = "degraded"
+		h.Status = "degraded"
 	}
 	if !a.authorized(r) {
 		return writeJSON(w, http.StatusOK, h)
@@ -42,12 +42,14 @@ func (a *API) health(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	h["uptime_seconds"] = int64(a.now().Sub(a.ctl.Started()).Seconds())
-	h["nats"] = map[string]any{"connected": conn.Connected(), "jetstream": a.server == nil || a.server.JetStreamEnabled()}
-	h["connected_vmas"] = connected
-	h["nbdkit"] = map[string]any{"restarts": a.ctl.ExportRestarts()}
+	up := int64(a.now().Sub(a.ctl.Started()).Seconds())
+	h.UptimeSeconds = &up
+	h.NATS = &natsHealth{Connected: conn.Connected(), JetStream: a.server == nil || a.server.JetStreamEnabled()}
+	connected = nonNil(connected)
+	h.ConnectedVMAs = &connected
+	h.Nbdkit = &nbdkitHealth{Restarts: a.ctl.ExportRestarts()}
 	if len(unheld) > 0 {
-		h["vma_api_ports_not_held"] = unheld
+		h.VMAAPIPortsNotHeld = unheld
 	}
 	return writeJSON(w, http.StatusOK, h)
 }
@@ -112,7 +114,7 @@ func (a *API) listReplications(w http.ResponseWriter, r *http.Request) error {
 	for _, j := range list {
 		out = append(out, a.view(r, j))
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"replications": out})
+	return writeJSON(w, http.StatusOK, replicationList{Replications: out})
 }
 
 func (a *API) getReplication(w http.ResponseWriter, r *http.Request) error {
@@ -260,7 +262,7 @@ func (a *API) discover(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"vma_id": res.VMAID, "vcenter": res.VCenter, "vms": nonNil(res.VMs)})
+	return writeJSON(w, http.StatusOK, discoverAnswer{VMAID: res.VMAID, VCenter: res.VCenter, VMs: nonNil(res.VMs)})
 }
 
 func (a *API) vms(w http.ResponseWriter, _ *http.Request) error {
@@ -268,7 +270,7 @@ func (a *API) vms(w http.ResponseWriter, _ *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"vms": inv})
+	return writeJSON(w, http.StatusOK, vmList{VMs: nonNil(inv)})
 }
 
 func (a *API) vmas(w http.ResponseWriter, _ *http.Request) error {
@@ -283,20 +285,6 @@ func (a *API) vmas(w http.ResponseWriter, _ *http.Request) error {
 	fw, err := a.ctl.Forwards()
 	if err != nil {
 		return err
-	}
-	type vmaView struct {
-		store.VMA
-		Connected bool `json:"connected"`
-		// Capacity is how many jobs it takes at once (its heartbeat's
-		// max_jobs); Running its jobs the OMA's queue dispatched that
-		// have not ended, Queued those waiting for it in the queue;
-		// BytesPerSecond what its copies write now.
-		Capacity       int   `json:"capacity"`
-		Running        int   `json:"running"`
-		Queued         int   `json:"queued"`
-		BytesPerSecond int64 `json:"bytes_per_second"`
-		// AuthorizedKey is the VMA's line for the sshd authorized_keys file.
-		AuthorizedKey string `json:"authorized_key,omitempty"`
 	}
 	running, inQueue := a.ctl.Queue().Running(), a.ctl.Queue().PerVMA()
 	out := make([]vmaView, 0, len(list))
@@ -316,15 +304,11 @@ func (a *API) vmas(w http.ResponseWriter, _ *http.Request) error {
 		}
 		out = append(out, vv)
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"vmas": out})
+	return writeJSON(w, http.StatusOK, vmaList{VMAs: out})
 }
 
 func (a *API) addVMA(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		ID           string `json:"id"`
-		SSHPublicKey string `json:"ssh_public_key"`
-		APIPort      int    `json:"api_port"`
-	}
+	var req vmaRequest
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}

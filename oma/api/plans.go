@@ -48,7 +48,7 @@ func (a *API) listVCenters(w http.ResponseWriter, _ *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"vcenters": nonNil(list)})
+	return writeJSON(w, http.StatusOK, vcenterList{VCenters: nonNil(list)})
 }
 
 func (a *API) getVCenter(w http.ResponseWriter, r *http.Request) error {
@@ -60,11 +60,7 @@ func (a *API) getVCenter(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) updateVCenter(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		Password secret.String       `json:"password"`
-		VMAs     []string            `json:"vmas"`
-		Limits   *store.SourceLimits `json:"limits"`
-	}
+	var req vcenterUpdate
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
@@ -125,7 +121,7 @@ func (a *API) listPlans(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"plans": list})
+	return writeJSON(w, http.StatusOK, planList{Plans: nonNil(list)})
 }
 
 func (a *API) getPlan(w http.ResponseWriter, r *http.Request) error {

@@ -135,7 +135,7 @@ func (a *API) patchVMA(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"id": v.ID, "rate": v.RateLimit, "rate_windows": nonNil(v.RateWindows)})
+	return writeJSON(w, http.StatusOK, vmaLimits{ID: v.ID, Rate: v.RateLimit, RateWindows: nonNil(v.RateWindows)})
 }
 
 // limits is the answer of GET and PATCH /api/v1/limits.

@@ -18,10 +18,7 @@ type tokenCreated struct {
 }
 
 func (a *API) createToken(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		Name  string `json:"name"`
-		Scope string `json:"scope"`
-	}
+	var req tokenRequest
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
@@ -53,7 +50,7 @@ func (a *API) listTokens(w http.ResponseWriter, _ *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"tokens": nonNil(list)})
+	return writeJSON(w, http.StatusOK, tokenList{Tokens: nonNil(list)})
 }
 
 func (a *API) revokeToken(w http.ResponseWriter, r *http.Request) error {
