@@ -8,6 +8,7 @@ package openapitest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -216,5 +217,85 @@ func (c *Checker) MatchesRouter(tb testing.TB, r *mux.Router) {
 		if _, found := slices.BinarySearch(routes, d); !found {
 			tb.Errorf("openapi: the document has %s, the router does not", d)
 		}
+	}
+}
+
+// Client sends JSON requests to an API through its Checker.
+type Client struct {
+	tb    testing.TB
+	base  string
+	token string
+	hc    *http.Client
+}
+
+// NewClient returns a Client of the API at base (such as
+// http://127.0.0.1:8082) that sends token, unless "".
+func (c *Checker) NewClient(base, token string) *Client {
+	return &Client{tb: c.tb, base: base, token: token, hc: c.Client()}
+}
+
+// Send sends a request with token (none when "") and body (nil, a string
+// sent as it is, or a value sent as JSON), and decodes a JSON answer into
+// out when out is not nil. invalid marks a request sent wrong on purpose:
+// only its answer is checked. It returns the status.
+func (c *Client) Send(method, path, token string, body, out any, invalid bool) int {
+	c.tb.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		data, err := json.Marshal(b)
+		if err != nil {
+			c.tb.Fatal(err)
+		}
+		rd = bytes.NewReader(data)
+	}
+	req, err := http.NewRequest(method, c.base+path, rd)
+	if err != nil {
+		c.tb.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if invalid {
+		req = Invalid(req)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		c.tb.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		c.tb.Fatal(err)
+	}
+	if out != nil && len(data) > 0 && strings.Contains(resp.Header.Get("Content-Type"), "json") {
+		if err := json.Unmarshal(data, out); err != nil {
+			c.tb.Fatalf("%s %s: %d %s: %v", method, path, resp.StatusCode, data, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// Do is Send with the client's token, of a valid request.
+func (c *Client) Do(method, path string, body, out any) int {
+	c.tb.Helper()
+	return c.Send(method, path, c.token, body, out, false)
+}
+
+// Must is Do, failing the test unless the answer's status is want.
+func (c *Client) Must(want int, method, path string, body, out any) {
+	c.tb.Helper()
+	var answer map[string]any
+	if out == nil {
+		out = &answer
+	}
+	if code := c.Do(method, path, body, out); code != want {
+		c.tb.Fatalf("%s %s = %d, want %d (%+v)", method, path, code, want, out)
 	}
 }

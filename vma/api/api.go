@@ -101,6 +101,8 @@ type API struct {
 
 	// validator compiles the event schemas on first use.
 	validator func() (*schema.Validator, error)
+	// document builds the OpenAPI document on first use.
+	document func() ([]byte, error)
 }
 
 // New returns the API. It publishes through conn, records accepted jobs
@@ -119,7 +121,8 @@ func New(conn *bus.Conn, st *store.Store, js Jobs, cfg Config) *API {
 	if cfg.HTTP.Logger == nil {
 		cfg.HTTP.Logger = cfg.Logger
 	}
-	return &API{cfg: cfg, conn: conn, store: st, jobs: js, log: log, started: cfg.Now(), validator: sync.OnceValues(schema.New)}
+	return &API{cfg: cfg, conn: conn, store: st, jobs: js, log: log, started: cfg.Now(), validator: sync.OnceValues(schema.New),
+		document: sync.OnceValues(func() ([]byte, error) { return OpenAPI(cfg.Version) })}
 }
 
 // ReadTokenFile reads a bearer token from a file (surrounding white space
@@ -139,7 +142,11 @@ func ReadTokenFile(path string) ([]byte, error) {
 }
 
 // Handler returns the HTTP handler.
-func (a *API) Handler() http.Handler {
+func (a *API) Handler() http.Handler { return httpserver.Guard(a.cfg.AllowOrigins, a.Router()) }
+
+// Router returns the API's routes, unguarded: what Handler serves, for a
+// test to compare with the OpenAPI document.
+func (a *API) Router() *mux.Router {
 	r := mux.NewRouter()
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, http.StatusNotFound, "", "no such endpoint: "+r.Method+" "+r.URL.Path)
@@ -152,6 +159,7 @@ func (a *API) Handler() http.Handler {
 	}
 	v1 := r.PathPrefix("/api/v1").Subrouter()
 	v1.Handle("/health", a.handle(a.health)).Methods(http.MethodGet)
+	v1.Handle("/openapi.json", a.handle(a.openAPI)).Methods(http.MethodGet)
 	authed := v1.NewRoute().Subrouter()
 	authed.Use(a.auth)
 	authed.Handle("/discover", a.handle(a.discover)).Methods(http.MethodPost)
@@ -159,7 +167,7 @@ func (a *API) Handler() http.Handler {
 	authed.Handle("/status/{job_id}", a.handle(a.status)).Methods(http.MethodGet)
 	authed.Handle("/progress/{job_id}", a.handle(a.progress)).Methods(http.MethodGet)
 	authed.Handle("/cleanup/{job_id}", a.handle(a.cleanup)).Methods(http.MethodPost)
-	return httpserver.Guard(a.cfg.AllowOrigins, r)
+	return r
 }
 
 // Serve serves the API on l until ctx ends, then drains requests.
@@ -216,22 +224,19 @@ func (a *API) health(w http.ResponseWriter, r *http.Request) error {
 	if !connected {
 		status = "degraded"
 	}
-	h := map[string]any{"status": status, "vma_id": a.cfg.Identity.ID, "version": a.cfg.Version}
+	h := healthAnswer{Status: status, VMAID: a.cfg.Identity.ID, Version: a.cfg.Version}
 	if a.authorized(r) {
-		h["uptime_seconds"] = int64(a.cfg.Now().Sub(a.started).Seconds())
-		h["public_key"] = a.cfg.Identity.PublicKey()
+		up := int64(a.cfg.Now().Sub(a.started).Seconds())
 		bh := a.conn.Health()
-		h["bus"] = map[string]any{"connected": bh.Connected, "state": bh.State, "since": bh.Since, "reconnects": bh.Reconnects,
-			"last_error": bh.LastError, "last_error_at": bh.LastErrorAt}
+		h.UptimeSeconds, h.PublicKey, h.Bus = &up, a.cfg.Identity.PublicKey(), &bh
 		if a.cfg.Tunnel != nil {
 			ts := a.cfg.Tunnel.State()
-			h["tunnel"] = map[string]any{"connected": ts.Connected, "forwarding": ts.Forwarding, "since": ts.Since, "reconnects": ts.Reconnects,
-				"bytes_in": ts.BytesIn, "bytes_out": ts.BytesOut, "channels": ts.Channels, "last_error": ts.LastError,
-				"connections": ts.Connections,
-				"rtt_ms":      ms(ts.RTT), "min_rtt_ms": ms(ts.MinRTT), "keepalive_rtt_ms": ms(ts.KeepaliveRTT),
-				"bytes_out_per_second": int64(ts.BytesOutPerSec), "bytes_in_per_second": int64(ts.BytesInPerSec),
-				"delivery_rate_bytes_per_second": int64(ts.DeliveryRate), "snd_cwnd": ts.SndCwnd,
-				"sndbuf_limited": ts.SndbufLimited, "rwnd_limited": ts.RwndLimited, "no_delay": ts.NoDelay}
+			h.Tunnel = &tunnelHealth{Connected: ts.Connected, Forwarding: ts.Forwarding, Since: ts.Since, Reconnects: ts.Reconnects,
+				BytesIn: ts.BytesIn, BytesOut: ts.BytesOut, Channels: ts.Channels, LastError: ts.LastError, Connections: nonNil(ts.Connections),
+				RTTMs: ms(ts.RTT), MinRTTMs: ms(ts.MinRTT), KeepaliveRTTMs: ms(ts.KeepaliveRTT),
+				BytesOutPerSecond: int64(ts.BytesOutPerSec), BytesInPerSecond: int64(ts.BytesInPerSec),
+				DeliveryRateBytesPerSecond: int64(ts.DeliveryRate), SndCwnd: ts.SndCwnd,
+				SndbufLimited: ts.SndbufLimited, RwndLimited: ts.RwndLimited, NoDelay: ts.NoDelay}
 		}
 	}
 	return problem.WriteJSON(w, http.StatusOK, h)
@@ -338,7 +343,7 @@ func (a *API) discover(w http.ResponseWriter, r *http.Request) error {
 	if f := res.Error; f != nil {
 		return failureProblem(f)
 	}
-	return problem.WriteJSON(w, http.StatusOK, map[string]any{"vcenter": res.VCenter, "vms": res.VMs})
+	return problem.WriteJSON(w, http.StatusOK, discoverAnswer{VCenter: res.VCenter, VMs: nonNil(res.VMs)})
 }
 
 // failureProblem maps a discovery failure to its status.
@@ -429,7 +434,7 @@ func (a *API) replicate(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return problem.WriteJSON(w, http.StatusAccepted, map[string]string{"job_id": req.JobID, "status": events.StatusAccepted, "state": state})
+	return problem.WriteJSON(w, http.StatusAccepted, replicateAnswer{JobID: req.JobID, Status: events.StatusAccepted, State: state})
 }
 
 // startOnOMA asks the OMA to queue cmd's job, and returns the job's state
@@ -455,4 +460,12 @@ func (a *API) startOnOMA(ctx context.Context, cmd *events.ReplicateCommand) (str
 		return "", &problem.Error{Status: http.StatusServiceUnavailable, Detail: "the OMA did not queue job " + cmd.JobID + ": " + err.Error()}
 	}
 	return reply.State, nil
+}
+
+// nonNil is s, or an empty slice for nil (JSON [], not null).
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }
