@@ -1,6 +1,7 @@
 package httpserver
 
 import (
+	"mime"
 	"net"
 	"net/http"
 	"strings"
@@ -29,6 +30,27 @@ import (
 // (OPTIONS) is answered with 204. Origins compare without case and
 // without a trailing slash. Answers are problem+json naming the header.
 func Guard(allowOrigins []string, next http.Handler) http.Handler {
+	return guard(allowOrigins, problem.IsJSON, "application/json", next)
+}
+
+// GuardForms is Guard for the pages of a web console: the same origin and
+// host rules, but the bodies it lets through are HTML forms
+// (application/x-www-form-urlencoded), which a page of another origin
+// cannot send here with its Origin; the console adds a CSRF token of its
+// own besides.
+func GuardForms(allowOrigins []string, next http.Handler) http.Handler {
+	return guard(allowOrigins, isForm, "application/x-www-form-urlencoded", next)
+}
+
+// isForm reports whether a Content-Type is an HTML form's.
+func isForm(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == "application/x-www-form-urlencoded"
+}
+
+// guard is Guard with the bodies it takes: those whose Content-Type
+// bodyOK accepts (want names them in the refusal).
+func guard(allowOrigins []string, bodyOK func(string) bool, want string, next http.Handler) http.Handler {
 	allowed := map[string]bool{}
 	for _, o := range allowOrigins {
 		if o = normalizeOrigin(o); o != "" {
@@ -68,10 +90,10 @@ func Guard(allowOrigins []string, next http.Handler) http.Handler {
 			r.Body = http.MaxBytesReader(w, r.Body, problem.MaxBody)
 		}
 		if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
-			if ct := r.Header.Get("Content-Type"); !problem.IsJSON(ct) {
-				detail := "a request body needs Content-Type: application/json"
+			if ct := r.Header.Get("Content-Type"); !bodyOK(ct) {
+				detail := "a request body needs Content-Type: " + want
 				if ct != "" {
-					detail = "Content-Type " + ct + " refused: send application/json"
+					detail = "Content-Type " + ct + " refused: send " + want
 				}
 				problem.Write(w, http.StatusUnsupportedMediaType, "Content-Type", detail)
 				return

@@ -118,6 +118,12 @@ type tokenRequest struct {
 	Scope string `json:"scope"`
 }
 
+// tokenSelf is GET /api/v1/token's answer: the request's own token.
+type tokenSelf struct {
+	Name  string       `json:"name"`
+	Scope tokens.Scope `json:"scope"`
+}
+
 // tokenList is GET /api/v1/tokens's answer.
 type tokenList struct {
 	Tokens []tokens.Info `json:"tokens"`

@@ -133,6 +133,8 @@ type API struct {
 	validator func() (*schema.Validator, error)
 	// document builds the OpenAPI document on first use.
 	document func() ([]byte, error)
+	// pages serves what is not the API (SetPages).
+	pages http.Handler
 }
 
 // New returns the API over ctl configured by cfg. server may be nil when
@@ -153,8 +155,22 @@ func New(ctl Control, st *store.Store, server *bus.Server, cfg Config) *API {
 }
 
 // Handler returns the HTTP handler of the API: its routes, behind the
-// same-origin guard.
-func (a *API) Handler() http.Handler { return httpserver.Guard(a.cfg.AllowOrigins, a.Router()) }
+// same-origin guard; with pages (SetPages), those at every other path.
+func (a *API) Handler() http.Handler {
+	api := httpserver.Guard(a.cfg.AllowOrigins, a.Router())
+	if a.pages == nil {
+		return api
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/api/", api)
+	mux.Handle("/metrics", api)
+	mux.Handle("/", a.pages)
+	return mux
+}
+
+// SetPages serves h at every path outside /api/ and /metrics: the web
+// console. Call it before Serve.
+func (a *API) SetPages(h http.Handler) { a.pages = h }
 
 // Router returns the API's routes, unguarded: what Handler serves, for a
 // test to compare with the OpenAPI document.
@@ -197,6 +213,7 @@ func (a *API) Router() *mux.Router {
 	route(http.MethodPost, "/tokens", tokens.Admin, a.createToken)
 	route(http.MethodGet, "/tokens", tokens.Admin, a.listTokens)
 	route(http.MethodDelete, "/tokens/{name}", tokens.Admin, a.revokeToken)
+	route(http.MethodGet, "/token", tokens.Read, a.ownToken)
 	route(http.MethodPost, "/vcenters", tokens.Admin, a.createVCenter)
 	route(http.MethodGet, "/vcenters", tokens.Read, a.listVCenters)
 	route(http.MethodGet, "/vcenters/{name}", tokens.Read, a.getVCenter)

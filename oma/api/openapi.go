@@ -33,6 +33,7 @@ func OpenAPI() ([]byte, error) {
 			"replicationRequest.replication_type": {events.ReplicationInitial, events.ReplicationIncremental},
 			"healthAnswer.status":                 {"ok", "degraded"},
 			"tokenRequest.scope":                  {string(tokens.Read), string(tokens.Operate), string(tokens.Admin)},
+			"tokenSelf.scope":                     {string(tokens.Read), string(tokens.Operate), string(tokens.Admin)},
 			"startRequest.on_cbt_reset":           {events.OnCBTResetFail, events.OnCBTResetFull},
 			"cutoverRequest.when":                 {"now", "at", "budget"},
 			"cutoverRequest.power_off":            {"guest", "hard", "guest-then-hard"},
@@ -139,6 +140,7 @@ func omaOps() []openapi.Op {
 		op(post, "/api/v1/tokens", admin, "tokens", "Create an API token (its secret is shown once).", tokenRequest{}, answers(http.StatusCreated, tokenCreated{}, statuses(withBody, conflict)...)),
 		op(get, "/api/v1/tokens", admin, "tokens", "The tokens: names, scopes, last use; never their secrets.", nil, answers(http.StatusOK, tokenList{})),
 		op(del, "/api/v1/tokens/{name}", admin, "tokens", "Revoke a token.", nil, answers(http.StatusNoContent, nil, found...)),
+		op(get, "/api/v1/token", read, "tokens", "The request's own token: its name and scope.", nil, answers(http.StatusOK, tokenSelf{})),
 
 		op(post, "/api/v1/vcenters", admin, "vcenters", "Register a vCenter: credentials kept sealed at rest, the VMAs that may use it, its limits.", vcenterRequest{},
 			answers(http.StatusCreated, vcenters.View{}, statuses(withBody, conflict, upstream)...)),

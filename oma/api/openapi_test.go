@@ -66,6 +66,12 @@ func TestOpenAPI(t *testing.T) {
 	}
 	c.Must(http.StatusCreated, http.MethodPost, "/api/v1/tokens", map[string]string{"name": "reader", "scope": "read"}, &reader)
 	c.Must(http.StatusOK, http.MethodGet, "/api/v1/tokens", nil, nil)
+	var self struct {
+		Name, Scope string
+	}
+	if c.Send(http.MethodGet, "/api/v1/token", reader.Token, nil, &self, false); self.Name != "reader" || self.Scope != "read" {
+		t.Errorf("GET /api/v1/token with the read token = %+v, want reader, read", self)
+	}
 	if code := c.Send(http.MethodPost, "/api/v1/plans", reader.Token, map[string]any{"name": "x"}, nil, false); code != http.StatusForbidden {
 		t.Errorf("POST /api/v1/plans with a read token = %d, want 403", code)
 	}

@@ -66,3 +66,10 @@ func (a *API) revokeToken(w http.ResponseWriter, r *http.Request) error {
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
+
+// ownToken answers the name and scope of the request's own token: what a
+// client (the web console) may do with it.
+func (a *API) ownToken(w http.ResponseWriter, r *http.Request) error {
+	h := holderOf(r)
+	return writeJSON(w, http.StatusOK, tokenSelf{Name: h.Name, Scope: h.Scope})
+}

@@ -29,6 +29,7 @@ import (
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/httpserver"
 	"github.com/godwit/godwit/oma/api"
+	"github.com/godwit/godwit/oma/console"
 	"github.com/godwit/godwit/oma/atrest"
 	"github.com/godwit/godwit/oma/control"
 	"github.com/godwit/godwit/oma/cutover"
@@ -447,7 +448,17 @@ func (o *OMA) Run(ctx context.Context) error {
 		reg := metrics.Registry(metrics.New(st, metrics.Config{Version: version.String(), HeartbeatTimeout: cfg.HeartbeatTimeout}), lag)
 		apiCfg.Metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)})
 	}
-	go func() { apiErr <- api.New(ctl, st, srv, apiCfg).Serve(apiCtx, l) }()
+	apiSrv := api.New(ctl, st, srv, apiCfg)
+	con, err := console.New(console.Config{API: apiSrv.Handler(), JetStream: conn.JetStream(), AllowOrigins: apiCfg.AllowOrigins,
+		Now: cfg.Now, Logger: log.WithGroup("console")})
+	if err != nil {
+		return err
+	}
+	apiSrv.SetPages(con.Handler())
+	consoleDone := make(chan struct{})
+	go func() { defer close(consoleDone); con.Run(apiCtx) }()
+	defer func() { stopAPI(); <-consoleDone }()
+	go func() { apiErr <- apiSrv.Serve(apiCtx, l) }()
 	if ml != nil {
 		metricsDone := make(chan struct{})
 		go func() {
