@@ -497,7 +497,9 @@ func (c *Console) reference(w http.ResponseWriter, r *http.Request) {
 	}
 	var d referenceData
 	for tag, ops := range byTag {
-		slices.SortFunc(ops, func(a, b referenceOp) int { return cmp.Or(cmp.Compare(a.Path, b.Path), cmp.Compare(a.Method, b.Method)) })
+		slices.SortFunc(ops, func(a, b referenceOp) int {
+			return cmp.Or(cmp.Compare(a.Path, b.Path), cmp.Compare(a.Method, b.Method))
+		})
 		d.Tags = append(d.Tags, referenceTag{Name: tag, Ops: ops})
 	}
 	slices.SortFunc(d.Tags, func(a, b referenceTag) int { return cmp.Compare(a.Name, b.Name) })
