@@ -10,14 +10,15 @@
 # (testbed/guests): qemu-system-x86, a kernel
 # (linux-image-amd64), grub-pc-bin, fdisk (sfdisk), cpio, kmod (modprobe), mmdebstrap (the
 # Debian guest of make test-guest), for UEFI guests ovmf (their boot checks) and
-# grub-efi-amd64-bin, dosfstools and mtools (the UEFI test guest), and Debian's
+# grub-efi-amd64-bin, dosfstools and mtools (the UEFI test guest), chromium (the web
+# console's browser tests, oma/console, driven headless through chromedp), and Debian's
 # static busybox unpacked (not installed: it would replace the system's busybox) into
 # /var/cache/godwit/busybox-static.
 set -euo pipefail
 
 pkgs=(nbdkit libnbd-bin openssh-server time curl jq iproute2 openssl
   qemu-system-x86 qemu-utils linux-image-amd64 grub-pc-bin fdisk cpio kmod virt-v2v libguestfs-tools mmdebstrap
-  ovmf grub-efi-amd64-bin dosfstools mtools)
+  ovmf grub-efi-amd64-bin dosfstools mtools chromium)
 busybox_dir=/var/cache/godwit/busybox-static
 
 sudo=""

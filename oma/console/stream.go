@@ -187,6 +187,11 @@ func (f *formatter) format(m message) (formatted, bool) {
 	// the page shows those apart.
 	if _, rest, ok := strings.Cut(text, " "); ok {
 		text = rest
+		if after, ok := strings.CutPrefix(text, "job "); ok { // the job's page names it already
+			if _, msg, ok := strings.Cut(after, " "); ok {
+				text = msg
+			}
+		}
 	}
 	pl, known := events.NewPayload(ev.Type)
 	if known && ev.Decode(pl) == nil {

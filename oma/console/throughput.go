@@ -64,6 +64,9 @@ func (c *Console) sample(ctx context.Context) {
 			}
 		case m := <-sub.ch:
 			c.rates.heartbeat(m)
+			if c.rates.stale(c.cfg.Now()) {
+				c.rates.record(c.cfg.Now())
+			}
 		case now := <-tick.C:
 			c.rates.record(now)
 		}
@@ -80,6 +83,13 @@ func (t *throughput) heartbeat(m message) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.byVMA[hb.VMAID] = load{rate: hb.Load.BytesPerSecond, at: m.Stored}
+}
+
+// stale says the last point is older than sampleEvery, or there is none.
+func (t *throughput) stale(now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.points) == 0 || now.Sub(t.points[len(t.points)-1].at) >= sampleEvery
 }
 
 // record adds a point: the fresh heartbeats' rates summed.
