@@ -63,6 +63,11 @@ test: deps tools
 test-guest: deps
 	bash -o pipefail -c "GODWIT_TEST_GUEST=1 $(GO) test -count=1 -timeout 60m -run TestCutoverDebianGuest -v ./oma/cutover | tee test-guest.log"
 
+## screenshots: photograph the web console's pages into docs/screenshots (the README shows them), with the
+## browser test that drives it (headless chromium)
+screenshots: deps
+	GODWIT_SCREENSHOTS=$(CURDIR)/docs/screenshots $(GO) test -count=1 -run TestConsoleInABrowser ./oma/console
+
 ## bench: the benchmarks, with their ratios to the peer tools
 bench: deps tools build
 	$(GO) test -run '^$$' -bench . -benchtime 3s -count 3 ./bus ./schema

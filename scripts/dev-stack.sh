@@ -186,6 +186,7 @@ cat <<EOF
 godwit is up. OMA http://localhost:$OMA_PORT, VMA http://localhost:$VMA_TUNNEL_PORT (through the tunnel),
 vCenter https://$VCENTER/sdk, NATS nats://127.0.0.1:$NATS_PORT. Logs: $LOGS/. Ctrl-C stops it all.
 The admin API token is OMA_TOKEN in $VAR/dev.env, with the rest (not printed here: terminals get logged).
+The web console: http://localhost:$OMA_PORT/ (sign in with OMA_TOKEN).
 
 The seed's four steps, in a second terminal (or: make demo):
 

@@ -231,6 +231,9 @@ func TestConsoleWithoutJavaScript(t *testing.T) {
 	if code, body, _ := br.get("/plans/web-1"); code != http.StatusOK || !strings.Contains(body, plan.VMs[0].Name) || !strings.Contains(body, "Cut the plan") {
 		t.Errorf("GET /plans/web-1 = %d, without its VMs or its actions", code)
 	}
+	if code, _, loc := br.post("/plans/web-1/preflight", url.Values{"csrf": {csrf}}); code != http.StatusSeeOther || !strings.Contains(loc, "Preflight") {
+		t.Errorf("POST preflight = %d to %q, want 303 with its summary", code, loc)
+	}
 	job := plan.VMs[0].CurrentJob
 	if code, body, _ := br.get("/jobs/" + job); code != http.StatusOK || !strings.Contains(body, "Cancel the job") {
 		t.Errorf("GET /jobs/%s = %d without its actions", job, code)

@@ -283,6 +283,14 @@ func (c *Console) planAction(w http.ResponseWriter, r *http.Request) {
 		method, path, body, flash = http.MethodPatch, base, map[string]any{"sync": map[string]any{"interval": strings.TrimSpace(r.PostFormValue("interval"))}}, "Schedule changed."
 	case "cutover":
 		body, flash = map[string]any{"convert": r.PostFormValue("convert") == "on", "boot_check": r.PostFormValue("boot_check") == "on"}, "Cutover started."
+	case "preflight":
+		var rep plans.Report
+		if err := c.call(r.Context(), s.token, http.MethodGet, base+"/preflight", nil, &rep); err != nil {
+			c.apiFail(w, r, err)
+			return
+		}
+		back(w, r, "/plans/"+url.PathEscape(name), fmt.Sprintf("Preflight: %s, %d errors, %d warnings.", rep.Status, rep.Errors, rep.Warnings))
+		return
 	case "cutover-rollback":
 		path, body, flash = base+"/cutover/rollback", map[string]any{}, "Rollback started."
 	case "cutover-commit":
