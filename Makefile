@@ -71,7 +71,8 @@ screenshots: deps
 ## bench: the benchmarks, with their ratios to the peer tools
 bench: deps tools build
 	$(GO) test -run '^$$' -bench . -benchtime 3s -count 3 ./bus ./schema
-	$(GO) test -run '^$$' -bench . -benchtime 200x -count 3 ./oma/api
+	$(GO) test -run '^$$' -bench CreateReplication -benchtime 200x -count 3 ./oma/api
+	$(GO) test -run '^$$' -bench Consoles -benchtime 10000x -count 3 ./oma/api
 	$(GO) test -run '^$$' -bench ProgressApply -benchtime 20000x -count 3 ./oma/control
 	$(GO) test -run '^$$' -bench ProgressLag -benchtime 5000x -count 3 ./oma/control
 	$(GO) test -run '^$$' -bench 'CreatePlan1000|ScheduleTick1000' -benchtime 3x -timeout 30m ./oma/plans

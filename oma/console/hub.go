@@ -1,6 +1,7 @@
 package console
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -26,53 +27,46 @@ type message struct {
 	Stored  time.Time
 	// Data is the CloudEvent, as stored.
 	Data []byte
+	// SSE is the message's data line for the browsers ("data: {...}\n"),
+	// rendered once for all of them; nil for a message that is no event.
+	SSE []byte
 }
 
 // hub follows the streams with one ordered, ephemeral consumer each (so
-// the browsers cost the server nothing more however many watch), keeps
-// each stream's last ringSize messages, and fans the new ones out to the
-// browsers' event streams. A browser that comes back with the last event
-// id it saw gets what it missed from the ring, or from the stream itself
-// when that is older than the ring.
+// the browsers cost the server nothing more however many watch), and keeps
+// each stream's last ringSize messages, formatted once. The browsers'
+// event streams pull what is new from the rings at their own pace (at
+// most every flushEvery), woken when something comes: a message costs the
+// hub the same with a hundred browsers as with none. A browser that comes
+// back with the last event id it saw gets what it missed from the ring,
+// or from the stream itself when that is older than the ring.
 type hub struct {
 	js      jetstream.JetStream
 	streams []string
 	log     *slog.Logger
+	// live formats the followed messages, in their order, under mu.
+	live *formatter
 
 	mu    sync.Mutex
 	rings map[string][]message
-	subs  map[*subscriber]struct{}
+	// base is each stream's last sequence before what its ring holds or
+	// will hold: where a browser that came before any message starts.
+	base map[string]uint64
+	// notify is closed, and made anew, when a message comes.
+	notify chan struct{}
 }
-
-// subscriber is one browser's event stream.
-type subscriber struct {
-	filters []string
-	ch      chan message
-	// gone is closed when the hub dropped it (it fell behind, or the hub
-	// stopped): the browser reconnects and replays from its last id.
-	gone chan struct{}
-	once sync.Once
-}
-
-func (s *subscriber) drop() { s.once.Do(func() { close(s.gone) }) }
 
 func newHub(js jetstream.JetStream, streams []string, log *slog.Logger) *hub {
-	return &hub{js: js, streams: streams, log: log, rings: map[string][]message{}, subs: map[*subscriber]struct{}{}}
+	return &hub{js: js, streams: streams, log: log, live: newFormatter(), rings: map[string][]message{}, base: map[string]uint64{}, notify: make(chan struct{})}
 }
 
-// run follows every stream until ctx ends, then drops every subscriber.
+// run follows every stream until ctx ends.
 func (h *hub) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, s := range h.streams {
 		wg.Go(func() { h.follow(ctx, s) })
 	}
 	wg.Wait()
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for s := range h.subs {
-		s.drop()
-		delete(h.subs, s)
-	}
 }
 
 // follow consumes stream from its last ringSize messages on, again after
@@ -103,31 +97,43 @@ func (h *hub) consume(ctx context.Context, stream string) error {
 		if err != nil {
 			return fmt.Errorf("stream %s: %w", stream, err)
 		}
-		if last := st.CachedInfo().State.LastSeq; last > 0 {
+		last := st.CachedInfo().State.LastSeq
+		if last > 0 {
 			cfg = jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: max(last, ringSize) - ringSize + 1}
 		}
+		h.mu.Lock()
+		h.base[stream] = last
+		h.mu.Unlock()
 	}
 	cons, err := h.js.OrderedConsumer(ctx, stream, cfg)
 	if err != nil {
 		return fmt.Errorf("follow %s: %w", stream, err)
 	}
-	cc, err := cons.Consume(func(msg jetstream.Msg) {
-		md, err := msg.Metadata()
-		if err != nil {
-			return
-		}
-		h.publish(message{Stream: stream, Seq: md.Sequence.Stream, Subject: msg.Subject(), Stored: md.Timestamp, Data: msg.Data()})
-	})
+	it, err := cons.Messages()
 	if err != nil {
 		return fmt.Errorf("follow %s: %w", stream, err)
 	}
-	<-ctx.Done()
-	cc.Stop()
-	return nil
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	defer it.Stop()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("follow %s: %w", stream, err)
+		}
+		md, err := msg.Metadata()
+		if err != nil {
+			continue
+		}
+		h.publish(message{Stream: stream, Seq: md.Sequence.Stream, Subject: msg.Subject(), Stored: md.Timestamp, Data: msg.Data()})
+	}
 }
 
-// publish keeps m in its stream's ring and hands it to every subscriber
-// whose filters match; one that cannot take it is dropped.
+// publish keeps m, formatted, in its stream's ring, and wakes the
+// browsers' streams.
 func (h *hub) publish(m message) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -135,58 +141,52 @@ func (h *hub) publish(m message) {
 	if n := len(ring); n > 0 && ring[n-1].Seq >= m.Seq {
 		return // a consumer started again delivers what it had
 	}
+	m.SSE = h.live.sse(m)
 	if len(ring) == ringSize {
-		ring = append(ring[:0:0], ring[1:]...)
+		copy(ring, ring[1:])
+		ring = ring[:ringSize-1]
 	}
 	h.rings[m.Stream] = append(ring, m)
-	for s := range h.subs {
-		if !matchAny(s.filters, m.Subject) {
-			continue
-		}
-		select {
-		case s.ch <- m:
-		default:
-			s.drop()
-			delete(h.subs, s)
-		}
-	}
+	close(h.notify)
+	h.notify = make(chan struct{})
 }
 
-// subscribe registers a subscriber of the subjects filters, and returns it
-// with what it missed after the positions from (stream -> the last
-// sequence seen; a stream not in from: nothing missed): from the ring, or
-// from the stream when the ring no longer holds it.
-func (h *hub) subscribe(ctx context.Context, filters []string, from map[string]uint64) (*subscriber, []message, error) {
-	s := &subscriber{filters: filters, ch: make(chan message, 1024), gone: make(chan struct{})}
+// gap is a range of a stream's sequences the ring no longer holds.
+type gap struct {
+	stream     string
+	start, end uint64 // end excluded
+}
+
+// since returns the rings' messages matching filters after the positions
+// pos (stream -> the last sequence seen; a stream not in pos: from now
+// on, and pos gets its position), in each stream's order; the ranges
+// that are older than the rings, to read from the streams; and a channel
+// closed when something new comes.
+func (h *hub) since(pos map[string]uint64, filters []string) ([]message, []gap, <-chan struct{}) {
 	h.mu.Lock()
-	var missed []message
-	oldest := map[string]uint64{}
-	for stream, seq := range from {
-		ring := h.rings[stream]
+	defer h.mu.Unlock()
+	var out []message
+	var gaps []gap
+	for stream, ring := range h.rings {
 		if len(ring) == 0 {
 			continue
 		}
-		if ring[0].Seq > seq+1 {
-			oldest[stream] = ring[0].Seq
+		seq, ok := pos[stream]
+		if !ok {
+			pos[stream] = ring[len(ring)-1].Seq
+			continue
 		}
-		for _, m := range ring {
-			if m.Seq > seq && matchAny(filters, m.Subject) {
-				missed = append(missed, m)
+		if ring[0].Seq > seq+1 {
+			gaps = append(gaps, gap{stream, seq + 1, ring[0].Seq})
+		}
+		i, _ := slices.BinarySearchFunc(ring, seq+1, func(m message, s uint64) int { return cmp.Compare(m.Seq, s) })
+		for _, m := range ring[i:] {
+			if matchAny(filters, m.Subject) {
+				out = append(out, m)
 			}
 		}
 	}
-	h.subs[s] = struct{}{}
-	h.mu.Unlock()
-	var older []message
-	for stream, end := range oldest {
-		got, err := h.read(ctx, stream, filters, from[stream]+1, end)
-		if err != nil {
-			h.unsubscribe(s)
-			return nil, nil, err
-		}
-		older = append(older, got...)
-	}
-	return s, append(older, missed...), nil
+	return out, gaps, h.notify
 }
 
 // maxCatchUp bounds what a browser replays from a stream.
@@ -207,6 +207,7 @@ func (h *hub) read(ctx context.Context, stream string, filters []string, start, 
 		return nil, fmt.Errorf("replay %s from %d: %w", stream, start, err)
 	}
 	var out []message
+	f := newFormatter()
 	for len(out) < maxCatchUp {
 		batch, err := cons.FetchNoWait(256)
 		if err != nil {
@@ -223,7 +224,9 @@ func (h *hub) read(ctx context.Context, stream string, filters []string, start, 
 				return out, nil
 			}
 			if matchAny(filters, msg.Subject()) {
-				out = append(out, message{Stream: stream, Seq: md.Sequence.Stream, Subject: msg.Subject(), Stored: md.Timestamp, Data: msg.Data()})
+				m := message{Stream: stream, Seq: md.Sequence.Stream, Subject: msg.Subject(), Stored: md.Timestamp, Data: msg.Data()}
+				m.SSE = f.sse(m)
+				out = append(out, m)
 			}
 			if md.NumPending == 0 {
 				return out, nil
@@ -306,19 +309,15 @@ func (h *hub) recent(filters []string, n int) []message {
 	return out[max(len(out)-n, 0):]
 }
 
-// unsubscribe forgets s.
-func (h *hub) unsubscribe(s *subscriber) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	delete(h.subs, s)
-	s.drop()
-}
-
-// last returns the last sequence of each stream the hub has seen.
+// last returns the last sequence of each stream the hub has seen, or
+// that it starts after.
 func (h *hub) last() map[string]uint64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	out := map[string]uint64{}
+	for stream, seq := range h.base {
+		out[stream] = seq
+	}
 	for stream, ring := range h.rings {
 		if len(ring) > 0 {
 			out[stream] = ring[len(ring)-1].Seq
@@ -339,16 +338,20 @@ func matchAny(patterns []string, subject string) bool {
 }
 
 func match(pattern, subject string) bool {
-	pt, st := strings.Split(pattern, "."), strings.Split(subject, ".")
-	for i, p := range pt {
+	for {
+		p, prest, pmore := strings.Cut(pattern, ".")
 		if p == ">" {
-			return len(st) > i
+			return subject != ""
 		}
-		if i >= len(st) || (p != "*" && p != st[i]) {
+		t, srest, smore := strings.Cut(subject, ".")
+		if (p != "*" && p != t) || pmore != smore {
 			return false
 		}
+		if !pmore {
+			return true
+		}
+		pattern, subject = prest, srest
 	}
-	return len(pt) == len(st)
 }
 
 // eventID is the SSE id of a position: "STREAM:seq" for each stream, in

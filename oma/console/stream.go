@@ -1,9 +1,11 @@
 package console
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"strings"
 	"time"
@@ -16,10 +18,13 @@ import (
 const maxFilters = 8
 
 // stream serves a page's live updates as Server-Sent Events: the events of
-// the subjects asked for (?subject=, NATS patterns), each with an id that
-// says where every stream was ("JOBS:45,PROGRESS:123"). A browser that
-// reconnects sends the last one (Last-Event-ID) and gets what it missed
-// first, nothing lost; without one it gets what comes from now on.
+// the subjects asked for (?subject=, NATS patterns), written at most every
+// flushEvery, the last of each write with an id that says where every
+// stream was ("JOBS:45,PROGRESS:123"). A browser that reconnects sends it
+// back (Last-Event-ID) and gets what it missed first, nothing lost;
+// without one it gets what comes from now on. A job's progress events
+// within one write are conflated to the newest: each carries the job's
+// whole state.
 func (c *Console) stream(w http.ResponseWriter, r *http.Request) {
 	filters := r.URL.Query()["subject"]
 	if len(filters) == 0 || len(filters) > maxFilters {
@@ -32,100 +37,112 @@ func (c *Console) stream(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	pos := c.hub.last()
+	pos := c.hub.last() // from now on, unless the browser says where it was
 	if id := r.Header.Get("Last-Event-ID"); id != "" {
-		for stream, seq := range parseEventID(id) {
-			pos[stream] = seq
-		}
+		maps.Copy(pos, parseEventID(id))
 	}
-	sub, missed, err := c.hub.subscribe(r.Context(), filters, pos)
-	if err != nil {
-		c.log.Warn("console: an event stream", "err", err)
-		c.fail(w, r, sessionOf(r), http.StatusServiceUnavailable, "the event streams are not available now")
-		return
-	}
-	defer c.hub.unsubscribe(sub)
 	rc := http.NewResponseController(w)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	f := newFormatter()
-	send := func(m message) error {
-		if seq, ok := pos[m.Stream]; ok && m.Seq <= seq {
-			return nil // replayed already, or from before the position
-		}
-		pos[m.Stream] = m.Seq
-		var buf bytes.Buffer
-		fmt.Fprintf(&buf, "id: %s\n", eventID(c.cfg.Streams, pos))
-		if out, ok := f.format(m); ok {
-			data, err := json.Marshal(out)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(&buf, "data: %s\n", data)
-		} else {
-			buf.WriteString("data: {}\n")
-		}
-		buf.WriteString("\n")
-		if _, err := w.Write(buf.Bytes()); err != nil {
-			return err
-		}
-		return nil
-	}
-	// The position each event carries starts where the browser was.
-	for stream, seq := range c.hub.last() {
-		if _, ok := pos[stream]; !ok {
-			pos[stream] = seq
-		}
-	}
-	if _, err := fmt.Fprintf(w, "retry: 1000\n: %s\n\n", "godwit events"); err != nil {
-		return
-	}
-	for _, m := range missed {
-		if err := send(m); err != nil {
-			return
-		}
-	}
-	if err := rc.Flush(); err != nil {
-		return
-	}
+	bw := bufio.NewWriterSize(w, 32<<10)
+	bw.WriteString("retry: 1000\n: godwit events\n\n")
 	keepalive := time.NewTicker(15 * time.Second)
 	defer keepalive.Stop()
 	for {
+		msgs, gaps, notify := c.hub.since(pos, filters)
+		for _, g := range gaps { // older than the rings: from the streams
+			older, err := c.hub.read(r.Context(), g.stream, filters, g.start, g.end)
+			if err != nil {
+				c.log.Warn("console: replay an event stream", "stream", g.stream, "err", err)
+				return
+			}
+			msgs = append(older, msgs...)
+		}
+		if len(msgs) > 0 {
+			writeBatch(bw, conflate(msgs), pos, c.cfg.Streams)
+		}
+		if bw.Flush() != nil || rc.Flush() != nil {
+			return
+		}
+		flushed := time.Now()
 		select {
 		case <-r.Context().Done():
 			return
 		case <-c.done:
 			return
-		case <-sub.gone:
-			return // fell behind: the browser reconnects and replays
 		case <-keepalive.C:
-			if _, err := w.Write([]byte(": keepalive\n\n")); err != nil {
-				return
-			}
-		case m := <-sub.ch:
-			if err := send(m); err != nil {
-				return
-			}
-			// Send what else is waiting before flushing, in one write.
-			for more := true; more; {
-				select {
-				case m := <-sub.ch:
-					if err := send(m); err != nil {
-						return
-					}
-				default:
-					more = false
-				}
-			}
+			bw.WriteString(": keepalive\n\n")
+			continue
+		case <-notify:
 		}
-		if err := rc.Flush(); err != nil {
+		// Let what comes in the next moments join this write: a burst
+		// costs a browser one write, not one per event.
+		select {
+		case <-r.Context().Done():
 			return
+		case <-c.done:
+			return
+		case <-time.After(flushEvery - time.Since(flushed)):
 		}
 	}
 }
+
+// conflate drops the progress events that a later progress event of the
+// same job in msgs supersedes (it carries the job's whole state); every
+// other event stays, in its order.
+func conflate(msgs []message) []message {
+	newest := map[string]int{} // subject -> index of its last progress event
+	for i, m := range msgs {
+		if strings.HasPrefix(m.Subject, "godwit.progress.") {
+			newest[m.Subject] = i
+		}
+	}
+	if len(newest) == 0 {
+		return msgs
+	}
+	out := msgs[:0:0]
+	for i, m := range msgs {
+		if j, ok := newest[m.Subject]; ok && j != i {
+			continue
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// writeBatch writes the events of msgs that pos has not seen, and moves
+// pos past them; the last event written carries the id of the position
+// after the whole batch (an event without an id keeps the one before, so
+// a browser resumes after the last event it got whole).
+func writeBatch(bw *bufio.Writer, msgs []message, pos map[string]uint64, streams []string) {
+	var fresh []message
+	for _, m := range msgs {
+		if seq, ok := pos[m.Stream]; ok && m.Seq <= seq {
+			continue
+		}
+		if m.SSE != nil {
+			fresh = append(fresh, m)
+		}
+	}
+	for _, m := range msgs {
+		pos[m.Stream] = max(pos[m.Stream], m.Seq)
+	}
+	for i, m := range fresh {
+		if i == len(fresh)-1 {
+			bw.WriteString("id: ")
+			bw.WriteString(eventID(streams, pos))
+			bw.WriteByte('\n')
+		}
+		bw.Write(m.SSE)
+		bw.WriteByte('\n')
+	}
+}
+
+// flushEvery is how often a browser's event stream is written at most.
+const flushEvery = 100 * time.Millisecond
 
 // liveEvent is what the browser gets of an event.
 type liveEvent struct {
@@ -228,6 +245,20 @@ func (f *formatter) format(m message) (formatted, bool) {
 	out.Line = text
 	out.line = line{At: ev.Time, Subject: m.Subject, Type: ev.Type, Text: text}
 	return out, true
+}
+
+// sse is m's data line for the browsers ("data: {...}\n"), nil for a
+// message that is no event.
+func (f *formatter) sse(m message) []byte {
+	out, ok := f.format(m)
+	if !ok {
+		return nil
+	}
+	data, err := json.Marshal(out.liveEvent)
+	if err != nil {
+		return nil
+	}
+	return append(append([]byte("data: "), data...), '\n')
 }
 
 // progressFields are the job page's figures a progress event fills.

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/oma/watch"
 )
@@ -43,30 +44,23 @@ func newThroughput() *throughput { return &throughput{byVMA: map[string]load{}} 
 // sample follows the VMAs' heartbeats and records the sum of their rates
 // every sampleEvery, until ctx ends.
 func (c *Console) sample(ctx context.Context) {
-	sub, missed, err := c.hub.subscribe(ctx, []string{"godwit.vma.heartbeat.*"}, nil)
-	if err != nil {
-		c.log.Warn("console: throughput", "err", err)
-		return
-	}
-	defer c.hub.unsubscribe(sub)
-	for _, m := range missed {
-		c.rates.heartbeat(m)
-	}
+	filters := []string{"godwit.vma.heartbeat.*"}
+	pos := map[string]uint64{bus.StreamPresence: 0} // the heartbeats the ring holds, then the new ones
 	tick := time.NewTicker(sampleEvery)
 	defer tick.Stop()
 	for {
+		msgs, _, notify := c.hub.since(pos, filters)
+		for _, m := range msgs {
+			pos[m.Stream] = max(pos[m.Stream], m.Seq)
+			c.rates.heartbeat(m)
+		}
+		if len(msgs) > 0 && c.rates.stale(c.cfg.Now()) {
+			c.rates.record(c.cfg.Now())
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-sub.gone:
-			if sub, _, err = c.hub.subscribe(ctx, []string{"godwit.vma.heartbeat.*"}, nil); err != nil {
-				return
-			}
-		case m := <-sub.ch:
-			c.rates.heartbeat(m)
-			if c.rates.stale(c.cfg.Now()) {
-				c.rates.record(c.cfg.Now())
-			}
+		case <-notify:
 		case now := <-tick.C:
 			c.rates.record(now)
 		}
