@@ -30,6 +30,9 @@ type message struct {
 	// SSE is the message's data line for the browsers ("data: {...}\n"),
 	// rendered once for all of them; nil for a message that is no event.
 	SSE []byte
+	// Milestone marks a progress event a timeline keeps (a new phase,
+	// another tenth): conflate never drops it.
+	Milestone bool
 }
 
 // hub follows the streams with one ordered, ephemeral consumer each (so
@@ -141,7 +144,7 @@ func (h *hub) publish(m message) {
 	if n := len(ring); n > 0 && ring[n-1].Seq >= m.Seq {
 		return // a consumer started again delivers what it had
 	}
-	m.SSE = h.live.sse(m)
+	m.SSE, m.Milestone = h.live.sse(m)
 	if len(ring) == ringSize {
 		copy(ring, ring[1:])
 		ring = ring[:ringSize-1]
@@ -225,7 +228,7 @@ func (h *hub) read(ctx context.Context, stream string, filters []string, start, 
 			}
 			if matchAny(filters, msg.Subject()) {
 				m := message{Stream: stream, Seq: md.Sequence.Stream, Subject: msg.Subject(), Stored: md.Timestamp, Data: msg.Data()}
-				m.SSE = f.sse(m)
+				m.SSE, m.Milestone = f.sse(m)
 				out = append(out, m)
 			}
 			if md.NumPending == 0 {

@@ -91,8 +91,8 @@ func (c *Console) stream(w http.ResponseWriter, r *http.Request) {
 }
 
 // conflate drops the progress events that a later progress event of the
-// same job in msgs supersedes (it carries the job's whole state); every
-// other event stays, in its order.
+// same job in msgs supersedes (it carries the job's whole state), but for
+// the milestones a timeline shows; every other event stays, in its order.
 func conflate(msgs []message) []message {
 	newest := map[string]int{} // subject -> index of its last progress event
 	for i, m := range msgs {
@@ -105,7 +105,7 @@ func conflate(msgs []message) []message {
 	}
 	out := msgs[:0:0]
 	for i, m := range msgs {
-		if j, ok := newest[m.Subject]; ok && j != i {
+		if j, ok := newest[m.Subject]; ok && j != i && !m.Milestone {
 			continue
 		}
 		out = append(out, m)
@@ -248,17 +248,17 @@ func (f *formatter) format(m message) (formatted, bool) {
 }
 
 // sse is m's data line for the browsers ("data: {...}\n"), nil for a
-// message that is no event.
-func (f *formatter) sse(m message) []byte {
+// message that is no event, and whether it is a progress milestone.
+func (f *formatter) sse(m message) ([]byte, bool) {
 	out, ok := f.format(m)
 	if !ok {
-		return nil
+		return nil, false
 	}
 	data, err := json.Marshal(out.liveEvent)
 	if err != nil {
-		return nil
+		return nil, false
 	}
-	return append(append([]byte("data: "), data...), '\n')
+	return append(append([]byte("data: "), data...), '\n'), out.Milestone
 }
 
 // progressFields are the job page's figures a progress event fills.
