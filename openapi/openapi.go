@@ -16,6 +16,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+
+	"github.com/godwit/godwit/problem"
 )
 
 // Op is one operation: a method on a path.
@@ -115,13 +118,20 @@ func JSON(info Info, ops []Op) ([]byte, error) {
 	return json.MarshalIndent(doc, "", "  ")
 }
 
-// Handler serves a document built once: GET answers it as
-// application/json, cacheable for a minute.
-func Handler(doc []byte) http.Handler {
+// Handler serves the document build returns, built on the first request:
+// application/json, cacheable for a minute (it holds no state). A build
+// that fails is a 500 problem, each time.
+func Handler(build func() ([]byte, error)) http.Handler {
+	doc := sync.OnceValues(build)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := doc()
+		if err != nil {
+			problem.Write(w, http.StatusInternalServerError, "", "the OpenAPI document: "+err.Error())
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "public, max-age=60")
-		_, _ = w.Write(doc)
+		_, _ = w.Write(b)
 	})
 }
 

@@ -34,6 +34,7 @@ import (
 	"github.com/godwit/godwit/oma/tokens"
 	"github.com/godwit/godwit/oma/vcenters"
 	"github.com/godwit/godwit/oma/vmas"
+	"github.com/godwit/godwit/openapi"
 	"github.com/godwit/godwit/schema"
 )
 
@@ -131,8 +132,6 @@ type API struct {
 
 	// validator compiles the event schemas on first use.
 	validator func() (*schema.Validator, error)
-	// document builds the OpenAPI document on first use.
-	document func() ([]byte, error)
 	// pages serves what is not the API (SetPages).
 	pages http.Handler
 }
@@ -151,7 +150,7 @@ func New(ctl Control, st *store.Store, server *bus.Server, cfg Config) *API {
 		cfg.Now = time.Now
 	}
 	return &API{cfg: cfg, ctl: ctl, store: st, server: server, log: log, now: cfg.Now,
-		tokens: tokens.NewTracker(st, tokens.TrackerConfig{Now: cfg.Now}), validator: sync.OnceValues(schema.New), document: sync.OnceValues(OpenAPI)}
+		tokens: tokens.NewTracker(st, tokens.TrackerConfig{Now: cfg.Now}), validator: sync.OnceValues(schema.New)}
 }
 
 // Handler returns the HTTP handler of the API: its routes, behind the
@@ -187,7 +186,7 @@ func (a *API) Router() *mux.Router {
 	}
 	v1 := r.PathPrefix("/api/v1").Subrouter()
 	v1.Handle("/health", a.handle(a.health)).Methods(http.MethodGet)
-	v1.Handle("/openapi.json", a.handle(a.openAPI)).Methods(http.MethodGet)
+	v1.Handle("/openapi.json", openapi.Handler(OpenAPI)).Methods(http.MethodGet)
 
 	authed := v1.NewRoute().Subrouter()
 	authed.Use(a.auth)

@@ -42,16 +42,6 @@ func OpenAPI() ([]byte, error) {
 	}, omaOps())
 }
 
-// openAPI answers the document, public: it holds no state.
-func (a *API) openAPI(w http.ResponseWriter, r *http.Request) error {
-	doc, err := a.document()
-	if err != nil {
-		return err
-	}
-	openapi.Handler(doc).ServeHTTP(w, r)
-	return nil
-}
-
 // Response sets shared by the operations.
 var (
 	problemBody = Problem{}

@@ -3,6 +3,7 @@ package console
 import (
 	"cmp"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -255,55 +256,85 @@ func (c *Console) plan(w http.ResponseWriter, r *http.Request) {
 		Stream: streamURL("godwit.plan.*."+p.Name, "godwit.plan.*."+p.Name+".*", "godwit.job.>", "godwit.status.>")})
 }
 
+// apiCall is what an action asks of the API, and what the page says once
+// it is done.
+type apiCall struct {
+	method, path string
+	body         any
+	flash        string
+}
+
+// errNoAction answers an action the console does not have.
+var errNoAction = errors.New("no such action")
+
+// act runs the call an action makes (built by build from the form) and
+// sends the browser back to page, saying what it did; a form the console
+// cannot read is 400, an unknown action 404, and the API's refusal its own
+// status.
+func (c *Console) act(w http.ResponseWriter, r *http.Request, page string, build func() (apiCall, error)) {
+	s := sessionOf(r)
+	call, err := build()
+	switch {
+	case errors.Is(err, errNoAction):
+		c.fail(w, r, s, http.StatusNotFound, "No such action: "+r.PathValue("action"))
+		return
+	case err != nil:
+		c.fail(w, r, s, http.StatusBadRequest, err.Error())
+		return
+	}
+	if err := c.call(r.Context(), s.token, call.method, call.path, call.body, nil); err != nil {
+		c.apiFail(w, r, err)
+		return
+	}
+	back(w, r, page, call.flash)
+}
+
+// rateCall is the PATCH of path's bandwidth limit from the form's rate.
+func rateCall(r *http.Request, path string) (apiCall, error) {
+	rate, err := parseRate(r.PostFormValue("rate"))
+	if err != nil {
+		return apiCall{}, fmt.Errorf("rate: %w", err)
+	}
+	return apiCall{http.MethodPatch, path, map[string]any{"rate": rate}, "Bandwidth limit set."}, nil
+}
+
 // planAction runs one of a plan's actions through the API.
 func (c *Console) planAction(w http.ResponseWriter, r *http.Request) {
-	s := sessionOf(r)
 	name := r.PathValue("name")
 	base := "/api/v1/plans/" + url.PathEscape(name)
-	var (
-		method, path = http.MethodPost, base + "/" + r.PathValue("action")
-		body         any
-		flash        string
-	)
-	switch r.PathValue("action") {
-	case "sync":
-		flash = "A sync of every VM is due now."
-	case "pause":
-		flash = "Paused: no new sync starts."
-	case "resume":
-		flash = "Resumed."
-	case "rate":
-		rate, err := parseRate(r.PostFormValue("rate"))
-		if err != nil {
-			c.fail(w, r, s, http.StatusBadRequest, "rate: "+err.Error())
-			return
-		}
-		method, path, body, flash = http.MethodPatch, base, map[string]any{"rate": rate}, "Bandwidth limit set."
-	case "schedule":
-		method, path, body, flash = http.MethodPatch, base, map[string]any{"sync": map[string]any{"interval": strings.TrimSpace(r.PostFormValue("interval"))}}, "Schedule changed."
-	case "cutover":
-		body, flash = map[string]any{"convert": r.PostFormValue("convert") == "on", "boot_check": r.PostFormValue("boot_check") == "on"}, "Cutover started."
-	case "preflight":
+	if r.PathValue("action") == "preflight" {
 		var rep plans.Report
-		if err := c.call(r.Context(), s.token, http.MethodGet, base+"/preflight", nil, &rep); err != nil {
+		if err := c.call(r.Context(), sessionOf(r).token, http.MethodGet, base+"/preflight", nil, &rep); err != nil {
 			c.apiFail(w, r, err)
 			return
 		}
 		back(w, r, "/plans/"+url.PathEscape(name), fmt.Sprintf("Preflight: %s, %d errors, %d warnings.", rep.Status, rep.Errors, rep.Warnings))
 		return
-	case "cutover-rollback":
-		path, body, flash = base+"/cutover/rollback", map[string]any{}, "Rollback started."
-	case "cutover-commit":
-		path, body, flash = base+"/cutover/commit", map[string]any{}, "Committed."
-	default:
-		c.fail(w, r, s, http.StatusNotFound, "No such action: "+r.PathValue("action"))
-		return
 	}
-	if err := c.call(r.Context(), s.token, method, path, body, nil); err != nil {
-		c.apiFail(w, r, err)
-		return
-	}
-	back(w, r, "/plans/"+url.PathEscape(name), flash)
+	c.act(w, r, "/plans/"+url.PathEscape(name), func() (apiCall, error) {
+		post := func(suffix string, body any, flash string) (apiCall, error) {
+			return apiCall{http.MethodPost, base + suffix, body, flash}, nil
+		}
+		switch r.PathValue("action") {
+		case "sync":
+			return post("/sync", nil, "A sync of every VM is due now.")
+		case "pause":
+			return post("/pause", nil, "Paused: no new sync starts.")
+		case "resume":
+			return post("/resume", nil, "Resumed.")
+		case "rate":
+			return rateCall(r, base)
+		case "schedule":
+			return apiCall{http.MethodPatch, base, map[string]any{"sync": map[string]any{"interval": strings.TrimSpace(r.PostFormValue("interval"))}}, "Schedule changed."}, nil
+		case "cutover":
+			return post("/cutover", map[string]any{"convert": r.PostFormValue("convert") == "on", "boot_check": r.PostFormValue("boot_check") == "on"}, "Cutover started.")
+		case "cutover-rollback":
+			return post("/cutover/rollback", map[string]any{}, "Rollback started.")
+		case "cutover-commit":
+			return post("/cutover/commit", map[string]any{}, "Committed.")
+		}
+		return apiCall{}, errNoAction
+	})
 }
 
 // parseRate reads a rate in bytes per second: a number with an optional
@@ -370,37 +401,21 @@ func jobSubjects(id string) []string {
 
 // jobAction runs one of a job's actions through the API.
 func (c *Console) jobAction(w http.ResponseWriter, r *http.Request) {
-	s := sessionOf(r)
 	id := r.PathValue("id")
 	base := "/api/v1/replications/" + url.PathEscape(id)
-	var (
-		method, path = http.MethodPost, base + "/" + r.PathValue("action")
-		body         any
-		flash        string
-	)
-	switch r.PathValue("action") {
-	case "cancel":
-		method, path, flash = http.MethodDelete, base, "Cancelled."
-	case "pause":
-		flash = "Pause asked: the job stops at its next checkpoint."
-	case "resume":
-		flash = "Resumed: the job waits in the queue for its slot."
-	case "rate":
-		rate, err := parseRate(r.PostFormValue("rate"))
-		if err != nil {
-			c.fail(w, r, s, http.StatusBadRequest, "rate: "+err.Error())
-			return
+	c.act(w, r, "/jobs/"+url.PathEscape(id), func() (apiCall, error) {
+		switch r.PathValue("action") {
+		case "cancel":
+			return apiCall{http.MethodDelete, base, nil, "Cancelled."}, nil
+		case "pause":
+			return apiCall{http.MethodPost, base + "/pause", nil, "Pause asked: the job stops at its next checkpoint."}, nil
+		case "resume":
+			return apiCall{http.MethodPost, base + "/resume", nil, "Resumed: the job waits in the queue for its slot."}, nil
+		case "rate":
+			return rateCall(r, base)
 		}
-		method, path, body, flash = http.MethodPatch, base, map[string]any{"rate": rate}, "Bandwidth limit set."
-	default:
-		c.fail(w, r, s, http.StatusNotFound, "No such action: "+r.PathValue("action"))
-		return
-	}
-	if err := c.call(r.Context(), s.token, method, path, body, nil); err != nil {
-		c.apiFail(w, r, err)
-		return
-	}
-	back(w, r, "/jobs/"+url.PathEscape(id), flash)
+		return apiCall{}, errNoAction
+	})
 }
 
 type eventsData struct {

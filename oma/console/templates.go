@@ -68,19 +68,24 @@ func secsOf(v any) string {
 	}
 }
 
-// ago is how long ago t (time.Time or *time.Time) was.
-func ago(v any) string {
+// timeOf is v (a time.Time or a *time.Time); ok is false for nil or zero.
+func timeOf(v any) (time.Time, bool) {
 	var t time.Time
 	switch x := v.(type) {
 	case time.Time:
 		t = x
 	case *time.Time:
-		if x == nil {
-			return "never"
+		if x != nil {
+			t = *x
 		}
-		t = *x
 	}
-	if t.IsZero() {
+	return t, !t.IsZero()
+}
+
+// ago is how long ago t (time.Time or *time.Time) was.
+func ago(v any) string {
+	t, ok := timeOf(v)
+	if !ok {
 		return "never"
 	}
 	d := time.Since(t)
@@ -92,17 +97,8 @@ func ago(v any) string {
 
 // when is a time to come (time.Time or *time.Time) as people read it.
 func when(v any) string {
-	var t time.Time
-	switch x := v.(type) {
-	case time.Time:
-		t = x
-	case *time.Time:
-		if x == nil {
-			return "–"
-		}
-		t = *x
-	}
-	if t.IsZero() {
+	t, ok := timeOf(v)
+	if !ok {
 		return "–"
 	}
 	d := time.Until(t)

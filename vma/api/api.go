@@ -35,6 +35,7 @@ import (
 	"github.com/godwit/godwit/events"
 	"github.com/godwit/godwit/events/subject"
 	"github.com/godwit/godwit/httpserver"
+	"github.com/godwit/godwit/openapi"
 	"github.com/godwit/godwit/problem"
 	"github.com/godwit/godwit/schema"
 	"github.com/godwit/godwit/seal"
@@ -101,8 +102,6 @@ type API struct {
 
 	// validator compiles the event schemas on first use.
 	validator func() (*schema.Validator, error)
-	// document builds the OpenAPI document on first use.
-	document func() ([]byte, error)
 }
 
 // New returns the API. It publishes through conn, records accepted jobs
@@ -121,8 +120,7 @@ func New(conn *bus.Conn, st *store.Store, js Jobs, cfg Config) *API {
 	if cfg.HTTP.Logger == nil {
 		cfg.HTTP.Logger = cfg.Logger
 	}
-	return &API{cfg: cfg, conn: conn, store: st, jobs: js, log: log, started: cfg.Now(), validator: sync.OnceValues(schema.New),
-		document: sync.OnceValues(func() ([]byte, error) { return OpenAPI(cfg.Version) })}
+	return &API{cfg: cfg, conn: conn, store: st, jobs: js, log: log, started: cfg.Now(), validator: sync.OnceValues(schema.New)}
 }
 
 // ReadTokenFile reads a bearer token from a file (surrounding white space
@@ -159,7 +157,7 @@ func (a *API) Router() *mux.Router {
 	}
 	v1 := r.PathPrefix("/api/v1").Subrouter()
 	v1.Handle("/health", a.handle(a.health)).Methods(http.MethodGet)
-	v1.Handle("/openapi.json", a.handle(a.openAPI)).Methods(http.MethodGet)
+	v1.Handle("/openapi.json", openapi.Handler(func() ([]byte, error) { return OpenAPI(a.cfg.Version) })).Methods(http.MethodGet)
 	authed := v1.NewRoute().Subrouter()
 	authed.Use(a.auth)
 	authed.Handle("/discover", a.handle(a.discover)).Methods(http.MethodPost)

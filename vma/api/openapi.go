@@ -38,16 +38,6 @@ func OpenAPI(version string) ([]byte, error) {
 // vmaStates are the VMA's job states.
 var vmaStates = []string{store.StateAccepted, store.StateQueued, store.StateRunning, store.StatePaused, store.StateCompleted, store.StateFailed, store.StateCancelled}
 
-// openAPI answers the document, public: it holds no state.
-func (a *API) openAPI(w http.ResponseWriter, r *http.Request) error {
-	doc, err := a.document()
-	if err != nil {
-		return err
-	}
-	openapi.Handler(doc).ServeHTTP(w, r)
-	return nil
-}
-
 // vmaOps lists the VMA API's operations.
 func vmaOps() []openapi.Op {
 	p := problem.Problem{}
