@@ -140,9 +140,15 @@ type inventoryVM struct {
 	Plan   string
 }
 
+// maxListed bounds the VMs the inventory page lists: a filter narrows
+// the rest.
+const maxListed = 500
+
 type inventoryData struct {
-	VMs      []inventoryVM
-	Total    int
+	VMs []inventoryVM
+	// Total is every VM discovered, Matching those the filter keeps (of
+	// which VMs lists maxListed at most).
+	Total, Matching int
 	Filter   inventoryFilter
 	VCenters []string // from the inventory, for the filter
 	DCs      []string
@@ -210,6 +216,10 @@ func (c *Console) inventory(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	slices.SortFunc(d.VMs, func(a, b inventoryVM) int { return cmp.Compare(a.Path, b.Path) })
+	d.Matching = len(d.VMs)
+	if len(d.VMs) > maxListed {
+		d.VMs = d.VMs[:maxListed]
+	}
 	for _, l := range [][]string{d.VCenters, d.DCs, d.Folders} {
 		slices.Sort(l)
 	}
