@@ -149,10 +149,10 @@ type inventoryData struct {
 	// Total is every VM discovered, Matching those the filter keeps (of
 	// which VMs lists maxListed at most).
 	Total, Matching int
-	Filter   inventoryFilter
-	VCenters []string // from the inventory, for the filter
-	DCs      []string
-	Folders  []string
+	Filter          inventoryFilter
+	VCenters        []string // from the inventory, for the filter
+	DCs             []string
+	Folders         []string
 	// Registered are the registered vCenters a plan can name.
 	Registered []vcenters.View
 }
