@@ -14,6 +14,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/oma/jobs"
 	"github.com/godwit/godwit/oma/queue"
 	"github.com/godwit/godwit/oma/store"
 )
@@ -216,9 +217,15 @@ func (c *Collector) collectJobs(ch chan<- prometheus.Metric, jobs []store.Job) {
 }
 
 // copied is what job j has written: its progress while it runs, what its
-// VMA reported at its end, whichever is more, so that the counter never
-// goes back as a job ends.
-func copied(j store.Job) int64 { return max(j.BytesDone, j.BytesWritten) }
+// VMA reported writing once it ended (an incremental job's bytes_done then
+// counts its unchanged disks as done; its VMA's figure is what it wrote,
+// and never less than the progress it reported).
+func copied(j store.Job) int64 {
+	if jobs.Final(j.State) {
+		return j.BytesWritten
+	}
+	return j.BytesDone
+}
 
 // collectCutovers sends the cutovers' figures.
 func (c *Collector) collectCutovers(ch chan<- prometheus.Metric, cuts []store.Cutover) {

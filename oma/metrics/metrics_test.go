@@ -134,7 +134,7 @@ func TestMetricsFollowAJob(t *testing.T) {
 		}
 		applied = m[progressApplied]
 		want := map[string]float64{
-			bytesKey: float64(max(job.BytesWritten, job.BytesDone)),
+			bytesKey: float64(job.BytesWritten),
 			`godwit_copy_zero_bytes_total{kind="initial",vma="vma-1"}`:         float64(job.ZeroBytes),
 			`godwit_verify_mismatches_total{vma="vma-1"}`:                      0,
 			`godwit_copy_zero_bytes_total{kind="incremental",vma="vma-1"}`:     float64(incr.ZeroBytes),
