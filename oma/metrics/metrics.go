@@ -76,7 +76,7 @@ func New(st *store.Store, cfg Config) *Collector {
 // collectors.
 func Registry(c *Collector, lag *ApplyLag) *prometheus.Registry {
 	r := prometheus.NewRegistry()
-	r.MustRegister(c, lag.h, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	r.MustRegister(c, lag, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return r
 }
 
@@ -100,6 +100,12 @@ func NewApplyLag(now func() time.Time) *ApplyLag {
 		Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12), // 1 ms to 24 s
 	}, []string{"stream"})}
 }
+
+// Describe implements prometheus.Collector.
+func (l *ApplyLag) Describe(ch chan<- *prometheus.Desc) { l.h.Describe(ch) }
+
+// Collect implements prometheus.Collector.
+func (l *ApplyLag) Collect(ch chan<- prometheus.Metric) { l.h.Collect(ch) }
 
 // Observe records an event of stream, stored at stored, applied now; it
 // fits bus.ClientConfig.OnHandled.
