@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,8 +43,26 @@ type ServerConfig struct {
 	MaxConnections int
 	// ReadyTimeout bounds the wait for the server to accept clients; 0 means 10s.
 	ReadyTimeout time.Duration
+	// Cluster, when its Name is set, makes the server one node of a
+	// JetStream cluster; Name (the server name) must then differ on every
+	// node, and Access be the same.
+	Cluster ClusterConfig
 	// Logger receives the server's log; nil discards it.
 	Logger *slog.Logger
+}
+
+// ClusterConfig is a node's place in a NATS cluster with JetStream: its
+// routes to the other nodes. Streams are replicated across the nodes as
+// StreamLimits.Replicas says.
+type ClusterConfig struct {
+	// Name is the cluster's name, the same on every node.
+	Name string
+	// Listen is the address the node's routes listen on, such as
+	// 127.0.0.1:6222; a port 0 picks a free one.
+	Listen string
+	// Routes are the other nodes' route URLs (nats-route://host:port);
+	// the node's own may be among them.
+	Routes []string
 }
 
 // DefaultMaxConnections is the connection cap of ServerConfig's zero
@@ -186,6 +205,22 @@ func (s *Server) options(a Access, bare map[string]bool) (*server.Options, error
 		opts.HTTPHost = opts.Host
 		opts.HTTPPort = cfg.MonitorPort
 	}
+	if c := cfg.Cluster; c.Name != "" {
+		host, port, err := net.SplitHostPort(c.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("cluster listen address %q: %w", c.Listen, err)
+		}
+		opts.Cluster.Name, opts.Cluster.Host = c.Name, host
+		if opts.Cluster.Port, err = strconv.Atoi(port); err != nil {
+			return nil, fmt.Errorf("cluster listen address %q: %w", c.Listen, err)
+		}
+		if opts.Cluster.Port == 0 {
+			opts.Cluster.Port = -1 // a free port
+		}
+		if len(c.Routes) > 0 {
+			opts.Routes = server.RoutesFromStr(strings.Join(c.Routes, ","))
+		}
+	}
 	return opts, nil
 }
 
@@ -256,6 +291,14 @@ func (s *Server) Access() Access {
 	defer s.mu.Unlock()
 	return s.access
 }
+
+// Name returns the server's name (ServerConfig.Name): in a cluster, the
+// node's, as stream infos name their leaders.
+func (s *Server) Name() string { return s.ns.Name() }
+
+// ClusterAddr returns the address the node's routes listen on, or nil
+// outside a cluster.
+func (s *Server) ClusterAddr() net.Addr { return s.ns.ClusterAddr() }
 
 // ClientURL returns the URL clients connect to, such as nats://127.0.0.1:4222.
 func (s *Server) ClientURL() string { return s.ns.ClientURL() }
