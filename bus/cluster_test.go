@@ -19,7 +19,7 @@ import (
 
 // startCluster starts three embedded servers as one JetStream cluster,
 // with the same access on each, and returns them.
-func startCluster(t *testing.T, access bus.Access) []*bus.Server {
+func startCluster(t testing.TB, access bus.Access) []*bus.Server {
 	t.Helper()
 	first, _ := testkit.FreePorts(t, 3)
 	var routes []string
@@ -152,4 +152,45 @@ func decodeProgress(data []byte, ev *events.Event, p *events.Progress) error {
 		return err
 	}
 	return ev.Decode(p)
+}
+
+// BenchmarkPublishReplicas measures what replication costs a synchronous
+// publish: b.N progress events published one by one, acked, into PROGRESS
+// on one node (R1), then on a three-node cluster with the stream on three
+// replicas (R3, a client on one node), in the same run. It reports both
+// rates and R3's cost per publish as a multiple of R1's.
+func BenchmarkPublishReplicas(b *testing.B) {
+	admin := bustest.NewUser(b)
+	access := bus.Access{Admins: []string{admin.PublicKey}}
+	rate := func(url string, replicas int) float64 {
+		c := bustest.Connect(b, url, bus.ClientConfig{Name: "bench", NKeySeed: admin.Seed})
+		ctx := context.Background()
+		deadline := time.Now().Add(time.Minute)
+		for {
+			ectx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := c.EnsureStreams(ectx, bus.StreamLimits{Replicas: replicas})
+			cancel()
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("the streams on %d replicas: %v", replicas, err)
+			}
+		}
+		p := benchProgress(1)
+		start := time.Now()
+		for range b.N {
+			if _, err := c.Publish(ctx, p); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return float64(b.N) / time.Since(start).Seconds()
+	}
+	single := bustest.StartServer(b, "", access)
+	r1 := rate(single.ClientURL(), 1)
+	nodes := startCluster(b, access)
+	r3 := rate(nodes[0].ClientURL(), 3)
+	b.ReportMetric(r1, "R1-msgs/s")
+	b.ReportMetric(r3, "R3-msgs/s")
+	b.ReportMetric(r1/r3, "R3-cost-x")
 }
