@@ -2,10 +2,21 @@ package bus_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
-	"sync"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +25,7 @@ import (
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/bus/bustest"
 	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/events/subject"
 	"github.com/godwit/godwit/testkit"
 )
 
@@ -21,31 +33,7 @@ import (
 // with the same access on each, and returns them.
 func startCluster(t testing.TB, access bus.Access) []*bus.Server {
 	t.Helper()
-	first, _ := testkit.FreePorts(t, 3)
-	var routes []string
-	for i := range 3 {
-		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", first+i))
-	}
-	servers := make([]*bus.Server, 3)
-	errs := make([]error, 3)
-	var wg sync.WaitGroup
-	for i := range 3 {
-		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), testkit.Wait(t))
-			defer cancel()
-			servers[i], errs[i] = bus.StartServer(ctx, bus.ServerConfig{StoreDir: t.TempDir(), Port: -1, Name: fmt.Sprintf("oma-%d", i+1),
-				Access: access, ReadyTimeout: testkit.Wait(t),
-				Cluster: bus.ClusterConfig{Name: "godwit", Listen: fmt.Sprintf("127.0.0.1:%d", first+i), Routes: routes}})
-		})
-	}
-	wg.Wait()
-	for i, s := range servers {
-		if errs[i] != nil {
-			t.Fatalf("node %d: %v", i+1, errs[i])
-		}
-		t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
-	}
-	return servers
+	return bustest.StartCluster(t, bustest.ClusterConfig{Access: access}).Servers
 }
 
 // TestClusterKeepsEventsThroughANodeLoss: three nodes, the streams
@@ -193,4 +181,135 @@ func BenchmarkPublishReplicas(b *testing.B) {
 	b.ReportMetric(r1, "R1-msgs/s")
 	b.ReportMetric(r3, "R3-msgs/s")
 	b.ReportMetric(r1/r3, "R3-cost-x")
+}
+
+// TestClusterSharesAccess: three nodes with routes over TLS and a route
+// password, and the OMA's internal key from one seed, follow the access
+// the OMA shares through its bucket: a VMA and an admin it lets in
+// connect to nodes other than the OMA's, the internal key works on every
+// node, and a node without the route password cannot join.
+func TestClusterSharesAccess(t *testing.T) {
+	testkit.Long(t)
+	dir := t.TempDir()
+	ca, cert, key := routeCerts(t, dir)
+	secret := rand.Text()
+	nodeLogs := &testkit.Buffer{}
+	c := bustest.StartCluster(t, bustest.ClusterConfig{Secret: secret, TLSCert: cert, TLSKey: key, TLSCA: ca, Follow: true, Logs: nodeLogs})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the nodes' logs:\n%s", nodeLogs)
+		}
+	})
+	testkit.Eventually(t, "every node routed to the two others", func() bool {
+		for _, s := range c.Servers {
+			if s.Routes() < 2 {
+				return false
+			}
+		}
+		return true
+	})
+	oma := bustest.ConnectOMA(t, c.Servers[0])
+	bustest.EnsureStreams(t, oma, bus.StreamLimits{Replicas: 3})
+	ctx := testkit.Context(t)
+	if err := oma.EnsureAccessBucket(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	vma, admin := bustest.NewUser(t), bustest.NewUser(t)
+	if err := oma.ShareAccess(ctx, bus.Access{VMAs: map[string]string{"vma-1": vma.PublicKey}, Admins: []string{admin.PublicKey}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := oma.ShareAccess(ctx, bus.Access{VMAs: map[string]string{"vma-1": "not a key"}}); err == nil {
+		t.Error("ShareAccess took a VMA key that is no NKey")
+	}
+
+	// The VMA, on the third node, has its progress stored.
+	inbox, _ := subject.InboxPrefix("vma-1")
+	var conn *bus.Conn
+	testkit.Eventually(t, "vma-1 let into node-3", func() bool {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		var err error
+		conn, err = bus.Connect(cctx, c.Servers[2].ClientURL(), bus.ClientConfig{Name: "vma-1", Source: "/godwit/vma/vma-1",
+			NKeySeed: vma.Seed, InboxPrefix: inbox, Confined: true})
+		return err == nil
+	})
+	defer conn.Close()
+	if _, err := conn.Publish(ctx, &events.Progress{JobID: "job-1", VMAID: "vma-1", Seq: 1, Phase: events.PhaseCopying, Disks: []events.DiskProgress{}}); err != nil {
+		t.Fatalf("vma-1's progress through node-3: %v", err)
+	}
+	if n := bustest.Count(t, oma, bus.StreamProgress, "godwit.>"); n != 1 {
+		t.Errorf("PROGRESS holds %d events, want 1", n)
+	}
+	// The admin on the second node, and the OMA's own key on the third.
+	testkit.Eventually(t, "the admin let into node-2", func() bool {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		a, err := bus.Connect(cctx, c.Servers[1].ClientURL(), bus.ClientConfig{Name: "admin", NKeySeed: admin.Seed})
+		if err == nil {
+			a.Close()
+		}
+		return err == nil
+	})
+	internal := bustest.Connect(t, c.Servers[2].ClientURL(), bus.ClientConfig{Name: "oma-2", NKeySeed: c.Seed, InboxPrefix: "_INBOX_OMA"})
+	if n := bustest.Count(t, internal, bus.StreamProgress, "godwit.>"); n != 1 {
+		t.Errorf("PROGRESS read through node-3 holds %d events, want 1", n)
+	}
+
+	// A node with another route password is refused.
+	logs := &testkit.Buffer{}
+	intruder, err := bus.StartServer(ctx, bus.ServerConfig{StoreDir: t.TempDir(), Port: -1, Name: "intruder", Seed: c.Seed,
+		Logger: slog.New(slog.NewTextHandler(logs, nil)),
+		Cluster: bus.ClusterConfig{Name: "godwit", Listen: "127.0.0.1:0", Routes: c.Routes, Secret: "wrong",
+			TLSCert: cert, TLSKey: key, TLSCA: ca}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer intruder.Shutdown(context.Background())
+	testkit.Eventually(t, "the intruder's routes refused", func() bool {
+		return strings.Contains(strings.ToLower(logs.String()), "authorization violation")
+	})
+	if n := intruder.Routes(); n != 0 {
+		t.Errorf("the intruder has %d routes, want none", n)
+	}
+}
+
+// routeCerts writes a CA and a certificate it signs for 127.0.0.1, for
+// servers and clients both (routes are mutual TLS), into dir.
+func routeCerts(t *testing.T, dir string) (caFile, certFile, keyFile string) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "godwit test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "godwit node"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caTmpl, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile, certFile, keyFile = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "node.pem"), filepath.Join(dir, "node.key")
+	for path, block := range map[string]*pem.Block{caFile: {Type: "CERTIFICATE", Bytes: caDER},
+		certFile: {Type: "CERTIFICATE", Bytes: der}, keyFile: {Type: "PRIVATE KEY", Bytes: kder}} {
+		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return caFile, certFile, keyFile
 }

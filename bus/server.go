@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -34,6 +35,10 @@ type ServerConfig struct {
 	Name string
 	// Access lists the observers and VMAs allowed in besides the OMA itself.
 	Access Access
+	// Seed is the NKey seed ("SU...") of the OMA's internal user; empty
+	// makes a new key for this process. The nodes of a cluster share one,
+	// so that an OMA may connect to any of them.
+	Seed []byte
 	// MaxPayload is the largest message the server takes, in bytes; 0 means
 	// nats-server's default, 1 MiB. Discovery results larger than it are
 	// published in pages.
@@ -63,7 +68,18 @@ type ClusterConfig struct {
 	// Routes are the other nodes' route URLs (nats-route://host:port);
 	// the node's own may be among them.
 	Routes []string
+	// Secret, when set, is the password every node's routes present and
+	// require (as user RouteUser); nodes without it cannot join.
+	Secret string
+	// TLSCert, TLSKey and TLSCA, when set, make the routes TLS: each node
+	// presents its certificate and requires a peer certificate that TLSCA
+	// signed.
+	TLSCert, TLSKey, TLSCA string
 }
+
+// RouteUser is the user name routes authenticate with when
+// ClusterConfig.Secret is set.
+const RouteUser = "godwit-route"
 
 // DefaultMaxConnections is the connection cap of ServerConfig's zero
 // value: far above what an OMA with its VMAs, observers and tools needs,
@@ -90,9 +106,9 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	if cfg.StoreDir == "" {
 		return nil, errors.New("start nats server: empty store dir")
 	}
-	oma, err := nkeys.CreateUser()
+	oma, err := internalUser(cfg.Seed)
 	if err != nil {
-		return nil, fmt.Errorf("start nats server: create oma key: %w", err)
+		return nil, fmt.Errorf("start nats server: %w", err)
 	}
 	s := &Server{oma: oma, log: discardIfNil(cfg.Logger), access: cfg.Access, cfg: cfg}
 	opts, err := s.options(cfg.Access, nil)
@@ -220,8 +236,44 @@ func (s *Server) options(a Access, bare map[string]bool) (*server.Options, error
 		if len(c.Routes) > 0 {
 			opts.Routes = server.RoutesFromStr(strings.Join(c.Routes, ","))
 		}
+		if c.Secret != "" {
+			opts.Cluster.Username, opts.Cluster.Password = RouteUser, c.Secret
+			for _, u := range opts.Routes {
+				u.User = url.UserPassword(RouteUser, c.Secret)
+			}
+		}
+		if c.TLSCert != "" || c.TLSKey != "" || c.TLSCA != "" {
+			if c.TLSCert == "" || c.TLSKey == "" || c.TLSCA == "" {
+				return nil, errors.New("cluster TLS needs a certificate, its key and a CA")
+			}
+			tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: c.TLSCert, KeyFile: c.TLSKey, CaFile: c.TLSCA, Verify: true})
+			if err != nil {
+				return nil, fmt.Errorf("cluster TLS: %w", err)
+			}
+			tc.RootCAs = tc.ClientCAs // a node is its peers' client and server both
+			opts.Cluster.TLSConfig, opts.Cluster.TLSTimeout = tc, 5
+		}
 	}
 	return opts, nil
+}
+
+// internalUser returns the key pair of seed, or a new one when seed is empty.
+func internalUser(seed []byte) (nkeys.KeyPair, error) {
+	if len(seed) == 0 {
+		kp, err := nkeys.CreateUser()
+		if err != nil {
+			return nil, fmt.Errorf("create the internal key: %w", err)
+		}
+		return kp, nil
+	}
+	kp, err := nkeys.FromSeed(seed)
+	if err != nil {
+		return nil, fmt.Errorf("internal key: %w", err)
+	}
+	if pub, err := kp.PublicKey(); err != nil || !nkeys.IsValidPublicUserKey(pub) {
+		return nil, errors.New("internal key: the seed is not a user's")
+	}
+	return kp, nil
 }
 
 // moveGlobalStore moves the JetStream store of an OMA from before accounts,
@@ -299,6 +351,9 @@ func (s *Server) Name() string { return s.ns.Name() }
 // ClusterAddr returns the address the node's routes listen on, or nil
 // outside a cluster.
 func (s *Server) ClusterAddr() net.Addr { return s.ns.ClusterAddr() }
+
+// Routes returns how many route connections to other nodes the server has.
+func (s *Server) Routes() int { return s.ns.NumRoutes() }
 
 // ClientURL returns the URL clients connect to, such as nats://127.0.0.1:4222.
 func (s *Server) ClientURL() string { return s.ns.ClientURL() }
