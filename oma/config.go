@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/flagconf"
 	"github.com/godwit/godwit/httpserver"
 	"github.com/godwit/godwit/oma/api"
@@ -59,6 +61,22 @@ type config struct {
 	accel           string
 	bootTimeout     time.Duration
 	pauseMax        time.Duration
+	cluster         clusterFlags
+}
+
+// clusterFlags are the flags that make the OMA a node of a NATS cluster,
+// or connect it to one; oma node takes them too.
+type clusterFlags struct {
+	name       string
+	listen     string
+	routes     string
+	serverName string
+	tlsCert    string
+	tlsKey     string
+	tlsCA      string
+	keysDir    string
+	natsURL    string
+	replicas   int
 }
 
 // newFlagSet declares the flags every oma command has; its usage lists the
@@ -102,8 +120,42 @@ func declareRunFlags(fs *flag.FlagSet, cfg *config) {
 	fs.StringVar(&cfg.accel, "accel", "", "how cutover conversions and boot checks run guests: kvm or tcg (default: probed once with a real tiny boot under KVM, else tcg)")
 	fs.DurationVar(&cfg.bootTimeout, "boot-check-timeout", 0, "how long a cutover's boot check waits for the login prompt (default 10m under TCG, 3m under KVM)")
 	fs.DurationVar(&cfg.takeoverGrace, "vma-takeover-grace", jobs.DefaultTakeoverGrace, "how long after -vma-heartbeat-timeout a gone VMA's running jobs wait before another VMA takes them over from their checkpoints")
+	declareClusterFlags(fs, &cfg.cluster)
+	fs.StringVar(&cfg.cluster.natsURL, "nats-url", "", "client URLs (comma-separated) of a NATS cluster's nodes, run by other OMAs or 'oma node' with the same -cluster-keys: connect to them and run no NATS server")
+	fs.IntVar(&cfg.cluster.replicas, "stream-replicas", 1, "how many nodes of the cluster keep each stream and bucket (3 survives the loss of one node)")
 	fs.DurationVar(&cfg.streamMaxAge, "stream-max-age", 30*24*time.Hour, "how long streams keep events")
 	fs.Int64Var(&cfg.streamMaxBytes, "stream-max-bytes", 1<<30, "bytes each stream keeps at most")
+}
+
+// declareClusterFlags declares the flags of a node of a NATS cluster.
+func declareClusterFlags(fs *flag.FlagSet, c *clusterFlags) {
+	fs.StringVar(&c.name, "cluster-name", "", "make the embedded NATS server a node of the JetStream cluster of this name (needs -cluster-listen, -routes, -cluster-keys and a unique -server-name)")
+	fs.StringVar(&c.listen, "cluster-listen", "", "address the node's routes listen on, such as 10.0.0.1:6222")
+	fs.StringVar(&c.routes, "routes", "", "the nodes' route URLs, comma-separated (nats-route://host:6222); the node's own may be among them")
+	fs.StringVar(&c.serverName, "server-name", "", "the NATS node's name, unique in the cluster (default godwit-oma)")
+	fs.StringVar(&c.tlsCert, "cluster-tls-cert", "", "PEM certificate the node presents on its routes (routes are then mutual TLS; needs -cluster-tls-key and -cluster-tls-ca)")
+	fs.StringVar(&c.tlsKey, "cluster-tls-key", "", "PEM private key of -cluster-tls-cert")
+	fs.StringVar(&c.tlsCA, "cluster-tls-ca", "", "PEM CA that signed the other nodes' route certificates")
+	fs.StringVar(&c.keysDir, "cluster-keys", "", "directory of the keys every node and OMA of a cluster share (made once by 'oma cluster-keys', copied to each machine): NATS keys, the routes' password, the at-rest key")
+}
+
+// bus returns the cluster's part of the appliance's configuration.
+func (c *clusterFlags) bus() bus.ClusterConfig {
+	return bus.ClusterConfig{Name: c.name, Listen: c.listen, Routes: flagconf.List(c.routes), TLSCert: c.tlsCert, TLSKey: c.tlsKey, TLSCA: c.tlsCA}
+}
+
+// check refuses a cluster half given.
+func (c *clusterFlags) check() error {
+	if c.name != "" && (c.listen == "" || c.routes == "") {
+		return errors.New("-cluster-name needs -cluster-listen and -routes")
+	}
+	if c.name != "" && c.serverName == "" {
+		return errors.New("-cluster-name needs -server-name, unique in the cluster")
+	}
+	if (c.tlsCert != "" || c.tlsKey != "" || c.tlsCA != "") && (c.tlsCert == "" || c.tlsKey == "" || c.tlsCA == "") {
+		return errors.New("-cluster-tls-cert, -cluster-tls-key and -cluster-tls-ca go together")
+	}
+	return nil
 }
 
 // declareForwardFlags declares the flags that say what a VMA reaches
@@ -237,6 +289,9 @@ func (cfg *config) appliance() (appliance.Config, error) {
 	if err != nil {
 		return appliance.Config{}, err
 	}
+	if err := cfg.cluster.check(); err != nil {
+		return appliance.Config{}, err
+	}
 	var ac api.Config
 	ac.AllowOrigins = flagconf.List(cfg.allowOrigins)
 	ac.HTTP.TLSCertFile, ac.HTTP.TLSKeyFile = cfg.tlsCert, cfg.tlsKey
@@ -250,6 +305,11 @@ func (cfg *config) appliance() (appliance.Config, error) {
 		APIURL:          cfg.apiURL,
 		NATSAddr:        cfg.natsAddr,
 		NATSMonitorPort: cfg.natsMonitorPort,
+		NATSServerName:  cfg.cluster.serverName,
+		Cluster:         cfg.cluster.bus(),
+		NATSURL:         cfg.cluster.natsURL,
+		StreamReplicas:  cfg.cluster.replicas,
+		KeysDir:         cfg.cluster.keysDir,
 		FirstPort:       firstPort,
 		LastPort:        lastPort,
 		NBDPortsPerVMA:  perVMA,

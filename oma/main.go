@@ -15,6 +15,8 @@
 //	oma vma authorized-keys              print the authorized_keys line of every VMA with a key
 //	oma vma nbd-ports -id ID | -all      give a VMA (-all: each registered before shares) its own
 //	                                     share of the NBD port pool (the OMA must be stopped)
+//	oma cluster-keys -dir DIR            make the keys a new cluster's nodes and OMAs share
+//	oma node -cluster-name N ...         run a NATS node of an OMA cluster and nothing else
 //	oma watch [-nats-url URL]            print one line per job event (created, each state, the end
 //	  [-nkey observer.nk]                with bytes, time and verification), read as the observer
 //	oma jobs [list|show JOB|cancel JOB]  the running OMA's jobs, through its API (-api-url,
@@ -75,6 +77,8 @@ const subcommands = `Usage:
       [-ssh-key KEY | -ssh-key-file PATH]  with its SSH key: also print its sshd authorized_keys line
   oma vma authorized-keys              print every VMA's authorized_keys line (OMA stopped; running: GET /api/v1/vmas)
   oma vma nbd-ports -id ID | -all      give a VMA (-all: each without one) its share of the NBD ports (OMA stopped)
+  oma cluster-keys -dir DIR            make the keys a new cluster's nodes and OMAs share (once; copy DIR to each)
+  oma node -cluster-name N ...         run a NATS node of an OMA cluster and nothing else (oma node -h)
   oma watch [-nats-url URL] [-nkey F]  print one line per job event, read as the observer (OMA running)
   oma jobs [list] [-state S] [-vm ID]  list the jobs of the running OMA (its API; oma jobs -h)
   oma jobs show JOB                    show one job: state, bytes, verification, disks
@@ -176,6 +180,10 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return vmaNBDPorts(args[2:], stdout, stderr)
 	}
 	switch args[0] {
+	case "cluster-keys":
+		return clusterKeys(args[1:], stdout, stderr)
+	case "node":
+		return node(ctx, args[1:], stderr)
 	case "watch":
 		return watch(ctx, args[1:], stdout, stderr)
 	case "jobs":
@@ -185,7 +193,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "plans":
 		return plansCmd(ctx, args[1], args[2:], stdout, stderr)
 	}
-	return fmt.Errorf("unknown command %q: the commands are `oma [flags]`, `oma token create`, `oma vma add`, `oma vma authorized-keys`, `oma vma nbd-ports`, `oma watch`, `oma jobs`, `oma vms` and `oma plans` (oma help)", verb)
+	return fmt.Errorf("unknown command %q: the commands are `oma [flags]`, `oma token create`, `oma vma add`, `oma vma authorized-keys`, `oma vma nbd-ports`, `oma cluster-keys`, `oma node`, `oma watch`, `oma jobs`, `oma vms` and `oma plans` (oma help)", verb)
 }
 
 // help implements `oma help [COMMAND]`: the usage on stdout.

@@ -74,6 +74,24 @@ type Config struct {
 	NATSMonitorPort int
 	// NATSMaxPayload is the largest NATS message, in bytes; 0 means 1 MiB.
 	NATSMaxPayload int32
+	// NATSServerName is the embedded NATS server's name, which must differ
+	// on every node of a cluster; empty means "godwit-oma".
+	NATSServerName string
+	// Cluster, when its Name is set, makes the embedded NATS server one
+	// node of a JetStream cluster (its Secret is read from KeysDir).
+	Cluster bus.ClusterConfig
+	// NATSURL, when set, is the client URLs (comma-separated) of a
+	// cluster's nodes, run by other OMAs or by 'oma node' with the same
+	// KeysDir: the OMA connects to them and runs no NATS server.
+	NATSURL string
+	// StreamReplicas is how many nodes of a cluster keep each stream; 0
+	// means 1.
+	StreamReplicas int
+	// KeysDir holds the keys every node and OMA of a cluster share
+	// (CreateClusterKeys): the internal NATS key, the observer's and the
+	// admin's, the routes' password and the at-rest key. A cluster
+	// (Cluster or NATSURL) needs it.
+	KeysDir string
 	// FirstPort and LastPort bound the NBD port pool; zero means 10100-10199.
 	FirstPort, LastPort int
 	// NBDPortsPerVMA is how many ports of the NBD port pool each VMA gets
@@ -168,6 +186,21 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if _, _, err := splitHostPort(cfg.NATSAddr); err != nil {
 		return cfg, fmt.Errorf("nats address %q: %w", cfg.NATSAddr, err)
+	}
+	if cfg.Cluster.Name != "" && cfg.NATSURL != "" {
+		return cfg, errors.New("a cluster name and a NATS URL: run a node of the cluster (-cluster-name) or connect to one (-nats-url), not both")
+	}
+	if (cfg.Cluster.Name != "" || cfg.NATSURL != "") && cfg.KeysDir == "" {
+		return cfg, errors.New("a cluster needs the keys every node shares (-cluster-keys DIR, made once by 'oma cluster-keys')")
+	}
+	if cfg.Cluster.Name == "" && (cfg.Cluster.Listen != "" || len(cfg.Cluster.Routes) > 0) {
+		return cfg, errors.New("cluster routes without a cluster name (-cluster-name)")
+	}
+	if cfg.StreamReplicas < 0 || cfg.StreamReplicas > 5 {
+		return cfg, fmt.Errorf("stream replicas %d: want 1 to 5", cfg.StreamReplicas)
+	}
+	if cfg.StreamReplicas > 1 && cfg.Cluster.Name == "" && cfg.NATSURL == "" {
+		return cfg, fmt.Errorf("stream replicas %d on one NATS server: replicas need a cluster (-cluster-name or -nats-url)", cfg.StreamReplicas)
 	}
 	if cfg.FirstPort == 0 && cfg.LastPort == 0 {
 		cfg.FirstPort, cfg.LastPort = 10100, 10199
@@ -279,6 +312,10 @@ func New(cfg Config) (*OMA, error) {
 
 // Files returns where the OMA keeps its credentials.
 func (o *OMA) Files() Files {
+	if dir := o.cfg.KeysDir; dir != "" {
+		k := ClusterKeys{Dir: dir}
+		return Files{InitialToken: filepath.Join(o.cfg.DataDir, "initial-token"), Observer: k.Observer(), Admin: k.Admin()}
+	}
 	return Files{
 		InitialToken: filepath.Join(o.cfg.DataDir, "initial-token"),
 		Observer:     filepath.Join(o.cfg.DataDir, "observer.nk"),
@@ -325,7 +362,16 @@ func (o *OMA) Run(ctx context.Context) error {
 		return err
 	}
 	keyFile := cfg.AtRestKeyFile
-	if keyFile == "" {
+	var secrets clusterSecrets
+	switch {
+	case cfg.KeysDir != "":
+		if secrets, err = (ClusterKeys{Dir: cfg.KeysDir}).load(); err != nil {
+			return err
+		}
+		if keyFile == "" {
+			keyFile = ClusterKeys{Dir: cfg.KeysDir}.AtRest()
+		}
+	case keyFile == "":
 		keyFile = filepath.Join(cfg.DataDir, "at-rest.key")
 	}
 	atRestKey, err := atrest.Load(keyFile)
@@ -339,10 +385,6 @@ func (o *OMA) Run(ctx context.Context) error {
 	admin, err := loadOrCreateUser(files.Admin)
 	if err != nil {
 		return err
-	}
-	natsHost, natsPort, _ := splitHostPort(cfg.NATSAddr)
-	if natsPort == 0 {
-		natsPort = -1 // bus: a free port
 	}
 	// The registered VMAs are let in from the start: a reload of the
 	// server's access while clients connect races inside nats-server
@@ -359,38 +401,13 @@ func (o *OMA) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("registered VMAs: %w", err)
 	}
-	srv, err := bus.StartServer(ctx, bus.ServerConfig{
-		StoreDir:    filepath.Join(cfg.DataDir, "jetstream"),
-		Host:        natsHost,
-		Port:        natsPort,
-		MonitorPort: cfg.NATSMonitorPort,
-		MaxPayload:  cfg.NATSMaxPayload,
-		Access:      access,
-		Logger:      log.WithGroup("nats"),
-	})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(sctx); err != nil {
-			log.Error("shut down nats", "err", err)
-		}
-	}()
 	lag := metrics.NewApplyLag(cfg.Now)
-	conn, err := srv.Connect(ctx, bus.ClientConfig{Name: "oma", Source: "/godwit/oma", Logger: log, OnHandled: lag.Observe})
+	b, err := o.startBus(ctx, access, secrets, lag)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err := conn.Drain(); err != nil {
-			log.Error("drain nats", "err", err)
-		}
-	}()
-	if err := conn.EnsureStreams(ctx, bus.StreamLimits{MaxAge: cfg.StreamMaxAge, MaxBytes: cfg.StreamMaxBytes}); err != nil {
-		return err
-	}
+	defer b.stop()
+	srv, conn := b.server, b.conn
 
 	exp := exports.New(exports.Config{FirstPort: cfg.FirstPort, LastPort: cfg.LastPort, BindAddr: cfg.ExportAddr, Nbdkit: cfg.Nbdkit, Logger: log.WithGroup("nbd")})
 	defer exp.StopAll()
@@ -407,21 +424,24 @@ func (o *OMA) Run(ctx context.Context) error {
 		defer ml.Close()
 	}
 	o.mu.Lock()
-	o.addrs = Addrs{API: l.Addr().String(), NATS: srv.ClientURL(), NATSMonitor: srv.MonitorURL()}
+	o.addrs = Addrs{API: l.Addr().String(), NATS: b.url}
+	if srv != nil {
+		o.addrs.NATSMonitor = srv.MonitorURL()
+	}
 	if ml != nil {
 		o.addrs.Metrics = ml.Addr().String()
 	}
 	o.mu.Unlock()
 
 	ctl := control.New(control.Config{
-		DataDir: cfg.DataDir, ExportHost: cfg.ExportHost, APIURL: cfg.APIURL, NATSURL: srv.ClientURL(),
+		DataDir: cfg.DataDir, ExportHost: cfg.ExportHost, APIURL: cfg.APIURL, NATSURL: b.url,
 		DiscoverTimeout: cfg.DiscoverTimeout, AppliedMaxAge: cfg.StreamMaxAge + 24*time.Hour, Now: cfg.Now, Logger: log,
-		OMAPorts:      o.ownPorts(l.Addr(), srv.ClientURL()),
+		OMAPorts:      o.ownPorts(l.Addr(), b.ownURL()),
 		PendingJobTTL: cfg.PendingJobTTL, MaxPendingJobs: cfg.MaxPendingJobs, NBDPortsPerVMA: cfg.NBDPortsPerVMA,
 		VerifyParallel: cfg.VerifyParallel, VerifyLimiter: verifyLimiter(cfg),
 		AtRestKey: atRestKey, MinSyncInterval: cfg.MinSyncInterval, PlanPoll: cfg.PlanPoll, HeartbeatTimeout: cfg.HeartbeatTimeout, PauseSnapshotMax: cfg.PauseSnapshotMax,
 		TakeoverGrace: cfg.TakeoverGrace, Cutover: cfg.Cutover,
-	}, st, conn, exp, srv)
+	}, st, conn, exp, b.access)
 	if err := ctl.Restore(ctx); err != nil {
 		return err
 	}
@@ -472,7 +492,7 @@ func (o *OMA) Run(ctx context.Context) error {
 		defer func() { stopAPI(); <-metricsDone }()
 	}
 
-	log.Info("oma ready", "api", l.Addr().String(), "nats", srv.ClientURL(),
+	log.Info("oma ready", "api", l.Addr().String(), "nats", b.url,
 		"observer_nkey", observer.path, "admin_nkey", admin.path, "nbd_ports", fmt.Sprintf("%d-%d", cfg.FirstPort, cfg.LastPort),
 		"tunnel_dir", cfg.TunnelDir)
 	close(o.ready)
