@@ -17,9 +17,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/godwit/godwit/bus"
@@ -312,4 +314,86 @@ func routeCerts(t *testing.T, dir string) (caFile, certFile, keyFile string) {
 		}
 	}
 	return caFile, certFile, keyFile
+}
+
+// TestPublisherThroughANodeLoss: a Publisher with a window of 16 publishes
+// 400 progress events into PROGRESS on three replicas, through a
+// connection to the stream's leader; after 200 that node is shut down.
+// Every event is acknowledged, in order, and stored once.
+func TestPublisherThroughANodeLoss(t *testing.T) {
+	testkit.Long(t)
+	admin := bustest.NewUser(t)
+	c := bustest.StartCluster(t, bustest.ClusterConfig{Access: bus.Access{Admins: []string{admin.PublicKey}}})
+	setup := bustest.Connect(t, c.URLs(), bus.ClientConfig{Name: "test-admin", Source: "/godwit/test", NKeySeed: admin.Seed})
+	bustest.EnsureStreams(t, setup, bus.StreamLimits{Replicas: 3})
+	ctx := testkit.Context(t)
+	st, err := setup.JetStream().Stream(ctx, bus.StreamProgress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil || info.Cluster == nil || c.Node(info.Cluster.Leader) < 0 {
+		t.Fatalf("PROGRESS's cluster: %+v, %v", info, err)
+	}
+	leader := c.Node(info.Cluster.Leader)
+	urls := []string{c.Servers[leader].ClientURL()}
+	for i, s := range c.Servers {
+		if i != leader {
+			urls = append(urls, s.ClientURL())
+		}
+	}
+	conn := bustest.Connect(t, strings.Join(urls, ","), bus.ClientConfig{Name: "test-publisher", Source: "/godwit/test", NKeySeed: admin.Seed,
+		Options: []nats.Option{nats.DontRandomize()}})
+	pub := conn.NewPublisher(16)
+	defer pub.Close()
+
+	const n = 400
+	var mu sync.Mutex
+	var acked []uint64
+	var gap time.Duration
+	last := time.Now()
+	publish := func(i int) {
+		seq := uint64(i + 1)
+		ev, err := events.New("/godwit/test", &events.Progress{JobID: "job-1", VMAID: "vma-1", Seq: seq, Phase: events.PhaseCopying,
+			BytesTotal: n, BytesDone: int64(i), Disks: []events.DiskProgress{}}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pub.Publish(ctx, ev, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			acked = append(acked, seq)
+			gap, last = max(gap, time.Since(last)), time.Now()
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range n / 2 {
+		publish(i)
+	}
+	if got := conn.NATS().ConnectedServerName(); got != info.Cluster.Leader {
+		t.Fatalf("the publisher is connected to %s, want PROGRESS's leader %s", got, info.Cluster.Leader)
+	}
+	c.Kill(leader)
+	t.Logf("shut down %s, PROGRESS's leader and the publisher's node, after %d events were queued", info.Cluster.Leader, n/2)
+	for i := n / 2; i < n; i++ {
+		publish(i)
+	}
+	if err := pub.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	if len(acked) != n {
+		t.Fatalf("%d events acknowledged, want %d", len(acked), n)
+	}
+	for i, s := range acked {
+		if s != uint64(i+1) {
+			t.Fatalf("acknowledgement %d is event %d: out of order", i, s)
+		}
+	}
+	t.Logf("the longest wait between two acknowledgements: %s", gap)
+	mu.Unlock()
+	if got := bustest.Count(t, setup, bus.StreamProgress, "godwit.>"); got != n {
+		t.Errorf("PROGRESS holds %d events, want %d: each once", got, n)
+	}
 }
