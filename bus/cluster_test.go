@@ -359,7 +359,7 @@ func TestPublisherThroughANodeLoss(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := pub.Publish(ctx, ev, func() {
+		if err := pub.PublishEvent(ctx, ev, func() {
 			mu.Lock()
 			defer mu.Unlock()
 			acked = append(acked, seq)

@@ -65,10 +65,21 @@ func (c *Conn) NewPublisher(window int) *Publisher {
 	return p
 }
 
-// Publish validates ev and queues it; it waits only while the window is
-// full, or until ctx ends. onAck, when not nil, is called once JetStream
-// has stored the event (from the publisher's goroutine: keep it short).
-func (p *Publisher) Publish(ctx context.Context, ev events.Event, onAck func()) error {
+// Publish wraps pl in a new event from the connection's source and queues
+// it, as PublishEvent does; it returns the event.
+func (p *Publisher) Publish(ctx context.Context, pl events.Payload, onAck func()) (events.Event, error) {
+	ev, err := events.New(p.c.source, pl, p.c.now())
+	if err != nil {
+		return events.Event{}, fmt.Errorf("publish: %w", err)
+	}
+	return ev, p.PublishEvent(ctx, ev, onAck)
+}
+
+// PublishEvent validates ev and queues it; it waits only while the window
+// is full, or until ctx ends. onAck, when not nil, is called once
+// JetStream has stored the event (from the publisher's goroutine: keep it
+// short).
+func (p *Publisher) PublishEvent(ctx context.Context, ev events.Event, onAck func()) error {
 	_, subj, err := decode(ev)
 	if err != nil {
 		return fmt.Errorf("publish %s: %w", ev.Type, err)

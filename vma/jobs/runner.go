@@ -94,6 +94,10 @@ type Config struct {
 	// ProgressInterval is the least time between progress events of a
 	// job; 0 means DefaultProgressInterval.
 	ProgressInterval time.Duration
+	// PublishWindow is how many progress events may wait for their
+	// acknowledgement at once, over all jobs; 0 means
+	// bus.DefaultPublishWindow. Each is sent again until stored.
+	PublishWindow int
 	// RequestTimeout bounds the export request to the OMA; 0 means 30s.
 	RequestTimeout time.Duration
 	// CleanupTimeout bounds removing a snapshot after a job; 0 means 5m.
@@ -170,6 +174,9 @@ type Runner struct {
 	log  *slog.Logger
 
 	runCtx context.Context // Run's: it ends when the VMA stops
+	// pub publishes the progress events without waiting for each ack
+	// (set by Run; nil before).
+	pub *bus.Publisher
 
 	mu      sync.Mutex
 	queue   []*task          // waiting, in arrival order
@@ -244,6 +251,16 @@ func interrupted(ctx context.Context) bool {
 // returns once they have stopped; queued jobs stay queued.
 func (r *Runner) Run(ctx context.Context) error {
 	r.runCtx = ctx
+	r.pub = r.conn.NewPublisher(r.cfg.PublishWindow)
+	defer func() {
+		// What the jobs published on their way out goes before the VMA stops.
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := r.pub.Flush(fctx); err != nil {
+			r.log.Warn("progress events not acknowledged before the VMA stopped", "events", r.pub.Pending(), "err", err)
+		}
+		r.pub.Close()
+	}()
 	if err := r.recoverJobs(ctx); err != nil {
 		return err
 	}
@@ -579,6 +596,12 @@ func (r *Runner) publishStatus(ctx context.Context, t *task, state string, disks
 	}
 	st := &events.ReplicationStatus{JobID: t.id, VMAID: r.cfg.Identity.ID, Seq: j.Seq, State: state, BytesTransferred: done, ZeroBytes: min(zero, done),
 		Disks: disks, Error: failure}
+	// A status follows the progress before it: the window is emptied first.
+	if r.pub != nil {
+		if err := r.pub.Flush(ctx); err != nil {
+			r.log.Warn("progress events not acknowledged before a status", "job", t.id, "state", state, "err", err)
+		}
+	}
 	if _, err := r.conn.Publish(ctx, st); err != nil {
 		return fmt.Errorf("publish %s status of job %s: %w", state, t.id, err)
 	}
@@ -624,7 +647,13 @@ func (r *Runner) publishProgress(ctx context.Context, t *task, force bool) {
 		return
 	}
 	t.lastProgress = time.Now()
-	if _, err := r.conn.Publish(ctx, p.event(t.id, r.cfg.Identity.ID, j.Seq)); err != nil && ctx.Err() == nil {
+	ev := p.event(t.id, r.cfg.Identity.ID, j.Seq)
+	if r.pub != nil { // sent again until stored; the window bounds what waits
+		_, err = r.pub.Publish(ctx, ev, nil)
+	} else {
+		_, err = r.conn.Publish(ctx, ev)
+	}
+	if err != nil && ctx.Err() == nil {
 		r.log.Warn("publish progress", "job", t.id, "err", err)
 	}
 }
