@@ -35,6 +35,16 @@ func (c *Conn) Publish(ctx context.Context, p events.Payload) (events.Event, err
 	return ev, nil
 }
 
+// NewEvent wraps p in a new event from this connection's source, to be
+// published (again) with PublishEvent.
+func (c *Conn) NewEvent(p events.Payload) (events.Event, error) {
+	ev, err := events.New(c.source, p, c.now())
+	if err != nil {
+		return events.Event{}, fmt.Errorf("new %s event: %w", p.EventType(), err)
+	}
+	return ev, nil
+}
+
 // PublishEvent validates ev and publishes it on its payload's subject with
 // Nats-Msg-Id set to ev.ID, so publishing the same event again (a retry
 // after a lost ack) is stored once: the ack then reports Duplicate. Without

@@ -355,6 +355,20 @@ func (s *Server) ClusterAddr() net.Addr { return s.ns.ClusterAddr() }
 // Routes returns how many route connections to other nodes the server has.
 func (s *Server) Routes() int { return s.ns.NumRoutes() }
 
+// ClientNames returns the names of the clients connected to this node, as
+// they gave them (ClientConfig.Name).
+func (s *Server) ClientNames() []string {
+	connz, err := s.ns.Connz(&server.ConnzOptions{Limit: DefaultMaxConnections})
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, c := range connz.Conns {
+		names = append(names, c.Name)
+	}
+	return names
+}
+
 // ClientURL returns the URL clients connect to, such as nats://127.0.0.1:4222.
 func (s *Server) ClientURL() string { return s.ns.ClientURL() }
 

@@ -103,8 +103,11 @@ func (o *OMA) Start() {
 	if cfg.API.HTTP.TLSCertFile != "" {
 		o.URL = "https://" + addrs.API
 	}
-	// The next start keeps the NATS port, so that clients reconnect.
-	o.cfg.NATSAddr = strings.TrimPrefix(addrs.NATS, "nats://")
+	// The next start keeps the NATS port, so that clients reconnect (an
+	// OMA of a cluster run by others has none).
+	if cfg.NATSURL == "" {
+		o.cfg.NATSAddr = strings.TrimPrefix(addrs.NATS, "nats://")
+	}
 	files := a.Files()
 	if o.Token == "" {
 		tok, err := os.ReadFile(files.InitialToken)
@@ -179,10 +182,12 @@ func (r *running) stop(tb testing.TB, what string) {
 	}
 }
 
-// StreamEvent is one event read back from a stream: its type and payload.
+// StreamEvent is one event read back from a stream: its type and
+// payload, and when the stream stored it.
 type StreamEvent struct {
-	Type string
-	Data json.RawMessage
+	Type   string
+	Data   json.RawMessage
+	Stored time.Time
 }
 
 // StreamEvents reads every event of stream on subjects matching filter,
@@ -210,7 +215,11 @@ func (o *OMA) StreamEvents(tb testing.TB, stream, filter string) []StreamEvent {
 			if err := json.Unmarshal(msg.Data(), &ev); err != nil {
 				tb.Fatal(err)
 			}
-			out = append(out, StreamEvent{ev.Type, ev.Data})
+			se := StreamEvent{Type: ev.Type, Data: ev.Data}
+			if md, err := msg.Metadata(); err == nil {
+				se.Stored = md.Timestamp
+			}
+			out = append(out, se)
 		}
 		if n == 0 {
 			return out

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/oma/appliance"
 	"github.com/godwit/godwit/testkit"
 )
@@ -34,6 +35,12 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		"[::], plain HTTP":             {DataDir: dir, APIAddr: "[::]:8082"},
 		"a public address, plain HTTP": {DataDir: dir, APIAddr: "192.0.2.10:8082"},
 		"a host name, plain HTTP":      {DataDir: dir, APIAddr: "oma.example.com:8082"},
+		"a cluster without keys":       {DataDir: dir, Cluster: bus.ClusterConfig{Name: "godwit", Listen: "127.0.0.1:6222"}},
+		"a cluster url without keys":   {DataDir: dir, NATSURL: "nats://127.0.0.1:4222"},
+		"a node and a cluster url":     {DataDir: dir, KeysDir: dir, NATSURL: "nats://127.0.0.1:4222", Cluster: bus.ClusterConfig{Name: "godwit"}},
+		"routes without a cluster":     {DataDir: dir, Cluster: bus.ClusterConfig{Routes: []string{"nats-route://127.0.0.1:6222"}}},
+		"replicas on one server":       {DataDir: dir, StreamReplicas: 3},
+		"six replicas":                 {DataDir: dir, KeysDir: dir, NATSURL: "nats://127.0.0.1:4222", StreamReplicas: 6},
 	} {
 		_, err := appliance.New(cfg)
 		if err == nil {

@@ -581,6 +581,15 @@ func (r *Runner) Job(id string) (store.Job, error) { return r.st.Get(id) }
 
 // publishStatus publishes a replication status of t, with the next seq.
 func (r *Runner) publishStatus(ctx context.Context, t *task, state string, disks []events.DiskChange, failure *events.Failure) error {
+	ev, err := r.statusEvent(t, state, disks, failure)
+	if err != nil {
+		return err
+	}
+	return r.sendStatus(ctx, t, state, ev)
+}
+
+// statusEvent makes a replication status event of t with the next seq.
+func (r *Runner) statusEvent(t *task, state string, disks []events.DiskChange, failure *events.Failure) (events.Event, error) {
 	t.pubMu.Lock()
 	defer t.pubMu.Unlock()
 	j, err := r.st.Update(t.id, false, func(j *store.Job) error {
@@ -588,7 +597,7 @@ func (r *Runner) publishStatus(ctx context.Context, t *task, state string, disks
 		return nil
 	})
 	if err != nil {
-		return err
+		return events.Event{}, err
 	}
 	var done, zero int64
 	for _, d := range j.Disks {
@@ -596,13 +605,24 @@ func (r *Runner) publishStatus(ctx context.Context, t *task, state string, disks
 	}
 	st := &events.ReplicationStatus{JobID: t.id, VMAID: r.cfg.Identity.ID, Seq: j.Seq, State: state, BytesTransferred: done, ZeroBytes: min(zero, done),
 		Disks: disks, Error: failure}
-	// A status follows the progress before it: the window is emptied first.
+	ev, err := r.conn.NewEvent(st)
+	if err != nil {
+		return events.Event{}, fmt.Errorf("%s status of job %s: %w", state, t.id, err)
+	}
+	return ev, nil
+}
+
+// sendStatus publishes ev, a status of t, after the progress before it:
+// the window is emptied first. Sending it again stores it once.
+func (r *Runner) sendStatus(ctx context.Context, t *task, state string, ev events.Event) error {
+	t.pubMu.Lock()
+	defer t.pubMu.Unlock()
 	if r.pub != nil {
 		if err := r.pub.Flush(ctx); err != nil {
 			r.log.Warn("progress events not acknowledged before a status", "job", t.id, "state", state, "err", err)
 		}
 	}
-	if _, err := r.conn.Publish(ctx, st); err != nil {
+	if _, err := r.conn.PublishEvent(ctx, ev); err != nil {
 		return fmt.Errorf("publish %s status of job %s: %w", state, t.id, err)
 	}
 	return nil
@@ -685,9 +705,14 @@ func (r *Runner) finish(ctx context.Context, t *task, state, code, why string, d
 	// The OMA must learn it: try again while the bus is away (the OMA
 	// restarts), for ExportRetry at most.
 	deadline := time.Now().Add(r.cfg.ExportRetry)
+	ev, err := r.statusEvent(t, status, disks, failure)
+	if err != nil {
+		r.log.Error("publish the end of a job", "job", t.id, "state", state, "err", err)
+		return
+	}
 	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 10*time.Second) {
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		err := r.publishStatus(pctx, t, status, disks, failure)
+		err := r.sendStatus(pctx, t, status, ev) // the same event: stored once
 		cancel()
 		if err == nil {
 			return
