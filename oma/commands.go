@@ -41,7 +41,7 @@ func tokenCreate(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("token create: -scope: %w", err)
 	}
-	st, err := appliance.OpenStore(cfg.dataDir)
+	st, err := appliance.OpenStore(cfg.state())
 	if err != nil {
 		return fmt.Errorf("%w (on a running OMA use POST /api/v1/tokens)", err)
 	}
@@ -106,7 +106,7 @@ func vmaAdd(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("vma add: -seed-out %s exists: remove it or name another file", *seedOut)
 		}
 	}
-	st, err := appliance.OpenStore(cfg.dataDir)
+	st, err := appliance.OpenStore(cfg.state())
 	if err != nil {
 		return fmt.Errorf("%w (on a running OMA use POST /api/v1/vmas)", err)
 	}
@@ -190,7 +190,7 @@ func vmaAuthorizedKeys(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("vma authorized-keys: %w", err)
 	}
-	st, err := appliance.OpenStore(cfg.dataDir)
+	st, err := appliance.OpenStore(cfg.state())
 	if err != nil {
 		return fmt.Errorf("%w (on a running OMA each VMA's authorized_key is in GET /api/v1/vmas)", err)
 	}
@@ -231,7 +231,7 @@ func vmaNBDPorts(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("vma nbd-ports: %w", err)
 	}
-	st, err := appliance.OpenStore(cfg.dataDir)
+	st, err := appliance.OpenStore(cfg.state())
 	if err != nil {
 		return fmt.Errorf("%w (stop the OMA first: its jobs' ports change)", err)
 	}

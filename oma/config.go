@@ -29,6 +29,7 @@ import (
 // config is the OMA's command line.
 type config struct {
 	dataDir         string
+	stateDir        string
 	apiAddr         string
 	metricsAddr     string
 	apiURL          string
@@ -90,6 +91,7 @@ func newFlagSet(name string, cfg *config, stderr io.Writer) *flag.FlagSet {
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&cfg.dataDir, "data", filepath.Join("data", "oma"), "data directory: state, volumes, exports, keys")
+	fs.StringVar(&cfg.stateDir, "state-dir", "", "directory of this OMA's own state (state.db, the NATS store, tunnel sockets, initial-token), when -data is shared with a standby OMA (default: -data)")
 	fs.String("config", "", "JSON config file; keys are flag names")
 	return fs
 }
@@ -202,13 +204,21 @@ func (cfg *config) ownPorts() ([]vmas.PortRange, error) {
 func (cfg *config) socketDir() (string, error) {
 	dir := cfg.tunnelDir
 	if dir == "" {
-		dir = filepath.Join(cfg.dataDir, "tunnels")
+		dir = filepath.Join(cfg.state(), "tunnels")
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return "", fmt.Errorf("-tunnel-dir: %w", err)
 	}
 	return abs, nil
+}
+
+// state returns -state-dir, or -data without it.
+func (cfg *config) state() string {
+	if cfg.stateDir != "" {
+		return cfg.stateDir
+	}
+	return cfg.dataDir
 }
 
 // pool parses -nbd-ports.
@@ -298,6 +308,7 @@ func (cfg *config) appliance() (appliance.Config, error) {
 	ac.HTTP.BodyTimeout, ac.HTTP.MaxConns = cfg.bodyTimeout, cfg.maxConns
 	return appliance.Config{
 		DataDir:         cfg.dataDir,
+		StateDir:        cfg.stateDir,
 		API:             ac,
 		APIAddr:         cfg.apiAddr,
 		MetricsAddr:     cfg.metricsAddr,

@@ -104,7 +104,7 @@ func (of *operatorFlags) findToken() (string, error) {
 		return "", fmt.Errorf("-token-file %s is empty", of.tokenFile)
 	}
 	for _, name := range tokenFiles() {
-		b, err := os.ReadFile(filepath.Join(of.cfg.dataDir, name))
+		b, err := os.ReadFile(filepath.Join(of.cfg.state(), name))
 		if t := strings.TrimSpace(string(b)); err == nil && t != "" {
 			return t, nil
 		}

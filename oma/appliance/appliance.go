@@ -49,6 +49,12 @@ import (
 type Config struct {
 	// DataDir holds the state, the volumes, the exports and the NKeys.
 	DataDir string
+	// StateDir, when set, holds what is this OMA's own and not the
+	// volumes: the state (state.db), the embedded NATS server's store, the
+	// tunnels' sockets and the initial token. An OMA and its standby share
+	// DataDir (a shared filesystem, as CloudStack's primary storage is),
+	// each with a StateDir of its own. Empty means DataDir.
+	StateDir string
 	// APIAddr is the REST API's listen address; empty means
 	// "127.0.0.1:8082" and a port 0 picks a free one. An address that is
 	// not loopback (all interfaces included) needs TLS (API.HTTP's
@@ -167,6 +173,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.DataDir == "" {
 		return cfg, errors.New("oma: empty data dir")
 	}
+	if cfg.StateDir == "" {
+		cfg.StateDir = cfg.DataDir
+	}
 	if cfg.APIAddr == "" {
 		cfg.APIAddr = DefaultAPIAddr
 	}
@@ -218,7 +227,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.ExportHost = cfg.ExportAddr
 	}
 	if cfg.TunnelDir == "" {
-		cfg.TunnelDir = filepath.Join(cfg.DataDir, "tunnels")
+		cfg.TunnelDir = filepath.Join(cfg.StateDir, "tunnels")
 	}
 	if cfg.DiscoverTimeout == 0 {
 		cfg.DiscoverTimeout = 60 * time.Second
@@ -314,10 +323,10 @@ func New(cfg Config) (*OMA, error) {
 func (o *OMA) Files() Files {
 	if dir := o.cfg.KeysDir; dir != "" {
 		k := ClusterKeys{Dir: dir}
-		return Files{InitialToken: filepath.Join(o.cfg.DataDir, "initial-token"), Observer: k.Observer(), Admin: k.Admin()}
+		return Files{InitialToken: filepath.Join(o.cfg.StateDir, "initial-token"), Observer: k.Observer(), Admin: k.Admin()}
 	}
 	return Files{
-		InitialToken: filepath.Join(o.cfg.DataDir, "initial-token"),
+		InitialToken: filepath.Join(o.cfg.StateDir, "initial-token"),
 		Observer:     filepath.Join(o.cfg.DataDir, "observer.nk"),
 		Admin:        filepath.Join(o.cfg.DataDir, "admin.nk"),
 	}
@@ -352,7 +361,7 @@ func OpenStore(dataDir string) (*store.Store, error) {
 // nil after a clean shutdown, or the error that stopped it.
 func (o *OMA) Run(ctx context.Context) error {
 	cfg, log := o.cfg, o.log
-	st, err := OpenStore(cfg.DataDir)
+	st, err := OpenStore(cfg.StateDir)
 	if err != nil {
 		return err
 	}

@@ -183,7 +183,7 @@ func (o *OMA) startBus(ctx context.Context, access bus.Access, secrets clusterSe
 		cluster := cfg.Cluster
 		cluster.Secret = secrets.route
 		srv, err := bus.StartServer(ctx, bus.ServerConfig{
-			StoreDir:    filepath.Join(cfg.DataDir, "jetstream"),
+			StoreDir:    filepath.Join(cfg.StateDir, "jetstream"),
 			Host:        natsHost,
 			Port:        natsPort,
 			MonitorPort: cfg.NATSMonitorPort,
