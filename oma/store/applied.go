@@ -43,7 +43,7 @@ func countApplied(tx *bbolt.Tx, typ string) error {
 	if v := b.Get([]byte(typ)); len(v) == 8 {
 		n = binary.BigEndian.Uint64(v)
 	}
-	return b.Put([]byte(typ), binary.BigEndian.AppendUint64(nil, n+1))
+	return setRaw(tx, bucketApplyCounts, []byte(typ), binary.BigEndian.AppendUint64(nil, n+1))
 }
 
 // ApplyCounts returns how many events of each type were applied, since
@@ -66,19 +66,19 @@ func Applied(tx *bbolt.Tx, eventID string) bool {
 
 // MarkApplied records that the event id was applied at t.
 func MarkApplied(tx *bbolt.Tx, eventID string, t time.Time) error {
-	return tx.Bucket(bucketApplied).Put([]byte(eventID), []byte(t.UTC().Format(time.RFC3339Nano)))
+	return setRaw(tx, bucketApplied, []byte(eventID), []byte(t.UTC().Format(time.RFC3339Nano)))
 }
 
 // PruneApplied forgets the ids of events applied before t, and returns how
 // many it forgot. Events older than the streams' max age cannot come back.
 func (s *Store) PruneApplied(t time.Time) (int, error) {
 	n := 0
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	err := s.update(func(tx *bbolt.Tx) error {
 		c := tx.Bucket(bucketApplied).Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			at, err := time.Parse(time.RFC3339Nano, string(v))
 			if err == nil && at.Before(t) {
-				if err := c.Delete(); err != nil {
+				if err := delAt(tx, bucketApplied, c, k); err != nil {
 					return err
 				}
 				n++

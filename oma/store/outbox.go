@@ -28,7 +28,7 @@ func Enqueue(tx *bbolt.Tx, ev events.Event) error {
 	if err != nil {
 		return fmt.Errorf("outbox: encode %s: %w", ev.Type, err)
 	}
-	return b.Put(binary.BigEndian.AppendUint64(nil, seq), data)
+	return setRaw(tx, bucketOutbox, binary.BigEndian.AppendUint64(nil, seq), data)
 }
 
 // Pending is an event waiting in the outbox.
@@ -75,13 +75,13 @@ func (s *Store) OutboxAfter(p Pending, n int) ([]Pending, error) {
 
 // Sent removes published events from the outbox, in one transaction.
 func (s *Store) Sent(ps ...Pending) error {
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	return s.update(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketOutbox)
 		if b == nil {
 			return nil
 		}
 		for _, p := range ps {
-			if err := b.Delete(p.key); err != nil {
+			if err := delRaw(tx, bucketOutbox, p.key); err != nil {
 				return err
 			}
 		}

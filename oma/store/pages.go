@@ -33,7 +33,7 @@ func PutDiscoverPage(tx *bbolt.Tx, r events.DiscoverResult, t time.Time) error {
 		return fmt.Errorf("encode discover page: %w", err)
 	}
 	key := binary.BigEndian.AppendUint32(pagesPrefix(r.VMAID, r.RequestID), uint32(r.Page))
-	return tx.Bucket(bucketPages).Put(key, data)
+	return setRaw(tx, bucketPages, key, data)
 }
 
 // DiscoverPages returns the kept pages of one request, in page order.
@@ -56,7 +56,7 @@ func DeleteDiscoverPages(tx *bbolt.Tx, vmaID, requestID string) error {
 	prefix := pagesPrefix(vmaID, requestID)
 	c := tx.Bucket(bucketPages).Cursor()
 	for k, _ := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, _ = c.Seek(prefix) {
-		if err := c.Delete(); err != nil {
+		if err := delAt(tx, bucketPages, c, k); err != nil {
 			return fmt.Errorf("delete discover pages of %s: %w", requestID, err)
 		}
 	}
@@ -67,7 +67,7 @@ func DeleteDiscoverPages(tx *bbolt.Tx, vmaID, requestID string) error {
 // whose other pages never came, and returns how many it forgot.
 func (s *Store) PruneDiscoverPages(t time.Time) (int, error) {
 	n := 0
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	err := s.update(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketPages)
 		var old [][]byte
 		err := b.ForEach(func(k, v []byte) error {
@@ -81,7 +81,7 @@ func (s *Store) PruneDiscoverPages(t time.Time) (int, error) {
 			return err
 		}
 		for _, k := range old {
-			if err := b.Delete(k); err != nil {
+			if err := delRaw(tx, bucketPages, k); err != nil {
 				return fmt.Errorf("prune discover pages: %w", err)
 			}
 		}

@@ -149,7 +149,7 @@ func DeletePlan(tx *bbolt.Tx, name string) error {
 			return err
 		}
 	}
-	return tx.Bucket(bucketPlans).Delete([]byte(name))
+	return delRaw(tx, bucketPlans, []byte(name))
 }
 
 func planVMKey(plan, key string) string { return plan + "\x00" + key }
@@ -167,7 +167,7 @@ func GetPlanVM(tx *bbolt.Tx, plan, key string) (PlanVM, error) {
 
 // DeletePlanVM removes a VM from a plan.
 func DeletePlanVM(tx *bbolt.Tx, plan, key string) error {
-	return tx.Bucket(bucketPlanVMs).Delete([]byte(planVMKey(plan, key)))
+	return delRaw(tx, bucketPlanVMs, []byte(planVMKey(plan, key)))
 }
 
 // PlanVMs returns the VMs of plan, by key.

@@ -72,7 +72,7 @@ func Queued(tx *bbolt.Tx) ([]QueueEntry, error) {
 
 // PutRunning stores e as dispatched and removes it from the waiting ones.
 func PutRunning(tx *bbolt.Tx, e QueueEntry) error {
-	if err := tx.Bucket(bucketQueue).Delete([]byte(e.JobID)); err != nil {
+	if err := delRaw(tx, bucketQueue, []byte(e.JobID)); err != nil {
 		return err
 	}
 	return put(tx, bucketRunning, e.JobID, e)
@@ -108,7 +108,7 @@ func Unpark(tx *bbolt.Tx, id string, at time.Time) (QueueEntry, error) {
 	if err := get(tx, bucketPaused, id, &e); err != nil {
 		return e, err
 	}
-	if err := tx.Bucket(bucketPaused).Delete([]byte(id)); err != nil {
+	if err := delRaw(tx, bucketPaused, []byte(id)); err != nil {
 		return e, err
 	}
 	e.QueuedAt, e.DispatchedAt = at, nil
@@ -131,7 +131,7 @@ func Dequeue(tx *bbolt.Tx, id string) (bool, error) {
 		bk := tx.Bucket(b)
 		if bk.Get([]byte(id)) != nil {
 			was = true
-			if err := bk.Delete([]byte(id)); err != nil {
+			if err := delRaw(tx, b, []byte(id)); err != nil {
 				return false, err
 			}
 		}

@@ -146,14 +146,13 @@ func PutJob(tx *bbolt.Tx, j Job) error {
 // indexJob adds j to the index of the jobs: under its VM's id, and under
 // its replica's id when it has one.
 func indexJob(tx *bbolt.Tx, j Job) error {
-	b := tx.Bucket(bucketJobsByVM)
-	if err := b.Put([]byte(jobIndexKey("vm", j.VM.ID, j.ID)), []byte{}); err != nil {
+	if err := setRaw(tx, bucketJobsByVM, []byte(jobIndexKey("vm", j.VM.ID, j.ID)), []byte{}); err != nil {
 		return err
 	}
 	if j.ReplicaID == "" {
 		return nil
 	}
-	return b.Put([]byte(jobIndexKey("replica", j.ReplicaID, j.ID)), []byte{})
+	return setRaw(tx, bucketJobsByVM, []byte(jobIndexKey("replica", j.ReplicaID, j.ID)), []byte{})
 }
 
 func jobIndexKey(kind, value, jobID string) string { return kind + "\x00" + value + "\x00" + jobID }
@@ -233,7 +232,7 @@ func GetLease(tx *bbolt.Tx, id string) (Lease, error) {
 
 // DeleteLease removes the lease of a job.
 func DeleteLease(tx *bbolt.Tx, jobID string) error {
-	return tx.Bucket(bucketLeases).Delete([]byte(jobID))
+	return delRaw(tx, bucketLeases, []byte(jobID))
 }
 
 // Leases returns every lease.
@@ -328,7 +327,7 @@ func GetVMA(tx *bbolt.Tx, id string) (VMA, error) {
 }
 
 // DeleteVMA forgets a VMA; deleting one that is not registered does nothing.
-func DeleteVMA(tx *bbolt.Tx, id string) error { return tx.Bucket(bucketVMAs).Delete([]byte(id)) }
+func DeleteVMA(tx *bbolt.Tx, id string) error { return delRaw(tx, bucketVMAs, []byte(id)) }
 
 // VMAs returns every registered VMA.
 func VMAs(tx *bbolt.Tx) ([]VMA, error) {
@@ -369,7 +368,7 @@ func DeleteToken(tx *bbolt.Tx, name string) error {
 	if !HasToken(tx, name) {
 		return fmt.Errorf("%s %q: %w", bucketTokens, name, ErrNotFound)
 	}
-	return tx.Bucket(bucketTokens).Delete([]byte(name))
+	return delRaw(tx, bucketTokens, []byte(name))
 }
 
 // HasToken reports whether a token named name exists.
@@ -430,5 +429,5 @@ func DeleteVCenter(tx *bbolt.Tx, name string) error {
 	if tx.Bucket(bucketVCenters).Get([]byte(name)) == nil {
 		return fmt.Errorf("%s %q: %w", bucketVCenters, name, ErrNotFound)
 	}
-	return tx.Bucket(bucketVCenters).Delete([]byte(name))
+	return delRaw(tx, bucketVCenters, []byte(name))
 }

@@ -38,7 +38,7 @@ func GetDiscoverRequest(tx *bbolt.Tx, vmaID, requestID string) (DiscoverRequest,
 // PutDiscoverRequestOnce is PutDiscoverRequest in a transaction of its
 // own; it changes nothing when the request is recorded already.
 func (s *Store) PutDiscoverRequestOnce(r DiscoverRequest) error {
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	return s.update(func(tx *bbolt.Tx) error {
 		if _, err := GetDiscoverRequest(tx, r.VMAID, r.RequestID); !errors.Is(err, ErrNotFound) {
 			return err
 		}
@@ -50,8 +50,7 @@ func (s *Store) PutDiscoverRequestOnce(r DiscoverRequest) error {
 // many it forgot: a result that comes later changes nothing.
 func (s *Store) PruneDiscoverRequests(t time.Time) (int, error) {
 	n := 0
-	err := s.db.Update(func(tx *bbolt.Tx) error {
-		b := tx.Bucket(bucketRequests)
+	err := s.update(func(tx *bbolt.Tx) error {
 		var old [][]byte
 		err := each(tx, bucketRequests, func(r DiscoverRequest) error {
 			if r.At.Before(t) {
@@ -63,7 +62,7 @@ func (s *Store) PruneDiscoverRequests(t time.Time) (int, error) {
 			return err
 		}
 		for _, k := range old {
-			if err := b.Delete(k); err != nil {
+			if err := delRaw(tx, bucketRequests, k); err != nil {
 				return fmt.Errorf("prune discover requests: %w", err)
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -43,6 +44,22 @@ var ErrLocked = errors.New("state database is in use by another process")
 // Store is the OMA's bbolt database. It is safe for concurrent use.
 type Store struct {
 	db *bbolt.DB
+	// committed, when set, is called after each committed write
+	// transaction with the journal's last seq (see SetCommitHook).
+	committed atomic.Pointer[func(seq uint64)]
+}
+
+// SetCommitHook makes fn be called after every write transaction that
+// commits while the journal is on, with the seq of the journal's last
+// change: a shipper waits there until the change is copied to the
+// cluster, so that what a caller acts on after Update returns is not lost
+// with this OMA. nil removes it.
+func (s *Store) SetCommitHook(fn func(seq uint64)) {
+	if fn == nil {
+		s.committed.Store(nil)
+		return
+	}
+	s.committed.Store(&fn)
 }
 
 // Open opens (creating if needed) the database at path. It waits at most
@@ -78,7 +95,25 @@ func Open(path string, wait time.Duration) (*Store, error) {
 func (s *Store) Close() error { return s.db.Close() }
 
 // Update runs fn in one read-write transaction, committed when fn returns nil.
-func (s *Store) Update(fn func(*bbolt.Tx) error) error { return s.db.Update(fn) }
+func (s *Store) Update(fn func(*bbolt.Tx) error) error { return s.update(fn) }
+
+// update runs fn in a read-write transaction, then calls the commit hook.
+func (s *Store) update(fn func(*bbolt.Tx) error) error {
+	var seq uint64
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		if err := fn(tx); err != nil {
+			return err
+		}
+		if j := tx.Bucket(bucketJournal); j != nil {
+			seq = j.Sequence()
+		}
+		return nil
+	})
+	if hook := s.committed.Load(); err == nil && seq > 0 && hook != nil {
+		(*hook)(seq)
+	}
+	return err
+}
 
 // View runs fn in one read-only transaction.
 func (s *Store) View(fn func(*bbolt.Tx) error) error { return s.db.View(fn) }
@@ -88,7 +123,7 @@ func put(tx *bbolt.Tx, bucket []byte, key string, v any) error {
 	if err != nil {
 		return fmt.Errorf("encode %s/%s: %w", bucket, key, err)
 	}
-	return tx.Bucket(bucket).Put([]byte(key), b)
+	return setRaw(tx, bucket, []byte(key), b)
 }
 
 func get(tx *bbolt.Tx, bucket []byte, key string, v any) error {
