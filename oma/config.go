@@ -22,6 +22,7 @@ import (
 	"github.com/godwit/godwit/oma/jobs"
 	"github.com/godwit/godwit/oma/plans"
 	"github.com/godwit/godwit/oma/queue"
+	"github.com/godwit/godwit/oma/standby"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/vmas"
 )
@@ -78,6 +79,8 @@ type clusterFlags struct {
 	keysDir    string
 	natsURL    string
 	replicas   int
+	standby    bool
+	leaseTTL   time.Duration
 }
 
 // newFlagSet declares the flags every oma command has; its usage lists the
@@ -124,6 +127,8 @@ func declareRunFlags(fs *flag.FlagSet, cfg *config) {
 	fs.DurationVar(&cfg.takeoverGrace, "vma-takeover-grace", jobs.DefaultTakeoverGrace, "how long after -vma-heartbeat-timeout a gone VMA's running jobs wait before another VMA takes them over from their checkpoints")
 	declareClusterFlags(fs, &cfg.cluster)
 	fs.StringVar(&cfg.cluster.natsURL, "nats-url", "", "client URLs (comma-separated) of a NATS cluster's nodes, run by other OMAs or 'oma node' with the same -cluster-keys: connect to them and run no NATS server")
+	fs.BoolVar(&cfg.cluster.standby, "standby", false, "start as a standby OMA on the cluster: follow the active OMA's state and take over when its lease lapses (needs -cluster-name or -nats-url, the same -cluster-keys, and -data on storage both OMAs reach, with -state-dir its own)")
+	fs.DurationVar(&cfg.cluster.leaseTTL, "lease-ttl", standby.DefaultLeaseTTL, "how long the active OMA's lease lasts without a renewal: a standby takes over that long after the active OMA stops")
 	fs.IntVar(&cfg.cluster.replicas, "stream-replicas", 1, "how many nodes of the cluster keep each stream and bucket (3 survives the loss of one node)")
 	fs.DurationVar(&cfg.streamMaxAge, "stream-max-age", 30*24*time.Hour, "how long streams keep events")
 	fs.Int64Var(&cfg.streamMaxBytes, "stream-max-bytes", 1<<30, "bytes each stream keeps at most")
@@ -321,6 +326,8 @@ func (cfg *config) appliance() (appliance.Config, error) {
 		NATSURL:         cfg.cluster.natsURL,
 		StreamReplicas:  cfg.cluster.replicas,
 		KeysDir:         cfg.cluster.keysDir,
+		Standby:         cfg.cluster.standby,
+		LeaseTTL:        cfg.cluster.leaseTTL,
 		FirstPort:       firstPort,
 		LastPort:        lastPort,
 		NBDPortsPerVMA:  perVMA,

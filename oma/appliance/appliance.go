@@ -93,6 +93,15 @@ type Config struct {
 	// StreamReplicas is how many nodes of a cluster keep each stream; 0
 	// means 1.
 	StreamReplicas int
+	// Standby starts the OMA as a standby on a cluster: it follows the
+	// active OMA's state and takes over when its lease lapses. (On a
+	// cluster every OMA waits for the lease; a standby also leaves a new
+	// cluster's first lease to the OMA started without it.)
+	Standby bool
+	// LeaseTTL is how long the active OMA's lease lasts without a renewal:
+	// a standby takes over that long after the active OMA stopped; 0
+	// means standby.DefaultLeaseTTL.
+	LeaseTTL time.Duration
 	// KeysDir holds the keys every node and OMA of a cluster share
 	// (CreateClusterKeys): the internal NATS key, the observer's and the
 	// admin's, the routes' password and the at-rest key. A cluster
@@ -207,6 +216,12 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.StreamReplicas < 0 || cfg.StreamReplicas > 5 {
 		return cfg, fmt.Errorf("stream replicas %d: want 1 to 5", cfg.StreamReplicas)
+	}
+	if cfg.Standby && cfg.Cluster.Name == "" && cfg.NATSURL == "" {
+		return cfg, errors.New("a standby OMA needs a cluster to follow the active one on (-cluster-name or -nats-url)")
+	}
+	if cfg.LeaseTTL < 0 || (cfg.LeaseTTL > 0 && cfg.LeaseTTL < time.Second) {
+		return cfg, fmt.Errorf("lease TTL %s: want 1s or more", cfg.LeaseTTL)
 	}
 	if cfg.StreamReplicas > 1 && cfg.Cluster.Name == "" && cfg.NATSURL == "" {
 		return cfg, fmt.Errorf("stream replicas %d on one NATS server: replicas need a cluster (-cluster-name or -nats-url)", cfg.StreamReplicas)
@@ -367,9 +382,6 @@ func (o *OMA) Run(ctx context.Context) error {
 	}
 	defer st.Close()
 	files := o.Files()
-	if err := initialToken(st, files.InitialToken, cfg.Now(), log); err != nil {
-		return err
-	}
 	keyFile := cfg.AtRestKeyFile
 	var secrets clusterSecrets
 	switch {
@@ -417,6 +429,18 @@ func (o *OMA) Run(ctx context.Context) error {
 	}
 	defer b.stop()
 	srv, conn := b.server, b.conn
+	lead, err := o.lead(ctx, st, b, access)
+	if err != nil {
+		return err
+	}
+	var leaseLost chan error // nil outside a cluster: never ready
+	if lead != nil {
+		defer lead.stop()
+		leaseLost = lead.lost
+	}
+	if err := initialToken(st, files.InitialToken, cfg.Now(), log); err != nil {
+		return err
+	}
 
 	exp := exports.New(exports.Config{FirstPort: cfg.FirstPort, LastPort: cfg.LastPort, BindAddr: cfg.ExportAddr, Nbdkit: cfg.Nbdkit, Logger: log.WithGroup("nbd")})
 	defer exp.StopAll()
@@ -512,6 +536,12 @@ func (o *OMA) Run(ctx context.Context) error {
 		if rerr := <-runErr; err == nil {
 			err = rerr
 		}
+	case err = <-leaseLost:
+		stopAPI()
+		stopRun()
+		<-apiErr
+		<-runErr
+		err = fmt.Errorf("stopped acting: %w", err)
 	case err = <-runErr:
 		stopAPI()
 		aerr := <-apiErr

@@ -16,6 +16,7 @@ import (
 	"github.com/godwit/godwit/bus"
 	"github.com/godwit/godwit/oma/atrest"
 	"github.com/godwit/godwit/oma/metrics"
+	"github.com/godwit/godwit/oma/standby"
 	"github.com/godwit/godwit/oma/vmas"
 )
 
@@ -151,6 +152,8 @@ type natsBus struct {
 	url    string // what clients are told: the server's URL, or the cluster's
 	access vmas.AccessSetter
 	stop   func() // drains the connection, then stops what startBus started
+	// clustered says the OMA is on a cluster, with a lease and a standby.
+	clustered bool
 }
 
 // ownURL is the URL of the OMA's own server, "" without one.
@@ -229,19 +232,21 @@ func (o *OMA) startBus(ctx context.Context, access bus.Access, secrets clusterSe
 	// nodes meet: try again until ctx ends.
 	err := retryCluster(ctx, clustered, func(ctx context.Context) error { return conn.EnsureStreams(ctx, limits) })
 	if err == nil && clustered {
-		err = retryCluster(ctx, clustered, func(ctx context.Context) error { return conn.EnsureAccessBucket(ctx, cfg.StreamReplicas) })
+		err = retryCluster(ctx, clustered, func(ctx context.Context) error {
+			if err := conn.EnsureAccessBucket(ctx, cfg.StreamReplicas); err != nil {
+				return err
+			}
+			return standby.EnsureBuckets(ctx, conn.JetStream(), cfg.StreamReplicas)
+		})
 	}
 	if err != nil {
 		b.stop()
 		return nil, err
 	}
 	if clustered {
-		shared := &sharedAccess{conn: conn, own: b.server}
-		if err := shared.SetAccess(access); err != nil {
-			b.stop()
-			return nil, fmt.Errorf("share access with the cluster: %w", err)
-		}
-		b.access = shared
+		// The access is shared once this OMA is the active one (share).
+		b.access = &sharedAccess{conn: conn, own: b.server, access: access}
+		b.clustered = true
 		if b.server != nil {
 			fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 			done := make(chan struct{})

@@ -152,6 +152,19 @@ func (l *Lease) Acquire(ctx context.Context) error {
 	}
 }
 
+// TryAcquire takes the lease if nobody holds it, and reports whether it
+// did.
+func (l *Lease) TryAcquire(ctx context.Context) (bool, error) {
+	_, err := l.kv.Get(ctx, leaseKey)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return l.take(ctx, 0), nil
+	case err != nil:
+		return false, fmt.Errorf("read the lease: %w", err)
+	}
+	return false, nil
+}
+
 // take writes the lease over revision rev (0: creates it); it reports
 // whether this OMA got it.
 func (l *Lease) take(ctx context.Context, rev uint64) bool {

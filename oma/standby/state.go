@@ -286,17 +286,28 @@ func (f *Follower) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("follow the state: %w", err)
 	}
-	cons, err := f.js.OrderedConsumer(ctx, stateStream, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		return fmt.Errorf("follow the state: %w", err)
-	}
+	var cons jetstream.Consumer
 	for ctx.Err() == nil {
+		if cons == nil {
+			// An ephemeral consumer from where the copy stands, made again
+			// whenever fetching fails (its node went away, say).
+			cons, err = f.js.CreateConsumer(ctx, stateStream, jetstream.ConsumerConfig{
+				DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: f.Applied() + 1,
+				AckPolicy: jetstream.AckNonePolicy, MemoryStorage: true, Replicas: 1, InactiveThreshold: 30 * time.Second,
+			})
+			if err != nil {
+				cons = nil
+				f.log.Debug("follow the state: make a consumer", "err", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(200 * time.Millisecond):
+				}
+				continue
+			}
+		}
 		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			f.log.Debug("fetch the state", "err", err)
+			cons = nil
 			continue
 		}
 		var changes []store.Change
@@ -313,7 +324,10 @@ func (f *Follower) run(ctx context.Context) error {
 			}
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
-			f.log.Debug("fetch the state", "err", err)
+			f.log.Debug("follow the state: fetch", "err", err)
+			if last == 0 {
+				cons = nil
+			}
 		}
 		if last == 0 {
 			continue
@@ -372,11 +386,22 @@ func (f *Follower) change(ctx context.Context, kv jetstream.KeyValue, msg jetstr
 // CatchUp waits until the follower has applied everything the bucket held
 // when it was called, or ctx ends, or the follower stopped.
 func (f *Follower) CatchUp(ctx context.Context) error {
-	s, err := f.js.Stream(ctx, stateStream)
-	if err != nil {
-		return fmt.Errorf("catch up with the state: %w", err)
+	// Where the copy ends now; asked again while the stream elects a
+	// leader (the active OMA's node may be gone with it).
+	var last uint64
+	for {
+		s, err := f.js.Stream(ctx, stateStream)
+		if err == nil {
+			last = s.CachedInfo().State.LastSeq
+			break
+		}
+		f.log.Debug("catch up with the state: where it ends", "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("catch up with the state: %w", err)
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
-	last := s.CachedInfo().State.LastSeq
 	stop := context.AfterFunc(ctx, func() {
 		f.mu.Lock()
 		f.cond.Broadcast()

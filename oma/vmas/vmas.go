@@ -300,8 +300,10 @@ func (r *Registry) setAccess() error {
 }
 
 // SyncAccess makes NATS access and the VMA consumers match the registered
-// VMAs. A VMA whose consumers cannot be created is logged and skipped: the
-// others keep working.
+// VMAs. A VMA whose consumers cannot be created yet (their stream elects
+// a leader after a node was lost, say) is logged and tried again in the
+// background, every few seconds until it works or ctx ends: the others
+// keep working, and the OMA does not wait.
 func (r *Registry) SyncAccess(ctx context.Context) error {
 	if err := r.setAccess(); err != nil {
 		return err
@@ -310,12 +312,47 @@ func (r *Registry) SyncAccess(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var later []string
 	for _, v := range vmas {
-		if err := r.bus.EnsureVMAConsumers(ctx, v.ID); err != nil {
-			r.log.Error("VMA consumers cannot be created: it gets no commands until they can", "vma", v.ID, "err", err)
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := r.bus.EnsureVMAConsumers(actx, v.ID)
+		cancel()
+		if err != nil {
+			r.log.Warn("VMA consumers cannot be created yet: it gets no commands until they can; trying again", "vma", v.ID, "err", err)
+			later = append(later, v.ID)
 		}
 	}
+	if len(later) > 0 {
+		go r.ensureConsumers(ctx, later)
+	}
 	return nil
+}
+
+// ensureConsumers tries to create the consumers of the VMAs ids until it
+// has, or ctx ends.
+func (r *Registry) ensureConsumers(ctx context.Context, ids []string) {
+	for delay := time.Second; len(ids) > 0; delay = min(2*delay, 30*time.Second) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		var left []string
+		for _, id := range ids {
+			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := r.bus.EnsureVMAConsumers(actx, id)
+			cancel()
+			if err != nil {
+				left = append(left, id)
+				continue
+			}
+			r.log.Info("VMA consumers created", "vma", id)
+		}
+		if len(left) == len(ids) {
+			r.log.Warn("VMA consumers cannot be created yet; trying again", "vmas", left, "retry_in", delay)
+		}
+		ids = left
+	}
 }
 
 // VMAs returns the registered VMAs, by id.
