@@ -39,7 +39,7 @@ type bed struct {
 	proxy *proxy // nil without bedConfig.proxy
 	o     *testbed.OMA
 	v     *testbed.VMA     // the VMA in this process; nil with bedConfig.external
-	ext   *process         // the VMA as a process of its own, with bedConfig.external
+	ext   *testbed.Process       // the VMA as a process of its own, with bedConfig.external
 	sshd  *tunneltest.SSHD // the OMA's sshd, with bedConfig.tunnel
 	// vmaURL is the VMA API's base URL.
 	vmaURL string
@@ -56,7 +56,7 @@ type bedConfig struct {
 	vma   func(*appliance.Config)
 	// external, when set, starts the VMA as a process instead of in this
 	// process (vma is then not used).
-	external func(testing.TB, *testbed.OMA, *vcsim.Simulator) *process
+	external func(testing.TB, *testbed.OMA, *vcsim.Simulator) *testbed.Process
 	// tunnel puts the VMA behind a real OpenSSH sshd: it reaches the OMA's
 	// bus and exports only through its SSH tunnel, and the tests reach its
 	// API only through the tunnel's remote forward on the OMA's side.
@@ -84,7 +84,7 @@ func newBed(t testing.TB, bc bedConfig) *bed {
 	b.o = o
 	if bc.external != nil {
 		b.ext = bc.external(t, o, sim)
-		b.vmaURL = b.ext.url
+		b.vmaURL = b.ext.URL
 	} else {
 		var through func(*appliance.Config)
 		var sshKey string

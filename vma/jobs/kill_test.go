@@ -20,11 +20,11 @@ import (
 
 // externalVMA returns a bedConfig.external that builds the vma command,
 // registers vma-1 with the OMA and starts it with extra flags.
-func externalVMA(extra ...string) func(testing.TB, *testbed.OMA, *vcsim.Simulator) *process {
-	return func(tb testing.TB, o *testbed.OMA, sim *vcsim.Simulator) *process {
+func externalVMA(extra ...string) func(testing.TB, *testbed.OMA, *vcsim.Simulator) *testbed.Process {
+	return func(tb testing.TB, o *testbed.OMA, sim *vcsim.Simulator) *testbed.Process {
 		tb.Helper()
 		dir := tb.TempDir()
-		bin := buildCommand(tb, dir, "vma")
+		bin := testbed.BuildCommand(tb, dir, "vma")
 		var cred struct {
 			NKeySeed string `json:"nkey_seed"`
 		}
@@ -41,11 +41,11 @@ func externalVMA(extra ...string) func(testing.TB, *testbed.OMA, *vcsim.Simulato
 		}
 		addr := l.Addr().String()
 		l.Close()
-		p := &process{tb: tb, what: "the VMA process", bin: bin, url: "http://" + addr, logs: &testkit.Buffer{},
-			args: append([]string{"-data", filepath.Join(dir, "vma"), "-id", "vma-1", "-api-addr", addr, "-nats-url", o.NATSURL,
+		p := &testbed.Process{TB: tb, What: "the VMA process", Bin: bin, URL: "http://" + addr, Logs: &testkit.Buffer{},
+			Args: append([]string{"-data", filepath.Join(dir, "vma"), "-id", "vma-1", "-api-addr", addr, "-nats-url", o.NATSURL,
 				"-nats-seed", seed, "-vcenter-ca", sim.CAFile, "-oma-url", o.URL, "-source", "datastore"}, extra...)}
-		p.start()
-		tb.Cleanup(p.stop)
+		p.Start()
+		tb.Cleanup(p.Stop)
 		o.WaitForVMAKey(tb, "vma-1", "")
 		return p
 	}
@@ -88,18 +88,18 @@ func TestSIGKILLMidCopyResumes(t *testing.T) {
 			return sum > first
 		})
 		time.Sleep(500*time.Millisecond + time.Duration(rng.IntN(700))*time.Millisecond)
-		b.ext.kill()
-		b.ext.start()
+		b.ext.Kill()
+		b.ext.Start()
 	}
 	got := b.wait(t, j.JobID)
 	if got.State != events.JobCompleted {
-		t.Fatalf("job = %s (%s), want completed\n%s", got.State, got.LastError, b.ext.logs)
+		t.Fatalf("job = %s (%s), want completed\n%s", got.State, got.LastError, b.ext.Logs)
 	}
 	b.assertCopied(t, threeDisksPath, got)
 	b.assertNoSnapshot(t, threeDisksPath)
 
 	// The log of each run after a kill, from its "resuming a job" on.
-	runs := regexp.MustCompile(`msg="resuming a job the VMA did not finish"`).Split(b.ext.logs.String(), -1)[1:]
+	runs := regexp.MustCompile(`msg="resuming a job the VMA did not finish"`).Split(b.ext.Logs.String(), -1)[1:]
 	if len(runs) != 3 {
 		t.Fatalf("the job was resumed %d times, want 3", len(runs))
 	}

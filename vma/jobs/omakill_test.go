@@ -23,7 +23,7 @@ import (
 // omaProcess is the oma command running as a process of its own, as it
 // runs in production, so that a test can kill it with SIGKILL.
 type omaProcess struct {
-	process
+	testbed.Process
 	natsURL     string
 	first, last int // the NBD port pool
 	dataDir     string
@@ -34,15 +34,15 @@ type omaProcess struct {
 func startOMAProcess(tb testing.TB) *omaProcess {
 	tb.Helper()
 	dir := tb.TempDir()
-	bin := buildCommand(tb, dir, "oma")
+	bin := testbed.BuildCommand(tb, dir, "oma")
 	apiPort, natsPort := tunneltest.FreePort(tb), tunneltest.FreePort(tb)
 	first, last := testkit.FreePorts(tb, 4)
-	p := &omaProcess{process: process{tb: tb, what: "the OMA process", bin: bin, url: fmt.Sprintf("http://127.0.0.1:%d", apiPort),
-		logs: &testkit.Buffer{}}, natsURL: fmt.Sprintf("nats://127.0.0.1:%d", natsPort), first: first, last: last, dataDir: filepath.Join(dir, "oma")}
-	p.args = []string{"-data", p.dataDir, "-api-addr", fmt.Sprintf("127.0.0.1:%d", apiPort), "-api-url", p.url,
+	p := &omaProcess{Process: testbed.Process{TB: tb, What: "the OMA process", Bin: bin, URL: fmt.Sprintf("http://127.0.0.1:%d", apiPort),
+		Logs: &testkit.Buffer{}}, natsURL: fmt.Sprintf("nats://127.0.0.1:%d", natsPort), first: first, last: last, dataDir: filepath.Join(dir, "oma")}
+	p.Args = []string{"-data", p.dataDir, "-api-addr", fmt.Sprintf("127.0.0.1:%d", apiPort), "-api-url", p.URL,
 		"-nats-addr", fmt.Sprintf("127.0.0.1:%d", natsPort), "-nbd-ports", fmt.Sprintf("%d-%d", first, last), "-discover-timeout", "20s"}
-	p.start()
-	tb.Cleanup(p.stop)
+	p.Start()
+	tb.Cleanup(p.Stop)
 	tok, err := os.ReadFile(filepath.Join(p.dataDir, "initial-token"))
 	if err != nil {
 		tb.Fatal(err)
@@ -53,8 +53,8 @@ func startOMAProcess(tb testing.TB) *omaProcess {
 
 // do sends a request to the OMA's API with its token.
 func (p *omaProcess) do(method, path string, body, out any) int {
-	p.tb.Helper()
-	return testbed.Do(p.tb, method, p.url+path, p.token, body, out)
+	p.TB.Helper()
+	return testbed.Do(p.TB, method, p.URL+path, p.token, body, out)
 }
 
 // TestOMAKilledMidCopyThroughTheTunnel kills the oma process with SIGKILL
@@ -77,7 +77,7 @@ func TestOMAKilledMidCopyThroughTheTunnel(t *testing.T) {
 	}
 	logs := &testkit.Buffer{}
 	cfg := appliance.Config{DataDir: filepath.Join(t.TempDir(), "vma"), ID: "vma-1", APIAddr: "127.0.0.1:0", NATSURL: o.natsURL,
-		NATSSeed: []byte(cred.NKeySeed), OMAURL: o.url, VCenterCAFile: sim.CAFile, VCenterTimeout: 5 * time.Second,
+		NATSSeed: []byte(cred.NKeySeed), OMAURL: o.URL, VCenterCAFile: sim.CAFile, VCenterTimeout: 5 * time.Second,
 		DiscoverTimeout: 20 * time.Second, Source: "datastore", ProgressInterval: 50 * time.Millisecond, CheckpointInterval: 200 * time.Millisecond,
 		ExportRetry: time.Minute, // also how long a failed job's end is retried while the OMA is away
 		Logger:      slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
@@ -106,7 +106,7 @@ func TestOMAKilledMidCopyThroughTheTunnel(t *testing.T) {
 		return len(list.VMAs) == 1 && list.VMAs[0].PublicKey != ""
 	})
 
-	vms := testbed.Discover(t, o.url, o.token, map[string]any{"vcenter": sim.Host, "username": sim.Username,
+	vms := testbed.Discover(t, o.URL, o.token, map[string]any{"vcenter": sim.Host, "username": sim.Username,
 		"password": sim.Password, "datacenter": vcsim.Datacenter})
 	var vmID string
 	for _, vm := range vms {
@@ -136,12 +136,12 @@ func TestOMAKilledMidCopyThroughTheTunnel(t *testing.T) {
 	})
 	time.Sleep(time.Second)
 
-	o.kill()
+	o.Kill()
 	refused := regexp.MustCompile(`the export went away[^\n]*Connection refused`)
 	testkit.Eventually(t, "the VMA refused an export by the OMA's sshd, and trying again", func() bool {
 		return refused.MatchString(logs.String())
 	})
-	o.start()
+	o.Start()
 
 	deadline := time.Now().Add(2 * time.Minute)
 	var got job
@@ -151,7 +151,7 @@ func TestOMAKilledMidCopyThroughTheTunnel(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("job still %s 2 minutes after the OMA came back\nVMA:\n%s\nOMA:\n%s", got.State, logs, o.logs)
+			t.Fatalf("job still %s 2 minutes after the OMA came back\nVMA:\n%s\nOMA:\n%s", got.State, logs, o.Logs)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
