@@ -39,7 +39,7 @@ type bed struct {
 	proxy *proxy // nil without bedConfig.proxy
 	o     *testbed.OMA
 	v     *testbed.VMA     // the VMA in this process; nil with bedConfig.external
-	ext   *testbed.Process       // the VMA as a process of its own, with bedConfig.external
+	ext   *testbed.Process // the VMA as a process of its own, with bedConfig.external
 	sshd  *tunneltest.SSHD // the OMA's sshd, with bedConfig.tunnel
 	// vmaURL is the VMA API's base URL.
 	vmaURL string
