@@ -376,6 +376,9 @@ func OpenStore(dataDir string) (*store.Store, error) {
 // nil after a clean shutdown, or the error that stopped it.
 func (o *OMA) Run(ctx context.Context) error {
 	cfg, log := o.cfg, o.log
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
 	st, err := OpenStore(cfg.StateDir)
 	if err != nil {
 		return err
