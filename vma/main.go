@@ -176,7 +176,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.vddkLibDir, "vddk-libdir", "", "VMware VDDK directory (holding lib64/libvixDiskLib.so) for the vddk transport")
 	fs.DurationVar(&cfg.checkpointInterval, "checkpoint-interval", jobs.DefaultCheckpointInterval, "most time between two recorded checkpoints of a copying disk (also every 64 MiB): what a crash can cost")
 	fs.DurationVar(&cfg.exportRetry, "export-retry", jobs.DefaultExportRetry, "how long a copy keeps trying to reach an export that went away (the OMA restarts) before the job fails")
-	fs.StringVar(&cfg.tunnelURL, "tunnel", "", "ssh://user@oma[:port]: reach the OMA only through one SSH connection to its sshd (bus, exports, and the API forwarded back); empty: direct")
+	fs.StringVar(&cfg.tunnelURL, "tunnel", "", "ssh://user@oma[:port]: reach the OMA only through one SSH connection to its sshd (bus, exports, and the API forwarded back); several comma-separated (an OMA and its standby) are tried in turn; empty: direct")
 	fs.StringVar(&cfg.tunnelKnownHosts, "tunnel-known-hosts", "", "known_hosts file with the OMA's SSH host key")
 	fs.IntVar(&cfg.tunnelConnections, "tunnel-connections", 0, fmt.Sprintf("SSH connections to the OMA's sshd (its one port, the same key): one for the bus and the API, the rest carry the copies' NBD channels; 0: chosen from the round trip time (1 on a LAN, up to 5 on a long link), at most %d", tunnel.MaxConnections))
 	fs.BoolVar(&cfg.tunnelInsecure, "tunnel-insecure", false, "accept any SSH host key (development only)")

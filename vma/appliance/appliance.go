@@ -113,7 +113,8 @@ type Config struct {
 	// ExportRetry is how long a copy keeps trying to reach an export that
 	// went away (the OMA restarts); 0 means 10m.
 	ExportRetry time.Duration
-	// Tunnel, when set (ssh://user@host[:port], port 22 by default), makes
+	// Tunnel, when set (ssh://user@host[:port], port 22 by default; several
+	// comma-separated for an OMA and its standby, tried in turn), makes
 	// everything to the OMA go through one SSH connection to its sshd: the
 	// bus (NATSURL is then an address on the OMA's side), the NBD exports,
 	// and a remote forward of the Unix socket TunnelListen on the OMA to
@@ -481,16 +482,25 @@ func startTunnel(cfg Config, vmaID string, onRestore func(tunnel.Outage), log *s
 	if cfg.Tunnel == "" {
 		return nil, func() {}, nil
 	}
-	u, err := url.Parse(cfg.Tunnel)
-	if err != nil || u.Scheme != "ssh" || u.Hostname() == "" || u.User == nil || u.User.Username() == "" {
-		return nil, nil, fmt.Errorf("vma: tunnel %q: want ssh://user@host[:port] (-tunnel)", cfg.Tunnel)
-	}
-	if _, hasPassword := u.User.Password(); hasPassword {
-		return nil, nil, errors.New("vma: tunnel: no password in the URL: the VMA logs in with its key (-tunnel)")
-	}
-	addr := u.Host
-	if u.Port() == "" {
-		addr = net.JoinHostPort(u.Hostname(), "22")
+	var addrs []string
+	var user string
+	for _, raw := range strings.Split(cfg.Tunnel, ",") {
+		u, err := url.Parse(strings.TrimSpace(raw))
+		if err != nil || u.Scheme != "ssh" || u.Hostname() == "" || u.User == nil || u.User.Username() == "" {
+			return nil, nil, fmt.Errorf("vma: tunnel %q: want ssh://user@host[:port], or several comma-separated for an OMA and its standby (-tunnel)", raw)
+		}
+		if _, hasPassword := u.User.Password(); hasPassword {
+			return nil, nil, errors.New("vma: tunnel: no password in the URL: the VMA logs in with its key (-tunnel)")
+		}
+		if user != "" && u.User.Username() != user {
+			return nil, nil, fmt.Errorf("vma: tunnel %q: every OMA's sshd takes the same user (%s)", raw, user)
+		}
+		user = u.User.Username()
+		addr := u.Host
+		if u.Port() == "" {
+			addr = net.JoinHostPort(u.Hostname(), "22")
+		}
+		addrs = append(addrs, addr)
 	}
 	key, err := tunnel.LoadOrCreateKey(cfg.DataDir)
 	if err != nil {
@@ -500,8 +510,8 @@ func startTunnel(cfg Config, vmaID string, onRestore func(tunnel.Outage), log *s
 	if listen == "" {
 		listen = DefaultTunnelDir + "/" + vmaID + ".sock"
 	}
-	tn, err := tunnel.New(tunnel.Config{Addr: addr, User: u.User.Username(), Key: key, KnownHosts: cfg.TunnelKnownHosts,
-		InsecureIgnoreHostKey: cfg.TunnelInsecure, RemoteListen: listen, OnRestore: onRestore, Logger: log.With("tunnel", addr),
+	tn, err := tunnel.New(tunnel.Config{Addr: addrs[0], Alternates: addrs[1:], User: user, Key: key, KnownHosts: cfg.TunnelKnownHosts,
+		InsecureIgnoreHostKey: cfg.TunnelInsecure, RemoteListen: listen, OnRestore: onRestore, Logger: log.With("tunnel", strings.Join(addrs, ",")),
 		Connections: cfg.TunnelConnections, PrimaryAddrs: natsAddrs(cfg.NATSURL),
 		SocketBuffer: cfg.TunnelSocketBuffer, NoSession: cfg.TunnelNoSession, LinkRate: cfg.LinkRate})
 	if err != nil {

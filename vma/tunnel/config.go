@@ -22,6 +22,11 @@ const MaxSocketPath = 107
 type Config struct {
 	// Addr is host:port of the OMA's sshd.
 	Addr string
+	// Alternates are host:port of the sshds of other OMAs that may take
+	// over (a standby OMA): when the sshd in use cannot be reached, the
+	// next one is tried, in turn, each once before the backoff grows. The
+	// host key of each must be in KnownHosts.
+	Alternates []string
 	// User is the account on the OMA whose authorized_keys holds the VMA's key.
 	User string
 	// Key is the VMA's private key, usually from LoadOrCreateKey.
@@ -86,8 +91,10 @@ type Config struct {
 
 // withDefaults checks c and fills in its defaults.
 func (c Config) withDefaults() (Config, error) {
-	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
-		return c, fmt.Errorf("tunnel addr %q: %w", c.Addr, err)
+	for _, a := range append([]string{c.Addr}, c.Alternates...) {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return c, fmt.Errorf("tunnel addr %q: %w", a, err)
+		}
 	}
 	if c.User == "" {
 		return c, errors.New("tunnel: no user")

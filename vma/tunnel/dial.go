@@ -53,7 +53,7 @@ func (t *Tunnel) DialContext(ctx context.Context, network, addr string) (net.Con
 		}
 		var refused *ssh.OpenChannelError
 		if errors.As(err, &refused) || ctx.Err() != nil {
-			return nil, fmt.Errorf("dial %s through tunnel to %s: %w", addr, t.cfg.Addr, channelError(err))
+			return nil, fmt.Errorf("dial %s through tunnel to %s: %w", addr, t.addr(), channelError(err))
 		}
 		if l != &t.primary {
 			// The data connection is broken: no more channels on it
@@ -64,7 +64,7 @@ func (t *Tunnel) DialContext(ctx context.Context, network, addr string) (net.Con
 			continue
 		}
 		if now, _, _ := t.current(); now == c {
-			return nil, fmt.Errorf("dial %s through tunnel to %s: %w", addr, t.cfg.Addr, err)
+			return nil, fmt.Errorf("dial %s through tunnel to %s: %w", addr, t.addr(), err)
 		}
 		// The connection dropped under us: wait for the next one.
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
@@ -33,7 +34,15 @@ func hostKeyCheck(cfg Config) (ssh.HostKeyCallback, []string, error) {
 		}
 		return nil
 	}
-	return callback, knownAlgorithms(check, cfg.Addr), nil
+	var algos []string // those known for any of the OMAs
+	for _, addr := range append([]string{cfg.Addr}, cfg.Alternates...) {
+		for _, a := range knownAlgorithms(check, addr) {
+			if !slices.Contains(algos, a) {
+				algos = append(algos, a)
+			}
+		}
+	}
+	return callback, algos, nil
 }
 
 // knownAlgorithms asks check about a throwaway key to learn which key types known_hosts holds

@@ -81,8 +81,17 @@ type Tunnel struct {
 	since     time.Time
 	connects  int
 	lastErr   error
-	measured  measures // the link as the primary connection sees it: measure.go
+	measured  measures     // the link as the primary connection sees it: measure.go
+	addrs     []string     // Addr, then Alternates
+	at        atomic.Int32 // the index in addrs of the sshd in use
 }
+
+// addr returns the address of the OMA's sshd in use.
+func (t *Tunnel) addr() string { return t.addrs[t.at.Load()] }
+
+// Addr returns the address of the OMA's sshd the tunnel uses (or tries
+// next, while down).
+func (t *Tunnel) Addr() string { return t.addr() }
 
 // New checks cfg and returns a Tunnel that connects once Run is called.
 func New(cfg Config) (*Tunnel, error) {
@@ -109,6 +118,7 @@ func New(cfg Config) (*Tunnel, error) {
 		since: time.Now(),
 	}
 	t.forward = newListener(cfg.RemoteListen, cfg.Key)
+	t.addrs = append([]string{cfg.Addr}, cfg.Alternates...)
 	return t, nil
 }
 
@@ -126,6 +136,7 @@ func (t *Tunnel) Run(ctx context.Context) error {
 	pooled.Go(func() { t.runPool(ctx) })
 	wait := t.cfg.ReconnectWait
 	var lost *Outage // the outage under way, nil while up or before the first connection
+	failed := 0      // connects failed in a row
 	for ctx.Err() == nil {
 		c, err := t.connect(ctx, &t.primary)
 		if err != nil {
@@ -133,18 +144,29 @@ func (t *Tunnel) Run(ctx context.Context) error {
 				break
 			}
 			t.setErr(err)
-			t.log.Error("ssh connect", "err", err, "retry", wait)
 			if lost != nil {
 				lost.Attempts++
 			}
+			if failed++; len(t.addrs) > 1 {
+				// The next OMA at once, until each was tried: a standby may
+				// have taken over.
+				t.at.Store(int32((int(t.at.Load()) + 1) % len(t.addrs)))
+				t.log.Warn("ssh connect; trying the next OMA", "err", err, "next", t.addr())
+				if failed%len(t.addrs) != 0 {
+					continue
+				}
+			} else {
+				t.log.Error("ssh connect", "err", err, "retry", wait)
+			}
 		} else {
+			failed = 0
 			wait = t.cfg.ReconnectWait
 			if lost != nil {
 				lost.Attempts++
 				lost.RestoredAt = time.Now()
 				lost.Reconnects = t.State().Reconnects + 1
 				t.log.Info("ssh connection restored", "down", lost.RestoredAt.Sub(lost.LostAt).Round(time.Millisecond),
-					"attempts", lost.Attempts, "cause", lost.Err)
+					"attempts", lost.Attempts, "cause", lost.Err, "oma", t.addr())
 				if t.cfg.OnRestore != nil {
 					t.cfg.OnRestore(*lost)
 				}
@@ -171,20 +193,21 @@ func (t *Tunnel) Run(ctx context.Context) error {
 func (t *Tunnel) connect(ctx context.Context, l *link) (*ssh.Client, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.DialTimeout)
 	defer cancel()
-	raw, err := t.dialer().DialContext(ctx, "tcp", t.cfg.Addr)
+	addr := t.addr()
+	raw, err := t.dialer().DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("dial ssh %s: %w", t.cfg.Addr, err)
+		return nil, fmt.Errorf("dial ssh %s: %w", addr, err)
 	}
 	l.setRaw(raw)
 	conn := &countConn{Conn: &countConn{Conn: raw, in: &l.bytesIn, out: &l.bytesOut}, in: &t.bytesIn, out: &t.bytesOut}
 	stop := context.AfterFunc(ctx, func() { raw.Close() })
-	c, chans, reqs, err := ssh.NewClientConn(conn, t.cfg.Addr, t.client)
+	c, chans, reqs, err := ssh.NewClientConn(conn, addr, t.client)
 	if !stop() {
 		if err == nil {
 			c.Close()
 		}
 		raw.Close()
-		return nil, fmt.Errorf("ssh handshake with %s: %w", t.cfg.Addr, ctx.Err())
+		return nil, fmt.Errorf("ssh handshake with %s: %w", addr, ctx.Err())
 	}
 	if err != nil {
 		raw.Close()
@@ -201,9 +224,9 @@ func (t *Tunnel) handshakeErr(err error) error {
 		return hk
 	case strings.Contains(err.Error(), "unable to authenticate"):
 		return fmt.Errorf("ssh to %s as %s with key %s: %w (add it to that user's authorized_keys on the OMA): %w",
-			t.cfg.Addr, t.cfg.User, ssh.FingerprintSHA256(t.cfg.Key.PublicKey()), ErrUnauthorized, err)
+			t.addr(), t.cfg.User, ssh.FingerprintSHA256(t.cfg.Key.PublicKey()), ErrUnauthorized, err)
 	}
-	return fmt.Errorf("ssh handshake with %s: %w", t.cfg.Addr, err)
+	return fmt.Errorf("ssh handshake with %s: %w", t.addr(), err)
 }
 
 // serve publishes c, keeps it alive and runs the forward until c drops or ctx ends; it closes c

@@ -625,3 +625,42 @@ func TestNewChecksConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestAlternates: a tunnel given the sshds of an active OMA and of its
+// standby uses the first; once that one is gone for good, it connects to
+// the second, and its dials and remote forward work there.
+func TestAlternates(t *testing.T) {
+	r := newRig(t)
+	standby := tunneltest.StartSSHD(t)
+	standby.Authorize(r.authorized)
+	known, err := os.ReadFile(r.sshd.KnownHosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := os.ReadFile(standby.KnownHosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(r.sshd.KnownHosts, append(append(known, '\n'), other...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := r.config(t)
+	cfg.Alternates = []string{standby.Addr}
+	tun := run(t, cfg)
+	echoOnForward(t, tun)
+	r.reachForward(t)
+	roundTrip(t, dial(t, tun, r.echo), "through the first OMA")
+	if got := tun.Addr(); got != r.sshd.Addr {
+		t.Fatalf("the tunnel uses %s, want the first OMA's %s", got, r.sshd.Addr)
+	}
+
+	r.sshd.Stop() // the active OMA's machine is gone
+	checkFor(t, 10*time.Second, func() error {
+		if s := tun.State(); !s.Connected || tun.Addr() != standby.Addr {
+			return fmt.Errorf("State() = %+v through %s, want connected to the standby %s", s, tun.Addr(), standby.Addr)
+		}
+		return nil
+	})
+	r.reachForward(t)
+	roundTrip(t, dial(t, tun, r.echo), "through the standby")
+}
