@@ -14,7 +14,7 @@ WANLINK ?= ../shared/tools/wanlink
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null)
 LDFLAGS := -X github.com/godwit/godwit/version.stamp=$(VERSION)
 
-.PHONY: run demo check test test-guest bench bench-wan build deps tools
+.PHONY: run run-cluster demo check test test-guest bench bench-wan build deps tools
 
 ## run: build and start the dev stack: simulated vCenter, OMA (:8082), sshd, VMA (localhost:9081 through the tunnel)
 # The first run takes minutes (packages, the nats CLI and the binaries
@@ -22,6 +22,11 @@ LDFLAGS := -X github.com/godwit/godwit/version.stamp=$(VERSION)
 run: deps tools build
 	@echo "make run: starting the dev stack (vcsim, oma, sshd, vma, oma watch); Ctrl-C stops it"
 	DATA=$(DATA) BIN=$(BIN) scripts/dev-stack.sh
+
+## run-cluster: three NATS nodes on loopback (an active OMA, its standby, a node alone), streams on three replicas; Ctrl-C stops it
+run-cluster: deps tools build
+	@echo "make run-cluster: starting oma-1 (active), oma-2 (standby) and node-3; Ctrl-C stops them"
+	DATA=$(DATA)/cluster BIN=$(BIN) scripts/run-cluster.sh
 
 ## demo: against a running `make run`, the seed's workflow with curl, checked, then an incremental cycle
 demo:

@@ -38,8 +38,14 @@ func (o *OMA) lead(ctx context.Context, st *store.Store, b *natsBus, access bus.
 	if name == "" {
 		name, _ = os.Hostname()
 	}
-	lease, err := standby.NewLease(ctx, js, standby.LeaseConfig{Holder: standby.Holder{Name: name, APIURL: cfg.APIURL},
-		TTL: cfg.LeaseTTL, WaitFirst: cfg.Standby, Logger: log.With("part", "lease")})
+	// The cluster's JetStream API may not answer for a moment (a leader
+	// elected, a node reloading its accounts): each call is tried again.
+	var lease *standby.Lease
+	err := retryCluster(ctx, true, func(ctx context.Context) (err error) {
+		lease, err = standby.NewLease(ctx, js, standby.LeaseConfig{Holder: standby.Holder{Name: name, APIURL: cfg.APIURL},
+			TTL: cfg.LeaseTTL, WaitFirst: cfg.Standby, Logger: log.With("part", "lease")})
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -65,7 +71,7 @@ func (o *OMA) lead(ctx context.Context, st *store.Store, b *natsBus, access bus.
 		return err
 	})
 	if err == nil {
-		err = b.access.SetAccess(access)
+		err = retryCluster(ctx, true, func(context.Context) error { return b.access.SetAccess(access) })
 	}
 	if err != nil {
 		st.SetCommitHook(nil)
@@ -109,19 +115,28 @@ func (o *OMA) lead(ctx context.Context, st *store.Store, b *natsBus, access bus.
 func (o *OMA) standBy(ctx context.Context, st *store.Store, b *natsBus, lease *standby.Lease) error {
 	log := o.log
 	js := b.conn.JetStream()
-	holder, held, err := lease.Current(ctx)
+	var holder standby.Holder
+	var held bool
+	var copied uint64 // items in the state bucket
+	err := retryCluster(ctx, true, func(ctx context.Context) (err error) {
+		if holder, held, err = lease.Current(ctx); err != nil {
+			return fmt.Errorf("read the lease: %w", err)
+		}
+		kv, err := js.KeyValue(ctx, standby.StateBucket)
+		if err != nil {
+			return fmt.Errorf("state bucket: %w", err)
+		}
+		status, err := kv.Status(ctx)
+		if err != nil {
+			return fmt.Errorf("state bucket: %w", err)
+		}
+		copied = status.Values()
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("read the lease: %w", err)
+		return err
 	}
-	kv, err := js.KeyValue(ctx, standby.StateBucket)
-	if err != nil {
-		return fmt.Errorf("state bucket: %w", err)
-	}
-	status, err := kv.Status(ctx)
-	if err != nil {
-		return fmt.Errorf("state bucket: %w", err)
-	}
-	if !held && status.Values() == 0 && !o.cfg.Standby {
+	if !held && copied == 0 && !o.cfg.Standby {
 		if took, err := lease.TryAcquire(ctx); err != nil || took {
 			return err
 		}

@@ -56,6 +56,9 @@ func TestStandbyTakesOverMidCopy(t *testing.T) {
 	a.Start()
 	b.Launch()
 	testkit.Eventually(t, "oma-b following oma-a", func() bool {
+		if b.Exited() {
+			t.Fatalf("oma-b stopped:\n%s", b.Logs)
+		}
 		return strings.Contains(b.Logs.String(), `msg="standby: following the active OMA" active=oma-a`)
 	})
 	tok, err := os.ReadFile(filepath.Join(dir, "oma-a", "initial-token"))

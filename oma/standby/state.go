@@ -282,11 +282,21 @@ func (f *Follower) run(ctx context.Context) error {
 	if err := f.st.ResetReplica(); err != nil {
 		return err
 	}
-	kv, err := f.js.KeyValue(ctx, StateBucket)
-	if err != nil {
-		return fmt.Errorf("follow the state: %w", err)
+	var kv jetstream.KeyValue
+	for {
+		var err error
+		if kv, err = f.js.KeyValue(ctx, StateBucket); err == nil {
+			break
+		}
+		f.log.Debug("follow the state: the bucket", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 	var cons jetstream.Consumer
+	var err error
 	for ctx.Err() == nil {
 		if cons == nil {
 			// An ephemeral consumer from where the copy stands, made again
