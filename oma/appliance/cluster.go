@@ -227,15 +227,16 @@ func (o *OMA) startBus(ctx context.Context, access bus.Access, secrets clusterSe
 		}
 	})
 	clustered := cfg.Cluster.Name != "" || cfg.NATSURL != ""
-	limits := bus.StreamLimits{MaxAge: cfg.StreamMaxAge, MaxBytes: cfg.StreamMaxBytes, Replicas: cfg.StreamReplicas}
-	// A new cluster elects its JetStream leader a few seconds after its
-	// nodes meet: try again until ctx ends.
-	err := retryCluster(ctx, clustered, func(ctx context.Context) error { return conn.EnsureStreams(ctx, limits) })
-	if err == nil && clustered {
-		err = retryCluster(ctx, clustered, func(ctx context.Context) error {
-			if err := conn.EnsureAccessBucket(ctx, cfg.StreamReplicas); err != nil {
-				return err
-			}
+	// On a cluster, the active OMA makes the streams once it holds the
+	// lease (ensureCluster): two OMAs making them at once slow each other
+	// down. The first OMA of a new cluster makes the lease's buckets; a
+	// standby waits for them.
+	var err error
+	switch {
+	case !clustered:
+		err = conn.EnsureStreams(ctx, o.streamLimits())
+	case !cfg.Standby:
+		err = retryCluster(ctx, true, func(ctx context.Context) error {
 			return standby.EnsureBuckets(ctx, conn.JetStream(), cfg.StreamReplicas)
 		})
 	}
@@ -258,14 +259,38 @@ func (o *OMA) startBus(ctx context.Context, access bus.Access, secrets clusterSe
 	return b, nil
 }
 
-// retryCluster calls fn with 5s to answer, again and again until it
-// succeeds or ctx ends, when clustered; once otherwise.
+// streamLimits are the limits of the OMA's streams.
+func (o *OMA) streamLimits() bus.StreamLimits {
+	return bus.StreamLimits{MaxAge: o.cfg.StreamMaxAge, MaxBytes: o.cfg.StreamMaxBytes, Replicas: o.cfg.StreamReplicas}
+}
+
+// ensureCluster makes, or updates, the streams and the buckets of a
+// cluster: the active OMA's work once it holds the lease. A new cluster
+// elects its JetStream leader a few seconds after its nodes meet: it tries
+// again until ctx ends.
+func (o *OMA) ensureCluster(ctx context.Context, conn *bus.Conn) error {
+	limits := o.streamLimits()
+	return retryCluster(ctx, true, func(ctx context.Context) error {
+		if err := conn.EnsureStreams(ctx, limits); err != nil {
+			return err
+		}
+		if err := conn.EnsureAccessBucket(ctx, limits.Replicas); err != nil {
+			return err
+		}
+		return standby.EnsureBuckets(ctx, conn.JetStream(), limits.Replicas)
+	})
+}
+
+// retryCluster calls fn again and again until it succeeds or ctx ends,
+// when clustered (once otherwise), with 2s to answer at first, then more
+// each time up to 10s: a request to a node or leader that went away is
+// never answered, and the cluster elects another within seconds.
 func retryCluster(ctx context.Context, clustered bool, fn func(context.Context) error) error {
 	if !clustered {
 		return fn(ctx)
 	}
-	for {
-		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	for wait := 2 * time.Second; ; wait = min(wait*3/2, 10*time.Second) {
+		actx, cancel := context.WithTimeout(ctx, wait)
 		err := fn(actx)
 		cancel()
 		if err == nil || ctx.Err() != nil {

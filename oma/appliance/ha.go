@@ -53,7 +53,10 @@ func (o *OMA) lead(ctx context.Context, st *store.Store, b *natsBus, access bus.
 		return nil, err
 	}
 
-	// Active: journal, copy, let the VMAs in, renew.
+	// Active: the streams, then journal, copy, let the VMAs in, renew.
+	if err := o.ensureCluster(ctx, b.conn); err != nil {
+		return nil, err
+	}
 	if err := st.EnableJournal(); err != nil {
 		return nil, err
 	}

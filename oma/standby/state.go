@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -247,6 +248,8 @@ type Follower struct {
 	js  jetstream.JetStream
 	log *slog.Logger
 
+	kick atomic.Bool // CatchUp asks for a new consumer: the old one may be on a node gone
+
 	mu      sync.Mutex
 	cond    *sync.Cond
 	applied uint64 // the stream's last seq applied
@@ -298,6 +301,9 @@ func (f *Follower) run(ctx context.Context) error {
 	var cons jetstream.Consumer
 	var err error
 	for ctx.Err() == nil {
+		if f.kick.Swap(false) {
+			cons = nil
+		}
 		if cons == nil {
 			// An ephemeral consumer from where the copy stands, made again
 			// whenever fetching fails (its node went away, say).
@@ -315,7 +321,7 @@ func (f *Follower) run(ctx context.Context) error {
 				continue
 			}
 		}
-		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(time.Second))
+		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(time.Second), jetstream.FetchHeartbeat(300*time.Millisecond))
 		if err != nil {
 			cons = nil
 			continue
@@ -396,11 +402,14 @@ func (f *Follower) change(ctx context.Context, kv jetstream.KeyValue, msg jetstr
 // CatchUp waits until the follower has applied everything the bucket held
 // when it was called, or ctx ends, or the follower stopped.
 func (f *Follower) CatchUp(ctx context.Context) error {
+	f.kick.Store(true)
 	// Where the copy ends now; asked again while the stream elects a
 	// leader (the active OMA's node may be gone with it).
 	var last uint64
 	for {
-		s, err := f.js.Stream(ctx, stateStream)
+		actx, cancel := context.WithTimeout(ctx, time.Second) // a leader gone never answers
+		s, err := f.js.Stream(actx, stateStream)
+		cancel()
 		if err == nil {
 			last = s.CachedInfo().State.LastSeq
 			break
