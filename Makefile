@@ -77,6 +77,7 @@ screenshots: deps
 bench: deps tools build
 	$(GO) test -run '^$$' -bench 'Publish$$|PublishToConsume|CheckEvent' -benchtime 3s -count 3 ./bus ./schema
 	$(GO) test -run '^$$' -bench PublishReplicas -benchtime 2000x -count 3 ./bus
+	$(GO) test -run '^$$' -bench ClusterApply -benchtime 10x -count 3 -timeout 30m ./oma/appliance
 	$(GO) test -run '^$$' -bench CreateReplication -benchtime 200x -count 3 ./oma/api
 	$(GO) test -run '^$$' -bench Consoles -benchtime 10000x -count 3 ./oma/api
 	$(GO) test -run '^$$' -bench ProgressApply -benchtime 20000x -count 3 ./oma/control

@@ -26,7 +26,7 @@ import (
 
 // startKeyedCluster makes a cluster's keys and starts three nodes with
 // them that follow the access the OMA shares.
-func startKeyedCluster(t *testing.T) (*bustest.Cluster, appliance.ClusterKeys) {
+func startKeyedCluster(t testing.TB) (*bustest.Cluster, appliance.ClusterKeys) {
 	t.Helper()
 	keys, err := appliance.CreateClusterKeys(filepath.Join(t.TempDir(), "keys"))
 	if err != nil {
@@ -219,7 +219,7 @@ func rolesOf(t *testing.T, admin *bus.Conn, c *bustest.Cluster, victim int, v *t
 }
 
 // scrape reads the OMA's metrics through its API.
-func scrape(t *testing.T, o *testbed.OMA) map[string]float64 {
+func scrape(t testing.TB, o *testbed.OMA) map[string]float64 {
 	t.Helper()
 	req, err := http.NewRequestWithContext(testkit.Context(t), http.MethodGet, o.URL+"/metrics", nil)
 	if err != nil {
