@@ -122,6 +122,14 @@ func StartVMA(tb testing.TB, o *OMA, ext VMAConfig) *VMA {
 // heartbeat: key itself, or any key when key is "".
 func (o *OMA) WaitForVMAKey(tb testing.TB, id, key string) {
 	tb.Helper()
+	WaitForVMAKey(tb, o.URL, o.Token, id, key)
+}
+
+// WaitForVMAKey waits until the OMA whose API is at url (reached with
+// token) has VMA id's public key from a heartbeat: key itself, or any key
+// when key is "".
+func WaitForVMAKey(tb testing.TB, url, token, id, key string) {
+	tb.Helper()
 	testkit.Eventually(tb, id+"'s key at the OMA", func() bool {
 		var list struct {
 			VMAs []struct {
@@ -129,13 +137,37 @@ func (o *OMA) WaitForVMAKey(tb testing.TB, id, key string) {
 				PublicKey string `json:"public_key"`
 			} `json:"vmas"`
 		}
-		o.Do(http.MethodGet, "/api/v1/vmas", nil, &list)
+		Do(tb, http.MethodGet, url+"/api/v1/vmas", token, nil, &list)
 		for _, x := range list.VMAs {
 			if x.ID == id && x.PublicKey != "" && (key == "" || x.PublicKey == key) {
 				return true
 			}
 		}
 		return false
+	})
+}
+
+// RunVMA runs a VMA appliance with cfg in this process until the test
+// ends, when it fails the test if Run returned an error; for a VMA set up
+// by hand (registered with an OMA process, say). logs, when set, is
+// printed if the test failed.
+func RunVMA(tb testing.TB, cfg appliance.Config, logs *testkit.Buffer) {
+	tb.Helper()
+	v, err := appliance.New(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- v.Run(ctx) }()
+	tb.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			tb.Errorf("vma run: %v", err)
+		}
+		if tb.Failed() && logs != nil {
+			tb.Logf("the VMA's log:\n%s", logs)
+		}
 	})
 }
 

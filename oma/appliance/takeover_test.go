@@ -86,33 +86,12 @@ func TestStandbyTakesOverMidCopy(t *testing.T) {
 		t.Fatalf("register vma-1 = %d", code)
 	}
 	vlogs := &testkit.Buffer{}
-	v, err := vmaappliance.New(vmaappliance.Config{DataDir: filepath.Join(dir, "vma"), ID: "vma-1", APIAddr: "127.0.0.1:0", NATSURL: c.URLs(),
+	testbed.RunVMA(t, vmaappliance.Config{DataDir: filepath.Join(dir, "vma"), ID: "vma-1", APIAddr: "127.0.0.1:0", NATSURL: c.URLs(),
 		NATSSeed: []byte(cred.NKeySeed), OMAURL: a.URL, VCenterCAFile: sim.CAFile, Source: "datastore",
 		ProgressInterval: 50 * time.Millisecond, CheckpointInterval: 200 * time.Millisecond, ExportRetry: 2 * time.Minute,
 		Copy:   copier.Config{Limiter: copier.NewLimiter(2<<20, nil)},
-		Logger: slog.New(slog.NewTextHandler(vlogs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	vctx, stopVMA := context.WithCancel(context.Background())
-	vdone := make(chan error, 1)
-	go func() { vdone <- v.Run(vctx) }()
-	t.Cleanup(func() {
-		stopVMA()
-		<-vdone
-		if t.Failed() {
-			t.Logf("the VMA's log:\n%s", vlogs)
-		}
-	})
-	testkit.Eventually(t, "vma-1's key at oma-a", func() bool {
-		var list struct {
-			VMAs []struct {
-				PublicKey string `json:"public_key"`
-			} `json:"vmas"`
-		}
-		do(a, http.MethodGet, "/api/v1/vmas", nil, &list)
-		return len(list.VMAs) == 1 && list.VMAs[0].PublicKey != ""
-	})
+		Logger: slog.New(slog.NewTextHandler(vlogs, &slog.HandlerOptions{Level: slog.LevelDebug}))}, vlogs)
+	testbed.WaitForVMAKey(t, a.URL, token, "vma-1", "")
 	if code := do(a, http.MethodPost, "/api/v1/vcenters", map[string]any{"name": "sim", "host": sim.Host,
 		"username": sim.Username, "password": sim.Password, "datacenters": []string{vcsim.Datacenter}}, nil); code != http.StatusCreated {
 		t.Fatalf("register the vCenter = %d", code)

@@ -1,7 +1,6 @@
 package jobs_test
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -83,28 +82,8 @@ func TestOMAKilledMidCopyThroughTheTunnel(t *testing.T) {
 		Logger:      slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	slowly(1 << 20)(&cfg)
 	through(&cfg)
-	v, err := appliance.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- v.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("vma run: %v", err)
-		}
-	})
-	testkit.Eventually(t, "vma-1's key at the OMA", func() bool {
-		var list struct {
-			VMAs []struct {
-				PublicKey string `json:"public_key"`
-			} `json:"vmas"`
-		}
-		o.do(http.MethodGet, "/api/v1/vmas", nil, &list)
-		return len(list.VMAs) == 1 && list.VMAs[0].PublicKey != ""
-	})
+	testbed.RunVMA(t, cfg, nil)
+	testbed.WaitForVMAKey(t, o.URL, o.token, "vma-1", "")
 
 	vms := testbed.Discover(t, o.URL, o.token, map[string]any{"vcenter": sim.Host, "username": sim.Username,
 		"password": sim.Password, "datacenter": vcsim.Datacenter})
