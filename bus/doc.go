@@ -38,7 +38,9 @@
 // service can replay what happened. [Conn.Publish] wraps a payload in an
 // envelope, validates it and publishes it with the event id as
 // Nats-Msg-Id: a retry of the same event ([Conn.PublishEvent]) is stored
-// once.
+// once. A [Publisher] keeps a bounded window of events unacknowledged and
+// sends each again until stored, in order: what a VMA's progress goes
+// through, so that a replicated stream's round trip is paid per window.
 //
 // # Consumers
 //
@@ -77,6 +79,16 @@
 // create a durable or deliver anywhere but its inbox. An admin may do what
 // the OMA may, for operators' tools, never for a VMA.
 //
-// Test helpers that start real servers and connections are in
+// # Cluster
+//
+// An embedded server can be one node of a JetStream cluster
+// ([ServerConfig] Cluster: routes with a password and mutual TLS), every
+// node with the same internal key ([ServerConfig] Seed) so that the OMA
+// may use any. The OMA shares who may connect through the replicated
+// bucket [AccessBucket] ([Conn.ShareAccess]); every node applies it
+// ([Server.FollowAccess]). Streams are replicated as [StreamLimits]
+// Replicas says.
+//
+// Test helpers that start real servers, clusters and connections are in
 // bus/bustest.
 package bus
