@@ -587,6 +587,22 @@ func TestObserverIsReadOnly(t *testing.T) {
 		t.Errorf("observer replay: %v", err)
 	}
 
+	// The OMA's own buckets (its state's copy for a standby) are not for it.
+	if err := oma.EnsureAccessBucket(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := oma.ShareAccess(ctx, bus.Access{Observers: []string{obs.PublicKey}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Stream(ctx, "KV_"+bus.AccessBucket); err == nil || !strings.Contains(err.Error(), "not for observers") {
+		t.Errorf("observer stream info of the access bucket: %v, want refused", err)
+	}
+	if c, err := js.OrderedConsumer(ctx, "KV_"+bus.AccessBucket, jetstream.OrderedConsumerConfig{}); err == nil {
+		if _, err := c.Next(jetstream.FetchMaxWait(2 * time.Second)); err == nil {
+			t.Error("observer read the access bucket")
+		}
+	}
+
 	// Writing does not.
 	if err := o.NATS().Publish("godwit.progress.vma-a.job-1", []byte("{}")); err != nil {
 		t.Fatal(err)

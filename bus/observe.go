@@ -134,6 +134,9 @@ func (g *gate) check(ctx context.Context, api string, data []byte) ([]byte, erro
 	is := func(n int, prefix ...string) bool {
 		return len(toks) == n && len(toks) >= len(prefix) && strings.Join(toks[:len(prefix)], ".") == strings.Join(prefix, ".")
 	}
+	if stream := streamOf(toks); strings.HasPrefix(stream, privateStreams) {
+		return nil, fmt.Errorf("%w: %s holds the OMA's own state", errNotForObservers, stream)
+	}
 	switch {
 	case is(1, "INFO"), is(2, "STREAM", "NAMES"), is(2, "STREAM", "LIST"), is(3, "STREAM", "INFO"),
 		is(4, "STREAM", "MSG", "GET"), is(3, "DIRECT", "GET"), len(toks) > 3 && toks[0] == "DIRECT" && toks[1] == "GET",
@@ -148,6 +151,23 @@ func (g *gate) check(ctx context.Context, api string, data []byte) ([]byte, erro
 		return data, g.checkPull(ctx, toks[3], toks[4])
 	}
 	return nil, fmt.Errorf("%w: %s changes JetStream or is not a read", errNotForObservers, api)
+}
+
+// privateStreams prefixes the streams of the OMA's key-value buckets (its
+// lease, the access it shares, the copy of its state for a standby): none
+// is an observer's to read.
+const privateStreams = "KV_godwit-"
+
+// streamOf returns the stream an API call (its subject's tokens after
+// $JS.API.) is about, "" when none.
+func streamOf(toks []string) string {
+	switch {
+	case len(toks) >= 3 && (toks[0] == "STREAM" && toks[1] != "MSG" || toks[0] == "DIRECT" || toks[0] == "CONSUMER" && toks[1] != "MSG"):
+		return toks[2]
+	case len(toks) >= 4 && toks[1] == "MSG":
+		return toks[3]
+	}
+	return ""
 }
 
 // checkCreate lets an observer create an ephemeral pull consumer with an
