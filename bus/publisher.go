@@ -196,6 +196,9 @@ func (p *Publisher) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-head.future.Ok():
+			if head.onAck != nil { // before Flush may return
+				head.onAck()
+			}
 			p.mu.Lock()
 			p.queue = p.queue[1:]
 			if len(p.queue) == 0 {
@@ -203,9 +206,6 @@ func (p *Publisher) run(ctx context.Context) {
 			}
 			p.mu.Unlock()
 			<-p.window
-			if head.onAck != nil {
-				head.onAck()
-			}
 			retry = 50 * time.Millisecond
 		case err := <-head.future.Err():
 			p.c.log.Debug("publish again", "subject", head.msg.Subject, "id", head.id, "err", err)

@@ -612,20 +612,28 @@ func (r *Runner) statusEvent(t *task, state string, disks []events.DiskChange, f
 	return ev, nil
 }
 
-// sendStatus publishes ev, a status of t, after the progress before it:
-// the window is emptied first. Sending it again stores it once.
+// sendStatus publishes ev, a status of t, through the publisher's window
+// after the progress before it, and waits until the bus acknowledges it
+// or ctx ends. Sending it again stores it once.
 func (r *Runner) sendStatus(ctx context.Context, t *task, state string, ev events.Event) error {
 	t.pubMu.Lock()
 	defer t.pubMu.Unlock()
-	if r.pub != nil {
-		if err := r.pub.Flush(ctx); err != nil {
-			r.log.Warn("progress events not acknowledged before a status", "job", t.id, "state", state, "err", err)
+	if r.pub == nil {
+		if _, err := r.conn.PublishEvent(ctx, ev); err != nil {
+			return fmt.Errorf("publish %s status of job %s: %w", state, t.id, err)
 		}
+		return nil
 	}
-	if _, err := r.conn.PublishEvent(ctx, ev); err != nil {
+	acked := make(chan struct{})
+	if err := r.pub.PublishEvent(ctx, ev, func() { close(acked) }); err != nil {
 		return fmt.Errorf("publish %s status of job %s: %w", state, t.id, err)
 	}
-	return nil
+	select {
+	case <-acked:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("publish %s status of job %s: not acknowledged: %w", state, t.id, ctx.Err())
+	}
 }
 
 // publishProgress publishes t's progress when it changed (or always, when
