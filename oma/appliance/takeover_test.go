@@ -12,10 +12,14 @@ import (
 	"time"
 
 	"github.com/godwit/godwit/events"
+	"github.com/godwit/godwit/oma/authkeys"
+	"github.com/godwit/godwit/oma/tunnels"
 	"github.com/godwit/godwit/testbed"
 	"github.com/godwit/godwit/testkit"
 	vmaappliance "github.com/godwit/godwit/vma/appliance"
 	"github.com/godwit/godwit/vma/copier"
+	"github.com/godwit/godwit/vma/tunnel"
+	"github.com/godwit/godwit/vma/tunnel/tunneltest"
 	"github.com/godwit/godwit/vma/vcsim"
 )
 
@@ -24,15 +28,24 @@ import (
 // its own; one active, one -standby. A plan's initial sync copies a VM;
 // mid-copy the active OMA is killed with SIGKILL. The standby takes over:
 // the sync completes byte-exact, once (no sync lost or doubled), and the
-// tokens made on the killed OMA still work.
+// tokens made on the killed OMA still work. The VMA reaches the cluster
+// directly, or only through an SSH tunnel to each OMA's own sshd, given
+// both: then the active OMA's sshd goes with it (its machine is gone) and
+// the VMA's tunnel moves to the standby's.
 func TestStandbyTakesOverMidCopy(t *testing.T) {
 	testkit.Long(t)
+	t.Run("direct", func(t *testing.T) { takeOver(t, false) })
+	t.Run("through SSH", func(t *testing.T) { takeOver(t, true) })
+}
+
+func takeOver(t *testing.T, throughSSH bool) {
 	c, keys := startKeyedCluster(t)
 	sim := testbed.StartSim(t, vcsim.Config{VMs: 1, DiskData: 6 << 20,
 		Extra: []vcsim.VM{{Name: "ha-vm", Disks: []int64{32 << 20}, CBT: true, On: true}}})
 	dir := t.TempDir()
 	bin := testbed.BuildCommand(t, dir, "oma")
 	data := filepath.Join(dir, "data")
+	tunnelDir := filepath.Join(dir, "tunnels") // the same path on both OMAs' machines
 	first, last := testkit.FreePorts(t, 8)
 	oma := func(name string, standby bool) *testbed.Process {
 		port, _ := testkit.FreePorts(t, 1)
@@ -40,7 +53,7 @@ func TestStandbyTakesOverMidCopy(t *testing.T) {
 		p := &testbed.Process{TB: t, What: "oma " + name, Bin: bin, URL: url, Logs: &testkit.Buffer{}, Args: []string{
 			"-data", data, "-state-dir", filepath.Join(dir, name), "-api-addr", fmt.Sprintf("127.0.0.1:%d", port), "-api-url", url,
 			"-nats-url", c.URLs(), "-cluster-keys", keys.Dir, "-stream-replicas", "3", "-server-name", name,
-			"-nbd-ports", fmt.Sprintf("%d-%d", first, last), "-nbd-ports-per-vma", "4", "-min-sync-interval", "1s"}}
+			"-nbd-ports", fmt.Sprintf("%d-%d", first, last), "-nbd-ports-per-vma", "4", "-min-sync-interval", "1s", "-tunnel-dir", tunnelDir}}
 		if standby {
 			p.Args = append(p.Args, "-standby")
 		}
@@ -82,15 +95,54 @@ func TestStandbyTakesOverMidCopy(t *testing.T) {
 		NKeySeed string `json:"nkey_seed"`
 	}
 	apiPort, _ := testkit.FreePorts(t, 1)
-	if code := do(a, http.MethodPost, "/api/v1/vmas", map[string]any{"id": "vma-1", "api_port": apiPort}, &cred); code != http.StatusCreated {
+	reg := map[string]any{"id": "vma-1", "api_port": apiPort}
+	vcfg := vmaappliance.Config{DataDir: filepath.Join(dir, "vma"), ID: "vma-1", APIAddr: "127.0.0.1:0", NATSURL: c.URLs(),
+		OMAURL: a.URL, VCenterCAFile: sim.CAFile, Source: "datastore",
+		ProgressInterval: 50 * time.Millisecond, CheckpointInterval: 200 * time.Millisecond, ExportRetry: 2 * time.Minute,
+		Copy: copier.Config{Limiter: copier.NewLimiter(2<<20, nil)}}
+	var sshdA, sshdB *tunneltest.SSHD
+	if throughSSH {
+		sshdA, sshdB = tunneltest.StartSSHD(t), tunneltest.StartSSHD(t)
+		key, err := tunnel.LoadOrCreateKey(vcfg.DataDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Each OMA's sshd lets the VMA reach the three nodes, the NBD pool
+		// and its API socket: the line an operator writes for a cluster.
+		var natsAddrs []string
+		for _, srv := range c.Servers {
+			natsAddrs = append(natsAddrs, strings.TrimPrefix(srv.ClientURL(), "nats://"))
+		}
+		line, err := authkeys.Line(authkeys.Forwards{NATS: strings.Join(natsAddrs, ","), NBDHost: "127.0.0.1", FirstPort: first, LastPort: last},
+			tunnel.AuthorizedKey(key), "vma-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sshdA.Authorize(line)
+		sshdB.Authorize(line)
+		known := filepath.Join(dir, "known_hosts")
+		var hosts []byte
+		for _, s := range []*tunneltest.SSHD{sshdA, sshdB} {
+			b, err := os.ReadFile(s.KnownHosts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hosts = append(append(hosts, b...), '\n')
+		}
+		if err := os.WriteFile(known, hosts, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		vcfg.Tunnel = "ssh://" + sshdA.User + "@" + sshdA.Addr + ",ssh://" + sshdB.User + "@" + sshdB.Addr
+		vcfg.TunnelKnownHosts, vcfg.TunnelListen = known, tunnels.SocketPath(tunnelDir, "vma-1")
+		reg["ssh_public_key"] = tunnel.AuthorizedKey(key)
+	}
+	if code := do(a, http.MethodPost, "/api/v1/vmas", reg, &cred); code != http.StatusCreated {
 		t.Fatalf("register vma-1 = %d", code)
 	}
 	vlogs := &testkit.Buffer{}
-	testbed.RunVMA(t, vmaappliance.Config{DataDir: filepath.Join(dir, "vma"), ID: "vma-1", APIAddr: "127.0.0.1:0", NATSURL: c.URLs(),
-		NATSSeed: []byte(cred.NKeySeed), OMAURL: a.URL, VCenterCAFile: sim.CAFile, Source: "datastore",
-		ProgressInterval: 50 * time.Millisecond, CheckpointInterval: 200 * time.Millisecond, ExportRetry: 2 * time.Minute,
-		Copy:   copier.Config{Limiter: copier.NewLimiter(2<<20, nil)},
-		Logger: slog.New(slog.NewTextHandler(vlogs, &slog.HandlerOptions{Level: slog.LevelDebug}))}, vlogs)
+	vcfg.NATSSeed = []byte(cred.NKeySeed)
+	vcfg.Logger = slog.New(slog.NewTextHandler(vlogs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	testbed.RunVMA(t, vcfg, vlogs)
 	testbed.WaitForVMAKey(t, a.URL, token, "vma-1", "")
 	if code := do(a, http.MethodPost, "/api/v1/vcenters", map[string]any{"name": "sim", "host": sim.Host,
 		"username": sim.Username, "password": sim.Password, "datacenters": []string{vcsim.Datacenter}}, nil); code != http.StatusCreated {
@@ -122,6 +174,9 @@ func TestStandbyTakesOverMidCopy(t *testing.T) {
 
 	killed := time.Now()
 	a.Kill()
+	if sshdA != nil {
+		sshdA.Stop() // oma-a's machine is gone: the VMA's tunnel goes to oma-b's sshd
+	}
 	testkit.Eventually(t, "oma-b serving as the active OMA", func() bool {
 		resp, err := http.Get(b.URL + "/api/v1/health")
 		if err != nil {
@@ -165,6 +220,12 @@ func TestStandbyTakesOverMidCopy(t *testing.T) {
 	do(b, http.MethodGet, "/api/v1/replications", nil, &jobs)
 	if len(jobs.Replications) != 1 {
 		t.Errorf("oma-b has %d jobs, want the one sync", len(jobs.Replications))
+	}
+	if sshdB != nil { // the copy went on through oma-b's sshd
+		logs := vlogs.String()
+		if !strings.Contains(logs, `msg="ssh connection restored"`) || !strings.Contains(logs, "oma="+sshdB.Addr) {
+			t.Errorf("the VMA's tunnel did not move to oma-b's sshd %s", sshdB.Addr)
+		}
 	}
 	// The tokens made on oma-a work on oma-b.
 	if code := testbed.Do(t, http.MethodGet, b.URL+"/api/v1/plans", reader.Token, nil, nil); code != http.StatusOK {

@@ -23,7 +23,8 @@ const MinRSABits = 3072
 // value of each field means the OMA's default.
 type Forwards struct {
 	// NATS is the NATS address on the OMA; empty means 127.0.0.1:4222.
-	// An unspecified host (0.0.0.0, ::, none) means 127.0.0.1.
+	// An unspecified host (0.0.0.0, ::, none) means 127.0.0.1. On a
+	// cluster, every node's address, comma-separated: the VMA may use any.
 	NATS string
 	// NBDHost is the host VMAs are told to reach exports at; empty or
 	// unspecified means 127.0.0.1.
@@ -85,9 +86,17 @@ func Line(fw Forwards, key, id string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("vma %s: %w", id, err)
 	}
-	natsHost, natsPort, err := hostPort(fw.NATS, "127.0.0.1:4222")
-	if err != nil {
-		return "", fmt.Errorf("nats address: %w", err)
+	type hp struct {
+		host string
+		port int
+	}
+	var nats []hp
+	for _, addr := range strings.Split(fw.NATS, ",") {
+		host, port, err := hostPort(strings.TrimSpace(addr), "127.0.0.1:4222")
+		if err != nil {
+			return "", fmt.Errorf("nats address: %w", err)
+		}
+		nats = append(nats, hp{host, port})
 	}
 	first, last := fw.FirstPort, fw.LastPort
 	if first == 0 && last == 0 {
@@ -102,7 +111,9 @@ func Line(fw Forwards, key, id string) (string, error) {
 	permit := func(opt, host string, port int) {
 		fmt.Fprintf(&b, ",%s=%q", opt, net.JoinHostPort(host, strconv.Itoa(port)))
 	}
-	permit("permitopen", natsHost, natsPort)
+	for _, n := range nats {
+		permit("permitopen", n.host, n.port)
+	}
 	for p := first; p <= last; p++ {
 		permit("permitopen", nbdHost, p)
 	}

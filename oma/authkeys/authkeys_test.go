@@ -39,6 +39,8 @@ func TestLine(t *testing.T) {
 			`restrict,command="/bin/false",port-forwarding,permitopen="127.0.0.1:4222",permitopen="127.0.0.1:10100",permitopen="127.0.0.1:10101",permitopen="127.0.0.1:10102" ` + key + " godwit-vma-vma-1"},
 		{"nats everywhere, one port, second VMA", authkeys.Forwards{NATS: "0.0.0.0:4333", NBDHost: "::", FirstPort: 12000, LastPort: 12000}, "b",
 			`restrict,command="/bin/false",port-forwarding,permitopen="127.0.0.1:4333",permitopen="127.0.0.1:12000" ` + key + " godwit-vma-b"},
+		{"a cluster's three nodes", authkeys.Forwards{NATS: "10.0.0.1:4222,10.0.0.2:4222, 10.0.0.3:4222", NBDHost: "10.0.0.1", FirstPort: 10100, LastPort: 10100}, "d",
+			`restrict,command="/bin/false",port-forwarding,permitopen="10.0.0.1:4222",permitopen="10.0.0.2:4222",permitopen="10.0.0.3:4222",permitopen="10.0.0.1:10100" ` + key + " godwit-vma-d"},
 		{"export host", authkeys.Forwards{NBDHost: "10.0.0.5", FirstPort: 10100, LastPort: 10100}, "c",
 			`restrict,command="/bin/false",port-forwarding,permitopen="127.0.0.1:4222",permitopen="10.0.0.5:10100" ` + key + " godwit-vma-c"},
 	}

@@ -34,11 +34,15 @@ func AuthorizedKey(fw authkeys.Forwards, v store.VMA) (string, error) {
 // Forwards returns what a VMA may reach through its SSH connection on this
 // OMA: its NATS address, the export host and the NBD port pool.
 func (r *Registry) Forwards() (authkeys.Forwards, error) {
-	u, err := url.Parse(r.cfg.NATSURL)
-	if err != nil {
-		return authkeys.Forwards{}, fmt.Errorf("nats url %q: %w", r.cfg.NATSURL, err)
+	var hosts []string
+	for _, raw := range strings.Split(r.cfg.NATSURL, ",") { // a cluster's nodes: each
+		u, err := url.Parse(strings.TrimSpace(raw))
+		if err != nil {
+			return authkeys.Forwards{}, fmt.Errorf("nats url %q: %w", raw, err)
+		}
+		hosts = append(hosts, u.Host)
 	}
-	return authkeys.Forwards{NATS: u.Host, NBDHost: r.cfg.ExportHost, FirstPort: r.cfg.FirstPort, LastPort: r.cfg.LastPort}, nil
+	return authkeys.Forwards{NATS: strings.Join(hosts, ","), NBDHost: r.cfg.ExportHost, FirstPort: r.cfg.FirstPort, LastPort: r.cfg.LastPort}, nil
 }
 
 // AuthorizedKeys returns the authorized_keys lines of every registered VMA

@@ -509,6 +509,9 @@ func (r *Runner) copyOnce(ctx context.Context, t *task, src Disk, p *diskPlan, t
 			// durable and record it for the resume.
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			saver.save(fctx, dst, res.Checkpoint)
+			// A progress event carries it: stored once acknowledged, before
+			// the paused status, or as the VMA stops.
+			r.publishProgress(fctx, t, true)
 			cancel()
 		}
 		return res, "copy", err
@@ -613,19 +616,26 @@ func (c *checkpointSaver) save(ctx context.Context, dst copier.Destination, chec
 	c.record(checkpoint)
 }
 
-// record records checkpoint, already durable.
+// record records checkpoint, already durable: the copy goes on from it,
+// and the progress events carry it; the job's stored record, which a
+// resume starts from, takes it once the bus acknowledged one of them
+// (Runner.checkpointsAcked). A checkpoint that goes back (a verification
+// found a difference below the last one) is stored at once, as is every
+// one without a publisher (no Run): going back is always safe.
 func (c *checkpointSaver) record(checkpoint int64) {
-	_, err := c.r.st.Update(c.job, false, func(j *store.Job) error {
-		for i := range j.Disks {
-			if j.Disks[i].Key == c.disk {
-				j.Disks[i].Checkpoint = checkpoint
+	if c.r.pub == nil || checkpoint < c.saved {
+		_, err := c.r.st.Update(c.job, false, func(j *store.Job) error {
+			for i := range j.Disks {
+				if j.Disks[i].Key == c.disk {
+					j.Disks[i].Checkpoint = checkpoint
+				}
 			}
+			return nil
+		})
+		if err != nil {
+			c.r.log.Warn("record a checkpoint", "job", c.job, "disk", c.disk, "err", err)
+			return
 		}
-		return nil
-	})
-	if err != nil {
-		c.r.log.Warn("record a checkpoint", "job", c.job, "disk", c.disk, "err", err)
-		return
 	}
 	c.saved = checkpoint
 	if c.tracker != nil {

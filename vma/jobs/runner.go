@@ -662,7 +662,7 @@ func (r *Runner) publishProgress(ctx context.Context, t *task, force bool) {
 		for _, d := range p.Disks {
 			for i := range j.Disks {
 				if j.Disks[i].Key == d.Key {
-					j.Disks[i].BytesTotal, j.Disks[i].Checkpoint = d.BytesTotal, d.Checkpoint
+					j.Disks[i].BytesTotal = d.BytesTotal
 					j.Disks[i].BytesDone = max(j.Disks[i].BytesDone, d.BytesDone)
 					j.Disks[i].VerifyBytesTotal, j.Disks[i].VerifyBytesDone = d.VerifyBytesTotal, d.VerifyBytesDone
 				}
@@ -677,12 +677,36 @@ func (r *Runner) publishProgress(ctx context.Context, t *task, force bool) {
 	t.lastProgress = time.Now()
 	ev := p.event(t.id, r.cfg.Identity.ID, j.Seq)
 	if r.pub != nil { // sent again until stored; the window bounds what waits
-		_, err = r.pub.Publish(ctx, ev, nil)
+		_, err = r.pub.Publish(ctx, ev, func() { r.checkpointsAcked(t.id, ev) })
 	} else {
 		_, err = r.conn.Publish(ctx, ev)
 	}
 	if err != nil && ctx.Err() == nil {
 		r.log.Warn("publish progress", "job", t.id, "err", err)
+	}
+}
+
+// checkpointsAcked records the checkpoints of ev, a progress event of job
+// id the bus acknowledged: the checkpoints a resume starts from move only
+// once the OMA can know them. Each is durable on the OMA's volume already
+// (its export was flushed). An event of a snapshot the job no longer
+// copies from moves nothing.
+func (r *Runner) checkpointsAcked(id string, ev *events.Progress) {
+	_, err := r.st.Update(id, false, func(j *store.Job) error {
+		if j.Snapshot == "" || j.Snapshot != ev.Snapshot {
+			return nil
+		}
+		for _, d := range ev.Disks {
+			for i := range j.Disks {
+				if j.Disks[i].Key == d.Key && d.Checkpoint > j.Disks[i].Checkpoint && d.Checkpoint <= j.Disks[i].BytesTotal {
+					j.Disks[i].Checkpoint = d.Checkpoint
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		r.log.Warn("record the acknowledged checkpoints", "job", id, "err", err)
 	}
 }
 
