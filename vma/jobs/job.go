@@ -417,7 +417,10 @@ func (r *Runner) copyDisk(ctx context.Context, t *task, ref DiskRef, p *diskPlan
 	if p.resumeFrom > 0 {
 		r.log.Info("resuming disk", "job", t.id, "disk", key, "from", p.resumeFrom)
 	}
-	saver := checkpointSaver{r: r, job: t.id, disk: key, tracker: t.tracker, saved: p.resumeFrom, at: time.Now()}
+	saver := checkpointSaver{r: r, job: t.id, disk: key, tracker: t.tracker, saved: p.resumeFrom, at: time.Now(),
+		// A progress event carries each new checkpoint at once: it is
+		// stored for the resume once the bus acknowledges it.
+		recorded: func() { r.publishProgress(ctx, t, true) }}
 	whole := p.resumeFrom == 0 // copied in one go, so verified as a whole
 	var lostSince time.Time    // when the export was lost, while retrying
 	for delay := time.Second; ; delay = min(2*delay, 30*time.Second) {
@@ -560,6 +563,8 @@ type checkpointSaver struct {
 	posted  int64      // the last checkpoint handed to the flusher
 	at      time.Time  // when posted
 	next    chan int64 // the flusher's mailbox: the newest checkpoint only
+	// recorded, when set, is called after each checkpoint recorded.
+	recorded func()
 }
 
 // start starts flushing dst and recording the checkpoints maybe posts,
@@ -640,6 +645,9 @@ func (c *checkpointSaver) record(checkpoint int64) {
 	c.saved = checkpoint
 	if c.tracker != nil {
 		c.tracker.durable(c.disk, checkpoint)
+	}
+	if c.recorded != nil {
+		c.recorded()
 	}
 }
 

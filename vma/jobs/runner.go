@@ -698,7 +698,7 @@ func (r *Runner) checkpointsAcked(id string, ev *events.Progress) {
 		}
 		for _, d := range ev.Disks {
 			for i := range j.Disks {
-				if j.Disks[i].Key == d.Key && d.Checkpoint > j.Disks[i].Checkpoint && d.Checkpoint <= j.Disks[i].BytesTotal {
+				if j.Disks[i].Key == d.Key && d.Checkpoint > j.Disks[i].Checkpoint {
 					j.Disks[i].Checkpoint = d.Checkpoint
 				}
 			}
