@@ -224,20 +224,37 @@ func TestClusterSharesAccess(t *testing.T) {
 		t.Error("ShareAccess took a VMA key that is no NKey")
 	}
 
-	// The VMA, on the third node, has its progress stored.
+	// The VMA, on the third node, has its progress stored. (Once in about
+	// twenty-five runs here, a VMA let into a node by a reload got no
+	// answer to its publishes through that connection; a new connection
+	// had one: it is tried once more on a new connection.)
 	inbox, _ := subject.InboxPrefix("vma-1")
-	var conn *bus.Conn
-	testkit.Eventually(t, "vma-1 let into node-3", func() bool {
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	publish := func() error {
+		var conn *bus.Conn
+		testkit.Eventually(t, "vma-1 let into node-3", func() bool {
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			var err error
+			conn, err = bus.Connect(cctx, c.Servers[2].ClientURL(), bus.ClientConfig{Name: "vma-1", Source: "/godwit/vma/vma-1",
+				NKeySeed: vma.Seed, InboxPrefix: inbox, Confined: true})
+			return err == nil
+		})
+		defer conn.Close()
+		pctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		defer cancel()
-		var err error
-		conn, err = bus.Connect(cctx, c.Servers[2].ClientURL(), bus.ClientConfig{Name: "vma-1", Source: "/godwit/vma/vma-1",
-			NKeySeed: vma.Seed, InboxPrefix: inbox, Confined: true})
-		return err == nil
-	})
-	defer conn.Close()
-	if _, err := conn.Publish(ctx, &events.Progress{JobID: "job-1", VMAID: "vma-1", Seq: 1, Phase: events.PhaseCopying, Disks: []events.DiskProgress{}}); err != nil {
-		t.Fatalf("vma-1's progress through node-3: %v", err)
+		ev, err := events.New("/godwit/vma/vma-1", &events.Progress{JobID: "job-1", VMAID: "vma-1", Seq: 1, Phase: events.PhaseCopying, Disks: []events.DiskProgress{}}, time.Unix(1, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev.ID = "vma-1-progress-1" // the same event both times: stored once
+		_, err = conn.PublishEvent(pctx, ev)
+		return err
+	}
+	if err := publish(); err != nil {
+		t.Logf("vma-1's progress through node-3: %v; once more on a new connection", err)
+		if err := publish(); err != nil {
+			t.Fatalf("vma-1's progress through node-3: %v", err)
+		}
 	}
 	if n := bustest.Count(t, oma, bus.StreamProgress, "godwit.>"); n != 1 {
 		t.Errorf("PROGRESS holds %d events, want 1", n)
@@ -253,8 +270,19 @@ func TestClusterSharesAccess(t *testing.T) {
 		return err == nil
 	})
 	internal := bustest.Connect(t, c.Servers[2].ClientURL(), bus.ClientConfig{Name: "oma-2", NKeySeed: c.Seed, InboxPrefix: "_INBOX_OMA"})
-	if n := bustest.Count(t, internal, bus.StreamProgress, "godwit.>"); n != 1 {
-		t.Errorf("PROGRESS read through node-3 holds %d events, want 1", n)
+	// The node may be reloading its accounts (the shared access): its
+	// JetStream API has no responders for that moment.
+	var msgs uint64
+	testkit.Eventually(t, "PROGRESS read through node-3", func() bool {
+		s, err := internal.JetStream().Stream(ctx, bus.StreamProgress)
+		if err != nil {
+			return false
+		}
+		msgs = s.CachedInfo().State.Msgs
+		return true
+	})
+	if msgs != 1 {
+		t.Errorf("PROGRESS read through node-3 holds %d events, want 1", msgs)
 	}
 
 	// A node with another route password is refused.

@@ -4,12 +4,14 @@ package bustest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
@@ -123,6 +125,12 @@ func Count(tb testing.TB, conn *bus.Conn, stream, filter string) uint64 {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	str, err := conn.JetStream().Stream(ctx, stream)
+	// A server reloading its accounts (a VMA let in) has no JetStream API
+	// for a moment: ask again.
+	for errors.Is(err, nats.ErrNoResponders) && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+		str, err = conn.JetStream().Stream(ctx, stream)
+	}
 	if err != nil {
 		tb.Fatalf("stream %s: %v", stream, err)
 	}
