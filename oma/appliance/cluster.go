@@ -179,34 +179,13 @@ func (o *OMA) startBus(ctx context.Context, access bus.Access, secrets clusterSe
 	}
 	ccfg := bus.ClientConfig{Name: "oma", Source: "/godwit/oma", Logger: log, OnHandled: lag.Observe}
 	if cfg.NATSURL == "" {
-		natsHost, natsPort, _ := splitHostPort(cfg.NATSAddr)
-		if natsPort == 0 {
-			natsPort = -1 // bus: a free port
-		}
-		cluster := cfg.Cluster
-		cluster.Secret = secrets.route
-		srv, err := bus.StartServer(ctx, bus.ServerConfig{
-			StoreDir:    filepath.Join(cfg.StateDir, "jetstream"),
-			Host:        natsHost,
-			Port:        natsPort,
-			MonitorPort: cfg.NATSMonitorPort,
-			MaxPayload:  cfg.NATSMaxPayload,
-			Name:        cfg.NATSServerName,
-			Seed:        secrets.internal,
-			Cluster:     cluster,
-			Access:      access,
-			Logger:      log.WithGroup("nats"),
-		})
+		srv, stopServer, err := startNode(ctx, bus.ServerConfig{StoreDir: filepath.Join(cfg.StateDir, "jetstream"),
+			MonitorPort: cfg.NATSMonitorPort, MaxPayload: cfg.NATSMaxPayload, Name: cfg.NATSServerName, Cluster: cfg.Cluster,
+			Access: access, Logger: log.WithGroup("nats")}, cfg.NATSAddr, secrets, log)
 		if err != nil {
 			return nil, err
 		}
-		stops = append(stops, func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			if err := srv.Shutdown(sctx); err != nil {
-				log.Error("shut down nats", "err", err)
-			}
-		})
+		stops = append(stops, stopServer)
 		b.server, b.url, b.access = srv, srv.ClientURL(), srv
 		if b.conn, err = srv.Connect(ctx, ccfg); err != nil {
 			b.stop()
@@ -236,7 +215,7 @@ func (o *OMA) startBus(ctx context.Context, access bus.Access, secrets clusterSe
 	case !clustered:
 		err = conn.EnsureStreams(ctx, o.streamLimits())
 	case !cfg.Standby:
-		err = retryCluster(ctx, true, func(ctx context.Context) error {
+		err = retryCluster(ctx, func(ctx context.Context) error {
 			return standby.EnsureBuckets(ctx, conn.JetStream(), cfg.StreamReplicas)
 		})
 	}
@@ -270,7 +249,7 @@ func (o *OMA) streamLimits() bus.StreamLimits {
 // again until ctx ends.
 func (o *OMA) ensureCluster(ctx context.Context, conn *bus.Conn) error {
 	limits := o.streamLimits()
-	return retryCluster(ctx, true, func(ctx context.Context) error {
+	return retryCluster(ctx, func(ctx context.Context) error {
 		if err := conn.EnsureStreams(ctx, limits); err != nil {
 			return err
 		}
@@ -282,13 +261,10 @@ func (o *OMA) ensureCluster(ctx context.Context, conn *bus.Conn) error {
 }
 
 // retryCluster calls fn again and again until it succeeds or ctx ends,
-// when clustered (once otherwise), with 2s to answer at first, then more
+// on a cluster, with 2s to answer at first, then more
 // each time up to 10s: a request to a node or leader that went away is
 // never answered, and the cluster elects another within seconds.
-func retryCluster(ctx context.Context, clustered bool, fn func(context.Context) error) error {
-	if !clustered {
-		return fn(ctx)
-	}
+func retryCluster(ctx context.Context, fn func(context.Context) error) error {
 	for wait := 2 * time.Second; ; wait = min(wait*3/2, 10*time.Second) {
 		actx, cancel := context.WithTimeout(ctx, wait)
 		err := fn(actx)
@@ -302,6 +278,31 @@ func retryCluster(ctx context.Context, clustered bool, fn func(context.Context) 
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// startNode starts an OMA's NATS server on addr (a port 0 picks a free
+// one) with the cluster's secrets, and returns it with the function that
+// shuts it down.
+func startNode(ctx context.Context, sc bus.ServerConfig, addr string, secrets clusterSecrets, log *slog.Logger) (*bus.Server, func(), error) {
+	host, port, err := splitHostPort(addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("nats address %q: %w", addr, err)
+	}
+	if port == 0 {
+		port = -1 // bus: a free port
+	}
+	sc.Host, sc.Port, sc.Seed, sc.Cluster.Secret = host, port, secrets.internal, secrets.route
+	srv, err := bus.StartServer(ctx, sc)
+	if err != nil {
+		return nil, nil, err
+	}
+	return srv, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			log.Error("shut down nats", "err", err)
+		}
+	}, nil
 }
 
 // NodeConfig configures RunNode.
@@ -350,31 +351,16 @@ func RunNode(ctx context.Context, cfg NodeConfig) error {
 	if cfg.NATSAddr == "" {
 		cfg.NATSAddr = "127.0.0.1:4222"
 	}
-	host, port, err := splitHostPort(cfg.NATSAddr)
-	if err != nil {
-		return fmt.Errorf("nats address %q: %w", cfg.NATSAddr, err)
-	}
-	if port == 0 {
-		port = -1
-	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	cluster := cfg.Cluster
-	cluster.Secret = secrets.route
-	srv, err := bus.StartServer(ctx, bus.ServerConfig{StoreDir: filepath.Join(cfg.DataDir, "jetstream"), Host: host, Port: port,
-		MonitorPort: cfg.MonitorPort, Name: cfg.Name, Seed: secrets.internal, Cluster: cluster,
-		Access: bus.Access{Observers: []string{observer.publicKey}, Admins: []string{admin.publicKey}}, Logger: log.WithGroup("nats")})
+	srv, stopServer, err := startNode(ctx, bus.ServerConfig{StoreDir: filepath.Join(cfg.DataDir, "jetstream"), MonitorPort: cfg.MonitorPort,
+		Name: cfg.Name, Cluster: cfg.Cluster, Access: bus.Access{Observers: []string{observer.publicKey}, Admins: []string{admin.publicKey}},
+		Logger: log.WithGroup("nats")}, cfg.NATSAddr, secrets, log)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(sctx); err != nil {
-			log.Error("shut down nats", "err", err)
-		}
-	}()
+	defer stopServer()
 	conn, err := srv.Connect(ctx, bus.ClientConfig{Name: "oma-node", Source: "/godwit/oma/node", Logger: log})
 	if err != nil {
 		return err

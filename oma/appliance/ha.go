@@ -41,7 +41,7 @@ func (o *OMA) lead(ctx context.Context, st *store.Store, b *natsBus, access bus.
 	// The cluster's JetStream API may not answer for a moment (a leader
 	// elected, a node reloading its accounts): each call is tried again.
 	var lease *standby.Lease
-	err := retryCluster(ctx, true, func(ctx context.Context) (err error) {
+	err := retryCluster(ctx, func(ctx context.Context) (err error) {
 		lease, err = standby.NewLease(ctx, js, standby.LeaseConfig{Holder: standby.Holder{Name: name, APIURL: cfg.APIURL},
 			TTL: cfg.LeaseTTL, WaitFirst: cfg.Standby, Logger: log.With("part", "lease")})
 		return err
@@ -74,7 +74,7 @@ func (o *OMA) lead(ctx context.Context, st *store.Store, b *natsBus, access bus.
 		return err
 	})
 	if err == nil {
-		err = retryCluster(ctx, true, func(context.Context) error { return b.access.SetAccess(access) })
+		err = retryCluster(ctx, func(context.Context) error { return b.access.SetAccess(access) })
 	}
 	if err != nil {
 		st.SetCommitHook(nil)
@@ -121,7 +121,7 @@ func (o *OMA) standBy(ctx context.Context, st *store.Store, b *natsBus, lease *s
 	var holder standby.Holder
 	var held bool
 	var copied uint64 // items in the state bucket
-	err := retryCluster(ctx, true, func(ctx context.Context) (err error) {
+	err := retryCluster(ctx, func(ctx context.Context) (err error) {
 		if holder, held, err = lease.Current(ctx); err != nil {
 			return fmt.Errorf("read the lease: %w", err)
 		}

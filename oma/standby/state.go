@@ -84,12 +84,19 @@ type Shipper struct {
 	cfg ShipperConfig
 	log *slog.Logger
 
-	wake chan struct{}
+	wake      chan struct{}
+	trimmed   uint64    // the journal's last seq trimmed (Run's goroutine only)
+	trimmedAt time.Time // when
+
 	mu   sync.Mutex
 	cond *sync.Cond
 	sent uint64 // the journal's last seq copied
 	done bool
 }
+
+// trimEvery is how many copied changes the journal keeps at most before
+// they are trimmed, however soon.
+const trimEvery = 4096
 
 // NewShipper returns a shipper of st's journal through js.
 func NewShipper(st *store.Store, js jetstream.JetStream, cfg ShipperConfig) *Shipper {
@@ -207,8 +214,15 @@ func (s *Shipper) ship(ctx context.Context, changes []store.Change) error {
 		}
 	}
 	last := changes[len(changes)-1].Seq
-	if err := s.st.TrimJournal(last); err != nil {
-		s.log.Warn("trim the journal", "err", err) // copied again later: harmless
+	// Trimming is a write of its own: at most once a second, or every
+	// trimEvery changes (what is copied and not trimmed is skipped, and
+	// copied again after a restart: harmless).
+	if last-s.trimmed >= trimEvery || time.Since(s.trimmedAt) >= time.Second {
+		if err := s.st.TrimJournal(last); err != nil {
+			s.log.Warn("trim the journal", "err", err)
+		} else {
+			s.trimmed, s.trimmedAt = last, time.Now()
+		}
 	}
 	s.mu.Lock()
 	s.sent = last
