@@ -34,6 +34,27 @@ func (c *Conn) EnsureAccessBucket(ctx context.Context, replicas int) error {
 	if err := retryAPI(ctx, func() error { _, err := c.js.CreateOrUpdateKeyValue(ctx, cfg); return err }); err != nil {
 		return fmt.Errorf("ensure bucket %s: %w", AccessBucket, err)
 	}
+	return NoDirectGets(ctx, c.js, AccessBucket)
+}
+
+// NoDirectGets turns direct gets off on the stream of the key-value
+// bucket named bucket, so that reads of it go through its leader: in
+// nats-server 2.15 a direct get reads the server's options while a reload
+// of its accounts (a VMA let in) writes them, a data race the race
+// detector reports.
+func NoDirectGets(ctx context.Context, js jetstream.JetStream, bucket string) error {
+	s, err := js.Stream(ctx, "KV_"+bucket)
+	if err != nil {
+		return fmt.Errorf("bucket %s: %w", bucket, err)
+	}
+	cfg := s.CachedInfo().Config
+	if !cfg.AllowDirect {
+		return nil
+	}
+	cfg.AllowDirect = false
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("bucket %s: direct gets off: %w", bucket, err)
+	}
 	return nil
 }
 

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/godwit/godwit/bus"
 )
 
 // LeaseBucket is the key-value bucket of the lease.
@@ -69,6 +71,9 @@ func EnsureBuckets(ctx context.Context, js jetstream.JetStream, replicas int) er
 	} {
 		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
 			return fmt.Errorf("ensure bucket %s: %w", cfg.Bucket, err)
+		}
+		if err := bus.NoDirectGets(ctx, js, cfg.Bucket); err != nil {
+			return err
 		}
 	}
 	return nil
