@@ -372,7 +372,7 @@ func TestPublisherThroughANodeLoss(t *testing.T) {
 	}
 	conn := bustest.Connect(t, strings.Join(urls, ","), bus.ClientConfig{Name: "test-publisher", Source: "/godwit/test", NKeySeed: admin.Seed,
 		Options: []nats.Option{nats.DontRandomize()}})
-	pub := conn.NewPublisher(16)
+	pub := conn.NewPublisher(bus.PublisherConfig{Window: 16})
 	defer pub.Close()
 
 	const n = 400

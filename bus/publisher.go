@@ -18,6 +18,24 @@ import (
 // most, unless told otherwise.
 const DefaultPublishWindow = 64
 
+// DefaultPublishStall is how long a Publisher goes without any
+// acknowledgement, while its connection counts itself connected, before it
+// makes the connection reconnect, unless told otherwise.
+const DefaultPublishStall = 10 * time.Second
+
+// PublisherConfig configures a Publisher.
+type PublisherConfig struct {
+	// Window is how many events are in flight at most (0 means
+	// DefaultPublishWindow).
+	Window int
+	// Stall is how long the publisher waits without any acknowledgement
+	// on a connection that counts itself connected before it reconnects
+	// (0 means DefaultPublishStall): a server that has stopped answering
+	// one connection's publishes, as a node once did here after an
+	// accounts reload, is left for another.
+	Stall time.Duration
+}
+
 // publisherAckWait is how long a Publisher waits for an event's
 // acknowledgement before it sends the event, and those after it, again:
 // a publish sent to a node that went away is never answered.
@@ -32,6 +50,7 @@ const publisherAckWait = time.Second
 // order. It is safe for concurrent use; Close it.
 type Publisher struct {
 	c      *Conn
+	stall  time.Duration
 	window chan struct{} // one token per event in flight
 	wake   chan struct{}
 	done   chan struct{}
@@ -50,16 +69,19 @@ type outgoing struct {
 	onAck  func()
 	future jetstream.PubAckFuture // nil until sent (again)
 	sentAt time.Time
+	first  time.Time // when it was first sent
 }
 
-// NewPublisher returns a publisher of at most window events in flight (0
-// means DefaultPublishWindow).
-func (c *Conn) NewPublisher(window int) *Publisher {
-	if window <= 0 {
-		window = DefaultPublishWindow
+// NewPublisher returns a publisher on the connection.
+func (c *Conn) NewPublisher(cfg PublisherConfig) *Publisher {
+	if cfg.Window <= 0 {
+		cfg.Window = DefaultPublishWindow
+	}
+	if cfg.Stall <= 0 {
+		cfg.Stall = DefaultPublishStall
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Publisher{c: c, window: make(chan struct{}, window), wake: make(chan struct{}, 1), done: make(chan struct{}), cancel: cancel}
+	p := &Publisher{c: c, stall: cfg.Stall, window: make(chan struct{}, cfg.Window), wake: make(chan struct{}, 1), done: make(chan struct{}), cancel: cancel}
 	p.flushed = sync.NewCond(&p.mu)
 	go p.run(ctx)
 	return p
@@ -161,6 +183,7 @@ func (p *Publisher) run(ctx context.Context) {
 		p.mu.Unlock()
 	}()
 	retry := 50 * time.Millisecond
+	quiet := time.Now() // since the last acknowledgement or reconnection
 	for {
 		p.mu.Lock()
 		for _, o := range p.queue { // send what is not in flight, in order
@@ -172,6 +195,9 @@ func (p *Publisher) run(ctx context.Context) {
 				break // disconnected, or too many in flight: later
 			}
 			o.future, o.sentAt = f, time.Now()
+			if o.first.IsZero() {
+				o.first = o.sentAt
+			}
 		}
 		var head *outgoing
 		if len(p.queue) > 0 {
@@ -207,11 +233,24 @@ func (p *Publisher) run(ctx context.Context) {
 			p.mu.Unlock()
 			<-p.window
 			retry = 50 * time.Millisecond
+			quiet = time.Now()
 		case err := <-head.future.Err():
 			p.c.log.Debug("publish again", "subject", head.msg.Subject, "id", head.id, "err", err)
 			p.resend(ctx, &retry)
 		case <-time.After(time.Until(head.sentAt.Add(publisherAckWait))):
 			p.c.log.Debug("publish again: no acknowledgement", "subject", head.msg.Subject, "id", head.id, "after", publisherAckWait)
+			since := quiet
+			if head.first.After(since) {
+				since = head.first
+			}
+			if time.Since(since) >= p.stall && p.c.nc.IsConnected() {
+				p.c.log.Warn("no acknowledgement on this connection: reconnecting", "server", p.c.nc.ConnectedServerName(),
+					"for", time.Since(since).Round(time.Millisecond), "pending", p.Pending())
+				if err := p.c.nc.ForceReconnect(); err != nil {
+					p.c.log.Warn("reconnect", "err", err)
+				}
+				quiet = time.Now()
+			}
 			p.resend(ctx, &retry)
 		}
 	}

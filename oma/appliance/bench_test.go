@@ -133,7 +133,7 @@ func benchApply(b *testing.B, vmas, jobsPer int, clustered bool) applied {
 		var wg sync.WaitGroup
 		for v, s := range sims {
 			wg.Go(func() {
-				pub := conns[v].NewPublisher(0)
+				pub := conns[v].NewPublisher(bus.PublisherConfig{})
 				defer pub.Close()
 				ctx := context.Background()
 				// Each VMA's round is spread over the second, as real ones are.

@@ -251,7 +251,7 @@ func interrupted(ctx context.Context) bool {
 // returns once they have stopped; queued jobs stay queued.
 func (r *Runner) Run(ctx context.Context) error {
 	r.runCtx = ctx
-	r.pub = r.conn.NewPublisher(r.cfg.PublishWindow)
+	r.pub = r.conn.NewPublisher(bus.PublisherConfig{Window: r.cfg.PublishWindow})
 	defer func() {
 		// What the jobs published on their way out goes before the VMA stops.
 		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
