@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"go.etcd.io/bbolt"
 
 	"github.com/godwit/godwit/bus"
@@ -136,12 +137,22 @@ func TestStateFollowsTheActiveStore(t *testing.T) {
 	if err := active.EnableJournal(); err != nil {
 		t.Fatal(err)
 	}
-	shipper := standby.NewShipper(active, conn.JetStream(), standby.ShipperConfig{})
-	active.SetCommitHook(shipper.Wait)
-	sctx, stopShipping := context.WithCancel(ctx)
-	shipped := make(chan error, 1)
-	go func() { shipped <- shipper.Run(sctx) }()
-	defer func() { stopShipping(); <-shipped }()
+	// ship starts a shipper; it returns a func that stops it.
+	ship := func() func() {
+		shipper := standby.NewShipper(active, conn.JetStream(), standby.ShipperConfig{})
+		active.SetCommitHook(shipper.Wait)
+		sctx, stopShipping := context.WithCancel(ctx)
+		shipped := make(chan error, 1)
+		go func() { shipped <- shipper.Run(sctx) }()
+		return func() {
+			stopShipping()
+			if err := <-shipped; err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	stopShipping := ship()
+	defer func() { stopShipping() }()
 
 	put(2)
 	var vms []events.VM
@@ -168,6 +179,38 @@ func TestStateFollowsTheActiveStore(t *testing.T) {
 	testkit.Eventually(t, "job-3 copied", func() bool {
 		return copyOf.View(func(tx *bbolt.Tx) error { _, err := store.GetJob(tx, "job-3"); return err }) == nil
 	})
+	if n := chunksHeld(t, conn); n != 6 {
+		t.Errorf("the bucket holds %d chunks, want the inventory's 6", n)
+	}
+	// The inventory shrinks to two chunks, then to none, and grows again:
+	// the chunks it no longer uses are purged, also by a new shipper
+	// (which learns them from the bucket), and the copy follows.
+	for _, c := range []struct {
+		vms, chunks int
+		restart     bool
+	}{{1000, 2, false}, {10, 0, false}, {3000, 6, false}, {10, 0, true}, {3000, 6, false}} {
+		if c.restart {
+			stopShipping()
+			stopShipping = ship()
+		}
+		if err := active.Update(func(tx *bbolt.Tx) error {
+			return store.PutInventory(tx, store.Inventory{VMAID: "vma-1", Result: events.DiscoverResult{VMAID: "vma-1", VCenter: events.VCenterRef{Host: "vc"}, VMs: vms[:c.vms]}})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		testkit.Eventually(t, fmt.Sprintf("the inventory of %d VMs copied", c.vms), func() bool {
+			var n int
+			_ = copyOf.View(func(tx *bbolt.Tx) error {
+				inv, err := store.GetInventory(tx, "vma-1", "vc")
+				n = len(inv.Result.VMs)
+				return err
+			})
+			return n == c.vms
+		})
+		if n := chunksHeld(t, conn); n != c.chunks {
+			t.Errorf("an inventory of %d VMs leaves %d chunks in the bucket, want %d", c.vms, n, c.chunks)
+		}
+	}
 	stopFollowing()
 	if err := <-followed; err != nil {
 		t.Fatal(err)
@@ -187,4 +230,19 @@ func TestStateFollowsTheActiveStore(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// chunksHeld counts the chunks in the state bucket.
+func chunksHeld(t *testing.T, conn *bus.Conn) int {
+	t.Helper()
+	ctx := testkit.Context(t)
+	str, err := conn.JetStream().Stream(ctx, "KV_"+standby.StateBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := str.Info(ctx, jetstream.WithSubjectFilter("$KV."+standby.StateBucket+".*.*.c.*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(info.State.Subjects)
 }

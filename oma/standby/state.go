@@ -87,6 +87,10 @@ type Shipper struct {
 	wake      chan struct{}
 	trimmed   uint64    // the journal's last seq trimmed (Run's goroutine only)
 	trimmedAt time.Time // when
+	// chunks is how many chunks the bucket holds for each item put in
+	// chunks, by the item's subject (Run's goroutine only; nil until
+	// read from the bucket).
+	chunks map[string]int
 
 	mu   sync.Mutex
 	cond *sync.Cond
@@ -181,36 +185,42 @@ func (s *Shipper) copied() uint64 {
 	return s.sent
 }
 
-// ship puts changes into the bucket, in order, waits for every ack, and
-// trims them from the journal.
+// ship puts changes into the bucket, in order, waits for every ack,
+// purges the chunks the changes left behind, and trims them from the
+// journal.
 func (s *Shipper) ship(ctx context.Context, changes []store.Change) error {
-	var futures []jetstream.PubAckFuture
-	send := func(m *nats.Msg) error {
-		f, err := s.js.PublishMsgAsync(m)
-		if err != nil {
-			return err
-		}
-		futures = append(futures, f)
-		return nil
+	if err := s.readChunks(ctx); err != nil {
+		return err
 	}
-	for _, c := range changes {
+	var futures []jetstream.PubAckFuture
+	first := make([]int, len(changes)) // each change's first message
+	for i, c := range changes {
+		first[i] = len(futures)
 		for _, m := range messages(c) {
-			if err := send(m); err != nil {
+			f, err := s.js.PublishMsgAsync(m)
+			if err != nil {
 				return fmt.Errorf("copy change %d: %w", c.Seq, err)
 			}
+			futures = append(futures, f)
 		}
 	}
 	wait := time.NewTimer(10 * time.Second)
 	defer wait.Stop()
-	for _, f := range futures {
+	acks := make([]*jetstream.PubAck, len(futures))
+	for i, f := range futures {
 		select {
-		case <-f.Ok():
+		case acks[i] = <-f.Ok():
 		case err := <-f.Err():
 			return fmt.Errorf("copy the state: %w", err)
 		case <-wait.C:
 			return errors.New("copy the state: no ack in 10s")
 		case <-ctx.Done():
 			return ctx.Err()
+		}
+	}
+	for i, c := range changes {
+		if err := s.purgeChunks(ctx, c, acks[first[i]].Sequence); err != nil {
+			return err
 		}
 	}
 	last := changes[len(changes)-1].Seq
@@ -229,6 +239,67 @@ func (s *Shipper) ship(ctx context.Context, changes []store.Change) error {
 	s.cond.Broadcast()
 	s.mu.Unlock()
 	return nil
+}
+
+// chunkSubjects matches every chunk in StateBucket.
+const chunkSubjects = "$KV." + StateBucket + ".*.*.c.*"
+
+// readChunks learns, once, which items the bucket holds in chunks, and in
+// how many.
+func (s *Shipper) readChunks(ctx context.Context) error {
+	if s.chunks != nil {
+		return nil
+	}
+	str, err := s.js.Stream(ctx, stateStream)
+	if err != nil {
+		return fmt.Errorf("copy the state: %w", err)
+	}
+	info, err := str.Info(ctx, jetstream.WithSubjectFilter(chunkSubjects))
+	if err != nil {
+		return fmt.Errorf("copy the state: the chunks it holds: %w", err)
+	}
+	s.chunks = make(map[string]int)
+	for subj := range info.State.Subjects {
+		item, _, _ := strings.Cut(strings.TrimPrefix(subj, "$KV."+StateBucket+"."), ".c.")
+		s.chunks[item]++
+	}
+	return nil
+}
+
+// purgeChunks purges the chunks of c's item that c no longer uses: those
+// stored before seq, c's first message, when c puts fewer chunks than the
+// bucket holds (a value that shrank, or was deleted).
+func (s *Shipper) purgeChunks(ctx context.Context, c store.Change, seq uint64) error {
+	item := itemKey(c.Bucket, c.Key)
+	n := chunkCount(c)
+	if s.chunks[item] <= n {
+		if n > 0 {
+			s.chunks[item] = n
+		}
+		return nil
+	}
+	str, err := s.js.Stream(ctx, stateStream)
+	if err != nil {
+		return fmt.Errorf("copy the state: %w", err)
+	}
+	subj := "$KV." + StateBucket + "." + item + ".c.>"
+	if err := str.Purge(ctx, jetstream.WithPurgeSubject(subj), jetstream.WithPurgeSequence(seq)); err != nil {
+		return fmt.Errorf("copy the state: purge %s before %d: %w", subj, seq, err)
+	}
+	if n == 0 {
+		delete(s.chunks, item)
+	} else {
+		s.chunks[item] = n
+	}
+	return nil
+}
+
+// chunkCount is how many chunks messages(c) puts.
+func chunkCount(c store.Change) int {
+	if c.Deleted || len(c.Value) <= chunkSize {
+		return 0
+	}
+	return (len(c.Value) + chunkSize - 1) / chunkSize
 }
 
 // messages are the bucket's messages for c: a put, a deletion, or a put
