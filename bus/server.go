@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -354,6 +355,21 @@ func (s *Server) ClusterAddr() net.Addr { return s.ns.ClusterAddr() }
 
 // Routes returns how many route connections to other nodes the server has.
 func (s *Server) Routes() int { return s.ns.NumRoutes() }
+
+// RoutePeers returns the names of the nodes this node has routes to.
+func (s *Server) RoutePeers() []string {
+	routez, err := s.ns.Routez(nil)
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, r := range routez.Routes {
+		if !slices.Contains(names, r.RemoteName) {
+			names = append(names, r.RemoteName)
+		}
+	}
+	return names
+}
 
 // ClientNames returns the names of the clients connected to this node, as
 // they gave them (ClientConfig.Name).

@@ -418,9 +418,11 @@ func (r *Runner) copyDisk(ctx context.Context, t *task, ref DiskRef, p *diskPlan
 		r.log.Info("resuming disk", "job", t.id, "disk", key, "from", p.resumeFrom)
 	}
 	saver := checkpointSaver{r: r, job: t.id, disk: key, tracker: t.tracker, saved: p.resumeFrom, at: time.Now(),
-		// A progress event carries each new checkpoint at once: it is
-		// stored for the resume once the bus acknowledges it.
-		recorded: func() { r.publishProgress(ctx, t, true) }}
+		// A progress event carries each new checkpoint, at once when the
+		// last one went out a ProgressInterval ago, else with the next
+		// tick (a checkpoint is a change): it is stored for the resume once
+		// the bus acknowledges it. Progress keeps to one per interval.
+		recorded: func() { r.publishProgress(ctx, t, false) }}
 	whole := p.resumeFrom == 0 // copied in one go, so verified as a whole
 	var lostSince time.Time    // when the export was lost, while retrying
 	for delay := time.Second; ; delay = min(2*delay, 30*time.Second) {
