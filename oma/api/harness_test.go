@@ -126,8 +126,25 @@ type vma struct {
 func (o *omaUnderTest) addVMA(id string) *vma {
 	o.t.Helper()
 	var cred vmas.Credentials
-	if code := o.do(http.MethodPost, "/api/v1/vmas", map[string]string{"id": id}, &cred); code != http.StatusCreated {
-		o.t.Fatalf("POST /api/v1/vmas = %d", code)
+	// A port of its own, not the lowest free one from 9081: the OMAs of
+	// tests running in parallel would each pick the same, and all but one
+	// find it held by another when they come to hold it (health degraded).
+	// A free port may be one of the OMA's own NBD pool, which it refuses
+	// naming api_port: another is tried.
+	for attempt := 0; ; attempt++ {
+		port, _ := testkit.FreePorts(o.t, 1)
+		var answer struct {
+			vmas.Credentials
+			Field string `json:"field"`
+		}
+		code := o.do(http.MethodPost, "/api/v1/vmas", map[string]any{"id": id, "api_port": port}, &answer)
+		if code == http.StatusCreated {
+			cred = answer.Credentials
+			break
+		}
+		if code != http.StatusConflict || answer.Field != "api_port" || attempt == 20 {
+			o.t.Fatalf("POST /api/v1/vmas = %d", code)
+		}
 	}
 	return o.connectVMA(id, cred.NKeySeed)
 }

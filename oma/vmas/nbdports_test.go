@@ -12,6 +12,7 @@ import (
 	"github.com/godwit/godwit/oma/fault"
 	"github.com/godwit/godwit/oma/store"
 	"github.com/godwit/godwit/oma/vmas"
+	"github.com/godwit/godwit/testkit"
 )
 
 // TestRegisterVMAShares: each VMA gets the lowest share of the pool that
@@ -66,7 +67,10 @@ func TestRegisterVMAShares(t *testing.T) {
 			}); err != nil {
 				t.Fatal(err)
 			}
-			cred, err := vmas.Register(st, vmas.Registration{ID: "vma-new", NBDPool: pool, NBDPortsPerVMA: tt.n}, time.Now())
+			// An API port of its own: the parallel subtests would all
+			// check 9081 at once, and one find it held by another.
+			port, _ := testkit.FreePorts(t, 1)
+			cred, err := vmas.Register(st, vmas.Registration{ID: "vma-new", APIPort: port, NBDPool: pool, NBDPortsPerVMA: tt.n}, time.Now())
 			switch {
 			case tt.wantErr == "" && (err != nil || cred.NBDPorts != tt.want):
 				t.Errorf("RegisterVMA share = %s, %v, want %s", cred.NBDPorts, err, tt.want)
