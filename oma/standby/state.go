@@ -26,8 +26,12 @@ import (
 // <bucket>.<key>, each base64url.
 const StateBucket = "godwit-state"
 
-// stateStream is the stream behind StateBucket.
-const stateStream = "KV_" + StateBucket
+// stateStream is the stream behind StateBucket, and statePrefix the
+// subjects' prefix of its keys.
+const (
+	stateStream = "KV_" + StateBucket
+	statePrefix = "$KV." + StateBucket + "."
+)
 
 // chunkSize is the largest value put in one message; a larger one (an
 // inventory of thousands of VMs) goes in chunks, <item>.c.<i>, then the
@@ -88,9 +92,10 @@ type Shipper struct {
 	trimmed   uint64    // the journal's last seq trimmed (Run's goroutine only)
 	trimmedAt time.Time // when
 	// chunks is how many chunks the bucket holds for each item put in
-	// chunks, by the item's subject (Run's goroutine only; nil until
-	// read from the bucket).
+	// chunks, by the item's key (Run's goroutine only; nil until read
+	// from the bucket, with stream).
 	chunks map[string]int
+	stream jetstream.Stream
 
 	mu   sync.Mutex
 	cond *sync.Cond
@@ -242,7 +247,7 @@ func (s *Shipper) ship(ctx context.Context, changes []store.Change) error {
 }
 
 // chunkSubjects matches every chunk in StateBucket.
-const chunkSubjects = "$KV." + StateBucket + ".*.*.c.*"
+const chunkSubjects = statePrefix + "*.*.c.*"
 
 // readChunks learns, once, which items the bucket holds in chunks, and in
 // how many.
@@ -258,9 +263,9 @@ func (s *Shipper) readChunks(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("copy the state: the chunks it holds: %w", err)
 	}
-	s.chunks = make(map[string]int)
+	s.stream, s.chunks = str, make(map[string]int)
 	for subj := range info.State.Subjects {
-		item, _, _ := strings.Cut(strings.TrimPrefix(subj, "$KV."+StateBucket+"."), ".c.")
+		item, _, _ := strings.Cut(strings.TrimPrefix(subj, statePrefix), ".c.")
 		s.chunks[item]++
 	}
 	return nil
@@ -278,12 +283,8 @@ func (s *Shipper) purgeChunks(ctx context.Context, c store.Change, seq uint64) e
 		}
 		return nil
 	}
-	str, err := s.js.Stream(ctx, stateStream)
-	if err != nil {
-		return fmt.Errorf("copy the state: %w", err)
-	}
-	subj := "$KV." + StateBucket + "." + item + ".c.>"
-	if err := str.Purge(ctx, jetstream.WithPurgeSubject(subj), jetstream.WithPurgeSequence(seq)); err != nil {
+	subj := statePrefix + item + ".c.>"
+	if err := s.stream.Purge(ctx, jetstream.WithPurgeSubject(subj), jetstream.WithPurgeSequence(seq)); err != nil {
 		return fmt.Errorf("copy the state: purge %s before %d: %w", subj, seq, err)
 	}
 	if n == 0 {
@@ -305,7 +306,7 @@ func chunkCount(c store.Change) int {
 // messages are the bucket's messages for c: a put, a deletion, or a put
 // in chunks.
 func messages(c store.Change) []*nats.Msg {
-	subj := "$KV." + StateBucket + "." + itemKey(c.Bucket, c.Key)
+	subj := statePrefix + itemKey(c.Bucket, c.Key)
 	if c.Deleted {
 		m := nats.NewMsg(subj)
 		m.Header.Set("KV-Operation", "DEL")
@@ -447,7 +448,7 @@ func (f *Follower) run(ctx context.Context) error {
 // change turns one message of the bucket into a change of the store;
 // false for a chunk (read with its item) and for what cannot be read.
 func (f *Follower) change(ctx context.Context, kv jetstream.KeyValue, msg jetstream.Msg) (store.Change, bool) {
-	k := strings.TrimPrefix(msg.Subject(), "$KV."+StateBucket+".")
+	k := strings.TrimPrefix(msg.Subject(), statePrefix)
 	bucket, key, chunk, err := parseItemKey(k)
 	if err != nil {
 		f.log.Error("ignored a state item", "err", err)
