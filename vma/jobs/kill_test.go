@@ -64,7 +64,9 @@ func TestSIGKILLMidCopyResumes(t *testing.T) {
 	b.startFromOMA(t, j.JobID)
 	for kill := 1; kill <= 3; kill++ {
 		// Kill at a random point once this run moved a checkpoint on, and
-		// had the time to record it (checkpoints every 200 ms).
+		// had the time to record it: the next progress event carries it,
+		// within a progress interval (1 s), and the VMA records it once
+		// that event is acknowledged.
 		var p struct {
 			State string `json:"state"`
 			Phase string `json:"phase"`
@@ -87,7 +89,7 @@ func TestSIGKILLMidCopyResumes(t *testing.T) {
 			}
 			return sum > first
 		})
-		time.Sleep(500*time.Millisecond + time.Duration(rng.IntN(700))*time.Millisecond)
+		time.Sleep(1500*time.Millisecond + time.Duration(rng.IntN(700))*time.Millisecond)
 		b.ext.Kill()
 		b.ext.Start()
 	}
